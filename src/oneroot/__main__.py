@@ -1,0 +1,3 @@
+from oneroot.cli.main import main
+
+raise SystemExit(main())
