@@ -1,0 +1,489 @@
+"""The command table. Commands are thin: parse, call `oneroot.ops`, show the result."""
+
+from __future__ import annotations
+
+import ipaddress
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import click
+
+from oneroot.cli.output import console, emit_json, show_changes, table
+from oneroot.errors import InvalidValue, UsageError
+from oneroot.inventory.sqlite import SqliteInventory
+from oneroot.model.cluster import PROFILE_KEYS, InitSystem, Node, ResolvedNode
+from oneroot.model.inventory import settings_to_dict
+from oneroot.net import MacAddress, parse_ipv4
+from oneroot.ops import inventory as inv_ops
+from oneroot.ops.paths import DEFAULT_HOME, Paths
+
+
+@dataclass(slots=True)
+class State:
+    paths: Paths
+
+    @contextmanager
+    def store(self) -> Iterator[SqliteInventory]:
+        store = inv_ops.open_store(self.paths)
+        try:
+            yield store
+        finally:
+            store.close()
+
+
+pass_state = click.make_pass_decorator(State)
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option("--home", type=click.Path(path_type=Path), default=DEFAULT_HOME,
+              envvar="ONEROOT_HOME", show_default=True,
+              help="Directory holding the inventory, leases and events.")
+@click.version_option(package_name="oneroot")
+@click.pass_context
+def cli(ctx: click.Context, home: Path) -> None:
+    """oneroot: one root filesystem for a whole diskless cluster."""
+    ctx.obj = State(paths=Paths(home=home))
+
+
+# -- init / settings --------------------------------------------------------------------------
+
+@cli.command()
+@click.option("--server", "server_address", default="10.0.0.1", show_default=True,
+              help="The server's address on the cluster network.")
+@click.option("--subnet", default="10.0.0.0/24", show_default=True)
+@click.option("--interface", default="eth0", show_default=True,
+              help="Interface DHCP serves on.")
+@click.option("--gateway", default=None)
+@click.option("--dns", default=None, help="DNS servers, comma separated.")
+@click.option("--domain", default=None)
+@click.option("--dhcp-mode", type=click.Choice(["full", "proxy"]), default="full",
+              show_default=True)
+@click.option("--image-root", default="/", show_default=True,
+              help="Root of the default image (the seed exports the server's /).")
+@click.option("--state-dir", default="/var/state/systems", show_default=True,
+              help="Where each node's diff-overlay lives.")
+@click.option("--boot-dir", default=None, help="Boot files dir [default: HOME/boot].")
+@click.option("--http-port", default=8080, show_default=True, type=int)
+@click.option("--nfs-server", type=click.Choice(["knfsd", "ganesha"]), default=None,
+              help="NFS server [default: knfsd if the kernel has nfsd, else ganesha].")
+@click.option("--force", is_flag=True, help="Overwrite the settings of an existing inventory.")
+@pass_state
+def init(state: State, force: bool, boot_dir: str | None, nfs_server: str | None,
+         **settings: Any) -> None:
+    """Create the inventory with cluster settings, a `default` group and image."""
+    settings = {k: v for k, v in settings.items() if v is not None}
+    settings["boot_dir"] = boot_dir or str(state.paths.home / "boot")
+    settings["nfs_server"] = nfs_server or (
+        "knfsd" if Path("/proc/fs/nfsd").exists() or Path("/sys/module/nfsd").exists()
+        else "ganesha")
+    changes = inv_ops.init_cluster(state.paths, settings, force=force)
+    show_changes(changes)
+    console.print(f"inventory: {state.paths.inventory_db}")
+
+
+@cli.group()
+def settings() -> None:
+    """Show or change cluster settings."""
+
+
+@settings.command("show")
+@json_option
+@pass_state
+def settings_show(state: State, as_json: bool) -> None:
+    with state.store() as store:
+        data = settings_to_dict(store.load().settings)
+    if as_json:
+        emit_json(data)
+    else:
+        table(None, ["setting", "value"],
+              [(k, ", ".join(v) if isinstance(v, list) else v) for k, v in data.items()])
+
+
+@settings.command("set")
+@click.argument("pairs", nargs=-1, required=True)
+@pass_state
+def settings_set(state: State, pairs: tuple[str, ...]) -> None:
+    """Set KEY=VALUE pairs, e.g. `dhcp_mode=proxy discovery=true`."""
+    values = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise UsageError(f"expected KEY=VALUE, got {pair!r}", hint="e.g. http_port=8080")
+        values[key] = value
+    with state.store() as store:
+        show_changes(inv_ops.update_settings(store, values))
+
+
+# -- nodes -----------------------------------------------------------------------------------
+
+@cli.group()
+def node() -> None:
+    """Add, list, show, change and remove nodes."""
+
+
+@node.command("add")
+@click.argument("names", required=False)
+@click.option("--mac", "macs", multiple=True, help="MAC address(es), in node order.")
+@click.option("--macs-file", type=click.Path(path_type=Path, dir_okay=False),
+              help="File with one MAC per line, in node order.")
+@click.option("--ip", "start_ip", help="Address of the first node; the rest follow.")
+@click.option("--group", "groups", multiple=True, help="Group(s), in merge order.")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override a value.")
+@click.option("--ephemeral", is_flag=True, help="Throw changes away at reboot (tmpfs top).")
+@click.option("--from-unknown", "from_unknown", metavar="MAC",
+              help="Adopt a machine seen by DHCP discovery.")
+@click.option("--description", default="")
+@click.option("--dry-run", is_flag=True, help="Show what would change, change nothing.")
+@pass_state
+def node_add(state: State, names: str | None, macs: tuple[str, ...], macs_file: Path | None,
+             start_ip: str | None, groups: tuple[str, ...], sets: tuple[str, ...],
+             ephemeral: bool, from_unknown: str | None, description: str,
+             dry_run: bool) -> None:
+    """Add NAMES (a name or a range such as node[01-64])."""
+    if not names:
+        raise UsageError("name the node(s) to add", hint="e.g. oneroot node add node01 --mac …")
+    mac_list = inv_ops.read_macs(macs, macs_file)
+    if from_unknown:
+        mac_list = [MacAddress.parse(from_unknown)]
+        if start_ip is None:
+            start_ip = _unknown_address(state, mac_list[0])
+    overrides = inv_ops.parse_overrides(sets)
+    if ephemeral:
+        overrides["ephemeral"] = True
+    ip = parse_ipv4(start_ip, what="start address") if start_ip else None
+    with state.store() as store:
+        changes = inv_ops.add_nodes(store, names=names, macs=mac_list, start_ip=ip,
+                                    groups=groups, overrides=overrides,
+                                    description=description, dry_run=dry_run)
+    show_changes(changes, applied=not dry_run)
+    if from_unknown and not dry_run:
+        _forget_unknown(state, mac_list[0])
+
+
+def _unknown_address(state: State, mac: MacAddress) -> str | None:
+    from oneroot.ops import leases as lease_ops
+
+    return lease_ops.unknown_address(state.paths, mac)
+
+
+def _forget_unknown(state: State, mac: MacAddress) -> None:
+    from oneroot.ops import leases as lease_ops
+
+    lease_ops.forget_unknown(state.paths, mac)
+
+
+def _node_row(node: Node) -> dict[str, Any]:
+    return {"name": node.name, "macs": [str(m) for m in node.macs], "ip": str(node.address),
+            "groups": list(node.groups), "description": node.description}
+
+
+@node.command("list")
+@json_option
+@pass_state
+def node_list(state: State, as_json: bool) -> None:
+    with state.store() as store:
+        nodes = sorted(store.load().nodes.values(), key=lambda n: n.name)
+    if as_json:
+        emit_json([_node_row(n) for n in nodes])
+        return
+    table(None, ["node", "mac", "ip", "groups"],
+          [(n.name, ", ".join(map(str, n.macs)), n.address, ", ".join(n.groups)) for n in nodes])
+
+
+def _value_text(value: Any) -> str:
+    if isinstance(value, tuple):
+        return " ".join(value) if value else "-"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return value if value != "" else "-"
+
+
+def resolved_json(r: ResolvedNode) -> dict[str, Any]:
+    return {
+        **_node_row(r.node),
+        "values": {k: {"value": list(v) if isinstance(v, tuple) else v,
+                       "from": r.provenance[k]} for k, v in r.values.items()},
+    }
+
+
+@node.command("show")
+@click.argument("name")
+@json_option
+@pass_state
+def node_show(state: State, name: str, as_json: bool) -> None:
+    """Show a node's values and where each came from."""
+    from oneroot.ops import boot as boot_ops
+
+    with state.store() as store:
+        inv = store.load()
+    n = inv_ops.get_node(inv, name)
+    r = inv_ops.resolved(inv, n)
+    spec = boot_ops.root_spec_text(inv, r)
+    if as_json:
+        emit_json({**resolved_json(r), "root": spec})
+        return
+    table(f"node {n.name}", ["", ""], [
+        ("macs", ", ".join(map(str, n.macs))), ("ip", n.address),
+        ("groups", ", ".join(n.groups)), ("root=", spec)])
+    console.print()
+    table(None, ["setting", "value", "from"],
+          [(k, _value_text(v), r.provenance[k]) for k, v in r.values.items()])
+
+
+@node.command("set")
+@click.argument("pattern")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE")
+@click.option("--unset", multiple=True, metavar="KEY", help="Drop an override.")
+@click.option("--mac", "macs", multiple=True)
+@click.option("--ip", default=None)
+@click.option("--groups", default=None, help="Replace the group list (comma separated).")
+@click.option("--description", default=None)
+@pass_state
+def node_set(state: State, pattern: str, sets: tuple[str, ...], unset: tuple[str, ...],
+             macs: tuple[str, ...], ip: str | None, groups: str | None,
+             description: str | None) -> None:
+    """Change node(s) PATTERN (a name or a range)."""
+    overrides = inv_ops.parse_overrides(sets)
+    for key in unset:
+        if key not in PROFILE_KEYS:
+            raise InvalidValue(f"unknown setting {key!r}",
+                               hint=f"known: {', '.join(sorted(PROFILE_KEYS))}")
+    mac_list = inv_ops.read_macs(macs, None) if macs else None
+    group_list = [g.strip() for g in groups.split(",") if g.strip()] if groups else None
+    with state.store() as store:
+        show_changes(inv_ops.set_node(
+            store, pattern, overrides=overrides, unset=unset, macs=mac_list,
+            address=parse_ipv4(ip) if ip else None, groups=group_list,
+            description=description))
+
+
+@node.command("rm")
+@click.argument("pattern")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask.")
+@pass_state
+def node_rm(state: State, pattern: str, yes: bool) -> None:
+    """Remove node(s) from the inventory (their directories stay on disk)."""
+    if not yes and sys.stdin.isatty():
+        click.confirm(f"remove {pattern}?", abort=True)
+    with state.store() as store:
+        show_changes(inv_ops.remove_nodes(store, pattern))
+
+
+@node.command("unknown")
+@json_option
+@pass_state
+def node_unknown(state: State, as_json: bool) -> None:
+    """Machines DHCP saw that are not in the inventory (discovery)."""
+    from oneroot.ops import leases as lease_ops
+
+    rows = lease_ops.unknown_clients(state.paths)
+    if as_json:
+        emit_json(rows)
+        return
+    table(None, ["mac", "address", "arch", "vendor class", "first seen", "last seen"],
+          [(r["mac"], r.get("address"), r.get("arch"), r.get("vendor_class"),
+            r.get("first_seen"), r.get("last_seen")) for r in rows])
+
+
+# -- groups ----------------------------------------------------------------------------------
+
+@cli.group()
+def group() -> None:
+    """Profiles shared by nodes: kernel, runlevel, layers, kernel args…"""
+
+
+@group.command("add")
+@click.argument("name")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE")
+@click.option("--description", default="")
+@pass_state
+def group_add(state: State, name: str, sets: tuple[str, ...], description: str) -> None:
+    with state.store() as store:
+        show_changes(inv_ops.add_group(store, name, inv_ops.parse_overrides(sets), description))
+
+
+@group.command("list")
+@json_option
+@pass_state
+def group_list(state: State, as_json: bool) -> None:
+    with state.store() as store:
+        inv = store.load()
+    rows = []
+    for g in sorted(inv.groups.values(), key=lambda g: g.name):
+        members = sum(1 for n in inv.nodes.values() if g.name in n.groups)
+        rows.append({"name": g.name, "description": g.description, "nodes": members,
+                     "values": {k: list(v) if isinstance(v, tuple) else v
+                                for k, v in g.values.items()}})
+    if as_json:
+        emit_json(rows)
+        return
+    table(None, ["group", "nodes", "sets", "description"],
+          [(r["name"], r["nodes"], _values_line(r["values"]), r["description"]) for r in rows])
+
+
+def _values_line(values: dict[str, Any]) -> str:
+    return " ".join(f"{k}={','.join(v) if isinstance(v, list) else _value_text(v)}"
+                    for k, v in values.items())
+
+
+@group.command("show")
+@click.argument("name")
+@json_option
+@pass_state
+def group_show(state: State, name: str, as_json: bool) -> None:
+    with state.store() as store:
+        inv = store.load()
+    g = inv_ops.get_group(inv, name)
+    members = sorted(n.name for n in inv.nodes.values() if name in n.groups)
+    if as_json:
+        emit_json({"name": g.name, "description": g.description, "nodes": members,
+                   "values": {k: list(v) if isinstance(v, tuple) else v
+                              for k, v in g.values.items()}})
+        return
+    table(f"group {g.name}", ["setting", "value"],
+          [(k, _value_text(v)) for k, v in g.values.items()] or [("(nothing set)", "")])
+    console.print(f"nodes: {', '.join(members) or '-'}")
+
+
+@group.command("set")
+@click.argument("name")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE")
+@click.option("--unset", multiple=True, metavar="KEY")
+@click.option("--description", default=None)
+@pass_state
+def group_set(state: State, name: str, sets: tuple[str, ...], unset: tuple[str, ...],
+              description: str | None) -> None:
+    with state.store() as store:
+        show_changes(inv_ops.set_group(store, name, inv_ops.parse_overrides(sets), unset,
+                                       description))
+
+
+@group.command("rm")
+@click.argument("name")
+@pass_state
+def group_rm(state: State, name: str) -> None:
+    with state.store() as store:
+        show_changes(inv_ops.remove_group(store, name))
+
+
+# -- runlevels and images ----------------------------------------------------------------------
+
+@cli.group()
+def runlevel() -> None:
+    """Named sets of services nodes boot into (systemd targets / OpenRC runlevels)."""
+
+
+@runlevel.command("add")
+@click.argument("name")
+@click.option("--service", "services", multiple=True, help="A service it starts.")
+@click.option("--description", default="")
+@pass_state
+def runlevel_add(state: State, name: str, services: tuple[str, ...], description: str) -> None:
+    with state.store() as store:
+        show_changes(inv_ops.put_runlevel(store, name, services, description, create=True))
+
+
+@runlevel.command("list")
+@json_option
+@pass_state
+def runlevel_list(state: State, as_json: bool) -> None:
+    with state.store() as store:
+        rls = sorted(store.load().runlevels.values(), key=lambda r: r.name)
+    if as_json:
+        emit_json([{"name": r.name, "services": list(r.services),
+                    "description": r.description} for r in rls])
+        return
+    table(None, ["runlevel", "services", "description"],
+          [(r.name, " ".join(r.services), r.description) for r in rls])
+
+
+@runlevel.command("rm")
+@click.argument("name")
+@pass_state
+def runlevel_rm(state: State, name: str) -> None:
+    with state.store() as store:
+        show_changes(inv_ops.remove_runlevel(store, name))
+
+
+@cli.group()
+def image() -> None:
+    """Root filesystems nodes boot (the server's / or one made by oneroot)."""
+
+
+@image.command("use")
+@click.argument("root", type=click.Path(path_type=Path, file_okay=False))
+@click.option("--name", default="default", show_default=True)
+@click.option("--init-system", type=click.Choice(["systemd", "openrc"]), default=None,
+              help="Override detection.")
+@pass_state
+def image_use(state: State, root: Path, name: str, init_system: str | None) -> None:
+    """Use ROOT (e.g. `/`, the seed's way) as image NAME."""
+    with state.store() as store:
+        show_changes(inv_ops.put_image(store, name, root,
+                                       InitSystem(init_system) if init_system else None))
+
+
+@image.command("list")
+@json_option
+@pass_state
+def image_list(state: State, as_json: bool) -> None:
+    with state.store() as store:
+        images = sorted(store.load().images.values(), key=lambda i: i.name)
+    if as_json:
+        emit_json([{"name": i.name, "root": str(i.root), "init_system": str(i.init_system),
+                    "description": i.description} for i in images])
+        return
+    table(None, ["image", "root", "init", "description"],
+          [(i.name, i.root, i.init_system, i.description) for i in images])
+
+
+# -- inventory as a file -----------------------------------------------------------------------
+
+@cli.group()
+def inventory() -> None:
+    """The whole inventory as declarative YAML, for git."""
+
+
+@inventory.command("export")
+@click.option("--out", "-o", type=click.Path(path_type=Path, dir_okay=False), default=None)
+@pass_state
+def inventory_export(state: State, out: Path | None) -> None:
+    from oneroot.inventory.yamlform import to_yaml
+    from oneroot.ops.files import write_atomic
+
+    with state.store() as store:
+        text = to_yaml(store.load())
+    if out is None:
+        sys.stdout.write(text)
+    else:
+        write_atomic(out, text.encode())
+        console.print(f"wrote {out}")
+
+
+@inventory.command("apply")
+@click.argument("file", type=click.Path(path_type=Path, dir_okay=False, allow_dash=True))
+@click.option("--dry-run", is_flag=True, help="Show the plan only.")
+@pass_state
+def inventory_apply(state: State, file: Path, dry_run: bool) -> None:
+    """Make the inventory equal FILE: shows the plan, then applies it."""
+    from oneroot.inventory.yamlform import from_yaml
+
+    try:
+        text = sys.stdin.read() if str(file) == "-" else file.read_text()
+    except OSError as exc:
+        raise UsageError(f"cannot read {file}: {exc.strerror}") from None
+    new = from_yaml(text, source=str(file))
+    with state.store() as store:
+        changes = inv_ops.commit(store, new, dry_run=dry_run)
+    show_changes(changes, applied=not dry_run)
+
+
+# -- ip helpers for tests --------------------------------------------------------------------
+
+def _ip(text: str) -> ipaddress.IPv4Address:
+    return parse_ipv4(text)

@@ -1,0 +1,1 @@
+"""Persistence: the inventory store (SQLite), its YAML form, leases and boot events."""

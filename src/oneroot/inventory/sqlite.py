@@ -1,0 +1,172 @@
+"""SQLite inventory store: WAL, numbered migrations (`migrations/NNNN_name.sql`)."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import sqlite3
+from collections.abc import Sequence
+from importlib import resources
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from oneroot.errors import ConfigError, Conflict
+from oneroot.model.cluster import Group, Image, InitSystem, Node, Runlevel
+from oneroot.model.inventory import (
+    Change,
+    Inventory,
+    settings_from_dict,
+    settings_to_dict,
+)
+from oneroot.net import MacAddress
+
+
+def _migrations() -> list[tuple[int, str]]:
+    found = []
+    for entry in resources.files("oneroot.inventory").joinpath("migrations").iterdir():
+        if entry.name.endswith(".sql"):
+            found.append((int(entry.name.split("_", 1)[0]), entry.read_text()))
+    return sorted(found)
+
+
+def connect(path: Path) -> sqlite3.Connection:
+    """Open a SQLite database the way every oneroot store wants it."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(path, isolation_level=None, timeout=30)
+    except (OSError, sqlite3.Error) as exc:
+        raise ConfigError(f"cannot open database {path}: {exc}",
+                          hint="check the directory exists and is writable (or set --home)"
+                          ) from None
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=FULL")
+    conn.execute("PRAGMA foreign_keys=ON")
+    return conn
+
+
+def migrate(conn: sqlite3.Connection, migrations: list[tuple[int, str]]) -> None:
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    newest = migrations[-1][0] if migrations else 0
+    if version > newest:
+        raise ConfigError(f"database schema {version} is newer than this oneroot knows "
+                          f"({newest})", hint="upgrade oneroot")
+    for number, sql in migrations:
+        if number > version:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                for statement in sql.split(";\n"):
+                    if statement.strip():
+                        conn.execute(statement)
+                conn.execute(f"PRAGMA user_version={number}")
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+
+
+class SqliteInventory:
+    """`InventoryStore` on one SQLite file."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._conn = connect(path)
+        migrate(self._conn, _migrations())
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def initialized(self) -> bool:
+        row = self._conn.execute("SELECT count(*) FROM settings").fetchone()
+        return bool(row[0])
+
+    # -- reading ------------------------------------------------------------------------------
+    def load(self) -> Inventory:
+        c = self._conn
+        settings = settings_from_dict(
+            {k: json.loads(v) for k, v in c.execute("SELECT key, value FROM settings")}
+        )
+        runlevels = {
+            name: Runlevel(name=name, services=tuple(json.loads(svc)), description=desc)
+            for name, svc, desc in c.execute("SELECT name, services, description FROM runlevels")
+        }
+        images = {
+            name: Image(name=name, root=PurePosixPath(root), init_system=InitSystem(init),
+                        description=desc)
+            for name, root, init, desc in c.execute(
+                "SELECT name, root, init_system, description FROM images")
+        }
+        groups = {
+            name: Group(name=name, description=desc, values=_profile_in(json.loads(profile)))
+            for name, desc, profile in c.execute(
+                "SELECT name, description, profile FROM groups")
+        }
+        macs: dict[str, list[MacAddress]] = {}
+        for mac, node in c.execute("SELECT mac, node FROM node_macs ORDER BY node, pos"):
+            macs.setdefault(node, []).append(MacAddress.parse(mac))
+        nodes = {
+            name: Node(name=name, macs=tuple(macs.get(name, ())),
+                       address=ipaddress.IPv4Address(addr), groups=tuple(json.loads(grps)),
+                       overrides=_profile_in(json.loads(ovr)), description=desc)
+            for name, addr, grps, ovr, desc in c.execute(
+                "SELECT name, address, groups, overrides, description FROM nodes")
+        }
+        return Inventory(settings=settings, groups=groups, nodes=nodes, images=images,
+                         runlevels=runlevels)
+
+    # -- writing ------------------------------------------------------------------------------
+    def apply(self, changes: Sequence[Change]) -> None:
+        c = self._conn
+        c.execute("BEGIN IMMEDIATE")
+        try:
+            # Removals first so a rename-by-replace (free a MAC, give it to another) works.
+            for ch in sorted(changes, key=lambda ch: ch.action != "remove"):
+                self._apply_one(ch)
+            c.execute("COMMIT")
+        except sqlite3.IntegrityError as exc:
+            c.execute("ROLLBACK")
+            raise Conflict(f"the inventory refused the change: {exc}",
+                           hint="a name, MAC or address is already in use") from None
+        except BaseException:
+            c.execute("ROLLBACK")
+            raise
+
+    def _apply_one(self, ch: Change) -> None:
+        c = self._conn
+        if ch.kind == "settings":
+            for key, value in settings_to_dict(ch.after).items():
+                c.execute("INSERT INTO settings(key, value) VALUES (?, ?) "
+                          "ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+                          (key, json.dumps(value)))
+            return
+        table = {"group": "groups", "node": "nodes", "image": "images",
+                 "runlevel": "runlevels"}[ch.kind]
+        if ch.action in ("remove", "change"):
+            c.execute(f"DELETE FROM {table} WHERE name=?", (ch.name,))
+        if ch.action == "remove":
+            return
+        obj: Any = ch.after
+        if ch.kind == "group":
+            c.execute("INSERT INTO groups(name, description, profile) VALUES (?, ?, ?)",
+                      (obj.name, obj.description, json.dumps(_profile_out(obj.values))))
+        elif ch.kind == "runlevel":
+            c.execute("INSERT INTO runlevels(name, services, description) VALUES (?, ?, ?)",
+                      (obj.name, json.dumps(list(obj.services)), obj.description))
+        elif ch.kind == "image":
+            c.execute("INSERT INTO images(name, root, init_system, description) "
+                      "VALUES (?, ?, ?, ?)",
+                      (obj.name, str(obj.root), str(obj.init_system), obj.description))
+        else:
+            c.execute("INSERT INTO nodes(name, address, groups, overrides, description) "
+                      "VALUES (?, ?, ?, ?, ?)",
+                      (obj.name, str(obj.address), json.dumps(list(obj.groups)),
+                       json.dumps(_profile_out(obj.overrides)), obj.description))
+            c.executemany("INSERT INTO node_macs(mac, node, pos) VALUES (?, ?, ?)",
+                          [(str(m), obj.name, i) for i, m in enumerate(obj.macs)])
+
+
+def _profile_out(values: Any) -> dict[str, Any]:
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in values.items()}
+
+
+def _profile_in(values: dict[str, Any]) -> dict[str, Any]:
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}

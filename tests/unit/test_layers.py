@@ -1,0 +1,83 @@
+"""The package's layers (STYLE.md): each imports only those below it.
+
+Fails when, say, `oneroot.proto` imports `oneroot.serve`, or `oneroot.model` imports
+`oneroot.inventory`.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+SRC = Path(__file__).resolve().parents[2] / "src" / "oneroot"
+
+RANK = {
+    "errors": 0, "net": 0,
+    "model": 1,
+    "rootspec": 2,
+    "proto": 3, "render": 3,
+    "inventory": 4, "initramfs": 4, "nfs": 4, "lab": 4, "overlay": 4,
+    "ops": 5,
+    "serve": 6, "cli": 7,
+    "__main__": 8,
+}
+# Pure layers must not do IO of their own.
+PURE_FORBIDDEN = {"socket", "asyncio", "logging", "time", "sqlite3", "subprocess"}
+PURE = {"model", "rootspec", "proto", "render"}
+
+
+def _part(module: str) -> str | None:
+    parts = module.split(".")
+    if parts[0] != "oneroot":
+        return None
+    return parts[1] if len(parts) > 1 else "__init__"
+
+
+def _imports(path: Path) -> list[tuple[str, int]]:
+    tree = ast.parse(path.read_text(), str(path))
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found += [(a.name, node.lineno) for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.append((node.module, node.lineno))
+    return found
+
+
+def _files() -> list[Path]:
+    return sorted(SRC.rglob("*.py"))
+
+
+def test_every_package_has_a_rank() -> None:
+    for path in _files():
+        rel = path.relative_to(SRC)
+        name = rel.parts[0].removesuffix(".py")
+        if name != "__init__":
+            assert name in RANK, f"{rel}: add {name!r} to RANK in this test"
+
+
+@pytest.mark.parametrize("path", _files(), ids=lambda p: str(p.relative_to(SRC)))
+def test_imports_go_down(path: Path) -> None:
+    rel = path.relative_to(SRC)
+    own = rel.parts[0].removesuffix(".py")
+    if own == "__init__":
+        return
+    for module, line in _imports(path):
+        target = _part(module)
+        if own in PURE and module.split(".")[0] in PURE_FORBIDDEN:
+            pytest.fail(f"{rel}:{line}: pure layer {own!r} imports {module!r} (no IO here)")
+        if target is None or target == "__init__":
+            continue
+        assert RANK[target] <= RANK[own], (
+            f"{rel}:{line}: {own!r} (layer {RANK[own]}) imports {module!r} "
+            f"(layer {RANK[target]}): only layers below may be imported"
+        )
+
+
+def test_the_check_catches_a_violation(tmp_path: Path) -> None:
+    bad = tmp_path / "x.py"
+    bad.write_text("from oneroot.serve.app import run\n")
+    assert _part(_imports(bad)[0][0]) == "serve"
+    assert RANK["serve"] > RANK["proto"]
