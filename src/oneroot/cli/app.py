@@ -78,12 +78,20 @@ def init(state: State, force: bool, boot_dir: str | None, nfs_server: str | None
     """Create the inventory with cluster settings, a `default` group and image."""
     settings = {k: v for k, v in settings.items() if v is not None}
     settings["boot_dir"] = boot_dir or str(state.paths.home / "boot")
-    settings["nfs_server"] = nfs_server or (
-        "knfsd" if Path("/proc/fs/nfsd").exists() or Path("/sys/module/nfsd").exists()
-        else "ganesha")
+    settings["nfs_server"] = nfs_server or _default_nfs_server()
     changes = inv_ops.init_cluster(state.paths, settings, force=force)
     show_changes(changes)
     console.print(f"inventory: {state.paths.inventory_db}")
+
+
+def _default_nfs_server() -> str:
+    """knfsd where the kernel can serve NFS (the nfsd filesystem is registered), else ganesha."""
+    try:
+        filesystems = Path("/proc/filesystems").read_text()
+    except OSError:
+        return "ganesha"
+    return "knfsd" if any(line.split()[-1:] == ["nfsd"] for line in filesystems.splitlines()) \
+        else "ganesha"
 
 
 @cli.group()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import PurePosixPath
+import re
 from typing import Any
 
 import yaml
@@ -26,6 +27,22 @@ from oneroot.model.inventory import (
     settings_to_dict,
 )
 from oneroot.net import MacAddress, parse_ipv4
+
+
+class _Loader(yaml.SafeLoader):
+    """YAML 1.1 reads `52:54:00:00:00:05` as a base-60 integer; MACs must stay text."""
+
+
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers
+            if not (tag == "tag:yaml.org,2002:int" and ":" in regexp.pattern)]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:int",
+    re.compile(r"^(?:[-+]?0b[0-1_]+|[-+]?0[0-7_]+|[-+]?(?:0|[1-9][0-9_]*)|[-+]?0x[0-9a-fA-F_]+)$"),
+    list("-+0123456789"),
+)
 
 
 def _plain(values: Mapping[str, Any]) -> dict[str, Any]:
@@ -78,7 +95,7 @@ def _where(where: str, exc: InvalidValue) -> InvalidValue:
 
 def from_yaml(text: str, *, source: str = "inventory file") -> Inventory:
     try:
-        doc = yaml.safe_load(text)
+        doc = yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         at = f" at line {mark.line + 1}" if mark is not None else ""

@@ -1,0 +1,156 @@
+"""The CLI end to end on a real SQLite inventory: good input, bad input, nothing written."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from oneroot.cli.main import main
+
+
+def run(home: Path, *args: str, capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    code = main(["--home", str(home), *args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture
+def home(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Path:
+    h = tmp_path / "home"
+    assert run(h, "init", "--server", "10.0.0.1", "--image-root", str(tmp_path),
+               capsys=capsys)[0] == 0
+    assert run(h, "node", "add", "node01", "--mac", "52:54:00:00:00:01", "--ip", "10.0.0.11",
+               capsys=capsys)[0] == 0
+    return h
+
+
+def dump(home: Path) -> str:
+    conn = sqlite3.connect(home / "inventory.db")
+    try:
+        return "\n".join(conn.iterdump())
+    finally:
+        conn.close()
+
+
+BAD = [
+    (["node", "add", "node01", "--mac", "52:54:00:00:00:09"], "already exists"),
+    (["node", "add", "node02", "--mac", "52:54:00:00:00:01"], "already used by node"),
+    (["node", "add", "node02", "--mac", "52:54:00:00:00:02", "--ip", "10.0.0.11"],
+     "already used by node"),
+    (["node", "add", "node02", "--mac", "52:54:00:00:00:02", "--ip", "10.0.1.11"],
+     "outside the subnet"),
+    (["node", "add", "node02", "--mac", "52:54:00:00:00:02", "--ip", "10.0.0.1"],
+     "server's own address"),
+    (["node", "add", "node02", "--mac", "52:54:00:00:00:zz"], "malformed MAC"),
+    (["node", "add", "node02", "--mac", "52:54:00:00:00:02", "--group", "gpu"],
+     "unknown group 'gpu'"),
+    (["node", "add", "node02", "--mac", "52:54:00:00:00:02", "--set", "runlevel=a b"],
+     "runlevel"),
+    (["node", "add", "n[1-3]", "--mac", "52:54:00:00:01:01", "--mac", "52:54:00:00:01:02",
+      "--mac", "52:54:00:00:01:03", "--ip", "10.0.0.253"], "overflow the subnet"),
+    (["node", "add", "n[1-2]", "--mac", "52:54:00:00:01:01", "--mac", "52:54:00:00:00:01"],
+     "already used by node"),
+    (["node", "set", "node01", "--set", "union=sideways"], "union must be one of"),
+    (["node", "set", "nodeXX", "--set", "union=server"], "no node named"),
+    (["group", "rm", "default"], "is used by node01"),
+    (["runlevel", "add", "a b"], "invalid runlevel name"),
+    (["node", "add", "Bad_Name!", "--mac", "52:54:00:00:00:02"], "invalid node name"),
+]
+
+
+@pytest.mark.parametrize(("args", "message"), BAD, ids=[" ".join(a[:3]) for a, _ in BAD])
+def test_bad_input_is_one_line_and_writes_nothing(
+    home: Path, capsys: pytest.CaptureFixture[str], args: list[str], message: str
+) -> None:
+    before = dump(home)
+    code, _, err = run(home, *args, capsys=capsys)
+    assert code != 0
+    lines = err.strip().splitlines()
+    assert lines[0].startswith("error: ") and message in lines[0], err
+    assert all(line.startswith(("error: ", "hint: ")) for line in lines), err
+    assert "Traceback" not in err
+    assert dump(home) == before
+
+
+def test_range_with_addresses_and_provenance(home: Path,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    macs = home.parent / "macs.txt"
+    macs.write_text("# rack 1\n52:54:00:00:02:01\n52-54-00-00-02-02\n5254.0000.0203\n")
+    assert run(home, "group", "add", "compute", "--set", "kernel_args=quiet",
+               "--set", "initramfs=compute.img", capsys=capsys)[0] == 0
+    assert run(home, "group", "add", "gpu", "--set", "initramfs=gpu.img",
+               "--set", "kernel_args=nomodeset", capsys=capsys)[0] == 0
+    code, _, err = run(home, "node", "add", "c[01-03]", "--macs-file", str(macs),
+                       "--ip", "10.0.0.101", "--group", "compute", "--group", "gpu",
+                       capsys=capsys)
+    assert code == 0, err
+    code, out, _ = run(home, "node", "list", "--json", capsys=capsys)
+    rows = {r["name"]: r for r in json.loads(out)}
+    assert rows["c03"]["ip"] == "10.0.0.103"
+    assert rows["c02"]["macs"] == ["52:54:00:00:02:02"]
+    run(home, "node", "set", "c01", "--set", "kernel=custom/vmlinuz", capsys=capsys)
+    code, out, _ = run(home, "node", "show", "c01", "--json", capsys=capsys)
+    values = json.loads(out)["values"]
+    assert values["initramfs"] == {"value": "gpu.img", "from": "group:gpu"}
+    assert values["kernel"] == {"value": "custom/vmlinuz", "from": "node"}
+    assert values["kernel_args"] == {"value": ["quiet", "nomodeset"],
+                                     "from": "group:compute+group:gpu"}
+    assert values["runlevel"]["from"] == "default"
+
+
+def test_seed_root_line(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(home, "node", "show", "node01", "--json", capsys=capsys)
+    assert code == 0
+    # The image root here is tmp_path; the seed's own line is checked by the render tests.
+    assert json.loads(out)["root"].endswith(";10.0.0.1:/var/state/systems/node01;rw")
+    run(home, "node", "set", "node01", "--set", "ephemeral=true", capsys=capsys)
+    code, out, _ = run(home, "node", "show", "node01", "--json", capsys=capsys)
+    assert json.loads(out)["root"].endswith(";10.0.0.1:/var/state/systems/node01;ro;tmpfs")
+
+
+def test_export_apply_round_trip_is_idempotent(home: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    run(home, "runlevel", "add", "computenode", "--service", "slurmd", capsys=capsys)
+    run(home, "group", "add", "compute", "--set", "runlevel=computenode", capsys=capsys)
+    run(home, "node", "set", "node01", "--groups", "default,compute", capsys=capsys)
+    code, exported, _ = run(home, "inventory", "export", capsys=capsys)
+    assert code == 0
+    path = home.parent / "cluster.yaml"
+    path.write_text(exported)
+    code, out, _ = run(home, "inventory", "apply", str(path), capsys=capsys)
+    assert code == 0 and "no changes" in out
+    # Edit the file: one node added, one value changed -> exactly two changes, then none.
+    edited = exported.replace("nodes:\n", "nodes:\n  node05:\n    mac: [52:54:00:00:00:05]\n"
+                              "    ip: 10.0.0.15\n    groups: [default]\n")
+    edited = edited.replace("runlevel: computenode", "runlevel: ''")
+    path.write_text(edited)
+    code, out, _ = run(home, "inventory", "apply", str(path), capsys=capsys)
+    assert code == 0 and "+ node node05" in out and "~ group compute" in out
+    code, out, _ = run(home, "inventory", "apply", str(path), capsys=capsys)
+    assert "no changes" in out
+
+
+def test_apply_bad_file_changes_nothing(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    before = dump(home)
+    path = home.parent / "bad.yaml"
+    for text, message in [
+        ("nodes: [oops", "not valid YAML"),
+        ("nodes:\n  n1: {mac: [52:54:00:00:00:77], ip: 10.0.0.77, groups: [nope]}\n",
+         "unknown group"),
+        ("settings: {subnet: 10.0.0.0/24, server_address: 10.0.0.1}\nnodes:\n"
+         "  n1: {mac: [52:54:00:00:00:77], ip: 10.9.0.77}\n", "outside the subnet"),
+        ("colours: {}\n", "unknown section"),
+    ]:
+        path.write_text(text)
+        code, _, err = run(home, "inventory", "apply", str(path), capsys=capsys)
+        assert code != 0 and message in err, err
+        assert dump(home) == before
+
+
+def test_missing_inventory_says_run_init(tmp_path: Path,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(tmp_path / "none", "node", "list", capsys=capsys)
+    assert code != 0 and "oneroot init" in err
