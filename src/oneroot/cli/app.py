@@ -495,3 +495,63 @@ def inventory_apply(state: State, file: Path, dry_run: bool) -> None:
 
 def _ip(text: str) -> ipaddress.IPv4Address:
     return parse_ipv4(text)
+
+
+# -- root= specs -----------------------------------------------------------------------------
+
+@cli.group()
+def rootspec() -> None:
+    """The `root=` layer grammar."""
+
+
+@rootspec.command("check")
+@click.argument("spec")
+@json_option
+def rootspec_check(spec: str, as_json: bool) -> None:
+    """Parse SPEC and print its layers, top to bottom (or the error, with a caret)."""
+    from oneroot.rootspec import describe, format_spec, parse
+
+    parsed = parse(spec)
+    rows = describe(parsed)
+    if as_json:
+        emit_json({"canonical": format_spec(parsed),
+                   "layers": [{"position": r.position, "kind": r.kind, "source": r.text,
+                               "mode": str(r.mode), "options": list(r.options), "note": r.note}
+                              for r in rows]})
+        return
+    table(None, ["layer", "source", "mode", "options", "note"],
+          [(r.position, r.text, r.mode, ",".join(r.options) or "-", r.note) for r in rows])
+    console.print(f"canonical: {format_spec(parsed)}")
+
+
+# -- rendering -------------------------------------------------------------------------------
+
+@cli.command()
+@click.option("--out", type=click.Path(path_type=Path, file_okay=False), default=None,
+              help="Boot tree directory [default: the boot dir from settings].")
+@click.option("--config-dir", type=click.Path(path_type=Path, file_okay=False), default=None,
+              help="Where exports/ganesha.conf/dnsmasq.conf go [default: OUT/config or "
+                   "HOME/config].")
+@json_option
+@pass_state
+def render(state: State, out: Path | None, config_dir: Path | None, as_json: bool) -> None:
+    """Write per-node boot files and NFS/DHCP configs (only files whose content changed)."""
+    from oneroot.ops.catalog import BootCatalog
+    from oneroot.ops.rendertree import render_tree
+
+    with state.store() as store:
+        inv = store.load()
+    boot_out = out or Path(str(inv.settings.boot_dir))
+    config_out = config_dir or (out / "config" if out else state.paths.home / "config")
+    report = render_tree(BootCatalog(inv), boot_out, config_out)
+    if as_json:
+        emit_json({"written": report.written, "unchanged": report.unchanged,
+                   "removed": report.removed, "boot_dir": str(boot_out),
+                   "config_dir": str(config_out)})
+        return
+    for path in report.written:
+        console.print(f"wrote {path}")
+    for path in report.removed:
+        console.print(f"removed {path}")
+    console.print(f"{len(report.written)} written, {report.unchanged} unchanged, "
+                  f"{len(report.removed)} removed: boot tree {boot_out}, configs {config_out}")

@@ -12,7 +12,8 @@ from rich.table import Table
 
 from oneroot.model.inventory import Change
 
-console = Console(highlight=False)
+# Piped output is read by scripts and people alike: never fold a path at 80 columns.
+console = Console(highlight=False, width=None if sys.stdout.isatty() else 240)
 err_console = Console(stderr=True, highlight=False)
 
 
