@@ -73,7 +73,7 @@ def cli(ctx: click.Context, home: Path) -> None:
               help="NFS server [default: knfsd if the kernel has nfsd, else ganesha].")
 @click.option("--force", is_flag=True, help="Overwrite the settings of an existing inventory.")
 @pass_state
-def init(state: State, force: bool, boot_dir: str | None, nfs_server: str | None,
+def init(state: State, /, force: bool, boot_dir: str | None, nfs_server: str | None,
          **settings: Any) -> None:
     """Create the inventory with cluster settings, a `default` group and image."""
     settings = {k: v for k, v in settings.items() if v is not None}
@@ -176,7 +176,8 @@ def node_add(state: State, names: str | None, macs: tuple[str, ...], macs_file: 
 def _unknown_address(state: State, mac: MacAddress) -> str | None:
     from oneroot.ops import leases as lease_ops
 
-    return lease_ops.unknown_address(state.paths, mac)
+    address: str | None = lease_ops.unknown_address(state.paths, mac)
+    return address
 
 
 def _forget_unknown(state: State, mac: MacAddress) -> None:
@@ -334,7 +335,7 @@ def group_list(state: State, as_json: bool) -> None:
           [(r["name"], r["nodes"], _values_line(r["values"]), r["description"]) for r in rows])
 
 
-def _values_line(values: dict[str, Any]) -> str:
+def _values_line(values: Any) -> str:
     return " ".join(f"{k}={','.join(v) if isinstance(v, list) else _value_text(v)}"
                     for k, v in values.items())
 
@@ -555,3 +556,95 @@ def render(state: State, out: Path | None, config_dir: Path | None, as_json: boo
         console.print(f"removed {path}")
     console.print(f"{len(report.written)} written, {report.unchanged} unchanged, "
                   f"{len(report.removed)} removed: boot tree {boot_out}, configs {config_out}")
+
+
+# -- serving and status ----------------------------------------------------------------------
+
+@cli.command()
+@click.option("--no-dhcp", is_flag=True, help="Leave DHCP to another server.")
+@click.option("--no-tftp", is_flag=True)
+@click.option("--no-http", is_flag=True)
+@click.option("--bind", default=None, help="Address for TFTP/HTTP [default: server address].")
+@click.option("--tftp-port", default=69, show_default=True, type=int)
+@click.option("--http-port", default=None, type=int, help="[default: settings.http_port]")
+@click.option("--log-level", default="info", show_default=True,
+              type=click.Choice(["debug", "info", "warning"]))
+@pass_state
+def serve(state: State, no_dhcp: bool, no_tftp: bool, no_http: bool, bind: str | None,
+          tftp_port: int, http_port: int | None, log_level: str) -> None:
+    """Run DHCP, TFTP and HTTP for the cluster until SIGTERM (SIGHUP reloads)."""
+    import asyncio
+    import logging
+
+    from oneroot.serve.app import ServeOptions
+    from oneroot.serve.app import serve as run_serve
+
+    logging.basicConfig(level=log_level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(message)s")
+    inv_ops.open_store(state.paths).close()  # a clear error before any socket opens
+    options = ServeOptions(dhcp=not no_dhcp, tftp=not no_tftp, http=not no_http, bind=bind,
+                           tftp_port=tftp_port, http_port=http_port)
+    asyncio.run(run_serve(state.paths, options))
+
+
+def _status_rows(doc: dict[str, Any]) -> list[tuple[Any, ...]]:
+    import datetime
+
+    rows = []
+    for n in doc["nodes"]:
+        when = (datetime.datetime.fromtimestamp(n["time"]).strftime("%H:%M:%S")
+                if n["time"] else "-")
+        detail = n["detail"].get("message") or n["detail"].get("status") or ""
+        rows.append((n["node"], n["ip"], n["stage"], when, detail))
+    return rows
+
+
+@cli.command()
+@json_option
+@click.option("--watch", is_flag=True, help="Keep a live table until Ctrl-C.")
+@click.option("--interval", default=1.0, show_default=True)
+@pass_state
+def status(state: State, as_json: bool, watch: bool, interval: float) -> None:
+    """Each node's last boot stage and when it reached it."""
+    import time as _time
+
+    from rich.live import Live
+    from rich.table import Table
+
+    from oneroot.ops.status import read_status
+
+    def document() -> dict[str, Any]:
+        with state.store() as store:
+            return read_status(state.paths, store.load())
+
+    if as_json and not watch:
+        emit_json(document())
+        return
+    if not watch:
+        table(None, ["node", "ip", "stage", "since", "detail"], _status_rows(document()))
+        return
+
+    def render() -> Table:
+        t = Table(box=None, header_style="bold", title="oneroot status (Ctrl-C to stop)",
+                  title_justify="left")
+        for col in ("node", "ip", "stage", "since", "detail"):
+            t.add_column(col)
+        for row in _status_rows(document()):
+            t.add_row(*row)
+        return t
+
+    if as_json:
+        try:
+            while True:
+                emit_json(document())
+                sys.stdout.flush()
+                _time.sleep(interval)
+        except KeyboardInterrupt:
+            return
+    with Live(render(), console=console, refresh_per_second=4) as live:
+        try:
+            while True:
+                _time.sleep(interval)
+                live.update(render())
+        except KeyboardInterrupt:
+            return

@@ -39,6 +39,7 @@ from oneroot.render.context import (
 BIOS_FILES = {"ipxe": "undionly.kpxe", "pxelinux": "pxelinux.0"}
 UEFI_FILES = {"ipxe": "ipxe.efi", "snponly": "snponly.efi"}
 REPORT_PATH = "/api/v1/report"
+DEFAULT_SERIAL = SerialConsole()
 
 
 def stable_id(kind: str, name: str) -> int:
@@ -54,7 +55,7 @@ class VirtualFile:
 
 
 class BootCatalog:
-    def __init__(self, inv: Inventory, *, serial: SerialConsole | None = SerialConsole(),
+    def __init__(self, inv: Inventory, *, serial: SerialConsole | None = DEFAULT_SERIAL,
                  http_host: str | None = None) -> None:
         self.inv = inv
         s = inv.settings

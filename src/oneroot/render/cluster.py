@@ -1,0 +1,133 @@
+"""Cluster-wide files: /etc/exports (kernel nfsd), the nfs-ganesha config, a dnsmasq config.
+
+Both NFS configs come from one list, `nfs_exports(ctx)`, so they export the same directories to
+the same clients:
+
+- each image root `ro` to the cluster subnet, with `crossmnt` (filesystems mounted below it,
+  such as a separate /usr or a masking view's submounts, are part of the root nodes see) and a
+  fixed `fsid` (an overlayfs view has no UUID for knfsd to derive one from);
+- each node's diff-overlay dir `rw` to that node's address alone;
+- each group layer dir `ro` to the addresses of the group's nodes.
+
+A node's own dir needs no `nohide`: the node mounts it directly, not by walking down from the
+image root. Every export is `sync,no_root_squash,no_subtree_check`, as in the seed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import PurePosixPath
+
+from oneroot.errors import ConfigError
+from oneroot.model import DhcpMode
+from oneroot.render._env import render_template
+from oneroot.render.context import Access, ClusterContext, NfsExport
+
+MAX_EXPORT_ID = 65535  # ganesha's Export_Id is 16 bits; 0 is its pseudo root
+
+
+def nfs_exports(ctx: ClusterContext) -> tuple[NfsExport, ...]:
+    """Every export of the cluster, image roots first, then nodes, then group layers.
+
+    A group layer no node uses is left out: an exports line without clients would export the
+    directory to the world.
+    """
+    subnet = str(ctx.settings.subnet)
+    exports = [
+        NfsExport(
+            export_id=image.export_id, path=image.path, access=Access.RO, clients=(subnet,),
+            comment=f"image {image.name}", crossmnt=True, fsid=image.export_id,
+        )
+        for image in ctx.images
+    ]
+    exports.extend(
+        NfsExport(
+            export_id=node.export_id, path=node.export_path, access=Access.RW,
+            clients=(str(node.address),), comment=f"diff-overlay of node {node.name}",
+        )
+        for node in ctx.nodes
+    )
+    exports.extend(
+        NfsExport(
+            export_id=layer.export_id, path=layer.path, access=Access.RO,
+            clients=tuple(str(a) for a in sorted(set(layer.clients))),
+            comment=f"layer of group {layer.name}",
+        )
+        for layer in ctx.group_layers
+        if layer.clients
+    )
+    _check_exports(exports)
+    return tuple(exports)
+
+
+def render_exports(ctx: ClusterContext) -> str:
+    """/etc/exports for the kernel NFS server (apply with `exportfs -ra`)."""
+    lines = [
+        (export.comment, _exports_path(export.path),
+         " ".join(f"{client}({export.knfsd_options})" for client in export.clients))
+        for export in nfs_exports(ctx)
+    ]
+    return render_template("exports.j2", lines=lines)
+
+
+def render_ganesha(ctx: ClusterContext) -> str:
+    """nfs-ganesha config (FSAL VFS) with the same exports; pid and log paths are flags."""
+    if not ctx.nfs_protocols or not set(ctx.nfs_protocols) <= {3, 4}:
+        raise ConfigError(f"NFS protocols must be 3 and/or 4, not {ctx.nfs_protocols!r}")
+    exports = nfs_exports(ctx)
+    for export in exports:
+        if '"' in str(export.path):
+            raise ConfigError(f"nfs-ganesha cannot export a path containing '\"': {export.path}")
+    return render_template(
+        "ganesha.conf.j2", ctx=ctx, exports=exports,
+        protocols=", ".join(str(p) for p in sorted(set(ctx.nfs_protocols))),
+    )
+
+
+def render_dnsmasq(ctx: ClusterContext) -> str:
+    """dnsmasq as DHCP + TFTP server only (no DNS), for sites that keep dnsmasq.
+
+    Addresses are static (`dhcp-host` per node; unknown machines get nothing). Firmware PXE
+    gets the node's BIOS or UEFI loader by TFTP; iPXE (user class `iPXE` / option 175) gets the
+    node's script URL. The tags are exclusive, so the order of `dhcp-boot` lines does not matter.
+    """
+    settings = ctx.settings
+    if settings.dhcp_mode is not DhcpMode.FULL:
+        raise ConfigError(
+            "the dnsmasq config is rendered for dhcp_mode full only",
+            hint="set dhcp_mode to full, or let `oneroot serve` answer as proxy DHCP",
+        )
+    for node in ctx.nodes:
+        if node.address not in settings.subnet:
+            raise ConfigError(f"node {node.name}'s address {node.address} is outside "
+                              f"{settings.subnet}")
+    return render_template(
+        "dnsmasq.conf.j2", ctx=ctx, settings=settings,
+        dns=",".join(str(a) for a in settings.dns),
+    )
+
+
+def _check_exports(exports: Iterable[NfsExport]) -> None:
+    ids: dict[int, NfsExport] = {}
+    paths: dict[PurePosixPath, NfsExport] = {}
+    for export in exports:
+        if not 1 <= export.export_id <= MAX_EXPORT_ID:
+            raise ConfigError(
+                f"export id {export.export_id} of {export.comment} is outside 1-{MAX_EXPORT_ID}")
+        if not export.path.is_absolute():
+            raise ConfigError(f"export path {export.path} of {export.comment} is not absolute")
+        if (other := ids.setdefault(export.export_id, export)) is not export:
+            raise ConfigError(
+                f"{export.comment} and {other.comment} have the same export id "
+                f"{export.export_id}", hint="export ids must be unique and stable")
+        if (other := paths.setdefault(export.path, export)) is not export:
+            raise ConfigError(
+                f"{export.comment} and {other.comment} export the same path {export.path}")
+
+
+def _exports_path(path: PurePosixPath) -> str:
+    """exports(5) reads white space, `#` and `\\` in a path as octal escapes (`\\040`)."""
+    return "".join(
+        f"\\{ord(c):03o}" if c.isspace() or c in '#\\"' or not c.isprintable() else c
+        for c in str(path)
+    )

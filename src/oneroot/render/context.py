@@ -1,0 +1,174 @@
+"""The values renderers read: built by `ops` from the inventory, complete and pre-formatted.
+
+A template only loops over these and prints them; anything that needs a decision (which runlevel
+argument, which clients may mount what) is decided here or in the renderer's Python, never in a
+template.
+"""
+
+from __future__ import annotations
+
+import enum
+import ipaddress
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+
+from oneroot.model import InitSystem, Settings
+from oneroot.net import MacAddress
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SerialConsole:
+    """A serial console: `SERIAL <port> <baud>` for pxelinux, `console=ttyS<port>,<baud>`."""
+
+    port: int = 0
+    baud: int = 115200
+
+    @property
+    def kernel_arg(self) -> str:
+        return f"console=ttyS{self.port},{self.baud}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NodeBootContext:
+    """Everything one node's boot files say.
+
+    `kernel` and `initramfs` are relative to the boot dir, which is both the TFTP root and the
+    directory served at `boot_url` over HTTP (so the kernel's URL is `{boot_url}/{kernel}`).
+    `root_spec` is the node's `root=` value, already formatted by the caller (`oneroot.rootspec`).
+    `runlevel` is None for the image's default target/runlevel.
+    `status_url`, when set, is passed as `oneroot.status=URL`: where the initramfs reports stages.
+    """
+
+    name: str
+    macs: tuple[MacAddress, ...]
+    address: ipaddress.IPv4Address
+    server_address: ipaddress.IPv4Address
+    boot_url: str
+    kernel: str
+    initramfs: str
+    root_spec: str
+    runlevel: str | None = None
+    init_system: InitSystem = InitSystem.UNKNOWN
+    kernel_args: tuple[str, ...] = ()
+    serial: SerialConsole | None = None
+    status_url: str | None = None
+    retry_seconds: int = 10
+
+    @property
+    def kernel_url(self) -> str:
+        return f"{self.boot_url}/{self.kernel}"
+
+    @property
+    def initramfs_url(self) -> str:
+        return f"{self.boot_url}/{self.initramfs}"
+
+    @property
+    def initramfs_name(self) -> str:
+        """The name iPXE gives the fetched initramfs (the last URL segment)."""
+        return PurePosixPath(self.initramfs).name
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DefaultBootContext:
+    """`pxelinux.cfg/default`: what a machine oneroot does not know gets (its local disk)."""
+
+    timeout_seconds: int = 10
+    serial: SerialConsole | None = None
+
+    @property
+    def timeout_tenths(self) -> int:
+        return self.timeout_seconds * 10
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ImageExport:
+    """An image root, exported read-only to the whole cluster subnet.
+
+    `export_id` must stay the same from one render to the next: nfs-ganesha puts it in file
+    handles, and it is the knfsd `fsid`, so a changed id gives clients stale handles.
+    """
+
+    name: str
+    path: PurePosixPath
+    export_id: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ClusterNode:
+    """A node as the cluster-wide files see it.
+
+    `export_path` is the directory exported read-write to this node alone: its diff-overlay dir
+    (`settings.diff_overlay_dir(name)`) or, for a server-side union, the merged view of it.
+    `bios_boot_file` / `uefi_boot_file` are what PXE firmware loads by TFTP (`undionly.kpxe` or
+    `pxelinux.0`; `ipxe.efi` or `snponly.efi`); `ipxe_script_url` is what iPXE fetches next.
+    """
+
+    name: str
+    macs: tuple[MacAddress, ...]
+    address: ipaddress.IPv4Address
+    export_path: PurePosixPath
+    export_id: int
+    ipxe_script_url: str
+    bios_boot_file: str = "undionly.kpxe"
+    uefi_boot_file: str = "ipxe.efi"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GroupLayerExport:
+    """A group's layer dir, exported read-only to the addresses of the group's nodes."""
+
+    name: str
+    path: PurePosixPath
+    export_id: int
+    clients: tuple[ipaddress.IPv4Address, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ClusterContext:
+    """The cluster-wide files: exports, nfs-ganesha config, dnsmasq config.
+
+    `nfs_protocols`: NFSv3 needs rpcbind running (ganesha exits `Cannot register NFS V3`
+    without it); `(4,)` needs nothing else. `nfs_port`/`mnt_port` differ from the standard
+    2049/20048 only in tests that must not collide with a real server.
+    """
+
+    settings: Settings
+    images: tuple[ImageExport, ...]
+    nodes: tuple[ClusterNode, ...] = ()
+    group_layers: tuple[GroupLayerExport, ...] = ()
+    nfs_protocols: tuple[int, ...] = (3, 4)
+    nfs_port: int = 2049
+    mnt_port: int = 20048
+
+
+class Access(enum.StrEnum):
+    RO = "ro"
+    RW = "rw"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NfsExport:
+    """One exported directory and who may mount it: the common ground of exports and ganesha."""
+
+    export_id: int
+    path: PurePosixPath
+    access: Access
+    clients: tuple[str, ...]
+    comment: str
+    # Image roots: show filesystems mounted below the export (a separate /usr, a view's
+    # submounts) and give the export a stable id independent of the device.
+    crossmnt: bool = False
+    fsid: int | None = None
+
+    @property
+    def knfsd_options(self) -> str:
+        options = [self.access.value, "sync", "no_root_squash", "no_subtree_check"]
+        if self.crossmnt:
+            options.append("crossmnt")
+        if self.fsid is not None:
+            options.append(f"fsid={self.fsid}")
+        return ",".join(options)
+
+    @property
+    def ganesha_access(self) -> str:
+        return self.access.value.upper()

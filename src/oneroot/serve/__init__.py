@@ -1,0 +1,1 @@
+"""The asyncio edges of `oneroot serve`: sockets, timers and processes around the pure cores."""

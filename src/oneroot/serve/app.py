@@ -1,0 +1,179 @@
+"""`oneroot serve`: DHCP, TFTP, HTTP (and NFS, where asked) under one asyncio supervisor.
+
+The inventory is reloaded when its database changes or on SIGHUP; SIGTERM/SIGINT stop cleanly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass
+from ipaddress import IPv4Address
+from pathlib import Path
+from typing import Any
+
+from oneroot.inventory.events import EventStore
+from oneroot.inventory.leases import LeaseStore
+from oneroot.model.events import BootEvent
+from oneroot.model.inventory import Inventory
+from oneroot.ops import inventory as inv_ops
+from oneroot.ops.catalog import BootCatalog
+from oneroot.ops.paths import Paths
+from oneroot.ops.status import read_status
+from oneroot.proto.dhcp import NetworkConfig
+from oneroot.serve.dhcp import DhcpService
+from oneroot.serve.events import EventRecorder
+from oneroot.serve.http import HttpService
+from oneroot.serve.tftp import TftpService
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ServeOptions:
+    """What to run and where; the defaults come from the inventory's settings."""
+
+    dhcp: bool = True
+    tftp: bool = True
+    http: bool = True
+    bind: str | None = None  # TFTP/HTTP address [default: settings.server_address]
+    tftp_port: int = 69
+    http_port: int | None = None
+    dhcp_port: int = 67
+    reload_interval: float = 1.0
+
+
+class CatalogHolder:
+    """The current catalog; services read it on every request, reloads swap it."""
+
+    def __init__(self, paths: Paths, http_host: str | None) -> None:
+        self.paths = paths
+        self.http_host = http_host
+        self.inventory: Inventory = self._load()
+        self.catalog = BootCatalog(self.inventory, http_host=http_host)
+        self._stamp = self._db_stamp()
+
+    def _load(self) -> Inventory:
+        store = inv_ops.open_store(self.paths)
+        try:
+            return store.load()
+        finally:
+            store.close()
+
+    def _db_stamp(self) -> tuple[float, ...]:
+        stamps = []
+        for suffix in ("", "-wal"):
+            try:
+                stat = Path(str(self.paths.inventory_db) + suffix).stat()
+                stamps += [stat.st_mtime_ns, stat.st_size]
+            except FileNotFoundError:
+                stamps += [0, 0]
+        return tuple(stamps)
+
+    def reload(self, *, force: bool = False) -> bool:
+        stamp = self._db_stamp()
+        if stamp == self._stamp and not force:
+            return False
+        self._stamp = stamp
+        inventory = self._load()
+        if inventory != self.inventory or force:
+            self.inventory = inventory
+            self.catalog = BootCatalog(inventory, http_host=self.http_host)
+            log.info("inventory.reloaded nodes=%d groups=%d", len(inventory.nodes),
+                     len(inventory.groups))
+            return True
+        return False
+
+
+def network_config(inv: Inventory) -> NetworkConfig:
+    s = inv.settings
+    pool = (s.pool_start, s.pool_end) if s.discovery and s.pool_start and s.pool_end else None
+    return NetworkConfig(server_address=s.server_address, subnet=s.subnet, router=s.gateway,
+                         dns=s.dns, domain=s.domain, lease_time=s.lease_time,
+                         mode=s.dhcp_mode, pool=pool)
+
+
+async def serve(paths: Paths, options: ServeOptions = ServeOptions(),
+                *, started: Callable[[], None] | None = None) -> None:
+    holder = CatalogHolder(paths, options.bind)
+    settings = holder.inventory.settings
+    bind = options.bind or str(settings.server_address)
+    boot_dir = Path(str(settings.boot_dir))
+    boot_dir.mkdir(parents=True, exist_ok=True)
+    events = EventStore(paths.events_db)
+    recorder = EventRecorder(events, lambda ip: holder.catalog.by_address.get(ip))
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, lambda: holder.reload(force=True))
+
+    def virtual(name: str) -> bytes | None:
+        hit = holder.catalog.virtual_file(name)
+        return hit.data if hit else None
+
+    jobs: list[Callable[[], Coroutine[Any, Any, None]]] = [recorder.run]
+    closers: list[Callable[[], Awaitable[None] | None]] = []
+    leases: LeaseStore | None = None
+    if options.dhcp:
+        leases = LeaseStore(paths.leases_db)
+        dhcp = DhcpService(
+            interface=settings.interface, server_address=settings.server_address,
+            network=network_config(holder.inventory),
+            lookup=lambda mac: holder.catalog.dhcp_lookup(mac),
+            leases=leases, on_event=recorder, port=options.dhcp_port,
+            is_reserved=lambda ip: ip in holder.catalog.by_address)
+        jobs.append(dhcp.run)
+    if options.tftp:
+        tftp = TftpService(bind=IPv4Address(bind), port=options.tftp_port, root=boot_dir,
+                           virtual=virtual, on_event=recorder)
+        await tftp.start()
+        jobs.append(tftp.run)
+        closers.append(tftp.close)
+    if options.http:
+        http = HttpService(bind=bind, port=options.http_port or settings.http_port,
+                           boot_dir=boot_dir, catalog=lambda: holder.catalog,
+                           on_event=recorder,
+                           status=lambda: read_status(paths, holder.inventory))
+        await http.start()
+        closers.append(http.close)
+
+    async def watch_inventory() -> None:
+        while True:
+            await asyncio.sleep(options.reload_interval)
+            try:
+                holder.reload()
+            except Exception:  # a half-migrated or locked database: keep the old catalog
+                log.exception("inventory.reload_failed")
+
+    jobs.append(watch_inventory)
+    log.info("serve.started bind=%s dhcp=%s tftp=%s http=%s nodes=%d", bind, options.dhcp,
+             options.tftp, options.http, len(holder.inventory.nodes))
+    if started is not None:
+        started()
+    try:
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(job()) for job in jobs]
+            await stop.wait()
+            for task in tasks:
+                task.cancel()
+    except* asyncio.CancelledError:
+        pass
+    finally:
+        for close in closers:
+            result = close()
+            if result is not None:
+                await result
+        await recorder.flush()
+        events.close()
+        if leases is not None:
+            with contextlib.suppress(Exception):
+                leases.close()
+        log.info("serve.stopped")
+
+
+def record(recorder: EventRecorder, event: BootEvent) -> None:
+    recorder(event)

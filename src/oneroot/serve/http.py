@@ -1,0 +1,147 @@
+"""HTTP for iPXE and the initramfs: boot files (sendfile, Range), per-node scripts, stage
+reports and the status API — on aiohttp."""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from aiohttp import web
+from aiohttp.abc import AbstractStreamWriter
+
+from oneroot.model.events import STAGES, BootEvent
+from oneroot.ops.catalog import REPORT_PATH, BootCatalog
+
+log = logging.getLogger(__name__)
+
+MAX_PATH = 1024
+
+
+def resolve_in_root(root: Path, name: str) -> Path | None:
+    """The file `name` names under `root`, or None when it would leave the root.
+
+    Refuses `..`, NUL bytes, over-long names, and symlinks whose target is outside the root.
+    """
+    if not name or "\0" in name or len(name) > MAX_PATH or "\\" in name:
+        return None
+    parts = [p for p in name.split("/") if p not in ("", ".")]
+    if not parts or any(p == ".." for p in parts):
+        return None
+    real_root = os.path.realpath(root)
+    candidate = os.path.realpath(os.path.join(real_root, *parts))
+    if os.path.commonpath([real_root, candidate]) != real_root:
+        return None
+    path = Path(candidate)
+    return path if path.is_file() else None
+
+
+def _peer(request: web.Request) -> ipaddress.IPv4Address | None:
+    try:
+        addr = ipaddress.ip_address(request.remote or "")
+    except ValueError:
+        return None
+    return addr if isinstance(addr, ipaddress.IPv4Address) else None
+
+
+class _ReportingFileResponse(web.FileResponse):
+    """A FileResponse (sendfile, Range, HEAD) that reports when the file has been sent."""
+
+    def __init__(self, path: Path, on_sent: Callable[[web.StreamResponse], None]) -> None:
+        super().__init__(path, chunk_size=256 * 1024)
+        self._on_sent = on_sent
+
+    async def prepare(self, request: web.BaseRequest) -> AbstractStreamWriter | None:
+        writer = await super().prepare(request)
+        if request.method != "HEAD":
+            self._on_sent(self)
+        return writer
+
+
+class HttpService:
+    def __init__(self, *, bind: str, port: int, boot_dir: Path,
+                 catalog: Callable[[], BootCatalog], on_event: Callable[[BootEvent], None],
+                 status: Callable[[], dict[str, object]]) -> None:
+        self.bind, self.port, self.boot_dir = bind, port, boot_dir
+        self._catalog, self._on_event, self._status = catalog, on_event, status
+        self.app = web.Application(client_max_size=64 * 1024)
+        self.app.add_routes([
+            web.get("/boot/{path:.*}", self.boot_file),
+            web.post(REPORT_PATH, self.report),
+            web.get("/api/v1/status", self.status),
+            web.get("/healthz", self.health),
+        ])
+        self._runner: web.AppRunner | None = None
+
+    async def start(self) -> None:
+        self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.bind, self.port, reuse_address=True)
+        await site.start()
+        log.info("http.listening bind=%s port=%d", self.bind, self.port)
+
+    async def close(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def health(self, request: web.Request) -> web.Response:
+        return web.Response(text="ok\n")
+
+    async def boot_file(self, request: web.Request) -> web.StreamResponse:
+        name = request.match_info["path"]
+        started = time.monotonic()
+        peer = _peer(request)
+        virtual = self._catalog().virtual_file(name)
+
+        def done(resp: web.StreamResponse, size: int, node: str | None) -> None:
+            duration = time.monotonic() - started
+            log.info("http.done peer=%s file=%s status=%d bytes=%d seconds=%.3f", peer, name,
+                     resp.status, size, duration)
+            self._on_event(BootEvent(time=time.time(), kind="http.done", node=node, peer=peer,
+                                     file=name, bytes=size, duration=duration,
+                                     detail={"status": str(resp.status)}))
+
+        if virtual is not None:
+            resp = web.Response(body=virtual.data, content_type="text/plain")
+            done(resp, len(virtual.data), virtual.node)
+            return resp
+        path = resolve_in_root(self.boot_dir, name)
+        if path is None:
+            log.info("http.refused peer=%s path=%r", peer, name)
+            raise web.HTTPNotFound(text="not found\n")
+        return _ReportingFileResponse(path, lambda r: done(r, r.content_length or 0, None))
+
+    async def report(self, request: web.Request) -> web.Response:
+        """A stage report from a node's initramfs: `stage=layers&status=ok&message=…`."""
+        peer = _peer(request)
+        if request.content_type == "application/json":
+            try:
+                data = {str(k): str(v) for k, v in (await request.json()).items()}
+            except (ValueError, AttributeError):
+                raise web.HTTPBadRequest(text="body is not a JSON object\n") from None
+        else:
+            data = {k: str(v) for k, v in (await request.post()).items()}
+        stage = data.get("stage", "")
+        if stage not in STAGES:
+            raise web.HTTPBadRequest(text=f"unknown stage {stage!r}; one of {' '.join(STAGES)}\n")
+        catalog = self._catalog()
+        node = catalog.by_address.get(peer) if peer else None
+        if node is None:
+            # Only addresses in the inventory may report (no spoofed names from elsewhere).
+            raise web.HTTPForbidden(text="unknown node address\n")
+        status = data.get("status", "ok")
+        detail = {"status": status}
+        if data.get("message"):
+            detail["message"] = data["message"][:500]
+        kind_stage = "failed" if status == "failed" else stage
+        log.info("stage.report node=%s stage=%s status=%s", node, stage, status)
+        self._on_event(BootEvent(time=time.time(), kind="stage", node=node, peer=peer,
+                                 stage=kind_stage, detail={**detail, "reported": stage}))
+        return web.Response(text="ok\n")
+
+    async def status(self, request: web.Request) -> web.Response:
+        return web.json_response(self._status())

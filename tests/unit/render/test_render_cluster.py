@@ -1,0 +1,152 @@
+"""Cluster-wide files: /etc/exports, nfs-ganesha, dnsmasq."""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import subprocess
+from pathlib import Path, PurePosixPath
+
+import pytest
+from render_example import GoldenCheck
+
+from oneroot.errors import ConfigError
+from oneroot.model import DhcpMode
+from oneroot.render import (
+    Access,
+    ClusterContext,
+    GroupLayerExport,
+    ImageExport,
+    nfs_exports,
+    render_dnsmasq,
+    render_exports,
+    render_ganesha,
+)
+from oneroot.render._env import HEADER
+
+DNSMASQ = "/usr/sbin/dnsmasq"
+
+
+def test_goldens(cluster: ClusterContext, golden: GoldenCheck) -> None:
+    golden("exports", render_exports(cluster))
+    golden("ganesha.conf", render_ganesha(cluster))
+    golden("dnsmasq.conf", render_dnsmasq(cluster))
+
+
+def test_every_file_says_it_is_generated(cluster: ClusterContext) -> None:
+    for render in (render_exports, render_ganesha, render_dnsmasq):
+        assert render(cluster).splitlines()[0] == f"# {HEADER}"
+
+
+def test_exports_match_the_seed(cluster: ClusterContext) -> None:
+    lines = [ln for ln in render_exports(cluster).splitlines() if ln and not ln.startswith("#")]
+    assert "/ 10.0.0.0/24(ro,sync,no_root_squash,no_subtree_check,crossmnt,fsid=1)" in lines
+    assert ("/var/state/systems/node01 10.0.0.11(rw,sync,no_root_squash,no_subtree_check)"
+            in lines)
+    assert ("/var/state/groups/compute 10.0.0.12(ro,sync,no_root_squash,no_subtree_check) "
+            "10.0.0.13(ro,sync,no_root_squash,no_subtree_check)") in lines
+
+
+def test_each_node_dir_goes_to_that_node_alone(cluster: ClusterContext) -> None:
+    by_path = {e.path: e for e in nfs_exports(cluster)}
+    for node in cluster.nodes:
+        export = by_path[node.export_path]
+        assert export.access is Access.RW
+        assert export.clients == (str(node.address),)
+    assert all(e.access is Access.RO for e in nfs_exports(cluster)
+               if e.path not in {n.export_path for n in cluster.nodes})
+
+
+def test_a_group_layer_nobody_uses_is_not_exported(cluster: ClusterContext) -> None:
+    """An exports line without clients would export the directory to the world."""
+    paths = {e.path for e in nfs_exports(cluster)}
+    assert PurePosixPath("/var/state/groups/unused") not in paths
+    assert "unused" not in render_exports(cluster)
+    assert "unused" not in render_ganesha(cluster)
+
+
+def test_ganesha_restricts_every_export(cluster: ClusterContext) -> None:
+    text = render_ganesha(cluster)
+    assert text.count("EXPORT {") == len(nfs_exports(cluster)) == text.count("CLIENT {")
+    assert "Access_Type = None;" in text
+    assert "Only_Numeric_Owners = true;" in text
+    assert "Bind_addr = 10.0.0.1;" in text
+    assert 'Path = "/var/state/systems/node01";\n    Pseudo = "/var/state/systems/node01";' in text
+    assert "Clients = 10.0.0.12, 10.0.0.13;\n        Access_Type = RO;" in text
+
+
+def test_ganesha_protocols(cluster: ClusterContext) -> None:
+    v4_only = dataclasses.replace(cluster, nfs_protocols=(4,))
+    text = render_ganesha(v4_only)
+    # NFS_CORE_PARAM, EXPORT_DEFAULTS and every CLIENT (else ganesha warns and "fixes up").
+    assert text.count("Protocols = 4;") == 2 + len(nfs_exports(v4_only))
+    assert "3" not in "".join(ln for ln in text.splitlines() if "Protocols" in ln)
+    with pytest.raises(ConfigError):
+        render_ganesha(dataclasses.replace(cluster, nfs_protocols=(2,)))
+
+
+def test_duplicate_export_ids_are_refused(cluster: ClusterContext) -> None:
+    clash = GroupLayerExport(name="x", path=PurePosixPath("/srv/x"), export_id=1,
+                             clients=(ipaddress.IPv4Address("10.0.0.11"),))
+    with pytest.raises(ConfigError, match="same export id 1"):
+        render_exports(dataclasses.replace(cluster, group_layers=(clash,)))
+
+
+def test_duplicate_paths_are_refused(cluster: ClusterContext) -> None:
+    twin = ImageExport(name="twin", path=PurePosixPath("/"), export_id=9)
+    with pytest.raises(ConfigError, match="same path"):
+        render_ganesha(dataclasses.replace(cluster, images=(*cluster.images, twin)))
+
+
+@pytest.mark.parametrize("export_id", [0, 65536])
+def test_export_id_range(cluster: ClusterContext, export_id: int) -> None:
+    image = ImageExport(name="default", path=PurePosixPath("/"), export_id=export_id)
+    with pytest.raises(ConfigError, match="outside"):
+        nfs_exports(dataclasses.replace(cluster, images=(image,)))
+
+
+def test_exports_escapes_white_space_in_paths(cluster: ClusterContext) -> None:
+    image = ImageExport(name="odd", path=PurePosixPath("/srv/my image"), export_id=1)
+    text = render_exports(dataclasses.replace(cluster, images=(image,)))
+    assert "/srv/my\\040image 10.0.0.0/24(" in text
+
+
+def test_dnsmasq_per_node_lines(cluster: ClusterContext) -> None:
+    text = render_dnsmasq(cluster)
+    assert "port=0\n" in text
+    assert "dhcp-range=10.0.0.0,static,255.255.255.0,86400\n" in text
+    assert ("dhcp-host=52:54:00:00:00:02,52:54:00:00:01:02,set:oneroot-node02,10.0.0.12,node02"
+            in text)
+    assert "dhcp-boot=tag:oneroot-node04,tag:!ipxe,tag:!uefi,pxelinux.0" in text
+    assert "dhcp-boot=tag:oneroot-node03,tag:!ipxe,tag:uefi,snponly.efi" in text
+    assert ("dhcp-boot=tag:oneroot-node01,tag:ipxe,http://10.0.0.1:8080/boot/node01.ipxe"
+            in text)
+
+
+def test_dnsmasq_without_optional_settings(cluster: ClusterContext) -> None:
+    settings = dataclasses.replace(cluster.settings, gateway=None, dns=(), domain=None)
+    text = render_dnsmasq(dataclasses.replace(cluster, settings=settings))
+    assert "router" not in text
+    assert "dns-server" not in text
+    assert "domain=" not in text
+
+
+def test_dnsmasq_refuses_proxy_mode(cluster: ClusterContext) -> None:
+    settings = dataclasses.replace(cluster.settings, dhcp_mode=DhcpMode.PROXY)
+    with pytest.raises(ConfigError, match="full"):
+        render_dnsmasq(dataclasses.replace(cluster, settings=settings))
+
+
+@pytest.mark.skipif(not Path(DNSMASQ).exists(), reason="needs dnsmasq")
+def test_dnsmasq_accepts_the_config(cluster: ClusterContext, tmp_path: Path) -> None:
+    settings = dataclasses.replace(cluster.settings, boot_dir=PurePosixPath(tmp_path))
+    conf = tmp_path / "dnsmasq.conf"
+    conf.write_text(render_dnsmasq(dataclasses.replace(cluster, settings=settings)))
+    result = subprocess.run([DNSMASQ, "--test", f"--conf-file={conf}"],
+                            capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    # ...and it is not a check that accepts anything.
+    conf.write_text(conf.read_text() + "no-such-option\n")
+    assert subprocess.run([DNSMASQ, "--test", f"--conf-file={conf}"], capture_output=True,
+                          check=False).returncode != 0
+
