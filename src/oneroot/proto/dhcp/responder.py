@@ -1,0 +1,475 @@
+"""The DHCP server's decisions, without IO: request + time + config + leases → `Decision`.
+
+`respond()` says what to send, where, which lease change to persist *before* sending, and
+which boot event happened. The caller owns sockets, the clock and the lease database.
+
+Decision table (full mode; proxy mode answers only known PXE clients, with boot info only):
+    DISCOVER  known MAC → OFFER fixed address | unknown + discovery → OFFER from pool
+              (held in memory for OFFER_HOLD s) | otherwise silent
+    REQUEST   selecting (54 present): ours → ACK if the address is the client's, else NAK;
+              another server's → forget our offer, silent
+              init-reboot (50, no 54, no ciaddr) / renewing, rebinding (ciaddr): ACK if it is
+              the client's address, NAK if we know the client under another one, silent if
+              we have no record of it (RFC 2131 §4.3.2)
+    DECLINE   ours → the address is marked bad for DECLINE_HOLD s, silent
+    RELEASE   the client's lease is freed, silent
+    INFORM    known (or discovery on) → ACK with configuration, no address, no lease time
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv4Network
+from typing import Protocol
+
+from oneroot.errors import MalformedPacket
+from oneroot.model.cluster import DhcpMode
+from oneroot.net import MacAddress
+from oneroot.proto.dhcp.options import (
+    BROADCAST_FLAG,
+    CLIENT_PORT,
+    PXE_CLIENT,
+    PXE_DISCOVERY_BOOTFILE_ONLY,
+    PXE_PORT,
+    SERVER_PORT,
+    BootOp,
+    ClientArch,
+    DhcpOptions,
+    IpxeSubOption,
+    MessageType,
+    OptionCode,
+    PxeSubOption,
+    encode_addresses,
+    encode_suboptions,
+    encode_u8,
+    encode_u32,
+)
+from oneroot.proto.dhcp.packet import DhcpPacket
+
+OFFER_HOLD = 60.0  # seconds an offered pool address stays reserved for its client
+DECLINE_HOLD = 600.0  # seconds a declined address is not handed out
+_ZERO = IPv4Address(0)
+_BROADCAST = IPv4Address("255.255.255.255")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NetworkConfig:
+    server_address: IPv4Address
+    subnet: IPv4Network
+    router: IPv4Address | None = None
+    dns: tuple[IPv4Address, ...] = ()
+    domain: str | None = None
+    lease_time: int = 86400
+    mode: DhcpMode = DhcpMode.FULL
+    pool: tuple[IPv4Address, IPv4Address] | None = None  # discovery pool, inclusive; None: off
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NodeBoot:
+    name: str
+    address: IPv4Address
+    bios_file: str  # "undionly.kpxe" or "pxelinux.0"
+    uefi_file: str  # "ipxe.efi" or "snponly.efi"
+    ipxe_url: str  # e.g. "http://10.0.0.1:8080/boot/node01.ipxe"
+
+
+class LeaseState(enum.IntEnum):
+    OFFERED = 1  # kept in memory only: an offer need not survive a crash
+    BOUND = 2
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Lease:
+    mac: MacAddress
+    address: IPv4Address
+    node: str | None  # None: an unknown client on a pool address
+    expires: float
+    state: LeaseState
+
+
+class LeaseAction(enum.IntEnum):
+    BIND = 1
+    RELEASE = 2
+    DECLINE = 3
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LeaseChange:
+    action: LeaseAction
+    mac: MacAddress
+    address: IPv4Address
+    node: str | None = None
+    expires: float = 0.0  # BIND: lease end; DECLINE: end of the quarantine
+    state: LeaseState = LeaseState.BOUND
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UnknownClient:
+    """A client that asked for boot service with a MAC no node has."""
+
+    mac: MacAddress
+    arch: int | None
+    vendor_class: str | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Destination:
+    address: IPv4Address
+    port: int
+    broadcast: bool  # send as a link-level broadcast on the service's interface
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReplyEvent:
+    kind: str  # "dhcp.offer" | "dhcp.ack" | "dhcp.nak"
+    mac: MacAddress
+    node: str | None
+    address: IPv4Address | None
+    file: str | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Decision:
+    reply: DhcpPacket | None = None
+    destination: Destination | None = None
+    lease_change: LeaseChange | None = None  # persist before sending the reply
+    unknown_client: UnknownClient | None = None  # record as seen
+    event: ReplyEvent | None = None
+    reason: str = ""  # why there is no reply, for debug logs
+
+
+class LeaseView(Protocol):
+    """What the responder reads of the lease database."""
+
+    def lease_for_mac(self, mac: MacAddress) -> Lease | None: ...
+
+    def lease_for_address(self, address: IPv4Address) -> Lease | None: ...
+
+    def is_declined(self, address: IPv4Address, now: float) -> bool: ...
+
+
+Lookup = Callable[[MacAddress], NodeBoot | None]
+IsReserved = Callable[[IPv4Address], bool]
+
+
+def _never_reserved(address: IPv4Address) -> bool:
+    return False
+
+
+def respond(request: DhcpPacket, *, now: float, config: NetworkConfig, lookup: Lookup,
+            leases: LeaseView, port: int = SERVER_PORT,
+            source: tuple[IPv4Address, int] | None = None,
+            is_reserved: IsReserved | None = None) -> Decision:
+    """Decide the answer to `request`, received on server `port` from `source`.
+
+    `is_reserved(address)` says an address belongs to a node (never given to pool clients).
+    Raises MalformedPacket for a request whose options cannot be read."""
+    if request.op is not BootOp.REQUEST:
+        return Decision(reason="not a BOOTREQUEST")
+    mtype = request.message_type
+    if mtype is None:
+        return Decision(reason="BOOTP without DHCP message type: not served")
+    mac = request.mac
+    node = lookup(mac)
+    ctx = _Context(request, mtype, mac, node, now, config, leases,
+                   is_reserved or _never_reserved)
+    if config.mode is DhcpMode.PROXY:
+        return ctx.proxy(port, source)
+    if port == PXE_PORT:
+        return Decision(reason="port 4011 is served in proxy mode only")
+    match mtype:
+        case MessageType.DISCOVER:
+            return ctx.discover()
+        case MessageType.REQUEST:
+            return ctx.request_()
+        case MessageType.DECLINE:
+            return ctx.decline()
+        case MessageType.RELEASE:
+            return ctx.release()
+        case MessageType.INFORM:
+            return ctx.inform()
+        case _:
+            return Decision(reason=f"{mtype.name} is a server message")
+
+
+def boot_file(request: DhcpPacket, node: NodeBoot) -> str:
+    """iPXE gets the node's script URL (so it never chain-loads itself again); firmware gets
+    the loader for its architecture (option 93; absent means BIOS)."""
+    if request.is_ipxe:
+        return node.ipxe_url
+    arch = request.client_arch
+    if arch is None or arch == ClientArch.BIOS:
+        return node.bios_file
+    return node.uefi_file
+
+
+class _Context:
+    """One request being decided; the methods are the rows of the module's table."""
+
+    def __init__(self, request: DhcpPacket, mtype: MessageType, mac: MacAddress,
+                 node: NodeBoot | None, now: float, config: NetworkConfig, leases: LeaseView,
+                 is_reserved: IsReserved) -> None:
+        self.request = request
+        self.mtype = mtype
+        self.mac = mac
+        self.node = node
+        self.now = now
+        self.config = config
+        self.leases = leases
+        self.is_reserved = is_reserved
+
+    # --- full mode ---
+
+    def discover(self) -> Decision:
+        unknown = self._unknown_record()
+        if self.node is not None:
+            return self._reply(MessageType.OFFER, self.node.address)
+        if self.config.pool is None:
+            return Decision(unknown_client=unknown, reason="unknown MAC, discovery off")
+        address = self._allocate()
+        if address is None:
+            return Decision(unknown_client=unknown, reason="discovery pool exhausted")
+        change = LeaseChange(action=LeaseAction.BIND, mac=self.mac, address=address,
+                             expires=self.now + OFFER_HOLD, state=LeaseState.OFFERED)
+        return self._reply(MessageType.OFFER, address, change=change, unknown=unknown)
+
+    def request_(self) -> Decision:
+        req = self.request
+        server_id = req.server_id
+        requested = req.requested_address
+        if server_id is not None:  # SELECTING
+            if server_id != self.config.server_address:
+                lease = self.leases.lease_for_mac(self.mac)
+                if lease is not None and lease.state is LeaseState.OFFERED:
+                    return Decision(reason="client chose another server",
+                                    lease_change=LeaseChange(action=LeaseAction.RELEASE,
+                                                             mac=self.mac, address=lease.address))
+                return Decision(reason="client chose another server")
+            wanted = requested if requested is not None else req.ciaddr
+            return self._confirm(wanted, silent_if_unknown=False)
+        if requested is not None and req.ciaddr == _ZERO:  # INIT-REBOOT
+            return self._confirm(requested, silent_if_unknown=True)
+        if req.ciaddr != _ZERO:  # RENEWING or REBINDING
+            return self._confirm(req.ciaddr, silent_if_unknown=True)
+        return Decision(reason="REQUEST with neither server id, requested address nor ciaddr")
+
+    def _confirm(self, wanted: IPv4Address, *, silent_if_unknown: bool) -> Decision:
+        """ACK `wanted` if it is (or may become) the client's address, else NAK or silence."""
+        if self.node is not None:
+            if wanted == self.node.address:
+                return self._ack(wanted)
+            return self._nak(f"{wanted} is not the address of node {self.node.name}")
+        if self.config.pool is None:
+            return Decision(reason="unknown MAC, discovery off")
+        lease = self.leases.lease_for_mac(self.mac)
+        if lease is not None and lease.address == wanted:
+            return self._ack(wanted)
+        if silent_if_unknown and lease is None:
+            return Decision(reason="no record of this client")
+        if self._pool_usable(wanted):
+            return self._ack(wanted)
+        return self._nak(f"{wanted} is not available to this client")
+
+    def _ack(self, address: IPv4Address) -> Decision:
+        node_name = self.node.name if self.node is not None else None
+        change = LeaseChange(action=LeaseAction.BIND, mac=self.mac, address=address,
+                             node=node_name, expires=self.now + self.config.lease_time,
+                             state=LeaseState.BOUND)
+        return self._reply(MessageType.ACK, address, change=change)
+
+    def decline(self) -> Decision:
+        if self.request.server_id not in (None, self.config.server_address):
+            return Decision(reason="DECLINE for another server")
+        address = self.request.requested_address
+        if address is None:
+            return Decision(reason="DECLINE without a requested address")
+        return Decision(reason="address declined",
+                        lease_change=LeaseChange(action=LeaseAction.DECLINE, mac=self.mac,
+                                                 address=address,
+                                                 expires=self.now + DECLINE_HOLD))
+
+    def release(self) -> Decision:
+        lease = self.leases.lease_for_mac(self.mac)
+        if lease is None or lease.address != self.request.ciaddr:
+            return Decision(reason="RELEASE of an address this client does not hold")
+        return Decision(reason="released",
+                        lease_change=LeaseChange(action=LeaseAction.RELEASE, mac=self.mac,
+                                                 address=lease.address))
+
+    def inform(self) -> Decision:
+        if self.node is None and self.config.pool is None:
+            return Decision(reason="INFORM from an unknown MAC, discovery off")
+        return self._reply(MessageType.ACK, None)
+
+    # --- proxy mode (PXE spec 2.1 §2.2.3: ProxyDHCP on 67 answers DISCOVER, on 4011 REQUEST) ---
+
+    def proxy(self, port: int, source: tuple[IPv4Address, int] | None) -> Decision:
+        if not self.request.is_pxe_client:
+            return Decision(reason="proxy mode answers PXE clients only")
+        if self.node is None:
+            return Decision(unknown_client=self._unknown_record(), reason="unknown MAC (proxy)")
+        if port == PXE_PORT and self.mtype is MessageType.REQUEST:
+            if source is None:
+                destination = None
+            else:
+                destination = Destination(address=source[0], port=source[1], broadcast=False)
+            return self._reply(MessageType.ACK, None, destination=destination)
+        if port != PXE_PORT and self.mtype is MessageType.DISCOVER:
+            return self._reply(MessageType.OFFER, None)
+        return Decision(reason=f"proxy mode ignores {self.mtype.name} on port {port}")
+
+    # --- building replies ---
+
+    def _reply(self, mtype: MessageType, address: IPv4Address | None, *,
+               change: LeaseChange | None = None, unknown: UnknownClient | None = None,
+               destination: Destination | None = None) -> Decision:
+        req = self.request
+        cfg = self.config
+        proxy = cfg.mode is DhcpMode.PROXY
+        available: dict[int, bytes] = {}
+        file_name: str | None = None
+        if not proxy:
+            available[OptionCode.SUBNET_MASK] = cfg.subnet.netmask.packed
+            if cfg.router is not None:
+                available[OptionCode.ROUTER] = cfg.router.packed
+            if cfg.dns:
+                available[OptionCode.DNS_SERVERS] = encode_addresses(*cfg.dns)
+            if self.node is not None:
+                available[OptionCode.HOSTNAME] = self.node.name.encode()
+            if cfg.domain:
+                available[OptionCode.DOMAIN_NAME] = cfg.domain.encode()
+            available[OptionCode.BROADCAST_ADDRESS] = cfg.subnet.broadcast_address.packed
+            if address is not None:
+                lease_time = cfg.lease_time
+                available[OptionCode.LEASE_TIME] = encode_u32(lease_time)
+                available[OptionCode.RENEWAL_TIME] = encode_u32(lease_time // 2)
+                available[OptionCode.REBINDING_TIME] = encode_u32(lease_time * 7 // 8)
+        file_bytes = b""
+        if self.node is not None:
+            file_name = boot_file(req, self.node)
+            file_bytes = file_name.encode()
+            available[OptionCode.TFTP_SERVER_NAME] = str(cfg.server_address).encode()
+            available[OptionCode.BOOTFILE_NAME] = file_bytes
+        if req.is_pxe_client:
+            available[OptionCode.VENDOR_CLASS] = PXE_CLIENT
+            available[OptionCode.VENDOR_SPECIFIC] = encode_suboptions(
+                [(PxeSubOption.DISCOVERY_CONTROL, encode_u8(PXE_DISCOVERY_BOOTFILE_ONLY))])
+            if req.client_uuid is not None:
+                available[OptionCode.CLIENT_UUID] = req.client_uuid
+        if req.is_ipxe and not proxy:
+            available[OptionCode.IPXE_ENCAP] = encode_suboptions(
+                [(IpxeSubOption.NO_PXEDHCP, encode_u8(1))])
+
+        ordered: list[tuple[int, bytes]] = [
+            (OptionCode.MESSAGE_TYPE, encode_u8(mtype)),
+            (OptionCode.SERVER_ID, cfg.server_address.packed),
+        ]
+        for code in req.parameter_request_list:  # RFC 2132 §9.8: in the order requested
+            value = available.pop(code, None)
+            if value is not None:
+                ordered.append((code, value))
+        ordered.extend(available.items())
+        if req.relay_agent_info is not None:  # RFC 3046 §2.2: echoed, last
+            ordered.append((OptionCode.RELAY_AGENT_INFO, req.relay_agent_info))
+
+        reply = DhcpPacket(
+            op=BootOp.REPLY, xid=req.xid, htype=req.htype, hlen=req.hlen, flags=req.flags,
+            ciaddr=req.ciaddr if mtype is MessageType.ACK else _ZERO,
+            yiaddr=address if address is not None else _ZERO,
+            siaddr=cfg.server_address if self.node is not None else _ZERO,
+            giaddr=req.giaddr, chaddr=req.chaddr,
+            file=file_bytes if len(file_bytes) < 128 else b"",
+            options=DhcpOptions(ordered),
+        )
+        event_kind = "dhcp.offer" if mtype is MessageType.OFFER else "dhcp.ack"
+        event = ReplyEvent(kind=event_kind, mac=self.mac,
+                           node=self.node.name if self.node is not None else None,
+                           address=address, file=file_name)
+        return Decision(reply=reply, destination=destination or self._destination(),
+                        lease_change=change, unknown_client=unknown, event=event)
+
+    def _nak(self, reason: str) -> Decision:
+        req = self.request
+        options = [(OptionCode.MESSAGE_TYPE, encode_u8(MessageType.NAK)),
+                   (OptionCode.SERVER_ID, self.config.server_address.packed),
+                   (OptionCode.MESSAGE, reason.encode()[:255])]
+        if req.relay_agent_info is not None:
+            options.append((OptionCode.RELAY_AGENT_INFO, req.relay_agent_info))
+        flags = req.flags | BROADCAST_FLAG if req.giaddr != _ZERO else req.flags
+        reply = DhcpPacket(op=BootOp.REPLY, xid=req.xid, htype=req.htype, hlen=req.hlen,
+                           flags=flags, giaddr=req.giaddr, chaddr=req.chaddr,
+                           options=DhcpOptions(options))
+        if req.giaddr != _ZERO:
+            destination = Destination(address=req.giaddr, port=SERVER_PORT, broadcast=False)
+        else:  # RFC 2131 §4.1: a NAK not relayed is always broadcast
+            destination = Destination(address=_BROADCAST, port=CLIENT_PORT, broadcast=True)
+        event = ReplyEvent(kind="dhcp.nak", mac=self.mac,
+                           node=self.node.name if self.node is not None else None,
+                           address=self.request.requested_address, file=None)
+        return Decision(reply=reply, destination=destination, event=event, reason=reason)
+
+    def _destination(self) -> Destination:
+        """RFC 2131 §4.1: relay first, then a client that has an address, else broadcast (we
+        cannot unicast to an address the client does not hold yet without writing ARP)."""
+        req = self.request
+        if req.giaddr != _ZERO:
+            return Destination(address=req.giaddr, port=SERVER_PORT, broadcast=False)
+        if req.ciaddr != _ZERO:
+            return Destination(address=req.ciaddr, port=CLIENT_PORT, broadcast=False)
+        return Destination(address=_BROADCAST, port=CLIENT_PORT, broadcast=True)
+
+    # --- pool ---
+
+    def _unknown_record(self) -> UnknownClient | None:
+        if self.node is not None:
+            return None
+        if self.config.pool is None and not self.request.is_pxe_client:
+            return None
+        vendor = self.request.vendor_class
+        try:
+            arch = self.request.client_arch
+        except MalformedPacket:
+            arch = None
+        return UnknownClient(mac=self.mac, arch=arch,
+                             vendor_class=None if vendor is None
+                             else vendor.decode("ascii", "replace"))
+
+    def _pool_usable(self, address: IPv4Address) -> bool:
+        """In the pool, not a node's, not the server's or router's, not declined, and not held
+        by another client."""
+        pool = self.config.pool
+        if pool is None or not pool[0] <= address <= pool[1]:
+            return False
+        cfg = self.config
+        if address in (cfg.server_address, cfg.router, cfg.subnet.network_address,
+                       cfg.subnet.broadcast_address) or address not in cfg.subnet:
+            return False
+        if self.is_reserved(address) or self.leases.is_declined(address, self.now):
+            return False
+        holder = self.leases.lease_for_address(address)
+        return holder is None or holder.mac == self.mac or holder.expires <= self.now
+
+    def _allocate(self) -> IPv4Address | None:
+        """The client's current address, else the one it asks for, else the first usable
+        address probing from a point hashed from its MAC (dnsmasq's trick: stable per client
+        and O(1) while the pool is sparse)."""
+        lease = self.leases.lease_for_mac(self.mac)
+        if lease is not None and self._pool_usable(lease.address):
+            return lease.address
+        requested = self.request.requested_address
+        if requested is not None and self._pool_usable(requested):
+            return requested
+        assert self.config.pool is not None
+        first, last = (int(a) for a in self.config.pool)
+        size = last - first + 1
+        if size <= 0:
+            return None
+        start = int.from_bytes(hashlib.blake2b(self.mac.packed, digest_size=4).digest(), "big")
+        for step in range(size):
+            candidate = IPv4Address(first + (start + step) % size)
+            if self._pool_usable(candidate):
+                return candidate
+        return None

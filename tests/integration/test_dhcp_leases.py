@@ -1,0 +1,93 @@
+"""LeaseStore on a real SQLite file: persistence, migrations, offers in memory only."""
+
+from __future__ import annotations
+
+import sqlite3
+from ipaddress import IPv4Address
+from pathlib import Path
+
+from oneroot.inventory.leases import LeaseStore
+from oneroot.net import MacAddress
+from oneroot.proto.dhcp import LeaseAction, LeaseChange, LeaseState, UnknownClient
+
+A = MacAddress.parse("52:54:00:00:00:0a")
+B = MacAddress.parse("52:54:00:00:00:0b")
+X = IPv4Address("10.0.0.100")
+Y = IPv4Address("10.0.0.101")
+
+
+def bind(mac: MacAddress, address: IPv4Address, state: LeaseState = LeaseState.BOUND,
+         node: str | None = None) -> LeaseChange:
+    return LeaseChange(action=LeaseAction.BIND, mac=mac, address=address, node=node,
+                       expires=2000.0, state=state)
+
+
+def test_bound_lease_survives_reopen_offer_does_not(tmp_path: Path) -> None:
+    db = tmp_path / "leases.db"
+    store = LeaseStore(db)
+    store.apply(bind(A, X, node="node01"))
+    store.apply(bind(B, Y, LeaseState.OFFERED))
+    assert store.lease_for_address(Y) is not None
+    assert [lease.mac for lease in store.leases()] == [A]
+    store.close()
+    again = LeaseStore(db, synchronous="NORMAL")
+    lease = again.lease_for_mac(A)
+    assert lease is not None and lease.address == X and lease.node == "node01"
+    assert again.lease_for_mac(B) is None
+    again.close()
+
+
+def test_schema_version_and_wal(tmp_path: Path) -> None:
+    db = tmp_path / "leases.db"
+    LeaseStore(db).close()
+    raw = sqlite3.connect(db)
+    assert raw.execute("PRAGMA user_version").fetchone()[0] == 1
+    assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    raw.close()
+    LeaseStore(db).close()  # reopening a current schema migrates nothing
+
+
+def test_release_decline_and_rebind_elsewhere(tmp_path: Path) -> None:
+    store = LeaseStore(tmp_path / "l.db")
+    store.apply(bind(A, X))
+    store.apply(LeaseChange(action=LeaseAction.RELEASE, mac=A, address=X))
+    assert store.lease_for_mac(A) is None and store.leases() == []
+    store.apply(bind(A, X))
+    store.apply(bind(A, Y))  # moved: the old address is free again
+    assert store.lease_for_address(X) is None
+    store.apply(LeaseChange(action=LeaseAction.DECLINE, mac=A, address=Y, expires=50.0))
+    assert store.is_declined(Y, 10.0) and not store.is_declined(Y, 60.0)
+    assert store.lease_for_mac(A) is None
+    store.close()
+    reopened = LeaseStore(tmp_path / "l.db")
+    assert reopened.is_declined(Y, 10.0) and reopened.leases() == []
+    reopened.close()
+
+
+def test_group_commit_and_rollback(tmp_path: Path) -> None:
+    store = LeaseStore(tmp_path / "l.db")
+    store.stage(bind(A, X))
+    store.stage(bind(B, Y))
+    assert store.dirty
+    store.rollback()
+    assert store.leases() == [] and not store.dirty
+    store.stage(bind(A, X))
+    store.stage(bind(B, Y))
+    store.commit()
+    store.close()
+    assert len(LeaseStore(tmp_path / "l.db").leases()) == 2
+
+
+def test_unknown_clients(tmp_path: Path) -> None:
+    store = LeaseStore(tmp_path / "l.db")
+    store.record_unknown(UnknownClient(mac=A, arch=7, vendor_class="PXEClient:Arch:00007"), 1.0)
+    store.record_unknown(UnknownClient(mac=A, arch=None, vendor_class=None), 5.0)
+    store.record_unknown(UnknownClient(mac=B, arch=0, vendor_class=None), 3.0)
+    seen = store.unknown_clients()
+    assert [(c.mac, c.first_seen, c.last_seen, c.arch) for c in seen] == [
+        (A, 1.0, 5.0, 7), (B, 3.0, 3.0, 0)]
+    assert seen[0].vendor_class == "PXEClient:Arch:00007"
+    assert store.forget_unknown(A) is True
+    assert store.forget_unknown(A) is False
+    assert [c.mac for c in store.unknown_clients()] == [B]
+    store.close()
