@@ -537,14 +537,14 @@ def rootspec_check(spec: str, as_json: bool) -> None:
 @pass_state
 def render(state: State, out: Path | None, config_dir: Path | None, as_json: bool) -> None:
     """Write per-node boot files and NFS/DHCP configs (only files whose content changed)."""
-    from oneroot.ops.catalog import BootCatalog
+    from oneroot.ops.exportids import catalog_for
     from oneroot.ops.rendertree import render_tree
 
     with state.store() as store:
         inv = store.load()
     boot_out = out or Path(str(inv.settings.boot_dir))
     config_out = config_dir or (out / "config" if out else state.paths.home / "config")
-    report = render_tree(BootCatalog(inv), boot_out, config_out)
+    report = render_tree(catalog_for(state.paths, inv), boot_out, config_out)
     if as_json:
         emit_json({"written": report.written, "unchanged": report.unchanged,
                    "removed": report.removed, "boot_dir": str(boot_out),

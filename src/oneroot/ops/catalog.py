@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
@@ -42,10 +42,34 @@ REPORT_PATH = "/api/v1/report"
 DEFAULT_SERIAL = SerialConsole()
 
 
+_ID_BASE, _ID_SPAN = 100, 65000
+
+
 def stable_id(kind: str, name: str) -> int:
-    """An export id that never changes for the same object (ganesha puts it in handles)."""
+    """Where an object's export id search starts: a hash of its kind and name."""
     digest = hashlib.sha256(f"{kind}:{name}".encode()).digest()
-    return 100 + int.from_bytes(digest[:3], "big") % 60000
+    return _ID_BASE + int.from_bytes(digest[:4], "big") % _ID_SPAN
+
+
+def assign_export_ids(keys: Iterable[str], existing: Mapping[str, int]) -> dict[str, int]:
+    """Export ids for `kind:name` keys: existing ones kept, new ones hashed then probed.
+
+    ganesha puts the id in every file handle (and knfsd uses it as `fsid`), so an object keeps
+    its id for life: `existing` is the persisted map (see `ops.exportids`).
+    """
+    wanted = sorted(set(keys))
+    ids = {k: v for k, v in existing.items() if k in wanted}
+    used = set(existing.values())  # a removed object's id is not handed to another
+    for key in wanted:
+        if key in ids:
+            continue
+        kind, _, name = key.partition(":")
+        candidate = stable_id(kind, name)
+        while candidate in used:
+            candidate = _ID_BASE + (candidate - _ID_BASE + 1) % _ID_SPAN
+        ids[key] = candidate
+        used.add(candidate)
+    return ids
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -56,7 +80,8 @@ class VirtualFile:
 
 class BootCatalog:
     def __init__(self, inv: Inventory, *, serial: SerialConsole | None = DEFAULT_SERIAL,
-                 http_host: str | None = None) -> None:
+                 http_host: str | None = None,
+                 export_ids: Mapping[str, int] | None = None) -> None:
         self.inv = inv
         s = inv.settings
         host = http_host or str(s.server_address)
@@ -71,12 +96,19 @@ class BootCatalog:
             mac: node.name for node in inv.nodes.values() for mac in node.macs
         }
         self.by_address = {node.address: node.name for node in inv.nodes.values()}
+        self.export_ids = assign_export_ids(self.export_keys(), export_ids or {})
         self._virtual_names: dict[str, tuple[str, str]] = {}
         for name, r in self.resolved.items():
             self._virtual_names[ipxe_filename(name)] = (name, "ipxe")
             for mac in r.node.macs:
                 self._virtual_names[pxelinux_filename(mac)] = (name, "pxelinux")
                 self._virtual_names[grub_filename(mac)] = (name, "grub")
+
+    def export_keys(self) -> list[str]:
+        inv = self.inv
+        return ([f"image:{n}" for n in inv.images] + [f"node:{n}" for n in inv.nodes]
+                + [f"group:{n}" for n, g in inv.groups.items()
+                   if g.values.get("group_layer") is True])
 
     # -- per node --------------------------------------------------------------------------
     def node_for_mac(self, mac: MacAddress) -> ResolvedNode | None:
@@ -134,7 +166,8 @@ class BootCatalog:
     def cluster_context(self, *, nfs_protocols: tuple[int, ...] = (3, 4)) -> ClusterContext:
         inv, s = self.inv, self.inv.settings
         images = tuple(
-            ImageExport(name=img.name, path=img.root, export_id=stable_id("image", img.name))
+            ImageExport(name=img.name, path=img.root,
+                        export_id=self.export_ids[f"image:{img.name}"])
             for img in sorted(inv.images.values(), key=lambda i: i.name)
             if any(node_image(inv, r).name == img.name for r in self.resolved.values())
             or img.name == "default"
@@ -143,7 +176,7 @@ class BootCatalog:
             ClusterNode(
                 name=name, macs=r.node.macs, address=r.node.address,
                 export_path=PurePosixPath(str(s.diff_overlay_dir(name))),
-                export_id=stable_id("node", name),
+                export_id=self.export_ids[f"node:{name}"],
                 ipxe_script_url=f"{self.boot_url}/{ipxe_filename(name)}",
                 bios_boot_file=BIOS_FILES[r.text("bios_loader")],
                 uefi_boot_file=UEFI_FILES[r.text("uefi_loader")],
@@ -157,6 +190,6 @@ class BootCatalog:
                                 if gname in r.node.groups)
                 group_layers.append(GroupLayerExport(
                     name=gname, path=PurePosixPath(str(s.group_layer_dir(gname))),
-                    export_id=stable_id("group", gname), clients=clients))
+                    export_id=self.export_ids[f"group:{gname}"], clients=clients))
         return ClusterContext(settings=s, images=images, nodes=nodes,
                               group_layers=tuple(group_layers), nfs_protocols=nfs_protocols)

@@ -25,6 +25,10 @@ class Paths:
         return self.home / "events.db"
 
     @property
+    def export_ids(self) -> Path:
+        return self.home / "export-ids.json"
+
+    @property
     def run_dir(self) -> Path:
         return self.home / "run"
 

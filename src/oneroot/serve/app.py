@@ -20,7 +20,7 @@ from oneroot.inventory.leases import LeaseStore
 from oneroot.model.events import BootEvent
 from oneroot.model.inventory import Inventory
 from oneroot.ops import inventory as inv_ops
-from oneroot.ops.catalog import BootCatalog
+from oneroot.ops.exportids import catalog_for
 from oneroot.ops.paths import Paths
 from oneroot.ops.status import read_status
 from oneroot.proto.dhcp import NetworkConfig
@@ -53,7 +53,7 @@ class CatalogHolder:
         self.paths = paths
         self.http_host = http_host
         self.inventory: Inventory = self._load()
-        self.catalog = BootCatalog(self.inventory, http_host=http_host)
+        self.catalog = catalog_for(paths, self.inventory, http_host=http_host)
         self._stamp = self._db_stamp()
 
     def _load(self) -> Inventory:
@@ -81,7 +81,7 @@ class CatalogHolder:
         inventory = self._load()
         if inventory != self.inventory or force:
             self.inventory = inventory
-            self.catalog = BootCatalog(inventory, http_host=self.http_host)
+            self.catalog = catalog_for(self.paths, inventory, http_host=self.http_host)
             log.info("inventory.reloaded nodes=%d groups=%d", len(inventory.nodes),
                      len(inventory.groups))
             return True

@@ -1,0 +1,291 @@
+"""QEMU VMs for the lab: PXE boots through QEMU's iPXE ROM, or direct kernel boots.
+
+Owns one `qemu-system-x86_64` process per `QemuVm`: its command line, serial log, PID file and
+its end. Every wait has a wall-clock timeout; the process is killed by PID, never by name.
+
+    vm = QemuVm(lab, lab.add_tap(), mac=MacAddress.parse("52:54:00:00:00:01"))   # -boot n
+    with vm:
+        vm.start()
+        vm.wait_for(r"ONEROOT-MARKER abc", timeout=120)
+
+Acceleration: KVM only where it is real. On PVM hosts (/sys/module/kvm_pvm) `-accel kvm`
+hangs or aborts, so `probe_accel()` checks that, then boots a 7-byte firmware under KVM that
+exits QEMU through isa-debug-exit; anything else means TCG.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import re
+import secrets
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Literal
+
+from oneroot.errors import ExternalToolError, LabError
+from oneroot.lab.netns import Lab, Tap, terminate_process
+from oneroot.net import MacAddress
+
+log = logging.getLogger(__name__)
+
+QEMU = "qemu-system-x86_64"
+PVM_MODULE = Path("/sys/module/kvm_pvm")
+ROM_DIRS = (Path("/usr/share/qemu"), Path("/usr/lib/ipxe/qemu"))
+# QEMU's default option ROM per NIC model (what `-boot n` runs).
+IPXE_ROMS = {
+    "virtio-net-pci": "efi-virtio.rom",
+    "e1000": "efi-e1000.rom",
+    "e1000e": "efi-e1000e.rom",
+    "rtl8139": "efi-rtl8139.rom",
+}
+_DEBUG_EXIT_PORT = 0xF4
+_DEBUG_EXIT_VALUE = 0x31  # QEMU exits with (value << 1) | 1
+_PROBE_EXIT_CODE = (_DEBUG_EXIT_VALUE << 1) | 1
+
+BootMode = Literal["network", "kernel"]
+# Console lines after which the awaited line will not come: fail at once, not at the timeout.
+BOOT_FAILURES = re.compile(r"No bootable device|Kernel panic - not syncing")
+
+
+def probe_firmware() -> bytes:
+    """A 64 KiB BIOS image whose reset vector writes to isa-debug-exit and halts."""
+    code = bytes([0xB0, _DEBUG_EXIT_VALUE,  # mov al, 0x31
+                  0xE6, _DEBUG_EXIT_PORT,  # out 0xf4, al
+                  0xF4,  # hlt
+                  0xEB, 0xFD])  # jmp back to hlt
+    image = bytearray(b"\xf4" * 0x10000)
+    image[0xFFF0:0xFFF0 + len(code)] = code  # the CPU starts at 0xFFFF0 (top 16 bytes)
+    return bytes(image)
+
+
+def run_probe(accel: str, *, timeout: float = 10, qemu: str = QEMU) -> bool:
+    """Boot the probe firmware with `accel`; True if QEMU exited the way it asks."""
+    with tempfile.TemporaryDirectory(prefix="oneroot-probe-") as tmp:
+        bios = Path(tmp) / "probe.bin"
+        bios.write_bytes(probe_firmware())
+        cmd = [qemu, "-accel", accel, "-nodefaults", "-display", "none", "-monitor", "none",
+               "-serial", "none", "-m", "16", "-bios", str(bios),
+               "-device", f"isa-debug-exit,iobase={_DEBUG_EXIT_PORT:#x},iosize=1"]
+        try:
+            proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                    stderr=subprocess.DEVNULL)
+        except FileNotFoundError as exc:
+            raise ExternalToolError(f"{qemu} is not installed",
+                                    hint="apt-get install qemu-system-x86") from exc
+        try:
+            return proc.wait(timeout) == _PROBE_EXIT_CODE
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            return False
+
+
+@functools.cache
+def probe_accel(qemu: str = QEMU) -> str:
+    """`kvm` where KVM really works, else `tcg`. Cached for the process."""
+    if PVM_MODULE.exists():
+        log.info("qemu.accel accel=tcg reason=pvm")
+        return "tcg"
+    try:
+        fd = os.open("/dev/kvm", os.O_RDWR)
+    except OSError as exc:
+        log.info("qemu.accel accel=tcg reason=%s", exc.strerror)
+        return "tcg"
+    os.close(fd)
+    accel = "kvm" if run_probe("kvm", qemu=qemu) else "tcg"
+    log.info("qemu.accel accel=%s reason=probe", accel)
+    return accel
+
+
+def find_ipxe_rom(nic_model: str = "virtio-net-pci") -> Path:
+    """The iPXE option ROM QEMU will run for `nic_model` (package ipxe-qemu)."""
+    name = IPXE_ROMS.get(nic_model)
+    if name is None:
+        raise LabError(f"no known iPXE ROM for NIC model {nic_model!r}",
+                       hint=f"use one of {', '.join(sorted(IPXE_ROMS))}")
+    for directory in ROM_DIRS:
+        if (directory / name).exists():
+            return (directory / name).resolve()
+    raise LabError(f"QEMU's iPXE ROM {name} is missing", hint="apt-get install ipxe-qemu")
+
+
+def random_mac() -> MacAddress:
+    """A MAC in QEMU's locally administered range 52:54:00:…"""
+    return MacAddress(b"\x52\x54\x00" + secrets.token_bytes(3))
+
+
+class QemuVm:
+    """One VM. Network boot (`-boot n`) when no kernel is given, else a direct kernel boot.
+
+    With a lab and a tap, QEMU runs inside the lab's namespace on that tap; without them the VM
+    has no NIC at all (`-nic none`: QEMU would otherwise add a user-mode one).
+    """
+
+    def __init__(self, lab: Lab | None = None, tap: Tap | None = None, *,
+                 mac: MacAddress | None = None, boot: BootMode | None = None,
+                 kernel: Path | None = None, initrd: Path | None = None, append: str = "",
+                 memory_mib: int = 512, cpus: int = 1, accel: str | None = None,
+                 nic_model: str = "virtio-net-pci", name: str = "vm",
+                 workdir: Path | None = None, extra_args: Sequence[str] = (),
+                 qemu: str = QEMU) -> None:
+        if (lab is None) != (tap is None):
+            raise LabError("a VM on the network needs both a lab and a tap")
+        self.boot: BootMode = boot or ("kernel" if kernel is not None else "network")
+        if self.boot == "kernel" and kernel is None:
+            raise LabError("a direct boot needs a kernel")
+        if self.boot == "network" and tap is None:
+            raise LabError("a network boot needs a lab and a tap")
+        self.lab = lab
+        self.tap = tap
+        self.mac = mac or random_mac()
+        self.kernel = kernel
+        self.initrd = initrd
+        self.append = append
+        self.memory_mib = memory_mib
+        self.cpus = cpus
+        self.accel = accel
+        self.nic_model = nic_model
+        self.name = name
+        self.extra_args = tuple(extra_args)
+        self.qemu = qemu
+        if workdir is None:
+            base = lab.workdir if lab is not None else None
+            workdir = Path(tempfile.mkdtemp(prefix=f"oneroot-{name}-", dir=base))
+        self.workdir = workdir
+        self.serial_log = workdir / f"{name}.serial.log"
+        self.stderr_log = workdir / f"{name}.qemu.log"
+        self.pid_file = workdir / f"{name}.pid"
+        self._proc: subprocess.Popen[bytes] | None = None
+        self.started_at: float | None = None
+
+    def command(self) -> list[str]:
+        """The qemu command line (without the `ip netns exec` prefix)."""
+        cmd = [self.qemu, "-name", self.name, "-accel", self.accel or probe_accel(self.qemu),
+               "-m", str(self.memory_mib), "-smp", str(self.cpus),
+               "-nographic", "-serial", f"file:{self.serial_log}", "-monitor", "none",
+               "-no-reboot", "-pidfile", str(self.pid_file)]
+        if self.tap is not None:
+            cmd += ["-netdev", f"tap,id=n0,ifname={self.tap.name},script=no,downscript=no",
+                    "-device", f"{self.nic_model},netdev=n0,mac={self.mac}"]
+        else:
+            cmd += ["-nic", "none"]
+        if self.boot == "network":
+            cmd += ["-boot", "n"]
+        else:
+            assert self.kernel is not None
+            cmd += ["-kernel", str(self.kernel)]
+            if self.initrd is not None:
+                cmd += ["-initrd", str(self.initrd)]
+            if self.append:
+                cmd += ["-append", self.append]
+        return [*cmd, *self.extra_args]
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    def start(self) -> None:
+        if self._proc is not None:
+            raise LabError(f"VM {self.name} already started")
+        if shutil.which(self.qemu) is None:
+            raise ExternalToolError(f"{self.qemu} is not installed",
+                                    hint="apt-get install qemu-system-x86")
+        if self.boot == "network":
+            find_ipxe_rom(self.nic_model)
+        for path in (self.serial_log, self.pid_file):
+            path.unlink(missing_ok=True)
+        cmd = self.command()
+        self.started_at = time.monotonic()
+        with self.stderr_log.open("wb") as err:
+            if self.lab is not None:
+                self._proc = self.lab.popen_in_ns(cmd, what=f"qemu:{self.name}",
+                                                  stdout=err, stderr=subprocess.STDOUT)
+            else:
+                self._proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=err,
+                                              stderr=subprocess.STDOUT)
+        log.info("qemu.start vm=%s pid=%d boot=%s mac=%s", self.name, self._proc.pid,
+                 self.boot, self.mac)
+
+    def serial_text(self) -> str:
+        try:
+            return self.serial_log.read_bytes().decode(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def wait_for(self, pattern: str | re.Pattern[str], *, timeout: float,
+                 fail_on: re.Pattern[str] | None = BOOT_FAILURES,
+                 poll: float = 0.1) -> re.Match[str]:
+        """Wait until the serial console shows `pattern`; LabError on timeout, on VM exit, or
+        as soon as the console shows `fail_on` (by default: firmware or kernel gave up)."""
+        if self._proc is None:
+            raise LabError(f"VM {self.name} was not started")
+        regex = re.compile(pattern) if isinstance(pattern, str) else pattern
+        deadline = time.monotonic() + timeout
+        while True:
+            exited = self._proc.poll()
+            text = self.serial_text()
+            m = regex.search(text)
+            if m:
+                return m
+            failed = fail_on.search(text) if fail_on is not None else None
+            if failed:
+                raise LabError(f"VM {self.name}: {failed.group(0)!r} on the serial console "
+                               f"before /{regex.pattern}/", hint=self._diagnosis())
+            if exited is not None:
+                raise LabError(
+                    f"VM {self.name} exited ({exited}) before /{regex.pattern}/ appeared",
+                    hint=self._diagnosis())
+            if time.monotonic() >= deadline:
+                raise LabError(
+                    f"VM {self.name}: no /{regex.pattern}/ on the serial console within "
+                    f"{timeout:g}s", hint=self._diagnosis())
+            time.sleep(poll)
+
+    def wait_exit(self, *, timeout: float) -> int:
+        """Wait for QEMU to end by itself (the guest powered off); LabError on timeout."""
+        if self._proc is None:
+            raise LabError(f"VM {self.name} was not started")
+        try:
+            return self._proc.wait(timeout)
+        except subprocess.TimeoutExpired as exc:
+            raise LabError(f"VM {self.name} still runs after {timeout:g}s",
+                           hint=self._diagnosis()) from exc
+
+    def stop(self, *, timeout: float = 5) -> None:
+        """Kill QEMU by PID (SIGTERM, then SIGKILL). Idempotent."""
+        if self._proc is None:
+            return
+        if self.lab is not None:
+            self.lab.stop_process(self._proc, timeout=timeout)
+        else:
+            terminate_process(self._proc.pid, None, timeout=timeout, popen=self._proc)
+        log.info("qemu.stop vm=%s pid=%d code=%s", self.name, self._proc.pid,
+                 self._proc.returncode)
+
+    def elapsed(self) -> float:
+        return 0.0 if self.started_at is None else time.monotonic() - self.started_at
+
+    def _diagnosis(self) -> str:
+        tail = "\n".join(self.serial_text().splitlines()[-15:])
+        try:
+            qemu_err = self.stderr_log.read_text(errors="replace").strip()
+        except OSError:
+            qemu_err = ""
+        parts = [f"serial log {self.serial_log}, last lines:\n{tail or '(empty)'}"]
+        if qemu_err:
+            parts.append(f"qemu said: {qemu_err[-800:]}")
+        return "\n".join(parts)
+
+    def __enter__(self) -> QemuVm:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
