@@ -124,6 +124,7 @@ class BootCatalog:
             bios_file=BIOS_FILES[r.text("bios_loader")],
             uefi_file=UEFI_FILES[r.text("uefi_loader")],
             ipxe_url=f"{self.boot_url}/{ipxe_filename(r.node.name)}",
+            bios_pxelinux=r.text("bios_loader") == "pxelinux",
         )
 
     @functools.lru_cache(maxsize=4096)  # noqa: B019 - the catalog lives as long as its inventory

@@ -20,6 +20,7 @@ from oneroot.inventory.leases import LeaseStore
 from oneroot.model.events import BootEvent
 from oneroot.model.inventory import Inventory
 from oneroot.ops import inventory as inv_ops
+from oneroot.ops.bootfiles import install_boot_binaries
 from oneroot.ops.exportids import catalog_for
 from oneroot.ops.paths import Paths
 from oneroot.ops.status import read_status
@@ -103,6 +104,7 @@ async def serve(paths: Paths, options: ServeOptions = ServeOptions(),
     bind = options.bind or str(settings.server_address)
     boot_dir = Path(str(settings.boot_dir))
     boot_dir.mkdir(parents=True, exist_ok=True)
+    install_boot_binaries(boot_dir)
     events = EventStore(paths.events_db)
     recorder = EventRecorder(events, lambda ip: holder.catalog.by_address.get(ip))
     stop = asyncio.Event()

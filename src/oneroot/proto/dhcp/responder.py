@@ -74,6 +74,9 @@ class NodeBoot:
     bios_file: str  # "undionly.kpxe" or "pxelinux.0"
     uefi_file: str  # "ipxe.efi" or "snponly.efi"
     ipxe_url: str  # e.g. "http://10.0.0.1:8080/boot/node01.ipxe"
+    # The seed's way on BIOS: pxelinux.0 even when the firmware's PXE stack is iPXE (QEMU's
+    # ROM, iPXE-flashed NICs); iPXE then loads pxelinux, which never asks for the script.
+    bios_pxelinux: bool = False
 
 
 class LeaseState(enum.IntEnum):
@@ -198,12 +201,11 @@ def respond(request: DhcpPacket, *, now: float, config: NetworkConfig, lookup: L
 def boot_file(request: DhcpPacket, node: NodeBoot) -> str:
     """iPXE gets the node's script URL (so it never chain-loads itself again); firmware gets
     the loader for its architecture (option 93; absent means BIOS)."""
-    if request.is_ipxe:
-        return node.ipxe_url
     arch = request.client_arch
-    if arch is None or arch == ClientArch.BIOS:
-        return node.bios_file
-    return node.uefi_file
+    bios = arch is None or arch == ClientArch.BIOS
+    if request.is_ipxe and not (bios and node.bios_pxelinux):
+        return node.ipxe_url
+    return node.bios_file if bios else node.uefi_file
 
 
 class _Context:
