@@ -56,6 +56,7 @@ class CatalogHolder:
         self.inventory: Inventory = self._load()
         self.catalog = catalog_for(paths, self.inventory, http_host=http_host)
         self._stamp = self._db_stamp()
+        self.listeners: list[Callable[[Inventory], None]] = []
 
     def _load(self) -> Inventory:
         store = inv_ops.open_store(self.paths)
@@ -83,6 +84,8 @@ class CatalogHolder:
         if inventory != self.inventory or force:
             self.inventory = inventory
             self.catalog = catalog_for(self.paths, inventory, http_host=self.http_host)
+            for listener in self.listeners:
+                listener(inventory)
             log.info("inventory.reloaded nodes=%d groups=%d", len(inventory.nodes),
                      len(inventory.groups))
             return True
@@ -129,6 +132,16 @@ async def serve(paths: Paths, options: ServeOptions = ServeOptions(),
             leases=leases, on_event=recorder, port=options.dhcp_port,
             is_reserved=lambda ip: ip in holder.catalog.by_address)
         jobs.append(dhcp.run)
+
+        def dhcp_settings(inv: Inventory) -> None:
+            new = network_config(inv)
+            if (new.server_address, inv.settings.interface) != (dhcp.server_address,
+                                                                dhcp.interface):
+                log.warning("serve.restart_needed reason=server address or interface changed")
+                return
+            dhcp.network = new
+
+        holder.listeners.append(dhcp_settings)
     if options.tftp:
         tftp = TftpService(bind=IPv4Address(bind), port=options.tftp_port, root=boot_dir,
                            virtual=virtual, on_event=recorder)

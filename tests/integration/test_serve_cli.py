@@ -1,0 +1,139 @@
+"""`oneroot serve` as users run it, in a namespace, against real clients: discovery and
+adoption of an unknown machine, live inventory changes, SIGHUP reload, clean SIGTERM, the
+status API and `oneroot status`."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from netns import Link, linked_namespaces
+
+from oneroot.initramfs.busybox import fetch_busybox
+from oneroot.initramfs.kernel import default_cache_dir
+
+pytestmark = pytest.mark.integration
+
+ONEROOT = [sys.executable, "-m", "oneroot"]
+HOOK = """#!/bin/sh
+env > "$(dirname "$0")/env.$1"
+exit 0
+"""
+UNKNOWN_MAC = "52:54:00:bb:00:07"
+
+
+@dataclass
+class Serve:
+    link: Link
+    home: Path
+    tmp: Path
+    proc: subprocess.Popen[bytes]
+    log: Path
+    busybox: Path
+
+    def oneroot(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*ONEROOT, "--home", str(self.home), *args], check=check,
+                              capture_output=True, text=True, timeout=60)
+
+    def udhcpc(self) -> dict[str, str]:
+        hook = self.tmp / "hook" / "print-env"
+        for old in hook.parent.glob("env.*"):
+            old.unlink()
+        self.link.client.ns.run(str(self.busybox), "udhcpc", "-f", "-q", "-n", "-t", "4",
+                                "-T", "1", "-i", self.link.client.interface, "-s", str(hook),
+                                timeout=30, check=False)
+        env = hook.parent / "env.bound"
+        if not env.exists():
+            return {}
+        return dict(line.split("=", 1) for line in env.read_text().splitlines() if "=" in line)
+
+    def wait_log(self, text: str, timeout: float = 15) -> None:
+        deadline = time.monotonic() + timeout
+        while text not in self.log.read_text():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"{text!r} not logged:\n{self.log.read_text()}")
+            time.sleep(0.05)
+
+
+@pytest.fixture
+def serve(tmp_path: Path) -> Iterator[Serve]:
+    busybox = tmp_path / "busybox"
+    shutil.copy2(fetch_busybox(cache_dir=default_cache_dir()).path, busybox)
+    hook = tmp_path / "hook" / "print-env"
+    hook.parent.mkdir()
+    hook.write_text(HOOK)
+    hook.chmod(0o755)
+    home = tmp_path / "home"
+    with linked_namespaces("10.88.0.1/24", prefix="ors") as link:
+        base = [*ONEROOT, "--home", str(home)]
+        subprocess.run([*base, "init", "--server", "10.88.0.1", "--subnet", "10.88.0.0/24",
+                        "--interface", link.server.interface, "--image-root", str(tmp_path),
+                        "--boot-dir", str(tmp_path / "boot"), "--http-port", "8080"],
+                       check=True, capture_output=True)
+        subprocess.run([*base, "settings", "set", "discovery=true", "pool_start=10.88.0.200",
+                        "pool_end=10.88.0.210"], check=True, capture_output=True)
+        link.client.set_mac(UNKNOWN_MAC)
+        log = tmp_path / "serve.log"
+        with log.open("wb") as out:
+            proc = subprocess.Popen(link.server.cmd(*base, "serve"), stdout=out,
+                                    stderr=subprocess.STDOUT)
+        s = Serve(link=link, home=home, tmp=tmp_path, proc=proc, log=log, busybox=busybox)
+        try:
+            s.wait_log("serve.started")
+            yield s
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(10)
+
+
+def test_discover_adopt_reload_status_and_stop(serve: Serve) -> None:
+    # An unknown machine gets a pool address (discovery is on) and is listed.
+    env = serve.udhcpc()
+    assert env.get("ip", "").startswith("10.88.0.2"), serve.log.read_text()
+    pool_ip = env["ip"]
+    unknown = json.loads(serve.oneroot("node", "unknown", "--json").stdout)
+    assert [u["mac"] for u in unknown] == [UNKNOWN_MAC]
+    assert unknown[0]["address"] == pool_ip
+
+    # Adopting it keeps its address; the running server sees the change without a restart.
+    serve.oneroot("node", "add", "found01", "--from-unknown", UNKNOWN_MAC)
+    assert json.loads(serve.oneroot("node", "unknown", "--json").stdout) == []
+    serve.wait_log("inventory.reloaded")
+    env = serve.udhcpc()
+    assert env["ip"] == pool_ip
+    assert env.get("hostname") == "found01"
+    assert env.get("boot_file") == "undionly.kpxe"
+
+    # The status API and `oneroot status` show the node's last stage.
+    doc = json.loads(serve.link.server.ns.run(
+        sys.executable, "-c",
+        "import urllib.request;print(urllib.request.urlopen("
+        "'http://10.88.0.1:8080/api/v1/status', timeout=5).read().decode())").stdout)
+    stages = {n["node"]: n["stage"] for n in doc["nodes"]}
+    assert stages["found01"] == "dhcp.ack"
+    status = json.loads(serve.oneroot("status", "--json").stdout)
+    assert {n["node"]: n["stage"] for n in status["nodes"]}["found01"] == "dhcp.ack"
+
+    # SIGHUP reloads; SIGTERM stops cleanly with exit status 0.
+    serve.proc.send_signal(signal.SIGHUP)
+    time.sleep(0.5)
+    serve.proc.send_signal(signal.SIGTERM)
+    assert serve.proc.wait(15) == 0
+    assert "serve.stopped" in serve.log.read_text()
+    assert "Traceback" not in serve.log.read_text()
+
+
+def test_unknown_machine_gets_nothing_without_discovery(serve: Serve) -> None:
+    serve.oneroot("settings", "set", "discovery=false")
+    serve.wait_log("inventory.reloaded")  # settings too take effect without a restart
+    assert serve.udhcpc() == {}
+    assert "dhcp.offer" not in serve.log.read_text()
