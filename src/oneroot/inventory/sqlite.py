@@ -33,7 +33,7 @@ def connect(path: Path) -> sqlite3.Connection:
     """Open a SQLite database the way every oneroot store wants it."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(path, isolation_level=None, timeout=30)
+        conn = sqlite3.connect(path, isolation_level=None, timeout=30, check_same_thread=False)
     except (OSError, sqlite3.Error) as exc:
         raise ConfigError(f"cannot open database {path}: {exc}",
                           hint="check the directory exists and is writable (or set --home)"
