@@ -1,0 +1,84 @@
+"""`oneroot render`: atomic files, only changed files rewritten, removed nodes' files removed."""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+from pathlib import Path, PurePosixPath
+
+from oneroot.model.cluster import Group, Image, InitSystem, Node, Runlevel, Settings
+from oneroot.model.inventory import Inventory
+from oneroot.net import MacAddress
+from oneroot.ops.catalog import BootCatalog, assign_export_ids
+from oneroot.ops.rendertree import render_tree
+
+
+def inventory(count: int = 3) -> Inventory:
+    nodes = {
+        f"node{i:02d}": Node(name=f"node{i:02d}",
+                             macs=(MacAddress.parse(f"52:54:00:00:00:{i:02x}"),),
+                             address=ipaddress.IPv4Address(f"10.0.0.{10 + i}"))
+        for i in range(1, count + 1)
+    }
+    return Inventory(settings=Settings(), nodes=nodes,
+                     groups={"default": Group(name="default")},
+                     images={"default": Image(name="default", root=PurePosixPath("/"),
+                                              init_system=InitSystem.SYSTEMD)},
+                     runlevels={"computenode": Runlevel(name="computenode")})
+
+
+def test_seed_line_and_exports(tmp_path: Path) -> None:
+    report = render_tree(BootCatalog(inventory(1)), tmp_path / "boot", tmp_path / "cfg")
+    assert len(report.written) == 7
+    pxe = (tmp_path / "boot/pxelinux.cfg/01-52-54-00-00-00-01").read_text()
+    assert "root=10.0.0.1:/:ro;10.0.0.1:/var/state/systems/node01;rw " in pxe
+    exports = (tmp_path / "cfg/exports").read_text()
+    assert "\n/ 10.0.0.0/24(ro,sync,no_root_squash,no_subtree_check" in exports
+    assert "\n/var/state/systems/node01 10.0.0.11(rw,sync,no_root_squash,no_subtree_check" \
+        in exports
+
+
+def test_only_changed_files_are_rendered_and_written(tmp_path: Path) -> None:
+    inv = inventory(3)
+    render_tree(BootCatalog(inv), tmp_path / "boot", tmp_path / "cfg")
+    again = render_tree(BootCatalog(inv), tmp_path / "boot", tmp_path / "cfg")
+    assert (again.rendered, again.written) == (0, [])
+    changed = inv.with_nodes([dataclasses.replace(inv.nodes["node02"],
+                                                  overrides={"runlevel": "computenode"})])
+    report = render_tree(BootCatalog(changed), tmp_path / "boot", tmp_path / "cfg")
+    assert report.rendered == 3
+    assert all("node02" in p or "00-00-02" in p for p in report.written)
+    assert "systemd.unit=computenode.target" in (tmp_path / "boot/node02.ipxe").read_text()
+
+
+def test_hand_edited_file_is_restored(tmp_path: Path) -> None:
+    inv = inventory(1)
+    render_tree(BootCatalog(inv), tmp_path / "boot", tmp_path / "cfg")
+    target = tmp_path / "boot/node01.ipxe"
+    original = target.read_text()
+    target.write_text("#!ipxe\nshell\n")
+    report = render_tree(BootCatalog(inv), tmp_path / "boot", tmp_path / "cfg")
+    assert str(target) in report.written
+    assert target.read_text() == original
+
+
+def test_files_of_a_removed_node_go(tmp_path: Path) -> None:
+    inv = inventory(2)
+    render_tree(BootCatalog(inv), tmp_path / "boot", tmp_path / "cfg")
+    smaller = inv.replace(nodes={"node01": inv.nodes["node01"]})
+    report = render_tree(BootCatalog(smaller), tmp_path / "boot", tmp_path / "cfg")
+    assert not (tmp_path / "boot/node02.ipxe").exists()
+    assert len(report.removed) == 3
+    assert not list((tmp_path / "boot").rglob(".*.tmp"))
+
+
+def test_export_ids_are_kept_for_life() -> None:
+    first = assign_export_ids(["node:a", "node:b"], {})
+    second = assign_export_ids(["node:a", "node:b", "node:c"], first)
+    assert {k: second[k] for k in first} == first
+    assert len(set(second.values())) == 3
+    many = assign_export_ids([f"node:n{i}" for i in range(5000)], {})
+    assert len(set(many.values())) == 5000
+    # A removed node's id is not reused while it is remembered.
+    third = assign_export_ids(["node:a", "node:c"], {**second, "node:b": second["node:b"]})
+    assert second["node:b"] not in third.values()
