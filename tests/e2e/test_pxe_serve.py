@@ -68,7 +68,8 @@ def served(node_kernel: Kernel, marker_initramfs: Path,
                        "--interface", lab.bridge, "--boot-dir", str(boot), "--image-root",
                        str(tmp))
         with served.log.open("wb") as log:
-            proc = lab.popen_in_ns([*ONEROOT, "--home", str(home), "serve"], what="oneroot",
+            proc = lab.popen_in_ns([*ONEROOT, "--home", str(home), "serve", "--no-nfs"],
+                                   what="oneroot",
                                    stdout=log, stderr=subprocess.STDOUT)
             try:
                 yield served

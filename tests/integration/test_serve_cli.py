@@ -83,7 +83,7 @@ def serve(tmp_path: Path) -> Iterator[Serve]:
         link.client.set_mac(UNKNOWN_MAC)
         log = tmp_path / "serve.log"
         with log.open("wb") as out:
-            proc = subprocess.Popen(link.server.cmd(*base, "serve"), stdout=out,
+            proc = subprocess.Popen(link.server.cmd(*base, "serve", "--no-nfs"), stdout=out,
                                     stderr=subprocess.STDOUT)
         s = Serve(link=link, home=home, tmp=tmp_path, proc=proc, log=log, busybox=busybox)
         try:

@@ -432,9 +432,47 @@ def image() -> None:
 @pass_state
 def image_use(state: State, root: Path, name: str, init_system: str | None) -> None:
     """Use ROOT (e.g. `/`, the seed's way) as image NAME."""
+    if init_system is not None:
+        with state.store() as store:
+            show_changes(inv_ops.put_image(store, name, root, InitSystem(init_system)))
+        return
+    from oneroot.ops.images import use_image
+
     with state.store() as store:
-        show_changes(inv_ops.put_image(store, name, root,
-                                       InitSystem(init_system) if init_system else None))
+        result = use_image(store, root, name=name)
+    console.print(f"image {result.name}: {result.root} ({result.init_system})")
+
+
+@image.command("create")
+@click.argument("name")
+@click.option("--suite", default="bookworm", show_default=True)
+@click.option("--init", "init_system", type=click.Choice(["systemd", "openrc"]),
+              default="systemd", show_default=True)
+@click.option("--kernel", "kernel_version", default=None,
+              help="Node kernel whose modules go in the image [default: Debian's current].")
+@click.option("--package", "packages", multiple=True, help="Extra Debian package(s).")
+@click.option("--mirror", default=None, help="[default: the host's Debian mirror]")
+@click.option("--lab-modules", is_flag=True,
+              help="Only the modules a lab node needs (small), not the whole tree.")
+@pass_state
+def image_create(state: State, name: str, suite: str, init_system: str,
+                 kernel_version: str | None, packages: tuple[str, ...], mirror: str | None,
+                 lab_modules: bool) -> None:
+    """Build a Debian image with mmdebstrap (cached: a second run takes seconds)."""
+    from oneroot.initramfs.kernel import fetch_kernel
+    from oneroot.ops.images import LAB_MODULES, create_image
+
+    cache = state.paths.cache_dir
+    with console.status("fetching the node kernel…"):
+        kernel = fetch_kernel(kernel_version, cache_dir=cache)
+    with state.store() as store, console.status(f"building image {name}…") as status:
+        result = create_image(
+            store, name, dest_dir=state.paths.home / "images", cache_dir=cache, suite=suite,
+            init=init_system, kernel_modules_dir=kernel.modules_dir,
+            modules=LAB_MODULES if lab_modules else None, packages=packages, mirror=mirror,
+            progress=lambda msg: status.update(msg))
+    console.print(f"image {result.name}: {result.root} ({result.init_system}, "
+                  f"{'from cache' if result.cached else 'built'} in {result.seconds:.1f} s)")
 
 
 @image.command("list")
@@ -564,13 +602,15 @@ def render(state: State, out: Path | None, config_dir: Path | None, as_json: boo
 @click.option("--no-dhcp", is_flag=True, help="Leave DHCP to another server.")
 @click.option("--no-tftp", is_flag=True)
 @click.option("--no-http", is_flag=True)
+@click.option("--no-nfs", is_flag=True, help="Leave NFS exports alone (no ganesha).")
 @click.option("--bind", default=None, help="Address for TFTP/HTTP [default: server address].")
 @click.option("--tftp-port", default=69, show_default=True, type=int)
 @click.option("--http-port", default=None, type=int, help="[default: settings.http_port]")
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["debug", "info", "warning"]))
 @pass_state
-def serve(state: State, no_dhcp: bool, no_tftp: bool, no_http: bool, bind: str | None,
+def serve(state: State, no_dhcp: bool, no_tftp: bool, no_http: bool, no_nfs: bool,
+          bind: str | None,
           tftp_port: int, http_port: int | None, log_level: str) -> None:
     """Run DHCP, TFTP and HTTP for the cluster until SIGTERM (SIGHUP reloads)."""
     import asyncio
@@ -582,7 +622,8 @@ def serve(state: State, no_dhcp: bool, no_tftp: bool, no_http: bool, bind: str |
     logging.basicConfig(level=log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(message)s")
     inv_ops.open_store(state.paths).close()  # a clear error before any socket opens
-    options = ServeOptions(dhcp=not no_dhcp, tftp=not no_tftp, http=not no_http, bind=bind,
+    options = ServeOptions(dhcp=not no_dhcp, tftp=not no_tftp, http=not no_http,
+                           nfs=not no_nfs, bind=bind,
                            tftp_port=tftp_port, http_port=http_port)
     asyncio.run(run_serve(state.paths, options))
 
@@ -648,3 +689,43 @@ def status(state: State, as_json: bool, watch: bool, interval: float) -> None:
                 live.update(render())
         except KeyboardInterrupt:
             return
+
+
+# -- NFS -------------------------------------------------------------------------------------
+
+@cli.group()
+def nfs() -> None:
+    """The NFS exports: image roots read-only, each node's layer to that node alone."""
+
+
+@nfs.command("apply")
+@pass_state
+def nfs_apply(state: State) -> None:
+    """Create layer dirs and node identities, mount views, write and apply the exports."""
+    from oneroot.ops.nfs_serving import apply_nfs
+
+    with state.store() as store:
+        inv = store.load()
+    with console.status("preparing node layers and exports…"):
+        result = apply_nfs(inv, state.paths)
+    console.print(f"{result.plan.kind}: {result.config_path} "
+                  f"({'changed' if result.changed else 'unchanged'}, {result.applied})")
+
+
+@nfs.command("status")
+@json_option
+@pass_state
+def nfs_status_cmd(state: State, as_json: bool) -> None:
+    from oneroot.ops.nfs_serving import nfs_status
+
+    with state.store() as store:
+        doc = nfs_status(store.load(), state.paths)
+    if as_json:
+        emit_json(doc)
+        return
+    console.print(f"server: {doc['server']}  ganesha pid: {doc['ganesha_pid'] or '-'}  "
+                  f"config: {doc['config']}")
+    exports = doc["exports"]
+    assert isinstance(exports, list)
+    table(None, ["export", "access", "clients"],
+          [(e["path"], e["access"], ", ".join(e["clients"])) for e in exports])

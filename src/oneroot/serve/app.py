@@ -17,11 +17,12 @@ from typing import Any
 
 from oneroot.inventory.events import EventStore
 from oneroot.inventory.leases import LeaseStore
-from oneroot.model.events import BootEvent
+from oneroot.model.cluster import NfsServerKind
 from oneroot.model.inventory import Inventory
 from oneroot.ops import inventory as inv_ops
 from oneroot.ops.bootfiles import install_boot_binaries
 from oneroot.ops.exportids import catalog_for
+from oneroot.ops.nfs_serving import apply_nfs, ganesha_server, nfs_plan
 from oneroot.ops.paths import Paths
 from oneroot.ops.status import read_status
 from oneroot.proto.dhcp import NetworkConfig
@@ -40,6 +41,7 @@ class ServeOptions:
     dhcp: bool = True
     tftp: bool = True
     http: bool = True
+    nfs: bool = True  # apply exports; run and supervise nfs-ganesha when settings say so
     bind: str | None = None  # TFTP/HTTP address [default: settings.server_address]
     tftp_port: int = 69
     http_port: int | None = None
@@ -156,6 +158,9 @@ async def serve(paths: Paths, options: ServeOptions = ServeOptions(),
         await http.start()
         closers.append(http.close)
 
+    if options.nfs:
+        await _start_nfs(paths, holder, IPv4Address(bind), jobs, closers)
+
     async def watch_inventory() -> None:
         while True:
             await asyncio.sleep(options.reload_interval)
@@ -190,5 +195,41 @@ async def serve(paths: Paths, options: ServeOptions = ServeOptions(),
         log.info("serve.stopped")
 
 
-def record(recorder: EventRecorder, event: BootEvent) -> None:
-    recorder(event)
+async def _start_nfs(paths: Paths, holder: CatalogHolder, bind: IPv4Address,
+                     jobs: list[Callable[[], Coroutine[Any, Any, None]]],
+                     closers: list[Callable[[], Awaitable[None] | None]]) -> None:
+    """Directories, identities and views first, then the NFS server; again on every change."""
+    inv = holder.inventory
+    await asyncio.to_thread(apply_nfs, inv, paths)
+    if inv.settings.nfs_server is not NfsServerKind.GANESHA:
+        holder.listeners.append(lambda new: _spawn(asyncio.to_thread(apply_nfs, new, paths)))
+        return
+    server = ganesha_server(inv, paths, bind=bind)
+
+    async def run_ganesha() -> None:
+        await server.run()
+
+    async def reapply(new: Inventory) -> None:
+        await asyncio.to_thread(apply_nfs, new, paths)
+        action = await server.reload(nfs_plan(new, paths, kind=NfsServerKind.GANESHA,
+                                              bind=bind).text)
+        log.info("nfs.reloaded action=%s", action)
+
+    jobs.append(run_ganesha)
+    closers.append(server.aclose)
+    holder.listeners.append(lambda new: _spawn(reapply(new)))
+
+
+_background: set[asyncio.Task[Any]] = set()
+
+
+def _spawn(coro: Coroutine[Any, Any, Any]) -> None:
+    task = asyncio.get_running_loop().create_task(coro)
+    _background.add(task)
+
+    def done(t: asyncio.Task[Any]) -> None:
+        _background.discard(t)
+        if not t.cancelled() and t.exception() is not None:
+            log.error("nfs.apply_failed error=%s", t.exception())
+
+    task.add_done_callback(done)

@@ -1,0 +1,61 @@
+"""The kernel NFS server: our exports in their own file, applied with `exportfs -ra`.
+
+oneroot writes `/etc/exports.d/oneroot.exports` (nfs-utils reads `*.exports` there besides
+`/etc/exports`), so an administrator's own `/etc/exports` is never touched. The file is replaced
+atomically and `exportfs -ra` runs only when its content changed (or when asked to).
+
+Not run against a real nfsd on the development host (no nfsd there): the file handling is
+tested with a stand-in `exportfs`.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from oneroot.errors import ExternalToolError
+from oneroot.overlay.safefs import write_atomic
+
+log = logging.getLogger(__name__)
+
+EXPORTS_FILE = Path("/etc/exports.d/oneroot.exports")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class KnfsdResult:
+    path: Path
+    changed: bool
+    applied: bool
+
+
+def kernel_has_nfsd(filesystems: Path = Path("/proc/filesystems")) -> bool:
+    """Whether the running kernel can serve NFS (the `nfsd` filesystem is registered)."""
+    try:
+        text = filesystems.read_text()
+    except OSError:
+        return False
+    return any(line.split()[-1:] == ["nfsd"] for line in text.splitlines())
+
+
+def apply_exports(text: str, *, path: Path = EXPORTS_FILE, exportfs: str = "exportfs",
+                  force: bool = False) -> KnfsdResult:
+    """Write the rendered exports to `path` and, if it changed (or `force`), `exportfs -ra`."""
+    if not text.endswith("\n"):
+        text += "\n"
+    changed = write_atomic(path, text.encode(), mode=0o644)
+    if not changed and not force:
+        return KnfsdResult(path=path, changed=False, applied=False)
+    if shutil.which(exportfs) is None:
+        raise ExternalToolError(f"{exportfs} not found (exports written to {path})",
+                                hint="install nfs-kernel-server, or set nfs_server to ganesha")
+    proc = subprocess.run([exportfs, "-ra"], stdin=subprocess.DEVNULL, capture_output=True,
+                          text=True, timeout=120)
+    if proc.returncode != 0:
+        raise ExternalToolError(
+            f"exportfs -ra failed ({proc.returncode}): {proc.stderr.strip() or proc.stdout}",
+            hint=f"check {path} and the NFS server (`systemctl status nfs-server`)")
+    log.info("nfs.knfsd.applied path=%s", path)
+    return KnfsdResult(path=path, changed=changed, applied=True)

@@ -1,0 +1,339 @@
+"""The masked, read-only view of an image root that is the server's live `/` (DESIGN §6).
+
+Exporting `/` would hand every node the server's `/etc/shadow`, its SSH host keys and every
+node's directory; masking them inside a node's union protects nothing (root on a node can mount
+the export itself). So the export is an overlayfs view:
+
+    tmpfs at  <views>/.<image>.upper           (root-only; lives as long as the view)
+    overlay   lowerdir=/, upperdir=<tmpfs>/upper, workdir=<tmpfs>/work,
+              index=on, nfs_export=on, xino=on, ro     mounted at <views>/<image>
+
+The upper holds, built before the mount:
+- `c 0 0` whiteouts for secret files (`etc/shadow`, its `-` backup, the SSH host private keys…);
+- *emptied* directories (opaque, nothing from below shows): `/root`, `/var/backups` (Debian
+  keeps `shadow.bak` there), the state dir, the group dir, oneroot's home;
+- inside the state and group dirs, one empty directory per node and group: the mount points
+  (ganesha "junctions") where each node's own export attaches at its real path.
+
+Why each option: without an upper the view's root handle is stale (the export fails); without
+`xino=on` ganesha answers NFS4ERR_XDEV (overlayfs reports the lower st_dev for non-directories);
+`index=on,nfs_export=on` make file handles decodable. New files under the live `/` show through
+at once. The view is mounted `ro`; adding a junction remounts it rw for the `mkdir` (which lands
+in the tmpfs) and back, in place — never unmounted while exported (stale handles).
+
+If the server's `/` is itself an overlayfs (a container), the kernel refuses the view:
+`ViewUnsupported` says so.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import logging
+import os
+import stat
+import subprocess
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from oneroot.errors import ConfigError, ExternalToolError
+from oneroot.overlay.layer import make_whiteout, set_opaque
+
+log = logging.getLogger(__name__)
+
+# Files no node may read from the server's root.
+SECRET_FILES: tuple[str, ...] = (
+    "etc/shadow", "etc/shadow-", "etc/gshadow", "etc/gshadow-",
+    "etc/ssh/ssh_host_rsa_key", "etc/ssh/ssh_host_dsa_key", "etc/ssh/ssh_host_ecdsa_key",
+    "etc/ssh/ssh_host_ed25519_key", "etc/ssh/ssh_host_ecdsa_sk_key",
+    "etc/ssh/ssh_host_ed25519_sk_key", "etc/krb5.keytab", "etc/security/opasswd",
+)
+# Directories shown empty: root's home (keys, history), backups of the shadow files, TLS keys.
+SECRET_DIRS: tuple[str, ...] = (
+    "root", "var/backups", "etc/ssl/private", "etc/NetworkManager/system-connections",
+)
+VIEW_OPTIONS = "index=on,nfs_export=on,xino=on"
+TMPFS_SIZE = "32m"
+
+
+class ViewUnsupported(ConfigError):
+    """The kernel cannot build an exportable overlay view of this lower directory."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ViewSpec:
+    """What one view hides and where it lives. Paths in the tuples are relative to `lower`."""
+
+    name: str
+    lower: Path
+    mountpoint: Path
+    upper_mount: Path
+    whiteouts: tuple[PurePosixPath, ...]
+    emptied: tuple[PurePosixPath, ...]
+    junctions: tuple[PurePosixPath, ...]
+
+    def check(self) -> None:
+        for path in (self.lower, self.mountpoint, self.upper_mount):
+            if not path.is_absolute() or any(c in str(path) for c in ",:\\\n"):
+                raise ConfigError(f"view path {path} must be absolute, without , : or \\")
+        for rel in (*self.whiteouts, *self.emptied, *self.junctions):
+            if rel.is_absolute() or ".." in rel.parts or not rel.parts:
+                raise ConfigError(f"view mask {rel} must be a relative path inside the view")
+        for junction in self.junctions:
+            if not any(_is_below(junction, e) for e in self.emptied):
+                raise ConfigError(
+                    f"junction {junction} is not inside an emptied directory",
+                    hint="what is under it in the real root would show through the view")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ViewStatus:
+    spec: ViewSpec
+    mounted: bool
+    created: bool = False
+    junctions_added: tuple[PurePosixPath, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MountEntry:
+    mount_point: Path
+    fstype: str
+    source: str
+    options: str
+
+
+def _is_below(path: PurePosixPath, parent: PurePosixPath) -> bool:
+    return path != parent and path.parts[: len(parent.parts)] == parent.parts
+
+
+def _relative_to(path: PurePosixPath, lower: Path) -> PurePosixPath | None:
+    try:
+        rel = PurePosixPath(path).relative_to(PurePosixPath(lower))
+    except ValueError:
+        return None
+    return rel if rel.parts else None
+
+
+def view_spec(name: str, *, lower: Path, views_dir: Path, state_dir: PurePosixPath,
+              group_dir: PurePosixPath, nodes: Iterable[str] = (), groups: Iterable[str] = (),
+              hidden_dirs: Iterable[PurePosixPath] = (),
+              extra_masks: Iterable[PurePosixPath] = ()) -> ViewSpec:
+    """The view of `lower` for image `name`: secrets masked when `lower` is `/`, the state and
+    group dirs emptied but for one junction per node / group, `hidden_dirs` (e.g. oneroot's
+    home) emptied. SSH host keys of any type present now are masked as well."""
+    whiteouts: set[PurePosixPath] = set(PurePosixPath(p) for p in extra_masks)
+    emptied: set[PurePosixPath] = set()
+    if lower == Path("/"):
+        whiteouts.update(PurePosixPath(p) for p in SECRET_FILES)
+        whiteouts.update(PurePosixPath(p).relative_to("/") for p in
+                         glob.glob("/etc/ssh/ssh_host_*_key"))
+        emptied.update(PurePosixPath(p) for p in SECRET_DIRS)
+    junctions: set[PurePosixPath] = set()
+    for base, names in ((state_dir, nodes), (group_dir, groups)):
+        rel = _relative_to(PurePosixPath(base), lower)
+        if rel is None:
+            continue
+        emptied.add(rel)
+        junctions.update(rel / n for n in names)
+    for hidden in hidden_dirs:
+        rel = _relative_to(PurePosixPath(hidden), lower)
+        if rel is not None:
+            emptied.add(rel)
+    # A mask below an emptied directory is already hidden.
+    emptied = {e for e in emptied if not any(_is_below(e, o) for o in emptied)}
+    whiteouts = {w for w in whiteouts if not any(_is_below(w, e) for e in emptied)}
+    spec = ViewSpec(
+        name=name, lower=lower, mountpoint=views_dir / name,
+        upper_mount=views_dir / f".{name}.upper",
+        whiteouts=tuple(sorted(whiteouts)), emptied=tuple(sorted(emptied)),
+        junctions=tuple(sorted(junctions)))
+    spec.check()
+    return spec
+
+
+def needs_view(image_root: PurePosixPath, *, state_dir: PurePosixPath,
+               group_dir: PurePosixPath) -> bool:
+    """An image root needs a view when it is `/` or holds the state or group dir."""
+    return image_root == PurePosixPath("/") or any(
+        d == image_root or _is_below(d, image_root) for d in (state_dir, group_dir))
+
+
+# -- mounts ------------------------------------------------------------------------------------
+
+
+def _unescape(field: str) -> str:
+    out, i = [], 0
+    while i < len(field):
+        octal = field[i + 1:i + 4]
+        if field[i] == "\\" and len(octal) == 3 and all(c in "01234567" for c in octal):
+            out.append(chr(int(octal, 8)))
+            i += 4
+        else:
+            out.append(field[i])
+            i += 1
+    return "".join(out)
+
+
+def read_mounts(mountinfo: Path = Path("/proc/self/mountinfo")) -> list[MountEntry]:
+    entries = []
+    for line in mountinfo.read_text().splitlines():
+        left, _, right = line.partition(" - ")
+        fields, rest = left.split(), right.split()
+        if len(fields) < 5 or len(rest) < 2:
+            continue
+        entries.append(MountEntry(mount_point=Path(_unescape(fields[4])), fstype=rest[0],
+                                  source=_unescape(rest[1]),
+                                  options=rest[2] if len(rest) > 2 else ""))
+    return entries
+
+
+def mount_at(path: Path, mounts: list[MountEntry] | None = None) -> MountEntry | None:
+    """The topmost mount whose mount point is exactly `path`."""
+    found = [m for m in (mounts if mounts is not None else read_mounts())
+             if m.mount_point == path]
+    return found[-1] if found else None
+
+
+def filesystem_of(path: Path, mounts: list[MountEntry] | None = None) -> MountEntry | None:
+    """The mount that holds `path` (longest mount point prefix, last mounted wins)."""
+    best: MountEntry | None = None
+    target = PurePosixPath(os.path.realpath(path))
+    for m in mounts if mounts is not None else read_mounts():
+        mp = PurePosixPath(m.mount_point)
+        if (target == mp or _is_below(target, mp)) and (
+                best is None or len(mp.parts) >= len(PurePosixPath(best.mount_point).parts)):
+            best = m
+    return best
+
+
+def _run(*argv: str) -> None:
+    proc = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                          timeout=60)
+    if proc.returncode != 0:
+        raise ExternalToolError(f"{' '.join(argv)} failed: {proc.stderr.strip()}",
+                                hint="see `dmesg | tail` for the kernel's reason")
+
+
+# -- building ----------------------------------------------------------------------------------
+
+
+def _copy_attrs_dir(lower: Path, rel: PurePosixPath, target: Path, default_mode: int) -> None:
+    try:
+        st = os.lstat(lower / rel) if rel.parts else os.lstat(lower)
+        if stat.S_ISDIR(st.st_mode):
+            os.chown(target, st.st_uid, st.st_gid)
+            os.chmod(target, stat.S_IMODE(st.st_mode))
+            return
+    except FileNotFoundError:
+        pass
+    os.chown(target, 0, 0)
+    os.chmod(target, default_mode)
+
+
+def _make_dirs(upper: Path, lower: Path, rel: PurePosixPath) -> Path:
+    """Create `upper/rel` and its parents, each looking like its counterpart in `lower`."""
+    current = upper
+    for i, part in enumerate(rel.parts):
+        current = current / part
+        if not current.is_dir():
+            current.mkdir()
+            _copy_attrs_dir(lower, PurePosixPath(*rel.parts[: i + 1]), current, 0o755)
+    return current
+
+
+def build_upper(spec: ViewSpec, upper: Path) -> None:
+    """Lay out the view's upper dir (before the mount): emptied dirs, junctions, whiteouts."""
+    _copy_attrs_dir(spec.lower, PurePosixPath(), upper, 0o755)
+    for rel in spec.emptied:
+        directory = _make_dirs(upper, spec.lower, rel)
+        set_opaque(directory)
+    for rel in spec.junctions:
+        junction = _make_dirs(upper, spec.lower, rel)
+        os.chmod(junction, 0o755)
+    for rel in spec.whiteouts:
+        parent = _make_dirs(upper, spec.lower, rel.parent) if rel.parent.parts else upper
+        make_whiteout(parent / rel.name)
+
+
+def mount_view(spec: ViewSpec) -> ViewStatus:
+    """Mount the view, or bring a mounted one up to date in place. Idempotent."""
+    spec.check()
+    mounts = read_mounts()
+    if mount_at(spec.mountpoint, mounts) is not None:
+        return update_view(spec)
+    lower_fs = filesystem_of(spec.lower, mounts)
+    spec.mountpoint.mkdir(parents=True, exist_ok=True)
+    spec.upper_mount.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(spec.upper_mount, 0o700)
+    if mount_at(spec.upper_mount, mounts) is None:
+        _run("mount", "-t", "tmpfs", "-o", f"mode=0700,size={TMPFS_SIZE}",
+             f"oneroot-view-{spec.name}", str(spec.upper_mount))
+    upper, work = spec.upper_mount / "upper", spec.upper_mount / "work"
+    try:
+        for d in (upper, work):
+            d.mkdir(exist_ok=True)
+        build_upper(spec, upper)
+        options = (f"ro,lowerdir={spec.lower},upperdir={upper},workdir={work},{VIEW_OPTIONS}")
+        try:
+            _run("mount", "-t", "overlay", "-o", options, f"oneroot-view-{spec.name}",
+                 str(spec.mountpoint))
+        except ExternalToolError as exc:
+            if lower_fs is not None and lower_fs.fstype == "overlay":
+                raise ViewUnsupported(
+                    f"cannot export a masked view of {spec.lower}: it is itself on an overlayfs "
+                    f"({lower_fs.mount_point}), and overlay-on-overlay with nfs_export=on is "
+                    f"refused by the kernel ({exc.message})",
+                    hint="use an image directory (`oneroot image create NAME`) instead of `/`",
+                ) from None
+            raise
+    except BaseException:
+        with contextlib.suppress(ExternalToolError):
+            _run("umount", str(spec.upper_mount))
+        raise
+    log.info("nfs.view.mounted image=%s at=%s masks=%d junctions=%d", spec.name,
+             spec.mountpoint, len(spec.whiteouts) + len(spec.emptied), len(spec.junctions))
+    return ViewStatus(spec=spec, mounted=True, created=True, junctions_added=spec.junctions)
+
+
+@contextlib.contextmanager
+def _writable(mountpoint: Path) -> Iterator[None]:
+    _run("mount", "-o", "remount,rw", str(mountpoint))
+    try:
+        yield
+    finally:
+        _run("mount", "-o", "remount,ro", str(mountpoint))
+
+
+def update_view(spec: ViewSpec) -> ViewStatus:
+    """Add missing junctions and masks to a mounted view, through the view itself.
+
+    Going through the mount (remounted rw for a moment) is what overlayfs supports; the
+    changes land in the tmpfs upper. Unlinking a file through the view leaves a whiteout.
+    Junctions of removed nodes stay (empty directories, harmless; `nfs apply` never deletes).
+    """
+    missing = [j for j in spec.junctions if not (spec.mountpoint / j).is_dir()]
+    exposed = [w for w in spec.whiteouts if os.path.lexists(spec.mountpoint / w)]
+    if missing or exposed:
+        with _writable(spec.mountpoint):
+            for rel in missing:
+                (spec.mountpoint / rel).mkdir(mode=0o755, parents=True, exist_ok=True)
+            for rel in exposed:
+                target = spec.mountpoint / rel
+                if target.is_dir() and not target.is_symlink():
+                    log.warning("nfs.view.mask_skipped path=%s reason=directory", rel)
+                    continue
+                target.unlink()
+        log.info("nfs.view.updated image=%s junctions_added=%d masks_added=%d", spec.name,
+                 len(missing), len(exposed))
+    return ViewStatus(spec=spec, mounted=True, junctions_added=tuple(missing))
+
+
+def unmount_view(spec: ViewSpec) -> None:
+    """Unmount the view and its tmpfs (stop the NFS server exporting it first)."""
+    mounts = read_mounts()
+    if mount_at(spec.mountpoint, mounts) is not None:
+        _run("umount", str(spec.mountpoint))
+    if mount_at(spec.upper_mount, mounts) is not None:
+        _run("umount", str(spec.upper_mount))
+    log.info("nfs.view.unmounted image=%s", spec.name)

@@ -1,0 +1,164 @@
+"""The security view (DESIGN §6), proved with the real nfs-ganesha on 127.0.0.1 and the
+userspace NFSv4.0 client (libnfs-utils' `nfs-ls`, `nfs-cat`, `nfs-cp`).
+
+The image is the server's live `/`, exported as the masked overlayfs view at Pseudo `/`; the
+client at 127.0.0.1 is node01. It must read /etc/passwd, get NOENT for /etc/shadow (and its
+backup), not see the state dir's other nodes or oneroot's home, have writes refused, read its
+own layer at its real path, and get a new export after a SIGHUP reload. Needs root.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import os
+import shutil
+import socket
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+import pytest
+
+from oneroot.model import Group, Image, NfsServerKind, Node, Settings
+from oneroot.model.inventory import Inventory
+from oneroot.net import MacAddress
+from oneroot.nfs import ReloadAction, ViewUnsupported, unmount_view
+from oneroot.ops.nfs_serving import apply_nfs, ganesha_server, nfs_plan
+from oneroot.ops.paths import Paths
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(os.geteuid() != 0, reason="needs root (mounts)"),
+    pytest.mark.skipif(not all(shutil.which(t) for t in ("ganesha.nfsd", "nfs-ls", "nfs-cat")),
+                       reason="needs nfs-ganesha, nfs-ganesha-vfs and libnfs-utils"),
+]
+
+LOCAL = ipaddress.IPv4Address("127.0.0.1")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Client:
+    port: int
+
+    def url(self, path: str) -> str:
+        return f"nfs://127.0.0.1{path}?version=4&nfsport={self.port}"
+
+    def run(self, tool: str, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([tool, *args], capture_output=True, text=True, timeout=30,
+                              stdin=subprocess.DEVNULL)
+
+    def ls(self, path: str) -> list[str]:
+        proc = self.run("nfs-ls", self.url(path))
+        assert proc.returncode == 0, proc.stderr
+        return [line.split()[-1] for line in proc.stdout.splitlines() if line.strip()]
+
+    def cat(self, path: str) -> subprocess.CompletedProcess[str]:
+        return self.run("nfs-cat", self.url(path))
+
+
+def _inventory(base: Path, *, node01_groups: tuple[str, ...] = ("default",)) -> Inventory:
+    settings = Settings(server_address=LOCAL, subnet=ipaddress.IPv4Network("127.0.0.0/8"),
+                        state_dir=PurePosixPath(str(base / "systems")),
+                        group_dir=PurePosixPath(str(base / "groups")),
+                        nfs_server=NfsServerKind.GANESHA)
+    nodes = {
+        # node01 is the test's client (127.0.0.1); node02 is somebody else.
+        "node01": Node(name="node01", macs=(MacAddress.parse("52:54:00:00:00:01"),),
+                       address=LOCAL, groups=node01_groups),
+        "node02": Node(name="node02", macs=(MacAddress.parse("52:54:00:00:00:02"),),
+                       address=ipaddress.IPv4Address("127.0.0.2")),
+    }
+    groups = {"default": Group(name="default"),
+              "compute": Group(name="compute", values={"group_layer": True})}
+    return Inventory(settings=settings, nodes=nodes, groups=groups,
+                     images={"default": Image(name="default", root=PurePosixPath("/"))})
+
+
+@pytest.fixture
+def base() -> Iterator[Path]:
+    # Under / itself (not a tmpfs), so files created during the test show through the view.
+    path = Path("/var/tmp") / f"oneroot-it-{os.getpid()}"
+    path.mkdir(parents=True)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def test_masked_view_of_the_server_root(base: Path) -> None:
+    paths = Paths(home=base / "home")
+    inv = _inventory(base)
+    port = _free_port()
+    client = Client(port)
+    plan = nfs_plan(inv, paths, port=port)
+    try:
+        try:
+            apply_nfs(inv, paths, plan=plan)
+        except ViewUnsupported as exc:
+            pytest.skip(f"this host cannot build the view: {exc}")
+        server = ganesha_server(inv, paths, port=port)
+
+        async def scenario() -> None:
+            async with server:
+                await asyncio.to_thread(_prove, client, base, paths)
+                # Inventory change: node01 joins a group layer; disk first, then a SIGHUP.
+                inv2 = _inventory(base, node01_groups=("default", "compute"))
+                plan2 = nfs_plan(inv2, paths, port=port)
+                apply_nfs(inv2, paths, plan=plan2)
+                (base / "groups" / "compute" / "g.txt").write_text("group\n")
+                assert await server.reload(plan2.text) is ReloadAction.RELOADED
+                proc = await asyncio.to_thread(client.cat, f"{base}/groups/compute/g.txt")
+                assert proc.stdout == "group\n", proc.stderr
+
+        asyncio.run(scenario())
+    finally:
+        for spec in plan.views.values():
+            with contextlib.suppress(Exception):
+                unmount_view(spec)
+
+
+def _prove(client: Client, base: Path, paths: Paths) -> None:
+    # The image root at Pseudo "/": the seed's `server:/`.
+    assert "etc" in client.ls("/")
+    passwd = client.cat("/etc/passwd")
+    assert passwd.returncode == 0 and passwd.stdout.startswith("root:"), passwd.stderr
+    for secret in ("/etc/shadow", "/etc/shadow-", "/etc/gshadow", "/etc/gshadow-",
+                   "/etc/ssh/ssh_host_ed25519_key", "/var/backups/shadow.bak"):
+        proc = client.cat(secret)
+        assert proc.returncode != 0 and "NOENT" in proc.stderr, (secret, proc)
+    assert "shadow" not in client.ls("/etc")
+    assert client.ls("/root") == []
+
+    # The state dir shows only the junctions this client may cross: its own.
+    assert client.ls(f"{base}/systems") == ["node01"]
+    assert client.ls(str(paths.home)) == []  # identity store (nodes' private keys) hidden
+    other = client.cat(f"{base}/systems/node02/upper/etc/ssh/ssh_host_ed25519_key")
+    assert other.returncode != 0, "node02's private key must not be readable by node01"
+    assert (base / "systems/node02/upper/etc/ssh/ssh_host_ed25519_key").is_file()
+
+    # node01's own layer at its real path: the seed's server:/var/state/systems/node01.
+    assert sorted(client.ls(f"{base}/systems/node01")) == ["upper", "work"]
+    assert client.cat(f"{base}/systems/node01/upper/etc/hostname").stdout == "node01\n"
+
+    # Writes to the view are refused; writes to its own layer work.
+    local = base / "payload"
+    local.write_text("x\n")
+    refused = client.run("nfs-cp", str(local), client.url("/var/tmp/oneroot-written"))
+    assert refused.returncode != 0 and "ROFS" in refused.stderr, refused
+    assert not Path("/var/tmp/oneroot-written").exists()
+    ok = client.run("nfs-cp", str(local), client.url(f"{base}/systems/node01/upper/new.txt"))
+    assert ok.returncode == 0, ok.stderr
+    assert (base / "systems/node01/upper/new.txt").read_text() == "x\n"
+
+    # The view is live: a file created under / now shows through at once.
+    (base / "live.txt").write_text("live\n")
+    assert client.cat(f"{base}/live.txt").stdout == "live\n"

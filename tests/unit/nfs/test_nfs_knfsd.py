@@ -1,0 +1,57 @@
+"""The kernel-nfsd path: our exports file, written atomically, applied with `exportfs -ra`
+only when it changed. A stand-in `exportfs` records its calls (no nfsd on this host)."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from oneroot.errors import ExternalToolError
+from oneroot.nfs import apply_exports, kernel_has_nfsd
+
+
+def _fake_exportfs(tmp_path: Path, code: int = 0) -> tuple[Path, Path]:
+    calls = tmp_path / "calls"
+    script = tmp_path / "exportfs"
+    script.write_text(f"#!/bin/sh\necho \"$*\" >> {calls}\necho oops >&2\nexit {code}\n")
+    script.chmod(0o755)
+    return script, calls
+
+
+def test_written_then_applied_once(tmp_path: Path) -> None:
+    exportfs, calls = _fake_exportfs(tmp_path)
+    target = tmp_path / "exports.d" / "oneroot.exports"
+    text = "/srv/img 10.0.0.0/24(ro,sync)\n"
+    first = apply_exports(text, path=target, exportfs=str(exportfs))
+    assert first.changed and first.applied
+    assert target.read_text() == text
+    assert stat.S_IMODE(os.stat(target).st_mode) == 0o644
+    second = apply_exports(text, path=target, exportfs=str(exportfs))
+    assert not second.changed and not second.applied
+    assert calls.read_text().splitlines() == ["-ra"]
+    apply_exports(text, path=target, exportfs=str(exportfs), force=True)
+    assert calls.read_text().splitlines() == ["-ra", "-ra"]
+    assert [p.name for p in target.parent.iterdir()] == ["oneroot.exports"]  # no temp left
+
+
+def test_exportfs_failure_is_reported_with_its_stderr(tmp_path: Path) -> None:
+    exportfs, _ = _fake_exportfs(tmp_path, code=1)
+    with pytest.raises(ExternalToolError, match="oops"):
+        apply_exports("/x *(ro)\n", path=tmp_path / "e.exports", exportfs=str(exportfs))
+
+
+def test_missing_exportfs(tmp_path: Path) -> None:
+    with pytest.raises(ExternalToolError, match="not found") as err:
+        apply_exports("/x *(ro)\n", path=tmp_path / "e", exportfs=str(tmp_path / "nope"))
+    assert err.value.hint and "nfs-kernel-server" in err.value.hint
+
+
+def test_kernel_has_nfsd(tmp_path: Path) -> None:
+    fs = tmp_path / "filesystems"
+    fs.write_text("nodev\tsysfs\nnodev\tnfsd\n\text4\n")
+    assert kernel_has_nfsd(fs)
+    fs.write_text("nodev\tsysfs\n\text4\n")
+    assert not kernel_has_nfsd(fs)

@@ -1,0 +1,59 @@
+"""`nfs_plan`: the ganesha config exports the server's `/` from its masked view at Pseudo `/`,
+each node's dir at its real path to that node alone; knfsd gets the view's own path."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from pathlib import Path, PurePosixPath
+
+from oneroot.model import Group, Image, NfsServerKind, Node, Settings
+from oneroot.model.inventory import Inventory
+from oneroot.net import MacAddress
+from oneroot.ops.nfs_serving import nfs_plan
+from oneroot.ops.paths import Paths
+
+
+def _inv(image_root: str = "/") -> Inventory:
+    nodes = {f"node0{i}": Node(name=f"node0{i}", macs=(MacAddress.parse(f"52:54:00:00:00:0{i}"),),
+                               address=ipaddress.IPv4Address(f"10.0.0.1{i}")) for i in (1, 2)}
+    return Inventory(settings=Settings(), nodes=nodes, groups={"default": Group(name="default")},
+                     images={"default": Image(name="default", root=PurePosixPath(image_root))})
+
+
+def _exports(text: str) -> dict[str, tuple[str, str]]:
+    """Pseudo -> (Path, clients) of each EXPORT block."""
+    out = {}
+    for block in re.findall(r"EXPORT \{(.*?)\n\}", text, re.DOTALL):
+        path = re.search(r'Path = "([^"]+)"', block)
+        pseudo = re.search(r'Pseudo = "([^"]+)"', block)
+        clients = re.search(r"Clients = ([^;]+);", block)
+        assert path and pseudo and clients
+        out[pseudo.group(1)] = (path.group(1), clients.group(1))
+    return out
+
+
+def test_ganesha_exports_the_view_at_pseudo_root() -> None:
+    plan = nfs_plan(_inv(), Paths(home=Path("/var/lib/oneroot")))
+    exports = _exports(plan.text)
+    assert exports["/"] == ("/var/lib/oneroot/views/default", "10.0.0.0/24")
+    assert exports["/var/state/systems/node01"] == ("/var/state/systems/node01", "10.0.0.11")
+    assert exports["/var/state/systems/node02"] == ("/var/state/systems/node02", "10.0.0.12")
+    assert "Protocols = 4;" in plan.text  # v4 only: no rpcbind needed
+    view = plan.views["default"]
+    assert PurePosixPath("var/state/systems/node01") in view.junctions
+    assert PurePosixPath("var/lib/oneroot") in view.emptied  # identity store, inventory
+
+
+def test_an_image_directory_is_exported_as_is() -> None:
+    plan = nfs_plan(_inv("/srv/images/bookworm"), Paths())
+    assert plan.views == {}
+    assert _exports(plan.text)["/srv/images/bookworm"][0] == "/srv/images/bookworm"
+
+
+def test_knfsd_exports_the_view_path() -> None:
+    plan = nfs_plan(_inv(), Paths(), kind=NfsServerKind.KNFSD)
+    lines = [ln for ln in plan.text.splitlines() if ln and not ln.startswith("#")]
+    assert lines[0].startswith("/var/lib/oneroot/views/default 10.0.0.0/24(ro,")
+    assert "/var/state/systems/node01 10.0.0.11(rw," in plan.text
+    assert not any(ln.startswith("/ ") for ln in lines)  # never `/` itself
