@@ -132,6 +132,7 @@ class HttpService:
         node = catalog.by_address.get(peer) if peer else None
         if node is None:
             # Only addresses in the inventory may report (no spoofed names from elsewhere).
+            log.info("stage.refused peer=%s stage=%s reason=unknown address", peer, stage)
             raise web.HTTPForbidden(text="unknown node address\n")
         status = data.get("status", "ok")
         detail = {"status": status}
