@@ -1,0 +1,152 @@
+#!/bin/sh
+# shellcheck shell=sh disable=SC2034 # ONEROOT_* globals are shared by /init and its modules
+# 60-union/lib.sh: stack the mounted layers on $ONEROOT_NEWROOT (/sysroot).
+#
+# Layer i is at $ONEROOT_RUN/layers/i (1 = bottom, N = top). The plans (union_plan):
+#   direct    one NFS layer, nothing on top: it is moved to /sysroot as mounted (ro or rw)
+#   overlay   N >= 2, top is a tmpfs: kernel overlayfs with lowerdir=<N-1>:...:<1> (topmost
+#             first), upperdir/workdir on that tmpfs (its size=, nr_inodes= as given; mode=
+#             becomes the mode of the union's root). Whiteouts are `c 0 0` devices.
+#   readonly  N >= 2, all NFS, top ro: kernel overlayfs of lowerdir=<N>:...:<1>, no upper
+#   fuse      N >= 2, top an rw NFS layer: kernel overlayfs refuses an NFS upper (DESIGN §3), so
+#             fuse-overlayfs, lowerdir=<N-1>:...:<1>, upperdir=<N>/upper, workdir=<N>/work,
+#             -o allow_other,dev,suid; started as `@fuse-overlayfs` so systemd's final kill spares
+#             it, and /proc stays mounted for it through switch_root (80-switchroot).
+# A tmpfs alone is refused: there is no image to boot.
+
+# union_plan: sets UNION_PLAN.
+union_plan() {
+	_up_top='' _up_mode=''
+	eval "_up_top=\$ROOTSPEC_${ROOTSPEC_COUNT}_TYPE _up_mode=\$ROOTSPEC_${ROOTSPEC_COUNT}_MODE"
+	if [ "$ROOTSPEC_COUNT" -eq 1 ]; then
+		if [ "$_up_top" = tmpfs ]; then
+			UNION_PLAN=''
+			return 1
+		fi
+		UNION_PLAN=direct
+	elif [ "$_up_top" = tmpfs ]; then
+		UNION_PLAN=overlay
+	elif [ "$_up_mode" = rw ]; then
+		UNION_PLAN=fuse
+	else
+		UNION_PLAN='readonly'
+	fi
+	return 0
+}
+
+# union_lowerdir FROM: "<layers/FROM>:...:<layers/1>" (the topmost lower first).
+union_lowerdir() {
+	_ul=''
+	_ul_i=$1
+	while [ "$_ul_i" -ge 1 ]; do
+		_ul="$_ul${_ul:+:}$ONEROOT_RUN/layers/$_ul_i"
+		_ul_i=$((_ul_i - 1))
+	done
+	printf '%s\n' "$_ul"
+}
+
+# union_overlay_options: the -o text for the plan (overlay, readonly or fuse).
+union_overlay_options() {
+	_uo_top=$ONEROOT_RUN/layers/$ROOTSPEC_COUNT
+	case $UNION_PLAN in
+	readonly)
+		printf 'lowerdir=%s\n' "$(union_lowerdir "$ROOTSPEC_COUNT")"
+		;;
+	overlay)
+		printf 'lowerdir=%s,upperdir=%s/upper,workdir=%s/work\n' \
+			"$(union_lowerdir $((ROOTSPEC_COUNT - 1)))" "$_uo_top" "$_uo_top"
+		;;
+	fuse)
+		printf 'lowerdir=%s,upperdir=%s/upper,workdir=%s/work,allow_other,dev,suid\n' \
+			"$(union_lowerdir $((ROOTSPEC_COUNT - 1)))" "$_uo_top" "$_uo_top"
+		;;
+	esac
+}
+
+# union_tmpfs_options OPTS: the tmpfs mount options and UNION_ROOT_MODE (from mode=).
+union_tmpfs_options() {
+	UNION_ROOT_MODE=0755
+	_ut=mode=0755
+	_ut_rest=${1:+$1,}
+	while [ -n "$_ut_rest" ]; do
+		_ut_o=${_ut_rest%%,*}
+		_ut_rest=${_ut_rest#*,}
+		case $_ut_o in
+		mode=*) UNION_ROOT_MODE=${_ut_o#mode=} ;;
+		*) _ut="$_ut,$_ut_o" ;;
+		esac
+	done
+	UNION_TMPFS_OPTIONS=$_ut
+}
+
+# union_assemble: the union stage.
+union_assemble() {
+	if ! union_plan; then
+		oneroot_fail "root= has only a tmpfs: there is no image to boot" \
+			"put the image's NFS layer below the tmpfs, e.g. root=SERVER:/srv/image:ro;tmpfs"
+		return 1
+	fi
+	_ua_top=$ONEROOT_RUN/layers/$ROOTSPEC_COUNT
+	ONEROOT_FUSE=''
+	case $UNION_PLAN in
+	direct)
+		oneroot_run mount --move "$_ua_top" "$ONEROOT_NEWROOT" || {
+			oneroot_fail "cannot move the root layer to $ONEROOT_NEWROOT" \
+				"see the kernel log (dmesg) for the reason"
+			return 1
+		}
+		_ua_mode=''
+		eval "_ua_mode=\$ROOTSPEC_${ROOTSPEC_COUNT}_MODE"
+		ONEROOT_STAGE_MESSAGE="one NFS layer ($_ua_mode), no union"
+		;;
+	overlay)
+		_ua_topts=''
+		eval "_ua_topts=\$ROOTSPEC_${ROOTSPEC_COUNT}_OPTS"
+		union_tmpfs_options "$_ua_topts"
+		oneroot_run mkdir -p "$_ua_top"
+		oneroot_run mount -t tmpfs -o "$UNION_TMPFS_OPTIONS" tmpfs "$_ua_top" || {
+			oneroot_fail "cannot mount the tmpfs top layer (-o $UNION_TMPFS_OPTIONS)" \
+				"check the tmpfs options in root= (size=, nr_inodes=, mode=)"
+			return 1
+		}
+		oneroot_run mkdir -m "$UNION_ROOT_MODE" "$_ua_top/upper"
+		oneroot_run mkdir "$_ua_top/work"
+		union_mount_overlay || return 1
+		ONEROOT_STAGE_MESSAGE="overlayfs: $((ROOTSPEC_COUNT - 1)) NFS layers + tmpfs"
+		;;
+	readonly)
+		union_mount_overlay || return 1
+		ONEROOT_STAGE_MESSAGE="overlayfs: $ROOTSPEC_COUNT NFS layers, read-only"
+		;;
+	fuse)
+		oneroot_run mkdir -p "$_ua_top/upper" "$_ua_top/work" || {
+			oneroot_fail "cannot create upper/ and work/ in the rw layer" \
+				"the node's directory must be exported rw to this node with no_root_squash"
+			return 1
+		}
+		_ua_o=$(union_overlay_options)
+		oneroot_log "union: @fuse-overlayfs -o $_ua_o $ONEROOT_NEWROOT"
+		# argv[0] starting with "@": systemd's shutdown kill spares the process (the root's
+		# daemon must outlive every other process).
+		oneroot_run @fuse-overlayfs -o "$_ua_o" "$ONEROOT_NEWROOT" 2>"$ONEROOT_RUN/last.err" || {
+			oneroot_fail "fuse-overlayfs failed: $(tail -n 1 "$ONEROOT_RUN/last.err")" \
+				"check that the fuse module loaded (lsmod) and that upper/ and work/ of the rw layer are writable"
+			return 1
+		}
+		ONEROOT_FUSE=1
+		ONEROOT_STAGE_MESSAGE="fuse-overlayfs: $((ROOTSPEC_COUNT - 1)) NFS layers + rw NFS top"
+		;;
+	esac
+	return 0
+}
+
+union_mount_overlay() {
+	_um_o=$(union_overlay_options)
+	oneroot_log "union: mount -t overlay -o $_um_o overlay $ONEROOT_NEWROOT"
+	oneroot_run mount -t overlay -o "$_um_o" overlay "$ONEROOT_NEWROOT" 2>"$ONEROOT_RUN/last.err" || {
+		oneroot_fail "overlayfs refused the layers: $(tail -n 1 "$ONEROOT_RUN/last.err")" \
+			"check that the overlay module loaded (lsmod) and \`dmesg | grep overlayfs\` for the layer it rejects"
+		return 1
+	}
+	return 0
+}

@@ -1,0 +1,369 @@
+"""/init and the module libraries under a private busybox sh, in dry-run mode: the command line,
+the NFS options, the union plans, the failure path, reports; and shellcheck of every script."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from oneroot.initramfs.builder import MODULES_ROOT, write_script_tree
+
+
+@pytest.fixture(scope="module")
+def bbdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A private busybox (the system one may be replaced) with a link per applet."""
+    found = shutil.which("busybox") or "/bin/busybox"
+    if not Path(found).exists():
+        pytest.skip("busybox is not installed")
+    bindir = tmp_path_factory.mktemp("bb") / "bin"
+    bindir.mkdir()
+    private = bindir / "busybox"
+    shutil.copy2(found, private)
+    applets = subprocess.run([str(private), "--list"], capture_output=True, text=True,
+                             check=True).stdout.split()
+    for applet in applets:
+        if applet != "busybox":
+            (bindir / applet).symlink_to("busybox")
+    return bindir
+
+
+@pytest.fixture
+def node(tmp_path: Path) -> Path:
+    """A fake node: the script tree, /run/oneroot, /sys/class/net/eth0, a sysroot."""
+    write_script_tree(tmp_path / "root")
+    (tmp_path / "run").mkdir()
+    eth0 = tmp_path / "sys/class/net/eth0"
+    eth0.mkdir(parents=True)
+    (eth0 / "type").write_text("1\n")
+    (eth0 / "address").write_text("52:54:00:12:34:56\n")
+    lo = tmp_path / "sys/class/net/lo"
+    lo.mkdir(parents=True)
+    (lo / "type").write_text("772\n")
+    (lo / "address").write_text("00:00:00:00:00:00\n")
+    for d in ("sbin", "dev", "proc", "sys", "run"):
+        (tmp_path / "sysroot" / d).mkdir(parents=True)
+    (tmp_path / "sysroot/sbin/init").symlink_to("/lib/systemd/systemd")
+    (tmp_path / "modules").write_text("# test\nvirtio_net\nnfsv4\n")
+    return tmp_path
+
+
+# A lease as udhcpc.script would write it, when the dry run reaches udhcpc.
+LEASE_STUB = """
+oneroot_dryrun_hook() {
+	case $1 in
+	udhcpc)
+		printf '%s\\n' ONEROOT_NET_IF=eth0 ONEROOT_NET_IP=10.0.0.5 ONEROOT_NET_PREFIX=24 \\
+			ONEROOT_NET_DNS=10.0.0.1 ONEROOT_NET_SERVER=10.0.0.1 >"$ONEROOT_RUN/net.env" ;;
+	esac
+	return 0
+}
+"""
+
+
+def env_for(node: Path, bbdir: Path, **extra: str) -> dict[str, str]:
+    return {"PATH": str(bbdir), "LC_ALL": "C", "ONEROOT_DRYRUN": "1",
+            "ONEROOT_LIB": str(node / "root/lib/oneroot"), "ONEROOT_RUN": str(node / "run"),
+            "ONEROOT_SYSFS": str(node / "sys"), "ONEROOT_NEWROOT": str(node / "sysroot"),
+            "ONEROOT_MODULES_LIST": str(node / "modules"), "ONEROOT_NET_WAIT": "0", **extra}
+
+
+def run_init(node: Path, bbdir: Path, cmdline: str, *args: str,
+             stubs: str = LEASE_STUB) -> subprocess.CompletedProcess[str]:
+    (node / "stubs.sh").write_text(stubs)
+    env = env_for(node, bbdir, ONEROOT_CMDLINE=cmdline, ONEROOT_TEST_STUBS=str(node / "stubs.sh"))
+    result = subprocess.run([str(bbdir / "busybox"), "sh", str(node / "root/init"), *args],
+                            capture_output=True, text=True, env=env, timeout=30, check=False)
+    result.stdout = result.stdout.replace(str(node), "@")
+    result.stderr = result.stderr.replace(str(node), "@")
+    return result
+
+
+def sh(node: Path, bbdir: Path, script: str) -> subprocess.CompletedProcess[str]:
+    """Source every library, then run `script` (functions under test)."""
+    prelude = ('for _l in "$ONEROOT_LIB"/lib/*.sh; do . "$_l"; done\n')
+    result = subprocess.run([str(bbdir / "busybox"), "sh", "-c", prelude + script],
+                            capture_output=True, text=True, env=env_for(node, bbdir),
+                            timeout=30, check=False)
+    result.stdout = result.stdout.replace(str(node), "@")
+    return result
+
+
+def commands(out: str) -> list[str]:
+    return [line[2:] for line in out.splitlines() if line.startswith("+ ")]
+
+
+# -- the command line --------------------------------------------------------------------------
+
+
+CMDLINE = " ".join([
+    "BOOT_IMAGE=/k", "ip=dhcp", "root=10.0.0.1:/:ro;10.0.0.1:/var/state/systems/node01;rw",
+    "BOOTIF=01-AA-bb-CC-dd-EE-ff", "oneroot.break=union",
+    "oneroot.status=http://10.0.0.1:8080/api/v1/report", "softlevel=computenode",
+    "oneroot.nfs.tries=3", "oneroot.dhcp.tries=x", "init=/lib/systemd/systemd",
+    "console=ttyS0,115200",
+])
+
+
+def test_cmdline_values(node: Path, bbdir: Path) -> None:
+    r = sh(node, bbdir, f"""
+oneroot_parse_cmdline '{CMDLINE}'
+echo "root=$ONEROOT_ROOT|$ONEROOT_HAS_ROOT"
+echo "ip=$ONEROOT_IP bootif=$ONEROOT_BOOTIF break=$ONEROOT_BREAK"
+echo "status=$ONEROOT_STATUS runlevel=$ONEROOT_RUNLEVEL init=$ONEROOT_INIT"
+echo "tries=$ONEROOT_DHCP_TRIES/$ONEROOT_NFS_TRIES"
+""")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines() == [
+        "root=10.0.0.1:/:ro;10.0.0.1:/var/state/systems/node01;rw|1",
+        "ip=dhcp bootif=aa:bb:cc:dd:ee:ff break=union",
+        "status=http://10.0.0.1:8080/api/v1/report runlevel=computenode init=/lib/systemd/systemd",
+        "tries=5/3",
+    ]
+
+
+@pytest.mark.parametrize(("word", "runlevel"), [
+    ("systemd.unit=computenode.target", "computenode.target"),
+    ("softlevel=computenode", "computenode"),
+    ("single", "single"),
+    ("3", "3"),
+    ("quiet", ""),
+])
+def test_cmdline_runlevel(node: Path, bbdir: Path, word: str, runlevel: str) -> None:
+    r = sh(node, bbdir, f"oneroot_parse_cmdline 'root=a:/b {word}'; echo \"[$ONEROOT_RUNLEVEL]\"")
+    assert r.stdout.strip() == f"[{runlevel}]"
+
+
+@pytest.mark.parametrize(("value", "mac"), [
+    ("01-52-54-00-12-34-56", "52:54:00:12:34:56"),
+    ("52-54-00-12-34-56", "52:54:00:12:34:56"),
+    ("06-52-54-00-12-34-56-77", ""),
+    ("01-zz-54-00-12-34-56", ""),
+])
+def test_bootif(node: Path, bbdir: Path, value: str, mac: str) -> None:
+    r = sh(node, bbdir, f"oneroot_bootif_mac '{value}'")
+    assert r.stdout.strip() == mac
+
+
+def test_bootif_picks_the_nic(node: Path, bbdir: Path) -> None:
+    eth1 = node / "sys/class/net/eth1"
+    eth1.mkdir()
+    (eth1 / "type").write_text("1\n")
+    (eth1 / "address").write_text("52:54:00:aa:bb:cc\n")
+    r = sh(node, bbdir, "ONEROOT_BOOTIF=''; net_candidates; echo \"$NET_CANDIDATES\"; "
+                        "ONEROOT_BOOTIF=52:54:00:aa:bb:cc; net_candidates; "
+                        "echo \"$NET_CANDIDATES\"")
+    assert r.stdout.splitlines() == ["eth0 eth1", "eth1"]
+
+
+# -- NFS, union, reports ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("mode", "opts", "expected"), [
+    ("ro", "", "ro,vers=4.2,addr=10.0.0.1,clientaddr=10.0.0.5"),
+    ("rw", "vers=4.1,noac", "rw,vers=4.1,noac,addr=10.0.0.1,clientaddr=10.0.0.5"),
+    ("ro", "vers=3", "ro,vers=3,nolock,addr=10.0.0.1"),
+    ("ro", "nfsvers=3,lock", "ro,nfsvers=3,lock,addr=10.0.0.1"),
+    ("ro", "addr=10.9.9.9,clientaddr=10.0.0.9", "ro,vers=4.2,addr=10.9.9.9,clientaddr=10.0.0.9"),
+])
+def test_nfs_options(node: Path, bbdir: Path, mode: str, opts: str, expected: str) -> None:
+    r = sh(node, bbdir, f"nfs_options {mode} '{opts}' 10.0.0.1 10.0.0.5")
+    assert r.stdout.strip() == expected
+
+
+def test_nfs_source_brackets_ipv6(node: Path, bbdir: Path) -> None:
+    r = sh(node, bbdir, "nfs_source fd00::1 /srv; nfs_source 10.0.0.1 /")
+    assert r.stdout.splitlines() == ["[fd00::1]:/srv", "10.0.0.1:/"]
+
+
+@pytest.mark.parametrize(("spec", "plan", "options"), [
+    ("s:/img", "direct", ""),
+    ("s:/img:ro;tmpfs", "overlay",
+     "lowerdir=@/run/layers/1,upperdir=@/run/layers/2/upper,workdir=@/run/layers/2/work"),
+    ("s:/img:ro;s:/group;s:/node;tmpfs:size=1g", "overlay",
+     "lowerdir=@/run/layers/3:@/run/layers/2:@/run/layers/1,"
+     "upperdir=@/run/layers/4/upper,workdir=@/run/layers/4/work"),
+    ("s:/img:ro;s:/node;ro", "readonly", "lowerdir=@/run/layers/2:@/run/layers/1"),
+    ("s:/:ro;s:/var/state/systems/node01;rw", "fuse",
+     "lowerdir=@/run/layers/1,upperdir=@/run/layers/2/upper,workdir=@/run/layers/2/work,"
+     "allow_other,dev,suid"),
+])
+def test_union_plan_and_options(node: Path, bbdir: Path, spec: str, plan: str,
+                                options: str) -> None:
+    r = sh(node, bbdir, f"rootspec_parse '{spec}' && union_plan && echo \"$UNION_PLAN\" && "
+                        "union_overlay_options")
+    assert r.stdout.splitlines() == ([plan, options] if options else [plan])
+
+
+def test_tmpfs_options(node: Path, bbdir: Path) -> None:
+    r = sh(node, bbdir, "union_tmpfs_options size=512m,mode=0700,nr_inodes=1k; "
+                        "echo \"$UNION_TMPFS_OPTIONS $UNION_ROOT_MODE\"")
+    assert r.stdout.strip() == "mode=0755,size=512m,nr_inodes=1k 0700"
+
+
+def test_urlencode(node: Path, bbdir: Path) -> None:
+    r = sh(node, bbdir, "report_urlencode 'layers: 10.0.0.1:/srv;ro & 100%'")
+    assert r.stdout.strip() == "layers%3A+10.0.0.1%3A%2Fsrv%3Bro+%26+100%25"
+
+
+NSLOOKUP = """Server:\t\t10.0.0.1
+Address:\t10.0.0.1:53
+
+Non-authoritative answer:
+Name:\tnfs.lab
+Address: 10.0.0.7
+
+"""
+
+
+def test_nslookup_answer(node: Path, bbdir: Path) -> None:
+    (node / "ns.txt").write_text(NSLOOKUP)
+    r = sh(node, bbdir, f"net_parse_nslookup <'{node}/ns.txt'; echo rc=$?; "
+                        "printf 'Server: 1.1.1.1\\nAddress: 1.1.1.1:53\\n' | net_parse_nslookup;"
+                        " echo rc=$?")
+    assert r.stdout.splitlines() == ["10.0.0.7", "rc=0", "rc=1"]
+
+
+def test_report_url_keeps_addresses(node: Path, bbdir: Path) -> None:
+    r = sh(node, bbdir, "report_url http://10.0.0.1:8080/api/v1/report")
+    assert r.stdout.strip() == "http://10.0.0.1:8080/api/v1/report"
+
+
+# -- /init, whole --------------------------------------------------------------------------
+
+
+STATUS = "oneroot.status=http://10.0.0.1:8080/api/v1/report"
+
+
+def test_init_tmpfs_top(node: Path, bbdir: Path) -> None:
+    r = run_init(node, bbdir, f"ip=dhcp BOOTIF=01-52-54-00-12-34-56 {STATUS} "
+                              "root=10.0.0.1:/srv/img:ro;tmpfs:size=512m systemd.unit=c.target",
+                 "single")
+    assert r.returncode == 0, r.stderr
+    cmds = commands(r.stdout)
+    assert cmds[:2] == ["modprobe virtio_net", "modprobe nfsv4"]
+    assert "udhcpc -i eth0 -s @/root/lib/oneroot/udhcpc.script -n -q -t 3 -T 2 -V oneroot" in cmds
+    assert ("mount -t nfs -o ro,vers=4.2,addr=10.0.0.1,clientaddr=10.0.0.5 10.0.0.1:/srv/img "
+            "@/run/layers/1") in cmds
+    assert "mount -t tmpfs -o mode=0755,size=512m tmpfs @/run/layers/2" in cmds
+    assert ("mount -t overlay -o lowerdir=@/run/layers/1,upperdir=@/run/layers/2/upper,"
+            "workdir=@/run/layers/2/work overlay @/sysroot") in cmds
+    assert cmds[-5:] == ["mount --move /dev @/sysroot/dev", "mount --move /sys @/sysroot/sys",
+                         "mount --move /run @/sysroot/run", "mount --move /proc @/sysroot/proc",
+                         "exec switch_root @/sysroot /sbin/init single"]
+    stages = [c.split("stage=")[1].split("&")[0] for c in cmds if c.startswith("timeout 5 wget")]
+    assert stages == ["dhcp", "layers", "union", "switch_root"]
+
+
+def test_init_fuse_top_keeps_proc(node: Path, bbdir: Path) -> None:
+    r = run_init(node, bbdir, "ip=dhcp root=10.0.0.1:/:ro;10.0.0.1:/var/state/systems/node01;rw")
+    assert r.returncode == 0, r.stderr
+    cmds = commands(r.stdout)
+    assert ("mount -t nfs -o rw,vers=4.2,addr=10.0.0.1,clientaddr=10.0.0.5 "
+            "10.0.0.1:/var/state/systems/node01 @/run/layers/2") in cmds
+    assert ("@fuse-overlayfs -o lowerdir=@/run/layers/1,upperdir=@/run/layers/2/upper,"
+            "workdir=@/run/layers/2/work,allow_other,dev,suid @/sysroot") in cmds
+    assert "mount -t proc -o nosuid,nodev,noexec proc @/sysroot/proc" in cmds
+    assert "mount --move /proc @/sysroot/proc" not in cmds
+
+
+def test_init_single_layer_is_mounted_directly(node: Path, bbdir: Path) -> None:
+    r = run_init(node, bbdir, "root=10.0.0.1:/srv/node01")
+    assert r.returncode == 0, r.stderr
+    cmds = commands(r.stdout)
+    assert ("mount -t nfs -o rw,vers=4.2,addr=10.0.0.1,clientaddr=10.0.0.5 10.0.0.1:/srv/node01"
+            " @/run/layers/1") in cmds
+    assert "mount --move @/run/layers/1 @/sysroot" in cmds
+    assert not [c for c in cmds if "overlay" in c]
+
+
+@pytest.mark.parametrize(("cmdline", "stage", "reason", "hint"), [
+    ("ip=dhcp root=10.0.0.1:/a;;rw", "layers", "bad root=: empty layer", "remove the extra ';'"),
+    ("ip=dhcp", "layers", "no root= on the kernel command line", "oneroot render"),
+    ("ip=dhcp root=tmpfs", "union", "root= has only a tmpfs", "below the tmpfs"),
+    ("ip=10.0.0.5::10.0.0.1:255.255.255.0 root=a:/b", "dhcp", "ip=10.0.0.5::", "ip=dhcp"),
+])
+def test_init_failure_says_stage_reason_fix(node: Path, bbdir: Path, cmdline: str, stage: str,
+                                             reason: str, hint: str) -> None:
+    r = run_init(node, bbdir, f"{cmdline} {STATUS}")
+    assert r.returncode == 1
+    lines = r.stderr.splitlines()
+    failed = [x for x in lines if x.startswith(f"oneroot: stage {stage} failed: ")]
+    assert failed and reason in failed[0], r.stderr
+    fix = lines[lines.index(failed[0]) + 1]
+    assert fix.startswith("oneroot: fix: ") and hint in fix
+    assert "stage=failed&status=failed&message=" + stage in commands(r.stdout)[-1]
+
+
+def test_init_no_nic(node: Path, bbdir: Path) -> None:
+    shutil.rmtree(node / "sys/class/net/eth0")
+    r = run_init(node, bbdir, "ip=dhcp root=10.0.0.1:/srv/img:ro;tmpfs")
+    assert "oneroot: stage dhcp failed: no network interface found" in r.stderr
+    assert "extra_nics" in r.stderr
+
+
+def test_init_dhcp_rounds_back_off(node: Path, bbdir: Path) -> None:
+    r = run_init(node, bbdir, "ip=dhcp oneroot.dhcp.tries=4 root=10.0.0.1:/srv/img", stubs="")
+    assert r.returncode == 1
+    sleeps = [c for c in commands(r.stdout) if c.startswith("sleep")]
+    assert sleeps == ["sleep 1", "sleep 2", "sleep 4"]
+    assert "no DHCP lease on eth0 after 4 rounds" in r.stderr
+
+
+def test_init_nfs_mount_retries(node: Path, bbdir: Path) -> None:
+    stubs = """
+_tries=0
+oneroot_dryrun_hook() {
+	case $1 in
+	udhcpc) printf '%s\\n' ONEROOT_NET_IF=eth0 ONEROOT_NET_IP=10.0.0.5 >"$ONEROOT_RUN/net.env" ;;
+	mount)
+		case $* in
+		*nfs*)
+			_tries=$((_tries + 1))
+			if [ "$_tries" -lt 3 ]; then
+				echo "mount: mounting x failed: Connection refused" >&2
+				return 1
+			fi ;;
+		esac ;;
+	esac
+	return 0
+}
+"""
+    r = run_init(node, bbdir, "root=10.0.0.1:/srv/img:ro;tmpfs", stubs=stubs)
+    assert r.returncode == 0, r.stderr
+    assert "failed (try 2 of 6): mount: mounting x failed: Connection refused; again in 2s" \
+        in r.stderr
+    assert [c for c in commands(r.stdout) if c.startswith("sleep")] == ["sleep 1", "sleep 2"]
+
+
+def test_init_break_opens_a_shell_before_the_stage(node: Path, bbdir: Path) -> None:
+    r = run_init(node, bbdir, "root=10.0.0.1:/srv/img:ro;tmpfs oneroot.break=layers")
+    assert r.returncode == 0, r.stderr
+    out = r.stdout.splitlines()
+    shell = out.index("+ sh -i")
+    assert any("mount -t nfs" in line for line in out[shell:])
+    assert not any("mount -t nfs" in line for line in out[:shell])
+    assert "shell at stage layers (oneroot.break=layers)" in r.stderr
+
+
+# -- shellcheck --------------------------------------------------------------------------------
+
+
+def shell_files() -> list[Path]:
+    files = sorted(MODULES_ROOT.rglob("*.sh"))
+    files += [MODULES_ROOT / "00-base/init", MODULES_ROOT / "20-net/udhcpc.script"]
+    return files
+
+
+@pytest.mark.parametrize("path", shell_files(), ids=lambda p: str(p.relative_to(MODULES_ROOT)))
+def test_shellcheck(path: Path) -> None:
+    if shutil.which("shellcheck") is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("shellcheck is not installed")
+        pytest.skip("shellcheck is not installed")
+    r = subprocess.run(["shellcheck", "-s", "sh", str(path)], capture_output=True, text=True,
+                       check=False)
+    assert r.returncode == 0, r.stdout
