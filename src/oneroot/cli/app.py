@@ -275,12 +275,41 @@ def node_set(state: State, pattern: str, sets: tuple[str, ...], unset: tuple[str
 @click.argument("pattern")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask.")
 @pass_state
-def node_rm(state: State, pattern: str, yes: bool) -> None:
-    """Remove node(s) from the inventory (their directories stay on disk)."""
+@click.option("--keep-dir", is_flag=True, help="Leave the node's directory where it is.")
+def node_rm(state: State, pattern: str, yes: bool, keep_dir: bool) -> None:
+    """Remove node(s): the inventory entry, exports and boot files; the node's directory is
+    archived under HOME/archive (never deleted silently)."""
+    from oneroot.ops.overlays import archive_node_dir
+
     if not yes and sys.stdin.isatty():
         click.confirm(f"remove {pattern}?", abort=True)
     with state.store() as store:
-        show_changes(inv_ops.remove_nodes(store, pattern))
+        before = store.load()
+        changes = inv_ops.remove_nodes(store, pattern)
+        after = store.load()
+    show_changes(changes)
+    if keep_dir:
+        return
+    _reapply_nfs(state, after)
+    for ch in changes:
+        archive = archive_node_dir(before, state.paths, ch.name)
+        if archive is not None:
+            console.print(f"archived {ch.name}'s directory to {archive}")
+
+
+def _reapply_nfs(state: State, inv: Any) -> None:
+    """Drop removed nodes' exports before their directories move (no export of a gone dir).
+
+    Only where NFS was set up already (its config exists): removing a node from an inventory
+    that is only rendered must not start exporting anything."""
+    from oneroot.model.cluster import NfsServerKind
+    from oneroot.nfs.knfsd import EXPORTS_FILE
+    from oneroot.ops.nfs_serving import apply_nfs, ganesha_files
+
+    config = (ganesha_files(state.paths).conf
+              if inv.settings.nfs_server is NfsServerKind.GANESHA else EXPORTS_FILE)
+    if config.exists():
+        apply_nfs(inv, state.paths)
 
 
 @node.command("unknown")
@@ -729,3 +758,8 @@ def nfs_status_cmd(state: State, as_json: bool) -> None:
     assert isinstance(exports, list)
     table(None, ["export", "access", "clients"],
           [(e["path"], e["access"], ", ".join(e["clients"])) for e in exports])
+
+
+from oneroot.cli.overlay_cmds import register as _register_overlay  # noqa: E402
+
+_register_overlay(cli)

@@ -70,8 +70,8 @@ host=${hostport%:*}; port=${hostport##*:}; [ "$port" = "$hostport" ] && port=80
 body="stage=init&status=ok&message=${1:-init}"
 {
   exec 3<>"/dev/tcp/$host/$port" || exit 0
-  printf 'POST %s HTTP/1.0\\r\\nHost: %s\\r\\nContent-Type: application/x-www-form-urlencoded\\r\\n' \\
-    "$path" "$hostport" >&3
+  printf 'POST %s HTTP/1.0\\r\\nHost: %s\\r\\n' "$path" "$hostport" >&3
+  printf 'Content-Type: application/x-www-form-urlencoded\\r\\n' >&3
   printf 'Content-Length: %d\\r\\n\\r\\n%s' "${#body}" "$body" >&3
   timeout 5 cat <&3 >/dev/null
 } 2>/dev/null

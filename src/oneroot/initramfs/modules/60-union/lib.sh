@@ -34,12 +34,23 @@ union_plan() {
 	return 0
 }
 
+# union_layer_dir I: the directory holding layer I's files. A node's diff-overlay directory
+# (it holds upper/ and work/) keeps its files in upper/: so the seed's `...;ro;tmpfs` line,
+# which names the node's directory, shows the node's files. Other layers are used as mounted.
+union_layer_dir() {
+	_ld=$ONEROOT_RUN/layers/$1
+	if [ -d "$_ld/upper" ] && [ -d "$_ld/work" ]; then
+		_ld=$_ld/upper
+	fi
+	printf '%s\n' "$_ld"
+}
+
 # union_lowerdir FROM: "<layers/FROM>:...:<layers/1>" (the topmost lower first).
 union_lowerdir() {
 	_ul=''
 	_ul_i=$1
 	while [ "$_ul_i" -ge 1 ]; do
-		_ul="$_ul${_ul:+:}$ONEROOT_RUN/layers/$_ul_i"
+		_ul="$_ul${_ul:+:}$(union_layer_dir "$_ul_i")"
 		_ul_i=$((_ul_i - 1))
 	done
 	printf '%s\n' "$_ul"
