@@ -127,8 +127,17 @@ class DhcpOptions(Mapping[int, bytes]):
                 raise LocalProtocolError(f"option code {code} is framing, not an option")
             if code in built:
                 raise LocalProtocolError(f"option {code} given twice")
-            built[int(code)] = bytes(value)
+            built[int(code)] = value if type(value) is bytes else bytes(value)
         object.__setattr__(self, "_items", built)
+
+    @classmethod
+    def _trusted(cls, items: dict[int, bytes]) -> DhcpOptions:
+        """Wrap `items` without checking or copying them: for the codec and the responder,
+        whose codes are valid by construction and whose values are already `bytes`. The dict
+        is owned by the result from then on."""
+        options = object.__new__(cls)
+        object.__setattr__(options, "_items", items)
+        return options
 
     def __setattr__(self, name: str, value: object) -> None:
         raise AttributeError("DhcpOptions is immutable")

@@ -35,6 +35,20 @@ _MIN_PACKET = 300  # BOOTP's minimum; some PXE ROMs drop shorter replies
 _MIN_MAX_MESSAGE = 576  # RFC 2132 §9.10: every client accepts this much (IP + UDP + DHCP)
 _IP_UDP_HEADERS = 28
 _ZERO = IPv4Address(0)
+_ZERO_PACKED = bytes(4)
+_BOOT_OPS = {int(op): op for op in BootOp}
+_MESSAGE_TYPES = {int(mtype): mtype for mtype in MessageType}
+# option 77 as iPXE sends it (raw), and RFC 3004-framed
+_IPXE_USER_CLASSES = (IPXE_USER_CLASS, bytes((len(IPXE_USER_CLASS),)) + IPXE_USER_CLASS)
+
+
+def _address(packed: bytes) -> IPv4Address:
+    # Most header addresses of a request are 0.0.0.0: share one object for them.
+    return _ZERO if packed == _ZERO_PACKED else IPv4Address(packed)
+
+
+def _packed(address: IPv4Address) -> bytes:
+    return _ZERO_PACKED if address is _ZERO else address.packed
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -58,18 +72,21 @@ class DhcpPacket:
     options: DhcpOptions = field(default_factory=DhcpOptions)
 
     def __post_init__(self) -> None:
-        if len(self.chaddr) > 16:
-            raise LocalProtocolError("chaddr is at most 16 bytes")
-        if len(self.chaddr) < 16:
-            object.__setattr__(self, "chaddr", self.chaddr.ljust(16, b"\0"))
-        if len(self.sname) > 64 or len(self.file) > 128:
-            raise LocalProtocolError("sname is at most 64 bytes and file at most 128")
-        if self.sname.endswith(b"\0") or self.file.endswith(b"\0"):
-            raise LocalProtocolError("sname and file are stored without trailing NULs")
+        chaddr = self.chaddr
+        if len(chaddr) != 16:
+            if len(chaddr) > 16:
+                raise LocalProtocolError("chaddr is at most 16 bytes")
+            object.__setattr__(self, "chaddr", chaddr.ljust(16, b"\0"))
+        sname, file = self.sname, self.file
+        if sname or file:
+            if len(sname) > 64 or len(file) > 128:
+                raise LocalProtocolError("sname is at most 64 bytes and file at most 128")
+            if sname.endswith(b"\0") or file.endswith(b"\0"):
+                raise LocalProtocolError("sname and file are stored without trailing NULs")
         if not (0 <= self.xid < 2**32 and 0 <= self.secs < 2**16 and 0 <= self.flags < 2**16
                 and 0 <= self.htype < 256 and 0 <= self.hlen <= 16 and 0 <= self.hops < 256):
             raise LocalProtocolError("a BOOTP header field is out of range")
-        if not isinstance(self.options, DhcpOptions):
+        if type(self.options) is not DhcpOptions and not isinstance(self.options, DhcpOptions):
             object.__setattr__(self, "options", DhcpOptions(self.options))
 
     # --- typed views of the header ---
@@ -92,10 +109,10 @@ class DhcpPacket:
         if raw is None:
             return None
         value = decode_u8(OptionCode.MESSAGE_TYPE, raw)
-        try:
-            return MessageType(value)
-        except ValueError:
-            raise MalformedPacket(f"unknown DHCP message type {value}") from None
+        mtype = _MESSAGE_TYPES.get(value)
+        if mtype is None:
+            raise MalformedPacket(f"unknown DHCP message type {value}")
+        return mtype
 
     def _address(self, code: OptionCode) -> IPv4Address | None:
         raw = self.options.get(code)
@@ -133,8 +150,7 @@ class DhcpPacket:
     @property
     def is_ipxe(self) -> bool:
         """iPXE sends user class `iPXE` raw (not RFC 3004-framed); accept both forms."""
-        uc = self.user_class
-        return uc in (IPXE_USER_CLASS, bytes((len(IPXE_USER_CLASS),)) + IPXE_USER_CLASS)
+        return self.options.get(OptionCode.USER_CLASS) in _IPXE_USER_CLASSES
 
     @property
     def client_arch(self) -> int | None:
@@ -171,7 +187,8 @@ class DhcpPacket:
         would not fit even so is sent whole (the peer's size is a hint, an answer is better)."""
         chunks = _encode_options(self.options)
         main = b"".join(chunks)
-        if max_size is not None:
+        # Under 576 bytes every client takes the packet whole: the common case skips the sums.
+        if max_size is not None and len(main) > _MIN_MAX_MESSAGE - _FIXED_SIZE:
             budget = max(max_size, _MIN_MAX_MESSAGE) - _IP_UDP_HEADERS
             if HEADER_SIZE + len(MAGIC_COOKIE) + len(main) + 1 > budget:
                 overloaded = _overload(chunks, budget, self.file, self.sname)
@@ -182,22 +199,31 @@ class DhcpPacket:
     def _pack(self, main: bytes, file: bytes, sname: bytes) -> bytes:
         header = _HEADER.pack(
             self.op, self.htype, self.hlen, self.hops, self.xid, self.secs, self.flags,
-            self.ciaddr.packed, self.yiaddr.packed, self.siaddr.packed, self.giaddr.packed,
-            self.chaddr, sname, file,
+            _packed(self.ciaddr), _packed(self.yiaddr), _packed(self.siaddr),
+            _packed(self.giaddr), self.chaddr, sname, file,
         )
-        data = header + MAGIC_COOKIE + main + b"\xff"
-        return data.ljust(_MIN_PACKET, b"\0")
+        data = b"".join((header, MAGIC_COOKIE, main, b"\xff"))
+        if len(data) < _MIN_PACKET:
+            return data + bytes(_MIN_PACKET - len(data))
+        return data
+
+
+# IP and UDP headers, BOOTP header, cookie and END: what a packet costs besides its options.
+_FIXED_SIZE = _IP_UDP_HEADERS + HEADER_SIZE + len(MAGIC_COOKIE) + 1
 
 
 def _encode_options(options: DhcpOptions) -> list[bytes]:
     """One chunk per option instance; values over 255 bytes become several (RFC 3396)."""
     chunks: list[bytes] = []
+    append = chunks.append
     for code, value in options.items():
-        if not value:
-            chunks.append(bytes((code, 0)))
-        for start in range(0, len(value), 255):
+        size = len(value)
+        if size <= 255:
+            append(bytes((code, size)) + value)
+            continue
+        for start in range(0, size, 255):
             piece = value[start : start + 255]
-            chunks.append(bytes((code, len(piece))) + piece)
+            append(bytes((code, len(piece))) + piece)
     return chunks
 
 
@@ -235,24 +261,27 @@ def _overload(chunks: list[bytes], budget: int, file: bytes, sname: bytes
     return out_main, out_file, out_sname
 
 
-def _read_options(area: bytes, into: dict[int, bytearray], where: str) -> None:
-    """Append each option of `area` to `into` (repeated codes concatenate, RFC 3396)."""
-    i = 0
+def _read_options(area: bytes, into: dict[int, bytes], where: str, start: int = 0) -> None:
+    """Append each option of `area[start:]` to `into` (repeated codes concatenate, RFC 3396)."""
+    i = start
     end = len(area)
     while i < end:
         code = area[i]
-        if code == OptionCode.PAD:
+        if code == 0:  # PAD
             i += 1
             continue
-        if code == OptionCode.END:
+        if code == 255:  # END
             return
         if i + 1 >= end:
             raise MalformedPacket(f"option {code} in {where} has no length byte")
         length = area[i + 1]
-        if i + 2 + length > end:
+        stop = i + 2 + length
+        if stop > end:
             raise MalformedPacket(f"option {code} in {where} runs past the end ({length} bytes)")
-        into.setdefault(code, bytearray()).extend(area[i + 2 : i + 2 + length])
-        i += 2 + length
+        previous = into.get(code)
+        value = area[i + 2 : stop]
+        into[code] = value if previous is None else previous + value
+        i = stop
 
 
 def parse_packet(data: bytes) -> DhcpPacket:
@@ -263,20 +292,21 @@ def parse_packet(data: bytes) -> DhcpPacket:
      file) = _HEADER.unpack_from(data)
     if data[HEADER_SIZE : HEADER_SIZE + 4] != MAGIC_COOKIE:
         raise MalformedPacket("no DHCP magic cookie (a plain BOOTP message?)")
-    if op not in (BootOp.REQUEST, BootOp.REPLY):
+    boot_op = _BOOT_OPS.get(op)
+    if boot_op is None:
         raise MalformedPacket(f"BOOTP op must be 1 or 2, got {op}")
     if hlen > 16:
         raise MalformedPacket(f"hardware address length {hlen} exceeds 16")
-    collected: dict[int, bytearray] = {}
-    _read_options(data[HEADER_SIZE + 4 :], collected, "options")
+    collected: dict[int, bytes] = {}
+    _read_options(bytes(data), collected, "options", HEADER_SIZE + 4)
     overload_raw = collected.pop(OptionCode.OVERLOAD, None)
     if overload_raw is not None:
-        value = decode_u8(OptionCode.OVERLOAD, bytes(overload_raw))
+        value = decode_u8(OptionCode.OVERLOAD, overload_raw)
         if value not in (1, 2, 3):
             raise MalformedPacket(f"option 52 must be 1, 2 or 3, got {value}")
         overload = Overload(value)
         # RFC 3396 §7: the concatenation order is options, file, sname.
-        extra: dict[int, bytearray] = {}
+        extra: dict[int, bytes] = {}
         if overload & Overload.FILE:
             _read_options(file, extra, "file")
             file = b""
@@ -285,11 +315,13 @@ def parse_packet(data: bytes) -> DhcpPacket:
             sname = b""
         extra.pop(OptionCode.OVERLOAD, None)
         for code, more in extra.items():
-            collected.setdefault(code, bytearray()).extend(more)
+            previous = collected.get(code)
+            collected[code] = more if previous is None else previous + more
+    # The header is in range by construction (unpacked from its fields), the option codes are
+    # neither framing nor repeated (collected above): no need to check them again.
     return DhcpPacket(
-        op=BootOp(op), xid=xid, htype=htype, hlen=hlen, hops=hops, secs=secs, flags=flags,
-        ciaddr=IPv4Address(ciaddr), yiaddr=IPv4Address(yiaddr), siaddr=IPv4Address(siaddr),
-        giaddr=IPv4Address(giaddr), chaddr=chaddr, sname=sname.rstrip(b"\0"),
-        file=file.rstrip(b"\0"),
-        options=DhcpOptions((code, bytes(value)) for code, value in collected.items()),
+        op=boot_op, xid=xid, htype=htype, hlen=hlen, hops=hops, secs=secs, flags=flags,
+        ciaddr=_address(ciaddr), yiaddr=_address(yiaddr), siaddr=_address(siaddr),
+        giaddr=_address(giaddr), chaddr=chaddr, sname=sname.rstrip(b"\0"),
+        file=file.rstrip(b"\0"), options=DhcpOptions._trusted(collected),
     )

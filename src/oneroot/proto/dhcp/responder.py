@@ -53,6 +53,10 @@ OFFER_HOLD = 60.0  # seconds an offered pool address stays reserved for its clie
 DECLINE_HOLD = 600.0  # seconds a declined address is not handed out
 _ZERO = IPv4Address(0)
 _BROADCAST = IPv4Address("255.255.255.255")
+_PXE_VENDOR_OPTIONS = encode_suboptions(
+    [(PxeSubOption.DISCOVERY_CONTROL, encode_u8(PXE_DISCOVERY_BOOTFILE_ONLY))])
+_IPXE_ENCAP_OPTIONS = encode_suboptions([(IpxeSubOption.NO_PXEDHCP, encode_u8(1))])
+_MESSAGE_TYPE_VALUES = {mtype: encode_u8(mtype) for mtype in MessageType}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -77,6 +81,51 @@ class NodeBoot:
     # The seed's way on BIOS: pxelinux.0 even when the firmware's PXE stack is iPXE (QEMU's
     # ROM, iPXE-flashed NICs); iPXE then loads pxelinux, which never asks for the script.
     bios_pxelinux: bool = False
+
+
+class _ConfigOptions:
+    """A config's option values, encoded once: `_reply` runs for every OFFER and ACK."""
+
+    __slots__ = ("after_hostname", "before_hostname", "lease_times", "server_id",
+                 "tftp_server_name")
+
+    def __init__(self, config: NetworkConfig) -> None:
+        # The order is the order of options not in the client's request list.
+        self.before_hostname: dict[int, bytes] = {}
+        self.after_hostname: dict[int, bytes] = {}
+        self.lease_times: dict[int, bytes] = {}
+        if config.mode is not DhcpMode.PROXY:
+            self.before_hostname[OptionCode.SUBNET_MASK] = config.subnet.netmask.packed
+            if config.router is not None:
+                self.before_hostname[OptionCode.ROUTER] = config.router.packed
+            if config.dns:
+                self.before_hostname[OptionCode.DNS_SERVERS] = encode_addresses(*config.dns)
+            if config.domain:
+                self.after_hostname[OptionCode.DOMAIN_NAME] = config.domain.encode()
+            self.after_hostname[OptionCode.BROADCAST_ADDRESS] = (
+                config.subnet.broadcast_address.packed)
+            lease_time = config.lease_time
+            self.lease_times[OptionCode.LEASE_TIME] = encode_u32(lease_time)
+            self.lease_times[OptionCode.RENEWAL_TIME] = encode_u32(lease_time // 2)
+            self.lease_times[OptionCode.REBINDING_TIME] = encode_u32(lease_time * 7 // 8)
+        self.server_id = config.server_address.packed
+        self.tftp_server_name = str(config.server_address).encode()
+
+
+# id(config) -> (config, its options). The entry holds the config, so its id is not reused
+# while cached; a handful of configs live at once (one per reload), hence the small bound.
+_config_options_cache: dict[int, tuple[NetworkConfig, _ConfigOptions]] = {}
+
+
+def _config_options(config: NetworkConfig) -> _ConfigOptions:
+    hit = _config_options_cache.get(id(config))
+    if hit is not None and hit[0] is config:
+        return hit[1]
+    if len(_config_options_cache) >= 8:
+        _config_options_cache.clear()
+    options = _ConfigOptions(config)
+    _config_options_cache[id(config)] = (config, options)
+    return options
 
 
 class LeaseState(enum.IntEnum):
@@ -142,6 +191,9 @@ class Decision:
     unknown_client: UnknownClient | None = None  # record as seen
     event: ReplyEvent | None = None
     reason: str = ""  # why there is no reply, for debug logs
+
+
+_TO_ALL_CLIENTS = Destination(address=_BROADCAST, port=CLIENT_PORT, broadcast=True)
 
 
 class LeaseView(Protocol):
@@ -330,52 +382,43 @@ class _Context:
                destination: Destination | None = None) -> Decision:
         req = self.request
         cfg = self.config
+        node = self.node
+        static = _config_options(cfg)
         proxy = cfg.mode is DhcpMode.PROXY
-        available: dict[int, bytes] = {}
+        available = static.before_hostname.copy()
         file_name: str | None = None
-        if not proxy:
-            available[OptionCode.SUBNET_MASK] = cfg.subnet.netmask.packed
-            if cfg.router is not None:
-                available[OptionCode.ROUTER] = cfg.router.packed
-            if cfg.dns:
-                available[OptionCode.DNS_SERVERS] = encode_addresses(*cfg.dns)
-            if self.node is not None:
-                available[OptionCode.HOSTNAME] = self.node.name.encode()
-            if cfg.domain:
-                available[OptionCode.DOMAIN_NAME] = cfg.domain.encode()
-            available[OptionCode.BROADCAST_ADDRESS] = cfg.subnet.broadcast_address.packed
-            if address is not None:
-                lease_time = cfg.lease_time
-                available[OptionCode.LEASE_TIME] = encode_u32(lease_time)
-                available[OptionCode.RENEWAL_TIME] = encode_u32(lease_time // 2)
-                available[OptionCode.REBINDING_TIME] = encode_u32(lease_time * 7 // 8)
+        if node is not None and not proxy:
+            available[OptionCode.HOSTNAME] = node.name.encode()
+        available.update(static.after_hostname)
+        if address is not None:
+            available.update(static.lease_times)
         file_bytes = b""
-        if self.node is not None:
-            file_name = boot_file(req, self.node)
+        if node is not None:
+            file_name = boot_file(req, node)
             file_bytes = file_name.encode()
-            available[OptionCode.TFTP_SERVER_NAME] = str(cfg.server_address).encode()
+            available[OptionCode.TFTP_SERVER_NAME] = static.tftp_server_name
             available[OptionCode.BOOTFILE_NAME] = file_bytes
+        options = req.options
         if req.is_pxe_client:
             available[OptionCode.VENDOR_CLASS] = PXE_CLIENT
-            available[OptionCode.VENDOR_SPECIFIC] = encode_suboptions(
-                [(PxeSubOption.DISCOVERY_CONTROL, encode_u8(PXE_DISCOVERY_BOOTFILE_ONLY))])
-            if req.client_uuid is not None:
-                available[OptionCode.CLIENT_UUID] = req.client_uuid
-        if req.is_ipxe and not proxy:
-            available[OptionCode.IPXE_ENCAP] = encode_suboptions(
-                [(IpxeSubOption.NO_PXEDHCP, encode_u8(1))])
+            available[OptionCode.VENDOR_SPECIFIC] = _PXE_VENDOR_OPTIONS
+            uuid = options.get(OptionCode.CLIENT_UUID)
+            if uuid is not None:
+                available[OptionCode.CLIENT_UUID] = uuid
+        if not proxy and req.is_ipxe:
+            available[OptionCode.IPXE_ENCAP] = _IPXE_ENCAP_OPTIONS
 
-        ordered: list[tuple[int, bytes]] = [
-            (OptionCode.MESSAGE_TYPE, encode_u8(mtype)),
-            (OptionCode.SERVER_ID, cfg.server_address.packed),
-        ]
-        for code in req.parameter_request_list:  # RFC 2132 §9.8: in the order requested
+        ordered: dict[int, bytes] = {OptionCode.MESSAGE_TYPE: _MESSAGE_TYPE_VALUES[mtype],
+                                     OptionCode.SERVER_ID: static.server_id}
+        # RFC 2132 §9.8: in the order requested (a code listed twice is answered once)
+        for code in options.get(OptionCode.PARAMETER_REQUEST_LIST, b""):
             value = available.pop(code, None)
             if value is not None:
-                ordered.append((code, value))
-        ordered.extend(available.items())
-        if req.relay_agent_info is not None:  # RFC 3046 §2.2: echoed, last
-            ordered.append((OptionCode.RELAY_AGENT_INFO, req.relay_agent_info))
+                ordered[code] = value
+        ordered.update(available)
+        relay_info = options.get(OptionCode.RELAY_AGENT_INFO)
+        if relay_info is not None:  # RFC 3046 §2.2: echoed, last
+            ordered[OptionCode.RELAY_AGENT_INFO] = relay_info
 
         reply = DhcpPacket(
             op=BootOp.REPLY, xid=req.xid, htype=req.htype, hlen=req.hlen, flags=req.flags,
@@ -384,11 +427,12 @@ class _Context:
             siaddr=cfg.server_address if self.node is not None else _ZERO,
             giaddr=req.giaddr, chaddr=req.chaddr,
             file=file_bytes if len(file_bytes) < 128 else b"",
-            options=DhcpOptions(ordered),
+            # codes 53, 54, 82 and those of `available`: valid and distinct by construction
+            options=DhcpOptions._trusted(ordered),
         )
         event_kind = "dhcp.offer" if mtype is MessageType.OFFER else "dhcp.ack"
         event = ReplyEvent(kind=event_kind, mac=self.mac,
-                           node=self.node.name if self.node is not None else None,
+                           node=node.name if node is not None else None,
                            address=address, file=file_name)
         return Decision(reply=reply, destination=destination or self._destination(),
                         lease_change=change, unknown_client=unknown, event=event)
@@ -407,7 +451,7 @@ class _Context:
         if req.giaddr != _ZERO:
             destination = Destination(address=req.giaddr, port=SERVER_PORT, broadcast=False)
         else:  # RFC 2131 §4.1: a NAK not relayed is always broadcast
-            destination = Destination(address=_BROADCAST, port=CLIENT_PORT, broadcast=True)
+            destination = _TO_ALL_CLIENTS
         event = ReplyEvent(kind="dhcp.nak", mac=self.mac,
                            node=self.node.name if self.node is not None else None,
                            address=self.request.requested_address, file=None)
@@ -421,7 +465,7 @@ class _Context:
             return Destination(address=req.giaddr, port=SERVER_PORT, broadcast=False)
         if req.ciaddr != _ZERO:
             return Destination(address=req.ciaddr, port=CLIENT_PORT, broadcast=False)
-        return Destination(address=_BROADCAST, port=CLIENT_PORT, broadcast=True)
+        return _TO_ALL_CLIENTS
 
     # --- pool ---
 

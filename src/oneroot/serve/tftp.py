@@ -1,0 +1,507 @@
+"""The TFTP service: sockets, timers, files and events around `oneroot.proto.tftp`.
+
+One UDP socket (port 69) takes read requests; each accepted transfer gets its own UDP endpoint
+on an ephemeral port (its TID, RFC 1350), connected to the client, and its retransmit timer via
+`loop.call_at`: no thread or process per transfer. Files come from `virtual(name)` first
+(per-node rendered files), then from under `root`, never from outside it (`resolve_tftp_path`).
+
+File names (decided here, tested in tests/unit/serve/test_tftp_paths.py):
+- ONE leading `/` is stripped and the rest is taken relative to the root, as tftpd-hpa does
+  under `-s` (GRUB asks for `/boot/grub/...`, pxelinux for relative names): `/etc/passwd`
+  means `<root>/etc/passwd`. A name that is still absolute after that (`//etc/passwd`) is refused.
+- `\\` is read as `/` (Windows-style boot loaders ask for `boot\\x86\\wdsnbp.com`); this also puts
+  `..\\..\\x` through the same `..` check.
+- Refused with ERROR 2 (access violation): any `..` component, NUL bytes, names over 255 bytes,
+  an empty name, anything whose real path (symlinks resolved) leaves the real root, device
+  files, FIFOs and sockets. Missing files and directories are ERROR 1 (file not found).
+- Empty and `.` components are dropped (`a//./b` is `a/b`).
+Write requests are refused with ERROR 2.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import logging
+import os
+import stat
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from ipaddress import IPv4Address
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self, cast
+
+from oneroot.errors import MalformedPacket, ProtocolError
+from oneroot.model.events import BootEvent
+from oneroot.proto.tftp import (
+    BytesSource,
+    Error,
+    ErrorCode,
+    Failed,
+    FileObjectSource,
+    FileSource,
+    Finished,
+    ReadRequest,
+    ReadTransfer,
+    SendDatagram,
+    SetTimer,
+    TransferConfig,
+    TransferStats,
+    WriteRequest,
+    parse_packet,
+)
+
+__all__ = [
+    "MAX_NAME_BYTES",
+    "PathRefused",
+    "TftpService",
+    "TftpServiceStats",
+    "normalize_tftp_name",
+    "open_tftp_file",
+    "resolve_tftp_path",
+]
+
+log = logging.getLogger(__name__)
+
+MAX_NAME_BYTES = 255
+_FILE_BUFFER = 256 * 1024
+_SUPPORTED_MODES = ("octet", "netascii")
+
+
+class PathRefused(ProtocolError):
+    """A requested name we will not serve; `code` is the TFTP error code to answer with."""
+
+    def __init__(self, message: str, *, code: ErrorCode = ErrorCode.ACCESS_VIOLATION) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def normalize_tftp_name(name: str) -> str:
+    """The request's file name as a clean relative POSIX path, or `PathRefused` (see module doc)."""
+    if "\0" in name:
+        raise PathRefused("NUL byte in file name")
+    if len(name.encode("utf-8", "surrogateescape")) > MAX_NAME_BYTES:
+        raise PathRefused(f"file name longer than {MAX_NAME_BYTES} bytes")
+    name = name.replace("\\", "/")
+    if name.startswith("/"):
+        name = name[1:]
+    if name.startswith("/"):
+        raise PathRefused("absolute file name")
+    parts = name.split("/")
+    if ".." in parts:
+        raise PathRefused("'..' in file name")
+    parts = [part for part in parts if part not in ("", ".")]
+    if not parts:
+        raise PathRefused("empty file name")
+    return "/".join(parts)
+
+
+def resolve_tftp_path(root: Path, name: str) -> Path:
+    """The real path under `root` that `name` names; `PathRefused` if it is bad or leaves root.
+
+    Symlinks are resolved (`os.path.realpath`) and the result must stay under the real root, so
+    a link inside the root that points out of it is refused even though its name looks fine.
+    The file need not exist: opening it reports that (`open_tftp_file`).
+    """
+    relative = normalize_tftp_name(name)
+    real_root = os.path.realpath(root)
+    candidate = os.path.realpath(os.path.join(real_root, relative))
+    if not _is_under(candidate, real_root):
+        raise PathRefused("file name resolves outside the TFTP root")
+    return Path(candidate)
+
+
+def _is_under(path: str, real_root: str) -> bool:
+    return path == real_root or path.startswith(real_root.rstrip("/") + "/")
+
+
+def open_tftp_file(root: Path, name: str) -> FileObjectSource:
+    """Open a regular file under `root` for a read transfer, or raise `PathRefused`.
+
+    The checked path is opened with O_NOFOLLOW (its last component cannot have become a link),
+    and the opened descriptor's own path is checked again, which closes the window in which an
+    intermediate directory could be swapped for a link between the check and the open.
+    """
+    path = resolve_tftp_path(root, name)
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+    try:
+        fd = os.open(path, flags)
+    except FileNotFoundError:
+        raise PathRefused("file not found", code=ErrorCode.FILE_NOT_FOUND) from None
+    except PermissionError:
+        raise PathRefused("permission denied") from None
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+            raise PathRefused("not a file under the TFTP root") from None
+        raise PathRefused(f"cannot open: {exc.strerror}", code=ErrorCode.NOT_DEFINED) from None
+    try:
+        info = os.fstat(fd)
+        if stat.S_ISDIR(info.st_mode):
+            raise PathRefused("is a directory", code=ErrorCode.FILE_NOT_FOUND)
+        if not stat.S_ISREG(info.st_mode):
+            raise PathRefused("not a regular file")
+        with contextlib.suppress(OSError):  # no /proc: the realpath check above stands alone
+            if not _is_under(os.readlink(f"/proc/self/fd/{fd}"), os.path.realpath(root)):
+                raise PathRefused("file name resolves outside the TFTP root")
+        os.set_blocking(fd, True)
+        reader = open(fd, "rb", buffering=_FILE_BUFFER)  # noqa: SIM115 - the source owns it
+    except BaseException:
+        os.close(fd)
+        raise
+    return FileObjectSource(reader, info.st_size)
+
+
+@dataclass(slots=True)
+class TftpServiceStats:
+    """Counters since start; read by tests, the bench and `oneroot status`."""
+
+    requests: int = 0  # datagrams on the main socket that parsed as RRQ/WRQ
+    transfers: int = 0  # transfers started
+    active: int = 0
+    completed: int = 0
+    failed: int = 0  # started transfers that ended in an error
+    refused: int = 0  # requests answered with an ERROR at once (path, mode, WRQ)
+    busy: int = 0  # requests refused because max_sessions were running
+    errors: int = 0  # tftp.error events (failed + refused + busy)
+    retransmits: int = 0
+    duplicate_acks: int = 0
+    bytes: int = 0
+    bad_datagrams: int = 0  # dropped by the per-datagram guard or undecodable on port 69
+
+
+class TftpService:
+    """Serve read requests for files under `root` and from `virtual`.
+
+        service = TftpService(bind=IPv4Address("10.0.0.1"), root=Path("/srv/tftp"),
+                              virtual=render_for_node, on_event=events.append)
+        await service.start()      # binds; `service.port` is the real port (port=0 picks one)
+        await service.run()        # until close()
+    """
+
+    def __init__(
+        self,
+        *,
+        bind: IPv4Address | str,
+        port: int = 69,
+        root: Path,
+        virtual: Callable[[str], bytes | None] = lambda name: None,
+        on_event: Callable[[BootEvent], None] = lambda event: None,
+        max_sessions: int = 256,
+        max_blksize: int = 1468,
+        max_windowsize: int = 64,
+        max_window_bytes: int = 1 << 16,
+        timeout: float = 1.0,
+        max_retries: int = 5,
+        max_interval: float = 8.0,
+        max_option_timeout: int = 255,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.bind = IPv4Address(bind)
+        self._port = port
+        self.root = Path(root)
+        self._virtual = virtual
+        self._on_event = on_event
+        self.max_sessions = max_sessions
+        self.config = TransferConfig(
+            max_blksize=max_blksize,
+            max_windowsize=max_windowsize,
+            max_window_bytes=max_window_bytes,
+            timeout=timeout,
+            max_retries=max_retries,
+            max_interval=max_interval,
+            max_option_timeout=max_option_timeout,
+        )
+        self._clock = clock
+        self.stats = TftpServiceStats()
+        self._transport: asyncio.DatagramTransport | None = None
+        self._sessions: dict[tuple[str, int], _Session | None] = {}  # None: endpoint coming up
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._closed = asyncio.Event()
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        transport, _ = await loop.create_datagram_endpoint(
+            lambda: _RequestProtocol(self), local_addr=(str(self.bind), self._port)
+        )
+        self._transport = transport
+        self._port = transport.get_extra_info("sockname")[1]
+        log.info("tftp.start bind=%s port=%d root=%s", self.bind, self._port, self.root)
+
+    async def run(self) -> None:
+        if self._transport is None:
+            await self.start()
+        await self._closed.wait()
+
+    def close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+        for task in self._tasks:
+            task.cancel()
+        for session in list(self._sessions.values()):
+            if session is not None:
+                session.abort()
+        self._sessions.clear()
+        self._closed.set()
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    @property
+    def port(self) -> int:
+        return self._port
+
+    # -- requests on the main socket ---------------------------------------------------------
+
+    def _request_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        try:
+            packet = parse_packet(data)
+        except MalformedPacket as exc:
+            self.stats.bad_datagrams += 1
+            log.info("tftp.bad_request peer=%s:%d reason=%s", addr[0], addr[1], exc)
+            if data[:2] in (b"\x00\x01", b"\x00\x02"):
+                # A request we cannot read (a NUL inside the name splits it into more strings):
+                # say so. Never answer other junk on port 69, which could start an error loop.
+                self._refuse(addr, "", ErrorCode.ILLEGAL_OPERATION, "malformed request")
+            return
+        match packet:
+            case WriteRequest(filename=name):
+                self.stats.requests += 1
+                self._refuse(addr, name, ErrorCode.ACCESS_VIOLATION, "write requests refused")
+            case ReadRequest():
+                self.stats.requests += 1
+                self._read_request(packet, addr)
+            case _:
+                # DATA/ACK/ERROR/OACK to port 69 belong to no transfer; answering could loop.
+                self.stats.bad_datagrams += 1
+                log.debug("tftp.stray peer=%s:%d packet=%s", addr[0], addr[1],
+                          type(packet).__name__)
+
+    def _read_request(self, request: ReadRequest, addr: tuple[str, int]) -> None:
+        if addr in self._sessions:
+            return  # the client resent its RRQ; that transfer's own retransmits answer it
+        if len(self._sessions) >= self.max_sessions:
+            self.stats.busy += 1
+            self._refuse(addr, request.filename, ErrorCode.NOT_DEFINED, "server busy")
+            return
+        if request.mode.lower() not in _SUPPORTED_MODES:
+            self._refuse(addr, request.filename, ErrorCode.ILLEGAL_OPERATION,
+                         f"transfer mode {request.mode!r} not supported")
+            return
+        try:
+            name = normalize_tftp_name(request.filename)
+            content = self._virtual(name)
+            source: FileSource = (
+                BytesSource(content) if content is not None else open_tftp_file(self.root, name)
+            )
+        except PathRefused as exc:
+            self._refuse(addr, request.filename, exc.code, exc.message)
+            return
+        self._sessions[addr] = None
+        task = asyncio.get_running_loop().create_task(
+            self._start_transfer(source, request, name, addr)
+        )
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _start_transfer(
+        self, source: FileSource, request: ReadRequest, name: str, addr: tuple[str, int]
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            transfer = ReadTransfer(source, request, self.config, now=loop.time())
+            session = _Session(self, transfer, name, addr)
+            await loop.create_datagram_endpoint(
+                lambda: session, local_addr=(str(self.bind), 0), remote_addr=addr
+            )
+        except BaseException:
+            source.close()
+            self._sessions.pop(addr, None)
+            raise
+        self._sessions[addr] = session
+        self.stats.transfers += 1
+        self.stats.active += 1
+        session.drain()
+
+    def _refuse(self, addr: tuple[str, int], name: str, code: ErrorCode, message: str) -> None:
+        self.stats.refused += 1
+        if self._transport is not None:
+            self._transport.sendto(Error(code=code, message=message).to_bytes(), addr)
+        self._emit_error(addr, name, int(code), message, None)
+
+    # -- session outcomes -------------------------------------------------------------------
+
+    def _session_ended(self, session: _Session) -> None:
+        if self._sessions.get(session.peer) is session:
+            del self._sessions[session.peer]
+        self.stats.active -= 1
+
+    def _transfer_done(self, session: _Session, stats: TransferStats) -> None:
+        self.stats.completed += 1
+        self._count(stats)
+        peer = session.peer
+        log.info(
+            "tftp.done peer=%s:%d file=%s bytes=%d retransmits=%d blksize=%d windowsize=%d "
+            "duration=%.3f",
+            peer[0], peer[1], session.name, stats.bytes, stats.retransmits, stats.blksize,
+            stats.windowsize, stats.duration,
+        )
+        self._on_event(BootEvent(
+            time=self._clock(), kind="tftp.done", peer=IPv4Address(peer[0]), file=session.name,
+            bytes=stats.bytes, duration=stats.duration, detail=_detail(stats),
+        ))
+
+    def _transfer_failed(self, session: _Session, code: int, message: str,
+                         stats: TransferStats) -> None:
+        self.stats.failed += 1
+        self._count(stats)
+        self._emit_error(session.peer, session.name, code, message, stats)
+
+    def _count(self, stats: TransferStats) -> None:
+        self.stats.retransmits += stats.retransmits
+        self.stats.duplicate_acks += stats.duplicate_acks
+        self.stats.bytes += stats.bytes
+
+    def _emit_error(self, peer: tuple[str, int], name: str, code: int, message: str,
+                    stats: TransferStats | None) -> None:
+        self.stats.errors += 1
+        log.warning("tftp.error peer=%s:%d file=%r code=%d message=%s",
+                    peer[0], peer[1], name, code, message)
+        detail = {"code": str(code), "message": message}
+        if stats is not None:
+            detail |= _detail(stats)
+        self._on_event(BootEvent(
+            time=self._clock(), kind="tftp.error", peer=IPv4Address(peer[0]), file=name,
+            bytes=stats.bytes if stats else 0, duration=stats.duration if stats else 0.0,
+            detail=detail,
+        ))
+
+
+def _detail(stats: TransferStats) -> dict[str, str]:
+    detail = {
+        "retransmits": str(stats.retransmits),
+        "duplicate_acks": str(stats.duplicate_acks),
+        "blksize": str(stats.blksize),
+        "windowsize": str(stats.windowsize),
+        "blocks": str(stats.blocks),
+        "options": ",".join(f"{k}={v}" for k, v in stats.options),
+    }
+    if stats.tsize is not None:
+        detail["tsize"] = str(stats.tsize)
+    return detail
+
+
+class _RequestProtocol(asyncio.DatagramProtocol):
+    def __init__(self, service: TftpService) -> None:
+        self._service = service
+
+    def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
+        try:
+            self._service._request_received(data, (str(addr[0]), int(addr[1])))
+        except Exception:  # the per-datagram guard: log, drop, keep serving
+            self._service.stats.bad_datagrams += 1
+            log.exception("tftp.bad_datagram peer=%s", addr)
+
+    def error_received(self, exc: Exception) -> None:
+        log.debug("tftp.socket_error error=%s", exc)
+
+
+class _Session(asyncio.DatagramProtocol):
+    """One transfer's endpoint (its TID): feeds the machine, carries out its actions."""
+
+    def __init__(self, service: TftpService, transfer: ReadTransfer, name: str,
+                 peer: tuple[str, int]) -> None:
+        self._service = service
+        self._transfer = transfer
+        self.name = name
+        self.peer = peer
+        self._loop = asyncio.get_running_loop()
+        self._transport: asyncio.DatagramTransport | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._deadline = 0.0
+        self._ended = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # The selector loop's datagram transport does not subclass DatagramTransport on 3.11.
+        self._transport = cast(asyncio.DatagramTransport, transport)
+
+    def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
+        try:
+            self._transfer.datagram_received(data, now=self._loop.time())
+            self.drain()
+        except Exception:  # the per-datagram guard: log, drop, keep serving
+            self._service.stats.bad_datagrams += 1
+            log.exception("tftp.bad_datagram peer=%s file=%s", addr, self.name)
+
+    def error_received(self, exc: Exception) -> None:
+        # ICMP port unreachable on the connected socket: the client is gone.
+        if self._ended:
+            return
+        stats = self._transfer.stats
+        self.abort()
+        self._service._transfer_failed(self, int(ErrorCode.NOT_DEFINED),
+                                       f"client unreachable: {exc}", stats)
+
+    def drain(self) -> None:
+        transport = self._transport
+        assert transport is not None
+        transfer = self._transfer
+        while (action := transfer.next_action()) is not None:
+            match action:
+                case SendDatagram(data):
+                    transport.sendto(data)
+                case SetTimer(deadline):
+                    self._set_timer(deadline)
+                case Finished(stats):
+                    self._end()
+                    self._service._transfer_done(self, stats)
+                case Failed(code, message, stats):
+                    self._end()
+                    self._service._transfer_failed(self, code, message, stats)
+
+    def abort(self) -> None:
+        self._transfer.close()
+        self._end()
+
+    def _set_timer(self, deadline: float) -> None:
+        # Deadlines only move forward, so one pending handle is re-armed lazily when it fires
+        # instead of being cancelled and rescheduled on every ACK.
+        self._deadline = deadline
+        if self._timer is None or self._timer.when() > deadline:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer = self._loop.call_at(deadline, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        if self._ended:
+            return
+        now = self._loop.time()
+        if self._deadline - now > 0.001:  # progress moved the deadline on while we waited
+            self._timer = self._loop.call_at(self._deadline, self._on_timer)
+            return
+        # The loop may run a handle up to its clock resolution early: count that as on time.
+        self._transfer.timer_expired(now=max(now, self._deadline))
+        self.drain()
+
+    def _end(self) -> None:
+        if self._ended:
+            return
+        self._ended = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._transport is not None:
+            self._transport.close()
+        self._service._session_ended(self)

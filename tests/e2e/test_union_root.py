@@ -1,0 +1,245 @@
+"""The seed's layered root, end to end (issue: union root part 1). QEMU nodes PXE-boot from
+`oneroot serve` in a lab namespace, mount the image and their layers over NFS from
+nfs-ganesha, union them under a tmpfs top with kernel overlayfs, and switch_root to systemd.
+
+Boots (scenarios combined per boot):
+  A. node01 and node02 together: node01 reaches its target through every stage; its layer's
+     /etc/motd and a `c 0 0` mask apply on node01 only; image, group and node layers stack in
+     order; node02 (a root shell) cannot mount node01's layer nor write the image, and no
+     export gives it node01's SSH key or the server's /etc/shadow.
+  B. node01 again: the write it made on its tmpfs top is gone; the server's dirs unchanged.
+  C. node03 with a bad root=: stops at the failing stage with the reason, no kernel panic.
+
+Each node runs a probe placed in its own layer with `oneroot overlay put`; the probe prints
+`PROBE key=value` lines on the serial console and powers the node off.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from oneroot.initramfs.kernel import default_cache_dir
+from oneroot.lab import list_netns
+from oneroot.ops.lab import LabCluster
+
+pytestmark = pytest.mark.e2e
+
+BOOT_TIMEOUT = 420
+
+PROBE_UNIT = """[Unit]
+Description=oneroot e2e probe
+After=basic.target oneroot-booted.service
+
+[Service]
+Type=oneshot
+ExecStart=/usr/local/sbin/oneroot-probe
+StandardOutput=tty
+StandardError=tty
+TTYPath=/dev/ttyS0
+"""
+
+COMMON = r"""#!/bin/bash
+say() { echo "PROBE $*" > /dev/ttyS0; }
+sha() { if [ -e "$1" ]; then sha256sum "$1" | cut -c1-64; else echo missing; fi; }
+me=$(hostname)
+ip4=$(ip -4 -o addr show dev eth0 | sed -n 's/.* inet \([0-9.]*\).*/\1/p')
+nfs() { mount -t nfs -o "$1,vers=4.2,addr=10.0.0.1,clientaddr=$ip4" "10.0.0.1:$2" "$3"; }
+say hostname="$me"
+say root_fstype="$(findmnt -n -o FSTYPE /)"
+say motd="$(sha /etc/motd)"
+say issue_net="$(sha /etc/issue.net)"
+say layered="$(cat /etc/oneroot-layer-test 2>/dev/null || echo none)"
+say group_only="$(cat /etc/oneroot-group-only 2>/dev/null || echo none)"
+say machine_id="$(cat /etc/machine-id)"
+say ssh_key="$(sha /etc/ssh/ssh_host_ed25519_key)"
+"""
+
+NODE01 = COMMON + r"""
+if [ -e /root/throwaway ]; then say throwaway=survived; else say throwaway=gone; fi
+echo "written on $me" > /root/throwaway && say wrote=yes
+say DONE
+systemctl poweroff
+"""
+
+NODE02 = COMMON + r"""
+mkdir -p /mnt/other /mnt/image /mnt/pseudo
+if nfs ro "{node01_dir}" /mnt/other 2>/dev/null; then
+  say other_mount=allowed; umount /mnt/other
+else
+  say other_mount=refused
+fi
+if nfs rw "{image}" /mnt/image 2>/dev/null; then
+  if touch /mnt/image/oneroot-write-test 2>/dev/null; then say image_write=allowed
+  else say image_write=refused; fi
+  umount /mnt/image
+else
+  say image_write=refused
+fi
+if nfs ro / /mnt/pseudo 2>/dev/null; then
+  find /mnt/pseudo \( -name 'ssh_host_*_key' -o -name shadow -o -name 'shadow-' \) \
+      -type f 2>/dev/null | while read -r f; do say reachable="$(sha "$f")"; done
+  umount /mnt/pseudo
+fi
+say DONE
+systemctl poweroff
+"""
+
+
+def probes(text: str) -> dict[str, list[str]]:
+    found: dict[str, list[str]] = {}
+    for key, value in re.findall(r"PROBE (\w+)=(\S*)", text):
+        found.setdefault(key, []).append(value)
+    return found
+
+
+def sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path.exists() else "missing"
+
+
+def tree(root: Path) -> dict[str, tuple[int, str]]:
+    """Every entry under `root`: mode and content hash (devices and links by their target)."""
+    out = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            path = Path(dirpath) / name
+            st = path.lstat()
+            digest = (sha(path) if path.is_file() and not path.is_symlink()
+                      else os.readlink(path) if path.is_symlink() else str(st.st_rdev))
+            out[str(path.relative_to(root))] = (st.st_mode, digest)
+    return out
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabCluster]:
+    workdir = tmp_path_factory.mktemp("union")
+    c = LabCluster(workdir=workdir, cache_dir=default_cache_dir(), progress=print)
+    c.prepare()
+    c.oneroot("group", "add", "compute", "--set", "group_layer=true")
+    c.add_nodes(2, extra=("--ephemeral",))
+    c.oneroot("node", "set", "node01", "--groups", "default,compute")
+    c.add_nodes(1, first=3, extra=("--ephemeral", "--set",
+                                   "kernel_args=root=10.0.0.1:/srv:rw;10.0.0.1:/x"))
+    try:
+        c.start()
+        yield c
+    finally:
+        netns = c.lab.netns if c.lab else None
+        c.stop()
+        if netns:
+            assert netns not in list_netns()
+
+
+def _install_probe(c: LabCluster, node: str, script: str) -> None:
+    files = c.workdir / "probe" / node
+    files.mkdir(parents=True, exist_ok=True)
+    (files / "probe").write_text(script)
+    (files / "unit").write_text(PROBE_UNIT)
+    c.oneroot("overlay", "put", node, "/usr/local/sbin/oneroot-probe", str(files / "probe"),
+              "--mode", "0755")
+    (files / "wants").write_text("[Unit]\nWants=oneroot-probe.service\n")
+    c.oneroot("overlay", "put", node, "/etc/systemd/system/oneroot-probe.service",
+              str(files / "unit"))
+    c.oneroot("overlay", "put", node, "/etc/systemd/system/multi-user.target.d/probe.conf",
+              str(files / "wants"))
+
+
+def _wait_done(c: LabCluster, node: str) -> dict[str, list[str]]:
+    vm = c.vms[node]
+    try:
+        vm.wait_for(r"PROBE DONE", timeout=BOOT_TIMEOUT)
+        vm.wait_exit(timeout=120)
+    except Exception:
+        print(vm.serial_text()[-6000:])
+        print(c.serve_log.read_text()[-3000:])
+        raise
+    print(f"{node}: probe done {vm.elapsed():.1f}s after power-on")
+    return probes(vm.serial_text())
+
+
+def test_layers_isolation_and_throwaway_top(cluster: LabCluster) -> None:
+    c = cluster
+    image = c.workdir / "images" / c.image_name
+    (image / "etc" / "oneroot-layer-test").write_text("image\n")
+    group = c.group_dir / "compute" / "etc"
+    group.mkdir(parents=True, exist_ok=True)
+    (group / "oneroot-layer-test").write_text("group\n")
+    (group / "oneroot-group-only").write_text("group-only\n")
+    motd = c.workdir / "motd"
+    motd.write_text("node01's own motd\n")
+    c.oneroot("overlay", "put", "node01", "/etc/motd", str(motd))
+    node_layer = c.workdir / "layer-test"
+    node_layer.write_text("node\n")
+    c.oneroot("overlay", "put", "node01", "/etc/oneroot-layer-test", str(node_layer))
+    c.oneroot("overlay", "mask", "node01", "/etc/issue.net")
+    _install_probe(c, "node01", NODE01)
+    _install_probe(c, "node02", NODE02.replace("{node01_dir}", str(c.node_dir("node01")))
+                   .replace("{image}", str(image)))
+    before = tree(c.node_dir("node01"))
+
+    # Boot A: both nodes at once.
+    c.boot("node01")
+    c.boot("node02")
+    p1 = _wait_done(c, "node01")
+    p2 = _wait_done(c, "node02")
+
+    assert p1["hostname"] == ["node01"] and p2["hostname"] == ["node02"]
+    assert p1["root_fstype"] == ["overlay"]
+    assert p1["motd"] == [sha(motd)]
+    assert p2["motd"] == [sha(image / "etc" / "motd")]
+    assert p1["issue_net"] == ["missing"]
+    assert p2["issue_net"] == [sha(image / "etc" / "issue.net")] != ["missing"]
+    assert p1["layered"] == ["node"] and p1["group_only"] == ["group-only"]
+    assert p2["layered"] == ["image"] and p2["group_only"] == ["none"]
+    assert p1["machine_id"] != p2["machine_id"]
+    node01_key = sha(c.node_dir("node01") / "upper/etc/ssh/ssh_host_ed25519_key")
+    assert p1["ssh_key"] == [node01_key] and p2["ssh_key"] != [node01_key]
+    assert p1["throwaway"] == ["gone"] and p1["wrote"] == ["yes"]
+    # Isolation, from a root shell on node02.
+    assert p2["other_mount"] == ["refused"]
+    assert p2["image_write"] == ["refused"]
+    reachable = set(p2.get("reachable", []))
+    assert node01_key not in reachable
+    assert sha(Path("/etc/shadow")) not in reachable
+    assert not (image / "oneroot-write-test").exists()
+
+    # Every stage reached the server, in order.
+    status = json.loads(c.oneroot("status", "--json").stdout)
+    stages = {n["node"]: n["stage"] for n in status["nodes"]}
+    assert stages["node01"] == "init" and stages["node02"] == "init"
+    conn = sqlite3.connect(c.home / "events.db")
+    try:
+        reported = [s for (s,) in conn.execute(
+            "SELECT stage FROM events WHERE node='node01' AND kind='stage' ORDER BY id")]
+    finally:
+        conn.close()
+    assert reported == ["dhcp", "layers", "union", "switch_root", "init"], reported
+
+    # Boot B: node01 again; its tmpfs top was thrown away, its directory never changed.
+    c.boot("node01")
+    again = _wait_done(c, "node01")
+    assert again["throwaway"] == ["gone"]
+    assert tree(c.node_dir("node01")) == before
+
+
+def test_bad_root_stops_at_its_stage(cluster: LabCluster) -> None:
+    vm = cluster.boot("node03")
+    try:
+        vm.wait_for(r"oneroot: stage \w+ failed", timeout=BOOT_TIMEOUT)
+        vm.wait_for(r"oneroot:\w+# ", timeout=30)
+    except Exception:
+        print(vm.serial_text()[-5000:])
+        raise
+    text = vm.serial_text()
+    assert "rw below the top layer" in text
+    assert "Kernel panic" not in text
+    vm.stop()
+    status = json.loads(cluster.oneroot("status", "--json").stdout)
+    assert {n["node"]: n["stage"] for n in status["nodes"]}["node03"] == "failed"
