@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import logging
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
@@ -26,6 +27,7 @@ def main() -> None:
     server = IPv4Address("10.1.0.1")
     base = int(IPv4Address("10.1.0.10"))
 
+    @functools.lru_cache(maxsize=4096)  # as the product's BootCatalog.dhcp_lookup
     def lookup(mac: MacAddress) -> NodeBoot | None:
         if args.mode != "nodes" or mac.packed[:3] != b"\x02\x00\x00":
             return None

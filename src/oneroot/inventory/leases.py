@@ -1,9 +1,11 @@
 """The DHCP lease database: leases, unknown clients seen, declined addresses (SQLite, WAL).
 
 The store keeps every row in memory too (one process owns the file), so the responder's reads
-cost no query. Writes go through `stage()`; `commit()` makes them durable. The DHCP service
-commits before it sends the ACKs of a batch: several changes share one commit (group commit).
-Offers are kept in memory only: an offer lost in a crash costs the client one more DISCOVER.
+cost no query. Writes go through `stage()`, which updates the view and queues the statement;
+`commit()` makes the queue durable in one transaction (group commit). The DHCP service takes the
+queue with `take_pending()` and hands it to `write()` (in a worker thread when it fsyncs) before
+it sends the ACKs whose changes it holds. Offers are kept in memory only: an offer lost in a
+crash costs the client one more DISCOVER.
 
 Schema versions live in `PRAGMA user_version`; `_MIGRATIONS[n]` brings version n to n + 1.
 """
@@ -11,6 +13,7 @@ Schema versions live in `PRAGMA user_version`; `_MIGRATIONS[n]` brings version n
 from __future__ import annotations
 
 import sqlite3
+import threading
 from dataclasses import dataclass
 from ipaddress import IPv4Address
 from pathlib import Path
@@ -20,6 +23,17 @@ from oneroot.net import MacAddress
 from oneroot.proto.dhcp import Lease, LeaseAction, LeaseChange, LeaseState, UnknownClient
 
 Synchronous = Literal["OFF", "NORMAL", "FULL"]
+Statement = tuple[str, tuple[object, ...]]
+
+_UPSERT_LEASE = ("INSERT OR REPLACE INTO leases (mac, ip, node, expires, state) "
+                 "VALUES (?, ?, ?, ?, ?)")
+_DELETE_LEASE = "DELETE FROM leases WHERE mac = ?"
+_UPSERT_DECLINED = "INSERT OR REPLACE INTO declined (ip, mac, until) VALUES (?, ?, ?)"
+_UPSERT_UNKNOWN = (
+    "INSERT INTO unknown_clients (mac, first_seen, last_seen, arch, vendor_class) "
+    "VALUES (?, ?, ?, ?, ?) ON CONFLICT (mac) DO UPDATE SET last_seen = excluded.last_seen,"
+    " arch = coalesce(excluded.arch, arch),"
+    " vendor_class = coalesce(excluded.vendor_class, vendor_class)")
 
 _MIGRATIONS: tuple[str, ...] = (
     """
@@ -62,15 +76,19 @@ class LeaseStore:
     def __init__(self, path: Path, *, synchronous: Synchronous = "FULL") -> None:
         self.path = path
         self.synchronous = synchronous
-        # The DHCP service commits from a worker thread, one call at a time.
+        # The DHCP service may write from a worker thread while the loop stages the next
+        # changes: staging touches only memory, and every use of the connection holds _lock.
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self._lock = threading.Lock()
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute(f"PRAGMA synchronous={synchronous}")
+        self._checkpointer: sqlite3.Connection | None = None
+        self._checkpoint_lock = threading.Lock()
         self._migrate()
         self._by_mac: dict[MacAddress, Lease] = {}
         self._by_address: dict[IPv4Address, Lease] = {}
         self._declined: dict[IPv4Address, float] = {}
-        self._in_transaction = False
+        self._pending: list[Statement] = []
         self._load()
 
     def _migrate(self) -> None:
@@ -93,9 +111,11 @@ class LeaseStore:
             self._declined[IPv4Address(ip)] = until
 
     def close(self) -> None:
-        if self._in_transaction:
-            self.commit()
-        self._db.close()
+        self.commit()
+        with self._lock, self._checkpoint_lock:
+            self._db.close()
+            if self._checkpointer is not None:
+                self._checkpointer.close()
 
     # --- the responder's view (LeaseView) ---
 
@@ -113,49 +133,44 @@ class LeaseStore:
 
     def stage(self, change: LeaseChange) -> None:
         """Apply `change` to the view now and to the database in the open transaction."""
+        pending = self._pending
+        mac = change.mac
         if change.action is LeaseAction.BIND:
-            lease = Lease(mac=change.mac, address=change.address, node=change.node,
+            lease = Lease(mac=mac, address=change.address, node=change.node,
                           expires=change.expires, state=change.state)
-            previous = self._by_mac.get(change.mac)
+            previous = self._by_mac.get(mac)
             holder = self._by_address.get(change.address)
             self._forget(previous)
-            if holder is not None and holder.mac != change.mac:
+            if holder is not None and holder.mac != mac:
                 self._forget(holder)
                 if holder.state is LeaseState.BOUND:
-                    self._execute("DELETE FROM leases WHERE mac = ?", (str(holder.mac),))
+                    pending.append((_DELETE_LEASE, (_mac_text(holder.mac),)))
             self._remember(lease)
             if change.state is LeaseState.BOUND:
-                self._execute(
-                    "INSERT OR REPLACE INTO leases (mac, ip, node, expires, state) "
-                    "VALUES (?, ?, ?, ?, ?)",
-                    (str(change.mac), str(change.address), change.node, change.expires,
-                     change.state.name))
+                pending.append((_UPSERT_LEASE, (_mac_text(mac), str(change.address),
+                                                change.node, change.expires, "BOUND")))
             elif previous is not None and previous.state is LeaseState.BOUND:
                 # an offer replacing a bound lease: the old row must not come back at restart
-                self._execute("DELETE FROM leases WHERE mac = ?", (str(change.mac),))
+                pending.append((_DELETE_LEASE, (_mac_text(mac),)))
         elif change.action is LeaseAction.RELEASE:
-            held = self._by_mac.get(change.mac)
+            held = self._by_mac.get(mac)
             if held is not None and held.address == change.address:
                 self._forget(held)
                 if held.state is LeaseState.BOUND:
-                    self._execute("DELETE FROM leases WHERE mac = ?", (str(change.mac),))
+                    pending.append((_DELETE_LEASE, (_mac_text(mac),)))
         else:  # DECLINE
             taken = self._by_address.get(change.address)
             if taken is not None:
                 self._forget(taken)
-                self._execute("DELETE FROM leases WHERE mac = ?", (str(taken.mac),))
+                pending.append((_DELETE_LEASE, (_mac_text(taken.mac),)))
             self._declined[change.address] = change.expires
-            self._execute("INSERT OR REPLACE INTO declined (ip, mac, until) VALUES (?, ?, ?)",
-                          (str(change.address), str(change.mac), change.expires))
+            pending.append((_UPSERT_DECLINED, (str(change.address), _mac_text(mac),
+                                               change.expires)))
 
     def record_unknown(self, client: UnknownClient, now: float) -> None:
         """Remember a client no node has (staged; committed with the next commit)."""
-        self._execute(
-            "INSERT INTO unknown_clients (mac, first_seen, last_seen, arch, vendor_class) "
-            "VALUES (?, ?, ?, ?, ?) ON CONFLICT (mac) DO UPDATE SET last_seen = excluded.last_seen,"
-            " arch = coalesce(excluded.arch, arch),"
-            " vendor_class = coalesce(excluded.vendor_class, vendor_class)",
-            (str(client.mac), now, now, client.arch, client.vendor_class))
+        self._pending.append((_UPSERT_UNKNOWN, (_mac_text(client.mac), now, now, client.arch,
+                                                client.vendor_class)))
 
     def apply(self, change: LeaseChange) -> None:
         """Stage and commit one change."""
@@ -164,28 +179,68 @@ class LeaseStore:
 
     @property
     def dirty(self) -> bool:
-        return self._in_transaction
+        """Changes are staged that are not written yet."""
+        return bool(self._pending)
 
     def commit(self) -> None:
-        if self._in_transaction:
-            self._db.execute("COMMIT")
-            self._in_transaction = False
+        """Write every staged change in one transaction."""
+        if self._pending:
+            self.write(self.take_pending())
+
+    def take_pending(self) -> list[Statement]:
+        """The staged statements, for `write()`; the store starts a new group."""
+        pending, self._pending = self._pending, []
+        return pending
+
+    def write(self, statements: list[Statement]) -> None:
+        """Run `statements` in one transaction (the group commit): safe in a worker thread
+        while the loop stages the next group. Raises sqlite3.Error with nothing written."""
+        if not statements:
+            return
+        db = self._db
+        with self._lock:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                start = 0
+                while start < len(statements):  # runs of one statement: one executemany
+                    sql = statements[start][0]
+                    end = start + 1
+                    while end < len(statements) and statements[end][0] == sql:
+                        end += 1
+                    if end - start == 1:
+                        db.execute(sql, statements[start][1])
+                    else:
+                        db.executemany(sql, [params for _, params in statements[start:end]])
+                    start = end
+                db.execute("COMMIT")
+            except BaseException:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise
 
     def rollback(self) -> None:
-        """Undo the open transaction, and the view with it (reloaded from the database)."""
-        if self._in_transaction:
-            self._db.execute("ROLLBACK")
-            self._in_transaction = False
+        """Drop the staged changes, and reload the view from the database."""
+        self._pending = []
         self._by_mac.clear()
         self._by_address.clear()
         self._declined.clear()
-        self._load()
+        with self._lock:
+            self._load()
 
-    def _execute(self, sql: str, params: tuple[object, ...]) -> None:
-        if not self._in_transaction:
-            self._db.execute("BEGIN IMMEDIATE")
-            self._in_transaction = True
-        self._db.execute(sql, params)
+    def defer_checkpoints(self) -> None:
+        """Stop SQLite from checkpointing the WAL inside commits (a checkpoint fsyncs even at
+        synchronous=NORMAL); the caller then calls `checkpoint()`, off its event loop."""
+        with self._lock:
+            self._db.execute("PRAGMA wal_autocheckpoint=0")
+
+    def checkpoint(self) -> None:
+        """Copy the WAL into the database (PASSIVE: never waits for, nor blocks, writers), on a
+        connection of its own so commits go on meanwhile. Thread-safe."""
+        with self._checkpoint_lock:
+            if self._checkpointer is None:
+                self._checkpointer = sqlite3.connect(self.path, isolation_level=None,
+                                                     check_same_thread=False)
+            self._checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
 
     def _remember(self, lease: Lease) -> None:
         self._by_mac[lease.mac] = lease
@@ -194,9 +249,11 @@ class LeaseStore:
     def _forget(self, lease: Lease | None) -> None:
         if lease is None:
             return
-        if self._by_mac.get(lease.mac) == lease:
+        current = self._by_mac.get(lease.mac)
+        if current is lease or current == lease:
             del self._by_mac[lease.mac]
-        if self._by_address.get(lease.address) == lease:
+        current = self._by_address.get(lease.address)
+        if current is lease or current == lease:
             del self._by_address[lease.address]
 
     # --- what the CLI lists ---
@@ -208,18 +265,26 @@ class LeaseStore:
 
     def unknown_clients(self) -> list[UnknownClientRecord]:
         self.commit()
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT mac, first_seen, last_seen, arch, vendor_class FROM unknown_clients "
+                "ORDER BY first_seen, mac").fetchall()
         return [
             UnknownClientRecord(mac=MacAddress.parse(mac), first_seen=first, last_seen=last,
                                 arch=arch, vendor_class=vendor)
-            for mac, first, last, arch, vendor in self._db.execute(
-                "SELECT mac, first_seen, last_seen, arch, vendor_class FROM unknown_clients "
-                "ORDER BY first_seen, mac")
+            for mac, first, last, arch, vendor in rows
         ]
 
     def forget_unknown(self, mac: MacAddress) -> bool:
         """Drop `mac` from the unknown clients (adopted as a node, or noise). True if it was
         there."""
-        self._execute("DELETE FROM unknown_clients WHERE mac = ?", (str(mac),))
-        changed = self._db.execute("SELECT changes()").fetchone()[0]
         self.commit()
-        return bool(changed)
+        with self._lock:
+            changed = self._db.execute("DELETE FROM unknown_clients WHERE mac = ?",
+                                       (_mac_text(mac),)).rowcount
+        return changed > 0
+
+
+def _mac_text(mac: MacAddress) -> str:
+    """`str(mac)`, the form the tables hold, without its per-byte formatting."""
+    return mac.packed.hex(":")

@@ -15,7 +15,7 @@ from pathlib import PurePosixPath
 from oneroot.model.cluster import ResolvedNode, resolve
 from oneroot.model.inventory import Inventory
 from oneroot.net import MacAddress
-from oneroot.ops.boot import node_image, root_spec_text
+from oneroot.ops.boot import node_image, root_spec_text, server_union, union_merged_dir
 from oneroot.proto.dhcp import NodeBoot
 from oneroot.render.boot import (
     grub_filename,
@@ -115,6 +115,7 @@ class BootCatalog:
         name = self.by_mac.get(mac)
         return self.resolved[name] if name else None
 
+    @functools.lru_cache(maxsize=4096)  # noqa: B019 - per DHCP request; the catalog is immutable
     def dhcp_lookup(self, mac: MacAddress) -> NodeBoot | None:
         r = self.node_for_mac(mac)
         if r is None:
@@ -176,7 +177,8 @@ class BootCatalog:
         nodes = tuple(
             ClusterNode(
                 name=name, macs=r.node.macs, address=r.node.address,
-                export_path=PurePosixPath(str(s.diff_overlay_dir(name))),
+                export_path=(union_merged_dir(s, name) if server_union(r)
+                             else PurePosixPath(str(s.diff_overlay_dir(name)))),
                 export_id=self.export_ids[f"node:{name}"],
                 ipxe_script_url=f"{self.boot_url}/{ipxe_filename(name)}",
                 bios_boot_file=BIOS_FILES[r.text("bios_loader")],

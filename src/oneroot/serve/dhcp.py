@@ -1,48 +1,60 @@
 """The DHCP service: UDP sockets on one interface around the sans-IO responder.
 
-Datagrams are queued, then handled in batches: decide each, stage its lease change, commit the
-batch once (group commit, in a worker thread), and only then send the batch's replies, so no
-ACK leaves before its lease is on disk.
+Each time a socket is readable it is drained (up to `_BATCH_LIMIT` datagrams) in one loop
+callback, without a queue or a task switch: each datagram is decided and its reply encoded; the
+lease changes of the batch are then written in one transaction (group commit) and only after
+that are the replies that carry them sent, so no ACK leaves before its lease is on disk.
+Replies whose decision changed nothing (an OFFER to a known node, a NAK) are sent at once.
+
+At synchronous=NORMAL the write (a WAL append) runs inline. At synchronous=FULL it fsyncs, so it
+runs in a worker thread; batches that arrive meanwhile are decided and staged, and their changes
+go together in the next write (pipelined group commit). WAL checkpoints, which fsync at either
+level, run in a worker thread too.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import socket
-import sqlite3
 import time
+from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
 from ipaddress import IPv4Address
+from typing import NamedTuple, TypeVar
 
 from oneroot.errors import MalformedPacket
 from oneroot.inventory.leases import LeaseStore
 from oneroot.model.events import BootEvent
 from oneroot.net import MacAddress
 from oneroot.proto.dhcp import (
-    Decision,
     DhcpMode,
     NetworkConfig,
     NodeBoot,
+    ReplyEvent,
     parse_packet,
     respond,
 )
 
 log = logging.getLogger(__name__)
 
-_QUEUE_LIMIT = 4096  # datagrams waiting; beyond that they are dropped (clients retransmit)
-_BATCH_LIMIT = 256
+_BATCH_LIMIT = 256  # datagrams read per readiness callback
+_HELD_LIMIT = 4096  # replies waiting for a write; beyond that reading pauses (the kernel queues)
+_BACKLOG_LIMIT = 4096  # replies waiting for socket buffer space; beyond that they are dropped
+_CHECKPOINT_EVERY = 256  # commits between WAL checkpoints
+_MAX_DATAGRAM = 65536
 _RECEIVE_BUFFER = 4 * 1024 * 1024
+_SEND_BUFFER = 1024 * 1024
 _SO_BINDTODEVICE = getattr(socket, "SO_BINDTODEVICE", 25)
+_K = TypeVar("_K")
+_V = TypeVar("_V")
 
 
-@dataclass(frozen=True, slots=True)
-class _Datagram:
-    data: bytes
-    peer: tuple[IPv4Address, int]
-    port: int
+class _Reply(NamedTuple):  # a tuple: built for every reply, cheaper than a dataclass
+    data: bytes  # encoded
+    address: tuple[str, int]
+    port: int  # the server port it answers, whose socket sends it
+    event: ReplyEvent | None
     received: float
 
 
@@ -53,6 +65,7 @@ def open_dhcp_socket(interface: str, port: int) -> socket.socket:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _RECEIVE_BUFFER)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, _SEND_BUFFER)
         sock.setsockopt(socket.SOL_SOCKET, _SO_BINDTODEVICE, interface.encode())
         sock.bind(("0.0.0.0", port))
         sock.setblocking(False)
@@ -60,18 +73,6 @@ def open_dhcp_socket(interface: str, port: int) -> socket.socket:
         sock.close()
         raise
     return sock
-
-
-class _Endpoint(asyncio.DatagramProtocol):
-    def __init__(self, service: DhcpService, port: int) -> None:
-        self.service = service
-        self.port = port
-
-    def datagram_received(self, data: bytes, addr: tuple[str | object, int]) -> None:
-        self.service._enqueue(data, addr, self.port)
-
-    def error_received(self, exc: Exception) -> None:
-        log.warning("dhcp.socket_error port=%d error=%s", self.port, exc)
 
 
 class DhcpService:
@@ -94,105 +95,250 @@ class DhcpService:
         self.proxy_port = proxy_port
         self.is_reserved = is_reserved
         self.clock = clock
-        self._queue: asyncio.Queue[_Datagram] = asyncio.Queue(_QUEUE_LIMIT)
-        self._transports: dict[int, asyncio.DatagramTransport] = {}
         self.dropped = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._sockets: dict[int, socket.socket] = {}
+        self._reading = False
+        self._held: list[_Reply] = []  # replies whose lease changes are not written yet
+        self._writing: asyncio.Future[None] | None = None  # a write in a worker thread
+        self._checkpointing: asyncio.Future[None] | None = None
+        self._commits = 0
+        self._backlog: dict[int, deque[tuple[bytes, tuple[str, int]]]] = {}
+        self._peers: dict[str, IPv4Address] = {}  # address text -> address, for the responder
+        self._texts: dict[IPv4Address, str] = {}  # and back, for sendto
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
+        self._loop = loop
         ports = [self.port]
         if self.network.mode is DhcpMode.PROXY:
             ports.append(self.proxy_port)
+        self.leases.defer_checkpoints()
         try:
             for port in ports:
-                sock = open_dhcp_socket(self.interface, port)
-                transport, _ = await loop.create_datagram_endpoint(
-                    functools.partial(_Endpoint, self, port), sock=sock)
-                self._transports[port] = transport
+                self._sockets[port] = open_dhcp_socket(self.interface, port)
+            self._resume_reading()
             log.info("dhcp.listen interface=%s ports=%s mode=%s", self.interface,
                      ",".join(map(str, ports)), self.network.mode.value)
-            while True:
-                await self._serve_batch()
+            await loop.create_future()  # serve from the reader callbacks until cancelled
         finally:
             self.close()
+            for job in (self._writing, self._checkpointing):
+                if job is not None:  # let the worker thread finish with the database
+                    await asyncio.wait([job])
 
     def close(self) -> None:
-        for transport in self._transports.values():
-            transport.close()
-        self._transports.clear()
+        self._pause_reading()
+        for port, sock in self._sockets.items():
+            if port in self._backlog and self._loop is not None:
+                self._loop.remove_writer(sock.fileno())
+            sock.close()
+        self._sockets.clear()
+        self._backlog.clear()
 
-    def _enqueue(self, data: bytes, addr: tuple[str | object, int], port: int) -> None:
+    # --- receiving ---
+
+    def _resume_reading(self) -> None:
+        if self._reading or self._loop is None:
+            return
+        for port, sock in self._sockets.items():
+            self._loop.add_reader(sock.fileno(), self._readable, sock, port)
+        self._reading = True
+
+    def _pause_reading(self) -> None:
+        if not self._reading or self._loop is None:
+            return
+        for sock in self._sockets.values():
+            self._loop.remove_reader(sock.fileno())
+        self._reading = False
+
+    def _readable(self, sock: socket.socket, port: int) -> None:
+        batch: list[tuple[bytes, tuple[str, int]]] = []
         try:
-            peer = (IPv4Address(str(addr[0])), int(addr[1]))
-            self._queue.put_nowait(_Datagram(data, peer, port, self.clock()))
-        except asyncio.QueueFull:
-            self.dropped += 1
-            log.warning("dhcp.overload dropped=%d", self.dropped)
+            while len(batch) < _BATCH_LIMIT:
+                batch.append(sock.recvfrom(_MAX_DATAGRAM))
+        except (BlockingIOError, InterruptedError):
+            pass
+        except OSError as exc:
+            log.warning("dhcp.socket_error port=%d error=%s", port, exc)
+        if batch:
+            self._serve(batch, port)
 
-    async def _serve_batch(self) -> None:
-        batch = [await self._queue.get()]
-        while len(batch) < _BATCH_LIMIT and not self._queue.empty():
-            batch.append(self._queue.get_nowait())
-        decided: list[tuple[_Datagram, Decision, int | None]] = []
-        for datagram in batch:
+    def _serve(self, batch: list[tuple[bytes, tuple[str, int]]], port: int) -> None:
+        now = self.clock()
+        held = self._held
+        for data, addr in batch:
             try:
-                decision, max_size = self._decide(datagram)
+                reply, holds = self._decide(data, addr, port, now)
             except Exception as exc:  # the per-datagram guard: log, drop, keep serving
-                self._log_drop(datagram, exc)
+                self._log_drop(addr, exc)
                 continue
-            decided.append((datagram, decision, max_size))
-        if self.leases.dirty:
-            try:
-                if self.leases.synchronous == "FULL":  # an fsync: keep it off the loop
-                    await asyncio.to_thread(self.leases.commit)
-                else:  # a WAL append without fsync: cheaper than a thread hop
-                    self.leases.commit()
-            except sqlite3.Error as exc:
-                log.error("dhcp.lease_commit_failed error=%s replies_dropped=%d", exc,
-                          len(decided))
-                self.leases.rollback()
-                return
-        for datagram, decision, max_size in decided:
-            try:
-                self._send(datagram, decision, max_size)
-            except Exception as exc:  # the same guard, for the sending half
-                self._log_drop(datagram, exc)
+            if reply is None:
+                continue
+            if holds:
+                held.append(reply)
+            else:
+                self._send(reply)
+        if held or self.leases.dirty:
+            self._commit()
 
-    @staticmethod
-    def _log_drop(datagram: _Datagram, exc: Exception) -> None:
-        log.warning("dhcp.drop peer=%s:%d error=%s: %s", datagram.peer[0], datagram.peer[1],
-                    type(exc).__name__, exc)
-
-    def _decide(self, datagram: _Datagram) -> tuple[Decision, int | None]:
-        request = parse_packet(datagram.data)
-        decision = respond(request, now=datagram.received, config=self.network,
-                           lookup=self.lookup, leases=self.leases, port=datagram.port,
-                           source=datagram.peer, is_reserved=self.is_reserved)
+    def _decide(self, data: bytes, addr: tuple[str, int], port: int, now: float
+                ) -> tuple[_Reply | None, bool]:
+        """The encoded reply to one datagram, and whether it waits for a write."""
+        request = parse_packet(data)
+        decision = respond(request, now=now, config=self.network, lookup=self.lookup,
+                           leases=self.leases, port=port, source=self._peer(addr),
+                           is_reserved=self.is_reserved)
+        holds = False
         if decision.lease_change is not None:
             self.leases.stage(decision.lease_change)
+            holds = True
         if decision.unknown_client is not None:
-            self.leases.record_unknown(decision.unknown_client, datagram.received)
-        if decision.reply is None:
-            log.debug("dhcp.ignore mac=%s reason=%s", request.chaddr[:6].hex(":"),
-                      decision.reason)
+            self.leases.record_unknown(decision.unknown_client, now)
+            holds = True
+        reply, destination = decision.reply, decision.destination
+        if reply is None or destination is None:
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug("dhcp.ignore mac=%s reason=%s", request.chaddr[:6].hex(":"),
+                          decision.reason)
+            return None, holds
         try:
             max_size = request.max_message_size
         except MalformedPacket:
             max_size = None
-        return decision, max_size
+        address = destination.address
+        text = self._texts.get(address)
+        if text is None:
+            text = self._remember(self._texts, address, str(address))
+        return _Reply(reply.to_bytes(max_size=max_size), (text, destination.port), port,
+                      decision.event, now), holds
 
-    def _send(self, datagram: _Datagram, decision: Decision, max_size: int | None) -> None:
-        reply, destination, event = decision.reply, decision.destination, decision.event
-        if reply is None or destination is None:
+    def _peer(self, addr: tuple[str, int]) -> tuple[IPv4Address, int]:
+        address = self._peers.get(addr[0])
+        if address is None:
+            address = self._remember(self._peers, addr[0], IPv4Address(addr[0]))
+        return address, addr[1]
+
+    @staticmethod
+    def _remember(cache: dict[_K, _V], key: _K, value: _V) -> _V:
+        if len(cache) >= 1024:  # relays and clients renewing: a few distinct peers at a time
+            cache.clear()
+        cache[key] = value
+        return value
+
+    # --- writing the leases, then sending what waited for them ---
+
+    def _commit(self) -> None:
+        """Write the staged changes, then send the held replies. One write at a time: while a
+        worker thread writes, new changes wait and go together in the next write."""
+        if self._writing is not None:
+            if len(self._held) >= _HELD_LIMIT:
+                self._pause_reading()
             return
-        transport = self._transports.get(datagram.port)
-        if transport is None:
+        statements = self.leases.take_pending()
+        replies, self._held = self._held, []
+        if not statements:  # only in-memory changes (offers): nothing to wait for
+            self._send_all(replies)
             return
-        transport.sendto(reply.to_bytes(max_size=max_size),
-                         (str(destination.address), destination.port))
-        if event is None:
+        if self.leases.synchronous == "FULL":  # an fsync: keep it off the loop
+            assert self._loop is not None
+            writing = self._loop.run_in_executor(None, self.leases.write, statements)
+            self._writing = writing
+            writing.add_done_callback(lambda done: self._written(done, replies))
             return
-        log.info("%s mac=%s ip=%s node=%s file=%s", event.kind, event.mac, event.address,
-                 event.node or "-", event.file or "-")
-        self.on_event(BootEvent(time=datagram.received, kind=event.kind, node=event.node,
-                                mac=str(event.mac), peer=event.address, file=event.file))
+        try:  # a WAL append without fsync: cheaper than a thread hop
+            self.leases.write(statements)
+        except Exception as exc:
+            self._write_failed(exc, replies)
+            return
+        self._committed(replies)
+
+    def _written(self, done: asyncio.Future[None], replies: list[_Reply]) -> None:
+        self._writing = None
+        if not self._sockets:  # closed meanwhile
+            return
+        exc = BaseException("write cancelled") if done.cancelled() else done.exception()
+        if exc is not None:
+            self._write_failed(exc, replies)
+        else:
+            self._committed(replies)
+        self._resume_reading()
+        if self._held or self.leases.dirty:
+            self._commit()
+
+    def _committed(self, replies: list[_Reply]) -> None:
+        self._send_all(replies)
+        self._commits += 1
+        if self._commits % _CHECKPOINT_EVERY == 0 and self._checkpointing is None \
+                and self._loop is not None:
+            checkpointing = self._loop.run_in_executor(None, self.leases.checkpoint)
+            self._checkpointing = checkpointing
+            checkpointing.add_done_callback(self._checkpointed)
+
+    def _checkpointed(self, done: asyncio.Future[None]) -> None:
+        self._checkpointing = None
+        if not done.cancelled() and done.exception() is not None:
+            log.warning("dhcp.checkpoint_failed error=%s", done.exception())
+
+    def _write_failed(self, exc: BaseException, replies: list[_Reply]) -> None:
+        # Changes staged after the failed ones were decided on top of them: drop them too.
+        dropped = len(replies) + len(self._held)
+        self._held = []
+        log.error("dhcp.lease_commit_failed error=%s replies_dropped=%d", exc, dropped)
+        self.leases.rollback()
+
+    # --- sending ---
+
+    def _send_all(self, replies: list[_Reply]) -> None:
+        for reply in replies:
+            self._send(reply)
+
+    def _send(self, reply: _Reply) -> None:
+        sock = self._sockets.get(reply.port)
+        if sock is None:
+            return
+        try:
+            backlog = self._backlog.get(reply.port)
+            if backlog is not None:
+                if len(backlog) >= _BACKLOG_LIMIT:
+                    self.dropped += 1
+                    log.warning("dhcp.overload dropped=%d", self.dropped)
+                    return
+                backlog.append((reply.data, reply.address))
+            else:
+                try:
+                    sock.sendto(reply.data, reply.address)
+                except (BlockingIOError, InterruptedError):  # the socket buffer is full
+                    assert self._loop is not None
+                    self._backlog[reply.port] = deque([(reply.data, reply.address)])
+                    self._loop.add_writer(sock.fileno(), self._writable, sock, reply.port)
+            event = reply.event
+            if event is None:
+                return
+            log.info("%s mac=%s ip=%s node=%s file=%s", event.kind, event.mac, event.address,
+                     event.node or "-", event.file or "-")
+            self.on_event(BootEvent(time=reply.received, kind=event.kind, node=event.node,
+                                    mac=event.mac.packed.hex(":"), peer=event.address,
+                                    file=event.file))
+        except Exception as exc:  # the per-datagram guard, for the sending half
+            self._log_drop(reply.address, exc)
+
+    def _writable(self, sock: socket.socket, port: int) -> None:
+        backlog = self._backlog[port]
+        while backlog:
+            data, address = backlog[0]
+            try:
+                sock.sendto(data, address)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                self._log_drop(address, exc)
+            backlog.popleft()
+        assert self._loop is not None
+        self._loop.remove_writer(sock.fileno())
+        del self._backlog[port]
+
+    @staticmethod
+    def _log_drop(peer: tuple[str, int], exc: Exception) -> None:
+        log.warning("dhcp.drop peer=%s:%d error=%s: %s", peer[0], peer[1],
+                    type(exc).__name__, exc)
