@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import sqlite3
+from concurrent.futures import ThreadPoolExecutor
 from ipaddress import IPv4Address
 from pathlib import Path
+
+import pytest
 
 from oneroot.inventory.leases import LeaseStore
 from oneroot.net import MacAddress
@@ -91,3 +94,35 @@ def test_unknown_clients(tmp_path: Path) -> None:
     assert store.forget_unknown(A) is False
     assert [c.mac for c in store.unknown_clients()] == [B]
     store.close()
+
+
+def test_write_from_another_thread_while_staging(tmp_path: Path) -> None:
+    """The service's group commit: take the staged statements, write them in a worker thread
+    while the next changes are staged; a checkpoint runs beside the writes."""
+    store = LeaseStore(tmp_path / "l.db", synchronous="FULL")
+    store.defer_checkpoints()
+    store.stage(bind(A, X))
+    first = store.take_pending()
+    assert first and not store.dirty
+    with ThreadPoolExecutor(1) as pool:
+        writing = pool.submit(store.write, first)
+        store.stage(bind(B, Y))  # the next group, staged meanwhile
+        writing.result()
+        assert store.dirty
+        pool.submit(store.checkpoint).result()
+    assert [lease.mac for lease in LeaseStore(tmp_path / "l.db").leases()] == [A]
+    store.close()  # writes the second group
+    assert len(LeaseStore(tmp_path / "l.db").leases()) == 2
+
+
+def test_failed_write_changes_nothing(tmp_path: Path) -> None:
+    store = LeaseStore(tmp_path / "l.db")
+    store.apply(bind(A, X))
+    store.stage(bind(B, Y))
+    statements = [*store.take_pending(), ("INSERT INTO no_such_table VALUES (?)", (1,))]
+    with pytest.raises(sqlite3.OperationalError):
+        store.write(statements)
+    store.rollback()
+    assert [lease.mac for lease in store.leases()] == [A]
+    store.close()
+    assert [lease.mac for lease in LeaseStore(tmp_path / "l.db").leases()] == [A]
