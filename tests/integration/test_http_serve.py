@@ -1,0 +1,91 @@
+"""HTTP of `oneroot serve` with curl: per-node iPXE scripts, files with Range and correct
+Content-Length (sendfile), HEAD, and no way out of the boot dir. Loopback only."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+ONEROOT = [sys.executable, "-m", "oneroot"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path, Path]]:
+    tmp = tmp_path_factory.mktemp("http")
+    home, boot = tmp / "home", tmp / "boot"
+    base = [*ONEROOT, "--home", str(home)]
+    subprocess.run([*base, "init", "--image-root", str(tmp), "--boot-dir", str(boot),
+                    "--state-dir", str(tmp / "state")], check=True, capture_output=True)
+    subprocess.run([*base, "node", "add", "node01", "--mac", "52:54:00:00:00:01", "--ip",
+                    "10.0.0.11"], check=True, capture_output=True)
+    boot.mkdir(exist_ok=True)
+    (boot / "vmlinuz").write_bytes(os.urandom(3 * 1024 * 1024 + 7))
+    (tmp / "secret").write_text("not for nodes\n")
+    (boot / "escape").symlink_to(tmp / "secret")
+    port = free_port()
+    log = tmp / "serve.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen([*base, "serve", "--no-dhcp", "--no-tftp", "--no-nfs",
+                                 "--bind", "127.0.0.1", "--http-port", str(port)],
+                                stdout=out, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 20
+        while "serve.started" not in log.read_text():
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.05)
+        yield f"http://127.0.0.1:{port}", boot, home
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def curl(*args: str) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(["curl", "-sS", *args], capture_output=True, timeout=30)
+
+
+def test_ipxe_script_for_the_node(served: tuple[str, Path, Path]) -> None:
+    url, _, _ = served
+    out = curl(f"{url}/boot/node01.ipxe").stdout.decode()
+    assert out.startswith("#!ipxe")
+    assert "/node01;rw" in out and "kernel http://127.0.0.1:" in out
+
+
+def test_whole_file_range_and_head(served: tuple[str, Path, Path], tmp_path: Path) -> None:
+    url, boot, _ = served
+    data = (boot / "vmlinuz").read_bytes()
+    got = tmp_path / "k"
+    done = curl("-o", str(got), "-w", "%{http_code} %{size_download}", f"{url}/boot/vmlinuz")
+    assert done.stdout.decode() == f"200 {len(data)}"
+    assert hashlib.sha256(got.read_bytes()).digest() == hashlib.sha256(data).digest()
+    part = curl("-r", "1000-1999", f"{url}/boot/vmlinuz", "-D", "-")
+    head, _, body = part.stdout.partition(b"\r\n\r\n")
+    assert b" 206 " in head.split(b"\r\n")[0]
+    assert b"Content-Length: 1000" in head
+    assert body == data[1000:2000]
+    hd = curl("-I", f"{url}/boot/vmlinuz").stdout.decode()
+    assert f"Content-Length: {len(data)}" in hd
+
+
+@pytest.mark.parametrize("path", ["/boot/../home/inventory.db", "/boot/%2e%2e/secret",
+                                  "/boot/escape", "/boot/..%2fsecret", "/boot//etc/passwd",
+                                  "/boot/sub/../../secret"])
+def test_never_outside_the_boot_dir(served: tuple[str, Path, Path], path: str) -> None:
+    url, _, _ = served
+    done = curl("--path-as-is", "-o", "/dev/null", "-w", "%{http_code}", f"{url}{path}")
+    assert done.stdout.decode() in ("403", "404")
