@@ -832,3 +832,8 @@ def initramfs_build(state: State, kernel: str | None, out: Path | None, compress
 from oneroot.cli.overlay_cmds import register as _register_overlay  # noqa: E402
 
 _register_overlay(cli)
+from oneroot.cli.lab_cmds import register as _register_lab  # noqa: E402
+from oneroot.cli.ops_cmds import register as _register_ops  # noqa: E402
+
+_register_lab(cli)
+_register_ops(cli)

@@ -50,6 +50,13 @@ _DEBUG_EXIT_VALUE = 0x31  # QEMU exits with (value << 1) | 1
 _PROBE_EXIT_CODE = (_DEBUG_EXIT_VALUE << 1) | 1
 
 BootMode = Literal["network", "kernel"]
+Firmware = Literal["bios", "uefi"]
+# Debian's `ovmf`: the code is shared read-only, each VM gets its own copy of the variable store.
+# The plain (not .secboot/.ms) builds with empty variables: Secure Boot off, as Debian's
+# ipxe.efi is unsigned.
+OVMF_DIR = Path("/usr/share/OVMF")
+OVMF_CODE = "OVMF_CODE_4M.fd"
+OVMF_VARS = "OVMF_VARS_4M.fd"
 # Console lines after which the awaited line will not come: fail at once, not at the timeout.
 BOOT_FAILURES = re.compile(r"No bootable device|Kernel panic - not syncing")
 
@@ -116,6 +123,16 @@ def find_ipxe_rom(nic_model: str = "virtio-net-pci") -> Path:
     raise LabError(f"QEMU's iPXE ROM {name} is missing", hint="apt-get install ipxe-qemu")
 
 
+def find_ovmf(ovmf_dir: Path | None = None) -> tuple[Path, Path]:
+    """OVMF's code and variable-store templates (package ovmf)."""
+    ovmf_dir = ovmf_dir or OVMF_DIR
+    code, variables = ovmf_dir / OVMF_CODE, ovmf_dir / OVMF_VARS
+    for path in (code, variables):
+        if not path.exists():
+            raise LabError(f"UEFI firmware {path} is missing", hint="apt-get install ovmf")
+    return code, variables
+
+
 def random_mac() -> MacAddress:
     """A MAC in QEMU's locally administered range 52:54:00:…"""
     return MacAddress(b"\x52\x54\x00" + secrets.token_bytes(3))
@@ -126,13 +143,19 @@ class QemuVm:
 
     With a lab and a tap, QEMU runs inside the lab's namespace on that tap; without them the VM
     has no NIC at all (`-nic none`: QEMU would otherwise add a user-mode one).
+
+    `firmware="uefi"` boots OVMF instead of SeaBIOS, and the NIC gets no option ROM
+    (`romfile=`): QEMU's EFI ROM is iPXE itself, which would ask DHCP as iPXE and skip the
+    loader. Without it, OVMF's own VirtioNetDxe and PXE client ask as UEFI firmware
+    (option 93 = 7) and load the loader DHCP names (ipxe.efi) over TFTP, as real hardware does.
     """
 
     def __init__(self, lab: Lab | None = None, tap: Tap | None = None, *,
                  mac: MacAddress | None = None, boot: BootMode | None = None,
                  kernel: Path | None = None, initrd: Path | None = None, append: str = "",
                  memory_mib: int = 512, cpus: int = 1, accel: str | None = None,
-                 nic_model: str = "virtio-net-pci", name: str = "vm",
+                 nic_model: str = "virtio-net-pci", firmware: Firmware = "bios",
+                 name: str = "vm",
                  workdir: Path | None = None, extra_args: Sequence[str] = (),
                  qemu: str = QEMU) -> None:
         if (lab is None) != (tap is None):
@@ -152,6 +175,7 @@ class QemuVm:
         self.cpus = cpus
         self.accel = accel
         self.nic_model = nic_model
+        self.firmware: Firmware = firmware
         self.name = name
         self.extra_args = tuple(extra_args)
         self.qemu = qemu
@@ -162,6 +186,7 @@ class QemuVm:
         self.serial_log = workdir / f"{name}.serial.log"
         self.stderr_log = workdir / f"{name}.qemu.log"
         self.pid_file = workdir / f"{name}.pid"
+        self.ovmf_vars = workdir / f"{name}.{OVMF_VARS}"
         self._proc: subprocess.Popen[bytes] | None = None
         self.started_at: float | None = None
 
@@ -171,9 +196,14 @@ class QemuVm:
                "-m", str(self.memory_mib), "-smp", str(self.cpus),
                "-nographic", "-serial", f"file:{self.serial_log}", "-monitor", "none",
                "-no-reboot", "-pidfile", str(self.pid_file)]
+        if self.firmware == "uefi":
+            code, _ = find_ovmf()
+            cmd += ["-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={code}",
+                    "-drive", f"if=pflash,format=raw,unit=1,file={self.ovmf_vars}"]
         if self.tap is not None:
+            rom = ",romfile=" if self.firmware == "uefi" else ""
             cmd += ["-netdev", f"tap,id=n0,ifname={self.tap.name},script=no,downscript=no",
-                    "-device", f"{self.nic_model},netdev=n0,mac={self.mac}"]
+                    "-device", f"{self.nic_model},netdev=n0,mac={self.mac}{rom}"]
         else:
             cmd += ["-nic", "none"]
         if self.boot == "network":
@@ -197,7 +227,10 @@ class QemuVm:
         if shutil.which(self.qemu) is None:
             raise ExternalToolError(f"{self.qemu} is not installed",
                                     hint="apt-get install qemu-system-x86")
-        if self.boot == "network":
+        if self.firmware == "uefi":
+            # A fresh variable store per start: no boot entries left from an earlier run.
+            shutil.copyfile(find_ovmf()[1], self.ovmf_vars)
+        elif self.boot == "network":
             find_ipxe_rom(self.nic_model)
         for path in (self.serial_log, self.pid_file):
             path.unlink(missing_ok=True)
@@ -210,8 +243,8 @@ class QemuVm:
             else:
                 self._proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=err,
                                               stderr=subprocess.STDOUT)
-        log.info("qemu.start vm=%s pid=%d boot=%s mac=%s", self.name, self._proc.pid,
-                 self.boot, self.mac)
+        log.info("qemu.start vm=%s pid=%d boot=%s firmware=%s mac=%s", self.name,
+                 self._proc.pid, self.boot, self.firmware, self.mac)
 
     def serial_text(self) -> str:
         try:

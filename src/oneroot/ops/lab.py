@@ -23,9 +23,10 @@ from oneroot.initramfs.busybox import fetch_busybox
 from oneroot.initramfs.cpio import Compression
 from oneroot.initramfs.kernel import Kernel, fetch_kernel
 from oneroot.lab import Lab, QemuVm
+from oneroot.lab.qemu import Firmware
 from oneroot.net import MacAddress
 from oneroot.ops.images import LAB_MODULES, create_image
-from oneroot.ops.inventory import open_store
+from oneroot.ops.inventory import get_node, open_store, resolved
 from oneroot.ops.paths import Paths
 
 Progress = Callable[[str], None]
@@ -163,18 +164,32 @@ class LabCluster:
                        hint=f"see {self.serve_log} and {self.workdir}/home/run/ganesha")
 
     # -- nodes ------------------------------------------------------------------------------
-    def boot(self, node: str, *, cpus: int = 1) -> QemuVm:
+    def boot(self, node: str, *, cpus: int = 1, firmware: Firmware | None = None) -> QemuVm:
+        """Power `node` on (again); `firmware` defaults to the node's profile value."""
         assert self.lab is not None
+        if firmware is None:
+            firmware = self.node_firmware(node)
         index = int(node.removeprefix("node"))
         old = self.vms.pop(node, None)
         if old is not None:
             old.stop()
         vm = QemuVm(self.lab, self.lab.add_tap(), mac=node_mac(index), name=node,
-                    memory_mib=self.memory_mib, cpus=cpus, workdir=self.workdir / "vms")
+                    memory_mib=self.memory_mib, cpus=cpus, firmware=firmware,
+                    workdir=self.workdir / "vms")
         (self.workdir / "vms").mkdir(exist_ok=True)
         vm.start()
         self.vms[node] = vm
         return vm
+
+    def node_firmware(self, node: str) -> Firmware:
+        """The `firmware` profile value of `node` (bios unless a group or the node says uefi)."""
+        store = open_store(Paths(home=self.home))
+        try:
+            inv = store.load()
+            value = resolved(inv, get_node(inv, node)).values.get("firmware")
+        finally:
+            store.close()
+        return "uefi" if value == "uefi" else "bios"
 
     def stop(self) -> None:
         for vm in self.vms.values():

@@ -1,0 +1,442 @@
+"""`oneroot doctor`: checks that this server can boot its cluster, each finding with its fix.
+
+Reads only: /proc (filesystems, listening sockets), /dev/fuse, the boot binaries, the images and
+the inventory. Nothing is bound or started, so it is safe on a live server; a port held by
+`oneroot serve` itself is not a conflict.
+
+    findings = run_checks(inv, paths)       # [Finding(check=, level=, message=, fix=)]
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import ipaddress
+import os
+import struct
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from oneroot.errors import OnerootError
+from oneroot.model.cluster import DhcpMode, Image, NfsServerKind
+from oneroot.model.inventory import Inventory, validate
+from oneroot.ops.bootfiles import BOOT_BINARIES
+from oneroot.ops.inventory import detect_init_system, resolved
+from oneroot.ops.paths import Paths
+
+
+class Level(enum.StrEnum):
+    OK = "ok"
+    WARNING = "warning"
+    ERROR = "error"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Finding:
+    check: str  # kernel, nfs, ports, boot-binaries, image:NAME, inventory
+    level: Level
+    message: str
+    fix: str = ""
+
+    def as_dict(self) -> dict[str, str]:
+        return {"check": self.check, "level": str(self.level), "message": self.message,
+                "fix": self.fix}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Host:
+    """Where the checks look: the real machine by default, a fake tree in tests."""
+
+    proc: Path = Path("/proc")
+    dev: Path = Path("/dev")
+    root: Path = Path("/")
+
+    def path(self, absolute: str) -> Path:
+        return self.root / absolute.lstrip("/")
+
+
+def ok(check: str, message: str) -> Finding:
+    return Finding(check=check, level=Level.OK, message=message)
+
+
+def warning(check: str, message: str, fix: str) -> Finding:
+    return Finding(check=check, level=Level.WARNING, message=message, fix=fix)
+
+
+def error(check: str, message: str, fix: str) -> Finding:
+    return Finding(check=check, level=Level.ERROR, message=message, fix=fix)
+
+
+def run_checks(inv: Inventory | None, paths: Paths, *, host: Host = Host()) -> list[Finding]:
+    """Every check, in order; without an inventory only the server's own checks run."""
+    findings = [*check_kernel(host), *check_nfs_server(inv, host),
+                *check_boot_binaries(inv, host)]
+    if inv is None:
+        findings.append(error("inventory", f"no inventory in {paths.home}",
+                              "create one: `oneroot init --server ADDR --subnet NET "
+                              "--interface IFACE` (or pass --home)"))
+        return findings
+    findings += check_ports(inv, host)
+    findings += check_images(inv, host)
+    findings += check_inventory(inv, host)
+    return findings
+
+
+def has_errors(findings: Iterable[Finding]) -> bool:
+    return any(f.level is Level.ERROR for f in findings)
+
+
+# -- kernel -------------------------------------------------------------------------------------
+
+def kernel_filesystems(host: Host) -> set[str]:
+    try:
+        text = (host.proc / "filesystems").read_text()
+    except OSError:
+        return set()
+    return {line.split()[-1] for line in text.splitlines() if line.split()}
+
+
+def _module_available(host: Host, name: str) -> bool:
+    """A loadable module for the running kernel (modprobe would find it)."""
+    release = os.uname().release
+    tree = host.path(f"/lib/modules/{release}")
+    if not tree.is_dir():
+        return False
+    try:
+        text = (tree / "modules.dep").read_text()
+    except OSError:
+        return False
+    return any(Path(line.split(":", 1)[0]).name.split(".")[0] == name
+               for line in text.splitlines())
+
+
+def check_kernel(host: Host) -> list[Finding]:
+    found = []
+    fs = kernel_filesystems(host)
+    if "overlay" in fs:
+        found.append(ok("kernel", "overlayfs is available"))
+    elif _module_available(host, "overlay"):
+        found.append(ok("kernel", "overlayfs is available as a module (loaded on use)"))
+    else:
+        found.append(warning("kernel", "no overlayfs in this kernel",
+                             "`modprobe overlay`; the server-side union (union=server) and "
+                             "image views need it"))
+    if (host.dev / "fuse").exists():
+        found.append(ok("kernel", "/dev/fuse exists"))
+    else:
+        found.append(warning("kernel", "no /dev/fuse",
+                             "`modprobe fuse` (image builds and tests use fuse-overlayfs)"))
+    return found
+
+
+# -- NFS server --------------------------------------------------------------------------------
+
+GANESHA_BINARIES = ("/usr/bin/ganesha.nfsd", "/usr/sbin/ganesha.nfsd")
+
+
+def check_nfs_server(inv: Inventory | None, host: Host) -> list[Finding]:
+    kind = inv.settings.nfs_server if inv is not None else None
+    knfsd = "nfsd" in kernel_filesystems(host)
+    ganesha = next((p for p in GANESHA_BINARIES if host.path(p).exists()), None)
+    if kind is NfsServerKind.KNFSD or (kind is None and knfsd):
+        if knfsd:
+            return [ok("nfs", "the kernel NFS server (nfsd) is available")]
+        return [error("nfs", "nfs_server=knfsd, but this kernel has no nfsd filesystem",
+                      "`modprobe nfsd` and `apt-get install nfs-kernel-server`, or "
+                      "`oneroot settings set nfs_server=ganesha`")]
+    if ganesha:
+        return [ok("nfs", f"nfs-ganesha is installed ({ganesha})")]
+    return [error("nfs", "nfs-ganesha is not installed (nfs_server=ganesha)",
+                  "apt-get install nfs-ganesha nfs-ganesha-vfs")]
+
+
+# -- ports ---------------------------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Listener:
+    proto: str  # tcp or udp
+    address: ipaddress.IPv4Address | ipaddress.IPv6Address
+    port: int
+    inode: int
+
+
+_TCP_LISTEN = "0A"
+
+
+def _decode_address(hex_text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    raw = bytes.fromhex(hex_text)
+    if len(raw) == 4:  # host byte order (little-endian here)
+        return ipaddress.IPv4Address(raw[::-1])
+    words = struct.unpack("<4I", raw)  # four host-order 32-bit words
+    return ipaddress.IPv6Address(b"".join(struct.pack(">I", w) for w in words))
+
+
+def parse_proc_net(text: str, proto: str) -> list[Listener]:
+    """Listening TCP sockets and bound UDP sockets from /proc/net/{tcp,udp}[6]."""
+    out = []
+    for line in text.splitlines()[1:]:
+        fields = line.split()
+        if len(fields) < 10:
+            continue
+        local, state, inode = fields[1], fields[3], int(fields[9])
+        if proto == "tcp" and state != _TCP_LISTEN:
+            continue
+        address, port = local.split(":")
+        out.append(Listener(proto=proto, address=_decode_address(address),
+                            port=int(port, 16), inode=inode))
+    return out
+
+
+def listeners(host: Host) -> list[Listener]:
+    found = []
+    for name in ("tcp", "tcp6", "udp", "udp6"):
+        try:
+            text = (host.proc / "net" / name).read_text()
+        except OSError:
+            continue
+        found += parse_proc_net(text, name.rstrip("6"))
+    return found
+
+
+def socket_owners(host: Host, inodes: set[int]) -> dict[int, tuple[int, str]]:
+    """inode → (pid, command line) for the sockets in `inodes` (the processes we may see)."""
+    owners: dict[int, tuple[int, str]] = {}
+    if not inodes:
+        return owners
+    for entry in host.proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fds = list((entry / "fd").iterdir())
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                target = os.readlink(fd)
+            except OSError:
+                continue
+            if target.startswith("socket:["):
+                inode = int(target[8:-1])
+                if inode in inodes and inode not in owners:
+                    owners[inode] = (int(entry.name), _cmdline(entry))
+    return owners
+
+
+def _cmdline(proc_dir: Path) -> str:
+    try:
+        return (proc_dir / "cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
+    except OSError:
+        return "?"
+
+
+def required_ports(inv: Inventory) -> list[tuple[str, int, str]]:
+    """(proto, port, service) that `oneroot serve` and the NFS server bind."""
+    ports = [("udp", 67, "DHCP"), ("udp", 69, "TFTP"),
+             ("tcp", inv.settings.http_port, "HTTP"), ("tcp", 2049, "NFS")]
+    if inv.settings.dhcp_mode is DhcpMode.PROXY:
+        ports.append(("udp", 4011, "proxyDHCP"))
+    return ports
+
+
+def check_ports(inv: Inventory, host: Host) -> list[Finding]:
+    server = inv.settings.server_address
+    relevant = {ipaddress.IPv4Address("0.0.0.0"), ipaddress.IPv6Address("::"), server,
+                ipaddress.IPv6Address(f"::ffff:{server}")}
+    bound = [lst for lst in listeners(host) if lst.address in relevant]
+    owners = socket_owners(host, {lst.inode for lst in bound})
+    found = []
+    for proto, port, service in required_ports(inv):
+        holders = [lst for lst in bound if lst.proto == proto and lst.port == port]
+        if not holders:
+            found.append(ok("ports", f"{service} {proto}/{port} on {server} is free"))
+            continue
+        pid, cmd = owners.get(holders[0].inode, (0, "an unknown process"))
+        who = f"PID {pid} ({cmd[:80]})" if pid else cmd
+        if _is_ours(cmd, service):
+            found.append(ok("ports", f"{service} {proto}/{port} is served by {who}"))
+        else:
+            found.append(error("ports", f"{service} {proto}/{port} on {server} is taken by "
+                                        f"{who}",
+                               f"stop that service (`ss -lunpt 'sport = :{port}'` shows "
+                               "it), or run oneroot serve with --no-"
+                               f"{service.lower().removeprefix('proxy')} and let it serve"))
+    return found
+
+
+def _is_ours(cmdline: str, service: str) -> bool:
+    return "oneroot" in cmdline or (service == "NFS" and "ganesha" in cmdline)
+
+
+# -- boot binaries -------------------------------------------------------------------------------
+
+def check_boot_binaries(inv: Inventory | None, host: Host) -> list[Finding]:
+    boot_dir = host.path(str(inv.settings.boot_dir)) if inv is not None else None
+    missing: dict[str, list[str]] = {}
+    for name, (source, package) in BOOT_BINARIES.items():
+        if host.path(source).exists() or (boot_dir is not None and (boot_dir / name).exists()):
+            continue
+        missing.setdefault(package, []).append(name)
+    if not missing:
+        return [ok("boot-binaries", f"{', '.join(BOOT_BINARIES)} present")]
+    return [error("boot-binaries", f"missing {', '.join(names)}",
+                  f"apt-get install {package}") for package, names in sorted(missing.items())]
+
+
+# -- images --------------------------------------------------------------------------------------
+
+def bzimage_version(path: Path) -> str | None:
+    """The kernel release a bzImage names in its setup header (`6.1.0-26-amd64`)."""
+    try:
+        with path.open("rb") as f:
+            header = f.read(0x400)
+            if header[0x202:0x206] != b"HdrS":
+                return None
+            offset = struct.unpack_from("<H", header, 0x20E)[0]
+            if not offset:
+                return None
+            f.seek(offset + 0x200)
+            text = f.read(256)
+    except OSError:
+        return None
+    version = text.split(b"\0", 1)[0].split(b" ", 1)[0].decode(errors="replace")
+    return version or None
+
+
+def _inside(root: Path, link: Path) -> Path:
+    """Follow `link` as the image would (absolute targets are relative to `root`)."""
+    seen = 0
+    path = link
+    while path.is_symlink() and seen < 20:
+        target = Path(os.readlink(path))
+        path = root / str(target).lstrip("/") if target.is_absolute() else path.parent / target
+        seen += 1
+    return path
+
+
+def node_kernels(inv: Inventory, host: Host) -> dict[str, str]:
+    """image name → a kernel release its nodes boot (from the kernel file in the boot dir)."""
+    out: dict[str, str] = {}
+    boot_dir = host.path(str(inv.settings.boot_dir))
+    for node in inv.nodes.values():
+        try:
+            values = resolved(inv, node).values
+        except OnerootError:
+            continue  # check_inventory says why
+        image, kernel = str(values.get("image", "")), str(values.get("kernel", ""))
+        if image in out or not kernel:
+            continue
+        version = bzimage_version(boot_dir / kernel)
+        if version:
+            out[image] = version
+    return out
+
+
+def images_in_use(inv: Inventory) -> set[str]:
+    used = set()
+    for node in inv.nodes.values():
+        with contextlib.suppress(OnerootError):
+            used.add(str(resolved(inv, node).values.get("image", "")))
+    return used
+
+
+def check_images(inv: Inventory, host: Host) -> Iterator[Finding]:
+    """Each image's findings; those of an image no node boots are only warnings."""
+    used = images_in_use(inv)
+    for image in sorted(inv.images.values(), key=lambda i: i.name):
+        for f in _check_image(inv, image, host, kernels=node_kernels(inv, host)):
+            if f.level is Level.ERROR and image.name not in used:
+                f = warning(f.check, f"{f.message} (no node boots this image)", f.fix)
+            yield f
+
+
+def _check_image(inv: Inventory, image: Image, host: Host, *, kernels: dict[str, str]
+                 ) -> Iterator[Finding]:
+    check = f"image:{image.name}"
+    root = host.path(str(image.root))
+    if not root.is_dir():
+        yield error(check, f"root {image.root} does not exist",
+                    f"`oneroot image create {image.name}`, or `oneroot image use DIR "
+                    f"--name {image.name}`")
+        return
+    init = root / "sbin" / "init"
+    if not (init.is_symlink() or init.exists()) or not _inside(root, init).exists():
+        yield error(check, f"{image.root}/sbin/init is missing: nodes cannot start",
+                    "install an init system in the image (systemd-sysv or sysvinit-core + "
+                    "openrc)")
+    detected = detect_init_system(root)
+    if str(detected) == "unknown":
+        yield error(check, "no init system detected (neither systemd nor OpenRC)",
+                    "install systemd-sysv (or openrc) in the image")
+    elif str(image.init_system) not in ("unknown", str(detected)):
+        yield warning(check, f"recorded init system {image.init_system}, but the image "
+                             f"now has {detected}",
+                      f"`oneroot image use {image.root} --name {image.name}` records it "
+                      "again")
+    else:
+        yield ok(check, f"{image.root}: init {detected}")
+    modules = root / "lib" / "modules"
+    if not modules.is_dir():
+        modules = root / "usr" / "lib" / "modules"
+    releases = sorted(p.name for p in modules.iterdir()) if modules.is_dir() else []
+    wanted = kernels.get(image.name)
+    if wanted and wanted not in releases:
+        yield error(check, f"no /lib/modules/{wanted} for the nodes' kernel "
+                           f"(the image has: {', '.join(releases) or 'none'})",
+                    f"install linux-image-{wanted} in the image, or rebuild it with "
+                    f"`oneroot image create {image.name} --kernel {wanted}`")
+    elif not releases:
+        yield warning(check, "no kernel modules in the image: nodes cannot load drivers "
+                             "after switch_root",
+                      f"rebuild it: `oneroot image create {image.name}`")
+    else:
+        yield ok(check, f"kernel modules for {wanted or ', '.join(releases)}")
+
+
+# -- inventory -----------------------------------------------------------------------------------
+
+def check_inventory(inv: Inventory, host: Host) -> Iterator[Finding]:
+    try:
+        validate(inv)
+    except OnerootError as exc:
+        yield error("inventory", str(exc), exc.hint or "fix it with `oneroot node/group set`")
+    s = inv.settings
+    if s.server_address not in s.subnet:
+        yield error("inventory", f"server address {s.server_address} is outside {s.subnet}",
+                    "`oneroot settings set server_address=… subnet=…`")
+    problems = 0
+    for node in sorted(inv.nodes.values(), key=lambda n: n.name):
+        try:
+            values = resolved(inv, node).values
+        except OnerootError as exc:
+            problems += 1
+            yield error("inventory", f"{node.name}: {exc}", exc.hint or "")
+            continue
+        if node.address not in s.subnet:
+            problems += 1
+            yield error("inventory", f"{node.name}: {node.address} is outside {s.subnet}",
+                        f"`oneroot node set {node.name} --ip ADDR`")
+        image = str(values.get("image", ""))
+        if image not in inv.images:
+            problems += 1
+            yield error("inventory", f"{node.name}: image {image!r} is not defined",
+                        f"`oneroot image create {image}` or `oneroot node set {node.name} "
+                        "--set image=NAME`")
+        runlevel = str(values.get("runlevel", ""))
+        if runlevel and runlevel not in inv.runlevels:
+            problems += 1
+            yield error("inventory", f"{node.name}: runlevel {runlevel!r} is not defined",
+                        f"`oneroot runlevel add {runlevel} SERVICE…`")
+        if not node.macs:
+            problems += 1
+            yield warning("inventory", f"{node.name} has no MAC address: it cannot netboot",
+                          f"`oneroot node set {node.name} --mac MAC`")
+    for label, directory in (("boot dir", s.boot_dir), ("state dir", s.state_dir)):
+        if not host.path(str(directory)).is_dir():
+            problems += 1
+            yield warning("inventory", f"{label} {directory} does not exist yet",
+                          "`oneroot render` / `oneroot nfs apply` (or `oneroot serve`) "
+                          "create it")
+    if not problems:
+        yield ok("inventory", f"{len(inv.nodes)} node(s), {len(inv.groups)} group(s), "
+                              f"{len(inv.images)} image(s) consistent")
