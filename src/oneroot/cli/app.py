@@ -611,7 +611,13 @@ def render(state: State, out: Path | None, config_dir: Path | None, as_json: boo
         inv = store.load()
     boot_out = out or Path(str(inv.settings.boot_dir))
     config_out = config_dir or (out / "config" if out else state.paths.home / "config")
-    report = render_tree(catalog_for(state.paths, inv), boot_out, config_out)
+    from rich.progress import Progress
+
+    with Progress(console=console, transient=True, disable=as_json) as bar:
+        task = bar.add_task("rendering boot files", total=len(inv.nodes) or None)
+        report = render_tree(catalog_for(state.paths, inv), boot_out, config_out,
+                             progress=lambda done, total: bar.update(task, completed=done,
+                                                                     total=total))
     if as_json:
         emit_json({"written": report.written, "unchanged": report.unchanged,
                    "removed": report.removed, "boot_dir": str(boot_out),

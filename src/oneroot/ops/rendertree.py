@@ -61,8 +61,11 @@ def _file_digest(path: Path) -> str | None:
 
 
 def render_tree(catalog: BootCatalog, boot_out: Path, config_out: Path,
-                *, nfs_protocols: tuple[int, ...] = (3, 4)) -> RenderReport:
+                *, nfs_protocols: tuple[int, ...] = (3, 4),
+                progress: Callable[[int, int], None] | None = None) -> RenderReport:
+    """Render every file; `progress(done, total)` is called per node."""
     report = RenderReport()
+    total = len(catalog.resolved)
     digest = _templates_digest()
     manifest_path = boot_out / MANIFEST
     try:
@@ -91,13 +94,17 @@ def render_tree(catalog: BootCatalog, boot_out: Path, config_out: Path,
     default_ctx = DefaultBootContext(serial=catalog.serial)
     emit(boot_out, "pxelinux.cfg/default", "pxelinux-default", default_ctx,
          lambda: render_pxelinux_default(default_ctx))
-    for name, r in catalog.resolved.items():
+    for done, (name, r) in enumerate(catalog.resolved.items()):
+        if progress is not None and done % 64 == 0:
+            progress(done, total)
         ctx = catalog.node_context(name)
         emit(boot_out, ipxe_filename(name), "ipxe", ctx, functools.partial(render_ipxe, ctx))
         for mac in r.node.macs:
             emit(boot_out, pxelinux_filename(mac), "pxelinux", ctx,
                  functools.partial(render_pxelinux, ctx))
             emit(boot_out, grub_filename(mac), "grub", ctx, functools.partial(render_grub, ctx))
+    if progress is not None:
+        progress(total, total)
     cluster = catalog.cluster_context(nfs_protocols=nfs_protocols)
     emit(config_out, "exports", "exports", cluster, lambda: render_exports(cluster))
     emit(config_out, "ganesha.conf", "ganesha", cluster, lambda: render_ganesha(cluster))
