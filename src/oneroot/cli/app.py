@@ -843,3 +843,6 @@ from oneroot.cli.ops_cmds import register as _register_ops  # noqa: E402
 
 _register_lab(cli)
 _register_ops(cli)
+from oneroot.cli.extra_cmds import register as _register_extra  # noqa: E402
+
+_register_extra(cli)

@@ -1,0 +1,291 @@
+"""Union-root benchmark (issue 5), in a lab namespace with QEMU nodes (TCG, -smp 1 each):
+
+  boot   time from QEMU start (power-on) to the node's target (the probe unit, ordered after
+         basic.target and oneroot-booted, prints on the serial console; the host timestamps
+         the line), 1 node and 2 nodes at once, served by `oneroot serve` (DHCP, TFTP, HTTP)
+         vs a dnsmasq baseline (DHCP + TFTP: the iPXE script, kernel and initramfs over TFTP)
+         booting the same kernel, initramfs and root= — NFS from the same nfs-ganesha.
+  union  inside the node: `find /usr | wc -l` and `cat` of the same 500 files under
+         /usr/share, on the union root vs the image export mounted directly over NFS (plain
+         NFS), for the tmpfs top (ephemeral node: kernel overlayfs) and the rw NFS top
+         (fuse-overlayfs). Page cache dropped before each cold pass; a warm pass follows.
+
+    flock /tmp/oneroot-qemu.lock .venv/bin/python bench/union/bench_union.py [--runs N]
+
+Writes bench/results/union.md and union.json. Not run in CI (minutes of QEMU per row).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from oneroot.initramfs.kernel import default_cache_dir
+from oneroot.ops.lab import ONEROOT, SERVER, LabCluster, node_mac
+
+RESULTS = Path(__file__).resolve().parents[1] / "results"
+BOOT_TIMEOUT = 600
+
+PROBE_UNIT = """[Unit]
+Description=oneroot bench probe
+After=basic.target oneroot-booted.service
+
+[Service]
+Type=oneshot
+ExecStart=/usr/local/sbin/oneroot-probe
+StandardOutput=tty
+StandardError=tty
+TTYPath=/dev/ttyS0
+"""
+
+# Times in ms from the guest's monotonic clock (date +%s%N is wall time: fine, same guest).
+PROBE = r"""#!/bin/bash
+say() { echo "PROBE $*" > /dev/ttyS0; }
+say target=reached uptime=$(cut -d' ' -f1 /proc/uptime)
+mode=$(cat /etc/oneroot-bench-mode 2>/dev/null || echo boot)
+if [ "$mode" = union ]; then
+  ip4=$(ip -4 -o addr show dev eth0 | sed -n 's/.* inet \([0-9.]*\).*/\1/p')
+  mkdir -p /mnt/plain
+  mount -t nfs -o "ro,vers=4.2,addr=10.0.0.1,clientaddr=$ip4" "10.0.0.1:{image}" /mnt/plain
+  say root_fstype=$(findmnt -n -o FSTYPE /)
+  (cd /mnt/plain && find usr/share -type f -size -64k | sort | head -n 500) > /tmp/files
+  ms() { echo $(( $(date +%s%N) / 1000000 )); }
+  run() {  # run WHERE PASS
+    base=$1
+    [ "$2" = cold ] && { sync; echo 3 > /proc/sys/vm/drop_caches; }
+    t0=$(ms); n=$(find "$base/usr" | wc -l); t1=$(ms)
+    (cd "$base/" && xargs cat < /tmp/files > /dev/null); t2=$(ms)
+    say where=$3 pass=$2 find_ms=$((t1 - t0)) find_n=$n cat500_ms=$((t2 - t1))
+  }
+  for pass in cold warm; do
+    run /mnt/plain $pass plain
+    run "" $pass union
+  done
+  umount /mnt/plain
+fi
+say DONE
+systemctl poweroff
+"""
+
+DNSMASQ_CONF = """port=0
+interface={bridge}
+bind-interfaces
+dhcp-range={server},static,255.255.255.0
+dhcp-authoritative
+enable-tftp
+tftp-root={tftp_root}
+dhcp-option=encap:175,176,1
+log-dhcp
+{hosts}
+"""
+
+
+def probe_lines(text: str) -> list[dict[str, str]]:
+    return [dict(re.findall(r"(\w+)=(\S+)", line)) for line in re.findall(r"PROBE (.*)", text)]
+
+
+class Bench:
+    def __init__(self, workdir: Path) -> None:
+        self.c = LabCluster(workdir=workdir, cache_dir=default_cache_dir(),
+                            progress=lambda m: print(f"  {m}", flush=True))
+        self.dnsmasq: subprocess.Popen[bytes] | None = None
+
+    def prepare(self) -> None:
+        c = self.c
+        c.prepare()
+        c.add_nodes(2)
+        c.oneroot("nfs", "apply")  # the node layers the probes go into
+        files = c.workdir / "probe"
+        files.mkdir(exist_ok=True)
+        image = c.workdir / "images" / c.image_name
+        (files / "probe").write_text(PROBE.replace("{image}", str(image)))
+        (files / "unit").write_text(PROBE_UNIT)
+        (files / "wants").write_text("[Unit]\nWants=oneroot-probe.service\n")
+        for node in ("node01", "node02"):
+            c.oneroot("overlay", "put", node, "/usr/local/sbin/oneroot-probe",
+                      str(files / "probe"), "--mode", "0755")
+            c.oneroot("overlay", "put", node, "/etc/systemd/system/oneroot-probe.service",
+                      str(files / "unit"))
+            c.oneroot("overlay", "put", node,
+                      "/etc/systemd/system/multi-user.target.d/probe.conf",
+                      str(files / "wants"))
+
+    def set_mode(self, mode: str, *, ephemeral: bool) -> None:
+        image = self.c.workdir / "images" / self.c.image_name
+        (image / "etc/oneroot-bench-mode").write_text(mode + "\n")
+        for node in ("node01", "node02"):
+            self.c.oneroot("node", "set", node, "--set",
+                           f"ephemeral={'true' if ephemeral else 'false'}")
+
+    # -- servers ---------------------------------------------------------------------------
+    def start_oneroot(self) -> None:
+        self.c.start()
+
+    def start_baseline(self) -> None:
+        """ganesha + HTTP (for the stage reports) from `oneroot serve`; DHCP/TFTP: dnsmasq."""
+        from oneroot.lab import Lab
+
+        c = self.c
+        c.lab = Lab.create(subnet="10.0.0.0/24", workdir=c.workdir)
+        log = c.serve_log.open("ab")
+        c.serve_proc = c.lab.popen_in_ns([*ONEROOT, "--home", str(c.home), "serve",
+                                          "--no-dhcp", "--no-tftp"], what="oneroot serve",
+                                         stdout=log, stderr=subprocess.STDOUT)
+        c.wait_log("serve.started", timeout=300)
+        c.wait_listening(2049, timeout=60)
+        tftp = c.workdir / "tftp"
+        tftp.mkdir(exist_ok=True)
+        for name in ("vmlinuz", "initramfs.img"):
+            target = tftp / name
+            if not target.exists():
+                target.hardlink_to(c.boot_dir / name)
+        hosts = []
+        for i, node in ((1, "node01"), (2, "node02")):
+            script = (c.boot_dir / f"{node}.ipxe").read_text()
+            kernel = re.search(r"^kernel\s+(\S+)\s*(.*)$", script, re.M)
+            assert kernel, script
+            args = re.sub(r"initrd=\S+", "initrd=initramfs.img",
+                          kernel.group(2).split(" || ")[0])
+            (tftp / f"{node}.ipxe").write_text(
+                "#!ipxe\n"
+                f"kernel tftp://{SERVER}/vmlinuz {args}\n"
+                f"initrd tftp://{SERVER}/initramfs.img\n"
+                "boot\n")
+            hosts.append(f"dhcp-host={node_mac(i)},{SERVER + 10 + i},{node},set:{node}\n"
+                         f"dhcp-boot=tag:{node},{node}.ipxe")
+        conf = c.workdir / "dnsmasq.conf"
+        conf.write_text(DNSMASQ_CONF.format(bridge=c.lab.bridge, server=SERVER,
+                                            tftp_root=tftp, hosts="\n".join(hosts)))
+        self.dnsmasq = c.lab.popen_in_ns(
+            ["dnsmasq", "-k", f"--conf-file={conf}", "--log-facility=-",
+             f"--pid-file={c.workdir}/dnsmasq.pid"], what="dnsmasq",
+            stdout=(c.workdir / "dnsmasq.log").open("ab"), stderr=subprocess.STDOUT)
+        time.sleep(1)
+
+    def stop(self) -> None:
+        if self.dnsmasq is not None and self.c.lab is not None:
+            self.c.lab.stop_process(self.dnsmasq, timeout=5)
+            self.dnsmasq = None
+        self.c.stop()
+
+    # -- runs ------------------------------------------------------------------------------
+    def boot(self, nodes: list[str]) -> dict[str, dict[str, Any]]:
+        c = self.c
+        for node in nodes:
+            c.boot(node)
+        out: dict[str, dict[str, Any]] = {}
+        for node in nodes:
+            vm = c.vms[node]
+            try:
+                vm.wait_for(r"PROBE target=reached", timeout=BOOT_TIMEOUT)
+                target_s = vm.elapsed()
+                vm.wait_for(r"PROBE DONE", timeout=BOOT_TIMEOUT)
+                vm.wait_exit(timeout=120)
+            except Exception:
+                print(vm.serial_text()[-4000:])
+                raise
+            lines = probe_lines(vm.serial_text())
+            out[node] = {"target_s": round(target_s, 1),
+                         "uptime_s": float(lines[0]["uptime"]), "lines": lines}
+            print(f"    {node}: target at {target_s:.1f} s after power-on", flush=True)
+        return out
+
+
+def median(values: list[float]) -> float:
+    return round(statistics.median(values), 1)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--runs", type=int, default=2, help="boots per boot row [2]")
+    ap.add_argument("--skip-boot", action="store_true")
+    ap.add_argument("--skip-union", action="store_true")
+    args = ap.parse_args()
+    results: dict[str, Any] = {"runs": args.runs, "host": platform.node(),
+                                  "kernel": platform.release()}
+    boot_rows: list[dict[str, Any]] = []
+    union_rows: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="bench-union-") as tmp:
+        b = Bench(Path(tmp))
+        b.prepare()
+        try:
+            if not args.skip_union:
+                for top, ephemeral in (("tmpfs", True), ("fuse", False)):
+                    b.set_mode("union", ephemeral=ephemeral)
+                    if b.c.lab is None:
+                        b.start_oneroot()
+                    print(f"union, {top} top", flush=True)
+                    got = b.boot(["node01"])["node01"]
+                    for line in got["lines"]:
+                        if "where" in line:
+                            union_rows.append({"top": top, **line})
+                        if "root_fstype" in line:
+                            print(f"    root: {line['root_fstype']}")
+            if not args.skip_boot:
+                for server in ("oneroot", "dnsmasq"):
+                    b.stop()
+                    b.set_mode("boot", ephemeral=False)
+                    b.start_oneroot() if server == "oneroot" else b.start_baseline()
+                    for count in (1, 2):
+                        for run in range(args.runs):
+                            print(f"boot: {server}, {count} node(s), run {run + 1}", flush=True)
+                            got = b.boot(["node01", "node02"][:count])
+                            for node, r in got.items():
+                                boot_rows.append({"server": server, "nodes": count,
+                                                  "run": run + 1, "node": node,
+                                                  "target_s": r["target_s"],
+                                                  "uptime_s": r["uptime_s"]})
+        finally:
+            b.stop()
+    results["boot"] = boot_rows
+    results["union"] = union_rows
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "union.json").write_text(json.dumps(results, indent=2) + "\n")
+    write_markdown(results, " ".join(sys.argv[1:]))
+    print((RESULTS / "union.md").read_text())
+    return 0
+
+
+def write_markdown(results: dict[str, Any], argv: str) -> None:
+    lines = ["# Union root: boot time and file-system speed (QEMU TCG, -smp 1 per node)", "",
+             "Produced by `flock /tmp/oneroot-qemu.lock .venv/bin/python "
+             f"bench/union/bench_union.py {argv}`.".replace(" `.", "`."), ""]
+    boot = results["boot"]
+    assert isinstance(boot, list)
+    if boot:
+        lines += ["## Power-on to target (s), median over runs and nodes", "",
+                  "| DHCP/TFTP server | nodes | to target (s) | kernel uptime at target (s) | "
+                  "samples |", "|---|---:|---:|---:|---:|"]
+        for server in ("oneroot", "dnsmasq"):
+            for count in (1, 2):
+                rows = [r for r in boot if r["server"] == server and r["nodes"] == count]
+                if rows:
+                    lines.append(f"| {server} | {count} | "
+                                 f"{median([float(r['target_s']) for r in rows])} | "
+                                 f"{median([float(r['uptime_s']) for r in rows])} | "
+                                 f"{len(rows)} |")
+        lines.append("")
+    union = results["union"]
+    assert isinstance(union, list)
+    if union:
+        lines += ["## `find /usr | wc -l` and `cat` of 500 files under /usr/share (ms)", "",
+                  "| top | pass | where | find /usr | entries | cat 500 files |",
+                  "|---|---|---|---:|---:|---:|"]
+        for r in union:
+            lines.append(f"| {r['top']} | {r['pass']} | {r['where']} | {r['find_ms']} | "
+                         f"{r['find_n']} | {r['cat500_ms']} |")
+        lines.append("")
+    (RESULTS / "union.md").write_text("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

