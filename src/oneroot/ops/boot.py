@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import PurePosixPath
 
-from oneroot.model.cluster import Image, InitSystem, ResolvedNode
+from oneroot.model.cluster import Image, InitSystem, ResolvedNode, Settings
 from oneroot.model.inventory import Inventory
 from oneroot.rootspec import Mode, NfsLayer, RootSpec, TmpfsLayer, format_spec, parse
 
@@ -17,15 +17,31 @@ def node_image(inv: Inventory, r: ResolvedNode) -> Image:
     return image
 
 
+def server_union(r: ResolvedNode) -> bool:
+    """The node's layers are unioned on the server (`union=server`), not by its initramfs."""
+    return r.values.get("union") == "server"
+
+
+def union_merged_dir(s: Settings, node: str) -> PurePosixPath:
+    """Where the server mounts a server-side union node's merged tree (and exports it from):
+    inside the node's own directory, next to `upper/` and `work/`."""
+    return s.diff_overlay_dir(node) / "merged"
+
+
 def node_root_spec(inv: Inventory, r: ResolvedNode) -> RootSpec:
     """The node's layers, bottom-most first: image, extra layers, group layers, its own dir.
 
     The node's own directory is the rw top (the seed's line), or ro under a tmpfs when the
-    node is ephemeral (the seed's `;ro;tmpfs`).
+    node is ephemeral (the seed's `;ro;tmpfs`). A server-side union node mounts one layer,
+    the merged tree the server exports to it (ro under a tmpfs when ephemeral).
     """
     s = inv.settings
     server = str(s.server_address)
     options = tuple(o for o in r.text("nfs_options").split(",") if o)
+    if server_union(r):
+        merged = NfsLayer(server=server, path=union_merged_dir(s, r.node.name),
+                          mode=Mode.RO if r.flag("ephemeral") else Mode.RW, options=options)
+        return RootSpec(layers=(merged, TmpfsLayer()) if r.flag("ephemeral") else (merged,))
     layers: list[NfsLayer | TmpfsLayer] = [
         NfsLayer(server=server, path=PurePosixPath(str(node_image(inv, r).root)),
                  mode=Mode.RO, options=options)

@@ -1,19 +1,29 @@
 """`oneroot nfs apply` / `nfs status` and the ganesha supervisor `oneroot serve` runs.
 
 Applying is: layer directories and identities → masked views of image roots that are the
-server's `/` → the exports (knfsd: exports file + `exportfs -ra`; ganesha: its config, and a
-SIGHUP to the running ganesha that `oneroot serve` supervises). Every step is idempotent.
+server's `/` → the unions of `union=server` nodes → the exports (knfsd: exports file +
+`exportfs -ra`; ganesha: its config, and a SIGHUP to the running ganesha that `oneroot serve`
+supervises) → unmounting unions no longer exported. Every step is idempotent.
+
+A server-side union is replaced only while unexported (the NFS server holds it otherwise):
+`union_released(inv, paths, node)` unexports the node, unmounts its union, lets the caller
+change its layer, mounts it again and exports it again (overlay edits; a node's boot).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import ipaddress
+import logging
 import os
 import signal
+import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from oneroot.errors import ExternalToolError
 from oneroot.model import NfsServerKind
 from oneroot.model.inventory import Inventory
 from oneroot.nfs import (
@@ -28,15 +38,35 @@ from oneroot.nfs import (
 )
 from oneroot.nfs.ganesha import running_pid
 from oneroot.nfs.knfsd import EXPORTS_FILE
+from oneroot.nfs.serverunion import (
+    UnionSpec,
+    UnionUnsupported,
+    mount_union,
+    union_status,
+    unmount_union,
+)
 from oneroot.nfs.view import mount_at
 from oneroot.ops.catalog import BootCatalog
 from oneroot.ops.nodes_fs import prepare_group_layers, prepare_nodes
 from oneroot.ops.paths import Paths
+from oneroot.ops.runlevels import apply_runlevels
+from oneroot.ops.server_union import (
+    check_union_nodes,
+    mount_unions,
+    node_union_spec,
+    stale_unions,
+    union_nodes,
+    union_ns_pid,
+    unmount_unions,
+)
 from oneroot.overlay.safefs import write_atomic
 from oneroot.render.cluster import nfs_exports, render_exports
 from oneroot.render.context import ClusterContext
 
+log = logging.getLogger(__name__)
+
 GANESHA_PROTOCOLS = (4,)  # NFSv3 would need rpcbind running
+RELOAD_TIMEOUT = 10.0
 KNFSD_PROTOCOLS = (3, 4)
 
 
@@ -46,6 +76,7 @@ class NfsPlan:
     ctx: ClusterContext
     views: dict[str, ViewSpec]
     text: str  # the exports file or the ganesha config
+    unions: dict[str, UnionSpec] = dataclasses.field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -66,27 +97,37 @@ def ganesha_files(paths: Paths) -> GaneshaFiles:
 
 def nfs_plan(inv: Inventory, paths: Paths, *, kind: NfsServerKind | None = None,
              protocols: tuple[int, ...] | None = None, port: int = 2049,
-             bind: ipaddress.IPv4Address | None = None) -> NfsPlan:
+             bind: ipaddress.IPv4Address | None = None,
+             unexported: Iterable[str] = ()) -> NfsPlan:
     """What would be exported, and the file that says so. Pure but for reading the host's
-    SSH key names (masked in views)."""
+    SSH key names (masked in views). `unexported` nodes are left out (while their union is
+    remounted). Raises `UnionUnsupported` for a server-side union node it cannot serve."""
     s = inv.settings
     kind = kind or s.nfs_server
     protocols = protocols or (GANESHA_PROTOCOLS if kind is NfsServerKind.GANESHA
                               else KNFSD_PROTOCOLS)
     ctx = BootCatalog(inv).cluster_context(nfs_protocols=protocols)
     ctx = dataclasses.replace(ctx, nfs_port=port)
+    unions = check_union_nodes(inv)
+    left_out = set(unexported)
+    if left_out:
+        ctx = dataclasses.replace(ctx, nodes=tuple(n for n in ctx.nodes
+                                                   if n.name not in left_out))
     if bind is not None:
         ctx = dataclasses.replace(ctx, settings=dataclasses.replace(s, server_address=bind))
     views = {
         image.name: view_spec(
             image.name, lower=Path(str(image.path)), views_dir=views_dir(paths),
             state_dir=s.state_dir, group_dir=s.group_dir,
-            nodes=[n.name for n in ctx.nodes], groups=[g.name for g in ctx.group_layers],
+            # a union node's export is its merged dir: that is the junction the view needs
+            nodes=[f"{n.name}/merged" if n.name in unions else n.name for n in ctx.nodes],
+            groups=[g.name for g in ctx.group_layers],
             hidden_dirs=[PurePosixPath(str(paths.home))])
         for image in ctx.images
         if needs_view(image.path, state_dir=s.state_dir, group_dir=s.group_dir)
     }
     if kind is NfsServerKind.GANESHA:
+        _check_unions_not_in_views(unions, views)
         text = render_config(ctx, {name: v.mountpoint for name, v in views.items()})
     else:
         # knfsd has no per-export pseudo path: the view is exported at its own path, and
@@ -94,7 +135,24 @@ def nfs_plan(inv: Inventory, paths: Paths, *, kind: NfsServerKind | None = None,
         images = tuple(dataclasses.replace(i, path=PurePosixPath(str(views[i.name].mountpoint)))
                        if i.name in views else i for i in ctx.images)
         text = render_exports(dataclasses.replace(ctx, images=images))
-    return NfsPlan(kind=kind, ctx=ctx, views=views, text=text)
+    return NfsPlan(kind=kind, ctx=ctx, views=views, text=text, unions=unions)
+
+
+def _check_unions_not_in_views(unions: dict[str, UnionSpec],
+                               views: dict[str, ViewSpec]) -> None:
+    """A union's export must not be a junction inside a masked view: nfs-ganesha 4.3 crashes
+    (SIGSEGV) when it unexports such a nested export on SIGHUP, and every remount of the
+    union unexports it. Measured here; exports below the pseudo root are fine."""
+    for spec in unions.values():
+        for view in views.values():
+            if spec.mountpoint.is_relative_to(view.lower):
+                raise UnionUnsupported(
+                    f"node {spec.node}'s server-side union ({spec.mountpoint}) would be "
+                    f"exported inside the masked view of image {view.name} ({view.lower}); "
+                    "nfs-ganesha crashes when it unexports such a nested export, which every "
+                    "remount of the union does",
+                    hint=f"keep the state dir outside image {view.name}'s root (or stop "
+                         "exporting that image), or set union=client")
 
 
 def apply_nfs(inv: Inventory, paths: Paths, *, exportfs: str = "exportfs",
@@ -103,20 +161,121 @@ def apply_nfs(inv: Inventory, paths: Paths, *, exportfs: str = "exportfs",
     plan = plan or nfs_plan(inv, paths)
     prepare_group_layers(inv)
     prepare_nodes(inv, paths)
+    # After the node layers: for an image that is the server's live `/`, runlevel targets go
+    # into each node's own layer instead of the image.
+    apply_runlevels(inv)
     for spec in plan.views.values():
         mount_view(spec)
+    files = ganesha_files(paths)
+    pid = running_pid(files) if plan.kind is NfsServerKind.GANESHA else None
+    ns_pid = union_ns_pid(pid)
+    mount_unions(plan.unions, ns_pid=ns_pid)
+    stale = stale_unions(inv, ns_pid=ns_pid)
     if plan.kind is NfsServerKind.KNFSD:
         result = apply_exports(plan.text, path=exports_file, exportfs=exportfs)
+        unmount_unions(stale, ns_pid=ns_pid)
         return NfsApplyResult(plan=plan, config_path=exports_file, changed=result.changed,
                               applied="exportfs -ra" if result.applied else "unchanged")
-    files = ganesha_files(paths)
     changed = write_atomic(files.conf, plan.text.encode())
     applied = "written"
-    pid = running_pid(files)
     if changed and pid is not None:
-        os.kill(pid, signal.SIGHUP)
+        _sighup_ganesha(files, pid, wait=bool(stale))
         applied = "ganesha SIGHUP"
+    unmount_unions(stale, ns_pid=ns_pid)
     return NfsApplyResult(plan=plan, config_path=files.conf, changed=changed, applied=applied)
+
+
+def _sighup_ganesha(files: GaneshaFiles, pid: int, *, wait: bool,
+                    timeout: float = RELOAD_TIMEOUT) -> None:
+    """Make ganesha re-read its exports; with `wait`, until its log says it is done."""
+    try:
+        offset = files.log.stat().st_size
+    except FileNotFoundError:
+        offset = 0
+    os.kill(pid, signal.SIGHUP)
+    if not wait:
+        return
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with files.log.open("rb") as f:
+                f.seek(offset)
+                if b"Reread exports complete" in f.read():
+                    return
+        except OSError:
+            pass
+        time.sleep(0.05)
+    raise ExternalToolError(f"ganesha did not confirm the export reload within {timeout} s",
+                            hint=f"see {files.log}")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ExportTarget:
+    """How to reach the running NFS server (the flags `oneroot serve` started it with)."""
+
+    bind: ipaddress.IPv4Address | None = None
+    port: int = 2049
+    exportfs: str = "exportfs"
+    exports_file: Path = EXPORTS_FILE
+
+
+def _export(inv: Inventory, paths: Paths, target: ExportTarget, *,
+            unexported: tuple[str, ...] = ()) -> None:
+    """Tell the running NFS server the exports, leaving `unexported` nodes out, and wait
+    until it has let go of them."""
+    plan = nfs_plan(inv, paths, unexported=unexported, bind=target.bind, port=target.port)
+    if plan.kind is NfsServerKind.KNFSD:
+        apply_exports(plan.text, path=target.exports_file, exportfs=target.exportfs)
+        return
+    files = ganesha_files(paths)
+    pid = running_pid(files)
+    if write_atomic(files.conf, plan.text.encode()) and pid is not None:
+        _sighup_ganesha(files, pid, wait=True)
+
+
+@contextlib.contextmanager
+def union_released(inv: Inventory, paths: Paths, name: str,
+                   target: ExportTarget = ExportTarget()) -> Iterator[UnionSpec | None]:
+    """Around a change of a `union=server` node's layer: unexport the node, unmount its
+    union, yield (its upper dir is a plain directory now), mount the union again (over the
+    lower layers as they are now) and export it again. Yields None and does nothing for a
+    node whose union is not mounted (or that is not a server-side union node).
+
+    The node keeps its file handles (`index=on` decodes them again after the remount), but
+    NFS calls it makes meanwhile fail: a running node sees its root go away for a moment.
+    If the union cannot be mounted again, the node stays unexported (never its empty mount
+    point) and the error says why.
+    """
+    if name not in union_nodes(inv):
+        yield None
+        return
+    spec = node_union_spec(inv, name)
+    ganesha = inv.settings.nfs_server is NfsServerKind.GANESHA
+    ns_pid = union_ns_pid(running_pid(ganesha_files(paths)) if ganesha else None)
+    if not union_status(spec, ns_pid=ns_pid).mounted:
+        yield None
+        return
+    log.info("nfs.union.release node=%s", name)
+    _export(inv, paths, target, unexported=(name,))
+    try:
+        unmount_union(spec, ns_pid=ns_pid)
+    except BaseException:
+        _export(inv, paths, target)
+        raise
+    try:
+        yield spec
+    finally:
+        mount_union(spec, ns_pid=ns_pid)
+        _export(inv, paths, target)
+        log.info("nfs.union.restored node=%s", name)
+
+
+def remount_union_for_boot(inv: Inventory, paths: Paths, name: str,
+                           target: ExportTarget = ExportTarget()) -> bool:
+    """A `union=server` node is booting: remount its union so it sees the lower layers as
+    they are now (overlayfs caches lower dentries). False when there was nothing to do."""
+    with union_released(inv, paths, name, target) as spec:
+        return spec is not None
 
 
 def nfs_status(inv: Inventory, paths: Paths) -> dict[str, object]:

@@ -10,21 +10,26 @@ writes every file atomically. Anything that replaces or deletes a file the user 
 
 from __future__ import annotations
 
+import contextlib
 import datetime
+import functools
 import os
 import shutil
 import stat
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import BinaryIO
+from typing import BinaryIO, Concatenate, ParamSpec, TypeVar
 
 from oneroot.errors import ConfigError, Conflict, NotFound, UsageError
 from oneroot.model.inventory import Inventory
+from oneroot.nfs.ganesha import running_pid
+from oneroot.nfs.serverunion import same_mount_ns
 from oneroot.nfs.view import needs_view, view_spec
 from oneroot.ops.boot import node_image
 from oneroot.ops.inventory import get_group, get_node, resolved
+from oneroot.ops.nfs_serving import ganesha_files, union_released
 from oneroot.ops.nodes_fs import group_layer, identity_dir, node_layer
 from oneroot.ops.paths import Paths
 from oneroot.overlay.archive import TreeSource, empty_dir, open_tree, remove_tree, write_tar
@@ -55,6 +60,8 @@ from oneroot.overlay.tooling import (
 from oneroot.rootspec import NfsLayer, parse
 
 Editor = Callable[[Path], None]
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -149,13 +156,52 @@ def mounted_union(upper: Path, *, mountinfo: Path = Path("/proc/self/mountinfo")
     return None
 
 
-def _writable(stack: Stack) -> None:
-    where = mounted_union(stack.upper.root)
+def _mountinfos(paths: Paths) -> list[Path]:
+    """Our mount table and, when it runs in another mount namespace (`oneroot serve` in a
+    lab), the NFS server's: that is where server-side unions are mounted."""
+    found = [Path("/proc/self/mountinfo")]
+    pid = running_pid(ganesha_files(paths))
+    if pid is not None and not same_mount_ns(pid):
+        found.append(Path(f"/proc/{pid}/mountinfo"))
+    return found
+
+
+def _union_anywhere(paths: Paths, upper: Path) -> str | None:
+    for mountinfo in _mountinfos(paths):
+        where = mounted_union(upper, mountinfo=mountinfo)
+        if where is not None:
+            return where
+    return None
+
+
+def _writable(stack: Stack, paths: Paths | None = None) -> None:
+    where = (_union_anywhere(paths, stack.upper.root) if paths is not None
+             else mounted_union(stack.upper.root))
     if where is not None:
         raise ConfigError(
             f"node {stack.node}'s layer is the upper dir of the overlay mounted at {where}",
             hint="changing a layer under a mounted overlayfs is undefined: unmount the "
                  "node's server-side union first")
+
+
+@contextlib.contextmanager
+def _released(inv: Inventory, paths: Paths, name: str) -> Iterator[None]:
+    """The safe remount around an edit of a `union=server` node's layer: its union is
+    unexported and unmounted during the edit, then mounted and exported again."""
+    with union_released(inv, paths, name):
+        yield
+
+
+def _through_remount(
+        edit: Callable[Concatenate[Inventory, Paths, str, _P], _T],
+) -> Callable[Concatenate[Inventory, Paths, str, _P], _T]:
+    @functools.wraps(edit)
+    def wrapper(inv: Inventory, paths: Paths, name: str, /, *args: _P.args,
+                **kwargs: _P.kwargs) -> _T:
+        get_node(inv, name)  # a missing node is reported as such, before anything else
+        with _released(inv, paths, name):
+            return edit(inv, paths, name, *args, **kwargs)
+    return wrapper
 
 
 # -- looking -------------------------------------------------------------------------------
@@ -185,13 +231,14 @@ def _lower_or_none(stack: Stack, rel: PurePosixPath) -> Entry | None:
     return entry
 
 
+@_through_remount
 def copy_from_lower(inv: Inventory, paths: Paths, name: str, path: str, *,
                     force: bool = False) -> OverlayResult:
     """Start an override: the image's (or group layer's) file, with its owner, mode and mtime,
     copied into the node's layer."""
     rel = node_path(path)
     stack = node_stack(inv, paths, name)
-    _writable(stack)
+    _writable(stack, paths)
     lower = _lower_or_none(stack, rel)
     if lower is None:
         raise NotFound(f"no {shown(rel)} below node {name}'s layer (image or group layers)",
@@ -222,13 +269,14 @@ def _check_replaceable(name: str, rel: PurePosixPath, current: Entry | None) -> 
                          hint=f"`oneroot overlay rm {name} {shown(rel)}` first")
 
 
+@_through_remount
 def put_file(inv: Inventory, paths: Paths, name: str, path: str, source: BinaryIO, *,
              mode: int | None = None) -> OverlayResult:
     """Make `source`'s bytes the node's `path` (owner and mode kept from the file it
     replaces, or the image's; `mode` overrides)."""
     rel = node_path(path)
     stack = node_stack(inv, paths, name)
-    _writable(stack)
+    _writable(stack, paths)
     current = upper_entry(stack, rel)
     _check_replaceable(name, rel, current)
     lower = _lower_or_none(stack, rel)
@@ -244,7 +292,6 @@ def edit_file(inv: Inventory, paths: Paths, name: str, path: str, editor: Editor
     is written and the edited copy is kept (its path is in the error)."""
     rel = node_path(path)
     stack = node_stack(inv, paths, name)
-    _writable(stack)
     current = upper_entry(stack, rel)
     _check_replaceable(name, rel, current)
     lower = _lower_or_none(stack, rel)
@@ -271,8 +318,12 @@ def edit_file(inv: Inventory, paths: Paths, name: str, path: str, editor: Editor
             return OverlayResult(node=name, path=shown(rel), changed=False,
                                  message=f"{shown(rel)} unchanged: no override made")
         try:
-            install(stack, stack.upper, rel, attrs=_start_attrs(current, lower, None),
-                    data=after, expect=fingerprint(current))
+            # The editor ran with the node's root still exported; only the write goes
+            # through the safe remount of a server-side union.
+            with _released(inv, paths, name):
+                _writable(stack, paths)
+                install(stack, stack.upper, rel, attrs=_start_attrs(current, lower, None),
+                        data=after, expect=fingerprint(current))
         except Conflict as exc:
             keep = True
             raise Conflict(f"{exc.message}: not written", hint=f"your edit is kept in {copy}; "
@@ -284,12 +335,13 @@ def edit_file(inv: Inventory, paths: Paths, name: str, path: str, editor: Editor
                          message=f"wrote {shown(rel)} (started from {origin})")
 
 
+@_through_remount
 def remove_change(inv: Inventory, paths: Paths, name: str, path: str, *,
                   recursive: bool = False) -> OverlayResult:
     """Drop the node's override, addition or mask: what is below shows again."""
     rel = node_path(path)
     stack = node_stack(inv, paths, name)
-    _writable(stack)
+    _writable(stack, paths)
     current = upper_entry(stack, rel)
     if current is None:
         raise NotFound(f"node {name} has no change at {shown(rel)}",
@@ -304,12 +356,13 @@ def remove_change(inv: Inventory, paths: Paths, name: str, path: str, *,
                          message=f"removed the node's {current.type} {shown(rel)}: {now}{note}")
 
 
+@_through_remount
 def mask_path(inv: Inventory, paths: Paths, name: str, path: str, *,
               force: bool = False) -> OverlayResult:
     """Hide `path` from the node with a `c 0 0` whiteout."""
     rel = node_path(path)
     stack = node_stack(inv, paths, name)
-    _writable(stack)
+    _writable(stack, paths)
     current = upper_entry(stack, rel)
     if current is not None and current.type is EntryType.WHITEOUT:
         return OverlayResult(node=name, path=shown(rel), changed=False,
@@ -339,6 +392,7 @@ class ResetResult:
     archive: Path | None
 
 
+@_through_remount
 def reset_layer(inv: Inventory, paths: Paths, name: str, *, archive: bool = True,
                 now: datetime.datetime | None = None) -> ResetResult:
     """Empty the node's `upper/` in place but for its generated identity files, and empty
@@ -348,7 +402,7 @@ def reset_layer(inv: Inventory, paths: Paths, name: str, *, archive: bool = True
     give the node stale NFS file handles.
     """
     stack = node_stack(inv, paths, name)
-    _writable(stack)
+    _writable(stack, paths)
     root = stack.upper.base
     dest = None
     if archive:
@@ -403,6 +457,7 @@ def _target_layer(inv: Inventory, name: str, to: str) -> Layer:
     return Layer(name=f"group {to}", base=dirs.root)
 
 
+@_through_remount
 def promote_change(inv: Inventory, paths: Paths, name: str, path: str, *, to: str,
                    overwrite: bool = False,
                    now: datetime.datetime | None = None) -> OverlayResult:
@@ -412,7 +467,7 @@ def promote_change(inv: Inventory, paths: Paths, name: str, path: str, *, to: st
     already there is refused unless `overwrite`, and is archived first."""
     rel = node_path(path)
     stack = node_stack(inv, paths, name)
-    _writable(stack)
+    _writable(stack, paths)
     current = upper_entry(stack, rel)
     if current is None:
         raise NotFound(f"node {name} has no change at {shown(rel)}",
@@ -475,7 +530,7 @@ def archive_node_dir(inv: Inventory, paths: Paths, name: str, *,
     ident = identity_dir(paths, name)
     sources = []
     if _is_dir(layer.root):
-        where = mounted_union(layer.upper)
+        where = _union_anywhere(paths, layer.upper)
         if where is not None:
             raise ConfigError(f"node {name}'s layer is still the upper dir of the overlay "
                               f"mounted at {where}", hint="unmount it first")

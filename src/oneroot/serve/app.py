@@ -18,12 +18,20 @@ from typing import Any
 from oneroot.inventory.events import EventStore
 from oneroot.inventory.leases import LeaseStore
 from oneroot.model.cluster import NfsServerKind
+from oneroot.model.events import BootEvent
 from oneroot.model.inventory import Inventory
 from oneroot.ops import inventory as inv_ops
 from oneroot.ops.bootfiles import install_boot_binaries
 from oneroot.ops.exportids import catalog_for
-from oneroot.ops.nfs_serving import apply_nfs, ganesha_server, nfs_plan
+from oneroot.ops.nfs_serving import (
+    ExportTarget,
+    apply_nfs,
+    ganesha_server,
+    nfs_plan,
+    remount_union_for_boot,
+)
 from oneroot.ops.paths import Paths
+from oneroot.ops.server_union import union_nodes
 from oneroot.ops.status import read_status
 from oneroot.proto.dhcp import NetworkConfig
 from oneroot.serve.dhcp import DhcpService
@@ -159,7 +167,7 @@ async def serve(paths: Paths, options: ServeOptions = ServeOptions(),
         closers.append(http.close)
 
     if options.nfs:
-        await _start_nfs(paths, holder, IPv4Address(bind), jobs, closers)
+        await _start_nfs(paths, holder, IPv4Address(bind), jobs, closers, recorder)
 
     async def watch_inventory() -> None:
         while True:
@@ -197,12 +205,42 @@ async def serve(paths: Paths, options: ServeOptions = ServeOptions(),
 
 async def _start_nfs(paths: Paths, holder: CatalogHolder, bind: IPv4Address,
                      jobs: list[Callable[[], Coroutine[Any, Any, None]]],
-                     closers: list[Callable[[], Awaitable[None] | None]]) -> None:
-    """Directories, identities and views first, then the NFS server; again on every change."""
+                     closers: list[Callable[[], Awaitable[None] | None]],
+                     recorder: EventRecorder) -> None:
+    """Directories, identities, views and unions first, then the NFS server; again on every
+    change. A `union=server` node's union is remounted when the node fetches its boot script
+    (once per boot, seconds before its initramfs mounts the root), so it sees the image as it
+    is now. One lock keeps remounts and re-applies from interleaving."""
     inv = holder.inventory
+    lock = asyncio.Lock()
     await asyncio.to_thread(apply_nfs, inv, paths)
-    if inv.settings.nfs_server is not NfsServerKind.GANESHA:
-        holder.listeners.append(lambda new: _spawn(asyncio.to_thread(apply_nfs, new, paths)))
+    ganesha = inv.settings.nfs_server is NfsServerKind.GANESHA
+    target = ExportTarget(bind=bind if ganesha else None)
+
+    def on_boot_event(event: BootEvent) -> None:
+        node = event.node
+        if (node is None or event.kind not in ("http.done", "tftp.done") or event.file is None
+                or node not in holder.inventory.nodes):
+            return
+        hit = holder.catalog.virtual_file(event.file)
+        if hit is None or hit.node != node:
+            return  # the kernel, the initramfs: not the start of a boot
+        inv = holder.inventory
+        if node in union_nodes(inv):
+            _spawn(remount(inv, node))
+
+    async def remount(inv: Inventory, node: str) -> None:
+        async with lock:
+            done = await asyncio.to_thread(remount_union_for_boot, inv, paths, node, target)
+        log.info("nfs.union.boot_remount node=%s remounted=%s", node, done)
+
+    recorder.listeners.append(on_boot_event)
+    if not ganesha:
+        async def reapply_knfsd(new: Inventory) -> None:
+            async with lock:
+                await asyncio.to_thread(apply_nfs, new, paths)
+
+        holder.listeners.append(lambda new: _spawn(reapply_knfsd(new)))
         return
     server = ganesha_server(inv, paths, bind=bind)
 
@@ -210,9 +248,10 @@ async def _start_nfs(paths: Paths, holder: CatalogHolder, bind: IPv4Address,
         await server.run()
 
     async def reapply(new: Inventory) -> None:
-        await asyncio.to_thread(apply_nfs, new, paths)
-        action = await server.reload(nfs_plan(new, paths, kind=NfsServerKind.GANESHA,
-                                              bind=bind).text)
+        async with lock:
+            await asyncio.to_thread(apply_nfs, new, paths)
+            action = await server.reload(nfs_plan(new, paths, kind=NfsServerKind.GANESHA,
+                                                  bind=bind).text)
         log.info("nfs.reloaded action=%s", action)
 
     jobs.append(run_ganesha)

@@ -1,0 +1,284 @@
+"""The server-side union of one node (DESIGN §3): its layers merged by overlayfs on the server,
+exported rw to that node alone, so the node mounts one plain NFS root.
+
+    overlay  lowerdir=<group layers, topmost first>:<image root>,
+             upperdir=<state>/<node>/upper, workdir=<state>/<node>/work,
+             index=on, nfs_export=on, xino=on          mounted at <state>/<node>/merged
+
+Why each option: `index=on,nfs_export=on` make the merged tree's file handles decodable (an
+NFS server needs that, and handles survive a remount of the same layers); `xino=on` keeps
+inode numbers unique when layers are on different filesystems (without it ganesha answers
+NFS4ERR_XDEV); it costs nothing when they share one.
+
+`index=on` records the topmost lower layer's root in the upper dir (`trusted.overlay.origin`)
+and refuses a later mount over different layers. So the layer list of the last mount is kept
+in `<state>/<node>/.union-layers`; when the layers change (the node joined a group), the
+origin and the index are cleared before the next mount.
+
+Mounts happen in the mount namespace of the NFS server that exports them: `ns_pid` names a
+process in it (`nsenter -t PID -m`), None for our own. `oneroot serve` under `ip netns exec`
+has a private mount namespace, and a union the CLI mounted in its own would be invisible to
+the ganesha `oneroot serve` runs.
+
+Errors: `UnionUnsupported` (a `ConfigError`: the image is the server's live `/`, or holds the
+state dir), `ExternalToolError` (mount/umount failed; the kernel's reason is in dmesg).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import os
+import subprocess
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from oneroot.errors import ConfigError, ExternalToolError
+from oneroot.nfs.view import MountEntry, read_mounts
+
+log = logging.getLogger(__name__)
+
+UNION_OPTIONS = "index=on,nfs_export=on,xino=on"
+MERGED_DIR = "merged"
+LAYERS_RECORD = ".union-layers"
+_ORIGIN_XATTR = "trusted.overlay.origin"
+
+
+class UnionUnsupported(ConfigError):
+    """This node's layers cannot be unioned on the server."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UnionSpec:
+    """One node's server-side union. `lowers` is topmost first, as overlayfs reads it."""
+
+    node: str
+    lowers: tuple[Path, ...]
+    upper: Path
+    work: Path
+    mountpoint: Path
+
+    @property
+    def node_dir(self) -> Path:
+        return self.upper.parent
+
+    @property
+    def options(self) -> str:
+        lower = ":".join(str(p) for p in self.lowers)
+        return f"lowerdir={lower},upperdir={self.upper},workdir={self.work},{UNION_OPTIONS}"
+
+    @property
+    def source(self) -> str:
+        return f"oneroot-union-{self.node}"
+
+    def check(self) -> None:
+        if not self.lowers:
+            raise ConfigError(f"node {self.node}'s union has no lower layer")
+        for path in (*self.lowers, self.upper, self.work, self.mountpoint):
+            if not path.is_absolute() or any(c in str(path) for c in ",:\\\n"):
+                raise ConfigError(f"union path {path} must be absolute, without , : or \\",
+                                  hint="overlayfs cannot take such a path in its options")
+        if Path("/") in self.lowers:
+            raise UnionUnsupported(
+                f"node {self.node}'s image is the server's live `/`: a server-side union over "
+                "it is undefined (overlayfs forbids changing a lower layer under a mounted "
+                "union, and `/` changes all the time)",
+                hint="use an image directory (`oneroot image create NAME`) for server-side "
+                     "union nodes, or set union=client")
+        if self.upper.parent != self.work.parent or self.mountpoint.parent != self.upper.parent:
+            raise ConfigError(f"node {self.node}'s upper, work and merged dirs must share "
+                              f"one parent ({self.upper.parent})")
+
+
+def union_spec(node: str, *, lowers: Iterable[Path], node_dir: Path) -> UnionSpec:
+    spec = UnionSpec(node=node, lowers=tuple(lowers), upper=node_dir / "upper",
+                     work=node_dir / "work", mountpoint=node_dir / MERGED_DIR)
+    spec.check()
+    return spec
+
+
+# -- mount namespaces --------------------------------------------------------------------
+
+
+def same_mount_ns(pid: int) -> bool:
+    try:
+        return os.stat(f"/proc/{pid}/ns/mnt").st_ino == os.stat("/proc/self/ns/mnt").st_ino
+    except OSError:
+        return True
+
+
+def ns_mounts(ns_pid: int | None) -> list[MountEntry]:
+    if ns_pid is None:
+        return read_mounts()
+    return read_mounts(Path(f"/proc/{ns_pid}/mountinfo"))
+
+
+def _run(argv: list[str], ns_pid: int | None) -> subprocess.CompletedProcess[str]:
+    if ns_pid is not None:
+        argv = ["nsenter", "-t", str(ns_pid), "-m", "--", *argv]
+    return subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                          timeout=60)
+
+
+def union_at(spec: UnionSpec, mounts: list[MountEntry]) -> MountEntry | None:
+    found = [m for m in mounts if m.mount_point == spec.mountpoint]
+    return found[-1] if found else None
+
+
+def _is_ours(entry: MountEntry, spec: UnionSpec) -> bool:
+    return entry.fstype == "overlay" and f"upperdir={spec.upper}" in entry.options.split(",")
+
+
+def mounted_lowers(entry: MountEntry) -> tuple[Path, ...]:
+    for option in entry.options.split(","):
+        if option.startswith("lowerdir="):
+            return tuple(Path(p) for p in option.removeprefix("lowerdir=").split(":"))
+    return ()
+
+
+# -- layer changes ------------------------------------------------------------------------
+
+
+def _record_text(spec: UnionSpec) -> str:
+    return "".join(f"{p}\n" for p in spec.lowers)
+
+
+def _reset_origin(spec: UnionSpec) -> None:
+    """Forget the layers `index=on` verified: every origin in the upper dir and the index.
+
+    Not only the root: overlayfs records an origin on each merged directory it looks up, and
+    one that no longer verifies hides that directory's lower entries ("failed to verify
+    origin"). Without an origin a file is a plain upper file; nothing of the node's is lost.
+    """
+    with contextlib.suppress(OSError):
+        os.removexattr(spec.upper, _ORIGIN_XATTR, follow_symlinks=False)
+    for top, dirs, files in os.walk(spec.upper):
+        for name in (*dirs, *files):
+            with contextlib.suppress(OSError):
+                os.removexattr(os.path.join(top, name), _ORIGIN_XATTR, follow_symlinks=False)
+    index = spec.work / "index"
+    if index.is_dir():
+        for entry in os.scandir(index):
+            if entry.is_dir(follow_symlinks=False):
+                subprocess.run(["rm", "-rf", "--one-file-system", "--", entry.path], check=False)
+            else:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(entry.path)
+
+
+def _layers_changed(spec: UnionSpec) -> bool:
+    record = spec.node_dir / LAYERS_RECORD
+    try:
+        return record.read_text() != _record_text(spec)
+    except FileNotFoundError:
+        try:
+            os.getxattr(spec.upper, _ORIGIN_XATTR, follow_symlinks=False)
+        except OSError:
+            return False  # never mounted with index=on: nothing recorded to disagree
+        return True
+
+
+def _write_record(spec: UnionSpec) -> None:
+    record = spec.node_dir / LAYERS_RECORD
+    tmp = record.with_name(record.name + ".tmp")
+    tmp.write_text(_record_text(spec))
+    os.replace(tmp, record)
+
+
+# -- mount / unmount -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UnionStatus:
+    spec: UnionSpec
+    mounted: bool
+    changed: bool  # this call mounted it
+    stale: bool = False  # mounted over other layers than the spec's (remount to update)
+
+
+def union_status(spec: UnionSpec, *, ns_pid: int | None = None) -> UnionStatus:
+    entry = union_at(spec, ns_mounts(ns_pid))
+    if entry is None or not _is_ours(entry, spec):
+        return UnionStatus(spec=spec, mounted=False, changed=False)
+    return UnionStatus(spec=spec, mounted=True, changed=False,
+                       stale=mounted_lowers(entry) != spec.lowers)
+
+
+def mount_union(spec: UnionSpec, *, ns_pid: int | None = None) -> UnionStatus:
+    """Mount the node's union unless it is mounted. Idempotent; a union mounted over other
+    layers is left as it is (`stale`): `remount_union` replaces it."""
+    spec.check()
+    status = union_status(spec, ns_pid=ns_pid)
+    if status.mounted:
+        return status
+    entry = union_at(spec, ns_mounts(ns_pid))
+    if entry is not None:
+        raise ExternalToolError(f"{spec.mountpoint} has a {entry.fstype} mounted that is not "
+                                f"node {spec.node}'s union", hint=f"umount {spec.mountpoint}")
+    for lower in spec.lowers:
+        if not lower.is_dir():
+            raise ConfigError(f"node {spec.node}'s layer {lower} is not a directory",
+                              hint="`oneroot nfs apply` creates group layers; check the image")
+    spec.mountpoint.mkdir(mode=0o755, exist_ok=True)
+    spec.work.mkdir(mode=0o700, exist_ok=True)
+    if _layers_changed(spec):
+        log.info("nfs.union.layers_changed node=%s lowers=%s", spec.node,
+                 ":".join(map(str, spec.lowers)))
+        _reset_origin(spec)
+    done = _run(["mount", "-t", "overlay", "-o", spec.options, spec.source,
+                 str(spec.mountpoint)], ns_pid)
+    if done.returncode != 0:
+        again = union_status(spec, ns_pid=ns_pid)
+        if again.mounted:  # another oneroot process mounted it meanwhile
+            return again
+        raise ExternalToolError(
+            f"cannot mount node {spec.node}'s union at {spec.mountpoint}: "
+            f"{done.stderr.strip()}",
+            hint="see `dmesg | tail` for overlayfs's reason (a layer on an overlayfs, or an "
+                 "upper dir still used by another mount)")
+    _write_record(spec)
+    log.info("nfs.union.mounted node=%s at=%s layers=%d", spec.node, spec.mountpoint,
+             len(spec.lowers))
+    return UnionStatus(spec=spec, mounted=True, changed=True)
+
+
+def unmount_union(spec: UnionSpec, *, ns_pid: int | None = None, timeout: float = 10.0) -> bool:
+    """Unmount the node's union (the NFS server must have let go of it: unexport first).
+    Retries while the mount is busy. False when nothing was mounted."""
+    if not union_status(spec, ns_pid=ns_pid).mounted:
+        return False
+    deadline = time.monotonic() + timeout
+    while True:
+        done = _run(["umount", str(spec.mountpoint)], ns_pid)
+        if done.returncode == 0 or not union_status(spec, ns_pid=ns_pid).mounted:
+            log.info("nfs.union.unmounted node=%s at=%s", spec.node, spec.mountpoint)
+            return True
+        if time.monotonic() > deadline:
+            raise ExternalToolError(
+                f"cannot unmount node {spec.node}'s union at {spec.mountpoint}: "
+                f"{done.stderr.strip() or os.strerror(errno.EBUSY)}",
+                hint="the NFS server still holds it: is it still exported? "
+                     f"(`fuser -vm {spec.mountpoint}`)")
+        time.sleep(0.2)
+
+
+def remount_union(spec: UnionSpec, *, ns_pid: int | None = None) -> UnionStatus:
+    """Unmount and mount again, so the union sees the lower layers as they are now
+    (overlayfs caches lower dentries) and the spec's layer list. Unexport first."""
+    unmount_union(spec, ns_pid=ns_pid)
+    return mount_union(spec, ns_pid=ns_pid)
+
+
+def mounted_unions(state_dir: Path, *, ns_pid: int | None = None) -> dict[str, MountEntry]:
+    """Every server-side union mounted under `state_dir`, by node name."""
+    found: dict[str, MountEntry] = {}
+    for entry in ns_mounts(ns_pid):
+        mp = entry.mount_point
+        if (entry.fstype == "overlay" and mp.name == MERGED_DIR
+                and mp.parent.parent == state_dir
+                and f"upperdir={mp.parent / 'upper'}" in entry.options.split(",")):
+            found[mp.parent.name] = entry
+    return found

@@ -1,0 +1,177 @@
+"""The server-side union end to end (issue 6, part 2): a `union=server` node boots one plain
+NFS root, the merged tree the server's overlayfs makes of its layers, exported rw to it alone.
+
+Boots (2; scenarios combined per boot):
+  A. node01: sees its layer's /etc/motd and the group layer over the image; has exactly one
+     NFS mount and no fuse-overlayfs process; writes /root/persist and deletes /etc/issue.net,
+     then `sync`. On the server both are in its upper/: a file and a `c 0 0` whiteout.
+  B. node01 again, after the image changed under its mounted union: the write and the deletion
+     persist, the image change is seen (the union was remounted when the node fetched its
+     boot script).
+An `oneroot overlay put` while the union is mounted (in `oneroot serve`'s mount namespace)
+goes through the safe remount. The probe is the one of tests/e2e/test_union_root.py.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import stat
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from oneroot.initramfs.kernel import default_cache_dir
+from oneroot.lab import list_netns
+from oneroot.ops.lab import LabCluster
+
+pytestmark = pytest.mark.e2e
+
+BOOT_TIMEOUT = 420
+
+PROBE_UNIT = """[Unit]
+Description=oneroot e2e probe
+After=basic.target oneroot-booted.service
+
+[Service]
+Type=oneshot
+ExecStart=/usr/local/sbin/oneroot-probe
+StandardOutput=tty
+StandardError=tty
+TTYPath=/dev/ttyS0
+"""
+
+PROBE = r"""#!/bin/bash
+say() { echo "PROBE $*" > /dev/ttyS0; }
+sha() { if [ -e "$1" ]; then sha256sum "$1" | cut -c1-64; else echo missing; fi; }
+say hostname="$(hostname)"
+say root_fstype="$(findmnt -n -o FSTYPE /)"
+say root_source="$(findmnt -n -o SOURCE /)"
+say nfs4_mounts="$(findmnt -n -t nfs4 | wc -l)"
+say nfs_mounts="$(findmnt -n -t nfs,nfs4 | wc -l)"
+say fuse_procs="$(pgrep -f fuse-overlayfs | wc -l)"
+say motd="$(sha /etc/motd)"
+say layered="$(cat /etc/oneroot-layer-test 2>/dev/null || echo none)"
+say image_change="$(cat /etc/oneroot-image-change 2>/dev/null || echo none)"
+if [ -e /root/persist ]; then say persist="$(tr ' ' _ < /root/persist)"; else say persist=none; fi
+if [ -e /etc/issue.net ]; then say issue_net=present; else say issue_net=missing; fi
+echo "written on node01" > /root/persist && say wrote=yes
+rm -f /etc/issue.net && say deleted=yes
+sync
+say DONE
+systemctl poweroff
+"""
+
+
+def probes(text: str) -> dict[str, list[str]]:
+    found: dict[str, list[str]] = {}
+    for key, value in re.findall(r"PROBE (\w+)=(\S*)", text):
+        found.setdefault(key, []).append(value)
+    return found
+
+
+def sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path.exists() else "missing"
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabCluster]:
+    workdir = tmp_path_factory.mktemp("serverunion")
+    c = LabCluster(workdir=workdir, cache_dir=default_cache_dir(), progress=print)
+    c.prepare()
+    # The lab's `default` image is its workdir, which holds the state dir: exported through a
+    # masked view, it would nest node01's union export inside the view, which nfs-ganesha 4.3
+    # cannot unexport (oneroot refuses that). An empty image dir takes its place.
+    empty = workdir / "images" / "empty"
+    (empty / "etc").mkdir(parents=True, exist_ok=True)
+    c.oneroot("image", "use", str(empty), "--name", "default", "--init-system", "systemd")
+    c.oneroot("group", "add", "compute", "--set", "group_layer=true")
+    c.add_nodes(1, extra=("--set", "union=server"))
+    c.oneroot("node", "set", "node01", "--groups", "default,compute")
+    try:
+        yield c
+    finally:
+        netns = c.lab.netns if c.lab else None
+        c.stop()
+        if netns:
+            assert netns not in list_netns()
+
+
+def _put_probe(c: LabCluster) -> None:
+    files = c.workdir / "probe"
+    files.mkdir(parents=True, exist_ok=True)
+    (files / "probe").write_text(PROBE)
+    (files / "unit").write_text(PROBE_UNIT)
+    (files / "wants").write_text("[Unit]\nWants=oneroot-probe.service\n")
+    c.oneroot("overlay", "put", "node01", "/usr/local/sbin/oneroot-probe", str(files / "probe"),
+              "--mode", "0755")
+    c.oneroot("overlay", "put", "node01", "/etc/systemd/system/oneroot-probe.service",
+              str(files / "unit"))
+    c.oneroot("overlay", "put", "node01", "/etc/systemd/system/multi-user.target.d/probe.conf",
+              str(files / "wants"))
+
+
+def _wait_done(c: LabCluster, node: str) -> dict[str, list[str]]:
+    vm = c.vms[node]
+    try:
+        vm.wait_for(r"PROBE DONE", timeout=BOOT_TIMEOUT)
+        vm.wait_exit(timeout=120)
+    except Exception:
+        print(vm.serial_text()[-6000:])
+        print(c.serve_log.read_text()[-3000:])
+        raise
+    print(f"{node}: probe done {vm.elapsed():.1f}s after power-on")
+    return probes(vm.serial_text())
+
+
+def test_server_side_union_root(cluster: LabCluster) -> None:
+    c = cluster
+    image = c.workdir / "images" / c.image_name
+    upper = c.node_dir("node01") / "upper"
+    (image / "etc" / "oneroot-layer-test").write_text("image\n")
+    group = c.group_dir / "compute" / "etc"
+    group.mkdir(parents=True, exist_ok=True)
+    (group / "oneroot-layer-test").write_text("group\n")
+    (image / "etc" / "oneroot-image-change").unlink(missing_ok=True)
+    assert (image / "etc" / "issue.net").exists()
+    c.start()  # `oneroot serve` makes node01's layer, mounts its union (in its mount namespace)
+
+    # Overlay edits while the union is mounted and exported: each through the safe remount.
+    _put_probe(c)
+    motd = c.workdir / "motd"
+    motd.write_text("node01's own motd\n")
+    c.oneroot("overlay", "put", "node01", "/etc/motd", str(motd))
+    assert (upper / "etc" / "motd").read_text() == motd.read_text()
+
+    # Boot A.
+    c.boot("node01")
+    p = _wait_done(c, "node01")
+    assert p["hostname"] == ["node01"]
+    assert p["root_fstype"] == ["nfs4"], p["root_fstype"]
+    assert p["root_source"] == [f"10.0.0.1:{c.node_dir('node01')}/merged"]
+    assert p["nfs4_mounts"] == ["1"] and p["nfs_mounts"] == ["1"]
+    assert p["fuse_procs"] == ["0"]
+    assert p["motd"] == [sha(motd)]
+    assert p["layered"] == ["group"]
+    assert p["issue_net"] == ["present"] and p["persist"] == ["none"]
+    assert p["wrote"] == ["yes"] and p["deleted"] == ["yes"]
+    assert (upper / "root" / "persist").read_text() == "written on node01\n"
+    st = os.lstat(upper / "etc" / "issue.net")
+    assert stat.S_ISCHR(st.st_mode) and st.st_rdev == 0, "a c 0 0 whiteout"
+    assert (image / "etc" / "issue.net").exists()
+    assert "nfs.union.boot_remount node=node01 remounted=True" in c.serve_log.read_text()
+
+    # The image changes under the mounted union; boot B remounts it and sees the change.
+    (image / "etc" / "oneroot-image-change").write_text("v2\n")
+    try:
+        c.boot("node01")
+        again = _wait_done(c, "node01")
+    finally:
+        (image / "etc" / "oneroot-image-change").unlink(missing_ok=True)
+    assert again["persist"] == ["written_on_node01"]
+    assert again["issue_net"] == ["missing"]
+    assert again["image_change"] == ["v2"]
+    assert again["nfs4_mounts"] == ["1"] and again["fuse_procs"] == ["0"]
+    assert c.serve_log.read_text().count("nfs.union.boot_remount node=node01") >= 2

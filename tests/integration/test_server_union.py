@@ -1,0 +1,263 @@
+"""The server-side union (DESIGN §3) with real overlayfs and nfs-ganesha on 127.0.0.1, seen
+through the userspace NFSv4.0 client (libnfs-utils' `nfs-ls`/`nfs-cat`/`nfs-cp`, and libnfs
+itself through ctypes for a REMOVE, which the tools lack).
+
+node01 (127.0.0.1, the test's client) and node02 (127.0.0.2) are `union=server` nodes. node01
+reads its merged tree (image < group layer < its own upper), writes a file and deletes an image
+file through the export: the file lands in `upper/`, the deletion as a `c 0 0` whiteout. It is
+refused node02's merged tree and its own raw directory (not exported in this mode). An overlay
+edit and a boot remount go through unexport → remount → export while ganesha runs, and the
+client reads on afterwards. Removing node02 unmounts its union. Needs root.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import ctypes.util
+import io
+import ipaddress
+import os
+import shutil
+import socket
+import stat
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+import pytest
+
+from oneroot.model import Group, Image, NfsServerKind, Node, Settings
+from oneroot.model.inventory import Inventory
+from oneroot.net import MacAddress
+from oneroot.nfs.serverunion import UnionUnsupported, mounted_unions
+from oneroot.ops.nfs_serving import (
+    ExportTarget,
+    apply_nfs,
+    ganesha_server,
+    nfs_plan,
+    remount_union_for_boot,
+)
+from oneroot.ops.overlays import archive_node_dir, put_file
+from oneroot.ops.paths import Paths
+
+LIBNFS = ctypes.util.find_library("nfs")
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(os.geteuid() != 0, reason="needs root (mounts)"),
+    pytest.mark.skipif(not all(shutil.which(t) for t in ("ganesha.nfsd", "nfs-ls", "nfs-cat",
+                                                         "nfs-cp")) or LIBNFS is None,
+                       reason="needs nfs-ganesha, nfs-ganesha-vfs and libnfs-utils"),
+]
+
+LOCAL = ipaddress.IPv4Address("127.0.0.1")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class _NfsUrl(ctypes.Structure):
+    _fields_ = [("server", ctypes.c_char_p), ("path", ctypes.c_char_p),
+                ("file", ctypes.c_char_p)]
+
+
+@dataclass
+class Client:
+    port: int
+
+    def url(self, path: str) -> str:
+        return f"nfs://127.0.0.1{path}?version=4&nfsport={self.port}"
+
+    def run(self, tool: str, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([tool, *args], capture_output=True, text=True, timeout=30,
+                              stdin=subprocess.DEVNULL)
+
+    def ls(self, path: str) -> subprocess.CompletedProcess[str]:
+        return self.run("nfs-ls", self.url(path))
+
+    def names(self, path: str) -> list[str]:
+        proc = self.ls(path)
+        assert proc.returncode == 0, proc.stderr
+        return [line.split()[-1] for line in proc.stdout.splitlines() if line.strip()]
+
+    def cat(self, path: str) -> str:
+        proc = self.run("nfs-cat", self.url(path))
+        assert proc.returncode == 0, (path, proc.stderr)
+        return proc.stdout
+
+    def remove(self, path: str) -> None:
+        """NFS REMOVE through libnfs (`nfs_unlink`): no libnfs-utils tool does it."""
+        lib = ctypes.CDLL(LIBNFS)
+        lib.nfs_init_context.restype = ctypes.c_void_p
+        lib.nfs_parse_url_full.restype = ctypes.POINTER(_NfsUrl)
+        lib.nfs_parse_url_full.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
+        lib.nfs_mount.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_char_p]
+        lib.nfs_unlink.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
+        lib.nfs_get_error.restype = ctypes.c_char_p
+        lib.nfs_get_error.argtypes = [ctypes.c_void_p]
+        lib.nfs_destroy_url.argtypes = [ctypes.POINTER(_NfsUrl)]
+        lib.nfs_destroy_context.argtypes = [ctypes.c_void_p]
+        ctx = lib.nfs_init_context()
+        url = lib.nfs_parse_url_full(ctx, self.url(path).encode())
+        assert url, lib.nfs_get_error(ctx)
+        try:
+            assert lib.nfs_mount(ctx, url.contents.server, url.contents.path) == 0, \
+                lib.nfs_get_error(ctx)
+            assert lib.nfs_unlink(ctx, url.contents.file) == 0, lib.nfs_get_error(ctx)
+        finally:
+            lib.nfs_destroy_url(url)
+            lib.nfs_destroy_context(ctx)
+
+
+def _inventory(base: Path, *, nodes: tuple[str, ...] = ("node01", "node02"),
+               image_root: Path | None = None) -> Inventory:
+    settings = Settings(server_address=LOCAL, subnet=ipaddress.IPv4Network("127.0.0.0/8"),
+                        state_dir=PurePosixPath(str(base / "systems")),
+                        group_dir=PurePosixPath(str(base / "groups")),
+                        nfs_server=NfsServerKind.GANESHA)
+    every = {
+        "node01": Node(name="node01", macs=(MacAddress.parse("52:54:00:00:00:01"),),
+                       address=LOCAL, groups=("default", "compute"),
+                       overrides={"union": "server"}),
+        "node02": Node(name="node02", macs=(MacAddress.parse("52:54:00:00:00:02"),),
+                       address=ipaddress.IPv4Address("127.0.0.2"),
+                       overrides={"union": "server"}),
+    }
+    groups = {"default": Group(name="default"),
+              "compute": Group(name="compute", values={"group_layer": True})}
+    root = PurePosixPath(str(image_root or base / "image"))
+    return Inventory(settings=settings, nodes={n: every[n] for n in nodes}, groups=groups,
+                     images={"default": Image(name="default", root=root)})
+
+
+@pytest.fixture
+def base() -> Iterator[Path]:
+    path = Path("/var/tmp") / f"oneroot-su-{os.getpid()}"
+    path.mkdir(parents=True)
+    try:
+        yield path
+    finally:
+        for entry in mounted_unions(path / "systems").values():
+            subprocess.run(["umount", "-l", str(entry.mount_point)], check=False)
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _image(base: Path) -> None:
+    etc = base / "image" / "etc"
+    etc.mkdir(parents=True)
+    (etc / "motd").write_text("image motd\n")
+    (etc / "issue.net").write_text("image issue.net\n")
+    (etc / "layered").write_text("image\n")
+    (base / "groups" / "compute" / "etc").mkdir(parents=True)
+    (base / "groups" / "compute" / "etc" / "layered").write_text("group\n")
+
+
+def test_server_side_union_over_ganesha(base: Path) -> None:
+    paths = Paths(home=base / "home")
+    _image(base)
+    inv = _inventory(base)
+    port = _free_port()
+    client = Client(port)
+    merged = f"{base}/systems/node01/merged"
+    upper = base / "systems/node01/upper"
+    target = ExportTarget(bind=LOCAL, port=port)
+
+    plan = nfs_plan(inv, paths, port=port)
+    assert set(plan.unions) == {"node01", "node02"}
+    apply_nfs(inv, paths, plan=plan)
+    apply_nfs(inv, paths, plan=plan)  # idempotent: mounted once
+    assert sorted(mounted_unions(base / "systems")) == ["node01", "node02"]
+    assert f'Path = "{merged}";' in plan.text and f'Path = "{base}/systems/node01";' \
+        not in plan.text
+
+    server = ganesha_server(inv, paths, port=port)
+
+    async def scenario() -> None:
+        async with server:
+            await asyncio.to_thread(_prove, client, base, inv, paths, target)
+            # node02 goes: its export first, then its union; then its dir can be archived.
+            inv2 = _inventory(base, nodes=("node01",))
+            apply_nfs(inv2, paths, plan=nfs_plan(inv2, paths, port=port))
+            assert sorted(mounted_unions(base / "systems")) == ["node01"]
+            assert archive_node_dir(inv, paths, "node02") is not None
+            assert client.cat(f"{merged}/etc/motd") == "node01 motd\n"
+
+    asyncio.run(scenario())
+    assert upper.joinpath("written.txt").read_text() == "through nfs\n"
+
+
+def _prove(client: Client, base: Path, inv: Inventory, paths: Paths,
+           target: ExportTarget) -> None:
+    merged = f"{base}/systems/node01/merged"
+    upper = base / "systems/node01/upper"
+    # Layers in order: image < group < node; the node's identity is in its upper.
+    assert client.cat(f"{merged}/etc/motd") == "image motd\n"
+    assert client.cat(f"{merged}/etc/layered") == "group\n"
+    assert client.cat(f"{merged}/etc/hostname") == "node01\n"
+
+    # A write through the export lands in upper/.
+    local = base / "payload"
+    local.write_text("through nfs\n")
+    ok = client.run("nfs-cp", str(local), client.url(f"{merged}/written.txt"))
+    assert ok.returncode == 0, ok.stderr
+    assert (upper / "written.txt").read_text() == "through nfs\n"
+
+    # A deletion through the export is a `c 0 0` whiteout in upper/.
+    client.remove(f"{merged}/etc/issue.net")
+    st = os.lstat(upper / "etc" / "issue.net")
+    assert stat.S_ISCHR(st.st_mode) and st.st_rdev == 0
+    assert "issue.net" not in client.names(f"{merged}/etc")
+    assert (base / "image/etc/issue.net").exists()
+
+    # Only node01's merged tree, to node01 alone: not node02's, not its raw directory.
+    assert client.ls(f"{base}/systems/node02/merged").returncode != 0
+    assert client.ls(f"{base}/systems/node01/upper").returncode != 0
+
+    # An overlay edit while exported: the safe remount, the client reads on.
+    put_file(inv, paths, "node01", "/etc/motd", io.BytesIO(b"node01 motd\n"))
+    assert (upper / "etc" / "motd").read_text() == "node01 motd\n"
+    assert client.cat(f"{merged}/etc/motd") == "node01 motd\n"
+
+    # The image changes; the node boots: its union is remounted and shows the change.
+    (base / "image/etc/layered").unlink()
+    (base / "image/etc/new-in-image").write_text("new\n")
+    (base / "groups/compute/etc/layered").write_text("group v2\n")
+    assert remount_union_for_boot(inv, paths, "node01", target) is True
+    assert client.cat(f"{merged}/etc/new-in-image") == "new\n"
+    assert client.cat(f"{merged}/etc/layered") == "group v2\n"
+    assert "issue.net" not in client.names(f"{merged}/etc")
+    assert not remount_union_for_boot(inv, paths, "nobody-such", target)
+
+
+def test_refused_over_the_live_root(base: Path) -> None:
+    inv = _inventory(base, image_root=Path("/"))
+    with pytest.raises(UnionUnsupported, match="live `/`") as info:
+        nfs_plan(inv, Paths(home=base / "home"))
+    assert info.value.hint and "union=client" in info.value.hint
+
+
+def test_remount_picks_up_new_group_layers(base: Path) -> None:
+    """A node that joins a group is remounted over the new layer list (index=on would refuse
+    the new lowers without clearing the recorded origin)."""
+    paths = Paths(home=base / "home")
+    _image(base)
+    inv = _inventory(base, nodes=("node02",))
+    apply_nfs(inv, paths)
+    assert (base / "systems/node02/merged/etc/layered").read_text() == "image\n"
+    joined = Node(name="node02", macs=(MacAddress.parse("52:54:00:00:00:02"),),
+                  address=ipaddress.IPv4Address("127.0.0.2"), groups=("default", "compute"),
+                  overrides={"union": "server"})
+    inv2 = Inventory(settings=inv.settings, nodes={"node02": joined}, groups=inv.groups,
+                     images=inv.images)
+    apply_nfs(inv2, paths)  # mounted over the old layers: left for the node's next boot
+    assert (base / "systems/node02/merged/etc/layered").read_text() == "image\n"
+    assert remount_union_for_boot(inv2, paths, "node02")
+    assert (base / "systems/node02/merged/etc/layered").read_text() == "group\n"
+    with contextlib.suppress(Exception):
+        subprocess.run(["umount", str(base / "systems/node02/merged")], check=True)

@@ -1,0 +1,171 @@
+"""The server-side union's spec (layers, options, paths), its refusals, and what a
+`union=server` node boots and is exported: one rw NFS root, its merged dir, to it alone."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from pathlib import Path, PurePosixPath
+
+import pytest
+
+from oneroot.errors import ConfigError
+from oneroot.model import Group, Image, NfsServerKind, Node, Settings
+from oneroot.model.cluster import resolve
+from oneroot.model.inventory import Inventory
+from oneroot.net import MacAddress
+from oneroot.nfs.serverunion import (
+    UNION_OPTIONS,
+    UnionSpec,
+    UnionUnsupported,
+    mounted_lowers,
+    union_spec,
+)
+from oneroot.nfs.view import MountEntry
+from oneroot.ops.boot import root_spec_text
+from oneroot.ops.catalog import BootCatalog
+from oneroot.ops.nfs_serving import nfs_plan
+from oneroot.ops.paths import Paths
+from oneroot.ops.server_union import node_union_spec, union_nodes
+
+STATE = Path("/var/state/systems")
+
+
+def _inv(image_root: str = "/srv/images/bookworm", *, node01: dict[str, object] | None = None,
+         node01_groups: tuple[str, ...] = ("default", "compute"),
+         extra_images: dict[str, str] | None = None) -> Inventory:
+    nodes = {
+        "node01": Node(name="node01", macs=(MacAddress.parse("52:54:00:00:00:01"),),
+                       address=ipaddress.IPv4Address("10.0.0.11"), groups=node01_groups,
+                       overrides={"union": "server", **(node01 or {})}),  # type: ignore[dict-item]
+        "node02": Node(name="node02", macs=(MacAddress.parse("52:54:00:00:00:02"),),
+                       address=ipaddress.IPv4Address("10.0.0.12"),
+                       overrides={"image": "host"} if extra_images else {}),
+    }
+    groups = {"default": Group(name="default"),
+              "compute": Group(name="compute", values={"group_layer": True}),
+              "gpu": Group(name="gpu", values={"group_layer": True})}
+    images = {"default": Image(name="default", root=PurePosixPath(image_root))}
+    for name, root in (extra_images or {}).items():
+        images[name] = Image(name=name, root=PurePosixPath(root))
+    return Inventory(settings=Settings(nfs_server=NfsServerKind.GANESHA), nodes=nodes,
+                     groups=groups, images=images)
+
+
+def test_spec_layers_topmost_first_and_options() -> None:
+    inv = _inv(node01_groups=("default", "compute", "gpu"))
+    spec = node_union_spec(inv, "node01")
+    assert spec.lowers == (Path("/var/state/groups/gpu"), Path("/var/state/groups/compute"),
+                           Path("/srv/images/bookworm"))
+    assert spec.upper == STATE / "node01/upper" and spec.work == STATE / "node01/work"
+    assert spec.mountpoint == STATE / "node01/merged"
+    assert spec.options == (
+        "lowerdir=/var/state/groups/gpu:/var/state/groups/compute:/srv/images/bookworm,"
+        "upperdir=/var/state/systems/node01/upper,workdir=/var/state/systems/node01/work,"
+        "index=on,nfs_export=on,xino=on")
+    assert "index=on" in UNION_OPTIONS and "nfs_export=on" in UNION_OPTIONS
+    assert union_nodes(inv) == ["node01"]
+
+
+def test_extra_layers_on_this_server_sit_between_image_and_groups(tmp_path: Path) -> None:
+    layer = tmp_path / "site"
+    (layer / "upper").mkdir(parents=True)
+    (layer / "work").mkdir()  # a diff-overlay dir used as a layer shows its upper/
+    inv = _inv(node01={"extra_layers": (f"10.0.0.1:{layer}",)})
+    assert node_union_spec(inv, "node01").lowers == (
+        Path("/var/state/groups/compute"), layer / "upper", Path("/srv/images/bookworm"))
+
+
+def test_extra_layer_on_another_server_is_refused() -> None:
+    inv = _inv(node01={"extra_layers": ("10.9.9.9:/srv/site",)})
+    with pytest.raises(UnionUnsupported, match="another server"):
+        node_union_spec(inv, "node01")
+
+
+def test_refused_over_the_live_root() -> None:
+    with pytest.raises(UnionUnsupported, match="live `/`") as info:
+        node_union_spec(_inv("/"), "node01")
+    assert info.value.hint is not None and "union=client" in info.value.hint
+    with pytest.raises(UnionUnsupported):  # nfs apply says so before touching anything
+        nfs_plan(_inv("/"), Paths())
+
+
+def test_refused_over_an_image_holding_the_state_dir() -> None:
+    with pytest.raises(UnionUnsupported, match="holds the state"):
+        node_union_spec(_inv("/var"), "node01")
+
+
+@pytest.mark.parametrize("bad", ["/srv/a,b", "/srv/a:b", "relative/dir"])
+def test_spec_paths_overlayfs_cannot_take(bad: str) -> None:
+    with pytest.raises(ConfigError):
+        union_spec("n", lowers=[Path(bad)], node_dir=STATE / "n")
+
+
+def test_spec_dirs_share_the_node_dir() -> None:
+    with pytest.raises(ConfigError, match="share"):
+        UnionSpec(node="n", lowers=(Path("/srv/i"),), upper=STATE / "n/upper",
+                  work=STATE / "n/work", mountpoint=Path("/mnt/x")).check()
+
+
+def test_root_is_one_plain_rw_nfs_layer() -> None:
+    inv = _inv()
+    r = resolve(inv.nodes["node01"], inv.groups)
+    assert root_spec_text(inv, r) == "10.0.0.1:/var/state/systems/node01/merged:rw"
+    eph = _inv(node01={"ephemeral": True})
+    r = resolve(eph.nodes["node01"], eph.groups)
+    assert root_spec_text(eph, r) == "10.0.0.1:/var/state/systems/node01/merged:ro;tmpfs"
+    r2 = resolve(inv.nodes["node02"], inv.groups)  # client mode: the seed's line
+    assert root_spec_text(inv, r2).endswith(";10.0.0.1:/var/state/systems/node02;rw")
+
+
+def _exports(text: str) -> dict[str, tuple[str, str]]:
+    out = {}
+    for block in re.findall(r"EXPORT \{(.*?)\n\}", text, re.DOTALL):
+        path = re.search(r'Path = "([^"]+)"', block)
+        pseudo = re.search(r'Pseudo = "([^"]+)"', block)
+        clients = re.search(r"Clients = ([^;]+);", block)
+        assert path and pseudo and clients
+        out[pseudo.group(1)] = (path.group(1), clients.group(1))
+    return out
+
+
+def test_merged_dir_exported_rw_to_the_node_alone_and_raw_dir_not_at_all() -> None:
+    plan = nfs_plan(_inv(), Paths())
+    exports = _exports(plan.text)
+    assert exports["/var/state/systems/node01/merged"] == (
+        "/var/state/systems/node01/merged", "10.0.0.11")
+    assert "/var/state/systems/node01" not in exports
+    assert exports["/var/state/systems/node02"][1] == "10.0.0.12"  # client mode unchanged
+    assert set(plan.unions) == {"node01"}
+    ctx = BootCatalog(_inv()).cluster_context()
+    assert {n.name: str(n.export_path) for n in ctx.nodes} == {
+        "node01": "/var/state/systems/node01/merged", "node02": "/var/state/systems/node02"}
+
+
+def test_unexported_nodes_are_left_out_while_remounted() -> None:
+    exports = _exports(nfs_plan(_inv(), Paths(), unexported=("node01",)).text)
+    assert not any("node01" in p for p in exports)
+    assert "/var/state/systems/node02" in exports
+
+
+def test_view_of_a_live_root_gets_the_merged_junction() -> None:
+    """node02 boots the server's `/` (client mode, masked view); node01's merged export sits
+    below it, so the view has a junction at its merged dir (knfsd)..."""
+    plan = nfs_plan(_inv(extra_images={"host": "/"}), Paths(home=Path("/var/lib/oneroot")),
+                    kind=NfsServerKind.KNFSD)
+    junctions = plan.views["host"].junctions
+    assert PurePosixPath("var/state/systems/node01/merged") in junctions
+    assert PurePosixPath("var/state/systems/node02") in junctions
+
+
+def test_ganesha_refuses_a_union_nested_in_a_view() -> None:
+    """...but nfs-ganesha 4.3 crashes unexporting a nested export, which a remount does."""
+    with pytest.raises(UnionUnsupported, match="inside the masked view") as info:
+        nfs_plan(_inv(extra_images={"host": "/"}), Paths(home=Path("/var/lib/oneroot")))
+    assert info.value.hint is not None and "union=client" in info.value.hint
+
+
+def test_mounted_lowers_read_back_from_mountinfo() -> None:
+    entry = MountEntry(mount_point=STATE / "n/merged", fstype="overlay", source="x",
+                       options="rw,lowerdir=/a:/b,upperdir=/u,workdir=/w,index=on")
+    assert mounted_lowers(entry) == (Path("/a"), Path("/b"))
