@@ -100,10 +100,15 @@ class LabCluster:
                         out=self.boot_dir / "initramfs.img", compression=Compression.GZIP,
                         level=6)
         if not (self.home / "inventory.db").exists():
+            # `init` registers a `default` image; no lab node boots it. An empty root: an
+            # image holding the state dir would be exported as a masked view, and a
+            # server-side union nested in that view's export crashes nfs-ganesha 4.3.
+            placeholder = self.workdir / "images" / "empty-default"
+            placeholder.mkdir(parents=True, exist_ok=True)
             self.oneroot("init", "--server", str(SERVER), "--subnet", str(SUBNET),
                          "--interface", "br0", "--state-dir", str(self.state_dir),
                          "--boot-dir", str(self.boot_dir), "--nfs-server", "ganesha",
-                         "--image-root", str(self.workdir))
+                         "--image-root", str(placeholder))
             self.oneroot("settings", "set", f"group_dir={self.group_dir}")
             self.oneroot("group", "set", "default", "--set",
                          f"kernel_args={' '.join(LAB_KERNEL_ARGS)}", "--set",

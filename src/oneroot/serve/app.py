@@ -33,6 +33,7 @@ from oneroot.ops.nfs_serving import (
 from oneroot.ops.paths import Paths
 from oneroot.ops.server_union import union_nodes
 from oneroot.ops.status import read_status
+from oneroot.overlay.whiteouts import normalize_whiteouts
 from oneroot.proto.dhcp import NetworkConfig
 from oneroot.serve.dhcp import DhcpService
 from oneroot.serve.events import EventRecorder
@@ -228,6 +229,17 @@ async def _start_nfs(paths: Paths, holder: CatalogHolder, bind: IPv4Address,
         inv = holder.inventory
         if node in union_nodes(inv):
             _spawn(remount(inv, node))
+        else:
+            _spawn(normalize(inv, node))
+
+    async def normalize(inv: Inventory, node: str) -> None:
+        """fuse-overlayfs's `.wh.` fallbacks become `c 0 0` before the node mounts its layer."""
+        upper = Path(str(inv.settings.diff_overlay_dir(node))) / "upper"
+        async with lock:
+            report = await asyncio.to_thread(normalize_whiteouts, upper)
+        if report.converted or report.opaque:
+            log.info("overlay.whiteouts_normalized node=%s whiteouts=%d opaque=%d", node,
+                     len(report.converted), len(report.opaque))
 
     async def remount(inv: Inventory, node: str) -> None:
         async with lock:
