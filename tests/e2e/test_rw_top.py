@@ -17,9 +17,7 @@ Four boots, two rounds of node01 + node02 together:
 
 from __future__ import annotations
 
-import hashlib
 import os
-import re
 import stat
 import subprocess
 import sys
@@ -31,6 +29,7 @@ import pytest
 from oneroot.initramfs.kernel import default_cache_dir
 from oneroot.lab import list_netns
 from oneroot.ops.lab import LabCluster
+from oneroot.ops.labprobe import install_probe, sha256_of, wait_probe
 
 pytestmark = pytest.mark.e2e
 
@@ -44,18 +43,6 @@ CLI = ("from oneroot.cli.app import cli\n"
        "from oneroot.cli.main import main\n"
        "raise SystemExit(main())\n")
 
-PROBE_UNIT = """[Unit]
-Description=oneroot e2e probe
-After=basic.target oneroot-booted.service e2e-compute.service e2e-default.service
-
-[Service]
-Type=oneshot
-ExecStart=/usr/local/sbin/oneroot-probe
-StandardOutput=tty
-StandardError=tty
-TTYPath=/dev/ttyS0
-"""
-
 MARKER_UNIT = """[Unit]
 Description=oneroot e2e: a unit of the {which} runlevel
 
@@ -67,7 +54,7 @@ ExecStart=/bin/true
 
 PROBE = r"""#!/bin/bash
 say() { echo "PROBE $*" > /dev/ttyS0; }
-sha() { if [ -e "$1" ]; then sha256sum "$1" | cut -c1-64; else echo missing; fi; }
+sha256_of() { if [ -e "$1" ]; then sha256sum "$1" | cut -c1-64; else echo missing; fi; }
 round=$(cat /etc/oneroot-e2e-round 2>/dev/null || echo 0)
 me=$(hostname)
 say hostname="$me" round="$round"
@@ -98,18 +85,6 @@ else
   systemctl poweroff
 fi
 """
-
-
-def probes(text: str) -> dict[str, list[str]]:
-    found: dict[str, list[str]] = {}
-    for line in re.findall(r"PROBE (.*)", text):
-        for key, value in re.findall(r"(\w+)=(\S*)", line):
-            found.setdefault(key, []).append(value)
-    return found
-
-
-def sha(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest() if path.exists() else "missing"
 
 
 def oneroot_cli(c: LabCluster, *args: str) -> subprocess.CompletedProcess[str]:
@@ -163,33 +138,8 @@ def _install(c: LabCluster) -> None:
     oneroot_cli(c, "runlevel", "apply")
     target = (units / "computenode.target").read_text()
     assert "Wants=e2e-compute.service" in target and "AllowIsolate=yes" in target
-    files = c.workdir / "probe"
-    files.mkdir(exist_ok=True)
-    (files / "probe").write_text(PROBE)
-    (files / "unit").write_text(PROBE_UNIT)
-    (files / "wants").write_text("[Unit]\nWants=oneroot-probe.service\n")
     for node in ("node01", "node02"):
-        c.oneroot("overlay", "put", node, "/usr/local/sbin/oneroot-probe",
-                  str(files / "probe"), "--mode", "0755")
-        c.oneroot("overlay", "put", node, "/etc/systemd/system/oneroot-probe.service",
-                  str(files / "unit"))
-        for target_name in ("multi-user", "computenode"):
-            c.oneroot("overlay", "put", node,
-                      f"/etc/systemd/system/{target_name}.target.d/probe.conf",
-                      str(files / "wants"))
-
-
-def _wait_done(c: LabCluster, node: str) -> dict[str, list[str]]:
-    vm = c.vms[node]
-    try:
-        vm.wait_for(r"PROBE DONE", timeout=BOOT_TIMEOUT)
-        vm.wait_exit(timeout=180)
-    except Exception:
-        print(vm.serial_text()[-8000:])
-        print(c.serve_log.read_text()[-3000:])
-        raise
-    print(f"{node}: probe done, VM ended {vm.elapsed():.1f}s after power-on")
-    return probes(vm.serial_text())
+        install_probe(c, node, PROBE, targets=("multi-user", "computenode"))
 
 
 def test_rw_top_runlevels_and_image_exec(cluster: LabCluster) -> None:
@@ -218,8 +168,9 @@ def test_rw_top_runlevels_and_image_exec(cluster: LabCluster) -> None:
     # While node01 runs, fuse-overlayfs owns its layer and may have written its `.wh.issue`
     # fallback (it skips mknod after renameat2(RENAME_WHITEOUT) fails on NFS); the server
     # turns that into the `c 0 0` device when the node next boots (checked in round 2).
-    p1 = _wait_done(c, "node01")  # ends with `systemctl reboot` (-no-reboot: the VM exits)
-    p2 = _wait_done(c, "node02")
+    # node01's probe ends with `systemctl reboot` (-no-reboot: the VM exits).
+    p1 = wait_probe(c, "node01", timeout=BOOT_TIMEOUT)
+    p2 = wait_probe(c, "node02", timeout=BOOT_TIMEOUT)
     print(p1, p2, sep="\n")
     assert "reboot: Restarting system" in vm1.serial_text() or "Restarting" in vm1.serial_text()
     assert p1["hostname"] == ["node01"] and p2["hostname"] == ["node02"]
@@ -252,12 +203,12 @@ def test_rw_top_runlevels_and_image_exec(cluster: LabCluster) -> None:
     (image / "etc/oneroot-e2e-round").write_text("2\n")
     c.boot("node01")
     c.boot("node02")
-    q1 = _wait_done(c, "node01")
-    q2 = _wait_done(c, "node02")
+    q1 = wait_probe(c, "node01", timeout=BOOT_TIMEOUT)
+    q2 = wait_probe(c, "node02", timeout=BOOT_TIMEOUT)
     print(q1, q2, sep="\n")
     assert q1["round"] == ["2"]
-    assert q1["motd"] == [sha(motd)]
-    assert q2["motd"] == [sha(image / "etc/motd")] != q1["motd"]
+    assert q1["motd"] == [sha256_of(motd)]
+    assert q2["motd"] == [sha256_of(image / "etc/motd")] != q1["motd"]
     assert q1["persist"] == ["written_on_node01"] and q1["issue"] == ["gone"]
     assert q2["issue"] == ["present"]
     assert q1["tree"] == ["runs"] and q2["tree"] == ["runs"]

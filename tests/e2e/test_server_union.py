@@ -14,38 +14,24 @@ goes through the safe remount. The probe is the one of tests/e2e/test_union_root
 
 from __future__ import annotations
 
-import hashlib
 import os
-import re
 import stat
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from oneroot.initramfs.kernel import default_cache_dir
 from oneroot.lab import list_netns
 from oneroot.ops.lab import LabCluster
+from oneroot.ops.labprobe import install_probe, sha256_of, wait_probe
 
 pytestmark = pytest.mark.e2e
 
 BOOT_TIMEOUT = 420
 
-PROBE_UNIT = """[Unit]
-Description=oneroot e2e probe
-After=basic.target oneroot-booted.service
-
-[Service]
-Type=oneshot
-ExecStart=/usr/local/sbin/oneroot-probe
-StandardOutput=tty
-StandardError=tty
-TTYPath=/dev/ttyS0
-"""
-
 PROBE = r"""#!/bin/bash
 say() { echo "PROBE $*" > /dev/ttyS0; }
-sha() { if [ -e "$1" ]; then sha256sum "$1" | cut -c1-64; else echo missing; fi; }
+sha256_of() { if [ -e "$1" ]; then sha256sum "$1" | cut -c1-64; else echo missing; fi; }
 say hostname="$(hostname)"
 say root_fstype="$(findmnt -n -o FSTYPE /)"
 say root_source="$(findmnt -n -o SOURCE /)"
@@ -63,17 +49,6 @@ sync
 say DONE
 systemctl poweroff
 """
-
-
-def probes(text: str) -> dict[str, list[str]]:
-    found: dict[str, list[str]] = {}
-    for key, value in re.findall(r"PROBE (\w+)=(\S*)", text):
-        found.setdefault(key, []).append(value)
-    return found
-
-
-def sha(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest() if path.exists() else "missing"
 
 
 @pytest.fixture(scope="module")
@@ -99,33 +74,6 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabCluster]:
             assert netns not in list_netns()
 
 
-def _put_probe(c: LabCluster) -> None:
-    files = c.workdir / "probe"
-    files.mkdir(parents=True, exist_ok=True)
-    (files / "probe").write_text(PROBE)
-    (files / "unit").write_text(PROBE_UNIT)
-    (files / "wants").write_text("[Unit]\nWants=oneroot-probe.service\n")
-    c.oneroot("overlay", "put", "node01", "/usr/local/sbin/oneroot-probe", str(files / "probe"),
-              "--mode", "0755")
-    c.oneroot("overlay", "put", "node01", "/etc/systemd/system/oneroot-probe.service",
-              str(files / "unit"))
-    c.oneroot("overlay", "put", "node01", "/etc/systemd/system/multi-user.target.d/probe.conf",
-              str(files / "wants"))
-
-
-def _wait_done(c: LabCluster, node: str) -> dict[str, list[str]]:
-    vm = c.vms[node]
-    try:
-        vm.wait_for(r"PROBE DONE", timeout=BOOT_TIMEOUT)
-        vm.wait_exit(timeout=120)
-    except Exception:
-        print(vm.serial_text()[-6000:])
-        print(c.serve_log.read_text()[-3000:])
-        raise
-    print(f"{node}: probe done {vm.elapsed():.1f}s after power-on")
-    return probes(vm.serial_text())
-
-
 def test_server_side_union_root(cluster: LabCluster) -> None:
     c = cluster
     image = c.workdir / "images" / c.image_name
@@ -139,7 +87,7 @@ def test_server_side_union_root(cluster: LabCluster) -> None:
     c.start()  # `oneroot serve` makes node01's layer, mounts its union (in its mount namespace)
 
     # Overlay edits while the union is mounted and exported: each through the safe remount.
-    _put_probe(c)
+    install_probe(c, "node01", PROBE)
     motd = c.workdir / "motd"
     motd.write_text("node01's own motd\n")
     c.oneroot("overlay", "put", "node01", "/etc/motd", str(motd))
@@ -147,13 +95,13 @@ def test_server_side_union_root(cluster: LabCluster) -> None:
 
     # Boot A.
     c.boot("node01")
-    p = _wait_done(c, "node01")
+    p = wait_probe(c, "node01", timeout=BOOT_TIMEOUT)
     assert p["hostname"] == ["node01"]
     assert p["root_fstype"] == ["nfs4"], p["root_fstype"]
     assert p["root_source"] == [f"10.0.0.1:{c.node_dir('node01')}/merged"]
     assert p["nfs4_mounts"] == ["1"] and p["nfs_mounts"] == ["1"]
     assert p["fuse_procs"] == ["0"]
-    assert p["motd"] == [sha(motd)]
+    assert p["motd"] == [sha256_of(motd)]
     assert p["layered"] == ["group"]
     assert p["issue_net"] == ["present"] and p["persist"] == ["none"]
     assert p["wrote"] == ["yes"] and p["deleted"] == ["yes"]
@@ -167,7 +115,7 @@ def test_server_side_union_root(cluster: LabCluster) -> None:
     (image / "etc" / "oneroot-image-change").write_text("v2\n")
     try:
         c.boot("node01")
-        again = _wait_done(c, "node01")
+        again = wait_probe(c, "node01", timeout=BOOT_TIMEOUT)
     finally:
         (image / "etc" / "oneroot-image-change").unlink(missing_ok=True)
     assert again["persist"] == ["written_on_node01"]

@@ -16,10 +16,8 @@ Each node runs a probe placed in its own layer with `oneroot overlay put`; the p
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import re
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,26 +27,15 @@ import pytest
 from oneroot.initramfs.kernel import default_cache_dir
 from oneroot.lab import list_netns
 from oneroot.ops.lab import LabCluster
+from oneroot.ops.labprobe import install_probe, sha256_of, wait_probe
 
 pytestmark = pytest.mark.e2e
 
 BOOT_TIMEOUT = 420
 
-PROBE_UNIT = """[Unit]
-Description=oneroot e2e probe
-After=basic.target oneroot-booted.service
-
-[Service]
-Type=oneshot
-ExecStart=/usr/local/sbin/oneroot-probe
-StandardOutput=tty
-StandardError=tty
-TTYPath=/dev/ttyS0
-"""
-
 COMMON = r"""#!/bin/bash
 say() { echo "PROBE $*" > /dev/ttyS0; }
-sha() { if [ -e "$1" ]; then sha256sum "$1" | cut -c1-64; else echo missing; fi; }
+sha256_of() { if [ -e "$1" ]; then sha256sum "$1" | cut -c1-64; else echo missing; fi; }
 me=$(hostname)
 ip4=$(ip -4 -o addr show dev eth0 | sed -n 's/.* inet \([0-9.]*\).*/\1/p')
 nfs() { mount -t nfs -o "$1,vers=4.2,addr=10.0.0.1,clientaddr=$ip4" "10.0.0.1:$2" "$3"; }
@@ -93,17 +80,6 @@ systemctl poweroff
 """
 
 
-def probes(text: str) -> dict[str, list[str]]:
-    found: dict[str, list[str]] = {}
-    for key, value in re.findall(r"PROBE (\w+)=(\S*)", text):
-        found.setdefault(key, []).append(value)
-    return found
-
-
-def sha(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest() if path.exists() else "missing"
-
-
 def tree(root: Path) -> dict[str, tuple[int, str]]:
     """Every entry under `root`: mode and content hash (devices and links by their target)."""
     out = {}
@@ -111,7 +87,7 @@ def tree(root: Path) -> dict[str, tuple[int, str]]:
         for name in dirnames + filenames:
             path = Path(dirpath) / name
             st = path.lstat()
-            digest = (sha(path) if path.is_file() and not path.is_symlink()
+            digest = (sha256_of(path) if path.is_file() and not path.is_symlink()
                       else os.readlink(path) if path.is_symlink() else str(st.st_rdev))
             out[str(path.relative_to(root))] = (st.st_mode, digest)
     return out
@@ -137,33 +113,6 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabCluster]:
             assert netns not in list_netns()
 
 
-def _install_probe(c: LabCluster, node: str, script: str) -> None:
-    files = c.workdir / "probe" / node
-    files.mkdir(parents=True, exist_ok=True)
-    (files / "probe").write_text(script)
-    (files / "unit").write_text(PROBE_UNIT)
-    c.oneroot("overlay", "put", node, "/usr/local/sbin/oneroot-probe", str(files / "probe"),
-              "--mode", "0755")
-    (files / "wants").write_text("[Unit]\nWants=oneroot-probe.service\n")
-    c.oneroot("overlay", "put", node, "/etc/systemd/system/oneroot-probe.service",
-              str(files / "unit"))
-    c.oneroot("overlay", "put", node, "/etc/systemd/system/multi-user.target.d/probe.conf",
-              str(files / "wants"))
-
-
-def _wait_done(c: LabCluster, node: str) -> dict[str, list[str]]:
-    vm = c.vms[node]
-    try:
-        vm.wait_for(r"PROBE DONE", timeout=BOOT_TIMEOUT)
-        vm.wait_exit(timeout=120)
-    except Exception:
-        print(vm.serial_text()[-6000:])
-        print(c.serve_log.read_text()[-3000:])
-        raise
-    print(f"{node}: probe done {vm.elapsed():.1f}s after power-on")
-    return probes(vm.serial_text())
-
-
 def test_layers_isolation_and_throwaway_top(cluster: LabCluster) -> None:
     c = cluster
     image = c.workdir / "images" / c.image_name
@@ -179,27 +128,27 @@ def test_layers_isolation_and_throwaway_top(cluster: LabCluster) -> None:
     node_layer.write_text("node\n")
     c.oneroot("overlay", "put", "node01", "/etc/oneroot-layer-test", str(node_layer))
     c.oneroot("overlay", "mask", "node01", "/etc/issue.net")
-    _install_probe(c, "node01", NODE01)
-    _install_probe(c, "node02", NODE02.replace("{node01_dir}", str(c.node_dir("node01")))
+    install_probe(c, "node01", NODE01)
+    install_probe(c, "node02", NODE02.replace("{node01_dir}", str(c.node_dir("node01")))
                    .replace("{image}", str(image)))
     before = tree(c.node_dir("node01"))
 
     # Boot A: both nodes at once.
     c.boot("node01")
     c.boot("node02")
-    p1 = _wait_done(c, "node01")
-    p2 = _wait_done(c, "node02")
+    p1 = wait_probe(c, "node01", timeout=BOOT_TIMEOUT)
+    p2 = wait_probe(c, "node02", timeout=BOOT_TIMEOUT)
 
     assert p1["hostname"] == ["node01"] and p2["hostname"] == ["node02"]
     assert p1["root_fstype"] == ["overlay"]
-    assert p1["motd"] == [sha(motd)]
-    assert p2["motd"] == [sha(image / "etc" / "motd")]
+    assert p1["motd"] == [sha256_of(motd)]
+    assert p2["motd"] == [sha256_of(image / "etc" / "motd")]
     assert p1["issue_net"] == ["missing"]
-    assert p2["issue_net"] == [sha(image / "etc" / "issue.net")] != ["missing"]
+    assert p2["issue_net"] == [sha256_of(image / "etc" / "issue.net")] != ["missing"]
     assert p1["layered"] == ["node"] and p1["group_only"] == ["group-only"]
     assert p2["layered"] == ["image"] and p2["group_only"] == ["none"]
     assert p1["machine_id"] != p2["machine_id"]
-    node01_key = sha(c.node_dir("node01") / "upper/etc/ssh/ssh_host_ed25519_key")
+    node01_key = sha256_of(c.node_dir("node01") / "upper/etc/ssh/ssh_host_ed25519_key")
     assert p1["ssh_key"] == [node01_key] and p2["ssh_key"] != [node01_key]
     assert p1["throwaway"] == ["gone"] and p1["wrote"] == ["yes"]
     # Isolation, from a root shell on node02.
@@ -207,7 +156,7 @@ def test_layers_isolation_and_throwaway_top(cluster: LabCluster) -> None:
     assert p2["image_write"] == ["refused"]
     reachable = set(p2.get("reachable", []))
     assert node01_key not in reachable
-    assert sha(Path("/etc/shadow")) not in reachable
+    assert sha256_of(Path("/etc/shadow")) not in reachable
     assert not (image / "oneroot-write-test").exists()
 
     # Every stage reached the server, in order.
@@ -224,7 +173,7 @@ def test_layers_isolation_and_throwaway_top(cluster: LabCluster) -> None:
 
     # Boot B: node01 again; its tmpfs top was thrown away, its directory never changed.
     c.boot("node01")
-    again = _wait_done(c, "node01")
+    again = wait_probe(c, "node01", timeout=BOOT_TIMEOUT)
     assert again["throwaway"] == ["gone"]
     assert tree(c.node_dir("node01")) == before
 
