@@ -54,7 +54,7 @@ ExecStart=/bin/true
 
 PROBE = r"""#!/bin/bash
 say() { echo "PROBE $*" > /dev/ttyS0; }
-sha256_of() { if [ -e "$1" ]; then sha256sum "$1" | cut -c1-64; else echo missing; fi; }
+sha() { if [ -e "$1" ]; then sha256sum "$1" | cut -c1-64; else echo missing; fi; }
 round=$(cat /etc/oneroot-e2e-round 2>/dev/null || echo 0)
 me=$(hostname)
 say hostname="$me" round="$round"

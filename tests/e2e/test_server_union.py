@@ -31,7 +31,7 @@ BOOT_TIMEOUT = 420
 
 PROBE = r"""#!/bin/bash
 say() { echo "PROBE $*" > /dev/ttyS0; }
-sha256_of() { if [ -e "$1" ]; then sha256sum "$1" | cut -c1-64; else echo missing; fi; }
+sha() { if [ -e "$1" ]; then sha256sum "$1" | cut -c1-64; else echo missing; fi; }
 say hostname="$(hostname)"
 say root_fstype="$(findmnt -n -o FSTYPE /)"
 say root_source="$(findmnt -n -o SOURCE /)"

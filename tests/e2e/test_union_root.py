@@ -35,7 +35,7 @@ BOOT_TIMEOUT = 420
 
 COMMON = r"""#!/bin/bash
 say() { echo "PROBE $*" > /dev/ttyS0; }
-sha256_of() { if [ -e "$1" ]; then sha256sum "$1" | cut -c1-64; else echo missing; fi; }
+sha() { if [ -e "$1" ]; then sha256sum "$1" | cut -c1-64; else echo missing; fi; }
 me=$(hostname)
 ip4=$(ip -4 -o addr show dev eth0 | sed -n 's/.* inet \([0-9.]*\).*/\1/p')
 nfs() { mount -t nfs -o "$1,vers=4.2,addr=10.0.0.1,clientaddr=$ip4" "10.0.0.1:$2" "$3"; }
