@@ -59,12 +59,30 @@ if [ "$mode" = union ]; then
   say root_fstype=$(findmnt -n -o FSTYPE /)
   (cd /mnt/plain && find usr/share -type f -size -64k | sort | head -n 500) > /tmp/files
   ms() { echo $(( $(date +%s%N) / 1000000 )); }
+  # NFS RPCs by operation, all NFS mounts summed: "OP count execute_ms".
+  nfsops() {
+    awk '/^device /{nfs = ($0 ~ / with fstype nfs/)}
+         nfs && /^[ \t]+[A-Z_0-9]+: [0-9]/ {sub(":", "", $1); n[$1] += $2; t[$1] += $9}
+         END {for (k in n) print k, n[k], t[k]}' /proc/self/mountstats | sort
+  }
+  opsdiff() {  # BEFORE AFTER -> OP:count:ms,... (ops that ran, most first)
+    awk 'NR == FNR {n[$1] = $2; t[$1] = $3; next}
+         $2 > n[$1] {print $2 - n[$1], $1 ":" $2 - n[$1] ":" $3 - t[$1]}' "$1" "$2" |
+      sort -rn | head -n 6 | cut -d' ' -f2 | paste -sd, -
+  }
+  fusecpu() {  # CPU ticks (1/100 s) of the fuse-overlayfs daemon, 0 without one
+    pid=$(pgrep -f fuse-overlayfs | head -n 1)
+    if [ -n "$pid" ]; then awk '{print $14 + $15}' "/proc/$pid/stat"; else echo 0; fi
+  }
   run() {  # run WHERE PASS
     base=$1
     [ "$2" = cold ] && { sync; echo 3 > /proc/sys/vm/drop_caches; }
+    nfsops > /tmp/ops0; c0=$(fusecpu)
     t0=$(ms); n=$(find "$base/usr" | wc -l); t1=$(ms)
+    nfsops > /tmp/ops1; c1=$(fusecpu)
     (cd "$base/" && xargs cat < /tmp/files > /dev/null); t2=$(ms)
-    say where=$3 pass=$2 find_ms=$((t1 - t0)) find_n=$n cat500_ms=$((t2 - t1))
+    say where=$3 pass=$2 find_ms=$((t1 - t0)) find_n=$n cat500_ms=$((t2 - t1)) \
+      find_fuse_cpu_ms=$(( (c1 - c0) * 10 )) find_rpcs=$(opsdiff /tmp/ops0 /tmp/ops1)
   }
   for pass in cold warm; do
     run /mnt/plain $pass plain
@@ -91,6 +109,14 @@ dhcp-option=encap:175,176,1
 log-dhcp
 {hosts}
 """
+
+
+# The union rows: top layer, ephemeral (tmpfs top), extra kernel arguments.
+TOPS = (
+    ("tmpfs", True, ""),
+    ("fuse", False, ""),
+    ("fuse+static_nlink", False, "oneroot.fuse.opts=static_nlink"),
+)
 
 
 def probe_lines(text: str) -> list[dict[str, str]]:
@@ -123,12 +149,16 @@ class Bench:
                       "/etc/systemd/system/multi-user.target.d/probe.conf",
                       str(files / "wants"))
 
-    def set_mode(self, mode: str, *, ephemeral: bool) -> None:
+    def set_mode(self, mode: str, *, ephemeral: bool, kernel_args: str = "") -> None:
         image = self.c.workdir / "images" / self.c.image_name
         (image / "etc/oneroot-bench-mode").write_text(mode + "\n")
         for node in ("node01", "node02"):
             self.c.oneroot("node", "set", node, "--set",
                            f"ephemeral={'true' if ephemeral else 'false'}")
+            if kernel_args:
+                self.c.oneroot("node", "set", node, "--set", f"kernel_args={kernel_args}")
+            else:
+                self.c.oneroot("node", "set", node, "--unset", "kernel_args", check=False)
 
     # -- servers ---------------------------------------------------------------------------
     def start_oneroot(self) -> None:
@@ -195,7 +225,8 @@ class Bench:
                 vm.wait_for(r"PROBE target=reached", timeout=BOOT_TIMEOUT)
                 target_s = vm.elapsed()
                 vm.wait_for(r"PROBE DONE", timeout=BOOT_TIMEOUT)
-                vm.wait_exit(timeout=120)
+                if not vm.wait_powered_off(timeout=120):
+                    print(f"    {node}: guest shut down, QEMU hung after it (stopped)")
             except Exception:
                 print(vm.serial_text()[-4000:])
                 raise
@@ -215,29 +246,37 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=2, help="boots per boot row [2]")
     ap.add_argument("--skip-boot", action="store_true")
     ap.add_argument("--skip-union", action="store_true")
+    ap.add_argument("--workdir", type=Path, help="keep the lab's files here (logs) [a temp dir]")
+    ap.add_argument("--servers", default="oneroot,dnsmasq",
+                    help="which DHCP/TFTP servers to boot from [oneroot,dnsmasq]")
     args = ap.parse_args()
     results: dict[str, Any] = {"runs": args.runs, "host": platform.node(),
                                   "kernel": platform.release()}
     boot_rows: list[dict[str, Any]] = []
     union_rows: list[dict[str, Any]] = []
+    tops: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="bench-union-") as tmp:
-        b = Bench(Path(tmp))
+        workdir = args.workdir or Path(tmp)
+        workdir.mkdir(parents=True, exist_ok=True)
+        b = Bench(workdir)
         b.prepare()
         try:
             if not args.skip_union:
-                for top, ephemeral in (("tmpfs", True), ("fuse", False)):
-                    b.set_mode("union", ephemeral=ephemeral)
+                for top, ephemeral, kargs in TOPS:
+                    b.set_mode("union", ephemeral=ephemeral, kernel_args=kargs)
                     if b.c.lab is None:
                         b.start_oneroot()
                     print(f"union, {top} top", flush=True)
                     got = b.boot(["node01"])["node01"]
+                    tops.append({"top": top, "target_s": got["target_s"],
+                                 "uptime_s": got["uptime_s"]})
                     for line in got["lines"]:
                         if "where" in line:
                             union_rows.append({"top": top, **line})
                         if "root_fstype" in line:
                             print(f"    root: {line['root_fstype']}")
             if not args.skip_boot:
-                for server in ("oneroot", "dnsmasq"):
+                for server in args.servers.split(","):
                     b.stop()
                     b.set_mode("boot", ephemeral=False)
                     b.start_oneroot() if server == "oneroot" else b.start_baseline()
@@ -254,6 +293,7 @@ def main() -> int:
             b.stop()
     results["boot"] = boot_rows
     results["union"] = union_rows
+    results["tops"] = tops
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "union.json").write_text(json.dumps(results, indent=2) + "\n")
     write_markdown(results, " ".join(sys.argv[1:]))
@@ -280,15 +320,25 @@ def write_markdown(results: dict[str, Any], argv: str) -> None:
                                  f"{median([float(r['uptime_s']) for r in rows])} | "
                                  f"{len(rows)} |")
         lines.append("")
+    tops = results["tops"]
+    if tops:
+        lines += ["## Power-on to target by top layer, 1 node, oneroot serve (s)", "",
+                  "| top | to target (s) | kernel uptime at target (s) |", "|---|---:|---:|"]
+        lines += [f"| {t['top']} | {t['target_s']} | {t['uptime_s']} |" for t in tops]
+        lines.append("")
     union = results["union"]
     assert isinstance(union, list)
     if union:
         lines += ["## `find /usr | wc -l` and `cat` of 500 files under /usr/share (ms)", "",
-                  "| top | pass | where | find /usr | entries | cat 500 files |",
-                  "|---|---|---|---:|---:|---:|"]
+                  "NFS RPCs during the find: operation:count:execute-ms, all NFS mounts of the "
+                  "node summed (/proc/self/mountstats); fuse CPU: the fuse-overlayfs daemon's "
+                  "user+system time during the find.", "",
+                  "| top | pass | where | find /usr | entries | cat 500 files | fuse CPU | "
+                  "NFS RPCs during find |", "|---|---|---|---:|---:|---:|---:|---|"]
         for r in union:
             lines.append(f"| {r['top']} | {r['pass']} | {r['where']} | {r['find_ms']} | "
-                         f"{r['find_n']} | {r['cat500_ms']} |")
+                         f"{r['find_n']} | {r['cat500_ms']} | {r.get('find_fuse_cpu_ms', '')} | "
+                         f"{r.get('find_rpcs', '').replace(',', ', ')} |")
         lines.append("")
     (RESULTS / "union.md").write_text("\n".join(lines) + "\n")
 

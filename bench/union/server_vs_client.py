@@ -79,7 +79,7 @@ def boot(c: LabCluster, node: str) -> dict[str, Any]:
         print(vm.serial_text()[-4000:])
         raise
     try:
-        vm.wait_exit(timeout=120)
+        vm.wait_powered_off(timeout=120)
     except LabError:  # the numbers are in; a slow power-off is not what is measured here
         print(f"    {node} did not power off within 120 s: stopped", flush=True)
         vm.stop()

@@ -13,6 +13,11 @@ Four boots, two rounds of node01 + node02 together:
            `tree` into the image.
   round 2  node01 sees the new motd, its file and its whiteout; both nodes run `tree`; neither
            node's upper/ holds it.
+
+The module runs twice: `client` as above, and `server` (issue 6's server-side union: the
+server's overlayfs unions the image and the node's upper/ and exports the merged tree rw to the
+node alone; the node has one NFS mount and no fuse-overlayfs process, and its deletions are
+`c 0 0` whiteouts at once).
 """
 
 from __future__ import annotations
@@ -27,7 +32,6 @@ from pathlib import Path
 import pytest
 
 from oneroot.initramfs.kernel import default_cache_dir
-from oneroot.lab import list_netns
 from oneroot.ops.lab import LabCluster
 from oneroot.ops.labprobe import install_probe, sha256_of, wait_probe
 
@@ -61,6 +65,8 @@ say hostname="$me" round="$round"
 say root_fstype="$(findmnt -n -o FSTYPE /)"
 argv0s() { for p in /proc/[0-9]*; do tr '\0' '\n' 2>/dev/null < "$p/cmdline" | head -n 1; done; }
 say fuse_argv0="$(argv0s | grep -c '^@fuse-overlayfs$')"
+say fuse_procs="$(pgrep -f fuse-overlayfs | wc -l)"
+say nfs_mounts="$(findmnt -n -t nfs,nfs4 | wc -l)"
 say compute="$(systemctl is-active e2e-compute.service)"
 say default="$(systemctl is-active e2e-default.service)"
 say unit="$(grep -o 'systemd\.unit=[^ ]*' /proc/cmdline || echo none)"
@@ -71,10 +77,6 @@ if tree -L 1 /etc >/dev/null 2>&1; then say tree=runs; else say tree=missing; fi
 if [ "$round" = 1 ] && [ "$me" = node01 ]; then
   echo "written on $me" > /root/persist
   if rm /etc/issue 2>/dev/ttyS0; then say rm=ok; else say rm=failed; fi
-  top=$(ls -d /run/oneroot/layers/* | sort -V | tail -n 1)  # diagnostics: mknod over NFS
-  mknod "$top/upper/tmp/wh-test" c 0 0 2>/dev/ttyS0 && say mknod00=ok || say mknod00=failed
-  mknod "$top/upper/tmp/null-test" c 1 3 2>/dev/ttyS0 && say mknod13=ok || say mknod13=failed
-  rm -f "$top/upper/tmp/wh-test" "$top/upper/tmp/null-test"
   sync
   say synced=yes
   sleep 15  # the test looks at the server's upper/ now
@@ -108,23 +110,26 @@ def is_whiteout(path: Path) -> bool:
     return stat.S_ISCHR(st.st_mode) and st.st_rdev == 0
 
 
+@pytest.fixture(scope="module", params=["client", "server"])
+def union(request: pytest.FixtureRequest) -> str:
+    """Where the layers are unioned: by the node's initramfs, or by the server (issue 6)."""
+    return str(request.param)
+
+
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabCluster]:
-    workdir = tmp_path_factory.mktemp("rwtop")
+def cluster(union: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabCluster]:
+    workdir = tmp_path_factory.mktemp(f"rwtop-{union}")
     c = LabCluster(workdir=workdir, cache_dir=default_cache_dir(), progress=print)
     c.prepare()
     c.oneroot("runlevel", "add", "computenode", "--service", "e2e-compute",
               "--description", "oneroot e2e compute node")
-    c.add_nodes(2)
+    c.add_nodes(2, extra=("--set", f"union={union}"))
     c.oneroot("node", "set", "node01", "--set", "runlevel=computenode")
     try:
         c.start()
         yield c
     finally:
-        netns = c.lab.netns if c.lab else None
-        c.stop()
-        if netns:
-            assert netns not in list_netns()
+        c.stop_verified()
 
 
 def _install(c: LabCluster) -> None:
@@ -142,7 +147,7 @@ def _install(c: LabCluster) -> None:
         install_probe(c, node, PROBE, targets=("multi-user", "computenode"))
 
 
-def test_rw_top_runlevels_and_image_exec(cluster: LabCluster) -> None:
+def test_rw_top_runlevels_and_image_exec(cluster: LabCluster, union: str) -> None:
     c = cluster
     image = c.workdir / "images" / c.image_name
     upper1 = c.node_dir("node01") / "upper"
@@ -165,6 +170,8 @@ def test_rw_top_runlevels_and_image_exec(cluster: LabCluster) -> None:
                          text=True).stdout)
     assert (upper1 / "root/persist").read_text() == "written on node01\n"
     assert any_whiteout(upper1 / "etc", "issue")
+    if union == "server":  # the server's overlayfs writes the `c 0 0` device itself
+        assert is_whiteout(upper1 / "etc/issue")
     # While node01 runs, fuse-overlayfs owns its layer and may have written its `.wh.issue`
     # fallback (it skips mknod after renameat2(RENAME_WHITEOUT) fails on NFS); the server
     # turns that into the `c 0 0` device when the node next boots (checked in round 2).
@@ -174,8 +181,13 @@ def test_rw_top_runlevels_and_image_exec(cluster: LabCluster) -> None:
     print(p1, p2, sep="\n")
     assert "reboot: Restarting system" in vm1.serial_text() or "Restarting" in vm1.serial_text()
     assert p1["hostname"] == ["node01"] and p2["hostname"] == ["node02"]
-    assert p1["root_fstype"] == ["fuse.@fuse-overlayfs"] == p2["root_fstype"]
-    assert p1["fuse_argv0"] == ["1"]
+    if union == "server":  # one plain NFS root: the merged tree
+        assert p1["root_fstype"] == ["nfs4"] == p2["root_fstype"]
+        assert p1["nfs_mounts"] == ["1"] == p2["nfs_mounts"]
+        assert p1["fuse_procs"] == ["0"] == p2["fuse_procs"]
+    else:
+        assert p1["root_fstype"] == ["fuse.@fuse-overlayfs"] == p2["root_fstype"]
+        assert p1["fuse_argv0"] == ["1"]
     assert p1["compute"] == ["active"] and p1["default"] == ["inactive"]
     assert p1["unit"] == ["systemd.unit=computenode.target"] and p2["unit"] == ["none"]
     assert p1["rm"] == ["ok"]
@@ -212,6 +224,9 @@ def test_rw_top_runlevels_and_image_exec(cluster: LabCluster) -> None:
     assert q1["persist"] == ["written_on_node01"] and q1["issue"] == ["gone"]
     assert q2["issue"] == ["present"]
     assert q1["tree"] == ["runs"] and q2["tree"] == ["runs"]
+    if union == "server":
+        assert q1["nfs_mounts"] == ["1"] and q1["fuse_procs"] == ["0"]
+        assert c.serve_log.read_text().count("nfs.union.boot_remount node=node01") >= 3
     for upper in (upper1, upper2):
         assert not (upper / PACKAGE_FILE).exists()
         assert not any(p.name.startswith("tree") for p in (upper / "usr/bin").glob("*")) \

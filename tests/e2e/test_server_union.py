@@ -21,7 +21,6 @@ from collections.abc import Iterator
 import pytest
 
 from oneroot.initramfs.kernel import default_cache_dir
-from oneroot.lab import list_netns
 from oneroot.ops.lab import LabCluster
 from oneroot.ops.labprobe import install_probe, sha256_of, wait_probe
 
@@ -68,10 +67,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabCluster]:
     try:
         yield c
     finally:
-        netns = c.lab.netns if c.lab else None
-        c.stop()
-        if netns:
-            assert netns not in list_netns()
+        c.stop_verified()
 
 
 def test_server_side_union_root(cluster: LabCluster) -> None:

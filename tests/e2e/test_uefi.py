@@ -20,7 +20,6 @@ from pathlib import Path
 import pytest
 
 from oneroot.initramfs.kernel import default_cache_dir
-from oneroot.lab import list_netns
 from oneroot.ops.lab import LabCluster
 
 pytestmark = pytest.mark.e2e
@@ -64,10 +63,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabCluster]:
         c.start()
         yield c
     finally:
-        netns = c.lab.netns if c.lab else None
-        c.stop()
-        if netns:
-            assert netns not in list_netns()
+        c.stop_verified()
 
 
 def _put(c: LabCluster, node: str, path: str, text: str, mode: str = "0644") -> None:
@@ -90,7 +86,7 @@ def test_uefi_node_boots_through_ipxe_efi(cluster: LabCluster) -> None:
     assert vm.firmware == "uefi"
     try:
         vm.wait_for(r"PROBE DONE", timeout=BOOT_TIMEOUT)
-        vm.wait_exit(timeout=120)
+        vm.wait_powered_off(timeout=120)
     except Exception:
         print(vm.serial_text()[-6000:])
         print(c.serve_log.read_text()[-4000:])

@@ -12,6 +12,11 @@ Boots (scenarios combined per boot):
 
 Each node runs a probe placed in its own layer with `oneroot overlay put`; the probe prints
 `PROBE key=value` lines on the serial console and powers the node off.
+
+The module runs twice: `client` (the initramfs unions the NFS layers) and `server` (issue 6's
+server-side union: the server's overlayfs unions them and exports the merged tree to the node
+alone; an ephemeral node mounts it read-only under its tmpfs top). In server mode each node
+also has exactly one NFS mount and no fuse-overlayfs process.
 """
 
 from __future__ import annotations
@@ -25,7 +30,6 @@ from pathlib import Path
 import pytest
 
 from oneroot.initramfs.kernel import default_cache_dir
-from oneroot.lab import list_netns
 from oneroot.ops.lab import LabCluster
 from oneroot.ops.labprobe import install_probe, sha256_of, wait_probe
 
@@ -47,6 +51,8 @@ say layered="$(cat /etc/oneroot-layer-test 2>/dev/null || echo none)"
 say group_only="$(cat /etc/oneroot-group-only 2>/dev/null || echo none)"
 say machine_id="$(cat /etc/machine-id)"
 say ssh_key="$(sha /etc/ssh/ssh_host_ed25519_key)"
+say nfs_mounts="$(findmnt -n -t nfs,nfs4 | wc -l)"
+say fuse_procs="$(pgrep -f fuse-overlayfs | wc -l)"
 """
 
 NODE01 = COMMON + r"""
@@ -58,11 +64,17 @@ systemctl poweroff
 
 NODE02 = COMMON + r"""
 mkdir -p /mnt/other /mnt/image /mnt/pseudo
-if nfs ro "{node01_dir}" /mnt/other 2>/dev/null; then
-  say other_mount=allowed; umount /mnt/other
-else
-  say other_mount=refused
-fi
+# node01's directory and (server mode) its merged tree: neither may give node02 node01's files.
+other=refused
+for dir in "{node01_dir}" "{node01_dir}/merged"; do
+  if nfs ro "$dir" /mnt/other 2>/dev/null; then
+    for f in upper/etc/motd etc/motd; do
+      [ -r "/mnt/other/$f" ] && cat "/mnt/other/$f" > /dev/null 2>&1 && other=allowed
+    done
+    umount /mnt/other
+  fi
+done
+say other_mount=$other
 if nfs rw "{image}" /mnt/image 2>/dev/null; then
   if touch /mnt/image/oneroot-write-test 2>/dev/null; then say image_write=allowed
   else say image_write=refused; fi
@@ -93,27 +105,31 @@ def tree(root: Path) -> dict[str, tuple[int, str]]:
     return out
 
 
+@pytest.fixture(scope="module", params=["client", "server"])
+def union(request: pytest.FixtureRequest) -> str:
+    """Where the layers are unioned: by the node's initramfs, or by the server (issue 6)."""
+    return str(request.param)
+
+
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabCluster]:
-    workdir = tmp_path_factory.mktemp("union")
+def cluster(union: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabCluster]:
+    workdir = tmp_path_factory.mktemp(f"union-{union}")
     c = LabCluster(workdir=workdir, cache_dir=default_cache_dir(), progress=print)
     c.prepare()
+    mode = ("--set", f"union={union}")
     c.oneroot("group", "add", "compute", "--set", "group_layer=true")
-    c.add_nodes(2, extra=("--ephemeral",))
+    c.add_nodes(2, extra=("--ephemeral", *mode))
     c.oneroot("node", "set", "node01", "--groups", "default,compute")
-    c.add_nodes(1, first=3, extra=("--ephemeral", "--set",
+    c.add_nodes(1, first=3, extra=("--ephemeral", *mode, "--set",
                                    "kernel_args=root=10.0.0.1:/srv:rw;10.0.0.1:/x"))
     try:
         c.start()
         yield c
     finally:
-        netns = c.lab.netns if c.lab else None
-        c.stop()
-        if netns:
-            assert netns not in list_netns()
+        c.stop_verified()
 
 
-def test_layers_isolation_and_throwaway_top(cluster: LabCluster) -> None:
+def test_layers_isolation_and_throwaway_top(cluster: LabCluster, union: str) -> None:
     c = cluster
     image = c.workdir / "images" / c.image_name
     (image / "etc" / "oneroot-layer-test").write_text("image\n")
@@ -140,7 +156,13 @@ def test_layers_isolation_and_throwaway_top(cluster: LabCluster) -> None:
     p2 = wait_probe(c, "node02", timeout=BOOT_TIMEOUT)
 
     assert p1["hostname"] == ["node01"] and p2["hostname"] == ["node02"]
-    assert p1["root_fstype"] == ["overlay"]
+    assert p1["root_fstype"] == ["overlay"] == p2["root_fstype"]
+    assert p1["fuse_procs"] == ["0"] == p2["fuse_procs"]
+    if union == "server":  # the merged tree, read-only under the tmpfs top
+        assert p1["nfs_mounts"] == ["1"] == p2["nfs_mounts"]
+        assert "nfs.union.boot_remount node=node01" in c.serve_log.read_text()
+    else:  # image, group and node layers for node01; image and node layers for node02
+        assert p1["nfs_mounts"] == ["3"] and p2["nfs_mounts"] == ["2"]
     assert p1["motd"] == [sha256_of(motd)]
     assert p2["motd"] == [sha256_of(image / "etc" / "motd")]
     assert p1["issue_net"] == ["missing"]

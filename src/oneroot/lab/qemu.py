@@ -57,6 +57,9 @@ Firmware = Literal["bios", "uefi"]
 OVMF_DIR = Path("/usr/share/OVMF")
 OVMF_CODE = "OVMF_CODE_4M.fd"
 OVMF_VARS = "OVMF_VARS_4M.fd"
+# The guest's last lines: systemd-shutdown's (or `systemctl poweroff -ff`'s), then the kernel's.
+FINAL_LINE = re.compile(r"^(Powering off\.|Rebooting\.|"
+                        r"\[ *[0-9.]+\] reboot: (Power down|Restarting system))", re.M)
 # Console lines after which the awaited line will not come: fail at once, not at the timeout.
 BOOT_FAILURES = re.compile(r"No bootable device|Kernel panic - not syncing")
 
@@ -290,6 +293,37 @@ class QemuVm:
         except subprocess.TimeoutExpired as exc:
             raise LabError(f"VM {self.name} still runs after {timeout:g}s",
                            hint=self._diagnosis()) from exc
+
+    def wait_powered_off(self, *, timeout: float, grace: float = 30) -> bool:
+        """Wait for the guest to power off (or restart: the lab runs QEMU with -no-reboot).
+
+        Debian 6.1's virtio_net can soft-lock in virtnet_poll after the guest's last
+        "Powering off." / "Rebooting." (seen under TCG while other nodes kept the bridge busy):
+        the guest has finished its shutdown but QEMU never exits. Once that last line is on the
+        console, QEMU gets `grace` seconds and is then stopped. True if the guest exited by
+        itself; LabError if it never reached its last line within `timeout`.
+        """
+        if self._proc is None:
+            raise LabError(f"VM {self.name} was not started")
+        deadline = time.monotonic() + timeout
+        final_since: float | None = None
+        while True:
+            try:
+                self._proc.wait(1)
+                return True
+            except subprocess.TimeoutExpired:
+                pass
+            now = time.monotonic()
+            if final_since is None and FINAL_LINE.search(self.serial_text()):
+                final_since = now
+            if final_since is not None and now - final_since > grace:
+                log.warning("qemu.shutdown_hang vm=%s grace=%gs: the guest finished its "
+                            "shutdown but QEMU did not exit; stopping it", self.name, grace)
+                self.stop()
+                return False
+            if now > deadline:
+                raise LabError(f"VM {self.name} still runs after {timeout:g}s",
+                               hint=self._diagnosis())
 
     def stop(self, *, timeout: float = 5) -> None:
         """Kill QEMU by PID (SIGTERM, then SIGKILL). Idempotent."""

@@ -26,10 +26,15 @@ def save_export_ids(paths: Paths, ids: Mapping[str, int]) -> None:
                      .encode())
 
 
+def keep_export_ids(paths: Paths, ids: Mapping[str, int]) -> None:
+    """Save `ids` if any of them is not saved yet: an id goes on disk before a client sees it."""
+    known = load_export_ids(paths)
+    if any(known.get(k) != v for k, v in ids.items()):
+        save_export_ids(paths, ids)
+
+
 def catalog_for(paths: Paths, inv: Inventory, *, http_host: str | None = None) -> BootCatalog:
     """A catalog whose export ids are the persisted ones (new objects get new ids, saved)."""
-    known = load_export_ids(paths)
-    catalog = BootCatalog(inv, http_host=http_host, export_ids=known)
-    if any(known.get(k) != v for k, v in catalog.export_ids.items()):
-        save_export_ids(paths, catalog.export_ids)
+    catalog = BootCatalog(inv, http_host=http_host, export_ids=load_export_ids(paths))
+    keep_export_ids(paths, catalog.export_ids)
     return catalog

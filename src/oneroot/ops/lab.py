@@ -22,7 +22,7 @@ from oneroot.initramfs.builder import build_initramfs
 from oneroot.initramfs.busybox import fetch_busybox
 from oneroot.initramfs.cpio import Compression
 from oneroot.initramfs.kernel import Kernel, fetch_kernel
-from oneroot.lab import Lab, QemuVm
+from oneroot.lab import Lab, QemuVm, list_netns
 from oneroot.lab.qemu import Firmware
 from oneroot.net import MacAddress
 from oneroot.ops.images import LAB_MODULES, create_image
@@ -195,6 +195,14 @@ class LabCluster:
         finally:
             store.close()
         return "uefi" if value == "uefi" else "bios"
+
+    def stop_verified(self) -> None:
+        """stop(), then make sure the lab's network namespace is gone (tests' teardown)."""
+        netns = self.lab.netns if self.lab is not None else None
+        self.stop()
+        if netns is not None and netns in list_netns():
+            raise LabError(f"the lab's namespace {netns} is still there after stop; "
+                           f"remove it with `ip netns delete {netns}`")
 
     def stop(self) -> None:
         for vm in self.vms.values():

@@ -72,7 +72,7 @@ def wait_probe(cluster: LabCluster, node: str, *, timeout: float,
     vm = cluster.vms[node]
     try:
         vm.wait_for(r"PROBE DONE", timeout=timeout)
-        vm.wait_exit(timeout=exit_timeout)
+        vm.wait_powered_off(timeout=exit_timeout)
     except Exception:
         print(vm.serial_text()[-8000:])
         print(cluster.serve_log.read_text(errors="replace")[-3000:])

@@ -47,6 +47,7 @@ from oneroot.nfs.serverunion import (
 )
 from oneroot.nfs.view import mount_at
 from oneroot.ops.catalog import BootCatalog
+from oneroot.ops.exportids import keep_export_ids, load_export_ids
 from oneroot.ops.nodes_fs import prepare_group_layers, prepare_nodes
 from oneroot.ops.paths import Paths
 from oneroot.ops.runlevels import apply_runlevels
@@ -77,6 +78,9 @@ class NfsPlan:
     views: dict[str, ViewSpec]
     text: str  # the exports file or the ganesha config
     unions: dict[str, UnionSpec] = dataclasses.field(default_factory=dict)
+    # Every export id the plan uses (ganesha's Export_Id, knfsd's fsid): the persisted ones,
+    # and new ones that applying the plan saves (`ops.exportids`) before the server sees them.
+    export_ids: dict[str, int] = dataclasses.field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -100,13 +104,15 @@ def nfs_plan(inv: Inventory, paths: Paths, *, kind: NfsServerKind | None = None,
              bind: ipaddress.IPv4Address | None = None,
              unexported: Iterable[str] = ()) -> NfsPlan:
     """What would be exported, and the file that says so. Pure but for reading the host's
-    SSH key names (masked in views). `unexported` nodes are left out (while their union is
-    remounted). Raises `UnionUnsupported` for a server-side union node it cannot serve."""
+    SSH key names (masked in views) and the persisted export ids (never written here).
+    `unexported` nodes are left out (while their union is remounted). Raises
+    `UnionUnsupported` for a server-side union node it cannot serve."""
     s = inv.settings
     kind = kind or s.nfs_server
     protocols = protocols or (GANESHA_PROTOCOLS if kind is NfsServerKind.GANESHA
                               else KNFSD_PROTOCOLS)
-    ctx = BootCatalog(inv).cluster_context(nfs_protocols=protocols)
+    catalog = BootCatalog(inv, export_ids=load_export_ids(paths))
+    ctx = catalog.cluster_context(nfs_protocols=protocols)
     ctx = dataclasses.replace(ctx, nfs_port=port)
     unions = check_union_nodes(inv)
     left_out = set(unexported)
@@ -135,7 +141,8 @@ def nfs_plan(inv: Inventory, paths: Paths, *, kind: NfsServerKind | None = None,
         images = tuple(dataclasses.replace(i, path=PurePosixPath(str(views[i.name].mountpoint)))
                        if i.name in views else i for i in ctx.images)
         text = render_exports(dataclasses.replace(ctx, images=images))
-    return NfsPlan(kind=kind, ctx=ctx, views=views, text=text, unions=unions)
+    return NfsPlan(kind=kind, ctx=ctx, views=views, text=text, unions=unions,
+                   export_ids=catalog.export_ids)
 
 
 def _check_unions_not_in_views(unions: dict[str, UnionSpec],
@@ -159,6 +166,7 @@ def apply_nfs(inv: Inventory, paths: Paths, *, exportfs: str = "exportfs",
               exports_file: Path = EXPORTS_FILE, plan: NfsPlan | None = None) -> NfsApplyResult:
     """Make the disk match the inventory and tell the NFS server. Idempotent."""
     plan = plan or nfs_plan(inv, paths)
+    keep_export_ids(paths, plan.export_ids)
     prepare_group_layers(inv)
     prepare_nodes(inv, paths)
     # After the node layers: for an image that is the server's live `/`, runlevel targets go
@@ -224,6 +232,7 @@ def _export(inv: Inventory, paths: Paths, target: ExportTarget, *,
     """Tell the running NFS server the exports, leaving `unexported` nodes out, and wait
     until it has let go of them."""
     plan = nfs_plan(inv, paths, unexported=unexported, bind=target.bind, port=target.port)
+    keep_export_ids(paths, plan.export_ids)
     if plan.kind is NfsServerKind.KNFSD:
         apply_exports(plan.text, path=target.exports_file, exportfs=target.exportfs)
         return
@@ -300,5 +309,6 @@ def ganesha_server(inv: Inventory, paths: Paths, *, bind: ipaddress.IPv4Address 
     """The supervisor `oneroot serve` runs (`tg.create_task(server.run())`); on an inventory
     change: `apply_nfs(...)` for the disk, then `await server.reload(nfs_plan(...).text)`."""
     plan = nfs_plan(inv, paths, kind=NfsServerKind.GANESHA, port=port, bind=bind)
+    keep_export_ids(paths, plan.export_ids)
     return GaneshaServer(ganesha_files(paths), config=plan.text,
                          bind=bind or inv.settings.server_address, port=port, binary=binary)

@@ -223,6 +223,16 @@ def diff_overlay(inv: Inventory, paths: Paths, name: str,
 
 # -- editing the node's layer --------------------------------------------------------------
 
+def _edit_target(inv: Inventory, paths: Paths, name: str,
+                 path: str) -> tuple[PurePosixPath, Stack, Entry | None]:
+    """The prologue of an edit: the node's `path`, its stack (refused while a server-side
+    union is mounted over its layer) and what the node's own layer holds there."""
+    rel = node_path(path)
+    stack = node_stack(inv, paths, name)
+    _writable(stack, paths)
+    return rel, stack, upper_entry(stack, rel)
+
+
 def _lower_or_none(stack: Stack, rel: PurePosixPath) -> Entry | None:
     entry = lower_entry(stack, rel)
     if entry is not None and entry.type is EntryType.DIR:
@@ -274,10 +284,7 @@ def put_file(inv: Inventory, paths: Paths, name: str, path: str, source: BinaryI
              mode: int | None = None) -> OverlayResult:
     """Make `source`'s bytes the node's `path` (owner and mode kept from the file it
     replaces, or the image's; `mode` overrides)."""
-    rel = node_path(path)
-    stack = node_stack(inv, paths, name)
-    _writable(stack, paths)
-    current = upper_entry(stack, rel)
+    rel, stack, current = _edit_target(inv, paths, name, path)
     _check_replaceable(name, rel, current)
     lower = _lower_or_none(stack, rel)
     install(stack, stack.upper, rel, attrs=_start_attrs(current, lower, mode), data=source,
@@ -339,10 +346,7 @@ def edit_file(inv: Inventory, paths: Paths, name: str, path: str, editor: Editor
 def remove_change(inv: Inventory, paths: Paths, name: str, path: str, *,
                   recursive: bool = False) -> OverlayResult:
     """Drop the node's override, addition or mask: what is below shows again."""
-    rel = node_path(path)
-    stack = node_stack(inv, paths, name)
-    _writable(stack, paths)
-    current = upper_entry(stack, rel)
+    rel, stack, current = _edit_target(inv, paths, name, path)
     if current is None:
         raise NotFound(f"node {name} has no change at {shown(rel)}",
                        hint=f"see `oneroot overlay ls {name}`")
@@ -360,10 +364,7 @@ def remove_change(inv: Inventory, paths: Paths, name: str, path: str, *,
 def mask_path(inv: Inventory, paths: Paths, name: str, path: str, *,
               force: bool = False) -> OverlayResult:
     """Hide `path` from the node with a `c 0 0` whiteout."""
-    rel = node_path(path)
-    stack = node_stack(inv, paths, name)
-    _writable(stack, paths)
-    current = upper_entry(stack, rel)
+    rel, stack, current = _edit_target(inv, paths, name, path)
     if current is not None and current.type is EntryType.WHITEOUT:
         return OverlayResult(node=name, path=shown(rel), changed=False,
                              message=f"{shown(rel)} is already masked")
@@ -465,10 +466,7 @@ def promote_change(inv: Inventory, paths: Paths, name: str, path: str, *, to: st
     the node's layer. A whiteout becomes a whiteout in the group layer (the group's nodes no
     longer see the image's file) or, in the image, the deletion of the file. A different file
     already there is refused unless `overwrite`, and is archived first."""
-    rel = node_path(path)
-    stack = node_stack(inv, paths, name)
-    _writable(stack, paths)
-    current = upper_entry(stack, rel)
+    rel, stack, current = _edit_target(inv, paths, name, path)
     if current is None:
         raise NotFound(f"node {name} has no change at {shown(rel)}",
                        hint=f"see `oneroot overlay ls {name}`")

@@ -6,11 +6,17 @@ the same clients:
 - each image root `ro` to the cluster subnet, with `crossmnt` (filesystems mounted below it,
   such as a separate /usr or a masking view's submounts, are part of the root nodes see) and a
   fixed `fsid` (an overlayfs view has no UUID for knfsd to derive one from);
-- each node's diff-overlay dir `rw` to that node's address alone;
+- each node's diff-overlay dir `rw` to that node's address alone; for a server-side union node,
+  its merged dir instead, an overlayfs mount, so with a fixed `fsid` too;
 - each group layer dir `ro` to the addresses of the group's nodes.
 
 A node's own dir needs no `nohide`: the node mounts it directly, not by walking down from the
 image root. Every export is `sync,no_root_squash,no_subtree_check`, as in the seed.
+
+An export's `fsid` is its export id, kept for life (`ops.exportids`): it never changes from one
+render to the next and no two exports share one. A node's or group's plain directory gets none:
+knfsd derives its filesystem id from the device's UUID, and switching to `fsid=` would turn the
+handles its node holds stale.
 """
 
 from __future__ import annotations
@@ -43,7 +49,10 @@ def nfs_exports(ctx: ClusterContext) -> tuple[NfsExport, ...]:
     exports.extend(
         NfsExport(
             export_id=node.export_id, path=node.export_path, access=Access.RW,
-            clients=(str(node.address),), comment=f"diff-overlay of node {node.name}",
+            clients=(str(node.address),),
+            comment=(f"server-side union of node {node.name}" if node.server_union
+                     else f"diff-overlay of node {node.name}"),
+            fsid=node.export_id if node.server_union else None,
         )
         for node in ctx.nodes
     )
@@ -108,6 +117,8 @@ def render_dnsmasq(ctx: ClusterContext) -> str:
 
 
 def _check_exports(exports: Iterable[NfsExport]) -> None:
+    # An export's fsid, when it has one, is its export id: these checks keep fsids unique and
+    # never 0 (knfsd's NFSv4 root) as well.
     ids: dict[int, NfsExport] = {}
     paths: dict[PurePosixPath, NfsExport] = {}
     for export in exports:

@@ -98,7 +98,8 @@ class ClusterNode:
     """A node as the cluster-wide files see it.
 
     `export_path` is the directory exported read-write to this node alone: its diff-overlay dir
-    (`settings.diff_overlay_dir(name)`) or, for a server-side union, the merged view of it.
+    (`settings.diff_overlay_dir(name)`) or, for a server-side union (`server_union`), the
+    overlayfs mount of its merged tree, which knfsd exports only with an explicit `fsid`.
     `bios_boot_file` / `uefi_boot_file` are what PXE firmware loads by TFTP (`undionly.kpxe` or
     `pxelinux.0`; `ipxe.efi` or `snponly.efi`); `ipxe_script_url` is what iPXE fetches next.
     """
@@ -109,6 +110,7 @@ class ClusterNode:
     export_path: PurePosixPath
     export_id: int
     ipxe_script_url: str
+    server_union: bool = False
     bios_boot_file: str = "undionly.kpxe"
     uefi_boot_file: str = "ipxe.efi"
 
@@ -156,7 +158,8 @@ class NfsExport:
     clients: tuple[str, ...]
     comment: str
     # Image roots: show filesystems mounted below the export (a separate /usr, a view's
-    # submounts) and give the export a stable id independent of the device.
+    # submounts). `fsid`: a stable id independent of the device, which knfsd needs for an
+    # overlayfs mount (no UUID to derive one from); never 0, the NFSv4 root.
     crossmnt: bool = False
     fsid: int | None = None
 

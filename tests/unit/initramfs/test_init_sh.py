@@ -270,6 +270,15 @@ def test_init_fuse_top_keeps_proc(node: Path, bbdir: Path) -> None:
     assert "mount --move /proc @/sysroot/proc" not in cmds
 
 
+def test_init_fuse_opts_are_appended(node: Path, bbdir: Path) -> None:
+    r = run_init(node, bbdir, "root=10.0.0.1:/:ro;10.0.0.1:/var/state/systems/node01;rw "
+                              "oneroot.fuse.opts=static_nlink,noacl")
+    assert r.returncode == 0, r.stderr
+    assert ("@fuse-overlayfs -o lowerdir=@/run/layers/1,upperdir=@/run/layers/2/upper,"
+            "workdir=@/run/layers/2/work,allow_other,dev,suid,static_nlink,noacl @/sysroot"
+            ) in commands(r.stdout)
+
+
 def test_init_single_layer_is_mounted_directly(node: Path, bbdir: Path) -> None:
     r = run_init(node, bbdir, "root=10.0.0.1:/srv/node01")
     assert r.returncode == 0, r.stderr
@@ -285,6 +294,9 @@ def test_init_single_layer_is_mounted_directly(node: Path, bbdir: Path) -> None:
     ("ip=dhcp", "layers", "no root= on the kernel command line", "oneroot render"),
     ("ip=dhcp root=tmpfs", "union", "root= has only a tmpfs", "below the tmpfs"),
     ("ip=10.0.0.5::10.0.0.1:255.255.255.0 root=a:/b", "dhcp", "ip=10.0.0.5::", "ip=dhcp"),
+    ("ip=dhcp root=10.0.0.1:/img:ro;10.0.0.1:/node;rw oneroot.fuse.opts=noacl,upperdir=/x",
+     "union",
+     "oneroot.fuse.opts sets a layer directory", "root= sets the layers"),
 ])
 def test_init_failure_says_stage_reason_fix(node: Path, bbdir: Path, cmdline: str, stage: str,
                                              reason: str, hint: str) -> None:

@@ -24,8 +24,10 @@ from oneroot.nfs.serverunion import (
 from oneroot.nfs.view import MountEntry
 from oneroot.ops.boot import root_spec_text
 from oneroot.ops.catalog import BootCatalog
+from oneroot.ops.exportids import catalog_for, load_export_ids
 from oneroot.ops.nfs_serving import nfs_plan
 from oneroot.ops.paths import Paths
+from oneroot.ops.rendertree import render_tree
 from oneroot.ops.server_union import node_union_spec, union_nodes
 
 STATE = Path("/var/state/systems")
@@ -163,6 +165,79 @@ def test_ganesha_refuses_a_union_nested_in_a_view() -> None:
     with pytest.raises(UnionUnsupported, match="inside the masked view") as info:
         nfs_plan(_inv(extra_images={"host": "/"}), Paths(home=Path("/var/lib/oneroot")))
     assert info.value.hint is not None and "union=client" in info.value.hint
+
+
+def _knfsd_options(text: str) -> dict[str, str]:
+    """Path -> its (first) client's options, from a rendered exports file."""
+    out = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            path, first = line.split(" ")[:2]
+            out[path] = first[first.index("(") + 1:-1]
+    return out
+
+
+def _union_inv(*union: str, extra: str | None = None) -> Inventory:
+    """node01 and node02 (and `extra`), the named ones `union=server`, served by knfsd."""
+    names = ("node01", "node02", *((extra,) if extra else ()))
+    nodes = {name: Node(name=name, macs=(MacAddress.parse(f"52:54:00:00:00:{i:02x}"),),
+                        address=ipaddress.IPv4Address(f"10.0.0.{10 + i}"),
+                        overrides={"union": "server"} if name in union else {})
+             for i, name in enumerate(names, start=1)}
+    return Inventory(settings=Settings(nfs_server=NfsServerKind.KNFSD), nodes=nodes,
+                     groups={"default": Group(name="default")},
+                     images={"default": Image(name="default",
+                                              root=PurePosixPath("/srv/images/bookworm"))})
+
+
+def test_knfsd_exports_the_merged_dir_with_its_export_id_as_fsid(tmp_path: Path) -> None:
+    """An overlayfs mount has no UUID for knfsd to derive a filesystem id from."""
+    plan = nfs_plan(_union_inv("node01"), Paths(home=tmp_path))
+    options = _knfsd_options(plan.text)
+    fsid = plan.export_ids["node:node01"]
+    assert options["/var/state/systems/node01/merged"] == (
+        f"rw,sync,no_root_squash,no_subtree_check,fsid={fsid}")
+    # A client-mode node's plain directory: as before, knfsd derives its id itself.
+    assert options["/var/state/systems/node02"] == "rw,sync,no_root_squash,no_subtree_check"
+    assert options["/srv/images/bookworm"].endswith(
+        f",crossmnt,fsid={plan.export_ids['image:default']}")
+
+
+def test_fsids_are_the_persisted_export_ids_for_life(tmp_path: Path) -> None:
+    paths = Paths(home=tmp_path)
+    paths.export_ids.write_text('{"image:default": 7, "node:node01": 4242}\n')
+    before = paths.export_ids.read_text()
+    plan = nfs_plan(_union_inv("node01"), paths)
+    assert "fsid=4242" in _knfsd_options(plan.text)["/var/state/systems/node01/merged"]
+    assert nfs_plan(_union_inv("node01"), paths).text == plan.text
+    assert paths.export_ids.read_text() == before  # planning never writes
+    # Nodes come and go: node01's id stays.
+    other = nfs_plan(_union_inv("node01", "node03", extra="node03"), paths)
+    assert "fsid=4242" in _knfsd_options(other.text)["/var/state/systems/node01/merged"]
+    assert other.export_ids["node:node03"] not in (7, 4242)
+
+
+def test_fsids_are_unique_across_union_nodes(tmp_path: Path) -> None:
+    plan = nfs_plan(_union_inv("node01", "node02"), Paths(home=tmp_path))
+    fsids = {path: int(opts.rpartition("fsid=")[2])
+             for path, opts in _knfsd_options(plan.text).items()}
+    assert fsids == {"/srv/images/bookworm": plan.export_ids["image:default"],
+                     "/var/state/systems/node01/merged": plan.export_ids["node:node01"],
+                     "/var/state/systems/node02/merged": plan.export_ids["node:node02"]}
+    assert len(set(fsids.values())) == 3 and 0 not in fsids.values()
+
+
+def test_render_and_nfs_apply_write_the_same_exports(tmp_path: Path) -> None:
+    """`oneroot render` and `oneroot nfs apply` give an export the same (persisted) id."""
+    paths = Paths(home=tmp_path / "home")
+    paths.home.mkdir()
+    paths.export_ids.write_text('{"node:node01": 4242}\n')
+    inv = _union_inv("node01")
+    render_tree(catalog_for(paths, inv), tmp_path / "boot", tmp_path / "cfg")
+    plan = nfs_plan(inv, paths)
+    assert (tmp_path / "cfg" / "exports").read_text() == plan.text
+    assert "fsid=4242" in plan.text
+    assert load_export_ids(paths) == plan.export_ids  # render saved the new ones
 
 
 def test_mounted_lowers_read_back_from_mountinfo() -> None:

@@ -35,7 +35,8 @@ def mac(n: int) -> MacAddress:
 
 
 # The example cluster: the seed's node01, a systemd compute node with a group layer, an OpenRC
-# node on its own image, and an ephemeral node on an image whose init system is not recorded.
+# node on its own image, an ephemeral node on an image whose init system is not recorded, and a
+# server-side union node (`union=server`) that boots the merged tree the server exports to it.
 EXAMPLE_NODES: dict[str, NodeBootContext] = {
     "node01": NodeBootContext(
         name="node01", macs=(mac(1),), address=IP("10.0.0.11"), server_address=SERVER,
@@ -67,14 +68,28 @@ EXAMPLE_NODES: dict[str, NodeBootContext] = {
         runlevel="computenode", init_system=InitSystem.UNKNOWN,
         serial=SerialConsole(port=1, baud=9600),
     ),
+    "node05": NodeBootContext(
+        name="node05", macs=(mac(5),), address=IP("10.0.0.15"), server_address=SERVER,
+        boot_url=BOOT_URL, kernel="vmlinuz", initramfs="initramfs.img",
+        root_spec="10.0.0.1:/var/state/systems/node05/merged:rw",
+        init_system=InitSystem.SYSTEMD,
+    ),
 }
+SERVER_UNION_NODES = frozenset({"node05"})
+
+
+def export_path(node: str) -> PurePosixPath:
+    """What the cluster exports to `node`: its merged dir when the server unions its layers."""
+    own = SETTINGS.diff_overlay_dir(node)
+    return own / "merged" if node in SERVER_UNION_NODES else own
 
 
 def example_cluster() -> ClusterContext:
     nodes = tuple(
         ClusterNode(
             name=node.name, macs=node.macs, address=node.address,
-            export_path=SETTINGS.diff_overlay_dir(node.name), export_id=100 + i,
+            export_path=export_path(node.name), export_id=100 + i,
+            server_union=node.name in SERVER_UNION_NODES,
             ipxe_script_url=f"{BOOT_URL}/{node.name}.ipxe",
             bios_boot_file="pxelinux.0" if node.name == "node04" else "undionly.kpxe",
             uefi_boot_file="snponly.efi" if node.name == "node03" else "ipxe.efi",

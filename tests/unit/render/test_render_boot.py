@@ -59,6 +59,8 @@ def test_seed_node_gets_its_root_line_verbatim() -> None:
         # init system unknown: each init ignores the other's argument.
         ("node04", "ip=dhcp root=10.0.0.1:/:ro;10.0.0.1:/var/state/systems/node04;ro;tmpfs "
                    "softlevel=computenode systemd.unit=computenode.target console=ttyS1,9600"),
+        # server-side union: one rw layer, the merged tree the server exports to it.
+        ("node05", "ip=dhcp root=10.0.0.1:/var/state/systems/node05/merged:rw"),
     ],
 )
 def test_cmdline(node: str, expected: str) -> None:

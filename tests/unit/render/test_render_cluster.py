@@ -8,7 +8,7 @@ import subprocess
 from pathlib import Path, PurePosixPath
 
 import pytest
-from render_example import GoldenCheck
+from render_example import GoldenCheck, example_cluster
 
 from oneroot.errors import ConfigError
 from oneroot.model import DhcpMode
@@ -45,6 +45,39 @@ def test_exports_match_the_seed(cluster: ClusterContext) -> None:
             in lines)
     assert ("/var/state/groups/compute 10.0.0.12(ro,sync,no_root_squash,no_subtree_check) "
             "10.0.0.13(ro,sync,no_root_squash,no_subtree_check)") in lines
+
+
+def test_a_server_union_export_has_its_export_id_as_fsid(cluster: ClusterContext) -> None:
+    """knfsd cannot derive a filesystem id for an overlayfs mount (the merged dir)."""
+    (node05,) = [n for n in cluster.nodes if n.server_union]
+    lines = [ln for ln in render_exports(cluster).splitlines() if ln and not ln.startswith("#")]
+    assert (f"/var/state/systems/node05/merged 10.0.0.15(rw,sync,no_root_squash,"
+            f"no_subtree_check,fsid={node05.export_id})") in lines
+    assert render_exports(cluster) == render_exports(example_cluster())  # stable
+
+
+def test_plain_node_dirs_get_no_fsid(cluster: ClusterContext) -> None:
+    """A new fsid would turn the handles a running client-mode node holds stale."""
+    plain = [n for n in cluster.nodes if not n.server_union]
+    assert plain
+    by_path = {e.path: e for e in nfs_exports(cluster)}
+    for node in plain:
+        assert by_path[node.export_path].fsid is None
+        assert "fsid" not in by_path[node.export_path].knfsd_options
+
+
+def test_fsids_are_unique_and_never_the_v4_root(cluster: ClusterContext) -> None:
+    (node05,) = [n for n in cluster.nodes if n.server_union]
+    twin = dataclasses.replace(node05, name="node06", export_id=106,
+                               export_path=PurePosixPath("/var/state/systems/node06/merged"),
+                               address=ipaddress.IPv4Address("10.0.0.16"))
+    fsids = [e.fsid for e in nfs_exports(dataclasses.replace(
+        cluster, nodes=(*cluster.nodes, twin))) if e.fsid is not None]
+    assert len(fsids) == len(set(fsids)) == len(cluster.images) + 2
+    assert 0 not in fsids
+    clash = dataclasses.replace(twin, export_id=node05.export_id)
+    with pytest.raises(ConfigError, match="same export id"):
+        render_exports(dataclasses.replace(cluster, nodes=(*cluster.nodes, clash)))
 
 
 def test_each_node_dir_goes_to_that_node_alone(cluster: ClusterContext) -> None:

@@ -12,6 +12,7 @@
 #   oneroot.status=URL       stage reports are POSTed there (stage=..&status=..&message=..)
 #   oneroot.dhcp.tries=N     DHCP rounds before the dhcp stage fails (default 5)
 #   oneroot.nfs.tries=N      mount attempts per NFS layer (default 6)
+#   oneroot.fuse.opts=A,B    more fuse-overlayfs options for an rw NFS top (e.g. static_nlink)
 #   oneroot.debug            trace every command (set -x)
 #   init=PATH                the image's init (default /sbin/init)
 #   systemd.unit=NAME | softlevel=NAME | single | emergency | S | 1..5
@@ -141,6 +142,7 @@ oneroot_parse_cmdline() {
 	ONEROOT_DHCP_TRIES=5
 	ONEROOT_NFS_TRIES=6
 	ONEROOT_DEBUG=''
+	ONEROOT_FUSE_OPTS=''
 	ONEROOT_INIT=/sbin/init
 	ONEROOT_RUNLEVEL=''
 	set -f
@@ -164,6 +166,7 @@ oneroot_parse_cmdline() {
 		oneroot.nfs.tries=*)
 			if oneroot_is_count "${_cw#*=}"; then ONEROOT_NFS_TRIES=${_cw#*=}; fi
 			;;
+		oneroot.fuse.opts=*) ONEROOT_FUSE_OPTS=${_cw#oneroot.fuse.opts=} ;;
 		oneroot.debug) ONEROOT_DEBUG=1 ;;
 		init=*) ONEROOT_INIT=${_cw#init=} ;;
 		systemd.unit=*) ONEROOT_RUNLEVEL=${_cw#systemd.unit=} ;;

@@ -68,8 +68,9 @@ union_overlay_options() {
 			"$(union_lowerdir $((ROOTSPEC_COUNT - 1)))" "$_uo_top" "$_uo_top"
 		;;
 	fuse)
-		printf 'lowerdir=%s,upperdir=%s/upper,workdir=%s/work,allow_other,dev,suid\n' \
-			"$(union_lowerdir $((ROOTSPEC_COUNT - 1)))" "$_uo_top" "$_uo_top"
+		printf 'lowerdir=%s,upperdir=%s/upper,workdir=%s/work,allow_other,dev,suid%s\n' \
+			"$(union_lowerdir $((ROOTSPEC_COUNT - 1)))" "$_uo_top" "$_uo_top" \
+			"${ONEROOT_FUSE_OPTS:+,$ONEROOT_FUSE_OPTS}"
 		;;
 	esac
 }
@@ -130,6 +131,13 @@ union_assemble() {
 		ONEROOT_STAGE_MESSAGE="overlayfs: $ROOTSPEC_COUNT NFS layers, read-only"
 		;;
 	fuse)
+		case ",$ONEROOT_FUSE_OPTS," in
+		*,lowerdir=* | *,upperdir=* | *,workdir=*)
+			oneroot_fail "oneroot.fuse.opts sets a layer directory ($ONEROOT_FUSE_OPTS)" \
+				"root= sets the layers: keep only options such as static_nlink or noacl"
+			return 1
+			;;
+		esac
 		oneroot_run mkdir -p "$_ua_top/upper" "$_ua_top/work" || {
 			oneroot_fail "cannot create upper/ and work/ in the rw layer" \
 				"the node's directory must be exported rw to this node with no_root_squash"

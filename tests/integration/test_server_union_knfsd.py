@@ -1,0 +1,105 @@
+"""The kernel-nfsd path of the server-side union with real overlayfs unions: every export that
+is an overlayfs mount carries `fsid=` (knfsd cannot derive a filesystem id for one), the id is
+the export's persisted export id, and it survives the unexport → remount → export dance. A
+stand-in `exportfs` records its calls: no nfsd is started or touched. Needs root (mounts).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path, PurePosixPath
+
+import pytest
+
+from oneroot.model import Group, Image, NfsServerKind, Node, Settings
+from oneroot.model.inventory import Inventory
+from oneroot.net import MacAddress
+from oneroot.nfs.serverunion import mounted_unions
+from oneroot.nfs.view import read_mounts
+from oneroot.ops.exportids import load_export_ids
+from oneroot.ops.nfs_serving import ExportTarget, apply_nfs, remount_union_for_boot
+from oneroot.ops.paths import Paths
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(os.geteuid() != 0, reason="needs root (mounts)"),
+]
+
+
+@pytest.fixture
+def base() -> Iterator[Path]:
+    # Not tmp_path: overlayfs wants its upper on a filesystem with xattrs and d_type.
+    path = Path("/var/tmp") / f"oneroot-suk-{os.getpid()}"
+    path.mkdir(parents=True)
+    try:
+        yield path
+    finally:
+        for entry in mounted_unions(path / "systems").values():
+            subprocess.run(["umount", "-l", str(entry.mount_point)], check=False)
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _inventory(base: Path) -> Inventory:
+    """node01 is a `union=server` node, node02 a client-mode one."""
+    settings = Settings(server_address=ipaddress.IPv4Address("127.0.0.1"),
+                        subnet=ipaddress.IPv4Network("127.0.0.0/8"),
+                        state_dir=PurePosixPath(str(base / "systems")),
+                        group_dir=PurePosixPath(str(base / "groups")),
+                        nfs_server=NfsServerKind.KNFSD)
+    nodes = {
+        "node01": Node(name="node01", macs=(MacAddress.parse("52:54:00:00:00:01"),),
+                       address=ipaddress.IPv4Address("127.0.0.1"),
+                       overrides={"union": "server"}),
+        "node02": Node(name="node02", macs=(MacAddress.parse("52:54:00:00:00:02"),),
+                       address=ipaddress.IPv4Address("127.0.0.2")),
+    }
+    return Inventory(settings=settings, nodes=nodes, groups={"default": Group(name="default")},
+                     images={"default": Image(name="default",
+                                              root=PurePosixPath(str(base / "image")))})
+
+
+def _options(exports: Path) -> dict[str, str]:
+    out = {}
+    for line in exports.read_text().splitlines():
+        if line and not line.startswith("#"):
+            path, first = line.split(" ")[:2]
+            out[path] = first[first.index("(") + 1:-1]
+    return out
+
+
+def test_overlay_exports_carry_their_export_id_as_fsid(base: Path) -> None:
+    (base / "image" / "etc").mkdir(parents=True)
+    (base / "image" / "etc" / "motd").write_text("image\n")
+    paths = Paths(home=base / "home")
+    calls = base / "calls"
+    exportfs = base / "exportfs"
+    exportfs.write_text(f'#!/bin/sh\necho "$*" >> {calls}\n')
+    exportfs.chmod(0o755)
+    exports = base / "exports.d" / "oneroot.exports"
+    inv = _inventory(base)
+
+    result = apply_nfs(inv, paths, exportfs=str(exportfs), exports_file=exports)
+    assert result.applied == "exportfs -ra"
+    merged = base / "systems" / "node01" / "merged"
+    assert sorted(mounted_unions(base / "systems")) == ["node01"]
+    assert (merged / "etc" / "motd").read_text() == "image\n"
+
+    ids = load_export_ids(paths)  # saved before the server saw them
+    options = _options(exports)
+    assert options[str(merged)].endswith(f",fsid={ids['node:node01']}")
+    assert "fsid" not in options[str(base / "systems" / "node02")]
+    overlays = {str(m.mount_point) for m in read_mounts() if m.fstype == "overlay"}
+    assert {p for p in options if p in overlays} == {str(merged)}
+    assert all("fsid=" in options[p] for p in options if p in overlays)
+
+    # The remount around a boot unexports, remounts and exports again: the same fsid.
+    target = ExportTarget(exportfs=str(exportfs), exports_file=exports)
+    text = exports.read_text()
+    assert remount_union_for_boot(inv, paths, "node01", target)
+    assert exports.read_text() == text
+    assert calls.read_text().splitlines() == ["-ra"] * 3
+    assert load_export_ids(paths) == ids
