@@ -70,8 +70,15 @@ if [ "$mode" = union ]; then
          $2 > n[$1] {print $2 - n[$1], $1 ":" $2 - n[$1] ":" $3 - t[$1]}' "$1" "$2" |
       sort -rn | head -n 6 | cut -d' ' -f2 | paste -sd, -
   }
+  fuse_pids() {  # the image has no pgrep: argv[0] of every process
+    for p in /proc/[0-9]*; do
+      case "$(tr '\0' '\n' < "$p/cmdline" 2>/dev/null | head -n 1)" in
+      *fuse-overlayfs) echo "${p#/proc/}" ;;
+      esac
+    done
+  }
   fusecpu() {  # CPU ticks (1/100 s) of the fuse-overlayfs daemon, 0 without one
-    pid=$(pgrep -f fuse-overlayfs | head -n 1)
+    pid=$(fuse_pids | head -n 1)
     if [ -n "$pid" ]; then awk '{print $14 + $15}' "/proc/$pid/stat"; else echo 0; fi
   }
   run() {  # run WHERE PASS

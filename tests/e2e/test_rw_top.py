@@ -65,7 +65,7 @@ say hostname="$me" round="$round"
 say root_fstype="$(findmnt -n -o FSTYPE /)"
 argv0s() { for p in /proc/[0-9]*; do tr '\0' '\n' 2>/dev/null < "$p/cmdline" | head -n 1; done; }
 say fuse_argv0="$(argv0s | grep -c '^@fuse-overlayfs$')"
-say fuse_procs="$(pgrep -f fuse-overlayfs | wc -l)"
+say fuse_procs="$(argv0s | grep -c 'fuse-overlayfs$')"
 say nfs_mounts="$(findmnt -n -t nfs,nfs4 | wc -l)"
 say compute="$(systemctl is-active e2e-compute.service)"
 say default="$(systemctl is-active e2e-default.service)"
@@ -226,7 +226,7 @@ def test_rw_top_runlevels_and_image_exec(cluster: LabCluster, union: str) -> Non
     assert q1["tree"] == ["runs"] and q2["tree"] == ["runs"]
     if union == "server":
         assert q1["nfs_mounts"] == ["1"] and q1["fuse_procs"] == ["0"]
-        assert c.serve_log.read_text().count("nfs.union.boot_remount node=node01") >= 3
+        assert c.serve_log.read_text().count("nfs.union.boot_remount node=node01") >= 2
     for upper in (upper1, upper2):
         assert not (upper / PACKAGE_FILE).exists()
         assert not any(p.name.startswith("tree") for p in (upper / "usr/bin").glob("*")) \

@@ -22,21 +22,18 @@ import pytest
 
 from oneroot.initramfs.kernel import default_cache_dir
 from oneroot.ops.lab import LabCluster
-from oneroot.ops.labprobe import install_probe, sha256_of, wait_probe
+from oneroot.ops.labprobe import PROBE_LIB, install_probe, sha256_of, wait_probe
 
 pytestmark = pytest.mark.e2e
 
 BOOT_TIMEOUT = 420
 
-PROBE = r"""#!/bin/bash
-say() { echo "PROBE $*" > /dev/ttyS0; }
-sha() { if [ -e "$1" ]; then sha256sum "$1" | cut -c1-64; else echo missing; fi; }
-say hostname="$(hostname)"
+PROBE = "#!/bin/bash\n" + PROBE_LIB + r"""say hostname="$(hostname)"
 say root_fstype="$(findmnt -n -o FSTYPE /)"
 say root_source="$(findmnt -n -o SOURCE /)"
 say nfs4_mounts="$(findmnt -n -t nfs4 | wc -l)"
 say nfs_mounts="$(findmnt -n -t nfs,nfs4 | wc -l)"
-say fuse_procs="$(pgrep -f fuse-overlayfs | wc -l)"
+say fuse_procs="$(fuse_pids | wc -l)"
 say motd="$(sha /etc/motd)"
 say layered="$(cat /etc/oneroot-layer-test 2>/dev/null || echo none)"
 say image_change="$(cat /etc/oneroot-image-change 2>/dev/null || echo none)"

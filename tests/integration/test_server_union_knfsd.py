@@ -8,9 +8,6 @@ from __future__ import annotations
 
 import ipaddress
 import os
-import shutil
-import subprocess
-from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 
 import pytest
@@ -28,19 +25,6 @@ pytestmark = [
     pytest.mark.integration,
     pytest.mark.skipif(os.geteuid() != 0, reason="needs root (mounts)"),
 ]
-
-
-@pytest.fixture
-def base() -> Iterator[Path]:
-    # Not tmp_path: overlayfs wants its upper on a filesystem with xattrs and d_type.
-    path = Path("/var/tmp") / f"oneroot-suk-{os.getpid()}"
-    path.mkdir(parents=True)
-    try:
-        yield path
-    finally:
-        for entry in mounted_unions(path / "systems").values():
-            subprocess.run(["umount", "-l", str(entry.mount_point)], check=False)
-        shutil.rmtree(path, ignore_errors=True)
 
 
 def _inventory(base: Path) -> Inventory:

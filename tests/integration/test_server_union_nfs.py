@@ -23,7 +23,6 @@ import shutil
 import socket
 import stat
 import subprocess
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -134,18 +133,6 @@ def _inventory(base: Path, *, nodes: tuple[str, ...] = ("node01", "node02"),
     root = PurePosixPath(str(image_root or base / "image"))
     return Inventory(settings=settings, nodes={n: every[n] for n in nodes}, groups=groups,
                      images={"default": Image(name="default", root=root)})
-
-
-@pytest.fixture
-def base() -> Iterator[Path]:
-    path = Path("/var/tmp") / f"oneroot-su-{os.getpid()}"
-    path.mkdir(parents=True)
-    try:
-        yield path
-    finally:
-        for entry in mounted_unions(path / "systems").values():
-            subprocess.run(["umount", "-l", str(entry.mount_point)], check=False)
-        shutil.rmtree(path, ignore_errors=True)
 
 
 def _image(base: Path) -> None:

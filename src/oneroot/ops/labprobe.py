@@ -28,6 +28,18 @@ StandardError=tty
 TTYPath=/dev/ttyS0
 """
 WANTS_PROBE = "[Unit]\nWants=oneroot-probe.service\n"
+# Shell functions for probe scripts (bash): `say K=V` to the console, `sha FILE` (or
+# "missing"), `fuse_pids` (the lab image has no pgrep: argv[0] of every process).
+PROBE_LIB = r"""say() { echo "PROBE $*" > /dev/ttyS0; }
+sha() { if [ -e "$1" ]; then sha256sum "$1" | cut -c1-64; else echo missing; fi; }
+fuse_pids() {
+  for p in /proc/[0-9]*; do
+    case "$(tr '\0' '\n' < "$p/cmdline" 2>/dev/null | head -n 1)" in
+    *fuse-overlayfs) echo "${p#/proc/}" ;;
+    esac
+  done
+}
+"""
 _LINE = re.compile(r"PROBE (.*)")
 _PAIR = re.compile(r"(\w+)=(\S*)")
 

@@ -1,0 +1,28 @@
+"""Fixtures shared by the integration tests."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from oneroot.nfs.serverunion import mounted_unions
+
+
+@pytest.fixture
+def base() -> Iterator[Path]:
+    """A scratch dir for server-side unions, with every union mounted under it unmounted after.
+
+    Not tmp_path: overlayfs wants its upper on a filesystem with xattrs and d_type."""
+    path = Path("/var/tmp") / f"oneroot-su-{os.getpid()}"
+    path.mkdir(parents=True)
+    try:
+        yield path
+    finally:
+        for entry in mounted_unions(path / "systems").values():
+            subprocess.run(["umount", "-l", str(entry.mount_point)], check=False)
+        shutil.rmtree(path, ignore_errors=True)
