@@ -53,6 +53,15 @@ say() { echo "PROBE $*" > /dev/ttyS0; }
 say target=reached uptime=$(cut -d' ' -f1 /proc/uptime)
 mode=$(cat /etc/oneroot-bench-mode 2>/dev/null || echo boot)
 if [ "$mode" = union ]; then
+  # Measure on a quiet node: after the boot's other start jobs (they read the root too).
+  # Not `is-system-running --wait`: this probe's own job is one of the boot's.
+  for _ in $(seq 120); do
+    busy=$(systemctl list-jobs --no-legend 2>/dev/null |
+           awk '$2 !~ /\.target$/ && $2 != "oneroot-probe.service"' | wc -l)
+    [ "$busy" = 0 ] && break
+    sleep 1
+  done
+  say settled=$(cut -d' ' -f1 /proc/uptime)
   ip4=$(ip -4 -o addr show dev eth0 | sed -n 's/.* inet \([0-9.]*\).*/\1/p')
   mkdir -p /mnt/plain
   mount -t nfs -o "ro,vers=4.2,addr=10.0.0.1,clientaddr=$ip4" "10.0.0.1:{image}" /mnt/plain
@@ -77,18 +86,19 @@ if [ "$mode" = union ]; then
       esac
     done
   }
-  fusecpu() {  # CPU ticks (1/100 s) of the fuse-overlayfs daemon, 0 without one
-    pid=$(fuse_pids | head -n 1)
-    if [ -n "$pid" ]; then awk '{print $14 + $15}' "/proc/$pid/stat"; else echo 0; fi
+  FUSE_PID=$(fuse_pids | head -n 1)
+  fusecpu() {  # CPU=ticks (1/100 s) of the fuse-overlayfs daemon; builtins only (no exec)
+    CPU=0
+    if [ -n "$FUSE_PID" ]; then read -r -a f < "/proc/$FUSE_PID/stat"; CPU=$((f[13] + f[14])); fi
   }
   run() {  # run WHERE PASS
     base=$1
     [ "$2" = cold ] && { sync; echo 3 > /proc/sys/vm/drop_caches; }
-    nfsops > /tmp/ops0; c0=$(fusecpu)
+    nfsops > /tmp/ops0; fusecpu; c0=$CPU
     t0=$(ms); n=$(find "$base/usr" | wc -l); t1=$(ms)
-    nfsops > /tmp/ops1; c1=$(fusecpu)
-    (cd "$base/" && xargs cat < /tmp/files > /dev/null); t2=$(ms)
-    say where=$3 pass=$2 find_ms=$((t1 - t0)) find_n=$n cat500_ms=$((t2 - t1)) \
+    fusecpu; c1=$CPU; nfsops > /tmp/ops1
+    t2=$(ms); (cd "$base/" && xargs cat < /tmp/files > /dev/null); t3=$(ms)
+    say where=$3 pass=$2 find_ms=$((t1 - t0)) find_n=$n cat500_ms=$((t3 - t2)) \
       find_fuse_cpu_ms=$(( (c1 - c0) * 10 )) find_rpcs=$(opsdiff /tmp/ops0 /tmp/ops1)
   }
   for pass in cold warm; do
@@ -121,8 +131,10 @@ log-dhcp
 # The union rows: top layer, ephemeral (tmpfs top), extra kernel arguments.
 TOPS = (
     ("tmpfs", True, ""),
-    ("fuse", False, ""),
+    ("fuse", False, ""),  # the initramfs's default options (fast_ino=1)
+    ("fuse+fast_ino=0", False, "oneroot.fuse.opts=fast_ino=0"),  # fuse-overlayfs's default
     ("fuse+static_nlink", False, "oneroot.fuse.opts=static_nlink"),
+    ("fuse+noacl", False, "oneroot.fuse.opts=noacl"),
 )
 
 
@@ -298,6 +310,16 @@ def main() -> int:
                                                   "uptime_s": r["uptime_s"]})
         finally:
             b.stop()
+    # A part skipped keeps the figures of the last run that made it (said in the file).
+    previous = (json.loads((RESULTS / "union.json").read_text())
+                if (RESULTS / "union.json").exists() else {})
+    if args.skip_boot:
+        boot_rows = previous.get("boot", [])
+        results["boot_from"] = previous.get("boot_from", previous.get("argv", ""))
+    if args.skip_union:
+        union_rows, tops = previous.get("union", []), previous.get("tops", [])
+        results["union_from"] = previous.get("union_from", previous.get("argv", ""))
+    results["argv"] = " ".join(sys.argv[1:])
     results["boot"] = boot_rows
     results["union"] = union_rows
     results["tops"] = tops
@@ -312,6 +334,10 @@ def write_markdown(results: dict[str, Any], argv: str) -> None:
     lines = ["# Union root: boot time and file-system speed (QEMU TCG, -smp 1 per node)", "",
              "Produced by `flock /tmp/oneroot-qemu.lock .venv/bin/python "
              f"bench/union/bench_union.py {argv}`.".replace(" `.", "`."), ""]
+    for part, key in (("boot times", "boot_from"), ("file-system figures", "union_from")):
+        if results.get(key) is not None:
+            lines += [f"The {part} are from an earlier run: `bench/union/bench_union.py "
+                      f"{results[key]}`.".replace(" `.", "`."), ""]
     boot = results["boot"]
     assert isinstance(boot, list)
     if boot:

@@ -189,7 +189,7 @@ def test_nfs_source_brackets_ipv6(node: Path, bbdir: Path) -> None:
     ("s:/img:ro;s:/node;ro", "readonly", "lowerdir=@/run/layers/2:@/run/layers/1"),
     ("s:/:ro;s:/var/state/systems/node01;rw", "fuse",
      "lowerdir=@/run/layers/1,upperdir=@/run/layers/2/upper,workdir=@/run/layers/2/work,"
-     "allow_other,dev,suid"),
+     "allow_other,dev,suid,fast_ino=1"),
 ])
 def test_union_plan_and_options(node: Path, bbdir: Path, spec: str, plan: str,
                                 options: str) -> None:
@@ -265,7 +265,7 @@ def test_init_fuse_top_keeps_proc(node: Path, bbdir: Path) -> None:
     assert ("mount -t nfs -o rw,vers=4.2,addr=10.0.0.1,clientaddr=10.0.0.5 "
             "10.0.0.1:/var/state/systems/node01 @/run/layers/2") in cmds
     assert ("@fuse-overlayfs -o lowerdir=@/run/layers/1,upperdir=@/run/layers/2/upper,"
-            "workdir=@/run/layers/2/work,allow_other,dev,suid @/sysroot") in cmds
+            "workdir=@/run/layers/2/work,allow_other,dev,suid,fast_ino=1 @/sysroot") in cmds
     assert "mount -t proc -o nosuid,nodev,noexec proc @/sysroot/proc" in cmds
     assert "mount --move /proc @/sysroot/proc" not in cmds
 
@@ -275,8 +275,8 @@ def test_init_fuse_opts_are_appended(node: Path, bbdir: Path) -> None:
                               "oneroot.fuse.opts=static_nlink,noacl")
     assert r.returncode == 0, r.stderr
     assert ("@fuse-overlayfs -o lowerdir=@/run/layers/1,upperdir=@/run/layers/2/upper,"
-            "workdir=@/run/layers/2/work,allow_other,dev,suid,static_nlink,noacl @/sysroot"
-            ) in commands(r.stdout)
+            "workdir=@/run/layers/2/work,allow_other,dev,suid,fast_ino=1,static_nlink,noacl "
+            "@/sysroot") in commands(r.stdout)
 
 
 def test_init_single_layer_is_mounted_directly(node: Path, bbdir: Path) -> None:
