@@ -31,26 +31,13 @@ from typing import Any
 
 from oneroot.initramfs.kernel import default_cache_dir
 from oneroot.ops.lab import ONEROOT, SERVER, LabCluster, node_mac
+from oneroot.ops.labprobe import PROBE_LIB, install_probe
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
 BOOT_TIMEOUT = 600
 
-PROBE_UNIT = """[Unit]
-Description=oneroot bench probe
-After=basic.target oneroot-booted.service
-
-[Service]
-Type=oneshot
-ExecStart=/usr/local/sbin/oneroot-probe
-StandardOutput=tty
-StandardError=tty
-TTYPath=/dev/ttyS0
-"""
-
 # Times in ms from the guest's monotonic clock (date +%s%N is wall time: fine, same guest).
-PROBE = r"""#!/bin/bash
-say() { echo "PROBE $*" > /dev/ttyS0; }
-say target=reached uptime=$(cut -d' ' -f1 /proc/uptime)
+PROBE = "#!/bin/bash\n" + PROBE_LIB + r"""say target=reached uptime=$(cut -d' ' -f1 /proc/uptime)
 mode=$(cat /etc/oneroot-bench-mode 2>/dev/null || echo boot)
 if [ "$mode" = union ]; then
   # Measure on a quiet node: after the boot's other start jobs (they read the root too).
@@ -78,13 +65,6 @@ if [ "$mode" = union ]; then
     awk 'NR == FNR {n[$1] = $2; t[$1] = $3; next}
          $2 > n[$1] {print $2 - n[$1], $1 ":" $2 - n[$1] ":" $3 - t[$1]}' "$1" "$2" |
       sort -rn | head -n 6 | cut -d' ' -f2 | paste -sd, -
-  }
-  fuse_pids() {  # the image has no pgrep: argv[0] of every process
-    for p in /proc/[0-9]*; do
-      case "$(tr '\0' '\n' < "$p/cmdline" 2>/dev/null | head -n 1)" in
-      *fuse-overlayfs) echo "${p#/proc/}" ;;
-      esac
-    done
   }
   FUSE_PID=$(fuse_pids | head -n 1)
   fusecpu() {  # CPU=ticks (1/100 s) of the fuse-overlayfs daemon; builtins only (no exec)
@@ -153,20 +133,9 @@ class Bench:
         c.prepare()
         c.add_nodes(2)
         c.oneroot("nfs", "apply")  # the node layers the probes go into
-        files = c.workdir / "probe"
-        files.mkdir(exist_ok=True)
         image = c.workdir / "images" / c.image_name
-        (files / "probe").write_text(PROBE.replace("{image}", str(image)))
-        (files / "unit").write_text(PROBE_UNIT)
-        (files / "wants").write_text("[Unit]\nWants=oneroot-probe.service\n")
         for node in ("node01", "node02"):
-            c.oneroot("overlay", "put", node, "/usr/local/sbin/oneroot-probe",
-                      str(files / "probe"), "--mode", "0755")
-            c.oneroot("overlay", "put", node, "/etc/systemd/system/oneroot-probe.service",
-                      str(files / "unit"))
-            c.oneroot("overlay", "put", node,
-                      "/etc/systemd/system/multi-user.target.d/probe.conf",
-                      str(files / "wants"))
+            install_probe(c, node, PROBE.replace("{image}", str(image)))
 
     def set_mode(self, mode: str, *, ephemeral: bool, kernel_args: str = "") -> None:
         image = self.c.workdir / "images" / self.c.image_name

@@ -28,11 +28,12 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from bench_union import PROBE, PROBE_UNIT, probe_lines  # noqa: E402
+from bench_union import PROBE, probe_lines  # noqa: E402
 
 from oneroot.errors import LabError  # noqa: E402
 from oneroot.initramfs.kernel import default_cache_dir  # noqa: E402
 from oneroot.ops.lab import LabCluster  # noqa: E402
+from oneroot.ops.labprobe import install_probe  # noqa: E402
 
 RESULTS = HERE.parent / "results"
 BOOT_TIMEOUT = 600
@@ -51,22 +52,12 @@ def prepare(c: LabCluster) -> None:
     c.add_nodes(1, first=3, extra=("--ephemeral",))
     image = c.workdir / "images" / c.image_name
     (image / "etc/oneroot-bench-mode").write_text("union\n")
-    files = c.workdir / "probe"
-    files.mkdir(exist_ok=True)
-    (files / "probe").write_text(PROBE.replace("{image}", str(image)))
-    (files / "unit").write_text(PROBE_UNIT)
-    (files / "wants").write_text("[Unit]\nWants=oneroot-probe.service\n")
 
 
 def put_probes(c: LabCluster) -> None:
-    files = c.workdir / "probe"
+    image = c.workdir / "images" / c.image_name
     for node in MODES.values():
-        c.oneroot("overlay", "put", node, "/usr/local/sbin/oneroot-probe",
-                  str(files / "probe"), "--mode", "0755")
-        c.oneroot("overlay", "put", node, "/etc/systemd/system/oneroot-probe.service",
-                  str(files / "unit"))
-        c.oneroot("overlay", "put", node, "/etc/systemd/system/multi-user.target.d/probe.conf",
-                  str(files / "wants"))
+        install_probe(c, node, PROBE.replace("{image}", str(image)))
 
 
 def boot(c: LabCluster, node: str) -> dict[str, Any]:

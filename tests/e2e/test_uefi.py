@@ -21,22 +21,11 @@ import pytest
 
 from oneroot.initramfs.kernel import default_cache_dir
 from oneroot.ops.lab import LabCluster
+from oneroot.ops.labprobe import install_probe
 
 pytestmark = pytest.mark.e2e
 
 BOOT_TIMEOUT = 480
-
-PROBE_UNIT = """[Unit]
-Description=oneroot e2e probe
-After=basic.target oneroot-booted.service
-
-[Service]
-Type=oneshot
-ExecStart=/usr/local/sbin/oneroot-probe
-StandardOutput=tty
-StandardError=tty
-TTYPath=/dev/ttyS0
-"""
 
 PROBE = r"""#!/bin/bash
 say() { echo "PROBE $*" > /dev/ttyS0; }
@@ -77,10 +66,7 @@ def test_uefi_node_boots_through_ipxe_efi(cluster: LabCluster) -> None:
     c = cluster
     motd = "node01 booted by UEFI\n"
     _put(c, "node01", "/etc/motd", motd)
-    _put(c, "node01", "/usr/local/sbin/oneroot-probe", PROBE, "0755")
-    _put(c, "node01", "/etc/systemd/system/oneroot-probe.service", PROBE_UNIT)
-    _put(c, "node01", "/etc/systemd/system/multi-user.target.d/probe.conf",
-         "[Unit]\nWants=oneroot-probe.service\n")
+    install_probe(c, "node01", PROBE)
 
     vm = c.boot("node01")
     assert vm.firmware == "uefi"
