@@ -56,3 +56,10 @@ def lab_available() -> None:
     if os.geteuid() != 0:
         pytest.skip("the lab creates network namespaces: run as root")
     _require("ip", "qemu-system-x86_64")
+
+
+@pytest.fixture(scope="module", params=["client", "server"])
+def union(request: pytest.FixtureRequest) -> str:
+    """Where a module's nodes union their layers: in their initramfs (`client`), or on the
+    server (`server`, issue 6's server-side union). A module asking for it runs twice."""
+    return str(request.param)

@@ -110,12 +110,6 @@ def is_whiteout(path: Path) -> bool:
     return stat.S_ISCHR(st.st_mode) and st.st_rdev == 0
 
 
-@pytest.fixture(scope="module", params=["client", "server"])
-def union(request: pytest.FixtureRequest) -> str:
-    """Where the layers are unioned: by the node's initramfs, or by the server (issue 6)."""
-    return str(request.param)
-
-
 @pytest.fixture(scope="module")
 def cluster(union: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabCluster]:
     workdir = tmp_path_factory.mktemp(f"rwtop-{union}")

@@ -103,12 +103,6 @@ def tree(root: Path) -> dict[str, tuple[int, str]]:
     return out
 
 
-@pytest.fixture(scope="module", params=["client", "server"])
-def union(request: pytest.FixtureRequest) -> str:
-    """Where the layers are unioned: by the node's initramfs, or by the server (issue 6)."""
-    return str(request.param)
-
-
 @pytest.fixture(scope="module")
 def cluster(union: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabCluster]:
     workdir = tmp_path_factory.mktemp(f"union-{union}")
