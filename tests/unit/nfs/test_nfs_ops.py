@@ -4,8 +4,9 @@ each node's dir at its real path to that node alone; knfsd gets the view's own p
 from __future__ import annotations
 
 import ipaddress
-import re
 from pathlib import Path, PurePosixPath
+
+from ganesha_text import exports as ganesha_exports
 
 from oneroot.model import Group, Image, NfsServerKind, Node, Settings
 from oneroot.model.inventory import Inventory
@@ -21,21 +22,9 @@ def _inv(image_root: str = "/") -> Inventory:
                      images={"default": Image(name="default", root=PurePosixPath(image_root))})
 
 
-def _exports(text: str) -> dict[str, tuple[str, str]]:
-    """Pseudo -> (Path, clients) of each EXPORT block."""
-    out = {}
-    for block in re.findall(r"EXPORT \{(.*?)\n\}", text, re.DOTALL):
-        path = re.search(r'Path = "([^"]+)"', block)
-        pseudo = re.search(r'Pseudo = "([^"]+)"', block)
-        clients = re.search(r"Clients = ([^;]+);", block)
-        assert path and pseudo and clients
-        out[pseudo.group(1)] = (path.group(1), clients.group(1))
-    return out
-
-
 def test_ganesha_exports_the_view_at_pseudo_root() -> None:
     plan = nfs_plan(_inv(), Paths(home=Path("/var/lib/oneroot")))
-    exports = _exports(plan.text)
+    exports = ganesha_exports(plan.text)
     assert exports["/"] == ("/var/lib/oneroot/views/default", "10.0.0.0/24")
     assert exports["/var/state/systems/node01"] == ("/var/state/systems/node01", "10.0.0.11")
     assert exports["/var/state/systems/node02"] == ("/var/state/systems/node02", "10.0.0.12")
@@ -48,7 +37,7 @@ def test_ganesha_exports_the_view_at_pseudo_root() -> None:
 def test_an_image_directory_is_exported_as_is() -> None:
     plan = nfs_plan(_inv("/srv/images/bookworm"), Paths())
     assert plan.views == {}
-    assert _exports(plan.text)["/srv/images/bookworm"][0] == "/srv/images/bookworm"
+    assert ganesha_exports(plan.text)["/srv/images/bookworm"][0] == "/srv/images/bookworm"
 
 
 def test_knfsd_exports_the_view_path() -> None:

@@ -4,10 +4,10 @@
 from __future__ import annotations
 
 import ipaddress
-import re
 from pathlib import Path, PurePosixPath
 
 import pytest
+from ganesha_text import exports as ganesha_exports
 
 from oneroot.errors import ConfigError
 from oneroot.model import Group, Image, NfsServerKind, Node, Settings
@@ -120,20 +120,9 @@ def test_root_is_one_plain_rw_nfs_layer() -> None:
     assert root_spec_text(inv, r2).endswith(";10.0.0.1:/var/state/systems/node02;rw")
 
 
-def _exports(text: str) -> dict[str, tuple[str, str]]:
-    out = {}
-    for block in re.findall(r"EXPORT \{(.*?)\n\}", text, re.DOTALL):
-        path = re.search(r'Path = "([^"]+)"', block)
-        pseudo = re.search(r'Pseudo = "([^"]+)"', block)
-        clients = re.search(r"Clients = ([^;]+);", block)
-        assert path and pseudo and clients
-        out[pseudo.group(1)] = (path.group(1), clients.group(1))
-    return out
-
-
 def test_merged_dir_exported_rw_to_the_node_alone_and_raw_dir_not_at_all() -> None:
     plan = nfs_plan(_inv(), Paths())
-    exports = _exports(plan.text)
+    exports = ganesha_exports(plan.text)
     assert exports["/var/state/systems/node01/merged"] == (
         "/var/state/systems/node01/merged", "10.0.0.11")
     assert "/var/state/systems/node01" not in exports
@@ -145,7 +134,7 @@ def test_merged_dir_exported_rw_to_the_node_alone_and_raw_dir_not_at_all() -> No
 
 
 def test_unexported_nodes_are_left_out_while_remounted() -> None:
-    exports = _exports(nfs_plan(_inv(), Paths(), unexported=("node01",)).text)
+    exports = ganesha_exports(nfs_plan(_inv(), Paths(), unexported=("node01",)).text)
     assert not any("node01" in p for p in exports)
     assert "/var/state/systems/node02" in exports
 
@@ -227,7 +216,7 @@ def test_fsids_are_unique_across_union_nodes(tmp_path: Path) -> None:
     assert len(set(fsids.values())) == 3 and 0 not in fsids.values()
 
 
-def test_render_and_nfs_apply_write_the_same_exports(tmp_path: Path) -> None:
+def test_render_and_nfs_apply_write_the_sameexports(tmp_path: Path) -> None:
     """`oneroot render` and `oneroot nfs apply` give an export the same (persisted) id."""
     paths = Paths(home=tmp_path / "home")
     paths.home.mkdir()
