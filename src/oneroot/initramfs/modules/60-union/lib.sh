@@ -14,7 +14,7 @@
 #             `@fuse-overlayfs` so systemd's final kill spares it, and /proc stays mounted for it
 #             through switch_root (80-switchroot). fast_ino=1: inode numbers from readdir's
 #             d_ino instead of an open + fstat + origin xattr per entry and layer, which cost
-#             an NFS OPEN and CLOSE per file (cold `find /usr` 18.6 s -> 11.3 s, see
+#             an NFS OPEN and CLOSE per file (cold `find /usr` 23.2 s -> 16.8 s, see
 #             bench/results/union.md); a copied-up file then shows its upper inode number.
 # A tmpfs alone is refused: there is no image to boot.
 
