@@ -1,5 +1,6 @@
 """DHCP benchmark: full DORA exchanges per second at concurrency 1/8/32 against oneroot, Kea
-(memfile, persist=true) and dnsmasq, each in a fresh network namespace pair on a veth.
+(memfile, persist=true) and dnsmasq, each in a fresh network namespace pair
+(oneroot.testing.netns).
 
 Each server's CPU time comes from /proc/<pid>/stat (utime + stime) over the run, the load
 generator's from its own process time. Bounded: each run lasts --seconds; each row is the
@@ -21,10 +22,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from oneroot.testing.netns import Link, linked_namespaces
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
-sys.path.insert(0, str(ROOT / "tests" / "integration"))
-from netns import Link, linked_namespaces  # noqa: E402
 
 CONCURRENCY = (1, 8, 32)
 TICKS = os.sysconf("SC_CLK_TCK")
@@ -108,7 +109,7 @@ def versions() -> dict[str, str]:
 def run_one(name: str, start: Callable[[Link, Path], subprocess.Popen[bytes]],
             concurrency: int, seconds: float) -> dict[str, object]:
     with tempfile.TemporaryDirectory(prefix="dhcpbench-") as tmp, \
-            linked_namespaces("10.1.0.1/16", prefix="orbench") as link:
+            linked_namespaces("10.1.0.1/16") as link:
         work = Path(tmp)
         proc = start(link, work)
         try:

@@ -23,13 +23,14 @@ import os
 import platform
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from oneroot.testing.ports import free_port
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
@@ -126,12 +127,6 @@ class CpuMeter:
                     return
                 except OSError:
                     time.sleep(0.1)
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
 
 
 def atftpd_binary() -> Path:
@@ -261,7 +256,7 @@ def main() -> None:
         (root / "file.bin").write_bytes(os.urandom(FILE_SIZE))
         os.chmod(root / "file.bin", 0o644)
         for server in servers:
-            port = free_port()
+            port = free_port(HOST, udp=True)
             meter = CpuMeter(server)
             proc = start_server(server, root, port, Path(tmp) / f"{server}.log", meter)
             versions[server] = version(server)

@@ -31,7 +31,7 @@ from typing import Any
 
 from oneroot.initramfs.kernel import default_cache_dir
 from oneroot.ops.lab import ONEROOT, SERVER, LabCluster, node_mac
-from oneroot.ops.labprobe import PROBE_LIB, install_probe
+from oneroot.testing.labprobe import PROBE_LIB, install_probe
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
 BOOT_TIMEOUT = 600

@@ -33,7 +33,7 @@ from bench_union import PROBE, probe_lines  # noqa: E402
 from oneroot.errors import LabError  # noqa: E402
 from oneroot.initramfs.kernel import default_cache_dir  # noqa: E402
 from oneroot.ops.lab import LabCluster  # noqa: E402
-from oneroot.ops.labprobe import install_probe  # noqa: E402
+from oneroot.testing.labprobe import install_probe  # noqa: E402
 
 RESULTS = HERE.parent / "results"
 BOOT_TIMEOUT = 600

@@ -33,7 +33,7 @@ import pytest
 
 from oneroot.initramfs.kernel import default_cache_dir
 from oneroot.ops.lab import LabCluster
-from oneroot.ops.labprobe import install_probe, sha256_of, wait_probe
+from oneroot.testing.labprobe import install_probe, sha256_of, wait_probe
 
 pytestmark = pytest.mark.e2e
 

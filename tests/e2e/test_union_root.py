@@ -32,7 +32,7 @@ import pytest
 
 from oneroot.initramfs.kernel import default_cache_dir
 from oneroot.ops.lab import LabCluster
-from oneroot.ops.labprobe import PROBE_LIB, install_probe, sha256_of, wait_probe
+from oneroot.testing.labprobe import PROBE_LIB, install_probe, sha256_of, wait_probe
 
 pytestmark = pytest.mark.e2e
 

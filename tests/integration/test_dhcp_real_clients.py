@@ -1,5 +1,5 @@
 """`DhcpService` against real clients (busybox udhcpc, ISC dhclient, a crafted PXE client),
-each side in its own network namespace joined by a veth pair. Needs root."""
+each side in its own network namespace (`oneroot.testing.netns`). Needs root."""
 
 from __future__ import annotations
 
@@ -18,9 +18,7 @@ from pathlib import Path
 import pytest
 
 from oneroot.proto.dhcp import MessageType, OptionCode, parse_packet
-
-sys.path.insert(0, str(Path(__file__).parent))
-from netns import Link, available, linked_namespaces
+from oneroot.testing.netns import Link, available, linked_namespaces
 
 pytestmark = [
     pytest.mark.integration,
@@ -136,7 +134,7 @@ class Server:
 
 @pytest.fixture
 def link() -> Iterator[Link]:
-    with linked_namespaces(f"{SERVER_IP}/24", prefix="ordhcp") as made:
+    with linked_namespaces(f"{SERVER_IP}/24") as made:
         made.client.set_mac(NODE_MAC)
         yield made
 

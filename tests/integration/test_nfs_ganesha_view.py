@@ -14,10 +14,7 @@ import contextlib
 import ipaddress
 import os
 import shutil
-import socket
-import subprocess
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 import pytest
@@ -28,41 +25,18 @@ from oneroot.net import MacAddress
 from oneroot.nfs import ReloadAction, ViewUnsupported, unmount_view
 from oneroot.ops.nfs_serving import apply_nfs, ganesha_server, nfs_plan
 from oneroot.ops.paths import Paths
+from oneroot.testing import nfsclient
+from oneroot.testing.nfsclient import NfsClient
+from oneroot.testing.ports import free_port
 
 pytestmark = [
     pytest.mark.integration,
     pytest.mark.skipif(os.geteuid() != 0, reason="needs root (mounts)"),
-    pytest.mark.skipif(not all(shutil.which(t) for t in ("ganesha.nfsd", "nfs-ls", "nfs-cat")),
+    pytest.mark.skipif(shutil.which("ganesha.nfsd") is None or not nfsclient.available(),
                        reason="needs nfs-ganesha, nfs-ganesha-vfs and libnfs-utils"),
 ]
 
 LOCAL = ipaddress.IPv4Address("127.0.0.1")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@dataclass
-class Client:
-    port: int
-
-    def url(self, path: str) -> str:
-        return f"nfs://127.0.0.1{path}?version=4&nfsport={self.port}"
-
-    def run(self, tool: str, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([tool, *args], capture_output=True, text=True, timeout=30,
-                              stdin=subprocess.DEVNULL)
-
-    def ls(self, path: str) -> list[str]:
-        proc = self.run("nfs-ls", self.url(path))
-        assert proc.returncode == 0, proc.stderr
-        return [line.split()[-1] for line in proc.stdout.splitlines() if line.strip()]
-
-    def cat(self, path: str) -> subprocess.CompletedProcess[str]:
-        return self.run("nfs-cat", self.url(path))
 
 
 def _inventory(base: Path, *, node01_groups: tuple[str, ...] = ("default",)) -> Inventory:
@@ -97,8 +71,8 @@ def base() -> Iterator[Path]:
 def test_masked_view_of_the_server_root(base: Path) -> None:
     paths = Paths(home=base / "home")
     inv = _inventory(base)
-    port = _free_port()
-    client = Client(port)
+    port = free_port()
+    client = NfsClient(port)
     plan = nfs_plan(inv, paths, port=port)
     try:
         try:
@@ -126,36 +100,36 @@ def test_masked_view_of_the_server_root(base: Path) -> None:
                 unmount_view(spec)
 
 
-def _prove(client: Client, base: Path, paths: Paths) -> None:
+def _prove(client: NfsClient, base: Path, paths: Paths) -> None:
     # The image root at Pseudo "/": the seed's `server:/`.
-    assert "etc" in client.ls("/")
+    assert "etc" in client.names("/")
     passwd = client.cat("/etc/passwd")
     assert passwd.returncode == 0 and passwd.stdout.startswith("root:"), passwd.stderr
     for secret in ("/etc/shadow", "/etc/shadow-", "/etc/gshadow", "/etc/gshadow-",
                    "/etc/ssh/ssh_host_ed25519_key", "/var/backups/shadow.bak"):
         proc = client.cat(secret)
         assert proc.returncode != 0 and "NOENT" in proc.stderr, (secret, proc)
-    assert "shadow" not in client.ls("/etc")
-    assert client.ls("/root") == []
+    assert "shadow" not in client.names("/etc")
+    assert client.names("/root") == []
 
     # The state dir shows only the junctions this client may cross: its own.
-    assert client.ls(f"{base}/systems") == ["node01"]
-    assert client.ls(str(paths.home)) == []  # identity store (nodes' private keys) hidden
+    assert client.names(f"{base}/systems") == ["node01"]
+    assert client.names(paths.home) == []  # identity store (nodes' private keys) hidden
     other = client.cat(f"{base}/systems/node02/upper/etc/ssh/ssh_host_ed25519_key")
     assert other.returncode != 0, "node02's private key must not be readable by node01"
     assert (base / "systems/node02/upper/etc/ssh/ssh_host_ed25519_key").is_file()
 
     # node01's own layer at its real path: the seed's server:/var/state/systems/node01.
-    assert sorted(client.ls(f"{base}/systems/node01")) == ["upper", "work"]
+    assert sorted(client.names(f"{base}/systems/node01")) == ["upper", "work"]
     assert client.cat(f"{base}/systems/node01/upper/etc/hostname").stdout == "node01\n"
 
     # Writes to the view are refused; writes to its own layer work.
     local = base / "payload"
     local.write_text("x\n")
-    refused = client.run("nfs-cp", str(local), client.url("/var/tmp/oneroot-written"))
+    refused = client.copy_in(local, "/var/tmp/oneroot-written")
     assert refused.returncode != 0 and "ROFS" in refused.stderr, refused
     assert not Path("/var/tmp/oneroot-written").exists()
-    ok = client.run("nfs-cp", str(local), client.url(f"{base}/systems/node01/upper/new.txt"))
+    ok = client.copy_in(local, f"{base}/systems/node01/upper/new.txt")
     assert ok.returncode == 0, ok.stderr
     assert (base / "systems/node01/upper/new.txt").read_text() == "x\n"
 

@@ -15,10 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from netns import Link, linked_namespaces
 
 from oneroot.initramfs.busybox import fetch_busybox
 from oneroot.initramfs.kernel import default_cache_dir
+from oneroot.testing.netns import Link, linked_namespaces
 
 pytestmark = pytest.mark.integration
 
@@ -72,7 +72,7 @@ def serve(tmp_path: Path) -> Iterator[Serve]:
     hook.write_text(HOOK)
     hook.chmod(0o755)
     home = tmp_path / "home"
-    with linked_namespaces("10.88.0.1/24", prefix="ors") as link:
+    with linked_namespaces("10.88.0.1/24") as link:
         base = [*ONEROOT, "--home", str(home)]
         subprocess.run([*base, "init", "--server", "10.88.0.1", "--subnet", "10.88.0.0/24",
                         "--interface", link.server.interface, "--image-root", str(tmp_path),

@@ -14,16 +14,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
-import ctypes.util
 import io
 import ipaddress
 import os
 import shutil
-import socket
 import stat
 import subprocess
-from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 import pytest
@@ -41,77 +37,19 @@ from oneroot.ops.nfs_serving import (
 )
 from oneroot.ops.overlays import archive_node_dir, put_file
 from oneroot.ops.paths import Paths
-
-LIBNFS = ctypes.util.find_library("nfs")
+from oneroot.testing import nfsclient
+from oneroot.testing.nfsclient import NfsClient
+from oneroot.testing.ports import free_port
 
 pytestmark = [
     pytest.mark.integration,
     pytest.mark.skipif(os.geteuid() != 0, reason="needs root (mounts)"),
-    pytest.mark.skipif(not all(shutil.which(t) for t in ("ganesha.nfsd", "nfs-ls", "nfs-cat",
-                                                         "nfs-cp")) or LIBNFS is None,
+    pytest.mark.skipif(shutil.which("ganesha.nfsd") is None
+                       or not nfsclient.available(libnfs=True),
                        reason="needs nfs-ganesha, nfs-ganesha-vfs and libnfs-utils"),
 ]
 
 LOCAL = ipaddress.IPv4Address("127.0.0.1")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class _NfsUrl(ctypes.Structure):
-    _fields_ = [("server", ctypes.c_char_p), ("path", ctypes.c_char_p),
-                ("file", ctypes.c_char_p)]
-
-
-@dataclass
-class Client:
-    port: int
-
-    def url(self, path: str) -> str:
-        return f"nfs://127.0.0.1{path}?version=4&nfsport={self.port}"
-
-    def run(self, tool: str, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([tool, *args], capture_output=True, text=True, timeout=30,
-                              stdin=subprocess.DEVNULL)
-
-    def ls(self, path: str) -> subprocess.CompletedProcess[str]:
-        return self.run("nfs-ls", self.url(path))
-
-    def names(self, path: str) -> list[str]:
-        proc = self.ls(path)
-        assert proc.returncode == 0, proc.stderr
-        return [line.split()[-1] for line in proc.stdout.splitlines() if line.strip()]
-
-    def cat(self, path: str) -> str:
-        proc = self.run("nfs-cat", self.url(path))
-        assert proc.returncode == 0, (path, proc.stderr)
-        return proc.stdout
-
-    def remove(self, path: str) -> None:
-        """NFS REMOVE through libnfs (`nfs_unlink`): no libnfs-utils tool does it."""
-        lib = ctypes.CDLL(LIBNFS)
-        lib.nfs_init_context.restype = ctypes.c_void_p
-        lib.nfs_parse_url_full.restype = ctypes.POINTER(_NfsUrl)
-        lib.nfs_parse_url_full.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
-        lib.nfs_mount.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_char_p]
-        lib.nfs_unlink.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
-        lib.nfs_get_error.restype = ctypes.c_char_p
-        lib.nfs_get_error.argtypes = [ctypes.c_void_p]
-        lib.nfs_destroy_url.argtypes = [ctypes.POINTER(_NfsUrl)]
-        lib.nfs_destroy_context.argtypes = [ctypes.c_void_p]
-        ctx = lib.nfs_init_context()
-        url = lib.nfs_parse_url_full(ctx, self.url(path).encode())
-        assert url, lib.nfs_get_error(ctx)
-        try:
-            assert lib.nfs_mount(ctx, url.contents.server, url.contents.path) == 0, \
-                lib.nfs_get_error(ctx)
-            assert lib.nfs_unlink(ctx, url.contents.file) == 0, lib.nfs_get_error(ctx)
-        finally:
-            lib.nfs_destroy_url(url)
-            lib.nfs_destroy_context(ctx)
 
 
 def _inventory(base: Path, *, nodes: tuple[str, ...] = ("node01", "node02"),
@@ -149,8 +87,8 @@ def test_server_side_union_over_ganesha(base: Path) -> None:
     paths = Paths(home=base / "home")
     _image(base)
     inv = _inventory(base)
-    port = _free_port()
-    client = Client(port)
+    port = free_port()
+    client = NfsClient(port)
     merged = f"{base}/systems/node01/merged"
     upper = base / "systems/node01/upper"
     target = ExportTarget(bind=LOCAL, port=port)
@@ -173,25 +111,25 @@ def test_server_side_union_over_ganesha(base: Path) -> None:
             apply_nfs(inv2, paths, plan=nfs_plan(inv2, paths, port=port))
             assert sorted(mounted_unions(base / "systems")) == ["node01"]
             assert archive_node_dir(inv, paths, "node02") is not None
-            assert client.cat(f"{merged}/etc/motd") == "node01 motd\n"
+            assert client.read(f"{merged}/etc/motd") == "node01 motd\n"
 
     asyncio.run(scenario())
     assert upper.joinpath("written.txt").read_text() == "through nfs\n"
 
 
-def _prove(client: Client, base: Path, inv: Inventory, paths: Paths,
+def _prove(client: NfsClient, base: Path, inv: Inventory, paths: Paths,
            target: ExportTarget) -> None:
     merged = f"{base}/systems/node01/merged"
     upper = base / "systems/node01/upper"
     # Layers in order: image < group < node; the node's identity is in its upper.
-    assert client.cat(f"{merged}/etc/motd") == "image motd\n"
-    assert client.cat(f"{merged}/etc/layered") == "group\n"
-    assert client.cat(f"{merged}/etc/hostname") == "node01\n"
+    assert client.read(f"{merged}/etc/motd") == "image motd\n"
+    assert client.read(f"{merged}/etc/layered") == "group\n"
+    assert client.read(f"{merged}/etc/hostname") == "node01\n"
 
     # A write through the export lands in upper/.
     local = base / "payload"
     local.write_text("through nfs\n")
-    ok = client.run("nfs-cp", str(local), client.url(f"{merged}/written.txt"))
+    ok = client.copy_in(local, f"{merged}/written.txt")
     assert ok.returncode == 0, ok.stderr
     assert (upper / "written.txt").read_text() == "through nfs\n"
 
@@ -209,15 +147,15 @@ def _prove(client: Client, base: Path, inv: Inventory, paths: Paths,
     # An overlay edit while exported: the safe remount, the client reads on.
     put_file(inv, paths, "node01", "/etc/motd", io.BytesIO(b"node01 motd\n"))
     assert (upper / "etc" / "motd").read_text() == "node01 motd\n"
-    assert client.cat(f"{merged}/etc/motd") == "node01 motd\n"
+    assert client.read(f"{merged}/etc/motd") == "node01 motd\n"
 
     # The image changes; the node boots: its union is remounted and shows the change.
     (base / "image/etc/layered").unlink()
     (base / "image/etc/new-in-image").write_text("new\n")
     (base / "groups/compute/etc/layered").write_text("group v2\n")
     assert remount_union_for_boot(inv, paths, "node01", target) is True
-    assert client.cat(f"{merged}/etc/new-in-image") == "new\n"
-    assert client.cat(f"{merged}/etc/layered") == "group v2\n"
+    assert client.read(f"{merged}/etc/new-in-image") == "new\n"
+    assert client.read(f"{merged}/etc/layered") == "group v2\n"
     assert "issue.net" not in client.names(f"{merged}/etc")
     assert not remount_union_for_boot(inv, paths, "nobody-such", target)
 

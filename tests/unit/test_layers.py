@@ -22,6 +22,8 @@ RANK = {
     "ops": 5,
     "serve": 6, "cli": 7,
     "__main__": 8,
+    # Test and bench helpers: may import anything; nothing in the product imports them.
+    "testing": 9,
 }
 # Pure layers must not do IO of their own.
 PURE_FORBIDDEN = {"socket", "asyncio", "logging", "time", "sqlite3", "subprocess"}

@@ -16,15 +16,10 @@ import pytest
 
 from oneroot.errors import ExternalToolError
 from oneroot.nfs import GaneshaFiles, GaneshaServer, ReloadAction, core_part
+from oneroot.testing.ports import free_port
 
 FAKE = Path(__file__).with_name("fake_ganesha.py")
 LOCAL = ipaddress.IPv4Address("127.0.0.1")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _config(port: int, exports: str = "", extra: str = "") -> str:
@@ -53,7 +48,7 @@ def test_core_part_ignores_exports() -> None:
 
 
 def test_start_reload_restart_stop(tmp_path: Path, binary: str) -> None:
-    port = _free_port()
+    port = free_port()
 
     async def scenario() -> None:
         server = _server(tmp_path, binary, _config(port), port)
@@ -64,7 +59,7 @@ def test_start_reload_restart_stop(tmp_path: Path, binary: str) -> None:
             assert await server.reload(_config(port, "    X = 1;\n")) is ReloadAction.RELOADED
             assert server.status.pid == pid  # same process: exports re-read in place
             assert "X = 1" in (tmp_path / "run" / "ganesha.conf").read_text()
-            new_port = _free_port()
+            new_port = free_port()
             server.port = new_port
             assert await server.reload(_config(new_port)) is ReloadAction.RESTARTED
             await server.wait_ready()
@@ -78,7 +73,7 @@ def test_start_reload_restart_stop(tmp_path: Path, binary: str) -> None:
 
 
 def test_crash_is_restarted(tmp_path: Path, binary: str) -> None:
-    port = _free_port()
+    port = free_port()
 
     async def scenario() -> None:
         server = _server(tmp_path, binary, _config(port, extra="# fake: crash_after=0.3\n"),
@@ -95,7 +90,7 @@ def test_crash_is_restarted(tmp_path: Path, binary: str) -> None:
 
 
 def test_a_failing_start_is_reported(tmp_path: Path, binary: str) -> None:
-    port = _free_port()
+    port = free_port()
 
     async def scenario() -> None:
         server = _server(tmp_path, binary, _config(port, extra="# fake: fail\n"), port)
@@ -121,7 +116,7 @@ def test_refuses_a_port_someone_else_listens_on(tmp_path: Path, binary: str) -> 
 
 
 def test_cancelling_run_stops_ganesha(tmp_path: Path, binary: str) -> None:
-    port = _free_port()
+    port = free_port()
 
     async def scenario() -> None:
         server = _server(tmp_path, binary, _config(port), port)

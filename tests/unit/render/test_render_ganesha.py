@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import ipaddress
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -26,6 +25,8 @@ from oneroot.render import (
     ImageExport,
     render_ganesha,
 )
+from oneroot.testing.nfsclient import NfsClient
+from oneroot.testing.ports import free_port
 
 pytestmark = [
     pytest.mark.integration,
@@ -38,13 +39,6 @@ pytestmark = [
 LOOPBACK = ipaddress.IPv4Address("127.0.0.1")
 OTHER_CLIENT = ipaddress.IPv4Address("127.0.0.2")
 STARTED = "NFS SERVER INITIALIZED"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((str(LOOPBACK), 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def rpcbind_running() -> bool:
@@ -61,9 +55,7 @@ class Ganesha:
     log: Path
 
     def ls(self, path: Path) -> subprocess.CompletedProcess[str]:
-        url = f"nfs://{LOOPBACK}{path}?version=4&nfsport={self.port}"
-        return subprocess.run(["nfs-ls", url], capture_output=True, text=True, check=False,
-                              timeout=30)
+        return NfsClient(self.port, host=str(LOOPBACK)).ls(path)
 
 
 @pytest.fixture(scope="module")
