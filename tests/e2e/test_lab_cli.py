@@ -22,11 +22,7 @@ from oneroot.ops import labctl
 
 pytestmark = pytest.mark.e2e
 
-# Runs the CLI with the lab commands registered (a no-op once cli/app.py registers them).
 CLI = ("import sys\n"
-       "from oneroot.cli.app import cli\n"
-       "from oneroot.cli import lab_cmds\n"
-       "'lab' in cli.commands or lab_cmds.register(cli)\n"
        "from oneroot.cli.main import main\n"
        "sys.exit(main(sys.argv[1:]))\n")
 

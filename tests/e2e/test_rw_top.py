@@ -40,11 +40,7 @@ pytestmark = pytest.mark.e2e
 BOOT_TIMEOUT = 480
 PACKAGE, PACKAGE_FILE = "tree", "usr/bin/tree"
 
-# The CLI with `image exec` / `runlevel apply` registered (a no-op once app.py does it).
-CLI = ("from oneroot.cli.app import cli\n"
-       "from oneroot.cli.extra_cmds import register\n"
-       "if 'exec' not in cli.commands['image'].commands: register(cli)\n"
-       "from oneroot.cli.main import main\n"
+CLI = ("from oneroot.cli.main import main\n"
        "raise SystemExit(main())\n")
 
 MARKER_UNIT = """[Unit]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import sys
-from pathlib import Path
 
 import click
 
@@ -44,7 +43,3 @@ def main(argv: list[str] | None = None) -> int:
             raise
         return 70
     return 0
-
-
-def home_from_env() -> Path:
-    return Path(os.environ.get("ONEROOT_HOME", "/var/lib/oneroot"))

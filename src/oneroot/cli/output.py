@@ -41,3 +41,12 @@ def show_changes(changes: Sequence[Change], *, applied: bool = True) -> None:
         console.print(f"[{colour}]{ch.describe()}[/{colour}]")
     verb = "applied" if applied else "planned"
     console.print(f"{len(changes)} change(s) {verb}")
+
+
+def value_text(value: Any) -> str:
+    """A profile value as one cell: lists space separated, `-` for nothing."""
+    if isinstance(value, tuple):
+        return " ".join(value) if value else "-"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return value if value != "" else "-"

@@ -9,16 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from oneroot.cli import lab_cmds, ops_cmds
-from oneroot.cli.app import cli
 from oneroot.cli.main import main
 from oneroot.ops import labctl
-
-# Until the main group registers them itself (cli/app.py), register them here once.
-if "lab" not in cli.commands:
-    lab_cmds.register(cli)
-if "doctor" not in cli.commands:
-    ops_cmds.register(cli)
 
 
 def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:

@@ -10,15 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from oneroot.cli.app import cli
 from oneroot.cli.main import main
-from oneroot.cli.overlay_cmds import register
 from oneroot.overlay.layer import is_whiteout
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="whiteouts and owners need root")
-
-if "overlay" not in cli.commands:  # until cli/app.py registers it
-    register(cli)
 
 
 def run(home: Path, *args: str, capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:

@@ -1,0 +1,102 @@
+"""`oneroot image use|create|list|exec`: the root filesystems nodes boot."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from oneroot.cli.output import console, emit_json, show_changes, table
+from oneroot.cli.state import State, json_option, pass_state
+from oneroot.errors import UsageError
+from oneroot.initramfs.kernel import fetch_kernel
+from oneroot.model.cluster import InitSystem
+from oneroot.ops import inventory as inv_ops
+from oneroot.ops.image_exec import exec_in_image
+from oneroot.ops.images import LAB_MODULES, create_image, use_image
+
+
+@click.group()
+def image() -> None:
+    """Root filesystems nodes boot (the server's / or one made by oneroot)."""
+
+
+@image.command("use")
+@click.argument("root", type=click.Path(path_type=Path, file_okay=False))
+@click.option("--name", default="default", show_default=True)
+@click.option("--init-system", type=click.Choice(["systemd", "openrc"]), default=None,
+              help="Override detection.")
+@pass_state
+def image_use(state: State, root: Path, name: str, init_system: str | None) -> None:
+    """Use ROOT (e.g. `/`, the seed's way) as image NAME."""
+    if init_system is not None:
+        with state.store() as store:
+            show_changes(inv_ops.put_image(store, name, root, InitSystem(init_system)))
+        return
+    with state.store() as store:
+        result = use_image(store, root, name=name)
+    console.print(f"image {result.name}: {result.root} ({result.init_system})")
+
+
+@image.command("create")
+@click.argument("name")
+@click.option("--suite", default="bookworm", show_default=True)
+@click.option("--init", "init_system", type=click.Choice(["systemd", "openrc"]),
+              default="systemd", show_default=True)
+@click.option("--kernel", "kernel_version", default=None,
+              help="Node kernel whose modules go in the image [default: Debian's current].")
+@click.option("--package", "packages", multiple=True, help="Extra Debian package(s).")
+@click.option("--mirror", default=None, help="[default: the host's Debian mirror]")
+@click.option("--lab-modules", is_flag=True,
+              help="Only the modules a lab node needs (small), not the whole tree.")
+@pass_state
+def image_create(state: State, name: str, suite: str, init_system: str,
+                 kernel_version: str | None, packages: tuple[str, ...], mirror: str | None,
+                 lab_modules: bool) -> None:
+    """Build a Debian image with mmdebstrap (cached: a second run takes seconds)."""
+    cache = state.paths.cache_dir
+    with console.status("fetching the node kernel…"):
+        kernel = fetch_kernel(kernel_version, cache_dir=cache)
+    with state.store() as store, console.status(f"building image {name}…") as status:
+        result = create_image(
+            store, name, dest_dir=state.paths.home / "images", cache_dir=cache, suite=suite,
+            init=init_system, kernel_modules_dir=kernel.modules_dir,
+            modules=LAB_MODULES if lab_modules else None, packages=packages, mirror=mirror,
+            progress=lambda msg: status.update(msg))
+    console.print(f"image {result.name}: {result.root} ({result.init_system}, "
+                  f"{'from cache' if result.cached else 'built'} in {result.seconds:.1f} s)")
+
+
+@image.command("list")
+@json_option
+@pass_state
+def image_list(state: State, as_json: bool) -> None:
+    images = sorted(state.load().images.values(), key=lambda i: i.name)
+    if as_json:
+        emit_json([{"name": i.name, "root": str(i.root), "init_system": str(i.init_system),
+                    "description": i.description} for i in images])
+        return
+    table(None, ["image", "root", "init", "description"],
+          [(i.name, i.root, i.init_system, i.description) for i in images])
+
+
+@image.command("exec", context_settings={"ignore_unknown_options": True})
+@click.argument("name")
+@click.argument("command", nargs=-1, type=click.UNPROCESSED, required=True)
+@click.option("--no-record", is_flag=True, help="Do not compare the tree before and after.")
+@pass_state
+def image_exec(state: State, name: str, command: tuple[str, ...], no_record: bool) -> None:
+    """Run COMMAND inside image NAME: `oneroot image exec NAME -- apt-get install -y htop`.
+
+    A chroot with /proc, /sys and /dev mounted and service starts blocked (policy-rc.d); what
+    changed is recorded under HOME/images/NAME.changes/. For an image that is the server's
+    live `/`, the command runs on the server itself, without a chroot.
+    """
+    result = exec_in_image(state.load(), state.paths.home, name, command,
+                           record=not no_record)
+    console.print(result.summary(), markup=False)
+    for line in result.packages.installed[:20]:
+        console.print(f"  + {line}", markup=False)
+    if result.returncode != 0:
+        raise UsageError(f"the command exited {result.returncode} inside image {name}",
+                         hint="its output is above; the image keeps what it changed")

@@ -1,0 +1,48 @@
+"""`oneroot inventory export|apply`: the whole inventory as declarative YAML, for git."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from oneroot.cli.output import console, show_changes
+from oneroot.cli.state import State, pass_state
+from oneroot.errors import UsageError
+from oneroot.inventory.yamlform import from_yaml, to_yaml
+from oneroot.ops import inventory as inv_ops
+from oneroot.ops.files import write_atomic
+
+
+@click.group()
+def inventory() -> None:
+    """The whole inventory as declarative YAML, for git."""
+
+
+@inventory.command("export")
+@click.option("--out", "-o", type=click.Path(path_type=Path, dir_okay=False), default=None)
+@pass_state
+def inventory_export(state: State, out: Path | None) -> None:
+    text = to_yaml(state.load())
+    if out is None:
+        sys.stdout.write(text)
+    else:
+        write_atomic(out, text.encode())
+        console.print(f"wrote {out}")
+
+
+@inventory.command("apply")
+@click.argument("file", type=click.Path(path_type=Path, dir_okay=False, allow_dash=True))
+@click.option("--dry-run", is_flag=True, help="Show the plan only.")
+@pass_state
+def inventory_apply(state: State, file: Path, dry_run: bool) -> None:
+    """Make the inventory equal FILE: shows the plan, then applies it."""
+    try:
+        text = sys.stdin.read() if str(file) == "-" else file.read_text()
+    except OSError as exc:
+        raise UsageError(f"cannot read {file}: {exc.strerror}") from None
+    new = from_yaml(text, source=str(file))
+    with state.store() as store:
+        changes = inv_ops.commit(store, new, dry_run=dry_run)
+    show_changes(changes, applied=not dry_run)

@@ -1,0 +1,210 @@
+"""`oneroot lab …`: a virtual cluster on this machine (namespace, `oneroot serve`, NFS, QEMU
+nodes netbooting), which outlives the command that brings it up.
+
+The work is in `oneroot.ops.labctl`; the process that keeps the lab is `cli/labsupervisor.py`.
+"""
+
+from __future__ import annotations
+
+import datetime
+import sys
+import time
+from pathlib import Path
+from typing import Any, cast
+
+import click
+from rich.console import Group
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+from oneroot.cli.output import console, emit_json, table
+from oneroot.cli.state import json_option
+from oneroot.errors import LabError
+from oneroot.lab.qemu import Firmware
+from oneroot.ops import labctl
+
+workdir_option = click.option(
+    "--workdir", type=click.Path(path_type=Path, file_okay=False),
+    default=labctl.DEFAULT_WORKDIR, show_default=True, envvar="ONEROOT_LAB_WORKDIR",
+    help="Where the lab keeps its inventory, image, state, logs and control file.")
+STAGE_STYLE = {"init": "green", "failed": "red", "never booted": "dim"}
+
+
+def _when(ts: float | None) -> str:
+    return datetime.datetime.fromtimestamp(ts).strftime("%H:%M:%S") if ts else "-"
+
+
+def _nodes_table(doc: dict[str, Any], *, title: str | None = None) -> Table:
+    t = Table(box=None, header_style="bold", title=title, title_justify="left")
+    for col in ("node", "firmware", "top", "vm", "stage", "since", "runlevel / detail"):
+        t.add_column(col)
+    for n in doc["nodes"]:
+        style = STAGE_STYLE.get(n["stage"], "yellow")
+        t.add_row(n["node"], n["firmware"], n["top"], n["vm"],
+                  Text(n["stage"], style=style), _when(n["time"]),
+                  n["runlevel"] or n["message"] or "")
+    return t
+
+
+def _header(doc: dict[str, Any], started: float) -> Text:
+    elapsed = time.monotonic() - started
+    line = f"lab {doc['phase']}"
+    if doc["message"]:
+        line += f": {doc['message']}"
+    return Text(f"{line}   ({elapsed:.0f} s)", style="bold")
+
+
+def _finished(doc: dict[str, Any]) -> bool:
+    """Every node reported its runlevel, and node01's hello reached the server."""
+    nodes = doc["nodes"]
+    if doc["phase"] != "up" or not nodes:
+        return False
+    rw = [n for n in nodes if n["top"] != "tmpfs"]
+    return all(n["runlevel"] for n in nodes) and all(n["hello"] for n in rw)
+
+
+@click.group()
+def lab() -> None:
+    """A virtual cluster on this machine: try oneroot, or test a change before hardware.
+
+    `oneroot lab up` builds everything it needs (a Debian image, the kernel, the
+    initramfs; cached after the first run) and boots N QEMU nodes from `oneroot serve`
+    in a network namespace. The lab keeps running after the command returns.
+    """
+
+
+@lab.command("up")
+@click.option("--nodes", default=2, show_default=True, type=click.IntRange(1, 20))
+@click.option("--firmware", type=click.Choice(["bios", "uefi"]), default="bios",
+              show_default=True, help="Boot the nodes with SeaBIOS or OVMF (UEFI).")
+@click.option("--timeout", default=1800.0, show_default=True,
+              help="Seconds to wait for every node to reach its runlevel.")
+@click.option("--cache-dir", type=click.Path(path_type=Path, file_okay=False),
+              default=None, help="Downloads and built images [default: WORKDIR/cache].")
+@workdir_option
+def lab_up(nodes: int, firmware: str, timeout: float, cache_dir: Path | None,
+           workdir: Path) -> None:
+    """Bring up the lab, show the nodes boot, and print each node's runlevel."""
+    started = time.monotonic()
+    pid = labctl.spawn_supervisor(workdir, nodes=nodes, firmware=cast(Firmware, firmware),
+                                  cache_dir=cache_dir)
+    console.print(f"lab supervisor PID {pid}; log {workdir / labctl.SUPERVISOR_LOG}")
+    doc = labctl.lab_status(workdir)
+
+    def view() -> Group:
+        return Group(_header(doc, started), _nodes_table(doc))
+
+    deadline = started + timeout
+    with Live(view(), console=console, refresh_per_second=4,
+              transient=not console.is_terminal) as live:
+        while True:
+            doc = labctl.lab_status(workdir)
+            live.update(view())
+            if doc["phase"] in ("failed", "crashed") or (
+                    doc["phase"] == "down" and not labctl.is_alive(pid, None)):
+                break
+            if _finished(doc) or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+    console.print(_nodes_table(doc))
+    if doc["phase"] != "up":
+        tail = _tail(workdir / labctl.SUPERVISOR_LOG, 25)
+        raise LabError(f"the lab did not come up ({doc['phase']}): "
+                       f"{doc['error'] or doc['message']}",
+                       hint=f"last lines of {workdir / labctl.SUPERVISOR_LOG}:\n{tail}")
+    if not _finished(doc):
+        raise LabError(f"not every node reached its runlevel within {timeout:g} s",
+                       hint="the lab still runs: `oneroot lab status`, "
+                            "`oneroot lab console NODE`; `oneroot lab down` stops it")
+    console.print()
+    for n in doc["nodes"]:
+        if n["hello"]:
+            console.print(f"[bold]{n['hello_file']}[/bold] (written on {n['node']}, "
+                          f"read on the server):\n  {n['hello']}")
+    console.print()
+    for n in doc["nodes"]:
+        console.print(f"{n['node']}: {n['runlevel']}")
+    console.print(f"\nlab up in {time.monotonic() - started:.0f} s. Next: "
+                  "`oneroot lab status`, `oneroot lab console node01`, "
+                  f"`oneroot --home {workdir / 'home'} status --watch`, "
+                  "`oneroot lab down`.")
+
+
+@lab.command("status")
+@json_option
+@workdir_option
+def lab_status(as_json: bool, workdir: Path) -> None:
+    """Whether the lab runs, and each node's VM, boot stage and runlevel."""
+    doc = labctl.lab_status(workdir)
+    if as_json:
+        emit_json(doc)
+        return
+    if doc["phase"] == "down":
+        console.print(f"no lab runs from {workdir}")
+        return
+    console.print(f"lab {doc['phase']} (supervisor PID {doc.get('supervisor_pid')}, "
+                  f"namespace {doc['netns'] or '-'}): {doc['message']}")
+    if doc["error"]:
+        console.print(f"[red]{doc['error']}[/red]")
+    console.print(_nodes_table(doc))
+    hellos = [(n["node"], n["hello"]) for n in doc["nodes"] if n["hello"]]
+    if hellos:
+        table(None, ["node", "hello file on the server"], hellos)
+
+
+@lab.command("console")
+@click.argument("node")
+@click.option("--follow/--no-follow", "-f", default=True, show_default=True,
+              help="Keep printing as the console writes (Ctrl-C to stop).")
+@click.option("--lines", "-n", default=40, show_default=True)
+@workdir_option
+def lab_console(node: str, follow: bool, lines: int, workdir: Path) -> None:
+    """Show NODE's serial console (its log: the console is read-only)."""
+    path = labctl.serial_log(workdir, node)
+    _follow(path, lines=lines, follow=follow)
+
+
+@lab.command("down")
+@workdir_option
+def lab_down(workdir: Path) -> None:
+    """Stop the lab: nodes, server, namespace (also what a crashed run left)."""
+    done = labctl.stop_lab(workdir)
+    for line in done:
+        console.print(line)
+    console.print("lab down" if done else f"no lab ran from {workdir}; nothing to do")
+
+
+def _tail(path: Path, lines: int) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def _follow(path: Path, *, lines: int, follow: bool) -> None:
+    out = sys.stdout
+    text = path.read_bytes() if path.exists() else b""
+    out.write("\n".join(text.decode(errors="replace").splitlines()[-lines:]) + "\n")
+    out.flush()
+    if not follow:
+        return
+    position = len(text)
+    try:
+        while True:
+            try:
+                with path.open("rb") as f:
+                    f.seek(0, 2)
+                    if f.tell() < position:  # the VM was restarted: a new log
+                        position = 0
+                    f.seek(position)
+                    chunk = f.read()
+            except FileNotFoundError:
+                chunk = b""
+            if chunk:
+                position += len(chunk)
+                out.write(chunk.decode(errors="replace"))
+                out.flush()
+            time.sleep(0.2)
+    except KeyboardInterrupt:
+        return

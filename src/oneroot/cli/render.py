@@ -1,0 +1,44 @@
+"""`oneroot render`: per-node boot files and the NFS/DHCP configs, written where changed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+from rich.progress import Progress
+
+from oneroot.cli.output import console, emit_json
+from oneroot.cli.state import State, json_option, pass_state
+from oneroot.ops.exportids import catalog_for
+from oneroot.ops.rendertree import render_tree
+
+
+@click.command()
+@click.option("--out", type=click.Path(path_type=Path, file_okay=False), default=None,
+              help="Boot tree directory [default: the boot dir from settings].")
+@click.option("--config-dir", type=click.Path(path_type=Path, file_okay=False), default=None,
+              help="Where exports/ganesha.conf/dnsmasq.conf go [default: OUT/config or "
+                   "HOME/config].")
+@json_option
+@pass_state
+def render(state: State, out: Path | None, config_dir: Path | None, as_json: bool) -> None:
+    """Write per-node boot files and NFS/DHCP configs (only files whose content changed)."""
+    inv = state.load()
+    boot_out = out or Path(str(inv.settings.boot_dir))
+    config_out = config_dir or (out / "config" if out else state.paths.home / "config")
+    with Progress(console=console, transient=True, disable=as_json) as bar:
+        task = bar.add_task("rendering boot files", total=len(inv.nodes) or None)
+        report = render_tree(catalog_for(state.paths, inv), boot_out, config_out,
+                             progress=lambda done, total: bar.update(task, completed=done,
+                                                                     total=total))
+    if as_json:
+        emit_json({"written": report.written, "unchanged": report.unchanged,
+                   "removed": report.removed, "boot_dir": str(boot_out),
+                   "config_dir": str(config_out)})
+        return
+    for path in report.written:
+        console.print(f"wrote {path}")
+    for path in report.removed:
+        console.print(f"removed {path}")
+    console.print(f"{len(report.written)} written, {report.unchanged} unchanged, "
+                  f"{len(report.removed)} removed: boot tree {boot_out}, configs {config_out}")

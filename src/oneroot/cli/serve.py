@@ -1,0 +1,38 @@
+"""`oneroot serve`: DHCP, TFTP and HTTP for the cluster in one process, until SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+
+import click
+
+from oneroot.cli.state import State, pass_state
+from oneroot.ops import inventory as inv_ops
+from oneroot.serve.app import ServeOptions
+from oneroot.serve.app import serve as run_serve
+
+
+@click.command()
+@click.option("--no-dhcp", is_flag=True, help="Leave DHCP to another server.")
+@click.option("--no-tftp", is_flag=True)
+@click.option("--no-http", is_flag=True)
+@click.option("--no-nfs", is_flag=True, help="Leave NFS exports alone (no ganesha).")
+@click.option("--bind", default=None, help="Address for TFTP/HTTP [default: server address].")
+@click.option("--tftp-port", default=69, show_default=True, type=int)
+@click.option("--http-port", default=None, type=int, help="[default: settings.http_port]")
+@click.option("--log-level", default="info", show_default=True,
+              type=click.Choice(["debug", "info", "warning"]))
+@pass_state
+def serve(state: State, no_dhcp: bool, no_tftp: bool, no_http: bool, no_nfs: bool,
+          bind: str | None,
+          tftp_port: int, http_port: int | None, log_level: str) -> None:
+    """Run DHCP, TFTP and HTTP for the cluster until SIGTERM (SIGHUP reloads)."""
+    logging.basicConfig(level=log_level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(message)s")
+    inv_ops.open_store(state.paths).close()  # a clear error before any socket opens
+    options = ServeOptions(dhcp=not no_dhcp, tftp=not no_tftp, http=not no_http,
+                           nfs=not no_nfs, bind=bind,
+                           tftp_port=tftp_port, http_port=http_port)
+    asyncio.run(run_serve(state.paths, options))

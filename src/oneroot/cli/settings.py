@@ -1,0 +1,88 @@
+"""`oneroot init` and `oneroot settings show|set`: the cluster-wide settings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from oneroot.cli.output import console, emit_json, show_changes, table
+from oneroot.cli.state import State, json_option, pass_state
+from oneroot.errors import UsageError
+from oneroot.model.inventory import settings_to_dict
+from oneroot.ops import inventory as inv_ops
+
+
+@click.command()
+@click.option("--server", "server_address", default="10.0.0.1", show_default=True,
+              help="The server's address on the cluster network.")
+@click.option("--subnet", default="10.0.0.0/24", show_default=True)
+@click.option("--interface", default="eth0", show_default=True,
+              help="Interface DHCP serves on.")
+@click.option("--gateway", default=None)
+@click.option("--dns", default=None, help="DNS servers, comma separated.")
+@click.option("--domain", default=None)
+@click.option("--dhcp-mode", type=click.Choice(["full", "proxy"]), default="full",
+              show_default=True)
+@click.option("--image-root", default="/", show_default=True,
+              help="Root of the default image (the seed exports the server's /).")
+@click.option("--state-dir", default="/var/state/systems", show_default=True,
+              help="Where each node's diff-overlay lives.")
+@click.option("--boot-dir", default=None, help="Boot files dir [default: HOME/boot].")
+@click.option("--http-port", default=8080, show_default=True, type=int)
+@click.option("--nfs-server", type=click.Choice(["knfsd", "ganesha"]), default=None,
+              help="NFS server [default: knfsd if the kernel has nfsd, else ganesha].")
+@click.option("--force", is_flag=True, help="Overwrite the settings of an existing inventory.")
+@pass_state
+def init(state: State, /, force: bool, boot_dir: str | None, nfs_server: str | None,
+         **settings: Any) -> None:
+    """Create the inventory with cluster settings, a `default` group and image."""
+    settings = {k: v for k, v in settings.items() if v is not None}
+    settings["boot_dir"] = boot_dir or str(state.paths.home / "boot")
+    settings["nfs_server"] = nfs_server or _default_nfs_server()
+    changes = inv_ops.init_cluster(state.paths, settings, force=force)
+    show_changes(changes)
+    console.print(f"inventory: {state.paths.inventory_db}")
+
+
+def _default_nfs_server() -> str:
+    """knfsd where the kernel can serve NFS (the nfsd filesystem is registered), else ganesha."""
+    try:
+        filesystems = Path("/proc/filesystems").read_text()
+    except OSError:
+        return "ganesha"
+    return "knfsd" if any(line.split()[-1:] == ["nfsd"] for line in filesystems.splitlines()) \
+        else "ganesha"
+
+
+@click.group()
+def settings() -> None:
+    """Show or change cluster settings."""
+
+
+@settings.command("show")
+@json_option
+@pass_state
+def settings_show(state: State, as_json: bool) -> None:
+    data = settings_to_dict(state.load().settings)
+    if as_json:
+        emit_json(data)
+    else:
+        table(None, ["setting", "value"],
+              [(k, ", ".join(v) if isinstance(v, list) else v) for k, v in data.items()])
+
+
+@settings.command("set")
+@click.argument("pairs", nargs=-1, required=True)
+@pass_state
+def settings_set(state: State, pairs: tuple[str, ...]) -> None:
+    """Set KEY=VALUE pairs, e.g. `dhcp_mode=proxy discovery=true`."""
+    values = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise UsageError(f"expected KEY=VALUE, got {pair!r}", hint="e.g. http_port=8080")
+        values[key] = value
+    with state.store() as store:
+        show_changes(inv_ops.update_settings(store, values))

@@ -1,0 +1,38 @@
+"""What every command shares, and the one way to reach it: `@pass_state` gives a `State`."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import click
+
+from oneroot.inventory.sqlite import SqliteInventory
+from oneroot.model.inventory import Inventory
+from oneroot.ops import inventory as inv_ops
+from oneroot.ops.paths import Paths
+
+
+@dataclass(slots=True)
+class State:
+    """What every command shares: where oneroot keeps its state (`--home`)."""
+
+    paths: Paths
+
+    @contextlib.contextmanager
+    def store(self) -> Iterator[SqliteInventory]:
+        store = inv_ops.open_store(self.paths)
+        try:
+            yield store
+        finally:
+            store.close()
+
+    def load(self) -> Inventory:
+        """The inventory as stored now (the store is closed again)."""
+        with self.store() as store:
+            return store.load()
+
+
+pass_state = click.make_pass_decorator(State)
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")

@@ -1,0 +1,72 @@
+"""`oneroot status`: each node's last boot stage, once or as a live table."""
+
+from __future__ import annotations
+
+import datetime
+import sys
+import time
+from typing import Any
+
+import click
+from rich.live import Live
+from rich.table import Table
+
+from oneroot.cli.output import console, emit_json, table
+from oneroot.cli.state import State, json_option, pass_state
+from oneroot.ops.status import read_status
+
+COLUMNS = ("node", "ip", "stage", "since", "detail")
+
+
+def _status_rows(doc: dict[str, Any]) -> list[tuple[Any, ...]]:
+    rows = []
+    for n in doc["nodes"]:
+        when = (datetime.datetime.fromtimestamp(n["time"]).strftime("%H:%M:%S")
+                if n["time"] else "-")
+        detail = n["detail"].get("message") or n["detail"].get("status") or ""
+        rows.append((n["node"], n["ip"], n["stage"], when, detail))
+    return rows
+
+
+def _live_table(doc: dict[str, Any]) -> Table:
+    t = Table(box=None, header_style="bold", title="oneroot status (Ctrl-C to stop)",
+              title_justify="left")
+    for col in COLUMNS:
+        t.add_column(col)
+    for row in _status_rows(doc):
+        t.add_row(*row)
+    return t
+
+
+@click.command()
+@json_option
+@click.option("--watch", is_flag=True, help="Keep a live table until Ctrl-C.")
+@click.option("--interval", default=1.0, show_default=True)
+@pass_state
+def status(state: State, as_json: bool, watch: bool, interval: float) -> None:
+    """Each node's last boot stage and when it reached it."""
+
+    def document() -> dict[str, Any]:
+        return read_status(state.paths, state.load())
+
+    if as_json and not watch:
+        emit_json(document())
+        return
+    if not watch:
+        table(None, list(COLUMNS), _status_rows(document()))
+        return
+    if as_json:
+        try:
+            while True:
+                emit_json(document())
+                sys.stdout.flush()
+                time.sleep(interval)
+        except KeyboardInterrupt:
+            return
+    with Live(_live_table(document()), console=console, refresh_per_second=4) as live:
+        try:
+            while True:
+                time.sleep(interval)
+                live.update(_live_table(document()))
+        except KeyboardInterrupt:
+            return
