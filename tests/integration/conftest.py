@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from oneroot.nfs.serverunion import mounted_unions
+from oneroot.nfs.server_union import mounted_unions
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ import pytest
 from oneroot.model import Group, Image, NfsServerKind, Node, Settings
 from oneroot.model.inventory import Inventory
 from oneroot.net import MacAddress
-from oneroot.nfs.serverunion import mounted_unions
+from oneroot.nfs.server_union import mounted_unions
 from oneroot.nfs.view import read_mounts
 from oneroot.ops.exportids import load_export_ids
 from oneroot.ops.nfs_serving import ExportTarget, apply_nfs, remount_union_for_boot

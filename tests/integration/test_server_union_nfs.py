@@ -27,7 +27,7 @@ import pytest
 from oneroot.model import Group, Image, NfsServerKind, Node, Settings
 from oneroot.model.inventory import Inventory
 from oneroot.net import MacAddress
-from oneroot.nfs.serverunion import UnionUnsupported, mounted_unions
+from oneroot.nfs.server_union import UnionUnsupported, mounted_unions
 from oneroot.ops.nfs_serving import (
     ExportTarget,
     apply_nfs,

@@ -1,7 +1,8 @@
 """The package's layers (STYLE.md): each imports only those below it.
 
 Fails when, say, `oneroot.proto` imports `oneroot.serve`, or `oneroot.model` imports
-`oneroot.inventory`.
+`oneroot.inventory`, or when a package imports another of its own rank that `SAME_RANK` does
+not list (`nfs` importing `overlay`: both are rank 4, and neither may lean on the other).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import pytest
 SRC = Path(__file__).resolve().parents[2] / "src" / "oneroot"
 
 RANK = {
-    "errors": 0, "net": 0,
+    "errors": 0, "net": 0, "fsutil": 0,
     "model": 1,
     "rootspec": 2,
     "proto": 3, "render": 3,
@@ -25,6 +26,8 @@ RANK = {
     # Test and bench helpers: may import anything; nothing in the product imports them.
     "testing": 9,
 }
+# Imports between two packages of the same rank that are allowed (importer, imported).
+SAME_RANK = frozenset({("net", "errors"), ("fsutil", "errors")})
 # Pure layers must not do IO of their own.
 PURE_FORBIDDEN = {"socket", "asyncio", "logging", "time", "sqlite3", "subprocess"}
 PURE = {"model", "rootspec", "proto", "render"}
@@ -60,26 +63,44 @@ def test_every_package_has_a_rank() -> None:
             assert name in RANK, f"{rel}: add {name!r} to RANK in this test"
 
 
+def _violations(path: Path, own: str) -> list[str]:
+    """What is wrong with the imports of `path`, a module of package `own`."""
+    found = []
+    for module, line in _imports(path):
+        target = _part(module)
+        if own in PURE and module.split(".")[0] in PURE_FORBIDDEN:
+            found.append(f"{path.name}:{line}: pure layer {own!r} imports {module!r} (no IO)")
+        if target is None or target in ("__init__", own):
+            continue
+        if RANK[target] > RANK[own]:
+            found.append(f"{path.name}:{line}: {own!r} (layer {RANK[own]}) imports {module!r} "
+                         f"(layer {RANK[target]}): only layers below may be imported")
+        elif RANK[target] == RANK[own] and (own, target) not in SAME_RANK:
+            found.append(f"{path.name}:{line}: {own!r} imports {module!r} of the same layer "
+                         f"({RANK[own]}): not in SAME_RANK")
+    return found
+
+
 @pytest.mark.parametrize("path", _files(), ids=lambda p: str(p.relative_to(SRC)))
 def test_imports_go_down(path: Path) -> None:
     rel = path.relative_to(SRC)
     own = rel.parts[0].removesuffix(".py")
     if own == "__init__":
         return
-    for module, line in _imports(path):
-        target = _part(module)
-        if own in PURE and module.split(".")[0] in PURE_FORBIDDEN:
-            pytest.fail(f"{rel}:{line}: pure layer {own!r} imports {module!r} (no IO here)")
-        if target is None or target == "__init__":
-            continue
-        assert RANK[target] <= RANK[own], (
-            f"{rel}:{line}: {own!r} (layer {RANK[own]}) imports {module!r} "
-            f"(layer {RANK[target]}): only layers below may be imported"
-        )
+    assert _violations(path, own) == []
 
 
-def test_the_check_catches_a_violation(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("own", "source", "why"), [
+    ("proto", "from oneroot.serve.app import run\n", "only layers below"),
+    ("nfs", "from oneroot.overlay.layer import LayerDirs\n", "same layer"),
+    ("render", "import logging\n", "no IO"),
+])
+def test_the_check_catches_a_violation(tmp_path: Path, own: str, source: str,
+                                       why: str) -> None:
     bad = tmp_path / "x.py"
-    bad.write_text("from oneroot.serve.app import run\n")
-    assert _part(_imports(bad)[0][0]) == "serve"
-    assert RANK["serve"] > RANK["proto"]
+    bad.write_text(source)
+    (found,) = _violations(bad, own)
+    assert why in found
+    good = tmp_path / "y.py"
+    good.write_text("from oneroot.errors import ConfigError\n")
+    assert _violations(good, own) == []

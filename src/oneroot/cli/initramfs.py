@@ -9,11 +9,11 @@ from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
 
 from oneroot.cli.output import console, emit_json, table
 from oneroot.cli.state import State, json_option, pass_state
+from oneroot.fsutil import write_if_changed
 from oneroot.initramfs.builder import build_initramfs
 from oneroot.initramfs.busybox import fetch_busybox
 from oneroot.initramfs.cpio import Compression
 from oneroot.initramfs.kernel import Kernel, fetch_kernel
-from oneroot.ops.files import write_if_changed
 
 
 @click.group()

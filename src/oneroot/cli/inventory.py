@@ -10,9 +10,9 @@ import click
 from oneroot.cli.output import console, show_changes
 from oneroot.cli.state import State, pass_state
 from oneroot.errors import UsageError
+from oneroot.fsutil import write_atomic
 from oneroot.inventory.yamlform import from_yaml, to_yaml
 from oneroot.ops import inventory as inv_ops
-from oneroot.ops.files import write_atomic
 
 
 @click.group()

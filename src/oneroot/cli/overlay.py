@@ -18,7 +18,7 @@ from oneroot.cli.output import console, emit_json, table
 from oneroot.cli.state import State, json_option, pass_state
 from oneroot.errors import UsageError
 from oneroot.ops import overlays as ov
-from oneroot.overlay.tooling import shown
+from oneroot.overlay.stack import shown
 
 
 def _say(result: ov.OverlayResult) -> None:

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from oneroot.errors import ConfigError, ExternalToolError
-from oneroot.overlay.safefs import write_atomic
+from oneroot.fsutil import write_if_changed
 from oneroot.render.cluster import render_ganesha
 from oneroot.render.context import ClusterContext
 
@@ -319,7 +319,7 @@ class GaneshaServer:
             os.kill(pid, signal.SIGKILL)
 
     def _write_config(self, config: str) -> bool:
-        return write_atomic(self.files.conf, config.encode(), mode=0o644)
+        return write_if_changed(self.files.conf, config.encode(), mode=0o644)
 
     # -- changes -----------------------------------------------------------------------------
     async def reload(self, config: str, *, timeout: float = 10.0) -> ReloadAction:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from oneroot.errors import ExternalToolError
-from oneroot.overlay.safefs import write_atomic
+from oneroot.fsutil import write_if_changed
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ def apply_exports(text: str, *, path: Path = EXPORTS_FILE, exportfs: str = "expo
     """Write the rendered exports to `path` and, if it changed (or `force`), `exportfs -ra`."""
     if not text.endswith("\n"):
         text += "\n"
-    changed = write_atomic(path, text.encode(), mode=0o644)
+    changed = write_if_changed(path, text.encode(), mode=0o644)
     if not changed and not force:
         return KnfsdResult(path=path, changed=False, applied=False)
     if shutil.which(exportfs) is None:

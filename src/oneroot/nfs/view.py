@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from oneroot.errors import ConfigError, ExternalToolError
-from oneroot.overlay.layer import make_whiteout, set_opaque
+from oneroot.fsutil import make_whiteout, set_opaque
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from oneroot.ops.files import write_if_changed
+from oneroot.fsutil import write_if_changed
 
 log = logging.getLogger(__name__)
 

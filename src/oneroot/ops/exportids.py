@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 
+from oneroot.fsutil import write_if_changed
 from oneroot.model.inventory import Inventory
 from oneroot.ops.catalog import BootCatalog
-from oneroot.ops.files import write_if_changed
 from oneroot.ops.paths import Paths
 
 

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from oneroot.errors import ExternalToolError
+from oneroot.fsutil import write_if_changed
 from oneroot.model import NfsServerKind
 from oneroot.model.inventory import Inventory
 from oneroot.nfs import (
@@ -38,7 +39,7 @@ from oneroot.nfs import (
 )
 from oneroot.nfs.ganesha import running_pid
 from oneroot.nfs.knfsd import EXPORTS_FILE
-from oneroot.nfs.serverunion import (
+from oneroot.nfs.server_union import (
     UnionSpec,
     UnionUnsupported,
     mount_union,
@@ -60,7 +61,6 @@ from oneroot.ops.server_union import (
     union_ns_pid,
     unmount_unions,
 )
-from oneroot.overlay.safefs import write_atomic
 from oneroot.render.cluster import nfs_exports, render_exports
 from oneroot.render.context import ClusterContext
 
@@ -184,7 +184,7 @@ def apply_nfs(inv: Inventory, paths: Paths, *, exportfs: str = "exportfs",
         unmount_unions(stale, ns_pid=ns_pid)
         return NfsApplyResult(plan=plan, config_path=exports_file, changed=result.changed,
                               applied="exportfs -ra" if result.applied else "unchanged")
-    changed = write_atomic(files.conf, plan.text.encode())
+    changed = write_if_changed(files.conf, plan.text.encode())
     applied = "written"
     if changed and pid is not None:
         _sighup_ganesha(files, pid, wait=bool(stale))
@@ -238,7 +238,7 @@ def _export(inv: Inventory, paths: Paths, target: ExportTarget, *,
         return
     files = ganesha_files(paths)
     pid = running_pid(files)
-    if write_atomic(files.conf, plan.text.encode()) and pid is not None:
+    if write_if_changed(files.conf, plan.text.encode()) and pid is not None:
         _sighup_ganesha(files, pid, wait=True)
 
 

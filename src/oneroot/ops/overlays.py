@@ -2,10 +2,10 @@
 node's change to a group layer or the image, and archive a removed node's directory.
 
 Each function builds the node's `Stack` from the inventory (image, group layers, its own
-`upper/`) and calls `oneroot.overlay.tooling`, which never follows a link the node planted and
-writes every file atomically. Anything that replaces or deletes a file the user did not name
-(a reset, a promote over a different file, a removed node) is first saved as a tarball under
-`<home>/archive/`.
+`upper/`) and calls `oneroot.overlay.stack`, `.changes` and `.edit`, which never follow a link
+the node planted and write every file atomically. Anything that replaces or deletes a file the
+user did not name (a reset, a promote over a different file, a removed node) is first saved as
+a tarball under `<home>/archive/`.
 """
 
 from __future__ import annotations
@@ -23,37 +23,36 @@ from pathlib import Path, PurePosixPath
 from typing import BinaryIO, Concatenate, ParamSpec, TypeVar
 
 from oneroot.errors import ConfigError, Conflict, NotFound, UsageError
+from oneroot.fsutil import empty_dir, open_dir, remove_tree
 from oneroot.model.inventory import Inventory
 from oneroot.nfs.ganesha import running_pid
-from oneroot.nfs.serverunion import same_mount_ns
+from oneroot.nfs.server_union import same_mount_ns
 from oneroot.nfs.view import needs_view, view_spec
 from oneroot.ops.boot import node_image
 from oneroot.ops.inventory import get_group, get_node, resolved
 from oneroot.ops.nfs_serving import ganesha_files, union_released
 from oneroot.ops.nodes_fs import group_layer, identity_dir, node_layer
 from oneroot.ops.paths import Paths
-from oneroot.overlay.archive import TreeSource, empty_dir, open_tree, remove_tree, write_tar
+from oneroot.overlay.archive import TreeSource, write_tar
+from oneroot.overlay.changes import Change, diff_change, list_changes, read_file, same_entry
+from oneroot.overlay.edit import (
+    Attrs,
+    copy_entry,
+    entry_attrs,
+    fingerprint,
+    install,
+    remove,
+)
 from oneroot.overlay.identity import IdentityStore
 from oneroot.overlay.layer import ensure_layer
-from oneroot.overlay.tooling import (
-    Attrs,
-    Change,
+from oneroot.overlay.stack import (
     Entry,
     EntryType,
     Layer,
     Stack,
-    copy_entry,
-    diff_change,
-    entry_attrs,
-    fingerprint,
-    install,
     layer_entry,
-    list_changes,
     lower_entry,
     node_path,
-    read_file,
-    remove,
-    same_entry,
     shown,
     upper_entry,
 )
@@ -410,13 +409,13 @@ def reset_layer(inv: Inventory, paths: Paths, name: str, *, archive: bool = True
         dest = write_tar(_free_name(archive_dir(paths), f"{name}-reset-{_stamp(now)}"),
                          [TreeSource(base=root, parts=("upper",), arcname=f"{name}/upper")])
     manifest = generated_files(paths, name)
-    with open_tree(root, ("upper",)) as fd:
+    with open_dir(root, ("upper",)) as fd:
         removed = empty_dir(fd, frozenset(p.parts for p in manifest))
     work_dir = stack.work.root if stack.work is not None else None
     if work_dir is None or not _is_dir(work_dir):
         kept = tuple(sorted(p for p in manifest if upper_entry(stack, p) is not None))
         return ResetResult(node=name, removed=len(removed), kept=kept, archive=dest)
-    with open_tree(root, ("work",)) as wfd:
+    with open_dir(root, ("work",)) as wfd:
         # The union keeps its own directories here (overlayfs `work/work`, `index/`): they
         # stay; only what is in them goes.
         for entry in sorted(os.listdir(wfd)):
@@ -425,7 +424,7 @@ def reset_layer(inv: Inventory, paths: Paths, name: str, *, archive: bool = True
             except FileNotFoundError:
                 continue
             if stat.S_ISDIR(st.st_mode):
-                with open_tree(root, ("work", entry)) as sub:
+                with open_dir(root, ("work", entry)) as sub:
                     removed += empty_dir(sub)
             else:
                 remove(stack.work or stack.upper, PurePosixPath(entry))

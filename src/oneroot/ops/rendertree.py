@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
+from oneroot.fsutil import write_atomic, write_if_changed
 from oneroot.ops.catalog import BootCatalog
-from oneroot.ops.files import write_atomic, write_if_changed
 from oneroot.render.boot import (
     grub_filename,
     ipxe_filename,

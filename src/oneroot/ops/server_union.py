@@ -1,7 +1,7 @@
 """Server-side union nodes (`union=server`): which nodes, over which layers, mounted where.
 
 A node in this mode boots one plain NFS root, `SERVER:<state_dir>/<node>/merged`: the server
-unions the node's layers there (`oneroot.nfs.serverunion`) and exports the merged tree rw to
+unions the node's layers there (`oneroot.nfs.server_union`) and exports the merged tree rw to
 that node alone; the node's raw directory is not exported at all. Exporting and the remount
 dance (unexport → unmount → mount → export) live in `ops.nfs_serving`, which calls this.
 """
@@ -12,7 +12,7 @@ import logging
 from pathlib import Path, PurePosixPath
 
 from oneroot.model.inventory import Inventory
-from oneroot.nfs.serverunion import (
+from oneroot.nfs.server_union import (
     UnionSpec,
     UnionStatus,
     UnionUnsupported,

@@ -18,16 +18,23 @@ A path that exists but is not a plain directory (a symlink, a file) is refused, 
 
 from __future__ import annotations
 
-import contextlib
 import os
 import stat
 from dataclasses import dataclass
 from pathlib import Path
 
 from oneroot.errors import ConfigError
+from oneroot.fsutil.whiteout import (
+    OPAQUE_XATTR,
+    WHITEOUT_DEVICE,
+    is_opaque,
+    is_whiteout,
+    make_whiteout,
+    set_opaque,
+)
 
-WHITEOUT_DEVICE = os.makedev(0, 0)
-OPAQUE_XATTR = "trusted.overlay.opaque"
+__all__ = ["OPAQUE_XATTR", "WHITEOUT_DEVICE", "DirSpec", "LayerDirs", "ensure_dir",
+           "ensure_layer", "is_opaque", "is_whiteout", "make_whiteout", "set_opaque"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -99,28 +106,3 @@ def ensure_layer(dirs: LayerDirs) -> bool:
     for spec in dirs.specs():
         changed |= ensure_dir(spec)
     return changed
-
-
-def make_whiteout(path: Path) -> None:
-    """Put a `c 0 0` whiteout at `path` (atomically replacing a file that is there)."""
-    tmp = path.with_name(f".{path.name}.wh-tmp")
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(tmp)
-    os.mknod(tmp, 0o600 | stat.S_IFCHR, WHITEOUT_DEVICE)
-    os.replace(tmp, path)
-
-
-def is_whiteout(st: os.stat_result) -> bool:
-    return stat.S_ISCHR(st.st_mode) and st.st_rdev == WHITEOUT_DEVICE
-
-
-def set_opaque(directory: Path) -> None:
-    """Mark a directory opaque: a union shows only its own entries, none from below."""
-    os.setxattr(directory, OPAQUE_XATTR, b"y", follow_symlinks=False)
-
-
-def is_opaque(directory: Path) -> bool:
-    try:
-        return os.getxattr(directory, OPAQUE_XATTR, follow_symlinks=False) == b"y"
-    except OSError:
-        return False

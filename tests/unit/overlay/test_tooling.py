@@ -20,9 +20,10 @@ from oneroot.net import MacAddress
 from oneroot.ops import overlays as ov
 from oneroot.ops.nodes_fs import identity_dir
 from oneroot.ops.paths import Paths
+from oneroot.overlay.changes import ChangeKind
 from oneroot.overlay.identity import GeneratedFile, IdentityStore
 from oneroot.overlay.layer import OPAQUE_XATTR, is_whiteout, make_whiteout, set_opaque
-from oneroot.overlay.tooling import ChangeKind, node_path
+from oneroot.overlay.stack import node_path
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="whiteouts and owners need root")
 

@@ -14,7 +14,7 @@ from oneroot.model import Group, Image, NfsServerKind, Node, Settings
 from oneroot.model.cluster import resolve
 from oneroot.model.inventory import Inventory
 from oneroot.net import MacAddress
-from oneroot.nfs.serverunion import (
+from oneroot.nfs.server_union import (
     UNION_OPTIONS,
     UnionSpec,
     UnionUnsupported,
