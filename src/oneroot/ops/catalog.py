@@ -179,7 +179,7 @@ class BootCatalog:
                 name=name, macs=r.node.macs, address=r.node.address,
                 export_path=(union_merged_dir(s, name) if server_union(r)
                              else PurePosixPath(str(s.diff_overlay_dir(name)))),
-                server_union=server_union(r),
+                server_union=server_union(r), read_only=r.flag("ephemeral"),
                 export_id=self.export_ids[f"node:{name}"],
                 ipxe_script_url=f"{self.boot_url}/{ipxe_filename(name)}",
                 bios_boot_file=BIOS_FILES[r.text("bios_loader")],

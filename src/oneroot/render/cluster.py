@@ -6,12 +6,14 @@ the same clients:
 - each image root `ro` to the cluster subnet, with `crossmnt` (filesystems mounted below it,
   such as a separate /usr or a masking view's submounts, are part of the root nodes see) and a
   fixed `fsid` (an overlayfs view has no UUID for knfsd to derive one from);
-- each node's diff-overlay dir `rw` to that node's address alone; for a server-side union node,
-  its merged dir instead, an overlayfs mount, so with a fixed `fsid` too;
-- each group layer dir `ro` to the addresses of the group's nodes.
+- each node's diff-overlay dir `rw` to that node's address alone (`ro` for an ephemeral node,
+  whose changes live in its tmpfs); for a server-side union node, its merged dir instead, an
+  overlayfs mount, so with a fixed `fsid` too;
+- each group layer dir `ro` and `root_squash` to the addresses of the group's nodes.
 
 A node's own dir needs no `nohide`: the node mounts it directly, not by walking down from the
-image root. Every export is `sync,no_root_squash,no_subtree_check`, as in the seed.
+image root. Every export is `sync,no_subtree_check`; the image roots and node layers
+`no_root_squash`, as in the seed (docs/security.md says why).
 
 An export's `fsid` is its export id, kept for life (`ops.exportids`): it never changes from one
 render to the next and no two exports share one. A node's or group's plain directory gets none:
@@ -48,10 +50,12 @@ def nfs_exports(ctx: ClusterContext) -> tuple[NfsExport, ...]:
     ]
     exports.extend(
         NfsExport(
-            export_id=node.export_id, path=node.export_path, access=Access.RW,
+            export_id=node.export_id, path=node.export_path,
+            access=Access.RO if node.read_only else Access.RW,
             clients=(str(node.address),),
             comment=(f"server-side union of node {node.name}" if node.server_union
-                     else f"diff-overlay of node {node.name}"),
+                     else f"diff-overlay of node {node.name}")
+            + (" (ephemeral)" if node.read_only else ""),
             fsid=node.export_id if node.server_union else None,
         )
         for node in ctx.nodes
@@ -60,7 +64,7 @@ def nfs_exports(ctx: ClusterContext) -> tuple[NfsExport, ...]:
         NfsExport(
             export_id=layer.export_id, path=layer.path, access=Access.RO,
             clients=tuple(str(a) for a in sorted(set(layer.clients))),
-            comment=f"layer of group {layer.name}",
+            comment=f"layer of group {layer.name}", root_squash=True,
         )
         for layer in ctx.group_layers
         if layer.clients

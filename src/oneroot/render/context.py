@@ -111,6 +111,9 @@ class ClusterNode:
     export_id: int
     ipxe_script_url: str
     server_union: bool = False
+    # An ephemeral node mounts its layer read-only under a tmpfs: exported read-only, so
+    # whatever it (or a host holding its address) writes cannot outlive the boot.
+    read_only: bool = False
     bios_boot_file: str = "undionly.kpxe"
     uefi_boot_file: str = "ipxe.efi"
 
@@ -162,10 +165,13 @@ class NfsExport:
     # overlayfs mount (no UUID to derive one from); never 0, the NFSv4 root.
     crossmnt: bool = False
     fsid: int | None = None
+    # Map a client's uid 0 to the anonymous user (docs/security.md says where and why).
+    root_squash: bool = False
 
     @property
     def knfsd_options(self) -> str:
-        options = [self.access.value, "sync", "no_root_squash", "no_subtree_check"]
+        squash = "root_squash" if self.root_squash else "no_root_squash"
+        options = [self.access.value, "sync", squash, "no_subtree_check"]
         if self.crossmnt:
             options.append("crossmnt")
         if self.fsid is not None:
@@ -175,3 +181,7 @@ class NfsExport:
     @property
     def ganesha_access(self) -> str:
         return self.access.value.upper()
+
+    @property
+    def ganesha_squash(self) -> str:
+        return "Root_Squash" if self.root_squash else "No_Root_Squash"

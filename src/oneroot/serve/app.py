@@ -15,14 +15,18 @@ from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Any
 
+from oneroot.errors import OnerootError
 from oneroot.inventory.events import EventStore
 from oneroot.inventory.leases import LeaseStore
 from oneroot.model.cluster import NfsServerKind
 from oneroot.model.events import BootEvent
 from oneroot.model.inventory import Inventory
+from oneroot.net import MacAddress
+from oneroot.netpin import NodePinner
 from oneroot.ops import inventory as inv_ops
 from oneroot.ops.bootfiles import install_boot_binaries
 from oneroot.ops.exportids import catalog_for
+from oneroot.ops.netpin import pin_context
 from oneroot.ops.nfs_serving import (
     ExportTarget,
     apply_nfs,
@@ -56,6 +60,9 @@ class ServeOptions:
     http_port: int | None = None
     dhcp_port: int = 67
     reload_interval: float = 1.0
+    # Pin each node's address to its MACs on the settings' interface (nftables + permanent
+    # neighbour entries); only when serve owns that interface (DHCP or NFS on it).
+    pin: bool = True
 
 
 class CatalogHolder:
@@ -167,6 +174,8 @@ async def serve(paths: Paths, options: ServeOptions = ServeOptions(),
         await http.start()
         closers.append(http.close)
 
+    if options.pin and (options.dhcp or options.nfs):
+        await _start_pins(holder, IPv4Address(bind), closers, recorder)
     if options.nfs:
         await _start_nfs(paths, holder, IPv4Address(bind), jobs, closers, recorder)
 
@@ -202,6 +211,44 @@ async def serve(paths: Paths, options: ServeOptions = ServeOptions(),
             with contextlib.suppress(Exception):
                 leases.close()
         log.info("serve.stopped")
+
+
+async def _start_pins(holder: CatalogHolder, bind: IPv4Address,
+                      closers: list[Callable[[], Awaitable[None] | None]],
+                      recorder: EventRecorder) -> None:
+    """Pin every node's address to its MACs before anything is served, again on every
+    inventory change (MACs added, changed, removed), and unpin when serve stops. A node's
+    neighbour entry follows the MAC it last got a DHCP ACK on."""
+    pinner = NodePinner(interface=holder.inventory.settings.interface)
+    await asyncio.to_thread(pinner.apply, pin_context(holder.inventory, server_address=bind))
+    lock = asyncio.Lock()
+
+    async def repin(new: Inventory) -> None:
+        ctx = pin_context(new, server_address=bind)
+        async with lock:
+            if ctx == pinner.ctx:
+                return
+            try:
+                await asyncio.to_thread(pinner.apply, ctx)
+            except OnerootError as exc:  # the old pins stay in place
+                log.error("netpin.apply_failed error=%s", exc)
+
+    async def bind_mac(address: IPv4Address, mac: MacAddress) -> None:
+        async with lock:
+            await asyncio.to_thread(pinner.bind, address, mac)
+
+    def on_ack(event: BootEvent) -> None:
+        node = holder.inventory.nodes.get(event.node or "")
+        if event.kind == "dhcp.ack" and node is not None and event.mac is not None:
+            _spawn(bind_mac(node.address, MacAddress.parse(event.mac)))
+
+    async def unpin() -> None:
+        async with lock:
+            await asyncio.to_thread(pinner.remove)
+
+    holder.listeners.append(lambda new: _spawn(repin(new)))
+    recorder.listeners.append(on_ack)
+    closers.append(unpin)
 
 
 async def _start_nfs(paths: Paths, holder: CatalogHolder, bind: IPv4Address,

@@ -89,7 +89,7 @@ def example_cluster() -> ClusterContext:
         ClusterNode(
             name=node.name, macs=node.macs, address=node.address,
             export_path=export_path(node.name), export_id=100 + i,
-            server_union=node.name in SERVER_UNION_NODES,
+            server_union=node.name in SERVER_UNION_NODES, read_only=node.name == "node04",
             ipxe_script_url=f"{BOOT_URL}/{node.name}.ipxe",
             bios_boot_file="pxelinux.0" if node.name == "node04" else "undionly.kpxe",
             uefi_boot_file="snponly.efi" if node.name == "node03" else "ipxe.efi",

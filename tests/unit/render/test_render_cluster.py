@@ -43,8 +43,10 @@ def test_exports_match_the_seed(cluster: ClusterContext) -> None:
     assert "/ 10.0.0.0/24(ro,sync,no_root_squash,no_subtree_check,crossmnt,fsid=1)" in lines
     assert ("/var/state/systems/node01 10.0.0.11(rw,sync,no_root_squash,no_subtree_check)"
             in lines)
-    assert ("/var/state/groups/compute 10.0.0.12(ro,sync,no_root_squash,no_subtree_check) "
-            "10.0.0.13(ro,sync,no_root_squash,no_subtree_check)") in lines
+    assert ("/var/state/groups/compute 10.0.0.12(ro,sync,root_squash,no_subtree_check) "
+            "10.0.0.13(ro,sync,root_squash,no_subtree_check)") in lines
+    # node04 is ephemeral: whatever it writes must not outlive its boot
+    assert "/var/state/systems/node04 10.0.0.14(ro,sync,no_root_squash,no_subtree_check)" in lines
 
 
 def test_a_server_union_export_has_its_export_id_as_fsid(cluster: ClusterContext) -> None:
@@ -84,7 +86,7 @@ def test_each_node_dir_goes_to_that_node_alone(cluster: ClusterContext) -> None:
     by_path = {e.path: e for e in nfs_exports(cluster)}
     for node in cluster.nodes:
         export = by_path[node.export_path]
-        assert export.access is Access.RW
+        assert export.access is (Access.RO if node.read_only else Access.RW)
         assert export.clients == (str(node.address),)
     assert all(e.access is Access.RO for e in nfs_exports(cluster)
                if e.path not in {n.export_path for n in cluster.nodes})
