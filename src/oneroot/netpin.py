@@ -32,12 +32,14 @@ NEIGH_SYSCTL = Path("/proc/sys/net/ipv4/neigh/default")
 TIMEOUT = 60.0
 
 
-def run_nft(text: str, *, nft: str = "nft") -> None:
-    """`nft -f -`: the whole text is one transaction, applied entirely or not at all."""
+def run_nft(text: str, *, nft: str = "nft", netns: str | None = None) -> None:
+    """`nft -f -` (in `netns` if given): the whole text is one transaction, applied
+    entirely or not at all."""
     if shutil.which(nft) is None:
-        raise ExternalToolError(f"{nft} not found: the node pins need nftables",
+        raise ExternalToolError(f"{nft} not found: oneroot's packet filters need nftables",
                                 hint="apt-get install nftables (scripts/install-packages)")
-    proc = subprocess.run([nft, "-f", "-"], input=text, capture_output=True, text=True,
+    prefix = ["ip", "netns", "exec", netns] if netns is not None else []
+    proc = subprocess.run([*prefix, nft, "-f", "-"], input=text, capture_output=True, text=True,
                           timeout=TIMEOUT, check=False)
     if proc.returncode != 0:
         raise ExternalToolError(f"nft -f failed ({proc.returncode}): {proc.stderr.strip()}",

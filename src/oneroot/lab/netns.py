@@ -30,6 +30,9 @@ from types import TracebackType
 from typing import Any
 
 from oneroot.errors import ExternalToolError, LabError
+from oneroot.net import MacAddress
+from oneroot.netpin import run_nft
+from oneroot.render.netpin import GuardedPort, render_bridge_guard
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +103,7 @@ class Lab:
         self.workdir = workdir
         self._own_workdir = own_workdir
         self._popen: dict[int, subprocess.Popen[bytes]] = {}
+        self._guarded: dict[str, GuardedPort] = {}
         self._torn_down = False
 
     # -- creation -------------------------------------------------------------------------
@@ -189,6 +193,16 @@ class Lab:
         _ip("-n", self.netns, "tuntap", "add", "dev", name, "mode", "tap")
         _ip("-n", self.netns, "link", "set", name, "master", self.bridge, "up")
         return Tap(name=name)
+
+    def guard_port(self, tap: Tap, *, mac: MacAddress, address: ipaddress.IPv4Address) -> None:
+        """From now on the bridge drops frames from `tap` whose source MAC is not `mac`, and
+        IPv4/ARP whose source address is neither `address` nor 0.0.0.0 (libvirt's
+        clean-traffic, as nftables bridge rules). Ports never guarded (the server's, a
+        test client's) are not filtered. The table goes with the namespace."""
+        self._guarded[tap.name] = GuardedPort(port=tap.name, mac=mac, address=address)
+        run_nft(render_bridge_guard(self.bridge, list(self._guarded.values())),
+                netns=self.netns)
+        log.info("lab.port_guarded port=%s mac=%s address=%s", tap.name, mac, address)
 
     def add_client(self, address: str | ipaddress.IPv4Interface | None = None) -> Client:
         """A namespace of its own, `eth0` in it wired to the bridge; with `address` it is

@@ -16,6 +16,7 @@ exits QEMU through isa-debug-exit; anything else means TCG.
 from __future__ import annotations
 
 import functools
+import ipaddress
 import logging
 import os
 import re
@@ -158,7 +159,7 @@ class QemuVm:
                  kernel: Path | None = None, initrd: Path | None = None, append: str = "",
                  memory_mib: int = 512, cpus: int = 1, accel: str | None = None,
                  nic_model: str = "virtio-net-pci", firmware: Firmware = "bios",
-                 name: str = "vm",
+                 name: str = "vm", address: ipaddress.IPv4Address | None = None,
                  workdir: Path | None = None, extra_args: Sequence[str] = (),
                  qemu: str = QEMU) -> None:
         if (lab is None) != (tap is None):
@@ -171,6 +172,8 @@ class QemuVm:
         self.lab = lab
         self.tap = tap
         self.mac = mac or random_mac()
+        # With an address, the bridge port lets through only this MAC and address.
+        self.address = address
         self.kernel = kernel
         self.initrd = initrd
         self.append = append
@@ -238,6 +241,8 @@ class QemuVm:
         for path in (self.serial_log, self.pid_file):
             path.unlink(missing_ok=True)
         cmd = self.command()
+        if self.lab is not None and self.tap is not None and self.address is not None:
+            self.lab.guard_port(self.tap, mac=self.mac, address=self.address)
         self.started_at = time.monotonic()
         with self.stderr_log.open("wb") as err:
             if self.lab is not None:

@@ -179,12 +179,20 @@ class LabCluster:
         if old is not None:
             old.stop()
         vm = QemuVm(self.lab, self.lab.add_tap(), mac=node_mac(index), name=node,
+                    address=self.node_address(node),
                     memory_mib=self.memory_mib, cpus=cpus, firmware=firmware,
                     workdir=self.workdir / "vms")
         (self.workdir / "vms").mkdir(exist_ok=True)
         vm.start()
         self.vms[node] = vm
         return vm
+
+    def node_address(self, node: str) -> ipaddress.IPv4Address:
+        store = open_store(Paths(home=self.home))
+        try:
+            return get_node(store.load(), node).address
+        finally:
+            store.close()
 
     def node_firmware(self, node: str) -> Firmware:
         """The `firmware` profile value of `node` (bios unless a group or the node says uefi)."""
