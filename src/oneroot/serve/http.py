@@ -19,17 +19,18 @@ from oneroot.ops.catalog import REPORT_PATH, BootCatalog
 log = logging.getLogger(__name__)
 
 MAX_PATH = 1024
+NAME_MAX = 255  # bytes in one path component (Linux): a longer one fails lstat with ENAMETOOLONG
 
 
 def resolve_in_root(root: Path, name: str) -> Path | None:
     """The file `name` names under `root`, or None when it would leave the root.
 
-    Refuses `..`, NUL bytes, over-long names, and symlinks whose target is outside the root.
+    Refuses `..`, NUL bytes, over-long names and components, and symlinks whose target is outside the root.
     """
     if not name or "\0" in name or len(name) > MAX_PATH or "\\" in name:
         return None
     parts = [p for p in name.split("/") if p not in ("", ".")]
-    if not parts or any(p == ".." for p in parts):
+    if not parts or any(p == ".." or len(os.fsencode(p)) > NAME_MAX for p in parts):
         return None
     real_root = os.path.realpath(root)
     candidate = os.path.realpath(os.path.join(real_root, *parts))
