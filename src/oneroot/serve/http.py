@@ -25,7 +25,8 @@ NAME_MAX = 255  # bytes in one path component (Linux): a longer one fails lstat 
 def resolve_in_root(root: Path, name: str) -> Path | None:
     """The file `name` names under `root`, or None when it would leave the root.
 
-    Refuses `..`, NUL bytes, over-long names and components, and symlinks whose target is outside the root.
+    Refuses `..`, NUL bytes, over-long names and components, and symlinks whose target is
+    outside the root.
     """
     if not name or "\0" in name or len(name) > MAX_PATH or "\\" in name:
         return None
