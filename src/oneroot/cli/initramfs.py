@@ -9,11 +9,7 @@ from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
 
 from oneroot.cli.output import console, emit_json, table
 from oneroot.cli.state import State, json_option, pass_state
-from oneroot.fsutil import write_if_changed
-from oneroot.initramfs.builder import build_initramfs
-from oneroot.initramfs.busybox import fetch_busybox
-from oneroot.initramfs.cpio import Compression
-from oneroot.initramfs.kernel import Kernel, fetch_kernel
+from oneroot.ops.initramfs_build import build_boot_initramfs
 
 
 @click.group()
@@ -37,28 +33,15 @@ def initramfs() -> None:
 def initramfs_build(state: State, kernel: str | None, out: Path | None, compression: str,
                     nics: tuple[str, ...], install_kernel: bool, as_json: bool) -> None:
     """Build the initramfs (reproducible: the same inputs give the same bytes)."""
-    cache = state.paths.cache_dir
-    boot_dir = Path(str(state.load().settings.boot_dir))
-    target = out or boot_dir / "initramfs.img"
-    with console.status("fetching the kernel and busybox…"):
-        if kernel and Path(kernel).is_dir():
-            node_kernel = Kernel.from_tree(Path(kernel))
-        else:
-            node_kernel = fetch_kernel(kernel, cache_dir=cache)
-        busybox = fetch_busybox(cache_dir=cache)
     with Progress(TextColumn("{task.description:<28}"), BarColumn(), TaskProgressColumn(),
                   console=console, transient=True, disable=as_json) as bar:
         task = bar.add_task("initramfs", total=None)
-        report = build_initramfs(
-            kernel=node_kernel, busybox=busybox, out=target,
-            compression=Compression(compression),
-            extra_nics=nics,
+        built = build_boot_initramfs(
+            state.load(), state.paths, kernel=kernel, out=out, compression=compression,
+            nics=nics, install_kernel=install_kernel,
             progress=lambda step, done, total: bar.update(task, description=step,
                                                           completed=done, total=total))
-    kernel_copy = None
-    if install_kernel:
-        kernel_copy = target.parent / "vmlinuz"
-        write_if_changed(kernel_copy, node_kernel.vmlinuz.read_bytes())
+    report, kernel_copy = built.report, built.kernel_copy
     if as_json:
         emit_json({"path": str(report.path), "size": report.size, "sha256": report.sha256,
                    "files": report.files, "kernel": report.kernel_version,

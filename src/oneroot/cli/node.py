@@ -11,15 +11,12 @@ import click
 from oneroot.cli.output import console, emit_json, show_changes, table, value_text
 from oneroot.cli.state import State, json_option, pass_state
 from oneroot.errors import InvalidValue, UsageError
-from oneroot.model.cluster import PROFILE_KEYS, NfsServerKind, Node, ResolvedNode
-from oneroot.model.inventory import Inventory
+from oneroot.model.cluster import PROFILE_KEYS, Node, ResolvedNode
 from oneroot.net import MacAddress, parse_ipv4
-from oneroot.nfs.knfsd import EXPORTS_FILE
 from oneroot.ops import boot as boot_ops
 from oneroot.ops import inventory as inv_ops
 from oneroot.ops import leases as lease_ops
-from oneroot.ops.nfs_serving import apply_nfs, ganesha_files
-from oneroot.ops.overlays import archive_node_dir
+from oneroot.ops.node_removal import NodeDirArchived, NodesRemoved, remove_nodes
 
 
 @click.group()
@@ -150,28 +147,12 @@ def node_rm(state: State, pattern: str, yes: bool, keep_dir: bool) -> None:
     if not yes and sys.stdin.isatty():
         click.confirm(f"remove {pattern}?", abort=True)
     with state.store() as store:
-        before = store.load()
-        changes = inv_ops.remove_nodes(store, pattern)
-        after = store.load()
-    show_changes(changes)
-    if keep_dir:
-        return
-    _reapply_nfs(state, after)
-    for ch in changes:
-        archive = archive_node_dir(before, state.paths, ch.name)
-        if archive is not None:
-            console.print(f"archived {ch.name}'s directory to {archive}")
-
-
-def _reapply_nfs(state: State, inv: Inventory) -> None:
-    """Drop removed nodes' exports before their directories move (no export of a gone dir).
-
-    Only where NFS was set up already (its config exists): removing a node from an inventory
-    that is only rendered must not start exporting anything."""
-    config = (ganesha_files(state.paths).conf
-              if inv.settings.nfs_server is NfsServerKind.GANESHA else EXPORTS_FILE)
-    if config.exists():
-        apply_nfs(inv, state.paths)
+        for step in remove_nodes(store, state.paths, pattern, keep_dir=keep_dir):
+            match step:
+                case NodesRemoved(changes=changes):
+                    show_changes(changes)
+                case NodeDirArchived(node=name, archive=archive):
+                    console.print(f"archived {name}'s directory to {archive}")
 
 
 @node.command("unknown")

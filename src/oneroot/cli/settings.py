@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import click
@@ -35,25 +34,10 @@ from oneroot.ops import inventory as inv_ops
               help="NFS server [default: knfsd if the kernel has nfsd, else ganesha].")
 @click.option("--force", is_flag=True, help="Overwrite the settings of an existing inventory.")
 @pass_state
-def init(state: State, /, force: bool, boot_dir: str | None, nfs_server: str | None,
-         **settings: Any) -> None:
+def init(state: State, /, force: bool, **settings: Any) -> None:
     """Create the inventory with cluster settings, a `default` group and image."""
-    settings = {k: v for k, v in settings.items() if v is not None}
-    settings["boot_dir"] = boot_dir or str(state.paths.home / "boot")
-    settings["nfs_server"] = nfs_server or _default_nfs_server()
-    changes = inv_ops.init_cluster(state.paths, settings, force=force)
-    show_changes(changes)
+    show_changes(inv_ops.init_cluster(state.paths, settings, force=force))
     console.print(f"inventory: {state.paths.inventory_db}")
-
-
-def _default_nfs_server() -> str:
-    """knfsd where the kernel can serve NFS (the nfsd filesystem is registered), else ganesha."""
-    try:
-        filesystems = Path("/proc/filesystems").read_text()
-    except OSError:
-        return "ganesha"
-    return "knfsd" if any(line.split()[-1:] == ["nfsd"] for line in filesystems.splitlines()) \
-        else "ganesha"
 
 
 @click.group()

@@ -14,7 +14,13 @@ from oneroot.nfs.ganesha import (
     core_part,
     render_config,
 )
-from oneroot.nfs.knfsd import EXPORTS_FILE, KnfsdResult, apply_exports, kernel_has_nfsd
+from oneroot.nfs.knfsd import (
+    EXPORTS_FILE,
+    KnfsdResult,
+    apply_exports,
+    default_nfs_server,
+    kernel_has_nfsd,
+)
 from oneroot.nfs.view import (
     ViewSpec,
     ViewStatus,
@@ -38,6 +44,7 @@ __all__ = [
     "ViewUnsupported",
     "apply_exports",
     "core_part",
+    "default_nfs_server",
     "kernel_has_nfsd",
     "mount_view",
     "needs_view",

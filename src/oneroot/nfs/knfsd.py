@@ -18,10 +18,12 @@ from pathlib import Path
 
 from oneroot.errors import ExternalToolError
 from oneroot.fsutil import write_if_changed
+from oneroot.model.cluster import NfsServerKind
 
 log = logging.getLogger(__name__)
 
 EXPORTS_FILE = Path("/etc/exports.d/oneroot.exports")
+PROC_FILESYSTEMS = Path("/proc/filesystems")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -31,13 +33,19 @@ class KnfsdResult:
     applied: bool
 
 
-def kernel_has_nfsd(filesystems: Path = Path("/proc/filesystems")) -> bool:
+def kernel_has_nfsd(filesystems: Path = PROC_FILESYSTEMS) -> bool:
     """Whether the running kernel can serve NFS (the `nfsd` filesystem is registered)."""
     try:
         text = filesystems.read_text()
     except OSError:
         return False
     return any(line.split()[-1:] == ["nfsd"] for line in text.splitlines())
+
+
+def default_nfs_server(filesystems: Path = PROC_FILESYSTEMS) -> NfsServerKind:
+    """The NFS server for a cluster that names none: knfsd where the kernel can serve NFS,
+    else nfs-ganesha. `oneroot init` and `oneroot doctor` both decide with this."""
+    return NfsServerKind.KNFSD if kernel_has_nfsd(filesystems) else NfsServerKind.GANESHA
 
 
 def apply_exports(text: str, *, path: Path = EXPORTS_FILE, exportfs: str = "exportfs",

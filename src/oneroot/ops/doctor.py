@@ -21,6 +21,7 @@ from pathlib import Path
 from oneroot.errors import OnerootError
 from oneroot.model.cluster import DhcpMode, Image, NfsServerKind
 from oneroot.model.inventory import Inventory, validate
+from oneroot.nfs.knfsd import default_nfs_server, kernel_has_nfsd
 from oneroot.ops.bootfiles import BOOT_BINARIES
 from oneroot.ops.inventory import detect_init_system, resolved
 from oneroot.ops.paths import Paths
@@ -136,10 +137,11 @@ GANESHA_BINARIES = ("/usr/bin/ganesha.nfsd", "/usr/sbin/ganesha.nfsd")
 
 
 def check_nfs_server(inv: Inventory | None, host: Host) -> list[Finding]:
-    kind = inv.settings.nfs_server if inv is not None else None
-    knfsd = "nfsd" in kernel_filesystems(host)
+    filesystems = host.proc / "filesystems"
+    kind = inv.settings.nfs_server if inv is not None else default_nfs_server(filesystems)
+    knfsd = kernel_has_nfsd(filesystems)
     ganesha = next((p for p in GANESHA_BINARIES if host.path(p).exists()), None)
-    if kind is NfsServerKind.KNFSD or (kind is None and knfsd):
+    if kind is NfsServerKind.KNFSD:
         if knfsd:
             return [ok("nfs", "the kernel NFS server (nfsd) is available")]
         return [error("nfs", "nfs_server=knfsd, but this kernel has no nfsd filesystem",

@@ -27,6 +27,7 @@ from oneroot.model.cluster import (
 from oneroot.model.inventory import Change, Inventory, plan, settings_from_dict, validate
 from oneroot.model.ranges import expand_names
 from oneroot.net import MacAddress
+from oneroot.nfs.knfsd import default_nfs_server
 from oneroot.ops.paths import Paths
 
 
@@ -70,7 +71,12 @@ def detect_init_system(root: Path) -> InitSystem:
 
 def init_cluster(paths: Paths, settings_text: Mapping[str, Any], *, force: bool = False,
                  image_root_on_disk: Path | None = None) -> list[Change]:
-    settings = settings_from_dict(settings_text)
+    """Create the inventory: settings (None values take their defaults; the boot dir is
+    HOME/boot, the NFS server `default_nfs_server()`), a `default` group and image."""
+    values = {k: v for k, v in settings_text.items() if v is not None}
+    values["boot_dir"] = values.get("boot_dir") or str(paths.home / "boot")
+    values["nfs_server"] = values.get("nfs_server") or str(default_nfs_server())
+    settings = settings_from_dict(values)
     store = open_store(paths, must_exist=False)
     try:
         if store.initialized() and not force:

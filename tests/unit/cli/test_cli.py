@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from oneroot.cli.main import main
+from oneroot.nfs import default_nfs_server
 
 
 def run(home: Path, *args: str, capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
@@ -154,3 +155,18 @@ def test_missing_inventory_says_run_init(tmp_path: Path,
                                          capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = run(tmp_path / "none", "node", "list", capsys=capsys)
     assert code != 0 and "oneroot init" in err
+
+
+def test_init_defaults_boot_dir_and_nfs_server(home: Path, tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    """Without --boot-dir/--nfs-server: HOME/boot, and the server the kernel can run."""
+    _, out, _ = run(home, "settings", "show", "--json", capsys=capsys)
+    settings = json.loads(out)
+    assert settings["boot_dir"] == str(home / "boot")
+    assert settings["nfs_server"] == str(default_nfs_server())
+    other = tmp_path / "other"
+    assert run(other, "init", "--image-root", str(tmp_path), "--nfs-server", "knfsd",
+               "--boot-dir", str(tmp_path / "b"), capsys=capsys)[0] == 0
+    _, out, _ = run(other, "settings", "show", "--json", capsys=capsys)
+    assert (json.loads(out)["nfs_server"], json.loads(out)["boot_dir"]) == \
+        ("knfsd", str(tmp_path / "b"))

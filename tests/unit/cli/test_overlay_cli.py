@@ -139,3 +139,33 @@ def test_errors_are_one_line(home: Path, capsys: pytest.CaptureFixture[str],
     lines = err.strip().splitlines()
     assert lines[0].startswith("error: ") and message in lines[0], err
     assert all(line.startswith(("error: ", "hint: ")) for line in lines), err
+
+
+def test_node_rm_drops_export_then_archives_dir(home: Path, tmp_path: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    """`node rm`: the inventory entry, then the node's export (NFS was set up), then its
+    directory, archived, each step shown as it is done."""
+    assert run(home, "settings", "set", "nfs_server=ganesha", capsys=capsys)[0] == 0
+    code, _, err = run(home, "nfs", "apply", capsys=capsys)
+    assert code == 0, err
+    conf = home / "run/ganesha/ganesha.conf"
+    layer = tmp_path / "systems/node01"
+    assert str(layer) in conf.read_text()
+    code, out, err = run(home, "node", "rm", "node01", "--yes", capsys=capsys)
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[:2] == ["- node node01", "1 change(s) applied"]
+    assert lines[2].startswith("archived node01's directory to ")
+    assert Path(lines[2].rsplit(" ", 1)[1]).is_file()
+    assert str(layer) not in conf.read_text()
+    assert not layer.exists()
+
+
+def test_node_rm_keep_dir(home: Path, tmp_path: Path,
+                          capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(home, "node", "rm", "node01", "-y", "--keep-dir", capsys=capsys)
+    assert code == 0, err
+    assert "archived" not in out
+    assert (tmp_path / "systems/node01/upper").is_dir()
+    code, out, _ = run(home, "node", "list", "--json", capsys=capsys)
+    assert json.loads(out) == []

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from oneroot.errors import ExternalToolError
-from oneroot.nfs import apply_exports, kernel_has_nfsd
+from oneroot.model.cluster import NfsServerKind
+from oneroot.nfs import apply_exports, default_nfs_server, kernel_has_nfsd
 
 
 def _fake_exportfs(tmp_path: Path, code: int = 0) -> tuple[Path, Path]:
@@ -55,3 +56,12 @@ def test_kernel_has_nfsd(tmp_path: Path) -> None:
     assert kernel_has_nfsd(fs)
     fs.write_text("nodev\tsysfs\n\text4\n")
     assert not kernel_has_nfsd(fs)
+
+
+def test_default_nfs_server_follows_the_kernel(tmp_path: Path) -> None:
+    fs = tmp_path / "filesystems"
+    fs.write_text("nodev\tsysfs\nnodev\tnfsd\n")
+    assert default_nfs_server(fs) is NfsServerKind.KNFSD
+    fs.write_text("nodev\tsysfs\n")
+    assert default_nfs_server(fs) is NfsServerKind.GANESHA
+    assert default_nfs_server(tmp_path / "missing") is NfsServerKind.GANESHA

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from oneroot.cli.main import main
+from oneroot.model.cluster import NfsServerKind
 from oneroot.model.inventory import Inventory
 from oneroot.ops import doctor
 from oneroot.ops.doctor import Host, Level
@@ -92,6 +93,26 @@ def test_kernel_features_present_and_missing(tmp_path: Path) -> None:
                                         fuse=False))
     assert [f.level for f in bad] == [Level.WARNING, Level.WARNING]
     assert all("modprobe" in f.fix for f in bad)
+
+
+def test_nfs_server_check_without_inventory_uses_the_default(tmp_path: Path) -> None:
+    """No inventory: judged by the server `oneroot init` would pick (default_nfs_server)."""
+    knfsd = fake_host(tmp_path / "a")
+    [found] = doctor.check_nfs_server(None, knfsd)
+    assert found.level is Level.OK and "nfsd" in found.message
+    plain = fake_host(tmp_path / "b", filesystems="nodev\tproc\n")
+    [found] = doctor.check_nfs_server(None, Host(proc=plain.proc, dev=plain.dev,
+                                                 root=tmp_path / "b"))
+    assert found.level is Level.ERROR and "nfs-ganesha is not installed" in found.message
+
+
+def test_nfs_server_check_follows_the_setting(tmp_path: Path, home: Path) -> None:
+    inv = load(home)
+    no_nfsd = fake_host(tmp_path / "h", filesystems="nodev\tproc\n")
+    knfsd = inv.replace(settings=dataclasses.replace(inv.settings,
+                                                     nfs_server=NfsServerKind.KNFSD))
+    [found] = doctor.check_nfs_server(knfsd, no_nfsd)
+    assert found.level is Level.ERROR and "nfs_server=knfsd" in found.message
 
 
 def test_parse_proc_net_decodes_address_port_and_state() -> None:
