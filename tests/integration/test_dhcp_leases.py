@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import sqlite3
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from ipaddress import IPv4Address
 from pathlib import Path
 
 import pytest
 
-from oneroot.inventory.leases import LeaseStore
+from oneroot.inventory.leases import _MIGRATIONS, LeaseStore
 from oneroot.net import MacAddress
 from oneroot.proto.dhcp import LeaseAction, LeaseChange, LeaseState, UnknownClient
 
@@ -44,10 +45,54 @@ def test_schema_version_and_wal(tmp_path: Path) -> None:
     db = tmp_path / "leases.db"
     LeaseStore(db).close()
     raw = sqlite3.connect(db)
-    assert raw.execute("PRAGMA user_version").fetchone()[0] == 1
+    assert raw.execute("PRAGMA user_version").fetchone()[0] == 2
     assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     raw.close()
     LeaseStore(db).close()  # reopening a current schema migrates nothing
+
+
+def test_version_1_database_keeps_its_leases(tmp_path: Path) -> None:
+    db = tmp_path / "leases.db"
+    raw = sqlite3.connect(db)
+    raw.executescript(_MIGRATIONS[0] + "; PRAGMA user_version=1;")
+    raw.execute("INSERT INTO leases VALUES (?, ?, 'node01', 99.0, 'BOUND')", (str(A), str(X)))
+    raw.commit()
+    raw.close()
+    store = LeaseStore(db)
+    lease = store.lease_for_mac(A)
+    assert lease is not None and lease.address == X and lease.relay_info is None
+    store.apply(replace(bind(A, Y), relay_info=b"\x01\x01p"))
+    store.close()
+    again = LeaseStore(db)
+    lease = again.lease_for_mac(A)
+    assert lease is not None and lease.relay_info == b"\x01\x01p"
+    again.close()
+
+
+def test_retention_of_unknown_clients_and_quarantines(tmp_path: Path) -> None:
+    store = LeaseStore(tmp_path / "l.db", synchronous="NORMAL")
+    for n in range(50):
+        mac = MacAddress(bytes((2, 0, 0, 0, 0, n)))
+        store.record_unknown(UnknownClient(mac=mac, arch=None, vendor_class="v" * 10_000),
+                             float(n), vendor_class_text=64)
+        store.stage(LeaseChange(action=LeaseAction.DECLINE, mac=mac,
+                                address=IPv4Address(f"10.0.1.{n}"), expires=100.0 + n))
+    store.commit()
+    assert max(len(c.vendor_class or "") for c in store.unknown_clients()) == 64
+    store.prune(120.0, unknown_kept=10, unknown_max_age=1000.0, declined_kept=5)
+    store.commit()
+    seen = sorted(c.last_seen for c in store.unknown_clients())
+    assert seen == [float(n) for n in range(40, 50)]  # the 10 newest
+    store.prune(130.0, unknown_kept=10, unknown_max_age=85.0, declined_kept=5)
+    store.commit()
+    assert len(store.unknown_clients()) == 5  # seen at 45..49: within 85 s of 130
+    declined = [n for n in range(50) if store.is_declined(IPv4Address(f"10.0.1.{n}"), 0.0)]
+    assert declined == [45, 46, 47, 48, 49]  # expired ones went, then the soonest to expire
+    store.close()
+    reopened = LeaseStore(tmp_path / "l.db")
+    assert [n for n in range(50) if reopened.is_declined(IPv4Address(f"10.0.1.{n}"), 0.0)] \
+        == declined
+    reopened.close()
 
 
 def test_release_decline_and_rebind_elsewhere(tmp_path: Path) -> None:

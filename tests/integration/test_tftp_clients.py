@@ -368,6 +368,41 @@ def test_server_busy(root: Path) -> None:
         first.close()
 
 
+def test_per_client_session_cap(root: Path, tmp_path: Path) -> None:
+    """One address cannot take every session: past its cap it is refused, others are served."""
+    (root / "slow.bin").write_bytes(b"s" * 4096)
+    digest = make_file(root, "other.bin", 3000)
+    with ServerThread(root, max_sessions=8, max_sessions_per_client=2, timeout=5.0) as srv:
+        hogs = [CraftedClient(srv.port) for _ in range(2)]
+        for hog in hogs:
+            hog.send_request(rrq("slow.bin"))
+            assert hog.receive() is not None  # DATA 1, then it stalls
+        error = request_error(srv.port, rrq("slow.bin"))
+        assert (error.code, error.message) == (ErrorCode.NOT_DEFINED,
+                                               "too many transfers from this address")
+        assert srv.service.stats.busy == 1
+        out = tmp_path / "other.out"  # another address (127.0.0.2) still gets its file
+        assert run(["curl", "-sS", "--interface", "127.0.0.2", "-o", str(out),
+                    f"tftp://{HOST}:{srv.port}/other.bin"]).returncode == 0
+        assert sha256(out) == digest
+        for hog in hogs:
+            hog.close()
+
+
+def test_option_timeout_above_the_limit_is_not_accepted(root: Path) -> None:
+    """timeout=255 would let a silent client hold its session for 25 minutes."""
+    (root / "f.bin").write_bytes(b"f" * 100)
+    with ServerThread(root) as srv:
+        client = CraftedClient(srv.port)
+        client.send_request(rrq("f.bin", timeout="255", blksize="1024"))
+        assert parse_packet(client.receive() or b"") == OptionAck(options=(("blksize", "1024"),))
+        client.close()
+        client = CraftedClient(srv.port)
+        client.send_request(rrq("f.bin", timeout="5"))
+        assert parse_packet(client.receive() or b"") == OptionAck(options=(("timeout", "5"),))
+        client.close()
+
+
 def test_resent_rrq_does_not_start_a_second_transfer(root: Path) -> None:
     (root / "f.bin").write_bytes(b"f" * 100)
     with ServerThread(root, timeout=5.0) as srv:

@@ -18,7 +18,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from oneroot.cli.output import console, emit_json, table
+from oneroot.cli.output import console, emit_json, plain, table
 from oneroot.cli.state import json_option
 from oneroot.errors import LabError
 from oneroot.lab.qemu import Firmware
@@ -41,9 +41,9 @@ def _nodes_table(doc: dict[str, Any], *, title: str | None = None) -> Table:
         t.add_column(col)
     for n in doc["nodes"]:
         style = STAGE_STYLE.get(n["stage"], "yellow")
-        t.add_row(n["node"], n["firmware"], n["top"], n["vm"],
-                  Text(n["stage"], style=style), _when(n["time"]),
-                  n["runlevel"] or n["message"] or "")
+        t.add_row(plain(n["node"]), plain(n["firmware"]), plain(n["top"]), plain(n["vm"]),
+                  plain(n["stage"], style=style), _when(n["time"]),
+                  plain(n["runlevel"] or n["message"] or ""))
     return t
 
 
@@ -52,7 +52,7 @@ def _header(doc: dict[str, Any], started: float) -> Text:
     line = f"lab {doc['phase']}"
     if doc["message"]:
         line += f": {doc['message']}"
-    return Text(f"{line}   ({elapsed:.0f} s)", style="bold")
+    return plain(f"{line}   ({elapsed:.0f} s)", style="bold")
 
 
 def _finished(doc: dict[str, Any]) -> bool:
@@ -120,11 +120,12 @@ def lab_up(nodes: int, firmware: str, timeout: float, cache_dir: Path | None,
     console.print()
     for n in doc["nodes"]:
         if n["hello"]:
-            console.print(f"[bold]{n['hello_file']}[/bold] (written on {n['node']}, "
-                          f"read on the server):\n  {n['hello']}")
+            console.print(plain(n["hello_file"], style="bold"),
+                          plain(f"(written on {n['node']}, read on the server):"))
+            console.print(Text("  ") + plain(n["hello"]))
     console.print()
     for n in doc["nodes"]:
-        console.print(f"{n['node']}: {n['runlevel']}")
+        console.print(plain(f"{n['node']}: {n['runlevel']}"))
     console.print(f"\nlab up in {time.monotonic() - started:.0f} s. Next: "
                   "`oneroot lab status`, `oneroot lab console node01`, "
                   f"`oneroot --home {workdir / 'home'} status --watch`, "
@@ -146,7 +147,7 @@ def lab_status(as_json: bool, workdir: Path) -> None:
     console.print(f"lab {doc['phase']} (supervisor PID {doc.get('supervisor_pid')}, "
                   f"namespace {doc['netns'] or '-'}): {doc['message']}")
     if doc["error"]:
-        console.print(f"[red]{doc['error']}[/red]")
+        console.print(plain(doc["error"], style="red"))
     console.print(_nodes_table(doc))
     hellos = [(n["node"], n["hello"]) for n in doc["nodes"] if n["hello"]]
     if hellos:

@@ -1,4 +1,11 @@
-"""How commands show results: Rich tables for people, JSON for scripts."""
+"""How commands show results: Rich tables for people, JSON for scripts.
+
+Text that a node, a packet or a file controls (stage messages, vendor classes, file names,
+host names) is shown with `plain()`: never read as Rich markup, and with every C0/C1 control
+character (ESC, CR, BEL, DEL, CSI...) written out as `\\x1b`-style text, so it can neither crash
+the renderer (`[/x]`) nor send escape sequences to the administrator's terminal.
+`table()` shows every cell that way.
+"""
 
 from __future__ import annotations
 
@@ -9,12 +16,37 @@ from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from oneroot.model.inventory import Change
 
 # Piped output is read by scripts and people alike: never fold a path at 80 columns.
 console = Console(highlight=False, width=None if sys.stdout.isatty() else 240)
 err_console = Console(stderr=True, highlight=False)
+
+
+def visible(value: object) -> str:
+    """`value` as one line of printable text: C0 and C1 control characters, DEL and the
+    line and paragraph separators become `\\xNN` / `\\uNNNN`; a backslash becomes `\\\\` so
+    that the escapes cannot be forged."""
+    text = "" if value is None else str(value)
+    if text.isprintable() and "\\" not in text:
+        return text
+    return "".join(_visible_char(ch) for ch in text)
+
+
+def _visible_char(ch: str) -> str:
+    if ch == "\\":
+        return "\\\\"
+    if ch.isprintable() or ch == " ":
+        return ch
+    code = ord(ch)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def plain(value: object, style: str = "") -> Text:
+    """Untrusted text for Rich: shown as written (no markup), controls made visible."""
+    return Text(visible(value), style=style)
 
 
 def emit_json(data: Any) -> None:
@@ -28,7 +60,7 @@ def table(title: str | None, columns: Sequence[str], rows: Iterable[Sequence[Any
     for col in columns:
         t.add_column(col, overflow="fold")
     for row in rows:
-        t.add_row(*("" if v is None else str(v) for v in row))
+        t.add_row(*(v if isinstance(v, Text) else plain(v) for v in row))
     console.print(t)
 
 

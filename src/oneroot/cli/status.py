@@ -11,8 +11,9 @@ import click
 from rich.live import Live
 from rich.table import Table
 
-from oneroot.cli.output import console, emit_json, table
+from oneroot.cli.output import console, emit_json, err_console, plain, table
 from oneroot.cli.state import State, json_option, pass_state
+from oneroot.ops.health import health_warnings
 from oneroot.ops.status import read_status
 
 COLUMNS = ("node", "ip", "stage", "since", "detail")
@@ -34,7 +35,7 @@ def _live_table(doc: dict[str, Any]) -> Table:
     for col in COLUMNS:
         t.add_column(col)
     for row in _status_rows(doc):
-        t.add_row(*row)
+        t.add_row(*(plain(v) for v in row))
     return t
 
 
@@ -53,7 +54,10 @@ def status(state: State, as_json: bool, watch: bool, interval: float) -> None:
         emit_json(document())
         return
     if not watch:
-        table(None, list(COLUMNS), _status_rows(document()))
+        doc = document()
+        table(None, list(COLUMNS), _status_rows(doc))
+        for warning in health_warnings(doc.get("server") or {}):
+            err_console.print(plain(f"warning: {warning}", style="bold red"))
         return
     if as_json:
         try:

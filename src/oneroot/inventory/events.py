@@ -88,6 +88,26 @@ class EventStore:
             c.execute("ROLLBACK")
             raise
 
+    def prune(self, *, now: float, max_age: float, keep: int) -> int:
+        """Drop events older than `max_age` seconds and all but the newest `keep`; the number
+        dropped. Each node's last stage (node_status) is kept."""
+        c = self._conn
+        c.execute("BEGIN")
+        try:
+            dropped = c.execute("DELETE FROM events WHERE time < ?", (now - max_age,)).rowcount
+            dropped += c.execute(
+                "DELETE FROM events WHERE id <= "
+                "(SELECT id FROM events ORDER BY id DESC LIMIT 1 OFFSET ?)", (keep,)).rowcount
+            c.execute("COMMIT")
+        except BaseException:
+            c.execute("ROLLBACK")
+            raise
+        return dropped
+
+    def count(self) -> int:
+        (n,) = self._conn.execute("SELECT count(*) FROM events").fetchone()
+        return int(n)
+
     def status(self) -> dict[str, NodeStatus]:
         rows = self._conn.execute("SELECT node, stage, time, peer, detail FROM node_status")
         return {n: NodeStatus(node=n, stage=s, time=t, peer=p, detail=json.loads(d))

@@ -25,8 +25,8 @@ from oneroot.proto.dhcp import Lease, LeaseAction, LeaseChange, LeaseState, Unkn
 Synchronous = Literal["OFF", "NORMAL", "FULL"]
 Statement = tuple[str, tuple[object, ...]]
 
-_UPSERT_LEASE = ("INSERT OR REPLACE INTO leases (mac, ip, node, expires, state) "
-                 "VALUES (?, ?, ?, ?, ?)")
+_UPSERT_LEASE = ("INSERT OR REPLACE INTO leases (mac, ip, node, expires, state, relay_info) "
+                 "VALUES (?, ?, ?, ?, ?, ?)")
 _DELETE_LEASE = "DELETE FROM leases WHERE mac = ?"
 _UPSERT_DECLINED = "INSERT OR REPLACE INTO declined (ip, mac, until) VALUES (?, ?, ?)"
 _UPSERT_UNKNOWN = (
@@ -34,6 +34,13 @@ _UPSERT_UNKNOWN = (
     "VALUES (?, ?, ?, ?, ?) ON CONFLICT (mac) DO UPDATE SET last_seen = excluded.last_seen,"
     " arch = coalesce(excluded.arch, arch),"
     " vendor_class = coalesce(excluded.vendor_class, vendor_class)")
+
+_DELETE_DECLINED_UNTIL = "DELETE FROM declined WHERE until <= ?"
+_DELETE_DECLINED_BEYOND = ("DELETE FROM declined WHERE ip NOT IN "
+                           "(SELECT ip FROM declined ORDER BY until DESC LIMIT ?)")
+_DELETE_UNKNOWN_OLD = "DELETE FROM unknown_clients WHERE last_seen < ?"
+_DELETE_UNKNOWN_BEYOND = ("DELETE FROM unknown_clients WHERE mac NOT IN "
+                          "(SELECT mac FROM unknown_clients ORDER BY last_seen DESC LIMIT ?)")
 
 _MIGRATIONS: tuple[str, ...] = (
     """
@@ -57,6 +64,8 @@ _MIGRATIONS: tuple[str, ...] = (
         until REAL NOT NULL
     );
     """,
+    # a relayed client's DECLINE must come with the option 82 its lease was bound with
+    "ALTER TABLE leases ADD COLUMN relay_info BLOB",
 )
 
 
@@ -102,10 +111,10 @@ class LeaseStore:
             self._db.execute("COMMIT")
 
     def _load(self) -> None:
-        for mac, ip, node, expires, state in self._db.execute(
-                "SELECT mac, ip, node, expires, state FROM leases"):
+        for mac, ip, node, expires, state, relay_info in self._db.execute(
+                "SELECT mac, ip, node, expires, state, relay_info FROM leases"):
             lease = Lease(mac=MacAddress.parse(mac), address=IPv4Address(ip), node=node,
-                          expires=expires, state=LeaseState[state])
+                          expires=expires, state=LeaseState[state], relay_info=relay_info)
             self._remember(lease)
         for ip, until in self._db.execute("SELECT ip, until FROM declined"):
             self._declined[IPv4Address(ip)] = until
@@ -137,7 +146,8 @@ class LeaseStore:
         mac = change.mac
         if change.action is LeaseAction.BIND:
             lease = Lease(mac=mac, address=change.address, node=change.node,
-                          expires=change.expires, state=change.state)
+                          expires=change.expires, state=change.state,
+                          relay_info=change.relay_info)
             previous = self._by_mac.get(mac)
             holder = self._by_address.get(change.address)
             self._forget(previous)
@@ -148,7 +158,8 @@ class LeaseStore:
             self._remember(lease)
             if change.state is LeaseState.BOUND:
                 pending.append((_UPSERT_LEASE, (_mac_text(mac), str(change.address),
-                                                change.node, change.expires, "BOUND")))
+                                                change.node, change.expires, "BOUND",
+                                                change.relay_info)))
             elif previous is not None and previous.state is LeaseState.BOUND:
                 # an offer replacing a bound lease: the old row must not come back at restart
                 pending.append((_DELETE_LEASE, (_mac_text(mac),)))
@@ -167,10 +178,33 @@ class LeaseStore:
             pending.append((_UPSERT_DECLINED, (str(change.address), _mac_text(mac),
                                                change.expires)))
 
-    def record_unknown(self, client: UnknownClient, now: float) -> None:
-        """Remember a client no node has (staged; committed with the next commit)."""
+    def record_unknown(self, client: UnknownClient, now: float, *,
+                       vendor_class_text: int = 128) -> None:
+        """Remember a client no node has (staged; committed with the next commit). Its vendor
+        class, which the client chooses, is cut to `vendor_class_text` characters."""
+        vendor = client.vendor_class
+        if vendor is not None and len(vendor) > vendor_class_text:
+            vendor = vendor[:vendor_class_text]
         self._pending.append((_UPSERT_UNKNOWN, (_mac_text(client.mac), now, now, client.arch,
-                                                client.vendor_class)))
+                                                vendor)))
+
+    def prune(self, now: float, *, unknown_kept: int, unknown_max_age: float,
+              declined_kept: int) -> None:
+        """Stage the retention pass: expired quarantines go, and the unknown clients (and any
+        quarantines) beyond their counts or age, oldest first."""
+        declined = self._declined
+        expired = [ip for ip, until in declined.items() if until <= now]
+        if len(declined) - len(expired) > declined_kept:
+            live = sorted((until, ip) for ip, until in declined.items() if until > now)
+            expired += [ip for _, ip in live[:len(live) - declined_kept]]
+        for ip in expired:
+            del declined[ip]
+        pending = self._pending
+        if expired:
+            pending.append((_DELETE_DECLINED_UNTIL, (now,)))
+            pending.append((_DELETE_DECLINED_BEYOND, (declined_kept,)))
+        pending.append((_DELETE_UNKNOWN_OLD, (now - unknown_max_age,)))
+        pending.append((_DELETE_UNKNOWN_BEYOND, (unknown_kept,)))
 
     def apply(self, change: LeaseChange) -> None:
         """Stage and commit one change."""

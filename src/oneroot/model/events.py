@@ -19,6 +19,9 @@ STAGES = (
     "init",
     "failed",
 )
+# The stages a node reports itself (POST /api/v1/report), and the statuses it may give.
+REPORTED_STAGES = ("dhcp", "layers", "union", "switch_root", "init", "failed")
+STAGE_STATUSES = ("ok", "failed")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -39,3 +42,27 @@ class BootEvent:
     bytes: int = 0
     duration: float = 0.0
     detail: Mapping[str, str] = field(default_factory=dict)
+
+
+def _cut(text: str | None, limit: int) -> str | None:
+    if text is None or len(text) <= limit:
+        return text
+    return text[:limit] + "…"
+
+
+def bounded_event(event: BootEvent, *, text: int, detail_text: int, detail_keys: int
+                  ) -> BootEvent:
+    """`event` with every string a client controls cut to a size (a refused TFTP name may be
+    64 KB; stored whole, a flood of them fills the disk)."""
+    detail = event.detail
+    if len(detail) > detail_keys or any(
+            len(k) > text or len(v) > detail_text for k, v in detail.items()):
+        detail = {str(_cut(k, text)): str(_cut(v, detail_text))
+                  for k, v in list(detail.items())[:detail_keys]}
+    fields = (event.kind, event.node, event.mac, event.stage, event.file)
+    if detail is event.detail and all(f is None or len(f) <= text for f in fields):
+        return event
+    return BootEvent(time=event.time, kind=str(_cut(event.kind, text)),
+                     node=_cut(event.node, text), mac=_cut(event.mac, text), peer=event.peer,
+                     stage=_cut(event.stage, text), file=_cut(event.file, text),
+                     bytes=event.bytes, duration=event.duration, detail=detail)

@@ -7,6 +7,7 @@ from typing import Any
 
 from oneroot.inventory.events import EventStore
 from oneroot.model.inventory import Inventory
+from oneroot.ops.health import read_health
 from oneroot.ops.paths import Paths
 
 
@@ -32,6 +33,8 @@ def read_status(paths: Paths, inv: Inventory) -> dict[str, Any]:
     """The status document from a connection of its own (safe beside the event writer)."""
     events = EventStore(paths.events_db)
     try:
-        return status_document(inv, events)
+        doc = status_document(inv, events)
     finally:
         events.close()
+    doc["server"] = read_health(paths)
+    return doc

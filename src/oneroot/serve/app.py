@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import time
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from ipaddress import IPv4Address
@@ -21,11 +22,13 @@ from oneroot.inventory.leases import LeaseStore
 from oneroot.model.cluster import NfsServerKind
 from oneroot.model.events import BootEvent
 from oneroot.model.inventory import Inventory
+from oneroot.model.limits import DEFAULT_LIMITS, Limits
 from oneroot.net import MacAddress
 from oneroot.netpin import NodePinner
 from oneroot.ops import inventory as inv_ops
 from oneroot.ops.bootfiles import install_boot_binaries
 from oneroot.ops.exportids import catalog_for
+from oneroot.ops.health import HealthRecord
 from oneroot.ops.netpin import pin_context
 from oneroot.ops.nfs_serving import (
     ExportTarget,
@@ -39,7 +42,8 @@ from oneroot.ops.server_union import union_nodes
 from oneroot.ops.status import read_status
 from oneroot.overlay.whiteouts import normalize_whiteouts
 from oneroot.proto.dhcp import NetworkConfig
-from oneroot.serve.dhcp import DhcpService
+from oneroot.serve.bootwork import BootWork
+from oneroot.serve.dhcp import DhcpHealth, DhcpService
 from oneroot.serve.events import EventRecorder
 from oneroot.serve.http import HttpService
 from oneroot.serve.tftp import TftpService
@@ -63,6 +67,7 @@ class ServeOptions:
     # Pin each node's address to its MACs on the settings' interface (nftables + permanent
     # neighbour entries); only when serve owns that interface (DHCP or NFS on it).
     pin: bool = True
+    limits: Limits = DEFAULT_LIMITS
 
 
 class CatalogHolder:
@@ -126,8 +131,10 @@ async def serve(paths: Paths, options: ServeOptions = ServeOptions(),
     boot_dir = Path(str(settings.boot_dir))
     boot_dir.mkdir(parents=True, exist_ok=True)
     install_boot_binaries(boot_dir)
+    limits = options.limits
     events = EventStore(paths.events_db)
-    recorder = EventRecorder(events, lambda ip: holder.catalog.by_address.get(ip))
+    recorder = EventRecorder(events, lambda ip: holder.catalog.by_address.get(ip), limits)
+    health = HealthRecord(paths)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -148,7 +155,8 @@ async def serve(paths: Paths, options: ServeOptions = ServeOptions(),
             network=network_config(holder.inventory),
             lookup=lambda mac: holder.catalog.dhcp_lookup(mac),
             leases=leases, on_event=recorder, port=options.dhcp_port,
-            is_reserved=lambda ip: ip in holder.catalog.by_address)
+            is_reserved=lambda ip: ip in holder.catalog.by_address, limits=limits,
+            on_health=_health_reporter(health))
         jobs.append(dhcp.run)
 
         def dhcp_settings(inv: Inventory) -> None:
@@ -162,7 +170,10 @@ async def serve(paths: Paths, options: ServeOptions = ServeOptions(),
         holder.listeners.append(dhcp_settings)
     if options.tftp:
         tftp = TftpService(bind=IPv4Address(bind), port=options.tftp_port, root=boot_dir,
-                           virtual=virtual, on_event=recorder)
+                           virtual=virtual, on_event=recorder,
+                           max_sessions=limits.tftp_sessions,
+                           max_sessions_per_client=limits.tftp_sessions_per_client,
+                           max_option_timeout=limits.tftp_option_timeout)
         await tftp.start()
         jobs.append(tftp.run)
         closers.append(tftp.close)
@@ -170,14 +181,14 @@ async def serve(paths: Paths, options: ServeOptions = ServeOptions(),
         http = HttpService(bind=bind, port=options.http_port or settings.http_port,
                            boot_dir=boot_dir, catalog=lambda: holder.catalog,
                            on_event=recorder,
-                           status=lambda: read_status(paths, holder.inventory))
+                           status=lambda: read_status(paths, holder.inventory), limits=limits)
         await http.start()
         closers.append(http.close)
 
     if options.pin and (options.dhcp or options.nfs):
         await _start_pins(holder, IPv4Address(bind), closers, recorder)
     if options.nfs:
-        await _start_nfs(paths, holder, IPv4Address(bind), jobs, closers, recorder)
+        await _start_nfs(paths, holder, IPv4Address(bind), jobs, closers, recorder, limits)
 
     async def watch_inventory() -> None:
         while True:
@@ -207,6 +218,7 @@ async def serve(paths: Paths, options: ServeOptions = ServeOptions(),
                 await result
         await recorder.flush()
         events.close()
+        health.close()
         if leases is not None:
             with contextlib.suppress(Exception):
                 leases.close()
@@ -251,33 +263,56 @@ async def _start_pins(holder: CatalogHolder, bind: IPv4Address,
     closers.append(unpin)
 
 
+def _health_reporter(record: HealthRecord) -> Callable[[DhcpHealth], None]:
+    """Write the DHCP health at most once a second, and at once when it changes state."""
+    last = [0.0, False]
+
+    def report(health: DhcpHealth) -> None:
+        now = time.monotonic()
+        if health.failing == last[1] and now - last[0] < 1.0:
+            return
+        last[:] = [now, health.failing]
+        record.update({"dhcp": {
+            "lease_commit_failing": health.failing,
+            "lease_commit_failures": health.commit_failures,
+            "replies_dropped": health.replies_dropped,
+            "last_error": health.last_error, "last_failure": health.last_failure,
+            "last_commit": health.last_commit}})
+
+    return report
+
+
 async def _start_nfs(paths: Paths, holder: CatalogHolder, bind: IPv4Address,
                      jobs: list[Callable[[], Coroutine[Any, Any, None]]],
                      closers: list[Callable[[], Awaitable[None] | None]],
-                     recorder: EventRecorder) -> None:
+                     recorder: EventRecorder, limits: Limits) -> None:
     """Directories, identities, views and unions first, then the NFS server; again on every
     change. A `union=server` node's union is remounted when the node fetches its boot script
     (once per boot, seconds before its initramfs mounts the root), so it sees the image as it
-    is now. One lock keeps remounts and re-applies from interleaving."""
+    is now; `BootWork` decides which fetches count. One lock keeps remounts and re-applies
+    from interleaving."""
     inv = holder.inventory
     lock = asyncio.Lock()
     await asyncio.to_thread(apply_nfs, inv, paths)
     ganesha = inv.settings.nfs_server is NfsServerKind.GANESHA
     target = ExportTarget(bind=bind if ganesha else None)
 
-    def on_boot_event(event: BootEvent) -> None:
-        node = event.node
-        if (node is None or event.kind not in ("http.done", "tftp.done") or event.file is None
-                or node not in holder.inventory.nodes):
-            return
-        hit = holder.catalog.virtual_file(event.file)
-        if hit is None or hit.node != node:
-            return  # the kernel, the initramfs: not the start of a boot
+    def address_of(node: str) -> IPv4Address | None:
+        found = holder.inventory.nodes.get(node)
+        return found.address if found is not None else None
+
+    def is_boot_script(node: str, file: str) -> bool:
+        hit = holder.catalog.virtual_file(file)
+        return hit is not None and hit.node == node
+
+    async def prepare(node: str) -> None:
         inv = holder.inventory
+        if node not in inv.nodes:
+            return
         if node in union_nodes(inv):
-            _spawn(remount(inv, node))
+            await remount(inv, node)
         else:
-            _spawn(normalize(inv, node))
+            await normalize(inv, node)
 
     async def normalize(inv: Inventory, node: str) -> None:
         """fuse-overlayfs's `.wh.` fallbacks become `c 0 0` before the node mounts its layer."""
@@ -293,7 +328,9 @@ async def _start_nfs(paths: Paths, holder: CatalogHolder, bind: IPv4Address,
             done = await asyncio.to_thread(remount_union_for_boot, inv, paths, node, target)
         log.info("nfs.union.boot_remount node=%s remounted=%s", node, done)
 
-    recorder.listeners.append(on_boot_event)
+    boot_work = BootWork(limits=limits, address_of=address_of, is_boot_script=is_boot_script,
+                         work=prepare, clock=time.time)
+    recorder.listeners.append(boot_work.gate)
     if not ganesha:
         async def reapply_knfsd(new: Inventory) -> None:
             async with lock:

@@ -6,6 +6,13 @@ lease changes of the batch are then written in one transaction (group commit) an
 that are the replies that carry them sent, so no ACK leaves before its lease is on disk.
 Replies whose decision changed nothing (an OFFER to a known node, a NAK) are sent at once.
 
+DHCPDECLINE deletes a lease, so it is taken only from its holder: a direct one is read from a
+packet socket (`dhcp_link`), which tells the frame's Ethernet source, and a relayed one from
+the UDP socket (the responder checks the relay's option 82). A lease write that fails (a full
+disk) is logged as an error and counted in `health`; the ACKs of inventory nodes, whose
+addresses are fixed, still go out, while pool clients' ACKs wait for a write that succeeds.
+Unknown clients and quarantined addresses are pruned every `limits.prune_interval`.
+
 At synchronous=NORMAL the write (a WAL append) runs inline. At synchronous=FULL it fsyncs, so it
 runs in a worker thread; batches that arrive meanwhile are decided and staged, and their changes
 go together in the next write (pipelined group commit). WAL checkpoints, which fsync at either
@@ -20,21 +27,25 @@ import socket
 import time
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 from ipaddress import IPv4Address
 from typing import NamedTuple, TypeVar
 
 from oneroot.errors import MalformedPacket
 from oneroot.inventory.leases import LeaseStore
 from oneroot.model.events import BootEvent
+from oneroot.model.limits import DEFAULT_LIMITS, Limits
 from oneroot.net import MacAddress
 from oneroot.proto.dhcp import (
     DhcpMode,
+    MessageType,
     NetworkConfig,
     NodeBoot,
     ReplyEvent,
     parse_packet,
     respond,
 )
+from oneroot.serve.dhcp_link import may_be_decline, open_link_socket, parse_link_datagram
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +57,25 @@ _MAX_DATAGRAM = 65536
 _RECEIVE_BUFFER = 4 * 1024 * 1024
 _SEND_BUFFER = 1024 * 1024
 _SO_BINDTODEVICE = getattr(socket, "SO_BINDTODEVICE", 25)
+_NO_RELAY = IPv4Address(0)
 _K = TypeVar("_K")
 _V = TypeVar("_V")
+
+
+@dataclass(slots=True)
+class DhcpHealth:
+    """What `oneroot status` shows about the DHCP service's writes."""
+
+    commit_failures: int = 0
+    replies_dropped: int = 0
+    last_error: str = ""
+    last_failure: float = 0.0
+    last_commit: float = 0.0
+    decline_from_link: bool = False  # the packet socket is open: direct DECLINEs are read
+
+    @property
+    def failing(self) -> bool:
+        return self.last_failure > self.last_commit
 
 
 class _Reply(NamedTuple):  # a tuple: built for every reply, cheaper than a dataclass
@@ -82,7 +110,8 @@ class DhcpService:
                  lookup: Callable[[MacAddress], NodeBoot | None], leases: LeaseStore,
                  on_event: Callable[[BootEvent], None], port: int = 67, proxy_port: int = 4011,
                  is_reserved: Callable[[IPv4Address], bool] | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, limits: Limits = DEFAULT_LIMITS,
+                 on_health: Callable[[DhcpHealth], None] | None = None) -> None:
         if network.server_address != server_address:
             raise ValueError("server_address and network.server_address differ")
         self.interface = interface
@@ -95,7 +124,12 @@ class DhcpService:
         self.proxy_port = proxy_port
         self.is_reserved = is_reserved
         self.clock = clock
+        self.limits = limits
+        self.health = DhcpHealth()
+        self.on_health = on_health
         self.dropped = 0
+        self._link: socket.socket | None = None  # AF_PACKET: direct DECLINEs
+        self._next_prune = 0.0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._sockets: dict[int, socket.socket] = {}
         self._reading = False
@@ -117,6 +151,7 @@ class DhcpService:
         try:
             for port in ports:
                 self._sockets[port] = open_dhcp_socket(self.interface, port)
+            self._open_link()
             self._resume_reading()
             log.info("dhcp.listen interface=%s ports=%s mode=%s", self.interface,
                      ",".join(map(str, ports)), self.network.mode.value)
@@ -129,6 +164,9 @@ class DhcpService:
 
     def close(self) -> None:
         self._pause_reading()
+        if self._link is not None:
+            self._link.close()
+            self._link = None
         for port, sock in self._sockets.items():
             if port in self._backlog and self._loop is not None:
                 self._loop.remove_writer(sock.fileno())
@@ -143,6 +181,8 @@ class DhcpService:
             return
         for port, sock in self._sockets.items():
             self._loop.add_reader(sock.fileno(), self._readable, sock, port)
+        if self._link is not None:
+            self._loop.add_reader(self._link.fileno(), self._link_readable, self._link)
         self._reading = True
 
     def _pause_reading(self) -> None:
@@ -150,7 +190,42 @@ class DhcpService:
             return
         for sock in self._sockets.values():
             self._loop.remove_reader(sock.fileno())
+        if self._link is not None:
+            self._loop.remove_reader(self._link.fileno())
         self._reading = False
+
+    def _open_link(self) -> None:
+        if self.network.mode is DhcpMode.PROXY:
+            return  # a proxy holds no leases: DECLINE is not its business
+        try:
+            self._link = open_link_socket(self.interface, self.port)
+        except OSError as exc:
+            log.warning("dhcp.decline_disabled reason=no packet socket on %s: %s",
+                        self.interface, exc)
+            return
+        self.health.decline_from_link = True
+
+    def _link_readable(self, sock: socket.socket) -> None:
+        """Direct DECLINEs, with the Ethernet source of their frames."""
+        now = self.clock()
+        for _ in range(_BATCH_LIMIT):
+            try:
+                frame, address = sock.recvfrom(_MAX_DATAGRAM)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError as exc:
+                log.warning("dhcp.link_error error=%s", exc)
+                break
+            datagram = parse_link_datagram(frame, address, self.port)
+            if datagram is None or not may_be_decline(datagram.payload):
+                continue
+            try:
+                self._decide(datagram.payload, datagram.source, self.port, now,
+                             frame_source=datagram.frame_source)
+            except Exception as exc:  # the per-datagram guard
+                self._log_drop(datagram.source, exc)
+        if self.leases.dirty:
+            self._commit()
 
     def _readable(self, sock: socket.socket, port: int) -> None:
         batch: list[tuple[bytes, tuple[str, int]]] = []
@@ -179,22 +254,35 @@ class DhcpService:
                 held.append(reply)
             else:
                 self._send(reply)
+        if now >= self._next_prune:
+            self._next_prune = now + self.limits.prune_interval
+            limits = self.limits
+            self.leases.prune(now, unknown_kept=limits.unknown_clients_kept,
+                              unknown_max_age=limits.unknown_clients_max_age,
+                              declined_kept=limits.declined_kept)
         if held or self.leases.dirty:
             self._commit()
 
-    def _decide(self, data: bytes, addr: tuple[str, int], port: int, now: float
-                ) -> tuple[_Reply | None, bool]:
+    def _decide(self, data: bytes, addr: tuple[str, int], port: int, now: float,
+                frame_source: MacAddress | None = None) -> tuple[_Reply | None, bool]:
         """The encoded reply to one datagram, and whether it waits for a write."""
         request = parse_packet(data)
+        if request.message_type is MessageType.DECLINE and \
+                (frame_source is None) == (request.giaddr == _NO_RELAY):
+            return None, False  # direct ones come from the link socket, relayed ones not
         decision = respond(request, now=now, config=self.network, lookup=self.lookup,
                            leases=self.leases, port=port, source=self._peer(addr),
-                           is_reserved=self.is_reserved)
+                           is_reserved=self.is_reserved, frame_source=frame_source)
+        if request.message_type is MessageType.DECLINE:
+            log.warning("dhcp.decline mac=%s frame_source=%s result=%s", request.mac,
+                        frame_source or "-", decision.reason)
         holds = False
         if decision.lease_change is not None:
             self.leases.stage(decision.lease_change)
             holds = True
         if decision.unknown_client is not None:
-            self.leases.record_unknown(decision.unknown_client, now)
+            self.leases.record_unknown(decision.unknown_client, now,
+                                       vendor_class_text=self.limits.vendor_class_text)
             holds = True
         reply, destination = decision.reply, decision.destination
         if reply is None or destination is None:
@@ -268,6 +356,12 @@ class DhcpService:
 
     def _committed(self, replies: list[_Reply]) -> None:
         self._send_all(replies)
+        health = self.health
+        recovered = health.failing
+        health.last_commit = self.clock()
+        if recovered:
+            log.warning("dhcp.lease_commit_recovered failures=%d", health.commit_failures)
+            self._report_health()
         self._commits += 1
         if self._commits % _CHECKPOINT_EVERY == 0 and self._checkpointing is None \
                 and self._loop is not None:
@@ -281,11 +375,28 @@ class DhcpService:
             log.warning("dhcp.checkpoint_failed error=%s", done.exception())
 
     def _write_failed(self, exc: BaseException, replies: list[_Reply]) -> None:
-        # Changes staged after the failed ones were decided on top of them: drop them too.
-        dropped = len(replies) + len(self._held)
-        self._held = []
-        log.error("dhcp.lease_commit_failed error=%s replies_dropped=%d", exc, dropped)
+        # Changes staged after the failed ones were decided on top of them: drop them too,
+        # except the answers to inventory nodes, whose addresses no lease row decides.
+        waiting, self._held = replies + self._held, []
+        kept = [r for r in waiting if r.event is not None and r.event.node is not None]
+        dropped = len(waiting) - len(kept)
+        health = self.health
+        health.commit_failures += 1
+        health.replies_dropped += dropped
+        health.last_error = f"{type(exc).__name__}: {exc}"
+        health.last_failure = self.clock()
+        log.error("dhcp.lease_commit_failed error=%s replies_dropped=%d replies_sent=%d "
+                  "failures=%d", health.last_error, dropped, len(kept), health.commit_failures)
         self.leases.rollback()
+        self._send_all(kept)
+        self._report_health()
+
+    def _report_health(self) -> None:
+        if self.on_health is not None:
+            try:
+                self.on_health(self.health)
+            except Exception:  # reporting must not stop serving
+                log.exception("dhcp.health_report_failed")
 
     # --- sending ---
 

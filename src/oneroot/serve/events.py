@@ -1,4 +1,9 @@
-"""Boot events from every service, enriched with the node's name, batched into SQLite."""
+"""Boot events from every service, enriched with the node's name, batched into SQLite.
+
+Every event is cut to the sizes in `Limits` before it is queued, the queue itself is bounded,
+and old events are pruned by age and count, so a client that floods the server with refused
+requests cannot fill the disk that the leases live on.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +15,8 @@ import time
 from collections.abc import Callable
 
 from oneroot.inventory.events import EventStore
-from oneroot.model.events import BootEvent
+from oneroot.model.events import BootEvent, bounded_event
+from oneroot.model.limits import DEFAULT_LIMITS, Limits
 
 log = logging.getLogger(__name__)
 
@@ -19,20 +25,35 @@ class EventRecorder:
     """`recorder(event)` is cheap and never blocks the loop; `run()` writes batches."""
 
     def __init__(self, store: EventStore,
-                 node_of_peer: Callable[[ipaddress.IPv4Address], str | None]) -> None:
+                 node_of_peer: Callable[[ipaddress.IPv4Address], str | None],
+                 limits: Limits = DEFAULT_LIMITS, clock: Callable[[], float] = time.time) -> None:
         self._store = store
         self._node_of_peer = node_of_peer
+        self._limits = limits
+        self._clock = clock
         self._pending: list[BootEvent] = []
         self._wake = asyncio.Event()
+        self._next_prune = 0.0
+        self.dropped = 0  # events not queued because the queue was full
+        self.write_failures = 0
         self.latest: dict[str, BootEvent] = {}
         self.listeners: list[Callable[[BootEvent], None]] = []
 
     def __call__(self, event: BootEvent) -> None:
+        limits = self._limits
         if event.node is None and event.peer is not None:
             node = self._node_of_peer(event.peer)
             if node is not None:
                 event = dataclasses.replace(event, node=node)
-        self._pending.append(event)
+        event = bounded_event(event, text=limits.event_text,
+                              detail_text=limits.event_detail_text,
+                              detail_keys=limits.event_detail_keys)
+        if len(self._pending) < limits.events_pending:
+            self._pending.append(event)
+        else:
+            self.dropped += 1
+            if self.dropped % 1000 == 1:
+                log.warning("events.dropped count=%d reason=queue full", self.dropped)
         if event.node is not None:
             self.latest[event.node] = event
         for listener in self.listeners:
@@ -46,6 +67,7 @@ class EventRecorder:
                 self._wake.clear()
                 await asyncio.sleep(0.05)  # gather a burst into one transaction
                 await self.flush()
+                await self._prune()
         finally:
             await self.flush()
 
@@ -56,7 +78,24 @@ class EventRecorder:
         try:
             await asyncio.to_thread(self._store.record, batch)
         except Exception:  # a full disk must not stop the boot services
+            self.write_failures += 1
             log.exception("events.write_failed count=%d", len(batch))
+
+    async def _prune(self) -> None:
+        now = self._clock()
+        if now < self._next_prune:
+            return
+        self._next_prune = now + self._limits.prune_interval
+        limits = self._limits
+        try:
+            dropped = await asyncio.to_thread(self._store.prune, now=now,
+                                              max_age=limits.events_max_age,
+                                              keep=limits.events_kept)
+        except Exception:
+            log.exception("events.prune_failed")
+            return
+        if dropped:
+            log.info("events.pruned count=%d", dropped)
 
 
 def now() -> float:

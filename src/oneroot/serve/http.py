@@ -13,7 +13,8 @@ from pathlib import Path
 from aiohttp import web
 from aiohttp.abc import AbstractStreamWriter
 
-from oneroot.model.events import STAGES, BootEvent
+from oneroot.model.events import REPORTED_STAGES, STAGE_STATUSES, BootEvent
+from oneroot.model.limits import DEFAULT_LIMITS, Limits
 from oneroot.ops.catalog import REPORT_PATH, BootCatalog
 
 log = logging.getLogger(__name__)
@@ -63,11 +64,30 @@ class _ReportingFileResponse(web.FileResponse):
         return writer
 
 
+def _checked_report(data: dict[str, str], limits: Limits) -> tuple[str, str, str]:
+    """Stage, status and message of a report, or HTTP 400: known stage and status names,
+    a message of printable text (newlines and tabs become spaces) cut to its limit."""
+    stage = data.get("stage", "")
+    if stage not in REPORTED_STAGES:
+        raise web.HTTPBadRequest(
+            text=f"unknown stage; one of {' '.join(REPORTED_STAGES)}\n")
+    status = data.get("status", "ok")
+    if status not in STAGE_STATUSES:
+        raise web.HTTPBadRequest(text=f"unknown status; one of {' '.join(STAGE_STATUSES)}\n")
+    message = data.get("message", "")[:limits.stage_message_text]
+    message = message.replace("\r\n", " ").replace("\n", " ").replace("\t", " ")
+    if not message.isprintable():
+        raise web.HTTPBadRequest(text="message must be printable text\n")
+    return stage, status, message
+
+
 class HttpService:
     def __init__(self, *, bind: str, port: int, boot_dir: Path,
                  catalog: Callable[[], BootCatalog], on_event: Callable[[BootEvent], None],
-                 status: Callable[[], dict[str, object]]) -> None:
+                 status: Callable[[], dict[str, object]],
+                 limits: Limits = DEFAULT_LIMITS) -> None:
         self.bind, self.port, self.boot_dir = bind, port, boot_dir
+        self._limits = limits
         self._catalog, self._on_event, self._status = catalog, on_event, status
         self.app = web.Application(client_max_size=64 * 1024)
         self.app.add_routes([
@@ -127,19 +147,17 @@ class HttpService:
                 raise web.HTTPBadRequest(text="body is not a JSON object\n") from None
         else:
             data = {k: str(v) for k, v in (await request.post()).items()}
-        stage = data.get("stage", "")
-        if stage not in STAGES:
-            raise web.HTTPBadRequest(text=f"unknown stage {stage!r}; one of {' '.join(STAGES)}\n")
         catalog = self._catalog()
         node = catalog.by_address.get(peer) if peer else None
         if node is None:
-            # Only addresses in the inventory may report (no spoofed names from elsewhere).
-            log.info("stage.refused peer=%s stage=%s reason=unknown address", peer, stage)
+            # Only addresses in the inventory may report, each for itself (the name comes from
+            # the address, never from the request).
+            log.info("stage.refused peer=%s reason=unknown address", peer)
             raise web.HTTPForbidden(text="unknown node address\n")
-        status = data.get("status", "ok")
+        stage, status, message = _checked_report(data, self._limits)
         detail = {"status": status}
-        if data.get("message"):
-            detail["message"] = data["message"][:500]
+        if message:
+            detail["message"] = message
         kind_stage = "failed" if status == "failed" else stage
         log.info("stage.report node=%s stage=%s status=%s", node, stage, status)
         self._on_event(BootEvent(time=time.time(), kind="stage", node=node, peer=peer,

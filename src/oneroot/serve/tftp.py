@@ -164,7 +164,7 @@ class TftpServiceStats:
     completed: int = 0
     failed: int = 0  # started transfers that ended in an error
     refused: int = 0  # requests answered with an ERROR at once (path, mode, WRQ)
-    busy: int = 0  # requests refused because max_sessions were running
+    busy: int = 0  # refused: max_sessions, or max_sessions_per_client from its address, ran
     errors: int = 0  # tftp.error events (failed + refused + busy)
     retransmits: int = 0
     duplicate_acks: int = 0
@@ -190,13 +190,14 @@ class TftpService:
         virtual: Callable[[str], bytes | None] = lambda name: None,
         on_event: Callable[[BootEvent], None] = lambda event: None,
         max_sessions: int = 256,
+        max_sessions_per_client: int = 8,
         max_blksize: int = 1468,
         max_windowsize: int = 64,
         max_window_bytes: int = 1 << 16,
         timeout: float = 1.0,
         max_retries: int = 5,
         max_interval: float = 8.0,
-        max_option_timeout: int = 255,
+        max_option_timeout: int = 5,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.bind = IPv4Address(bind)
@@ -205,6 +206,7 @@ class TftpService:
         self._virtual = virtual
         self._on_event = on_event
         self.max_sessions = max_sessions
+        self.max_sessions_per_client = max_sessions_per_client
         self.config = TransferConfig(
             max_blksize=max_blksize,
             max_windowsize=max_windowsize,
@@ -218,6 +220,7 @@ class TftpService:
         self.stats = TftpServiceStats()
         self._transport: asyncio.DatagramTransport | None = None
         self._sessions: dict[tuple[str, int], _Session | None] = {}  # None: endpoint coming up
+        self._per_client: dict[str, int] = {}  # sessions per client IP (its ports vary)
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed = asyncio.Event()
 
@@ -246,6 +249,7 @@ class TftpService:
             if session is not None:
                 session.abort()
         self._sessions.clear()
+        self._per_client.clear()
         self._closed.set()
 
     async def __aenter__(self) -> Self:
@@ -295,6 +299,11 @@ class TftpService:
             self.stats.busy += 1
             self._refuse(addr, request.filename, ErrorCode.NOT_DEFINED, "server busy")
             return
+        if self._per_client.get(addr[0], 0) >= self.max_sessions_per_client:
+            self.stats.busy += 1
+            self._refuse(addr, request.filename, ErrorCode.NOT_DEFINED,
+                         "too many transfers from this address")
+            return
         if request.mode.lower() not in _SUPPORTED_MODES:
             self._refuse(addr, request.filename, ErrorCode.ILLEGAL_OPERATION,
                          f"transfer mode {request.mode!r} not supported")
@@ -308,7 +317,7 @@ class TftpService:
         except PathRefused as exc:
             self._refuse(addr, request.filename, exc.code, exc.message)
             return
-        self._sessions[addr] = None
+        self._open(addr)
         task = asyncio.get_running_loop().create_task(
             self._start_transfer(source, request, name, addr)
         )
@@ -327,7 +336,8 @@ class TftpService:
             )
         except BaseException:
             source.close()
-            self._sessions.pop(addr, None)
+            if addr in self._sessions:
+                self._close(addr)
             raise
         self._sessions[addr] = session
         self.stats.transfers += 1
@@ -344,8 +354,18 @@ class TftpService:
 
     def _session_ended(self, session: _Session) -> None:
         if self._sessions.get(session.peer) is session:
-            del self._sessions[session.peer]
+            self._close(session.peer)
         self.stats.active -= 1
+
+    def _open(self, addr: tuple[str, int]) -> None:
+        self._sessions[addr] = None
+        self._per_client[addr[0]] = self._per_client.get(addr[0], 0) + 1
+
+    def _close(self, addr: tuple[str, int]) -> None:
+        del self._sessions[addr]
+        left = self._per_client.pop(addr[0], 1) - 1
+        if left > 0:
+            self._per_client[addr[0]] = left
 
     def _transfer_done(self, session: _Session, stats: TransferStats) -> None:
         self.stats.completed += 1

@@ -11,7 +11,12 @@ Decision table (full mode; proxy mode answers only known PXE clients, with boot 
               init-reboot (50, no 54, no ciaddr) / renewing, rebinding (ciaddr): ACK if it is
               the client's address, NAK if we know the client under another one, silent if
               we have no record of it (RFC 2131 §4.3.2)
-    DECLINE   ours → the address is marked bad for DECLINE_HOLD s, silent
+    DECLINE   ours, for a pool address whose bound lease this client holds, and sent by it:
+              directly (giaddr 0) only when the frame's Ethernet source (`frame_source`, read
+              by the caller from the link layer) is chaddr; relayed only with the option 82
+              the lease was bound with → the lease is dropped and the address marked bad for
+              DECLINE_HOLD s, silent. Anything else is ignored (chaddr is the sender's choice:
+              a DECLINE taken on its word lets any host delete any lease).
     RELEASE   the client's lease is freed, silent
     INFORM    known (or discovery on) → ACK with configuration, no address, no lease time
 """
@@ -140,6 +145,7 @@ class Lease:
     node: str | None  # None: an unknown client on a pool address
     expires: float
     state: LeaseState
+    relay_info: bytes | None = None  # option 82 of the relayed REQUEST that bound it
 
 
 class LeaseAction(enum.IntEnum):
@@ -156,6 +162,7 @@ class LeaseChange:
     node: str | None = None
     expires: float = 0.0  # BIND: lease end; DECLINE: end of the quarantine
     state: LeaseState = LeaseState.BOUND
+    relay_info: bytes | None = None  # BIND through a relay: its option 82
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -217,10 +224,13 @@ def _never_reserved(address: IPv4Address) -> bool:
 def respond(request: DhcpPacket, *, now: float, config: NetworkConfig, lookup: Lookup,
             leases: LeaseView, port: int = SERVER_PORT,
             source: tuple[IPv4Address, int] | None = None,
-            is_reserved: IsReserved | None = None) -> Decision:
+            is_reserved: IsReserved | None = None,
+            frame_source: MacAddress | None = None) -> Decision:
     """Decide the answer to `request`, received on server `port` from `source`.
 
     `is_reserved(address)` says an address belongs to a node (never given to pool clients).
+    `frame_source` is the Ethernet source of the frame that carried it, where the caller read
+    the link layer (None: unknown); a direct DECLINE needs it.
     Raises MalformedPacket for a request whose options cannot be read."""
     if request.op is not BootOp.REQUEST:
         return Decision(reason="not a BOOTREQUEST")
@@ -241,7 +251,7 @@ def respond(request: DhcpPacket, *, now: float, config: NetworkConfig, lookup: L
         case MessageType.REQUEST:
             return ctx.request_()
         case MessageType.DECLINE:
-            return ctx.decline()
+            return ctx.decline(frame_source)
         case MessageType.RELEASE:
             return ctx.release()
         case MessageType.INFORM:
@@ -331,15 +341,32 @@ class _Context:
         node_name = self.node.name if self.node is not None else None
         change = LeaseChange(action=LeaseAction.BIND, mac=self.mac, address=address,
                              node=node_name, expires=self.now + self.config.lease_time,
-                             state=LeaseState.BOUND)
+                             state=LeaseState.BOUND,
+                             relay_info=self.request.relay_agent_info
+                             if self.request.giaddr != _ZERO else None)
         return self._reply(MessageType.ACK, address, change=change)
 
-    def decline(self) -> Decision:
-        if self.request.server_id not in (None, self.config.server_address):
+    def decline(self, frame_source: MacAddress | None) -> Decision:
+        req = self.request
+        if req.server_id not in (None, self.config.server_address):
             return Decision(reason="DECLINE for another server")
-        address = self.request.requested_address
+        address = req.requested_address
         if address is None:
             return Decision(reason="DECLINE without a requested address")
+        pool = self.config.pool
+        if pool is None or not pool[0] <= address <= pool[1] or self.is_reserved(address):
+            return Decision(reason=f"DECLINE refused: {address} is not a pool address")
+        lease = self.leases.lease_for_address(address)
+        if lease is None or lease.mac != self.mac or lease.state is not LeaseState.BOUND:
+            return Decision(reason=f"DECLINE refused: {address} is not this client's lease")
+        if req.giaddr != _ZERO:
+            info = req.relay_agent_info
+            if info is None or info != lease.relay_info:
+                return Decision(reason="DECLINE refused: relay agent info differs from the "
+                                       "lease's")
+        elif frame_source != self.mac:
+            return Decision(reason=f"DECLINE refused: sent from {frame_source or 'unknown'}, "
+                                   f"not from {self.mac}")
         return Decision(reason="address declined",
                         lease_change=LeaseChange(action=LeaseAction.DECLINE, mac=self.mac,
                                                  address=address,

@@ -250,11 +250,65 @@ def test_inform_gets_configuration_without_address() -> None:
     assert d.destination is not None and d.destination.address == NODE.address
 
 
-def test_decline_marks_address_bad() -> None:
-    d = decide(request(MessageType.DECLINE, o54=SERVER.packed, o50=NODE.address.packed))
+HELD = IPv4Address("10.0.0.101")
+OPTION82 = b"\x01\x04port"
+
+
+def _pool_leases(relay_info: bytes | None = None) -> FakeLeases:
+    leases = FakeLeases()
+    leases.by_mac[STRANGER] = Lease(mac=STRANGER, address=HELD, node=None, expires=NOW + 10,
+                                    state=LeaseState.BOUND, relay_info=relay_info)
+    return leases
+
+
+def test_decline_from_the_holder_marks_address_bad() -> None:
+    d = respond(request(MessageType.DECLINE, STRANGER, o54=SERVER.packed, o50=HELD.packed),
+                now=NOW, config=replace(CONFIG, pool=POOL), lookup=lookup,
+                leases=_pool_leases(), frame_source=STRANGER)
     assert d.reply is None
     assert d.lease_change is not None and d.lease_change.action is LeaseAction.DECLINE
-    assert d.lease_change.address == NODE.address and d.lease_change.expires > NOW
+    assert d.lease_change.address == HELD and d.lease_change.expires > NOW
+
+
+def test_relayed_decline_with_the_leases_option_82_is_accepted() -> None:
+    d = respond(request(MessageType.DECLINE, STRANGER, giaddr="10.0.5.1", o50=HELD.packed,
+                        o82=OPTION82),
+                now=NOW, config=replace(CONFIG, pool=POOL), lookup=lookup,
+                leases=_pool_leases(OPTION82), frame_source=None)
+    assert d.lease_change is not None and d.lease_change.action is LeaseAction.DECLINE
+
+
+@pytest.mark.parametrize(("mac", "address", "frame", "relay", "lease_82", "why"), [
+    (STRANGER, HELD, None, None, None, "sent from unknown"),
+    (STRANGER, HELD, KNOWN, None, None, "sent from 52:54:00:00:00:01"),  # forged chaddr
+    (KNOWN, HELD, KNOWN, None, None, "not this client's lease"),  # another MAC, its own frame
+    (STRANGER, IPv4Address("10.0.0.102"), STRANGER, None, None, "not this client's lease"),
+    (KNOWN, NODE.address, KNOWN, None, None, "not a pool address"),
+    (STRANGER, HELD, None, OPTION82, None, "relay agent info differs"),
+    (STRANGER, HELD, None, b"\x01\x04evil", OPTION82, "relay agent info differs"),
+    (STRANGER, HELD, None, b"", OPTION82, "relay agent info differs"),
+])
+def test_decline_refused(mac: MacAddress, address: IPv4Address, frame: MacAddress | None,
+                         relay: bytes | None, lease_82: bytes | None, why: str) -> None:
+    options = {"o50": address.packed}
+    if relay:
+        options["o82"] = relay
+    packet = request(MessageType.DECLINE, mac, giaddr="10.0.5.1" if relay is not None
+                     else "0.0.0.0", **options)
+    d = respond(packet, now=NOW, config=replace(CONFIG, pool=POOL), lookup=lookup,
+                leases=_pool_leases(lease_82), frame_source=frame,
+                is_reserved=lambda a: a == NODE.address)
+    assert d.lease_change is None and d.reply is None
+    assert why in d.reason
+
+
+def test_relayed_ack_remembers_option_82() -> None:
+    config = replace(CONFIG, pool=POOL)
+    leases = _pool_leases()
+    d = decide(request(MessageType.REQUEST, STRANGER, giaddr="10.0.5.1", o54=SERVER.packed,
+                       o50=HELD.packed, o82=OPTION82), config=config, leases=leases)
+    assert mtype_of(d) is MessageType.ACK
+    assert d.lease_change is not None and d.lease_change.relay_info == OPTION82
 
 
 def test_release_frees_the_lease() -> None:

@@ -1,0 +1,50 @@
+"""Limits on what unauthenticated network input may cost the server: one named value each.
+
+Anyone on the boot network can send DHCP and TFTP packets and HTTP requests, so every table,
+queue and string that such input grows has a bound here, with its default. `oneroot serve`
+takes one `Limits` and passes it down; tests build smaller ones to hit each bound quickly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+DAY = 86400.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Limits:
+    # TFTP
+    tftp_sessions: int = 256  # transfers at once, all clients together
+    tftp_sessions_per_client: int = 8  # transfers at once from one IP address
+    # A client's `timeout` option (RFC 2349) above this many seconds is not accepted: the
+    # server's own 1 s retransmit timer (with backoff) applies. At 255 s a silent client held a
+    # session for 25 minutes; at 5 s it is gone within a minute.
+    tftp_option_timeout: int = 5
+
+    # Boot events and the rows DHCP keeps about strangers
+    event_text: int = 256  # characters kept of a file name, stage, node or MAC in an event
+    event_detail_text: int = 512  # characters kept of each detail value (stage messages...)
+    event_detail_keys: int = 16  # detail entries kept per event
+    events_kept: int = 100_000  # newest events kept; older ones are pruned
+    events_max_age: float = 30 * DAY  # seconds an event is kept
+    events_pending: int = 10_000  # events waiting for their write; more are dropped (counted)
+    unknown_clients_kept: int = 4096  # most recently seen unknown clients kept
+    unknown_clients_max_age: float = 30 * DAY  # seconds since last seen before one is dropped
+    vendor_class_text: int = 128  # characters kept of an unknown client's vendor class
+    declined_kept: int = 1024  # quarantined (declined) addresses kept; expired ones are dropped
+    prune_interval: float = 60.0  # seconds between retention passes
+
+    # Work a node's HTTP/TFTP fetch of its boot script triggers (remount, whiteout pass)
+    boot_work_queue: int = 64  # per-node jobs waiting at once; more are dropped (logged)
+    boot_work_debounce: float = 30.0  # seconds after a node's job before it may run again
+    # Its boot-script fetch counts as a boot only this long after the node's DHCP answer
+    # (a running node, or a forger, fetching the script triggers nothing).
+    boot_window: float = 300.0
+
+    # Stage reports (POST /api/v1/report)
+    stage_message_text: int = 500  # characters kept of a stage report's message
+    stage_status_text: int = 32  # characters allowed in a stage report's status
+
+
+DEFAULT_LIMITS = Limits()
