@@ -9,6 +9,7 @@ import sys
 import click
 
 from oneroot.cli.state import State, pass_state
+from oneroot.model.limits import limits_from_pairs
 from oneroot.ops import inventory as inv_ops
 from oneroot.serve.app import ServeOptions
 from oneroot.serve.app import serve as run_serve
@@ -24,15 +25,19 @@ from oneroot.serve.app import serve as run_serve
 @click.option("--http-port", default=None, type=int, help="[default: settings.http_port]")
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["debug", "info", "warning"]))
+@click.option("--limit", "limit_pairs", multiple=True, metavar="NAME=VALUE",
+              help="Change one limit on network input (see docs/security.md).")
 @pass_state
 def serve(state: State, no_dhcp: bool, no_tftp: bool, no_http: bool, no_nfs: bool,
           bind: str | None,
-          tftp_port: int, http_port: int | None, log_level: str) -> None:
+          tftp_port: int, http_port: int | None, log_level: str,
+          limit_pairs: tuple[str, ...]) -> None:
     """Run DHCP, TFTP and HTTP for the cluster until SIGTERM (SIGHUP reloads)."""
     logging.basicConfig(level=log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(message)s")
     inv_ops.open_store(state.paths).close()  # a clear error before any socket opens
     options = ServeOptions(dhcp=not no_dhcp, tftp=not no_tftp, http=not no_http,
                            nfs=not no_nfs, bind=bind,
-                           tftp_port=tftp_port, http_port=http_port)
+                           tftp_port=tftp_port, http_port=http_port,
+                           limits=limits_from_pairs(limit_pairs))
     asyncio.run(run_serve(state.paths, options))

@@ -7,7 +7,11 @@ takes one `Limits` and passes it down; tests build smaller ones to hit each boun
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, fields, replace
+from typing import Any
+
+from oneroot.errors import InvalidValue
 
 DAY = 86400.0
 
@@ -48,3 +52,23 @@ class Limits:
 
 
 DEFAULT_LIMITS = Limits()
+
+
+def limits_from_pairs(pairs: Iterable[str], base: Limits = DEFAULT_LIMITS) -> Limits:
+    """`base` with `NAME=VALUE` pairs applied (`oneroot serve --limit tftp_sessions=64`)."""
+    types = {f.name: f.type for f in fields(Limits)}
+    changes: dict[str, Any] = {}
+    for pair in pairs:
+        name, sep, raw = pair.partition("=")
+        name = name.strip()
+        if not sep or name not in types:
+            raise InvalidValue(f"unknown limit {pair!r}",
+                               hint=f"NAME=VALUE, with NAME one of: {', '.join(types)}")
+        try:
+            value: int | float = int(raw) if types[name] in (int, "int") else float(raw)
+        except ValueError:
+            raise InvalidValue(f"limit {name} must be a number, not {raw!r}") from None
+        if value <= 0:
+            raise InvalidValue(f"limit {name} must be positive, not {raw!r}")
+        changes[name] = value
+    return replace(base, **changes)

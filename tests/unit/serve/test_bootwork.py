@@ -76,3 +76,16 @@ def test_debounce_and_queue_limit() -> None:
     assert run(again, limits=limits) == ["node01"]
     flood = [dhcp(n, 0) for n in NODES] + [fetch(n, 1) for n in NODES]
     assert len(run(flood, limits=limits, slow=True)) == 3
+
+
+def test_limits_from_pairs() -> None:
+    import pytest
+
+    from oneroot.errors import InvalidValue
+    from oneroot.model.limits import limits_from_pairs
+
+    limits = limits_from_pairs(["tftp_sessions_per_client=2", "events_max_age=3600"])
+    assert limits.tftp_sessions_per_client == 2 and limits.events_max_age == 3600.0
+    for bad in ("nope=1", "tftp_sessions", "tftp_sessions=x", "tftp_sessions=0"):
+        with pytest.raises(InvalidValue):
+            limits_from_pairs([bad])
