@@ -15,31 +15,23 @@ import tempfile
 import time
 from pathlib import Path
 
-from oneroot.model.cluster import Group, Image, InitSystem, Node, Runlevel, Settings
+from oneroot.model.cluster import Group, InitSystem, Runlevel, Settings
 from oneroot.model.inventory import Inventory
-from oneroot.net import MacAddress
 from oneroot.ops.catalog import BootCatalog
 from oneroot.ops.rendertree import render_tree
+from oneroot.testing.inventory import make_inventory, make_node
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
 
 
 def inventory(count: int) -> Inventory:
-    settings = Settings(subnet=ipaddress.IPv4Network("10.0.0.0/16"))
-    nodes = {}
-    for i in range(count):
-        name = f"node{i + 1:05d}"
-        mac = MacAddress(bytes([0x52, 0x54, 0, 0, (i >> 8) & 0xFF, i & 0xFF]))
-        nodes[name] = Node(name=name, macs=(mac,),
-                           address=ipaddress.IPv4Address(int(settings.server_address) + 10 + i),
-                           groups=("default", "compute") if i % 2 else ("default",))
-    return Inventory(
-        settings=settings, nodes=nodes,
-        groups={"default": Group(name="default"),
-                "compute": Group(name="compute", values={"runlevel": "computenode"})},
-        images={"default": Image(name="default", root=settings.image_root,
-                                 init_system=InitSystem.SYSTEMD)},
-        runlevels={"computenode": Runlevel(name="computenode")})
+    nodes = [make_node(i, name=f"node{i:05d}",
+                       groups=("default", "compute") if i % 2 == 0 else ("default",))
+             for i in range(1, count + 1)]
+    return make_inventory(
+        nodes=nodes, groups=[Group(name="compute", values={"runlevel": "computenode"})],
+        settings=Settings(subnet=ipaddress.IPv4Network("10.0.0.0/16")),
+        init_system=InitSystem.SYSTEMD, runlevels=[Runlevel(name="computenode")])
 
 
 def timed(inv: Inventory, out: Path) -> tuple[float, int, int]:

@@ -15,17 +15,17 @@ import ipaddress
 import os
 import shutil
 from collections.abc import Iterator
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 import pytest
 
-from oneroot.model import Group, Image, NfsServerKind, Node, Settings
+from oneroot.model import NfsServerKind
 from oneroot.model.inventory import Inventory
-from oneroot.net import MacAddress
 from oneroot.nfs import ReloadAction, ViewUnsupported, unmount_view
 from oneroot.ops.nfs_serving import apply_nfs, ganesha_server, nfs_plan
 from oneroot.ops.paths import Paths
 from oneroot.testing import nfsclient
+from oneroot.testing.inventory import layer_group, loopback_settings, make_inventory, make_node
 from oneroot.testing.nfsclient import NfsClient
 from oneroot.testing.ports import free_port
 
@@ -40,21 +40,12 @@ LOCAL = ipaddress.IPv4Address("127.0.0.1")
 
 
 def _inventory(base: Path, *, node01_groups: tuple[str, ...] = ("default",)) -> Inventory:
-    settings = Settings(server_address=LOCAL, subnet=ipaddress.IPv4Network("127.0.0.0/8"),
-                        state_dir=PurePosixPath(str(base / "systems")),
-                        group_dir=PurePosixPath(str(base / "groups")),
-                        nfs_server=NfsServerKind.GANESHA)
-    nodes = {
-        # node01 is the test's client (127.0.0.1); node02 is somebody else.
-        "node01": Node(name="node01", macs=(MacAddress.parse("52:54:00:00:00:01"),),
-                       address=LOCAL, groups=node01_groups),
-        "node02": Node(name="node02", macs=(MacAddress.parse("52:54:00:00:00:02"),),
-                       address=ipaddress.IPv4Address("127.0.0.2")),
-    }
-    groups = {"default": Group(name="default"),
-              "compute": Group(name="compute", values={"group_layer": True})}
-    return Inventory(settings=settings, nodes=nodes, groups=groups,
-                     images={"default": Image(name="default", root=PurePosixPath("/"))})
+    # node01 is the test's client (127.0.0.1); node02 is somebody else.
+    return make_inventory(
+        nodes=[make_node(1, address=LOCAL, groups=node01_groups),
+               make_node(2, address="127.0.0.2")],
+        groups=[layer_group("compute")],
+        settings=loopback_settings(base, nfs_server=NfsServerKind.GANESHA))
 
 
 @pytest.fixture

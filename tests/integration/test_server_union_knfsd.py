@@ -6,20 +6,20 @@ stand-in `exportfs` records its calls: no nfsd is started or touched. Needs root
 
 from __future__ import annotations
 
-import ipaddress
 import os
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 import pytest
 
-from oneroot.model import Group, Image, NfsServerKind, Node, Settings
+from oneroot.model import NfsServerKind
 from oneroot.model.inventory import Inventory
-from oneroot.net import MacAddress
 from oneroot.nfs.server_union import mounted_unions
 from oneroot.nfs.view import read_mounts
 from oneroot.ops.exportids import load_export_ids
 from oneroot.ops.nfs_serving import ExportTarget, apply_nfs, remount_union_for_boot
 from oneroot.ops.paths import Paths
+from oneroot.testing.inventory import LOOPBACK as LOCAL
+from oneroot.testing.inventory import loopback_settings, make_inventory, make_node
 
 pytestmark = [
     pytest.mark.integration,
@@ -29,21 +29,10 @@ pytestmark = [
 
 def _inventory(base: Path) -> Inventory:
     """node01 is a `union=server` node, node02 a client-mode one."""
-    settings = Settings(server_address=ipaddress.IPv4Address("127.0.0.1"),
-                        subnet=ipaddress.IPv4Network("127.0.0.0/8"),
-                        state_dir=PurePosixPath(str(base / "systems")),
-                        group_dir=PurePosixPath(str(base / "groups")),
-                        nfs_server=NfsServerKind.KNFSD)
-    nodes = {
-        "node01": Node(name="node01", macs=(MacAddress.parse("52:54:00:00:00:01"),),
-                       address=ipaddress.IPv4Address("127.0.0.1"),
-                       overrides={"union": "server"}),
-        "node02": Node(name="node02", macs=(MacAddress.parse("52:54:00:00:00:02"),),
-                       address=ipaddress.IPv4Address("127.0.0.2")),
-    }
-    return Inventory(settings=settings, nodes=nodes, groups={"default": Group(name="default")},
-                     images={"default": Image(name="default",
-                                              root=PurePosixPath(str(base / "image")))})
+    return make_inventory(
+        nodes=[make_node(1, address=LOCAL, union="server"), make_node(2, address="127.0.0.2")],
+        settings=loopback_settings(base, nfs_server=NfsServerKind.KNFSD),
+        image_root=base / "image")
 
 
 def _options(exports: Path) -> dict[str, str]:

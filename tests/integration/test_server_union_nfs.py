@@ -20,13 +20,12 @@ import os
 import shutil
 import stat
 import subprocess
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 import pytest
 
-from oneroot.model import Group, Image, NfsServerKind, Node, Settings
+from oneroot.model import NfsServerKind
 from oneroot.model.inventory import Inventory
-from oneroot.net import MacAddress
 from oneroot.nfs.server_union import UnionUnsupported, mounted_unions
 from oneroot.ops.nfs_serving import (
     ExportTarget,
@@ -38,6 +37,7 @@ from oneroot.ops.nfs_serving import (
 from oneroot.ops.overlays import archive_node_dir, put_file
 from oneroot.ops.paths import Paths
 from oneroot.testing import nfsclient
+from oneroot.testing.inventory import layer_group, loopback_settings, make_inventory, make_node
 from oneroot.testing.nfsclient import NfsClient
 from oneroot.testing.ports import free_port
 
@@ -54,23 +54,13 @@ LOCAL = ipaddress.IPv4Address("127.0.0.1")
 
 def _inventory(base: Path, *, nodes: tuple[str, ...] = ("node01", "node02"),
                image_root: Path | None = None) -> Inventory:
-    settings = Settings(server_address=LOCAL, subnet=ipaddress.IPv4Network("127.0.0.0/8"),
-                        state_dir=PurePosixPath(str(base / "systems")),
-                        group_dir=PurePosixPath(str(base / "groups")),
-                        nfs_server=NfsServerKind.GANESHA)
     every = {
-        "node01": Node(name="node01", macs=(MacAddress.parse("52:54:00:00:00:01"),),
-                       address=LOCAL, groups=("default", "compute"),
-                       overrides={"union": "server"}),
-        "node02": Node(name="node02", macs=(MacAddress.parse("52:54:00:00:00:02"),),
-                       address=ipaddress.IPv4Address("127.0.0.2"),
-                       overrides={"union": "server"}),
+        "node01": make_node(1, address=LOCAL, groups=("default", "compute"), union="server"),
+        "node02": make_node(2, address="127.0.0.2", union="server"),
     }
-    groups = {"default": Group(name="default"),
-              "compute": Group(name="compute", values={"group_layer": True})}
-    root = PurePosixPath(str(image_root or base / "image"))
-    return Inventory(settings=settings, nodes={n: every[n] for n in nodes}, groups=groups,
-                     images={"default": Image(name="default", root=root)})
+    return make_inventory(nodes=[every[n] for n in nodes], groups=[layer_group("compute")],
+                          settings=loopback_settings(base, nfs_server=NfsServerKind.GANESHA),
+                          image_root=image_root or base / "image")
 
 
 def _image(base: Path) -> None:
@@ -175,9 +165,7 @@ def test_remount_picks_up_new_group_layers(base: Path) -> None:
     inv = _inventory(base, nodes=("node02",))
     apply_nfs(inv, paths)
     assert (base / "systems/node02/merged/etc/layered").read_text() == "image\n"
-    joined = Node(name="node02", macs=(MacAddress.parse("52:54:00:00:00:02"),),
-                  address=ipaddress.IPv4Address("127.0.0.2"), groups=("default", "compute"),
-                  overrides={"union": "server"})
+    joined = make_node(2, address="127.0.0.2", groups=("default", "compute"), union="server")
     inv2 = Inventory(settings=inv.settings, nodes={"node02": joined}, groups=inv.groups,
                      images=inv.images)
     apply_nfs(inv2, paths)  # mounted over the old layers: left for the node's next boot

@@ -7,4 +7,6 @@ The top layer: it may import any part of oneroot, and no product module imports 
 - `oneroot.testing.nfsclient`: the userspace NFSv4 client (libnfs-utils, libnfs)
 - `oneroot.testing.inventory`: `make_inventory()` and its nodes, groups, settings
 - `oneroot.testing.labprobe`: probe scripts a lab node runs after boot
+- `oneroot.testing.render_example`: the example cluster of the renderer tests and goldens
+- `oneroot.testing.ganesha`: the EXPORT blocks of a rendered ganesha.conf
 """

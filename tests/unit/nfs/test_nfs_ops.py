@@ -3,23 +3,18 @@ each node's dir at its real path to that node alone; knfsd gets the view's own p
 
 from __future__ import annotations
 
-import ipaddress
 from pathlib import Path, PurePosixPath
 
-from ganesha_text import exports as ganesha_exports
-
-from oneroot.model import Group, Image, NfsServerKind, Node, Settings
+from oneroot.model import NfsServerKind
 from oneroot.model.inventory import Inventory
-from oneroot.net import MacAddress
 from oneroot.ops.nfs_serving import nfs_plan
 from oneroot.ops.paths import Paths
+from oneroot.testing.ganesha import exports as ganesha_exports
+from oneroot.testing.inventory import make_inventory
 
 
 def _inv(image_root: str = "/") -> Inventory:
-    nodes = {f"node0{i}": Node(name=f"node0{i}", macs=(MacAddress.parse(f"52:54:00:00:00:0{i}"),),
-                               address=ipaddress.IPv4Address(f"10.0.0.1{i}")) for i in (1, 2)}
-    return Inventory(settings=Settings(), nodes=nodes, groups={"default": Group(name="default")},
-                     images={"default": Image(name="default", root=PurePosixPath(image_root))})
+    return make_inventory(image_root=image_root)
 
 
 def test_ganesha_exports_the_view_at_pseudo_root() -> None:

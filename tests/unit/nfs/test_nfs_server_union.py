@@ -3,17 +3,14 @@
 
 from __future__ import annotations
 
-import ipaddress
 from pathlib import Path, PurePosixPath
 
 import pytest
-from ganesha_text import exports as ganesha_exports
 
 from oneroot.errors import ConfigError
-from oneroot.model import Group, Image, NfsServerKind, Node, Settings
+from oneroot.model import Image, NfsServerKind, Settings
 from oneroot.model.cluster import resolve
 from oneroot.model.inventory import Inventory
-from oneroot.net import MacAddress
 from oneroot.nfs.server_union import (
     UNION_OPTIONS,
     UnionSpec,
@@ -29,29 +26,22 @@ from oneroot.ops.nfs_serving import nfs_plan
 from oneroot.ops.paths import Paths
 from oneroot.ops.rendertree import render_tree
 from oneroot.ops.server_union import node_union_spec, union_nodes
+from oneroot.testing.ganesha import exports as ganesha_exports
+from oneroot.testing.inventory import layer_group, make_inventory, make_node
 
 STATE = Path("/var/state/systems")
 
 
-def _inv(image_root: str = "/srv/images/bookworm", *, node01: dict[str, object] | None = None,
+def _inv(image_root: str = "/srv/images/bookworm", *, node01: dict[str, str] | None = None,
          node01_groups: tuple[str, ...] = ("default", "compute"),
          extra_images: dict[str, str] | None = None) -> Inventory:
-    nodes = {
-        "node01": Node(name="node01", macs=(MacAddress.parse("52:54:00:00:00:01"),),
-                       address=ipaddress.IPv4Address("10.0.0.11"), groups=node01_groups,
-                       overrides={"union": "server", **(node01 or {})}),  # type: ignore[dict-item]
-        "node02": Node(name="node02", macs=(MacAddress.parse("52:54:00:00:00:02"),),
-                       address=ipaddress.IPv4Address("10.0.0.12"),
-                       overrides={"image": "host"} if extra_images else {}),
-    }
-    groups = {"default": Group(name="default"),
-              "compute": Group(name="compute", values={"group_layer": True}),
-              "gpu": Group(name="gpu", values={"group_layer": True})}
-    images = {"default": Image(name="default", root=PurePosixPath(image_root))}
-    for name, root in (extra_images or {}).items():
-        images[name] = Image(name=name, root=PurePosixPath(root))
-    return Inventory(settings=Settings(nfs_server=NfsServerKind.GANESHA), nodes=nodes,
-                     groups=groups, images=images)
+    nodes = [make_node(1, groups=node01_groups, **{"union": "server", **(node01 or {})}),
+             make_node(2, **({"image": "host"} if extra_images else {}))]
+    images = [Image(name=name, root=PurePosixPath(root))
+              for name, root in (extra_images or {}).items()]
+    return make_inventory(nodes=nodes, groups=[layer_group("compute"), layer_group("gpu")],
+                          settings=Settings(nfs_server=NfsServerKind.GANESHA),
+                          image_root=image_root, images=images)
 
 
 def test_spec_layers_topmost_first_and_options() -> None:
@@ -169,14 +159,10 @@ def _knfsd_options(text: str) -> dict[str, str]:
 def _union_inv(*union: str, extra: str | None = None) -> Inventory:
     """node01 and node02 (and `extra`), the named ones `union=server`, served by knfsd."""
     names = ("node01", "node02", *((extra,) if extra else ()))
-    nodes = {name: Node(name=name, macs=(MacAddress.parse(f"52:54:00:00:00:{i:02x}"),),
-                        address=ipaddress.IPv4Address(f"10.0.0.{10 + i}"),
-                        overrides={"union": "server"} if name in union else {})
-             for i, name in enumerate(names, start=1)}
-    return Inventory(settings=Settings(nfs_server=NfsServerKind.KNFSD), nodes=nodes,
-                     groups={"default": Group(name="default")},
-                     images={"default": Image(name="default",
-                                              root=PurePosixPath("/srv/images/bookworm"))})
+    nodes = [make_node(i, name=name, **({"union": "server"} if name in union else {}))
+             for i, name in enumerate(names, start=1)]
+    return make_inventory(nodes=nodes, settings=Settings(nfs_server=NfsServerKind.KNFSD),
+                          image_root="/srv/images/bookworm")
 
 
 def test_knfsd_exports_the_merged_dir_with_its_export_id_as_fsid(tmp_path: Path) -> None:

@@ -3,28 +3,18 @@
 from __future__ import annotations
 
 import dataclasses
-import ipaddress
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
-from oneroot.model.cluster import Group, Image, InitSystem, Node, Runlevel, Settings
+from oneroot.model.cluster import InitSystem, Runlevel
 from oneroot.model.inventory import Inventory
-from oneroot.net import MacAddress
 from oneroot.ops.catalog import BootCatalog, assign_export_ids
 from oneroot.ops.rendertree import render_tree
+from oneroot.testing.inventory import make_inventory
 
 
 def inventory(count: int = 3) -> Inventory:
-    nodes = {
-        f"node{i:02d}": Node(name=f"node{i:02d}",
-                             macs=(MacAddress.parse(f"52:54:00:00:00:{i:02x}"),),
-                             address=ipaddress.IPv4Address(f"10.0.0.{10 + i}"))
-        for i in range(1, count + 1)
-    }
-    return Inventory(settings=Settings(), nodes=nodes,
-                     groups={"default": Group(name="default")},
-                     images={"default": Image(name="default", root=PurePosixPath("/"),
-                                              init_system=InitSystem.SYSTEMD)},
-                     runlevels={"computenode": Runlevel(name="computenode")})
+    return make_inventory(nodes=count, init_system=InitSystem.SYSTEMD,
+                          runlevels=[Runlevel(name="computenode")])
 
 
 def test_seed_line_and_exports(tmp_path: Path) -> None:

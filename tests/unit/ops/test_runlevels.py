@@ -3,12 +3,10 @@ node layers when the image is the server's live `/`."""
 
 from __future__ import annotations
 
-import ipaddress
 from pathlib import Path, PurePosixPath
 
-from oneroot.model.cluster import Group, Image, InitSystem, Node, Runlevel, Settings
+from oneroot.model.cluster import InitSystem, Runlevel, Settings
 from oneroot.model.inventory import Inventory
-from oneroot.net import MacAddress
 from oneroot.ops.runlevels import (
     GENERATED,
     apply_runlevels,
@@ -16,6 +14,7 @@ from oneroot.ops.runlevels import (
     render_target,
     unit_name,
 )
+from oneroot.testing.inventory import make_inventory
 
 COMPUTE = Runlevel(name="computenode", services=("slurmd", "munge.service"),
                    description="compute")
@@ -23,21 +22,12 @@ COMPUTE = Runlevel(name="computenode", services=("slurmd", "munge.service"),
 
 def inventory(tmp_path: Path, *, image_root: Path | str, init: InitSystem = InitSystem.SYSTEMD,
               runlevels: tuple[Runlevel, ...] = (COMPUTE,)) -> Inventory:
-    nodes = {
-        f"node{i:02d}": Node(name=f"node{i:02d}",
-                             macs=(MacAddress.parse(f"52:54:00:00:00:{i:02x}"),),
-                             address=ipaddress.IPv4Address(f"10.0.0.{10 + i}"))
-        for i in (1, 2)
-    }
-    state = tmp_path / "state"
-    for name in nodes:
-        (state / name / "upper").mkdir(parents=True, exist_ok=True)
-        (state / name / "work").mkdir(parents=True, exist_ok=True)
-    return Inventory(settings=Settings(state_dir=PurePosixPath(str(state))), nodes=nodes,
-                     groups={"default": Group(name="default")},
-                     images={"default": Image(name="default", root=PurePosixPath(str(image_root)),
-                                              init_system=init)},
-                     runlevels={r.name: r for r in runlevels})
+    inv = make_inventory(settings=Settings(state_dir=PurePosixPath(tmp_path / "state")),
+                         image_root=image_root, init_system=init, runlevels=runlevels)
+    for name in inv.nodes:
+        (tmp_path / "state" / name / "upper").mkdir(parents=True, exist_ok=True)
+        (tmp_path / "state" / name / "work").mkdir(parents=True, exist_ok=True)
+    return inv
 
 
 def test_target_text() -> None:

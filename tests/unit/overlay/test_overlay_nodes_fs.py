@@ -3,14 +3,13 @@ idempotent, network files chosen by what the image has."""
 
 from __future__ import annotations
 
-import ipaddress
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
-from oneroot.model import Group, Image, Node, Settings
+from oneroot.model import Group
 from oneroot.model.inventory import Inventory
-from oneroot.net import MacAddress
 from oneroot.ops.nodes_fs import identity_dir, prepare_group_layers, prepare_nodes
 from oneroot.ops.paths import Paths
+from oneroot.testing.inventory import layer_group, make_inventory, make_node, settings_under
 
 
 def _setup(tmp_path: Path) -> tuple[Inventory, Paths, Path]:
@@ -19,17 +18,9 @@ def _setup(tmp_path: Path) -> tuple[Inventory, Paths, Path]:
     (image / "usr/lib/systemd/systemd-networkd").write_text("")
     (image / "sbin").mkdir()
     (image / "sbin/ifup").write_text("")
-    settings = Settings(state_dir=PurePosixPath(str(tmp_path / "systems")),
-                        group_dir=PurePosixPath(str(tmp_path / "groups")), domain="lab")
-    inv = Inventory(
-        settings=settings,
-        nodes={"node01": Node(name="node01", macs=(MacAddress.parse("52:54:00:00:00:01"),),
-                              address=ipaddress.IPv4Address("10.0.0.11"),
-                              groups=("default", "compute"))},
-        groups={"default": Group(name="default"),
-                "compute": Group(name="compute", values={"group_layer": True}),
-                "plain": Group(name="plain")},
-        images={"default": Image(name="default", root=PurePosixPath(str(image)))})
+    inv = make_inventory(nodes=[make_node(1, groups=("default", "compute"))],
+                         groups=[layer_group("compute"), Group(name="plain")],
+                         settings=settings_under(tmp_path, domain="lab"), image_root=image)
     return inv, Paths(home=tmp_path / "home"), image
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import datetime
 import io
-import ipaddress
 import os
 import stat
 import tarfile
@@ -14,9 +13,7 @@ from pathlib import Path, PurePosixPath
 import pytest
 
 from oneroot.errors import ConfigError, Conflict, NotFound, UsageError
-from oneroot.model import Group, Image, Node, Settings
-from oneroot.model.inventory import Inventory
-from oneroot.net import MacAddress
+from oneroot.model import Group
 from oneroot.ops import overlays as ov
 from oneroot.ops.nodes_fs import identity_dir
 from oneroot.ops.paths import Paths
@@ -24,6 +21,7 @@ from oneroot.overlay.changes import ChangeKind
 from oneroot.overlay.identity import GeneratedFile, IdentityStore
 from oneroot.overlay.layer import OPAQUE_XATTR, is_whiteout, make_whiteout, set_opaque
 from oneroot.overlay.stack import node_path
+from oneroot.testing.inventory import layer_group, make_inventory, make_node, settings_under
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="whiteouts and owners need root")
 
@@ -60,19 +58,10 @@ class Cluster:
         (self.host / "shadow").write_text("root:SECRET\n")
         for d in ("upper", "work/work"):
             (self.systems / "node01" / d).mkdir(parents=True)
-        settings = Settings(state_dir=PurePosixPath(str(self.systems)),
-                            group_dir=PurePosixPath(str(self.groups)))
-        root = PurePosixPath(str(image_root or self.image))
-        self.inv = Inventory(
-            settings=settings,
-            nodes={"node01": Node(name="node01",
-                                  macs=(MacAddress.parse("52:54:00:00:00:01"),),
-                                  address=ipaddress.IPv4Address("10.0.0.11"),
-                                  groups=("default", "compute"))},
-            groups={"default": Group(name="default"),
-                    "compute": Group(name="compute", values={"group_layer": True}),
-                    "plain": Group(name="plain")},
-            images={"default": Image(name="default", root=root)})
+        self.inv = make_inventory(nodes=[make_node(1, groups=("default", "compute"))],
+                                  groups=[layer_group("compute"), Group(name="plain")],
+                                  settings=settings_under(tmp),
+                                  image_root=image_root or self.image)
 
     @property
     def upper(self) -> Path:

@@ -9,9 +9,9 @@ import contextlib
 from pathlib import Path
 
 import pytest
-from render_example import GoldenCheck, example_cluster
 
 from oneroot.render import ClusterContext, DefaultBootContext
+from oneroot.testing.render_example import GoldenCheck, example_cluster
 
 GOLDEN_DIR = Path(__file__).resolve().parents[2] / "data" / "golden"
 

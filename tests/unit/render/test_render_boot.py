@@ -9,7 +9,6 @@ from pathlib import Path
 
 import jinja2
 import pytest
-from render_example import EXAMPLE_NODES, GoldenCheck
 
 from oneroot.errors import ConfigError
 from oneroot.model import InitSystem
@@ -29,6 +28,7 @@ from oneroot.render import (
     render_pxelinux_default,
 )
 from oneroot.render._env import HEADER, environment
+from oneroot.testing.render_example import EXAMPLE_NODES, GoldenCheck
 
 NODES = sorted(EXAMPLE_NODES)
 SEED_SPEC = "10.0.0.1:/:ro;10.0.0.1:/var/state/systems/node01;rw"

@@ -8,7 +8,6 @@ import subprocess
 from pathlib import Path, PurePosixPath
 
 import pytest
-from render_example import GoldenCheck, example_cluster
 
 from oneroot.errors import ConfigError
 from oneroot.model import DhcpMode
@@ -23,6 +22,7 @@ from oneroot.render import (
     render_ganesha,
 )
 from oneroot.render._env import HEADER
+from oneroot.testing.render_example import GoldenCheck, example_cluster
 
 DNSMASQ = "/usr/sbin/dnsmasq"
 

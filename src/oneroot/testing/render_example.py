@@ -1,4 +1,4 @@
-"""The example cluster every renderer test and golden file uses."""
+"""The example cluster every renderer test and golden file (tests/data/golden/) uses."""
 
 from __future__ import annotations
 
