@@ -6,7 +6,6 @@ from __future__ import annotations
 import ipaddress
 
 import pytest
-from render_example import EXAMPLE_NODES, GoldenCheck
 
 from oneroot.errors import ConfigError
 from oneroot.net import MacAddress
@@ -20,6 +19,7 @@ from oneroot.render.netpin import (
     render_pins,
     render_unpin,
 )
+from oneroot.testing.render_example import EXAMPLE_NODES, GoldenCheck
 
 SERVER = ipaddress.IPv4Address("10.0.0.1")
 
