@@ -12,7 +12,6 @@ import logging
 import re
 import shutil
 import struct
-import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -158,10 +157,3 @@ def verified_busybox(tree: Path, version: str) -> Busybox:
 def _safe(version: str) -> str:
     """Debian versions carry epochs (`1:1.35.0-4`): keep directory names free of colons."""
     return version.replace(":", "_")
-
-
-def run_busybox(busybox: Busybox, *args: str, stdin: str | None = None,
-                timeout: float = 30) -> subprocess.CompletedProcess[str]:
-    """Run an applet of the private busybox on the host (tests run initramfs shell this way)."""
-    return subprocess.run([str(busybox.path), *args], input=stdin, capture_output=True,
-                          text=True, timeout=timeout, check=False)

@@ -157,14 +157,6 @@ def remembered_apt_answer(record: Path, key: str, ask: Callable[[], str], *,
     return answer
 
 
-def cached_kernels(cache_dir: Path) -> list[str]:
-    """Versions already unpacked in the cache, sorted."""
-    kernels = cache_dir / "kernels"
-    if not kernels.is_dir():
-        return []
-    return sorted(p.name for p in kernels.iterdir() if (p / _COMPLETE).is_file())
-
-
 def _cached(dest: Path, version: str) -> Kernel:
     kernel = Kernel.from_tree(dest, version)
     meta = json.loads((dest / _COMPLETE).read_text())

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import sqlite3
 from collections.abc import Iterable
@@ -112,22 +111,6 @@ class EventStore:
         rows = self._conn.execute("SELECT node, stage, time, peer, detail FROM node_status")
         return {n: NodeStatus(node=n, stage=s, time=t, peer=p, detail=json.loads(d))
                 for n, s, t, p, d in rows}
-
-    def recent(self, *, node: str | None = None, limit: int = 50) -> list[BootEvent]:
-        query = ("SELECT time, kind, node, mac, peer, stage, file, bytes, duration, detail "
-                 "FROM events")
-        args: tuple[object, ...] = ()
-        if node:
-            query += " WHERE node=?"
-            args = (node,)
-        query += " ORDER BY id DESC LIMIT ?"
-        rows = self._conn.execute(query, (*args, limit)).fetchall()
-        return [
-            BootEvent(time=t, kind=k, node=n, mac=m,
-                      peer=ipaddress.IPv4Address(p) if p else None, stage=s, file=f,
-                      bytes=b, duration=d, detail=json.loads(det))
-            for t, k, n, m, p, s, f, b, d, det in reversed(rows)
-        ]
 
     @property
     def connection(self) -> sqlite3.Connection:

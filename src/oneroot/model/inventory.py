@@ -47,9 +47,6 @@ class Inventory:
             merged[node.name] = node
         return self.replace(nodes=merged)
 
-    def node_by_mac(self) -> dict[MacAddress, Node]:
-        return {mac: node for node in self.nodes.values() for mac in node.macs}
-
 
 # ---------------------------------------------------------------------------------------------
 # settings <-> plain dicts (the database and the YAML file both store settings as text)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
@@ -159,10 +159,6 @@ class BootCatalog:
         ctx = self.node_context(name)
         text = {"ipxe": render_ipxe, "pxelinux": render_pxelinux, "grub": render_grub}[kind](ctx)
         return text.encode()
-
-    def virtual_paths(self) -> Iterator[str]:
-        yield "pxelinux.cfg/default"
-        yield from sorted(self._virtual_names)
 
     # -- cluster wide ------------------------------------------------------------------------
     def cluster_context(self, *, nfs_protocols: tuple[int, ...] = (3, 4)) -> ClusterContext:

@@ -11,7 +11,7 @@ import functools
 import hashlib
 import json
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -119,7 +119,3 @@ def render_tree(catalog: BootCatalog, boot_out: Path, config_out: Path,
             pass
     write_atomic(manifest_path, json.dumps(new, sort_keys=True).encode())
     return report
-
-
-def iter_written(report: RenderReport) -> Iterable[str]:
-    return report.written

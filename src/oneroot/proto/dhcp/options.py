@@ -195,10 +195,6 @@ def encode_u8(value: int) -> bytes:
     return struct.pack("!B", value)
 
 
-def encode_u16(value: int) -> bytes:
-    return struct.pack("!H", value)
-
-
 def encode_u32(value: int) -> bytes:
     return struct.pack("!I", value)
 
@@ -216,12 +212,6 @@ def decode_u8(code: int, value: bytes) -> int:
 def decode_u16(code: int, value: bytes) -> int:
     if len(value) != 2:
         raise MalformedPacket(f"option {code} must be 2 bytes, got {len(value)}")
-    return int.from_bytes(value, "big")
-
-
-def decode_u32(code: int, value: bytes) -> int:
-    if len(value) != 4:
-        raise MalformedPacket(f"option {code} must be 4 bytes, got {len(value)}")
     return int.from_bytes(value, "big")
 
 
