@@ -17,6 +17,7 @@ from pathlib import Path
 
 from oneroot.model.cluster import Group, InitSystem, Runlevel, Settings
 from oneroot.model.inventory import Inventory
+from oneroot.model.resolved import resolve_cluster
 from oneroot.ops.catalog import BootCatalog
 from oneroot.ops.rendertree import render_tree
 from oneroot.testing.inventory import make_inventory, make_node
@@ -36,7 +37,7 @@ def inventory(count: int) -> Inventory:
 
 def timed(inv: Inventory, out: Path) -> tuple[float, int, int]:
     start = time.perf_counter()
-    report = render_tree(BootCatalog(inv), out / "boot", out / "config")
+    report = render_tree(BootCatalog(resolve_cluster(inv)), out / "boot", out / "config")
     return time.perf_counter() - start, report.rendered, len(report.written)
 
 

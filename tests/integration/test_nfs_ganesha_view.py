@@ -21,9 +21,10 @@ import pytest
 
 from oneroot.model import NfsServerKind
 from oneroot.model.inventory import Inventory
+from oneroot.model.paths import Paths
+from oneroot.model.resolved import resolve_cluster
 from oneroot.nfs import ReloadAction, ViewUnsupported, unmount_view
 from oneroot.ops.nfs_serving import apply_nfs, ganesha_server, nfs_plan
-from oneroot.ops.paths import Paths
 from oneroot.testing import nfsclient
 from oneroot.testing.inventory import layer_group, loopback_settings, make_inventory, make_node
 from oneroot.testing.nfsclient import NfsClient
@@ -64,20 +65,20 @@ def test_masked_view_of_the_server_root(base: Path) -> None:
     inv = _inventory(base)
     port = free_port()
     client = NfsClient(port)
-    plan = nfs_plan(inv, paths, port=port)
+    plan = nfs_plan(resolve_cluster(inv), paths, port=port)
     try:
         try:
             apply_nfs(inv, paths, plan=plan)
         except ViewUnsupported as exc:
             pytest.skip(f"this host cannot build the view: {exc}")
-        server = ganesha_server(inv, paths, port=port)
+        server = ganesha_server(resolve_cluster(inv), paths, port=port)
 
         async def scenario() -> None:
             async with server:
                 await asyncio.to_thread(_prove, client, base, paths)
                 # Inventory change: node01 joins a group layer; disk first, then a SIGHUP.
                 inv2 = _inventory(base, node01_groups=("default", "compute"))
-                plan2 = nfs_plan(inv2, paths, port=port)
+                plan2 = nfs_plan(resolve_cluster(inv2), paths, port=port)
                 apply_nfs(inv2, paths, plan=plan2)
                 (base / "groups" / "compute" / "g.txt").write_text("group\n")
                 assert await server.reload(plan2.text) is ReloadAction.RELOADED

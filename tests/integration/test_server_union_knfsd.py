@@ -13,11 +13,12 @@ import pytest
 
 from oneroot.model import NfsServerKind
 from oneroot.model.inventory import Inventory
+from oneroot.model.paths import Paths
+from oneroot.model.resolved import resolve_cluster
 from oneroot.nfs.server_union import mounted_unions
 from oneroot.nfs.view import read_mounts
 from oneroot.ops.exportids import load_export_ids
 from oneroot.ops.nfs_serving import ExportTarget, apply_nfs, remount_union_for_boot
-from oneroot.ops.paths import Paths
 from oneroot.testing.inventory import LOOPBACK as LOCAL
 from oneroot.testing.inventory import loopback_settings, make_inventory, make_node
 
@@ -72,7 +73,7 @@ def test_overlay_exports_carry_their_export_id_as_fsid(base: Path) -> None:
     # The remount around a boot unexports, remounts and exports again: the same fsid.
     target = ExportTarget(exportfs=str(exportfs), exports_file=exports)
     text = exports.read_text()
-    assert remount_union_for_boot(inv, paths, "node01", target)
+    assert remount_union_for_boot(resolve_cluster(inv), paths, "node01", target)
     assert exports.read_text() == text
     assert calls.read_text().splitlines() == ["-ra"] * 3
     assert load_export_ids(paths) == ids

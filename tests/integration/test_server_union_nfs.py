@@ -26,6 +26,8 @@ import pytest
 
 from oneroot.model import NfsServerKind
 from oneroot.model.inventory import Inventory
+from oneroot.model.paths import Paths
+from oneroot.model.resolved import resolve_cluster
 from oneroot.nfs.server_union import UnionUnsupported, mounted_unions
 from oneroot.ops.nfs_serving import (
     ExportTarget,
@@ -35,7 +37,6 @@ from oneroot.ops.nfs_serving import (
     remount_union_for_boot,
 )
 from oneroot.ops.overlays import archive_node_dir, put_file
-from oneroot.ops.paths import Paths
 from oneroot.testing import nfsclient
 from oneroot.testing.inventory import layer_group, loopback_settings, make_inventory, make_node
 from oneroot.testing.nfsclient import NfsClient
@@ -83,7 +84,7 @@ def test_server_side_union_over_ganesha(base: Path) -> None:
     upper = base / "systems/node01/upper"
     target = ExportTarget(bind=LOCAL, port=port)
 
-    plan = nfs_plan(inv, paths, port=port)
+    plan = nfs_plan(resolve_cluster(inv), paths, port=port)
     assert set(plan.unions) == {"node01", "node02"}
     apply_nfs(inv, paths, plan=plan)
     apply_nfs(inv, paths, plan=plan)  # idempotent: mounted once
@@ -91,14 +92,14 @@ def test_server_side_union_over_ganesha(base: Path) -> None:
     assert f'Path = "{merged}";' in plan.text and f'Path = "{base}/systems/node01";' \
         not in plan.text
 
-    server = ganesha_server(inv, paths, port=port)
+    server = ganesha_server(resolve_cluster(inv), paths, port=port)
 
     async def scenario() -> None:
         async with server:
             await asyncio.to_thread(_prove, client, base, inv, paths, target)
             # node02 goes: its export first, then its union; then its dir can be archived.
             inv2 = _inventory(base, nodes=("node01",))
-            apply_nfs(inv2, paths, plan=nfs_plan(inv2, paths, port=port))
+            apply_nfs(inv2, paths, plan=nfs_plan(resolve_cluster(inv2), paths, port=port))
             assert sorted(mounted_unions(base / "systems")) == ["node01"]
             assert archive_node_dir(inv, paths, "node02") is not None
             assert client.read(f"{merged}/etc/motd") == "node01 motd\n"
@@ -143,17 +144,17 @@ def _prove(client: NfsClient, base: Path, inv: Inventory, paths: Paths,
     (base / "image/etc/layered").unlink()
     (base / "image/etc/new-in-image").write_text("new\n")
     (base / "groups/compute/etc/layered").write_text("group v2\n")
-    assert remount_union_for_boot(inv, paths, "node01", target) is True
+    assert remount_union_for_boot(resolve_cluster(inv), paths, "node01", target) is True
     assert client.read(f"{merged}/etc/new-in-image") == "new\n"
     assert client.read(f"{merged}/etc/layered") == "group v2\n"
     assert "issue.net" not in client.names(f"{merged}/etc")
-    assert not remount_union_for_boot(inv, paths, "nobody-such", target)
+    assert not remount_union_for_boot(resolve_cluster(inv), paths, "nobody-such", target)
 
 
 def test_refused_over_the_live_root(base: Path) -> None:
     inv = _inventory(base, image_root=Path("/"))
     with pytest.raises(UnionUnsupported, match="live `/`") as info:
-        nfs_plan(inv, Paths(home=base / "home"))
+        nfs_plan(resolve_cluster(inv), Paths(home=base / "home"))
     assert info.value.hint and "union=client" in info.value.hint
 
 
@@ -170,7 +171,7 @@ def test_remount_picks_up_new_group_layers(base: Path) -> None:
                      images=inv.images)
     apply_nfs(inv2, paths)  # mounted over the old layers: left for the node's next boot
     assert (base / "systems/node02/merged/etc/layered").read_text() == "image\n"
-    assert remount_union_for_boot(inv2, paths, "node02")
+    assert remount_union_for_boot(resolve_cluster(inv2), paths, "node02")
     assert (base / "systems/node02/merged/etc/layered").read_text() == "group\n"
     with contextlib.suppress(Exception):
         subprocess.run(["umount", str(base / "systems/node02/merged")], check=True)

@@ -4,27 +4,23 @@ from __future__ import annotations
 
 import enum
 import ipaddress
-import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
-from typing import Any
 
-from oneroot.errors import InvalidValue
+from oneroot.model.names import check_name as check_name
+from oneroot.model.profile import (
+    LIST_KEYS,
+    PROFILE_KEYS,
+    Profile,
+    ProfileValue,
+)
+from oneroot.model.profile import check_profile_value as check_profile_value
 from oneroot.net import MacAddress
 
-_NAME = re.compile(r"^[a-z0-9]([a-z0-9_-]{0,61}[a-z0-9])?$")
-
-
-def check_name(kind: str, name: str) -> str:
-    """Names become host names, file names and NFS paths: keep them DNS-label safe."""
-    if not _NAME.match(name):
-        raise InvalidValue(
-            f"invalid {kind} name {name!r}",
-            hint="use 1-63 lowercase letters, digits, '-' or '_', starting and ending with a "
-            "letter or digit",
-        )
-    return name
+__all__ = ["PROFILE_KEYS", "DhcpMode", "Group", "Image", "InitSystem", "NfsServerKind", "Node",
+           "ProfileValue", "ResolvedNode", "Runlevel", "Settings", "check_name",
+           "check_profile_value", "resolve"]
 
 
 class DhcpMode(enum.StrEnum):
@@ -77,95 +73,6 @@ class Settings:
         return self.group_dir / group
 
 
-# Profile keys a group sets and a node may override. Values are str, bool or tuple[str, ...].
-PROFILE_KEYS: dict[str, str] = {
-    "image": "name of the image whose root is the bottom layer",
-    "kernel": "kernel file, relative to the boot dir",
-    "initramfs": "initramfs file, relative to the boot dir",
-    "runlevel": "runlevel the node boots into (empty: the image's default)",
-    "kernel_args": "extra kernel command-line arguments",
-    "extra_layers": "extra root= layers (spec text) between the image and group layers",
-    "group_layer": "the group's own directory is a read-only layer (true/false)",
-    "nfs_options": "NFS mount options for every layer, e.g. vers=4.2",
-    "union": "where layers are unioned: client (node-side, the seed's way) or server",
-    "bios_loader": "boot loader for BIOS PXE: ipxe (undionly.kpxe) or pxelinux (pxelinux.0)",
-    "uefi_loader": "boot loader for UEFI PXE: ipxe (ipxe.efi) or snponly (snponly.efi)",
-    "firmware": "firmware of the node: bios or uefi (used by the lab)",
-    "ephemeral": "node's layer read-only with a tmpfs on top: changes lost at reboot",
-}
-LIST_KEYS = frozenset({"kernel_args", "extra_layers"})
-BOOL_KEYS = frozenset({"group_layer", "ephemeral"})
-_CHOICES: dict[str, tuple[str, ...]] = {
-    "union": ("client", "server"),
-    "bios_loader": ("ipxe", "pxelinux"),
-    "uefi_loader": ("ipxe", "snponly"),
-    "firmware": ("bios", "uefi"),
-}
-DEFAULT_PROFILE: Mapping[str, Any] = {
-    "image": "default",
-    "kernel": "vmlinuz",
-    "initramfs": "initramfs.img",
-    "runlevel": "",
-    "kernel_args": (),
-    "extra_layers": (),
-    "group_layer": False,
-    "nfs_options": "",
-    "union": "client",
-    "bios_loader": "ipxe",
-    "uefi_loader": "ipxe",
-    "firmware": "bios",
-    "ephemeral": False,
-}
-
-ProfileValue = str | bool | tuple[str, ...]
-
-
-def check_profile_value(key: str, value: Any) -> ProfileValue:
-    """Validate and normalise one profile value (from the CLI, YAML or the database)."""
-    if key not in PROFILE_KEYS:
-        raise InvalidValue(
-            f"unknown setting {key!r}", hint=f"known settings: {', '.join(sorted(PROFILE_KEYS))}"
-        )
-    if key in LIST_KEYS:
-        if isinstance(value, str):
-            items = tuple(value.split()) if key == "kernel_args" else tuple(
-                v for v in (p.strip() for p in value.split(",")) if v)
-        elif isinstance(value, Sequence):
-            items = tuple(str(v) for v in value)
-        else:
-            raise InvalidValue(f"{key} must be a list, not {value!r}")
-        for item in items:
-            if any(c.isspace() for c in item) or not item:
-                raise InvalidValue(f"{key} item {item!r} contains white space",
-                                   hint="give one item per argument")
-        return items
-    if key in BOOL_KEYS:
-        if isinstance(value, bool):
-            return value
-        text = str(value).strip().lower()
-        if text in ("1", "true", "yes", "on"):
-            return True
-        if text in ("0", "false", "no", "off"):
-            return False
-        raise InvalidValue(f"{key} must be true or false, not {value!r}")
-    if not isinstance(value, str):
-        raise InvalidValue(f"{key} must be text, not {value!r}")
-    text = value.strip()
-    if key in _CHOICES and text not in _CHOICES[key]:
-        raise InvalidValue(f"{key} must be one of {', '.join(_CHOICES[key])}, not {text!r}")
-    if key == "runlevel" and text:
-        check_name("runlevel", text)
-    if key == "image":
-        check_name("image", text)
-    if key in ("kernel", "initramfs") and (not text or text.startswith("/") or ".." in
-                                          PurePosixPath(text).parts):
-        raise InvalidValue(f"{key} {text!r} must be a path inside the boot dir",
-                           hint="give it relative to the boot dir, e.g. vmlinuz")
-    if any(c.isspace() for c in text):
-        raise InvalidValue(f"{key} {text!r} must not contain white space")
-    return text
-
-
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Group:
     """A profile: values shared by the nodes that name it."""
@@ -206,39 +113,37 @@ class Runlevel:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ResolvedNode:
-    """A node with every profile value merged, and where each came from.
+    """A node with every profile value merged, its image looked up, and where each value came
+    from.
 
     `provenance[key]` is `"default"`, `"group:NAME"` or `"node"`; for list values it names every
     contributor, joined by `+`.
     """
 
     node: Node
-    values: Mapping[str, ProfileValue]
+    profile: Profile
+    image: Image  # the profile's image; an unknown name boots the settings' image root
     provenance: Mapping[str, str]
 
-    def text(self, key: str) -> str:
-        value = self.values[key]
-        assert isinstance(value, str), key
-        return value
+    @property
+    def name(self) -> str:
+        return self.node.name
 
-    def flag(self, key: str) -> bool:
-        value = self.values[key]
-        assert isinstance(value, bool), key
-        return value
-
-    def items(self, key: str) -> tuple[str, ...]:
-        value = self.values[key]
-        assert isinstance(value, tuple), key
-        return value
+    @property
+    def values(self) -> dict[str, ProfileValue]:
+        """The profile as text-keyed plain values, in `PROFILE_KEYS` order (for display)."""
+        return self.profile.as_values()
 
 
-def resolve(node: Node, groups: Mapping[str, Group]) -> ResolvedNode:
+def resolve(node: Node, groups: Mapping[str, Group], *, images: Mapping[str, Image],
+            image_root: PurePosixPath) -> ResolvedNode:
     """Merge defaults < groups (in the node's order) < the node's overrides.
 
     Scalars: the last source wins. Lists (kernel args, extra layers): concatenated in order.
+    Groups the node names that do not exist are skipped (validation reports them).
     """
-    values: dict[str, ProfileValue] = dict(DEFAULT_PROFILE)
-    sources: dict[str, list[str]] = {key: ["default"] for key in DEFAULT_PROFILE}
+    values: dict[str, ProfileValue] = {}
+    sources: dict[str, list[str]] = {key: ["default"] for key in PROFILE_KEYS}
     layered: list[tuple[str, Mapping[str, ProfileValue]]] = [
         (f"group:{g}", groups[g].values) for g in node.groups if g in groups
     ]
@@ -249,13 +154,15 @@ def resolve(node: Node, groups: Mapping[str, Group]) -> ResolvedNode:
                 assert isinstance(value, tuple)
                 if not value:
                     continue
-                base = values[key]
+                base = values.get(key, ())
                 assert isinstance(base, tuple)
                 values[key] = base + value
                 sources[key] = [s for s in sources[key] if s != "default"] + [source]
             else:
                 values[key] = value
                 sources[key] = [source]
-    return ResolvedNode(
-        node=node, values=values, provenance={k: "+".join(v) for k, v in sources.items()}
-    )
+    profile = Profile.from_values(values)
+    image = images.get(profile.image) or Image(name=profile.image, root=image_root,
+                                               init_system=InitSystem.UNKNOWN)
+    return ResolvedNode(node=node, profile=profile, image=image,
+                        provenance={k: "+".join(v) for k, v in sources.items()})

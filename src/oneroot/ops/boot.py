@@ -4,22 +4,10 @@ from __future__ import annotations
 
 from pathlib import PurePosixPath
 
-from oneroot.model.cluster import Image, InitSystem, ResolvedNode, Settings
+from oneroot.model.cluster import ResolvedNode, Settings
 from oneroot.model.inventory import Inventory
+from oneroot.model.resolved import ResolvedCluster, as_cluster
 from oneroot.rootspec import Mode, NfsLayer, RootSpec, TmpfsLayer, format_spec, parse
-
-
-def node_image(inv: Inventory, r: ResolvedNode) -> Image:
-    name = r.text("image")
-    image = inv.images.get(name)
-    if image is None:
-        return Image(name=name, root=inv.settings.image_root, init_system=InitSystem.UNKNOWN)
-    return image
-
-
-def server_union(r: ResolvedNode) -> bool:
-    """The node's layers are unioned on the server (`union=server`), not by its initramfs."""
-    return r.values.get("union") == "server"
 
 
 def union_merged_dir(s: Settings, node: str) -> PurePosixPath:
@@ -28,36 +16,34 @@ def union_merged_dir(s: Settings, node: str) -> PurePosixPath:
     return s.diff_overlay_dir(node) / "merged"
 
 
-def node_root_spec(inv: Inventory, r: ResolvedNode) -> RootSpec:
+def node_root_spec(cluster: ResolvedCluster, r: ResolvedNode) -> RootSpec:
     """The node's layers, bottom-most first: image, extra layers, group layers, its own dir.
 
     The node's own directory is the rw top (the seed's line), or ro under a tmpfs when the
     node is ephemeral (the seed's `;ro;tmpfs`). A server-side union node mounts one layer,
     the merged tree the server exports to it (ro under a tmpfs when ephemeral).
     """
-    s = inv.settings
+    s = cluster.settings
+    p = r.profile
     server = str(s.server_address)
-    options = tuple(o for o in r.text("nfs_options").split(",") if o)
-    if server_union(r):
-        merged = NfsLayer(server=server, path=union_merged_dir(s, r.node.name),
-                          mode=Mode.RO if r.flag("ephemeral") else Mode.RW, options=options)
-        return RootSpec(layers=(merged, TmpfsLayer()) if r.flag("ephemeral") else (merged,))
+    options = p.nfs_option_list
+    if p.server_union:
+        merged = NfsLayer(server=server, path=union_merged_dir(s, r.name),
+                          mode=Mode.RO if p.ephemeral else Mode.RW, options=options)
+        return RootSpec(layers=(merged, TmpfsLayer()) if p.ephemeral else (merged,))
     layers: list[NfsLayer | TmpfsLayer] = [
-        NfsLayer(server=server, path=PurePosixPath(str(node_image(inv, r).root)),
-                 mode=Mode.RO, options=options)
+        NfsLayer(server=server, path=r.image.root, mode=Mode.RO, options=options)
     ]
-    for text in r.items("extra_layers"):
+    for text in p.extra_layers:
         for layer in parse(text).layers:
             if isinstance(layer, NfsLayer):
                 layers.append(NfsLayer(server=layer.server, path=layer.path, mode=Mode.RO,
                                        options=layer.options or options))
-    for group in r.node.groups:
-        g = inv.groups.get(group)
-        if g is not None and g.values.get("group_layer") is True:
-            layers.append(NfsLayer(server=server, path=PurePosixPath(
-                str(s.group_layer_dir(group))), mode=Mode.RO, options=options))
-    own = PurePosixPath(str(s.diff_overlay_dir(r.node.name)))
-    if r.flag("ephemeral"):
+    for group in cluster.group_layers(r):
+        layers.append(NfsLayer(server=server, path=s.group_layer_dir(group), mode=Mode.RO,
+                               options=options))
+    own = s.diff_overlay_dir(r.name)
+    if p.ephemeral:
         layers.append(NfsLayer(server=server, path=own, mode=Mode.RO, options=options))
         layers.append(TmpfsLayer())
     else:
@@ -65,5 +51,5 @@ def node_root_spec(inv: Inventory, r: ResolvedNode) -> RootSpec:
     return RootSpec(layers=tuple(layers))
 
 
-def root_spec_text(inv: Inventory, r: ResolvedNode) -> str:
-    return format_spec(node_root_spec(inv, r))
+def root_spec_text(cluster: ResolvedCluster | Inventory, r: ResolvedNode) -> str:
+    return format_spec(node_root_spec(as_cluster(cluster), r))

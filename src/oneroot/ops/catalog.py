@@ -1,21 +1,21 @@
-"""The boot catalog: everything `oneroot serve` hands out, computed from one inventory.
+"""The boot catalog: everything `oneroot serve` hands out, computed from one resolved cluster.
 
-Built once per inventory load; per-node files are rendered on first request and cached, so a
-5,000-node cluster costs nothing until its nodes boot.
+Built once per inventory load; per-node files are rendered on first request and cached in the
+catalog (so they go with it when a reload replaces it), so a 5,000-node cluster costs nothing
+until its nodes boot.
 """
 
 from __future__ import annotations
 
-import functools
 import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from pathlib import PurePosixPath
 
-from oneroot.model.cluster import ResolvedNode, resolve
-from oneroot.model.inventory import Inventory
+from oneroot.model.cluster import ResolvedNode
+from oneroot.model.profile import BiosLoader, UefiLoader
+from oneroot.model.resolved import ResolvedCluster
 from oneroot.net import MacAddress
-from oneroot.ops.boot import node_image, root_spec_text, server_union, union_merged_dir
+from oneroot.ops.boot import root_spec_text, union_merged_dir
 from oneroot.proto.dhcp import NodeBoot
 from oneroot.render.boot import (
     grub_filename,
@@ -36,8 +36,8 @@ from oneroot.render.context import (
     SerialConsole,
 )
 
-BIOS_FILES = {"ipxe": "undionly.kpxe", "pxelinux": "pxelinux.0"}
-UEFI_FILES = {"ipxe": "ipxe.efi", "snponly": "snponly.efi"}
+BIOS_FILES = {BiosLoader.IPXE: "undionly.kpxe", BiosLoader.PXELINUX: "pxelinux.0"}
+UEFI_FILES = {UefiLoader.IPXE: "ipxe.efi", UefiLoader.SNPONLY: "snponly.efi"}
 REPORT_PATH = "/api/v1/report"
 DEFAULT_SERIAL = SerialConsole()
 
@@ -79,66 +79,69 @@ class VirtualFile:
 
 
 class BootCatalog:
-    def __init__(self, inv: Inventory, *, serial: SerialConsole | None = DEFAULT_SERIAL,
-                 http_host: str | None = None,
+    def __init__(self, cluster: ResolvedCluster, *,
+                 serial: SerialConsole | None = DEFAULT_SERIAL, http_host: str | None = None,
                  export_ids: Mapping[str, int] | None = None) -> None:
-        self.inv = inv
-        s = inv.settings
+        self.cluster = cluster
+        s = cluster.settings
         host = http_host or str(s.server_address)
         self.http_base = f"http://{host}:{s.http_port}"
         self.boot_url = f"{self.http_base}/boot"
         self.report_url = f"{self.http_base}{REPORT_PATH}"
         self.serial = serial
-        self.resolved: dict[str, ResolvedNode] = {
-            name: resolve(node, inv.groups) for name, node in sorted(inv.nodes.items())
-        }
-        self.by_mac: dict[MacAddress, str] = {
-            mac: node.name for node in inv.nodes.values() for mac in node.macs
-        }
-        self.by_address = {node.address: node.name for node in inv.nodes.values()}
+        self.by_address = {r.node.address: name for name, r in cluster.nodes.items()}
         self.export_ids = assign_export_ids(self.export_keys(), export_ids or {})
         self._virtual_names: dict[str, tuple[str, str]] = {}
-        for name, r in self.resolved.items():
+        for name, r in cluster.nodes.items():
             self._virtual_names[ipxe_filename(name)] = (name, "ipxe")
             for mac in r.node.macs:
                 self._virtual_names[pxelinux_filename(mac)] = (name, "pxelinux")
                 self._virtual_names[grub_filename(mac)] = (name, "grub")
+        # Caches of this catalog alone: keyed by what the inventory names (never by what a
+        # client sends), so each is bounded by the inventory, and dropped with the catalog.
+        self._dhcp: dict[str, NodeBoot] = {}
+        self._contexts: dict[str, NodeBootContext] = {}
+        self._rendered: dict[tuple[str, str], bytes] = {}
 
     def export_keys(self) -> list[str]:
-        inv = self.inv
-        return ([f"image:{n}" for n in inv.images] + [f"node:{n}" for n in inv.nodes]
-                + [f"group:{n}" for n, g in inv.groups.items()
-                   if g.values.get("group_layer") is True])
+        c = self.cluster
+        return ([f"image:{n}" for n in c.images] + [f"node:{n}" for n in c.inventory.nodes]
+                + [f"group:{n}" for n in c.groups if n in c.layer_groups])
 
     # -- per node --------------------------------------------------------------------------
     def node_for_mac(self, mac: MacAddress) -> ResolvedNode | None:
-        name = self.by_mac.get(mac)
-        return self.resolved[name] if name else None
+        return self.cluster.node_for_mac(mac)
 
-    @functools.lru_cache(maxsize=4096)  # noqa: B019 - per DHCP request; the catalog is immutable
     def dhcp_lookup(self, mac: MacAddress) -> NodeBoot | None:
+        """What DHCP tells the node with `mac` (None: not in the inventory)."""
         r = self.node_for_mac(mac)
         if r is None:
             return None
-        return NodeBoot(
-            name=r.node.name, address=r.node.address,
-            bios_file=BIOS_FILES[r.text("bios_loader")],
-            uefi_file=UEFI_FILES[r.text("uefi_loader")],
-            ipxe_url=f"{self.boot_url}/{ipxe_filename(r.node.name)}",
-            bios_pxelinux=r.text("bios_loader") == "pxelinux",
-        )
+        boot = self._dhcp.get(r.name)
+        if boot is None:
+            p = r.profile
+            boot = self._dhcp[r.name] = NodeBoot(
+                name=r.name, address=r.node.address,
+                bios_file=BIOS_FILES[p.bios_loader], uefi_file=UEFI_FILES[p.uefi_loader],
+                ipxe_url=f"{self.boot_url}/{ipxe_filename(r.name)}",
+                bios_pxelinux=p.bios_loader is BiosLoader.PXELINUX,
+            )
+        return boot
 
-    @functools.lru_cache(maxsize=4096)  # noqa: B019 - the catalog lives as long as its inventory
     def node_context(self, name: str) -> NodeBootContext:
-        r = self.resolved[name]
-        image = node_image(self.inv, r)
-        runlevel = r.text("runlevel") or None
+        ctx = self._contexts.get(name)
+        if ctx is None:
+            ctx = self._contexts[name] = self._node_context(self.cluster.nodes[name])
+        return ctx
+
+    def _node_context(self, r: ResolvedNode) -> NodeBootContext:
+        p = r.profile
         return NodeBootContext(
-            name=name, macs=r.node.macs, address=r.node.address,
-            server_address=self.inv.settings.server_address, boot_url=self.boot_url,
-            kernel=r.text("kernel"), initramfs=r.text("initramfs"),
-            root_spec=root_spec_text(self.inv, r), runlevel=runlevel,
-            init_system=image.init_system, kernel_args=r.items("kernel_args"),
+            name=r.name, macs=r.node.macs, address=r.node.address,
+            server_address=self.cluster.settings.server_address, boot_url=self.boot_url,
+            kernel=p.kernel, initramfs=p.initramfs,
+            root_spec=root_spec_text(self.cluster, r), runlevel=p.runlevel or None,
+            init_system=r.image.init_system, kernel_args=p.kernel_args,
             serial=self.serial, status_url=self.report_url,
         )
 
@@ -154,42 +157,44 @@ class BootCatalog:
         name, kind = hit
         return VirtualFile(node=name, data=self._render(name, kind))
 
-    @functools.lru_cache(maxsize=8192)  # noqa: B019
     def _render(self, name: str, kind: str) -> bytes:
-        ctx = self.node_context(name)
-        text = {"ipxe": render_ipxe, "pxelinux": render_pxelinux, "grub": render_grub}[kind](ctx)
-        return text.encode()
+        data = self._rendered.get((name, kind))
+        if data is None:
+            ctx = self.node_context(name)
+            render = {"ipxe": render_ipxe, "pxelinux": render_pxelinux,
+                      "grub": render_grub}[kind]
+            data = self._rendered[(name, kind)] = render(ctx).encode()
+        return data
 
     # -- cluster wide ------------------------------------------------------------------------
     def cluster_context(self, *, nfs_protocols: tuple[int, ...] = (3, 4)) -> ClusterContext:
-        inv, s = self.inv, self.inv.settings
+        c, s = self.cluster, self.cluster.settings
+        in_use = c.images_in_use()
         images = tuple(
             ImageExport(name=img.name, path=img.root,
                         export_id=self.export_ids[f"image:{img.name}"])
-            for img in sorted(inv.images.values(), key=lambda i: i.name)
-            if any(node_image(inv, r).name == img.name for r in self.resolved.values())
-            or img.name == "default"
+            for img in sorted(c.images.values(), key=lambda i: i.name)
+            if img.name in in_use or img.name == "default"
         )
         nodes = tuple(
             ClusterNode(
                 name=name, macs=r.node.macs, address=r.node.address,
-                export_path=(union_merged_dir(s, name) if server_union(r)
-                             else PurePosixPath(str(s.diff_overlay_dir(name)))),
-                server_union=server_union(r), read_only=r.flag("ephemeral"),
+                export_path=(union_merged_dir(s, name) if r.profile.server_union
+                             else s.diff_overlay_dir(name)),
+                server_union=r.profile.server_union, read_only=r.profile.ephemeral,
                 export_id=self.export_ids[f"node:{name}"],
                 ipxe_script_url=f"{self.boot_url}/{ipxe_filename(name)}",
-                bios_boot_file=BIOS_FILES[r.text("bios_loader")],
-                uefi_boot_file=UEFI_FILES[r.text("uefi_loader")],
+                bios_boot_file=BIOS_FILES[r.profile.bios_loader],
+                uefi_boot_file=UEFI_FILES[r.profile.uefi_loader],
             )
-            for name, r in self.resolved.items()
+            for name, r in c.nodes.items()
         )
-        group_layers = []
-        for gname, group in sorted(inv.groups.items()):
-            if group.values.get("group_layer") is True:
-                clients = tuple(r.node.address for r in self.resolved.values()
-                                if gname in r.node.groups)
-                group_layers.append(GroupLayerExport(
-                    name=gname, path=PurePosixPath(str(s.group_layer_dir(gname))),
-                    export_id=self.export_ids[f"group:{gname}"], clients=clients))
+        group_layers = tuple(
+            GroupLayerExport(
+                name=gname, path=s.group_layer_dir(gname),
+                export_id=self.export_ids[f"group:{gname}"],
+                clients=tuple(r.node.address for r in c.nodes.values()
+                              if gname in r.node.groups))
+            for gname in sorted(c.layer_groups))
         return ClusterContext(settings=s, images=images, nodes=nodes,
-                              group_layers=tuple(group_layers), nfs_protocols=nfs_protocols)
+                              group_layers=group_layers, nfs_protocols=nfs_protocols)

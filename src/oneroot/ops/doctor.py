@@ -4,12 +4,11 @@ Reads only: /proc (filesystems, listening sockets), /dev/fuse, the boot binaries
 the inventory. Nothing is bound or started, so it is safe on a live server; a port held by
 `oneroot serve` itself is not a conflict.
 
-    findings = run_checks(inv, paths)       # [Finding(check=, level=, message=, fix=)]
+    findings = run_checks(cluster, paths)   # [Finding(check=, level=, message=, fix=)]
 """
 
 from __future__ import annotations
 
-import contextlib
 import enum
 import ipaddress
 import os
@@ -21,10 +20,11 @@ from pathlib import Path
 from oneroot.errors import OnerootError
 from oneroot.model.cluster import DhcpMode, Image, NfsServerKind
 from oneroot.model.inventory import Inventory, validate
+from oneroot.model.paths import Paths
+from oneroot.model.resolved import ResolvedCluster, as_cluster
 from oneroot.nfs.knfsd import default_nfs_server, kernel_has_nfsd
 from oneroot.ops.bootfiles import BOOT_BINARIES
-from oneroot.ops.inventory import detect_init_system, resolved
-from oneroot.ops.paths import Paths
+from oneroot.ops.inventory import detect_init_system
 
 
 class Level(enum.StrEnum):
@@ -69,7 +69,8 @@ def error(check: str, message: str, fix: str) -> Finding:
     return Finding(check=check, level=Level.ERROR, message=message, fix=fix)
 
 
-def run_checks(inv: Inventory | None, paths: Paths, *, host: Host = Host()) -> list[Finding]:
+def run_checks(inv: ResolvedCluster | Inventory | None, paths: Paths, *,
+               host: Host = Host()) -> list[Finding]:
     """Every check, in order; without an inventory only the server's own checks run."""
     findings = [*check_kernel(host), *check_nfs_server(inv, host),
                 *check_boot_binaries(inv, host)]
@@ -79,8 +80,14 @@ def run_checks(inv: Inventory | None, paths: Paths, *, host: Host = Host()) -> l
                               "--interface IFACE` (or pass --home)"))
         return findings
     findings += check_ports(inv, host)
-    findings += check_images(inv, host)
-    findings += check_inventory(inv, host)
+    try:
+        cluster = as_cluster(inv)
+    except OnerootError as exc:  # a stored value that no longer passes validation
+        findings.append(error("inventory", str(exc), exc.hint or
+                              "fix it with `oneroot node/group set`"))
+        return findings
+    findings += check_images(cluster, host)
+    findings += check_inventory(cluster, host)
     return findings
 
 
@@ -136,7 +143,7 @@ def check_kernel(host: Host) -> list[Finding]:
 GANESHA_BINARIES = ("/usr/bin/ganesha.nfsd", "/usr/sbin/ganesha.nfsd")
 
 
-def check_nfs_server(inv: Inventory | None, host: Host) -> list[Finding]:
+def check_nfs_server(inv: ResolvedCluster | Inventory | None, host: Host) -> list[Finding]:
     filesystems = host.proc / "filesystems"
     kind = inv.settings.nfs_server if inv is not None else default_nfs_server(filesystems)
     knfsd = kernel_has_nfsd(filesystems)
@@ -232,7 +239,7 @@ def _cmdline(proc_dir: Path) -> str:
         return "?"
 
 
-def required_ports(inv: Inventory) -> list[tuple[str, int, str]]:
+def required_ports(inv: ResolvedCluster | Inventory) -> list[tuple[str, int, str]]:
     """(proto, port, service) that `oneroot serve` and the NFS server bind."""
     ports = [("udp", 67, "DHCP"), ("udp", 69, "TFTP"),
              ("tcp", inv.settings.http_port, "HTTP"), ("tcp", 2049, "NFS")]
@@ -241,7 +248,7 @@ def required_ports(inv: Inventory) -> list[tuple[str, int, str]]:
     return ports
 
 
-def check_ports(inv: Inventory, host: Host) -> list[Finding]:
+def check_ports(inv: ResolvedCluster | Inventory, host: Host) -> list[Finding]:
     server = inv.settings.server_address
     relevant = {ipaddress.IPv4Address("0.0.0.0"), ipaddress.IPv6Address("::"), server,
                 ipaddress.IPv6Address(f"::ffff:{server}")}
@@ -272,7 +279,7 @@ def _is_ours(cmdline: str, service: str) -> bool:
 
 # -- boot binaries -------------------------------------------------------------------------------
 
-def check_boot_binaries(inv: Inventory | None, host: Host) -> list[Finding]:
+def check_boot_binaries(inv: ResolvedCluster | Inventory | None, host: Host) -> list[Finding]:
     boot_dir = host.path(str(inv.settings.boot_dir)) if inv is not None else None
     missing: dict[str, list[str]] = {}
     for name, (source, package) in BOOT_BINARIES.items():
@@ -316,16 +323,12 @@ def _inside(root: Path, link: Path) -> Path:
     return path
 
 
-def node_kernels(inv: Inventory, host: Host) -> dict[str, str]:
+def node_kernels(cluster: ResolvedCluster, host: Host) -> dict[str, str]:
     """image name → a kernel release its nodes boot (from the kernel file in the boot dir)."""
     out: dict[str, str] = {}
-    boot_dir = host.path(str(inv.settings.boot_dir))
-    for node in inv.nodes.values():
-        try:
-            values = resolved(inv, node).values
-        except OnerootError:
-            continue  # check_inventory says why
-        image, kernel = str(values.get("image", "")), str(values.get("kernel", ""))
+    boot_dir = host.path(str(cluster.settings.boot_dir))
+    for r in cluster.nodes.values():
+        image, kernel = r.profile.image, r.profile.kernel
         if image in out or not kernel:
             continue
         version = bzimage_version(boot_dir / kernel)
@@ -334,25 +337,18 @@ def node_kernels(inv: Inventory, host: Host) -> dict[str, str]:
     return out
 
 
-def images_in_use(inv: Inventory) -> set[str]:
-    used = set()
-    for node in inv.nodes.values():
-        with contextlib.suppress(OnerootError):
-            used.add(str(resolved(inv, node).values.get("image", "")))
-    return used
-
-
-def check_images(inv: Inventory, host: Host) -> Iterator[Finding]:
+def check_images(cluster: ResolvedCluster, host: Host) -> Iterator[Finding]:
     """Each image's findings; those of an image no node boots are only warnings."""
-    used = images_in_use(inv)
-    for image in sorted(inv.images.values(), key=lambda i: i.name):
-        for f in _check_image(inv, image, host, kernels=node_kernels(inv, host)):
+    used = cluster.images_in_use()
+    kernels = node_kernels(cluster, host)
+    for image in sorted(cluster.images.values(), key=lambda i: i.name):
+        for f in _check_image(image, host, kernels=kernels):
             if f.level is Level.ERROR and image.name not in used:
                 f = warning(f.check, f"{f.message} (no node boots this image)", f.fix)
             yield f
 
 
-def _check_image(inv: Inventory, image: Image, host: Host, *, kernels: dict[str, str]
+def _check_image(image: Image, host: Host, *, kernels: dict[str, str]
                  ) -> Iterator[Finding]:
     check = f"image:{image.name}"
     root = host.path(str(image.root))
@@ -397,7 +393,8 @@ def _check_image(inv: Inventory, image: Image, host: Host, *, kernels: dict[str,
 
 # -- inventory -----------------------------------------------------------------------------------
 
-def check_inventory(inv: Inventory, host: Host) -> Iterator[Finding]:
+def check_inventory(cluster: ResolvedCluster, host: Host) -> Iterator[Finding]:
+    inv = cluster.inventory
     try:
         validate(inv)
     except OnerootError as exc:
@@ -407,24 +404,19 @@ def check_inventory(inv: Inventory, host: Host) -> Iterator[Finding]:
         yield error("inventory", f"server address {s.server_address} is outside {s.subnet}",
                     "`oneroot settings set server_address=… subnet=…`")
     problems = 0
-    for node in sorted(inv.nodes.values(), key=lambda n: n.name):
-        try:
-            values = resolved(inv, node).values
-        except OnerootError as exc:
-            problems += 1
-            yield error("inventory", f"{node.name}: {exc}", exc.hint or "")
-            continue
+    for r in cluster.nodes.values():
+        node = r.node
         if node.address not in s.subnet:
             problems += 1
             yield error("inventory", f"{node.name}: {node.address} is outside {s.subnet}",
                         f"`oneroot node set {node.name} --ip ADDR`")
-        image = str(values.get("image", ""))
+        image = r.profile.image
         if image not in inv.images:
             problems += 1
             yield error("inventory", f"{node.name}: image {image!r} is not defined",
                         f"`oneroot image create {image}` or `oneroot node set {node.name} "
                         "--set image=NAME`")
-        runlevel = str(values.get("runlevel", ""))
+        runlevel = r.profile.runlevel
         if runlevel and runlevel not in inv.runlevels:
             problems += 1
             yield error("inventory", f"{node.name}: runlevel {runlevel!r} is not defined",

@@ -25,10 +25,10 @@ from oneroot.model.cluster import (
     resolve,
 )
 from oneroot.model.inventory import Change, Inventory, plan, settings_from_dict, validate
+from oneroot.model.paths import Paths
 from oneroot.model.ranges import expand_names
 from oneroot.net import MacAddress
 from oneroot.nfs.knfsd import default_nfs_server
-from oneroot.ops.paths import Paths
 
 
 def open_store(paths: Paths, *, must_exist: bool = True) -> SqliteInventory:
@@ -233,7 +233,8 @@ def remove_nodes(store: InventoryStore, pattern: str) -> list[Change]:
 
 
 def resolved(inv: Inventory, node: Node) -> ResolvedNode:
-    return resolve(node, inv.groups)
+    """Transitional, for `node show` until the CLI resolves on load."""
+    return resolve(node, inv.groups, images=inv.images, image_root=inv.settings.image_root)
 
 
 # -- groups -----------------------------------------------------------------------------------

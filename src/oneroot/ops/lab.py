@@ -24,10 +24,12 @@ from oneroot.initramfs.cpio import Compression
 from oneroot.initramfs.kernel import Kernel, fetch_kernel
 from oneroot.lab import Lab, QemuVm, list_netns
 from oneroot.lab.qemu import Firmware
+from oneroot.model import profile
+from oneroot.model.paths import Paths
+from oneroot.model.resolved import resolve_cluster
 from oneroot.net import MacAddress
 from oneroot.ops.images import LAB_MODULES, create_image
-from oneroot.ops.inventory import get_node, open_store, resolved
-from oneroot.ops.paths import Paths
+from oneroot.ops.inventory import get_node, open_store
 
 Progress = Callable[[str], None]
 ONEROOT = (sys.executable, "-m", "oneroot")
@@ -198,11 +200,10 @@ class LabCluster:
         """The `firmware` profile value of `node` (bios unless a group or the node says uefi)."""
         store = open_store(Paths(home=self.home))
         try:
-            inv = store.load()
-            value = resolved(inv, get_node(inv, node)).values.get("firmware")
+            firmware = resolve_cluster(store.load()).node(node).profile.firmware
         finally:
             store.close()
-        return "uefi" if value == "uefi" else "bios"
+        return "uefi" if firmware is profile.Firmware.UEFI else "bios"
 
     def stop_verified(self) -> None:
         """stop(), then make sure the lab's network namespace is gone (tests' teardown)."""

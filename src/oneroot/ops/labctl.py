@@ -42,9 +42,9 @@ from oneroot.lab.netns import (
     terminate_process,
 )
 from oneroot.lab.qemu import Firmware
+from oneroot.model.paths import Paths
 from oneroot.ops.inventory import open_store
 from oneroot.ops.lab import LabCluster
-from oneroot.ops.paths import Paths
 from oneroot.ops.status import read_status
 
 log = logging.getLogger(__name__)

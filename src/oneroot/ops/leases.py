@@ -6,8 +6,8 @@ import datetime
 from typing import Any
 
 from oneroot.inventory.leases import LeaseStore
+from oneroot.model.paths import Paths
 from oneroot.net import MacAddress
-from oneroot.ops.paths import Paths
 
 
 def _when(ts: float) -> str:

@@ -6,7 +6,7 @@ server's `/` → the unions of `union=server` nodes → the exports (knfsd: expo
 supervises) → unmounting unions no longer exported. Every step is idempotent.
 
 A server-side union is replaced only while unexported (the NFS server holds it otherwise):
-`union_released(inv, paths, node)` unexports the node, unmounts its union, lets the caller
+`union_released(cluster, paths, node)` unexports the node, unmounts its union, lets the caller
 change its layer, mounts it again and exports it again (overlay edits; a node's boot).
 """
 
@@ -27,6 +27,8 @@ from oneroot.errors import ExternalToolError
 from oneroot.fsutil import write_if_changed
 from oneroot.model import NfsServerKind
 from oneroot.model.inventory import Inventory
+from oneroot.model.paths import Paths
+from oneroot.model.resolved import ResolvedCluster, as_cluster
 from oneroot.nfs import (
     GaneshaFiles,
     GaneshaServer,
@@ -50,14 +52,12 @@ from oneroot.nfs.view import mount_at
 from oneroot.ops.catalog import BootCatalog
 from oneroot.ops.exportids import keep_export_ids, load_export_ids
 from oneroot.ops.nodes_fs import prepare_group_layers, prepare_nodes
-from oneroot.ops.paths import Paths
 from oneroot.ops.runlevels import apply_runlevels
 from oneroot.ops.server_union import (
     check_union_nodes,
     mount_unions,
     node_union_spec,
     stale_unions,
-    union_nodes,
     union_ns_pid,
     unmount_unions,
 )
@@ -91,15 +91,11 @@ class NfsApplyResult:
     applied: str  # "exportfs -ra", "ganesha SIGHUP", "written" (nothing running)
 
 
-def views_dir(paths: Paths) -> Path:
-    return paths.home / "views"
-
-
 def ganesha_files(paths: Paths) -> GaneshaFiles:
     return GaneshaFiles.in_dir(paths.run_dir / "ganesha")
 
 
-def nfs_plan(inv: Inventory, paths: Paths, *, kind: NfsServerKind | None = None,
+def nfs_plan(cluster: ResolvedCluster, paths: Paths, *, kind: NfsServerKind | None = None,
              protocols: tuple[int, ...] | None = None, port: int = 2049,
              bind: ipaddress.IPv4Address | None = None,
              unexported: Iterable[str] = ()) -> NfsPlan:
@@ -107,14 +103,14 @@ def nfs_plan(inv: Inventory, paths: Paths, *, kind: NfsServerKind | None = None,
     SSH key names (masked in views) and the persisted export ids (never written here).
     `unexported` nodes are left out (while their union is remounted). Raises
     `UnionUnsupported` for a server-side union node it cannot serve."""
-    s = inv.settings
+    s = cluster.settings
     kind = kind or s.nfs_server
     protocols = protocols or (GANESHA_PROTOCOLS if kind is NfsServerKind.GANESHA
                               else KNFSD_PROTOCOLS)
-    catalog = BootCatalog(inv, export_ids=load_export_ids(paths))
+    catalog = BootCatalog(cluster, export_ids=load_export_ids(paths))
     ctx = catalog.cluster_context(nfs_protocols=protocols)
     ctx = dataclasses.replace(ctx, nfs_port=port)
-    unions = check_union_nodes(inv)
+    unions = check_union_nodes(cluster)
     left_out = set(unexported)
     if left_out:
         ctx = dataclasses.replace(ctx, nodes=tuple(n for n in ctx.nodes
@@ -123,12 +119,12 @@ def nfs_plan(inv: Inventory, paths: Paths, *, kind: NfsServerKind | None = None,
         ctx = dataclasses.replace(ctx, settings=dataclasses.replace(s, server_address=bind))
     views = {
         image.name: view_spec(
-            image.name, lower=Path(str(image.path)), views_dir=views_dir(paths),
+            image.name, lower=Path(image.path), views_dir=paths.views_dir,
             state_dir=s.state_dir, group_dir=s.group_dir,
             # a union node's export is its merged dir: that is the junction the view needs
             nodes=[f"{n.name}/merged" if n.name in unions else n.name for n in ctx.nodes],
             groups=[g.name for g in ctx.group_layers],
-            hidden_dirs=[PurePosixPath(str(paths.home))])
+            hidden_dirs=[PurePosixPath(paths.home)])
         for image in ctx.images
         if needs_view(image.path, state_dir=s.state_dir, group_dir=s.group_dir)
     }
@@ -138,7 +134,7 @@ def nfs_plan(inv: Inventory, paths: Paths, *, kind: NfsServerKind | None = None,
     else:
         # knfsd has no per-export pseudo path: the view is exported at its own path, and
         # root= must name that path (see the report; not run against a real nfsd here).
-        images = tuple(dataclasses.replace(i, path=PurePosixPath(str(views[i.name].mountpoint)))
+        images = tuple(dataclasses.replace(i, path=PurePosixPath(views[i.name].mountpoint))
                        if i.name in views else i for i in ctx.images)
         text = render_exports(dataclasses.replace(ctx, images=images))
     return NfsPlan(kind=kind, ctx=ctx, views=views, text=text, unions=unions,
@@ -162,23 +158,25 @@ def _check_unions_not_in_views(unions: dict[str, UnionSpec],
                          "exporting that image), or set union=client")
 
 
-def apply_nfs(inv: Inventory, paths: Paths, *, exportfs: str = "exportfs",
-              exports_file: Path = EXPORTS_FILE, plan: NfsPlan | None = None) -> NfsApplyResult:
+def apply_nfs(cluster: ResolvedCluster | Inventory, paths: Paths, *,
+              exportfs: str = "exportfs", exports_file: Path = EXPORTS_FILE,
+              plan: NfsPlan | None = None) -> NfsApplyResult:
     """Make the disk match the inventory and tell the NFS server. Idempotent."""
-    plan = plan or nfs_plan(inv, paths)
+    cluster = as_cluster(cluster)
+    plan = plan or nfs_plan(cluster, paths)
     keep_export_ids(paths, plan.export_ids)
-    prepare_group_layers(inv)
-    prepare_nodes(inv, paths)
+    prepare_group_layers(cluster)
+    prepare_nodes(cluster, paths)
     # After the node layers: for an image that is the server's live `/`, runlevel targets go
     # into each node's own layer instead of the image.
-    apply_runlevels(inv)
+    apply_runlevels(cluster)
     for spec in plan.views.values():
         mount_view(spec)
     files = ganesha_files(paths)
     pid = running_pid(files) if plan.kind is NfsServerKind.GANESHA else None
     ns_pid = union_ns_pid(pid)
     mount_unions(plan.unions, ns_pid=ns_pid)
-    stale = stale_unions(inv, ns_pid=ns_pid)
+    stale = stale_unions(cluster, ns_pid=ns_pid)
     if plan.kind is NfsServerKind.KNFSD:
         result = apply_exports(plan.text, path=exports_file, exportfs=exportfs)
         unmount_unions(stale, ns_pid=ns_pid)
@@ -227,11 +225,11 @@ class ExportTarget:
     exports_file: Path = EXPORTS_FILE
 
 
-def _export(inv: Inventory, paths: Paths, target: ExportTarget, *,
+def _export(cluster: ResolvedCluster, paths: Paths, target: ExportTarget, *,
             unexported: tuple[str, ...] = ()) -> None:
     """Tell the running NFS server the exports, leaving `unexported` nodes out, and wait
     until it has let go of them."""
-    plan = nfs_plan(inv, paths, unexported=unexported, bind=target.bind, port=target.port)
+    plan = nfs_plan(cluster, paths, unexported=unexported, bind=target.bind, port=target.port)
     keep_export_ids(paths, plan.export_ids)
     if plan.kind is NfsServerKind.KNFSD:
         apply_exports(plan.text, path=target.exports_file, exportfs=target.exportfs)
@@ -243,7 +241,7 @@ def _export(inv: Inventory, paths: Paths, target: ExportTarget, *,
 
 
 @contextlib.contextmanager
-def union_released(inv: Inventory, paths: Paths, name: str,
+def union_released(cluster: ResolvedCluster, paths: Paths, name: str,
                    target: ExportTarget = ExportTarget()) -> Iterator[UnionSpec | None]:
     """Around a change of a `union=server` node's layer: unexport the node, unmount its
     union, yield (its upper dir is a plain directory now), mount the union again (over the
@@ -255,43 +253,43 @@ def union_released(inv: Inventory, paths: Paths, name: str,
     If the union cannot be mounted again, the node stays unexported (never its empty mount
     point) and the error says why.
     """
-    if name not in union_nodes(inv):
+    if name not in cluster.union_nodes():
         yield None
         return
-    spec = node_union_spec(inv, name)
-    ganesha = inv.settings.nfs_server is NfsServerKind.GANESHA
+    spec = node_union_spec(cluster, name)
+    ganesha = cluster.settings.nfs_server is NfsServerKind.GANESHA
     ns_pid = union_ns_pid(running_pid(ganesha_files(paths)) if ganesha else None)
     if not union_status(spec, ns_pid=ns_pid).mounted:
         yield None
         return
     log.info("nfs.union.release node=%s", name)
-    _export(inv, paths, target, unexported=(name,))
+    _export(cluster, paths, target, unexported=(name,))
     try:
         unmount_union(spec, ns_pid=ns_pid)
     except BaseException:
-        _export(inv, paths, target)
+        _export(cluster, paths, target)
         raise
     try:
         yield spec
     finally:
         mount_union(spec, ns_pid=ns_pid)
-        _export(inv, paths, target)
+        _export(cluster, paths, target)
         log.info("nfs.union.restored node=%s", name)
 
 
-def remount_union_for_boot(inv: Inventory, paths: Paths, name: str,
+def remount_union_for_boot(cluster: ResolvedCluster, paths: Paths, name: str,
                            target: ExportTarget = ExportTarget()) -> bool:
     """A `union=server` node is booting: remount its union so it sees the lower layers as
     they are now (overlayfs caches lower dentries). False when there was nothing to do."""
-    with union_released(inv, paths, name, target) as spec:
+    with union_released(cluster, paths, name, target) as spec:
         return spec is not None
 
 
-def nfs_status(inv: Inventory, paths: Paths) -> dict[str, object]:
+def nfs_status(cluster: ResolvedCluster | Inventory, paths: Paths) -> dict[str, object]:
     """For `oneroot nfs status`: server kind, whether ganesha runs, which views are mounted."""
     files = ganesha_files(paths)
     pid = running_pid(files)
-    plan = nfs_plan(inv, paths)
+    plan = nfs_plan(as_cluster(cluster), paths)
     return {
         "server": plan.kind.value,
         "ganesha_pid": pid,
@@ -304,11 +302,12 @@ def nfs_status(inv: Inventory, paths: Paths) -> dict[str, object]:
     }
 
 
-def ganesha_server(inv: Inventory, paths: Paths, *, bind: ipaddress.IPv4Address | None = None,
-                   port: int = 2049, binary: str = "ganesha.nfsd") -> GaneshaServer:
+def ganesha_server(cluster: ResolvedCluster, paths: Paths, *,
+                   bind: ipaddress.IPv4Address | None = None, port: int = 2049,
+                   binary: str = "ganesha.nfsd") -> GaneshaServer:
     """The supervisor `oneroot serve` runs (`tg.create_task(server.run())`); on an inventory
     change: `apply_nfs(...)` for the disk, then `await server.reload(nfs_plan(...).text)`."""
-    plan = nfs_plan(inv, paths, kind=NfsServerKind.GANESHA, port=port, bind=bind)
+    plan = nfs_plan(cluster, paths, kind=NfsServerKind.GANESHA, port=port, bind=bind)
     keep_export_ids(paths, plan.export_ids)
     return GaneshaServer(ganesha_files(paths), config=plan.text,
-                         bind=bind or inv.settings.server_address, port=port, binary=binary)
+                         bind=bind or cluster.settings.server_address, port=port, binary=binary)

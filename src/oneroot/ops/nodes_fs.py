@@ -1,6 +1,6 @@
 """Node and group layers on disk: their directories and each node's generated identity.
 
-`prepare_nodes(inv, paths)` is idempotent: run it after every inventory change (and before
+`prepare_nodes(cluster, paths)` is idempotent: run it after every inventory change (and before
 exporting), it creates what is missing, repairs owners and modes in place, re-renders the
 identity files that changed and never removes anything.
 """
@@ -11,10 +11,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from oneroot.model.inventory import Inventory
-from oneroot.ops.boot import node_image
-from oneroot.ops.inventory import get_node, resolved
-from oneroot.ops.paths import Paths
+from oneroot.model.paths import ClusterDirs, Paths
+from oneroot.model.resolved import ResolvedCluster
 from oneroot.overlay import (
     IdentityStore,
     LayerDirs,
@@ -34,17 +32,16 @@ class PreparedLayer:
 
 
 def identity_dir(paths: Paths, node: str) -> Path:
-    """Where a node's seed, SSH host keys and manifest live: under oneroot's home, which no
-    export shows (the masked view empties it)."""
-    return paths.home / "nodes" / node
+    """Where a node's seed, SSH host keys and manifest live (see `Paths.identity_dir`)."""
+    return paths.identity_dir(node)
 
 
-def node_layer(inv: Inventory, node: str) -> LayerDirs:
-    return LayerDirs.node(Path(str(inv.settings.state_dir)), node)
+def node_layer(dirs: ClusterDirs, node: str) -> LayerDirs:
+    return LayerDirs.node(dirs.state_dir, node)
 
 
-def group_layer(inv: Inventory, group: str) -> LayerDirs:
-    return LayerDirs.group(Path(str(inv.settings.group_dir)), group)
+def group_layer(dirs: ClusterDirs, group: str) -> LayerDirs:
+    return LayerDirs.group(dirs.group_dir, group)
 
 
 def image_network_stacks(root: Path) -> tuple[bool, bool]:
@@ -55,44 +52,42 @@ def image_network_stacks(root: Path) -> tuple[bool, bool]:
     return networkd, ifupdown
 
 
-def node_identity(inv: Inventory, name: str, image_root: Path) -> NodeIdentity:
-    node = get_node(inv, name)
+def node_identity(cluster: ResolvedCluster, name: str, image_root: Path) -> NodeIdentity:
+    node = cluster.node(name).node
     networkd, ifupdown = image_network_stacks(image_root)
     return NodeIdentity(name=node.name, address=node.address, macs=node.macs,
-                        domain=inv.settings.domain, systemd_networkd=networkd,
+                        domain=cluster.settings.domain, systemd_networkd=networkd,
                         ifupdown=ifupdown)
 
 
-def prepare_node(inv: Inventory, paths: Paths, name: str, *,
+def prepare_node(cluster: ResolvedCluster, paths: Paths, name: str, *,
                  image_root: Path | None = None, ssh_keygen: str = "ssh-keygen",
                  ssh_key_types: tuple[str, ...] = SSH_KEY_TYPES) -> PreparedLayer:
     """The node's `<state_dir>/<node>/{upper,work}` and its identity files in `upper/`.
 
     `image_root` overrides where the node's image is on disk (tests; images built elsewhere).
     """
-    node = get_node(inv, name)
-    root = image_root or Path(str(node_image(inv, resolved(inv, node)).root))
-    dirs = node_layer(inv, name)
+    root = image_root or Path(cluster.node(name).image.root)
+    dirs = node_layer(cluster.dirs, name)
     changed = ensure_layer(dirs)
-    result = write_identity(dirs, node_identity(inv, name, root),
-                            IdentityStore(identity_dir(paths, name), ssh_keygen=ssh_keygen,
+    result = write_identity(dirs, node_identity(cluster, name, root),
+                            IdentityStore(paths.identity_dir(name), ssh_keygen=ssh_keygen,
                                           key_types=ssh_key_types),
                             image_root=root)
     return PreparedLayer(name=name, dirs=dirs, dirs_changed=changed, written=result.written)
 
 
-def prepare_nodes(inv: Inventory, paths: Paths, names: Iterable[str] | None = None, *,
+def prepare_nodes(cluster: ResolvedCluster, paths: Paths, names: Iterable[str] | None = None, *,
                   image_root: Path | None = None,
                   ssh_key_types: tuple[str, ...] = SSH_KEY_TYPES) -> list[PreparedLayer]:
-    return [prepare_node(inv, paths, n, image_root=image_root, ssh_key_types=ssh_key_types)
-            for n in sorted(names if names is not None else inv.nodes)]
+    return [prepare_node(cluster, paths, n, image_root=image_root, ssh_key_types=ssh_key_types)
+            for n in sorted(names if names is not None else cluster.nodes)]
 
 
-def prepare_group_layers(inv: Inventory) -> list[PreparedLayer]:
+def prepare_group_layers(cluster: ResolvedCluster) -> list[PreparedLayer]:
     """`<group_dir>/<group>/upper` for every group that is a layer (`group_layer=true`)."""
     out = []
-    for name, group in sorted(inv.groups.items()):
-        if group.values.get("group_layer") is True:
-            dirs = group_layer(inv, name)
-            out.append(PreparedLayer(name=name, dirs=dirs, dirs_changed=ensure_layer(dirs)))
+    for name in sorted(cluster.layer_groups):
+        dirs = group_layer(cluster.dirs, name)
+        out.append(PreparedLayer(name=name, dirs=dirs, dirs_changed=ensure_layer(dirs)))
     return out

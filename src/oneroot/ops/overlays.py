@@ -25,14 +25,14 @@ from typing import BinaryIO, Concatenate, ParamSpec, TypeVar
 from oneroot.errors import ConfigError, Conflict, NotFound, UsageError
 from oneroot.fsutil import empty_dir, open_dir, remove_tree
 from oneroot.model.inventory import Inventory
+from oneroot.model.paths import ClusterDirs, Paths
+from oneroot.model.resolved import ResolvedCluster, as_cluster
 from oneroot.nfs.ganesha import running_pid
 from oneroot.nfs.server_union import same_mount_ns
 from oneroot.nfs.view import needs_view, view_spec
-from oneroot.ops.boot import node_image
-from oneroot.ops.inventory import get_group, get_node, resolved
+from oneroot.ops.inventory import get_group
 from oneroot.ops.nfs_serving import ganesha_files, union_released
-from oneroot.ops.nodes_fs import group_layer, identity_dir, node_layer
-from oneroot.ops.paths import Paths
+from oneroot.ops.nodes_fs import group_layer, node_layer
 from oneroot.overlay.archive import TreeSource, write_tar
 from oneroot.overlay.changes import Change, diff_change, list_changes, read_file, same_entry
 from oneroot.overlay.edit import (
@@ -92,36 +92,33 @@ def _free_name(directory: Path, stem: str) -> Path:
 
 # -- the stack -----------------------------------------------------------------------------
 
-def node_stack(inv: Inventory, paths: Paths, name: str) -> Stack:
+def node_stack(cluster: ResolvedCluster, paths: Paths, name: str) -> Stack:
     """The node's layers as it mounts them (`root=`), bottom first, and its own `upper/`.
 
     An image that is the server's live `/` is seen through the masks of its export view:
     `/etc/shadow` and the rest are absent here exactly as they are on the node.
     """
-    node = get_node(inv, name)
-    r = resolved(inv, node)
-    s = inv.settings
-    image = node_image(inv, r)
-    image_root = Path(str(image.root))
+    r = cluster.node(name)
+    s = cluster.settings
+    image = r.image
+    image_root = Path(image.root)
     hidden: tuple[PurePosixPath, ...] = ()
     emptied: tuple[PurePosixPath, ...] = ()
     if needs_view(image.root, state_dir=s.state_dir, group_dir=s.group_dir):
-        spec = view_spec(image.name, lower=image_root, views_dir=paths.home / "views",
+        spec = view_spec(image.name, lower=image_root, views_dir=paths.views_dir,
                          state_dir=s.state_dir, group_dir=s.group_dir,
-                         hidden_dirs=(PurePosixPath(str(paths.home)),))
+                         hidden_dirs=(PurePosixPath(paths.home),))
         hidden, emptied = spec.whiteouts, spec.emptied
     lowers = [Layer(name=f"image {image.name}", base=image_root, hidden=hidden,
                     emptied=emptied)]
     server = str(s.server_address)
-    for text in r.items("extra_layers"):
+    for text in r.profile.extra_layers:
         for layer in parse(text).layers:
             if isinstance(layer, NfsLayer) and layer.server == server:
-                lowers.append(Layer(name=f"layer {layer.path}", base=Path(str(layer.path))))
-    for group in node.groups:
-        g = inv.groups.get(group)
-        if g is not None and g.values.get("group_layer") is True:
-            lowers.append(Layer(name=f"group {group}", base=group_layer(inv, group).root))
-    dirs = node_layer(inv, name)
+                lowers.append(Layer(name=f"layer {layer.path}", base=Path(layer.path)))
+    for group in cluster.group_layers(r):
+        lowers.append(Layer(name=f"group {group}", base=group_layer(cluster.dirs, group).root))
+    dirs = node_layer(cluster.dirs, name)
     try:
         st = dirs.root.lstat()
     except FileNotFoundError:
@@ -136,7 +133,7 @@ def node_stack(inv: Inventory, paths: Paths, name: str) -> Stack:
 
 def generated_files(paths: Paths, name: str) -> frozenset[PurePosixPath]:
     """The identity files oneroot writes into the node's layer (its manifest)."""
-    return frozenset(IdentityStore(identity_dir(paths, name)).manifest())
+    return frozenset(IdentityStore(paths.identity_dir(name)).manifest())
 
 
 def mounted_union(upper: Path, *, mountinfo: Path = Path("/proc/self/mountinfo")) -> str | None:
@@ -184,37 +181,38 @@ def _writable(stack: Stack, paths: Paths | None = None) -> None:
 
 
 @contextlib.contextmanager
-def _released(inv: Inventory, paths: Paths, name: str) -> Iterator[None]:
+def _released(cluster: ResolvedCluster, paths: Paths, name: str) -> Iterator[None]:
     """The safe remount around an edit of a `union=server` node's layer: its union is
     unexported and unmounted during the edit, then mounted and exported again."""
-    with union_released(inv, paths, name):
+    with union_released(cluster, paths, name):
         yield
 
 
 def _through_remount(
-        edit: Callable[Concatenate[Inventory, Paths, str, _P], _T],
-) -> Callable[Concatenate[Inventory, Paths, str, _P], _T]:
+        edit: Callable[Concatenate[ResolvedCluster, Paths, str, _P], _T],
+) -> Callable[Concatenate[ResolvedCluster | Inventory, Paths, str, _P], _T]:
     @functools.wraps(edit)
-    def wrapper(inv: Inventory, paths: Paths, name: str, /, *args: _P.args,
+    def wrapper(inv: ResolvedCluster | Inventory, paths: Paths, name: str, /, *args: _P.args,
                 **kwargs: _P.kwargs) -> _T:
-        get_node(inv, name)  # a missing node is reported as such, before anything else
-        with _released(inv, paths, name):
-            return edit(inv, paths, name, *args, **kwargs)
+        cluster = as_cluster(inv)
+        cluster.node(name)  # a missing node is reported as such, before anything else
+        with _released(cluster, paths, name):
+            return edit(cluster, paths, name, *args, **kwargs)
     return wrapper
 
 
 # -- looking -------------------------------------------------------------------------------
 
-def list_overlay(inv: Inventory, paths: Paths, name: str,
+def list_overlay(inv: ResolvedCluster | Inventory, paths: Paths, name: str,
                  path: str | None = None) -> list[Change]:
-    stack = node_stack(inv, paths, name)
+    stack = node_stack(as_cluster(inv), paths, name)
     under = node_path(path) if path not in (None, "", "/") else None
     return list_changes(stack, under, generated=generated_files(paths, name))
 
 
-def diff_overlay(inv: Inventory, paths: Paths, name: str,
+def diff_overlay(inv: ResolvedCluster | Inventory, paths: Paths, name: str,
                  path: str | None = None) -> list[tuple[Change, str]]:
-    stack = node_stack(inv, paths, name)
+    stack = node_stack(as_cluster(inv), paths, name)
     under = node_path(path) if path not in (None, "", "/") else None
     changes = list_changes(stack, under, generated=generated_files(paths, name))
     return [(c, diff_change(stack, c)) for c in changes]
@@ -222,12 +220,12 @@ def diff_overlay(inv: Inventory, paths: Paths, name: str,
 
 # -- editing the node's layer --------------------------------------------------------------
 
-def _edit_target(inv: Inventory, paths: Paths, name: str,
+def _edit_target(cluster: ResolvedCluster, paths: Paths, name: str,
                  path: str) -> tuple[PurePosixPath, Stack, Entry | None]:
     """The prologue of an edit: the node's `path`, its stack (refused while a server-side
     union is mounted over its layer) and what the node's own layer holds there."""
     rel = node_path(path)
-    stack = node_stack(inv, paths, name)
+    stack = node_stack(cluster, paths, name)
     _writable(stack, paths)
     return rel, stack, upper_entry(stack, rel)
 
@@ -241,12 +239,12 @@ def _lower_or_none(stack: Stack, rel: PurePosixPath) -> Entry | None:
 
 
 @_through_remount
-def copy_from_lower(inv: Inventory, paths: Paths, name: str, path: str, *,
+def copy_from_lower(cluster: ResolvedCluster, paths: Paths, name: str, path: str, *,
                     force: bool = False) -> OverlayResult:
     """Start an override: the image's (or group layer's) file, with its owner, mode and mtime,
     copied into the node's layer."""
     rel = node_path(path)
-    stack = node_stack(inv, paths, name)
+    stack = node_stack(cluster, paths, name)
     _writable(stack, paths)
     lower = _lower_or_none(stack, rel)
     if lower is None:
@@ -279,11 +277,11 @@ def _check_replaceable(name: str, rel: PurePosixPath, current: Entry | None) -> 
 
 
 @_through_remount
-def put_file(inv: Inventory, paths: Paths, name: str, path: str, source: BinaryIO, *,
+def put_file(cluster: ResolvedCluster, paths: Paths, name: str, path: str, source: BinaryIO, *,
              mode: int | None = None) -> OverlayResult:
     """Make `source`'s bytes the node's `path` (owner and mode kept from the file it
     replaces, or the image's; `mode` overrides)."""
-    rel, stack, current = _edit_target(inv, paths, name, path)
+    rel, stack, current = _edit_target(cluster, paths, name, path)
     _check_replaceable(name, rel, current)
     lower = _lower_or_none(stack, rel)
     install(stack, stack.upper, rel, attrs=_start_attrs(current, lower, mode), data=source,
@@ -291,13 +289,14 @@ def put_file(inv: Inventory, paths: Paths, name: str, path: str, source: BinaryI
     return OverlayResult(node=name, path=shown(rel), changed=True, message=f"wrote {shown(rel)}")
 
 
-def edit_file(inv: Inventory, paths: Paths, name: str, path: str, editor: Editor, *,
-              tmp_dir: Path | None = None) -> OverlayResult:
+def edit_file(inv: ResolvedCluster | Inventory, paths: Paths, name: str, path: str,
+              editor: Editor, *, tmp_dir: Path | None = None) -> OverlayResult:
     """Run `editor` on a private temp copy (the node's file, else the image's, else empty);
     write it back atomically when it changed. If the node changed the file meanwhile, nothing
     is written and the edited copy is kept (its path is in the error)."""
+    cluster = as_cluster(inv)
     rel = node_path(path)
-    stack = node_stack(inv, paths, name)
+    stack = node_stack(cluster, paths, name)
     current = upper_entry(stack, rel)
     _check_replaceable(name, rel, current)
     lower = _lower_or_none(stack, rel)
@@ -326,7 +325,7 @@ def edit_file(inv: Inventory, paths: Paths, name: str, path: str, editor: Editor
         try:
             # The editor ran with the node's root still exported; only the write goes
             # through the safe remount of a server-side union.
-            with _released(inv, paths, name):
+            with _released(cluster, paths, name):
                 _writable(stack, paths)
                 install(stack, stack.upper, rel, attrs=_start_attrs(current, lower, None),
                         data=after, expect=fingerprint(current))
@@ -342,10 +341,10 @@ def edit_file(inv: Inventory, paths: Paths, name: str, path: str, editor: Editor
 
 
 @_through_remount
-def remove_change(inv: Inventory, paths: Paths, name: str, path: str, *,
+def remove_change(cluster: ResolvedCluster, paths: Paths, name: str, path: str, *,
                   recursive: bool = False) -> OverlayResult:
     """Drop the node's override, addition or mask: what is below shows again."""
-    rel, stack, current = _edit_target(inv, paths, name, path)
+    rel, stack, current = _edit_target(cluster, paths, name, path)
     if current is None:
         raise NotFound(f"node {name} has no change at {shown(rel)}",
                        hint=f"see `oneroot overlay ls {name}`")
@@ -360,10 +359,10 @@ def remove_change(inv: Inventory, paths: Paths, name: str, path: str, *,
 
 
 @_through_remount
-def mask_path(inv: Inventory, paths: Paths, name: str, path: str, *,
+def mask_path(cluster: ResolvedCluster, paths: Paths, name: str, path: str, *,
               force: bool = False) -> OverlayResult:
     """Hide `path` from the node with a `c 0 0` whiteout."""
-    rel, stack, current = _edit_target(inv, paths, name, path)
+    rel, stack, current = _edit_target(cluster, paths, name, path)
     if current is not None and current.type is EntryType.WHITEOUT:
         return OverlayResult(node=name, path=shown(rel), changed=False,
                              message=f"{shown(rel)} is already masked")
@@ -393,7 +392,7 @@ class ResetResult:
 
 
 @_through_remount
-def reset_layer(inv: Inventory, paths: Paths, name: str, *, archive: bool = True,
+def reset_layer(cluster: ResolvedCluster, paths: Paths, name: str, *, archive: bool = True,
                 now: datetime.datetime | None = None) -> ResetResult:
     """Empty the node's `upper/` in place but for its generated identity files, and empty
     `work/` below its top-level directories. With `archive`, `upper/` is saved first.
@@ -401,7 +400,7 @@ def reset_layer(inv: Inventory, paths: Paths, name: str, *, archive: bool = True
     Never removed and recreated: the node's directory is exported, and a new directory would
     give the node stale NFS file handles.
     """
-    stack = node_stack(inv, paths, name)
+    stack = node_stack(cluster, paths, name)
     _writable(stack, paths)
     root = stack.upper.base
     dest = None
@@ -434,17 +433,18 @@ def reset_layer(inv: Inventory, paths: Paths, name: str, *, archive: bool = True
 
 # -- promote -------------------------------------------------------------------------------
 
-def _target_layer(inv: Inventory, name: str, to: str) -> Layer:
-    node = get_node(inv, name)
+def _target_layer(cluster: ResolvedCluster, name: str, to: str) -> Layer:
+    r = cluster.node(name)
+    node = r.node
     if to == "image":
-        image = node_image(inv, resolved(inv, node))
+        image = r.image
         if image.root == PurePosixPath("/"):
             raise ConfigError(
                 f"image {image.name} is the server's live `/`: promoting would change the "
                 "server's own root under every node (and the server itself)",
                 hint="make the change on the server as usual, or promote to a group layer")
-        return Layer(name=f"image {image.name}", base=Path(str(image.root)))
-    group = get_group(inv, to)
+        return Layer(name=f"image {image.name}", base=Path(image.root))
+    group = get_group(cluster.inventory, to)
     if to not in node.groups:
         raise UsageError(f"node {name} is not in group {to}: the change would leave the node",
                          hint=f"promote to one of its groups: {', '.join(node.groups) or '-'}")
@@ -452,27 +452,27 @@ def _target_layer(inv: Inventory, name: str, to: str) -> Layer:
         raise ConfigError(f"group {to} has no layer of its own",
                           hint=f"`oneroot group set {to} --set group_layer=true`, then "
                                "`oneroot nfs apply` and reboot its nodes")
-    dirs = group_layer(inv, to)
+    dirs = group_layer(cluster.dirs, to)
     ensure_layer(dirs)
     return Layer(name=f"group {to}", base=dirs.root)
 
 
 @_through_remount
-def promote_change(inv: Inventory, paths: Paths, name: str, path: str, *, to: str,
+def promote_change(cluster: ResolvedCluster, paths: Paths, name: str, path: str, *, to: str,
                    overwrite: bool = False,
                    now: datetime.datetime | None = None) -> OverlayResult:
     """Move the node's change at `path` into group layer `to` (or `image`), then drop it from
     the node's layer. A whiteout becomes a whiteout in the group layer (the group's nodes no
     longer see the image's file) or, in the image, the deletion of the file. A different file
     already there is refused unless `overwrite`, and is archived first."""
-    rel, stack, current = _edit_target(inv, paths, name, path)
+    rel, stack, current = _edit_target(cluster, paths, name, path)
     if current is None:
         raise NotFound(f"node {name} has no change at {shown(rel)}",
                        hint=f"see `oneroot overlay ls {name}`")
     if current.type not in (EntryType.FILE, EntryType.SYMLINK, EntryType.WHITEOUT):
         raise UsageError(f"{shown(rel)} is a {current.type} in node {name}'s layer",
                          hint="promote files, links and masks one at a time")
-    target = _target_layer(inv, name, to)
+    target = _target_layer(cluster, name, to)
     existing = layer_entry(target, rel)
     deletes = current.type is EntryType.WHITEOUT and to == "image"
     if deletes and existing is None:
@@ -513,7 +513,7 @@ def promote_change(inv: Inventory, paths: Paths, name: str, path: str, *, to: st
 
 # -- node removal --------------------------------------------------------------------------
 
-def archive_node_dir(inv: Inventory, paths: Paths, name: str, *,
+def archive_node_dir(inv: ResolvedCluster | Inventory, paths: Paths, name: str, *,
                      now: datetime.datetime | None = None) -> Path | None:
     """Save `<state_dir>/<name>` and the node's identity dir into
     `<home>/archive/<name>-<UTC time>.tar.gz`, then remove both. None when neither exists.
@@ -523,8 +523,8 @@ def archive_node_dir(inv: Inventory, paths: Paths, name: str, *,
     owners, modes, whiteouts, links and xattrs: `tar --xattrs --xattrs-include='*' -xpzf`.
     The node does not need to be in the inventory any more.
     """
-    layer = node_layer(inv, name)
-    ident = identity_dir(paths, name)
+    layer = node_layer(ClusterDirs.of(inv.settings), name)
+    ident = paths.identity_dir(name)
     sources = []
     if _is_dir(layer.root):
         where = _union_anywhere(paths, layer.upper)

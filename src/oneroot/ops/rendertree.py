@@ -65,7 +65,7 @@ def render_tree(catalog: BootCatalog, boot_out: Path, config_out: Path,
                 progress: Callable[[int, int], None] | None = None) -> RenderReport:
     """Render every file; `progress(done, total)` is called per node."""
     report = RenderReport()
-    total = len(catalog.resolved)
+    total = len(catalog.cluster.nodes)
     digest = _templates_digest()
     manifest_path = boot_out / MANIFEST
     try:
@@ -94,7 +94,7 @@ def render_tree(catalog: BootCatalog, boot_out: Path, config_out: Path,
     default_ctx = DefaultBootContext(serial=catalog.serial)
     emit(boot_out, "pxelinux.cfg/default", "pxelinux-default", default_ctx,
          lambda: render_pxelinux_default(default_ctx))
-    for done, (name, r) in enumerate(catalog.resolved.items()):
+    for done, (name, r) in enumerate(catalog.cluster.nodes.items()):
         if progress is not None and done % 64 == 0:
             progress(done, total)
         ctx = catalog.node_context(name)

@@ -11,7 +11,7 @@ image they go into the own layer (`upper/`) of every node that boots it. Files w
 with `GENERATED`; a generated file whose runlevel left the inventory is removed, a file without
 the marker is never touched (a hand-made target of the same name wins, and is reported).
 
-    apply_runlevels(inv)             -> RunlevelResult   (`oneroot runlevel apply`, nfs apply)
+    apply_runlevels(cluster)         -> RunlevelResult   (`oneroot runlevel apply`, nfs apply)
     runlevel_files(rl, init_system)  -> {relative path: bytes}   (pure)
 """
 
@@ -26,8 +26,7 @@ from pathlib import Path, PurePosixPath
 
 from oneroot.model.cluster import Image, InitSystem, Runlevel
 from oneroot.model.inventory import Inventory
-from oneroot.ops.boot import node_image
-from oneroot.ops.inventory import resolved
+from oneroot.model.resolved import ResolvedCluster, as_cluster
 from oneroot.overlay.safefs import check_relative, image_dir_attrs, read_file, write_file
 
 log = logging.getLogger(__name__)
@@ -86,26 +85,26 @@ class Destination:
 
 
 def is_live_root(image: Image) -> bool:
-    return Path(str(image.root)).resolve() == Path("/")
+    return Path(image.root).resolve() == Path("/")
 
 
-def destinations(inv: Inventory) -> Iterator[Destination]:
+def destinations(cluster: ResolvedCluster) -> Iterator[Destination]:
     """Every image some node boots; for the server's live `/`, each of its nodes' layers."""
     by_image: dict[str, list[str]] = {}
-    for name, node in sorted(inv.nodes.items()):
-        by_image.setdefault(node_image(inv, resolved(inv, node)).name, []).append(name)
+    for name, r in cluster.nodes.items():
+        by_image.setdefault(r.image.name, []).append(name)
     for image_name, nodes in sorted(by_image.items()):
-        image = inv.images.get(image_name)
+        image = cluster.images.get(image_name)
         if image is None:
             continue
-        root = Path(str(image.root))
+        root = Path(image.root)
         init = image.init_system
         if not is_live_root(image):
             yield Destination(base=root, init_system=init, image_root=root,
                               what=f"image {image_name}")
             continue
         for node_name in nodes:
-            upper = Path(str(inv.settings.diff_overlay_dir(node_name))) / "upper"
+            upper = cluster.dirs.node_upper(node_name)
             if upper.is_dir():
                 yield Destination(base=upper, init_system=init, image_root=root,
                                   what=f"node {node_name} (image {image_name} is the server's /)")
@@ -193,11 +192,12 @@ def _remove_stale(dest: Destination, init: InitSystem, keep: set[str],
             result.removed.append(Path(entry.path))
 
 
-def apply_runlevels(inv: Inventory) -> RunlevelResult:
+def apply_runlevels(cluster: ResolvedCluster | Inventory) -> RunlevelResult:
     """Every runlevel of the inventory into every image nodes boot (node layers for `/`)."""
+    cluster = as_cluster(cluster)
     total = RunlevelResult()
-    for dest in destinations(inv):
-        one = apply_to(dest, inv.runlevels)
+    for dest in destinations(cluster):
+        one = apply_to(dest, cluster.runlevels)
         total.written += one.written
         total.removed += one.removed
         total.skipped += one.skipped

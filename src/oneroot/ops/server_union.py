@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path, PurePosixPath
 
-from oneroot.model.inventory import Inventory
+from oneroot.model.resolved import ResolvedCluster
 from oneroot.nfs.server_union import (
     UnionSpec,
     UnionStatus,
@@ -23,18 +23,11 @@ from oneroot.nfs.server_union import (
     unmount_union,
 )
 from oneroot.nfs.view import needs_view
-from oneroot.ops.boot import node_image, server_union, union_merged_dir
-from oneroot.ops.inventory import get_node, resolved
+from oneroot.ops.boot import union_merged_dir
 from oneroot.ops.nodes_fs import group_layer, node_layer
 from oneroot.rootspec import NfsLayer, parse
 
 log = logging.getLogger(__name__)
-
-
-def union_nodes(inv: Inventory) -> list[str]:
-    """The nodes whose layers the server unions, by name."""
-    return [name for name, node in sorted(inv.nodes.items())
-            if server_union(resolved(inv, node))]
 
 
 def _layer_files(path: Path) -> Path:
@@ -42,21 +35,21 @@ def _layer_files(path: Path) -> Path:
     return path / "upper" if (path / "upper").is_dir() and (path / "work").is_dir() else path
 
 
-def node_union_spec(inv: Inventory, name: str) -> UnionSpec:
+def node_union_spec(cluster: ResolvedCluster, name: str) -> UnionSpec:
     """The node's union: the same layers its `root=` would name in client mode, topmost
     first. Refused (`UnionUnsupported`) over the server's live `/`, over an image that holds
     the state dir, or with an extra layer on another server."""
-    s = inv.settings
-    r = resolved(inv, get_node(inv, name))
-    image = node_image(inv, r)
+    s = cluster.settings
+    r = cluster.node(name)
+    image = r.image
     if image.root != PurePosixPath("/") and needs_view(image.root, state_dir=s.state_dir,
                                         group_dir=s.group_dir):
         raise UnionUnsupported(
             f"node {name}'s image {image.name} ({image.root}) holds the state or group dir: "
             "a union over it would contain the node's own upper layer",
             hint="keep images outside the state dir, or set union=client")
-    bottom_up = [Path(str(image.root))]
-    for text in r.items("extra_layers"):
+    bottom_up = [Path(image.root)]
+    for text in r.profile.extra_layers:
         for layer in parse(text).layers:
             if not isinstance(layer, NfsLayer):
                 continue
@@ -65,19 +58,17 @@ def node_union_spec(inv: Inventory, name: str) -> UnionSpec:
                     f"node {name}'s extra layer {layer.server}:{layer.path} is on another "
                     "server: this server cannot union it",
                     hint="copy the layer to this server, or set union=client")
-            bottom_up.append(_layer_files(Path(str(layer.path))))
-    for group in r.node.groups:
-        g = inv.groups.get(group)
-        if g is not None and g.values.get("group_layer") is True:
-            bottom_up.append(group_layer(inv, group).upper)
-    dirs = node_layer(inv, name)
-    assert Path(str(union_merged_dir(s, name))) == dirs.root / "merged"
+            bottom_up.append(_layer_files(Path(layer.path)))
+    for group in cluster.group_layers(r):
+        bottom_up.append(group_layer(cluster.dirs, group).upper)
+    dirs = node_layer(cluster.dirs, name)
+    assert Path(union_merged_dir(s, name)) == dirs.root / "merged"
     return union_spec(name, lowers=reversed(bottom_up), node_dir=dirs.root)
 
 
-def check_union_nodes(inv: Inventory) -> dict[str, UnionSpec]:
+def check_union_nodes(cluster: ResolvedCluster) -> dict[str, UnionSpec]:
     """Every server-side union node's spec; the first refusal is raised."""
-    return {name: node_union_spec(inv, name) for name in union_nodes(inv)}
+    return {name: node_union_spec(cluster, name) for name in cluster.union_nodes()}
 
 
 def union_ns_pid(nfs_server_pid: int | None) -> int | None:
@@ -101,12 +92,11 @@ def mount_unions(specs: dict[str, UnionSpec], *, ns_pid: int | None) -> list[Uni
     return out
 
 
-def stale_unions(inv: Inventory, *, ns_pid: int | None) -> list[UnionSpec]:
+def stale_unions(cluster: ResolvedCluster, *, ns_pid: int | None) -> list[UnionSpec]:
     """Unions mounted under the state dir whose node is gone or no longer `union=server`."""
-    keep = set(union_nodes(inv))
-    state_dir = Path(str(inv.settings.state_dir))
+    keep = set(cluster.union_nodes())
     out = []
-    for name, entry in sorted(mounted_unions(state_dir, ns_pid=ns_pid).items()):
+    for name, entry in sorted(mounted_unions(cluster.dirs.state_dir, ns_pid=ns_pid).items()):
         if name not in keep:
             node_dir = entry.mount_point.parent
             out.append(UnionSpec(node=name, lowers=(), upper=node_dir / "upper",

@@ -7,8 +7,8 @@ from typing import Any
 
 from oneroot.inventory.events import EventStore
 from oneroot.model.inventory import Inventory
+from oneroot.model.paths import Paths
 from oneroot.ops.health import read_health
-from oneroot.ops.paths import Paths
 
 
 def status_document(inv: Inventory, events: EventStore, *, now: float | None = None

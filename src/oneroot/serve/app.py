@@ -23,6 +23,8 @@ from oneroot.model.cluster import NfsServerKind
 from oneroot.model.events import BootEvent
 from oneroot.model.inventory import Inventory
 from oneroot.model.limits import DEFAULT_LIMITS, Limits
+from oneroot.model.paths import Paths
+from oneroot.model.resolved import ResolvedCluster, resolve_cluster
 from oneroot.net import MacAddress
 from oneroot.netpin import NodePinner
 from oneroot.ops import inventory as inv_ops
@@ -37,8 +39,6 @@ from oneroot.ops.nfs_serving import (
     nfs_plan,
     remount_union_for_boot,
 )
-from oneroot.ops.paths import Paths
-from oneroot.ops.server_union import union_nodes
 from oneroot.ops.status import read_status
 from oneroot.overlay.whiteouts import normalize_whiteouts
 from oneroot.proto.dhcp import NetworkConfig
@@ -76,10 +76,15 @@ class CatalogHolder:
     def __init__(self, paths: Paths, http_host: str | None) -> None:
         self.paths = paths
         self.http_host = http_host
-        self.inventory: Inventory = self._load()
-        self.catalog = catalog_for(paths, self.inventory, http_host=http_host)
+        # Resolved once per load; everything below takes this object.
+        self.cluster: ResolvedCluster = resolve_cluster(self._load())
+        self.catalog = catalog_for(paths, self.cluster, http_host=http_host)
         self._stamp = self._db_stamp()
-        self.listeners: list[Callable[[Inventory], None]] = []
+        self.listeners: list[Callable[[ResolvedCluster], None]] = []
+
+    @property
+    def inventory(self) -> Inventory:
+        return self.cluster.inventory
 
     def _load(self) -> Inventory:
         store = inv_ops.open_store(self.paths)
@@ -105,10 +110,10 @@ class CatalogHolder:
         self._stamp = stamp
         inventory = self._load()
         if inventory != self.inventory or force:
-            self.inventory = inventory
-            self.catalog = catalog_for(self.paths, inventory, http_host=self.http_host)
+            self.cluster = resolve_cluster(inventory)
+            self.catalog = catalog_for(self.paths, self.cluster, http_host=self.http_host)
             for listener in self.listeners:
-                listener(inventory)
+                listener(self.cluster)
             log.info("inventory.reloaded nodes=%d groups=%d", len(inventory.nodes),
                      len(inventory.groups))
             return True
@@ -128,7 +133,7 @@ async def serve(paths: Paths, options: ServeOptions = ServeOptions(),
     holder = CatalogHolder(paths, options.bind)
     settings = holder.inventory.settings
     bind = options.bind or str(settings.server_address)
-    boot_dir = Path(str(settings.boot_dir))
+    boot_dir = holder.cluster.dirs.boot_dir
     boot_dir.mkdir(parents=True, exist_ok=True)
     install_boot_binaries(boot_dir)
     limits = options.limits
@@ -159,7 +164,8 @@ async def serve(paths: Paths, options: ServeOptions = ServeOptions(),
             on_health=_health_reporter(health))
         jobs.append(dhcp.run)
 
-        def dhcp_settings(inv: Inventory) -> None:
+        def dhcp_settings(cluster: ResolvedCluster) -> None:
+            inv = cluster.inventory
             new = network_config(inv)
             if (new.server_address, inv.settings.interface) != (dhcp.server_address,
                                                                 dhcp.interface):
@@ -235,8 +241,8 @@ async def _start_pins(holder: CatalogHolder, bind: IPv4Address,
     await asyncio.to_thread(pinner.apply, pin_context(holder.inventory, server_address=bind))
     lock = asyncio.Lock()
 
-    async def repin(new: Inventory) -> None:
-        ctx = pin_context(new, server_address=bind)
+    async def repin(new: ResolvedCluster) -> None:
+        ctx = pin_context(new.inventory, server_address=bind)
         async with lock:
             if ctx == pinner.ctx:
                 return
@@ -291,59 +297,59 @@ async def _start_nfs(paths: Paths, holder: CatalogHolder, bind: IPv4Address,
     (once per boot, seconds before its initramfs mounts the root), so it sees the image as it
     is now; `BootWork` decides which fetches count. One lock keeps remounts and re-applies
     from interleaving."""
-    inv = holder.inventory
+    cluster = holder.cluster
     lock = asyncio.Lock()
-    await asyncio.to_thread(apply_nfs, inv, paths)
-    ganesha = inv.settings.nfs_server is NfsServerKind.GANESHA
+    await asyncio.to_thread(apply_nfs, cluster, paths)
+    ganesha = cluster.settings.nfs_server is NfsServerKind.GANESHA
     target = ExportTarget(bind=bind if ganesha else None)
 
     def address_of(node: str) -> IPv4Address | None:
-        found = holder.inventory.nodes.get(node)
-        return found.address if found is not None else None
+        found = holder.cluster.nodes.get(node)
+        return found.node.address if found is not None else None
 
     def is_boot_script(node: str, file: str) -> bool:
         hit = holder.catalog.virtual_file(file)
         return hit is not None and hit.node == node
 
     async def prepare(node: str) -> None:
-        inv = holder.inventory
-        if node not in inv.nodes:
+        current = holder.cluster
+        if node not in current.nodes:
             return
-        if node in union_nodes(inv):
-            await remount(inv, node)
+        if node in current.union_nodes():
+            await remount(current, node)
         else:
-            await normalize(inv, node)
+            await normalize(current, node)
 
-    async def normalize(inv: Inventory, node: str) -> None:
+    async def normalize(current: ResolvedCluster, node: str) -> None:
         """fuse-overlayfs's `.wh.` fallbacks become `c 0 0` before the node mounts its layer."""
-        upper = Path(str(inv.settings.diff_overlay_dir(node))) / "upper"
+        upper = current.dirs.node_upper(node)
         async with lock:
             report = await asyncio.to_thread(normalize_whiteouts, upper)
         if report.converted or report.opaque:
             log.info("overlay.whiteouts_normalized node=%s whiteouts=%d opaque=%d", node,
                      len(report.converted), len(report.opaque))
 
-    async def remount(inv: Inventory, node: str) -> None:
+    async def remount(current: ResolvedCluster, node: str) -> None:
         async with lock:
-            done = await asyncio.to_thread(remount_union_for_boot, inv, paths, node, target)
+            done = await asyncio.to_thread(remount_union_for_boot, current, paths, node, target)
         log.info("nfs.union.boot_remount node=%s remounted=%s", node, done)
 
     boot_work = BootWork(limits=limits, address_of=address_of, is_boot_script=is_boot_script,
                          work=prepare, clock=time.time)
     recorder.listeners.append(boot_work.gate)
     if not ganesha:
-        async def reapply_knfsd(new: Inventory) -> None:
+        async def reapply_knfsd(new: ResolvedCluster) -> None:
             async with lock:
                 await asyncio.to_thread(apply_nfs, new, paths)
 
         holder.listeners.append(lambda new: _spawn(reapply_knfsd(new)))
         return
-    server = ganesha_server(inv, paths, bind=bind)
+    server = ganesha_server(cluster, paths, bind=bind)
 
     async def run_ganesha() -> None:
         await server.run()
 
-    async def reapply(new: Inventory) -> None:
+    async def reapply(new: ResolvedCluster) -> None:
         async with lock:
             await asyncio.to_thread(apply_nfs, new, paths)
             action = await server.reload(nfs_plan(new, paths, kind=NfsServerKind.GANESHA,

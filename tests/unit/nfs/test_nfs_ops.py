@@ -7,8 +7,9 @@ from pathlib import Path, PurePosixPath
 
 from oneroot.model import NfsServerKind
 from oneroot.model.inventory import Inventory
+from oneroot.model.paths import Paths
+from oneroot.model.resolved import resolve_cluster
 from oneroot.ops.nfs_serving import nfs_plan
-from oneroot.ops.paths import Paths
 from oneroot.testing.ganesha import exports as ganesha_exports
 from oneroot.testing.inventory import make_inventory
 
@@ -18,7 +19,7 @@ def _inv(image_root: str = "/") -> Inventory:
 
 
 def test_ganesha_exports_the_view_at_pseudo_root() -> None:
-    plan = nfs_plan(_inv(), Paths(home=Path("/var/lib/oneroot")))
+    plan = nfs_plan(resolve_cluster(_inv()), Paths(home=Path("/var/lib/oneroot")))
     exports = ganesha_exports(plan.text)
     assert exports["/"] == ("/var/lib/oneroot/views/default", "10.0.0.0/24")
     assert exports["/var/state/systems/node01"] == ("/var/state/systems/node01", "10.0.0.11")
@@ -30,13 +31,13 @@ def test_ganesha_exports_the_view_at_pseudo_root() -> None:
 
 
 def test_an_image_directory_is_exported_as_is() -> None:
-    plan = nfs_plan(_inv("/srv/images/bookworm"), Paths())
+    plan = nfs_plan(resolve_cluster(_inv("/srv/images/bookworm")), Paths())
     assert plan.views == {}
     assert ganesha_exports(plan.text)["/srv/images/bookworm"][0] == "/srv/images/bookworm"
 
 
 def test_knfsd_exports_the_view_path() -> None:
-    plan = nfs_plan(_inv(), Paths(), kind=NfsServerKind.KNFSD)
+    plan = nfs_plan(resolve_cluster(_inv()), Paths(), kind=NfsServerKind.KNFSD)
     lines = [ln for ln in plan.text.splitlines() if ln and not ln.startswith("#")]
     assert lines[0].startswith("/var/lib/oneroot/views/default 10.0.0.0/24(ro,")
     assert "/var/state/systems/node01 10.0.0.11(rw," in plan.text

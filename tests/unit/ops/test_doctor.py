@@ -13,10 +13,11 @@ import pytest
 from oneroot.cli.main import main
 from oneroot.model.cluster import NfsServerKind
 from oneroot.model.inventory import Inventory
+from oneroot.model.paths import Paths
+from oneroot.model.resolved import resolve_cluster
 from oneroot.ops import doctor
 from oneroot.ops.doctor import Host, Level
 from oneroot.ops.inventory import open_store
-from oneroot.ops.paths import Paths
 
 TCP_HEADER = ("  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt"
               "   uid  timeout inode\n")
@@ -174,7 +175,8 @@ def test_bzimage_version(tmp_path: Path) -> None:
 def test_sane_image_and_inventory(tmp_path: Path, home: Path) -> None:
     (tmp_path / "boot" / "vmlinuz").write_bytes(bzimage("6.1.0-26-amd64"))
     inv = load(home)
-    found = [*doctor.check_images(inv, Host()), *doctor.check_inventory(inv, Host())]
+    cluster = resolve_cluster(inv)
+    found = [*doctor.check_images(cluster, Host()), *doctor.check_inventory(cluster, Host())]
     lab = [f for f in found if f.check == "image:lab"]
     assert [f.level for f in lab] == [Level.OK, Level.OK], lab
     assert "6.1.0-26-amd64" in lab[1].message
@@ -185,7 +187,7 @@ def test_image_problems_are_found(tmp_path: Path, home: Path) -> None:
     (tmp_path / "boot" / "vmlinuz").write_bytes(bzimage("6.1.0-99-amd64"))
     (tmp_path / "image" / "sbin" / "init").unlink()
     (tmp_path / "image" / "lib" / "systemd" / "systemd").unlink()
-    found = list(doctor.check_images(load(home), Host()))
+    found = list(doctor.check_images(resolve_cluster(load(home)), Host()))
     lab = [f for f in found if f.check == "image:lab"]
     messages = " | ".join(f.message for f in lab)
     assert all(f.level is Level.ERROR for f in lab), lab
@@ -203,7 +205,8 @@ def test_inventory_problems_are_found(tmp_path: Path, home: Path) -> None:
     node = dataclasses.replace(inv.nodes["node01"], address=ipaddress.IPv4Address("10.9.0.1"),
                                overrides={"image": "gone", "runlevel": "compute"})
     broken = inv.replace(nodes={"node01": node})
-    found = [f for f in doctor.check_inventory(broken, Host()) if f.level is not Level.OK]
+    found = [f for f in doctor.check_inventory(resolve_cluster(broken), Host())
+             if f.level is not Level.OK]
     messages = " | ".join(f.message for f in found)
     assert "10.9.0.1 is outside 10.0.0.0/24" in messages
     assert "image 'gone' is not defined" in messages

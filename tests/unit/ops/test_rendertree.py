@@ -7,6 +7,7 @@ from pathlib import Path
 
 from oneroot.model.cluster import InitSystem, Runlevel
 from oneroot.model.inventory import Inventory
+from oneroot.model.resolved import resolve_cluster
 from oneroot.ops.catalog import BootCatalog, assign_export_ids
 from oneroot.ops.rendertree import render_tree
 from oneroot.testing.inventory import make_inventory
@@ -18,7 +19,8 @@ def inventory(count: int = 3) -> Inventory:
 
 
 def test_seed_line_and_exports(tmp_path: Path) -> None:
-    report = render_tree(BootCatalog(inventory(1)), tmp_path / "boot", tmp_path / "cfg")
+    catalog = BootCatalog(resolve_cluster(inventory(1)))
+    report = render_tree(catalog, tmp_path / "boot", tmp_path / "cfg")
     assert len(report.written) == 7
     pxe = (tmp_path / "boot/pxelinux.cfg/01-52-54-00-00-00-01").read_text()
     assert "root=10.0.0.1:/:ro;10.0.0.1:/var/state/systems/node01;rw " in pxe
@@ -30,12 +32,12 @@ def test_seed_line_and_exports(tmp_path: Path) -> None:
 
 def test_only_changed_files_are_rendered_and_written(tmp_path: Path) -> None:
     inv = inventory(3)
-    render_tree(BootCatalog(inv), tmp_path / "boot", tmp_path / "cfg")
-    again = render_tree(BootCatalog(inv), tmp_path / "boot", tmp_path / "cfg")
+    render_tree(BootCatalog(resolve_cluster(inv)), tmp_path / "boot", tmp_path / "cfg")
+    again = render_tree(BootCatalog(resolve_cluster(inv)), tmp_path / "boot", tmp_path / "cfg")
     assert (again.rendered, again.written) == (0, [])
     changed = inv.with_nodes([dataclasses.replace(inv.nodes["node02"],
                                                   overrides={"runlevel": "computenode"})])
-    report = render_tree(BootCatalog(changed), tmp_path / "boot", tmp_path / "cfg")
+    report = render_tree(BootCatalog(resolve_cluster(changed)), tmp_path / "boot", tmp_path / "cfg")
     assert report.rendered == 3
     assert all("node02" in p or "00-00-02" in p for p in report.written)
     assert "systemd.unit=computenode.target" in (tmp_path / "boot/node02.ipxe").read_text()
@@ -43,20 +45,20 @@ def test_only_changed_files_are_rendered_and_written(tmp_path: Path) -> None:
 
 def test_hand_edited_file_is_restored(tmp_path: Path) -> None:
     inv = inventory(1)
-    render_tree(BootCatalog(inv), tmp_path / "boot", tmp_path / "cfg")
+    render_tree(BootCatalog(resolve_cluster(inv)), tmp_path / "boot", tmp_path / "cfg")
     target = tmp_path / "boot/node01.ipxe"
     original = target.read_text()
     target.write_text("#!ipxe\nshell\n")
-    report = render_tree(BootCatalog(inv), tmp_path / "boot", tmp_path / "cfg")
+    report = render_tree(BootCatalog(resolve_cluster(inv)), tmp_path / "boot", tmp_path / "cfg")
     assert str(target) in report.written
     assert target.read_text() == original
 
 
 def test_files_of_a_removed_node_go(tmp_path: Path) -> None:
     inv = inventory(2)
-    render_tree(BootCatalog(inv), tmp_path / "boot", tmp_path / "cfg")
+    render_tree(BootCatalog(resolve_cluster(inv)), tmp_path / "boot", tmp_path / "cfg")
     smaller = inv.replace(nodes={"node01": inv.nodes["node01"]})
-    report = render_tree(BootCatalog(smaller), tmp_path / "boot", tmp_path / "cfg")
+    report = render_tree(BootCatalog(resolve_cluster(smaller)), tmp_path / "boot", tmp_path / "cfg")
     assert not (tmp_path / "boot/node02.ipxe").exists()
     assert len(report.removed) == 3
     assert not list((tmp_path / "boot").rglob(".*.tmp"))

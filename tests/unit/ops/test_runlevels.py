@@ -7,6 +7,7 @@ from pathlib import Path, PurePosixPath
 
 from oneroot.model.cluster import InitSystem, Runlevel, Settings
 from oneroot.model.inventory import Inventory
+from oneroot.model.resolved import resolve_cluster
 from oneroot.ops.runlevels import (
     GENERATED,
     apply_runlevels,
@@ -68,7 +69,7 @@ def test_hand_made_target_of_the_same_name_wins(tmp_path: Path) -> None:
 
 def test_live_root_goes_into_node_layers(tmp_path: Path) -> None:
     inv = inventory(tmp_path, image_root="/")
-    dests = list(destinations(inv))
+    dests = list(destinations(resolve_cluster(inv)))
     assert [d.base for d in dests] == [tmp_path / "state/node01/upper",
                                        tmp_path / "state/node02/upper"]
     result = apply_runlevels(inv)

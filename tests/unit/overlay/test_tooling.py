@@ -14,9 +14,9 @@ import pytest
 
 from oneroot.errors import ConfigError, Conflict, NotFound, UsageError
 from oneroot.model import Group
+from oneroot.model.paths import Paths
 from oneroot.ops import overlays as ov
 from oneroot.ops.nodes_fs import identity_dir
-from oneroot.ops.paths import Paths
 from oneroot.overlay.changes import ChangeKind
 from oneroot.overlay.identity import GeneratedFile, IdentityStore
 from oneroot.overlay.layer import OPAQUE_XATTR, is_whiteout, make_whiteout, set_opaque

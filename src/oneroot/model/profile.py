@@ -1,0 +1,169 @@
+"""A node's profile: the typed values groups set and nodes override, and their validation.
+
+Groups and nodes store their values as a sparse text-keyed map (`{"union": "server"}`: the form
+the database, the YAML file and `--set KEY=VALUE` share); resolution merges them into one
+`Profile`, whose fields are typed (enums for the choices, tuples for lists).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import PurePosixPath
+from typing import Any
+
+from oneroot.errors import InvalidValue
+from oneroot.model.names import check_name
+
+
+class UnionMode(enum.StrEnum):
+    """Where a node's layers are unioned."""
+
+    CLIENT = "client"  # by its initramfs (the seed's way)
+    SERVER = "server"  # by the server, which exports the merged tree
+
+
+class BiosLoader(enum.StrEnum):
+    IPXE = "ipxe"
+    PXELINUX = "pxelinux"
+
+
+class UefiLoader(enum.StrEnum):
+    IPXE = "ipxe"
+    SNPONLY = "snponly"
+
+
+class Firmware(enum.StrEnum):
+    BIOS = "bios"
+    UEFI = "uefi"
+
+
+def _doc(text: str) -> dict[str, str]:
+    return {"doc": text}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Profile:
+    """Every profile value of one node, merged (see `model.cluster.resolve`)."""
+
+    image: str = field(default="default", metadata=_doc(
+        "name of the image whose root is the bottom layer"))
+    kernel: str = field(default="vmlinuz", metadata=_doc(
+        "kernel file, relative to the boot dir"))
+    initramfs: str = field(default="initramfs.img", metadata=_doc(
+        "initramfs file, relative to the boot dir"))
+    runlevel: str = field(default="", metadata=_doc(
+        "runlevel the node boots into (empty: the image's default)"))
+    kernel_args: tuple[str, ...] = field(default=(), metadata=_doc(
+        "extra kernel command-line arguments"))
+    extra_layers: tuple[str, ...] = field(default=(), metadata=_doc(
+        "extra root= layers (spec text) between the image and group layers"))
+    group_layer: bool = field(default=False, metadata=_doc(
+        "the group's own directory is a read-only layer (true/false)"))
+    nfs_options: str = field(default="", metadata=_doc(
+        "NFS mount options for every layer, e.g. vers=4.2"))
+    union: UnionMode = field(default=UnionMode.CLIENT, metadata=_doc(
+        "where layers are unioned: client (node-side, the seed's way) or server"))
+    bios_loader: BiosLoader = field(default=BiosLoader.IPXE, metadata=_doc(
+        "boot loader for BIOS PXE: ipxe (undionly.kpxe) or pxelinux (pxelinux.0)"))
+    uefi_loader: UefiLoader = field(default=UefiLoader.IPXE, metadata=_doc(
+        "boot loader for UEFI PXE: ipxe (ipxe.efi) or snponly (snponly.efi)"))
+    firmware: Firmware = field(default=Firmware.BIOS, metadata=_doc(
+        "firmware of the node: bios or uefi (used by the lab)"))
+    ephemeral: bool = field(default=False, metadata=_doc(
+        "node's layer read-only with a tmpfs on top: changes lost at reboot"))
+
+    @property
+    def server_union(self) -> bool:
+        """The node's layers are unioned on the server (`union=server`), not by its initramfs."""
+        return self.union is UnionMode.SERVER
+
+    @property
+    def nfs_option_list(self) -> tuple[str, ...]:
+        return tuple(o for o in self.nfs_options.split(",") if o)
+
+    def as_values(self) -> dict[str, ProfileValue]:
+        """Key → plain value (enums as their text), in `PROFILE_KEYS` order."""
+        out: dict[str, ProfileValue] = {}
+        for key in PROFILE_KEYS:
+            value = getattr(self, key)
+            out[key] = value.value if isinstance(value, enum.Enum) else value
+        return out
+
+    @classmethod
+    def from_values(cls, values: Mapping[str, ProfileValue]) -> Profile:
+        """A profile from text-keyed values (missing keys take the defaults); a bad value
+        raises `InvalidValue`, as `check_profile_value` does."""
+        kwargs: dict[str, Any] = {}
+        for key, raw in values.items():
+            value = check_profile_value(key, raw)
+            kind = _ENUMS.get(key)
+            kwargs[key] = kind(str(value)) if kind is not None else value
+        return cls(**kwargs)
+
+
+ProfileValue = str | bool | tuple[str, ...]
+
+_FIELDS = dataclasses.fields(Profile)
+# Profile keys a group sets and a node may override, with what each means.
+PROFILE_KEYS: dict[str, str] = {f.name: f.metadata["doc"] for f in _FIELDS}
+LIST_KEYS = frozenset(f.name for f in _FIELDS if f.type == "tuple[str, ...]")
+BOOL_KEYS = frozenset(f.name for f in _FIELDS if f.type == "bool")
+_ENUMS: dict[str, type[enum.StrEnum]] = {
+    "union": UnionMode, "bios_loader": BiosLoader, "uefi_loader": UefiLoader,
+    "firmware": Firmware,
+}
+_CHOICES: dict[str, tuple[str, ...]] = {k: tuple(m.value for m in e) for k, e in _ENUMS.items()}
+DEFAULT_PROFILE: Mapping[str, ProfileValue] = Profile().as_values()
+
+
+def check_profile_value(key: str, value: Any) -> ProfileValue:
+    """Validate and normalise one profile value (from the CLI, YAML or the database)."""
+    if key not in PROFILE_KEYS:
+        raise InvalidValue(
+            f"unknown setting {key!r}", hint=f"known settings: {', '.join(sorted(PROFILE_KEYS))}"
+        )
+    if key in LIST_KEYS:
+        return _check_list(key, value)
+    if key in BOOL_KEYS:
+        if isinstance(value, bool):
+            return value
+        text = str(value).strip().lower()
+        if text in ("1", "true", "yes", "on"):
+            return True
+        if text in ("0", "false", "no", "off"):
+            return False
+        raise InvalidValue(f"{key} must be true or false, not {value!r}")
+    if not isinstance(value, str):
+        raise InvalidValue(f"{key} must be text, not {value!r}")
+    text = value.strip()
+    if key in _CHOICES and text not in _CHOICES[key]:
+        raise InvalidValue(f"{key} must be one of {', '.join(_CHOICES[key])}, not {text!r}")
+    if key == "runlevel" and text:
+        check_name("runlevel", text)
+    if key == "image":
+        check_name("image", text)
+    if key in ("kernel", "initramfs") and (not text or text.startswith("/") or ".." in
+                                          PurePosixPath(text).parts):
+        raise InvalidValue(f"{key} {text!r} must be a path inside the boot dir",
+                           hint="give it relative to the boot dir, e.g. vmlinuz")
+    if any(c.isspace() for c in text):
+        raise InvalidValue(f"{key} {text!r} must not contain white space")
+    return text
+
+
+def _check_list(key: str, value: Any) -> tuple[str, ...]:
+    if isinstance(value, str):
+        items = tuple(value.split()) if key == "kernel_args" else tuple(
+            v for v in (p.strip() for p in value.split(",")) if v)
+    elif isinstance(value, Sequence):
+        items = tuple(str(v) for v in value)
+    else:
+        raise InvalidValue(f"{key} must be a list, not {value!r}")
+    for item in items:
+        if any(c.isspace() for c in item) or not item:
+            raise InvalidValue(f"{key} item {item!r} contains white space",
+                               hint="give one item per argument")
+    return items

@@ -1,0 +1,86 @@
+"""The profile: typed values, their validation, and the text form groups and nodes store."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from oneroot.errors import InvalidValue
+from oneroot.model.profile import (
+    BOOL_KEYS,
+    DEFAULT_PROFILE,
+    LIST_KEYS,
+    PROFILE_KEYS,
+    BiosLoader,
+    Firmware,
+    Profile,
+    UefiLoader,
+    UnionMode,
+    check_profile_value,
+)
+
+
+def test_keys_are_the_profile_fields_in_order() -> None:
+    assert list(PROFILE_KEYS) == [f.name for f in dataclasses.fields(Profile)]
+    assert {"kernel_args", "extra_layers"} == LIST_KEYS
+    assert {"group_layer", "ephemeral"} == BOOL_KEYS
+    assert all(PROFILE_KEYS.values())  # every key says what it means (`settings keys`)
+
+
+def test_defaults_as_text_values() -> None:
+    assert DEFAULT_PROFILE == {
+        "image": "default", "kernel": "vmlinuz", "initramfs": "initramfs.img", "runlevel": "",
+        "kernel_args": (), "extra_layers": (), "group_layer": False, "nfs_options": "",
+        "union": "client", "bios_loader": "ipxe", "uefi_loader": "ipxe", "firmware": "bios",
+        "ephemeral": False,
+    }
+    # the text form holds plain values, not enums (JSON and tables print them as they are)
+    assert all(type(v) in (str, bool, tuple) for v in DEFAULT_PROFILE.values())
+
+
+def test_from_values_types_the_choices() -> None:
+    p = Profile.from_values({"union": "server", "bios_loader": "pxelinux",
+                             "uefi_loader": "snponly", "firmware": "uefi",
+                             "kernel_args": "quiet  console=ttyS0", "ephemeral": "yes"})
+    assert p.union is UnionMode.SERVER and p.server_union
+    assert p.bios_loader is BiosLoader.PXELINUX
+    assert p.uefi_loader is UefiLoader.SNPONLY
+    assert p.firmware is Firmware.UEFI
+    assert p.kernel_args == ("quiet", "console=ttyS0")
+    assert p.ephemeral is True
+    assert Profile.from_values(p.as_values()) == p
+
+
+def test_nfs_option_list() -> None:
+    assert Profile(nfs_options="vers=4.2,,hard").nfs_option_list == ("vers=4.2", "hard")
+    assert Profile().nfs_option_list == ()
+
+
+@pytest.mark.parametrize(("key", "value", "message"), [
+    ("union", "both", "must be one of client, server"),
+    ("bios_loader", "grub", "must be one of ipxe, pxelinux"),
+    ("uefi_loader", "pxelinux", "must be one of ipxe, snponly"),
+    ("firmware", "coreboot", "must be one of bios, uefi"),
+    ("ephemeral", "maybe", "true or false"),
+    ("kernel", "../etc/passwd", "inside the boot dir"),
+    ("initramfs", "/boot/initrd", "inside the boot dir"),
+    ("image", "Bad Name", "invalid image name"),
+    ("runlevel", "-x", "invalid runlevel name"),
+    ("extra_layers", 7, "must be a list"),
+    ("kernel_args", ["a b"], "white space"),
+    ("nfs_options", "vers=3 hard", "white space"),
+    ("colour", "red", "unknown setting"),
+])
+def test_bad_values_are_refused(key: str, value: object, message: str) -> None:
+    with pytest.raises(InvalidValue, match=message):
+        check_profile_value(key, value)
+    with pytest.raises(InvalidValue, match=message):  # and resolution refuses them too
+        Profile.from_values({key: value})  # type: ignore[dict-item]
+
+
+def test_lists_from_text() -> None:
+    assert check_profile_value("extra_layers", "10.0.0.1:/a, 10.0.0.1:/b,") == (
+        "10.0.0.1:/a", "10.0.0.1:/b")
+    assert check_profile_value("kernel_args", "a  b") == ("a", "b")
+    assert check_profile_value("group_layer", "off") is False
