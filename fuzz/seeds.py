@@ -47,11 +47,22 @@ def _dhcp_packets() -> list[bytes]:
 
 
 def _framed(packets: list[bytes], config: int) -> bytes:
-    """dhcp_responder's input: a config byte, then (size, port bit, time step, packet) runs."""
+    """dhcp_responder's input: a config byte, then runs of (size, port bit, time step, packet)."""
     out = bytes((config,))
     for packet in packets:
         out += struct.pack(">HBB", len(packet), 0, 5) + packet
     return out
+
+
+def _decline_run() -> list[bytes]:
+    """A pool client takes 10.0.0.100 (DISCOVER, REQUEST), then declines it."""
+    mac = bytes.fromhex("5254000000aa")
+    server = {54: bytes((10, 0, 0, 1))}
+    return [dhcp.DhcpPacket(op=dhcp.BootOp.REQUEST, xid=n, chaddr=mac,
+                            options=dhcp.DhcpOptions(options)).to_bytes()
+            for n, options in enumerate(({53: b"\x01"},
+                                         {53: b"\x03", 50: bytes((10, 0, 0, 100)), **server},
+                                         {53: b"\x04", 50: bytes((10, 0, 0, 100)), **server}))]
 
 
 def _tftp_packets() -> list[bytes]:
@@ -98,7 +109,7 @@ def main() -> None:
         "dhcp_codec": _dhcp_packets(),
         "tftp_codec": _tftp_packets(),
         "dhcp_responder": [_framed(_dhcp_packets()[:2], 0), _framed(_dhcp_packets()[2:6], 0),
-                           _framed(_dhcp_packets(), 2)],
+                           _framed(_dhcp_packets(), 2), _framed(_decline_run(), 0)],
         "tftp_transfer": _transfers(),
         "http_resolver": _names(),
         "rootspec": _specs(),

@@ -6,9 +6,11 @@ the properties its code promises, not merely "no exception":
     dhcp_codec      parse_packet: only MalformedPacket escapes; a decoded packet re-encodes to a
                     packet that decodes to itself
     tftp_codec      the same for TFTP, and re-encoding gives back the exact bytes
-    dhcp_responder  a run of up to 6 requests (DISCOVER/REQUEST/DECLINE/RELEASE/INFORM, relayed
-                    or not, proxy or full) against one lease table: replies encode and decode,
-                    every address handed out is in the subnet and never a node's to a stranger
+    dhcp_responder  a run of requests (DISCOVER/REQUEST/DECLINE/RELEASE/INFORM, relayed or not,
+                    proxy or full, from the client's own frame or a forged one) against one lease
+                    table: replies encode and decode, every address handed out is in the subnet
+                    and never a node's to a stranger, a DECLINE is honoured only for the
+                    client's own pool lease and only from its own frame (or its relay)
     tftp_transfer   a read transfer fed datagrams and timer events interleaved: every datagram it
                     sends is a valid TFTP packet, blocks never exceed blksize, the blocks sent
                     spell the file, it always ends, and it never acts after it ended
@@ -172,6 +174,21 @@ def _check_decision(request: dhcp.DhcpPacket, decision: dhcp.Decision) -> None:
             assert offered == node.address, (offered, node)
 
 
+_OTHER_MAC = MacAddress.parse("52:54:00:66:66:66")
+
+
+def _check_decline(request: dhcp.DhcpPacket, decision: dhcp.Decision, leases: _Leases,
+                   frame_source: MacAddress | None) -> None:
+    change = decision.lease_change
+    if change is None or change.action is not dhcp.LeaseAction.DECLINE:
+        return
+    holder = leases.lease_for_address(change.address)
+    assert holder is not None and holder.mac == request.mac, "declined another's address"
+    assert change.address not in NODE_ADDRESSES, "a node's address was quarantined"
+    if request.giaddr == IPv4Address(0):
+        assert frame_source == request.mac, f"DECLINE honoured from frame {frame_source}"
+
+
 def dhcp_responder(data: bytes) -> None:
     src = _Bytes(data)
     config = CONFIGS[src.int() % len(CONFIGS)]
@@ -183,16 +200,27 @@ def dhcp_responder(data: bytes) -> None:
         now += src.int()
         try:
             request = dhcp.parse_packet(src.take(size))
+            own = request.mac
         except MalformedPacket:
             continue
+
+        def answer(frame_source: MacAddress | None, request: dhcp.DhcpPacket = request,
+                   now: float = now, port: int = port) -> dhcp.Decision:
+            return dhcp.respond(request, now=now, config=config, lookup=NODES.get,
+                                leases=leases, port=port, source=(IPv4Address("10.0.0.77"), 68),
+                                is_reserved=NODE_ADDRESSES.__contains__,
+                                frame_source=frame_source)
+
         try:
-            decision = dhcp.respond(request, now=now, config=config, lookup=NODES.get,
-                                    leases=leases, port=port,
-                                    source=(IPv4Address("10.0.0.77"), 68),
-                                    is_reserved=NODE_ADDRESSES.__contains__)
+            # The same request from a forged frame (another host's MAC, or a socket that cannot
+            # tell) first: a DECLINE must not be honoured. Then from the client's own frame.
+            for forged in (_OTHER_MAC, None):
+                _check_decline(request, answer(forged), leases, forged)
+            decision = answer(own)
         except MalformedPacket:
             continue
         _check_decision(request, decision)
+        _check_decline(request, decision, leases, own)
         if decision.lease_change is not None:
             leases.apply(decision.lease_change)
         if decision.reply is not None:
