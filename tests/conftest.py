@@ -1,9 +1,12 @@
-"""Suite-wide rules: with CI=true a skipped test fails the run; e2e results are counted."""
+"""Suite-wide rules: with CI=true a skipped test fails the run; e2e results are counted;
+markers match folders (tests/integration/* is `integration`, tests/e2e/* is `e2e`, and a
+test marked for another folder than its own fails)."""
 
 from __future__ import annotations
 
 import contextlib
 import os
+from pathlib import Path
 
 import pytest
 
@@ -14,6 +17,42 @@ def pytest_addoption(parser: pytest.Parser) -> None:
             "--update-goldens", action="store_true", default=False,
             help="rewrite tests/data/golden/* from the renderers instead of comparing",
         )
+
+
+TESTS = Path(__file__).resolve().parent
+# The folder under tests/ that holds each folder-bound marker's tests.
+FOLDER_MARKERS = {"integration": "integration", "e2e": "e2e"}
+
+
+def folder_marker(path: Path) -> str | None:
+    """The marker the folder of test file `path` gives its tests (None: tests/unit)."""
+    try:
+        folder = path.resolve().relative_to(TESTS).parts[0]
+    except (ValueError, IndexError):
+        return None
+    return FOLDER_MARKERS.get(folder)
+
+
+def wrong_markers(path: Path, marked: set[str]) -> set[str]:
+    """The folder-bound markers among `marked` that `path`'s folder does not give."""
+    return (marked & set(FOLDER_MARKERS)) - {folder_marker(path)}
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects by marker
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        marker = folder_marker(item.path)
+        if marker is not None:
+            item.add_marker(marker)
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    marked = {m.name for m in item.iter_markers()}
+    wrong = wrong_markers(item.path, marked)
+    if wrong:
+        pytest.fail(f"{item.nodeid} is marked {', '.join(sorted(wrong))} but lives in "
+                    f"{item.path.parent.relative_to(TESTS)}: move it to tests/"
+                    f"{'/'.join(sorted(wrong))}/ or drop the marker", pytrace=False)
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, exitstatus: int,

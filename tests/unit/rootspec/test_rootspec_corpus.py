@@ -13,11 +13,17 @@ CASES_FILE = Path(__file__).parents[2] / "data" / "rootspec" / "cases.txt"
 CASES = corpus.load(CASES_FILE.read_text())
 
 
-if os.environ.get("ONEROOT_REGEN") == "1":
-    # Collected only when asked, so a normal run (and CI, where a skip fails) never skips it.
-    def test_regenerate_when_asked() -> None:
-        """`ONEROOT_REGEN=1 pytest tests/unit/rootspec` rewrites the expectations."""
-        CASES_FILE.write_text(corpus.dump(CASES))
+def test_corpus_file_is_its_regenerated_form(request: pytest.FixtureRequest) -> None:
+    """The committed file is exactly what `corpus.dump` writes: every expectation is the
+    parser's outcome, and the file is never edited by hand. `ONEROOT_REGEN=1 pytest
+    tests/unit/rootspec` (or `--update-goldens`) rewrites it, then this compares again."""
+    regenerated = corpus.dump(CASES)
+    if (os.environ.get("ONEROOT_REGEN") == "1"
+            or request.config.getoption("--update-goldens")):
+        CASES_FILE.write_text(regenerated)
+    assert CASES_FILE.read_text() == regenerated, (
+        "tests/data/rootspec/cases.txt differs from its regenerated form: "
+        "ONEROOT_REGEN=1 pytest tests/unit/rootspec, then review the diff")
 
 
 def test_corpus_is_big_enough() -> None:

@@ -1,0 +1,115 @@
+"""The rules tests/conftest.py enforces, run on a small suite of their own; and the test tree's
+import rule: helpers come from `oneroot.testing`, never from a sibling file of the tests."""
+
+from __future__ import annotations
+
+import ast
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+TESTS = Path(__file__).resolve().parents[1]
+INI = """[pytest]
+addopts = -p no:cacheprovider -p no:hypothesispytest --strict-markers
+markers =
+    integration: x
+    e2e: x
+"""
+FILES = {
+    "unit/test_u.py": """
+        import pytest
+
+        def test_plain():
+            pass
+
+        @pytest.mark.integration
+        def test_marked_for_another_folder():
+            pass
+    """,
+    "integration/test_i.py": """
+        def test_unmarked_in_integration():
+            pass
+    """,
+    "e2e/test_e.py": """
+        def test_unmarked_in_e2e():
+            pass
+    """,
+}
+
+
+def _suite(tmp_path: Path, files: dict[str, str]) -> Path:
+    (tmp_path / "pytest.ini").write_text(INI)
+    (tmp_path / "tests").mkdir()
+    shutil.copy(TESTS / "conftest.py", tmp_path / "tests" / "conftest.py")
+    for name, text in files.items():
+        path = tmp_path / "tests" / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(textwrap.dedent(text))
+    return tmp_path
+
+
+def _pytest(root: Path, *args: str, ci: bool = False) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k != "CI"} | ({"CI": "true"} if ci else {})
+    return subprocess.run([sys.executable, "-m", "pytest", "-rA", *args, "tests"], cwd=root,
+                          env=env, capture_output=True, text=True, timeout=120, check=False)
+
+
+def test_folders_give_markers_and_a_misplaced_marker_fails(tmp_path: Path) -> None:
+    root = _suite(tmp_path, FILES)
+    chosen = _pytest(root, "-m", "integration")
+    assert "PASSED tests/integration/test_i.py::test_unmarked_in_integration" in chosen.stdout
+    assert "ERROR tests/unit/test_u.py::test_marked_for_another_folder" in chosen.stdout
+    assert "lives in unit: move it to tests/integration/" in chosen.stdout
+    assert "test_unmarked_in_e2e" not in chosen.stdout and "test_plain" not in chosen.stdout
+    assert chosen.returncode == 1
+    not_e2e = _pytest(root, "-m", "not e2e")
+    assert "PASSED tests/unit/test_u.py::test_plain" in not_e2e.stdout
+    assert "test_unmarked_in_e2e" not in not_e2e.stdout
+    e2e = _pytest(root, "-m", "e2e")
+    assert "PASSED tests/e2e/test_e.py::test_unmarked_in_e2e" in e2e.stdout
+    assert e2e.returncode == 0, e2e.stdout
+
+
+def test_a_skip_fails_the_run_with_ci_true(tmp_path: Path) -> None:
+    root = _suite(tmp_path, {"unit/test_s.py": """
+        import pytest
+
+        def test_skipped():
+            pytest.skip("a missing tool")
+    """})
+    assert _pytest(root).returncode == 0
+    ci = _pytest(root, ci=True)
+    assert ci.returncode == 1 and "count as failures" in ci.stdout, ci.stdout
+
+
+def _sibling_imports(path: Path, local: set[str]) -> list[str]:
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                 else [node.module] if isinstance(node, ast.ImportFrom) and node.module
+                 and node.level == 0 else [])
+        found += [f"{path.name}:{node.lineno}: {name}" for name in names
+                  if name.split(".")[0] in local]
+    return found
+
+
+def test_tests_import_helpers_from_oneroot_testing() -> None:
+    files = sorted(TESTS.rglob("*.py"))
+    local = {p.stem for p in files}
+    bad = [hit for path in files for hit in _sibling_imports(path, local)]
+    bad += [f"{p.relative_to(TESTS)}: sys.path" for p in files
+            if p != Path(__file__) and "sys.path" in p.read_text()]
+    assert not bad, "import test helpers from oneroot.testing, not from files in tests/:\n" + \
+        "\n".join(bad)
+
+
+@pytest.mark.parametrize("code", ["import conftest\n", "from render_example import X\n"])
+def test_the_import_check_catches_a_violation(tmp_path: Path, code: str) -> None:
+    bad = tmp_path / "test_bad.py"
+    bad.write_text(code)
+    assert _sibling_imports(bad, {"conftest", "render_example"})
