@@ -112,16 +112,16 @@ def from_yaml(text: str, *, source: str = "inventory file") -> Inventory:
         raise _where(f"{source}: settings", exc) from None
 
     runlevels = {}
-    for name, body in _mapping(doc.get("runlevels"), "runlevels").items():
-        body = _mapping(body, f"runlevel {name}")
+    for name, body in _mapping(doc.get("runlevels"), f"{source}: runlevels").items():
+        body = _mapping(body, f"{source}: runlevel {name}")
         services = body.get("services") or []
         if not isinstance(services, list):
             raise InvalidValue(f"{source}: runlevel {name}: services must be a list")
         runlevels[str(name)] = Runlevel(name=str(name), services=tuple(map(str, services)),
                                         description=str(body.get("description") or ""))
     images = {}
-    for name, body in _mapping(doc.get("images"), "images").items():
-        body = _mapping(body, f"image {name}")
+    for name, body in _mapping(doc.get("images"), f"{source}: images").items():
+        body = _mapping(body, f"{source}: image {name}")
         try:
             images[str(name)] = Image(
                 name=str(name), root=PurePosixPath(str(body.get("root", "/"))),
@@ -130,8 +130,8 @@ def from_yaml(text: str, *, source: str = "inventory file") -> Inventory:
         except InvalidValue as exc:
             raise _where(f"{source}: image {name}", exc) from None
     groups = {}
-    for name, body in _mapping(doc.get("groups"), "groups").items():
-        body = dict(_mapping(body, f"group {name}"))
+    for name, body in _mapping(doc.get("groups"), f"{source}: groups").items():
+        body = dict(_mapping(body, f"{source}: group {name}"))
         description = str(body.pop("description", "") or "")
         try:
             values = {k: check_profile_value(k, v) for k, v in body.items()}
@@ -139,8 +139,8 @@ def from_yaml(text: str, *, source: str = "inventory file") -> Inventory:
             raise _where(f"{source}: group {name}", exc) from None
         groups[str(name)] = Group(name=str(name), description=description, values=values)
     nodes = {}
-    for name, body in _mapping(doc.get("nodes"), "nodes").items():
-        body = _mapping(body, f"node {name}")
+    for name, body in _mapping(doc.get("nodes"), f"{source}: nodes").items():
+        body = _mapping(body, f"{source}: node {name}")
         where = f"{source}: node {name}"
         try:
             macs_raw = body.get("mac") or []
