@@ -255,3 +255,36 @@ def test_the_neighbour_table_is_sized_where_the_kernel_keeps_it() -> None:
     finally:
         for f, text in zip(files, before, strict=True):
             f.write_text(text)
+
+
+def test_a_multi_mac_nodes_neighbour_entry_follows_its_dhcp_mac() -> None:
+    """Both MACs pass the ingress rule; the permanent entry is the first MAC until DHCP
+    ACKs the node on another of its MACs (`NodePinner.bind`, fed by `dhcp.ack` events)."""
+    code = """
+import ipaddress, subprocess
+from oneroot.net import MacAddress
+from oneroot.netpin import NodePinner
+from oneroot.render.netpin import NodePin, PinContext
+ip = ipaddress.IPv4Address("10.94.0.11")
+macs = (MacAddress.parse("52:54:00:94:00:01"), MacAddress.parse("52:54:00:94:01:01"))
+pinner = NodePinner(interface="br0")
+pinner.apply(PinContext(interface="br0", server_address=ipaddress.IPv4Address("10.94.0.1"),
+                        nodes=(NodePin(name="node01", address=ip, macs=macs),)))
+def entry():
+    return subprocess.run(["ip", "neigh", "show", str(ip), "dev", "br0"], text=True,
+                          capture_output=True, check=True).stdout.split()
+print("first", entry())
+pinner.bind(ip, macs[1])
+print("bound", entry())
+pinner.bind(ip, MacAddress.parse("52:54:00:66:66:66"))  # not the node's: its first MAC
+print("stranger", entry())
+pinner.remove()
+print("removed", entry())
+"""
+    with Lab.create(subnet="10.94.0.0/24", router_advertisements=False) as lab:
+        out = lab.run_in_ns([sys.executable, "-c", code]).stdout
+    lines = dict(line.split(" ", 1) for line in out.splitlines())
+    assert "52:54:00:94:00:01" in lines["first"] and "PERMANENT" in lines["first"]
+    assert "52:54:00:94:01:01" in lines["bound"]
+    assert "52:54:00:94:00:01" in lines["stranger"]
+    assert lines["removed"] == "[]"

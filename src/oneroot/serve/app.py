@@ -262,7 +262,10 @@ async def _start_pins(holder: CatalogHolder, bind: IPv4Address,
 
     async def unpin() -> None:
         async with lock:
-            await asyncio.to_thread(pinner.remove)
+            try:
+                await asyncio.to_thread(pinner.remove)
+            except OnerootError as exc:  # the other closers (ganesha) must still run
+                log.error("netpin.remove_failed error=%s", exc)
 
     holder.listeners.append(lambda new: _spawn(repin(new)))
     recorder.listeners.append(on_ack)
