@@ -76,6 +76,9 @@ class CatalogHolder:
     def __init__(self, paths: Paths, http_host: str | None) -> None:
         self.paths = paths
         self.http_host = http_host
+        # Held open while serve runs: SQLite keeps the inventory's WAL index (-shm) as long as
+        # one connection is open, so `oneroot status` can still open it on a full disk.
+        self._keeper = inv_ops.open_store(paths)
         # Resolved once per load; everything below takes this object.
         self.cluster: ResolvedCluster = resolve_cluster(self._load())
         self.catalog = catalog_for(paths, self.cluster, http_host=http_host)
@@ -85,6 +88,9 @@ class CatalogHolder:
     @property
     def inventory(self) -> Inventory:
         return self.cluster.inventory
+
+    def close(self) -> None:
+        self._keeper.close()
 
     def _load(self) -> Inventory:
         store = inv_ops.open_store(self.paths)
@@ -225,6 +231,7 @@ async def serve(paths: Paths, options: ServeOptions = ServeOptions(),
         await recorder.flush()
         events.close()
         health.close()
+        holder.close()
         if leases is not None:
             with contextlib.suppress(Exception):
                 leases.close()

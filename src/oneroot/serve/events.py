@@ -77,9 +77,10 @@ class EventRecorder:
             return
         try:
             await asyncio.to_thread(self._store.record, batch)
-        except Exception:  # a full disk must not stop the boot services
+        except Exception as exc:  # a full disk must not stop the boot services
             self.write_failures += 1
-            log.exception("events.write_failed count=%d", len(batch))
+            log.error("events.write_failed count=%d error=%s: %s", len(batch),
+                      type(exc).__name__, exc)
 
     async def _prune(self) -> None:
         now = self._clock()
@@ -91,8 +92,8 @@ class EventRecorder:
             dropped = await asyncio.to_thread(self._store.prune, now=now,
                                               max_age=limits.events_max_age,
                                               keep=limits.events_kept)
-        except Exception:
-            log.exception("events.prune_failed")
+        except Exception as exc:
+            log.error("events.prune_failed error=%s: %s", type(exc).__name__, exc)
             return
         if dropped:
             log.info("events.pruned count=%d", dropped)

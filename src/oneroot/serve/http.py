@@ -133,7 +133,7 @@ class HttpService:
             return resp
         path = resolve_in_root(self.boot_dir, name)
         if path is None:
-            log.info("http.refused peer=%s path=%r", peer, name)
+            log.info("http.refused peer=%s path=%r", peer, name[:MAX_PATH])
             raise web.HTTPNotFound(text="not found\n")
         return _ReportingFileResponse(path, lambda r: done(r, r.content_length or 0, None))
 

@@ -396,6 +396,8 @@ class TftpService:
     def _emit_error(self, peer: tuple[str, int], name: str, code: int, message: str,
                     stats: TransferStats | None) -> None:
         self.stats.errors += 1
+        if len(name) > MAX_NAME_BYTES:  # a refused name may be 64 KB: logs fill disks too
+            name = name[:MAX_NAME_BYTES] + "…"
         log.warning("tftp.error peer=%s:%d file=%r code=%d message=%s",
                     peer[0], peer[1], name, code, message)
         detail = {"code": str(code), "message": message}
