@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 import stat
 import subprocess
 import sys
@@ -22,10 +21,9 @@ from pathlib import Path
 
 import pytest
 
-from oneroot.initramfs.busybox import fetch_busybox
-from oneroot.initramfs.kernel import default_cache_dir
 from oneroot.lab import Lab
 from oneroot.lab.netns import Client
+from oneroot.testing.dhcpclient import Udhcpc
 from oneroot.testing.netns import STATE_DIR
 
 pytestmark = pytest.mark.integration
@@ -35,10 +33,6 @@ SERVER = "10.93.0.1"
 NODE01_MAC, NODE01_IP = "52:54:00:93:00:11", "10.93.0.11"
 POOL_MAC = "52:54:00:93:00:50"
 ATTACKER_MAC, ATTACKER_IP = "52:54:00:93:00:66", "10.93.0.66"
-HOOK = """#!/bin/sh
-env > "$(dirname "$0")/env.$1"
-exit 0
-"""
 TMPFS_SIZE = "16m"
 
 # Runs in a host's namespace: DHCP messages with any chaddr, from the host's own frames.
@@ -118,7 +112,7 @@ class Net:
     node01: Client
     pool: Client
     attacker: Client
-    busybox: Path
+    dhcp: Udhcpc
 
     def oneroot(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         return subprocess.run([*ONEROOT, "--home", str(self.home), *args], check=check,
@@ -138,15 +132,8 @@ class Net:
         self.python(host, DHCP_SENDER, SERVER, stdin=json.dumps(list(messages)))
 
     def udhcpc(self, host: Client) -> dict[str, str]:
-        hook = self.tmp / "hook" / "print-env"
-        for old in hook.parent.glob("env.*"):
-            old.unlink()
-        self.run(host, str(self.busybox), "udhcpc", "-f", "-q", "-n", "-t", "4", "-T", "1",
-                 "-i", "eth0", "-s", str(hook), timeout=30)
-        env = hook.parent / "env.bound"
-        if not env.exists():
-            return {}
-        return dict(line.split("=", 1) for line in env.read_text().splitlines() if "=" in line)
+        return self.dhcp.lease(lambda *argv, timeout: self.run(host, *argv, timeout=timeout),
+                               host.interface)
 
     def curl(self, host: Client, *args: str) -> subprocess.CompletedProcess[str]:
         return self.run(host, "curl", "-sS", "-m", "10", *args)
@@ -200,12 +187,7 @@ def _host(lab: Lab, mac: str, address: str | None) -> Client:
 @pytest.fixture(scope="module")
 def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Net]:
     tmp = tmp_path_factory.mktemp("hostile")
-    busybox = tmp / "busybox"
-    shutil.copy2(fetch_busybox(cache_dir=default_cache_dir()).path, busybox)
-    hook = tmp / "hook" / "print-env"
-    hook.parent.mkdir()
-    hook.write_text(HOOK)
-    hook.chmod(0o755)
+    dhcp = Udhcpc.install(tmp)
     (tmp / "boot").mkdir()
     (tmp / "boot" / "big.bin").write_bytes(BIG)
     (tmp / "image").mkdir()
@@ -238,7 +220,7 @@ def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Net]:
                 proc = lab.popen_in_ns([*base, "serve"], what="oneroot serve", stdout=out,
                                        stderr=subprocess.STDOUT)
             net = Net(lab=lab, home=home, tmp=tmp, log=log, proc=proc, node01=node01,
-                      pool=pool, attacker=attacker, busybox=busybox)
+                      pool=pool, attacker=attacker, dhcp=dhcp)
             net.wait_log("serve.started", timeout=60)
             yield net
             lab.stop_process(proc)

@@ -5,7 +5,6 @@ status API and `oneroot status`."""
 from __future__ import annotations
 
 import json
-import shutil
 import signal
 import subprocess
 import sys
@@ -16,17 +15,12 @@ from pathlib import Path
 
 import pytest
 
-from oneroot.initramfs.busybox import fetch_busybox
-from oneroot.initramfs.kernel import default_cache_dir
+from oneroot.testing.dhcpclient import Udhcpc
 from oneroot.testing.netns import Link, linked_namespaces
 
 pytestmark = pytest.mark.integration
 
 ONEROOT = [sys.executable, "-m", "oneroot"]
-HOOK = """#!/bin/sh
-env > "$(dirname "$0")/env.$1"
-exit 0
-"""
 UNKNOWN_MAC = "52:54:00:bb:00:07"
 
 
@@ -37,23 +31,17 @@ class Serve:
     tmp: Path
     proc: subprocess.Popen[bytes]
     log: Path
-    busybox: Path
+    dhcp: Udhcpc
 
     def oneroot(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         return subprocess.run([*ONEROOT, "--home", str(self.home), *args], check=check,
                               capture_output=True, text=True, timeout=60)
 
     def udhcpc(self) -> dict[str, str]:
-        hook = self.tmp / "hook" / "print-env"
-        for old in hook.parent.glob("env.*"):
-            old.unlink()
-        self.link.client.ns.run(str(self.busybox), "udhcpc", "-f", "-q", "-n", "-t", "4",
-                                "-T", "1", "-i", self.link.client.interface, "-s", str(hook),
-                                timeout=30, check=False)
-        env = hook.parent / "env.bound"
-        if not env.exists():
-            return {}
-        return dict(line.split("=", 1) for line in env.read_text().splitlines() if "=" in line)
+        client = self.link.client
+        return self.dhcp.lease(lambda *argv, timeout: client.ns.run(*argv, timeout=timeout,
+                                                                    check=False),
+                               client.interface)
 
     def wait_log(self, text: str, timeout: float = 15) -> None:
         deadline = time.monotonic() + timeout
@@ -65,12 +53,7 @@ class Serve:
 
 @pytest.fixture
 def serve(tmp_path: Path) -> Iterator[Serve]:
-    busybox = tmp_path / "busybox"
-    shutil.copy2(fetch_busybox(cache_dir=default_cache_dir()).path, busybox)
-    hook = tmp_path / "hook" / "print-env"
-    hook.parent.mkdir()
-    hook.write_text(HOOK)
-    hook.chmod(0o755)
+    dhcp = Udhcpc.install(tmp_path)
     home = tmp_path / "home"
     with linked_namespaces("10.88.0.1/24") as link:
         base = [*ONEROOT, "--home", str(home)]
@@ -85,7 +68,7 @@ def serve(tmp_path: Path) -> Iterator[Serve]:
         with log.open("wb") as out:
             proc = subprocess.Popen(link.server.cmd(*base, "serve", "--no-nfs"), stdout=out,
                                     stderr=subprocess.STDOUT)
-        s = Serve(link=link, home=home, tmp=tmp_path, proc=proc, log=log, busybox=busybox)
+        s = Serve(link=link, home=home, tmp=tmp_path, proc=proc, log=log, dhcp=dhcp)
         try:
             s.wait_log("serve.started")
             yield s
