@@ -65,10 +65,11 @@ def test_masked_view_of_the_server_root(base: Path) -> None:
     inv = _inventory(base)
     port = free_port()
     client = NfsClient(port)
-    plan = nfs_plan(resolve_cluster(inv), paths, port=port)
+    cluster = resolve_cluster(inv)
+    plan = nfs_plan(cluster, paths, port=port)
     try:
-        apply_nfs(inv, paths, plan=plan)  # ViewUnsupported here is a failure, not a skip
-        server = ganesha_server(resolve_cluster(inv), paths, port=port)
+        apply_nfs(cluster, paths, plan=plan)  # ViewUnsupported here is a failure, not a skip
+        server = ganesha_server(cluster, paths, port=port)
 
         async def scenario() -> None:
             async with server:
@@ -76,7 +77,7 @@ def test_masked_view_of_the_server_root(base: Path) -> None:
                 # Inventory change: node01 joins a group layer; disk first, then a SIGHUP.
                 inv2 = _inventory(base, node01_groups=("default", "compute"))
                 plan2 = nfs_plan(resolve_cluster(inv2), paths, port=port)
-                apply_nfs(inv2, paths, plan=plan2)
+                apply_nfs(resolve_cluster(inv2), paths, plan=plan2)
                 (base / "groups" / "compute" / "g.txt").write_text("group\n")
                 assert await server.reload(plan2.text) is ReloadAction.RELOADED
                 proc = await asyncio.to_thread(client.cat, f"{base}/groups/compute/g.txt")

@@ -56,7 +56,7 @@ def test_overlay_exports_carry_their_export_id_as_fsid(base: Path) -> None:
     exports = base / "exports.d" / "oneroot.exports"
     inv = _inventory(base)
 
-    result = apply_nfs(inv, paths, exportfs=str(exportfs), exports_file=exports)
+    result = apply_nfs(resolve_cluster(inv), paths, exportfs=str(exportfs), exports_file=exports)
     assert result.applied == "exportfs -ra"
     merged = base / "systems" / "node01" / "merged"
     assert sorted(mounted_unions(base / "systems")) == ["node01"]

@@ -86,8 +86,8 @@ def test_server_side_union_over_ganesha(base: Path) -> None:
 
     plan = nfs_plan(resolve_cluster(inv), paths, port=port)
     assert set(plan.unions) == {"node01", "node02"}
-    apply_nfs(inv, paths, plan=plan)
-    apply_nfs(inv, paths, plan=plan)  # idempotent: mounted once
+    apply_nfs(resolve_cluster(inv), paths, plan=plan)
+    apply_nfs(resolve_cluster(inv), paths, plan=plan)  # idempotent: mounted once
     assert sorted(mounted_unions(base / "systems")) == ["node01", "node02"]
     assert f'Path = "{merged}";' in plan.text and f'Path = "{base}/systems/node01";' \
         not in plan.text
@@ -99,9 +99,10 @@ def test_server_side_union_over_ganesha(base: Path) -> None:
             await asyncio.to_thread(_prove, client, base, inv, paths, target)
             # node02 goes: its export first, then its union; then its dir can be archived.
             inv2 = _inventory(base, nodes=("node01",))
-            apply_nfs(inv2, paths, plan=nfs_plan(resolve_cluster(inv2), paths, port=port))
+            cluster2 = resolve_cluster(inv2)
+            apply_nfs(cluster2, paths, plan=nfs_plan(cluster2, paths, port=port))
             assert sorted(mounted_unions(base / "systems")) == ["node01"]
-            assert archive_node_dir(inv, paths, "node02") is not None
+            assert archive_node_dir(resolve_cluster(inv), paths, "node02") is not None
             assert client.read(f"{merged}/etc/motd") == "node01 motd\n"
 
     asyncio.run(scenario())
@@ -136,7 +137,7 @@ def _prove(client: NfsClient, base: Path, inv: Inventory, paths: Paths,
     assert client.ls(f"{base}/systems/node01/upper").returncode != 0
 
     # An overlay edit while exported: the safe remount, the client reads on.
-    put_file(inv, paths, "node01", "/etc/motd", io.BytesIO(b"node01 motd\n"))
+    put_file(resolve_cluster(inv), paths, "node01", "/etc/motd", io.BytesIO(b"node01 motd\n"))
     assert (upper / "etc" / "motd").read_text() == "node01 motd\n"
     assert client.read(f"{merged}/etc/motd") == "node01 motd\n"
 
@@ -164,12 +165,13 @@ def test_remount_picks_up_new_group_layers(base: Path) -> None:
     paths = Paths(home=base / "home")
     _image(base)
     inv = _inventory(base, nodes=("node02",))
-    apply_nfs(inv, paths)
+    apply_nfs(resolve_cluster(inv), paths)
     assert (base / "systems/node02/merged/etc/layered").read_text() == "image\n"
     joined = make_node(2, address="127.0.0.2", groups=("default", "compute"), union="server")
     inv2 = Inventory(settings=inv.settings, nodes={"node02": joined}, groups=inv.groups,
                      images=inv.images)
-    apply_nfs(inv2, paths)  # mounted over the old layers: left for the node's next boot
+    # mounted over the old layers: left for the node's next boot
+    apply_nfs(resolve_cluster(inv2), paths)
     assert (base / "systems/node02/merged/etc/layered").read_text() == "image\n"
     assert remount_union_for_boot(resolve_cluster(inv2), paths, "node02")
     assert (base / "systems/node02/merged/etc/layered").read_text() == "group\n"

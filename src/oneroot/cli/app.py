@@ -13,7 +13,7 @@ import click
 from click.shell_completion import get_completion_class
 
 from oneroot.cli.state import State
-from oneroot.ops.paths import DEFAULT_HOME, Paths
+from oneroot.model.paths import DEFAULT_HOME, Paths
 
 # command name -> the module under oneroot.cli defining it (as an attribute of that name)
 NOUNS = {

@@ -18,9 +18,9 @@ def nfs() -> None:
 @pass_state
 def nfs_apply(state: State) -> None:
     """Create layer dirs and node identities, mount views, write and apply the exports."""
-    inv = state.load()
+    cluster = state.cluster()
     with console.status("preparing node layers and exports…"):
-        result = apply_nfs(inv, state.paths)
+        result = apply_nfs(cluster, state.paths)
     console.print(f"{result.plan.kind}: {result.config_path} "
                   f"({'changed' if result.changed else 'unchanged'}, {result.applied})")
 
@@ -29,7 +29,7 @@ def nfs_apply(state: State) -> None:
 @json_option
 @pass_state
 def nfs_status_cmd(state: State, as_json: bool) -> None:
-    doc = nfs_status(state.load(), state.paths)
+    doc = nfs_status(state.cluster(), state.paths)
     if as_json:
         emit_json(doc)
         return

@@ -94,10 +94,10 @@ def resolved_json(r: ResolvedNode) -> dict[str, Any]:
 @pass_state
 def node_show(state: State, name: str, as_json: bool) -> None:
     """Show a node's values and where each came from."""
-    inv = state.load()
-    n = inv_ops.get_node(inv, name)
-    r = inv_ops.resolved(inv, n)
-    spec = boot_ops.root_spec_text(inv, r)
+    cluster = state.cluster()
+    r = cluster.node(name)
+    n = r.node
+    spec = boot_ops.root_spec_text(cluster, r)
     if as_json:
         emit_json({**resolved_json(r), "root": spec})
         return

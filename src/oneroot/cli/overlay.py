@@ -40,8 +40,8 @@ def overlay() -> None:
 @pass_state
 def overlay_ls(state: State, node: str, path: str | None, as_json: bool) -> None:
     """What NODE overrides, adds and masks (below PATH), and what each hides."""
-    inv = state.load()
-    changes = ov.list_overlay(inv, state.paths, node, path)
+    cluster = state.cluster()
+    changes = ov.list_overlay(cluster, state.paths, node, path)
     if as_json:
         emit_json([c.to_json() for c in changes])
         return
@@ -59,8 +59,8 @@ def overlay_ls(state: State, node: str, path: str | None, as_json: bool) -> None
 @pass_state
 def overlay_diff(state: State, node: str, path: str | None) -> None:
     """Unified diffs of NODE's files against the image (a summary for binaries)."""
-    inv = state.load()
-    for _, text in ov.diff_overlay(inv, state.paths, node, path):
+    cluster = state.cluster()
+    for _, text in ov.diff_overlay(cluster, state.paths, node, path):
         click.echo(text, nl=False)
 
 
@@ -71,8 +71,8 @@ def overlay_diff(state: State, node: str, path: str | None) -> None:
 @pass_state
 def overlay_cp(state: State, node: str, path: str, force: bool) -> None:
     """Start an override: copy the image's PATH (content, owner, mode, mtime) to NODE."""
-    inv = state.load()
-    _say(ov.copy_from_lower(inv, state.paths, node, path, force=force))
+    cluster = state.cluster()
+    _say(ov.copy_from_lower(cluster, state.paths, node, path, force=force))
 
 
 def _run_editor(command: str) -> ov.Editor:
@@ -94,8 +94,8 @@ def _run_editor(command: str) -> ov.Editor:
 def overlay_edit(state: State, node: str, path: str) -> None:
     """Edit NODE's PATH with $EDITOR (starting from the image's file if NODE has none)."""
     editor = os.environ.get("VISUAL") or os.environ.get("EDITOR") or "vi"
-    inv = state.load()
-    _say(ov.edit_file(inv, state.paths, node, path, _run_editor(editor)))
+    cluster = state.cluster()
+    _say(ov.edit_file(cluster, state.paths, node, path, _run_editor(editor)))
 
 
 def _mode(text: str | None) -> int | None:
@@ -121,8 +121,8 @@ def _mode(text: str | None) -> int | None:
 def overlay_put(state: State, node: str, path: str, file: BinaryIO,
                 mode: str | None) -> None:
     """Make FILE (`-` for stdin) NODE's PATH."""
-    inv = state.load()
-    _say(ov.put_file(inv, state.paths, node, path, file, mode=_mode(mode)))
+    cluster = state.cluster()
+    _say(ov.put_file(cluster, state.paths, node, path, file, mode=_mode(mode)))
 
 
 @overlay.command("rm")
@@ -132,8 +132,8 @@ def overlay_put(state: State, node: str, path: str, file: BinaryIO,
 @pass_state
 def overlay_rm(state: State, node: str, path: str, recursive: bool) -> None:
     """Drop NODE's override, addition or mask at PATH: the image's file shows again."""
-    inv = state.load()
-    _say(ov.remove_change(inv, state.paths, node, path, recursive=recursive))
+    cluster = state.cluster()
+    _say(ov.remove_change(cluster, state.paths, node, path, recursive=recursive))
 
 
 @overlay.command("mask")
@@ -144,8 +144,8 @@ def overlay_rm(state: State, node: str, path: str, recursive: bool) -> None:
 @pass_state
 def overlay_mask(state: State, node: str, path: str, force: bool) -> None:
     """Hide PATH from NODE (a whiteout in its layer)."""
-    inv = state.load()
-    _say(ov.mask_path(inv, state.paths, node, path, force=force))
+    cluster = state.cluster()
+    _say(ov.mask_path(cluster, state.paths, node, path, force=force))
 
 
 @overlay.command("reset")
@@ -159,8 +159,8 @@ def overlay_reset(state: State, node: str, yes: bool, no_archive: bool) -> None:
         if not sys.stdin.isatty():
             raise UsageError(f"reset drops every change of {node}: confirm with --yes")
         click.confirm(f"drop every change of {node} (reboot it afterwards)?", abort=True)
-    inv = state.load()
-    result = ov.reset_layer(inv, state.paths, node, archive=not no_archive)
+    cluster = state.cluster()
+    result = ov.reset_layer(cluster, state.paths, node, archive=not no_archive)
     console.print(f"{node}: removed {result.removed} entries, kept {len(result.kept)} "
                   "generated files", markup=False)
     if result.archive is not None:
@@ -178,5 +178,5 @@ def overlay_reset(state: State, node: str, yes: bool, no_archive: bool) -> None:
 def overlay_promote(state: State, node: str, path: str, target: str,
                     overwrite: bool) -> None:
     """Move NODE's change at PATH into a group layer or the image, for all their nodes."""
-    inv = state.load()
-    _say(ov.promote_change(inv, state.paths, node, path, to=target, overwrite=overwrite))
+    cluster = state.cluster()
+    _say(ov.promote_change(cluster, state.paths, node, path, to=target, overwrite=overwrite))

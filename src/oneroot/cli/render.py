@@ -23,12 +23,12 @@ from oneroot.ops.rendertree import render_tree
 @pass_state
 def render(state: State, out: Path | None, config_dir: Path | None, as_json: bool) -> None:
     """Write per-node boot files and NFS/DHCP configs (only files whose content changed)."""
-    inv = state.load()
-    boot_out = out or Path(str(inv.settings.boot_dir))
+    cluster = state.cluster()
+    boot_out = out or cluster.dirs.boot_dir
     config_out = config_dir or (out / "config" if out else state.paths.home / "config")
     with Progress(console=console, transient=True, disable=as_json) as bar:
-        task = bar.add_task("rendering boot files", total=len(inv.nodes) or None)
-        report = render_tree(catalog_for(state.paths, inv), boot_out, config_out,
+        task = bar.add_task("rendering boot files", total=len(cluster.nodes) or None)
+        report = render_tree(catalog_for(state.paths, cluster), boot_out, config_out,
                              progress=lambda done, total: bar.update(task, completed=done,
                                                                      total=total))
     if as_json:

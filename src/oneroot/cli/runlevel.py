@@ -52,7 +52,7 @@ def runlevel_rm(state: State, name: str) -> None:
 def runlevel_apply(state: State, as_json: bool) -> None:
     """Write every runlevel as a systemd target / OpenRC runlevel into the images nodes boot
     (into each node's own layer when the image is the server's live /). Idempotent."""
-    result = apply_runlevels(state.load())
+    result = apply_runlevels(state.cluster())
     if as_json:
         emit_json({"written": [str(p) for p in result.written],
                    "removed": [str(p) for p in result.removed], "skipped": result.skipped})

@@ -10,8 +10,9 @@ import click
 
 from oneroot.inventory.sqlite import SqliteInventory
 from oneroot.model.inventory import Inventory
+from oneroot.model.paths import Paths
+from oneroot.model.resolved import ResolvedCluster, resolve_cluster
 from oneroot.ops import inventory as inv_ops
-from oneroot.ops.paths import Paths
 
 
 @dataclass(slots=True)
@@ -32,6 +33,10 @@ class State:
         """The inventory as stored now (the store is closed again)."""
         with self.store() as store:
             return store.load()
+
+    def cluster(self) -> ResolvedCluster:
+        """The inventory as stored now, resolved once: what every `ops` use-case takes."""
+        return resolve_cluster(self.load())
 
 
 pass_state = click.make_pass_decorator(State)

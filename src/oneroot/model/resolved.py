@@ -74,8 +74,3 @@ def resolve_cluster(inv: Inventory) -> ResolvedCluster:
         layer_groups=frozenset(name for name, g in inv.groups.items()
                                if g.values.get("group_layer") is True))
 
-
-def as_cluster(inv: Inventory | ResolvedCluster) -> ResolvedCluster:
-    """Transitional: the `ops` entry points the CLI still calls with a raw inventory resolve it
-    here, once, and pass the result down. Goes when the CLI resolves on load."""
-    return inv if isinstance(inv, ResolvedCluster) else resolve_cluster(inv)

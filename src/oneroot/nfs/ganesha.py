@@ -76,7 +76,7 @@ def render_config(ctx: ClusterContext, views: Mapping[str, Path]) -> str:
     `server:/` still names the image root over NFSv4 (NFSv3 mounts the Path: v4 only here).
     Other exports keep Pseudo = Path.
     """
-    images = tuple(dataclasses.replace(i, path=PurePosixPath(str(views[i.name])))
+    images = tuple(dataclasses.replace(i, path=PurePosixPath(views[i.name]))
                    if i.name in views else i for i in ctx.images)
     text = render_ganesha(dataclasses.replace(ctx, images=images))
     for image in ctx.images:

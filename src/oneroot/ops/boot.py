@@ -5,8 +5,7 @@ from __future__ import annotations
 from pathlib import PurePosixPath
 
 from oneroot.model.cluster import ResolvedNode, Settings
-from oneroot.model.inventory import Inventory
-from oneroot.model.resolved import ResolvedCluster, as_cluster
+from oneroot.model.resolved import ResolvedCluster
 from oneroot.rootspec import Mode, NfsLayer, RootSpec, TmpfsLayer, format_spec, parse
 
 
@@ -51,5 +50,5 @@ def node_root_spec(cluster: ResolvedCluster, r: ResolvedNode) -> RootSpec:
     return RootSpec(layers=tuple(layers))
 
 
-def root_spec_text(cluster: ResolvedCluster | Inventory, r: ResolvedNode) -> str:
-    return format_spec(node_root_spec(as_cluster(cluster), r))
+def root_spec_text(cluster: ResolvedCluster, r: ResolvedNode) -> str:
+    return format_spec(node_root_spec(cluster, r))

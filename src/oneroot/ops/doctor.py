@@ -4,7 +4,7 @@ Reads only: /proc (filesystems, listening sockets), /dev/fuse, the boot binaries
 the inventory. Nothing is bound or started, so it is safe on a live server; a port held by
 `oneroot serve` itself is not a conflict.
 
-    findings = run_checks(cluster, paths)   # [Finding(check=, level=, message=, fix=)]
+    findings = run_checks(inv, paths)       # [Finding(check=, level=, message=, fix=)]
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from oneroot.errors import OnerootError
 from oneroot.model.cluster import DhcpMode, Image, NfsServerKind
 from oneroot.model.inventory import Inventory, validate
 from oneroot.model.paths import Paths
-from oneroot.model.resolved import ResolvedCluster, as_cluster
+from oneroot.model.resolved import ResolvedCluster, resolve_cluster
 from oneroot.nfs.knfsd import default_nfs_server, kernel_has_nfsd
 from oneroot.ops.bootfiles import BOOT_BINARIES
 from oneroot.ops.inventory import detect_init_system
@@ -69,7 +69,7 @@ def error(check: str, message: str, fix: str) -> Finding:
     return Finding(check=check, level=Level.ERROR, message=message, fix=fix)
 
 
-def run_checks(inv: ResolvedCluster | Inventory | None, paths: Paths, *,
+def run_checks(inv: Inventory | None, paths: Paths, *,
                host: Host = Host()) -> list[Finding]:
     """Every check, in order; without an inventory only the server's own checks run."""
     findings = [*check_kernel(host), *check_nfs_server(inv, host),
@@ -81,7 +81,7 @@ def run_checks(inv: ResolvedCluster | Inventory | None, paths: Paths, *,
         return findings
     findings += check_ports(inv, host)
     try:
-        cluster = as_cluster(inv)
+        cluster = resolve_cluster(inv)
     except OnerootError as exc:  # a stored value that no longer passes validation
         findings.append(error("inventory", str(exc), exc.hint or
                               "fix it with `oneroot node/group set`"))
@@ -143,7 +143,7 @@ def check_kernel(host: Host) -> list[Finding]:
 GANESHA_BINARIES = ("/usr/bin/ganesha.nfsd", "/usr/sbin/ganesha.nfsd")
 
 
-def check_nfs_server(inv: ResolvedCluster | Inventory | None, host: Host) -> list[Finding]:
+def check_nfs_server(inv: Inventory | None, host: Host) -> list[Finding]:
     filesystems = host.proc / "filesystems"
     kind = inv.settings.nfs_server if inv is not None else default_nfs_server(filesystems)
     knfsd = kernel_has_nfsd(filesystems)
@@ -239,7 +239,7 @@ def _cmdline(proc_dir: Path) -> str:
         return "?"
 
 
-def required_ports(inv: ResolvedCluster | Inventory) -> list[tuple[str, int, str]]:
+def required_ports(inv: Inventory) -> list[tuple[str, int, str]]:
     """(proto, port, service) that `oneroot serve` and the NFS server bind."""
     ports = [("udp", 67, "DHCP"), ("udp", 69, "TFTP"),
              ("tcp", inv.settings.http_port, "HTTP"), ("tcp", 2049, "NFS")]
@@ -248,7 +248,7 @@ def required_ports(inv: ResolvedCluster | Inventory) -> list[tuple[str, int, str
     return ports
 
 
-def check_ports(inv: ResolvedCluster | Inventory, host: Host) -> list[Finding]:
+def check_ports(inv: Inventory, host: Host) -> list[Finding]:
     server = inv.settings.server_address
     relevant = {ipaddress.IPv4Address("0.0.0.0"), ipaddress.IPv6Address("::"), server,
                 ipaddress.IPv6Address(f"::ffff:{server}")}
@@ -279,7 +279,7 @@ def _is_ours(cmdline: str, service: str) -> bool:
 
 # -- boot binaries -------------------------------------------------------------------------------
 
-def check_boot_binaries(inv: ResolvedCluster | Inventory | None, host: Host) -> list[Finding]:
+def check_boot_binaries(inv: Inventory | None, host: Host) -> list[Finding]:
     boot_dir = host.path(str(inv.settings.boot_dir)) if inv is not None else None
     missing: dict[str, list[str]] = {}
     for name, (source, package) in BOOT_BINARIES.items():

@@ -6,9 +6,8 @@ import json
 from collections.abc import Mapping
 
 from oneroot.fsutil import write_if_changed
-from oneroot.model.inventory import Inventory
 from oneroot.model.paths import Paths
-from oneroot.model.resolved import ResolvedCluster, as_cluster
+from oneroot.model.resolved import ResolvedCluster
 from oneroot.ops.catalog import BootCatalog
 
 
@@ -34,10 +33,10 @@ def keep_export_ids(paths: Paths, ids: Mapping[str, int]) -> None:
         save_export_ids(paths, ids)
 
 
-def catalog_for(paths: Paths, cluster: ResolvedCluster | Inventory, *,
+def catalog_for(paths: Paths, cluster: ResolvedCluster, *,
                 http_host: str | None = None) -> BootCatalog:
     """A catalog whose export ids are the persisted ones (new objects get new ids, saved)."""
-    catalog = BootCatalog(as_cluster(cluster), http_host=http_host,
+    catalog = BootCatalog(cluster, http_host=http_host,
                           export_ids=load_export_ids(paths))
     keep_export_ids(paths, catalog.export_ids)
     return catalog

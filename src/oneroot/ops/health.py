@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from oneroot.ops.paths import Paths
+from oneroot.model.paths import Paths
 
 RECORD_SIZE = 4096
 _FILE = "serve-health.json"

@@ -290,7 +290,7 @@ def exec_in_image(inv: Inventory, home: Path, name: str, command: Sequence[str],
         raise UsageError("no command given", hint="e.g. oneroot image exec lab -- apt-get "
                                                   "install -y htop")
     image = find_image(inv, name)
-    root = Path(str(image.root)).resolve()
+    root = Path(image.root).resolve()
     live = root == Path("/")
     if not live and shutil.which(chroot) is None:
         raise ExternalToolError(f"{chroot} not found", hint="install coreutils")

@@ -13,7 +13,7 @@ from oneroot.initramfs.busybox import fetch_busybox
 from oneroot.initramfs.cpio import Compression
 from oneroot.initramfs.kernel import Kernel, fetch_kernel
 from oneroot.model.inventory import Inventory
-from oneroot.ops.paths import Paths
+from oneroot.model.paths import ClusterDirs, Paths
 
 Progress = Callable[[str, int, int | None], None]
 """`progress(step, done, total)`: the fetch first (total None), then the builder's steps."""
@@ -38,7 +38,7 @@ def build_boot_initramfs(inv: Inventory, paths: Paths, *, kernel: str | None = N
     """Build the initramfs into `out` [default: BOOT_DIR/initramfs.img] for `kernel`: a
     Debian kernel version, an unpacked kernel tree (a directory), or None for Debian's
     current one; with `install_kernel`, copy its vmlinuz next to it."""
-    target = out or Path(str(inv.settings.boot_dir)) / "initramfs.img"
+    target = out or ClusterDirs.of(inv.settings).boot_dir / "initramfs.img"
     progress(FETCH_STEP, 0, None)
     if kernel and Path(kernel).is_dir():
         node_kernel = Kernel.from_tree(Path(kernel))

@@ -17,12 +17,10 @@ from oneroot.model.cluster import (
     InitSystem,
     Node,
     ProfileValue,
-    ResolvedNode,
     Runlevel,
     Settings,
     check_name,
     check_profile_value,
-    resolve,
 )
 from oneroot.model.inventory import Change, Inventory, plan, settings_from_dict, validate
 from oneroot.model.paths import Paths
@@ -83,7 +81,7 @@ def init_cluster(paths: Paths, settings_text: Mapping[str, Any], *, force: bool 
             raise Conflict(f"{paths.inventory_db} is already initialized",
                            hint="change settings with `oneroot settings set`, or pass --force")
         old = store.load()
-        root_dir = image_root_on_disk or Path(str(settings.image_root))
+        root_dir = image_root_on_disk or Path(settings.image_root)
         images = dict(old.images)
         images.setdefault("default", Image(name="default", root=settings.image_root,
                                            init_system=detect_init_system(root_dir),
@@ -232,11 +230,6 @@ def remove_nodes(store: InventoryStore, pattern: str) -> list[Change]:
     return commit(store, inv.replace(nodes=remaining))
 
 
-def resolved(inv: Inventory, node: Node) -> ResolvedNode:
-    """Transitional, for `node show` until the CLI resolves on load."""
-    return resolve(node, inv.groups, images=inv.images, image_root=inv.settings.image_root)
-
-
 # -- groups -----------------------------------------------------------------------------------
 
 
@@ -314,7 +307,7 @@ def put_image(store: InventoryStore, name: str, root: Path,
     if not root.is_dir():
         raise InvalidValue(f"image root {root} is not a directory",
                            hint="give the directory that holds the image's /etc, /usr, ...")
-    image = Image(name=name, root=PurePosixPath(str(root.resolve())),
+    image = Image(name=name, root=PurePosixPath(root.resolve()),
                   init_system=init_system or detect_init_system(root),
                   description=description)
     return commit(store, inv.replace(images={**inv.images, name: image}))

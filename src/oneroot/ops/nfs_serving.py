@@ -26,9 +26,8 @@ from pathlib import Path, PurePosixPath
 from oneroot.errors import ExternalToolError
 from oneroot.fsutil import write_if_changed
 from oneroot.model import NfsServerKind
-from oneroot.model.inventory import Inventory
 from oneroot.model.paths import Paths
-from oneroot.model.resolved import ResolvedCluster, as_cluster
+from oneroot.model.resolved import ResolvedCluster
 from oneroot.nfs import (
     GaneshaFiles,
     GaneshaServer,
@@ -158,11 +157,10 @@ def _check_unions_not_in_views(unions: dict[str, UnionSpec],
                          "exporting that image), or set union=client")
 
 
-def apply_nfs(cluster: ResolvedCluster | Inventory, paths: Paths, *,
+def apply_nfs(cluster: ResolvedCluster, paths: Paths, *,
               exportfs: str = "exportfs", exports_file: Path = EXPORTS_FILE,
               plan: NfsPlan | None = None) -> NfsApplyResult:
     """Make the disk match the inventory and tell the NFS server. Idempotent."""
-    cluster = as_cluster(cluster)
     plan = plan or nfs_plan(cluster, paths)
     keep_export_ids(paths, plan.export_ids)
     prepare_group_layers(cluster)
@@ -285,11 +283,11 @@ def remount_union_for_boot(cluster: ResolvedCluster, paths: Paths, name: str,
         return spec is not None
 
 
-def nfs_status(cluster: ResolvedCluster | Inventory, paths: Paths) -> dict[str, object]:
+def nfs_status(cluster: ResolvedCluster, paths: Paths) -> dict[str, object]:
     """For `oneroot nfs status`: server kind, whether ganesha runs, which views are mounted."""
     files = ganesha_files(paths)
     pid = running_pid(files)
-    plan = nfs_plan(as_cluster(cluster), paths)
+    plan = nfs_plan(cluster, paths)
     return {
         "server": plan.kind.value,
         "ganesha_pid": pid,

@@ -18,12 +18,13 @@ from pathlib import Path
 
 from oneroot.inventory.store import InventoryStore
 from oneroot.model.cluster import NfsServerKind
-from oneroot.model.inventory import Change, Inventory
+from oneroot.model.inventory import Change
+from oneroot.model.paths import Paths
+from oneroot.model.resolved import ResolvedCluster, resolve_cluster
 from oneroot.nfs.knfsd import EXPORTS_FILE
 from oneroot.ops import inventory as inv_ops
 from oneroot.ops.nfs_serving import apply_nfs, ganesha_files
 from oneroot.ops.overlays import archive_node_dir
-from oneroot.ops.paths import Paths
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -48,25 +49,24 @@ def remove_nodes(store: InventoryStore, paths: Paths, pattern: str, *,
                  keep_dir: bool = False) -> Iterator[RemovalStep]:
     """Remove the nodes `pattern` names; unless `keep_dir`, drop their exports, then archive
     and remove their directories."""
-    before = store.load()
     changes = inv_ops.remove_nodes(store, pattern)
-    after = store.load()
+    after = resolve_cluster(store.load())
     yield NodesRemoved(changes=tuple(changes))
     if keep_dir:
         return
     _reapply_nfs(after, paths)
     for ch in changes:
-        archive = archive_node_dir(before, paths, ch.name)
+        archive = archive_node_dir(after, paths, ch.name)
         if archive is not None:
             yield NodeDirArchived(node=ch.name, archive=archive)
 
 
-def _reapply_nfs(inv: Inventory, paths: Paths) -> None:
+def _reapply_nfs(cluster: ResolvedCluster, paths: Paths) -> None:
     """Drop removed nodes' exports before their directories move (no export of a gone dir).
 
     Only where NFS was set up already (its config exists): removing a node from an inventory
     that is only rendered must not start exporting anything."""
     config = (ganesha_files(paths).conf
-              if inv.settings.nfs_server is NfsServerKind.GANESHA else EXPORTS_FILE)
+              if cluster.settings.nfs_server is NfsServerKind.GANESHA else EXPORTS_FILE)
     if config.exists():
-        apply_nfs(inv, paths)
+        apply_nfs(cluster, paths)

@@ -24,9 +24,8 @@ from typing import BinaryIO, Concatenate, ParamSpec, TypeVar
 
 from oneroot.errors import ConfigError, Conflict, NotFound, UsageError
 from oneroot.fsutil import empty_dir, open_dir, remove_tree
-from oneroot.model.inventory import Inventory
-from oneroot.model.paths import ClusterDirs, Paths
-from oneroot.model.resolved import ResolvedCluster, as_cluster
+from oneroot.model.paths import Paths
+from oneroot.model.resolved import ResolvedCluster
 from oneroot.nfs.ganesha import running_pid
 from oneroot.nfs.server_union import same_mount_ns
 from oneroot.nfs.view import needs_view, view_spec
@@ -190,11 +189,10 @@ def _released(cluster: ResolvedCluster, paths: Paths, name: str) -> Iterator[Non
 
 def _through_remount(
         edit: Callable[Concatenate[ResolvedCluster, Paths, str, _P], _T],
-) -> Callable[Concatenate[ResolvedCluster | Inventory, Paths, str, _P], _T]:
+) -> Callable[Concatenate[ResolvedCluster, Paths, str, _P], _T]:
     @functools.wraps(edit)
-    def wrapper(inv: ResolvedCluster | Inventory, paths: Paths, name: str, /, *args: _P.args,
+    def wrapper(cluster: ResolvedCluster, paths: Paths, name: str, /, *args: _P.args,
                 **kwargs: _P.kwargs) -> _T:
-        cluster = as_cluster(inv)
         cluster.node(name)  # a missing node is reported as such, before anything else
         with _released(cluster, paths, name):
             return edit(cluster, paths, name, *args, **kwargs)
@@ -203,16 +201,16 @@ def _through_remount(
 
 # -- looking -------------------------------------------------------------------------------
 
-def list_overlay(inv: ResolvedCluster | Inventory, paths: Paths, name: str,
+def list_overlay(cluster: ResolvedCluster, paths: Paths, name: str,
                  path: str | None = None) -> list[Change]:
-    stack = node_stack(as_cluster(inv), paths, name)
+    stack = node_stack(cluster, paths, name)
     under = node_path(path) if path not in (None, "", "/") else None
     return list_changes(stack, under, generated=generated_files(paths, name))
 
 
-def diff_overlay(inv: ResolvedCluster | Inventory, paths: Paths, name: str,
+def diff_overlay(cluster: ResolvedCluster, paths: Paths, name: str,
                  path: str | None = None) -> list[tuple[Change, str]]:
-    stack = node_stack(as_cluster(inv), paths, name)
+    stack = node_stack(cluster, paths, name)
     under = node_path(path) if path not in (None, "", "/") else None
     changes = list_changes(stack, under, generated=generated_files(paths, name))
     return [(c, diff_change(stack, c)) for c in changes]
@@ -289,12 +287,11 @@ def put_file(cluster: ResolvedCluster, paths: Paths, name: str, path: str, sourc
     return OverlayResult(node=name, path=shown(rel), changed=True, message=f"wrote {shown(rel)}")
 
 
-def edit_file(inv: ResolvedCluster | Inventory, paths: Paths, name: str, path: str,
+def edit_file(cluster: ResolvedCluster, paths: Paths, name: str, path: str,
               editor: Editor, *, tmp_dir: Path | None = None) -> OverlayResult:
     """Run `editor` on a private temp copy (the node's file, else the image's, else empty);
     write it back atomically when it changed. If the node changed the file meanwhile, nothing
     is written and the edited copy is kept (its path is in the error)."""
-    cluster = as_cluster(inv)
     rel = node_path(path)
     stack = node_stack(cluster, paths, name)
     current = upper_entry(stack, rel)
@@ -513,7 +510,7 @@ def promote_change(cluster: ResolvedCluster, paths: Paths, name: str, path: str,
 
 # -- node removal --------------------------------------------------------------------------
 
-def archive_node_dir(inv: ResolvedCluster | Inventory, paths: Paths, name: str, *,
+def archive_node_dir(cluster: ResolvedCluster, paths: Paths, name: str, *,
                      now: datetime.datetime | None = None) -> Path | None:
     """Save `<state_dir>/<name>` and the node's identity dir into
     `<home>/archive/<name>-<UTC time>.tar.gz`, then remove both. None when neither exists.
@@ -523,7 +520,7 @@ def archive_node_dir(inv: ResolvedCluster | Inventory, paths: Paths, name: str, 
     owners, modes, whiteouts, links and xattrs: `tar --xattrs --xattrs-include='*' -xpzf`.
     The node does not need to be in the inventory any more.
     """
-    layer = node_layer(ClusterDirs.of(inv.settings), name)
+    layer = node_layer(cluster.dirs, name)
     ident = paths.identity_dir(name)
     sources = []
     if _is_dir(layer.root):

@@ -25,8 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from oneroot.model.cluster import Image, InitSystem, Runlevel
-from oneroot.model.inventory import Inventory
-from oneroot.model.resolved import ResolvedCluster, as_cluster
+from oneroot.model.resolved import ResolvedCluster
 from oneroot.overlay.safefs import check_relative, image_dir_attrs, read_file, write_file
 
 log = logging.getLogger(__name__)
@@ -192,9 +191,8 @@ def _remove_stale(dest: Destination, init: InitSystem, keep: set[str],
             result.removed.append(Path(entry.path))
 
 
-def apply_runlevels(cluster: ResolvedCluster | Inventory) -> RunlevelResult:
+def apply_runlevels(cluster: ResolvedCluster) -> RunlevelResult:
     """Every runlevel of the inventory into every image nodes boot (node layers for `/`)."""
-    cluster = as_cluster(cluster)
     total = RunlevelResult()
     for dest in destinations(cluster):
         one = apply_to(dest, cluster.runlevels)

@@ -210,7 +210,7 @@ def test_render_and_nfs_apply_write_the_sameexports(tmp_path: Path) -> None:
     paths.home.mkdir()
     paths.export_ids.write_text('{"node:node01": 4242}\n')
     inv = _union_inv("node01")
-    render_tree(catalog_for(paths, inv), tmp_path / "boot", tmp_path / "cfg")
+    render_tree(catalog_for(paths, resolve_cluster(inv)), tmp_path / "boot", tmp_path / "cfg")
     plan = nfs_plan(resolve_cluster(inv), paths)
     assert (tmp_path / "cfg" / "exports").read_text() == plan.text
     assert "fsid=4242" in plan.text

@@ -45,15 +45,15 @@ def test_image_gets_the_target_once_and_stale_ones_go(tmp_path: Path) -> None:
     image = tmp_path / "image"
     (image / "etc/systemd/system").mkdir(parents=True)
     inv = inventory(tmp_path, image_root=image)
-    first = apply_runlevels(inv)
+    first = apply_runlevels(resolve_cluster(inv))
     target = image / "etc/systemd/system/computenode.target"
     assert first.written == [target]
     assert "Wants=slurmd.service" in target.read_text()
-    assert not apply_runlevels(inv).changed  # idempotent
+    assert not apply_runlevels(resolve_cluster(inv)).changed  # idempotent
     assert not (tmp_path / "state/node01/upper/etc").exists()  # the image is not the live /
     hand = image / "etc/systemd/system/mine.target"
     hand.write_text("[Unit]\n")
-    gone = apply_runlevels(inventory(tmp_path, image_root=image, runlevels=()))
+    gone = apply_runlevels(resolve_cluster(inventory(tmp_path, image_root=image, runlevels=())))
     assert gone.removed == [target] and not target.exists()
     assert hand.exists()  # not ours: never touched
 
@@ -62,7 +62,7 @@ def test_hand_made_target_of_the_same_name_wins(tmp_path: Path) -> None:
     image = tmp_path / "image"
     (image / "etc/systemd/system").mkdir(parents=True)
     (image / "etc/systemd/system/computenode.target").write_text("[Unit]\n# mine\n")
-    result = apply_runlevels(inventory(tmp_path, image_root=image))
+    result = apply_runlevels(resolve_cluster(inventory(tmp_path, image_root=image)))
     assert result.written == [] and len(result.skipped) == 1
     assert "# mine" in (image / "etc/systemd/system/computenode.target").read_text()
 
@@ -72,7 +72,7 @@ def test_live_root_goes_into_node_layers(tmp_path: Path) -> None:
     dests = list(destinations(resolve_cluster(inv)))
     assert [d.base for d in dests] == [tmp_path / "state/node01/upper",
                                        tmp_path / "state/node02/upper"]
-    result = apply_runlevels(inv)
+    result = apply_runlevels(resolve_cluster(inv))
     for node in ("node01", "node02"):
         target = tmp_path / f"state/{node}/upper/etc/systemd/system/computenode.target"
         assert target in result.written and target.read_text() == render_target(COMPUTE)
@@ -82,22 +82,23 @@ def test_openrc_runlevel_dir(tmp_path: Path) -> None:
     image = tmp_path / "image"
     (image / "etc/runlevels/default").mkdir(parents=True)
     inv = inventory(tmp_path, image_root=image, init=InitSystem.OPENRC)
-    apply_runlevels(inv)
+    apply_runlevels(resolve_cluster(inv))
     level = image / "etc/runlevels/computenode"
     assert sorted(p.name for p in level.iterdir()) == [".oneroot-generated", "munge.service",
                                                        "slurmd"]
     assert (level / "slurmd").readlink() == Path("/etc/init.d/slurmd")
     fewer = Runlevel(name="computenode", services=("slurmd",))
-    apply_runlevels(inventory(tmp_path, image_root=image, init=InitSystem.OPENRC,
-                              runlevels=(fewer,)))
+    apply_runlevels(resolve_cluster(inventory(tmp_path, image_root=image, init=InitSystem.OPENRC,
+                              runlevels=(fewer,))))
     assert sorted(p.name for p in level.iterdir()) == [".oneroot-generated", "slurmd"]
-    apply_runlevels(inventory(tmp_path, image_root=image, init=InitSystem.OPENRC, runlevels=()))
+    apply_runlevels(resolve_cluster(inventory(tmp_path, image_root=image,
+                                              init=InitSystem.OPENRC, runlevels=())))
     assert not level.exists() and (image / "etc/runlevels/default").is_dir()
 
 
 def test_unknown_init_gets_both(tmp_path: Path) -> None:
     image = tmp_path / "image"
     image.mkdir()
-    apply_runlevels(inventory(tmp_path, image_root=image, init=InitSystem.UNKNOWN))
+    apply_runlevels(resolve_cluster(inventory(tmp_path, image_root=image, init=InitSystem.UNKNOWN)))
     assert (image / "etc/systemd/system/computenode.target").is_file()
     assert (image / "etc/runlevels/computenode/slurmd").is_symlink()

@@ -15,6 +15,7 @@ import pytest
 from oneroot.errors import ConfigError, Conflict, NotFound, UsageError
 from oneroot.model import Group
 from oneroot.model.paths import Paths
+from oneroot.model.resolved import resolve_cluster
 from oneroot.ops import overlays as ov
 from oneroot.ops.nodes_fs import identity_dir
 from oneroot.overlay.changes import ChangeKind
@@ -58,10 +59,10 @@ class Cluster:
         (self.host / "shadow").write_text("root:SECRET\n")
         for d in ("upper", "work/work"):
             (self.systems / "node01" / d).mkdir(parents=True)
-        self.inv = make_inventory(nodes=[make_node(1, groups=("default", "compute"))],
-                                  groups=[layer_group("compute"), Group(name="plain")],
-                                  settings=settings_under(tmp),
-                                  image_root=image_root or self.image)
+        self.cluster = resolve_cluster(make_inventory(
+            nodes=[make_node(1, groups=("default", "compute"))],
+            groups=[layer_group("compute"), Group(name="plain")],
+            settings=settings_under(tmp), image_root=image_root or self.image))
 
     @property
     def upper(self) -> Path:
@@ -74,7 +75,8 @@ def c(tmp_path: Path) -> Cluster:
 
 
 def _kinds(c: Cluster, path: str | None = None) -> dict[str, str]:
-    return {f"/{ch.rel}": str(ch.kind) for ch in ov.list_overlay(c.inv, c.paths, "node01", path)}
+    changes = ov.list_overlay(c.cluster, c.paths, "node01", path)
+    return {f"/{ch.rel}": str(ch.kind) for ch in changes}
 
 
 # -- paths ---------------------------------------------------------------------------------
@@ -99,7 +101,7 @@ def test_ls_shows_override_add_mask_and_what_each_hides(c: Cluster) -> None:
     (c.upper / "etc/new.conf").write_text("x\n")
     make_whiteout(c.upper / "etc/issue")
     (c.upper / "etc/slurm.conf").write_text("cluster=b\n")
-    changes = {f"/{ch.rel}": ch for ch in ov.list_overlay(c.inv, c.paths, "node01")}
+    changes = {f"/{ch.rel}": ch for ch in ov.list_overlay(c.cluster, c.paths, "node01")}
     assert {k: str(v.kind) for k, v in changes.items()} == {
         "/etc/motd": "override", "/etc/new.conf": "add", "/etc/issue": "mask",
         "/etc/slurm.conf": "override"}
@@ -128,7 +130,7 @@ def test_ls_marks_generated_files(c: Cluster) -> None:
     (c.upper / "etc/hostname").write_text("node01\n")
     IdentityStore(identity_dir(c.paths, "node01")).write_manifest(
         {PurePosixPath("etc/hostname"): GeneratedFile(data=b"node01\n")})
-    [change] = [ch for ch in ov.list_overlay(c.inv, c.paths, "node01") if ch.rel.name ==
+    [change] = [ch for ch in ov.list_overlay(c.cluster, c.paths, "node01") if ch.rel.name ==
                 "hostname"]
     assert change.generated and change.kind is ChangeKind.ADD
 
@@ -142,7 +144,7 @@ def test_diff_text_binary_masked_added(c: Cluster) -> None:
     (c.upper / "etc/added").write_text("x")
     (c.upper / "bin").mkdir()
     (c.upper / "bin/tool").write_bytes(b"\x7fELF\0\0other!")
-    text = "".join(t for _, t in ov.diff_overlay(c.inv, c.paths, "node01"))
+    text = "".join(t for _, t in ov.diff_overlay(c.cluster, c.paths, "node01"))
     assert "--- /etc/motd (image default)\n+++ /etc/motd (node node01)\n" in text
     assert "-world\n+there\n" in text
     assert "masked: /etc/issue (hides image default file)" in text
@@ -154,7 +156,7 @@ def test_diff_text_binary_masked_added(c: Cluster) -> None:
 # -- cp / put / edit -----------------------------------------------------------------------
 
 def test_cp_copies_content_owner_mode_mtime_and_parent_attrs(c: Cluster) -> None:
-    result = ov.copy_from_lower(c.inv, c.paths, "node01", "/etc/motd")
+    result = ov.copy_from_lower(c.cluster, c.paths, "node01", "/etc/motd")
     assert result.changed
     st = os.lstat(c.upper / "etc/motd")
     assert (c.upper / "etc/motd").read_text() == "hello\nworld\n"
@@ -162,32 +164,32 @@ def test_cp_copies_content_owner_mode_mtime_and_parent_attrs(c: Cluster) -> None
     assert st.st_mtime_ns == 1_600_000_000_000_000_000
     dst = os.lstat(c.upper / "etc")
     assert (dst.st_uid, dst.st_gid, stat.S_IMODE(dst.st_mode)) == (0, 4, 0o751)
-    ov.copy_from_lower(c.inv, c.paths, "node01", "/usr/lib/x")
+    ov.copy_from_lower(c.cluster, c.paths, "node01", "/usr/lib/x")
     dst = os.lstat(c.upper / "usr")
     assert (dst.st_uid, dst.st_gid, stat.S_IMODE(dst.st_mode)) == (0, 3, 0o705)
     assert _kinds(c) == {"/etc/motd": "override", "/usr/lib/x": "override"}
     assert [p.name for p in (c.upper / "etc").iterdir()] == ["motd"]  # no temp left
     with pytest.raises(Conflict, match="already has its own"):
-        ov.copy_from_lower(c.inv, c.paths, "node01", "/etc/motd")
-    ov.copy_from_lower(c.inv, c.paths, "node01", "/etc/motd", force=True)
+        ov.copy_from_lower(c.cluster, c.paths, "node01", "/etc/motd")
+    ov.copy_from_lower(c.cluster, c.paths, "node01", "/etc/motd", force=True)
 
 
 def test_cp_from_a_group_layer_and_refusals(c: Cluster) -> None:
-    ov.copy_from_lower(c.inv, c.paths, "node01", "/etc/slurm.conf")
+    ov.copy_from_lower(c.cluster, c.paths, "node01", "/etc/slurm.conf")
     assert (c.upper / "etc/slurm.conf").read_text() == "cluster=a\n"
     with pytest.raises(NotFound):
-        ov.copy_from_lower(c.inv, c.paths, "node01", "/etc/nothing")
+        ov.copy_from_lower(c.cluster, c.paths, "node01", "/etc/nothing")
     with pytest.raises(UsageError, match="directory"):
-        ov.copy_from_lower(c.inv, c.paths, "node01", "/etc")
+        ov.copy_from_lower(c.cluster, c.paths, "node01", "/etc")
     with pytest.raises(UsageError, match="/lib is a symbolic link in image"):
-        ov.copy_from_lower(c.inv, c.paths, "node01", "/lib/x")
+        ov.copy_from_lower(c.cluster, c.paths, "node01", "/lib/x")
 
 
 def test_put_keeps_image_owner_and_mode_and_mode_option(c: Cluster) -> None:
-    ov.put_file(c.inv, c.paths, "node01", "/etc/motd", io.BytesIO(b"new\n"))
+    ov.put_file(c.cluster, c.paths, "node01", "/etc/motd", io.BytesIO(b"new\n"))
     st = os.lstat(c.upper / "etc/motd")
     assert (st.st_uid, stat.S_IMODE(st.st_mode)) == (1234, 0o640)
-    ov.put_file(c.inv, c.paths, "node01", "/srv/data/x", io.BytesIO(b"1"), mode=0o600)
+    ov.put_file(c.cluster, c.paths, "node01", "/srv/data/x", io.BytesIO(b"1"), mode=0o600)
     assert stat.S_IMODE(os.lstat(c.upper / "srv/data/x").st_mode) == 0o600
     assert (c.upper / "srv/data/x").read_bytes() == b"1"
 
@@ -196,14 +198,14 @@ def test_edit_starts_from_image_writes_back_and_skips_unchanged(c: Cluster) -> N
     def append(p: Path) -> None:
         p.write_text(p.read_text() + "edited\n")
 
-    result = ov.edit_file(c.inv, c.paths, "node01", "/etc/motd", append, tmp_dir=c.tmp)
+    result = ov.edit_file(c.cluster, c.paths, "node01", "/etc/motd", append, tmp_dir=c.tmp)
     assert result.changed and "started from the image default file" in result.message
     assert (c.upper / "etc/motd").read_text() == "hello\nworld\nedited\n"
     assert stat.S_IMODE(os.lstat(c.upper / "etc/motd").st_mode) == 0o640
-    result = ov.edit_file(c.inv, c.paths, "node01", "/etc/motd", lambda p: None,
+    result = ov.edit_file(c.cluster, c.paths, "node01", "/etc/motd", lambda p: None,
                           tmp_dir=c.tmp)
     assert not result.changed
-    result = ov.edit_file(c.inv, c.paths, "node01", "/etc/issue", lambda p: None,
+    result = ov.edit_file(c.cluster, c.paths, "node01", "/etc/issue", lambda p: None,
                           tmp_dir=c.tmp)
     assert not result.changed and not (c.upper / "etc/issue").exists()
     assert not [p for p in c.tmp.iterdir() if p.name.startswith("oneroot-edit-")]
@@ -216,7 +218,7 @@ def test_edit_conflict_keeps_the_edited_copy(c: Cluster) -> None:
         (c.upper / "etc/motd").write_text("the node's\n")
 
     with pytest.raises(Conflict) as err:
-        ov.edit_file(c.inv, c.paths, "node01", "/etc/motd", node_writes_meanwhile,
+        ov.edit_file(c.cluster, c.paths, "node01", "/etc/motd", node_writes_meanwhile,
                      tmp_dir=c.tmp)
     assert (c.upper / "etc/motd").read_text() == "the node's\n"
     kept = Path(str(err.value.hint).split("kept in ")[1].split(";")[0])
@@ -226,40 +228,40 @@ def test_edit_conflict_keeps_the_edited_copy(c: Cluster) -> None:
 # -- rm / mask -----------------------------------------------------------------------------
 
 def test_rm_shows_the_image_file_again(c: Cluster) -> None:
-    ov.copy_from_lower(c.inv, c.paths, "node01", "/etc/motd")
-    result = ov.remove_change(c.inv, c.paths, "node01", "/etc/motd")
+    ov.copy_from_lower(c.cluster, c.paths, "node01", "/etc/motd")
+    result = ov.remove_change(c.cluster, c.paths, "node01", "/etc/motd")
     assert "image default file shows again" in result.message
     assert not (c.upper / "etc/motd").exists()
     with pytest.raises(NotFound):
-        ov.remove_change(c.inv, c.paths, "node01", "/etc/motd")
+        ov.remove_change(c.cluster, c.paths, "node01", "/etc/motd")
     (c.upper / "opt/a").mkdir(parents=True)
     (c.upper / "opt/a/f").write_text("")
     with pytest.raises(UsageError, match="with files in it") as err:
-        ov.remove_change(c.inv, c.paths, "node01", "/opt")
+        ov.remove_change(c.cluster, c.paths, "node01", "/opt")
     assert "--recursive" in str(err.value.hint)
-    ov.remove_change(c.inv, c.paths, "node01", "/opt", recursive=True)
+    ov.remove_change(c.cluster, c.paths, "node01", "/opt", recursive=True)
     assert not (c.upper / "opt").exists()
 
 
 def test_mask_writes_a_whiteout_and_refuses_nothing_below(c: Cluster) -> None:
-    result = ov.mask_path(c.inv, c.paths, "node01", "/etc/issue")
+    result = ov.mask_path(c.cluster, c.paths, "node01", "/etc/issue")
     assert result.changed
     assert is_whiteout(os.lstat(c.upper / "etc/issue"))
-    assert not ov.mask_path(c.inv, c.paths, "node01", "/etc/issue").changed
+    assert not ov.mask_path(c.cluster, c.paths, "node01", "/etc/issue").changed
     with pytest.raises(NotFound, match="nothing below"):
-        ov.mask_path(c.inv, c.paths, "node01", "/etc/nothing")
-    ov.mask_path(c.inv, c.paths, "node01", "/etc/nothing", force=True)
-    ov.copy_from_lower(c.inv, c.paths, "node01", "/etc/motd")
+        ov.mask_path(c.cluster, c.paths, "node01", "/etc/nothing")
+    ov.mask_path(c.cluster, c.paths, "node01", "/etc/nothing", force=True)
+    ov.copy_from_lower(c.cluster, c.paths, "node01", "/etc/motd")
     with pytest.raises(Conflict, match="has its own"):
-        ov.mask_path(c.inv, c.paths, "node01", "/etc/motd")
-    ov.remove_change(c.inv, c.paths, "node01", "/etc/issue")
+        ov.mask_path(c.cluster, c.paths, "node01", "/etc/motd")
+    ov.remove_change(c.cluster, c.paths, "node01", "/etc/issue")
     assert not (c.upper / "etc/issue").exists()
 
 
 def test_writes_under_a_masked_directory_are_refused(c: Cluster) -> None:
     make_whiteout(c.upper / "etc")
     with pytest.raises(ConfigError, match="/etc is not a directory"):
-        ov.put_file(c.inv, c.paths, "node01", "/etc/motd", io.BytesIO(b"x"))
+        ov.put_file(c.cluster, c.paths, "node01", "/etc/motd", io.BytesIO(b"x"))
 
 
 # -- symlinks the node planted -------------------------------------------------------------
@@ -267,12 +269,12 @@ def test_writes_under_a_masked_directory_are_refused(c: Cluster) -> None:
 def test_a_symlinked_dir_in_upper_is_never_followed(c: Cluster) -> None:
     (c.upper / "etc").symlink_to(c.host)
     for call in (
-        lambda: ov.copy_from_lower(c.inv, c.paths, "node01", "/etc/motd"),
-        lambda: ov.put_file(c.inv, c.paths, "node01", "/etc/shadow", io.BytesIO(b"pwned")),
-        lambda: ov.edit_file(c.inv, c.paths, "node01", "/etc/shadow", lambda p: None),
-        lambda: ov.mask_path(c.inv, c.paths, "node01", "/etc/motd"),
-        lambda: ov.remove_change(c.inv, c.paths, "node01", "/etc/shadow"),
-        lambda: ov.promote_change(c.inv, c.paths, "node01", "/etc/shadow", to="compute"),
+        lambda: ov.copy_from_lower(c.cluster, c.paths, "node01", "/etc/motd"),
+        lambda: ov.put_file(c.cluster, c.paths, "node01", "/etc/shadow", io.BytesIO(b"pwned")),
+        lambda: ov.edit_file(c.cluster, c.paths, "node01", "/etc/shadow", lambda p: None),
+        lambda: ov.mask_path(c.cluster, c.paths, "node01", "/etc/motd"),
+        lambda: ov.remove_change(c.cluster, c.paths, "node01", "/etc/shadow"),
+        lambda: ov.promote_change(c.cluster, c.paths, "node01", "/etc/shadow", to="compute"),
     ):
         with pytest.raises(ConfigError, match="symbolic link"):
             call()
@@ -281,20 +283,20 @@ def test_a_symlinked_dir_in_upper_is_never_followed(c: Cluster) -> None:
     # ls shows the link itself (the node replaced /etc), not the host's files.
     assert _kinds(c) == {"/etc": "override"}
     # rm drops the link, not what it points to.
-    ov.remove_change(c.inv, c.paths, "node01", "/etc")
+    ov.remove_change(c.cluster, c.paths, "node01", "/etc")
     assert (c.host / "shadow").read_text() == "root:SECRET\n"
 
 
 def test_a_symlinked_file_in_upper_is_not_read_or_written_through(c: Cluster) -> None:
     (c.upper / "etc").mkdir()
     (c.upper / "etc/motd").symlink_to(c.host / "shadow")
-    text = "".join(t for _, t in ov.diff_overlay(c.inv, c.paths, "node01"))
+    text = "".join(t for _, t in ov.diff_overlay(c.cluster, c.paths, "node01"))
     assert "SECRET" not in text and f"type: file -> symlink {c.host / 'shadow'}" in text
     with pytest.raises(UsageError, match="symlink"):
-        ov.edit_file(c.inv, c.paths, "node01", "/etc/motd", lambda p: None)
+        ov.edit_file(c.cluster, c.paths, "node01", "/etc/motd", lambda p: None)
     with pytest.raises(UsageError, match="symlink"):
-        ov.put_file(c.inv, c.paths, "node01", "/etc/motd", io.BytesIO(b"pwned"))
-    ov.copy_from_lower(c.inv, c.paths, "node01", "/etc/motd", force=True)
+        ov.put_file(c.cluster, c.paths, "node01", "/etc/motd", io.BytesIO(b"pwned"))
+    ov.copy_from_lower(c.cluster, c.paths, "node01", "/etc/motd", force=True)
     assert (c.host / "shadow").read_text() == "root:SECRET\n"
     assert not (c.upper / "etc/motd").is_symlink()
 
@@ -303,23 +305,23 @@ def test_upper_itself_replaced_by_a_symlink(c: Cluster) -> None:
     os.rmdir(c.upper)
     c.upper.symlink_to(c.host)
     with pytest.raises(ConfigError):
-        ov.put_file(c.inv, c.paths, "node01", "/shadow", io.BytesIO(b"pwned"))
+        ov.put_file(c.cluster, c.paths, "node01", "/shadow", io.BytesIO(b"pwned"))
     with pytest.raises(ConfigError):
-        ov.list_overlay(c.inv, c.paths, "node01")
+        ov.list_overlay(c.cluster, c.paths, "node01")
     with pytest.raises(ConfigError):
-        ov.reset_layer(c.inv, c.paths, "node01", archive=False)
+        ov.reset_layer(c.cluster, c.paths, "node01", archive=False)
     assert (c.host / "shadow").read_text() == "root:SECRET\n"
 
 
 def test_live_root_image_is_seen_through_its_export_masks(tmp_path: Path) -> None:
     c = Cluster(tmp_path, image_root=Path("/"))
     with pytest.raises(NotFound):
-        ov.copy_from_lower(c.inv, c.paths, "node01", "/etc/shadow")
+        ov.copy_from_lower(c.cluster, c.paths, "node01", "/etc/shadow")
     assert not (c.upper / "etc/shadow").exists()
     with pytest.raises(ConfigError, match="live"):
         (c.upper / "etc").mkdir()
         (c.upper / "etc/x").write_text("x")
-        ov.promote_change(c.inv, c.paths, "node01", "/etc/x", to="image")
+        ov.promote_change(c.cluster, c.paths, "node01", "/etc/x", to="image")
 
 
 # -- reset ---------------------------------------------------------------------------------
@@ -340,7 +342,7 @@ def test_reset_empties_in_place_and_keeps_identity(c: Cluster) -> None:
     (c.systems / "node01/work/stray").write_text("")
     ino = (os.lstat(c.upper).st_ino, os.lstat(c.systems / "node01/work").st_ino)
 
-    result = ov.reset_layer(c.inv, c.paths, "node01", now=NOW)
+    result = ov.reset_layer(c.cluster, c.paths, "node01", now=NOW)
     assert result.kept == (PurePosixPath("etc/hostname"),)
     assert sorted(str(p.relative_to(c.upper)) for p in c.upper.rglob("*")) == [
         "etc", "etc/hostname"]
@@ -362,8 +364,8 @@ def test_reset_empties_in_place_and_keeps_identity(c: Cluster) -> None:
 # -- promote -------------------------------------------------------------------------------
 
 def test_promote_to_group_moves_the_file(c: Cluster) -> None:
-    ov.put_file(c.inv, c.paths, "node01", "/etc/motd", io.BytesIO(b"for all\n"))
-    result = ov.promote_change(c.inv, c.paths, "node01", "/etc/motd", to="compute", now=NOW)
+    ov.put_file(c.cluster, c.paths, "node01", "/etc/motd", io.BytesIO(b"for all\n"))
+    result = ov.promote_change(c.cluster, c.paths, "node01", "/etc/motd", to="compute", now=NOW)
     assert "moved /etc/motd to group compute" in result.message and result.archive is None
     assert (c.groups / "compute/etc/motd").read_bytes() == b"for all\n"
     st = os.lstat(c.groups / "compute/etc/motd")
@@ -373,12 +375,12 @@ def test_promote_to_group_moves_the_file(c: Cluster) -> None:
 
 
 def test_promote_a_mask_to_a_group_and_to_the_image(c: Cluster) -> None:
-    ov.mask_path(c.inv, c.paths, "node01", "/etc/issue")
-    ov.promote_change(c.inv, c.paths, "node01", "/etc/issue", to="compute")
+    ov.mask_path(c.cluster, c.paths, "node01", "/etc/issue")
+    ov.promote_change(c.cluster, c.paths, "node01", "/etc/issue", to="compute")
     assert is_whiteout(os.lstat(c.groups / "compute/etc/issue"))
     assert (c.image / "etc/issue").exists() and not (c.upper / "etc/issue").exists()
-    ov.mask_path(c.inv, c.paths, "node01", "/bin/tool")
-    result = ov.promote_change(c.inv, c.paths, "node01", "/bin/tool", to="image",
+    ov.mask_path(c.cluster, c.paths, "node01", "/bin/tool")
+    result = ov.promote_change(c.cluster, c.paths, "node01", "/bin/tool", to="image",
                                overwrite=True, now=NOW)
     assert not (c.image / "bin/tool").exists() and result.archive is not None
     with tarfile.open(result.archive) as tar:
@@ -387,29 +389,29 @@ def test_promote_a_mask_to_a_group_and_to_the_image(c: Cluster) -> None:
 
 
 def test_promote_refuses_a_different_file_unless_overwrite(c: Cluster) -> None:
-    ov.put_file(c.inv, c.paths, "node01", "/etc/motd", io.BytesIO(b"mine\n"))
+    ov.put_file(c.cluster, c.paths, "node01", "/etc/motd", io.BytesIO(b"mine\n"))
     with pytest.raises(Conflict, match="already has a different /etc/motd"):
-        ov.promote_change(c.inv, c.paths, "node01", "/etc/motd", to="image")
+        ov.promote_change(c.cluster, c.paths, "node01", "/etc/motd", to="image")
     assert (c.upper / "etc/motd").exists()
-    result = ov.promote_change(c.inv, c.paths, "node01", "/etc/motd", to="image",
+    result = ov.promote_change(c.cluster, c.paths, "node01", "/etc/motd", to="image",
                                overwrite=True, now=NOW)
     assert (c.image / "etc/motd").read_text() == "mine\n"
     assert result.archive is not None and result.archive.name.startswith("promote-node01-")
 
 
 def test_promote_refusals(c: Cluster) -> None:
-    ov.put_file(c.inv, c.paths, "node01", "/etc/x", io.BytesIO(b"x"))
+    ov.put_file(c.cluster, c.paths, "node01", "/etc/x", io.BytesIO(b"x"))
     with pytest.raises(UsageError, match="not in group plain"):
-        ov.promote_change(c.inv, c.paths, "node01", "/etc/x", to="plain")
+        ov.promote_change(c.cluster, c.paths, "node01", "/etc/x", to="plain")
     with pytest.raises(NotFound):
-        ov.promote_change(c.inv, c.paths, "node01", "/etc/x", to="nogroup")
+        ov.promote_change(c.cluster, c.paths, "node01", "/etc/x", to="nogroup")
     with pytest.raises(NotFound):
-        ov.promote_change(c.inv, c.paths, "node01", "/etc/none", to="compute")
+        ov.promote_change(c.cluster, c.paths, "node01", "/etc/none", to="compute")
 
 
 def test_promote_to_image_warns_when_a_group_layer_hides_it(c: Cluster) -> None:
-    ov.put_file(c.inv, c.paths, "node01", "/etc/slurm.conf", io.BytesIO(b"cluster=z\n"))
-    result = ov.promote_change(c.inv, c.paths, "node01", "/etc/slurm.conf", to="image")
+    ov.put_file(c.cluster, c.paths, "node01", "/etc/slurm.conf", io.BytesIO(b"cluster=z\n"))
+    result = ov.promote_change(c.cluster, c.paths, "node01", "/etc/slurm.conf", to="image")
     assert "sees group compute" in result.message
     assert (c.image / "etc/slurm.conf").read_text() == "cluster=z\n"
 
@@ -423,7 +425,7 @@ def test_archive_node_dir(c: Cluster) -> None:
     make_whiteout(c.upper / "etc/issue")
     (c.upper / "etc/evil").symlink_to(c.host / "shadow")
     IdentityStore(identity_dir(c.paths, "node01")).write_manifest({})
-    dest = ov.archive_node_dir(c.inv, c.paths, "node01", now=NOW)
+    dest = ov.archive_node_dir(c.cluster, c.paths, "node01", now=NOW)
     assert dest == c.paths.home / "archive/node01-20240501T120000Z.tar.gz"
     assert not (c.systems / "node01").exists() and c.systems.is_dir()
     assert not identity_dir(c.paths, "node01").exists()
@@ -437,4 +439,4 @@ def test_archive_node_dir(c: Cluster) -> None:
     assert m["node01/layer/upper/etc/motd.hard"].islnk()
     assert m["node01/layer/work/work"].isdir()
     assert "node01/identity/manifest.json" in m
-    assert ov.archive_node_dir(c.inv, c.paths, "node01") is None
+    assert ov.archive_node_dir(c.cluster, c.paths, "node01") is None
