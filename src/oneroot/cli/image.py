@@ -6,14 +6,17 @@ from pathlib import Path
 
 import click
 
-from oneroot.cli.output import console, emit_json, show_changes, table
+from oneroot.cli.output import console, emit_json, plain, show_changes, table
 from oneroot.cli.state import State, json_option, pass_state
 from oneroot.errors import UsageError
 from oneroot.initramfs.kernel import fetch_kernel
 from oneroot.model.cluster import InitSystem
+from oneroot.model.resolved import resolve_cluster
+from oneroot.nfs.viewpolicy import VISIBLE
 from oneroot.ops import inventory as inv_ops
 from oneroot.ops.image_exec import exec_in_image
 from oneroot.ops.images import LAB_MODULES, create_image, use_image
+from oneroot.ops.views import view_report
 
 
 @click.group()
@@ -26,16 +29,55 @@ def image() -> None:
 @click.option("--name", default="default", show_default=True)
 @click.option("--init-system", type=click.Choice(["systemd", "openrc"]), default=None,
               help="Override detection.")
+@click.option("--expose", "expose", multiple=True, metavar="PATH",
+              help="Let nodes see PATH of a live root beyond its system directories "
+                   "(repeat; replaces the image's list). See `oneroot image show`.")
 @pass_state
-def image_use(state: State, root: Path, name: str, init_system: str | None) -> None:
+def image_use(state: State, root: Path, name: str, init_system: str | None,
+              expose: tuple[str, ...]) -> None:
     """Use ROOT (e.g. `/`, the seed's way) as image NAME."""
+    exposed = list(expose) if expose else None
     if init_system is not None:
         with state.store() as store:
-            show_changes(inv_ops.put_image(store, name, root, InitSystem(init_system)))
+            show_changes(inv_ops.put_image(store, name, root, InitSystem(init_system),
+                                           expose=exposed))
         return
     with state.store() as store:
-        result = use_image(store, root, name=name)
+        result = use_image(store, root, name=name, expose=exposed)
     console.print(f"image {result.name}: {result.root} ({result.init_system})")
+
+
+@image.command("show")
+@click.argument("name", default="default")
+@json_option
+@pass_state
+def image_show(state: State, name: str, as_json: bool) -> None:
+    """What nodes see of image NAME: for a live root (`/`), every masked path and why."""
+    inv = state.load()
+    image = inv.images.get(name)
+    report = view_report(resolve_cluster(inv), state.paths, name)
+    if image is None or report is None:
+        root = str(image.root) if image else None
+        if as_json:
+            emit_json({"name": name, "root": root, "view": None, "masks": []})
+        else:
+            console.print(plain(f"image {name}: {root} is exported as it is (not a live "
+                                "root: nothing masked)"))
+        return
+    exposed = [str(p) for p in image.expose]
+    masks = [("/" + str(m.path), str(m.kind), m.reason) for m in report.masks]
+    if as_json:
+        emit_json({"name": name, "root": str(image.root), "view": str(report.spec.mountpoint),
+                   "mounted": report.mounted, "expose": exposed,
+                   "masks": [{"path": p, "kind": k, "reason": r} for p, k, r in masks]})
+        return
+    console.print(plain(f"image {name}: {image.root}, exported as the masked view "
+                        f"{report.spec.mountpoint} "
+                        f"({'mounted' if report.mounted else 'not mounted'})"))
+    console.print(plain("nodes see: the system directories (" + " ".join(VISIBLE) + "), "
+                        "world-readable entries only"
+                        + (", plus " + " ".join(exposed) if exposed else "")))
+    table(f"hidden from nodes ({len(masks)})", ["path", "how", "why"], masks)
 
 
 @image.command("create")

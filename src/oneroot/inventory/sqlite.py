@@ -91,9 +91,10 @@ class SqliteInventory:
         }
         images = {
             name: Image(name=name, root=PurePosixPath(root), init_system=InitSystem(init),
-                        description=desc)
-            for name, root, init, desc in c.execute(
-                "SELECT name, root, init_system, description FROM images")
+                        description=desc,
+                        expose=tuple(PurePosixPath(p) for p in json.loads(expose)))
+            for name, root, init, desc, expose in c.execute(
+                "SELECT name, root, init_system, description, expose FROM images")
         }
         groups = {
             name: Group(name=name, description=desc, values=_profile_in(json.loads(profile)))
@@ -152,9 +153,10 @@ class SqliteInventory:
             c.execute("INSERT INTO runlevels(name, services, description) VALUES (?, ?, ?)",
                       (obj.name, json.dumps(list(obj.services)), obj.description))
         elif ch.kind == "image":
-            c.execute("INSERT INTO images(name, root, init_system, description) "
-                      "VALUES (?, ?, ?, ?)",
-                      (obj.name, str(obj.root), str(obj.init_system), obj.description))
+            c.execute("INSERT INTO images(name, root, init_system, description, expose) "
+                      "VALUES (?, ?, ?, ?, ?)",
+                      (obj.name, str(obj.root), str(obj.init_system), obj.description,
+                       json.dumps([str(p) for p in obj.expose])))
         else:
             c.execute("INSERT INTO nodes(name, address, groups, overrides, description) "
                       "VALUES (?, ?, ?, ?, ?)",

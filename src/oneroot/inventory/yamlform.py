@@ -19,7 +19,14 @@ from typing import Any
 import yaml
 
 from oneroot.errors import InvalidValue
-from oneroot.model.cluster import Group, Image, Node, Runlevel, check_profile_value
+from oneroot.model.cluster import (
+    Group,
+    Image,
+    Node,
+    Runlevel,
+    check_expose_path,
+    check_profile_value,
+)
 from oneroot.model.inventory import (
     Inventory,
     check_init_system,
@@ -58,7 +65,8 @@ def to_yaml(inv: Inventory) -> str:
         },
         "images": {
             n: {"root": str(i.root), "init_system": str(i.init_system),
-                "description": i.description}
+                "description": i.description,
+                **({"expose": [str(p) for p in i.expose]} if i.expose else {})}
             for n, i in sorted(inv.images.items())
         },
         "groups": {
@@ -126,7 +134,8 @@ def from_yaml(text: str, *, source: str = "inventory file") -> Inventory:
             images[str(name)] = Image(
                 name=str(name), root=PurePosixPath(str(body.get("root", "/"))),
                 init_system=check_init_system(str(body.get("init_system", "unknown"))),
-                description=str(body.get("description") or ""))
+                description=str(body.get("description") or ""),
+                expose=_expose_paths(body.get("expose"), f"{source}: image {name}"))
         except InvalidValue as exc:
             raise _where(f"{source}: image {name}", exc) from None
     groups = {}
@@ -160,3 +169,11 @@ def from_yaml(text: str, *, source: str = "inventory file") -> Inventory:
             raise _where(where, exc) from None
     return Inventory(settings=settings, groups=groups, nodes=nodes, images=images,
                      runlevels=runlevels)
+
+
+def _expose_paths(value: Any, where: str) -> tuple[PurePosixPath, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise InvalidValue(f"{where}: expose must be a list of absolute paths")
+    return tuple(check_expose_path(v) for v in value)

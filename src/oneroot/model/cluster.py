@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 
+from oneroot.errors import InvalidValue
 from oneroot.model.names import check_name as check_name
 from oneroot.model.profile import (
     LIST_KEYS,
@@ -21,6 +22,16 @@ from oneroot.net import MacAddress
 __all__ = ["PROFILE_KEYS", "DhcpMode", "Group", "Image", "InitSystem", "NfsServerKind", "Node",
            "ProfileValue", "ResolvedNode", "Runlevel", "Settings", "check_name",
            "check_profile_value", "resolve"]
+
+
+def check_expose_path(text: str) -> PurePosixPath:
+    """A path of a live root the administrator lets nodes see: absolute, normal, not `/`."""
+    path = PurePosixPath(text)
+    if (not path.is_absolute() or ".." in path.parts or not path.relative_to("/").parts
+            or any(c in text for c in "\n\0")):
+        raise InvalidValue(f"cannot expose {text!r}",
+                           hint="give an absolute path below / (e.g. /etc/sudoers)")
+    return path
 
 
 class DhcpMode(enum.StrEnum):
@@ -100,6 +111,8 @@ class Image:
     root: PurePosixPath
     init_system: InitSystem = InitSystem.UNKNOWN
     description: str = ""
+    # Paths of a live root (`/`) nodes may see beyond its system directories (`--expose`).
+    expose: tuple[PurePosixPath, ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

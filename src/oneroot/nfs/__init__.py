@@ -26,11 +26,11 @@ from oneroot.nfs.view import (
     ViewStatus,
     ViewUnsupported,
     mount_view,
-    needs_view,
     unmount_view,
     update_view,
     view_spec,
 )
+from oneroot.render.cluster import needs_view
 
 __all__ = [
     "EXPORTS_FILE",

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import enum
 import ipaddress
 import logging
@@ -35,7 +34,7 @@ from pathlib import Path, PurePosixPath
 
 from oneroot.errors import ConfigError, ExternalToolError
 from oneroot.fsutil import write_if_changed
-from oneroot.render.cluster import render_ganesha
+from oneroot.render.cluster import render_ganesha, with_views
 from oneroot.render.context import ClusterContext
 
 log = logging.getLogger(__name__)
@@ -76,9 +75,8 @@ def render_config(ctx: ClusterContext, views: Mapping[str, Path]) -> str:
     `server:/` still names the image root over NFSv4 (NFSv3 mounts the Path: v4 only here).
     Other exports keep Pseudo = Path.
     """
-    images = tuple(dataclasses.replace(i, path=PurePosixPath(views[i.name]))
-                   if i.name in views else i for i in ctx.images)
-    text = render_ganesha(dataclasses.replace(ctx, images=images))
+    text = render_ganesha(with_views(ctx, {name: PurePosixPath(str(path))
+                                           for name, path in views.items()}))
     for image in ctx.images:
         if image.name not in views:
             continue

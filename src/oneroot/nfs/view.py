@@ -28,7 +28,6 @@ If the server's `/` is itself an overlayfs (a container), the kernel refuses the
 from __future__ import annotations
 
 import contextlib
-import glob
 import logging
 import os
 import stat
@@ -39,22 +38,15 @@ from pathlib import Path, PurePosixPath
 
 from oneroot.errors import ConfigError, ExternalToolError
 from oneroot.fsutil import make_whiteout, set_opaque
+from oneroot.nfs.viewpolicy import Mask, MaskKind, ViewPolicy, plan_masks, swap_files_under
 
 log = logging.getLogger(__name__)
 
-# Files no node may read from the server's root.
-SECRET_FILES: tuple[str, ...] = (
-    "etc/shadow", "etc/shadow-", "etc/gshadow", "etc/gshadow-",
-    "etc/ssh/ssh_host_rsa_key", "etc/ssh/ssh_host_dsa_key", "etc/ssh/ssh_host_ecdsa_key",
-    "etc/ssh/ssh_host_ed25519_key", "etc/ssh/ssh_host_ecdsa_sk_key",
-    "etc/ssh/ssh_host_ed25519_sk_key", "etc/krb5.keytab", "etc/security/opasswd",
-)
-# Directories shown empty: root's home (keys, history), backups of the shadow files, TLS keys.
-SECRET_DIRS: tuple[str, ...] = (
-    "root", "var/backups", "etc/ssl/private", "etc/NetworkManager/system-connections",
-)
 VIEW_OPTIONS = "index=on,nfs_export=on,xino=on"
 TMPFS_SIZE = "32m"
+# Emptying a directory through a mounted view leaves one whiteout per entry in the tmpfs:
+# past this many, the view is left as it is and `image show` / doctor say to remount it.
+LIVE_EMPTY_LIMIT = 5000
 
 
 class ViewUnsupported(ConfigError):
@@ -63,25 +55,27 @@ class ViewUnsupported(ConfigError):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ViewSpec:
-    """What one view hides and where it lives. Paths in the tuples are relative to `lower`."""
+    """Where one view lives and what decides its masks (`viewpolicy`). Paths in `junctions`
+    and in the policy are relative to `lower`. The masks themselves are computed when the
+    view is built or refreshed (`masks_of`): the live root changes under it."""
 
     name: str
     lower: Path
     mountpoint: Path
     upper_mount: Path
-    whiteouts: tuple[PurePosixPath, ...]
-    emptied: tuple[PurePosixPath, ...]
+    policy: ViewPolicy
     junctions: tuple[PurePosixPath, ...]
 
     def check(self) -> None:
         for path in (self.lower, self.mountpoint, self.upper_mount):
             if not path.is_absolute() or any(c in str(path) for c in ",:\\\n"):
                 raise ConfigError(f"view path {path} must be absolute, without , : or \\")
-        for rel in (*self.whiteouts, *self.emptied, *self.junctions):
+        owned = [rel for rel, _ in self.policy.owned]
+        for rel in (*owned, *self.policy.expose, *self.junctions):
             if rel.is_absolute() or ".." in rel.parts or not rel.parts:
-                raise ConfigError(f"view mask {rel} must be a relative path inside the view")
+                raise ConfigError(f"view path {rel} must be a relative path inside the view")
         for junction in self.junctions:
-            if not any(_is_below(junction, e) for e in self.emptied):
+            if not any(_is_below(junction, o) for o in owned):
                 raise ConfigError(
                     f"junction {junction} is not inside an emptied directory",
                     hint="what is under it in the real root would show through the view")
@@ -93,6 +87,8 @@ class ViewStatus:
     mounted: bool
     created: bool = False
     junctions_added: tuple[PurePosixPath, ...] = ()
+    masks_added: tuple[Mask, ...] = ()
+    deferred: tuple[Mask, ...] = ()  # too big to empty live: remount the view
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -118,45 +114,40 @@ def _relative_to(path: PurePosixPath, lower: Path) -> PurePosixPath | None:
 def view_spec(name: str, *, lower: Path, views_dir: Path, state_dir: PurePosixPath,
               group_dir: PurePosixPath, nodes: Iterable[str] = (), groups: Iterable[str] = (),
               hidden_dirs: Iterable[PurePosixPath] = (),
-              extra_masks: Iterable[PurePosixPath] = ()) -> ViewSpec:
-    """The view of `lower` for image `name`: secrets masked when `lower` is `/`, the state and
-    group dirs emptied but for one junction per node / group, `hidden_dirs` (e.g. oneroot's
-    home) emptied. SSH host keys of any type present now are masked as well."""
-    whiteouts: set[PurePosixPath] = set(PurePosixPath(p) for p in extra_masks)
-    emptied: set[PurePosixPath] = set()
-    if lower == Path("/"):
-        whiteouts.update(PurePosixPath(p) for p in SECRET_FILES)
-        whiteouts.update(PurePosixPath(p).relative_to("/") for p in
-                         glob.glob("/etc/ssh/ssh_host_*_key"))
-        emptied.update(PurePosixPath(p) for p in SECRET_DIRS)
+              expose: Iterable[PurePosixPath] = ()) -> ViewSpec:
+    """The view of `lower` for image `name`: the allowlist of `viewpolicy`, the state and
+    group dirs emptied but for one junction per node / group, `hidden_dirs` (oneroot's home)
+    emptied, `expose` (absolute, or relative to `lower`) added to what nodes see."""
+    owned: dict[PurePosixPath, str] = {}
     junctions: set[PurePosixPath] = set()
-    for base, names in ((state_dir, nodes), (group_dir, groups)):
+    for base, names, what in ((state_dir, nodes, "oneroot state dir"),
+                              (group_dir, groups, "oneroot group dir")):
         rel = _relative_to(PurePosixPath(base), lower)
         if rel is None:
             continue
-        emptied.add(rel)
+        owned.setdefault(rel, what)
         junctions.update(rel / n for n in names)
     for hidden in hidden_dirs:
         rel = _relative_to(PurePosixPath(hidden), lower)
         if rel is not None:
-            emptied.add(rel)
-    # A mask below an emptied directory is already hidden.
-    emptied = {e for e in emptied if not any(_is_below(e, o) for o in emptied)}
-    whiteouts = {w for w in whiteouts if not any(_is_below(w, e) for e in emptied)}
-    spec = ViewSpec(
-        name=name, lower=lower, mountpoint=views_dir / name,
-        upper_mount=views_dir / f".{name}.upper",
-        whiteouts=tuple(sorted(whiteouts)), emptied=tuple(sorted(emptied)),
-        junctions=tuple(sorted(junctions)))
+            owned.setdefault(rel, "oneroot home")
+    exposed = []
+    for path in expose:
+        rel = _relative_to(path, lower) if path.is_absolute() else path
+        if rel is not None:
+            exposed.append(rel)
+    policy = ViewPolicy(owned=tuple(sorted(owned.items())), expose=tuple(sorted(exposed)),
+                        swap_files=swap_files_under(lower))
+    spec = ViewSpec(name=name, lower=lower, mountpoint=views_dir / name,
+                    upper_mount=views_dir / f".{name}.upper", policy=policy,
+                    junctions=tuple(sorted(junctions)))
     spec.check()
     return spec
 
 
-def needs_view(image_root: PurePosixPath, *, state_dir: PurePosixPath,
-               group_dir: PurePosixPath) -> bool:
-    """An image root needs a view when it is `/` or holds the state or group dir."""
-    return image_root == PurePosixPath("/") or any(
-        d == image_root or _is_below(d, image_root) for d in (state_dir, group_dir))
+def masks_of(spec: ViewSpec) -> list[Mask]:
+    """What the view hides now, with the reason for each (walks the lower's system dirs)."""
+    return plan_masks(spec.lower, spec.policy)
 
 
 # -- mounts ------------------------------------------------------------------------------------
@@ -242,18 +233,21 @@ def _make_dirs(upper: Path, lower: Path, rel: PurePosixPath) -> Path:
     return current
 
 
-def build_upper(spec: ViewSpec, upper: Path) -> None:
+def build_upper(spec: ViewSpec, upper: Path, masks: Iterable[Mask]) -> None:
     """Lay out the view's upper dir (before the mount): emptied dirs, junctions, whiteouts."""
     _copy_attrs_dir(spec.lower, PurePosixPath(), upper, 0o755)
-    for rel in spec.emptied:
-        directory = _make_dirs(upper, spec.lower, rel)
-        set_opaque(directory)
+    masks = list(masks)
+    for mask in masks:
+        if mask.kind is MaskKind.EMPTIED:
+            set_opaque(_make_dirs(upper, spec.lower, mask.path))
     for rel in spec.junctions:
         junction = _make_dirs(upper, spec.lower, rel)
         os.chmod(junction, 0o755)
-    for rel in spec.whiteouts:
-        parent = _make_dirs(upper, spec.lower, rel.parent) if rel.parent.parts else upper
-        make_whiteout(parent / rel.name)
+    for mask in masks:
+        if mask.kind is MaskKind.HIDDEN:
+            rel = mask.path
+            parent = _make_dirs(upper, spec.lower, rel.parent) if rel.parent.parts else upper
+            make_whiteout(parent / rel.name)
 
 
 def mount_view(spec: ViewSpec) -> ViewStatus:
@@ -270,10 +264,11 @@ def mount_view(spec: ViewSpec) -> ViewStatus:
         _run("mount", "-t", "tmpfs", "-o", f"mode=0700,size={TMPFS_SIZE}",
              f"oneroot-view-{spec.name}", str(spec.upper_mount))
     upper, work = spec.upper_mount / "upper", spec.upper_mount / "work"
+    masks = masks_of(spec)
     try:
         for d in (upper, work):
             d.mkdir(exist_ok=True)
-        build_upper(spec, upper)
+        build_upper(spec, upper, masks)
         options = (f"ro,lowerdir={spec.lower},upperdir={upper},workdir={work},{VIEW_OPTIONS}")
         try:
             _run("mount", "-t", "overlay", "-o", options, f"oneroot-view-{spec.name}",
@@ -292,8 +287,9 @@ def mount_view(spec: ViewSpec) -> ViewStatus:
             _run("umount", str(spec.upper_mount))
         raise
     log.info("nfs.view.mounted image=%s at=%s masks=%d junctions=%d", spec.name,
-             spec.mountpoint, len(spec.whiteouts) + len(spec.emptied), len(spec.junctions))
-    return ViewStatus(spec=spec, mounted=True, created=True, junctions_added=spec.junctions)
+             spec.mountpoint, len(masks), len(spec.junctions))
+    return ViewStatus(spec=spec, mounted=True, created=True, junctions_added=spec.junctions,
+                      masks_added=tuple(masks))
 
 
 @contextlib.contextmanager
@@ -305,28 +301,81 @@ def _writable(mountpoint: Path) -> Iterator[None]:
         _run("mount", "-o", "remount,ro", str(mountpoint))
 
 
+def _shows(spec: ViewSpec, mask: Mask) -> bool:
+    """Whether the mounted view still shows what `mask` hides."""
+    target = spec.mountpoint / mask.path
+    if mask.kind is MaskKind.HIDDEN or not target.is_dir() or target.is_symlink():
+        return os.path.lexists(target)
+    keep = {j.parts[len(mask.path.parts)] for j in spec.junctions if _is_below(j, mask.path)}
+    return any(name not in keep for name in os.listdir(target))
+
+
+def _count(path: Path, limit: int) -> int:
+    n = 0
+    for _, dirs, files in os.walk(path):
+        n += len(dirs) + len(files)
+        if n > limit:
+            break
+    return n
+
+
+def _empty_through_view(directory: Path, keep: set[str]) -> None:
+    """Remove what is below `directory` through the view: each removal leaves a whiteout."""
+    for entry in os.scandir(directory):
+        if entry.name in keep:
+            continue
+        path = Path(entry.path)
+        if entry.is_dir(follow_symlinks=False):
+            _empty_through_view(path, set())
+            path.rmdir()
+        else:
+            path.unlink()
+
+
+def _apply_live(spec: ViewSpec, mask: Mask) -> None:
+    target = spec.mountpoint / mask.path
+    if mask.kind is MaskKind.EMPTIED and target.is_dir() and not target.is_symlink():
+        keep = {j.parts[len(mask.path.parts)] for j in spec.junctions
+                if _is_below(j, mask.path)}
+        _empty_through_view(target, keep)
+    elif target.is_dir() and not target.is_symlink():
+        _empty_through_view(target, set())
+        target.rmdir()
+    else:
+        target.unlink()
+
+
 def update_view(spec: ViewSpec) -> ViewStatus:
     """Add missing junctions and masks to a mounted view, through the view itself.
 
     Going through the mount (remounted rw for a moment) is what overlayfs supports; the
-    changes land in the tmpfs upper. Unlinking a file through the view leaves a whiteout.
-    Junctions of removed nodes stay (empty directories, harmless; `nfs apply` never deletes).
+    changes land in the tmpfs upper: unlinking a file leaves a whiteout, emptying a directory
+    one whiteout per entry (bounded by `LIVE_EMPTY_LIMIT`; past it the mask is `deferred`
+    and a remount of the view applies it). Masks are only ever added while mounted: a file
+    that becomes readable again shows after the view's next mount. Junctions of removed nodes
+    stay (empty directories, harmless; `nfs apply` never deletes).
     """
     missing = [j for j in spec.junctions if not (spec.mountpoint / j).is_dir()]
-    exposed = [w for w in spec.whiteouts if os.path.lexists(spec.mountpoint / w)]
-    if missing or exposed:
+    # oneroot's own dirs hold junctions only (opaque since the mount; junctions of removed
+    # nodes stay): never emptied live.
+    owned = {rel for rel, _ in spec.policy.owned}
+    showing = [m for m in masks_of(spec) if m.path not in owned and _shows(spec, m)]
+    deferred = tuple(m for m in showing if m.kind is MaskKind.EMPTIED and _count(
+        spec.mountpoint / m.path, LIVE_EMPTY_LIMIT) > LIVE_EMPTY_LIMIT)
+    applied = [m for m in showing if m not in deferred]
+    if missing or applied:
         with _writable(spec.mountpoint):
             for rel in missing:
                 (spec.mountpoint / rel).mkdir(mode=0o755, parents=True, exist_ok=True)
-            for rel in exposed:
-                target = spec.mountpoint / rel
-                if target.is_dir() and not target.is_symlink():
-                    log.warning("nfs.view.mask_skipped path=%s reason=directory", rel)
-                    continue
-                target.unlink()
+            for mask in applied:
+                _apply_live(spec, mask)
         log.info("nfs.view.updated image=%s junctions_added=%d masks_added=%d", spec.name,
-                 len(missing), len(exposed))
-    return ViewStatus(spec=spec, mounted=True, junctions_added=tuple(missing))
+                 len(missing), len(applied))
+    for mask in deferred:
+        log.warning("nfs.view.mask_deferred image=%s path=%s reason=%s", spec.name, mask.path,
+                    "too many entries to empty live: remount the view")
+    return ViewStatus(spec=spec, mounted=True, junctions_added=tuple(missing),
+                      masks_added=tuple(applied), deferred=deferred)
 
 
 def unmount_view(spec: ViewSpec) -> None:

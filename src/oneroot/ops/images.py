@@ -228,7 +228,8 @@ def create_image(store: InventoryStore | None, name: str, *, dest_dir: Path, cac
 
 
 def use_image(store: InventoryStore, root: Path, *, name: str = "default",
-              description: str | None = None) -> ImageResult:
+              description: str | None = None,
+              expose: Sequence[str] | None = None) -> ImageResult:
     """Register an existing root (the seed's way: `/`) as image `name`, init detected.
 
     For `/`, `oneroot nfs apply` exports a masked read-only view instead of `/` itself.
@@ -238,6 +239,6 @@ def use_image(store: InventoryStore, root: Path, *, name: str = "default",
     put_image(store, name, root, init_system=init_system,
               description=description if description is not None else
               ("the server's root, as in the seed (exported as a masked view)"
-               if root.resolve() == Path("/") else ""))
+               if root.resolve() == Path("/") else ""), expose=expose)
     return ImageResult(name=name, root=root.resolve(), init_system=init_system, cached=False,
                        seconds=time.monotonic() - started)

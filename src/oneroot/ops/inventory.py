@@ -19,6 +19,7 @@ from oneroot.model.cluster import (
     ProfileValue,
     Runlevel,
     Settings,
+    check_expose_path,
     check_name,
     check_profile_value,
 )
@@ -301,15 +302,21 @@ def remove_runlevel(store: InventoryStore, name: str) -> list[Change]:
 
 
 def put_image(store: InventoryStore, name: str, root: Path,
-              init_system: InitSystem | None = None, description: str = "") -> list[Change]:
+              init_system: InitSystem | None = None, description: str = "",
+              expose: Sequence[str] | None = None) -> list[Change]:
+    """Add or replace image `name`. `expose`: paths of a live root nodes may see beyond its
+    system directories (None keeps the image's current list)."""
     inv = store.load()
     check_name("image", name)
     if not root.is_dir():
         raise InvalidValue(f"image root {root} is not a directory",
                            hint="give the directory that holds the image's /etc, /usr, ...")
+    old = inv.images.get(name)
     image = Image(name=name, root=PurePosixPath(root.resolve()),
                   init_system=init_system or detect_init_system(root),
-                  description=description)
+                  description=description,
+                  expose=(old.expose if old is not None else ()) if expose is None else
+                  tuple(dict.fromkeys(check_expose_path(p) for p in expose)))
     return commit(store, inv.replace(images={**inv.images, name: image}))
 
 

@@ -34,9 +34,7 @@ from oneroot.nfs import (
     ViewSpec,
     apply_exports,
     mount_view,
-    needs_view,
     render_config,
-    view_spec,
 )
 from oneroot.nfs.ganesha import running_pid
 from oneroot.nfs.knfsd import EXPORTS_FILE
@@ -60,7 +58,8 @@ from oneroot.ops.server_union import (
     union_ns_pid,
     unmount_unions,
 )
-from oneroot.render.cluster import nfs_exports, render_exports
+from oneroot.ops.views import image_view
+from oneroot.render.cluster import nfs_exports, render_exports, with_views
 from oneroot.render.context import ClusterContext
 
 log = logging.getLogger(__name__)
@@ -116,26 +115,23 @@ def nfs_plan(cluster: ResolvedCluster, paths: Paths, *, kind: NfsServerKind | No
                                                    if n.name not in left_out))
     if bind is not None:
         ctx = dataclasses.replace(ctx, settings=dataclasses.replace(s, server_address=bind))
-    views = {
-        image.name: view_spec(
-            image.name, lower=Path(image.path), views_dir=paths.views_dir,
-            state_dir=s.state_dir, group_dir=s.group_dir,
+    views = {}
+    for image in ctx.images:
+        spec = image_view(
+            cluster, paths, image.name,
             # a union node's export is its merged dir: that is the junction the view needs
             nodes=[f"{n.name}/merged" if n.name in unions else n.name for n in ctx.nodes],
-            groups=[g.name for g in ctx.group_layers],
-            hidden_dirs=[PurePosixPath(paths.home)])
-        for image in ctx.images
-        if needs_view(image.path, state_dir=s.state_dir, group_dir=s.group_dir)
-    }
+            groups=[g.name for g in ctx.group_layers])
+        if spec is not None:
+            views[image.name] = spec
     if kind is NfsServerKind.GANESHA:
         _check_unions_not_in_views(unions, views)
         text = render_config(ctx, {name: v.mountpoint for name, v in views.items()})
     else:
         # knfsd has no per-export pseudo path: the view is exported at its own path, and
         # root= must name that path (see the report; not run against a real nfsd here).
-        images = tuple(dataclasses.replace(i, path=PurePosixPath(views[i.name].mountpoint))
-                       if i.name in views else i for i in ctx.images)
-        text = render_exports(dataclasses.replace(ctx, images=images))
+        text = render_exports(with_views(ctx, {name: PurePosixPath(str(v.mountpoint))
+                                               for name, v in views.items()}))
     return NfsPlan(kind=kind, ctx=ctx, views=views, text=text, unions=unions,
                    export_ids=catalog.export_ids)
 
@@ -296,7 +292,9 @@ def nfs_status(cluster: ResolvedCluster, paths: Paths) -> dict[str, object]:
                          "mounted": mount_at(v.mountpoint) is not None}
                   for name, v in plan.views.items()},
         "exports": [{"path": str(e.path), "access": e.access.value, "clients": list(e.clients)}
-                    for e in nfs_exports(plan.ctx)],
+                    for e in nfs_exports(with_views(plan.ctx, {
+                        name: PurePosixPath(str(v.mountpoint))
+                        for name, v in plan.views.items()}))],
     }
 
 

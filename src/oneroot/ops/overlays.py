@@ -28,10 +28,12 @@ from oneroot.model.paths import Paths
 from oneroot.model.resolved import ResolvedCluster
 from oneroot.nfs.ganesha import running_pid
 from oneroot.nfs.server_union import same_mount_ns
-from oneroot.nfs.view import needs_view, view_spec
+from oneroot.nfs.view import masks_of
+from oneroot.nfs.viewpolicy import MaskKind
 from oneroot.ops.inventory import get_group
 from oneroot.ops.nfs_serving import ganesha_files, union_released
 from oneroot.ops.nodes_fs import group_layer, node_layer
+from oneroot.ops.views import image_view
 from oneroot.overlay.archive import TreeSource, write_tar
 from oneroot.overlay.changes import Change, diff_change, list_changes, read_file, same_entry
 from oneroot.overlay.edit import (
@@ -103,11 +105,11 @@ def node_stack(cluster: ResolvedCluster, paths: Paths, name: str) -> Stack:
     image_root = Path(image.root)
     hidden: tuple[PurePosixPath, ...] = ()
     emptied: tuple[PurePosixPath, ...] = ()
-    if needs_view(image.root, state_dir=s.state_dir, group_dir=s.group_dir):
-        spec = view_spec(image.name, lower=image_root, views_dir=paths.views_dir,
-                         state_dir=s.state_dir, group_dir=s.group_dir,
-                         hidden_dirs=(PurePosixPath(paths.home),))
-        hidden, emptied = spec.whiteouts, spec.emptied
+    spec = image_view(cluster, paths, image.name)
+    if spec is not None:
+        masks = masks_of(spec)
+        hidden = tuple(m.path for m in masks if m.kind is MaskKind.HIDDEN)
+        emptied = tuple(m.path for m in masks if m.kind is MaskKind.EMPTIED)
     lowers = [Layer(name=f"image {image.name}", base=image_root, hidden=hidden,
                     emptied=emptied)]
     server = str(s.server_address)

@@ -11,12 +11,13 @@ import functools
 import hashlib
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from importlib import resources
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from oneroot.fsutil import write_atomic, write_if_changed
+from oneroot.nfs.ganesha import render_config
 from oneroot.ops.catalog import BootCatalog
 from oneroot.render.boot import (
     grub_filename,
@@ -27,7 +28,7 @@ from oneroot.render.boot import (
     render_pxelinux,
     render_pxelinux_default,
 )
-from oneroot.render.cluster import render_dnsmasq, render_exports, render_ganesha
+from oneroot.render.cluster import render_dnsmasq, render_exports, with_views
 from oneroot.render.context import DefaultBootContext
 
 MANIFEST = ".oneroot-render.json"
@@ -62,8 +63,12 @@ def _file_digest(path: Path) -> str | None:
 
 def render_tree(catalog: BootCatalog, boot_out: Path, config_out: Path,
                 *, nfs_protocols: tuple[int, ...] = (3, 4),
+                views: Mapping[str, Path] | None = None,
                 progress: Callable[[int, int], None] | None = None) -> RenderReport:
-    """Render every file; `progress(done, total)` is called per node."""
+    """Render every file; `progress(done, total)` is called per node. `views` maps each live
+    root image (`/`) to its masked view's directory, which the NFS configs export instead
+    (without it, such an image is refused: `/` is never written into an exports file)."""
+    views = views or {}
     report = RenderReport()
     total = len(catalog.cluster.nodes)
     digest = _templates_digest()
@@ -106,8 +111,10 @@ def render_tree(catalog: BootCatalog, boot_out: Path, config_out: Path,
     if progress is not None:
         progress(total, total)
     cluster = catalog.cluster_context(nfs_protocols=nfs_protocols)
-    emit(config_out, "exports", "exports", cluster, lambda: render_exports(cluster))
-    emit(config_out, "ganesha.conf", "ganesha", cluster, lambda: render_ganesha(cluster))
+    exported = with_views(cluster, {n: PurePosixPath(str(p)) for n, p in views.items()})
+    emit(config_out, "exports", "exports", exported, lambda: render_exports(exported))
+    emit(config_out, "ganesha.conf", "ganesha", exported,
+         lambda: render_config(cluster, views))
     emit(config_out, "dnsmasq.conf", "dnsmasq", cluster, lambda: render_dnsmasq(cluster))
 
     # Files of nodes that left the inventory go too (only files this tree wrote).

@@ -22,9 +22,9 @@ from oneroot.nfs.server_union import (
     union_spec,
     unmount_union,
 )
-from oneroot.nfs.view import needs_view
 from oneroot.ops.boot import union_merged_dir
 from oneroot.ops.nodes_fs import group_layer, node_layer
+from oneroot.render.cluster import needs_view
 from oneroot.rootspec import NfsLayer, parse
 
 log = logging.getLogger(__name__)

@@ -23,7 +23,8 @@ handles its node holds stale.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import dataclasses
+from collections.abc import Iterable, Mapping
 from pathlib import PurePosixPath
 
 from oneroot.errors import ConfigError
@@ -34,17 +35,46 @@ from oneroot.render.context import Access, ClusterContext, NfsExport
 MAX_EXPORT_ID = 65535  # ganesha's Export_Id is 16 bits; 0 is its pseudo root
 
 
+def needs_view(image_root: PurePosixPath, *, state_dir: PurePosixPath,
+               group_dir: PurePosixPath) -> bool:
+    """An image root is a live root, exported only through a masked view (`nfs.view`), when
+    it is `/` or holds the state or group dir."""
+    return image_root == PurePosixPath("/") or any(
+        d == image_root or image_root in d.parents for d in (state_dir, group_dir))
+
+
+def with_views(ctx: ClusterContext, views: Mapping[str, PurePosixPath]) -> ClusterContext:
+    """`ctx` with each image named in `views` exported from its masked view's directory."""
+    images = tuple(dataclasses.replace(i, path=views[i.name], view=True)
+                   if i.name in views else i for i in ctx.images)
+    return dataclasses.replace(ctx, images=images)
+
+
+def _check_no_live_root(ctx: ClusterContext) -> None:
+    s = ctx.settings
+    for image in ctx.images:
+        if not image.view and needs_view(image.path, state_dir=s.state_dir,
+                                         group_dir=s.group_dir):
+            raise ConfigError(
+                f"image {image.name} ({image.path}) is a live root: it is exported only "
+                "through its masked view, never as it is",
+                hint="render with the image's view (`oneroot render` and `oneroot nfs apply` "
+                     "do); see `oneroot image show " + image.name + "`")
+
+
 def nfs_exports(ctx: ClusterContext) -> tuple[NfsExport, ...]:
     """Every export of the cluster, image roots first, then nodes, then group layers.
 
     A group layer no node uses is left out: an exports line without clients would export the
-    directory to the world.
+    directory to the world. A live root (`/`) is refused unless it comes as its view.
     """
+    _check_no_live_root(ctx)
     subnet = str(ctx.settings.subnet)
     exports = [
         NfsExport(
             export_id=image.export_id, path=image.path, access=Access.RO, clients=(subnet,),
-            comment=f"image {image.name}", crossmnt=True, fsid=image.export_id,
+            comment=f"image {image.name}" + (" (masked view)" if image.view else ""),
+            crossmnt=True, fsid=image.export_id, masked_view=image.view,
         )
         for image in ctx.images
     ]

@@ -91,6 +91,9 @@ class ImageExport:
     name: str
     path: PurePosixPath
     export_id: int
+    # `path` is the masked view of a live root (`nfs.view`): exported `all_squash`, so even a
+    # file the view has not masked yet is read as nobody, and (knfsd) only while mounted.
+    view: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -167,11 +170,17 @@ class NfsExport:
     fsid: int | None = None
     # Map a client's uid 0 to the anonymous user (docs/security.md says where and why).
     root_squash: bool = False
+    # A live root's masked view: every uid squashed, and knfsd exports it only while
+    # mounted (`mp`).
+    masked_view: bool = False
 
     @property
     def knfsd_options(self) -> str:
-        squash = "root_squash" if self.root_squash else "no_root_squash"
+        squash = ("all_squash" if self.masked_view else
+                  "root_squash" if self.root_squash else "no_root_squash")
         options = [self.access.value, "sync", squash, "no_subtree_check"]
+        if self.masked_view:
+            options.append("mp")
         if self.crossmnt:
             options.append("crossmnt")
         if self.fsid is not None:
@@ -184,4 +193,5 @@ class NfsExport:
 
     @property
     def ganesha_squash(self) -> str:
-        return "Root_Squash" if self.root_squash else "No_Root_Squash"
+        return ("All_Squash" if self.masked_view else
+                "Root_Squash" if self.root_squash else "No_Root_Squash")

@@ -99,7 +99,9 @@ def example_cluster() -> ClusterContext:
     return ClusterContext(
         settings=SETTINGS,
         images=(
-            ImageExport(name="default", path=PurePosixPath("/"), export_id=1),
+            # the server's `/`, exported as its masked view (`nfs.view`)
+            ImageExport(name="default", path=PurePosixPath("/var/lib/oneroot/views/default"),
+                        export_id=1, view=True),
             ImageExport(name="gentoo", path=PurePosixPath("/srv/oneroot/images/gentoo"),
                         export_id=2),
         ),

@@ -1,21 +1,100 @@
-"""The masked view's plan (what is hidden, where junctions go) and its upper layout, built into
-a plain directory (mounting is the integration test's job)."""
+"""The masked view's plan (an allowlist: what is hidden, why, where junctions go) and its upper
+layout, built into a plain directory (mounting is the integration test's job)."""
 
 from __future__ import annotations
 
 import os
-import stat
 from pathlib import Path, PurePosixPath
 
 import pytest
 
 from oneroot.errors import ConfigError
 from oneroot.nfs import needs_view, view_spec
-from oneroot.nfs.view import ViewSpec, build_upper, filesystem_of, read_mounts
+from oneroot.nfs.view import ViewSpec, build_upper, filesystem_of, masks_of, read_mounts
+from oneroot.nfs.viewpolicy import Mask, MaskKind, ViewPolicy, plan_masks, swap_files_under
 from oneroot.overlay import is_opaque, is_whiteout
 
 P = PurePosixPath
 STATE, GROUPS = P("/var/state/systems"), P("/var/state/groups")
+
+
+def _tree(root: Path, files: dict[str, int]) -> None:
+    for rel, mode in files.items():
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if rel.endswith("/"):
+            path.mkdir(exist_ok=True)
+        else:
+            path.write_text("x\n")
+        os.chmod(path, mode)
+
+
+def _by_path(masks: list[Mask]) -> dict[str, Mask]:
+    return {str(m.path): m for m in masks}
+
+
+@pytest.fixture
+def server_root(tmp_path: Path) -> Path:
+    root = tmp_path / "root"
+    _tree(root, {
+        "etc/passwd": 0o644, "etc/shadow": 0o644, "etc/ssh/ssh_host_ed25519_key": 0o644,
+        "etc/ssh/ssh_host_ed25519_key.pub": 0o644, "etc/ppp/chap-secrets": 0o644,
+        "etc/ppp/options": 0o644, "etc/private-conf/": 0o700, "etc/private-conf/a": 0o644,
+        "etc/.exports.1a2b.tmp": 0o644, "usr/bin/tool": 0o755, "usr/share/key": 0o640,
+        "var/lib/dpkg/status": 0o644, "var/lib/nfs/etab": 0o644, "var/log/syslog": 0o644,
+        "home/alice/notes": 0o644, "home/alice/.ssh/id_ed25519": 0o644, "srv/site.conf": 0o644,
+        "swapfile": 0o644, "data/big/file": 0o644, "tmp/x": 0o644,
+    })
+    (root / "lib").symlink_to("usr/lib")
+    (root / "var/run").symlink_to("/run")
+    return root
+
+
+def test_the_view_is_an_allowlist(server_root: Path) -> None:
+    masks = _by_path(plan_masks(server_root, ViewPolicy(owned=((STATE.relative_to("/"),
+                                                                 "oneroot state dir"),))))
+    # outside the system directories: directories emptied, files hidden, links kept
+    for emptied in ("home", "srv", "data", "tmp", "var/log"):
+        assert masks[emptied].kind is MaskKind.EMPTIED, emptied
+        assert "allowlist" in masks[emptied].reason
+    assert masks["swapfile"].kind is MaskKind.HIDDEN
+    assert "lib" not in masks and "var/run" not in masks and "var" not in masks
+    # named secrets, whatever their mode
+    for secret in ("etc/shadow", "etc/ssh/ssh_host_ed25519_key", "etc/ppp/chap-secrets",
+                   "var/lib/nfs"):
+        assert masks[secret].reason.startswith("secret"), secret
+    # not world-readable, whoever owns it
+    assert masks["usr/share/key"].reason.startswith("not world-readable (mode 0640")
+    assert masks["etc/private-conf"].kind is MaskKind.EMPTIED
+    assert masks["etc/.exports.1a2b.tmp"].reason == "oneroot temp file"
+    # oneroot's own dir, although it does not exist yet
+    assert masks["var/state/systems"].kind is MaskKind.EMPTIED
+    visible = ("etc/passwd", "etc/ssh/ssh_host_ed25519_key.pub", "etc/ppp/options",
+               "usr/bin/tool", "var/lib/dpkg/status", "var/lib", "etc", "usr")
+    assert not set(visible) & set(masks)
+    # nothing below a mask is listed again
+    assert not any(Path(a).is_relative_to(b) and a != b for a in masks for b in masks)
+
+
+def test_expose_adds_a_path_but_not_the_secrets_below_it(server_root: Path) -> None:
+    policy = ViewPolicy(expose=(P("home"), P("usr/share/key"), P("srv/site.conf")))
+    masks = _by_path(plan_masks(server_root, policy))
+    assert "home" not in masks and "home/alice/notes" not in masks
+    assert masks["home/alice/.ssh"].reason.startswith("secret")
+    assert "usr/share/key" not in masks  # the administrator's decision
+    assert "srv" not in masks and "srv/site.conf" not in masks  # a pass-through dir
+    assert "data" in masks
+
+
+def test_swap_files_come_from_proc_swaps(tmp_path: Path) -> None:
+    swaps = tmp_path / "swaps"
+    swaps.write_text("Filename Type Size Used Priority\n/var/lib/swap file 1024 0 -2\n"
+                     "/dev/vda2 partition 1024 0 -3\n/elsewhere/swap file 1 0 -4\n")
+    assert swap_files_under(Path("/"), swaps) == (P("var/lib/swap"), P("elsewhere/swap"))
+    root = tmp_path / "root"
+    _tree(root, {"var/lib/swap": 0o644})
+    masks = _by_path(plan_masks(root, ViewPolicy(swap_files=(P("var/lib/swap"),))))
+    assert masks["var/lib/swap"].reason == "swap file"
 
 
 def _spec(lower: Path = Path("/"), **kw: object) -> ViewSpec:
@@ -25,31 +104,15 @@ def _spec(lower: Path = Path("/"), **kw: object) -> ViewSpec:
                      **kw)  # type: ignore[arg-type]
 
 
-def test_server_root_view_masks_secrets_and_state() -> None:
-    spec = _spec()
-    for secret in ("etc/shadow", "etc/shadow-", "etc/gshadow", "etc/gshadow-",
-                   "etc/ssh/ssh_host_ed25519_key", "etc/ssh/ssh_host_rsa_key"):
-        assert P(secret) in spec.whiteouts
-    for emptied in ("var/state/systems", "var/state/groups", "var/lib/oneroot", "root",
-                    "var/backups"):
-        assert P(emptied) in spec.emptied
+def test_server_root_view_spec() -> None:
+    spec = _spec(expose=[P("/etc/sudoers")])
+    owned = dict(spec.policy.owned)
+    assert owned[P("var/state/systems")] == "oneroot state dir"
+    assert owned[P("var/lib/oneroot")] == "oneroot home"
+    assert spec.policy.expose == (P("etc/sudoers"),)
     assert spec.junctions == (P("var/state/groups/compute"), P("var/state/systems/node01"),
                               P("var/state/systems/node02"))
     assert spec.mountpoint == Path("/var/lib/oneroot/views/default")
-
-
-def test_nested_masks_collapse() -> None:
-    spec = view_spec("x", lower=Path("/"), views_dir=Path("/v"), state_dir=P("/var/state"),
-                     group_dir=P("/var/state/groups"), hidden_dirs=[P("/var/state/x")])
-    assert P("var/state") in spec.emptied
-    assert not any(e != P("var/state") and str(e).startswith("var/state") for e in spec.emptied)
-
-
-def test_image_directory_view_has_no_server_secrets(tmp_path: Path) -> None:
-    spec = view_spec("img", lower=Path("/srv/img"), views_dir=Path("/v"),
-                     state_dir=P("/srv/img/state"), group_dir=P("/elsewhere"), nodes=["n1"])
-    assert spec.whiteouts == () and spec.emptied == (P("state"),)
-    assert spec.junctions == (P("state/n1"),)
 
 
 def test_needs_view() -> None:
@@ -60,7 +123,7 @@ def test_needs_view() -> None:
 
 def test_a_junction_outside_an_emptied_dir_is_refused() -> None:
     spec = ViewSpec(name="x", lower=Path("/"), mountpoint=Path("/v/x"),
-                    upper_mount=Path("/v/.x"), whiteouts=(), emptied=(),
+                    upper_mount=Path("/v/.x"), policy=ViewPolicy(),
                     junctions=(P("var/state/systems/n1"),))
     with pytest.raises(ConfigError, match="junction"):
         spec.check()
@@ -70,19 +133,19 @@ def test_a_junction_outside_an_emptied_dir_is_refused() -> None:
 def test_build_upper_layout(tmp_path: Path) -> None:
     lower = tmp_path / "lower"
     (lower / "etc" / "ssh").mkdir(parents=True)
-    os.chmod(lower / "etc", 0o751)
+    os.chown(lower / "etc", 0, 4)
     (lower / "etc" / "shadow").write_text("root:x")
     (lower / "root").mkdir(mode=0o700)
     (lower / "state" / "node01" / "upper").mkdir(parents=True)
     spec = view_spec("t", lower=lower, views_dir=tmp_path / "views",
                      state_dir=P(str(lower / "state")), group_dir=P("/elsewhere"),
-                     nodes=["node01"], extra_masks=[P("etc/shadow"), P("etc/ssh/a_key")])
+                     nodes=["node01"])
     upper = tmp_path / "upper"
     upper.mkdir()
-    build_upper(spec, upper)
+    build_upper(spec, upper, masks_of(spec))
     assert is_whiteout(os.lstat(upper / "etc" / "shadow"))
-    assert is_whiteout(os.lstat(upper / "etc" / "ssh" / "a_key"))
-    assert stat.S_IMODE(os.lstat(upper / "etc").st_mode) == 0o751  # looks like the image's
+    assert os.lstat(upper / "etc").st_gid == 4  # looks like the image's
+    assert is_opaque(upper / "root")
     assert is_opaque(upper / "state")
     assert (upper / "state" / "node01").is_dir()
     assert list((upper / "state" / "node01").iterdir()) == []  # a mount point, nothing more

@@ -40,7 +40,8 @@ def test_every_file_says_it_is_generated(cluster: ClusterContext) -> None:
 
 def test_exports_match_the_seed(cluster: ClusterContext) -> None:
     lines = [ln for ln in render_exports(cluster).splitlines() if ln and not ln.startswith("#")]
-    assert "/ 10.0.0.0/24(ro,sync,no_root_squash,no_subtree_check,crossmnt,fsid=1)" in lines
+    assert ("/var/lib/oneroot/views/default "
+            "10.0.0.0/24(ro,sync,all_squash,no_subtree_check,mp,crossmnt,fsid=1)") in lines
     assert ("/var/state/systems/node01 10.0.0.11(rw,sync,no_root_squash,no_subtree_check)"
             in lines)
     assert ("/var/state/groups/compute 10.0.0.12(ro,sync,root_squash,no_subtree_check) "
@@ -128,14 +129,15 @@ def test_duplicate_export_ids_are_refused(cluster: ClusterContext) -> None:
 
 
 def test_duplicate_paths_are_refused(cluster: ClusterContext) -> None:
-    twin = ImageExport(name="twin", path=PurePosixPath("/"), export_id=9)
+    twin = ImageExport(name="twin", path=PurePosixPath("/var/lib/oneroot/views/default"),
+                       export_id=9, view=True)
     with pytest.raises(ConfigError, match="same path"):
         render_ganesha(dataclasses.replace(cluster, images=(*cluster.images, twin)))
 
 
 @pytest.mark.parametrize("export_id", [0, 65536])
 def test_export_id_range(cluster: ClusterContext, export_id: int) -> None:
-    image = ImageExport(name="default", path=PurePosixPath("/"), export_id=export_id)
+    image = ImageExport(name="default", path=PurePosixPath("/srv/img"), export_id=export_id)
     with pytest.raises(ConfigError, match="outside"):
         nfs_exports(dataclasses.replace(cluster, images=(image,)))
 
@@ -185,3 +187,20 @@ def test_dnsmasq_accepts_the_config(cluster: ClusterContext, tmp_path: Path) -> 
     assert subprocess.run([DNSMASQ, "--test", f"--conf-file={conf}"], capture_output=True,
                           check=False).returncode != 0
 
+
+
+@pytest.mark.parametrize("root", ["/", "/var", "/var/state"])
+def test_a_live_root_is_never_exported_unmasked(cluster: ClusterContext, root: str) -> None:
+    """`/` (or a tree holding the state dir) goes out only as its masked view: an exports file
+    or a ganesha config naming it as it is cannot be rendered."""
+    live = dataclasses.replace(cluster, images=(
+        ImageExport(name="default", path=PurePosixPath(root), export_id=1),))
+    for render in (render_exports, render_ganesha):
+        with pytest.raises(ConfigError, match="live root"):
+            render(live)
+    masked = dataclasses.replace(cluster, images=(ImageExport(
+        name="default", path=PurePosixPath("/v/default"), export_id=1, view=True),))
+    assert "\n/v/default 10.0.0.0/24(ro,sync,all_squash," in render_exports(masked)
+    ganesha = render_ganesha(masked)
+    block = ganesha[ganesha.index("# image default"):]
+    assert block.index("Squash = All_Squash;") < block.index("}\n}")

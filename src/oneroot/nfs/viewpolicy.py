@@ -1,0 +1,180 @@
+"""What a node may see of a live server root through the masked view: an allowlist.
+
+A node sees the image's *system directories* (`VISIBLE`) and nothing else of the server's own
+root unless the administrator exposes it (`oneroot image use / --expose PATH`). Inside what it
+sees, three rules mask more, whoever owns the entry:
+
+1. a named secret (`SECRETS`: shadow, host keys, munge, letsencrypt, wireguard, …);
+2. anything others may not read (a file without `o+r`, a directory without `o+rx`): munge.key
+   owned by munge, `/etc/ssl/private` 0710 root:ssl-cert, `/etc/sudoers` 0440;
+3. oneroot's own trees and temp files (state dir, group dir, home, `.NAME.XXXX.tmp`), swap files.
+
+Everything outside `VISIBLE` is *emptied* when it is a directory (it stays, as a mount point,
+with nothing below it: `/home`, `/root`, `/tmp`, `/srv`, `/var/log`, …) and *hidden* when it is
+a file. Symbolic links stay (`/bin -> usr/bin`, `/var/run -> /run`): their targets are checked
+by the same rules. An exposed path overrides the allowlist and rules 1-2 for itself (not for
+what is below it: exposing `/home` still hides `/home/*/.ssh`).
+
+`plan_masks` is the whole decision: it walks the visible trees of `lower` on `lower`'s own
+filesystem (overlayfs shows no submount of its lower, so neither does the walk) and returns each
+mask with its reason, which `oneroot image show /` prints.
+"""
+
+from __future__ import annotations
+
+import enum
+import fnmatch
+import os
+import stat
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+P = PurePosixPath
+
+# The system directories a node sees (relative to the root).
+VISIBLE: tuple[str, ...] = (
+    "bin", "sbin", "lib", "lib32", "lib64", "libx32", "usr", "etc", "opt", "var/lib", "var/opt",
+)
+# Named secrets inside what a node sees (and, for the record, outside it); fnmatch patterns,
+# `*` matches one path component.
+SECRETS: tuple[str, ...] = (
+    "etc/shadow", "etc/shadow-", "etc/gshadow", "etc/gshadow-", "etc/security/opasswd",
+    "etc/ssh/ssh_host_*_key", "etc/krb5.keytab", "etc/munge", "etc/letsencrypt",
+    "etc/wireguard", "etc/ipsec.secrets", "etc/ipsec.d/private", "etc/ppp/*-secrets",
+    "etc/mysql/debian.cnf", "etc/sssd", "etc/ssl/private", "etc/NetworkManager/system-connections",
+    "etc/sudoers", "etc/sudoers.d",
+    "var/lib/samba/private", "var/lib/systemd/credential.secret", "var/lib/nfs", "var/lib/dhcp",
+    "var/lib/sss", "var/lib/private", "var/cache/debconf/passwords.dat", "var/log/journal",
+    "var/spool/cron", "var/backups",
+    "root", "home/*/.ssh", "home/*/.gnupg", "root/.ssh", "root/.gnupg",
+)
+TEMP_PATTERNS: tuple[str, ...] = (".*.tmp", "oneroot-edit-*")  # oneroot's write/edit temps
+
+
+class MaskKind(enum.StrEnum):
+    HIDDEN = "hidden"    # a whiteout: the entry is gone
+    EMPTIED = "emptied"  # an opaque directory: it exists, nothing below it shows
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Mask:
+    path: PurePosixPath  # relative to the view's lower
+    kind: MaskKind
+    reason: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ViewPolicy:
+    """The inputs of the decision. `owned` are oneroot's trees (state, groups, home) relative
+    to the lower, emptied with `reason`; `expose` are the administrator's additions."""
+
+    owned: tuple[tuple[PurePosixPath, str], ...] = ()
+    expose: tuple[PurePosixPath, ...] = ()
+    swap_files: tuple[PurePosixPath, ...] = ()
+
+
+def _matches(rel: PurePosixPath, pattern: str) -> bool:
+    parts = P(pattern).parts
+    return len(parts) == len(rel.parts) and all(
+        fnmatch.fnmatchcase(a, b) for a, b in zip(rel.parts, parts, strict=True))
+
+
+def secret_reason(rel: PurePosixPath) -> str | None:
+    for pattern in SECRETS:
+        if _matches(rel, pattern):
+            return f"secret ({pattern})"
+    if any(fnmatch.fnmatchcase(rel.name, t) for t in TEMP_PATTERNS):
+        return "oneroot temp file"
+    return None
+
+
+def unreadable_reason(st: os.stat_result) -> str | None:
+    """Why others may not read this entry, or None."""
+    mode = st.st_mode
+    if stat.S_ISLNK(mode):
+        return None
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) or stat.S_ISSOCK(mode) or stat.S_ISFIFO(mode):
+        return "special file"
+    need = stat.S_IROTH | (stat.S_IXOTH if stat.S_ISDIR(mode) else 0)
+    if mode & need != need:
+        return (f"not world-readable (mode {stat.S_IMODE(mode):04o} "
+                f"uid {st.st_uid} gid {st.st_gid})")
+    return None
+
+
+def _below_or_equal(path: PurePosixPath, parent: PurePosixPath) -> bool:
+    return path.parts[: len(parent.parts)] == parent.parts
+
+
+def _kind(st: os.stat_result) -> MaskKind:
+    return MaskKind.EMPTIED if stat.S_ISDIR(st.st_mode) else MaskKind.HIDDEN
+
+
+def plan_masks(lower: Path, policy: ViewPolicy) -> list[Mask]:
+    """Every mask the view of `lower` needs now, outermost first, none below another."""
+    root_dev = os.lstat(lower).st_dev
+    visible = [P(v) for v in VISIBLE] + list(policy.expose)
+    owned = dict(policy.owned)
+    masks: list[Mask] = []
+
+    def on_path_to_visible(rel: PurePosixPath) -> bool:
+        return any(_below_or_equal(v, rel) for v in visible)
+
+    def decide(rel: PurePosixPath, st: os.stat_result, *, allowed: bool) -> Mask | None:
+        if rel in owned:
+            return Mask(path=rel, kind=MaskKind.EMPTIED if stat.S_ISDIR(st.st_mode)
+                        else MaskKind.HIDDEN, reason=owned[rel])
+        if rel in policy.swap_files:
+            return Mask(path=rel, kind=MaskKind.HIDDEN, reason="swap file")
+        if rel in policy.expose:
+            return None
+        reason = secret_reason(rel) or unreadable_reason(st)
+        if reason is None and not allowed and not stat.S_ISLNK(st.st_mode):
+            reason = "not a system directory (allowlist)"
+        return Mask(path=rel, kind=_kind(st), reason=reason) if reason else None
+
+    def walk(rel: PurePosixPath, allowed: bool) -> None:
+        try:
+            entries = sorted(os.scandir(lower / rel), key=lambda e: e.name)
+        except OSError:
+            return
+        for entry in entries:
+            child = rel / entry.name
+            try:
+                st = entry.stat(follow_symlinks=False)
+            except OSError:
+                continue
+            child_allowed = allowed or any(_below_or_equal(child, v) for v in visible)
+            passing = not child_allowed and on_path_to_visible(child)
+            mask = decide(child, st, allowed=child_allowed or passing)
+            if mask is not None:
+                masks.append(mask)
+                continue
+            if stat.S_ISDIR(st.st_mode) and st.st_dev == root_dev:
+                walk(child, child_allowed)
+
+    walk(P(), False)
+    # oneroot's trees are emptied even before they exist (junctions go inside them).
+    for rel, reason in policy.owned:
+        if not any(_below_or_equal(rel, m.path) for m in masks):
+            masks.append(Mask(path=rel, kind=MaskKind.EMPTIED, reason=reason))
+    return masks
+
+
+def swap_files_under(lower: Path, swaps: Path = Path("/proc/swaps")) -> tuple[PurePosixPath, ...]:
+    """Swap files (from /proc/swaps) that lie inside `lower`, relative to it."""
+    try:
+        lines = swaps.read_text().splitlines()[1:]
+    except OSError:
+        return ()
+    found = []
+    for line in lines:
+        fields = line.split()
+        if len(fields) >= 2 and fields[1] == "file":
+            try:
+                rel = P(fields[0]).relative_to(P(lower))
+            except ValueError:
+                continue
+            if rel.parts:
+                found.append(rel)
+    return tuple(found)
