@@ -100,11 +100,11 @@ def _prove(client: NfsClient, base: Path, paths: Paths) -> None:
         proc = client.cat(secret)
         assert proc.returncode != 0 and "NOENT" in proc.stderr, (secret, proc)
     assert "shadow" not in client.names("/etc")
-    assert client.names("/root") == []
+    assert client.lists_nothing("/root")
 
     # The state dir shows only the junctions this client may cross: its own.
     assert client.names(f"{base}/systems") == ["node01"]
-    assert client.names(paths.home) == []  # identity store (nodes' private keys) hidden
+    assert client.lists_nothing(paths.home)  # identity store (nodes' private keys) hidden
     other = client.cat(f"{base}/systems/node02/upper/etc/ssh/ssh_host_ed25519_key")
     assert other.returncode != 0, "node02's private key must not be readable by node01"
     assert (base / "systems/node02/upper/etc/ssh/ssh_host_ed25519_key").is_file()
@@ -123,6 +123,14 @@ def _prove(client: NfsClient, base: Path, paths: Paths) -> None:
     assert ok.returncode == 0, ok.stderr
     assert (base / "systems/node01/upper/new.txt").read_text() == "x\n"
 
-    # The view is live: a file created under / now shows through at once.
-    (base / "live.txt").write_text("live\n")
-    assert client.cat(f"{base}/live.txt").stdout == "live\n"
+    # The view is live: a file created in a system directory shows through at once
+    # (base is under /var/tmp, which the view empties: nodes never see it).
+    live = Path("/var/lib") / base.name
+    live.mkdir()
+    try:
+        (live / "live.txt").write_text("live\n")
+        assert client.read(f"{live}/live.txt") == "live\n"
+    finally:
+        shutil.rmtree(live)
+    (base / "elsewhere.txt").write_text("x\n")
+    assert client.cat(f"{base}/elsewhere.txt").returncode != 0

@@ -40,6 +40,7 @@ from oneroot.ops.nfs_serving import (
     remount_union_for_boot,
 )
 from oneroot.ops.status import read_status
+from oneroot.ops.views import VIEW_RESCAN_SECONDS
 from oneroot.overlay.whiteouts import normalize_whiteouts
 from oneroot.proto.dhcp import NetworkConfig
 from oneroot.serve.bootwork import BootWork
@@ -47,6 +48,7 @@ from oneroot.serve.dhcp import DhcpHealth, DhcpService
 from oneroot.serve.events import EventRecorder
 from oneroot.serve.http import HttpService
 from oneroot.serve.tftp import TftpService
+from oneroot.serve.viewwatch import keep_views_current
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +70,7 @@ class ServeOptions:
     # neighbour entries); only when serve owns that interface (DHCP or NFS on it).
     pin: bool = True
     limits: Limits = DEFAULT_LIMITS
+    view_rescan: float = VIEW_RESCAN_SECONDS  # masked views of a live root kept current
 
 
 class CatalogHolder:
@@ -200,7 +203,8 @@ async def serve(paths: Paths, options: ServeOptions = ServeOptions(),
     if options.pin and (options.dhcp or options.nfs):
         await _start_pins(holder, IPv4Address(bind), closers, recorder)
     if options.nfs:
-        await _start_nfs(paths, holder, IPv4Address(bind), jobs, closers, recorder, limits)
+        await _start_nfs(paths, holder, IPv4Address(bind), jobs, closers, recorder, limits,
+                         view_rescan=options.view_rescan)
 
     async def watch_inventory() -> None:
         while True:
@@ -301,7 +305,8 @@ def _health_reporter(record: HealthRecord) -> Callable[[DhcpHealth], None]:
 async def _start_nfs(paths: Paths, holder: CatalogHolder, bind: IPv4Address,
                      jobs: list[Callable[[], Coroutine[Any, Any, None]]],
                      closers: list[Callable[[], Awaitable[None] | None]],
-                     recorder: EventRecorder, limits: Limits) -> None:
+                     recorder: EventRecorder, limits: Limits, *,
+                     view_rescan: float) -> None:
     """Directories, identities, views and unions first, then the NFS server; again on every
     change. A `union=server` node's union is remounted when the node fetches its boot script
     (once per boot, seconds before its initramfs mounts the root), so it sees the image as it
@@ -310,6 +315,8 @@ async def _start_nfs(paths: Paths, holder: CatalogHolder, bind: IPv4Address,
     cluster = holder.cluster
     lock = asyncio.Lock()
     await asyncio.to_thread(apply_nfs, cluster, paths)
+    jobs.append(lambda: keep_views_current(lambda: holder.cluster, paths,
+                                           interval=view_rescan, lock=lock))
     ganesha = cluster.settings.nfs_server is NfsServerKind.GANESHA
     target = ExportTarget(bind=bind if ganesha else None)
 

@@ -56,6 +56,12 @@ class NfsClient:
             raise NfsClientError(f"nfs-ls {path}: {proc.stderr}")
         return [line.split()[-1] for line in proc.stdout.splitlines() if line.strip()]
 
+    def lists_nothing(self, path: str | Path) -> bool:
+        """Directory `path` is empty, absent or not listable (a masked view's emptied
+        directory keeps its mode, and 0700 refuses the view's squashed users)."""
+        proc = self.ls(path)
+        return proc.returncode != 0 or not proc.stdout.strip()
+
     def cat(self, path: str | Path) -> subprocess.CompletedProcess[str]:
         return self.run("nfs-cat", self.url(path))
 
