@@ -102,6 +102,7 @@ def test_export_ids_are_kept_for_life() -> None:
 def test_render_refuses_to_write_an_unmasked_live_root(tmp_path: Path) -> None:
     """Without the image's view, `/` would be written into exports: nothing is written."""
     with pytest.raises(ConfigError, match="live root"):
-        render(BootCatalog(inventory(1)), tmp_path / "boot", tmp_path / "cfg", {})
+        render(BootCatalog(resolve_cluster(inventory(1))), tmp_path / "boot", tmp_path / "cfg",
+               {})
     assert not (tmp_path / "cfg" / "exports").exists()
     assert not (tmp_path / "cfg" / "ganesha.conf").exists()
