@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 import pytest
+from oneroot.ops.paths import Paths
 
 from oneroot.model import Group, Image, NfsServerKind, Node, Settings
 from oneroot.model.inventory import Inventory
@@ -30,7 +31,6 @@ from oneroot.model.resolved import resolve_cluster
 from oneroot.net import MacAddress
 from oneroot.nfs import unmount_view
 from oneroot.ops.nfs_serving import apply_nfs, ganesha_server, nfs_plan
-from oneroot.ops.paths import Paths
 from oneroot.serve.viewwatch import keep_views_current
 from oneroot.testing import nfsclient
 from oneroot.testing.nfsclient import NfsClient
