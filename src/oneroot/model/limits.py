@@ -41,7 +41,7 @@ class Limits:
 
     # Work a node's HTTP/TFTP fetch of its boot script triggers (remount, whiteout pass)
     boot_work_queue: int = 64  # per-node jobs waiting at once; more are dropped (logged)
-    boot_work_debounce: float = 30.0  # seconds after a node's job before it may run again
+    boot_work_debounce: float = 5.0  # seconds after a node's job before it may run again
     # Its boot-script fetch counts as a boot only this long after the node's DHCP answer
     # (a running node, or a forger, fetching the script triggers nothing).
     boot_window: float = 300.0
