@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import click
 
-from oneroot.cli.output import console, emit_json, show_changes, table
+from oneroot.cli.output import console, emit_json, plain, show_changes, table
 from oneroot.cli.state import State, json_option, pass_state
 from oneroot.errors import UsageError
 from oneroot.model.inventory import settings_to_dict
+from oneroot.model.profile import parse_size
 from oneroot.ops import inventory as inv_ops
+from oneroot.ops.statefs import create_state_fs
 
 
 @click.command()
@@ -33,11 +36,30 @@ from oneroot.ops import inventory as inv_ops
 @click.option("--nfs-server", type=click.Choice(["knfsd", "ganesha"]), default=None,
               help="NFS server [default: knfsd if the kernel has nfsd, else ganesha].")
 @click.option("--force", is_flag=True, help="Overwrite the settings of an existing inventory.")
+@click.option("--state-device", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="Partition or LV to hold the state and group dirs (formatted if empty).")
+@click.option("--state-image", "state_image", is_flag=True,
+              help="Without a device: a loop-mounted image file in HOME holds them.")
+@click.option("--state-image-size", default="16G", show_default=True,
+              help="Size of that (sparse) image file.")
 @pass_state
-def init(state: State, /, force: bool, **settings: Any) -> None:
-    """Create the inventory with cluster settings, a `default` group and image."""
+def init(state: State, /, force: bool, state_device: Path | None, state_image: bool,
+         state_image_size: str, **settings: Any) -> None:
+    """Create the inventory with cluster settings, a `default` group and image; with
+    --state-device or --state-image, the state filesystem (layers only, nosuid,nodev, quotas)."""
     show_changes(inv_ops.init_cluster(state.paths, settings, force=force))
     console.print(f"inventory: {state.paths.inventory_db}")
+    if state_device is None and not state_image:
+        console.print("note: the state dir is on the root filesystem; `oneroot init "
+                      "--state-device DEV` (or --state-image) puts the layers on a filesystem "
+                      "of their own (see `oneroot doctor`)")
+        return
+    fs = create_state_fs(state.load().settings, state.paths, device=state_device,
+                         size=parse_size(state_image_size))
+    console.print(plain(f"state filesystem: {fs.source} ({fs.fstype}) on {fs.mountpoint}, "
+                        f"{fs.options}"))
+    console.print("to mount it at boot, add to /etc/fstab (`oneroot serve` mounts it too):")
+    console.print(plain(fs.fstab_line()))
 
 
 @click.group()

@@ -74,11 +74,18 @@ class Profile:
         "firmware of the node: bios or uefi (used by the lab)"))
     ephemeral: bool = field(default=False, metadata=_doc(
         "node's layer read-only with a tmpfs on top: changes lost at reboot"))
+    layer_quota: str = field(default="", metadata=_doc(
+        "limit of the node's own writable layer, e.g. 20G (empty: none; a project quota on "
+        "the state filesystem `oneroot init` made)"))
 
     @property
     def server_union(self) -> bool:
         """The node's layers are unioned on the server (`union=server`), not by its initramfs."""
         return self.union is UnionMode.SERVER
+
+    @property
+    def layer_quota_bytes(self) -> int | None:
+        return parse_size(self.layer_quota) if self.layer_quota else None
 
     @property
     def nfs_option_list(self) -> tuple[str, ...]:
@@ -145,6 +152,8 @@ def check_profile_value(key: str, value: Any) -> ProfileValue:
         check_name("runlevel", text)
     if key == "image":
         check_name("image", text)
+    if key == "layer_quota" and text:
+        parse_size(text)
     if key in ("kernel", "initramfs") and (not text or text.startswith("/") or ".." in
                                           PurePosixPath(text).parts):
         raise InvalidValue(f"{key} {text!r} must be a path inside the boot dir",
@@ -167,3 +176,17 @@ def _check_list(key: str, value: Any) -> tuple[str, ...]:
             raise InvalidValue(f"{key} item {item!r} contains white space",
                                hint="give one item per argument")
     return items
+
+
+_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
+def parse_size(text: str) -> int:
+    """`20G`, `512M`, `1048576` → bytes (binary units); at least 1 MiB."""
+    t = text.strip().upper().removesuffix("B").removesuffix("I")
+    unit = t[-1:] if t[-1:] in _UNITS and not t[-1:].isdigit() else ""
+    number = t[: len(t) - len(unit)]
+    if not number.isdigit() or int(number) * _UNITS[unit] < 1 << 20:
+        raise InvalidValue(f"size {text!r} is not a size of at least 1M",
+                           hint="give e.g. 20G, 512M")
+    return int(number) * _UNITS[unit]

@@ -7,12 +7,14 @@ identity files that changed and never removes anything.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from oneroot.model.paths import ClusterDirs, Paths
 from oneroot.model.resolved import ResolvedCluster
+from oneroot.ops.statefs import apply_layer_quota, make_layer_root
 from oneroot.overlay import (
     IdentityStore,
     LayerDirs,
@@ -21,6 +23,8 @@ from oneroot.overlay import (
     write_identity,
 )
 from oneroot.overlay.identity import SSH_KEY_TYPES
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -67,9 +71,16 @@ def prepare_node(cluster: ResolvedCluster, paths: Paths, name: str, *,
 
     `image_root` overrides where the node's image is on disk (tests; images built elsewhere).
     """
-    root = image_root or Path(cluster.node(name).image.root)
+    r = cluster.node(name)
+    root = image_root or Path(r.image.root)
     dirs = node_layer(cluster.dirs, name)
-    changed = ensure_layer(dirs)
+    # On the state filesystem, a layer that can carry a quota (a btrfs subvolume).
+    changed = make_layer_root(dirs.root)
+    changed |= ensure_layer(dirs)
+    limit = r.profile.layer_quota_bytes
+    if limit is not None and apply_layer_quota(dirs.root, limit) == "none":
+        log.warning("statefs.quota_unenforced node=%s dir=%s hint=%s", name, dirs.root,
+                    "the node's layer is not on the state filesystem (oneroot init)")
     result = write_identity(dirs, node_identity(cluster, name, root),
                             IdentityStore(paths.identity_dir(name), ssh_keygen=ssh_keygen,
                                           key_types=ssh_key_types),

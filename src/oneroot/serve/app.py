@@ -39,6 +39,7 @@ from oneroot.ops.nfs_serving import (
     nfs_plan,
     remount_union_for_boot,
 )
+from oneroot.ops.statefs import mount_for_serve
 from oneroot.ops.status import read_status
 from oneroot.ops.views import VIEW_RESCAN_SECONDS
 from oneroot.overlay.whiteouts import normalize_whiteouts
@@ -314,6 +315,8 @@ async def _start_nfs(paths: Paths, holder: CatalogHolder, bind: IPv4Address,
     from interleaving."""
     cluster = holder.cluster
     lock = asyncio.Lock()
+    # The state filesystem first (after a reboot without an fstab line, it is not mounted).
+    await asyncio.to_thread(mount_for_serve, cluster.settings, paths)
     await asyncio.to_thread(apply_nfs, cluster, paths)
     jobs.append(lambda: keep_views_current(lambda: holder.cluster, paths,
                                            interval=view_rescan, lock=lock))
