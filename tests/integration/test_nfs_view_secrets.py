@@ -23,13 +23,15 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 import pytest
-from oneroot.ops.paths import Paths
 
 from oneroot.model import Group, Image, NfsServerKind, Node, Settings
 from oneroot.model.inventory import Inventory
-from oneroot.model.resolved import resolve_cluster
+from oneroot.model.paths import Paths
+from oneroot.model.resolved import ResolvedCluster, resolve_cluster
 from oneroot.net import MacAddress
 from oneroot.nfs import unmount_view
+from oneroot.ops.doctor import Level
+from oneroot.ops.doctor_server import check_views
 from oneroot.ops.nfs_serving import apply_nfs, ganesha_server, nfs_plan
 from oneroot.serve.viewwatch import keep_views_current
 from oneroot.testing import nfsclient
@@ -163,7 +165,7 @@ def test_no_secret_of_a_server_root_is_readable(server_root: Path) -> None:
                 watch = asyncio.create_task(keep_views_current(
                     lambda: inv, paths, interval=2.0, lock=lock))
                 try:
-                    await asyncio.to_thread(_prove_live, client, server_root)
+                    await asyncio.to_thread(_prove_live, client, server_root, inv, paths)
                 finally:
                     watch.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
@@ -188,7 +190,7 @@ def _prove_masked(client: Prefixed) -> None:
     assert "shadow" not in client.ls("/etc") and "swapfile" not in client.ls("/")
 
 
-def _prove_live(client: Prefixed, root: Path) -> None:
+def _prove_live(client: Prefixed, root: Path, cluster: ResolvedCluster, paths: Paths) -> None:
     # A new secret, after the view is up: a file only its owner may read, and a new
     # top-level directory outside the system directories.
     _write(root / "etc/newservice/token", 0o600, MUNGE_UID, MUNGE_UID)
@@ -196,9 +198,14 @@ def _prove_live(client: Prefixed, root: Path) -> None:
     # all_squash: unreadable at once, even before the rescan masks it
     first = client.cat("/etc/newservice/token")
     assert first.returncode != 0, "a new 0600 file must never be readable"
+    # doctor sees what the view does not hide yet (unless the rescan was quicker)
+    [view] = check_views(cluster, paths)
+    assert view.level is Level.ERROR or _hidden(client, "/data/export.csv"), view
     deadline = time.monotonic() + 60
     pending = {"/etc/newservice/token", "/data/export.csv"}
     while pending and time.monotonic() < deadline:
         pending = {p for p in pending if not _hidden(client, p)}
         time.sleep(1)
     assert not pending, f"still visible after 60 s: {pending}"
+    [view] = check_views(cluster, paths)
+    assert view.level is Level.OK, view

@@ -22,6 +22,8 @@ import pytest
 from oneroot.model.paths import Paths
 from oneroot.model.resolved import resolve_cluster
 from oneroot.nfs.view import mount_at
+from oneroot.ops.doctor import Level
+from oneroot.ops.doctor_server import check_state_fs
 from oneroot.ops.nodes_fs import prepare_nodes
 from oneroot.ops.statefs import create_state_fs, load_config, mount_for_serve
 from oneroot.testing.inventory import make_inventory, make_node, settings_under
@@ -78,6 +80,12 @@ def test_layers_on_their_own_filesystem_with_a_quota_each(base: Path) -> None:
     assert stat.S_IMODE(os.stat(paths.home / "state.img").st_mode) == 0o600
 
     prepare_nodes(resolve_cluster(inv), paths, image_root=image, ssh_key_types=("ed25519",))
+    # doctor: layers only, nosuid,nodev, quotas, 0700
+    assert [f.level for f in check_state_fs(settings)] == [Level.OK]
+    (base / "state/backup.tar").write_text("not a layer\n")
+    found = list(check_state_fs(settings))
+    assert found[0].level is Level.ERROR and "backup.tar" in found[0].message
+    (base / "state/backup.tar").unlink()
     node01 = base / "state/systems/node01/upper"
     node02 = base / "state/systems/node02/upper"
     written, err = _fill(node01, 64)

@@ -386,3 +386,9 @@ def unmount_view(spec: ViewSpec) -> None:
     if mount_at(spec.upper_mount, mounts) is not None:
         _run("umount", str(spec.upper_mount))
     log.info("nfs.view.unmounted image=%s", spec.name)
+
+
+def shows(spec: ViewSpec) -> list[Mask]:
+    """The masks a mounted view does not apply yet (for `oneroot doctor`)."""
+    owned = {rel for rel, _ in spec.policy.owned}
+    return [m for m in masks_of(spec) if m.path not in owned and _shows(spec, m)]

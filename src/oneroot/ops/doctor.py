@@ -15,7 +15,7 @@ import os
 import struct
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from oneroot.errors import OnerootError
 from oneroot.model.cluster import DhcpMode, Image, NfsServerKind
@@ -88,6 +88,9 @@ def run_checks(inv: Inventory | None, paths: Paths, *,
         return findings
     findings += check_images(cluster, host)
     findings += check_inventory(cluster, host)
+    from oneroot.ops import doctor_server  # it builds on this module's findings
+
+    findings += doctor_server.server_checks(cluster, paths, host)
     return findings
 
 
@@ -381,14 +384,25 @@ def _check_image(image: Image, host: Host, *, kernels: dict[str, str]
     if wanted and wanted not in releases:
         yield error(check, f"no /lib/modules/{wanted} for the nodes' kernel "
                            f"(the image has: {', '.join(releases) or 'none'})",
-                    f"install linux-image-{wanted} in the image, or rebuild it with "
-                    f"`oneroot image create {image.name} --kernel {wanted}`")
+                    _modules_fix(image, f"install linux-image-{wanted} in the image, or "
+                                 "rebuild it with "
+                                 f"`oneroot image create {image.name} --kernel {wanted}`",
+                                 f"linux-image-{wanted}"))
     elif not releases:
         yield warning(check, "no kernel modules in the image: nodes cannot load drivers "
                              "after switch_root",
-                      f"rebuild it: `oneroot image create {image.name}`")
+                      _modules_fix(image, f"rebuild it: `oneroot image create {image.name}`",
+                                   "linux-image-amd64"))
     else:
         yield ok(check, f"kernel modules for {wanted or ', '.join(releases)}")
+
+
+def _modules_fix(image: Image, rebuild: str, package: str) -> str:
+    """A live root (`/`) is this server's own system: never advise rebuilding it."""
+    if image.root == PurePosixPath("/"):
+        return (f"this image is the server's own root: install {package} on the server "
+                "(`apt-get install " + package + "`); its modules then show through the view")
+    return rebuild
 
 
 # -- inventory -----------------------------------------------------------------------------------

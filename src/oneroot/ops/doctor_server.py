@@ -1,0 +1,224 @@
+"""`oneroot doctor` on a real server: the network interface and its address, the state
+filesystem rule (layers only, nosuid,nodev, quotas), the masked views' masks, and knfsd's state
+(`nfsd` running, `exportfs -v` showing what oneroot applied). Reads only.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import stat
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path, PurePosixPath
+
+from oneroot.errors import OnerootError
+from oneroot.model.cluster import NfsServerKind, Settings
+from oneroot.model.paths import Paths
+from oneroot.model.resolved import ResolvedCluster
+from oneroot.nfs.knfsd import EXPORTS_FILE
+from oneroot.nfs.view import filesystem_of, mount_at, read_mounts
+from oneroot.nfs.view import shows as view_shows
+from oneroot.ops.doctor import Finding, Host, error, ok, warning
+from oneroot.ops.statefs import ALLOWED_TOP
+from oneroot.render.cluster import needs_view
+
+
+def server_checks(cluster: ResolvedCluster, paths: Paths, host: Host) -> list[Finding]:
+    s = cluster.settings
+    findings = [*check_interface(s), *check_state_fs(s)]
+    findings += check_views(cluster, paths)
+    if s.nfs_server is NfsServerKind.KNFSD:
+        findings += check_knfsd(host)
+    return findings
+
+
+# -- interface -----------------------------------------------------------------------------------
+
+def interface_addresses(name: str) -> list[ipaddress.IPv4Interface] | None:
+    """The IPv4 addresses on interface `name` (`ip -j addr`), or None if it does not exist."""
+    proc = subprocess.run(["ip", "-j", "-4", "addr", "show", "dev", name], capture_output=True,
+                          text=True, timeout=10, check=False, stdin=subprocess.DEVNULL)
+    if proc.returncode != 0:
+        return None
+    try:
+        doc = json.loads(proc.stdout or "[]")
+    except ValueError:
+        return None
+    if not doc:
+        return None
+    return [ipaddress.IPv4Interface(f"{a['local']}/{a['prefixlen']}")
+            for link in doc for a in link.get("addr_info", []) if a.get("family") == "inet"]
+
+
+def check_interface(s: Settings) -> list[Finding]:
+    addresses = interface_addresses(s.interface)
+    if addresses is None:
+        return [error("interface", f"interface {s.interface} does not exist: DHCP, TFTP and "
+                                   "NFS would serve nothing",
+                      "`oneroot settings set interface=IFACE` (see `ip -br link`)")]
+    if s.server_address not in [a.ip for a in addresses]:
+        have = ", ".join(str(a) for a in addresses) or "no IPv4 address"
+        return [error("interface", f"{s.interface} has {have}, not the server address "
+                                   f"{s.server_address}",
+                      f"`ip addr add {s.server_address}/{s.subnet.prefixlen} dev "
+                      f"{s.interface}` (and make it permanent), or `oneroot settings set "
+                      "server_address=ADDR`")]
+    return [ok("interface", f"{s.interface} has {s.server_address}")]
+
+
+# -- the state filesystem ------------------------------------------------------------------------
+
+def mount_flags(path: Path) -> set[str]:
+    """Per-mount flags (nosuid, nodev, ro…) of the mount at exactly `path`."""
+    flags: set[str] = set()
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        fields = line.split()
+        if len(fields) > 5 and fields[4] == str(path):
+            flags = set(fields[5].split(","))
+    return flags
+
+
+def check_state_fs(s: Settings) -> Iterator[Finding]:
+    """The layers' filesystem holds layers only (a forged handle for its root reaches
+    nothing else), is nosuid,nodev, can enforce quotas; the state dir is 0700."""
+    state = Path(s.state_dir)
+    entry = filesystem_of(state)
+    if entry is None or entry.mount_point == Path("/") or entry.mount_point in \
+            [Path(p) for p in ("/var", "/var/lib", "/srv", "/home")]:
+        where = entry.mount_point if entry else "?"
+        yield error("state-fs", f"the state dir {state} is on the filesystem mounted at "
+                                f"{where}, which holds more than layers: with knfsd, a node "
+                                "that forges a file handle reads all of it",
+                    "`oneroot init --state-device DEV` (or --state-image) gives the layers a "
+                    "filesystem of their own")
+        return
+    mine = {PurePosixPath(d).relative_to(PurePosixPath(entry.mount_point)).parts[0]
+            for d in (s.state_dir, s.group_dir)
+            if PurePosixPath(d).is_relative_to(PurePosixPath(entry.mount_point))
+            and PurePosixPath(d) != PurePosixPath(entry.mount_point)}
+    others = sorted(set(os.listdir(entry.mount_point)) - mine - ALLOWED_TOP) \
+        if state != entry.mount_point else []
+    if others:
+        yield error("state-fs", f"the state filesystem ({entry.mount_point}) holds more than "
+                                f"layers: {', '.join(others[:5])}",
+                    "move them off it: it must hold only the state and group dirs")
+    else:
+        yield ok("state-fs", f"layers on their own filesystem ({entry.fstype} at "
+                             f"{entry.mount_point})")
+    missing = {"nosuid", "nodev"} - mount_flags(entry.mount_point)
+    if missing:
+        yield error("state-fs", f"{entry.mount_point} is mounted without "
+                                f"{', '.join(sorted(missing))}: a node's setuid file or device "
+                                "node would act on the server",
+                    f"`mount -o remount,nosuid,nodev {entry.mount_point}` and fix its fstab "
+                    "line")
+    if entry.fstype != "btrfs" and "prjquota" not in entry.options.split(","):
+        yield warning("state-fs", "the state filesystem enforces no quotas: one node can fill "
+                                  "it for all", "recreate it with `oneroot init --state-device`")
+    mode = stat.S_IMODE(os.stat(state).st_mode) if state.is_dir() else 0o700
+    if mode != 0o700:
+        yield warning("state-fs", f"the state dir {state} is mode {mode:04o}, not 0700",
+                      f"chmod 0700 {state}")
+
+
+# -- masked views -------------------------------------------------------------------------------
+
+def check_views(cluster: ResolvedCluster, paths: Paths) -> Iterator[Finding]:
+    from oneroot.ops.nfs_serving import nfs_plan  # heavy; only when there is a live root
+
+    s = cluster.settings
+    if not any(needs_view(i.root, state_dir=s.state_dir, group_dir=s.group_dir)
+               for i in cluster.images.values()):
+        return
+    try:
+        plan = nfs_plan(cluster, paths)
+    except OnerootError as exc:
+        yield error("view", str(exc), exc.hint or "")
+        return
+    mounts = read_mounts()
+    for name, spec in sorted(plan.views.items()):
+        check = f"view:{name}"
+        if mount_at(spec.mountpoint, mounts) is None:
+            yield warning(check, f"the masked view of image {name} is not mounted (nodes "
+                                 "cannot mount their root)", "`oneroot nfs apply`, or start "
+                                                             "`oneroot serve`")
+            continue
+        showing = view_shows(spec)
+        if showing:
+            listed = ", ".join(f"/{m.path} ({m.reason})" for m in showing[:5])
+            yield error(check, f"the view of image {name} shows {len(showing)} path(s) it "
+                               f"must hide: {listed}",
+                        "`oneroot nfs apply` masks them (serve does every 30 s); a "
+                        "directory too big to empty live needs the view remounted")
+        else:
+            yield ok(check, f"the view of image {name} hides everything it must "
+                            "(`oneroot image show " + name + "` lists it)")
+
+
+# -- knfsd ----------------------------------------------------------------------------------------
+
+def applied_exports(exports_file: Path) -> set[tuple[str, str]]:
+    """(path, client) of every line of oneroot's exports file."""
+    pairs: set[tuple[str, str]] = set()
+    try:
+        lines = exports_file.read_text().splitlines()
+    except OSError:
+        return pairs
+    for line in lines:
+        if not line.strip() or line.startswith("#"):
+            continue
+        path, *clients = line.split()
+        for c in clients:
+            pairs.add((path.replace("\\040", " "), c.split("(", 1)[0]))
+    return pairs
+
+
+def exportfs_pairs(text: str) -> set[tuple[str, str]]:
+    """(path, client) from `exportfs -v` (a long path puts its client on the next line)."""
+    pairs: set[tuple[str, str]] = set()
+    path = None
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        if not line[0].isspace():
+            words = line.split()
+            path = words[0]
+            if len(words) > 1:
+                pairs.add((path, words[1].split("(", 1)[0]))
+        elif path is not None:
+            pairs.add((path, line.split()[0].split("(", 1)[0]))
+    return pairs
+
+
+def check_knfsd(host: Host, *, exports_file: Path = EXPORTS_FILE,
+                exportfs: str = "exportfs") -> Iterator[Finding]:
+    threads = host.proc / "fs" / "nfsd" / "threads"
+    try:
+        running = int(threads.read_text().split()[0]) > 0
+    except (OSError, ValueError, IndexError):
+        yield error("knfsd", "nfsd is not loaded (no /proc/fs/nfsd)",
+                    "`modprobe nfsd` and `systemctl enable --now nfs-server`")
+        return
+    if not running:
+        yield error("knfsd", "nfsd is loaded but runs no threads",
+                    "`systemctl start nfs-server`")
+        return
+    proc = subprocess.run([exportfs, "-v"], capture_output=True, text=True, timeout=30,
+                          check=False, stdin=subprocess.DEVNULL)
+    live = exportfs_pairs(proc.stdout)
+    wanted = applied_exports(exports_file)
+    missing, extra = sorted(wanted - live), sorted(live - wanted)
+    if missing:
+        yield error("knfsd", f"{len(missing)} export(s) oneroot applied are not active: "
+                             + ", ".join(f"{p} {c}" for p, c in missing[:5]),
+                    "`exportfs -ra` (or `oneroot nfs apply`); a view export needs its view "
+                    "mounted (`mp`)")
+    if extra:
+        yield warning("knfsd", f"{len(extra)} active export(s) are not oneroot's: "
+                               + ", ".join(f"{p} {c}" for p, c in extra[:5]),
+                      "check /etc/exports and /etc/exports.d: each one is open to its clients")
+    if not missing and not extra:
+        yield ok("knfsd", f"nfsd runs; exportfs shows the {len(wanted)} export(s) oneroot "
+                          "applied")

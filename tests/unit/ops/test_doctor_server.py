@@ -1,0 +1,103 @@
+"""`oneroot doctor` on a real server: interface and address (real `ip`), the state filesystem
+rule, knfsd's state (a stand-in `exportfs`: this kernel has no nfsd), and no rebuild advice for
+the server's own `/`."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from pathlib import Path, PurePosixPath
+
+from oneroot.model.cluster import Image, Settings
+from oneroot.model.resolved import resolve_cluster
+from oneroot.ops import doctor
+from oneroot.ops.doctor import Host, Level
+from oneroot.ops.doctor_server import (
+    check_interface,
+    check_knfsd,
+    check_state_fs,
+    exportfs_pairs,
+)
+from oneroot.testing.inventory import make_inventory
+
+
+def test_a_missing_interface_is_an_error() -> None:
+    [found] = check_interface(Settings(interface="eth9"))
+    assert found.level is Level.ERROR and "eth9 does not exist" in found.message
+
+
+def test_the_server_address_must_be_on_the_interface() -> None:
+    [found] = check_interface(Settings(interface="lo"))  # 10.0.0.1 is not on lo
+    assert found.level is Level.ERROR and "not the server address 10.0.0.1" in found.message
+    [good] = check_interface(Settings(interface="lo",
+                                      server_address=ipaddress.IPv4Address("127.0.0.1")))
+    assert good.level is Level.OK
+
+
+def test_a_state_dir_on_the_root_filesystem_is_refused(tmp_path: Path) -> None:
+    state = Path("/var/tmp") / f"oneroot-doctor-{os.getpid()}"
+    settings = Settings(state_dir=PurePosixPath(state / "systems"),
+                        group_dir=PurePosixPath(state / "groups"))
+    found = list(check_state_fs(settings))
+    assert found[0].level is Level.ERROR and "holds more than layers" in found[0].message
+    assert "--state-device" in found[0].fix
+
+
+def test_exportfs_output_is_parsed() -> None:
+    text = ("/var/lib/oneroot/views/default\n"
+            "\t\t10.0.0.0/24(sync,wdelay,hide,crossmnt,no_subtree_check,fsid=1,mountpoint,"
+            "sec=sys,ro,secure,all_squash)\n"
+            "/var/state/systems/node01\n\t\t10.0.0.11(sync,wdelay,rw)\n"
+            "/short   10.0.0.12(ro)\n")
+    assert exportfs_pairs(text) == {("/var/lib/oneroot/views/default", "10.0.0.0/24"),
+                                    ("/var/state/systems/node01", "10.0.0.11"),
+                                    ("/short", "10.0.0.12")}
+
+
+def _fake_nfsd(tmp_path: Path, threads: str, exportfs_output: str) -> tuple[Host, str]:
+    proc = tmp_path / "proc"
+    (proc / "fs/nfsd").mkdir(parents=True)
+    (proc / "fs/nfsd/threads").write_text(threads)
+    exportfs = tmp_path / "exportfs"
+    exportfs.write_text("#!/bin/sh\ncat <<'EOF'\n" + exportfs_output + "EOF\n")
+    exportfs.chmod(0o755)
+    return Host(proc=proc, dev=tmp_path, root=Path("/")), str(exportfs)
+
+
+def test_knfsd_not_loaded_or_idle(tmp_path: Path) -> None:
+    [found] = check_knfsd(Host(proc=tmp_path, dev=tmp_path))
+    assert found.level is Level.ERROR and "not loaded" in found.message
+    host, exportfs = _fake_nfsd(tmp_path, "0\n", "")
+    [idle] = check_knfsd(host, exportfs=exportfs)
+    assert "no threads" in idle.message
+
+
+def test_knfsd_exports_must_match_what_oneroot_applied(tmp_path: Path) -> None:
+    exports = tmp_path / "oneroot.exports"
+    exports.write_text("# generated\n/v/default 10.0.0.0/24(ro,all_squash)\n"
+                       "/s/node01 10.0.0.11(rw)\n")
+    host, exportfs = _fake_nfsd(tmp_path, "8\n", "/v/default\t10.0.0.0/24(ro)\n"
+                                                "/home\t*(rw)\n")
+    found = list(check_knfsd(host, exports_file=exports, exportfs=exportfs))
+    assert [f.level for f in found] == [Level.ERROR, Level.WARNING]
+    assert "/s/node01 10.0.0.11" in found[0].message  # applied, not active
+    assert "/home *" in found[1].message  # active, not ours
+    host, exportfs = _fake_nfsd(tmp_path / "b", "8\n", "/v/default\t10.0.0.0/24(ro)\n"
+                                                       "/s/node01\t10.0.0.11(rw)\n")
+    [good] = check_knfsd(host, exports_file=exports, exportfs=exportfs)
+    assert good.level is Level.OK
+
+
+def test_no_rebuild_advice_for_the_servers_own_root(tmp_path: Path) -> None:
+    """A `/` image without kernel modules: install the kernel on the server, never
+    `oneroot image create` (which would make a different image)."""
+    root = tmp_path / "server"
+    (root / "sbin").mkdir(parents=True)
+    (root / "sbin/init").symlink_to("/lib/systemd/systemd")
+    (root / "lib/systemd").mkdir(parents=True)
+    (root / "lib/systemd/systemd").write_text("")
+    inv = make_inventory(images=[Image(name="default", root=PurePosixPath("/"))])
+    found = list(doctor.check_images(resolve_cluster(inv), Host(root=root)))
+    assert any("kernel modules" in f.message for f in found)
+    assert not any("image create" in f.fix for f in found), found
+    assert any("install linux-image" in f.fix for f in found)
