@@ -254,16 +254,15 @@ def set_project_limit(device: str, project: int, limit: int | None) -> None:
 
 
 def make_layer_root(root: Path) -> bool:
-    """Create a node's layer directory: on a btrfs state filesystem a subvolume (its qgroup
-    carries the node's limit), else a plain directory. False when it existed."""
-    if os.path.lexists(root):
+    """On a btrfs state filesystem, create a node's layer directory as a subvolume (its
+    qgroup carries the node's limit). False when it exists or is left to `ensure_layer`."""
+    if os.path.lexists(root) or not root.parent.is_dir():
         return False
     parent = filesystem_of(root.parent)
-    if parent is not None and parent.fstype == "btrfs" and parent.source.startswith("/dev/"):
-        _run("btrfs", "-q", "subvolume", "create", str(root))
-        os.chmod(root, 0o755)
-        return True
-    root.mkdir(mode=0o755)
+    if parent is None or parent.fstype != "btrfs" or not parent.source.startswith("/dev/"):
+        return False
+    _run("btrfs", "-q", "subvolume", "create", str(root))
+    os.chmod(root, 0o755)
     return True
 
 

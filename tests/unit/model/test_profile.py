@@ -33,7 +33,7 @@ def test_defaults_as_text_values() -> None:
         "image": "default", "kernel": "vmlinuz", "initramfs": "initramfs.img", "runlevel": "",
         "kernel_args": (), "extra_layers": (), "group_layer": False, "nfs_options": "",
         "union": "client", "bios_loader": "ipxe", "uefi_loader": "ipxe", "firmware": "bios",
-        "ephemeral": False,
+        "ephemeral": False, "layer_quota": "",
     }
     # the text form holds plain values, not enums (JSON and tables print them as they are)
     assert all(type(v) in (str, bool, tuple) for v in DEFAULT_PROFILE.values())
