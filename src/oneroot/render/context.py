@@ -91,8 +91,9 @@ class ImageExport:
     name: str
     path: PurePosixPath
     export_id: int
-    # `path` is the masked view of a live root (`nfs.view`): exported `all_squash`, so even a
-    # file the view has not masked yet is read as nobody, and (knfsd) only while mounted.
+    # `path` is the masked view of a live root (`nfs.view`): knfsd exports it only while it
+    # is mounted (`mp`). Not squashed, as any image (docs/security.md): a node's root must
+    # traverse its own 0700 directories (fuse-overlayfs copies `/root` up as root).
     view: bool = False
 
 
@@ -170,14 +171,13 @@ class NfsExport:
     fsid: int | None = None
     # Map a client's uid 0 to the anonymous user (docs/security.md says where and why).
     root_squash: bool = False
-    # A live root's masked view: every uid squashed, and knfsd exports it only while
-    # mounted (`mp`).
+    # A live root's masked view: knfsd exports it only while mounted (`mp`), so an
+    # unmounted view never exports the empty directory under it on the root filesystem.
     masked_view: bool = False
 
     @property
     def knfsd_options(self) -> str:
-        squash = ("all_squash" if self.masked_view else
-                  "root_squash" if self.root_squash else "no_root_squash")
+        squash = "root_squash" if self.root_squash else "no_root_squash"
         options = [self.access.value, "sync", squash, "no_subtree_check"]
         if self.masked_view:
             options.append("mp")
@@ -193,5 +193,4 @@ class NfsExport:
 
     @property
     def ganesha_squash(self) -> str:
-        return ("All_Squash" if self.masked_view else
-                "Root_Squash" if self.root_squash else "No_Root_Squash")
+        return "Root_Squash" if self.root_squash else "No_Root_Squash"

@@ -29,7 +29,7 @@ def test_ganesha_exports_the_view_at_pseudo_root() -> None:
     assert PurePosixPath("var/state/systems/node01") in view.junctions
     # identity store, inventory
     assert (PurePosixPath("var/lib/oneroot"), "oneroot home") in view.policy.owned
-    assert "Squash = All_Squash;" in plan.text.split("# image default")[1].split("}\n}")[0]
+    assert "Attr_Expiration_Time = 10;" in plan.text.split("# image default")[1].split("}\n}")[0]
 
 
 def test_an_image_directory_is_exported_as_is() -> None:
@@ -41,7 +41,7 @@ def test_an_image_directory_is_exported_as_is() -> None:
 def test_knfsd_exports_the_view_path() -> None:
     plan = nfs_plan(resolve_cluster(_inv()), Paths(), kind=NfsServerKind.KNFSD)
     lines = [ln for ln in plan.text.splitlines() if ln and not ln.startswith("#")]
-    assert lines[0].startswith("/var/lib/oneroot/views/default 10.0.0.0/24(ro,sync,all_squash,"
+    assert lines[0].startswith("/var/lib/oneroot/views/default 10.0.0.0/24(ro,sync,no_root_squash,"
                                "no_subtree_check,mp,")
     assert "/var/state/systems/node01 10.0.0.11(rw," in plan.text
     assert not any(ln.startswith("/ ") for ln in lines)  # never `/` itself

@@ -41,7 +41,7 @@ def test_every_file_says_it_is_generated(cluster: ClusterContext) -> None:
 def test_exports_match_the_seed(cluster: ClusterContext) -> None:
     lines = [ln for ln in render_exports(cluster).splitlines() if ln and not ln.startswith("#")]
     assert ("/var/lib/oneroot/views/default "
-            "10.0.0.0/24(ro,sync,all_squash,no_subtree_check,mp,crossmnt,fsid=1)") in lines
+            "10.0.0.0/24(ro,sync,no_root_squash,no_subtree_check,mp,crossmnt,fsid=1)") in lines
     assert ("/var/state/systems/node01 10.0.0.11(rw,sync,no_root_squash,no_subtree_check)"
             in lines)
     assert ("/var/state/groups/compute 10.0.0.12(ro,sync,root_squash,no_subtree_check) "
@@ -200,7 +200,8 @@ def test_a_live_root_is_never_exported_unmasked(cluster: ClusterContext, root: s
             render(live)
     masked = dataclasses.replace(cluster, images=(ImageExport(
         name="default", path=PurePosixPath("/v/default"), export_id=1, view=True),))
-    assert "\n/v/default 10.0.0.0/24(ro,sync,all_squash," in render_exports(masked)
+    assert "\n/v/default 10.0.0.0/24(ro,sync,no_root_squash,no_subtree_check,mp," in \
+        render_exports(masked)
     ganesha = render_ganesha(masked)
     block = ganesha[ganesha.index("# image default"):]
-    assert block.index("Squash = All_Squash;") < block.index("}\n}")
+    assert block.index("Attr_Expiration_Time = 10;") < block.index("}\n}")
