@@ -5,7 +5,8 @@ exported through its view by the real nfs-ganesha on 127.0.0.1; the userspace NF
 The secrets are made world-readable (0644) where a rule names them, so only the view's rules
 stand between them and the node; the others carry the mode a real server gives them, owned by
 another user (the node claims any uid with AUTH_SYS). Then, with the view up, new secrets
-appear: the rescan `oneroot serve` runs hides them within its interval (2 s here; 30 s by default; the issue asks for a minute).
+appear: the rescan `oneroot serve` runs hides them within its interval (2 s here; 30 s by
+default; the issue asks for a minute).
 """
 
 from __future__ import annotations
