@@ -52,8 +52,12 @@ def image_use(state: State, root: Path, name: str, init_system: str | None,
 @json_option
 @pass_state
 def image_show(state: State, name: str, as_json: bool) -> None:
-    """What nodes see of image NAME: for a live root (`/`), every masked path and why."""
+    """What nodes see of image NAME (or of the image whose root is NAME, e.g. `/`): for a
+    live root, every masked path and why."""
     inv = state.load()
+    if name.startswith("/"):
+        name = next((i.name for i in sorted(inv.images.values(), key=lambda i: i.name)
+                     if str(i.root) == str(Path(name).resolve())), name)
     image = inv.images.get(name)
     report = view_report(resolve_cluster(inv), state.paths, name)
     if image is None or report is None:
