@@ -29,13 +29,11 @@ def nfs_apply(state: State) -> None:
 @json_option
 @pass_state
 def nfs_status_cmd(state: State, as_json: bool) -> None:
-    doc = nfs_status(state.cluster(), state.paths)
+    st = nfs_status(state.cluster(), state.paths)
     if as_json:
-        emit_json(doc)
+        emit_json(st.as_json())
         return
-    console.print(f"server: {doc['server']}  ganesha pid: {doc['ganesha_pid'] or '-'}  "
-                  f"config: {doc['config']}")
-    exports = doc["exports"]
-    assert isinstance(exports, list)
+    console.print(f"server: {st.server.value}  ganesha pid: {st.ganesha_pid or '-'}  "
+                  f"config: {st.config}")
     table(None, ["export", "access", "clients"],
-          [(e["path"], e["access"], ", ".join(e["clients"])) for e in exports])
+          [(str(e.path), e.access.value, ", ".join(e.clients)) for e in st.exports])

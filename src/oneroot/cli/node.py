@@ -160,10 +160,10 @@ def node_rm(state: State, pattern: str, yes: bool, keep_dir: bool) -> None:
 @pass_state
 def node_unknown(state: State, as_json: bool) -> None:
     """Machines DHCP saw that are not in the inventory (discovery)."""
-    rows = lease_ops.unknown_clients(state.paths)
+    clients = lease_ops.unknown_clients(state.paths)
     if as_json:
-        emit_json(rows)
+        emit_json([c.as_json() for c in clients])
         return
     table(None, ["mac", "address", "arch", "vendor class", "first seen", "last seen"],
-          [(r["mac"], r.get("address"), r.get("arch"), r.get("vendor_class"),
-            r.get("first_seen"), r.get("last_seen")) for r in rows])
+          [(str(c.mac), str(c.address) if c.address is not None else None, c.arch,
+            c.vendor_class, c.first_seen_text, c.last_seen_text) for c in clients])

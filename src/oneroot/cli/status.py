@@ -14,22 +14,21 @@ from rich.table import Table
 from oneroot.cli.output import console, emit_json, err_console, plain, table
 from oneroot.cli.state import State, json_option, pass_state
 from oneroot.ops.health import health_warnings
-from oneroot.ops.status import read_status
+from oneroot.ops.status import StatusReport, read_status
 
 COLUMNS = ("node", "ip", "stage", "since", "detail")
 
 
-def _status_rows(doc: dict[str, Any]) -> list[tuple[Any, ...]]:
+def _status_rows(report: StatusReport) -> list[tuple[Any, ...]]:
     rows = []
-    for n in doc["nodes"]:
-        when = (datetime.datetime.fromtimestamp(n["time"]).strftime("%H:%M:%S")
-                if n["time"] else "-")
-        detail = n["detail"].get("message") or n["detail"].get("status") or ""
-        rows.append((n["node"], n["ip"], n["stage"], when, detail))
+    for n in report.nodes:
+        when = (datetime.datetime.fromtimestamp(n.time).strftime("%H:%M:%S")
+                if n.time else "-")
+        rows.append((n.node, str(n.ip), n.stage, when, n.detail_text))
     return rows
 
 
-def _live_table(doc: dict[str, Any]) -> Table:
+def _live_table(doc: StatusReport) -> Table:
     t = Table(box=None, header_style="bold", title="oneroot status (Ctrl-C to stop)",
               title_justify="left")
     for col in COLUMNS:
@@ -47,22 +46,22 @@ def _live_table(doc: dict[str, Any]) -> Table:
 def status(state: State, as_json: bool, watch: bool, interval: float) -> None:
     """Each node's last boot stage and when it reached it."""
 
-    def document() -> dict[str, Any]:
-        return read_status(state.paths, state.load())
+    def document() -> StatusReport:
+        return read_status(state.paths, state.cluster())
 
     if as_json and not watch:
-        emit_json(document())
+        emit_json(document().as_json())
         return
     if not watch:
         doc = document()
         table(None, list(COLUMNS), _status_rows(doc))
-        for warning in health_warnings(doc.get("server") or {}):
+        for warning in health_warnings(dict(doc.server)):
             err_console.print(plain(f"warning: {warning}", style="bold red"))
         return
     if as_json:
         try:
             while True:
-                emit_json(document())
+                emit_json(document().as_json())
                 sys.stdout.flush()
                 time.sleep(interval)
         except KeyboardInterrupt:

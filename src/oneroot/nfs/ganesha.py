@@ -75,7 +75,7 @@ def render_config(ctx: ClusterContext, views: Mapping[str, Path]) -> str:
     `server:/` still names the image root over NFSv4 (NFSv3 mounts the Path: v4 only here).
     Other exports keep Pseudo = Path.
     """
-    text = render_ganesha(with_views(ctx, {name: PurePosixPath(str(path))
+    text = render_ganesha(with_views(ctx, {name: PurePosixPath(path)
                                            for name, path in views.items()}))
     for image in ctx.images:
         if image.name not in views:

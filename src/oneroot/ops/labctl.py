@@ -43,9 +43,10 @@ from oneroot.lab.netns import (
 )
 from oneroot.lab.qemu import Firmware
 from oneroot.model.paths import Paths
+from oneroot.model.resolved import resolve_cluster
 from oneroot.ops.inventory import open_store
 from oneroot.ops.lab import LabCluster
-from oneroot.ops.status import read_status
+from oneroot.ops.status import NodeBootStatus, read_status
 
 log = logging.getLogger(__name__)
 
@@ -414,16 +415,15 @@ def lab_status(workdir: Path) -> dict[str, Any]:
                message=ctl.message, error=ctl.error, supervisor_pid=ctl.supervisor_pid,
                netns=ctl.netns if ctl.netns in list_netns() else None,
                uptime_seconds=round(time.time() - ctl.started, 1))
-    stages: dict[str, dict[str, Any]] = {}
+    stages: dict[str, NodeBootStatus] = {}
     home = workdir / "home"
     if (home / "inventory.db").exists() and (home / "events.db").exists():
         with contextlib.closing(open_store(Paths(home=home))) as store:
-            inv = store.load()
-        stages = {n["node"]: n for n in read_status(Paths(home=home), inv)["nodes"]}
+            cluster = resolve_cluster(store.load())
+        stages = {n.node: n for n in read_status(Paths(home=home), cluster).nodes}
     for record in ctl.nodes:
-        st = stages.get(record.name, {})
-        detail = st.get("detail") or {}
-        message = detail.get("message", "") if isinstance(detail, dict) else ""
+        st = stages.get(record.name)
+        message = st.detail.get("message", "") if st is not None else ""
         hello = hello_file(workdir, record.name)
         doc["nodes"].append({
             "node": record.name,
@@ -432,8 +432,8 @@ def lab_status(workdir: Path) -> dict[str, Any]:
             "vm": ("running" if is_alive(record.pid, record.start_time)
                    else "off" if record.pid else "-"),
             "pid": record.pid,
-            "stage": st.get("stage", "never booted"),
-            "time": st.get("time"),
+            "stage": st.stage if st is not None else "never booted",
+            "time": st.time if st is not None else None,
             "runlevel": message if str(message).endswith(".target") else None,
             "message": message,
             "serial_log": record.serial_log,

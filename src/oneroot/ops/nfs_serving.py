@@ -22,6 +22,7 @@ import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 from oneroot.errors import ExternalToolError
 from oneroot.fsutil import write_if_changed
@@ -60,7 +61,7 @@ from oneroot.ops.server_union import (
 )
 from oneroot.ops.views import image_view
 from oneroot.render.cluster import nfs_exports, render_exports, with_views
-from oneroot.render.context import ClusterContext
+from oneroot.render.context import ClusterContext, NfsExport
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +131,7 @@ def nfs_plan(cluster: ResolvedCluster, paths: Paths, *, kind: NfsServerKind | No
     else:
         # knfsd has no per-export pseudo path: the view is exported at its own path, and
         # root= must name that path (see the report; not run against a real nfsd here).
-        text = render_exports(with_views(ctx, {name: PurePosixPath(str(v.mountpoint))
+        text = render_exports(with_views(ctx, {name: PurePosixPath(v.mountpoint)
                                                for name, v in views.items()}))
     return NfsPlan(kind=kind, ctx=ctx, views=views, text=text, unions=unions,
                    export_ids=catalog.export_ids)
@@ -279,23 +280,45 @@ def remount_union_for_boot(cluster: ResolvedCluster, paths: Paths, name: str,
         return spec is not None
 
 
-def nfs_status(cluster: ResolvedCluster, paths: Paths) -> dict[str, object]:
-    """For `oneroot nfs status`: server kind, whether ganesha runs, which views are mounted."""
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ViewStatus:
+    mountpoint: Path
+    mounted: bool
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NfsStatus:
+    """For `oneroot nfs status`: server kind, whether ganesha runs, views and exports."""
+
+    server: NfsServerKind
+    ganesha_pid: int | None
+    config: Path
+    views: dict[str, ViewStatus]
+    exports: tuple[NfsExport, ...]
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "server": self.server.value,
+            "ganesha_pid": self.ganesha_pid,
+            "config": str(self.config),
+            "views": {name: {"mountpoint": str(v.mountpoint), "mounted": v.mounted}
+                      for name, v in self.views.items()},
+            "exports": [{"path": str(e.path), "access": e.access.value,
+                         "clients": list(e.clients)} for e in self.exports],
+        }
+
+
+def nfs_status(cluster: ResolvedCluster, paths: Paths) -> NfsStatus:
     files = ganesha_files(paths)
-    pid = running_pid(files)
     plan = nfs_plan(cluster, paths)
-    return {
-        "server": plan.kind.value,
-        "ganesha_pid": pid,
-        "config": str(files.conf if plan.kind is NfsServerKind.GANESHA else EXPORTS_FILE),
-        "views": {name: {"mountpoint": str(v.mountpoint),
-                         "mounted": mount_at(v.mountpoint) is not None}
-                  for name, v in plan.views.items()},
-        "exports": [{"path": str(e.path), "access": e.access.value, "clients": list(e.clients)}
-                    for e in nfs_exports(with_views(plan.ctx, {
-                        name: PurePosixPath(str(v.mountpoint))
-                        for name, v in plan.views.items()}))],
-    }
+    return NfsStatus(
+        server=plan.kind, ganesha_pid=running_pid(files),
+        config=files.conf if plan.kind is NfsServerKind.GANESHA else EXPORTS_FILE,
+        views={name: ViewStatus(mountpoint=v.mountpoint,
+                                mounted=mount_at(v.mountpoint) is not None)
+               for name, v in plan.views.items()},
+        exports=nfs_exports(with_views(plan.ctx, {
+            name: PurePosixPath(v.mountpoint) for name, v in plan.views.items()})))
 
 
 def ganesha_server(cluster: ResolvedCluster, paths: Paths, *,

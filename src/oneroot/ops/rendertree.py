@@ -111,7 +111,7 @@ def render_tree(catalog: BootCatalog, boot_out: Path, config_out: Path,
     if progress is not None:
         progress(total, total)
     cluster = catalog.cluster_context(nfs_protocols=nfs_protocols)
-    exported = with_views(cluster, {n: PurePosixPath(str(p)) for n, p in views.items()})
+    exported = with_views(cluster, {n: PurePosixPath(p) for n, p in views.items()})
     emit(config_out, "exports", "exports", exported, lambda: render_exports(exported))
     emit(config_out, "ganesha.conf", "ganesha", exported,
          lambda: render_config(cluster, views))

@@ -2,39 +2,73 @@
 
 from __future__ import annotations
 
+import ipaddress
 import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from oneroot.inventory.events import EventStore
-from oneroot.model.inventory import Inventory
 from oneroot.model.paths import Paths
+from oneroot.model.resolved import ResolvedCluster
 from oneroot.ops.health import read_health
 
 
-def status_document(inv: Inventory, events: EventStore, *, now: float | None = None
-                    ) -> dict[str, Any]:
-    now = time.time() if now is None else now
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NodeBootStatus:
+    node: str
+    ip: ipaddress.IPv4Address
+    stage: str  # the last boot event's stage, or "never booted"
+    time: float | None
+    age_seconds: float | None
+    detail: Mapping[str, str]
+
+    @property
+    def detail_text(self) -> str:
+        """The detail a person reads first: the message, else the status."""
+        return self.detail.get("message") or self.detail.get("status") or ""
+
+    def as_json(self) -> dict[str, Any]:
+        return {"node": self.node, "ip": str(self.ip), "stage": self.stage, "time": self.time,
+                "age_seconds": self.age_seconds, "detail": self.detail}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StatusReport:
+    time: float
+    nodes: tuple[NodeBootStatus, ...]
+    server: Mapping[str, Any] = field(default_factory=dict)  # the running server's health
+
+    def as_json(self) -> dict[str, Any]:
+        """The document `oneroot status --json` prints and `/api/v1/status` serves."""
+        return {"time": self.time, "nodes": [n.as_json() for n in self.nodes],
+                "server": self.server}
+
+
+def node_statuses(cluster: ResolvedCluster, events: EventStore, *, now: float
+                  ) -> tuple[NodeBootStatus, ...]:
     latest = events.status()
     nodes = []
-    for name, node in sorted(inv.nodes.items()):
+    for name, r in cluster.nodes.items():
         st = latest.get(name)
-        nodes.append({
-            "node": name,
-            "ip": str(node.address),
-            "stage": st.stage if st else "never booted",
-            "time": st.time if st else None,
-            "age_seconds": round(now - st.time, 1) if st else None,
-            "detail": st.detail if st else {},
-        })
-    return {"time": now, "nodes": nodes}
+        nodes.append(NodeBootStatus(
+            node=name, ip=r.node.address,
+            stage=st.stage if st else "never booted",
+            time=st.time if st else None,
+            age_seconds=round(now - st.time, 1) if st else None,
+            detail=st.detail if st else {},
+        ))
+    return tuple(nodes)
 
 
-def read_status(paths: Paths, inv: Inventory) -> dict[str, Any]:
-    """The status document from a connection of its own (safe beside the event writer)."""
+def read_status(paths: Paths, cluster: ResolvedCluster, *, now: float | None = None
+                ) -> StatusReport:
+    """Every node's status from a connection of its own (safe beside the event writer), and
+    the running server's health record."""
+    now = time.time() if now is None else now
     events = EventStore(paths.events_db)
     try:
-        doc = status_document(inv, events)
+        nodes = node_statuses(cluster, events, now=now)
     finally:
         events.close()
-    doc["server"] = read_health(paths)
-    return doc
+    return StatusReport(time=now, nodes=nodes, server=read_health(paths))

@@ -36,9 +36,9 @@ def image_view(cluster: ResolvedCluster, paths: Paths, name: str, *, nodes: Iter
     s = cluster.settings
     if not needs_view(image.root, state_dir=s.state_dir, group_dir=s.group_dir):
         return None
-    return view_spec(name, lower=Path(str(image.root)), views_dir=paths.views_dir,
+    return view_spec(name, lower=Path(image.root), views_dir=paths.views_dir,
                      state_dir=s.state_dir, group_dir=s.group_dir, nodes=nodes, groups=groups,
-                     hidden_dirs=[PurePosixPath(str(paths.home))], expose=image.expose)
+                     hidden_dirs=[PurePosixPath(paths.home)], expose=image.expose)
 
 
 def refresh_views(specs: Iterable[ViewSpec]) -> list[ViewStatus]:

@@ -197,7 +197,8 @@ async def serve(paths: Paths, options: ServeOptions = ServeOptions(),
         http = HttpService(bind=bind, port=options.http_port or settings.http_port,
                            boot_dir=boot_dir, catalog=lambda: holder.catalog,
                            on_event=recorder,
-                           status=lambda: read_status(paths, holder.inventory), limits=limits)
+                           status=lambda: read_status(paths, holder.cluster).as_json(),
+                           limits=limits)
         await http.start()
         closers.append(http.close)
 
