@@ -267,9 +267,10 @@ class DhcpService:
                 frame_source: MacAddress | None = None) -> tuple[_Reply | None, bool]:
         """The encoded reply to one datagram, and whether it waits for a write."""
         request = parse_packet(data)
-        if request.message_type is MessageType.DECLINE and \
-                (frame_source is None) == (request.giaddr == _NO_RELAY):
-            return None, False  # direct ones come from the link socket, relayed ones not
+        decline = request.message_type is MessageType.DECLINE
+        if (decline and (frame_source is None) == (request.giaddr == _NO_RELAY)) or \
+                (frame_source is not None and not decline):
+            return None, False  # direct DECLINEs come from the link socket, all else not
         decision = respond(request, now=now, config=self.network, lookup=self.lookup,
                            leases=self.leases, port=port, source=self._peer(addr),
                            is_reserved=self.is_reserved, frame_source=frame_source)
