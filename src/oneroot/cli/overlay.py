@@ -111,18 +111,25 @@ def _mode(text: str | None) -> int | None:
     return mode
 
 
+allow_special_option = click.option(
+    "--allow-special", is_flag=True,
+    help="Allow a setuid/setgid file, a device or a file with capabilities.")
+
+
 @overlay.command("put")
 @click.argument("node")
 @click.argument("path")
 @click.argument("file", type=click.File("rb"))
 @click.option("--mode", default=None, help="Octal mode [default: kept from the file replaced, "
                                            "or the image's, else 0644].")
+@allow_special_option
 @pass_state
 def overlay_put(state: State, node: str, path: str, file: BinaryIO,
-                mode: str | None) -> None:
+                mode: str | None, allow_special: bool) -> None:
     """Make FILE (`-` for stdin) NODE's PATH."""
     cluster = state.cluster()
-    _say(ov.put_file(cluster, state.paths, node, path, file, mode=_mode(mode)))
+    _say(ov.put_file(cluster, state.paths, node, path, file, mode=_mode(mode),
+                     allow_special=allow_special))
 
 
 @overlay.command("rm")
@@ -174,9 +181,11 @@ def overlay_reset(state: State, node: str, yes: bool, no_archive: bool) -> None:
               help="A group with a layer of its own, or `image`.")
 @click.option("--overwrite", is_flag=True,
               help="Replace a different file already there (it is archived).")
+@allow_special_option
 @pass_state
 def overlay_promote(state: State, node: str, path: str, target: str,
-                    overwrite: bool) -> None:
+                    overwrite: bool, allow_special: bool) -> None:
     """Move NODE's change at PATH into a group layer or the image, for all their nodes."""
     cluster = state.cluster()
-    _say(ov.promote_change(cluster, state.paths, node, path, to=target, overwrite=overwrite))
+    _say(ov.promote_change(cluster, state.paths, node, path, to=target, overwrite=overwrite,
+                           allow_special=allow_special))

@@ -178,12 +178,13 @@ def open_dir(base: Path, parts: tuple[str, ...] = (), *, create: bool = False,
         os.close(fd)
 
 
-def read_bounded(dir_fd: int, name: str, *, limit: int = MAX_READ,
+def read_bounded(dir_fd: int, name: str, *, limit: int = MAX_READ, head: bool = False,
                  shown: str | None = None) -> FileData:
     """A regular file's bytes (at most `limit`), never blocking and never through a link.
 
-    A FIFO, device, socket or link, or a file larger than `limit`, is refused with an error
-    naming it, before anything is read.
+    A FIFO, device, socket or link, or a file larger than `limit` (unless `head`: then its
+    first `limit` bytes are the answer), is refused with an error naming it, before anything
+    is read.
     """
     where = shown or name
     check_name(name)
@@ -195,7 +196,7 @@ def read_bounded(dir_fd: int, name: str, *, limit: int = MAX_READ,
         fst = os.fstat(fd)
         if not stat.S_ISREG(fst.st_mode) or (fst.st_dev, fst.st_ino) != (st.st_dev, st.st_ino):
             raise UnsafePath(f"{where} changed while it was opened: not read")
-        if fst.st_size > limit:
+        if fst.st_size > limit and not head:
             raise UnsafePath(f"{where} is {fst.st_size} bytes, over the {limit}-byte limit: "
                              "not read", hint="a node may have planted it; inspect the file")
         chunks, left = [], limit + 1
@@ -203,7 +204,9 @@ def read_bounded(dir_fd: int, name: str, *, limit: int = MAX_READ,
             chunks.append(chunk)
             left -= len(chunk)
         data = b"".join(chunks)
-        if len(data) > limit:
+        if head:
+            data = data[:limit]
+        elif len(data) > limit:
             raise UnsafePath(f"{where} grew past the {limit}-byte limit: not read")
         return FileData(data=data, st=fst)
     finally:

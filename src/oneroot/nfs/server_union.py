@@ -20,8 +20,20 @@ process in it (`nsenter -t PID -m`), None for our own. `oneroot serve` under `ip
 has a private mount namespace, and a union the CLI mounted in its own would be invisible to
 the ganesha `oneroot serve` runs.
 
+A node writes its own directory in client mode (it is exported rw with `no_root_squash`), so
+before a switch to `union=server` it may have planted `merged`, `work`, `work/index` or
+`.union-layers*` as links to the server's own directories. Nothing here takes a path below the
+node's directory on trust: `upper`, `work` and `merged` are opened with `O_NOFOLLOW` from the
+node directory's descriptor (a link, file or device standing there is replaced by a fresh
+directory: oneroot owns them), and the mount is handed those descriptors
+(`/proc/self/fd/N`), never the paths again; the record is written and read through the same
+descriptor, and the origin reset walks `upper` and `work/index` with `oneroot.fsutil`.
+The mounted union is known by its source, `oneroot-union-<node>` (its options show the
+descriptors' names, not the paths).
+
 Errors: `UnionUnsupported` (a `ConfigError`: the image is the server's live `/`, or holds the
-state dir), `ExternalToolError` (mount/umount failed; the kernel's reason is in dmesg).
+state dir), `ExternalToolError` (mount/umount failed; the kernel's reason is in dmesg),
+`UnsafePath` (a tree too deep to reset).
 """
 
 from __future__ import annotations
@@ -30,18 +42,32 @@ import contextlib
 import errno
 import logging
 import os
+import stat
 import subprocess
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from oneroot.errors import ConfigError, ExternalToolError
+from oneroot.fsutil import (
+    DirAttrs,
+    UnsafePath,
+    atomic_file,
+    empty_dir,
+    ensure_fresh_dir,
+    lstat_at,
+    open_dir,
+    open_dir_fd,
+    read_bounded,
+    walk,
+)
 from oneroot.nfs.view import MountEntry, read_mounts
 
 log = logging.getLogger(__name__)
 
 UNION_OPTIONS = "index=on,nfs_export=on,xino=on"
+_RECORD_LIMIT = 64 << 10  # bytes: the layer list of the last mount
 MERGED_DIR = "merged"
 LAYERS_RECORD = ".union-layers"
 _ORIGIN_XATTR = "trusted.overlay.origin"
@@ -70,9 +96,15 @@ class UnionSpec:
         lower = ":".join(str(p) for p in self.lowers)
         return f"lowerdir={lower},upperdir={self.upper},workdir={self.work},{UNION_OPTIONS}"
 
+    def mount_options(self, fds: UnionFds) -> str:
+        """`options` with the checked descriptors in place of the upper and work paths."""
+        lower = ":".join(str(p) for p in self.lowers)
+        return (f"lowerdir={lower},upperdir=/proc/self/fd/{fds.upper},"
+                f"workdir=/proc/self/fd/{fds.work},{UNION_OPTIONS}")
+
     @property
     def source(self) -> str:
-        return f"oneroot-union-{self.node}"
+        return union_source(self.node)
 
     def check(self) -> None:
         if not self.lowers:
@@ -91,6 +123,11 @@ class UnionSpec:
         if self.upper.parent != self.work.parent or self.mountpoint.parent != self.upper.parent:
             raise ConfigError(f"node {self.node}'s upper, work and merged dirs must share "
                               f"one parent ({self.upper.parent})")
+
+
+def union_source(node: str) -> str:
+    """The source name a node's union is mounted with: how mountinfo tells it apart."""
+    return f"oneroot-union-{node}"
 
 
 def union_spec(node: str, *, lowers: Iterable[Path], node_dir: Path) -> UnionSpec:
@@ -116,11 +153,12 @@ def ns_mounts(ns_pid: int | None) -> list[MountEntry]:
     return read_mounts(Path(f"/proc/{ns_pid}/mountinfo"))
 
 
-def _run(argv: list[str], ns_pid: int | None) -> subprocess.CompletedProcess[str]:
+def _run(argv: list[str], ns_pid: int | None,
+         pass_fds: tuple[int, ...] = ()) -> subprocess.CompletedProcess[str]:
     if ns_pid is not None:
         argv = ["nsenter", "-t", str(ns_pid), "-m", "--", *argv]
     return subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                          timeout=60)
+                          timeout=60, pass_fds=pass_fds)
 
 
 def union_at(spec: UnionSpec, mounts: list[MountEntry]) -> MountEntry | None:
@@ -129,7 +167,8 @@ def union_at(spec: UnionSpec, mounts: list[MountEntry]) -> MountEntry | None:
 
 
 def _is_ours(entry: MountEntry, spec: UnionSpec) -> bool:
-    return entry.fstype == "overlay" and f"upperdir={spec.upper}" in entry.options.split(",")
+    return entry.fstype == "overlay" and (
+        entry.source == spec.source or f"upperdir={spec.upper}" in entry.options.split(","))
 
 
 def mounted_lowers(entry: MountEntry) -> tuple[Path, ...]:
@@ -139,6 +178,39 @@ def mounted_lowers(entry: MountEntry) -> tuple[Path, ...]:
     return ()
 
 
+# -- the node's directory, through descriptors ---------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UnionFds:
+    """Checked descriptors of a node's directory and its `upper`, `work` and `merged`."""
+
+    node_dir: int
+    upper: int
+    work: int
+    merged: int
+
+
+@contextlib.contextmanager
+def union_fds(spec: UnionSpec, *, ns_pid: int | None = None) -> Iterator[UnionFds]:
+    """Open the node's `upper`, `work` and `merged` without following links, as seen from the
+    mount namespace the union goes into (`/proc/PID/root`). Each is an entry oneroot owns: a
+    link, file or device the node put in its place is removed (not followed) and a fresh
+    directory made."""
+    root = Path(f"/proc/{ns_pid}/root") if ns_pid is not None else Path("/")
+    opened: list[int] = []
+    try:
+        with open_dir(root / spec.node_dir.relative_to("/")) as node_fd:
+            for name, mode in (("upper", 0o755), ("work", 0o700), (MERGED_DIR, 0o755)):
+                opened.append(ensure_fresh_dir(node_fd, name, DirAttrs(mode=mode),
+                                               shown=str(spec.node_dir / name)))
+            yield UnionFds(node_dir=node_fd, upper=opened[0], work=opened[1],
+                           merged=opened[2])
+    finally:
+        for fd in opened:
+            os.close(fd)
+
+
 # -- layer changes ------------------------------------------------------------------------
 
 
@@ -146,46 +218,55 @@ def _record_text(spec: UnionSpec) -> str:
     return "".join(f"{p}\n" for p in spec.lowers)
 
 
-def _reset_origin(spec: UnionSpec) -> None:
+def _remove_origin(pfd: int, name: str) -> None:
+    # The parent is a checked descriptor; the last component is not followed.
+    with contextlib.suppress(OSError):
+        os.removexattr(f"/proc/self/fd/{pfd}/{name}", _ORIGIN_XATTR, follow_symlinks=False)
+
+
+def _reset_origin(fds: UnionFds) -> None:
     """Forget the layers `index=on` verified: every origin in the upper dir and the index.
 
     Not only the root: overlayfs records an origin on each merged directory it looks up, and
     one that no longer verifies hides that directory's lower entries ("failed to verify
     origin"). Without an origin a file is a plain upper file; nothing of the node's is lost.
+    Walked without following links; a `work/index` that is not a directory (a link the node
+    planted) is removed, not followed.
     """
     with contextlib.suppress(OSError):
-        os.removexattr(spec.upper, _ORIGIN_XATTR, follow_symlinks=False)
-    for top, dirs, files in os.walk(spec.upper):
-        for name in (*dirs, *files):
-            with contextlib.suppress(OSError):
-                os.removexattr(os.path.join(top, name), _ORIGIN_XATTR, follow_symlinks=False)
-    index = spec.work / "index"
-    if index.is_dir():
-        for entry in os.scandir(index):
-            if entry.is_dir(follow_symlinks=False):
-                subprocess.run(["rm", "-rf", "--one-file-system", "--", entry.path], check=False)
-            else:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(entry.path)
-
-
-def _layers_changed(spec: UnionSpec) -> bool:
-    record = spec.node_dir / LAYERS_RECORD
+        os.removexattr(fds.upper, _ORIGIN_XATTR)
+    for parts, _st, pfd in walk(fds.upper):
+        _remove_origin(pfd, parts[-1])
+    st = lstat_at(fds.work, "index")
+    if st is None:
+        return
+    if not stat.S_ISDIR(st.st_mode):
+        os.unlink("index", dir_fd=fds.work)
+        return
+    index = open_dir_fd(fds.work, ("index",))
     try:
-        return record.read_text() != _record_text(spec)
+        empty_dir(index)
+    finally:
+        os.close(index)
+
+
+def _layers_changed(spec: UnionSpec, fds: UnionFds) -> bool:
+    try:
+        recorded = read_bounded(fds.node_dir, LAYERS_RECORD, limit=_RECORD_LIMIT).data
     except FileNotFoundError:
         try:
-            os.getxattr(spec.upper, _ORIGIN_XATTR, follow_symlinks=False)
+            os.getxattr(fds.upper, _ORIGIN_XATTR)
         except OSError:
             return False  # never mounted with index=on: nothing recorded to disagree
         return True
+    except UnsafePath:
+        return True  # not the record oneroot wrote: start over
+    return recorded != _record_text(spec).encode()
 
 
-def _write_record(spec: UnionSpec) -> None:
-    record = spec.node_dir / LAYERS_RECORD
-    tmp = record.with_name(record.name + ".tmp")
-    tmp.write_text(_record_text(spec))
-    os.replace(tmp, record)
+def _write_record(spec: UnionSpec, fds: UnionFds) -> None:
+    with atomic_file(fds.node_dir, LAYERS_RECORD, mode=0o644) as f:
+        f.write(_record_text(spec).encode())
 
 
 # -- mount / unmount -----------------------------------------------------------------------
@@ -222,14 +303,16 @@ def mount_union(spec: UnionSpec, *, ns_pid: int | None = None) -> UnionStatus:
         if not lower.is_dir():
             raise ConfigError(f"node {spec.node}'s layer {lower} is not a directory",
                               hint="`oneroot nfs apply` creates group layers; check the image")
-    spec.mountpoint.mkdir(mode=0o755, exist_ok=True)
-    spec.work.mkdir(mode=0o700, exist_ok=True)
-    if _layers_changed(spec):
-        log.info("nfs.union.layers_changed node=%s lowers=%s", spec.node,
-                 ":".join(map(str, spec.lowers)))
-        _reset_origin(spec)
-    done = _run(["mount", "-t", "overlay", "-o", spec.options, spec.source,
-                 str(spec.mountpoint)], ns_pid)
+    with union_fds(spec, ns_pid=ns_pid) as fds:
+        if _layers_changed(spec, fds):
+            log.info("nfs.union.layers_changed node=%s lowers=%s", spec.node,
+                     ":".join(map(str, spec.lowers)))
+            _reset_origin(fds)
+        done = _run(["mount", "-t", "overlay", "-o", spec.mount_options(fds), spec.source,
+                     f"/proc/self/fd/{fds.merged}"], ns_pid,
+                    pass_fds=(fds.upper, fds.work, fds.merged))
+        if done.returncode == 0:
+            _write_record(spec, fds)
     if done.returncode != 0:
         again = union_status(spec, ns_pid=ns_pid)
         if again.mounted:  # another oneroot process mounted it meanwhile
@@ -239,7 +322,6 @@ def mount_union(spec: UnionSpec, *, ns_pid: int | None = None) -> UnionStatus:
             f"{done.stderr.strip()}",
             hint="see `dmesg | tail` for overlayfs's reason (a layer on an overlayfs, or an "
                  "upper dir still used by another mount)")
-    _write_record(spec)
     log.info("nfs.union.mounted node=%s at=%s layers=%d", spec.node, spec.mountpoint,
              len(spec.lowers))
     return UnionStatus(spec=spec, mounted=True, changed=True)
@@ -279,6 +361,7 @@ def mounted_unions(state_dir: Path, *, ns_pid: int | None = None) -> dict[str, M
         mp = entry.mount_point
         if (entry.fstype == "overlay" and mp.name == MERGED_DIR
                 and mp.parent.parent == state_dir
-                and f"upperdir={mp.parent / 'upper'}" in entry.options.split(",")):
+                and (entry.source == union_source(mp.parent.name)
+                     or f"upperdir={mp.parent / 'upper'}" in entry.options.split(","))):
             found[mp.parent.name] = entry
     return found

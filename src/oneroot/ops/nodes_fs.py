@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from oneroot.fsutil import UnsafePath
 from oneroot.model.paths import ClusterDirs, Paths
 from oneroot.model.resolved import ResolvedCluster
 from oneroot.ops.statefs import apply_layer_quota, make_layer_root
@@ -33,6 +34,7 @@ class PreparedLayer:
     dirs: LayerDirs
     dirs_changed: bool
     written: tuple[PurePosixPath, ...] = ()
+    refused: str | None = None  # why the node's layer was left as it is
 
 
 def identity_dir(paths: Paths, node: str) -> Path:
@@ -91,8 +93,19 @@ def prepare_node(cluster: ResolvedCluster, paths: Paths, name: str, *,
 def prepare_nodes(cluster: ResolvedCluster, paths: Paths, names: Iterable[str] | None = None, *,
                   image_root: Path | None = None,
                   ssh_key_types: tuple[str, ...] = SSH_KEY_TYPES) -> list[PreparedLayer]:
-    return [prepare_node(cluster, paths, n, image_root=image_root, ssh_key_types=ssh_key_types)
-            for n in sorted(names if names is not None else cluster.nodes)]
+    """`prepare_node` for each node. A node whose own layer holds what oneroot will not
+    write through (a link where `upper/etc` should be, a tree too deep) is logged and left
+    as it is: one node's layer never stops the others (or `oneroot serve`) from starting."""
+    out = []
+    for name in sorted(names if names is not None else cluster.nodes):
+        try:
+            out.append(prepare_node(cluster, paths, name, image_root=image_root,
+                                    ssh_key_types=ssh_key_types))
+        except UnsafePath as exc:
+            log.warning("nodes.layer_refused node=%s error=%s", name, exc.message)
+            out.append(PreparedLayer(name=name, dirs=node_layer(cluster.dirs, name),
+                                     dirs_changed=False, refused=exc.message))
+    return out
 
 
 def prepare_group_layers(cluster: ResolvedCluster) -> list[PreparedLayer]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import functools
+import io
 import os
 import shutil
 import stat
@@ -27,7 +28,7 @@ from oneroot.fsutil import empty_dir, open_dir, remove_tree
 from oneroot.model.paths import Paths
 from oneroot.model.resolved import ResolvedCluster
 from oneroot.nfs.ganesha import running_pid
-from oneroot.nfs.server_union import same_mount_ns
+from oneroot.nfs.server_union import MERGED_DIR, same_mount_ns, union_source
 from oneroot.nfs.view import masks_of
 from oneroot.nfs.viewpolicy import MaskKind
 from oneroot.ops.inventory import get_group
@@ -43,6 +44,7 @@ from oneroot.overlay.edit import (
     fingerprint,
     install,
     remove,
+    special_reason,
 )
 from oneroot.overlay.identity import IdentityStore
 from oneroot.overlay.layer import ensure_layer
@@ -138,18 +140,22 @@ def generated_files(paths: Paths, name: str) -> frozenset[PurePosixPath]:
 
 
 def mounted_union(upper: Path, *, mountinfo: Path = Path("/proc/self/mountinfo")) -> str | None:
-    """The mount point of a server-side overlayfs whose upperdir is `upper`, if any."""
+    """The mount point of a server-side overlayfs whose upperdir is `upper`, if any: known by
+    its source (`oneroot-union-<node>` at `<node>/merged`) or, mounted by an older oneroot,
+    by its `upperdir=` option."""
     try:
         lines = mountinfo.read_text().splitlines()
     except OSError:
         return None
+    merged = str(upper.parent / MERGED_DIR)
     for line in lines:
         head, sep, tail = line.partition(" - ")
         fields = tail.split()
         if sep and fields[:1] == ["overlay"] and len(fields) >= 3:
-            options = fields[2].split(",")
-            if f"upperdir={upper}" in options:
-                return head.split()[4]
+            where = head.split()[4]
+            if (fields[1] == union_source(upper.parent.name) and where == merged) or \
+                    f"upperdir={upper}" in fields[2].split(","):
+                return where
     return None
 
 
@@ -276,16 +282,36 @@ def _check_replaceable(name: str, rel: PurePosixPath, current: Entry | None) -> 
                          hint=f"`oneroot overlay rm {name} {shown(rel)}` first")
 
 
+def _refuse_special(what: str, kind: EntryType, attrs: Attrs, allow_special: bool) -> None:
+    reason = special_reason(kind, attrs)
+    if reason is not None and not allow_special:
+        raise UsageError(f"{what} {reason}: not written",
+                         hint="a node could use it to gain privileges; pass --allow-special "
+                              "if that is what you want")
+
+
+def _source_kind(source: BinaryIO) -> EntryType:
+    try:
+        mode = os.fstat(source.fileno()).st_mode
+    except (OSError, ValueError, io.UnsupportedOperation):
+        return EntryType.FILE  # an in-memory stream
+    return EntryType.DEVICE if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else EntryType.FILE
+
+
 @_through_remount
 def put_file(cluster: ResolvedCluster, paths: Paths, name: str, path: str, source: BinaryIO, *,
-             mode: int | None = None) -> OverlayResult:
+             mode: int | None = None, allow_special: bool = False) -> OverlayResult:
     """Make `source`'s bytes the node's `path` (owner and mode kept from the file it
-    replaces, or the image's; `mode` overrides)."""
+    replaces, or the image's; `mode` overrides). A device as the source, or a result that is
+    setuid, setgid or has file capabilities is refused unless `allow_special`."""
     rel, stack, current = _edit_target(cluster, paths, name, path)
     _check_replaceable(name, rel, current)
     lower = _lower_or_none(stack, rel)
-    install(stack, stack.upper, rel, attrs=_start_attrs(current, lower, mode), data=source,
-            expect=fingerprint(current))
+    attrs = _start_attrs(current, lower, mode)
+    kind = _source_kind(source)
+    _refuse_special("the source" if kind is EntryType.DEVICE else f"the new {shown(rel)}",
+                    kind, attrs, allow_special)
+    install(stack, stack.upper, rel, attrs=attrs, data=source, expect=fingerprint(current))
     return OverlayResult(node=name, path=shown(rel), changed=True, message=f"wrote {shown(rel)}")
 
 
@@ -458,7 +484,7 @@ def _target_layer(cluster: ResolvedCluster, name: str, to: str) -> Layer:
 
 @_through_remount
 def promote_change(cluster: ResolvedCluster, paths: Paths, name: str, path: str, *, to: str,
-                   overwrite: bool = False,
+                   overwrite: bool = False, allow_special: bool = False,
                    now: datetime.datetime | None = None) -> OverlayResult:
     """Move the node's change at `path` into group layer `to` (or `image`), then drop it from
     the node's layer. A whiteout becomes a whiteout in the group layer (the group's nodes no
@@ -471,6 +497,8 @@ def promote_change(cluster: ResolvedCluster, paths: Paths, name: str, path: str,
     if current.type not in (EntryType.FILE, EntryType.SYMLINK, EntryType.WHITEOUT):
         raise UsageError(f"{shown(rel)} is a {current.type} in node {name}'s layer",
                          hint="promote files, links and masks one at a time")
+    _refuse_special(f"node {name}'s {shown(rel)}", current.type, entry_attrs(current),
+                    allow_special)
     target = _target_layer(cluster, name, to)
     existing = layer_entry(target, rel)
     deletes = current.type is EntryType.WHITEOUT and to == "image"

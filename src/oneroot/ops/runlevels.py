@@ -17,16 +17,25 @@ the marker is never touched (a hand-made target of the same name wins, and is re
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import stat
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
+from oneroot.fsutil import (
+    UnsafePath,
+    check_relative,
+    lstat_at,
+    open_dir,
+    open_dir_fd,
+    read_bounded,
+)
 from oneroot.model.cluster import Image, InitSystem, Runlevel
 from oneroot.model.resolved import ResolvedCluster
-from oneroot.overlay.safefs import check_relative, image_dir_attrs, read_file, write_file
+from oneroot.overlay.safefs import image_dir_attrs, write_file
 
 log = logging.getLogger(__name__)
 
@@ -109,12 +118,23 @@ def destinations(cluster: ResolvedCluster) -> Iterator[Destination]:
                                   what=f"node {node_name} (image {image_name} is the server's /)")
 
 
-def _generated(base: Path, rel: PurePosixPath) -> bool | None:
-    """None: no such file; True: ours; False: someone else's."""
-    current = read_file(base, rel)
-    if current is None:
+def _generated_at(dfd: int, name: str) -> bool | None:
+    """None: no such regular file; True: ours; False: someone else's. Reads only the first
+    line's worth, never through a link, never blocking."""
+    try:
+        head = read_bounded(dfd, name, limit=len(GENERATED), head=True)
+    except (FileNotFoundError, UnsafePath):
         return None
-    return current[0].startswith(GENERATED.encode())
+    return head.data == GENERATED.encode()
+
+
+def _generated(base: Path, rel: PurePosixPath) -> bool | None:
+    parts = check_relative(rel)
+    try:
+        with open_dir(base, parts[:-1]) as dfd:
+            return _generated_at(dfd, parts[-1])
+    except (FileNotFoundError, UnsafePath):
+        return None
 
 
 def _inits(init: InitSystem) -> tuple[InitSystem, ...]:
@@ -141,61 +161,92 @@ def apply_to(dest: Destination, runlevels: Mapping[str, Runlevel]) -> RunlevelRe
     return result
 
 
+@contextlib.contextmanager
+def _dir_in(dest: Destination, rel: PurePosixPath) -> Iterator[int | None]:
+    """A descriptor of `dest.base/rel`, walked without following links; None when it is
+    missing or not a plain directory (a node's layer may hold anything there)."""
+    stack = contextlib.ExitStack()
+    fd: int | None
+    try:
+        fd = stack.enter_context(open_dir(dest.base, check_relative(rel)))
+    except (FileNotFoundError, UnsafePath):
+        fd = None
+    with stack:
+        yield fd
+
+
+def _is_kind(dfd: int, name: str, test: Callable[[int], bool]) -> bool:
+    st = lstat_at(dfd, name)
+    return st is not None and test(st.st_mode)
+
+
 def _apply_openrc_links(dest: Destination, rl: Runlevel, result: RunlevelResult) -> None:
     directory = dest.base / OPENRC_DIR / rl.name
-    check_relative(OPENRC_DIR / rl.name)
-    if directory.is_symlink() or not (directory / OPENRC_MARK).is_file():
-        return
-    wanted = {s: f"/etc/init.d/{s}" for s in rl.services}
-    for entry in os.scandir(directory):
-        if entry.is_symlink() and entry.name not in wanted:
-            os.unlink(entry.path)
-            result.removed.append(Path(entry.path))
-    for name, target in wanted.items():
-        link = directory / name
-        if link.is_symlink() and os.readlink(link) == target:
-            continue
-        if link.is_symlink():
-            link.unlink()
-        elif link.exists():
-            result.skipped.append(f"{dest.what}: {link} is not a link")
-            continue
-        os.symlink(target, link)
-        result.written.append(link)
+    wanted = {s: f"/etc/init.d/{s}" for s in rl.services if s not in ("", ".", "..")
+              and "/" not in s}
+    with _dir_in(dest, OPENRC_DIR / rl.name) as dfd:
+        if dfd is None or not _is_kind(dfd, OPENRC_MARK, stat.S_ISREG):
+            return
+        for name in sorted(os.listdir(dfd)):
+            if name not in wanted and _is_kind(dfd, name, stat.S_ISLNK):
+                os.unlink(name, dir_fd=dfd)
+                result.removed.append(directory / name)
+        for name, target in wanted.items():
+            if _is_kind(dfd, name, stat.S_ISLNK):
+                if os.readlink(name, dir_fd=dfd) == target:
+                    continue
+                os.unlink(name, dir_fd=dfd)
+            elif lstat_at(dfd, name) is not None:
+                result.skipped.append(f"{dest.what}: {directory / name} is not a link")
+                continue
+            os.symlink(target, name, dir_fd=dfd)
+            result.written.append(directory / name)
+
+
+def _remove_openrc_dir(pfd: int, name: str) -> bool:
+    """Remove the runlevel dir `name` if oneroot made it (its mark is there)."""
+    sub = open_dir_fd(pfd, (name,))
+    try:
+        if not _is_kind(sub, OPENRC_MARK, stat.S_ISREG):
+            return False
+        for inner in os.listdir(sub):
+            if not _is_kind(sub, inner, stat.S_ISDIR):
+                os.unlink(inner, dir_fd=sub)
+    finally:
+        os.close(sub)
+    os.rmdir(name, dir_fd=pfd)
+    return True
 
 
 def _remove_stale(dest: Destination, init: InitSystem, keep: set[str],
                   result: RunlevelResult) -> None:
     if init is InitSystem.OPENRC:
-        parent = dest.base / OPENRC_DIR
-        if parent.is_symlink() or not parent.is_dir():
-            return
-        for entry in os.scandir(parent):
-            mark = Path(entry.path) / OPENRC_MARK
-            if (entry.name not in keep and not entry.is_symlink() and entry.is_dir()
-                    and mark.is_file()):
-                for inner in os.scandir(entry.path):
-                    os.unlink(inner.path)
-                os.rmdir(entry.path)
-                result.removed.append(Path(entry.path))
+        with _dir_in(dest, OPENRC_DIR) as pfd:
+            for name in sorted(os.listdir(pfd)) if pfd is not None else ():
+                assert pfd is not None
+                if (name not in keep and _is_kind(pfd, name, stat.S_ISDIR)
+                        and _remove_openrc_dir(pfd, name)):
+                    result.removed.append(dest.base / OPENRC_DIR / name)
         return
-    parent = dest.base / SYSTEMD_DIR
-    if parent.is_symlink() or not parent.is_dir():
-        return
-    for entry in os.scandir(parent):
-        name = entry.name.removesuffix(".target")
-        if (entry.name.endswith(".target") and name not in keep
-                and stat.S_ISREG(os.lstat(entry.path).st_mode)
-                and _generated(dest.base, SYSTEMD_DIR / entry.name)):
-            os.unlink(entry.path)
-            result.removed.append(Path(entry.path))
+    with _dir_in(dest, SYSTEMD_DIR) as pfd:
+        for name in sorted(os.listdir(pfd)) if pfd is not None else ():
+            assert pfd is not None
+            if (name.endswith(".target") and name.removesuffix(".target") not in keep
+                    and _generated_at(pfd, name)):
+                os.unlink(name, dir_fd=pfd)
+                result.removed.append(dest.base / SYSTEMD_DIR / name)
 
 
 def apply_runlevels(cluster: ResolvedCluster) -> RunlevelResult:
     """Every runlevel of the inventory into every image nodes boot (node layers for `/`)."""
     total = RunlevelResult()
     for dest in destinations(cluster):
-        one = apply_to(dest, cluster.runlevels)
+        try:
+            one = apply_to(dest, cluster.runlevels)
+        except UnsafePath as exc:  # a node's layer holds a link where a directory belongs
+            log.warning("runlevels.refused where=%s error=%s", dest.what, exc.message)
+            total.skipped.append(f"{dest.what}: {exc.message}")
+            continue
         total.written += one.written
         total.removed += one.removed
         total.skipped += one.skipped

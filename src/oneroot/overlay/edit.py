@@ -220,14 +220,17 @@ def copy_entry(stack: Stack, source: Entry, layer: Layer, *,
                               "and devices cannot")
 
 
-def special_reason(entry: Entry, attrs: Attrs) -> str | None:
-    """Why a file must not reach a shared layer without the administrator saying so: it is
-    setuid/setgid, a device, or carries file capabilities. None: an ordinary entry."""
-    if entry.type is EntryType.DEVICE:
+def special_reason(kind: EntryType, attrs: Attrs) -> str | None:
+    """Why an entry must not be written without the administrator saying so
+    (`--allow-special`): it is a device, setuid or setgid, or carries file capabilities.
+    None: an ordinary entry."""
+    if kind is EntryType.DEVICE:
         return "is a device"
+    if kind is not EntryType.FILE:
+        return None
     if attrs.mode & stat.S_ISUID:
         return "is setuid"
-    if attrs.mode & stat.S_ISGID and entry.type is EntryType.FILE:
+    if attrs.mode & stat.S_ISGID:
         return "is setgid"
     if CAPABILITY_XATTR in attrs.xattrs:
         return "has file capabilities (security.capability)"

@@ -13,7 +13,9 @@ Layout, decided once for every layer oneroot manages:
 
 Directories are created once and repaired in place (owner, mode); they are never removed and
 recreated, because an NFS server that exports them would hand clients stale file handles.
-A path that exists but is not a plain directory (a symlink, a file) is refused, not replaced.
+A layer's own directory that exists but is not a plain directory (a symlink, a file) is
+refused, not replaced; `upper/` and `work/` inside a node's directory, which the node can
+write, are made afresh when the node put something else (a link) in their place.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from oneroot.errors import ConfigError
+from oneroot.fsutil import DirAttrs, ensure_fresh_dir, lstat_at, open_dir
 from oneroot.fsutil.whiteout import (
     OPAQUE_XATTR,
     WHITEOUT_DEVICE,
@@ -33,16 +36,8 @@ from oneroot.fsutil.whiteout import (
     set_opaque,
 )
 
-__all__ = ["OPAQUE_XATTR", "WHITEOUT_DEVICE", "DirSpec", "LayerDirs", "ensure_dir",
-           "ensure_layer", "is_opaque", "is_whiteout", "make_whiteout", "set_opaque"]
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class DirSpec:
-    path: Path
-    mode: int
-    uid: int = 0
-    gid: int = 0
+__all__ = ["OPAQUE_XATTR", "WHITEOUT_DEVICE", "LayerDirs", "ensure_layer", "is_opaque",
+           "is_whiteout", "make_whiteout", "set_opaque"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -64,45 +59,46 @@ class LayerDirs:
         root = group_dir / name
         return cls(root=root, upper=root, work=None)
 
-    def specs(self) -> tuple[DirSpec, ...]:
-        specs = [DirSpec(path=self.root, mode=0o755)]
-        if self.upper != self.root:
-            specs.append(DirSpec(path=self.upper, mode=0o755))
-        if self.work is not None:
-            specs.append(DirSpec(path=self.work, mode=0o700))
-        return tuple(specs)
 
-
-def ensure_dir(spec: DirSpec) -> bool:
-    """Create `spec.path` (parents 0755 root) or repair its owner/mode in place.
-
-    True when anything changed. Never follows a symlink at the final component.
-    """
-    changed = False
-    try:
-        st = os.lstat(spec.path)
-    except FileNotFoundError:
-        if not spec.path.parent.is_dir():
-            ensure_dir(DirSpec(path=spec.path.parent, mode=0o755))
-        os.mkdir(spec.path, spec.mode)
-        st = os.lstat(spec.path)
-        changed = True
-    if not stat.S_ISDIR(st.st_mode):
-        raise ConfigError(
-            f"{spec.path} exists but is not a directory",
-            hint="move it away; oneroot does not replace files it did not create")
-    if (st.st_uid, st.st_gid) != (spec.uid, spec.gid):
-        os.lchown(spec.path, spec.uid, spec.gid)
-        changed = True
-    if stat.S_IMODE(st.st_mode) != spec.mode:
-        os.chmod(spec.path, spec.mode)  # follows no link: the path is a directory (checked)
-        changed = True
-    return changed
+def _ensure(pfd: int, name: str, attrs: DirAttrs, *, shown: Path, replace: bool) -> tuple[
+        int, bool]:
+    """A descriptor of the directory `name` in `pfd`, made or repaired (owner, mode) in place,
+    and whether anything changed. Something else standing there is refused, or with
+    `replace` (an entry oneroot owns in a node-writable directory) removed and made afresh."""
+    before = lstat_at(pfd, name)
+    if before is not None and not stat.S_ISDIR(before.st_mode) and not replace:
+        raise ConfigError(f"{shown} exists but is not a directory",
+                          hint="move it away; oneroot does not replace files it did not create")
+    fd = ensure_fresh_dir(pfd, name, attrs, shown=str(shown))
+    changed = before is None or not stat.S_ISDIR(before.st_mode) or (
+        stat.S_IMODE(before.st_mode), before.st_uid, before.st_gid) != (
+        attrs.mode, attrs.uid, attrs.gid)
+    return fd, changed
 
 
 def ensure_layer(dirs: LayerDirs) -> bool:
-    """Create or repair a layer's directories; True when anything changed. Idempotent."""
-    changed = False
-    for spec in dirs.specs():
-        changed |= ensure_dir(spec)
+    """Create or repair a layer's directories; True when anything changed. Idempotent.
+
+    The layer's own directory (in the state or group dir, which no node writes) must be a
+    plain directory. Below it `upper/` and `work/` are written by the node but owned by
+    oneroot: a link, file or device the node put in their place is removed, never followed,
+    and a fresh directory made. A state dir oneroot creates is private (0700).
+    """
+    parent = dirs.root.parent
+    if not parent.exists():
+        parent.mkdir(mode=0o700 if dirs.work is not None else 0o755, parents=True)
+    with open_dir(parent) as pfd:
+        root_fd, changed = _ensure(pfd, dirs.root.name, DirAttrs(mode=0o755), shown=dirs.root,
+                                   replace=False)
+    try:
+        below = [(dirs.upper, 0o755)] if dirs.upper != dirs.root else []
+        if dirs.work is not None:
+            below.append((dirs.work, 0o700))
+        for path, mode in below:
+            fd, more = _ensure(root_fd, path.name, DirAttrs(mode=mode), shown=path,
+                               replace=True)
+            os.close(fd)
+            changed |= more
+    finally:
+        os.close(root_fd)
     return changed

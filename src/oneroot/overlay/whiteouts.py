@@ -13,15 +13,22 @@ plant links in its own layer).
 
 from __future__ import annotations
 
-import contextlib
 import os
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from oneroot.fsutil import (
+    DIR_FLAGS,
+    OPAQUE_XATTR,
+    WHITEOUT_DEVICE,
+    is_whiteout,
+    lstat_at,
+    walk,
+)
+
 WH_PREFIX = ".wh."
 OPAQUE_MARKER = ".wh..wh..opq"
-OPAQUE_XATTR = "trusted.overlay.opaque"
 
 
 @dataclass(slots=True)
@@ -31,47 +38,36 @@ class NormalizeReport:
 
 
 def normalize_whiteouts(upper: Path) -> NormalizeReport:
-    """Convert every fuse-overlayfs whiteout under `upper` into the one format."""
+    """Convert every fuse-overlayfs whiteout under `upper` into the one format. The walk is
+    bounded in depth (`oneroot.fsutil.walk`) and never follows a link."""
     report = NormalizeReport()
     try:
-        top = os.open(upper, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+        top = os.open(upper, DIR_FLAGS)
     except FileNotFoundError:
         return report
     try:
-        _walk(top, "", report)
+        for parts, st, pfd in walk(top):
+            name = parts[-1]
+            if name.startswith(WH_PREFIX) and stat.S_ISREG(st.st_mode) and st.st_size == 0:
+                # fuse-overlayfs writes empty regular files; anything else is the node's own
+                _convert(pfd, name, "".join(f"{p}/" for p in parts[:-1]), report)
     finally:
         os.close(top)
     return report
 
 
-def _walk(dir_fd: int, rel: str, report: NormalizeReport) -> None:
-    with os.scandir(dir_fd) as entries:
-        names = [(e.name, e.is_dir(follow_symlinks=False)) for e in entries]
-    for name, is_dir in names:
-        if is_dir:
-            child = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=dir_fd)
-            try:
-                _walk(child, f"{rel}{name}/", report)
-            finally:
-                os.close(child)
-            continue
-        if not name.startswith(WH_PREFIX):
-            continue
-        st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
-        if not stat.S_ISREG(st.st_mode) or st.st_size != 0:
-            continue  # not a fuse-overlayfs whiteout (it writes empty regular files)
-        if name == OPAQUE_MARKER:
-            os.setxattr(dir_fd, OPAQUE_XATTR, b"y")
-            os.unlink(name, dir_fd=dir_fd)
-            report.opaque.append(rel or "/")
-            continue
-        target = name[len(WH_PREFIX):]
-        with contextlib.suppress(FileNotFoundError):
-            existing = os.stat(target, dir_fd=dir_fd, follow_symlinks=False)
-            if not (stat.S_ISCHR(existing.st_mode) and existing.st_rdev == 0):
-                continue  # the node re-created the file after deleting it: the file wins
-            os.unlink(name, dir_fd=dir_fd)
-            continue
-        os.mknod(target, stat.S_IFCHR | 0o600, os.makedev(0, 0), dir_fd=dir_fd)
+def _convert(dir_fd: int, name: str, rel: str, report: NormalizeReport) -> None:
+    if name == OPAQUE_MARKER:
+        os.setxattr(dir_fd, OPAQUE_XATTR, b"y")
         os.unlink(name, dir_fd=dir_fd)
-        report.converted.append(rel + target)
+        report.opaque.append(rel or "/")
+        return
+    target = name[len(WH_PREFIX):]
+    existing = lstat_at(dir_fd, target)
+    if existing is not None:
+        if is_whiteout(existing):
+            os.unlink(name, dir_fd=dir_fd)
+        return  # else the node re-created the file after deleting it: the file wins
+    os.mknod(target, stat.S_IFCHR | 0o600, WHITEOUT_DEVICE, dir_fd=dir_fd)
+    os.unlink(name, dir_fd=dir_fd)
+    report.converted.append(rel + target)

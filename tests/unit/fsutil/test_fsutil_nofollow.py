@@ -56,26 +56,6 @@ def test_created_dirs_get_owner_and_mode_through_the_descriptor(tmp_path: Path) 
     assert stat.S_IMODE((tmp_path / "a/b").stat().st_mode) == 0o755
 
 
-def test_a_link_swapped_in_after_mkdir_is_never_chmod_ed(tmp_path: Path, outside: Path,
-                                                        monkeypatch: pytest.MonkeyPatch) -> None:
-    """The node wins the race between our mkdir and our chmod: it renames the new directory
-    away and puts a link to the server's directory in its place."""
-    upper = tmp_path / "upper"
-    upper.mkdir()
-    real_mkdir = os.mkdir
-
-    def racing_mkdir(name: str, mode: int = 0o777, *, dir_fd: int | None = None) -> None:
-        real_mkdir(name, mode, dir_fd=dir_fd)
-        os.rename(name, f"{name}.moved", src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
-        os.symlink(str(outside), name, dir_fd=dir_fd)
-
-    monkeypatch.setattr(os, "mkdir", racing_mkdir)
-    with pytest.raises(UnsafePath), open_dir(upper, ("etc",), create=True,
-                                             attrs_for={("etc",): DirAttrs(mode=0o755)}):
-        pass
-    _untouched(outside)
-
-
 def test_ensure_fresh_dir_replaces_a_planted_link(tmp_path: Path, outside: Path) -> None:
     (tmp_path / "merged").symlink_to(outside)
     dfd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
