@@ -110,30 +110,62 @@ def _kind(st: os.stat_result) -> MaskKind:
     return MaskKind.EMPTIED if stat.S_ISDIR(st.st_mode) else MaskKind.HIDDEN
 
 
+def _visible(policy: ViewPolicy) -> list[PurePosixPath]:
+    return [P(v) for v in VISIBLE] + list(policy.expose)
+
+
+def _decide(policy: ViewPolicy, rel: PurePosixPath, st: os.stat_result, *,
+            allowed: bool) -> Mask | None:
+    """The mask of the entry at `rel` (with its lstat), given whether it is inside the
+    allowlist (or on the way to something that is)."""
+    owned = dict(policy.owned)
+    if rel in owned:
+        return Mask(path=rel, kind=_kind(st), reason=owned[rel])
+    if rel in policy.swap_files:
+        return Mask(path=rel, kind=MaskKind.HIDDEN, reason="swap file")
+    if rel in policy.expose:
+        return None
+    reason = secret_reason(rel) or unreadable_reason(st)
+    if reason is None and not allowed and not stat.S_ISLNK(st.st_mode):
+        reason = "not a system directory (allowlist)"
+    return Mask(path=rel, kind=_kind(st), reason=reason) if reason else None
+
+
+def _allowed(visible: list[PurePosixPath], rel: PurePosixPath) -> tuple[bool, bool]:
+    """(inside the allowlist, on the way to something inside it)."""
+    inside = any(_below_or_equal(rel, v) for v in visible)
+    return inside, not inside and any(_below_or_equal(v, rel) for v in visible)
+
+
+def mask_of_path(lower: Path, policy: ViewPolicy, rel: PurePosixPath) -> Mask | None:
+    """The mask that hides `rel` (itself, or the outermost masked directory above it), as
+    `plan_masks` would find it, looking only along that one path (for the overlay tools)."""
+    visible = _visible(policy)
+    root_dev = os.lstat(lower).st_dev
+    owned = dict(policy.owned)
+    for i in range(1, len(rel.parts) + 1):
+        prefix = P(*rel.parts[:i])
+        try:
+            st = os.lstat(lower / prefix)
+        except OSError:  # absent: only oneroot's own dirs are masked before they exist
+            return next((Mask(path=o, kind=MaskKind.EMPTIED, reason=why)
+                         for o, why in owned.items() if _below_or_equal(rel, o)), None)
+        inside, passing = _allowed(visible, prefix)
+        mask = _decide(policy, prefix, st, allowed=inside or passing)
+        if mask is not None:
+            return mask
+        if not stat.S_ISDIR(st.st_mode) or st.st_dev != root_dev:
+            return None
+    return None
+
+
 def plan_masks(lower: Path, policy: ViewPolicy) -> list[Mask]:
     """Every mask the view of `lower` needs now, outermost first, none below another."""
     root_dev = os.lstat(lower).st_dev
-    visible = [P(v) for v in VISIBLE] + list(policy.expose)
-    owned = dict(policy.owned)
+    visible = _visible(policy)
     masks: list[Mask] = []
 
-    def on_path_to_visible(rel: PurePosixPath) -> bool:
-        return any(_below_or_equal(v, rel) for v in visible)
-
-    def decide(rel: PurePosixPath, st: os.stat_result, *, allowed: bool) -> Mask | None:
-        if rel in owned:
-            return Mask(path=rel, kind=MaskKind.EMPTIED if stat.S_ISDIR(st.st_mode)
-                        else MaskKind.HIDDEN, reason=owned[rel])
-        if rel in policy.swap_files:
-            return Mask(path=rel, kind=MaskKind.HIDDEN, reason="swap file")
-        if rel in policy.expose:
-            return None
-        reason = secret_reason(rel) or unreadable_reason(st)
-        if reason is None and not allowed and not stat.S_ISLNK(st.st_mode):
-            reason = "not a system directory (allowlist)"
-        return Mask(path=rel, kind=_kind(st), reason=reason) if reason else None
-
-    def walk(rel: PurePosixPath, allowed: bool) -> None:
+    def walk(rel: PurePosixPath) -> None:
         try:
             entries = sorted(os.scandir(lower / rel), key=lambda e: e.name)
         except OSError:
@@ -144,16 +176,15 @@ def plan_masks(lower: Path, policy: ViewPolicy) -> list[Mask]:
                 st = entry.stat(follow_symlinks=False)
             except OSError:
                 continue
-            child_allowed = allowed or any(_below_or_equal(child, v) for v in visible)
-            passing = not child_allowed and on_path_to_visible(child)
-            mask = decide(child, st, allowed=child_allowed or passing)
+            inside, passing = _allowed(visible, child)
+            mask = _decide(policy, child, st, allowed=inside or passing)
             if mask is not None:
                 masks.append(mask)
                 continue
             if stat.S_ISDIR(st.st_mode) and st.st_dev == root_dev:
-                walk(child, child_allowed)
+                walk(child)
 
-    walk(P(), False)
+    walk(P())
     # oneroot's trees are emptied even before they exist (junctions go inside them).
     for rel, reason in policy.owned:
         if not any(_below_or_equal(rel, m.path) for m in masks):

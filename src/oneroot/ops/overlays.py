@@ -29,8 +29,7 @@ from oneroot.model.paths import Paths
 from oneroot.model.resolved import ResolvedCluster
 from oneroot.nfs.ganesha import running_pid
 from oneroot.nfs.server_union import MERGED_DIR, same_mount_ns, union_source
-from oneroot.nfs.view import masks_of
-from oneroot.nfs.viewpolicy import MaskKind
+from oneroot.nfs.viewpolicy import MaskKind, ViewPolicy, mask_of_path
 from oneroot.ops.inventory import get_group
 from oneroot.ops.nfs_serving import ganesha_files, union_released
 from oneroot.ops.nodes_fs import group_layer, node_layer
@@ -105,15 +104,10 @@ def node_stack(cluster: ResolvedCluster, paths: Paths, name: str) -> Stack:
     s = cluster.settings
     image = r.image
     image_root = Path(image.root)
-    hidden: tuple[PurePosixPath, ...] = ()
-    emptied: tuple[PurePosixPath, ...] = ()
     spec = image_view(cluster, paths, image.name)
-    if spec is not None:
-        masks = masks_of(spec)
-        hidden = tuple(m.path for m in masks if m.kind is MaskKind.HIDDEN)
-        emptied = tuple(m.path for m in masks if m.kind is MaskKind.EMPTIED)
-    lowers = [Layer(name=f"image {image.name}", base=image_root, hidden=hidden,
-                    emptied=emptied)]
+    lowers = [Layer(name=f"image {image.name}", base=image_root,
+                    masked=None if spec is None else functools.partial(
+                        view_masks_path, spec.lower, spec.policy))]
     server = str(s.server_address)
     for text in r.profile.extra_layers:
         for layer in parse(text).layers:
@@ -576,3 +570,9 @@ def _is_dir(path: Path) -> bool:
         return stat.S_ISDIR(path.lstat().st_mode)
     except FileNotFoundError:
         return False
+
+
+def view_masks_path(lower: Path, policy: ViewPolicy, rel: PurePosixPath) -> bool:
+    """Whether the masked view of `lower` hides `rel` (an emptied directory itself shows)."""
+    mask = mask_of_path(lower, policy, rel)
+    return mask is not None and (mask.path != rel or mask.kind is MaskKind.HIDDEN)

@@ -15,6 +15,7 @@ import dataclasses
 import enum
 import os
 import stat
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -52,6 +53,8 @@ class Layer:
 
     `hidden` and `emptied` (paths inside the layer) are what the export of this layer masks:
     the masked view of a live `/` hides `etc/shadow`, empties `root/`; nothing reads them here.
+    `masked(rel)`, when given, decides it path by path instead (a live root's allowlist,
+    which would take a walk of the whole root to list).
     """
 
     name: str
@@ -59,6 +62,7 @@ class Layer:
     prefix: tuple[str, ...] = ()
     hidden: tuple[PurePosixPath, ...] = ()
     emptied: tuple[PurePosixPath, ...] = ()
+    masked: Callable[[PurePosixPath], bool] | None = None
 
     @property
     def root(self) -> Path:
@@ -69,7 +73,8 @@ class Layer:
 
     def masks(self, rel: PurePosixPath) -> bool:
         return any(rel == h or h in rel.parents for h in self.hidden) or any(
-            e in rel.parents for e in self.emptied)
+            e in rel.parents for e in self.emptied) or (
+            self.masked is not None and self.masked(rel))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -203,7 +208,7 @@ def probe_layer(layer: Layer, rel: PurePosixPath) -> Probe:
 def layer_entry(layer: Layer, rel: PurePosixPath) -> Entry | None:
     """What `layer` itself holds at `rel` (None: nothing); a parent that is not a directory
     there (a link, a file, a whiteout) is an error: nothing is read or written through it."""
-    probe = probe_layer(dataclasses.replace(layer, hidden=(), emptied=()), rel)
+    probe = probe_layer(dataclasses.replace(layer, hidden=(), emptied=(), masked=None), rel)
     if probe.state is ProbeState.LINK:
         raise ConfigError(f"{shown(probe.link or rel)} is a symbolic link in {layer.name}",
                           hint="oneroot never writes through links: remove it first "

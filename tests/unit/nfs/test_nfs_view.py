@@ -11,7 +11,14 @@ import pytest
 from oneroot.errors import ConfigError
 from oneroot.nfs import needs_view, view_spec
 from oneroot.nfs.view import ViewSpec, build_upper, filesystem_of, masks_of, read_mounts
-from oneroot.nfs.viewpolicy import Mask, MaskKind, ViewPolicy, plan_masks, swap_files_under
+from oneroot.nfs.viewpolicy import (
+    Mask,
+    MaskKind,
+    ViewPolicy,
+    mask_of_path,
+    plan_masks,
+    swap_files_under,
+)
 from oneroot.overlay import is_opaque, is_whiteout
 
 P = PurePosixPath
@@ -74,6 +81,20 @@ def test_the_view_is_an_allowlist(server_root: Path) -> None:
     assert not set(visible) & set(masks)
     # nothing below a mask is listed again
     assert not any(Path(a).is_relative_to(b) and a != b for a in masks for b in masks)
+
+
+def test_one_path_is_decided_as_the_walk_decides_it(server_root: Path) -> None:
+    """The overlay tools ask path by path (`mask_of_path`): the same answer as the walk."""
+    policy = ViewPolicy(owned=((P("var/state/systems"), "oneroot state dir"),),
+                        expose=(P("home/alice/notes"),))
+    masks = plan_masks(server_root, policy)
+    for mask in masks:
+        assert mask_of_path(server_root, policy, mask.path) == mask
+        assert mask_of_path(server_root, policy, mask.path / "below") == mask
+    for rel in ("etc/passwd", "usr/bin/tool", "lib", "var/run", "home/alice/notes"):
+        assert mask_of_path(server_root, policy, P(rel)) is None, rel
+    assert mask_of_path(server_root, policy, P("home/alice/.ssh/id_ed25519")) == next(
+        m for m in masks if m.path == P("home/alice/.ssh"))
 
 
 def test_expose_adds_a_path_but_not_the_secrets_below_it(server_root: Path) -> None:
