@@ -4,10 +4,12 @@ reproducible cpio with busybox, the kernel modules a netbooted node needs, and f
 Owns the module layout and the assembly; the archive format is `cpio`, the kernel cache and the
 module closure are `kernel`, the static busybox is `busybox`.
 
-A module is a directory `NN-name/` (NN orders them) holding:
+A module is a directory `NN-name/` holding:
 
     module.toml        what it needs (every key optional):
                          description = "..."
+                         depends = ["00-base", ...]         modules whose functions it uses or
+                                                            replaces: they come first
                          applets = ["udhcpc", ...]          busybox applets it uses (checked)
                          binaries = ["/usr/bin/fuse-overlayfs"]   host ELF files, + ldd closure
                          kernel_modules = ["nfsv4", ...]    loaded at the modules stage, in order
@@ -16,6 +18,11 @@ A module is a directory `NN-name/` (NN orders them) holding:
                          [[devices]] path = "dev/console" kind = "char" major = 5 minor = 1
     lib.sh             functions, sourced by /init         -> lib/oneroot/lib/NN-name.sh
     hooks/STAGE.sh     run by /init at STAGE, module order -> lib/oneroot/hooks/STAGE/NN-name.sh
+
+Module order follows `depends` (a missing or circular dependency is a build error); modules
+that do not depend on each other keep name order. The builder writes the order and the stages
+(`oneroot.model.events.INITRAMFS_STAGES`) into lib/oneroot/generated.sh, which /init sources
+first: ONEROOT_MODULES orders the libraries and the hooks, ONEROOT_STAGES the stages.
 
     report = build_initramfs(kernel=fetch_kernel(cache_dir=c), busybox=fetch_busybox(cache_dir=c),
                              out=Path("initrd.img"), compression="zstd")
@@ -28,10 +35,10 @@ deterministic (cpio.py), so the same inputs give the same bytes.
 from __future__ import annotations
 
 import hashlib
+import heapq
 import logging
 import os
 import re
-import shutil
 import subprocess
 import tempfile
 import tomllib
@@ -44,12 +51,14 @@ from oneroot.errors import BuildError, ExternalToolError
 from oneroot.initramfs.busybox import Busybox, read_elf
 from oneroot.initramfs.cpio import Compression, CpioArchive
 from oneroot.initramfs.kernel import Kernel, ModuleIndex, install_modules, module_name
+from oneroot.model.events import INITRAMFS_STAGES
 
 log = logging.getLogger(__name__)
 
 MODULES_ROOT = Path(__file__).parent / "modules"
-STAGES = ("modules", "dhcp", "layers", "union", "switch_root")
+STAGES = INITRAMFS_STAGES
 LIB_DIR = "lib/oneroot"
+GENERATED_SH = f"{LIB_DIR}/generated.sh"
 MODULE_LIST = "etc/oneroot/modules"
 _MODULE_DIR_RE = re.compile(r"^[0-9]{2}-[a-z0-9][a-z0-9-]*$")
 _LDD_LINE = re.compile(r"^\s*(?:(\S+)\s+=>\s+)?(\S+)?\s*\(0x[0-9a-fA-F]+\)\s*$")
@@ -100,6 +109,7 @@ class InitramfsModule:
     devices: tuple[DeviceSpec, ...] = ()
     hooks: tuple[str, ...] = ()  # stages this module has a hook for, in STAGES order
     has_lib: bool = False
+    depends: tuple[str, ...] = ()  # modules that come before this one
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -128,11 +138,46 @@ class BuildReport:
 
 
 def load_modules(root: Path = MODULES_ROOT) -> list[InitramfsModule]:
-    """Every `NN-name/` under `root`, in name order."""
+    """Every `NN-name/` under `root`, in module order (`order_modules`)."""
     if not root.is_dir():
         raise BuildError(f"{root} holds no initramfs modules")
     found = sorted(p for p in root.iterdir() if p.is_dir() and _MODULE_DIR_RE.match(p.name))
-    return [load_module(p) for p in found]
+    return order_modules([load_module(p) for p in found])
+
+
+def order_modules(modules: Sequence[InitramfsModule]) -> list[InitramfsModule]:
+    """`modules` with each after the ones it depends on; otherwise in name order."""
+    by_name = {m.name: m for m in modules}
+    for m in modules:
+        for dep in m.depends:
+            if dep not in by_name:
+                raise BuildError(f"initramfs module {m.name} depends on {dep}, which is not a "
+                                 "module", hint=f"modules: {', '.join(sorted(by_name))}")
+    waiting = {m.name: set(m.depends) for m in modules}
+    ready = [name for name, deps in waiting.items() if not deps]
+    heapq.heapify(ready)
+    ordered: list[InitramfsModule] = []
+    while ready:
+        name = heapq.heappop(ready)
+        ordered.append(by_name[name])
+        for other, deps in waiting.items():
+            if name in deps:
+                deps.discard(name)
+                if not deps:
+                    heapq.heappush(ready, other)
+    if len(ordered) < len(modules):
+        stuck = sorted(name for name, deps in waiting.items() if deps)
+        raise BuildError(f"initramfs modules depend on each other in a cycle: "
+                         f"{', '.join(stuck)}", hint="drop one of their `depends`")
+    return ordered
+
+
+def generated_sh(modules: Sequence[InitramfsModule]) -> str:
+    """lib/oneroot/generated.sh: the stages and the module order, for /init."""
+    return (f"# Generated by oneroot.initramfs.builder: the stages "
+            f"(oneroot.model.events.INITRAMFS_STAGES)\n# and the modules in `depends` order.\n"
+            f"ONEROOT_STAGES='{' '.join(STAGES)}'\n"
+            f"ONEROOT_MODULES='{' '.join(m.name for m in modules)}'\n")
 
 
 def load_module(directory: Path) -> InitramfsModule:
@@ -144,8 +189,8 @@ def load_module(directory: Path) -> InitramfsModule:
                          hint=f"create {conf}") from exc
     except tomllib.TOMLDecodeError as exc:
         raise BuildError(f"{conf}: {exc}") from exc
-    known = {"description", "applets", "binaries", "kernel_modules", "files", "symlinks",
-             "devices"}
+    known = {"description", "depends", "applets", "binaries", "kernel_modules", "files",
+             "symlinks", "devices"}
     unknown = sorted(set(data) - known)
     if unknown:
         raise BuildError(f"{conf}: unknown keys {', '.join(unknown)}",
@@ -180,6 +225,7 @@ def load_module(directory: Path) -> InitramfsModule:
         devices=devices,
         hooks=tuple(s for s in STAGES if s in hook_stages),
         has_lib=(directory / "lib.sh").is_file(),
+        depends=_strings(data, "depends", conf),
     )
 
 
@@ -345,23 +391,23 @@ def _add_module_tree(archive: CpioArchive, staging: Path, version: str) -> int:
     return total
 
 
-def _script_files(modules: Sequence[InitramfsModule]) -> Iterable[tuple[str, Path, int]]:
-    """(archive path, source, mode) of every script and file the modules install."""
+def _script_files(modules: Sequence[InitramfsModule]) -> Iterable[tuple[str, bytes, int]]:
+    """(archive path, content, mode) of every script and file the modules install."""
+    yield GENERATED_SH, generated_sh(modules).encode(), 0o644
     for m in modules:
         if m.has_lib:
-            yield f"{LIB_DIR}/lib/{m.name}.sh", m.directory / "lib.sh", 0o644
+            yield f"{LIB_DIR}/lib/{m.name}.sh", (m.directory / "lib.sh").read_bytes(), 0o644
         for stage in m.hooks:
             hook = m.directory / "hooks" / f"{stage}.sh"
-            yield f"{LIB_DIR}/hooks/{stage}/{m.name}.sh", hook, 0o644
+            yield f"{LIB_DIR}/hooks/{stage}/{m.name}.sh", hook.read_bytes(), 0o644
         for f in m.files:
-            yield f.dest, m.directory / f.src, f.mode
+            yield f.dest, (m.directory / f.src).read_bytes(), f.mode
 
 
 def add_scripts(archive: CpioArchive, modules: Sequence[InitramfsModule]) -> int:
     """/init, the module libraries, hooks, files and symlinks; returns their bytes."""
     total = 0
-    for dest, src, mode in _script_files(modules):
-        data = src.read_bytes()
+    for dest, data, mode in _script_files(modules):
         archive.add_file(dest, data, mode=mode)
         total += len(data)
     for m in modules:
@@ -373,10 +419,10 @@ def add_scripts(archive: CpioArchive, modules: Sequence[InitramfsModule]) -> int
 def write_script_tree(root: Path, modules: Sequence[InitramfsModule] | None = None) -> Path:
     """Lay out /init and lib/oneroot/ under `root` on the host (tests run them under busybox sh
     with ONEROOT_LIB=root/lib/oneroot); returns the path of init."""
-    for dest, src, mode in _script_files(load_modules() if modules is None else modules):
+    for dest, data, mode in _script_files(load_modules() if modules is None else modules):
         target = root / dest
         target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(src, target)
+        target.write_bytes(data)
         target.chmod(mode)
     return root / "init"
 

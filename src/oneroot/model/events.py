@@ -6,21 +6,15 @@ import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+# The initramfs's stages, in the order /init runs them: the one list (the builder writes it
+# into the initramfs as ONEROOT_STAGES). `modules` runs before the network is up: no report.
+INITRAMFS_STAGES = ("modules", "dhcp", "layers", "union", "switch_root")
+SILENT_STAGES = ("modules",)
+# The stages a node reports itself (POST /api/v1/report): the initramfs's, then `init` from
+# the booted image, and `failed`; and the statuses it may give.
+REPORTED_STAGES = (*(s for s in INITRAMFS_STAGES if s not in SILENT_STAGES), "init", "failed")
 # Stable stage names, in boot order; `oneroot status` shows the last one per node.
-STAGES = (
-    "dhcp.offer",
-    "dhcp.ack",
-    "tftp",
-    "http",
-    "dhcp",
-    "layers",
-    "union",
-    "switch_root",
-    "init",
-    "failed",
-)
-# The stages a node reports itself (POST /api/v1/report), and the statuses it may give.
-REPORTED_STAGES = ("dhcp", "layers", "union", "switch_root", "init", "failed")
+STAGES = ("dhcp.offer", "dhcp.ack", "tftp", "http", *REPORTED_STAGES)
 STAGE_STATUSES = ("ok", "failed")
 
 

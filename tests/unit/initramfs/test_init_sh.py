@@ -83,8 +83,11 @@ def run_init(node: Path, bbdir: Path, cmdline: str, *args: str,
 
 
 def sh(node: Path, bbdir: Path, script: str) -> subprocess.CompletedProcess[str]:
-    """Source every library, then run `script` (functions under test)."""
-    prelude = ('for _l in "$ONEROOT_LIB"/lib/*.sh; do . "$_l"; done\n')
+    """Source every library as /init does, then run `script` (functions under test)."""
+    prelude = ('. "$ONEROOT_LIB/generated.sh"\n'
+               'for _m in $ONEROOT_MODULES; do\n'
+               '  [ -e "$ONEROOT_LIB/lib/$_m.sh" ] && . "$ONEROOT_LIB/lib/$_m.sh"\n'
+               'done\n')
     result = subprocess.run([str(bbdir / "busybox"), "sh", "-c", prelude + script],
                             capture_output=True, text=True, env=env_for(node, bbdir),
                             timeout=30, check=False)

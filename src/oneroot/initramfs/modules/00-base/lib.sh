@@ -18,8 +18,10 @@
 #   systemd.unit=NAME | softlevel=NAME | single | emergency | S | 1..5
 #                            the runlevel: recorded and passed on to the image's init
 #
-# Stages, in order: modules dhcp layers union switch_root. A stage runs the hooks in
-# $ONEROOT_LIB/hooks/STAGE/*.sh (one per module, in module order) in this shell. A hook fails by
+# Stages, in order: ONEROOT_STAGES, set with the module order ONEROOT_MODULES in
+# $ONEROOT_LIB/generated.sh, which the builder writes from oneroot.model.events.INITRAMFS_STAGES
+# and the modules' `depends`. A stage runs the hooks $ONEROOT_LIB/hooks/STAGE/MODULE.sh (one per
+# module, in module order) in this shell. A hook fails by
 # `oneroot_fail REASON HINT`; the stage then prints
 #   oneroot: stage S failed: REASON
 #   oneroot: fix: HINT
@@ -30,7 +32,6 @@
 # ONEROOT_TEST_STUBS names a file /init sources after the libraries; ONEROOT_CMDLINE replaces /proc/cmdline;
 # ONEROOT_SYSFS replaces /sys, ONEROOT_RUN replaces /run/oneroot, ONEROOT_NEWROOT /sysroot.
 
-ONEROOT_STAGES='modules dhcp layers union switch_root'
 : "${ONEROOT_LIB:=/lib/oneroot}"
 : "${ONEROOT_SYSFS:=/sys}"
 : "${ONEROOT_RUN:=/run/oneroot}"
@@ -193,15 +194,17 @@ oneroot_bootif_mac() {
 
 # oneroot_is_stage NAME
 oneroot_is_stage() {
+	# shellcheck disable=SC2153 # set in generated.sh
 	case " $ONEROOT_STAGES " in
 	*" $1 "*) return 0 ;;
 	esac
 	return 1
 }
 
-# oneroot_run_hooks STAGE: source every hook of STAGE in order; stops at the first failure.
+# oneroot_run_hooks STAGE: source every hook of STAGE in module order; stops at the first failure.
 oneroot_run_hooks() {
-	for _hk in "$ONEROOT_LIB/hooks/$1"/*.sh; do
+	for _hm in $ONEROOT_MODULES; do
+		_hk="$ONEROOT_LIB/hooks/$1/$_hm.sh"
 		[ -e "$_hk" ] || continue
 		# shellcheck disable=SC1090 # hooks are found at run time
 		. "$_hk" || return 1
@@ -250,7 +253,8 @@ oneroot_stage() {
 	done
 }
 
-# oneroot_report STAGE STATUS MESSAGE: replaced by 90-report; a no-op without it.
+# oneroot_report STAGE STATUS MESSAGE: replaced by 90-report (which depends on this module, so
+# its library is sourced after this one); a no-op without it.
 oneroot_report() {
 	return 0
 }
