@@ -155,7 +155,8 @@ def test_build_content(inputs: tuple[Kernel, Busybox], tmp_path: Path) -> None:
     assert entries["sbin"][3] == b"bin"
     for path in ("usr/bin/fuse-overlayfs", "lib64/ld-linux-x86-64.so.2",
                  "lib/oneroot/parse-root.sh", "lib/oneroot/hooks/layers/50-nfs.sh",
-                 "lib/oneroot/lib/00-base.sh", "lib/oneroot/udhcpc.script"):
+                 "lib/oneroot/lib/00-base.sh", "lib/oneroot/udhcpc.script",
+                 "lib/oneroot/generated.sh"):
         assert path in entries, path
     assert entries["usr/bin/@fuse-overlayfs"][3] == b"fuse-overlayfs"
     moddir = f"lib/modules/{kernel.version}"
