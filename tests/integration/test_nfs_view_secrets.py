@@ -20,21 +20,21 @@ import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 import pytest
 
-from oneroot.model import Group, Image, NfsServerKind, Node, Settings
+from oneroot.model import NfsServerKind
 from oneroot.model.inventory import Inventory
 from oneroot.model.paths import Paths
 from oneroot.model.resolved import ResolvedCluster, resolve_cluster
-from oneroot.net import MacAddress
 from oneroot.nfs import unmount_view
 from oneroot.ops.doctor import Level
 from oneroot.ops.doctor_server import check_views
 from oneroot.ops.nfs_serving import apply_nfs, ganesha_server, nfs_plan
 from oneroot.serve.viewwatch import keep_views_current
 from oneroot.testing import nfsclient
+from oneroot.testing.inventory import loopback_settings, make_inventory, make_node
 from oneroot.testing.nfsclient import NfsClient
 from oneroot.testing.ports import free_port
 
@@ -111,18 +111,11 @@ def server_root() -> Iterator[Path]:
 
 
 def _inventory(root: Path) -> Inventory:
-    settings = Settings(server_address=LOCAL, subnet=ipaddress.IPv4Network("127.0.0.0/8"),
-                        state_dir=PurePosixPath(str(root / "var/state/systems")),
-                        group_dir=PurePosixPath(str(root / "var/state/groups")),
-                        nfs_server=NfsServerKind.GANESHA)
-    nodes = {
-        "node01": Node(name="node01", macs=(MacAddress.parse("52:54:00:00:00:01"),),
-                       address=LOCAL),
-        "node02": Node(name="node02", macs=(MacAddress.parse("52:54:00:00:00:02"),),
-                       address=ipaddress.IPv4Address("127.0.0.2")),
-    }
-    return Inventory(settings=settings, nodes=nodes, groups={"default": Group(name="default")},
-                     images={"default": Image(name="default", root=PurePosixPath(str(root)))})
+    # node01 is the test's client (127.0.0.1); node02 is somebody else.
+    return make_inventory(
+        nodes=[make_node(1, address=LOCAL), make_node(2, address="127.0.0.2")],
+        settings=loopback_settings(root / "var/state", nfs_server=NfsServerKind.GANESHA),
+        image_root=root)
 
 
 @dataclass(frozen=True, slots=True)

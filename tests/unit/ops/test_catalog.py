@@ -3,29 +3,21 @@
 from __future__ import annotations
 
 import gc
-import ipaddress
 import weakref
-from pathlib import PurePosixPath
 
-from oneroot.model import Group, Image, Node, Settings, resolve_cluster
-from oneroot.model.inventory import Inventory
+from oneroot.model import resolve_cluster
 from oneroot.net import MacAddress
 from oneroot.ops.catalog import BootCatalog
 from oneroot.render.boot import ipxe_filename, pxelinux_filename
+from oneroot.testing.inventory import make_inventory, make_node
 
 MAC1 = MacAddress.parse("52:54:00:00:00:01")
 MAC2 = MacAddress.parse("52:54:00:00:00:02")
 
 
 def _catalog() -> BootCatalog:
-    nodes = {
-        "node01": Node(name="node01", macs=(MAC1,), address=ipaddress.IPv4Address("10.0.0.11")),
-        "node02": Node(name="node02", macs=(MAC2,), address=ipaddress.IPv4Address("10.0.0.12"),
-                       overrides={"bios_loader": "pxelinux", "uefi_loader": "snponly"}),
-    }
-    inv = Inventory(settings=Settings(), groups={"default": Group(name="default")},
-                    nodes=nodes,
-                    images={"default": Image(name="default", root=PurePosixPath("/"))})
+    inv = make_inventory(nodes=[make_node(1), make_node(2, bios_loader="pxelinux",
+                                                        uefi_loader="snponly")])
     return BootCatalog(resolve_cluster(inv))
 
 
