@@ -19,7 +19,19 @@ from pathlib import Path
 from typing import BinaryIO, cast
 
 from oneroot.errors import ConfigError
-from oneroot.fsutil import DIR_FLAGS, FILE_FLAGS, atomic_file, open_dir, walk
+from oneroot.fsutil import DIR_FLAGS, FILE_FLAGS, UnsafePath, atomic_file, open_dir, walk
+
+# A file whose size is over this and mostly holes (a node's `truncate -s 1T`) is refused
+# rather than streamed into the tarball as that many zero bytes.
+SPARSE_ARCHIVE_LIMIT = 1 << 30
+
+
+def _check_not_sparse_giant(st: os.stat_result, arcname: str) -> None:
+    if st.st_size > SPARSE_ARCHIVE_LIMIT and st.st_blocks * 512 < st.st_size // 2:
+        raise UnsafePath(f"{arcname} is a sparse file of {st.st_size} bytes "
+                         f"({st.st_blocks * 512} on disk): not archived",
+                         hint="a node may have planted it: look at it, remove it "
+                              "(`oneroot overlay rm`), then retry")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -63,6 +75,7 @@ class _Adder:
                 info.type, info.linkname = tarfile.LNKTYPE, self.links[key]
                 self.tar.addfile(info)
                 return
+            _check_not_sparse_giant(st, arcname)
             fd = os.open(name, FILE_FLAGS, dir_fd=parent_fd)
             with os.fdopen(fd, "rb") as f:
                 fst = os.fstat(f.fileno())

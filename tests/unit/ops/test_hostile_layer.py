@@ -227,3 +227,15 @@ def test_put_refuses_setuid_modes_devices_and_capabilities(promoting: tuple[Clus
 def test_a_new_state_dir_is_private(cluster: Cluster) -> None:
     state = cluster.upper.parent.parent
     assert stat.S_IMODE(state.stat().st_mode) == 0o700
+
+
+def test_a_sparse_giant_is_not_streamed_into_the_reset_archive(cluster: Cluster) -> None:
+    giant = cluster.upper / "var" / "giant"
+    giant.parent.mkdir()
+    with giant.open("wb") as f:
+        f.truncate(1 << 40)  # archived as is, 1 TiB of zeros would go through gzip
+    with pytest.raises(ConfigError, match="var/giant is a sparse file"):
+        ov.reset_layer(cluster.inv, cluster.paths, "node01")
+    assert giant.exists()  # nothing was removed
+    ov.remove_change(cluster.inv, cluster.paths, "node01", "/var/giant")
+    assert ov.reset_layer(cluster.inv, cluster.paths, "node01").archive is not None
