@@ -227,6 +227,10 @@ class QemuVm:
     def pid(self) -> int | None:
         return self._proc.pid if self._proc is not None else None
 
+    def running(self) -> bool:
+        """Whether QEMU was started and has not exited."""
+        return self._proc is not None and self._proc.poll() is None
+
     def start(self) -> None:
         if self._proc is not None:
             raise LabError(f"VM {self.name} already started")

@@ -67,3 +67,51 @@ def apply_exports(text: str, *, path: Path = EXPORTS_FILE, exportfs: str = "expo
             hint=f"check {path} and the NFS server (`systemctl status nfs-server`)")
     log.info("nfs.knfsd.applied path=%s", path)
     return KnfsdResult(path=path, changed=changed, applied=True)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class JunctionBind:
+    """A layer dir bound at its junction inside the NFSv4 root view (docs/nfs.md)."""
+
+    source: Path
+    target: Path
+
+
+def bind_junctions(binds: tuple[JunctionBind, ...]) -> int:
+    """Bind each source at its target unless it is there already; returns how many were made.
+
+    A target that holds another tree (a server-side union mounted again since) is unbound and
+    bound afresh. A bind is made with MS_PRIVATE semantics left to the defaults: the target is
+    a directory in the view's tmpfs upper, which no other mount shares.
+    """
+    made = 0
+    for bind in binds:
+        if _same_tree(bind.source, bind.target):
+            continue
+        if _is_mountpoint(bind.target):
+            _mount("umount", "-l", str(bind.target))
+        _mount("mount", "--bind", str(bind.source), str(bind.target))
+        made += 1
+        log.info("nfs.knfsd.bound source=%s target=%s", bind.source, bind.target)
+    return made
+
+
+def _same_tree(a: Path, b: Path) -> bool:
+    try:
+        sa, sb = a.stat(), b.stat()
+    except OSError:
+        return False
+    return (sa.st_dev, sa.st_ino) == (sb.st_dev, sb.st_ino)
+
+
+def _is_mountpoint(path: Path) -> bool:
+    return subprocess.run(["mountpoint", "-q", str(path)], stdin=subprocess.DEVNULL,
+                          timeout=30).returncode == 0
+
+
+def _mount(*argv: str) -> None:
+    proc = subprocess.run(list(argv), stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                          timeout=60)
+    if proc.returncode != 0:
+        raise ExternalToolError(f"{' '.join(argv)} failed: {proc.stderr.strip()}",
+                                hint="see `dmesg | tail` for the kernel's reason")

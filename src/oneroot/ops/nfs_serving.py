@@ -38,7 +38,7 @@ from oneroot.nfs import (
     render_config,
 )
 from oneroot.nfs.ganesha import running_pid
-from oneroot.nfs.knfsd import EXPORTS_FILE
+from oneroot.nfs.knfsd import EXPORTS_FILE, JunctionBind, bind_junctions
 from oneroot.nfs.server_union import (
     UnionSpec,
     UnionUnsupported,
@@ -49,6 +49,7 @@ from oneroot.nfs.server_union import (
 from oneroot.nfs.view import mount_at
 from oneroot.ops.catalog import BootCatalog
 from oneroot.ops.exportids import keep_export_ids, load_export_ids
+from oneroot.ops.knfsd_layout import knfsd_layout
 from oneroot.ops.nodes_fs import prepare_group_layers, prepare_nodes
 from oneroot.ops.runlevels import apply_runlevels
 from oneroot.ops.server_union import (
@@ -80,6 +81,8 @@ class NfsPlan:
     # Every export id the plan uses (ganesha's Export_Id, knfsd's fsid): the persisted ones,
     # and new ones that applying the plan saves (`ops.exportids`) before the server sees them.
     export_ids: dict[str, int] = dataclasses.field(default_factory=dict)
+    # knfsd: layer dirs bound at their junctions in the NFSv4 root view (ops.knfsd_layout).
+    binds: tuple[JunctionBind, ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -116,6 +119,7 @@ def nfs_plan(cluster: ResolvedCluster, paths: Paths, *, kind: NfsServerKind | No
                                                    if n.name not in left_out))
     if bind is not None:
         ctx = dataclasses.replace(ctx, settings=dataclasses.replace(s, server_address=bind))
+    binds: tuple[JunctionBind, ...] = ()
     views = {}
     for image in ctx.images:
         spec = image_view(
@@ -129,12 +133,12 @@ def nfs_plan(cluster: ResolvedCluster, paths: Paths, *, kind: NfsServerKind | No
         _check_unions_not_in_views(unions, views)
         text = render_config(ctx, {name: v.mountpoint for name, v in views.items()})
     else:
-        # knfsd has no per-export pseudo path: the view is exported at its own path, and
-        # root= must name that path (see the report; not run against a real nfsd here).
-        text = render_exports(with_views(ctx, {name: PurePosixPath(v.mountpoint)
-                                               for name, v in views.items()}))
+        knfsd_ctx, binds = knfsd_layout(
+            with_views(ctx, {name: PurePosixPath(v.mountpoint) for name, v in views.items()}),
+            views)
+        text = render_exports(knfsd_ctx)
     return NfsPlan(kind=kind, ctx=ctx, views=views, text=text, unions=unions,
-                   export_ids=catalog.export_ids)
+                   export_ids=catalog.export_ids, binds=binds)
 
 
 def _check_unions_not_in_views(unions: dict[str, UnionSpec],
@@ -173,6 +177,7 @@ def apply_nfs(cluster: ResolvedCluster, paths: Paths, *,
     mount_unions(plan.unions, ns_pid=ns_pid)
     stale = stale_unions(cluster, ns_pid=ns_pid)
     if plan.kind is NfsServerKind.KNFSD:
+        bind_junctions(plan.binds)
         result = apply_exports(plan.text, path=exports_file, exportfs=exportfs)
         unmount_unions(stale, ns_pid=ns_pid)
         return NfsApplyResult(plan=plan, config_path=exports_file, changed=result.changed,

@@ -74,7 +74,8 @@ def nfs_exports(ctx: ClusterContext) -> tuple[NfsExport, ...]:
         NfsExport(
             export_id=image.export_id, path=image.path, access=Access.RO, clients=(subnet,),
             comment=f"image {image.name}" + (" (masked view)" if image.view else ""),
-            crossmnt=True, fsid=image.export_id, masked_view=image.view,
+            crossmnt=not image.v4_root, fsid=image.export_id, masked_view=image.view,
+            v4_root=image.v4_root,
         )
         for image in ctx.images
     ]
@@ -86,7 +87,7 @@ def nfs_exports(ctx: ClusterContext) -> tuple[NfsExport, ...]:
             comment=(f"server-side union of node {node.name}" if node.server_union
                      else f"diff-overlay of node {node.name}")
             + (" (ephemeral)" if node.read_only else ""),
-            fsid=node.export_id if node.server_union else None,
+            fsid=node.export_id if node.server_union or node.fixed_fsid else None,
         )
         for node in ctx.nodes
     )
@@ -95,6 +96,7 @@ def nfs_exports(ctx: ClusterContext) -> tuple[NfsExport, ...]:
             export_id=layer.export_id, path=layer.path, access=Access.RO,
             clients=tuple(str(a) for a in sorted(set(layer.clients))),
             comment=f"layer of group {layer.name}", root_squash=True,
+            fsid=layer.export_id if layer.fixed_fsid else None,
         )
         for layer in ctx.group_layers
         if layer.clients
@@ -155,6 +157,10 @@ def _check_exports(exports: Iterable[NfsExport]) -> None:
     # never 0 (knfsd's NFSv4 root) as well.
     ids: dict[int, NfsExport] = {}
     paths: dict[PurePosixPath, NfsExport] = {}
+    roots = [e.comment for e in exports if e.v4_root]
+    if len(roots) > 1:
+        raise ConfigError(f"{' and '.join(roots)} would both be the NFSv4 root (fsid=0)",
+                          hint="only one image can be the server's `/`")
     for export in exports:
         if not 1 <= export.export_id <= MAX_EXPORT_ID:
             raise ConfigError(

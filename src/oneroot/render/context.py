@@ -95,6 +95,9 @@ class ImageExport:
     # is mounted (`mp`). Not squashed, as any image (docs/security.md): a node's root must
     # traverse its own 0700 directories (fuse-overlayfs copies `/root` up as root).
     view: bool = False
+    # knfsd: this image's masked view of the server's `/` is the NFSv4 root (`fsid=0`), so the
+    # seed's `server:/` names it; the node and group layers are bound inside it (docs/nfs.md).
+    v4_root: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -118,6 +121,9 @@ class ClusterNode:
     # An ephemeral node mounts its layer read-only under a tmpfs: exported read-only, so
     # whatever it (or a host holding its address) writes cannot outlive the boot.
     read_only: bool = False
+    # knfsd: exported at its junction inside the NFSv4 root view (a bind mount), so with a
+    # fixed `fsid` like every export that is not a plain directory of its own.
+    fixed_fsid: bool = False
     bios_boot_file: str = "undionly.kpxe"
     uefi_boot_file: str = "ipxe.efi"
 
@@ -130,6 +136,7 @@ class GroupLayerExport:
     path: PurePosixPath
     export_id: int
     clients: tuple[ipaddress.IPv4Address, ...]
+    fixed_fsid: bool = False  # as ClusterNode.fixed_fsid
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -174,6 +181,8 @@ class NfsExport:
     # A live root's masked view: knfsd exports it only while mounted (`mp`), so an
     # unmounted view never exports the empty directory under it on the root filesystem.
     masked_view: bool = False
+    # knfsd's NFSv4 root: `fsid=0` instead of `fsid`, which stays the export's id for ganesha.
+    v4_root: bool = False
 
     @property
     def knfsd_options(self) -> str:
@@ -183,7 +192,9 @@ class NfsExport:
             options.append("mp")
         if self.crossmnt:
             options.append("crossmnt")
-        if self.fsid is not None:
+        if self.v4_root:
+            options.append("fsid=0")
+        elif self.fsid is not None:
             options.append(f"fsid={self.fsid}")
         return ",".join(options)
 

@@ -65,3 +65,26 @@ def test_default_nfs_server_follows_the_kernel(tmp_path: Path) -> None:
     fs.write_text("nodev\tsysfs\n")
     assert default_nfs_server(fs) is NfsServerKind.GANESHA
     assert default_nfs_server(tmp_path / "missing") is NfsServerKind.GANESHA
+
+
+def test_junction_binds_are_made_once_and_redone_when_stale(tmp_path: Path) -> None:
+    """A layer bound at its junction in the view: made once; a target that shows another tree
+    (its source was replaced, as a server-side union mounted again) is bound afresh."""
+    import subprocess
+
+    from oneroot.nfs.knfsd import JunctionBind, bind_junctions
+
+    source, other, target = tmp_path / "layer", tmp_path / "other", tmp_path / "junction"
+    for d in (source, other, target):
+        d.mkdir()
+    (source / "mine").write_text("x")
+    (other / "theirs").write_text("y")
+    try:
+        assert bind_junctions((JunctionBind(source=source, target=target),)) == 1
+        assert (target / "mine").is_file()
+        assert bind_junctions((JunctionBind(source=source, target=target),)) == 0
+        assert bind_junctions((JunctionBind(source=other, target=target),)) == 1
+        assert (target / "theirs").is_file() and not (target / "mine").exists()
+    finally:
+        while subprocess.run(["mountpoint", "-q", str(target)]).returncode == 0:
+            subprocess.run(["umount", str(target)], check=True)

@@ -38,10 +38,29 @@ def test_an_image_directory_is_exported_as_is() -> None:
     assert ganesha_exports(plan.text)["/srv/images/bookworm"][0] == "/srv/images/bookworm"
 
 
-def test_knfsd_exports_the_view_path() -> None:
+def test_knfsd_exports_the_view_as_the_nfsv4_root() -> None:
+    """docs/nfs.md: the view is `fsid=0` without crossmnt; each node's layer is bound at its
+    junction in the view and exported there to that node alone, so the seed's paths work."""
     plan = nfs_plan(resolve_cluster(_inv()), Paths(), kind=NfsServerKind.KNFSD)
     lines = [ln for ln in plan.text.splitlines() if ln and not ln.startswith("#")]
-    assert lines[0].startswith("/var/lib/oneroot/views/default 10.0.0.0/24(ro,sync,no_root_squash,"
-                               "no_subtree_check,mp,")
-    assert "/var/state/systems/node01 10.0.0.11(rw," in plan.text
+    view = "/var/lib/oneroot/views/default"
+    assert lines[0] == (f"{view} 10.0.0.0/24(ro,sync,no_root_squash,no_subtree_check,mp,fsid=0)")
+    exported = {ln.split()[0]: ln.split()[1] for ln in lines}
+    for node, address in (("node01", "10.0.0.11"), ("node02", "10.0.0.12")):
+        options = exported[f"{view}/var/state/systems/{node}"]
+        assert options.startswith(f"{address}(rw,") and ",fsid=" in options
+        assert f"/var/state/systems/{node}" not in exported  # only inside the view
     assert not any(ln.startswith("/ ") for ln in lines)  # never `/` itself
+    assert [(str(b.source), str(b.target)) for b in plan.binds] == [
+        (f"/var/state/systems/{n}", f"{view}/var/state/systems/{n}")
+        for n in ("node01", "node02")]
+
+
+def test_knfsd_exports_an_image_directory_as_is() -> None:
+    plan = nfs_plan(resolve_cluster(_inv("/srv/images/bookworm")), Paths(),
+                    kind=NfsServerKind.KNFSD)
+    assert plan.binds == ()
+    assert "/srv/images/bookworm 10.0.0.0/24(ro,sync,no_root_squash,no_subtree_check," \
+        "crossmnt,fsid=" in plan.text
+    assert "/var/state/systems/node01 10.0.0.11(rw,sync,no_root_squash,no_subtree_check)" \
+        in plan.text

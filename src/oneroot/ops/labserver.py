@@ -1,0 +1,189 @@
+"""The lab with its server in a QEMU VM (`oneroot lab up --server vm`): the production path.
+
+The server VM boots the cached disk of `ops.serverimage` (Debian 12, Debian's kernel, kernel
+nfsd, oneroot in a venv). Its own `/` is the image, as in the seed: `oneroot init` registers `/`
+as image `default` and `oneroot serve` runs there with `nfs_server=knfsd`. The nodes are sibling
+QEMU VMs on the lab bridge that netboot from it. Tests and the lab drive `oneroot` inside the
+VM over SSH, with the key made when the disk was built (it never leaves the cache).
+
+    lab's netns:  br0 10.0.0.254/24 ── tap0 ── server VM eth0 10.0.0.1 (DHCP, TFTP, HTTP, nfsd)
+                                    ├─ tap1 ── node01 (PXE)
+                                    └─ tap2 ── node02 (PXE)
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import shlex
+import subprocess
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from oneroot.errors import LabError
+from oneroot.lab import Lab, QemuVm, list_netns
+from oneroot.net import MacAddress
+from oneroot.ops.serverimage import NODE_BOOT_DIR, SERVER_MAC, ServerDisk, build_server_disk
+
+Progress = Callable[[str], None]
+SUBNET = ipaddress.IPv4Network("10.0.0.0/24")
+SERVER = ipaddress.IPv4Address("10.0.0.1")
+# The bridge's own address: the host side (SSH, raw NFS clients) talks to the VM from it.
+BRIDGE = ipaddress.IPv4Address("10.0.0.254")
+SERVER_HOME = "/var/lib/oneroot"
+SERVER_STATE_DIR = "/var/state/systems"
+SERVER_KERNEL_ARGS = "root=/dev/vda rw console=ttyS0 net.ifnames=0 panic=-1"
+NODE_KERNEL_ARGS = "net.ifnames=0"
+SSH_OPTIONS = ("-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+               "-o", "LogLevel=ERROR", "-o", "BatchMode=yes", "-o", "ConnectTimeout=5")
+
+
+def node_mac(index: int) -> MacAddress:
+    return MacAddress(bytes([0x52, 0x54, 0x00, 0x0E, 0x00, index]))
+
+
+def node_address(index: int) -> ipaddress.IPv4Address:
+    return SERVER + 10 + index
+
+
+@dataclass(slots=True, kw_only=True)
+class VmServerLab:
+    """A lab whose server is a VM; `start()`, `setup()`, `serve()`, `boot(node)`, `stop()`."""
+
+    workdir: Path
+    cache_dir: Path
+    memory_mib: int = 768
+    server_memory_mib: int = 1024
+    progress: Progress = field(default=lambda _msg: None)
+    lab: Lab | None = None
+    disk: ServerDisk | None = None
+    server: QemuVm | None = None
+    vms: dict[str, QemuVm] = field(default_factory=dict)
+
+    @property
+    def vm_dir(self) -> Path:
+        return self.workdir / "vms"
+
+    def prepare(self) -> None:
+        """The server disk (built once per tree, cached)."""
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.disk = build_server_disk(self.cache_dir, progress=self.progress)
+
+    def start(self, *, timeout: float = 300) -> None:
+        """The lab network and the server VM, up to a working SSH login."""
+        if self.disk is None:
+            self.prepare()
+        assert self.disk is not None
+        self.lab = Lab.create(subnet=SUBNET, server_address=BRIDGE, workdir=self.workdir)
+        self.vm_dir.mkdir(parents=True, exist_ok=True)
+        self.server = QemuVm(
+            self.lab, self.lab.add_tap(), mac=SERVER_MAC, name="server",
+            kernel=self.disk.kernel, initrd=self.disk.initrd, append=SERVER_KERNEL_ARGS,
+            memory_mib=self.server_memory_mib, cpus=2, workdir=self.vm_dir,
+            extra_args=("-drive", f"file={self.disk.disk},format=raw,if=virtio,snapshot=on"))
+        self.progress("booting the server VM")
+        self.server.start()
+        self.wait_ssh(timeout=timeout)
+
+    def wait_ssh(self, *, timeout: float) -> None:
+        assert self.server is not None
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.ssh("true", check=False, timeout=20).returncode == 0:
+                return
+            if time.monotonic() > deadline:
+                raise LabError(f"no SSH login on the server VM after {timeout:.0f} s",
+                               hint=f"see {self.server.serial_log}")
+            if not self.server.running():
+                raise LabError("the server VM exited before SSH came up",
+                               hint=f"see {self.server.serial_log}")
+            time.sleep(2)
+
+    def ssh(self, command: str, *, check: bool = True, timeout: float = 300,
+            input: str | None = None) -> subprocess.CompletedProcess[str]:
+        """Run a shell command as root in the server VM."""
+        if self.lab is None or self.disk is None:
+            raise LabError("the server VM lab is not started")
+        argv = ["ssh", *SSH_OPTIONS, "-i", str(self.disk.ssh_key), f"root@{SERVER}", command]
+        try:
+            done = self.lab.run_in_ns(argv, check=False, timeout=timeout, input=input)
+        except subprocess.TimeoutExpired as exc:
+            raise LabError(f"`{command}` in the server VM timed out after {timeout:g} s") from exc
+        if check and done.returncode != 0:
+            raise LabError(f"`{command}` in the server VM failed ({done.returncode}): "
+                           f"{(done.stderr or done.stdout).strip()[-2000:]}")
+        return done
+
+    def oneroot(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        """`oneroot ARGS` in the server VM."""
+        return self.ssh(shlex.join(["oneroot", *args]), check=check)
+
+    def setup(self, *, nodes: int = 2, extra: Sequence[str] = ()) -> list[str]:
+        """`oneroot init` with knfsd and the image `/`, the node boot files, `nodes` nodes."""
+        self.oneroot("init", "--server", str(SERVER), "--subnet", str(SUBNET),
+                     "--interface", "eth0", "--state-dir", SERVER_STATE_DIR,
+                     "--nfs-server", "knfsd", "--image-root", "/")
+        self.oneroot("group", "set", "default", "--set", f"kernel_args={NODE_KERNEL_ARGS}")
+        self.ssh(f"mkdir -p {SERVER_HOME}/boot && cp {NODE_BOOT_DIR}/vmlinuz "
+                 f"{NODE_BOOT_DIR}/initramfs.img {SERVER_HOME}/boot/")
+        names = []
+        for i in range(1, nodes + 1):
+            name = f"node{i:02d}"
+            self.oneroot("node", "add", name, "--mac", str(node_mac(i)),
+                         "--ip", str(node_address(i)), *extra)
+            names.append(name)
+        return names
+
+    def serve(self, *, timeout: float = 300) -> None:
+        """kernel nfsd, then `oneroot serve` as a transient unit; wait until it serves."""
+        self.ssh("systemctl start nfs-server")
+        self.ssh("systemd-run --unit=oneroot-serve --property=Restart=no "
+                 "/usr/local/bin/oneroot serve")
+        deadline = time.monotonic() + timeout
+        while "serve.started" not in self.serve_log():
+            if time.monotonic() > deadline:
+                raise LabError(f"oneroot serve did not start in the server VM within "
+                               f"{timeout:.0f} s:\n{self.serve_log()[-3000:]}")
+            if self.ssh("systemctl is-failed oneroot-serve", check=False).returncode == 0:
+                raise LabError(f"oneroot serve failed in the server VM:\n"
+                               f"{self.serve_log()[-3000:]}")
+            time.sleep(2)
+
+    def serve_log(self) -> str:
+        return self.ssh("journalctl -u oneroot-serve --no-pager -o cat", check=False).stdout
+
+    def boot(self, node: str) -> QemuVm:
+        """Power `node` on (again): a PXE boot from the server VM."""
+        assert self.lab is not None
+        index = int(node.removeprefix("node"))
+        old = self.vms.pop(node, None)
+        if old is not None:
+            old.stop()
+        vm = QemuVm(self.lab, self.lab.add_tap(), mac=node_mac(index), name=node,
+                    memory_mib=self.memory_mib, workdir=self.vm_dir)
+        vm.start()
+        self.vms[node] = vm
+        return vm
+
+    def stop(self) -> None:
+        for vm in self.vms.values():
+            vm.stop()
+        self.vms.clear()
+        if self.server is not None:
+            self.server.stop()
+            self.server = None
+        if self.lab is not None:
+            netns = self.lab.netns
+            self.lab.teardown()
+            self.lab = None
+            if netns in list_netns():
+                raise LabError(f"the lab's namespace {netns} is still there after stop",
+                               hint=f"ip netns delete {netns}")
+
+    # -- files in a node's layer -----------------------------------------------------------------
+    def put(self, node: str, path: str, text: str, *, mode: str = "0644") -> None:
+        """Make `text` node's `path` (`oneroot overlay put` in the server VM)."""
+        tmp = f"/tmp/oneroot-put-{node}"
+        self.ssh(f"cat > {tmp} && oneroot overlay put {shlex.quote(node)} "
+                 f"{shlex.quote(path)} {tmp} --mode {mode} && rm {tmp}", input=text)

@@ -1,0 +1,179 @@
+"""The production path (issue 11): kernel nfsd in a Debian server VM whose own `/` is the image,
+and the seed's two `root=` lines, verbatim, booting nodes from it.
+
+One server VM for the module (`oneroot.ops.labserver`: the cached disk of
+`oneroot.ops.serverimage`, `oneroot init --nfs-server knfsd --image-root /`, `oneroot serve`
+driven over SSH), two nodes, two rounds of boots:
+  round 1  node01 (`…;node01;rw`) writes /root/persist and deletes /etc/issue, then
+           `systemctl reboot`s; node02 (`…;node02;ro;tmpfs`) writes /root/ephemeral and tries
+           to read what it must not: the server's shadow, /root and SSH host key through its
+           root, and node01's layer through raw NFS mounts of the export paths.
+  round 2  node01 still has its file and its deletion; node02's write is gone.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from oneroot.initramfs.kernel import default_cache_dir
+from oneroot.ops.labserver import VmServerLab
+from oneroot.testing.labprobe import PROBE_PATH, PROBE_UNIT, WANTS_PROBE, probe_values
+
+pytestmark = pytest.mark.e2e
+
+BOOT_TIMEOUT = 600
+SEED = {
+    "node01": "10.0.0.1:/:ro;10.0.0.1:/var/state/systems/node01;rw",
+    "node02": "10.0.0.1:/:ro;10.0.0.1:/var/state/systems/node02;ro;tmpfs",
+}
+NODE01_SECRET = "node01-layer-secret"
+SERVER_SECRET = "server-root-secret"
+
+PROBE = r"""#!/bin/bash
+say() { echo "PROBE $*" > /dev/ttyS0; }
+sha() { if [ -e "$1" ]; then sha256sum "$1" | cut -c1-64; else echo missing; fi; }
+me=@NODE@
+round=$(cat /etc/oneroot-e2e-round 2>/dev/null || echo 0)
+say node="$me" round="$round"
+say root_fstype="$(findmnt -n -o FSTYPE /)"
+say persist="$(tr ' ' _ < /root/persist 2>/dev/null || echo none)"
+say ephemeral="$(cat /root/ephemeral 2>/dev/null || echo none)"
+if [ -e /etc/issue ]; then say issue=present; else say issue=gone; fi
+if [ "$me" = node02 ] && [ "$round" = 1 ]; then
+  echo here > /root/ephemeral
+  say shadow="$(sha /etc/shadow)"
+  say server_secret="$(cat /root/secret 2>/dev/null || echo unreadable)"
+  say host_key="$(sha /etc/ssh/ssh_host_ed25519_key)"
+  mkdir -p /mnt/v4 /mnt/v3 /mnt/view /mnt/top
+  if mount -t nfs -o ro,vers=4.2 10.0.0.1:/var/state/systems/node01 /mnt/v4 2>/dev/null; then
+    say raw_v4=mounted raw_v4_entries="$(ls -A /mnt/v4 | wc -l)"
+    say raw_v4_secret="$(cat /mnt/v4/upper/etc/node01-secret 2>/dev/null || echo unreadable)"
+    umount /mnt/v4
+  else
+    say raw_v4=refused
+  fi
+  if mount -t nfs -o ro,vers=3,nolock 10.0.0.1:/var/state/systems/node01 /mnt/v3 2>/dev/null
+  then say raw_v3=mounted; umount /mnt/v3; else say raw_v3=refused; fi
+  if mount -t nfs -o ro,vers=3,nolock \
+      10.0.0.1:/var/lib/oneroot/views/default/var/state/systems/node01 /mnt/view 2>/dev/null
+  then say raw_view=mounted; umount /mnt/view; else say raw_view=refused; fi
+  if mount -t nfs -o ro,vers=4.2 10.0.0.1:/ /mnt/top 2>/dev/null; then
+    say top_shadow="$(sha /mnt/top/etc/shadow)"
+    say top_secret="$(cat /mnt/top/root/secret 2>/dev/null || echo unreadable)"
+    say top_node01="$(ls -A /mnt/top/var/state/systems/node01 2>/dev/null | wc -l)"
+    umount /mnt/top
+  else
+    say top=refused
+  fi
+fi
+if [ "$me" = node01 ] && [ "$round" = 1 ]; then
+  echo "written on $me" > /root/persist
+  if rm /etc/issue; then say rm=ok; else say rm=failed; fi
+  sync
+  say DONE
+  systemctl reboot
+else
+  say DONE
+  systemctl poweroff
+fi
+"""
+
+
+@pytest.fixture(scope="module")
+def vmlab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VmServerLab]:
+    started = time.monotonic()
+    lab = VmServerLab(workdir=tmp_path_factory.mktemp("knfsd"), cache_dir=default_cache_dir(),
+                      progress=print)
+    lab.prepare()
+    print(f"server disk ready in {time.monotonic() - started:.0f} s")
+    try:
+        lab.start()
+        print(f"server VM up (SSH) at {time.monotonic() - started:.0f} s")
+        lab.setup(nodes=1)
+        lab.oneroot("node", "add", "node02", "--mac", "52:54:00:0e:00:02", "--ip",
+                    "10.0.0.13", "--ephemeral")
+        lab.serve()
+        print(f"oneroot serve up at {time.monotonic() - started:.0f} s")
+        yield lab
+    finally:
+        lab.stop()
+
+
+def install_probe(lab: VmServerLab, node: str, script: str) -> None:
+    lab.put(node, PROBE_PATH, script, mode="0755")
+    lab.put(node, "/etc/systemd/system/oneroot-probe.service", PROBE_UNIT)
+    lab.put(node, "/etc/systemd/system/multi-user.target.d/oneroot-probe.conf", WANTS_PROBE)
+
+
+def wait_probe(lab: VmServerLab, node: str, *, timeout: float) -> dict[str, list[str]]:
+    """Wait for `PROBE DONE` and the VM's exit; the probe's values."""
+    vm = lab.vms[node]
+    try:
+        vm.wait_for(r"PROBE DONE", timeout=timeout)
+        vm.wait_powered_off(timeout=180)
+    except Exception:
+        print(vm.serial_text()[-8000:])
+        print(lab.serve_log()[-3000:])
+        raise
+    print(f"{node}: probe done, VM ended {vm.elapsed():.1f}s after power-on")
+    return probe_values(vm.serial_text())
+
+
+def root_line(lab: VmServerLab, node: str) -> str:
+    out = lab.oneroot("node", "show", node).stdout
+    return next(line.split(None, 1)[1].strip() for line in out.splitlines()
+                if line.startswith("root="))
+
+
+def test_seed_lines_are_rendered_verbatim(vmlab: VmServerLab) -> None:
+    for node, line in SEED.items():
+        assert root_line(vmlab, node) == line
+    exports = vmlab.ssh("exportfs -v").stdout
+    print(exports)
+    # The view is the NFSv4 root, without crossmnt; each layer bound in it, to its node alone.
+    assert "/var/lib/oneroot/views/default\n\t\t10.0.0.0/24(" in exports
+    view_opts = exports.split("/var/lib/oneroot/views/default\n", 1)[1].split("\n", 1)[0]
+    assert "fsid=0" in view_opts and "crossmnt" not in view_opts and ",ro," in view_opts
+    node01 = exports.split("/var/lib/oneroot/views/default/var/state/systems/node01\n", 1)[1]
+    assert node01.split("\n", 1)[0].strip().startswith("10.0.0.12(")
+
+
+def test_seed_lines_boot_and_isolate(vmlab: VmServerLab, tmp_path: Path) -> None:
+    lab = vmlab
+    lab.ssh(f"echo {SERVER_SECRET} > /root/secret && echo 1 > /etc/oneroot-e2e-round")
+    server_key = lab.ssh("sha256sum /etc/ssh/ssh_host_ed25519_key | cut -c1-64").stdout.strip()
+    lab.put("node01", "/etc/node01-secret", NODE01_SECRET + "\n")
+    for node in SEED:
+        install_probe(lab, node, PROBE.replace("@NODE@", node))
+    lab.boot("node01")
+    lab.boot("node02")
+    p1 = wait_probe(lab, "node01", timeout=BOOT_TIMEOUT)
+    p2 = wait_probe(lab, "node02", timeout=BOOT_TIMEOUT)
+    print(p1, p2, sep="\n")
+    assert p1["node"] == ["node01"] and p1["round"] == ["1"] and p1["rm"] == ["ok"]
+    assert p1["root_fstype"] == ["fuse.@fuse-overlayfs"]
+    assert p2["root_fstype"] == ["overlay"]
+    assert p1["persist"] == ["none"] and p1["issue"] == ["present"]
+    # node02 reads none of the server's secrets through its root or a raw mount of `/`.
+    assert p2["shadow"] == ["missing"] and p2["server_secret"] == ["unreadable"]
+    assert p2["host_key"] != [server_key]
+    assert p2["top_shadow"] == ["missing"] and p2["top_secret"] == ["unreadable"]
+    # node01's layer: an empty junction over NFSv4, refused over NFSv3 at either path.
+    assert p2["top_node01"] == ["0"]
+    assert p2["raw_v4_secret"] == ["unreadable"]
+    assert p2.get("raw_v4_entries", ["0"]) == ["0"]
+    assert p2["raw_v3"] == ["refused"] and p2["raw_view"] == ["refused"]
+
+    lab.ssh("echo 2 > /etc/oneroot-e2e-round")
+    lab.boot("node01")
+    lab.boot("node02")
+    p1 = wait_probe(lab, "node01", timeout=BOOT_TIMEOUT)
+    p2 = wait_probe(lab, "node02", timeout=BOOT_TIMEOUT)
+    print(p1, p2, sep="\n")
+    assert p1["round"] == ["2"] and p2["round"] == ["2"]
+    assert p1["persist"] == ["written_on_node01"] and p1["issue"] == ["gone"]
+    assert p2["ephemeral"] == ["none"] and p2["issue"] == ["present"]
