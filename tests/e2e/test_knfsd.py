@@ -223,6 +223,10 @@ def test_forged_handles_are_refused(vmlab: VmServerLab, tmp_path: Path) -> None:
     wanted = tmp_path / "handles.json"
     wanted.write_text(json.dumps({k: v.hex() for k, v in handles.items()}))
     client = lab.lab.add_client("10.0.0.13/24")
+    # node02's MAC as well: serve pins each node's address to its MACs (a different MAC is
+    # dropped before knfsd sees it); this test is about knfsd's own checks.
+    lab.lab.run_in_ns(["ip", "link", "set", "eth0", "address", "52:54:00:0e:00:02"],
+                      netns=client.netns)
     done = lab.lab.run_in_ns([sys.executable, str(Path(__file__).with_name("nfs3raw.py")),
                               "10.0.0.1", str(wanted)], netns=client.netns, timeout=120)
     results = json.loads(done.stdout)

@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 
 SERVER_RECIPE_VERSION = 1
 SERVER_PACKAGES = ("systemd-sysv", "udev", "kmod", "iproute2", "procps", "linux-image-amd64",
-                   "nfs-kernel-server", "python3", "python3-venv", "openssh-server")
+                   "nfs-kernel-server", "python3", "python3-venv", "openssh-server", "nftables")
 SERVER_MAC = MacAddress(bytes([0x52, 0x54, 0x00, 0x0E, 0x00, 0xFE]))
 VENV = "/opt/oneroot"
 # Where the image keeps the node kernel + initramfs made from its own kernel at build time.
