@@ -82,13 +82,17 @@ def lab() -> None:
               help="Seconds to wait for every node to reach its runlevel.")
 @click.option("--cache-dir", type=click.Path(path_type=Path, file_okay=False),
               default=None, help="Downloads and built images [default: WORKDIR/cache].")
+@click.option("--server", type=click.Choice(["namespace", "vm"]), default="namespace",
+              show_default=True,
+              help="`vm`: the server is a Debian VM with kernel nfsd whose own / is the image "
+                   "(the seed's setup; slower).")
 @workdir_option
-def lab_up(nodes: int, firmware: str, timeout: float, cache_dir: Path | None,
+def lab_up(nodes: int, firmware: str, timeout: float, cache_dir: Path | None, server: str,
            workdir: Path) -> None:
     """Bring up the lab, show the nodes boot, and print each node's runlevel."""
     started = time.monotonic()
     pid = labctl.spawn_supervisor(workdir, nodes=nodes, firmware=cast(Firmware, firmware),
-                                  cache_dir=cache_dir)
+                                  cache_dir=cache_dir, server=server)
     console.print(f"lab supervisor PID {pid}; log {workdir / labctl.SUPERVISOR_LOG}")
     doc = labctl.lab_status(workdir)
 

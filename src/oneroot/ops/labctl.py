@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import ipaddress
 import json
 import logging
 import os
@@ -46,6 +47,8 @@ from oneroot.model.paths import Paths
 from oneroot.model.resolved import resolve_cluster
 from oneroot.ops.inventory import open_store
 from oneroot.ops.lab import LabCluster
+from oneroot.ops.labserver import SERVER_STATE_DIR as VM_STATE_DIR
+from oneroot.ops.labserver import VmServerLab
 from oneroot.ops.status import NodeBootStatus, read_status
 
 log = logging.getLogger(__name__)
@@ -54,6 +57,7 @@ DEFAULT_WORKDIR = Path("/var/lib/oneroot-lab")
 CONTROL_FILE = "lab.json"
 SUPERVISOR_LOG = "lab.log"
 HELLO_DIR = "/var/tmp"
+VM_STATUS_FILE = "server-vm-status.json"  # `lab up --server vm`: mirrored from the VM
 
 # Put in every lab node's layer: once the node reaches multi-user.target it writes a file in
 # its root (on node01, whose top is its rw NFS layer, the file lands in its layer on the
@@ -169,7 +173,7 @@ def supervisor_alive(ctl: LabControl) -> bool:
 # -- up: the detached supervisor ----------------------------------------------------------------
 
 def spawn_supervisor(workdir: Path, *, nodes: int, firmware: Firmware,
-                     cache_dir: Path | None = None) -> int:
+                     cache_dir: Path | None = None, server: str = "namespace") -> int:
     """Start the supervisor (`main()` below) in a session of its own (it survives this
     process and the terminal); returns its PID. Refuses while a lab runs from `workdir`."""
     ctl = read_control(workdir)
@@ -181,7 +185,10 @@ def spawn_supervisor(workdir: Path, *, nodes: int, firmware: Firmware,
         stop_lab(workdir)  # what a crashed run left behind
     workdir.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, "-m", "oneroot.ops.labctl", "--workdir", str(workdir),
-           "--nodes", str(nodes), "--firmware", firmware]
+           "--nodes", str(nodes), "--firmware", firmware, "--server", server]
+    if server == "vm" and firmware != "bios":
+        raise LabError("the server VM lab boots its nodes with SeaBIOS only",
+                       hint="drop --firmware uefi, or use the namespace server")
     if cache_dir is not None:
         cmd += ["--cache-dir", str(cache_dir)]
     with (workdir / SUPERVISOR_LOG).open("ab") as out:
@@ -255,8 +262,72 @@ def hello_file(workdir: Path, node: str) -> Path:
         f"hello-from-{node}"
 
 
+def _start_namespace_server(c: LabCluster, ctl: LabControl, nodes: int, firmware: Firmware,
+                            progress: Callable[[str], None]) -> None:
+    c.prepare()
+    ctl.phase = "starting"
+    ctl.nodes = add_lab_nodes(c, nodes, firmware)
+    progress("starting the lab network")
+    c.start()
+    assert c.lab is not None
+    ctl.netns = c.lab.netns
+    ctl.lab_state_file = str(c.lab.state_file)
+    for record in ctl.nodes:
+        install_hello(c, record.name)
+
+
+def _start_vm_server(c: VmServerLab, ctl: LabControl, nodes: int,
+                     progress: Callable[[str], None]) -> None:
+    """The server VM (kernel nfsd, its own `/` the image), its inventory, hello units."""
+    c.prepare()
+    ctl.phase = "starting"
+    c.start()
+    assert c.lab is not None
+    ctl.netns = c.lab.netns
+    ctl.lab_state_file = str(c.lab.state_file)
+    write_control(ctl)
+    progress("oneroot init in the server VM (knfsd, image /)")
+    names = c.setup(nodes=nodes, ephemeral_from=2)
+    ctl.nodes = [LabNodeRecord(name=name, firmware="bios", ephemeral=i > 1,
+                               serial_log=str(c.vm_dir / f"{name}.serial.log"))
+                 for i, name in enumerate(names, start=1)]
+    for name in names:
+        for path, text, mode in _hello_files():
+            c.put(name, path, text, mode=mode)
+    progress("starting oneroot serve and kernel nfsd in the server VM")
+    c.serve()
+
+
+def _hello_files() -> tuple[tuple[str, str, str], ...]:
+    return (("/usr/local/sbin/oneroot-lab-hello", HELLO_SCRIPT, "0755"),
+            ("/etc/systemd/system/oneroot-lab-hello.service", HELLO_UNIT, "0644"),
+            ("/etc/systemd/system/multi-user.target.d/oneroot-lab-hello.conf", HELLO_WANTS,
+             "0644"))
+
+
+def vm_status_path(workdir: Path) -> Path:
+    return workdir / VM_STATUS_FILE
+
+
+def mirror_vm_status(c: VmServerLab, ctl: LabControl) -> None:
+    """`oneroot status --json` and the rw nodes' hello files, read in the server VM, into
+    the lab's workdir for `lab status` (the inventory lives in the VM)."""
+    done = c.oneroot("status", "--json", check=False)
+    if done.returncode != 0:
+        return
+    doc: dict[str, Any] = {"nodes": json.loads(done.stdout).get("nodes", []), "hello": {}}
+    for record in ctl.nodes:
+        path = (f"{VM_STATE_DIR}/{record.name}/upper{HELLO_DIR}/hello-from-{record.name}")
+        hello = c.ssh(f"cat {path}", check=False)
+        if hello.returncode == 0:
+            doc["hello"][record.name] = hello.stdout.strip()
+    tmp = vm_status_path(Path(ctl.workdir)).with_suffix(".tmp")
+    tmp.write_text(json.dumps(doc) + "\n")
+    tmp.replace(vm_status_path(Path(ctl.workdir)))
+
+
 def run_supervisor(workdir: Path, *, nodes: int, firmware: Firmware,
-                   cache_dir: Path | None = None) -> int:
+                   cache_dir: Path | None = None, server: str = "namespace") -> int:
     """The supervisor: bring the lab up, keep it until a signal, tear it down.
     Returns the exit status."""
     workdir.mkdir(parents=True, exist_ok=True)
@@ -270,22 +341,20 @@ def run_supervisor(workdir: Path, *, nodes: int, firmware: Firmware,
         ctl.message = message
         write_control(ctl)
 
-    c = LabCluster(workdir=workdir, cache_dir=cache_dir or workdir / "cache",
-                   progress=progress)
+    cache = cache_dir or workdir / "cache"
+    c: LabCluster | VmServerLab
+    if server == "vm":
+        c = VmServerLab(workdir=workdir, cache_dir=cache, progress=progress)
+    else:
+        c = LabCluster(workdir=workdir, cache_dir=cache, progress=progress)
     status = 0
     with _stop_on_signals():
         try:
-            c.prepare()
-            ctl.phase = "starting"
-            ctl.nodes = add_lab_nodes(c, nodes, firmware)
-            progress("starting the lab network")
-            c.start()
-            assert c.lab is not None
-            ctl.netns = c.lab.netns
-            ctl.lab_state_file = str(c.lab.state_file)
+            if isinstance(c, VmServerLab):
+                _start_vm_server(c, ctl, nodes, progress)
+            else:
+                _start_namespace_server(c, ctl, nodes, firmware, progress)
             ctl.phase = "booting"
-            for record in ctl.nodes:
-                install_hello(c, record.name)
             for record in ctl.nodes:
                 vm = c.boot(record.name)
                 record.pid = vm.pid
@@ -294,7 +363,9 @@ def run_supervisor(workdir: Path, *, nodes: int, firmware: Firmware,
             ctl.phase = "up"
             progress(f"{len(ctl.nodes)} node(s) powered on")
             while True:
-                time.sleep(3600)
+                if isinstance(c, VmServerLab):
+                    mirror_vm_status(c, ctl)
+                time.sleep(3600 if isinstance(c, LabCluster) else 5)
         except _StopRequested as why:
             log.info("lab.stop reason=%s", why)
         except Exception as exc:  # recorded for `lab up`/`lab status`, then torn down
@@ -417,7 +488,11 @@ def lab_status(workdir: Path) -> dict[str, Any]:
                uptime_seconds=round(time.time() - ctl.started, 1))
     stages: dict[str, NodeBootStatus] = {}
     home = workdir / "home"
-    if (home / "inventory.db").exists() and (home / "events.db").exists():
+    mirrored: dict[str, Any] = {}
+    if vm_status_path(workdir).exists():
+        mirrored = json.loads(vm_status_path(workdir).read_text())
+        stages = {n["node"]: _boot_status(n) for n in mirrored.get("nodes", [])}
+    elif (home / "inventory.db").exists() and (home / "events.db").exists():
         with contextlib.closing(open_store(Paths(home=home))) as store:
             cluster = resolve_cluster(store.load())
         stages = {n.node: n for n in read_status(Paths(home=home), cluster).nodes}
@@ -437,10 +512,18 @@ def lab_status(workdir: Path) -> dict[str, Any]:
             "runlevel": message if str(message).endswith(".target") else None,
             "message": message,
             "serial_log": record.serial_log,
-            "hello": hello.read_text().strip() if hello.exists() else None,
+            "hello": (mirrored.get("hello", {}).get(record.name) if mirrored
+                      else hello.read_text().strip() if hello.exists() else None),
             "hello_file": str(hello),
         })
     return doc
+
+
+def _boot_status(doc: dict[str, Any]) -> NodeBootStatus:
+    """A node's status as `oneroot status --json` in the server VM printed it."""
+    return NodeBootStatus(node=doc["node"], ip=ipaddress.IPv4Address(doc["ip"]),
+                          stage=doc["stage"], time=doc.get("time"),
+                          age_seconds=doc.get("age_seconds"), detail=doc.get("detail") or {})
 
 
 def serial_log(workdir: Path, node: str) -> Path:
@@ -465,12 +548,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--nodes", type=int, default=2)
     parser.add_argument("--firmware", choices=("bios", "uefi"), default="bios")
     parser.add_argument("--cache-dir", type=Path, default=None)
+    parser.add_argument("--server", choices=("namespace", "vm"), default="namespace")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(message)s")
     firmware: Firmware = "uefi" if args.firmware == "uefi" else "bios"
     return run_supervisor(args.workdir, nodes=args.nodes, firmware=firmware,
-                          cache_dir=args.cache_dir)
+                          cache_dir=args.cache_dir, server=args.server)
 
 
 if __name__ == "__main__":

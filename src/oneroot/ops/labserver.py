@@ -119,8 +119,10 @@ class VmServerLab:
         """`oneroot ARGS` in the server VM."""
         return self.ssh(shlex.join(["oneroot", *args]), check=check)
 
-    def setup(self, *, nodes: int = 2, extra: Sequence[str] = ()) -> list[str]:
-        """`oneroot init` with knfsd and the image `/`, the node boot files, `nodes` nodes."""
+    def setup(self, *, nodes: int = 2, ephemeral_from: int | None = None,
+              extra: Sequence[str] = ()) -> list[str]:
+        """`oneroot init` with knfsd and the image `/`, the node boot files, `nodes` nodes
+        (those from number `ephemeral_from` on with a tmpfs top)."""
         self.oneroot("init", "--server", str(SERVER), "--subnet", str(SUBNET),
                      "--interface", "eth0", "--state-dir", SERVER_STATE_DIR,
                      "--nfs-server", "knfsd", "--image-root", "/")
@@ -130,8 +132,9 @@ class VmServerLab:
         names = []
         for i in range(1, nodes + 1):
             name = f"node{i:02d}"
+            ephemeral = ("--ephemeral",) if ephemeral_from and i >= ephemeral_from else ()
             self.oneroot("node", "add", name, "--mac", str(node_mac(i)),
-                         "--ip", str(node_address(i)), *extra)
+                         "--ip", str(node_address(i)), *ephemeral, *extra)
             names.append(name)
         return names
 
