@@ -13,7 +13,9 @@ driven over SSH), two nodes, two rounds of boots:
 
 from __future__ import annotations
 
+import base64
 import json
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -32,6 +34,7 @@ SEED = {
     "node01": "10.0.0.1:/:ro;10.0.0.1:/var/state/systems/node01;rw",
     "node02": "10.0.0.1:/:ro;10.0.0.1:/var/state/systems/node02;ro;tmpfs",
 }
+NODES = ("node01", "node02", "node03")  # node03: union=server (not a seed line)
 NODE01_SECRET = "node01-layer-secret"
 SERVER_SECRET = "server-root-secret"
 
@@ -45,6 +48,7 @@ say root_fstype="$(findmnt -n -o FSTYPE /)"
 say persist="$(tr ' ' _ < /root/persist 2>/dev/null || echo none)"
 say ephemeral="$(cat /root/ephemeral 2>/dev/null || echo none)"
 if [ -e /etc/issue ]; then say issue=present; else say issue=gone; fi
+if tree -L 1 /etc >/dev/null 2>&1; then say tree=runs; else say tree=missing; fi
 if [ "$me" = node02 ] && [ "$round" = 1 ]; then
   echo here > /root/ephemeral
   say shadow="$(sha /etc/shadow)"
@@ -72,7 +76,10 @@ if [ "$me" = node02 ] && [ "$round" = 1 ]; then
     say top=refused
   fi
 fi
-if [ "$me" = node01 ] && [ "$round" = 1 ]; then
+argv0s() { for p in /proc/[0-9]*; do tr '\0' '\n' 2>/dev/null < "$p/cmdline" | head -n 1; done; }
+say fuse_procs="$(argv0s | grep -c 'fuse-overlayfs$')"
+say nfs_mounts="$(findmnt -n -t nfs,nfs4 | wc -l)"
+if [ "$me" != node02 ] && [ "$round" = 1 ]; then
   echo "written on $me" > /root/persist
   if rm /etc/issue; then say rm=ok; else say rm=failed; fi
   sync
@@ -98,6 +105,10 @@ def vmlab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VmServerLab]:
         lab.setup(nodes=1)
         lab.oneroot("node", "add", "node02", "--mac", "52:54:00:0e:00:02", "--ip",
                     "10.0.0.13", "--ephemeral")
+        # Server mode: the server's overlayfs unions `/` and node03's upper/, exported with
+        # its own fsid inside the NFSv4 root view.
+        lab.oneroot("node", "add", "node03", "--mac", "52:54:00:0e:00:03", "--ip",
+                    "10.0.0.14", "--set", "union=server")
         lab.serve()
         print(f"oneroot serve up at {time.monotonic() - started:.0f} s")
         yield lab
@@ -149,13 +160,15 @@ def test_seed_lines_boot_and_isolate(vmlab: VmServerLab, tmp_path: Path) -> None
     lab.ssh(f"echo {SERVER_SECRET} > /root/secret && echo 1 > /etc/oneroot-e2e-round")
     server_key = lab.ssh("sha256sum /etc/ssh/ssh_host_ed25519_key | cut -c1-64").stdout.strip()
     lab.put("node01", "/etc/node01-secret", NODE01_SECRET + "\n")
-    for node in SEED:
+    for node in NODES:
         install_probe(lab, node, PROBE.replace("@NODE@", node))
-    lab.boot("node01")
-    lab.boot("node02")
-    p1 = wait_probe(lab, "node01", timeout=BOOT_TIMEOUT)
-    p2 = wait_probe(lab, "node02", timeout=BOOT_TIMEOUT)
-    print(p1, p2, sep="\n")
+    for node in NODES:
+        lab.boot(node)
+    p1, p2, p3 = (wait_probe(lab, node, timeout=BOOT_TIMEOUT) for node in NODES)
+    print(p1, p2, p3, sep="\n")
+    assert p3["root_fstype"] == ["nfs4"] and p3["nfs_mounts"] == ["1"]
+    assert p3["fuse_procs"] == ["0"] and p3["rm"] == ["ok"]
+    assert p1["fuse_procs"] == ["1"]
     assert p1["node"] == ["node01"] and p1["round"] == ["1"] and p1["rm"] == ["ok"]
     assert p1["root_fstype"] == ["fuse.@fuse-overlayfs"]
     assert p2["root_fstype"] == ["overlay"]
@@ -170,15 +183,33 @@ def test_seed_lines_boot_and_isolate(vmlab: VmServerLab, tmp_path: Path) -> None
     assert p2.get("raw_v4_entries", ["0"]) == ["0"]
     assert p2["raw_v3"] == ["refused"] and p2["raw_view"] == ["refused"]
 
+    assert p1["tree"] == ["missing"] == p2["tree"]
+
+    # Between the rounds: a package into the image, which is the server VM's own `/`.
+    deb = _download("tree", tmp_path)
+    lab.ssh("base64 -d > /tmp/tree.deb", input=base64.b64encode(deb.read_bytes()).decode())
+    lab.oneroot("image", "exec", "default", "--", "dpkg", "-i", "/tmp/tree.deb")
     lab.ssh("echo 2 > /etc/oneroot-e2e-round")
-    lab.boot("node01")
-    lab.boot("node02")
-    p1 = wait_probe(lab, "node01", timeout=BOOT_TIMEOUT)
-    p2 = wait_probe(lab, "node02", timeout=BOOT_TIMEOUT)
-    print(p1, p2, sep="\n")
+    for node in NODES:
+        lab.boot(node)
+    p1, p2, p3 = (wait_probe(lab, node, timeout=BOOT_TIMEOUT) for node in NODES)
+    print(p1, p2, p3, sep="\n")
+    assert p3["persist"] == ["written_on_node03"] and p3["issue"] == ["gone"]
+    assert p3["tree"] == ["runs"]
     assert p1["round"] == ["2"] and p2["round"] == ["2"]
     assert p1["persist"] == ["written_on_node01"] and p1["issue"] == ["gone"]
     assert p2["ephemeral"] == ["none"] and p2["issue"] == ["present"]
+    assert p1["tree"] == ["runs"] == p2["tree"]
+    for node in NODES:  # installed once, in the image: in no node's layer
+        found = lab.ssh(f"find /var/state/systems/{node} -xdev -name tree -path '*bin*'")
+        assert found.stdout == ""
+
+
+def _download(package: str, directory: Path) -> Path:
+    """The Debian package file, fetched on the host (the VM has no route out)."""
+    subprocess.run(["apt-get", "download", "-q", package], cwd=directory, check=True,
+                   capture_output=True, timeout=300)
+    return next(directory.glob(f"{package}_*.deb"))
 
 
 def _inode_generation(lab: VmServerLab, path: str) -> tuple[int, int]:
