@@ -34,7 +34,9 @@ SEED = {
     "node01": "10.0.0.1:/:ro;10.0.0.1:/var/state/systems/node01;rw",
     "node02": "10.0.0.1:/:ro;10.0.0.1:/var/state/systems/node02;ro;tmpfs",
 }
-NODES = ("node01", "node02", "node03")  # node03: union=server (not a seed line)
+# No server-mode node: oneroot refuses a server-side union over the live `/` (overlayfs
+# forbids changing a lower layer under a mounted union); see /work/notes/knfsd-vm.md.
+NODES = ("node01", "node02")
 NODE01_SECRET = "node01-layer-secret"
 SERVER_SECRET = "server-root-secret"
 
@@ -105,10 +107,6 @@ def vmlab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VmServerLab]:
         lab.setup(nodes=1)
         lab.oneroot("node", "add", "node02", "--mac", "52:54:00:0e:00:02", "--ip",
                     "10.0.0.13", "--ephemeral")
-        # Server mode: the server's overlayfs unions `/` and node03's upper/, exported with
-        # its own fsid inside the NFSv4 root view.
-        lab.oneroot("node", "add", "node03", "--mac", "52:54:00:0e:00:03", "--ip",
-                    "10.0.0.14", "--set", "union=server")
         lab.serve()
         print(f"oneroot serve up at {time.monotonic() - started:.0f} s")
         yield lab
@@ -164,11 +162,9 @@ def test_seed_lines_boot_and_isolate(vmlab: VmServerLab, tmp_path: Path) -> None
         install_probe(lab, node, PROBE.replace("@NODE@", node))
     for node in NODES:
         lab.boot(node)
-    p1, p2, p3 = (wait_probe(lab, node, timeout=BOOT_TIMEOUT) for node in NODES)
-    print(p1, p2, p3, sep="\n")
-    assert p3["root_fstype"] == ["nfs4"] and p3["nfs_mounts"] == ["1"]
-    assert p3["fuse_procs"] == ["0"] and p3["rm"] == ["ok"]
-    assert p1["fuse_procs"] == ["1"]
+    p1, p2 = (wait_probe(lab, node, timeout=BOOT_TIMEOUT) for node in NODES)
+    print(p1, p2, sep="\n")
+    assert p1["fuse_procs"] == ["1"] and p1["nfs_mounts"] == ["2"]
     assert p1["node"] == ["node01"] and p1["round"] == ["1"] and p1["rm"] == ["ok"]
     assert p1["root_fstype"] == ["fuse.@fuse-overlayfs"]
     assert p2["root_fstype"] == ["overlay"]
@@ -192,10 +188,8 @@ def test_seed_lines_boot_and_isolate(vmlab: VmServerLab, tmp_path: Path) -> None
     lab.ssh("echo 2 > /etc/oneroot-e2e-round")
     for node in NODES:
         lab.boot(node)
-    p1, p2, p3 = (wait_probe(lab, node, timeout=BOOT_TIMEOUT) for node in NODES)
-    print(p1, p2, p3, sep="\n")
-    assert p3["persist"] == ["written_on_node03"] and p3["issue"] == ["gone"]
-    assert p3["tree"] == ["runs"]
+    p1, p2 = (wait_probe(lab, node, timeout=BOOT_TIMEOUT) for node in NODES)
+    print(p1, p2, sep="\n")
     assert p1["round"] == ["2"] and p2["round"] == ["2"]
     assert p1["persist"] == ["written_on_node01"] and p1["issue"] == ["gone"]
     assert p2["ephemeral"] == ["none"] and p2["issue"] == ["present"]
