@@ -88,6 +88,7 @@ def nfs_exports(ctx: ClusterContext) -> tuple[NfsExport, ...]:
                      else f"diff-overlay of node {node.name}")
             + (" (ephemeral)" if node.read_only else ""),
             fsid=node.export_id if node.server_union or node.fixed_fsid else None,
+            subtree_check=node.fixed_fsid,
         )
         for node in ctx.nodes
     )
@@ -97,6 +98,7 @@ def nfs_exports(ctx: ClusterContext) -> tuple[NfsExport, ...]:
             clients=tuple(str(a) for a in sorted(set(layer.clients))),
             comment=f"layer of group {layer.name}", root_squash=True,
             fsid=layer.export_id if layer.fixed_fsid else None,
+            subtree_check=layer.fixed_fsid,
         )
         for layer in ctx.group_layers
         if layer.clients

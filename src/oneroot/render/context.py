@@ -123,7 +123,7 @@ class ClusterNode:
     read_only: bool = False
     # knfsd: exported at its junction inside the NFSv4 root view (a bind mount), so with a
     # fixed `fsid` like every export that is not a plain directory of its own.
-    fixed_fsid: bool = False
+    fixed_fsid: bool = False  # and `subtree_check`: see NfsExport.subtree_check
     bios_boot_file: str = "undionly.kpxe"
     uefi_boot_file: str = "ipxe.efi"
 
@@ -183,11 +183,16 @@ class NfsExport:
     masked_view: bool = False
     # knfsd's NFSv4 root: `fsid=0` instead of `fsid`, which stays the export's id for ganesha.
     v4_root: bool = False
+    # knfsd: a layer that is a subdirectory of a bigger filesystem (bound in the NFSv4 root
+    # view). Without it a forged handle (the export's fsid + any inode/generation) reaches
+    # every file of that filesystem: the classic subtree escape (tests/e2e/test_knfsd.py).
+    subtree_check: bool = False
 
     @property
     def knfsd_options(self) -> str:
         squash = "root_squash" if self.root_squash else "no_root_squash"
-        options = [self.access.value, "sync", squash, "no_subtree_check"]
+        subtree = "subtree_check" if self.subtree_check else "no_subtree_check"
+        options = [self.access.value, "sync", squash, subtree]
         if self.masked_view:
             options.append("mp")
         if self.crossmnt:

@@ -49,6 +49,7 @@ def test_knfsd_exports_the_view_as_the_nfsv4_root() -> None:
     for node, address in (("node01", "10.0.0.11"), ("node02", "10.0.0.12")):
         options = exported[f"{view}/var/state/systems/{node}"]
         assert options.startswith(f"{address}(rw,") and ",fsid=" in options
+        assert ",subtree_check," in options  # forged handles stay inside the layer
         assert f"/var/state/systems/{node}" not in exported  # only inside the view
     assert not any(ln.startswith("/ ") for ln in lines)  # never `/` itself
     assert [(str(b.source), str(b.target)) for b in plan.binds] == [
