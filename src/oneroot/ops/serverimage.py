@@ -41,6 +41,7 @@ VENV = "/opt/oneroot"
 # Where the image keeps the node kernel + initramfs made from its own kernel at build time.
 NODE_BOOT_DIR = "/opt/oneroot-lab/boot"
 DISK_SIZE = "3G"
+KEEP_DISKS = 3
 _COMPLETE = "done.json"
 
 Progress = Callable[[str], None]
@@ -177,8 +178,19 @@ def build_server_disk(cache_dir: Path, *, source: Path | None = None, mirror: st
         with file_lock(entry.parent / ".lock-disk"):
             if not (entry / _COMPLETE).is_file():
                 _build_disk(entry, base, source, cache_dir, say)
+                _prune_disks(entry.parent, keep=entry)
     return ServerDisk(disk=entry / "disk.img", kernel=entry / "vmlinuz",
                       initrd=entry / "initrd.img", ssh_key=entry / "id_ed25519", key=key)
+
+
+def _prune_disks(directory: Path, *, keep: Path, count: int = KEEP_DISKS) -> None:
+    """Each tree change makes a ~1 GiB disk: keep the newest `count` (a VM still running
+    from a removed one keeps its open file)."""
+    disks = sorted((d for d in directory.glob("disk-*") if d != keep and d.is_dir()),
+                   key=lambda d: d.stat().st_mtime, reverse=True)
+    for old in disks[count - 1:]:
+        shutil.rmtree(old, ignore_errors=True)
+        log.info("lab.server_disk.pruned entry=%s", old)
 
 
 def _build_disk(entry: Path, base: Path, source: Path, cache_dir: Path,
