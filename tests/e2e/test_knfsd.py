@@ -13,8 +13,6 @@ driven over SSH), two nodes, two rounds of boots:
 
 from __future__ import annotations
 
-import json
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
