@@ -16,6 +16,7 @@ Every error a user can cause carries a message naming the problem and a hint nam
     │   └── LocalProtocolError   we asked a protocol core for something it cannot do
     ├── BuildError               initramfs / image builds
     ├── ExternalToolError        a program we run failed or is missing
+    ├── BmcError                 a node's BMC refused, failed or did not answer
     └── LabError                 the virtual lab
 """
 
@@ -99,6 +100,10 @@ class BuildError(OnerootError):
 
 class ExternalToolError(OnerootError):
     pass
+
+
+class BmcError(OnerootError):
+    """A node's BMC refused a request, failed it or did not answer."""
 
 
 class LabError(OnerootError):

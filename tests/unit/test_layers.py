@@ -19,7 +19,7 @@ RANK = {
     "model": 1,
     "rootspec": 2,
     "proto": 3, "render": 3,
-    "inventory": 4, "initramfs": 4, "nfs": 4, "lab": 4, "overlay": 4, "netpin": 4,
+    "inventory": 4, "initramfs": 4, "nfs": 4, "lab": 4, "overlay": 4, "netpin": 4, "bmc": 4,
     "ops": 5,
     "serve": 6, "cli": 7,
     "__main__": 8,

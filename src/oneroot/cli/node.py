@@ -1,4 +1,4 @@
-"""`oneroot node add|list|show|set|rm|unknown`: the machines of the cluster."""
+"""`oneroot node add|list|show|set|rm|reboot|unknown`: the machines of the cluster."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from typing import Any
 import click
 
 from oneroot.cli.output import console, emit_json, show_changes, table, value_text
+from oneroot.cli.power import parallel_option, run_power
 from oneroot.cli.state import State, json_option, pass_state
 from oneroot.errors import InvalidValue, UsageError
 from oneroot.model.cluster import PROFILE_KEYS, Node, ResolvedNode
@@ -17,6 +18,7 @@ from oneroot.ops import boot as boot_ops
 from oneroot.ops import inventory as inv_ops
 from oneroot.ops import leases as lease_ops
 from oneroot.ops.node_removal import NodeDirArchived, NodesRemoved, remove_nodes
+from oneroot.ops.power import PowerAction
 
 
 @click.group()
@@ -153,6 +155,18 @@ def node_rm(state: State, pattern: str, yes: bool, keep_dir: bool) -> None:
                     show_changes(changes)
                 case NodeDirArchived(node=name, archive=archive):
                     console.print(f"archived {name}'s directory to {archive}")
+
+
+@node.command("reboot")
+@click.argument("nodes", nargs=-1, required=True)
+@click.option("--pxe", is_flag=True, help="Boot from the network at this reboot.")
+@parallel_option
+@json_option
+@pass_state
+def node_reboot(state: State, nodes: tuple[str, ...], pxe: bool, parallel: int,
+                as_json: bool) -> None:
+    """Power-cycle NODES through their BMCs (a node that is off is powered on)."""
+    run_power(state, nodes, PowerAction.CYCLE, pxe=pxe, parallel=parallel, as_json=as_json)
 
 
 @node.command("unknown")

@@ -78,6 +78,13 @@ class Profile:
         "limit of the node's own writable layer, e.g. 20G (empty: none; a project quota on "
         "the state filesystem `oneroot init` made)"))
 
+    bmc_address: str = field(default="", metadata=_doc(
+        "the node's BMC (IPMI 2.0 over LAN): HOST or HOST:PORT on the management network"))
+    bmc_user: str = field(default="", metadata=_doc("user name on the node's BMC"))
+    bmc_password_file: str = field(default="", metadata=_doc(
+        "absolute path of a root-only file holding the BMC password (the password itself is "
+        "never stored in the inventory, its YAML or the logs)"))
+
     @property
     def server_union(self) -> bool:
         """The node's layers are unioned on the server (`union=server`), not by its initramfs."""
@@ -154,6 +161,11 @@ def check_profile_value(key: str, value: Any) -> ProfileValue:
         check_name("image", text)
     if key == "layer_quota" and text:
         parse_size(text)
+    if key == "bmc_address" and text:
+        split_host_port(text, default_port=623)
+    if key == "bmc_password_file" and text and not text.startswith("/"):
+        raise InvalidValue(f"bmc_password_file {text!r} must be an absolute path",
+                           hint="e.g. /etc/oneroot/bmc/rack1.pw (mode 0600)")
     if key in ("kernel", "initramfs") and (not text or text.startswith("/") or ".." in
                                           PurePosixPath(text).parts):
         raise InvalidValue(f"{key} {text!r} must be a path inside the boot dir",
@@ -190,3 +202,19 @@ def parse_size(text: str) -> int:
         raise InvalidValue(f"size {text!r} is not a size of at least 1M",
                            hint="give e.g. 20G, 512M")
     return int(number) * _UNITS[unit]
+
+
+def split_host_port(text: str, *, default_port: int) -> tuple[str, int]:
+    """`10.1.0.11` → (`10.1.0.11`, default); `bmc01:6230` → (`bmc01`, 6230); `[fd00::11]:623`."""
+    host, port = text, str(default_port)
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        if rest:
+            if not rest.startswith(":"):
+                raise InvalidValue(f"bad address {text!r}", hint="write [IPV6]:PORT")
+            port = rest[1:]
+    elif text.count(":") == 1:
+        host, port = text.split(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise InvalidValue(f"bad address {text!r}", hint="write HOST or HOST:PORT, e.g. 10.1.0.11")
+    return host, int(port)

@@ -18,6 +18,7 @@ from oneroot.model.profile import (
     UefiLoader,
     UnionMode,
     check_profile_value,
+    split_host_port,
 )
 
 
@@ -33,7 +34,8 @@ def test_defaults_as_text_values() -> None:
         "image": "default", "kernel": "vmlinuz", "initramfs": "initramfs.img", "runlevel": "",
         "kernel_args": (), "extra_layers": (), "group_layer": False, "nfs_options": "",
         "union": "client", "bios_loader": "ipxe", "uefi_loader": "ipxe", "firmware": "bios",
-        "ephemeral": False, "layer_quota": "",
+        "ephemeral": False, "layer_quota": "", "bmc_address": "", "bmc_user": "",
+        "bmc_password_file": "",
     }
     # the text form holds plain values, not enums (JSON and tables print them as they are)
     assert all(type(v) in (str, bool, tuple) for v in DEFAULT_PROFILE.values())
@@ -84,3 +86,23 @@ def test_lists_from_text() -> None:
         "10.0.0.1:/a", "10.0.0.1:/b")
     assert check_profile_value("kernel_args", "a  b") == ("a", "b")
     assert check_profile_value("group_layer", "off") is False
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("10.1.0.11", ("10.1.0.11", 623)), ("bmc01:6230", ("bmc01", 6230)),
+    ("[fd00::11]:1623", ("fd00::11", 1623)), ("[fd00::11]", ("fd00::11", 623)),
+])
+def test_bmc_address(text: str, expected: tuple[str, int]) -> None:
+    assert check_profile_value("bmc_address", text) == text
+    assert split_host_port(text, default_port=623) == expected
+
+
+@pytest.mark.parametrize("text", ["bmc:0", "bmc:99999", "bmc:x", ":623", "[fd00::1]623"])
+def test_bad_bmc_address(text: str) -> None:
+    with pytest.raises(InvalidValue):
+        check_profile_value("bmc_address", text)
+
+
+def test_bmc_password_file_is_absolute() -> None:
+    with pytest.raises(InvalidValue, match="absolute"):
+        check_profile_value("bmc_password_file", "pw.txt")

@@ -1,0 +1,119 @@
+"""One node's BMC over IPMI 2.0 LAN (RMCP+), with pyghmi: power state, power control and the
+next boot device. Blocking calls: callers run them in worker threads, a bounded number at once.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from pyghmi import exceptions as pyghmi_errors
+from pyghmi.ipmi import command as pyghmi_command
+
+from oneroot.errors import BmcError
+
+log = logging.getLogger(__name__)
+
+# IPMI chassis control (IPMI 2.0 §28.3): pyghmi names all but power cycle.
+_CHASSIS_NETFN = 0x00
+_CHASSIS_CONTROL = 0x02
+_POWER_CYCLE = 0x02
+
+
+class PowerState(enum.StrEnum):
+    ON = "on"
+    OFF = "off"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BmcCredentials:
+    host: str
+    port: int
+    user: str
+    password: str = field(repr=False)  # never in a repr, a log line or an error
+
+    @property
+    def where(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+
+class Bmc:
+    """A logged-in IPMI session to one BMC (`with Bmc(creds) as bmc: bmc.power_state()`)."""
+
+    def __init__(self, creds: BmcCredentials) -> None:
+        self.creds = creds
+        self._ipmi: pyghmi_command.Command | None = None
+
+    def __enter__(self) -> Bmc:
+        try:
+            self._ipmi = pyghmi_command.Command(bmc=self.creds.host, userid=self.creds.user,
+                                                password=self.creds.password,
+                                                port=self.creds.port)
+        except pyghmi_errors.PyghmiException as error:
+            raise self._error(error) from None
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._ipmi is not None:
+            try:
+                self._ipmi.ipmi_session.logout()
+            except (pyghmi_errors.PyghmiException, OSError) as error:
+                log.debug("bmc.logout_failed bmc=%s error=%s", self.creds.where, error)
+            self._ipmi = None
+
+    def power_state(self) -> PowerState:
+        reply = self._call(lambda ipmi: ipmi.get_power())
+        return PowerState(reply["powerstate"])
+
+    def power_on(self) -> None:
+        self._call(lambda ipmi: ipmi.set_power("on", wait=False))
+
+    def power_off(self) -> None:
+        self._call(lambda ipmi: ipmi.set_power("off", wait=False))
+
+    def reset(self) -> None:
+        self._call(lambda ipmi: ipmi.set_power("reset", wait=False))
+
+    def power_cycle(self) -> None:
+        """Off, then on (a node that is off is powered on: a cycle of an off chassis is
+        refused by most BMCs)."""
+        if self.power_state() is PowerState.OFF:
+            self.power_on()
+            return
+        reply = self._call(lambda ipmi: ipmi.raw_command(
+            netfn=_CHASSIS_NETFN, command=_CHASSIS_CONTROL, data=[_POWER_CYCLE]))
+        if reply.get("code"):
+            raise BmcError(f"BMC {self.creds.where} refused the power cycle "
+                           f"(completion code {reply['code']:#04x})",
+                           hint="try `oneroot power off` then `oneroot power on`")
+
+    def boot_from_network_once(self) -> None:
+        self._call(lambda ipmi: ipmi.set_bootdev("network", persist=False))
+
+    def _call(self, op: Callable[[Any], Any]) -> dict[str, Any]:
+        if self._ipmi is None:
+            raise RuntimeError("Bmc used outside its `with` block")
+        try:
+            reply = op(self._ipmi)
+        except pyghmi_errors.PyghmiException as error:
+            raise self._error(error) from None
+        if isinstance(reply, dict) and "error" in reply:
+            raise BmcError(f"BMC {self.creds.where}: {reply['error']}",
+                           hint="see the BMC's event log (`ipmitool sel list`)")
+        return reply if isinstance(reply, dict) else {}
+
+    def _error(self, error: pyghmi_errors.PyghmiException) -> BmcError:
+        text = str(error.args[0]) if error.args and error.args[0] else ""
+        where = self.creds.where
+        if not text:
+            return BmcError(f"no answer from the BMC at {where}",
+                            hint="check bmc_address and that the server reaches the "
+                                 "management network")
+        if "password" in text.lower() or "unauthorized name" in text.lower():
+            return BmcError(f"the BMC at {where} refused user {self.creds.user!r}: {text}",
+                            hint="check bmc_user and the file named by bmc_password_file")
+        return BmcError(f"BMC {where}: {text}", hint="check the BMC's settings and logs")

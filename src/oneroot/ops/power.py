@@ -1,0 +1,182 @@
+"""Power control of nodes through their BMCs: `oneroot power`, `oneroot node reboot`.
+
+Many nodes at once, at most `parallel` BMC sessions in flight; one result per node, in the
+order the nodes were named, whatever happened to the others.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+import stat
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass
+from pathlib import Path
+
+from oneroot.bmc import Bmc, BmcCredentials, PowerState
+from oneroot.errors import BmcError, ConfigError, OnerootError
+from oneroot.model.cluster import ResolvedNode
+from oneroot.model.profile import split_host_port
+from oneroot.model.ranges import expand_names
+from oneroot.model.resolved import ResolvedCluster
+
+DEFAULT_PARALLEL = 32
+MAX_PASSWORD_FILE = 4096
+IPMI_PORT = 623
+CYCLE_SETTLE = 15.0  # seconds a cycled node may take to report on again
+
+
+class PowerAction(enum.StrEnum):
+    STATUS = "status"
+    ON = "on"
+    OFF = "off"
+    CYCLE = "cycle"  # off, then on (on for a node that is off)
+    RESET = "reset"  # a hard reset, no power loss
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PowerResult:
+    node: str
+    action: PowerAction
+    bmc: str  # HOST:PORT, or "" when the node has none
+    state: PowerState | None = None  # after the action (asked of the BMC again)
+    error: str | None = None
+    hint: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def as_json(self) -> dict[str, object]:
+        return {"node": self.node, "action": self.action.value, "bmc": self.bmc,
+                "state": self.state.value if self.state else None, "ok": self.ok,
+                "error": self.error, "hint": self.hint}
+
+
+def credentials(node: ResolvedNode) -> BmcCredentials:
+    """The node's BMC address, user and password (read from its root-only file)."""
+    profile = node.profile
+    if not profile.bmc_address:
+        raise ConfigError(f"node {node.name} has no BMC",
+                          hint=f"oneroot node set {node.name} --set bmc_address=HOST "
+                               "--set bmc_user=USER --set bmc_password_file=/PATH "
+                               "(or set them on its group)")
+    if not profile.bmc_user or not profile.bmc_password_file:
+        missing = "bmc_user" if not profile.bmc_user else "bmc_password_file"
+        raise ConfigError(f"node {node.name}: {missing} is not set",
+                          hint=f"oneroot node set {node.name} --set {missing}=…")
+    host, port = split_host_port(profile.bmc_address, default_port=IPMI_PORT)
+    return BmcCredentials(host=host, port=port, user=profile.bmc_user,
+                          password=read_password_file(Path(profile.bmc_password_file)))
+
+
+def read_password_file(path: Path) -> str:
+    """The first line of a regular, root-only file: never through a link, never large."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as error:
+        raise ConfigError(f"cannot read the BMC password file {path}: {error.strerror}",
+                          hint="create it with the password on one line, mode 0600") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_size > MAX_PASSWORD_FILE:
+            raise ConfigError(f"BMC password file {path} is not a small regular file",
+                              hint="put the password alone on one line")
+        if st.st_mode & 0o077:
+            raise ConfigError(f"BMC password file {path} can be read by others "
+                              f"(mode {stat.S_IMODE(st.st_mode):04o})",
+                              hint=f"chmod 600 {path}")
+        data = os.read(fd, MAX_PASSWORD_FILE)
+    finally:
+        os.close(fd)
+    password = data.decode("utf-8", "replace").split("\n", 1)[0].rstrip("\r")
+    if not password:
+        raise ConfigError(f"BMC password file {path} is empty",
+                          hint="put the password alone on its first line")
+    return password
+
+
+def _act(bmc: Bmc, action: PowerAction, *, pxe: bool) -> None:
+    if pxe:
+        bmc.boot_from_network_once()
+    match action:
+        case PowerAction.ON:
+            bmc.power_on()
+        case PowerAction.OFF:
+            bmc.power_off()
+        case PowerAction.CYCLE:
+            bmc.power_cycle()
+        case PowerAction.RESET:
+            bmc.reset()
+        case PowerAction.STATUS:
+            pass
+
+
+def _settled_state(bmc: Bmc, action: PowerAction) -> PowerState:
+    """The power state once the action took effect: a cycle's off-then-on takes the BMC a
+    moment (ipmi_sim: ~1 s), so ask again for a while before reporting it still off."""
+    deadline = time.monotonic() + CYCLE_SETTLE
+    state = bmc.power_state()
+    while action is PowerAction.CYCLE and state is PowerState.OFF and (
+            time.monotonic() < deadline):
+        time.sleep(0.5)
+        state = bmc.power_state()
+    return state
+
+
+def _one(node: ResolvedNode, action: PowerAction, pxe: bool) -> PowerResult:
+    where = node.profile.bmc_address
+    try:
+        creds = credentials(node)
+        where = creds.where
+        with Bmc(creds) as bmc:
+            _act(bmc, action, pxe=pxe)
+            state = _settled_state(bmc, action)
+    except OnerootError as error:
+        return PowerResult(node=node.name, action=action, bmc=where, error=error.message,
+                           hint=error.hint)
+    return PowerResult(node=node.name, action=action, bmc=where, state=state)
+
+
+def select(cluster: ResolvedCluster, patterns: tuple[str, ...]) -> list[ResolvedNode]:
+    """Nodes named by `node01`, `node[01-64]`… in order, each once; unknown names raise."""
+    seen: dict[str, ResolvedNode] = {}
+    for pattern in patterns:
+        for name in expand_names(pattern):
+            seen.setdefault(name, cluster.node(name))
+    return list(seen.values())
+
+
+def power(cluster: ResolvedCluster, patterns: tuple[str, ...], action: PowerAction, *,
+          pxe: bool = False, parallel: int = DEFAULT_PARALLEL,
+          progress: Callable[[PowerResult], None] | None = None) -> list[PowerResult]:
+    """Apply `action` to every node named; `pxe` sets a one-time network boot first."""
+    nodes = select(cluster, patterns)
+    if parallel < 1:
+        raise ConfigError("--parallel must be at least 1")
+    results: dict[str, PowerResult] = {}
+    with ThreadPoolExecutor(max_workers=min(parallel, max(1, len(nodes)))) as pool:
+        for done in as_completed([pool.submit(_one, n, action, pxe) for n in nodes]):
+            result = done.result()  # _one turns every OnerootError into a result
+            results[result.node] = result
+            if progress is not None:
+                progress(result)
+    return [results[n.name] for n in nodes]
+
+
+def failures(results: list[PowerResult]) -> Iterator[PowerResult]:
+    return (r for r in results if not r.ok)
+
+
+def raise_for_failures(results: list[PowerResult]) -> None:
+    """One `error:` for the whole run when any node failed (the table shows which)."""
+    failed = list(failures(results))
+    if not failed:
+        return
+    if len(results) == 1:
+        raise BmcError(f"{failed[0].node}: {failed[0].error}", hint=failed[0].hint)
+    raise BmcError(f"{len(failed)} of {len(results)} nodes failed: "
+                   f"{', '.join(r.node for r in failed[:8])}{'…' if len(failed) > 8 else ''}",
+                   hint="see each node's error above")

@@ -1,0 +1,140 @@
+"""Simulated BMCs for tests: OpenIPMI's `ipmi_sim` (a real IPMI 2.0 LAN BMC) on loopback.
+
+Its chassis control is a small script that keeps the power state, the next boot device and a
+log of every request in files, so a test reads what the BMC was asked to do:
+
+    with SimulatedBmc(tmp_path / "bmc01", user="admin", password="s3cret") as bmc:
+        ... bmc.address, bmc.power (True/False), bmc.boot, bmc.requests()
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+from types import TracebackType
+
+from oneroot.testing.ports import free_port
+
+_CHASSIS = """#!/bin/sh
+# ipmi_sim's chassis control: MC get PARM... | MC set PARM VALUE...
+dir=$(dirname "$0")
+mc=$1; op=$2; shift 2
+echo "$op $*" >> "$dir/requests"
+case $op in
+get)
+  for p in "$@"; do
+    case $p in
+    power) echo "power:$(cat "$dir/power")" ;;
+    boot) echo "boot:$(cat "$dir/boot")" ;;
+    esac
+  done ;;
+set)
+  while [ $# -ge 2 ]; do
+    case $1 in
+    power) echo "$2" > "$dir/power" ;;
+    boot) echo "$2" > "$dir/boot" ;;
+    esac
+    shift 2
+  done ;;
+*) exit 1 ;;
+esac
+"""
+
+_LAN_CONF = """name "{name}"
+set_working_mc 0x20
+  startlan 1
+    addr 127.0.0.1 {port}
+    priv_limit admin
+    allowed_auths_callback md5
+    allowed_auths_user md5
+    allowed_auths_operator md5
+    allowed_auths_admin md5
+    guid a123456789abcdefa123456789abcdef
+  endlan
+  chassis_control "{chassis} 0x20"
+  user 2 true "{user}" "{password}" admin 10 md5
+"""
+
+_EMU = """mc_setbmc 0x20
+mc_add 0x20 0 no-device-sdrs 0x23 0x09 0x08 0x9f 0x1291 0xf02 persist_sdr
+sel_enable 0x20 1000 0x0a
+mc_enable 0x20
+"""
+
+
+class SimulatedBmc:
+    def __init__(self, workdir: Path, *, user: str, password: str, powered: bool = False) -> None:
+        self.dir = workdir
+        self.user = user
+        self.password = password
+        self.port = free_port(udp=True)
+        self._powered = powered
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def power(self) -> bool:
+        return (self.dir / "power").read_text().strip() == "1"
+
+    @property
+    def boot(self) -> str:
+        return (self.dir / "boot").read_text().strip()
+
+    def requests(self) -> list[str]:
+        path = self.dir / "requests"
+        return path.read_text().splitlines() if path.exists() else []
+
+    def __enter__(self) -> SimulatedBmc:
+        sim = shutil.which("ipmi_sim")
+        if sim is None:
+            raise RuntimeError("ipmi_sim is missing: install Debian's openipmi "
+                               "(scripts/install-packages)")
+        (self.dir / "state").mkdir(parents=True, exist_ok=True)
+        chassis = self.dir / "chassis"
+        chassis.write_text(_CHASSIS)
+        chassis.chmod(0o755)
+        (self.dir / "power").write_text("1\n" if self._powered else "0\n")
+        (self.dir / "boot").write_text("default\n")
+        (self.dir / "lan.conf").write_text(_LAN_CONF.format(
+            name=self.dir.name, port=self.port, chassis=chassis, user=self.user,
+            password=self.password))
+        (self.dir / "sim.emu").write_text(_EMU)
+        log = (self.dir / "ipmi_sim.log").open("wb")
+        self._proc = subprocess.Popen(
+            [sim, "-n", "-c", str(self.dir / "lan.conf"), "-f", str(self.dir / "sim.emu"),
+             "-s", str(self.dir / "state")], stdin=subprocess.DEVNULL, stdout=log,
+            stderr=subprocess.STDOUT)
+        self._wait_listening()
+        return self
+
+    def _wait_listening(self) -> None:
+        """ipmi_sim binds its UDP port after reading its files: wait until the port is taken."""
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            assert self._proc is not None
+            if self._proc.poll() is not None:
+                raise RuntimeError(f"ipmi_sim exited: {(self.dir / 'ipmi_sim.log').read_text()}")
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+                try:
+                    probe.bind(("127.0.0.1", self.port))
+                except OSError:
+                    return
+            time.sleep(0.05)
+        raise RuntimeError(f"ipmi_sim did not listen on {self.address}")
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if self._proc is not None:
+            self._proc.terminate()
+            try:
+                self._proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait()
+            self._proc = None

@@ -1,0 +1,155 @@
+"""`oneroot power` and `oneroot node reboot` against real IPMI 2.0 BMCs (OpenIPMI's ipmi_sim on
+loopback), as a user runs them: many nodes at once, one row each, and one `error:`/`hint:`
+for a wrong password, an unreachable BMC or a node without one, with nothing changed."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from oneroot.testing.bmc import SimulatedBmc
+from oneroot.testing.ports import free_port
+
+ONEROOT = [sys.executable, "-m", "oneroot"]
+PASSWORD = "pw-6f1d2a"  # must never show up in output, logs or YAML
+
+
+@dataclass
+class Cluster:
+    home: Path
+    bmcs: dict[str, SimulatedBmc]
+    password_file: Path
+
+    def oneroot(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run([*ONEROOT, "--home", str(self.home), *args], text=True,
+                                capture_output=True, check=False, timeout=120)
+        assert PASSWORD not in result.stdout + result.stderr
+        if check:
+            assert result.returncode == 0, result.stdout + result.stderr
+        return result
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """node01-03 with simulated BMCs; node04's BMC does not answer; node05 has none; node06's
+    BMC has another password. The BMC user and password file are set on the group."""
+    base = tmp_path_factory.mktemp("power")
+    password_file = base / "bmc.pw"
+    password_file.write_text(PASSWORD + "\n")
+    password_file.chmod(0o600)
+    wrong = base / "wrong.pw"
+    wrong.write_text("not-the-password\n")
+    wrong.chmod(0o600)
+    with ExitStack() as stack:
+        bmcs = {f"node0{i}": stack.enter_context(
+            SimulatedBmc(base / f"bmc0{i}", user="admin", password=PASSWORD))
+            for i in (1, 2, 3, 6)}
+        c = Cluster(home=base / "home", bmcs=bmcs, password_file=password_file)
+        c.oneroot("init", "--server", "10.0.0.1", "--subnet", "10.0.0.0/24",
+                  "--interface", "lo")
+        c.oneroot("group", "add", "compute", "--set", "bmc_user=admin",
+                  "--set", f"bmc_password_file={password_file}")
+        for i in range(1, 7):
+            c.oneroot("node", "add", f"node0{i}", "--mac", f"52:54:00:00:00:0{i}",
+                      "--ip", f"10.0.0.1{i}", "--group", "compute")
+        for name, bmc in bmcs.items():
+            c.oneroot("node", "set", name, "--set", f"bmc_address={bmc.address}")
+        c.oneroot("node", "set", "node04", "--set",
+                  f"bmc_address=127.0.0.1:{free_port(udp=True)}")
+        c.oneroot("node", "set", "node06", "--set", f"bmc_password_file={wrong}")
+        yield c
+
+
+def rows(result: subprocess.CompletedProcess[str]) -> dict[str, dict[str, object]]:
+    return {r["node"]: r for r in json.loads(result.stdout)}
+
+
+def test_on_off_status_for_a_range(cluster: Cluster) -> None:
+    status = rows(cluster.oneroot("power", "status", "node[01-03]", "--json"))
+    assert [status[n]["state"] for n in ("node01", "node02", "node03")] == ["off"] * 3
+    shown = cluster.oneroot("power", "on", "node[01-03]").stdout
+    assert all(f"node0{i}" in shown for i in (1, 2, 3)) and shown.count(" ok") == 3
+    assert all(cluster.bmcs[f"node0{i}"].power for i in (1, 2, 3))
+    cluster.oneroot("power", "off", "node02")
+    assert not cluster.bmcs["node02"].power and cluster.bmcs["node01"].power
+    after = rows(cluster.oneroot("power", "status", "node[01-03]", "--json"))
+    assert {n: r["state"] for n, r in after.items()} == {
+        "node01": "on", "node02": "off", "node03": "on"}
+
+
+def test_reboot_with_pxe_cycles_and_sets_the_boot_device(cluster: Cluster) -> None:
+    cluster.oneroot("power", "on", "node01")
+    before = len(cluster.bmcs["node01"].requests())
+    result = rows(cluster.oneroot("node", "reboot", "node01", "--pxe", "--json"))
+    assert result["node01"]["ok"] and result["node01"]["state"] == "on"
+    asked = cluster.bmcs["node01"].requests()[before:]
+    assert "set boot pxe" in asked
+    assert asked.index("set power 0") < asked.index("set power 1")  # a real cycle
+    assert cluster.bmcs["node01"].boot == "pxe"
+
+
+def test_reset_and_cycle_of_an_off_node(cluster: Cluster) -> None:
+    cluster.oneroot("power", "off", "node03")
+    cluster.oneroot("power", "cycle", "node03")  # an off node is powered on
+    assert cluster.bmcs["node03"].power
+    before = len(cluster.bmcs["node03"].requests())
+    cluster.oneroot("power", "reset", "node03")
+    assert "set reset 1" in cluster.bmcs["node03"].requests()[before:]
+
+
+def one_error(result: subprocess.CompletedProcess[str]) -> tuple[str, str]:
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 2 and "Traceback" not in result.stderr, result.stderr
+    assert lines[0].startswith("error: ") and lines[1].startswith("hint: ")
+    return lines[0], lines[1]
+
+
+def test_wrong_password_is_one_error_and_changes_nothing(cluster: Cluster) -> None:
+    asked = len(cluster.bmcs["node06"].requests())
+    error, hint = one_error(cluster.oneroot("power", "on", "node06", check=False))
+    assert "refused user 'admin'" in error and "bmc_password_file" in hint
+    assert not cluster.bmcs["node06"].power
+    assert len(cluster.bmcs["node06"].requests()) == asked
+
+
+def test_unreachable_bmc_and_node_without_one(cluster: Cluster) -> None:
+    error, hint = one_error(cluster.oneroot("power", "status", "node04", check=False))
+    assert "no answer from the BMC" in error and "management network" in hint
+    error, hint = one_error(cluster.oneroot("power", "on", "node05", check=False))
+    assert "node05 has no BMC" in error and "bmc_address" in hint
+
+
+def test_one_table_for_many_nodes_with_failures(cluster: Cluster) -> None:
+    result = cluster.oneroot("power", "status", "node[01-06]", "--json", check=False)
+    assert result.returncode != 0
+    by_node = rows(result)
+    assert list(by_node) == [f"node0{i}" for i in range(1, 7)]  # the order they were named
+    assert [n for n, r in by_node.items() if not r["ok"]] == ["node04", "node05", "node06"]
+    assert "error: 3 of 6 nodes failed: node04, node05, node06" in result.stderr
+
+
+def test_password_stays_out_of_the_inventory(cluster: Cluster) -> None:
+    exported = cluster.oneroot("inventory", "export").stdout
+    assert str(cluster.password_file) in exported and PASSWORD not in exported
+    shown = cluster.oneroot("node", "show", "node01", "--json").stdout
+    assert PASSWORD not in shown
+
+
+def test_password_file_readable_by_others_is_refused(cluster: Cluster, tmp_path: Path) -> None:
+    loose = tmp_path / "loose.pw"
+    loose.write_text(PASSWORD + "\n")
+    loose.chmod(0o644)
+    cluster.oneroot("node", "set", "node02", "--set", f"bmc_password_file={loose}")
+    try:
+        error, hint = one_error(cluster.oneroot("power", "on", "node02", check=False))
+        assert "can be read by others" in error and hint == f"hint: chmod 600 {loose}"
+    finally:
+        cluster.oneroot("node", "set", "node02", "--unset", "bmc_password_file")
