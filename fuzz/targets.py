@@ -225,8 +225,7 @@ def dhcp_responder(data: bytes) -> None:
             leases.apply(decision.lease_change)
         if decision.reply is not None:
             _plant(decision.reply.message_type is dhcp.MessageType.NAK
-                   and request.options.get(93) == b"\x00\x07" and request.giaddr != IPv4Address(0),
-                   "dhcp_responder")
+                   and request.giaddr != IPv4Address(0), "dhcp_responder")
 
 
 # -- the TFTP read transfer ------------------------------------------------------------------
