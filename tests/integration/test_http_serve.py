@@ -7,13 +7,13 @@ import hashlib
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from oneroot.testing.ports import free_port
+from oneroot.testing.serving import running
 
 pytestmark = pytest.mark.integration
 
@@ -34,20 +34,9 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path
     (tmp / "secret").write_text("not for nodes\n")
     (boot / "escape").symlink_to(tmp / "secret")
     port = free_port()
-    log = tmp / "serve.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen([*base, "serve", "--no-dhcp", "--no-tftp", "--no-nfs",
-                                 "--bind", "127.0.0.1", "--http-port", str(port)],
-                                stdout=out, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 20
-        while "serve.started" not in log.read_text():
-            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
-            time.sleep(0.05)
+    with running([*base, "serve", "--no-dhcp", "--no-tftp", "--no-nfs", "--bind", "127.0.0.1",
+                  "--http-port", str(port)], tmp / "serve.log"):
         yield f"http://127.0.0.1:{port}", boot, home
-    finally:
-        proc.terminate()
-        proc.wait(10)
 
 
 def curl(*args: str) -> subprocess.CompletedProcess[bytes]:

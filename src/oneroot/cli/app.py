@@ -21,7 +21,7 @@ NOUNS = {
     "image": "image", "runlevel": "runlevel", "inventory": "inventory",
     "rootspec": "rootspec", "render": "render", "serve": "serve", "status": "status",
     "nfs": "nfs", "initramfs": "initramfs", "overlay": "overlay", "lab": "lab",
-    "doctor": "doctor", "power": "power",
+    "doctor": "doctor", "power": "power", "admin": "admin",
 }
 COMPLETE_VAR = "_ONEROOT_COMPLETE"
 

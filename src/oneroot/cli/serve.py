@@ -11,6 +11,8 @@ import click
 from oneroot.cli.state import State, pass_state
 from oneroot.model.limits import limits_from_pairs
 from oneroot.ops import inventory as inv_ops
+from oneroot.ops.admin_token import admin_token
+from oneroot.serve.admin import parse_listen
 from oneroot.serve.app import ServeOptions
 from oneroot.serve.app import serve as run_serve
 
@@ -27,11 +29,14 @@ from oneroot.serve.app import serve as run_serve
               type=click.Choice(["debug", "info", "warning"]))
 @click.option("--limit", "limit_pairs", multiple=True, metavar="NAME=VALUE",
               help="Change one limit on network input (see docs/security.md).")
+@click.option("--admin-listen", default=None, metavar="[HOST:]PORT",
+              help="Serve the status page with power buttons here too, for whoever holds "
+                   "the token of `oneroot admin token` [default: off; HOST: 127.0.0.1].")
 @pass_state
 def serve(state: State, no_dhcp: bool, no_tftp: bool, no_http: bool, no_nfs: bool,
           bind: str | None,
           tftp_port: int, http_port: int | None, log_level: str,
-          limit_pairs: tuple[str, ...]) -> None:
+          limit_pairs: tuple[str, ...], admin_listen: str | None) -> None:
     """Run DHCP, TFTP and HTTP for the cluster until SIGTERM (SIGHUP reloads)."""
     logging.basicConfig(level=log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(message)s")
@@ -39,5 +44,8 @@ def serve(state: State, no_dhcp: bool, no_tftp: bool, no_http: bool, no_nfs: boo
     options = ServeOptions(dhcp=not no_dhcp, tftp=not no_tftp, http=not no_http,
                            nfs=not no_nfs, bind=bind,
                            tftp_port=tftp_port, http_port=http_port,
-                           limits=limits_from_pairs(limit_pairs))
+                           limits=limits_from_pairs(limit_pairs),
+                           admin=parse_listen(admin_listen) if admin_listen else None)
+    if options.admin is not None:
+        admin_token(state.paths)  # made (or found wrong) before any socket opens
     asyncio.run(run_serve(state.paths, options))

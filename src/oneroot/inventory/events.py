@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import sqlite3
 from collections.abc import Iterable
@@ -106,6 +107,17 @@ class EventStore:
     def count(self) -> int:
         (n,) = self._conn.execute("SELECT count(*) FROM events").fetchone()
         return int(n)
+
+    def recent(self, limit: int) -> list[BootEvent]:
+        """The newest `limit` events that name a node, oldest first (the status page's
+        timelines, after a restart)."""
+        rows = self._conn.execute(
+            "SELECT time, kind, node, mac, peer, stage, file, bytes, duration, detail "
+            "FROM events WHERE node IS NOT NULL ORDER BY id DESC LIMIT ?", (limit,)).fetchall()
+        return [BootEvent(time=t, kind=k, node=n, mac=m,
+                          peer=ipaddress.IPv4Address(p) if p else None, stage=st, file=f,
+                          bytes=b, duration=d, detail=json.loads(dt))
+                for t, k, n, m, p, st, f, b, d, dt in reversed(rows)]
 
     def status(self) -> dict[str, NodeStatus]:
         rows = self._conn.execute("SELECT node, stage, time, peer, detail FROM node_status")

@@ -11,8 +11,10 @@ from dataclasses import dataclass, field
 INITRAMFS_STAGES = ("modules", "dhcp", "layers", "union", "switch_root")
 SILENT_STAGES = ("modules",)
 # The stages a node reports itself (POST /api/v1/report): the initramfs's, then `init` from
-# the booted image, and `failed`; and the statuses it may give.
-REPORTED_STAGES = (*(s for s in INITRAMFS_STAGES if s not in SILENT_STAGES), "init", "failed")
+# the booted image when its init starts and `runlevel` when its runlevel is reached, and
+# `failed`; and the statuses it may give.
+REPORTED_STAGES = (*(s for s in INITRAMFS_STAGES if s not in SILENT_STAGES), "init", "runlevel",
+                   "failed")
 # Stable stage names, in boot order; `oneroot status` shows the last one per node.
 STAGES = ("dhcp.offer", "dhcp.ack", "tftp", "http", *REPORTED_STAGES)
 STAGE_STATUSES = ("ok", "failed")

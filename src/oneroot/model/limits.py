@@ -50,6 +50,9 @@ class Limits:
     stage_message_text: int = 500  # characters kept of a stage report's message
     stage_status_text: int = 32  # characters allowed in a stage report's status
 
+    # The web status page (GET /api/v1/stream, server-sent events)
+    status_streams: int = 32  # browsers following the page at once, both listeners together
+
 
 DEFAULT_LIMITS = Limits()
 

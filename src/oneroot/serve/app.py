@@ -28,6 +28,7 @@ from oneroot.model.resolved import ResolvedCluster, resolve_cluster
 from oneroot.net import MacAddress
 from oneroot.netpin import NodePinner
 from oneroot.ops import inventory as inv_ops
+from oneroot.ops.admin_token import admin_token
 from oneroot.ops.bootfiles import install_boot_binaries
 from oneroot.ops.exportids import catalog_for
 from oneroot.ops.health import HealthRecord
@@ -44,14 +45,18 @@ from oneroot.ops.status import read_status
 from oneroot.ops.views import VIEW_RESCAN_SECONDS
 from oneroot.overlay.whiteouts import normalize_whiteouts
 from oneroot.proto.dhcp import NetworkConfig
+from oneroot.serve.admin import AdminListen, AdminService
 from oneroot.serve.bootwork import BootWork
 from oneroot.serve.dhcp import DhcpHealth, DhcpService
 from oneroot.serve.events import EventRecorder
 from oneroot.serve.http import HttpService
+from oneroot.serve.statusboard import StatusBoard
 from oneroot.serve.tftp import TftpService
 from oneroot.serve.viewwatch import keep_views_current
 
 log = logging.getLogger(__name__)
+
+STATUS_SEED_EVENTS = 5000  # stored events replayed into the status page's timelines at start
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -71,6 +76,8 @@ class ServeOptions:
     # neighbour entries); only when serve owns that interface (DHCP or NFS on it).
     pin: bool = True
     limits: Limits = DEFAULT_LIMITS
+    # The administrator's listener (status page with power buttons); None: off.
+    admin: AdminListen | None = None
     view_rescan: float = VIEW_RESCAN_SECONDS  # masked views of a live root kept current
 
 
@@ -149,6 +156,7 @@ async def serve(paths: Paths, options: ServeOptions = ServeOptions(),
     limits = options.limits
     events = EventStore(paths.events_db)
     recorder = EventRecorder(events, lambda ip: holder.catalog.by_address.get(ip), limits)
+    board = _status_board(holder, events, recorder, limits)
     health = HealthRecord(paths)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -161,7 +169,7 @@ async def serve(paths: Paths, options: ServeOptions = ServeOptions(),
         return hit.data if hit else None
 
     jobs: list[Callable[[], Coroutine[Any, Any, None]]] = [recorder.run]
-    closers: list[Callable[[], Awaitable[None] | None]] = []
+    closers: list[Callable[[], Awaitable[None] | None]] = [board.close]
     leases: LeaseStore | None = None
     if options.dhcp:
         leases = LeaseStore(paths.leases_db)
@@ -198,9 +206,11 @@ async def serve(paths: Paths, options: ServeOptions = ServeOptions(),
                            boot_dir=boot_dir, catalog=lambda: holder.catalog,
                            on_event=recorder,
                            status=lambda: read_status(paths, holder.cluster).as_json(),
-                           limits=limits)
+                           limits=limits, board=board)
         await http.start()
         closers.append(http.close)
+    if options.admin is not None:
+        await _start_admin(options.admin, paths, holder, board, recorder, closers)
 
     if options.pin and (options.dhcp or options.nfs):
         await _start_pins(holder, IPv4Address(bind), closers, recorder)
@@ -242,6 +252,25 @@ async def serve(paths: Paths, options: ServeOptions = ServeOptions(),
             with contextlib.suppress(Exception):
                 leases.close()
         log.info("serve.stopped")
+
+
+def _status_board(holder: CatalogHolder, events: EventStore, recorder: EventRecorder,
+                  limits: Limits) -> StatusBoard:
+    """The web page's live state, its timelines replayed from the stored events."""
+    board = StatusBoard(lambda: {n: r.node.address for n, r in holder.cluster.nodes.items()},
+                        max_streams=limits.status_streams)
+    board.seed(events.recent(STATUS_SEED_EVENTS))
+    recorder.listeners.append(board)
+    return board
+
+
+async def _start_admin(listen: AdminListen, paths: Paths, holder: CatalogHolder,
+                       board: StatusBoard, recorder: EventRecorder,
+                       closers: list[Callable[[], Awaitable[None] | None]]) -> None:
+    admin = AdminService(listen=listen, token=admin_token(paths), board=board,
+                         cluster=lambda: holder.cluster, on_event=recorder)
+    await admin.start()
+    closers.append(admin.close)
 
 
 async def _start_pins(holder: CatalogHolder, bind: IPv4Address,

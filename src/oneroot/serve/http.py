@@ -16,6 +16,7 @@ from aiohttp.abc import AbstractStreamWriter
 from oneroot.model.events import REPORTED_STAGES, STAGE_STATUSES, BootEvent
 from oneroot.model.limits import DEFAULT_LIMITS, Limits
 from oneroot.ops.catalog import REPORT_PATH, BootCatalog
+from oneroot.serve.statusboard import StatusBoard, add_page_routes
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +86,7 @@ class HttpService:
     def __init__(self, *, bind: str, port: int, boot_dir: Path,
                  catalog: Callable[[], BootCatalog], on_event: Callable[[BootEvent], None],
                  status: Callable[[], dict[str, object]],
-                 limits: Limits = DEFAULT_LIMITS) -> None:
+                 limits: Limits = DEFAULT_LIMITS, board: StatusBoard | None = None) -> None:
         self.bind, self.port, self.boot_dir = bind, port, boot_dir
         self._limits = limits
         self._catalog, self._on_event, self._status = catalog, on_event, status
@@ -96,6 +97,8 @@ class HttpService:
             web.get("/api/v1/status", self.status),
             web.get("/healthz", self.health),
         ])
+        if board is not None:  # the page and its stream: read-only, no power buttons here
+            add_page_routes(self.app, board)
         self._runner: web.AppRunner | None = None
 
     async def start(self) -> None:
