@@ -55,15 +55,6 @@ def _header(doc: dict[str, Any], started: float) -> Text:
     return plain(f"{line}   ({elapsed:.0f} s)", style="bold")
 
 
-def _finished(doc: dict[str, Any]) -> bool:
-    """Every node reported its runlevel, and node01's hello reached the server."""
-    nodes = doc["nodes"]
-    if doc["phase"] != "up" or not nodes:
-        return False
-    rw = [n for n in nodes if n["top"] != "tmpfs"]
-    return all(n["runlevel"] for n in nodes) and all(n["hello"] for n in rw)
-
-
 @click.group()
 def lab() -> None:
     """A virtual cluster on this machine: try oneroot, or test a change before hardware.
@@ -108,7 +99,7 @@ def lab_up(nodes: int, firmware: str, timeout: float, cache_dir: Path | None, se
             if doc["phase"] in ("failed", "crashed") or (
                     doc["phase"] == "down" and not labctl.is_alive(pid, None)):
                 break
-            if _finished(doc) or time.monotonic() > deadline:
+            if labctl.lab_finished(doc) or time.monotonic() > deadline:
                 break
             time.sleep(0.5)
     console.print(_nodes_table(doc))
@@ -117,7 +108,7 @@ def lab_up(nodes: int, firmware: str, timeout: float, cache_dir: Path | None, se
         raise LabError(f"the lab did not come up ({doc['phase']}): "
                        f"{doc['error'] or doc['message']}",
                        hint=f"last lines of {workdir / labctl.SUPERVISOR_LOG}:\n{tail}")
-    if not _finished(doc):
+    if not labctl.lab_finished(doc):
         raise LabError(f"not every node reached its runlevel within {timeout:g} s",
                        hint="the lab still runs: `oneroot lab status`, "
                             "`oneroot lab console NODE`; `oneroot lab down` stops it")

@@ -526,6 +526,16 @@ def _boot_status(doc: dict[str, Any]) -> NodeBootStatus:
                           age_seconds=doc.get("age_seconds"), detail=doc.get("detail") or {})
 
 
+def lab_finished(doc: dict[str, Any]) -> bool:
+    """Every node reported its runlevel, and every node with a rw top has its hello on the
+    server: what `lab up` waits for."""
+    nodes = doc["nodes"]
+    if doc["phase"] != "up" or not nodes:
+        return False
+    rw = [n for n in nodes if n["top"] != "tmpfs"]
+    return all(n["runlevel"] for n in nodes) and all(n["hello"] for n in rw)
+
+
 def serial_log(workdir: Path, node: str) -> Path:
     ctl = read_control(workdir)
     if ctl is not None:
