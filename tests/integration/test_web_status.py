@@ -35,7 +35,7 @@ INJECTED = "<img src=x onerror=window.__pwned=1>"
 REPO = Path(__file__).resolve().parents[2]
 CHROME_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                 "--no-first-run", "--disable-background-networking",
-                "--disable-component-update", "--disable-sync", "--window-size=1280,560")
+                "--disable-component-update", "--disable-sync", "--window-size=1440,560")
 
 
 @dataclass

@@ -20,7 +20,7 @@ function timelineSvg(tl, now) {
   const svg = document.createElementNS(SVG, "svg");
   svg.setAttribute("class", "timeline");
   const phases = tl.phases || [];
-  const width = 520, height = 34;
+  const width = 680, height = 34;
   svg.setAttribute("width", width);
   svg.setAttribute("height", height);
   if (!phases.length) return svg;
@@ -28,7 +28,7 @@ function timelineSvg(tl, now) {
   const end = tl.up || phases[phases.length - 1].end || now;
   const total = Math.max(end - start, 0.001);
   // Each phase gets a minimum width so a 10 ms one stays visible and labelled.
-  const minw = 40, spare = Math.max(width - minw * phases.length, 0);
+  const minw = 80, spare = Math.max(width - minw * phases.length, 0);
   let x = 0;
   for (const p of phases) {
     const d = (p.end || end) - p.start;
