@@ -14,9 +14,10 @@ from typing import BinaryIO
 
 import click
 
-from oneroot.cli.output import console, emit_json, table
+from oneroot.cli.output import console, emit_json, plain, table
 from oneroot.cli.state import State, json_option, pass_state
 from oneroot.errors import UsageError
+from oneroot.ops import overlay_drift as drift
 from oneroot.ops import overlays as ov
 from oneroot.overlay.stack import shown
 
@@ -189,3 +190,35 @@ def overlay_promote(state: State, node: str, path: str, target: str,
     cluster = state.cluster()
     _say(ov.promote_change(cluster, state.paths, node, path, to=target, overwrite=overwrite,
                            allow_special=allow_special))
+
+
+@overlay.command("drift")
+@click.argument("group", required=False)
+@json_option
+@pass_state
+def overlay_drift(state: State, group: str | None, as_json: bool) -> None:
+    """Every path the nodes of GROUP (all nodes without one) override: by how many nodes, in
+    how many distinct contents; a change identical on all of them is offered for promote.
+    Below it, each node's layer in a line (files, bytes, last change)."""
+    cluster = state.cluster()
+    report = drift.cluster_drift(cluster, state.paths, group)
+    if as_json:
+        emit_json(report.to_json())
+        return
+    rows = []
+    for p in report.paths:
+        kinds = ", ".join(sorted({v.kind for _, v in p.variants}))
+        rows.append((p.path, f"{len(p.variants)}/{len(report.nodes)}", p.contents, kinds,
+                     p.promote or ("identical on all" if p.identical_on_all else "-")))
+    if rows:
+        table(None, ["path", "nodes", "contents", "kind", "promote"], rows)
+    else:
+        console.print("no node overrides anything", markup=False)
+    if report.promote_to is None and any(p.identical_on_all for p in report.paths):
+        console.print(plain(f"changes identical on all nodes cannot be promoted: "
+                            f"{group or 'these nodes'} share no group with a layer of its own"))
+    console.print()
+    table(None, ["node", "files", "bytes", "last change", "error"],
+          [(s.node, s.files, s.bytes,
+            s.last_change.strftime("%Y-%m-%d %H:%M:%S UTC") if s.last_change else "-",
+            s.error or "") for s in report.summaries])

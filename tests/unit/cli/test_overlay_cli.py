@@ -169,3 +169,34 @@ def test_node_rm_keep_dir(home: Path, tmp_path: Path,
     assert (tmp_path / "systems/node01/upper").is_dir()
     code, out, _ = run(home, "node", "list", "--json", capsys=capsys)
     assert json.loads(out) == []
+
+
+def test_drift_json_and_table(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    systems = home.parent / "systems"
+    for i in (2, 3):
+        code, _, err = run(home, "node", "add", f"node0{i}", "--mac", f"52:54:00:00:00:0{i}",
+                           "--ip", f"10.0.0.1{i}", "--group", "compute", capsys=capsys)
+        assert code == 0, err
+        (systems / f"node0{i}/upper").mkdir(parents=True)
+    for i in (1, 2, 3):
+        (systems / f"node0{i}/upper/etc").mkdir(exist_ok=True)
+        (systems / f"node0{i}/upper/etc/motd").write_text("same\n")
+    (systems / "node02/upper/etc/x\x1b[31mred").write_text("")  # a node-chosen name
+    code, out, err = run(home, "overlay", "drift", "compute", "--json", capsys=capsys)
+    assert code == 0, err
+    report = json.loads(out)
+    assert set(report) == {"group", "nodes", "promote_to", "paths", "summary"}
+    assert report["nodes"] == ["node01", "node02", "node03"]
+    motd = next(p for p in report["paths"] if p["path"] == "/etc/motd")
+    assert (motd["overrides"], motd["contents"], motd["kinds"]) == (3, 1, ["file"])
+    assert motd["promote"] == "oneroot overlay promote node01 /etc/motd --to compute"
+    assert set(motd["nodes"]["node02"]) == {"kind", "digest"}
+    assert [s["node"] for s in report["summary"]] == ["node01", "node02", "node03"]
+    assert report["summary"][1]["files"] == 2 and report["summary"][1]["bytes"] == 5
+    code, out, err = run(home, "overlay", "drift", "compute", capsys=capsys)
+    assert code == 0, err
+    assert "oneroot overlay promote node01 /etc/motd --to compute" in out
+    assert "\x1b" not in out and "x\\x1b[31mred" in out
+    assert "last change" in out and "node03" in out
+    code, _, err = run(home, "overlay", "drift", "nosuch", capsys=capsys)
+    assert code != 0 and "no group named 'nosuch'" in err and "hint:" in err
