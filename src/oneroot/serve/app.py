@@ -51,7 +51,7 @@ from oneroot.serve.dhcp import DhcpHealth, DhcpService
 from oneroot.serve.events import EventRecorder
 from oneroot.serve.http import HttpService
 from oneroot.serve.statusboard import StatusBoard
-from oneroot.serve.tftp import TftpService
+from oneroot.serve.tftp import TftpService, blksize_for_interface
 from oneroot.serve.viewwatch import keep_views_current
 
 log = logging.getLogger(__name__)
@@ -197,7 +197,14 @@ async def serve(paths: Paths, options: ServeOptions = ServeOptions(),
                            virtual=virtual, on_event=recorder,
                            max_sessions=limits.tftp_sessions,
                            max_sessions_per_client=limits.tftp_sessions_per_client,
-                           max_option_timeout=limits.tftp_option_timeout)
+                           max_option_timeout=limits.tftp_option_timeout,
+                           max_blksize=blksize_for_interface(settings.interface))
+
+        def tftp_blksize(cluster: ResolvedCluster) -> None:
+            # The serving interface's MTU bounds blksize; read again on every reload (SIGHUP).
+            tftp.max_blksize = blksize_for_interface(cluster.inventory.settings.interface)
+
+        holder.listeners.append(tftp_blksize)
         await tftp.start()
         jobs.append(tftp.run)
         closers.append(tftp.close)

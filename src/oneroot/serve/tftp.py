@@ -28,7 +28,7 @@ import os
 import stat
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from ipaddress import IPv4Address
 from pathlib import Path
 from types import TracebackType
@@ -51,6 +51,7 @@ from oneroot.proto.tftp import (
     TransferConfig,
     TransferStats,
     WriteRequest,
+    blksize_for_mtu,
     parse_packet,
 )
 
@@ -59,6 +60,8 @@ __all__ = [
     "PathRefused",
     "TftpService",
     "TftpServiceStats",
+    "blksize_for_interface",
+    "interface_mtu",
     "normalize_tftp_name",
     "open_tftp_file",
     "resolve_tftp_path",
@@ -67,6 +70,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 MAX_NAME_BYTES = 255
+FALLBACK_BLKSIZE = 1468  # a 1500-byte Ethernet MTU, when the interface's own is unknown
 _FILE_BUFFER = 256 * 1024
 _SUPPORTED_MODES = ("octet", "netascii")
 
@@ -154,6 +158,23 @@ def open_tftp_file(root: Path, name: str) -> FileObjectSource:
     return FileObjectSource(reader, info.st_size)
 
 
+def interface_mtu(interface: str, *, sys_net: Path = Path("/sys/class/net")) -> int | None:
+    """The MTU of `interface` in this network namespace, or None if it has none we can read."""
+    try:
+        return int((sys_net / interface / "mtu").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def blksize_for_interface(interface: str) -> int:
+    """The largest blksize that `interface`'s MTU carries unfragmented (1468 if unknown)."""
+    mtu = interface_mtu(interface)
+    if mtu is None:
+        log.warning("tftp.mtu_unknown interface=%s blksize=%d", interface, FALLBACK_BLKSIZE)
+        return FALLBACK_BLKSIZE
+    return blksize_for_mtu(mtu)
+
+
 @dataclass(slots=True)
 class TftpServiceStats:
     """Counters since start; read by tests, the bench and `oneroot status`."""
@@ -191,7 +212,7 @@ class TftpService:
         on_event: Callable[[BootEvent], None] = lambda event: None,
         max_sessions: int = 256,
         max_sessions_per_client: int = 8,
-        max_blksize: int = 1468,
+        max_blksize: int = FALLBACK_BLKSIZE,
         max_windowsize: int = 64,
         max_window_bytes: int = 1 << 16,
         timeout: float = 1.0,
@@ -233,7 +254,8 @@ class TftpService:
         )
         self._transport = transport
         self._port = transport.get_extra_info("sockname")[1]
-        log.info("tftp.start bind=%s port=%d root=%s", self.bind, self._port, self.root)
+        log.info("tftp.start bind=%s port=%d root=%s max_blksize=%d", self.bind, self._port,
+                 self.root, self.config.max_blksize)
 
     async def run(self) -> None:
         if self._transport is None:
@@ -265,6 +287,17 @@ class TftpService:
     @property
     def port(self) -> int:
         return self._port
+
+    @property
+    def max_blksize(self) -> int:
+        return self.config.max_blksize
+
+    @max_blksize.setter
+    def max_blksize(self, value: int) -> None:
+        """Offered to transfers that start from now on (the serving interface's MTU changed)."""
+        if value != self.config.max_blksize:
+            log.info("tftp.max_blksize old=%d new=%d", self.config.max_blksize, value)
+            self.config = replace(self.config, max_blksize=value)
 
     # -- requests on the main socket ---------------------------------------------------------
 

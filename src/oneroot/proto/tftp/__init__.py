@@ -4,7 +4,7 @@ No sockets, clocks or logging here: `oneroot.serve.tftp` owns those and feeds th
 datagrams and times.
 """
 
-from oneroot.proto.tftp.options import Negotiated, negotiate
+from oneroot.proto.tftp.options import Negotiated, blksize_for_mtu, negotiate
 from oneroot.proto.tftp.packets import (
     Ack,
     Data,
@@ -58,6 +58,7 @@ __all__ = [
     "TransferConfig",
     "TransferStats",
     "WriteRequest",
+    "blksize_for_mtu",
     "negotiate",
     "parse_packet",
     "to_netascii",

@@ -30,6 +30,7 @@ __all__ = [
     "MAX_WINDOWSIZE",
     "MIN_BLKSIZE",
     "Negotiated",
+    "blksize_for_mtu",
     "negotiate",
 ]
 
@@ -37,6 +38,13 @@ DEFAULT_BLKSIZE = 512
 MIN_BLKSIZE, MAX_BLKSIZE = 8, 65464
 MIN_WINDOWSIZE, MAX_WINDOWSIZE = 1, 65535
 MIN_TIMEOUT, MAX_TIMEOUT = 1, 255
+_IPV4_UDP_TFTP_HEADERS = 20 + 8 + 4
+
+
+def blksize_for_mtu(mtu: int) -> int:
+    """The largest blksize whose DATA datagram fits one IPv4 packet of `mtu` bytes unfragmented
+    (1468 at 1500, 8968 at 9000), within the RFC 2348 range."""
+    return max(MIN_BLKSIZE, min(MAX_BLKSIZE, mtu - _IPV4_UDP_TFTP_HEADERS))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from oneroot.proto.tftp import negotiate
+from oneroot.proto.tftp import blksize_for_mtu, negotiate
 
 LIMITS = {"max_blksize": 1468, "max_windowsize": 64, "max_timeout": 30}
 
@@ -64,3 +64,12 @@ def test_negotiate(
     assert (result.blksize, result.windowsize, result.timeout, result.echoed) == (
         blksize, windowsize, timeout, echoed,
     )
+
+
+@pytest.mark.parametrize(
+    ("mtu", "blksize"),
+    [(1500, 1468), (9000, 8968), (576, 544), (65536, 65464), (20, 8), (1280, 1248)],
+)
+def test_blksize_for_mtu(mtu: int, blksize: int) -> None:
+    """IPv4 (20) + UDP (8) + TFTP (4) headers come off the MTU, within RFC 2348's 8..65464."""
+    assert blksize_for_mtu(mtu) == blksize
