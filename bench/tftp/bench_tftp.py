@@ -1,18 +1,23 @@
-"""TFTP benchmark: aggregate MB/s and MB per server CPU-second for a 32 MiB file, at 1/8/32
-concurrent clients, blksize 512/1468/8192, windowsize 1/16, against oneroot, tftpd-hpa and
-atftpd, all on 127.0.0.1 (loopback only).
+"""TFTP benchmark: single-file download rate and server CPU for a 32 MiB file, oneroot against
+tftpd-hpa (and atftpd if asked) in the same run, on 127.0.0.1 (loopback only).
 
-Client: atftp (C, one process per download, to /dev/null): the one installed client that
-negotiates windowsize (RFC 7440); curl has no windowsize and tftp-hpa's client no options.
-tftpd-hpa 5.2 does not implement windowsize, so its "windowsize 16" rows run at window 1.
-Server CPU: a cgroup (v1 cpuacct, or v2 cpu.stat) made for the server, so the children
-tftpd-hpa forks per client count even after they exit (tftpd-hpa ignores SIGCHLD, so their
-time never reaches its cutime); /proc/<pid>/stat of the process and live children otherwise.
-atftpd is not installable beside tftpd-hpa, so it is taken with `apt-get download atftpd`
-and `dpkg-deb -x` into a cache directory and run from there.
+oneroot runs as a user runs it: `oneroot init` (server 127.0.0.1 on `lo`, the file in its boot
+dir), then `oneroot serve --no-dhcp --no-http --no-nfs`, with its own defaults (blksize capped
+by the interface's MTU, per-client session cap, timeout clamp) and its default log level.
+Every server is started once; the repetitions then take turns (oneroot, tftpd-hpa, oneroot...)
+so that load from other jobs on this shared machine falls on all of them alike, and medians
+are reported.
 
-    .venv/bin/python bench/tftp/bench_tftp.py [--quick] [--servers oneroot,tftpd-hpa,atftpd]
-Writes bench/results/tftp.md and tftp.json. Not run in CI.
+Client: atftp (C, one process per download, to /dev/null). Server CPU: a cgroup (v1 cpuacct,
+or v2 cpu.stat) made for the server, so the children tftpd-hpa forks per client count even
+after they exit; /proc/<pid>/stat of the process and live children otherwise. atftpd is not
+installable beside tftpd-hpa, so it is taken with `apt-get download atftpd` and `dpkg-deb -x`
+into a cache directory and run from there.
+
+    .venv/bin/python bench/tftp/bench_tftp.py [--repeat 7] [--clients 1] [--blksize 1468]
+        [--windowsize 1] [--servers oneroot,tftpd-hpa] [--profile FILE]
+Writes bench/results/tftp.md and tftp.json. Not run in CI. `--profile FILE` runs oneroot
+under cProfile (slower: for where the time goes, not for the figures) and writes no results.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import os
 import platform
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -40,9 +46,7 @@ TICKS = os.sysconf("SC_CLK_TCK")
 HOST = "127.0.0.1"
 FILE_SIZE = 32 * 1024 * 1024
 MB = 1e6
-
-FULL = {"clients": (1, 8, 32), "blksize": (512, 1468, 8192), "windowsize": (1, 16)}
-QUICK = {"clients": (1, 8, 32), "blksize": (1468,), "windowsize": (1, 16)}
+ONEROOT = Path(sys.executable).parent / "oneroot"  # the console script users run
 
 
 @dataclass
@@ -140,12 +144,22 @@ def atftpd_binary() -> Path:
     return binary
 
 
-def start_server(name: str, root: Path, port: int, log: Path, meter: CpuMeter
-                 ) -> subprocess.Popen[bytes]:
-    out = log.open("wb")
+def oneroot_argv(root: Path, port: int, home: Path) -> list[str]:
+    """`oneroot init` once (the file is in its boot dir), then the `oneroot serve` command."""
+    subprocess.run([str(ONEROOT), "--home", str(home), "init", "--server", HOST,
+                    "--subnet", "127.0.0.0/8", "--interface", "lo", "--image-root", str(root),
+                    "--boot-dir", str(root), "--state-dir", str(home / "state")],
+                   check=True, capture_output=True)
+    return [str(ONEROOT), "--home", str(home), "serve", "--no-dhcp", "--no-http", "--no-nfs",
+            "--tftp-port", str(port)]
+
+
+def start_server(name: str, root: Path, port: int, log: Path, meter: CpuMeter,
+                 profile: Path | None = None) -> subprocess.Popen[bytes]:
     if name == "oneroot":
-        argv = [sys.executable, str(HERE / "run_oneroot.py"), "--root", str(root),
-                "--port", str(port), "--max-blksize", "8192"]
+        argv = oneroot_argv(root, port, log.parent / "oneroot-home")
+        if profile is not None:
+            argv[:1] = [sys.executable, "-m", "cProfile", "-o", str(profile), str(ONEROOT)]
     elif name == "tftpd-hpa":
         argv = ["/usr/sbin/in.tftpd", "-L", "-s", str(root), "-a", f"{HOST}:{port}"]
     elif name == "atftpd":
@@ -154,18 +168,36 @@ def start_server(name: str, root: Path, port: int, log: Path, meter: CpuMeter
                 str(root)]
     else:
         raise ValueError(name)
-    proc = subprocess.Popen(meter.wrap(argv), stdout=out, stderr=subprocess.STDOUT)
+    with log.open("wb") as out:
+        proc = subprocess.Popen(meter.wrap(argv), stdout=out, stderr=subprocess.STDOUT)
     meter.pid = proc.pid
+    deadline = time.monotonic() + 30
+    while name == "oneroot" and "serve.started" not in log.read_text():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"oneroot serve did not start: {log.read_text()}")
+        time.sleep(0.1)
     time.sleep(0.5)
     if proc.poll() is not None:
         raise RuntimeError(f"{name} exited at start: {log.read_text()}")
     return proc
 
 
+def stop_server(proc: subprocess.Popen[bytes]) -> None:
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 def version(name: str) -> str:
     if name == "oneroot":
         from importlib.metadata import version as dist_version
-        return f"oneroot {dist_version('oneroot')} (Python {platform.python_version()})"
+        commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
+                                capture_output=True, text=True).stdout.strip()
+        return (f"oneroot {dist_version('oneroot')} at {commit or '?'} "
+                f"(Python {platform.python_version()})")
     if name == "tftpd-hpa":
         out = subprocess.run(["/usr/sbin/in.tftpd", "-V"], capture_output=True, text=True)
         return (out.stdout + out.stderr).strip().splitlines()[0]
@@ -176,7 +208,8 @@ def version(name: str) -> str:
 
 def run_case(server: str, meter: CpuMeter, port: int, clients: int, blksize: int,
              windowsize: int, timeout: float) -> Row:
-    argv = ["atftp", "--option", f"blksize {blksize}", "--option", f"windowsize {windowsize}",
+    window = ["--option", f"windowsize {windowsize}"] if windowsize > 1 else []  # as a ROM asks
+    argv = ["atftp", "--option", f"blksize {blksize}", *window,
             "-g", "-r", "file.bin", "-l", "/dev/null", HOST, str(port)]
     cpu0 = meter.seconds()
     start = time.monotonic()
@@ -201,90 +234,163 @@ def run_case(server: str, meter: CpuMeter, port: int, clients: int, blksize: int
                round(megabytes / cpu, 1) if cpu > 0 else float("inf"))
 
 
-def write_results(rows: list[Row], versions: dict[str, str], command: str, quick: bool) -> None:
+
+def median_row(runs: list[Row]) -> Row:
+    """The repetitions of one case summed up: failures added, every figure its median."""
+    first = runs[0]
+    return Row(first.server, first.clients, first.blksize, first.windowsize,
+               sum(r.ok for r in runs), sum(r.failed for r in runs),
+               round(statistics.median(r.seconds for r in runs), 3),
+               round(statistics.median(r.mb_per_s for r in runs), 1),
+               round(statistics.median(r.server_cpu_s for r in runs), 2),
+               round(statistics.median(r.mb_per_cpu_s for r in runs), 1))
+
+
+def machine() -> dict[str, object]:
+    model = next((line.split(":", 1)[1].strip() for line in
+                  Path("/proc/cpuinfo").read_text().splitlines()
+                  if line.startswith("model name")), "?")
+    return {"kernel": platform.release(), "cpus": os.cpu_count(), "cpu_model": model,
+            "python": platform.python_version()}
+
+
+def write_results(report: dict[str, object], medians: list[Row],
+                  ratios: list[dict[str, object]]) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "tftp.json").write_text(json.dumps(
-        {"command": command, "versions": versions, "file_size": FILE_SIZE,
-         "cpus": os.cpu_count(), "kernel": platform.release(),
-         "rows": [asdict(r) for r in rows]}, indent=2) + "\n")
+    (RESULTS / "tftp.json").write_text(json.dumps(report, indent=2) + "\n")
+    mach, versions = report["machine"], report["versions"]
+    assert isinstance(mach, dict) and isinstance(versions, dict)
     lines = [
-        "# TFTP: aggregate throughput and server CPU, 32 MiB file, loopback",
+        "# TFTP: oneroot serve against tftpd-hpa, 32 MiB file, loopback, same run",
         "",
-        f"Produced by `{command}`" + (" (reduced matrix)" if quick else "") + ".",
-        "Client: atftp 0.8.0 (C), N concurrent processes, each downloading the file to",
-        "/dev/null; clients and server share the machine's CPUs, so rates are a floor.",
-        "MB = 10^6 bytes; MB/s counts completed downloads only. Server CPU: a cgroup holding",
-        "the server and every child it forks (tftpd-hpa forks a process per transfer).",
-        "tftpd-hpa 5.2 has no windowsize: its windowsize-16 rows run at window 1.",
-        "",
-        "Versions: " + "; ".join(versions.values())
-        + f"; kernel {platform.release()}; cpus {os.cpu_count()}",
+        f"Produced by `{report['command']}` on {report['date']}.",
+        f"Machine: kernel {mach['kernel']}, {mach['cpus']} CPUs ({mach['cpu_model']}), "
+        f"shared with other jobs: load average {report['load_before']} before, "
+        f"{report['load_after']} after.",
+        "Versions: " + "; ".join(str(v) for v in versions.values()) + ".",
+        f"oneroot: `{report['oneroot_command']}` (after `oneroot init`), as a user runs it.",
+        "Client: atftp, one process per download to /dev/null; it shares the CPUs with the",
+        f"server, so rates are a floor. {report['repeat']} repetitions per case, the servers",
+        "taking turns; every figure is the median. MB = 10^6 bytes. Server CPU: a cgroup",
+        "holding the server and every child it forks (tftpd-hpa forks one per transfer).",
         "",
         "| server | clients | blksize | windowsize | ok | failed | seconds | MB/s | server CPU s "
         "| MB per CPU-s |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for r in rows:
+    for r in medians:
         lines.append(f"| {r.server} | {r.clients} | {r.blksize} | {r.windowsize} | {r.ok} | "
                      f"{r.failed} | {r.seconds} | {r.mb_per_s} | {r.server_cpu_s} | "
                      f"{r.mb_per_cpu_s} |")
+    if ratios:
+        lines += ["", "| case | oneroot / tftpd-hpa, MB/s (median) | per-repetition MB/s "
+                  "oneroot ; tftpd-hpa |", "|---|---:|---|"]
+        for ratio in ratios:
+            lines.append(f"| {ratio['case']} | {ratio['ratio']}x | {ratio['oneroot']} ; "
+                         f"{ratio['tftpd-hpa']} |")
     (RESULTS / "tftp.md").write_text("\n".join(lines) + "\n")
+
+
+def compare(rows: list[Row], medians: list[Row]) -> list[dict[str, object]]:
+    """oneroot's median rate over tftpd-hpa's, for every case both ran."""
+    out: list[dict[str, object]] = []
+    for mine in (m for m in medians if m.server == "oneroot"):
+        case = (mine.clients, mine.blksize, mine.windowsize)
+        theirs = [m for m in medians if m.server == "tftpd-hpa"
+                  and (m.clients, m.blksize, m.windowsize) == case]
+        if not theirs or not theirs[0].mb_per_s:
+            continue
+        out.append({
+            "case": f"{case[0]} client(s), blksize {case[1]}, windowsize {case[2]}",
+            "ratio": round(mine.mb_per_s / theirs[0].mb_per_s, 2),
+            **{server: [r.mb_per_s for r in rows if r.server == server
+                        and (r.clients, r.blksize, r.windowsize) == case]
+               for server in ("oneroot", "tftpd-hpa")},
+        })
+    return out
+
+
+def run_all(args: argparse.Namespace, root: Path, tmp: Path
+            ) -> tuple[list[Row], dict[str, str], list[str]]:
+    servers = args.servers.split(",")
+    cases = [(c, b, w) for w in _ints(args.windowsize) for b in _ints(args.blksize)
+             for c in _ints(args.clients)]
+    started: dict[str, tuple[subprocess.Popen[bytes], CpuMeter, int]] = {}
+    versions: dict[str, str] = {}
+    rows: list[Row] = []
+    oneroot_command: list[str] = []
+    try:
+        for server in servers:
+            port = free_port(HOST, udp=True)
+            meter = CpuMeter(server)
+            started[server] = (start_server(server, root, port, tmp / f"{server}.log", meter,
+                                            args.profile), meter, port)
+            versions[server] = version(server)
+            if server == "oneroot":
+                oneroot_command = ["oneroot", "serve", "--no-dhcp", "--no-http", "--no-nfs",
+                                   "--tftp-port", str(port)]
+        for _ in range(args.repeat):
+            for clients, blksize, windowsize in cases:
+                for server, (_proc, meter, port) in started.items():
+                    row = run_case(server, meter, port, clients, blksize, windowsize,
+                                   args.timeout)
+                    rows.append(row)
+                    print(json.dumps(asdict(row)), flush=True)
+    finally:
+        for proc, meter, _port in started.values():
+            stop_server(proc)
+            meter.close()
+    return rows, versions, oneroot_command
+
+
+def _ints(text: str) -> list[int]:
+    return [int(part) for part in text.split(",")]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="blksize 1468 only")
-    parser.add_argument("--servers", default="oneroot,tftpd-hpa,atftpd")
-    parser.add_argument("--clients", default=None, help="comma list, e.g. 1,8")
+    parser.add_argument("--servers", default="oneroot,tftpd-hpa",
+                        help="of oneroot,tftpd-hpa,atftpd")
+    parser.add_argument("--clients", default="1", help="comma list, e.g. 1,8")
+    parser.add_argument("--blksize", default="1468", help="comma list, e.g. 512,1468")
+    parser.add_argument("--windowsize", default="1", help="comma list, e.g. 1,16")
+    parser.add_argument("--repeat", type=int, default=7)
     parser.add_argument("--timeout", type=float, default=180.0, help="per case, seconds")
+    parser.add_argument("--profile", type=Path, default=None,
+                        help="run oneroot under cProfile into FILE; write no results")
     parser.add_argument("--no-write", action="store_true")
-    parser.add_argument("--merge", action="store_true",
-                        help="keep other servers' rows from the existing tftp.json")
     args = parser.parse_args()
-    matrix = dict(QUICK if args.quick else FULL)
-    if args.clients:
-        matrix["clients"] = tuple(int(c) for c in args.clients.split(","))
-    servers = args.servers.split(",")
     if shutil.which("atftp") is None:
         sys.exit("atftp (the client) is not installed")
-    rows: list[Row] = []
-    versions: dict[str, str] = {}
+    load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="oneroot-tftp-bench-") as tmp:
         root = Path(tmp) / "root"
         root.mkdir()
         os.chmod(tmp, 0o755)
         (root / "file.bin").write_bytes(os.urandom(FILE_SIZE))
         os.chmod(root / "file.bin", 0o644)
-        for server in servers:
-            port = free_port(HOST, udp=True)
-            meter = CpuMeter(server)
-            proc = start_server(server, root, port, Path(tmp) / f"{server}.log", meter)
-            versions[server] = version(server)
-            try:
-                for windowsize in matrix["windowsize"]:
-                    for blksize in matrix["blksize"]:
-                        for clients in matrix["clients"]:
-                            row = run_case(server, meter, port, clients, blksize,
-                                           windowsize, args.timeout)
-                            rows.append(row)
-                            print(json.dumps(asdict(row)), flush=True)
-            finally:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
-                meter.close()
-    command = ".venv/bin/python bench/tftp/bench_tftp.py " + " ".join(sys.argv[1:])
-    if args.merge and (RESULTS / "tftp.json").exists():
-        old = json.loads((RESULTS / "tftp.json").read_text())
-        kept = [Row(**r) for r in old["rows"] if r["server"] not in servers]
-        rows = [r for r in rows if r.server in servers] + kept
-        versions = {**old["versions"], **versions}
-        command = f"{old['command']}; then {command}"
-    if not args.no_write:
-        write_results(rows, versions, command.strip(), args.quick)
+        rows, versions, oneroot_command = run_all(args, root, Path(tmp))
+    groups: dict[tuple[str, int, int, int], list[Row]] = {}
+    for row in rows:
+        groups.setdefault((row.server, row.clients, row.blksize, row.windowsize), []).append(row)
+    medians = [median_row(runs) for runs in groups.values()]
+    ratios = compare(rows, medians)
+    for ratio in ratios:
+        print(f"{ratio['case']}: oneroot/tftpd-hpa = {ratio['ratio']}x", flush=True)
+    if args.no_write or args.profile is not None:
+        return
+    report: dict[str, object] = {
+        "command": ".venv/bin/python bench/tftp/bench_tftp.py " + " ".join(sys.argv[1:]),
+        "oneroot_command": " ".join(oneroot_command),
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "machine": machine(), "versions": versions, "file_size": FILE_SIZE,
+        "repeat": args.repeat,
+        "load_before": [round(x, 2) for x in load_before],
+        "load_after": [round(x, 2) for x in os.getloadavg()],
+        "medians": [asdict(r) for r in medians], "ratios": ratios,
+        "rows": [asdict(r) for r in rows],
+    }
+    write_results(report, medians, ratios)
 
 
 if __name__ == "__main__":
