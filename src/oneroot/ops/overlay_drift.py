@@ -28,6 +28,7 @@ from oneroot.ops.nodes_fs import node_layer
 from oneroot.ops.overlays import generated_files
 
 PROMOTABLE = frozenset({"file", "symlink", "whiteout"})
+MAX_ENTRIES = 200_000  # entries walked in one node's layer before the rest is left out
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -138,17 +139,27 @@ def _opaque(pfd: int, name: str) -> bool:
         os.close(fd)
 
 
+class _TooMany(Exception):
+    pass
+
+
 def scan_node(cluster: ResolvedCluster, paths: Paths, node: str, *, limit: int = MAX_READ,
-              ) -> tuple[dict[str, Variant], NodeSummary]:
-    """Every change in the node's `upper/` (by node path) and the node's summary."""
+              max_entries: int = MAX_ENTRIES) -> tuple[dict[str, Variant], NodeSummary]:
+    """Every change in the node's `upper/` (by node path) and the node's summary. A layer
+    that cannot be walked whole (missing, a mount point or a tree too deep inside, more than
+    `max_entries` entries) gives what was read before, and says why in `error`."""
     skip = {str(PurePosixPath("/") / p) for p in generated_files(paths, node)}
     found: dict[str, Variant] = {}
     files = size = 0
     newest = 0.0
     error = None
+    seen = 0
     try:
         with open_dir(node_layer(cluster.dirs, node).root, ("upper",)) as top:
             for parts, st, pfd in nofollow_walk(top, same_dev=os.fstat(top).st_dev):
+                seen += 1
+                if seen > max_entries:
+                    raise _TooMany
                 shown = "/" + "/".join(parts)
                 newest = max(newest, st.st_ctime)
                 if stat.S_ISDIR(st.st_mode):
@@ -166,6 +177,8 @@ def scan_node(cluster: ResolvedCluster, paths: Paths, node: str, *, limit: int =
                     continue  # removed while we walked (a running node)
                 if variant is not None:
                     found[shown] = variant
+    except _TooMany:
+        error = f"more than {max_entries} entries: the rest is not compared"
     except (OSError, UnsafePath) as exc:
         error = exc.message if isinstance(exc, UnsafePath) else f"{exc.strerror}"
     last = (datetime.datetime.fromtimestamp(newest, datetime.UTC) if newest else None)
@@ -193,7 +206,7 @@ def _promote_target(cluster: ResolvedCluster, group: str | None,
 
 
 def cluster_drift(cluster: ResolvedCluster, paths: Paths, group: str | None = None, *,
-                  limit: int = MAX_READ) -> DriftReport:
+                  limit: int = MAX_READ, max_entries: int = MAX_ENTRIES) -> DriftReport:
     """Every path a node of `group` (all nodes without one) overrides, with how many nodes
     override it and in how many distinct versions; a change identical on all of them is
     offered for `oneroot overlay promote` into their common layer group."""
@@ -202,7 +215,8 @@ def cluster_drift(cluster: ResolvedCluster, paths: Paths, group: str | None = No
     per_path: dict[str, list[tuple[str, Variant]]] = {}
     summaries = []
     for node in nodes:
-        found, summary = scan_node(cluster, paths, node, limit=limit)
+        found, summary = scan_node(cluster, paths, node, limit=limit,
+                                   max_entries=max_entries)
         summaries.append(summary)
         for path, variant in found.items():
             per_path.setdefault(path, []).append((node, variant))

@@ -182,3 +182,35 @@ def test_opaque_dir_and_stat_kinds(cluster: ResolvedCluster, tmp_path: Path) -> 
     assert dict(drift["/etc/cron.d"].variants)["node02"].kind == "opaque directory"
     assert "/etc" not in drift  # a plain directory is not a change
     assert stat.S_ISDIR(os.lstat(d).st_mode)
+
+
+def test_entry_cap_and_missing_layer_are_said(cluster: ResolvedCluster,
+                                              tmp_path: Path) -> None:
+    for i in range(5):
+        put(tmp_path, "node01", f"etc/f{i}", b"")
+    for n in ("node01", "node02"):
+        put(tmp_path, n, "etc/motd", b"same\n")
+    (tmp_path / "systems/node03/upper/etc").rmdir()
+    (tmp_path / "systems/node03/upper").rmdir()
+    report = cluster_drift(cluster, paths(tmp_path), "compute", max_entries=4)
+    summary = {s.node: s for s in report.summaries}
+    assert summary["node01"].error == "more than 4 entries: the rest is not compared"
+    assert summary["node01"].files == 3  # etc, f0, f1, f2: the walk stopped there
+    assert summary["node02"].error is None
+    assert summary["node03"].error is not None and "No such file" in summary["node03"].error
+    motd = by_path(report)["/etc/motd"]
+    assert motd.nodes == ("node02",) and motd.promote is None
+
+
+def test_generated_identity_files_are_left_out(cluster: ResolvedCluster,
+                                               tmp_path: Path) -> None:
+    for i, n in enumerate(("node01", "node02", "node03")):
+        put(tmp_path, n, "etc/hostname", f"{n}\n".encode())
+        put(tmp_path, n, "etc/motd", b"same\n")
+        ident = paths(tmp_path).identity_dir(n)
+        ident.mkdir(parents=True)
+        if i < 2:  # node03 has no manifest: its hostname is a change of its own
+            (ident / "manifest.json").write_text('{"files": {"etc/hostname": {}}}')
+    drifts = by_path(cluster_drift(cluster, paths(tmp_path), "compute"))
+    assert drifts["/etc/hostname"].nodes == ("node03",)
+    assert drifts["/etc/motd"].contents == 1
