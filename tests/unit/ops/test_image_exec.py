@@ -149,3 +149,13 @@ def test_live_root_runs_without_chroot(tmp_path: Path) -> None:
     result = exec_in_image(inv, tmp_path, "default", ["true"], now=NOW)
     assert result.returncode == 0 and not result.chroot and result.files is None
     assert "no chroot" in result.summary()
+
+
+def test_a_live_exec_drops_unused_dentries(tmp_path: Path) -> None:
+    """The view of `/` kept negative entries that hid a package installed on the server."""
+    from oneroot.ops.image_exec import forget_negative_dentries
+
+    knob = tmp_path / "drop_caches"
+    forget_negative_dentries(knob)
+    assert knob.read_text() == "2\n"
+    forget_negative_dentries(tmp_path / "missing" / "drop_caches")  # logged, not raised
