@@ -67,7 +67,8 @@ def tree_digest(source: Path) -> str:
     digest = hashlib.sha256()
     files = [source / "pyproject.toml", *sorted((source / "src").rglob("*"))]
     for path in files:
-        if path.is_file() and "__pycache__" not in path.parts:
+        generated = any(p == "__pycache__" or p.endswith(".egg-info") for p in path.parts)
+        if path.is_file() and not generated:  # `pip wheel` rewrites the egg-info
             digest.update(str(path.relative_to(source)).encode() + b"\0")
             digest.update(path.read_bytes() + b"\0")
     return digest.hexdigest()[:16]

@@ -14,6 +14,8 @@ def _tree(root: Path, text: str) -> Path:
     (root / "src" / "oneroot" / "x.py").write_text(text)
     (root / "src" / "oneroot" / "__pycache__").mkdir()
     (root / "src" / "oneroot" / "__pycache__" / "x.pyc").write_bytes(os.urandom(8))
+    (root / "src" / "oneroot.egg-info").mkdir()
+    (root / "src" / "oneroot.egg-info" / "PKG-INFO").write_bytes(os.urandom(8))
     return root
 
 
@@ -21,7 +23,7 @@ def test_tree_digest_follows_the_source_only(tmp_path: Path) -> None:
     a = _tree(tmp_path / "a", "A = 1\n")
     b = _tree(tmp_path / "b", "A = 1\n")
     c = _tree(tmp_path / "c", "A = 2\n")
-    assert tree_digest(a) == tree_digest(b)  # bytecode caches do not count
+    assert tree_digest(a) == tree_digest(b)  # bytecode caches and egg-info do not count
     assert tree_digest(a) != tree_digest(c)
 
 
