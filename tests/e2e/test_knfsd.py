@@ -26,6 +26,7 @@ import pytest
 from oneroot.initramfs.kernel import default_cache_dir
 from oneroot.ops.labserver import VmServerLab
 from oneroot.testing.labprobe import PROBE_PATH, PROBE_UNIT, WANTS_PROBE, probe_values
+from oneroot.testing.nfs3raw import knfsd_handle
 
 pytestmark = pytest.mark.e2e
 
@@ -232,8 +233,6 @@ def test_forged_handles_are_refused(vmlab: VmServerLab, tmp_path: Path) -> None:
     leaked inode/generation pairs of a masked file, a file outside every export and node01's
     layer, each through node02's own export and through the view. Only node02's own export
     root answers (the client works); everything else is refused."""
-    from nfs3raw import knfsd_handle
-
     lab = vmlab
     assert lab.lab is not None
     view = "/var/lib/oneroot/views/default"
@@ -256,7 +255,7 @@ def test_forged_handles_are_refused(vmlab: VmServerLab, tmp_path: Path) -> None:
     # dropped before knfsd sees it); this test is about knfsd's own checks.
     lab.lab.run_in_ns(["ip", "link", "set", "eth0", "address", "52:54:00:0e:00:02"],
                       netns=client.netns)
-    done = lab.lab.run_in_ns([sys.executable, str(Path(__file__).with_name("nfs3raw.py")),
+    done = lab.lab.run_in_ns([sys.executable, "-m", "oneroot.testing.nfs3raw",
                               "10.0.0.1", str(wanted)], netns=client.netns, timeout=120)
     results = json.loads(done.stdout)
     print(json.dumps(results, indent=1))

@@ -4,7 +4,7 @@ The attacks of issue 11 item 4: a root user on a node forges kernel-nfsd file ha
 export's `fsid=` number and an inode/generation pair) and asks GETATTR, READDIR and LOOKUP
 with them. Run as a script inside a namespace holding a node's address:
 
-    python nfs3raw.py SERVER HANDLES.json    # prints {name: [proc, status]} as JSON
+    python -m oneroot.testing.nfs3raw SERVER HANDLES.json    # prints {name: [proc, status]} as JSON
 
 HANDLES.json maps a name to a hex handle. A status of 0 (NFS3_OK) means the server answered.
 The client binds a privileged source port (knfsd's default `secure` export option).
