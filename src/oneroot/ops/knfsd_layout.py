@@ -43,21 +43,17 @@ def knfsd_layout(ctx: ClusterContext, views: dict[str, ViewSpec]
     if root is None:
         return dataclasses.replace(ctx, images=images), ()
     binds: list[JunctionBind] = []
-    nodes = []
-    for node in ctx.nodes:
-        target = _inside(root, node.export_path)
-        if target is None:
-            nodes.append(node)
-            continue
-        binds.append(JunctionBind(source=Path(node.export_path), target=Path(target)))
-        nodes.append(dataclasses.replace(node, export_path=target, fixed_fsid=True))
-    layers = []
-    for layer in ctx.group_layers:
-        target = _inside(root, layer.path)
-        if target is None:
-            layers.append(layer)
-            continue
-        binds.append(JunctionBind(source=Path(layer.path), target=Path(target)))
-        layers.append(dataclasses.replace(layer, path=target, fixed_fsid=True))
+
+    def junction(path: PurePosixPath) -> PurePosixPath | None:
+        """Where the export at `path` appears inside the view (None: outside it), noted."""
+        target = _inside(root, path)
+        if target is not None:
+            binds.append(JunctionBind(source=Path(path), target=Path(target)))
+        return target
+
+    nodes = [dataclasses.replace(n, export_path=t, fixed_fsid=True)
+             if (t := junction(n.export_path)) is not None else n for n in ctx.nodes]
+    layers = [dataclasses.replace(g, path=t, fixed_fsid=True)
+              if (t := junction(g.path)) is not None else g for g in ctx.group_layers]
     return (dataclasses.replace(ctx, images=images, nodes=tuple(nodes),
                                 group_layers=tuple(layers)), tuple(binds))

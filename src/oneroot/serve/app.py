@@ -164,50 +164,14 @@ async def serve(paths: Paths, options: ServeOptions = ServeOptions(),
         loop.add_signal_handler(sig, stop.set)
     loop.add_signal_handler(signal.SIGHUP, lambda: holder.reload(force=True))
 
-    def virtual(name: str) -> bytes | None:
-        hit = holder.catalog.virtual_file(name)
-        return hit.data if hit else None
-
     jobs: list[Callable[[], Coroutine[Any, Any, None]]] = [recorder.run]
     closers: list[Callable[[], Awaitable[None] | None]] = [board.close]
     leases: LeaseStore | None = None
     if options.dhcp:
         leases = LeaseStore(paths.leases_db)
-        dhcp = DhcpService(
-            interface=settings.interface, server_address=settings.server_address,
-            network=network_config(holder.inventory),
-            lookup=lambda mac: holder.catalog.dhcp_lookup(mac),
-            leases=leases, on_event=recorder, port=options.dhcp_port,
-            is_reserved=lambda ip: ip in holder.catalog.by_address, limits=limits,
-            on_health=_health_reporter(health))
-        jobs.append(dhcp.run)
-
-        def dhcp_settings(cluster: ResolvedCluster) -> None:
-            inv = cluster.inventory
-            new = network_config(inv)
-            if (new.server_address, inv.settings.interface) != (dhcp.server_address,
-                                                                dhcp.interface):
-                log.warning("serve.restart_needed reason=server address or interface changed")
-                return
-            dhcp.network = new
-
-        holder.listeners.append(dhcp_settings)
+        jobs.append(_dhcp_service(holder, options, leases, recorder, health).run)
     if options.tftp:
-        tftp = TftpService(bind=IPv4Address(bind), port=options.tftp_port, root=boot_dir,
-                           virtual=virtual, on_event=recorder,
-                           max_sessions=limits.tftp_sessions,
-                           max_sessions_per_client=limits.tftp_sessions_per_client,
-                           max_option_timeout=limits.tftp_option_timeout,
-                           max_blksize=blksize_for_interface(settings.interface))
-
-        def tftp_blksize(cluster: ResolvedCluster) -> None:
-            # The serving interface's MTU bounds blksize; read again on every reload (SIGHUP).
-            tftp.max_blksize = blksize_for_interface(cluster.inventory.settings.interface)
-
-        holder.listeners.append(tftp_blksize)
-        await tftp.start()
-        jobs.append(tftp.run)
-        closers.append(tftp.close)
+        await _start_tftp(holder, options, IPv4Address(bind), boot_dir, recorder, jobs, closers)
     if options.http:
         http = HttpService(bind=bind, port=options.http_port or settings.http_port,
                            boot_dir=boot_dir, catalog=lambda: holder.catalog,
@@ -218,34 +182,18 @@ async def serve(paths: Paths, options: ServeOptions = ServeOptions(),
         closers.append(http.close)
     if options.admin is not None:
         await _start_admin(options.admin, paths, holder, board, recorder, closers)
-
     if options.pin and (options.dhcp or options.nfs):
         await _start_pins(holder, IPv4Address(bind), closers, recorder)
     if options.nfs:
         await _start_nfs(paths, holder, IPv4Address(bind), jobs, closers, recorder, limits,
                          view_rescan=options.view_rescan)
-
-    async def watch_inventory() -> None:
-        while True:
-            await asyncio.sleep(options.reload_interval)
-            try:
-                holder.reload()
-            except Exception:  # a half-migrated or locked database: keep the old catalog
-                log.exception("inventory.reload_failed")
-
-    jobs.append(watch_inventory)
+    jobs.append(lambda: _watch_inventory(holder, options.reload_interval))
     log.info("serve.started bind=%s dhcp=%s tftp=%s http=%s nodes=%d", bind, options.dhcp,
              options.tftp, options.http, len(holder.inventory.nodes))
     if started is not None:
         started()
     try:
-        async with asyncio.TaskGroup() as group:
-            tasks = [group.create_task(job()) for job in jobs]
-            await stop.wait()
-            for task in tasks:
-                task.cancel()
-    except* asyncio.CancelledError:
-        pass
+        await _run_until(stop, jobs)
     finally:
         for close in closers:
             result = close()
@@ -259,6 +207,80 @@ async def serve(paths: Paths, options: ServeOptions = ServeOptions(),
             with contextlib.suppress(Exception):
                 leases.close()
         log.info("serve.stopped")
+
+
+def _dhcp_service(holder: CatalogHolder, options: ServeOptions, leases: LeaseStore,
+                  recorder: EventRecorder, health: HealthRecord) -> DhcpService:
+    """DHCP on the settings' interface; a reload updates its network, never its socket."""
+    settings = holder.inventory.settings
+    dhcp = DhcpService(
+        interface=settings.interface, server_address=settings.server_address,
+        network=network_config(holder.inventory),
+        lookup=lambda mac: holder.catalog.dhcp_lookup(mac),
+        leases=leases, on_event=recorder, port=options.dhcp_port,
+        is_reserved=lambda ip: ip in holder.catalog.by_address, limits=options.limits,
+        on_health=_health_reporter(health))
+
+    def dhcp_settings(cluster: ResolvedCluster) -> None:
+        inv = cluster.inventory
+        new = network_config(inv)
+        if (new.server_address, inv.settings.interface) != (dhcp.server_address,
+                                                            dhcp.interface):
+            log.warning("serve.restart_needed reason=server address or interface changed")
+            return
+        dhcp.network = new
+
+    holder.listeners.append(dhcp_settings)
+    return dhcp
+
+
+async def _start_tftp(holder: CatalogHolder, options: ServeOptions, bind: IPv4Address,
+                      boot_dir: Path, recorder: EventRecorder,
+                      jobs: list[Callable[[], Coroutine[Any, Any, None]]],
+                      closers: list[Callable[[], Awaitable[None] | None]]) -> None:
+    limits = options.limits
+
+    def virtual(name: str) -> bytes | None:
+        hit = holder.catalog.virtual_file(name)
+        return hit.data if hit else None
+
+    tftp = TftpService(bind=bind, port=options.tftp_port, root=boot_dir,
+                       virtual=virtual, on_event=recorder,
+                       max_sessions=limits.tftp_sessions,
+                       max_sessions_per_client=limits.tftp_sessions_per_client,
+                       max_option_timeout=limits.tftp_option_timeout,
+                       max_blksize=blksize_for_interface(holder.inventory.settings.interface))
+
+    def tftp_blksize(cluster: ResolvedCluster) -> None:
+        # The serving interface's MTU bounds blksize; read again on every reload (SIGHUP).
+        tftp.max_blksize = blksize_for_interface(cluster.inventory.settings.interface)
+
+    holder.listeners.append(tftp_blksize)
+    await tftp.start()
+    jobs.append(tftp.run)
+    closers.append(tftp.close)
+
+
+async def _watch_inventory(holder: CatalogHolder, interval: float) -> None:
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            holder.reload()
+        except Exception:  # a half-migrated or locked database: keep the old catalog
+            log.exception("inventory.reload_failed")
+
+
+async def _run_until(stop: asyncio.Event,
+                     jobs: list[Callable[[], Coroutine[Any, Any, None]]]) -> None:
+    """Run every job in one TaskGroup until `stop` is set, then cancel them all."""
+    try:
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(job()) for job in jobs]
+            await stop.wait()
+            for task in tasks:
+                task.cancel()
+    except* asyncio.CancelledError:
+        pass
 
 
 def _status_board(holder: CatalogHolder, events: EventStore, recorder: EventRecorder,
