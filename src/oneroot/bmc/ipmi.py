@@ -108,12 +108,17 @@ class Bmc:
 
     def _error(self, error: pyghmi_errors.PyghmiException) -> BmcError:
         text = str(error.args[0]) if error.args and error.args[0] else ""
-        where = self.creds.where
-        if not text:
-            return BmcError(f"no answer from the BMC at {where}",
-                            hint="check bmc_address and that the server reaches the "
-                                 "management network")
-        if "password" in text.lower() or "unauthorized name" in text.lower():
-            return BmcError(f"the BMC at {where} refused user {self.creds.user!r}: {text}",
-                            hint="check bmc_user and the file named by bmc_password_file")
-        return BmcError(f"BMC {where}: {text}", hint="check the BMC's settings and logs")
+        return bmc_error(self.creds, text)
+
+
+def bmc_error(creds: BmcCredentials, text: str) -> BmcError:
+    """pyghmi's error text as a BmcError that names the BMC and says what to check."""
+    where = creds.where
+    if not text or text == "timeout":
+        return BmcError(f"no answer from the BMC at {where}",
+                        hint="check bmc_address and that the server reaches the "
+                             "management network")
+    if "password" in text.lower() or "unauthorized name" in text.lower():
+        return BmcError(f"the BMC at {where} refused user {creds.user!r}: {text}",
+                        hint="check bmc_user and the file named by bmc_password_file")
+    return BmcError(f"BMC {where}: {text}", hint="check the BMC's settings and logs")

@@ -56,7 +56,7 @@ set_working_mc 0x20
   endlan
   chassis_control "{chassis} 0x20"
   user 2 true "{user}" "{password}" admin 10 md5
-"""
+{sol}"""
 
 _EMU = """mc_setbmc 0x20
 mc_add 0x20 0 no-device-sdrs 0x23 0x09 0x08 0x9f 0x1291 0xf02 persist_sdr
@@ -66,8 +66,12 @@ mc_enable 0x20
 
 
 class SimulatedBmc:
-    def __init__(self, workdir: Path, *, user: str, password: str, powered: bool = False) -> None:
+    def __init__(self, workdir: Path, *, user: str, password: str, powered: bool = False,
+                 serial_port: int | None = None) -> None:
+        """`serial_port`: a TCP port on loopback where the node's serial line listens; the
+        BMC connects to it and carries it as SOL."""
         self.dir = workdir
+        self.serial_port = serial_port
         self.user = user
         self.password = password
         self.port = free_port(udp=True)
@@ -103,7 +107,7 @@ class SimulatedBmc:
         (self.dir / "boot").write_text("default\n")
         (self.dir / "lan.conf").write_text(_LAN_CONF.format(
             name=self.dir.name, port=self.port, chassis=chassis, user=self.user,
-            password=self.password))
+            password=self.password, sol=self._sol_line()))
         (self.dir / "sim.emu").write_text(_EMU)
         log = (self.dir / "ipmi_sim.log").open("wb")
         self._proc = subprocess.Popen(
@@ -112,6 +116,11 @@ class SimulatedBmc:
             stderr=subprocess.STDOUT)
         self._wait_listening()
         return self
+
+    def _sol_line(self) -> str:
+        if self.serial_port is None:
+            return ""
+        return f'  sol "tcp:127.0.0.1:{self.serial_port}" 115200\n'
 
     def _wait_listening(self) -> None:
         """ipmi_sim binds its UDP port after reading its files: wait until the port is taken."""

@@ -1,0 +1,148 @@
+"""`oneroot console NODE` against a real IPMI 2.0 BMC (OpenIPMI's ipmi_sim on loopback) that
+carries the node's serial line as SOL; the node's side is a tiny shell on a TCP port. The CLI
+runs under a pseudo-terminal, as a user types: a command and its output, Ctrl-C passed to the
+node, `~.` to leave, the terminal restored, and the session in the server's log."""
+
+from __future__ import annotations
+
+import os
+import select
+import subprocess
+import sys
+import termios
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from oneroot.testing.bmc import SimulatedBmc
+from oneroot.testing.ports import free_port
+from oneroot.testing.serial import SerialShell
+
+ONEROOT = [sys.executable, "-m", "oneroot"]
+PASSWORD = "pw-91c3e0"
+
+
+@dataclass
+class Lab:
+    home: Path
+    shell: SerialShell
+    base: Path
+
+    def oneroot(self, *args: str) -> None:
+        subprocess.run([*ONEROOT, "--home", str(self.home), *args], check=True,
+                       capture_output=True, timeout=60)
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+    """node01 with a BMC and a serial shell; node02's BMC has another password; node03's BMC
+    does not answer; node04 has none."""
+    base = tmp_path_factory.mktemp("console")
+    for name, text in (("bmc.pw", PASSWORD), ("wrong.pw", "not-it")):
+        (base / name).write_text(text + "\n")
+        (base / name).chmod(0o600)
+    with ExitStack() as stack:
+        shell = stack.enter_context(SerialShell(hostname="node01"))
+        bmc = stack.enter_context(SimulatedBmc(base / "bmc01", user="admin", password=PASSWORD,
+                                               powered=True, serial_port=shell.port))
+        lab = Lab(home=base / "home", shell=shell, base=base)
+        lab.oneroot("init", "--server", "10.0.0.1", "--subnet", "10.0.0.0/24",
+                    "--interface", "lo")
+        lab.oneroot("group", "add", "compute", "--set", "bmc_user=admin",
+                    "--set", f"bmc_password_file={base / 'bmc.pw'}")
+        for i in range(1, 5):
+            lab.oneroot("node", "add", f"node0{i}", "--mac", f"52:54:00:00:01:0{i}",
+                        "--ip", f"10.0.0.2{i}", "--group", "compute")
+        lab.oneroot("node", "set", "node01", "--set", f"bmc_address={bmc.address}")
+        lab.oneroot("node", "set", "node02", "--set", f"bmc_address={bmc.address}",
+                    "--set", f"bmc_password_file={base / 'wrong.pw'}")
+        lab.oneroot("node", "set", "node03", "--set",
+                    f"bmc_address=127.0.0.1:{free_port(udp=True)}")
+        yield lab
+
+
+class Terminal:
+    """`oneroot ARGS` with a pseudo-terminal as stdin and stdout (stderr apart)."""
+
+    def __init__(self, lab: Lab, *args: str) -> None:
+        self.master, self.slave = os.openpty()
+        self.cooked = termios.tcgetattr(self.slave)
+        self.proc = subprocess.Popen([*ONEROOT, "--home", str(lab.home), *args],
+                                     stdin=self.slave, stdout=self.slave,
+                                     stderr=subprocess.PIPE, start_new_session=True)
+        self.screen = b""
+
+    def type(self, keys: bytes) -> None:
+        os.write(self.master, keys)
+
+    def expect(self, wanted: bytes, timeout: float = 20) -> None:
+        deadline = time.monotonic() + timeout
+        while wanted not in self.screen:
+            left = deadline - time.monotonic()
+            assert left > 0, f"{wanted!r} never shown; screen: {self.screen!r}"
+            if select.select([self.master], [], [], min(left, 0.2))[0]:
+                self.screen += os.read(self.master, 4096)
+
+    def raw(self) -> bool:
+        return not termios.tcgetattr(self.slave)[3] & termios.ICANON
+
+    def finish(self) -> tuple[int, str]:
+        _, err = self.proc.communicate(timeout=60)
+        assert termios.tcgetattr(self.slave) == self.cooked  # the terminal is restored
+        os.close(self.master)
+        os.close(self.slave)
+        return self.proc.returncode, err.decode()
+
+
+def wait_raw(term: Terminal) -> None:
+    deadline = time.monotonic() + 20
+    while not term.raw():
+        assert time.monotonic() < deadline and term.proc.poll() is None, term.proc.stderr
+        time.sleep(0.05)
+
+
+def test_type_a_command_read_its_output_and_leave(lab: Lab) -> None:
+    term = Terminal(lab, "console", "node01")
+    wait_raw(term)  # keys go to the node as typed: no line editing, no signals
+    term.type(b"hostname\r")
+    term.expect(b"\r\nnode01\r\n# ")
+    term.type(b"echo hello over SOL\r")
+    term.expect(b"hello over SOL\r\n")
+    term.type(b"sleep 9\x03")  # Ctrl-C reaches the node instead of killing the console
+    term.expect(b"^C\r\n")
+    term.type(b"title \x1b[31mred\r")
+    term.expect(b"\x07\r\n# ")
+    term.type(b"~.")  # right after Enter: the escape, never sent to the node
+    code, err = term.finish()
+    assert code == 0, err
+    assert "~. at the start of a line leaves" in err and "closed: escape" in err
+    assert b"~" not in lab.shell.typed and b"\x03" in lab.shell.typed
+    log = (lab.home / "console" / "node01.log").read_bytes()
+    assert b"node01\r\n# " in log and b"hello over SOL" in log
+    assert b"console of node01 opened" in log and b"closed (escape)" in log
+
+
+def test_tail_shows_the_log_with_controls_made_visible(lab: Lab) -> None:
+    shown = subprocess.run([*ONEROOT, "--home", str(lab.home), "console", "node01", "--tail"],
+                           capture_output=True, check=True, timeout=60).stdout
+    assert b"hello over SOL" in shown and b"\x1b" not in shown and b"\x07" not in shown
+    assert b"\\x1b]0;" in shown
+
+
+@pytest.mark.parametrize(("node", "error", "hint"), [
+    ("node02", "refused user 'admin'", "bmc_password_file"),
+    ("node03", "no answer from the BMC", "management network"),
+    ("node04", "node04 has no BMC", "bmc_address"),
+])
+def test_bmc_failures_are_one_error_and_leave_the_terminal_alone(
+        lab: Lab, node: str, error: str, hint: str) -> None:
+    code, err = Terminal(lab, "console", node).finish()
+    lines = err.strip().splitlines()
+    assert code != 0 and len(lines) == 2, err
+    assert lines[0].startswith("error: ") and error in lines[0], err
+    assert lines[1].startswith("hint: ") and hint in lines[1], err
+    assert PASSWORD not in err
