@@ -146,3 +146,24 @@ def test_bmc_failures_are_one_error_and_leave_the_terminal_alone(
     assert lines[0].startswith("error: ") and error in lines[0], err
     assert lines[1].startswith("hint: ") and hint in lines[1], err
     assert PASSWORD not in err
+
+
+def test_a_bmc_lost_mid_session_is_one_error_and_the_terminal_comes_back(
+        lab: Lab) -> None:
+    with SerialShell(hostname="node05") as shell, SimulatedBmc(
+            lab.base / "bmc05", user="admin", password=PASSWORD, powered=True,
+            serial_port=shell.port) as bmc:
+        lab.oneroot("node", "add", "node05", "--mac", "52:54:00:00:01:05", "--ip",
+                    "10.0.0.25", "--group", "compute", "--set", f"bmc_address={bmc.address}")
+        term = Terminal(lab, "console", "node05")
+        wait_raw(term)
+        term.type(b"hostname\r")
+        term.expect(b"node05\r\n")
+        bmc.__exit__(None, None, None)  # the BMC goes away while the terminal is raw
+        term.type(b"echo anyone?\r")
+        code, err = term.finish()
+    lines = err.strip().splitlines()
+    assert code != 0 and lines[-2].startswith("error: BMC 127.0.0.1:"), err
+    assert "the session was lost" in lines[-2] and "Traceback" not in err
+    assert lines[-1].startswith("hint: ") and "power status" in lines[-1]
+    assert b"closed (error)" in (lab.home / "console" / "node05.log").read_bytes()

@@ -121,4 +121,8 @@ def bmc_error(creds: BmcCredentials, text: str) -> BmcError:
     if "password" in text.lower() or "unauthorized name" in text.lower():
         return BmcError(f"the BMC at {where} refused user {creds.user!r}: {text}",
                         hint="check bmc_user and the file named by bmc_password_file")
+    if text in ("Connection lost", "Session no longer connected"):
+        return BmcError(f"BMC {where}: the session was lost ({text})",
+                        hint="check that the BMC still answers (`oneroot power status NODE`), "
+                             "then connect again")
     return BmcError(f"BMC {where}: {text}", hint="check the BMC's settings and logs")
