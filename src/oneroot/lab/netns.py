@@ -34,6 +34,7 @@ from oneroot.net import MacAddress
 from oneroot.netpin import run_nft
 from oneroot.render.netpin import GuardedPort, render_bridge_guard
 
+BRIDGE_MAC = "02:6f:6e:65:00:01"  # locally administered
 log = logging.getLogger(__name__)
 
 DEFAULT_STATE_DIR = Path("/run/oneroot/lab")
@@ -153,8 +154,10 @@ class Lab:
         self.run_in_ns(["sysctl", "-q", "-w", "net.ipv6.conf.all.accept_dad=0",
                         "net.ipv6.conf.default.accept_dad=0"])
         _ip("-n", ns, "link", "set", "lo", "up")
-        _ip("-n", ns, "link", "add", br, "type", "bridge", "forward_delay", "0",
-            "stp_state", "0")
+        # A fixed MAC: a bridge otherwise takes its lowest port's, and every change of its
+        # address flushes its neighbour table, permanent entries included (serve's pins).
+        _ip("-n", ns, "link", "add", br, "address", BRIDGE_MAC, "type", "bridge",
+            "forward_delay", "0", "stp_state", "0")
         if self.server is not None:
             _ip("-n", ns, "addr", "add", str(self.server), "dev", br)
         _ip("-n", ns, "link", "set", br, "up")
