@@ -10,6 +10,9 @@ from pathlib import Path
 
 import pytest
 
+# The session's throwaway PostgreSQL, and `store_at`, which runs a test on SQLite and on it.
+from oneroot.testing.postgres import postgres_server, store_at  # noqa: F401
+
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     with contextlib.suppress(ValueError):

@@ -42,13 +42,16 @@ from oneroot.ops.statefs import create_state_fs
               help="Without a device: a loop-mounted image file in HOME holds them.")
 @click.option("--state-image-size", default="16G", show_default=True,
               help="Size of that (sparse) image file.")
+@click.option("--db", "db_url", metavar="URL", default=None,
+              help="Keep inventory, leases and events in this PostgreSQL database "
+                   "(postgresql://…) instead of SQLite files in HOME.")
 @pass_state
 def init(state: State, /, force: bool, state_device: Path | None, state_image: bool,
-         state_image_size: str, **settings: Any) -> None:
+         state_image_size: str, db_url: str | None, **settings: Any) -> None:
     """Create the inventory with cluster settings, a `default` group and image; with
     --state-device or --state-image, the state filesystem (layers only, nosuid,nodev, quotas)."""
-    show_changes(inv_ops.init_cluster(state.paths, settings, force=force))
-    console.print(f"inventory: {state.paths.inventory_db}")
+    show_changes(inv_ops.init_cluster(state.paths, settings, force=force, db_url=db_url))
+    console.print(plain(f"inventory: {inv_ops.describe_location(state.paths)}"))
     if state_device is None and not state_image:
         console.print("note: the state dir is on the root filesystem; `oneroot init "
                       "--state-device DEV` (or --state-image) puts the layers on a filesystem "

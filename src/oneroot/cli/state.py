@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import click
 
-from oneroot.inventory.sqlite import SqliteInventory
+from oneroot.inventory.sqlstore import SqlInventory
 from oneroot.model.inventory import Inventory
 from oneroot.model.paths import Paths
 from oneroot.model.resolved import ResolvedCluster, resolve_cluster
@@ -22,7 +22,7 @@ class State:
     paths: Paths
 
     @contextlib.contextmanager
-    def store(self) -> Iterator[SqliteInventory]:
+    def store(self) -> Iterator[SqlInventory]:
         store = inv_ops.open_store(self.paths)
         try:
             yield store

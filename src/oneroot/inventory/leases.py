@@ -1,4 +1,5 @@
-"""The DHCP lease database: leases, unknown clients seen, declined addresses (SQLite, WAL).
+"""The DHCP lease database: leases, unknown clients seen, declined addresses (a SQLite file in
+WAL mode, or the home's PostgreSQL database).
 
 The store keeps every row in memory too (one process owns the file), so the responder's reads
 cost no query. Writes go through `stage()`, which updates the view and queues the statement;
@@ -7,7 +8,7 @@ queue with `take_pending()` and hands it to `write()` (in a worker thread when i
 it sends the ACKs whose changes it holds. Offers are kept in memory only: an offer lost in a
 crash costs the client one more DISCOVER.
 
-Schema versions live in `PRAGMA user_version`; `_MIGRATIONS[n]` brings version n to n + 1.
+Schema versions: `_MIGRATIONS[dialect][n]` brings version n to n + 1 (`Database.migrate`).
 """
 
 from __future__ import annotations
@@ -19,21 +20,27 @@ from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Literal
 
+from oneroot.inventory.database import Location, open_database
 from oneroot.net import MacAddress
 from oneroot.proto.dhcp import Lease, LeaseAction, LeaseChange, LeaseState, UnknownClient
 
 Synchronous = Literal["OFF", "NORMAL", "FULL"]
 Statement = tuple[str, tuple[object, ...]]
 
-_UPSERT_LEASE = ("INSERT OR REPLACE INTO leases (mac, ip, node, expires, state, relay_info) "
-                 "VALUES (?, ?, ?, ?, ?, ?)")
+# Upserts, not SQLite's INSERT OR REPLACE, so one statement serves both engines. stage() deletes
+# the row of an address's previous holder first, so only the MAC can conflict.
+_UPSERT_LEASE = ("INSERT INTO leases (mac, ip, node, expires, state, relay_info) "
+                 "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (mac) DO UPDATE SET ip = excluded.ip,"
+                 " node = excluded.node, expires = excluded.expires, state = excluded.state,"
+                 " relay_info = excluded.relay_info")
 _DELETE_LEASE = "DELETE FROM leases WHERE mac = ?"
-_UPSERT_DECLINED = "INSERT OR REPLACE INTO declined (ip, mac, until) VALUES (?, ?, ?)"
+_UPSERT_DECLINED = ("INSERT INTO declined (ip, mac, until) VALUES (?, ?, ?) ON CONFLICT (ip) "
+                    "DO UPDATE SET mac = excluded.mac, until = excluded.until")
 _UPSERT_UNKNOWN = (
     "INSERT INTO unknown_clients (mac, first_seen, last_seen, arch, vendor_class) "
     "VALUES (?, ?, ?, ?, ?) ON CONFLICT (mac) DO UPDATE SET last_seen = excluded.last_seen,"
-    " arch = coalesce(excluded.arch, arch),"
-    " vendor_class = coalesce(excluded.vendor_class, vendor_class)")
+    " arch = coalesce(excluded.arch, unknown_clients.arch),"
+    " vendor_class = coalesce(excluded.vendor_class, unknown_clients.vendor_class)")
 
 _DELETE_DECLINED_UNTIL = "DELETE FROM declined WHERE until <= ?"
 _DELETE_DECLINED_BEYOND = ("DELETE FROM declined WHERE ip NOT IN "
@@ -42,8 +49,8 @@ _DELETE_UNKNOWN_OLD = "DELETE FROM unknown_clients WHERE last_seen < ?"
 _DELETE_UNKNOWN_BEYOND = ("DELETE FROM unknown_clients WHERE mac NOT IN "
                           "(SELECT mac FROM unknown_clients ORDER BY last_seen DESC LIMIT ?)")
 
-_MIGRATIONS: tuple[str, ...] = (
-    """
+_SQLITE_MIGRATIONS = (
+    (1, """
     CREATE TABLE leases (
         mac     TEXT PRIMARY KEY,
         ip      TEXT NOT NULL UNIQUE,
@@ -63,10 +70,15 @@ _MIGRATIONS: tuple[str, ...] = (
         mac   TEXT NOT NULL,
         until REAL NOT NULL
     );
-    """,
+    """),
     # a relayed client's DECLINE must come with the option 82 its lease was bound with
-    "ALTER TABLE leases ADD COLUMN relay_info BLOB",
+    (2, "ALTER TABLE leases ADD COLUMN relay_info BLOB"),
 )
+# PostgreSQL's REAL is 4 bytes (an epoch time would lose its seconds): DOUBLE PRECISION.
+_POSTGRES_MIGRATIONS = tuple(
+    (number, sql.replace("REAL", "DOUBLE PRECISION").replace("BLOB", "BYTEA"))
+    for number, sql in _SQLITE_MIGRATIONS)
+_MIGRATIONS = {"sqlite": _SQLITE_MIGRATIONS, "postgresql": _POSTGRES_MIGRATIONS}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -79,36 +91,27 @@ class UnknownClientRecord:
 
 
 class LeaseStore:
-    """Leases on SQLite at `path` (created if missing). `synchronous="FULL"` fsyncs the WAL at
+    """Leases at `location`: a SQLite file (created if missing) or a PostgreSQL URL. On SQLite,
+    `synchronous="FULL"` fsyncs the WAL at
     every commit (survives power loss); `"NORMAL"` survives a killed process, not power loss."""
 
-    def __init__(self, path: Path, *, synchronous: Synchronous = "FULL") -> None:
-        self.path = path
+    def __init__(self, location: Location, *, synchronous: Synchronous = "FULL") -> None:
+        self.location = location
         self.synchronous = synchronous
         # The DHCP service may write from a worker thread while the loop stages the next
         # changes: staging touches only memory, and every use of the connection holds _lock.
-        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self._db = open_database(location)
         self._lock = threading.Lock()
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute(f"PRAGMA synchronous={synchronous}")
+        if self._db.dialect == "sqlite":
+            self._db.execute(f"PRAGMA synchronous={synchronous}")
         self._checkpointer: sqlite3.Connection | None = None
         self._checkpoint_lock = threading.Lock()
-        self._migrate()
+        self._db.migrate("leases", _MIGRATIONS[self._db.dialect])
         self._by_mac: dict[MacAddress, Lease] = {}
         self._by_address: dict[IPv4Address, Lease] = {}
         self._declined: dict[IPv4Address, float] = {}
         self._pending: list[Statement] = []
         self._load()
-
-    def _migrate(self) -> None:
-        (version,) = self._db.execute("PRAGMA user_version").fetchone()
-        for number in range(version, len(_MIGRATIONS)):
-            self._db.execute("BEGIN IMMEDIATE")
-            for statement in _MIGRATIONS[number].split(";"):
-                if statement.strip():
-                    self._db.execute(statement)
-            self._db.execute(f"PRAGMA user_version={number + 1}")
-            self._db.execute("COMMIT")
 
     def _load(self) -> None:
         for mac, ip, node, expires, state, relay_info in self._db.execute(
@@ -228,12 +231,13 @@ class LeaseStore:
 
     def write(self, statements: list[Statement]) -> None:
         """Run `statements` in one transaction (the group commit): safe in a worker thread
-        while the loop stages the next group. Raises sqlite3.Error with nothing written."""
+        while the loop stages the next group. Raises the engine's error
+        (`Database.error`) with nothing written."""
         if not statements:
             return
         db = self._db
         with self._lock:
-            db.execute("BEGIN IMMEDIATE")
+            db.begin()
             try:
                 start = 0
                 while start < len(statements):  # runs of one statement: one executemany
@@ -264,15 +268,19 @@ class LeaseStore:
     def defer_checkpoints(self) -> None:
         """Stop SQLite from checkpointing the WAL inside commits (a checkpoint fsyncs even at
         synchronous=NORMAL); the caller then calls `checkpoint()`, off its event loop."""
+        if self._db.dialect != "sqlite":
+            return
         with self._lock:
             self._db.execute("PRAGMA wal_autocheckpoint=0")
 
     def checkpoint(self) -> None:
         """Copy the WAL into the database (PASSIVE: never waits for, nor blocks, writers), on a
         connection of its own so commits go on meanwhile. Thread-safe."""
+        if self._db.dialect != "sqlite":
+            return  # PostgreSQL checkpoints by itself
         with self._checkpoint_lock:
             if self._checkpointer is None:
-                self._checkpointer = sqlite3.connect(self.path, isolation_level=None,
+                self._checkpointer = sqlite3.connect(Path(self.location), isolation_level=None,
                                                      check_same_thread=False)
             self._checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
 

@@ -32,6 +32,11 @@ class Paths:
         return self.home / "events.db"
 
     @property
+    def database_url_file(self) -> Path:
+        """Holds the PostgreSQL URL when the home's inventory, leases and events live there."""
+        return self.home / "database.url"
+
+    @property
     def export_ids(self) -> Path:
         return self.home / "export-ids.json"
 

@@ -9,7 +9,8 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from oneroot.errors import ConfigError, Conflict, InvalidValue, NotFound
-from oneroot.inventory.sqlite import SqliteInventory
+from oneroot.inventory import database
+from oneroot.inventory.sqlstore import SqlInventory
 from oneroot.inventory.store import InventoryStore
 from oneroot.model.cluster import (
     Group,
@@ -30,11 +31,12 @@ from oneroot.net import MacAddress
 from oneroot.nfs.knfsd import default_nfs_server
 
 
-def open_store(paths: Paths, *, must_exist: bool = True) -> SqliteInventory:
-    if must_exist and not paths.inventory_db.exists():
+def open_store(paths: Paths, *, must_exist: bool = True) -> SqlInventory:
+    """The home's inventory: its SQLite file, or the PostgreSQL database it points at."""
+    if must_exist and not database.exists(paths, paths.inventory_db):
         raise ConfigError(f"no inventory at {paths.inventory_db}",
                           hint="run `oneroot init` first (or pass --home DIR)")
-    return SqliteInventory(paths.inventory_db)
+    return SqlInventory(database.locate(paths, paths.inventory_db))
 
 
 def load(store: InventoryStore) -> Inventory:
@@ -69,17 +71,24 @@ def detect_init_system(root: Path) -> InitSystem:
 
 
 def init_cluster(paths: Paths, settings_text: Mapping[str, Any], *, force: bool = False,
-                 image_root_on_disk: Path | None = None) -> list[Change]:
+                 image_root_on_disk: Path | None = None, db_url: str | None = None
+                 ) -> list[Change]:
     """Create the inventory: settings (None values take their defaults; the boot dir is
-    HOME/boot, the NFS server `default_nfs_server()`), a `default` group and image."""
+    HOME/boot, the NFS server `default_nfs_server()`), a `default` group and image. With
+    `db_url` (postgresql://…) it lives in that database, and the home points at it once the
+    inventory is written."""
     values = {k: v for k, v in settings_text.items() if v is not None}
     values["boot_dir"] = values.get("boot_dir") or str(paths.home / "boot")
     values["nfs_server"] = values.get("nfs_server") or str(default_nfs_server())
     settings = settings_from_dict(values)
-    store = open_store(paths, must_exist=False)
+    if db_url is not None and not database.is_url(db_url):
+        raise InvalidValue(f"--db takes a postgresql:// URL, not {db_url!r}",
+                           hint="e.g. --db 'postgresql://oneroot@db.example/oneroot'; without "
+                                "--db the inventory is a SQLite file in the home")
+    store = SqlInventory(db_url) if db_url else open_store(paths, must_exist=False)
     try:
         if store.initialized() and not force:
-            raise Conflict(f"{paths.inventory_db} is already initialized",
+            raise Conflict(f"{describe_location(paths)} is already initialized",
                            hint="change settings with `oneroot settings set`, or pass --force")
         old = store.load()
         root_dir = image_root_on_disk or Path(settings.image_root)
@@ -91,9 +100,18 @@ def init_cluster(paths: Paths, settings_text: Mapping[str, Any], *, force: bool 
         groups = dict(old.groups)
         groups.setdefault("default", Group(name="default", description="every node",
                                            values={}))
-        return commit(store, old.replace(settings=settings, images=images, groups=groups))
+        changes = commit(store, old.replace(settings=settings, images=images, groups=groups))
+        if db_url is not None:
+            database.point_home_at(paths, db_url)
+        return changes
     finally:
         store.close()
+
+
+def describe_location(paths: Paths) -> str:
+    """Where the home's inventory is, for messages (a URL without its password)."""
+    url = database.database_url(paths)
+    return database.redact(url) if url else str(paths.inventory_db)
 
 
 # -- nodes ------------------------------------------------------------------------------------

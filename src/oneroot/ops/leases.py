@@ -7,6 +7,7 @@ import ipaddress
 from dataclasses import dataclass
 from typing import Any
 
+from oneroot.inventory import database
 from oneroot.inventory.leases import LeaseStore
 from oneroot.model.paths import Paths
 from oneroot.net import MacAddress
@@ -44,9 +45,9 @@ class UnknownClient:
 
 
 def unknown_clients(paths: Paths) -> list[UnknownClient]:
-    if not paths.leases_db.exists():
+    if not database.exists(paths, paths.leases_db):
         return []
-    store = LeaseStore(paths.leases_db)
+    store = LeaseStore(database.locate(paths, paths.leases_db))
     try:
         rows = []
         for c in store.unknown_clients():
@@ -61,9 +62,9 @@ def unknown_clients(paths: Paths) -> list[UnknownClient]:
 
 def unknown_address(paths: Paths, mac: MacAddress) -> str | None:
     """The pool address a discovered machine holds, so adopting it keeps its address."""
-    if not paths.leases_db.exists():
+    if not database.exists(paths, paths.leases_db):
         return None
-    store = LeaseStore(paths.leases_db)
+    store = LeaseStore(database.locate(paths, paths.leases_db))
     try:
         lease = store.lease_for_mac(mac)
         return str(lease.address) if lease else None
@@ -72,9 +73,9 @@ def unknown_address(paths: Paths, mac: MacAddress) -> str | None:
 
 
 def forget_unknown(paths: Paths, mac: MacAddress) -> None:
-    if not paths.leases_db.exists():
+    if not database.exists(paths, paths.leases_db):
         return
-    store = LeaseStore(paths.leases_db)
+    store = LeaseStore(database.locate(paths, paths.leases_db))
     try:
         store.forget_unknown(mac)
     finally:

@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from oneroot.inventory import database
 from oneroot.inventory.events import EventStore
 from oneroot.model.paths import Paths
 from oneroot.model.resolved import ResolvedCluster
@@ -66,7 +67,7 @@ def read_status(paths: Paths, cluster: ResolvedCluster, *, now: float | None = N
     """Every node's status from a connection of its own (safe beside the event writer), and
     the running server's health record."""
     now = time.time() if now is None else now
-    events = EventStore(paths.events_db)
+    events = EventStore(database.locate(paths, paths.events_db))
     try:
         nodes = node_statuses(cluster, events, now=now)
     finally:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from oneroot.errors import OnerootError
+from oneroot.inventory import database
 from oneroot.inventory.events import EventStore
 from oneroot.inventory.leases import LeaseStore
 from oneroot.model.cluster import NfsServerKind
@@ -154,7 +155,7 @@ async def serve(paths: Paths, options: ServeOptions = ServeOptions(),
     boot_dir.mkdir(parents=True, exist_ok=True)
     install_boot_binaries(boot_dir)
     limits = options.limits
-    events = EventStore(paths.events_db)
+    events = EventStore(database.locate(paths, paths.events_db))
     recorder = EventRecorder(events, lambda ip: holder.catalog.by_address.get(ip), limits)
     board = _status_board(holder, events, recorder, limits)
     health = HealthRecord(paths)
@@ -168,7 +169,7 @@ async def serve(paths: Paths, options: ServeOptions = ServeOptions(),
     closers: list[Callable[[], Awaitable[None] | None]] = [board.close]
     leases: LeaseStore | None = None
     if options.dhcp:
-        leases = LeaseStore(paths.leases_db)
+        leases = LeaseStore(database.locate(paths, paths.leases_db))
         jobs.append(_dhcp_service(holder, options, leases, recorder, health).run)
     if options.tftp:
         await _start_tftp(holder, options, IPv4Address(bind), boot_dir, recorder, jobs, closers)

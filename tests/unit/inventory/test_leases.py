@@ -1,4 +1,5 @@
-"""LeaseStore on a real SQLite file: persistence, migrations, offers in memory only."""
+"""LeaseStore on a real SQLite file and a real PostgreSQL: persistence, migrations, offers in
+memory only."""
 
 from __future__ import annotations
 
@@ -8,11 +9,13 @@ from dataclasses import replace
 from ipaddress import IPv4Address
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from oneroot.inventory.leases import _MIGRATIONS, LeaseStore
 from oneroot.net import MacAddress
 from oneroot.proto.dhcp import LeaseAction, LeaseChange, LeaseState, UnknownClient
+from oneroot.testing.postgres import StoreAt
 
 A = MacAddress.parse("52:54:00:00:00:0a")
 B = MacAddress.parse("52:54:00:00:00:0b")
@@ -26,8 +29,8 @@ def bind(mac: MacAddress, address: IPv4Address, state: LeaseState = LeaseState.B
                        expires=2000.0, state=state)
 
 
-def test_bound_lease_survives_reopen_offer_does_not(tmp_path: Path) -> None:
-    db = tmp_path / "leases.db"
+def test_bound_lease_survives_reopen_offer_does_not(store_at: StoreAt) -> None:
+    db = store_at("leases")
     store = LeaseStore(db)
     store.apply(bind(A, X, node="node01"))
     store.apply(bind(B, Y, LeaseState.OFFERED))
@@ -54,7 +57,7 @@ def test_schema_version_and_wal(tmp_path: Path) -> None:
 def test_version_1_database_keeps_its_leases(tmp_path: Path) -> None:
     db = tmp_path / "leases.db"
     raw = sqlite3.connect(db)
-    raw.executescript(_MIGRATIONS[0] + "; PRAGMA user_version=1;")
+    raw.executescript(_MIGRATIONS["sqlite"][0][1] + "; PRAGMA user_version=1;")
     raw.execute("INSERT INTO leases VALUES (?, ?, 'node01', 99.0, 'BOUND')", (str(A), str(X)))
     raw.commit()
     raw.close()
@@ -69,8 +72,8 @@ def test_version_1_database_keeps_its_leases(tmp_path: Path) -> None:
     again.close()
 
 
-def test_retention_of_unknown_clients_and_quarantines(tmp_path: Path) -> None:
-    store = LeaseStore(tmp_path / "l.db", synchronous="NORMAL")
+def test_retention_of_unknown_clients_and_quarantines(store_at: StoreAt) -> None:
+    store = LeaseStore(store_at("leases"), synchronous="NORMAL")
     for n in range(50):
         mac = MacAddress(bytes((2, 0, 0, 0, 0, n)))
         store.record_unknown(UnknownClient(mac=mac, arch=None, vendor_class="v" * 10_000),
@@ -89,14 +92,14 @@ def test_retention_of_unknown_clients_and_quarantines(tmp_path: Path) -> None:
     declined = [n for n in range(50) if store.is_declined(IPv4Address(f"10.0.1.{n}"), 0.0)]
     assert declined == [45, 46, 47, 48, 49]  # expired ones went, then the soonest to expire
     store.close()
-    reopened = LeaseStore(tmp_path / "l.db")
+    reopened = LeaseStore(store_at("leases"))
     assert [n for n in range(50) if reopened.is_declined(IPv4Address(f"10.0.1.{n}"), 0.0)] \
         == declined
     reopened.close()
 
 
-def test_release_decline_and_rebind_elsewhere(tmp_path: Path) -> None:
-    store = LeaseStore(tmp_path / "l.db")
+def test_release_decline_and_rebind_elsewhere(store_at: StoreAt) -> None:
+    store = LeaseStore(store_at("leases"))
     store.apply(bind(A, X))
     store.apply(LeaseChange(action=LeaseAction.RELEASE, mac=A, address=X))
     assert store.lease_for_mac(A) is None and store.leases() == []
@@ -107,13 +110,13 @@ def test_release_decline_and_rebind_elsewhere(tmp_path: Path) -> None:
     assert store.is_declined(Y, 10.0) and not store.is_declined(Y, 60.0)
     assert store.lease_for_mac(A) is None
     store.close()
-    reopened = LeaseStore(tmp_path / "l.db")
+    reopened = LeaseStore(store_at("leases"))
     assert reopened.is_declined(Y, 10.0) and reopened.leases() == []
     reopened.close()
 
 
-def test_group_commit_and_rollback(tmp_path: Path) -> None:
-    store = LeaseStore(tmp_path / "l.db")
+def test_group_commit_and_rollback(store_at: StoreAt) -> None:
+    store = LeaseStore(store_at("leases"))
     store.stage(bind(A, X))
     store.stage(bind(B, Y))
     assert store.dirty
@@ -123,11 +126,11 @@ def test_group_commit_and_rollback(tmp_path: Path) -> None:
     store.stage(bind(B, Y))
     store.commit()
     store.close()
-    assert len(LeaseStore(tmp_path / "l.db").leases()) == 2
+    assert len(LeaseStore(store_at("leases")).leases()) == 2
 
 
-def test_unknown_clients(tmp_path: Path) -> None:
-    store = LeaseStore(tmp_path / "l.db")
+def test_unknown_clients(store_at: StoreAt) -> None:
+    store = LeaseStore(store_at("leases"))
     store.record_unknown(UnknownClient(mac=A, arch=7, vendor_class="PXEClient:Arch:00007"), 1.0)
     store.record_unknown(UnknownClient(mac=A, arch=None, vendor_class=None), 5.0)
     store.record_unknown(UnknownClient(mac=B, arch=0, vendor_class=None), 3.0)
@@ -141,10 +144,10 @@ def test_unknown_clients(tmp_path: Path) -> None:
     store.close()
 
 
-def test_write_from_another_thread_while_staging(tmp_path: Path) -> None:
+def test_write_from_another_thread_while_staging(store_at: StoreAt) -> None:
     """The service's group commit: take the staged statements, write them in a worker thread
     while the next changes are staged; a checkpoint runs beside the writes."""
-    store = LeaseStore(tmp_path / "l.db", synchronous="FULL")
+    store = LeaseStore(store_at("leases"), synchronous="FULL")
     store.defer_checkpoints()
     store.stage(bind(A, X))
     first = store.take_pending()
@@ -155,19 +158,30 @@ def test_write_from_another_thread_while_staging(tmp_path: Path) -> None:
         writing.result()
         assert store.dirty
         pool.submit(store.checkpoint).result()
-    assert [lease.mac for lease in LeaseStore(tmp_path / "l.db").leases()] == [A]
+    assert [lease.mac for lease in LeaseStore(store_at("leases")).leases()] == [A]
     store.close()  # writes the second group
-    assert len(LeaseStore(tmp_path / "l.db").leases()) == 2
+    assert len(LeaseStore(store_at("leases")).leases()) == 2
 
 
-def test_failed_write_changes_nothing(tmp_path: Path) -> None:
-    store = LeaseStore(tmp_path / "l.db")
+def test_failed_write_changes_nothing(store_at: StoreAt) -> None:
+    store = LeaseStore(store_at("leases"))
     store.apply(bind(A, X))
     store.stage(bind(B, Y))
     statements = [*store.take_pending(), ("INSERT INTO no_such_table VALUES (?)", (1,))]
-    with pytest.raises(sqlite3.OperationalError):
+    with pytest.raises((sqlite3.OperationalError, psycopg.errors.UndefinedTable)):
         store.write(statements)
     store.rollback()
     assert [lease.mac for lease in store.leases()] == [A]
     store.close()
-    assert [lease.mac for lease in LeaseStore(tmp_path / "l.db").leases()] == [A]
+    assert [lease.mac for lease in LeaseStore(store_at("leases")).leases()] == [A]
+
+
+def test_times_keep_their_fraction(store_at: StoreAt) -> None:
+    """An epoch time with a fraction comes back exact (PostgreSQL's REAL would round it)."""
+    store = LeaseStore(store_at("leases"))
+    store.apply(replace(bind(A, X), expires=1_790_000_000.25))
+    store.close()
+    again = LeaseStore(store_at("leases"))
+    lease = again.lease_for_mac(A)
+    assert lease is not None and lease.expires == 1_790_000_000.25
+    again.close()

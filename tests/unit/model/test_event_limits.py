@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from oneroot.inventory.events import EventStore
 from oneroot.model.events import BootEvent, bounded_event
+from oneroot.testing.postgres import StoreAt
 
 
 def test_bounded_event_cuts_every_client_string() -> None:
@@ -19,8 +18,8 @@ def test_bounded_event_cuts_every_client_string() -> None:
     assert bounded_event(small, text=256, detail_text=512, detail_keys=16) is small
 
 
-def test_prune_by_age_and_count_keeps_node_status(tmp_path: Path) -> None:
-    store = EventStore(tmp_path / "events.db")
+def test_prune_by_age_and_count_keeps_node_status(store_at: StoreAt) -> None:
+    store = EventStore(store_at("events"))
     store.record([BootEvent(time=float(t), kind="stage", node="node01", stage="init")
                   for t in range(100)])
     assert store.prune(now=150.0, max_age=120.0, keep=1000) == 30  # times 0..29

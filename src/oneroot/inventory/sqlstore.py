@@ -1,16 +1,17 @@
-"""SQLite inventory store: WAL, numbered migrations (`migrations/NNNN_name.sql`)."""
+"""The inventory store on SQL: one SQLite file (WAL) or PostgreSQL, with numbered migrations
+(`migrations/NNNN_name.sql`, `migrations/postgresql/NNNN_name.sql`)."""
 
 from __future__ import annotations
 
 import ipaddress
 import json
-import sqlite3
 from collections.abc import Sequence
 from importlib import resources
-from pathlib import Path, PurePosixPath
+from pathlib import PurePosixPath
 from typing import Any
 
-from oneroot.errors import ConfigError, Conflict
+from oneroot.errors import Conflict
+from oneroot.inventory.database import Database, Location, open_database
 from oneroot.model.cluster import Group, Image, InitSystem, Node, Runlevel
 from oneroot.model.inventory import (
     Change,
@@ -21,56 +22,30 @@ from oneroot.model.inventory import (
 from oneroot.net import MacAddress
 
 
-def _migrations() -> list[tuple[int, str]]:
+def _migrations(dialect: str) -> list[tuple[int, str]]:
+    """The numbered `.sql` files: `migrations/` for SQLite, `migrations/postgresql/` for
+    PostgreSQL (same numbers, the types each engine wants)."""
+    folder = resources.files("oneroot.inventory").joinpath("migrations")
+    if dialect == "postgresql":
+        folder = folder.joinpath("postgresql")
     found = []
-    for entry in resources.files("oneroot.inventory").joinpath("migrations").iterdir():
+    for entry in folder.iterdir():
         if entry.name.endswith(".sql"):
             found.append((int(entry.name.split("_", 1)[0]), entry.read_text()))
     return sorted(found)
 
 
-def connect(path: Path) -> sqlite3.Connection:
-    """Open a SQLite database the way every oneroot store wants it."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(path, isolation_level=None, timeout=30, check_same_thread=False)
-    except (OSError, sqlite3.Error) as exc:
-        raise ConfigError(f"cannot open database {path}: {exc}",
-                          hint="check the directory exists and is writable (or set --home)"
-                          ) from None
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=FULL")
-    conn.execute("PRAGMA foreign_keys=ON")
-    return conn
+class SqlInventory:
+    """`InventoryStore` on one SQLite file or a PostgreSQL URL."""
 
+    def __init__(self, location: Location) -> None:
+        self.location = location
+        self._conn = open_database(location)
+        self._conn.migrate("inventory", _migrations(self._conn.dialect))
 
-def migrate(conn: sqlite3.Connection, migrations: list[tuple[int, str]]) -> None:
-    version = conn.execute("PRAGMA user_version").fetchone()[0]
-    newest = migrations[-1][0] if migrations else 0
-    if version > newest:
-        raise ConfigError(f"database schema {version} is newer than this oneroot knows "
-                          f"({newest})", hint="upgrade oneroot")
-    for number, sql in migrations:
-        if number > version:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                for statement in sql.split(";\n"):
-                    if statement.strip():
-                        conn.execute(statement)
-                conn.execute(f"PRAGMA user_version={number}")
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-
-
-class SqliteInventory:
-    """`InventoryStore` on one SQLite file."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._conn = connect(path)
-        migrate(self._conn, _migrations())
+    @property
+    def database(self) -> Database:
+        return self._conn
 
     def close(self) -> None:
         self._conn.close()
@@ -117,15 +92,16 @@ class SqliteInventory:
     # -- writing ------------------------------------------------------------------------------
     def apply(self, changes: Sequence[Change]) -> None:
         c = self._conn
-        c.execute("BEGIN IMMEDIATE")
+        c.begin()
         try:
             # Removals first so a rename-by-replace (free a MAC, give it to another) works.
             for ch in sorted(changes, key=lambda ch: ch.action != "remove"):
                 self._apply_one(ch)
             c.execute("COMMIT")
-        except sqlite3.IntegrityError as exc:
+        except c.integrity_error as exc:
             c.execute("ROLLBACK")
-            raise Conflict(f"the inventory refused the change: {exc}",
+            detail = str(exc).strip().splitlines()[0]
+            raise Conflict(f"the inventory refused the change: {detail}",
                            hint="a name, MAC or address is already in use") from None
         except BaseException:
             c.execute("ROLLBACK")
