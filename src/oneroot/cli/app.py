@@ -22,7 +22,7 @@ NOUNS = {
     "rootspec": "rootspec", "render": "render", "serve": "serve", "status": "status",
     "nfs": "nfs", "initramfs": "initramfs", "overlay": "overlay", "lab": "lab",
     "doctor": "doctor", "power": "power", "admin": "admin",
-    "console": "console",
+    "console": "console", "db": "db",
 }
 COMPLETE_VAR = "_ONEROOT_COMPLETE"
 

@@ -11,12 +11,13 @@ from oneroot.cli.state import State, json_option, pass_state
 from oneroot.errors import OnerootError
 from oneroot.model.inventory import Inventory
 from oneroot.ops import doctor as doc_ops
+from oneroot.ops import inventory as inv_ops
 
 LEVEL_STYLE = {"ok": "green", "warning": "yellow", "error": "bold red"}
 
 
 def _load_inventory(state: State) -> Inventory | None:
-    if not state.paths.inventory_db.exists():
+    if not inv_ops.inventory_exists(state.paths):
         return None
     return state.load()
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from oneroot.inventory.database import Database, Location, open_database
 from oneroot.model.events import BootEvent
 
+TABLES = ("events", "node_status")
 _SQLITE_SCHEMA = [(1, """
 CREATE TABLE events (
     id       INTEGER PRIMARY KEY,

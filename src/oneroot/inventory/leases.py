@@ -49,6 +49,7 @@ _DELETE_UNKNOWN_OLD = "DELETE FROM unknown_clients WHERE last_seen < ?"
 _DELETE_UNKNOWN_BEYOND = ("DELETE FROM unknown_clients WHERE mac NOT IN "
                           "(SELECT mac FROM unknown_clients ORDER BY last_seen DESC LIMIT ?)")
 
+TABLES = ("leases", "unknown_clients", "declined")
 _SQLITE_MIGRATIONS = (
     (1, """
     CREATE TABLE leases (

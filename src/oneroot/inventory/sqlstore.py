@@ -21,6 +21,9 @@ from oneroot.model.inventory import (
 )
 from oneroot.net import MacAddress
 
+# Every table, parents before children (`oneroot db migrate` copies them in this order).
+TABLES = ("settings", "runlevels", "images", "groups", "nodes", "node_macs")
+
 
 def _migrations(dialect: str) -> list[tuple[int, str]]:
     """The numbered `.sql` files: `migrations/` for SQLite, `migrations/postgresql/` for

@@ -31,9 +31,14 @@ from oneroot.net import MacAddress
 from oneroot.nfs.knfsd import default_nfs_server
 
 
+def inventory_exists(paths: Paths) -> bool:
+    """The home has an inventory: its SQLite file, or a PostgreSQL database it points at."""
+    return database.exists(paths, paths.inventory_db)
+
+
 def open_store(paths: Paths, *, must_exist: bool = True) -> SqlInventory:
     """The home's inventory: its SQLite file, or the PostgreSQL database it points at."""
-    if must_exist and not database.exists(paths, paths.inventory_db):
+    if must_exist and not inventory_exists(paths):
         raise ConfigError(f"no inventory at {paths.inventory_db}",
                           hint="run `oneroot init` first (or pass --home DIR)")
     return SqlInventory(database.locate(paths, paths.inventory_db))
