@@ -64,6 +64,14 @@ class Database:
     def migrate(self, component: str, migrations: Migrations) -> None:
         raise NotImplementedError
 
+    def listen(self, channel: str) -> bool:
+        """Subscribe to `channel`'s notifications; False if this engine has none."""
+        return False
+
+    def notifications(self, channel: str) -> int:
+        """Notifications on `channel` received since the last call, without waiting."""
+        return 0
+
     def run_script(self, sql: str) -> None:
         for statement in sql.split(";\n"):
             if statement.strip():
@@ -159,6 +167,13 @@ class PostgresDatabase(Database):
 
     def close(self) -> None:
         self.conn.close()
+
+    def listen(self, channel: str) -> bool:
+        self.conn.execute(f"LISTEN {channel}".encode())
+        return True
+
+    def notifications(self, channel: str) -> int:
+        return sum(1 for n in self.conn.notifies(timeout=0) if n.channel == channel)
 
     def migrate(self, component: str, migrations: Migrations) -> None:
         self.begin()

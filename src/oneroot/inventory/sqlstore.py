@@ -21,6 +21,9 @@ from oneroot.model.inventory import (
 )
 from oneroot.net import MacAddress
 
+# On PostgreSQL every applied plan notifies this channel (delivered at commit), so every
+# server on the database reloads within its poll interval, without SIGHUP.
+CHANGES_CHANNEL = "oneroot_inventory"
 # Every table, parents before children (`oneroot db migrate` copies them in this order).
 TABLES = ("settings", "runlevels", "images", "groups", "nodes", "node_macs")
 
@@ -52,6 +55,15 @@ class SqlInventory:
 
     def close(self) -> None:
         self._conn.close()
+
+    def watch(self) -> bool:
+        """Listen for other writers' changes (PostgreSQL); False where changes are not pushed
+        (SQLite: watch the file instead)."""
+        return self._conn.listen(CHANGES_CHANNEL)
+
+    def changes_seen(self) -> int:
+        """How many change notifications arrived since the last call (never waits)."""
+        return self._conn.notifications(CHANGES_CHANNEL)
 
     def initialized(self) -> bool:
         row = self._conn.execute("SELECT count(*) FROM settings").fetchone()
@@ -100,6 +112,8 @@ class SqlInventory:
             # Removals first so a rename-by-replace (free a MAC, give it to another) works.
             for ch in sorted(changes, key=lambda ch: ch.action != "remove"):
                 self._apply_one(ch)
+            if c.dialect == "postgresql":
+                c.execute("SELECT pg_notify(?, ?)", (CHANGES_CHANNEL, str(len(changes))))
             c.execute("COMMIT")
         except c.integrity_error as exc:
             c.execute("ROLLBACK")

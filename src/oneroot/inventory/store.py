@@ -1,4 +1,4 @@
-"""The inventory store interface; SQLite implements it, PostgreSQL can later.
+"""The inventory store interface: `sqlstore.SqlInventory` implements it on SQLite and PostgreSQL.
 
 A store loads a whole `Inventory` and applies a plan of `Change`s in one transaction.
 """

@@ -1,6 +1,7 @@
 """`oneroot serve`: DHCP, TFTP, HTTP (and NFS, where asked) under one asyncio supervisor.
 
-The inventory is reloaded when its database changes or on SIGHUP; SIGTERM/SIGINT stop cleanly.
+The inventory is reloaded when its database changes (SQLite: the file; PostgreSQL: a NOTIFY)
+or on SIGHUP; SIGTERM/SIGINT stop cleanly.
 """
 
 from __future__ import annotations
@@ -91,6 +92,10 @@ class CatalogHolder:
         # Held open while serve runs: SQLite keeps the inventory's WAL index (-shm) as long as
         # one connection is open, so `oneroot status` can still open it on a full disk.
         self._keeper = inv_ops.open_store(paths)
+        # PostgreSQL pushes other writers' changes to this connection (LISTEN/NOTIFY); a
+        # SQLite home is watched by its file's size and time.
+        self._pushed = self._keeper.watch()
+        self._changes = 0
         # Resolved once per load; everything below takes this object.
         self.cluster: ResolvedCluster = resolve_cluster(self._load())
         self.catalog = catalog_for(paths, self.cluster, http_host=http_host)
@@ -112,6 +117,9 @@ class CatalogHolder:
             store.close()
 
     def _db_stamp(self) -> tuple[float, ...]:
+        if self._pushed:
+            self._changes += self._keeper.changes_seen()
+            return (float(self._changes),)
         stamps = []
         for suffix in ("", "-wal"):
             try:
