@@ -54,7 +54,9 @@ class PostgresServer:
         os.chmod(self.root, 0o700)
 
     def _run(self, *argv: str) -> None:
-        subprocess.run([*self._as_user, *argv], check=True, capture_output=True, timeout=120)
+        # cwd: the postgres user may not enter the caller's directory (a root-owned checkout)
+        subprocess.run([*self._as_user, *argv], check=True, capture_output=True, timeout=120,
+                       cwd=self.root)
 
     def start(self) -> None:
         self._run(str(postgres_bin("initdb")), "-D", str(self.data), "-A", "trust",
