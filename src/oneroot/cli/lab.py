@@ -18,6 +18,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from oneroot.cli.labsupervisor import spawn_supervisor
 from oneroot.cli.output import console, emit_json, plain, table
 from oneroot.cli.state import json_option
 from oneroot.errors import LabError
@@ -82,8 +83,8 @@ def lab_up(nodes: int, firmware: str, timeout: float, cache_dir: Path | None, se
            workdir: Path) -> None:
     """Bring up the lab, show the nodes boot, and print each node's runlevel."""
     started = time.monotonic()
-    pid = labctl.spawn_supervisor(workdir, nodes=nodes, firmware=cast(Firmware, firmware),
-                                  cache_dir=cache_dir, server=server)
+    pid = spawn_supervisor(workdir, nodes=nodes, firmware=cast(Firmware, firmware),
+                           cache_dir=cache_dir, server=server)
     console.print(f"lab supervisor PID {pid}; log {workdir / labctl.SUPERVISOR_LOG}")
     doc = labctl.lab_status(workdir)
 

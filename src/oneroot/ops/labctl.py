@@ -1,8 +1,8 @@
 """`oneroot lab up|status|console|down`: a `LabCluster` that outlives the command starting it.
 
-`lab up` starts a detached supervisor (`python -m oneroot.ops.labctl`, a session of its own)
-that prepares the lab, starts the namespace, `oneroot serve` and the QEMU nodes, then waits
-for SIGTERM. It records
+`lab up` starts a detached supervisor (`oneroot.cli.labsupervisor`, a session of its own)
+that brings the lab up with `bring_up` (the namespace, `oneroot serve` or the server VM, the
+QEMU nodes), runs `keep_up` until SIGTERM, then `tear_down`. It records
 itself in `<workdir>/lab.json` (the control file) before doing anything, and the namespace,
 server and VMs are recorded in the `Lab` state file (PIDs with their start times), so any later
 invocation finds them: `lab down` asks the supervisor to stop and then removes whatever a
@@ -18,7 +18,6 @@ workdir), never by name.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import ipaddress
 import json
@@ -26,12 +25,10 @@ import logging
 import os
 import signal
 import subprocess
-import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 from oneroot.errors import LabError
@@ -170,52 +167,34 @@ def supervisor_alive(ctl: LabControl) -> bool:
     return is_alive(ctl.supervisor_pid, ctl.supervisor_start_time)
 
 
-# -- up: the detached supervisor ----------------------------------------------------------------
+# -- up: what the supervisor (`oneroot.cli.labsupervisor`) runs ---------------------------------
 
-def spawn_supervisor(workdir: Path, *, nodes: int, firmware: Firmware,
-                     cache_dir: Path | None = None, server: str = "namespace") -> int:
-    """Start the supervisor (`main()` below) in a session of its own (it survives this
-    process and the terminal); returns its PID. Refuses while a lab runs from `workdir`."""
-    ctl = read_control(workdir)
-    if ctl is not None and supervisor_alive(ctl):
-        raise LabError(f"a lab already runs from {workdir} (supervisor PID "
-                       f"{ctl.supervisor_pid}, {ctl.phase})",
-                       hint="see `oneroot lab status`, or stop it with `oneroot lab down`")
-    if ctl is not None:
-        stop_lab(workdir)  # what a crashed run left behind
-    workdir.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-m", "oneroot.ops.labctl", "--workdir", str(workdir),
-           "--nodes", str(nodes), "--firmware", firmware, "--server", server]
+SERVER_MODES = ("namespace", "vm")
+LabRunner = LabCluster | VmServerLab
+
+
+def check_lab_options(*, server: str, firmware: Firmware) -> None:
+    """Refuse what no lab can do, before anything is started."""
+    if server not in SERVER_MODES:
+        raise LabError(f"unknown lab server mode {server!r}",
+                       hint=f"choose one of: {', '.join(SERVER_MODES)}")
     if server == "vm" and firmware != "bios":
         raise LabError("the server VM lab boots its nodes with SeaBIOS only",
                        hint="drop --firmware uefi, or use the namespace server")
-    if cache_dir is not None:
-        cmd += ["--cache-dir", str(cache_dir)]
-    with (workdir / SUPERVISOR_LOG).open("ab") as out:
-        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out,
-                                stderr=subprocess.STDOUT, start_new_session=True,
-                                cwd=workdir)
-    log.info("lab.spawn pid=%d workdir=%s nodes=%d", proc.pid, workdir, nodes)
-    return proc.pid
 
 
-class _StopRequested(BaseException):
-    """SIGTERM/SIGINT/SIGHUP reached the supervisor: tear the lab down."""
+def new_control(workdir: Path) -> LabControl:
+    """The control file of a supervisor that is this process."""
+    me = os.getpid()
+    return LabControl(workdir=str(workdir), supervisor_pid=me,
+                      supervisor_start_time=process_start_time(me) or 0)
 
 
-def _raise_stop(signum: int, _frame: FrameType | None) -> None:
-    raise _StopRequested(signal.Signals(signum).name)
-
-
-@contextlib.contextmanager
-def _stop_on_signals() -> Iterator[None]:
-    previous = {s: signal.signal(s, _raise_stop)
-                for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
-    try:
-        yield
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
+def new_lab(workdir: Path, *, server: str, cache_dir: Path, progress: Progress) -> LabRunner:
+    """The lab of `server` mode: its server in the lab's namespace, or in a VM."""
+    if server == "vm":
+        return VmServerLab(workdir=workdir, cache_dir=cache_dir, progress=progress)
+    return LabCluster(workdir=workdir, cache_dir=cache_dir, progress=progress)
 
 
 def node_names(count: int) -> list[str]:
@@ -326,72 +305,57 @@ def mirror_vm_status(c: VmServerLab, ctl: LabControl) -> None:
     tmp.replace(vm_status_path(Path(ctl.workdir)))
 
 
-def run_supervisor(workdir: Path, *, nodes: int, firmware: Firmware,
-                   cache_dir: Path | None = None, server: str = "namespace") -> int:
-    """The supervisor: bring the lab up, keep it until a signal, tear it down.
-    Returns the exit status."""
-    workdir.mkdir(parents=True, exist_ok=True)
-    me = os.getpid()
-    ctl = LabControl(workdir=str(workdir), supervisor_pid=me,
-                     supervisor_start_time=process_start_time(me) or 0)
+def bring_up(c: LabRunner, ctl: LabControl, *, nodes: int, firmware: Firmware,
+             progress: Progress) -> None:
+    """Prepare the lab, start its network and server, power on every node; `ctl` follows
+    each phase (`progress` writes it)."""
+    if isinstance(c, VmServerLab):
+        _start_vm_server(c, ctl, nodes, progress)
+    else:
+        _start_namespace_server(c, ctl, nodes, firmware, progress)
+    ctl.phase = "booting"
+    for record in ctl.nodes:
+        vm = c.boot(record.name)
+        record.pid = vm.pid
+        record.start_time = process_start_time(vm.pid) if vm.pid else None
+        progress(f"{record.name} powered on ({record.firmware})")
+    ctl.phase = "up"
+    progress(f"{len(ctl.nodes)} node(s) powered on")
+
+
+def keep_up(c: LabRunner, ctl: LabControl) -> float:
+    """One round of what a running lab does; returns the seconds until the next round. The
+    server VM's status is mirrored into the workdir (its inventory lives in the VM)."""
+    if isinstance(c, VmServerLab):
+        mirror_vm_status(c, ctl)
+        return 5.0
+    return 3600.0
+
+
+def record_failure(ctl: LabControl, exc: Exception) -> None:
+    """What `lab up` and `lab status` show of a lab that failed."""
+    ctl.phase, ctl.error = "failed", f"{type(exc).__name__}: {exc}"
+    hint = getattr(exc, "hint", None)
+    if hint:
+        ctl.error += f"\nhint: {hint}"
     write_control(ctl)
 
-    def progress(message: str) -> None:
-        log.info("lab.progress %s", message)
-        ctl.message = message
-        write_control(ctl)
 
-    cache = cache_dir or workdir / "cache"
-    c: LabCluster | VmServerLab
-    if server == "vm":
-        c = VmServerLab(workdir=workdir, cache_dir=cache, progress=progress)
-    else:
-        c = LabCluster(workdir=workdir, cache_dir=cache, progress=progress)
-    status = 0
-    with _stop_on_signals():
-        try:
-            if isinstance(c, VmServerLab):
-                _start_vm_server(c, ctl, nodes, progress)
-            else:
-                _start_namespace_server(c, ctl, nodes, firmware, progress)
-            ctl.phase = "booting"
-            for record in ctl.nodes:
-                vm = c.boot(record.name)
-                record.pid = vm.pid
-                record.start_time = process_start_time(vm.pid) if vm.pid else None
-                progress(f"{record.name} powered on ({record.firmware})")
-            ctl.phase = "up"
-            progress(f"{len(ctl.nodes)} node(s) powered on")
-            while True:
-                if isinstance(c, VmServerLab):
-                    mirror_vm_status(c, ctl)
-                time.sleep(3600 if isinstance(c, LabCluster) else 5)
-        except _StopRequested as why:
-            log.info("lab.stop reason=%s", why)
-        except Exception as exc:  # recorded for `lab up`/`lab status`, then torn down
-            log.exception("lab.failed")
-            ctl.phase, ctl.error, status = "failed", f"{type(exc).__name__}: {exc}", 1
-            hint = getattr(exc, "hint", None)
-            if hint:
-                ctl.error += f"\nhint: {hint}"
+def tear_down(c: LabRunner, ctl: LabControl) -> None:
+    """Stop the nodes, the server and the namespace. A failed lab keeps its control file
+    (`lab status` shows the error); any other lab's is removed."""
+    if ctl.phase != "failed":
+        ctl.phase = "stopping"
+        write_control(ctl)
+    try:
+        c.stop()
+    finally:
+        if ctl.phase == "failed":
+            ctl.lab_state_file = None
+            ctl.netns = None
             write_control(ctl)
-        finally:
-            if ctl.phase != "failed":
-                ctl.phase = "stopping"
-                write_control(ctl)
-            # A second signal must not interrupt the teardown itself.
-            for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-                signal.signal(s, signal.SIG_IGN)
-            try:
-                c.stop()
-            finally:
-                if ctl.phase == "failed":
-                    ctl.lab_state_file = None
-                    ctl.netns = None
-                    write_control(ctl)
-                else:
-                    control_path(workdir).unlink(missing_ok=True)
-    return status
+        else:
+            control_path(Path(ctl.workdir)).unlink(missing_ok=True)
 
 
 # -- down ---------------------------------------------------------------------------------------
@@ -548,24 +512,3 @@ def serial_log(workdir: Path, node: str) -> Path:
         raise LabError(f"no console log for {node!r} in {workdir}",
                        hint=f"lab nodes: {known}")
     return path
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`python -m oneroot.ops.labctl --workdir DIR --nodes N`: the supervisor `lab up` starts
-    (a process of its own, so the lab outlives the command)."""
-    parser = argparse.ArgumentParser(prog="python -m oneroot.ops.labctl")
-    parser.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR)
-    parser.add_argument("--nodes", type=int, default=2)
-    parser.add_argument("--firmware", choices=("bios", "uefi"), default="bios")
-    parser.add_argument("--cache-dir", type=Path, default=None)
-    parser.add_argument("--server", choices=("namespace", "vm"), default="namespace")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(message)s")
-    firmware: Firmware = "uefi" if args.firmware == "uefi" else "bios"
-    return run_supervisor(args.workdir, nodes=args.nodes, firmware=firmware,
-                          cache_dir=args.cache_dir, server=args.server)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

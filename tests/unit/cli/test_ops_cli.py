@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -102,3 +104,20 @@ def test_lab_up_refuses_a_second_lab(tmp_path: Path, capsys: pytest.CaptureFixtu
         supervisor_start_time=labctl.process_start_time(me) or 0, phase="up"))
     code, _, err = run(capsys, "lab", "up", "--workdir", str(tmp_path))
     assert code == 1 and "already runs" in err and "lab down" in err
+
+
+def test_lab_up_refuses_uefi_nodes_on_a_server_vm_before_starting(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    workdir = tmp_path / "lab"
+    code, _, err = run(capsys, "lab", "up", "--server", "vm", "--firmware", "uefi",
+                       "--workdir", str(workdir))
+    assert code == 1 and "SeaBIOS only" in err and "hint:" in err
+    assert not workdir.exists()  # no supervisor, no control file, no log
+
+
+def test_the_supervisor_is_an_edge_process() -> None:
+    # `python -m oneroot.cli.labsupervisor` is what `lab up` starts; ops has no process loop.
+    done = subprocess.run([sys.executable, "-m", "oneroot.cli.labsupervisor", "--help"],
+                          capture_output=True, text=True, check=False)
+    assert done.returncode == 0 and "--server {namespace,vm}" in done.stdout
+    assert not hasattr(labctl, "main") and not hasattr(labctl, "run_supervisor")
