@@ -1,0 +1,70 @@
+"""bench/results/storm.md and storm.json from one run of bench_storm.py: every figure in the
+Markdown comes from the JSON written next to it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+
+def _fmt(value: object) -> str:
+    return "–" if value is None else str(value)
+
+
+def write_results(report: dict[str, object], out: Path) -> None:
+    out.with_suffix(".json").write_text(json.dumps(report, indent=1) + "\n")
+    rows: list[dict[str, object]] = report["rows"]  # type: ignore[assignment]
+    machine: dict[str, object] = report["machine"]  # type: ignore[assignment]
+    versions: dict[str, str] = report["versions"]  # type: ignore[assignment]
+    lines = [
+        "# Boot storm: N simulated PXE nodes against oneroot serve and dnsmasq + nginx",
+        "",
+        f"Produced by `.venv/bin/python {report['command']}` on {report['date']}; every "
+        f"figure below is in `storm.json` next to this file.",
+        f"Machine: kernel {machine['kernel']}, {machine['cpus']} CPUs ({machine['cpu_model']}), "
+        f"{machine['memory_gb']} GB, shared with other jobs: load average "
+        f"{report['load_average_before']} before, {report['load_average_after']} after.",
+        "Versions: " + "; ".join(f"{k} {v}" for k, v in versions.items()) + ".",
+        f"oneroot: `{' '.join(report['oneroot_argv'])}` "  # type: ignore[arg-type]
+        "(after `oneroot init`, `oneroot node add`, `oneroot render`), as the README starts it.",
+        "Baseline: dnsmasq with the dnsmasq.conf `oneroot render` wrote (DHCP + TFTP), nginx "
+        "serving the same boot dir (HTTP), both in the same run.",
+        f"Nodes: {report['arch']} PXE ROM → TFTP loader (blksize 1432, window 1) → iPXE DHCP → "
+        "script, kernel, initramfs over HTTP → udhcpc DHCP → 6 stage reports; power-on spread "
+        f"over {report['spread_s']} s. Boot files: {report['payload']}.",
+        "Each node is its own network namespace with its own MAC on one bridge "
+        "(bench/storm/netns.py); the load generator and the bridge share the 2 CPUs with the "
+        "server.",
+        "",
+        "| server | nodes | ok | failed | all files (s) | per-node p50 (s) | per-node p99 (s) "
+        "| retries | report failures | server CPU (s) | server peak RSS (MB) | load gen CPU (s) "
+        "| load after |",
+        "|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---|",
+    ]
+    for row in rows:
+        retries = ", ".join(f"{k} {v}" for k, v in sorted(row["retries"].items()))  # type: ignore[attr-defined]
+        lines.append(
+            f"| {row['server']} | {row['nodes']} | {row['ok']} | {row['failed']} "
+            f"| {_fmt(row['all_files_s'])} | {_fmt(row['files_p50_s'])} "
+            f"| {_fmt(row['files_p99_s'])} | {retries or 'none'} | {row['report_failures']} "
+            f"| {row['server_cpu_s']} | {row['server_peak_rss_mb']} | {row['loadgen_cpu_s']} "
+            f"| {row.get('load_after')} |")
+    lines += ["", "Per-stage medians (seconds after the node's power-on, when it had finished "
+              "the stage):", "",
+              "| server | nodes | DHCP (ROM) | TFTP | DHCP (iPXE) | HTTP files | DHCP "
+              "(initramfs) | reports |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for row in rows:
+        p50: dict[str, float] = row["stage_p50_s"]  # type: ignore[assignment]
+        lines.append(f"| {row['server']} | {row['nodes']} | " + " | ".join(
+            _fmt(p50.get(s)) for s in ("dhcp_pxe", "tftp", "dhcp_ipxe", "files",
+                                       "dhcp_initramfs", "reports")) + " |")
+    failed = [row for row in rows if row["errors"]]
+    if failed:
+        lines += ["", "Errors (first ones):", ""]
+        lines += [f"- {row['server']} N={row['nodes']}: {'; '.join(row['errors'])}"  # type: ignore[arg-type]
+                  for row in failed]
+    lines += ["", "\"all files\": from the first power-on until the last node has its "
+              "script, kernel and initramfs. Per-node: from its own power-on to the same point. "
+              "Server CPU: its cgroup (every process). Peak RSS: the largest sum of the server "
+              "processes' VmRSS sampled every 100 ms.", ""]
+    out.with_suffix(".md").write_text("\n".join(lines))
