@@ -10,7 +10,7 @@ Four boots, two rounds of node01 + node02 together:
            server's upper/ then holds the file and a `c 0 0` whiteout (checked while node01
            waits), then node01 `systemctl reboot`s and both are still there.
   between  the server edits node01's upper/etc/motd in place; `oneroot image exec` installs
-           `tree` into the image.
+           `tree` into a new version of the image, which both nodes follow.
   round 2  node01 sees the new motd, its file and its whiteout; both nodes run `tree`; neither
            node's upper/ holds it.
 
@@ -22,6 +22,7 @@ node alone; the node has one NFS mount and no fuse-overlayfs process, and its de
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 import subprocess
@@ -194,6 +195,13 @@ def test_rw_top_runlevels_and_image_exec(cluster: LabCluster, union: str) -> Non
     motd.write_text("edited on the server between boots\n")
     oneroot_cli(c, "image", "exec", c.image_name, "--", "sh", "-c",
                 f"apt-get update -qq && apt-get install -y --no-install-recommends {PACKAGE}")
+    # It made a new version (issue 14): the nodes follow `image=NAME` onto it at their next
+    # boot; the version they run now never changes.
+    versions = json.loads(oneroot_cli(c, "image", "versions", c.image_name, "--json").stdout)
+    assert [v["ref"] for v in versions["versions"]] == [f"{c.image_name}@1",
+                                                         f"{c.image_name}@2"]
+    assert not (image / PACKAGE_FILE).exists()
+    image = Path(versions["versions"][-1]["root"])
     assert (image / PACKAGE_FILE).is_file()
     logs = sorted((c.home / "images" / f"{c.image_name}.changes").glob("*.txt"))
     assert logs and f"A /{PACKAGE_FILE}" in logs[-1].read_text()

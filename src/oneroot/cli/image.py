@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from oneroot.cli.image_versions import image_diff, image_gc, image_versions
 from oneroot.cli.output import console, emit_json, plain, show_changes, table
 from oneroot.cli.state import State, json_option, pass_state
 from oneroot.errors import UsageError
@@ -14,7 +15,9 @@ from oneroot.model.cluster import InitSystem
 from oneroot.model.resolved import resolve_cluster
 from oneroot.nfs.viewpolicy import VISIBLE
 from oneroot.ops import inventory as inv_ops
+from oneroot.ops.image_build import exec_new_version
 from oneroot.ops.image_exec import exec_in_image
+from oneroot.ops.image_versions import find_image
 from oneroot.ops.images import LAB_MODULES, create_image, use_image
 from oneroot.ops.views import view_report
 
@@ -134,15 +137,30 @@ def image_list(state: State, as_json: bool) -> None:
 def image_exec(state: State, name: str, command: tuple[str, ...], no_record: bool) -> None:
     """Run COMMAND inside image NAME: `oneroot image exec NAME -- apt-get install -y htop`.
 
-    A chroot with /proc, /sys and /dev mounted and service starts blocked (policy-rc.d); what
-    changed is recorded under HOME/images/NAME.changes/. For an image that is the server's
-    live `/`, the command runs on the server itself, without a chroot.
+    It makes a new version (NAME@N+1) over the latest, which stays as it was: a chroot with
+    /proc, /sys and /dev mounted and service starts blocked (policy-rc.d); the version exists
+    only if COMMAND exits 0. What changed is recorded under HOME/images/NAME.changes/. For an
+    image that is the server's live `/`, the command runs on the server itself, without a
+    chroot, and there are no versions.
     """
-    result = exec_in_image(state.load(), state.paths.home, name, command,
-                           record=not no_record)
+    inv = state.load()
+    if find_image(inv, name).live:
+        result = exec_in_image(inv, state.paths.home, name, command, record=not no_record)
+    else:
+        with state.store() as store:
+            result = exec_new_version(store, state.paths, name, command,
+                                      record=not no_record)
     console.print(result.summary(), markup=False)
     for line in result.packages.installed[:20]:
         console.print(f"  + {line}", markup=False)
     if result.returncode != 0:
         raise UsageError(f"the command exited {result.returncode} inside image {name}",
-                         hint="its output is above; the image keeps what it changed")
+                         hint="its output is above; " + (
+                             "the server's / keeps what it changed" if result.parent is None
+                             else f"no version was made: {name}@{result.parent} stays the "
+                                  "latest"))
+
+
+image.add_command(image_versions)
+image.add_command(image_diff)
+image.add_command(image_gc)

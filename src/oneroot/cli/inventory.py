@@ -13,6 +13,7 @@ from oneroot.errors import UsageError
 from oneroot.fsutil import write_atomic
 from oneroot.inventory.yamlform import from_yaml, to_yaml
 from oneroot.ops import inventory as inv_ops
+from oneroot.ops.image_versions import with_stored_versions
 
 
 @click.group()
@@ -44,5 +45,6 @@ def inventory_apply(state: State, file: Path, dry_run: bool) -> None:
         raise UsageError(f"cannot read {file}: {exc.strerror}") from None
     new = from_yaml(text, source=str(file))
     with state.store() as store:
+        new = with_stored_versions(store.load(), new)
         changes = inv_ops.commit(store, new, dry_run=dry_run)
     show_changes(changes, applied=not dry_run)

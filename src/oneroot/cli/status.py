@@ -16,7 +16,7 @@ from oneroot.cli.state import State, json_option, pass_state
 from oneroot.ops.health import health_warnings
 from oneroot.ops.status import StatusReport, read_status
 
-COLUMNS = ("node", "ip", "stage", "since", "detail")
+COLUMNS = ("node", "ip", "stage", "since", "image", "detail")
 
 
 def _status_rows(report: StatusReport) -> list[tuple[Any, ...]]:
@@ -24,7 +24,7 @@ def _status_rows(report: StatusReport) -> list[tuple[Any, ...]]:
     for n in report.nodes:
         when = (datetime.datetime.fromtimestamp(n.time).strftime("%H:%M:%S")
                 if n.time else "-")
-        rows.append((n.node, str(n.ip), n.stage, when, n.detail_text))
+        rows.append((n.node, str(n.ip), n.stage, when, n.image_text, n.detail_text))
     return rows
 
 

@@ -9,9 +9,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from oneroot.inventory.database import Database, Location, open_database
-from oneroot.model.events import BootEvent
+from oneroot.model.events import BOOT_IMAGE, BootEvent
 
-TABLES = ("events", "node_status")
+TABLES = ("events", "node_status", "node_image")
 _SQLITE_SCHEMA = [(1, """
 CREATE TABLE events (
     id       INTEGER PRIMARY KEY,
@@ -33,6 +33,12 @@ CREATE TABLE node_status (
     time   REAL NOT NULL,
     peer   TEXT,
     detail TEXT NOT NULL DEFAULT '{}'
+)
+"""), (2, """
+CREATE TABLE node_image (
+    node   TEXT PRIMARY KEY,
+    image  TEXT NOT NULL,
+    time   REAL NOT NULL
 )
 """)]
 # PostgreSQL's REAL is 4 bytes (an epoch time would lose its seconds): DOUBLE PRECISION.
@@ -83,6 +89,11 @@ class EventStore:
                     "duration, detail) VALUES (?,?,?,?,?,?,?,?,?,?)",
                     (ev.time, ev.kind, ev.node, ev.mac, peer, ev.stage, ev.file, ev.bytes,
                      ev.duration, detail))
+                if ev.kind == BOOT_IMAGE and ev.node and ev.detail.get("image"):
+                    c.execute(
+                        "INSERT INTO node_image(node, image, time) VALUES (?,?,?) "
+                        "ON CONFLICT(node) DO UPDATE SET image=excluded.image, "
+                        "time=excluded.time", (ev.node, ev.detail["image"], ev.time))
                 stage = ev.stage if ev.kind == "stage" else _STAGE_OF_KIND.get(ev.kind)
                 if ev.node and stage:
                     c.execute(
@@ -125,6 +136,21 @@ class EventStore:
                           peer=ipaddress.IPv4Address(p) if p else None, stage=st, file=f,
                           bytes=b, duration=d, detail=json.loads(dt))
                 for t, k, n, m, p, st, f, b, d, dt in reversed(rows)]
+
+    def booted_images(self) -> dict[str, str]:
+        """node → the image version (`NAME@N`) its last boot file named: what it runs."""
+        rows = self._conn.execute("SELECT node, image FROM node_image")
+        return {n: i for n, i in rows}
+
+    def forget_booted(self, node: str) -> None:
+        """A node removed from the inventory runs nothing any more."""
+        self._conn.begin()
+        try:
+            self._conn.execute("DELETE FROM node_image WHERE node=?", (node,))
+            self._conn.execute("COMMIT")
+        except BaseException:
+            self._conn.execute("ROLLBACK")
+            raise
 
     def status(self) -> dict[str, NodeStatus]:
         rows = self._conn.execute("SELECT node, stage, time, peer, detail FROM node_status")

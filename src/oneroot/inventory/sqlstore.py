@@ -13,6 +13,7 @@ from typing import Any
 from oneroot.errors import Conflict
 from oneroot.inventory.database import Database, Location, open_database
 from oneroot.model.cluster import Group, Image, InitSystem, Node, Runlevel
+from oneroot.model.imageversion import version_from_json, version_json
 from oneroot.model.inventory import (
     Change,
     Inventory,
@@ -82,9 +83,10 @@ class SqlInventory:
         images = {
             name: Image(name=name, root=PurePosixPath(root), init_system=InitSystem(init),
                         description=desc,
-                        expose=tuple(PurePosixPath(p) for p in json.loads(expose)))
-            for name, root, init, desc, expose in c.execute(
-                "SELECT name, root, init_system, description, expose FROM images")
+                        expose=tuple(PurePosixPath(p) for p in json.loads(expose)),
+                        versions=tuple(version_from_json(v) for v in json.loads(versions)))
+            for name, root, init, desc, expose, versions in c.execute(
+                "SELECT name, root, init_system, description, expose, versions FROM images")
         }
         groups = {
             name: Group(name=name, description=desc, values=_profile_in(json.loads(profile)))
@@ -146,10 +148,11 @@ class SqlInventory:
             c.execute("INSERT INTO runlevels(name, services, description) VALUES (?, ?, ?)",
                       (obj.name, json.dumps(list(obj.services)), obj.description))
         elif ch.kind == "image":
-            c.execute("INSERT INTO images(name, root, init_system, description, expose) "
-                      "VALUES (?, ?, ?, ?, ?)",
+            c.execute("INSERT INTO images(name, root, init_system, description, expose, "
+                      "versions) VALUES (?, ?, ?, ?, ?, ?)",
                       (obj.name, str(obj.root), str(obj.init_system), obj.description,
-                       json.dumps([str(p) for p in obj.expose])))
+                       json.dumps([str(p) for p in obj.expose]),
+                       json.dumps([version_json(v) for v in obj.versions])))
         else:
             c.execute("INSERT INTO nodes(name, address, groups, overrides, description) "
                       "VALUES (?, ?, ?, ?, ?)",

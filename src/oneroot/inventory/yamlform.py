@@ -27,6 +27,7 @@ from oneroot.model.cluster import (
     check_expose_path,
     check_profile_value,
 )
+from oneroot.model.imageversion import ImageVersion, version_from_json, version_json
 from oneroot.model.inventory import (
     Inventory,
     check_init_system,
@@ -66,7 +67,8 @@ def to_yaml(inv: Inventory) -> str:
         "images": {
             n: {"root": str(i.root), "init_system": str(i.init_system),
                 "description": i.description,
-                **({"expose": [str(p) for p in i.expose]} if i.expose else {})}
+                **({"expose": [str(p) for p in i.expose]} if i.expose else {}),
+                **({"versions": [version_json(v) for v in i.versions]} if i.versions else {})}
             for n, i in sorted(inv.images.items())
         },
         "groups": {
@@ -135,7 +137,8 @@ def from_yaml(text: str, *, source: str = "inventory file") -> Inventory:
                 name=str(name), root=PurePosixPath(str(body.get("root", "/"))),
                 init_system=check_init_system(str(body.get("init_system", "unknown"))),
                 description=str(body.get("description") or ""),
-                expose=_expose_paths(body.get("expose"), f"{source}: image {name}"))
+                expose=_expose_paths(body.get("expose"), f"{source}: image {name}"),
+                versions=_versions(body.get("versions"), f"{source}: image {name}"))
         except InvalidValue as exc:
             raise _where(f"{source}: image {name}", exc) from None
     groups = {}
@@ -177,3 +180,11 @@ def _expose_paths(value: Any, where: str) -> tuple[PurePosixPath, ...]:
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise InvalidValue(f"{where}: expose must be a list of absolute paths")
     return tuple(check_expose_path(v) for v in value)
+
+
+def _versions(value: Any, where: str) -> tuple[ImageVersion, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        raise InvalidValue(f"{where}: versions must be a list")
+    return tuple(version_from_json(v) for v in value)

@@ -8,7 +8,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 
-from oneroot.errors import InvalidValue
+from oneroot.errors import InvalidValue, NotFound
+from oneroot.model.imageversion import ImageRef, ImageVersion, VersionState, parse_image_ref
 from oneroot.model.names import check_name as check_name
 from oneroot.model.profile import (
     LIST_KEYS,
@@ -19,9 +20,10 @@ from oneroot.model.profile import (
 from oneroot.model.profile import check_profile_value as check_profile_value
 from oneroot.net import MacAddress
 
-__all__ = ["PROFILE_KEYS", "DhcpMode", "Group", "Image", "InitSystem", "NfsServerKind", "Node",
-           "ProfileValue", "ResolvedNode", "Runlevel", "Settings", "check_name",
-           "check_profile_value", "resolve"]
+__all__ = ["PROFILE_KEYS", "DhcpMode", "Group", "Image", "ImageRef", "ImageVersion",
+           "InitSystem", "NfsServerKind", "Node", "ProfileValue", "ResolvedNode", "Runlevel",
+           "Settings", "VersionState", "check_name", "check_profile_value", "parse_image_ref",
+           "resolve"]
 
 
 def check_expose_path(text: str) -> PurePosixPath:
@@ -113,6 +115,68 @@ class Image:
     description: str = ""
     # Paths of a live root (`/`) nodes may see beyond its system directories (`--expose`).
     expose: tuple[PurePosixPath, ...] = ()
+    # Its versions, oldest first; none stored: the image is its own version 1 (`root`).
+    versions: tuple[ImageVersion, ...] = ()
+    # The version this value stands for (`at(n)`); None: the image as stored.
+    version: int | None = None
+
+    @property
+    def live(self) -> bool:
+        """The server's own `/` (the seed's way): one live root, no versions."""
+        return self.root == PurePosixPath("/")
+
+    def all_versions(self) -> tuple[ImageVersion, ...]:
+        if self.versions:
+            return self.versions
+        return (ImageVersion(number=1, root=self.root, command="(before versions)",
+                             init_system=self.init_system.value),)
+
+    def latest(self) -> ImageVersion:
+        """The newest complete version: what `image=NAME` boots."""
+        done = [v for v in self.all_versions() if v.complete]
+        return done[-1] if done else self.all_versions()[0]
+
+    def get_version(self, number: int) -> ImageVersion:
+        """Version `number`; `NotFound` (with what exists) when there is none."""
+        for v in self.all_versions():
+            if v.number == number:
+                return v
+        known = ", ".join(f"{self.name}@{v.number}" for v in self.all_versions())
+        raise NotFound(f"image {self.name} has no version {number}",
+                       hint=f"its versions: {known} (see `oneroot image versions {self.name}`)")
+
+    def complete_version(self, number: int) -> ImageVersion:
+        """Version `number`, refused unless complete (what a pin may name)."""
+        v = self.get_version(number)
+        if not v.complete:
+            raise InvalidValue(f"image {self.name}@{number} is not complete ({v.state.value})",
+                               hint=f"wait for it, or pin a complete version "
+                                    f"(`oneroot image versions {self.name}`)")
+        return v
+
+    def at(self, number: int | None) -> Image:
+        """This image as version `number` (None: the latest) boots it: that version's root
+        and init system. An unknown number gives the latest (validation refuses such pins).
+        An image with no stored versions is its own version 1: itself."""
+        if not self.versions:
+            return self
+        known = {v.number: v for v in self.all_versions()}
+        v = known.get(number) if number is not None else None
+        v = v if v is not None and v.complete else self.latest()
+        init = InitSystem(v.init_system) if v.init_system in InitSystem._value2member_map_ \
+            else self.init_system
+        return Image(name=self.name, root=v.root, init_system=init,
+                     description=self.description, expose=self.expose,
+                     versions=self.versions, version=v.number)
+
+    def selected(self) -> ImageVersion | None:
+        """The stored version this value stands for (`at(n)`), None without versions."""
+        return next((v for v in self.versions if v.number == self.version), None)
+
+    @property
+    def ref(self) -> str:
+        """`NAME@N` of the version this value stands for, or `NAME`."""
+        return self.name if self.version is None else f"{self.name}@{self.version}"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -175,7 +239,16 @@ def resolve(node: Node, groups: Mapping[str, Group], *, images: Mapping[str, Ima
                 values[key] = value
                 sources[key] = [source]
     profile = Profile.from_values(values)
-    image = images.get(profile.image) or Image(name=profile.image, root=image_root,
-                                               init_system=InitSystem.UNKNOWN)
+    ref = _image_ref(profile.image)
+    found = images.get(ref.name)
+    image = (found.at(ref.version) if found is not None else
+             Image(name=ref.name, root=image_root, init_system=InitSystem.UNKNOWN))
     return ResolvedNode(node=node, profile=profile, image=image,
                         provenance={k: "+".join(v) for k, v in sources.items()})
+
+
+def _image_ref(text: str) -> ImageRef:
+    try:
+        return parse_image_ref(text)
+    except InvalidValue:  # resolve never raises: validation reports it
+        return ImageRef(name=text)

@@ -20,6 +20,11 @@ STAGES = ("dhcp.offer", "dhcp.ack", "tftp", "http", *REPORTED_STAGES)
 STAGE_STATUSES = ("ok", "failed")
 
 
+# The event that says which image version a node's boot file named (detail `image`: NAME@N);
+# the events store keeps the last one per node: the version the node runs until it reboots.
+BOOT_IMAGE = "boot.image"
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class BootEvent:
     """One thing served to (or reported by) a node.

@@ -26,6 +26,7 @@ from oneroot.model.cluster import (
     Settings,
     check_name,
     check_profile_value,
+    parse_image_ref,
 )
 from oneroot.net import MacAddress, parse_ipv4, parse_network
 
@@ -219,9 +220,15 @@ def _check_refs(inv: Inventory, owner: str, values: Mapping[str, Any]) -> None:
         raise NotFound(f"{owner} names unknown runlevel {runlevel!r}",
                        hint=f"create it with `oneroot runlevel add {runlevel}`")
     image = values.get("image")
-    if image and inv.images and image not in inv.images:
-        raise NotFound(f"{owner} names unknown image {image!r}",
+    if not image or not inv.images:
+        return
+    ref = parse_image_ref(str(image))
+    found = inv.images.get(ref.name)
+    if found is None:
+        raise NotFound(f"{owner} names unknown image {ref.name!r}",
                        hint="see `oneroot image list`")
+    if ref.version is not None:
+        found.complete_version(ref.version)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ from pathlib import PurePosixPath
 from typing import Any
 
 from oneroot.errors import InvalidValue
+from oneroot.model.imageversion import parse_image_ref
 from oneroot.model.names import check_name
 
 
@@ -158,7 +159,7 @@ def check_profile_value(key: str, value: Any) -> ProfileValue:
     if key == "runlevel" and text:
         check_name("runlevel", text)
     if key == "image":
-        check_name("image", text)
+        parse_image_ref(text)
     if key == "layer_quota" and text:
         parse_size(text)
     if key == "bmc_address" and text:

@@ -61,7 +61,17 @@ class ResolvedCluster:
         return [name for name, r in self.nodes.items() if r.profile.server_union]
 
     def images_in_use(self) -> set[str]:
-        return {r.profile.image for r in self.nodes.values()}
+        """Names of the images some node boots (any version)."""
+        return {r.image.name for r in self.nodes.values()}
+
+    def versions_in_use(self) -> dict[str, Image]:
+        """Each image version some node boots next, by `NAME@N` (`NAME` for an image with no
+        versions stored), as `Image.at(N)` values."""
+        out: dict[str, Image] = {}
+        for r in self.nodes.values():
+            if r.image.name in self.images:
+                out.setdefault(r.image.ref, r.image)
+        return dict(sorted(out.items()))
 
 
 def resolve_cluster(inv: Inventory) -> ResolvedCluster:

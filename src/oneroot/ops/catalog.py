@@ -11,7 +11,8 @@ import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from oneroot.model.cluster import ResolvedNode
+from oneroot.errors import InvalidValue
+from oneroot.model.cluster import Image, ImageRef, ResolvedNode, parse_image_ref
 from oneroot.model.profile import BiosLoader, UefiLoader
 from oneroot.model.resolved import ResolvedCluster
 from oneroot.net import MacAddress
@@ -72,10 +73,38 @@ def assign_export_ids(keys: Iterable[str], existing: Mapping[str, int]) -> dict[
     return ids
 
 
+def export_name(image: Image, version: int | None) -> str:
+    """An image version's name among the exports: `NAME` for version 1 (what the image was
+    before versions: its export and id stay), `NAME@N` after."""
+    return image.name if version in (None, 1) else f"{image.name}@{version}"
+
+
+def node_boot_files(r: ResolvedNode) -> tuple[str, str]:
+    """The kernel and initramfs the node boots (relative to the boot dir): those of the image
+    version it boots when that version has its own (so pinning an old version boots its
+    kernel again), unless a group or the node names them."""
+    version = r.image.selected()
+    kernel, initramfs = r.profile.kernel, r.profile.initramfs
+    if version is not None and version.kernel and version.initramfs:
+        if r.provenance.get("kernel") == "default":
+            kernel = version.kernel
+        if r.provenance.get("initramfs") == "default":
+            initramfs = version.initramfs
+    return kernel, initramfs
+
+
+def _ref_or_none(text: str) -> ImageRef | None:
+    try:
+        return parse_image_ref(text)
+    except InvalidValue:
+        return None
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class VirtualFile:
     node: str | None
     data: bytes
+    image: str | None = None  # the image version the file boots (`NAME@N`), for a node's
 
 
 class BootCatalog:
@@ -105,7 +134,9 @@ class BootCatalog:
 
     def export_keys(self) -> list[str]:
         c = self.cluster
-        return ([f"image:{n}" for n in c.images] + [f"node:{n}" for n in c.inventory.nodes]
+        versions = [f"image:{export_name(i, v.number)}" for i in c.images.values()
+                    for v in i.all_versions()]
+        return (versions + [f"node:{n}" for n in c.inventory.nodes]
                 + [f"group:{n}" for n in c.groups if n in c.layer_groups])
 
     # -- per node --------------------------------------------------------------------------
@@ -136,10 +167,11 @@ class BootCatalog:
 
     def _node_context(self, r: ResolvedNode) -> NodeBootContext:
         p = r.profile
+        kernel, initramfs = node_boot_files(r)
         return NodeBootContext(
             name=r.name, macs=r.node.macs, address=r.node.address,
             server_address=self.cluster.settings.server_address, boot_url=self.boot_url,
-            kernel=p.kernel, initramfs=p.initramfs,
+            kernel=kernel, initramfs=initramfs,
             root_spec=root_spec_text(self.cluster, r), runlevel=p.runlevel or None,
             init_system=r.image.init_system, kernel_args=p.kernel_args,
             serial=self.serial, status_url=self.report_url,
@@ -155,7 +187,8 @@ class BootCatalog:
         if hit is None:
             return None
         name, kind = hit
-        return VirtualFile(node=name, data=self._render(name, kind))
+        return VirtualFile(node=name, data=self._render(name, kind),
+                           image=self.cluster.nodes[name].image.ref)
 
     def _render(self, name: str, kind: str) -> bytes:
         data = self._rendered.get((name, kind))
@@ -167,14 +200,30 @@ class BootCatalog:
         return data
 
     # -- cluster wide ------------------------------------------------------------------------
-    def cluster_context(self, *, nfs_protocols: tuple[int, ...] = (3, 4)) -> ClusterContext:
+    def exported_versions(self, running: Iterable[str] = ()) -> list[Image]:
+        """The image versions to export: those nodes boot next, those `running` names
+        (`NAME@N` nodes booted and still run), and the default image's latest."""
+        c = self.cluster
+        wanted = dict(c.versions_in_use())
+        for ref in running:
+            parsed = _ref_or_none(ref)
+            image = c.images.get(parsed.name) if parsed is not None else None
+            if parsed is None or image is None or parsed.version is None:
+                continue
+            if any(v.number == parsed.version and v.complete for v in image.all_versions()):
+                wanted.setdefault(ref, image.at(parsed.version))
+        if "default" in c.images:
+            default = c.images["default"].at(None)
+            wanted.setdefault(default.ref, default)
+        return sorted(wanted.values(), key=lambda i: (i.name, i.version or 0))
+
+    def cluster_context(self, *, nfs_protocols: tuple[int, ...] = (3, 4),
+                        running: Iterable[str] = ()) -> ClusterContext:
         c, s = self.cluster, self.cluster.settings
-        in_use = c.images_in_use()
         images = tuple(
-            ImageExport(name=img.name, path=img.root,
-                        export_id=self.export_ids[f"image:{img.name}"])
-            for img in sorted(c.images.values(), key=lambda i: i.name)
-            if img.name in in_use or img.name == "default"
+            ImageExport(name=export_name(img, img.version), path=img.root,
+                        export_id=self.export_ids[f"image:{export_name(img, img.version)}"])
+            for img in self.exported_versions(running)
         )
         nodes = tuple(
             ClusterNode(

@@ -331,7 +331,7 @@ def node_kernels(cluster: ResolvedCluster, host: Host) -> dict[str, str]:
     out: dict[str, str] = {}
     boot_dir = host.path(str(cluster.settings.boot_dir))
     for r in cluster.nodes.values():
-        image, kernel = r.profile.image, r.profile.kernel
+        image, kernel = r.image.name, r.profile.kernel
         if image in out or not kernel:
             continue
         version = bzimage_version(boot_dir / kernel)
@@ -345,7 +345,8 @@ def check_images(cluster: ResolvedCluster, host: Host) -> Iterator[Finding]:
     used = cluster.images_in_use()
     kernels = node_kernels(cluster, host)
     for image in sorted(cluster.images.values(), key=lambda i: i.name):
-        for f in _check_image(image, host, kernels=kernels):
+        for f in _check_image(image.at(None) if image.versions else image, host,
+                              kernels=kernels):
             if f.level is Level.ERROR and image.name not in used:
                 f = warning(f.check, f"{f.message} (no node boots this image)", f.fix)
             yield f
@@ -424,7 +425,7 @@ def check_inventory(cluster: ResolvedCluster, host: Host) -> Iterator[Finding]:
             problems += 1
             yield error("inventory", f"{node.name}: {node.address} is outside {s.subnet}",
                         f"`oneroot node set {node.name} --ip ADDR`")
-        image = r.profile.image
+        image = r.image.name
         if image not in inv.images:
             problems += 1
             yield error("inventory", f"{node.name}: image {image!r} is not defined",

@@ -78,10 +78,17 @@ class ExecResult:
     log_path: Path | None
     started: datetime.datetime
     seconds: float
+    version: int | None = None  # the version the command made (None: none, or live `/`)
+    parent: int | None = None  # the version it ran over
 
     def summary(self) -> str:
         parts = [f"image {self.image}: `{' '.join(self.command)}` exited {self.returncode} "
                  f"in {self.seconds:.1f} s ({'chroot' if self.chroot else 'no chroot: live /'})"]
+        if self.version is not None:
+            parts.append(f"new version {self.image}@{self.version} (from "
+                         f"{self.image}@{self.parent}): {self.root}")
+        elif self.parent is not None:
+            parts.append(f"no new version: {self.image}@{self.parent} stays the latest")
         p = self.packages
         if p.installed or p.upgraded or p.removed:
             parts.append(f"packages: {len(p.installed)} installed, {len(p.upgraded)} upgraded, "
@@ -172,7 +179,11 @@ def render_changes(result: ExecResult) -> str:
     lines = [f"# oneroot image exec: image {result.image} ({result.root})",
              f"# started {result.started.isoformat()}, {result.seconds:.1f} s, "
              f"exit {result.returncode}, {'chroot' if result.chroot else 'live /, no chroot'}",
-             f"# command: {' '.join(result.command)}", ""]
+             f"# command: {' '.join(result.command)}"]
+    if result.version is not None:
+        lines.append(f"# version: {result.image}@{result.version} from "
+                     f"{result.image}@{result.parent}")
+    lines.append("")
     p = result.packages
     lines += [f"installed {x}" for x in p.installed]
     lines += [f"upgraded {x}" for x in p.upgraded]
@@ -329,14 +340,21 @@ def exec_in_image(inv: Inventory, home: Path, name: str, command: Sequence[str],
                         chroot=not live, files=files, packages=packages, log_path=None,
                         started=started, seconds=seconds)
     if record:
-        directory = changes_dir(home, name)
-        directory.mkdir(parents=True, exist_ok=True)
-        path = directory / f"{started.strftime('%Y%m%dT%H%M%SZ')}.txt"
-        n = 1
-        while path.exists():
-            n += 1
-            path = directory / f"{started.strftime('%Y%m%dT%H%M%SZ')}-{n}.txt"
-        result = dataclasses.replace(result, log_path=path)
-        path.write_text(render_changes(result))
+        result = record_changes(home, result)
     log.info("image_exec.done image=%s rc=%d seconds=%.1f", name, rc, seconds)
+    return result
+
+
+def record_changes(home: Path, result: ExecResult) -> ExecResult:
+    """Write `result`'s change list to `HOME/images/NAME.changes/<UTC stamp>.txt`."""
+    directory = changes_dir(home, result.image)
+    directory.mkdir(parents=True, exist_ok=True)
+    stamp = result.started.strftime('%Y%m%dT%H%M%SZ')
+    path = directory / f"{stamp}.txt"
+    n = 1
+    while path.exists():
+        n += 1
+        path = directory / f"{stamp}-{n}.txt"
+    result = dataclasses.replace(result, log_path=path)
+    path.write_text(render_changes(result))
     return result

@@ -34,14 +34,16 @@ def _no_progress(step: str, done: int, total: int | None) -> None:
 def build_boot_initramfs(inv: Inventory, paths: Paths, *, kernel: str | None = None,
                          out: Path | None = None, compression: str = "gzip",
                          nics: Sequence[str] = (), install_kernel: bool = True,
+                         kernel_version: str | None = None,
                          progress: Progress = _no_progress) -> InitramfsBuild:
     """Build the initramfs into `out` [default: BOOT_DIR/initramfs.img] for `kernel`: a
     Debian kernel version, an unpacked kernel tree (a directory), or None for Debian's
-    current one; with `install_kernel`, copy its vmlinuz next to it."""
+    current one; with `install_kernel`, copy its vmlinuz next to it. `kernel_version` picks
+    one of a tree's kernels (an image holding several)."""
     target = out or ClusterDirs.of(inv.settings).boot_dir / "initramfs.img"
     progress(FETCH_STEP, 0, None)
     if kernel and Path(kernel).is_dir():
-        node_kernel = Kernel.from_tree(Path(kernel))
+        node_kernel = Kernel.from_tree(Path(kernel), kernel_version)
     else:
         node_kernel = fetch_kernel(kernel, cache_dir=paths.cache_dir)
     busybox = fetch_busybox(cache_dir=paths.cache_dir)

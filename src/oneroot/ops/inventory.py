@@ -335,11 +335,14 @@ def put_image(store: InventoryStore, name: str, root: Path,
         raise InvalidValue(f"image root {root} is not a directory",
                            hint="give the directory that holds the image's /etc, /usr, ...")
     old = inv.images.get(name)
-    image = Image(name=name, root=PurePosixPath(root.resolve()),
+    resolved = PurePosixPath(root.resolve())
+    image = Image(name=name, root=resolved,
                   init_system=init_system or detect_init_system(root),
                   description=description,
                   expose=(old.expose if old is not None else ()) if expose is None else
-                  tuple(dict.fromkeys(check_expose_path(p) for p in expose)))
+                  tuple(dict.fromkeys(check_expose_path(p) for p in expose)),
+                  # the same root again keeps the image's versions; another root starts over
+                  versions=old.versions if old is not None and old.root == resolved else ())
     return commit(store, inv.replace(images={**inv.images, name: image}))
 
 

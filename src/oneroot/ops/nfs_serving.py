@@ -49,6 +49,7 @@ from oneroot.nfs.server_union import (
 from oneroot.nfs.view import mount_at
 from oneroot.ops.catalog import BootCatalog
 from oneroot.ops.exportids import keep_export_ids, load_export_ids
+from oneroot.ops.image_versions import booted_versions
 from oneroot.ops.knfsd_layout import knfsd_layout
 from oneroot.ops.nodes_fs import prepare_group_layers, prepare_nodes
 from oneroot.ops.runlevels import apply_runlevels
@@ -100,17 +101,22 @@ def ganesha_files(paths: Paths) -> GaneshaFiles:
 def nfs_plan(cluster: ResolvedCluster, paths: Paths, *, kind: NfsServerKind | None = None,
              protocols: tuple[int, ...] | None = None, port: int = 2049,
              bind: ipaddress.IPv4Address | None = None,
-             unexported: Iterable[str] = ()) -> NfsPlan:
+             unexported: Iterable[str] = (),
+             running: Iterable[str] | None = None) -> NfsPlan:
     """What would be exported, and the file that says so. Pure but for reading the host's
     SSH key names (masked in views) and the persisted export ids (never written here).
-    `unexported` nodes are left out (while their union is remounted). Raises
+    `unexported` nodes are left out (while their union is remounted). Image versions nodes
+    still run stay exported (`running`: NAME@N; default: read from the boot events). Raises
     `UnionUnsupported` for a server-side union node it cannot serve."""
     s = cluster.settings
     kind = kind or s.nfs_server
     protocols = protocols or (GANESHA_PROTOCOLS if kind is NfsServerKind.GANESHA
                               else KNFSD_PROTOCOLS)
     catalog = BootCatalog(cluster, export_ids=load_export_ids(paths))
-    ctx = catalog.cluster_context(nfs_protocols=protocols)
+    if running is None:
+        running = [ref for node, ref in booted_versions(paths).items()
+                   if node in cluster.nodes]
+    ctx = catalog.cluster_context(nfs_protocols=protocols, running=running)
     ctx = dataclasses.replace(ctx, nfs_port=port)
     unions = check_union_nodes(cluster)
     left_out = set(unexported)

@@ -99,12 +99,14 @@ def is_live_root(image: Image) -> bool:
 def destinations(cluster: ResolvedCluster) -> Iterator[Destination]:
     """Every image some node boots; for the server's live `/`, each of its nodes' layers."""
     by_image: dict[str, list[str]] = {}
+    versions: dict[str, Image] = {}
     for name, r in cluster.nodes.items():
-        by_image.setdefault(r.image.name, []).append(name)
+        by_image.setdefault(r.image.ref, []).append(name)
+        versions[r.image.ref] = r.image
     for image_name, nodes in sorted(by_image.items()):
-        image = cluster.images.get(image_name)
-        if image is None:
+        if versions[image_name].name not in cluster.images:
             continue
+        image = versions[image_name]  # the version the nodes boot (`Image.at`)
         root = Path(image.root)
         init = image.init_system
         if not is_live_root(image):

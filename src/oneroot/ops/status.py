@@ -23,6 +23,18 @@ class NodeBootStatus:
     time: float | None
     age_seconds: float | None
     detail: Mapping[str, str]
+    # The image version its last boot file named (it runs it until it reboots), and the one
+    # its next boot gets; None when not known (never served a boot file / not resolved).
+    image: str | None = None
+    next_image: str | None = None
+
+    @property
+    def image_text(self) -> str:
+        """`lab@2`, `lab@2 → lab@3` (a reboot changes it), `→ lab@3` (never booted)."""
+        running, following = self.image or "", self.next_image or ""
+        if not following or running == following:
+            return running or "-"
+        return f"{running} → {following}".strip()
 
     @property
     def detail_text(self) -> str:
@@ -30,8 +42,11 @@ class NodeBootStatus:
         return self.detail.get("message") or self.detail.get("status") or ""
 
     def as_json(self) -> dict[str, Any]:
-        return {"node": self.node, "ip": str(self.ip), "stage": self.stage, "time": self.time,
-                "age_seconds": self.age_seconds, "detail": self.detail}
+        doc = {"node": self.node, "ip": str(self.ip), "stage": self.stage, "time": self.time,
+               "age_seconds": self.age_seconds, "detail": self.detail}
+        if self.next_image is not None:
+            doc |= {"image": self.image, "next_image": self.next_image}
+        return doc
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -49,6 +64,7 @@ class StatusReport:
 def node_statuses(cluster: ResolvedCluster, events: EventStore, *, now: float
                   ) -> tuple[NodeBootStatus, ...]:
     latest = events.status()
+    booted = events.booted_images()
     nodes = []
     for name, r in cluster.nodes.items():
         st = latest.get(name)
@@ -58,6 +74,7 @@ def node_statuses(cluster: ResolvedCluster, events: EventStore, *, now: float
             time=st.time if st else None,
             age_seconds=round(now - st.time, 1) if st else None,
             detail=st.detail if st else {},
+            image=booted.get(name), next_image=r.image.ref,
         ))
     return tuple(nodes)
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from oneroot.errors import NotFound
+from oneroot.model.cluster import parse_image_ref
 from oneroot.model.paths import Paths
 from oneroot.model.resolved import ResolvedCluster
 from oneroot.nfs.view import ViewSpec, ViewStatus, masks_of, mount_at, view_spec
@@ -30,9 +31,12 @@ VIEW_RESCAN_SECONDS = 30.0
 def image_view(cluster: ResolvedCluster, paths: Paths, name: str, *, nodes: Iterable[str] = (),
                groups: Iterable[str] = ()) -> ViewSpec | None:
     """The view image `name` is exported through, or None when it is exported as it is."""
-    image = cluster.images.get(name)
+    ref = parse_image_ref(name)
+    image = cluster.images.get(ref.name)
     if image is None:
         raise NotFound(f"no image named {name!r}", hint="see `oneroot image list`")
+    if ref.version not in (None, 1):
+        return None  # versions are made by oneroot, never a live root
     s = cluster.settings
     if not needs_view(image.root, state_dir=s.state_dir, group_dir=s.group_dir):
         return None

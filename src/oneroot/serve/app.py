@@ -22,7 +22,7 @@ from oneroot.inventory import database
 from oneroot.inventory.events import EventStore
 from oneroot.inventory.leases import LeaseStore
 from oneroot.model.cluster import NfsServerKind
-from oneroot.model.events import BootEvent
+from oneroot.model.events import BOOT_IMAGE, BootEvent
 from oneroot.model.inventory import Inventory
 from oneroot.model.limits import DEFAULT_LIMITS, Limits
 from oneroot.model.paths import Paths
@@ -251,6 +251,9 @@ async def _start_tftp(holder: CatalogHolder, options: ServeOptions, bind: IPv4Ad
 
     def virtual(name: str) -> bytes | None:
         hit = holder.catalog.virtual_file(name)
+        if hit is not None and hit.node is not None and hit.image is not None:
+            recorder(BootEvent(time=time.time(), kind=BOOT_IMAGE, node=hit.node, file=name,
+                               detail={"image": hit.image}))
         return hit.data if hit else None
 
     tftp = TftpService(bind=bind, port=options.tftp_port, root=boot_dir,

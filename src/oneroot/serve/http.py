@@ -13,7 +13,7 @@ from pathlib import Path
 from aiohttp import web
 from aiohttp.abc import AbstractStreamWriter
 
-from oneroot.model.events import REPORTED_STAGES, STAGE_STATUSES, BootEvent
+from oneroot.model.events import BOOT_IMAGE, REPORTED_STAGES, STAGE_STATUSES, BootEvent
 from oneroot.model.limits import DEFAULT_LIMITS, Limits
 from oneroot.ops.catalog import REPORT_PATH, BootCatalog
 from oneroot.serve.statusboard import StatusBoard, add_page_routes
@@ -133,6 +133,10 @@ class HttpService:
         if virtual is not None:
             resp = web.Response(body=virtual.data, content_type="text/plain")
             done(resp, len(virtual.data), virtual.node)
+            if virtual.node is not None and virtual.image is not None:
+                self._on_event(BootEvent(time=time.time(), kind=BOOT_IMAGE, node=virtual.node,
+                                         peer=peer, file=name,
+                                         detail={"image": virtual.image}))
             return resp
         path = resolve_in_root(self.boot_dir, name)
         if path is None:

@@ -8,6 +8,7 @@ from pathlib import PurePosixPath
 import pytest
 
 from oneroot.model import DhcpMode, Group, Image, InitSystem, Node, Runlevel, Settings
+from oneroot.model.imageversion import ImageVersion, VersionState
 from oneroot.model.inventory import Inventory
 from oneroot.testing.inventory import layer_group, make_inventory, make_node, node_mac
 
@@ -30,6 +31,15 @@ def full() -> Inventory:
                 Group(name="plain", description="nothing set")],
         settings=settings, image_root="/srv/images/bookworm", init_system=InitSystem.SYSTEMD,
         images=[Image(name="gentoo", root=PurePosixPath("/srv/images/gentoo"),
-                      init_system=InitSystem.OPENRC, description="OpenRC")],
+                      init_system=InitSystem.OPENRC, description="OpenRC"),
+                Image(name="lab", root=PurePosixPath("/srv/images/lab"), versions=(
+                    ImageVersion(number=1, root=PurePosixPath("/srv/images/lab"),
+                                 command="(before versions)", init_system="systemd"),
+                    ImageVersion(number=2, root=PurePosixPath("/srv/lab.versions/2"), parent=1,
+                                 command="apt-get install -y htop", created=1.5e9,
+                                 init_system="systemd", kernel="images/lab/2/vmlinuz",
+                                 size=300 << 20, added=4 << 20),
+                    ImageVersion(number=3, root=PurePosixPath("/srv/lab.versions/3"), parent=2,
+                                 state=VersionState.BUILDING, command="apt-get purge htop")))],
         runlevels=[Runlevel(name="computenode", services=("slurmd", "munge.service"),
                             description="compute")])
