@@ -4,9 +4,11 @@ Content-Length (sendfile), HEAD, and no way out of the boot dir. Loopback only."
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -48,6 +50,21 @@ def test_ipxe_script_for_the_node(served: tuple[str, Path, Path]) -> None:
     out = curl(f"{url}/boot/node01.ipxe").stdout.decode()
     assert out.startswith("#!ipxe")
     assert "/node01;rw" in out and "kernel http://127.0.0.1:" in out
+
+
+def test_the_image_version_a_boot_script_names_is_what_status_says_the_node_runs(
+        served: tuple[str, Path, Path]) -> None:
+    url, _, home = served
+    assert curl(f"{url}/boot/node01.ipxe").returncode == 0
+    deadline = time.monotonic() + 15
+    while True:
+        doc = json.loads(subprocess.run([*ONEROOT, "--home", str(home), "status", "--json"],
+                                        check=True, capture_output=True).stdout)
+        (node,) = doc["nodes"]
+        if node["image"] is not None or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert (node["image"], node["next_image"]) == ("default", "default")
 
 
 def test_whole_file_range_and_head(served: tuple[str, Path, Path], tmp_path: Path) -> None:

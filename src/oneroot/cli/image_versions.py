@@ -10,6 +10,7 @@ import click
 
 from oneroot.cli.output import console, emit_json, plain, table
 from oneroot.cli.state import State, json_option, pass_state
+from oneroot.model.cluster import parse_image_ref
 from oneroot.ops.image_history import (
     DEFAULT_GRACE,
     diff_versions,
@@ -108,11 +109,14 @@ def image_diff(state: State, old: str, new: str, as_json: bool) -> None:
 @pass_state
 def image_gc(state: State, name: str, grace: str, apply: bool, as_json: bool) -> None:
     """Remove image NAME's versions no node runs, boots next or pins, older than the grace
-    period. A dry run unless --yes."""
+    period; NAME@N: that version only (refused while anything uses it). A dry run unless
+    --yes."""
     seconds = parse_duration(grace)
+    ref = parse_image_ref(name)
+    name = ref.name
     with state.store() as store:
         items = gc_image(store, state.paths, name, booted_versions(state.paths),
-                         now=time.time(), grace=seconds, apply=apply)
+                         now=time.time(), grace=seconds, apply=apply, only=ref.version)
     if as_json:
         emit_json({"image": name, "applied": apply, "versions": [i.as_json() for i in items]})
         return

@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from oneroot.errors import InvalidValue
+from oneroot.errors import Conflict, InvalidValue
 from oneroot.inventory.store import InventoryStore
 from oneroot.model.cluster import ImageVersion, VersionState, parse_image_ref
 from oneroot.model.paths import Paths
@@ -177,10 +177,17 @@ def _made_by_oneroot(paths: Paths, root: Path) -> bool:
 
 
 def gc_plan(cluster: ResolvedCluster, paths: Paths, name: str, booted: Mapping[str, str], *,
-            now: float, grace: float) -> list[GcItem]:
-    """What `gc` would do with each version of image `name`, oldest first."""
+            now: float, grace: float, only: int | None = None) -> list[GcItem]:
+    """What `gc` would do with each version of image `name`, oldest first. `only`: that
+    version alone, whatever its age, and refused (`Conflict`, with what uses it) when in
+    use."""
     items = []
-    for use in version_uses(cluster, name, booted):
+    uses = version_uses(cluster, name, booted)
+    if only is not None:
+        find_image(cluster.inventory, name).get_version(only)
+        uses = [u for u in uses if u.version.number == only]
+        grace = 0.0
+    for use in uses:
         v = use.version
         if v.state is VersionState.BUILDING:
             items.append(GcItem(ref=use.ref, root=Path(v.root), size=0,
@@ -201,20 +208,35 @@ def gc_plan(cluster: ResolvedCluster, paths: Paths, name: str, booted: Mapping[s
             why.append(f"{v.root} was not made by oneroot")
         items.append(GcItem(ref=use.ref, root=Path(v.root), size=v.added or v.size,
                             action="keep: " + "; ".join(why) if why else "remove"))
+        if only is not None and why:
+            raise Conflict(f"cannot remove {use.ref}: {'; '.join(why)}", hint=_unpin_hint(use))
     return items
 
 
+def _unpin_hint(use: VersionUse) -> str:
+    if use.pinned_by:
+        kind, _, owner = use.pinned_by[0].partition(":")
+        return (f"pin {kind} {owner} to another version first, e.g. `oneroot {kind} set "
+                f"{owner} --set image={use.image}`")
+    if use.runs or use.boots_next:
+        return "it stays while a node runs or boots it; reboot them onto another version"
+    if use.latest:
+        return f"the latest version stays: `image={use.image}` follows it"
+    return "remove that directory yourself if it is no longer wanted"
+
+
 def gc_image(store: InventoryStore, paths: Paths, name: str, booted: Mapping[str, str], *,
-             now: float, grace: float, apply: bool) -> list[GcItem]:
+             now: float, grace: float, apply: bool, only: int | None = None) -> list[GcItem]:
     """`gc_plan`, and with `apply` the versions marked `remove` go: their record first (so
     nothing resolves or exports them), then their tree. Under the image's lock: an exec holds
     it while it builds, so a version still `building` here is one whose builder died."""
     if not apply:
         return gc_plan(resolve_cluster(store.load()), paths, name, booted, now=now,
-                       grace=grace)
+                       grace=grace, only=only)
     with image_lock(paths, name):
         inv = store.load()
-        items = gc_plan(resolve_cluster(inv), paths, name, booted, now=now, grace=grace)
+        items = gc_plan(resolve_cluster(inv), paths, name, booted, now=now, grace=grace,
+                        only=only)
         gone = {item.ref for item in items if item.action.startswith("remove")}
         if not gone:
             return items

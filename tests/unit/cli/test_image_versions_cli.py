@@ -110,6 +110,16 @@ def test_exec_makes_versions_that_are_listed_diffed_pinned_and_collected(
     assert {n["node"]: n["next_image"] for n in status["nodes"]} == {
         "node01": "lab@1", "node02": "default"}
 
+    # gc of one version in use: refused, saying who uses it and what to do
+    code, _, err = run(home, "image", "gc", "lab@1", "--yes", capsys=capsys)
+    assert code != 0 and "error: cannot remove lab@1: booted next by node01; pinned by " \
+        "group:compute" in err
+    assert "hint: pin group compute to another version first" in err
+    code, _, err = run(home, "image", "gc", "lab@2", "--yes", capsys=capsys)
+    assert code != 0 and "latest" in err and "hint:" in err
+    code, _, err = run(home, "image", "gc", "lab@5", capsys=capsys)
+    assert code != 0 and "has no version 5" in err
+    assert (home / "images/lab").is_dir()
     # gc: a dry run by default; pinned, latest and running versions stay
     gc = json.loads(ok(home, "image", "gc", "lab", "--grace", "0", "--json", capsys=capsys))
     assert [v["action"] for v in gc["versions"]] == [
