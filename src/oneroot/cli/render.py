@@ -11,6 +11,7 @@ from rich.progress import Progress
 from oneroot.cli.output import console, emit_json
 from oneroot.cli.state import State, json_option, pass_state
 from oneroot.ops.exportids import catalog_for
+from oneroot.ops.image_versions import running_versions
 from oneroot.ops.nfs_serving import nfs_plan
 from oneroot.ops.rendertree import render_tree
 from oneroot.ops.views import exported_views
@@ -35,7 +36,7 @@ def render(state: State, out: Path | None, config_dir: Path | None, as_json: boo
     with Progress(console=console, transient=True, disable=as_json) as bar:
         task = bar.add_task("rendering boot files", total=len(cluster.nodes) or None)
         report = render_tree(catalog_for(state.paths, cluster), boot_out, config_out,
-                             views=views,
+                             views=views, running=running_versions(state.paths, cluster),
                              progress=lambda done, total: bar.update(task, completed=done,
                                                                      total=total))
     if as_json:

@@ -49,7 +49,7 @@ from oneroot.nfs.server_union import (
 from oneroot.nfs.view import mount_at
 from oneroot.ops.catalog import BootCatalog
 from oneroot.ops.exportids import keep_export_ids, load_export_ids
-from oneroot.ops.image_versions import booted_versions
+from oneroot.ops.image_versions import running_versions
 from oneroot.ops.knfsd_layout import knfsd_layout
 from oneroot.ops.nodes_fs import prepare_group_layers, prepare_nodes
 from oneroot.ops.runlevels import apply_runlevels
@@ -114,8 +114,7 @@ def nfs_plan(cluster: ResolvedCluster, paths: Paths, *, kind: NfsServerKind | No
                               else KNFSD_PROTOCOLS)
     catalog = BootCatalog(cluster, export_ids=load_export_ids(paths))
     if running is None:
-        running = [ref for node, ref in booted_versions(paths).items()
-                   if node in cluster.nodes]
+        running = running_versions(paths, cluster)
     ctx = catalog.cluster_context(nfs_protocols=protocols, running=running)
     ctx = dataclasses.replace(ctx, nfs_port=port)
     unions = check_union_nodes(cluster)

@@ -11,7 +11,7 @@ import functools
 import hashlib
 import json
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path, PurePosixPath
@@ -64,10 +64,12 @@ def _file_digest(path: Path) -> str | None:
 def render_tree(catalog: BootCatalog, boot_out: Path, config_out: Path,
                 *, nfs_protocols: tuple[int, ...] = (3, 4),
                 views: Mapping[str, Path] | None = None,
-                progress: Callable[[int, int], None] | None = None) -> RenderReport:
+                progress: Callable[[int, int], None] | None = None,
+                running: Iterable[str] = ()) -> RenderReport:
     """Render every file; `progress(done, total)` is called per node. `views` maps each live
     root image (`/`) to its masked view's directory, which the NFS configs export instead
-    (without it, such an image is refused: `/` is never written into an exports file)."""
+    (without it, such an image is refused: `/` is never written into an exports file).
+    `running`: image versions nodes still run (`NAME@N`), exported too."""
     views = views or {}
     report = RenderReport()
     total = len(catalog.cluster.nodes)
@@ -110,7 +112,7 @@ def render_tree(catalog: BootCatalog, boot_out: Path, config_out: Path,
             emit(boot_out, grub_filename(mac), "grub", ctx, functools.partial(render_grub, ctx))
     if progress is not None:
         progress(total, total)
-    cluster = catalog.cluster_context(nfs_protocols=nfs_protocols)
+    cluster = catalog.cluster_context(nfs_protocols=nfs_protocols, running=running)
     exported = with_views(cluster, {n: PurePosixPath(p) for n, p in views.items()})
     emit(config_out, "exports", "exports", exported, lambda: render_exports(exported))
     emit(config_out, "ganesha.conf", "ganesha", exported,
