@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import re
 import statistics
@@ -35,6 +36,20 @@ from oneroot.testing.labprobe import PROBE_LIB, install_probe
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
 BOOT_TIMEOUT = 600
+
+# NFS RPCs by operation, each NFS superblock once: "OP count execute_ms". Mounts of one
+# export (here the union's image layer and /mnt/plain) share one superblock, and
+# /proc/self/mountstats repeats that superblock's counters under each of them: summing every
+# entry counted each RPC once per mount. The superblock of a mount is its device number
+# (field 3 of /proc/self/mountinfo, keyed by mount point, field 5).
+NFSOPS = r"""nfsops() {
+    mi=${MOUNTINFO:-/proc/self/mountinfo}
+    awk -v mi="$mi" 'FILENAME == mi {dev[$5] = $3; next}
+         /^device /{nfs = ($0 ~ / with fstype nfs/) && !seen[dev[$5]]++}
+         nfs && /^[ \t]+[A-Z_0-9]+: [0-9]/ {sub(":", "", $1); n[$1] += $2; t[$1] += $9}
+         END {for (k in n) print k, n[k], t[k]}' "$mi" "${MOUNTSTATS:-/proc/self/mountstats}" |
+      sort
+  }"""
 
 # Times in ms from the guest's monotonic clock (date +%s%N is wall time: fine, same guest).
 PROBE = "#!/bin/bash\n" + PROBE_LIB + r"""say target=reached uptime=$(cut -d' ' -f1 /proc/uptime)
@@ -55,12 +70,7 @@ if [ "$mode" = union ]; then
   say root_fstype=$(findmnt -n -o FSTYPE /)
   (cd /mnt/plain && find usr/share -type f -size -64k | sort | head -n 500) > /tmp/files
   ms() { echo $(( $(date +%s%N) / 1000000 )); }
-  # NFS RPCs by operation, all NFS mounts summed: "OP count execute_ms".
-  nfsops() {
-    awk '/^device /{nfs = ($0 ~ / with fstype nfs/)}
-         nfs && /^[ \t]+[A-Z_0-9]+: [0-9]/ {sub(":", "", $1); n[$1] += $2; t[$1] += $9}
-         END {for (k in n) print k, n[k], t[k]}' /proc/self/mountstats | sort
-  }
+""" + NFSOPS + r"""
   opsdiff() {  # BEFORE AFTER -> OP:count:ms,... (ops that ran, most first)
     awk 'NR == FNR {n[$1] = $2; t[$1] = $3; next}
          $2 > n[$1] {print $2 - n[$1], $1 ":" $2 - n[$1] ":" $3 - t[$1]}' "$1" "$2" |
@@ -225,6 +235,30 @@ class Bench:
         return out
 
 
+RPC_COUNTING = "each NFS superblock once"
+
+
+def machine() -> dict[str, Any]:
+    model = next((line.split(":", 1)[1].strip() for line in
+                  Path("/proc/cpuinfo").read_text().splitlines()
+                  if line.startswith("model name")), "?")
+    return {"cpus": os.cpu_count(), "cpu_model": model, "load_average": os.getloadavg()}
+
+
+def versions() -> dict[str, str]:
+    def first_line(argv: list[str]) -> str:
+        done = subprocess.run(argv, capture_output=True, text=True, check=False)
+        return ((done.stdout or done.stderr).strip().splitlines() or ["?"])[0]
+
+    commit = first_line(["git", "-C", str(RESULTS.parent.parent), "rev-parse", "--short",
+                         "HEAD"])
+    return {"oneroot": f"{commit} (Python {platform.python_version()})",
+            "qemu": first_line(["qemu-system-x86_64", "--version"]),
+            "nfs-ganesha": first_line(["dpkg-query", "-W", "-f", "${Version}",
+                                       "nfs-ganesha"]),
+            "dnsmasq": first_line(["dnsmasq", "-v"])}
+
+
 def median(values: list[float]) -> float:
     return round(statistics.median(values), 1)
 
@@ -239,7 +273,8 @@ def main() -> int:
                     help="which DHCP/TFTP servers to boot from [oneroot,dnsmasq]")
     args = ap.parse_args()
     results: dict[str, Any] = {"runs": args.runs, "host": platform.node(),
-                                  "kernel": platform.release()}
+                                  "kernel": platform.release(), "machine": machine(),
+                                  "versions": versions(), "rpc_counting": RPC_COUNTING}
     boot_rows: list[dict[str, Any]] = []
     union_rows: list[dict[str, Any]] = []
     tops: list[dict[str, Any]] = []
@@ -299,10 +334,33 @@ def main() -> int:
     return 0
 
 
+def provenance(results: dict[str, Any]) -> list[str]:
+    """The machine and versions lines of a results file (what the run recorded)."""
+    info = results.get("machine")
+    cpus = (f", {info['cpus']} CPUs ({info['cpu_model']}), load average "
+            f"{[round(x, 2) for x in info['load_average']]} at the start"
+            if info else " (CPUs and load not recorded by this run)")
+    recorded = results.get("versions")
+    return [f"Machine: host {results['host']}, kernel {results['kernel']}{cpus}.",
+            "Versions: " + ("; ".join(f"{k} {v}" for k, v in recorded.items())
+                            if recorded else "not recorded by this run") + ".", ""]
+
+
+def rpc_note(results: dict[str, Any]) -> str:
+    if results.get("rpc_counting") == RPC_COUNTING:
+        return RPC_COUNTING + " (mounts of one export share one set of counters)"
+    return ("**summed over every NFS mount of the node** (this run predates the fix): mounts "
+            "of one export share a superblock and its counters, so an RPC on the image export "
+            "was counted once per mount showing it: judging by READDIR for the same find, "
+            "about 3x in the tmpfs rows and 2x in the fuse rows. Compare counts within a "
+            "row, not with a later run")
+
+
 def write_markdown(results: dict[str, Any], argv: str) -> None:
     lines = ["# Union root: boot time and file-system speed (QEMU TCG, -smp 1 per node)", "",
              "Produced by `flock /tmp/oneroot-qemu.lock .venv/bin/python "
              f"bench/union/bench_union.py {argv}`.".replace(" `.", "`."), ""]
+    lines += provenance(results)
     for part, key in (("boot times", "boot_from"), ("file-system figures", "union_from")):
         if results.get(key) is not None:
             lines += [f"The {part} are from an earlier run: `bench/union/bench_union.py "
@@ -336,9 +394,9 @@ def write_markdown(results: dict[str, Any], argv: str) -> None:
     assert isinstance(union, list)
     if union:
         lines += ["## `find /usr | wc -l` and `cat` of 500 files under /usr/share (ms)", "",
-                  "NFS RPCs during the find: operation:count:execute-ms, all NFS mounts of the "
-                  "node summed (/proc/self/mountstats); fuse CPU: the fuse-overlayfs daemon's "
-                  "user+system time during the find.", "",
+                  "NFS RPCs during the find: operation:count:execute-ms from "
+                  f"/proc/self/mountstats, {rpc_note(results)}; fuse CPU: the fuse-overlayfs "
+                  "daemon's user+system time during the find.", "",
                   "| top | pass | where | find /usr | entries | cat 500 files | fuse CPU | "
                   "NFS RPCs during find |", "|---|---|---|---:|---:|---:|---:|---|"]
         for r in union:

@@ -28,7 +28,7 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from bench_union import PROBE, probe_lines  # noqa: E402
+from bench_union import PROBE, machine, probe_lines, provenance, versions  # noqa: E402
 
 from oneroot.errors import LabError  # noqa: E402
 from oneroot.initramfs.kernel import default_cache_dir  # noqa: E402
@@ -104,7 +104,7 @@ def main() -> int:
         finally:
             c.stop()
     results = {"host": platform.node(), "kernel": platform.release(), "runs": args.runs,
-               "boot": boots, "fs": rows}
+               "machine": machine(), "versions": versions(), "boot": boots, "fs": rows}
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "union-modes.json").write_text(json.dumps(results, indent=2) + "\n")
     write_markdown(results, " ".join(sys.argv[1:]))
@@ -120,9 +120,9 @@ def write_markdown(results: dict[str, Any], argv: str) -> None:
     cmd = ("flock /tmp/oneroot-qemu.lock .venv/bin/python bench/union/server_vs_client.py "
            f"{argv}").strip()
     lines = ["# Union modes side by side: server-side union vs client (fuse top, tmpfs top)",
-             "", f"Produced by `{cmd}` (QEMU TCG, -smp 1, 768 MiB, one node at a time; host "
-             f"kernel {results['kernel']}; nfs-ganesha 4.3 over NFSv4.2). Times in ms, "
-             f"median over {results['runs']} run(s).", "",
+             "", f"Produced by `{cmd}` (QEMU TCG, -smp 1, 768 MiB, one node at a time; "
+             f"nfs-ganesha over NFSv4.2). Times in ms, median over {results['runs']} run(s).",
+             "", *provenance(results),
              "| mode | root | pass | find /usr (ms) | entries | cat 500 files (ms) | "
              "plain NFS find (ms) | plain NFS cat (ms) |",
              "|---|---|---|---:|---:|---:|---:|---:|"]
