@@ -203,6 +203,9 @@ def test_rw_top_runlevels_and_image_exec(cluster: LabCluster, union: str) -> Non
     assert not (image / PACKAGE_FILE).exists()
     image = Path(versions["versions"][-1]["root"])
     assert (image / PACKAGE_FILE).is_file()
+    status = json.loads(oneroot_cli(c, "status", "--json").stdout)
+    assert {(n["image"], n["next_image"]) for n in status["nodes"]} == {
+        (c.image_name, f"{c.image_name}@2")}  # running the image as it was, lab@2 next
     logs = sorted((c.home / "images" / f"{c.image_name}.changes").glob("*.txt"))
     assert logs and f"A /{PACKAGE_FILE}" in logs[-1].read_text()
     assert not (image / "usr/sbin/policy-rc.d").exists()
@@ -222,6 +225,8 @@ def test_rw_top_runlevels_and_image_exec(cluster: LabCluster, union: str) -> Non
     assert q1["persist"] == ["written_on_node01"] and q1["issue"] == ["gone"]
     assert q2["issue"] == ["present"]
     assert q1["tree"] == ["runs"] and q2["tree"] == ["runs"]
+    status = json.loads(oneroot_cli(c, "status", "--json").stdout)
+    assert {n["image"] for n in status["nodes"]} == {f"{c.image_name}@2"}
     if union == "server":
         assert q1["nfs_mounts"] == ["1"] and q1["fuse_procs"] == ["0"]
         assert c.serve_log.read_text().count("nfs.union.boot_remount node=node01") >= 2

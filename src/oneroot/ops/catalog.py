@@ -208,10 +208,13 @@ class BootCatalog:
         for ref in running:
             parsed = _ref_or_none(ref)
             image = c.images.get(parsed.name) if parsed is not None else None
-            if parsed is None or image is None or parsed.version is None:
+            if parsed is None or image is None:
                 continue
-            if any(v.number == parsed.version and v.complete for v in image.all_versions()):
-                wanted.setdefault(ref, image.at(parsed.version))
+            # `NAME` was recorded before the image had versions: it is its version 1
+            number = parsed.version or 1
+            if any(v.number == number and v.complete for v in image.all_versions()):
+                version = image.at(number)
+                wanted.setdefault(version.ref, version)
         if "default" in c.images:
             default = c.images["default"].at(None)
             wanted.setdefault(default.ref, default)

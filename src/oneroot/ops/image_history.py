@@ -107,7 +107,7 @@ def version_uses(cluster: ResolvedCluster, name: str, booted: Mapping[str, str]
     for v in image.all_versions():
         ref = f"{name}@{v.number}"
         runs = tuple(n for n, b in sorted(booted.items()) if n in cluster.nodes and
-                     (b == ref or (b == name and v.number == 1 and not image.versions)))
+                     (b == ref or (b == name and v.number == 1)))
         nexts = tuple(n for n, r in cluster.nodes.items()
                       if r.image.name == name and (r.image.version or 1) == v.number)
         out.append(VersionUse(image=name, version=v, latest=v.number == latest and v.complete,

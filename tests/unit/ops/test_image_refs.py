@@ -96,9 +96,16 @@ def test_exports_are_per_version_and_version_one_keeps_its_name_and_id() -> None
     # a node still running lab@3 (booted before its pin moved) keeps it exported
     running = {e.comment for e in nfs_exports(catalog.cluster_context(running=["lab@3"]))}
     assert "image lab@3" in running
+    # a node that booted the image before it had versions runs its version 1
+    inv3 = make_inventory(nodes=[make_node(1, image="lab@3")], images=[_lab()],
+                          image_root="/srv/images/default")
+    before = {e.comment for e in nfs_exports(BootCatalog(resolve_cluster(inv3))
+                                             .cluster_context(running=["lab"]))}
+    assert {c for c in before if c.startswith("image")} == {
+        "image default", "image lab", "image lab@3"}
     # names that are not complete versions are ignored
     ignored = {e.comment for e in nfs_exports(catalog.cluster_context(
-        running=["lab@9", "nope@1", "bad@@", "lab"]))}
+        running=["lab@9", "nope@1", "bad@@", "nope"]))}
     assert ignored == {e.comment for e in nfs_exports(catalog.cluster_context())}
 
 
