@@ -35,6 +35,7 @@ class ImageVersion:
     state: VersionState = VersionState.COMPLETE
     parent: int | None = None
     command: str = ""  # what made it (the exec's command line, an import, "before versions")
+    changes: str = ""  # the change list it was recorded with (HOME/images/NAME.changes/…)
     created: float = 0.0  # epoch seconds (0: unknown, a version that predates versions)
     init_system: str = "unknown"
     # Boot files the version provides, relative to the boot dir ("": the profile's own).
@@ -74,7 +75,8 @@ def parse_image_ref(text: str) -> ImageRef:
 def version_json(v: ImageVersion) -> dict[str, object]:
     """The stored form (the database's `versions` column, the YAML file, `--json`)."""
     return {"number": v.number, "root": str(v.root), "state": v.state.value,
-            "parent": v.parent, "command": v.command, "created": v.created,
+            "parent": v.parent, "command": v.command, "changes": v.changes,
+            "created": v.created,
             "init_system": v.init_system, "kernel": v.kernel, "initramfs": v.initramfs,
             "size": v.size, "added": v.added}
 
@@ -88,7 +90,8 @@ def version_from_json(data: object) -> ImageVersion:
             number=int(data["number"]), root=PurePosixPath(str(data["root"])),
             state=VersionState(str(data.get("state", "complete"))),
             parent=int(parent) if parent is not None else None,
-            command=str(data.get("command", "")), created=float(data.get("created", 0.0)),
+            command=str(data.get("command", "")), changes=str(data.get("changes", "")),
+            created=float(data.get("created", 0.0)),
             init_system=str(data.get("init_system", "unknown")),
             kernel=str(data.get("kernel", "")), initramfs=str(data.get("initramfs", "")),
             size=int(data.get("size", 0)), added=int(data.get("added", 0)))

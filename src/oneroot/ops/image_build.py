@@ -21,6 +21,7 @@ exported as it is grows one NFS layer per version and needs a flatten anyway.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import errno
 import logging
@@ -58,6 +59,7 @@ from oneroot.ops.image_versions import (
     find_image,
     finish_version,
     image_lock,
+    record_version,
 )
 from oneroot.ops.initramfs_build import build_boot_initramfs
 
@@ -278,6 +280,9 @@ def exec_new_version(store: InventoryStore, paths: Paths, name: str, command: Se
         version=done.number if done is not None else None, parent=parent.number)
     if record:
         result = record_changes(paths.home, result)
+        if done is not None:
+            record_version(store, name, dataclasses.replace(done,
+                                                            changes=str(result.log_path)))
     log.info("image_build.done image=%s rc=%d version=%s seconds=%.1f", name, rc,
              result.version, result.seconds)
     return result

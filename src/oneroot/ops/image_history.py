@@ -72,7 +72,8 @@ class VersionUse:
     def as_json(self) -> dict[str, object]:
         v = self.version
         return {"version": v.number, "ref": self.ref, "state": v.state.value,
-                "parent": v.parent, "command": v.command, "created": v.created or None,
+                "parent": v.parent, "command": v.command, "changes": v.changes or None,
+                "created": v.created or None,
                 "size": v.size, "added": v.added, "root": str(v.root),
                 "kernel": v.kernel or None, "initramfs": v.initramfs or None,
                 "latest": self.latest, "runs": list(self.runs),

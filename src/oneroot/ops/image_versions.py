@@ -77,6 +77,11 @@ def image_lock(paths: Paths, name: str) -> Iterator[None]:
         yield
 
 
+def record_version(store: InventoryStore, name: str, version: ImageVersion) -> ImageVersion:
+    """Store `version` as it is now (e.g. with its change list), replacing its record."""
+    return _with_version(store, name, version)
+
+
 def _with_version(store: InventoryStore, name: str, version: ImageVersion) -> ImageVersion:
     """Record `version` (add or replace by number) in image `name`; returns it."""
     inv = store.load()

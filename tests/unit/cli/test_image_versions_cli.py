@@ -81,6 +81,7 @@ def test_exec_makes_versions_that_are_listed_diffed_pinned_and_collected(
     assert [(v["ref"], v["latest"], v["boots_next"]) for v in versions] == [
         ("lab@1", False, []), ("lab@2", True, ["node01"])]
     assert versions[1]["parent"] == 1 and str(versions[1]["command"]).startswith("/bin/busybox")
+    assert "A /etc/new" in Path(str(versions[1]["changes"])).read_text()
     table = ok(home, "image", "versions", "lab", capsys=capsys)
     assert "lab@2 (latest)" in table and "node01" in table
 
