@@ -120,13 +120,17 @@ def image_create(state: State, name: str, suite: str, init_system: str,
 @json_option
 @pass_state
 def image_list(state: State, as_json: bool) -> None:
-    images = sorted(state.load().images.values(), key=lambda i: i.name)
+    """Images, each as `image=NAME` boots it: its latest version's root (see `image
+    versions NAME`)."""
+    images = [i.at(None) for i in sorted(state.load().images.values(), key=lambda i: i.name)]
     if as_json:
         emit_json([{"name": i.name, "root": str(i.root), "init_system": str(i.init_system),
-                    "description": i.description} for i in images])
+                    "description": i.description,
+                    **({"latest": i.ref} if i.versions else {})} for i in images])
         return
     table(None, ["image", "root", "init", "description"],
-          [(i.name, i.root, i.init_system, i.description) for i in images])
+          [(i.ref if i.versions else i.name, i.root, i.init_system, i.description)
+           for i in images])
 
 
 @image.command("exec", context_settings={"ignore_unknown_options": True})

@@ -82,6 +82,10 @@ def test_exec_makes_versions_that_are_listed_diffed_pinned_and_collected(
         ("lab@1", False, []), ("lab@2", True, ["node01"])]
     assert versions[1]["parent"] == 1 and str(versions[1]["command"]).startswith("/bin/busybox")
     assert "A /etc/new" in Path(str(versions[1]["changes"])).read_text()
+    listed = {i["name"]: i for i in json.loads(ok(home, "image", "list", "--json",
+                                                 capsys=capsys))}
+    assert listed["lab"]["latest"] == "lab@2" and "latest" not in listed["default"]
+    assert listed["lab"]["root"] == str(home / "images/lab.versions/2")
     table = ok(home, "image", "versions", "lab", capsys=capsys)
     assert "lab@2 (latest)" in table and "node01" in table
 
