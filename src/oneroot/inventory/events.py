@@ -142,16 +142,6 @@ class EventStore:
         rows = self._conn.execute("SELECT node, image FROM node_image")
         return {n: i for n, i in rows}
 
-    def forget_booted(self, node: str) -> None:
-        """A node removed from the inventory runs nothing any more."""
-        self._conn.begin()
-        try:
-            self._conn.execute("DELETE FROM node_image WHERE node=?", (node,))
-            self._conn.execute("COMMIT")
-        except BaseException:
-            self._conn.execute("ROLLBACK")
-            raise
-
     def status(self) -> dict[str, NodeStatus]:
         rows = self._conn.execute("SELECT node, stage, time, peer, detail FROM node_status")
         return {n: NodeStatus(node=n, stage=s, time=t, peer=p, detail=json.loads(d))
