@@ -236,9 +236,15 @@ def run_in_overlay(lower: Path, build: Path, command: Sequence[str], *,
     upper, work, merged = build / "upper", build / "work", build / "merged"
     for d in (upper, work, merged):
         d.mkdir(parents=True)
-    _mount("-t", "overlay", "overlay", "-o",
-           f"lowerdir={_overlay_option(lower)},upperdir={_overlay_option(upper)},"
-           f"workdir={_overlay_option(work)}", str(merged))
+    try:
+        _mount("-t", "overlay", "overlay", "-o",
+               f"lowerdir={_overlay_option(lower)},upperdir={_overlay_option(upper)},"
+               f"workdir={_overlay_option(work)}", str(merged))
+    except ExternalToolError as exc:
+        raise ExternalToolError(
+            exc.message, hint="the command runs in an overlayfs over the image: the image and "
+            f"{build.parent} must be on a local filesystem (ext4, xfs, btrfs; not NFS or an "
+            "overlayfs), and oneroot runs as root; `dmesg | tail` says why") from None
     try:
         with chroot_ready(merged):
             return subprocess.run([chroot, str(merged), *command], env=CHROOT_ENV).returncode

@@ -12,7 +12,7 @@ from pathlib import Path, PurePosixPath
 
 import pytest
 
-from oneroot.errors import ConfigError
+from oneroot.errors import ConfigError, ExternalToolError
 from oneroot.initramfs.kernel import default_cache_dir, fetch_kernel
 from oneroot.inventory.sqlstore import SqlInventory
 from oneroot.model import Image, InitSystem, Settings, resolve_cluster
@@ -187,3 +187,27 @@ def test_a_version_with_a_kernel_carries_its_own_boot_files(
     gc_image(store, paths, "lab", {}, now=time.time(), grace=0, apply=True)
     assert [v.number for v in store.load().images["lab"].all_versions()] == [3]
     assert (boot_dir / v3.kernel).is_file()
+
+
+def test_an_overlay_the_kernel_refuses_is_one_error_with_a_hint(tmp_path: Path) -> None:
+    """oneroot's home on an overlayfs (a container's root): overlayfs refuses an upper dir
+    there; the exec says why, and leaves no version."""
+    for d in ("l", "u", "w", "ovl"):
+        (tmp_path / d).mkdir()
+    subprocess.run(["mount", "-t", "overlay", "overlay", "-o",
+                    f"lowerdir={tmp_path}/l,upperdir={tmp_path}/u,workdir={tmp_path}/w",
+                    str(tmp_path / "ovl")], check=True)
+    try:
+        paths = Paths(home=tmp_path / "ovl/home")
+        root = _parent(paths.home / "images" / "lab")
+        store = SqlInventory(tmp_path / "inventory.db")
+        store.apply(plan(Inventory(), make_inventory(
+            nodes=0, image_root=str(tmp_path / "d"),
+            images=[Image(name="lab", root=PurePosixPath(root))])))
+        with pytest.raises(ExternalToolError) as info:
+            exec_new_version(store, paths, "lab", ["true"], chroot=_fake_chroot(tmp_path))
+        assert "local filesystem" in (info.value.hint or "")
+        assert [v.number for v in store.load().images["lab"].all_versions()] == [1]
+        assert sorted(p.name for p in versions_dir(paths, "lab").iterdir()) == [".lock"]
+    finally:
+        subprocess.run(["umount", str(tmp_path / "ovl")], check=True)
