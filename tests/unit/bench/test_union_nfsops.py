@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import importlib.util
 import subprocess
-import sys
 from pathlib import Path
 
 UNION = Path(__file__).resolve().parents[3] / "bench" / "union"
@@ -37,7 +36,6 @@ MOUNTSTATS = ("device proc mounted on /proc with fstype proc\n"
 
 
 def _nfsops_shell() -> str:
-    sys.path.insert(0, str(UNION))
     spec = importlib.util.spec_from_file_location("bench_union", UNION / "bench_union.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
