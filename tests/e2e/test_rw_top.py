@@ -201,7 +201,7 @@ def test_rw_top_runlevels_and_image_exec(cluster: LabCluster, union: str) -> Non
     assert [v["ref"] for v in versions["versions"]] == [f"{c.image_name}@1",
                                                          f"{c.image_name}@2"]
     assert not (image / PACKAGE_FILE).exists()
-    image = Path(versions["versions"][-1]["root"])
+    old_root, image = image, Path(versions["versions"][-1]["root"])
     assert (image / PACKAGE_FILE).is_file()
     status = json.loads(oneroot_cli(c, "status", "--json").stdout)
     assert {(n["image"], n["next_image"]) for n in status["nodes"]} == {
@@ -213,7 +213,10 @@ def test_rw_top_runlevels_and_image_exec(cluster: LabCluster, union: str) -> Non
                    for line in Path("/proc/self/mounts").read_text().splitlines())
 
     # Round 2: the reboot keeps node01's state, shows the server's edit, and the package.
-    (image / "etc/oneroot-e2e-round").write_text("2\n")
+    # A version is immutable and shares unchanged files' inodes with its parent: replace the
+    # file (a new inode), never write into it, or lab@1 would change too.
+    (image / "etc/.oneroot-e2e-round.new").write_text("2\n")
+    os.replace(image / "etc/.oneroot-e2e-round.new", image / "etc/oneroot-e2e-round")
     c.boot("node01")
     c.boot("node02")
     q1 = wait_probe(c, "node01", timeout=BOOT_TIMEOUT)
@@ -225,6 +228,7 @@ def test_rw_top_runlevels_and_image_exec(cluster: LabCluster, union: str) -> Non
     assert q1["persist"] == ["written_on_node01"] and q1["issue"] == ["gone"]
     assert q2["issue"] == ["present"]
     assert q1["tree"] == ["runs"] and q2["tree"] == ["runs"]
+    assert (old_root / "etc/oneroot-e2e-round").read_text() == "1\n"  # lab@1 unchanged
     status = json.loads(oneroot_cli(c, "status", "--json").stdout)
     assert {n["image"] for n in status["nodes"]} == {f"{c.image_name}@2"}
     if union == "server":
