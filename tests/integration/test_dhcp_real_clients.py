@@ -371,3 +371,31 @@ def test_lease_survives_kill_9(link: Link, tmp_path: Path, hook: Path, busybox: 
         assert {str(c.mac) for c in store.unknown_clients()} == {mac_a, mac_b}
     finally:
         store.close()
+
+
+def test_unknown_client_seen_only_by_discover_is_written(link: Link, tmp_path: Path) -> None:
+    """No reply waits for an unknown client's record, so it rides with the next lease write;
+    a client that only ever sends DISCOVER is written by the flush timer (~1 s)."""
+    from oneroot.inventory.leases import LeaseStore
+
+    db = tmp_path / "lazy.db"
+    srv = Server(link, tmp_path, pool=("10.77.0.100", "10.77.0.120"), db=db)
+    try:
+        # the first datagram after start also stages the retention pass, which is written
+        # at once: only a later client's record depends on the timer
+        crafted(link, {53: b"\x01"}, mac="52:54:00:77:00:98", wait=0.3)
+        replies = crafted(link, {53: b"\x01"}, mac=STRANGER_MAC, wait=0.3)
+        assert [parse_packet(data).message_type for _, data in replies] == [MessageType.OFFER]
+        deadline = time.monotonic() + 5
+        seen: set[str] = set()
+        while time.monotonic() < deadline and STRANGER_MAC not in seen:
+            store = LeaseStore(db)  # another process's view: only what was written
+            try:
+                seen = {str(client.mac) for client in store.unknown_clients()}
+            finally:
+                store.close()
+            time.sleep(0.2)
+        assert STRANGER_MAC in seen
+        assert srv.proc.poll() is None
+    finally:
+        srv.kill()

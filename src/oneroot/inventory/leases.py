@@ -124,6 +124,8 @@ class LeaseStore:
         self._by_address: dict[IPv4Address, Lease] = {}
         self._declined: dict[IPv4Address, float] = {}
         self._pending: list[Statement] = []
+        # Records no reply waits for (unknown clients seen): written with the next group
+        self._lazy: list[Statement] = []
         self._load()
 
     def _load(self) -> None:
@@ -196,13 +198,14 @@ class LeaseStore:
 
     def record_unknown(self, client: UnknownClient, now: float, *,
                        vendor_class_text: int = 128) -> None:
-        """Remember a client no node has (staged; committed with the next commit). Its vendor
-        class, which the client chooses, is cut to `vendor_class_text` characters."""
+        """Remember a client no node has (staged; committed with the next commit, but no
+        reply waits for it: see `leases_dirty`). Its vendor class, which the client chooses,
+        is cut to `vendor_class_text` characters."""
         vendor = client.vendor_class
         if vendor is not None and len(vendor) > vendor_class_text:
             vendor = vendor[:vendor_class_text]
-        self._pending.append((_UPSERT_UNKNOWN, (_mac_text(client.mac), now, now, client.arch,
-                                                vendor)))
+        self._lazy.append((_UPSERT_UNKNOWN, (_mac_text(client.mac), now, now, client.arch,
+                                             vendor)))
 
     def prune(self, now: float, *, unknown_kept: int, unknown_max_age: float,
               declined_kept: int) -> None:
@@ -230,16 +233,25 @@ class LeaseStore:
     @property
     def dirty(self) -> bool:
         """Changes are staged that are not written yet."""
+        return bool(self._pending or self._lazy)
+
+    @property
+    def leases_dirty(self) -> bool:
+        """Lease changes (not only unknown clients seen) are staged: a reply may wait for
+        them."""
         return bool(self._pending)
 
     def commit(self) -> None:
         """Write every staged change in one transaction."""
-        if self._pending:
+        if self._pending or self._lazy:
             self.write(self.take_pending())
 
     def take_pending(self) -> list[Statement]:
         """The staged statements, for `write()`; the store starts a new group."""
         pending, self._pending = self._pending, []
+        if self._lazy:
+            pending += self._lazy
+            self._lazy = []
         return pending
 
     def write(self, statements: list[Statement]) -> None:
@@ -272,6 +284,7 @@ class LeaseStore:
     def rollback(self) -> None:
         """Drop the staged changes, and reload the view from the database."""
         self._pending = []
+        self._lazy = []
         self._by_mac.clear()
         self._by_address.clear()
         self._declined.clear()

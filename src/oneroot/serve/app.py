@@ -20,7 +20,7 @@ from typing import Any
 from oneroot.errors import OnerootError
 from oneroot.inventory import database
 from oneroot.inventory.events import EventStore
-from oneroot.inventory.leases import LeaseStore
+from oneroot.inventory.leases import LeaseStore, Synchronous
 from oneroot.model.cluster import NfsServerKind
 from oneroot.model.events import BOOT_IMAGE, BootEvent
 from oneroot.model.inventory import Inventory
@@ -73,6 +73,9 @@ class ServeOptions:
     tftp_port: int = 69
     http_port: int | None = None
     dhcp_port: int = 67
+    # SQLite leases: NORMAL writes each group to the WAL (the OS) before its ACKs leave, as
+    # Kea's memfile writes its CSV; FULL fsyncs it too.
+    lease_sync: Synchronous = "NORMAL"
     reload_interval: float = 1.0
     # Pin each node's address to its MACs on the settings' interface (nftables + permanent
     # neighbour entries); only when serve owns that interface (DHCP or NFS on it).
@@ -177,7 +180,8 @@ async def serve(paths: Paths, options: ServeOptions = ServeOptions(),
     closers: list[Callable[[], Awaitable[None] | None]] = [board.close]
     leases: LeaseStore | None = None
     if options.dhcp:
-        leases = LeaseStore(database.locate(paths, paths.leases_db))
+        leases = LeaseStore(database.locate(paths, paths.leases_db),
+                            synchronous=options.lease_sync)
         jobs.append(_dhcp_service(holder, options, leases, recorder, health).run)
     if options.tftp:
         await _start_tftp(holder, options, IPv4Address(bind), boot_dir, recorder, jobs, closers)

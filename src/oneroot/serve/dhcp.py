@@ -3,8 +3,9 @@
 Each time a socket is readable it is drained (up to `_BATCH_LIMIT` datagrams) in one loop
 callback, without a queue or a task switch: each datagram is decided and its reply encoded; the
 lease changes of the batch are then written in one transaction (group commit) and only after
-that are the replies that carry them sent, so no ACK leaves before its lease is on disk.
-Replies whose decision changed nothing (an OFFER to a known node, a NAK) are sent at once.
+that are the replies that carry them sent, so no ACK leaves before its lease is written.
+Replies whose decision changed nothing (an OFFER, a NAK) are sent at once. An unknown client's
+record holds no reply: it goes with the next lease write, or after `_LAZY_FLUSH` seconds.
 
 DHCPDECLINE deletes a lease, so it is taken only from its holder: a direct one is read from a
 packet socket (`dhcp_link`), which tells the frame's Ethernet source, and a relayed one from
@@ -13,10 +14,13 @@ disk) is logged as an error and counted in `health`; the ACKs of inventory nodes
 addresses are fixed, still go out, while pool clients' ACKs wait for a write that succeeds.
 Unknown clients and quarantined addresses are pruned every `limits.prune_interval`.
 
-At synchronous=NORMAL the write (a WAL append) runs inline. At synchronous=FULL it fsyncs, so it
-runs in a worker thread; batches that arrive meanwhile are decided and staged, and their changes
-go together in the next write (pipelined group commit). WAL checkpoints, which fsync at either
-level, run in a worker thread too.
+At synchronous=NORMAL the write (a WAL append: the lease reaches the OS before its ACK, as
+Kea's memfile does) runs inline. At synchronous=FULL it fsyncs, so it runs in a worker thread;
+batches that arrive meanwhile are decided and staged, and their changes go together in the next
+write (pipelined group commit). WAL checkpoints, which fsync at either level, run in a worker
+thread too. (Writing and sending in a thread at NORMAL too, to overlap the kernel's delivery of
+each broadcast with the loop's deciding, was measured slower on a loaded 2-CPU machine: the GIL
+hand-offs cost more than the overlap gained; see docs/notes.)
 """
 
 from __future__ import annotations
@@ -53,6 +57,7 @@ _BATCH_LIMIT = 256  # datagrams read per readiness callback
 _HELD_LIMIT = 4096  # replies waiting for a write; beyond that reading pauses (the kernel queues)
 _BACKLOG_LIMIT = 4096  # replies waiting for socket buffer space; beyond that they are dropped
 _CHECKPOINT_EVERY = 256  # commits between WAL checkpoints
+_LAZY_FLUSH = 1.0  # seconds a record no reply waits for may wait for the next write
 _MAX_DATAGRAM = 65536
 _RECEIVE_BUFFER = 4 * 1024 * 1024
 _SEND_BUFFER = 1024 * 1024
@@ -135,6 +140,7 @@ class DhcpService:
         self._reading = False
         self._held: list[_Reply] = []  # replies whose lease changes are not written yet
         self._writing: asyncio.Future[None] | None = None  # a write in a worker thread
+        self._flush_timer: asyncio.TimerHandle | None = None
         self._checkpointing: asyncio.Future[None] | None = None
         self._commits = 0
         self._backlog: dict[int, deque[tuple[bytes, tuple[str, int]]]] = {}
@@ -164,6 +170,9 @@ class DhcpService:
 
     def close(self) -> None:
         self._pause_reading()
+        if self._flush_timer is not None:
+            self._flush_timer.cancel()  # the store's close() writes what is staged
+            self._flush_timer = None
         if self._link is not None:
             self._link.close()
             self._link = None
@@ -225,7 +234,7 @@ class DhcpService:
             except Exception as exc:  # the per-datagram guard
                 self._log_drop(datagram.source, exc)
         if self.leases.dirty:
-            self._commit()
+            self._commit(flush=True)
 
     def _readable(self, sock: socket.socket, port: int) -> None:
         batch: list[tuple[bytes, tuple[str, int]]] = []
@@ -260,8 +269,23 @@ class DhcpService:
             self.leases.prune(now, unknown_kept=limits.unknown_clients_kept,
                               unknown_max_age=limits.unknown_clients_max_age,
                               declined_kept=limits.declined_kept)
-        if held or self.leases.dirty:
+        self._commit_or_flush_later()
+
+    def _commit_or_flush_later(self) -> None:
+        """Write now what replies wait for; what none waits for (unknown clients seen) goes
+        with the next write, or after `_LAZY_FLUSH` seconds."""
+        if self._held or self.leases.leases_dirty:
             self._commit()
+        if self.leases.dirty and self._flush_timer is None and self._loop is not None \
+                and self._sockets:
+            self._flush_timer = self._loop.call_later(_LAZY_FLUSH, self._flush_lazy)
+
+    def _flush_lazy(self) -> None:
+        self._flush_timer = None
+        if self.leases.dirty:
+            self._commit(flush=True)
+            if self._writing is not None:  # busy: come back after that write
+                self._commit_or_flush_later()
 
     def _decide(self, data: bytes, addr: tuple[str, int], port: int, now: float,
                 frame_source: MacAddress | None = None) -> tuple[_Reply | None, bool]:
@@ -274,17 +298,16 @@ class DhcpService:
         decision = respond(request, now=now, config=self.network, lookup=self.lookup,
                            leases=self.leases, port=port, source=self._peer(addr),
                            is_reserved=self.is_reserved, frame_source=frame_source)
-        if request.message_type is MessageType.DECLINE:
+        if decline:
             log.warning("dhcp.decline mac=%s frame_source=%s result=%s", request.mac,
                         frame_source or "-", decision.reason)
         holds = False
         if decision.lease_change is not None:
             self.leases.stage(decision.lease_change)
             holds = True
-        if decision.unknown_client is not None:
+        if decision.unknown_client is not None:  # written with the next group: no reply waits
             self.leases.record_unknown(decision.unknown_client, now,
                                        vendor_class_text=self.limits.vendor_class_text)
-            holds = True
         reply, destination = decision.reply, decision.destination
         if reply is None or destination is None:
             if log.isEnabledFor(logging.DEBUG):
@@ -317,18 +340,19 @@ class DhcpService:
 
     # --- writing the leases, then sending what waited for them ---
 
-    def _commit(self) -> None:
+    def _commit(self, *, flush: bool = False) -> None:
         """Write the staged changes, then send the held replies. One write at a time: while a
-        worker thread writes, new changes wait and go together in the next write."""
+        worker thread writes, new changes wait and go together in the next write. Records no
+        reply waits for are written only along with lease changes, or on `flush`."""
         if self._writing is not None:
             if len(self._held) >= _HELD_LIMIT:
                 self._pause_reading()
             return
-        statements = self.leases.take_pending()
         replies, self._held = self._held, []
-        if not statements:  # only in-memory changes (offers): nothing to wait for
-            self._send_all(replies)
+        if not (self.leases.leases_dirty or (flush and self.leases.dirty)):
+            self._send_all(replies)  # only in-memory changes (offers): nothing to wait for
             return
+        statements = self.leases.take_pending()
         if self.leases.synchronous == "FULL":  # an fsync: keep it off the loop
             assert self._loop is not None
             writing = self._loop.run_in_executor(None, self.leases.write, statements)
@@ -352,8 +376,7 @@ class DhcpService:
         else:
             self._committed(replies)
         self._resume_reading()
-        if self._held or self.leases.dirty:
-            self._commit()
+        self._commit_or_flush_later()
 
     def _committed(self, replies: list[_Reply]) -> None:
         self._send_all(replies)
@@ -427,11 +450,11 @@ class DhcpService:
             event = reply.event
             if event is None:
                 return
-            log.info("%s mac=%s ip=%s node=%s file=%s", event.kind, event.mac, event.address,
+            mac = event.mac.packed.hex(":")
+            log.info("%s mac=%s ip=%s node=%s file=%s", event.kind, mac, event.address,
                      event.node or "-", event.file or "-")
             self.on_event(BootEvent(time=reply.received, kind=event.kind, node=event.node,
-                                    mac=event.mac.packed.hex(":"), peer=event.address,
-                                    file=event.file))
+                                    mac=mac, peer=event.address, file=event.file))
         except Exception as exc:  # the per-datagram guard, for the sending half
             self._log_drop(reply.address, exc)
 

@@ -16,11 +16,15 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address
 
 from oneroot.net import MacAddress
+from oneroot.proto.dhcp import MessageType, OptionCode
 
 ETH_P_IP = 0x0800
 PACKET_OUTGOING = 4  # sockaddr_ll.sll_pkttype of frames this host sent
 _SO_ATTACH_FILTER = getattr(socket, "SO_ATTACH_FILTER", 26)
-_DECLINE_OPTION = b"\x35\x01\x04"  # option 53 (message type), length 1, DHCPDECLINE
+_MESSAGE_TYPE = OptionCode.MESSAGE_TYPE
+_DECLINE = MessageType.DECLINE
+_DECLINE_OPTION = bytes((_MESSAGE_TYPE, 1, _DECLINE))  # option 53, length 1, DHCPDECLINE
+_FIRST_OPTION = 240  # in the DHCP message: after the 236-byte BOOTP header and the cookie
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -32,16 +36,23 @@ class LinkDatagram:
 
 def _udp_port_filter(port: int) -> bytes:
     """Classic BPF, from the IP header on (SOCK_DGRAM): IPv4 UDP, first fragment only,
-    destination `port`."""
+    destination `port`, and not a DHCP message whose first option says it is no DECLINE.
+    Clients put option 53 first, so every DISCOVER and REQUEST stays in the kernel (the UDP
+    socket serves them) instead of waking this socket too; a DECLINE, or a message that
+    starts with another option, comes up and `may_be_decline` looks at it."""
     program = [
         (0x30, 0, 0, 9),  # ldb [9]: IP protocol
-        (0x15, 0, 5, socket.IPPROTO_UDP),  # jeq UDP, else drop
+        (0x15, 0, 9, socket.IPPROTO_UDP),  # jeq UDP, else drop
         (0x28, 0, 0, 6),  # ldh [6]: flags and fragment offset
-        (0x45, 3, 0, 0x1FFF),  # jset fragment offset: drop
+        (0x45, 7, 0, 0x1FFF),  # jset fragment offset: drop
         (0xB1, 0, 0, 0),  # ldxb 4*([0]&0xf): IP header length
         (0x48, 0, 0, 2),  # ldh [x+2]: UDP destination port
-        (0x15, 1, 0, port),  # jeq port: accept
-        (0x06, 0, 0, 0),  # ret 0: drop
+        (0x15, 0, 4, port),  # jeq port, else drop
+        (0x50, 0, 0, 8 + _FIRST_OPTION),  # ldb [x+248]: the first option's code
+        (0x15, 0, 3, _MESSAGE_TYPE),  # jeq 53, else accept (userspace looks further)
+        (0x50, 0, 0, 8 + _FIRST_OPTION + 2),  # ldb [x+250]: the message type
+        (0x15, 1, 0, _DECLINE),  # jeq DECLINE: accept
+        (0x06, 0, 0, 0),  # ret 0: drop (a packet too short to load from is dropped too)
         (0x06, 0, 0, 0x40000),  # ret: accept the whole frame
     ]
     return b"".join(struct.pack("HBBI", *insn) for insn in program)
@@ -89,4 +100,4 @@ def parse_link_datagram(frame: bytes, address: tuple[object, ...], port: int
 
 def may_be_decline(payload: bytes) -> bool:
     """A cheap test before parsing: a DHCPDECLINE carries option 53 as 35 01 04."""
-    return _DECLINE_OPTION in payload[240:]
+    return _DECLINE_OPTION in payload[_FIRST_OPTION:]

@@ -185,3 +185,20 @@ def test_times_keep_their_fraction(store_at: StoreAt) -> None:
     lease = again.lease_for_mac(A)
     assert lease is not None and lease.expires == 1_790_000_000.25
     again.close()
+
+
+def test_unknown_clients_wait_for_the_next_write(store_at: StoreAt) -> None:
+    """An unknown client's record holds no reply: it is staged apart from lease changes (the
+    service writes it with the next group) and still goes out with take_pending/commit."""
+    store = LeaseStore(store_at("leases"), synchronous="NORMAL")
+    store.record_unknown(UnknownClient(mac=A, arch=None, vendor_class=None), 1.0)
+    assert store.dirty and not store.leases_dirty
+    store.stage(bind(B, Y))
+    assert store.leases_dirty
+    statements = store.take_pending()
+    assert len(statements) == 2 and not store.dirty
+    store.write(statements)
+    assert [c.mac for c in LeaseStore(store_at("leases")).unknown_clients()] == [A]
+    store.record_unknown(UnknownClient(mac=B, arch=None, vendor_class=None), 2.0)
+    store.close()  # written at close too
+    assert {c.mac for c in LeaseStore(store_at("leases")).unknown_clients()} == {A, B}
