@@ -54,6 +54,7 @@ from oneroot.proto.tftp import (
     blksize_for_mtu,
     parse_packet,
 )
+from oneroot.serve.tftp_lockstep import LockstepSession
 
 __all__ = [
     "MAX_NAME_BYTES",
@@ -219,6 +220,7 @@ class TftpService:
         max_retries: int = 5,
         max_interval: float = 8.0,
         max_option_timeout: int = 5,
+        lockstep_threads: int = 4,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.bind = IPv4Address(bind)
@@ -238,9 +240,13 @@ class TftpService:
             max_option_timeout=max_option_timeout,
         )
         self._clock = clock
+        # lock-step transfers run in threads of their own, this many at once (tftp_lockstep)
+        self.lockstep_threads = lockstep_threads
+        self._lockstep: set[LockstepSession] = set()
         self.stats = TftpServiceStats()
         self._transport: asyncio.DatagramTransport | None = None
-        self._sessions: dict[tuple[str, int], _Session | None] = {}  # None: endpoint coming up
+        # None: endpoint coming up
+        self._sessions: dict[tuple[str, int], _Session | LockstepSession | None] = {}
         self._per_client: dict[str, int] = {}  # sessions per client IP (its ports vary)
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed = asyncio.Event()
@@ -363,6 +369,9 @@ class TftpService:
         loop = asyncio.get_running_loop()
         try:
             transfer = ReadTransfer(source, request, self.config, now=loop.time())
+            if transfer.stats.windowsize == 1 and len(self._lockstep) < self.lockstep_threads:
+                self._start_lockstep(transfer, name, addr)
+                return
             session = _Session(self, transfer, name, addr)
             await loop.create_datagram_endpoint(
                 lambda: session, local_addr=(str(self.bind), 0), remote_addr=addr
@@ -377,6 +386,24 @@ class TftpService:
         self.stats.active += 1
         session.drain()
 
+    def _start_lockstep(self, transfer: ReadTransfer, name: str, addr: tuple[str, int]) -> None:
+        def outcome(session: LockstepSession, result: Finished | Failed) -> None:
+            if isinstance(result, Finished):
+                self._transfer_done(session, result.stats)
+            else:
+                self._transfer_failed(session, result.error_code, result.message, result.stats)
+
+        def bad_datagram() -> None:
+            self.stats.bad_datagrams += 1
+
+        session = LockstepSession(transfer, name, addr, bind=self.bind, on_outcome=outcome,
+                                  on_ended=self._session_ended, on_bad_datagram=bad_datagram)
+        self._sessions[addr] = session
+        self._lockstep.add(session)
+        self.stats.transfers += 1
+        self.stats.active += 1
+        session.start()
+
     def _refuse(self, addr: tuple[str, int], name: str, code: ErrorCode, message: str) -> None:
         self.stats.refused += 1
         if self._transport is not None:
@@ -385,7 +412,8 @@ class TftpService:
 
     # -- session outcomes -------------------------------------------------------------------
 
-    def _session_ended(self, session: _Session) -> None:
+    def _session_ended(self, session: _Session | LockstepSession) -> None:
+        self._lockstep.discard(session)
         if self._sessions.get(session.peer) is session:
             self._close(session.peer)
         self.stats.active -= 1
@@ -400,7 +428,7 @@ class TftpService:
         if left > 0:
             self._per_client[addr[0]] = left
 
-    def _transfer_done(self, session: _Session, stats: TransferStats) -> None:
+    def _transfer_done(self, session: _Session | LockstepSession, stats: TransferStats) -> None:
         self.stats.completed += 1
         self._count(stats)
         peer = session.peer
@@ -415,7 +443,7 @@ class TftpService:
             bytes=stats.bytes, duration=stats.duration, detail=_detail(stats),
         ))
 
-    def _transfer_failed(self, session: _Session, code: int, message: str,
+    def _transfer_failed(self, session: _Session | LockstepSession, code: int, message: str,
                          stats: TransferStats) -> None:
         self.stats.failed += 1
         self._count(stats)

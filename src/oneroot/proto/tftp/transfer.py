@@ -212,6 +212,31 @@ class ReadTransfer:
                 self._fail(ErrorCode.ILLEGAL_OPERATION,
                            f"unexpected {type(packet).__name__} during a read", now=now)
 
+    def lockstep_ack(self, data: bytes, *, now: float) -> bytes | None:
+        """The lock-step fast path: when `data` is the ACK of the newest block of a windowsize-1
+        transfer that has more to send, the next DATA datagram, with the deadline re-armed
+        (`deadline`), exactly as `datagram_received` would but without queueing actions.
+        None: nothing was done; feed `data` to `datagram_received` instead."""
+        sent = self._sent
+        if (len(data) != 4 or data[0] != 0 or data[1] != _ACK_OPCODE
+                or self._state is not _State.SENDING or self._windowsize != 1
+                or self._last is not None or self._actions
+                or (data[2] << 8) | data[3] != sent & 0xFFFF or sent == self._acked):
+            return None
+        self._window.popleft()
+        self._acked = sent
+        self._retries = 0
+        datagram = self._read_block(now)
+        if datagram is None:  # a read error: the failure is queued
+            return None
+        self._deadline = now + self._timeout  # no retries pending: `_arm`'s interval
+        return datagram
+
+    @property
+    def deadline(self) -> float:
+        """When the retransmit timer fires (the last SetTimer's deadline)."""
+        return self._deadline
+
     def timer_expired(self, *, now: float) -> None:
         if self._state is _State.DONE or now < self._deadline:
             return  # a stale timer: progress moved the deadline on
@@ -304,23 +329,31 @@ class ReadTransfer:
 
     def _fill(self, now: float) -> None:
         """Send new blocks until the window is full or the last block is out, then arm."""
-        window, actions = self._window, self._actions
-        blksize = self._blksize
+        actions = self._actions
         limit = self._acked + self._windowsize
         while self._sent < limit and self._last is None:
-            try:
-                chunk = self._source.read(blksize)
-            except OSError as exc:
-                self._fail(ErrorCode.NOT_DEFINED, f"read error: {exc.strerror or exc}", now=now)
+            datagram = self._read_block(now)
+            if datagram is None:
                 return
-            self._sent += 1
-            self._bytes += len(chunk)
-            datagram = b"".join((_DATA_OPCODE, (self._sent & 0xFFFF).to_bytes(2, "big"), chunk))
-            window.append(datagram)
             actions.append(SendDatagram(datagram))
-            if len(chunk) < blksize:
-                self._last = self._sent
         self._arm(now)
+
+    def _read_block(self, now: float) -> bytes | None:
+        """Read the next block into the window and return its DATA datagram; None after a read
+        error (the transfer has failed)."""
+        blksize = self._blksize
+        try:
+            chunk = self._source.read(blksize)
+        except OSError as exc:
+            self._fail(ErrorCode.NOT_DEFINED, f"read error: {exc.strerror or exc}", now=now)
+            return None
+        self._sent += 1
+        self._bytes += len(chunk)
+        datagram = b"".join((_DATA_OPCODE, (self._sent & 0xFFFF).to_bytes(2, "big"), chunk))
+        self._window.append(datagram)
+        if len(chunk) < blksize:
+            self._last = self._sent
+        return datagram
 
     def _peer_error(self, code: int, message: str, now: float) -> None:
         self._end(now)

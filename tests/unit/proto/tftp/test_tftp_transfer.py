@@ -455,3 +455,36 @@ def test_netascii_large_random_text() -> None:
     text = bytes(rng.choice(b"ab\r\n") for _ in range(50_000))
     t = ReadTransfer(BytesSource(text), rrq(mode="netascii", windowsize=5), CONFIG, now=0.0)
     assert download(t, expect_oack=True) == to_netascii(text)
+
+
+@pytest.mark.parametrize("options", [{}, {"blksize": 512, "tsize": 0}, {"windowsize": 4}])
+def test_lockstep_ack_sends_what_the_general_path_sends(options: dict[str, int]) -> None:
+    """`lockstep_ack` (the lock-step fast path) and `datagram_received` + `next_action` give the
+    same datagrams, deadlines and stats; anything the fast
+    path does not cover (the OACK's ACK 0, a duplicate, the final ACK, a window) it leaves
+    alone."""
+    data = bytes(range(256)) * 1300  # 332,800 bytes: 650 blocks of 512, 227 of 1468
+    general = ReadTransfer(BytesSource(data), rrq(**options), CONFIG, now=0.0)
+    fast = ReadTransfer(BytesSource(data), rrq(**options), CONFIG, now=0.0)
+    out_general, out_fast = sent(drain(general)), sent(drain(fast))
+    taken = 0
+    for step in itertools.count(1):
+        if general.finished:
+            break
+        last = out_general[-1]
+        reply = ack(0 if isinstance(last, OptionAck) else last.block)  # type: ignore[union-attr]
+        duplicate = step % 97 == 0  # now and then the client repeats an ACK first
+        for packet in ([reply, reply] if duplicate else [reply]):
+            general.datagram_received(packet, now=float(step))
+            out_general += sent(drain(general))
+            following = fast.lockstep_ack(packet, now=float(step))
+            if following is None:
+                fast.datagram_received(packet, now=float(step))
+                out_fast += sent(drain(fast))
+            else:
+                taken += 1
+                assert fast.next_action() is None
+                out_fast.append(parse_packet(following))
+            assert out_fast == out_general and fast.deadline == general.deadline
+    assert fast.finished and fast.stats == general.stats
+    assert (taken > 100) == ("windowsize" not in options)
