@@ -26,6 +26,7 @@ import contextlib
 import json
 import os
 import platform
+import pstats
 import shlex
 import statistics
 import subprocess
@@ -98,7 +99,8 @@ def oneroot_serve_argv(extra: tuple[str, ...]) -> list[str]:
     return ["oneroot", "--home", "HOME", "serve", "--no-tftp", "--no-http", "--no-nfs", *extra]
 
 
-def start_oneroot(link: Link, work: Path, extra: tuple[str, ...]) -> subprocess.Popen[bytes]:
+def start_oneroot(link: Link, work: Path, extra: tuple[str, ...],
+                  profile: Path | None = None) -> subprocess.Popen[bytes]:
     home = work / "home"
     setup = [
         ["init", "--server", SERVER_CIDR.split("/")[0], "--subnet", "10.1.0.0/16",
@@ -113,6 +115,8 @@ def start_oneroot(link: Link, work: Path, extra: tuple[str, ...]) -> subprocess.
                        capture_output=True)
     serve = [str(ONEROOT) if part == "oneroot" else str(home) if part == "HOME" else part
              for part in oneroot_serve_argv(extra)]
+    if profile is not None:
+        serve[:1] = [sys.executable, "-m", "cProfile", "-o", str(profile), str(ONEROOT)]
     return subprocess.Popen(link.server.cmd(*serve), stdout=subprocess.DEVNULL,
                             stderr=(work / "server.log").open("wb"))
 
@@ -314,7 +318,16 @@ def main() -> None:
     parser.add_argument("--exchanges", type=int, default=3000)
     parser.add_argument("--only", action="append", help="substring of server names to run")
     parser.add_argument("--no-write", action="store_true", help="print rows, write nothing")
+    parser.add_argument("--profile", type=Path, metavar="FILE",
+                        help="run only oneroot serve, under cProfile (stats to FILE; slower: "
+                             "for where the time goes, not for the figures); write no results")
     args = parser.parse_args()
+    if args.profile is not None:
+        run_server("oneroot serve (cProfile)",
+                   lambda link, work: start_oneroot(link, work, (), args.profile.resolve()),
+                   0, args.exchanges)
+        pstats.Stats(str(args.profile)).sort_stats("tottime").print_stats(40)
+        return
     names = [name for name in SERVERS if not args.only or any(p in name for p in args.only)]
     load_before = [round(x, 2) for x in os.getloadavg()]
     rows: list[dict[str, object]] = []
