@@ -368,6 +368,37 @@ def test_server_busy(root: Path) -> None:
         first.close()
 
 
+def test_lockstep_thread_cap(root: Path) -> None:
+    """Past `lockstep_threads` lock-step transfers, the next one is served on the loop; both
+    kinds finish, byte for byte."""
+    data = random.Random(3).randbytes(4096 + 100)
+    (root / "slow.bin").write_bytes(data)
+    with ServerThread(root, lockstep_threads=1, timeout=5.0) as srv:
+        clients = [CraftedClient(srv.port) for _ in range(2)]
+        received: list[list[bytes]] = []
+        for client in clients:
+            client.send_request(rrq("slow.bin"))
+            first = parse_packet(client.receive() or b"")
+            assert isinstance(first, Data) and first.block == 1
+            received.append([first.data])
+        assert len(srv.service._lockstep) == 1 and srv.service.stats.active == 2
+        for client, chunks in zip(clients, received, strict=True):
+            block = 1
+            while True:
+                client.send(Ack(block=block).to_bytes())
+                raw = client.receive(0.5)
+                if raw is None:
+                    break
+                packet = parse_packet(raw)
+                assert isinstance(packet, Data) and packet.block == block + 1
+                chunks.append(packet.data)
+                block = packet.block
+            assert b"".join(chunks) == data
+            client.close()
+        srv.wait_event(lambda e: srv.service.stats.completed == 2)
+        assert not srv.service._lockstep and srv.service.stats.active == 0
+
+
 def test_per_client_session_cap(root: Path, tmp_path: Path) -> None:
     """One address cannot take every session: past its cap it is refused, others are served."""
     (root / "slow.bin").write_bytes(b"s" * 4096)

@@ -21,6 +21,7 @@ class Limits:
     # TFTP
     tftp_sessions: int = 256  # transfers at once, all clients together
     tftp_sessions_per_client: int = 8  # transfers at once from one IP address
+    tftp_lockstep_threads: int = 4  # lock-step transfers in threads of their own at once
     # A client's `timeout` option (RFC 2349) above this many seconds is not accepted: the
     # server's own 1 s retransmit timer (with backoff) applies. At 255 s a silent client held a
     # session for 25 minutes; at 5 s it is gone within a minute.

@@ -264,6 +264,7 @@ async def _start_tftp(holder: CatalogHolder, options: ServeOptions, bind: IPv4Ad
                        virtual=virtual, on_event=recorder,
                        max_sessions=limits.tftp_sessions,
                        max_sessions_per_client=limits.tftp_sessions_per_client,
+                       lockstep_threads=limits.tftp_lockstep_threads,
                        max_option_timeout=limits.tftp_option_timeout,
                        max_blksize=blksize_for_interface(holder.inventory.settings.interface))
 
