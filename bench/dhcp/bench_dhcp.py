@@ -160,11 +160,15 @@ def _oneroot(*extra: str) -> Starter:
 
 SERVERS: dict[str, Starter] = {
     "oneroot serve": _oneroot(),
+    "oneroot serve --lease-sync full": _oneroot("--lease-sync", "full"),
     "kea-dhcp4 memfile": start_kea,
     "dnsmasq": start_dnsmasq,
 }
 COMMANDS = {
-    "oneroot serve": " ".join(oneroot_serve_argv(())),
+    "oneroot serve": " ".join(oneroot_serve_argv(())) + " (leases written to the OS before "
+                     "the ACK, not fsynced: as Kea's memfile)",
+    "oneroot serve --lease-sync full": " ".join(oneroot_serve_argv(("--lease-sync", "full")))
+                                       + " (each group commit fsynced before its ACKs)",
     "kea-dhcp4 memfile": "kea-dhcp4 -c kea.json (memfile persist=true, raw sockets, INFO log "
                          "to a file)",
     "dnsmasq": "dnsmasq --dhcp-range=10.1.0.10,10.1.255.250,255.255.0.0,24h --port=0 "
