@@ -270,11 +270,12 @@ def _start_vm_server(c: VmServerLab, ctl: LabControl, nodes: int,
     ctl.nodes = [LabNodeRecord(name=name, firmware="bios", ephemeral=i > 1,
                                serial_log=str(c.vm_dir / f"{name}.serial.log"))
                  for i, name in enumerate(names, start=1)]
+    progress("starting oneroot serve and kernel nfsd in the server VM")
+    c.serve()
+    # After serve: it creates each node's layer, where `overlay put` writes.
     for name in names:
         for path, text, mode in _hello_files():
             c.put(name, path, text, mode=mode)
-    progress("starting oneroot serve and kernel nfsd in the server VM")
-    c.serve()
 
 
 def _hello_files() -> tuple[tuple[str, str, str], ...]:
