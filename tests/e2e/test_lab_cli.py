@@ -19,6 +19,7 @@ import pytest
 from oneroot.initramfs.kernel import default_cache_dir
 from oneroot.lab import list_netns
 from oneroot.ops import labctl
+from oneroot.ops.labcontrol import process_start_time
 
 pytestmark = pytest.mark.e2e
 
@@ -80,7 +81,7 @@ def test_lab_up_status_console_down(workdir: Path) -> None:
     assert down.returncode == 0, down.stderr
     assert netns not in list_netns()
     for pid in pids:
-        assert labctl.process_start_time(pid) is None, f"QEMU {pid} survived"
+        assert process_start_time(pid) is None, f"QEMU {pid} survived"
     assert not labctl.mounts_under(workdir)
     assert json.loads(oneroot("lab", "status", "--json", "--workdir", str(workdir)).stdout
                       )["phase"] == "down"

@@ -10,7 +10,7 @@ import datetime
 import sys
 import time
 from pathlib import Path
-from typing import Any, cast
+from typing import cast
 
 import click
 from rich.console import Group
@@ -24,6 +24,9 @@ from oneroot.cli.state import json_option
 from oneroot.errors import LabError
 from oneroot.lab.qemu import Firmware
 from oneroot.ops import labctl
+from oneroot.ops.labcontrol import LabPhase, is_alive
+from oneroot.ops.labstatus import LabStatus, serial_log
+from oneroot.ops.labstatus import lab_status as read_lab_status
 
 workdir_option = click.option(
     "--workdir", type=click.Path(path_type=Path, file_okay=False),
@@ -36,23 +39,23 @@ def _when(ts: float | None) -> str:
     return datetime.datetime.fromtimestamp(ts).strftime("%H:%M:%S") if ts else "-"
 
 
-def _nodes_table(doc: dict[str, Any], *, title: str | None = None) -> Table:
+def _nodes_table(doc: LabStatus, *, title: str | None = None) -> Table:
     t = Table(box=None, header_style="bold", title=title, title_justify="left")
     for col in ("node", "firmware", "top", "vm", "stage", "since", "runlevel / detail"):
         t.add_column(col)
-    for n in doc["nodes"]:
-        style = STAGE_STYLE.get(n["stage"], "yellow")
-        t.add_row(plain(n["node"]), plain(n["firmware"]), plain(n["top"]), plain(n["vm"]),
-                  plain(n["stage"], style=style), _when(n["time"]),
-                  plain(n["runlevel"] or n["message"] or ""))
+    for n in doc.nodes:
+        style = STAGE_STYLE.get(n.stage, "yellow")
+        t.add_row(plain(n.node), plain(n.firmware), plain(n.top), plain(n.vm),
+                  plain(n.stage, style=style), _when(n.time),
+                  plain(n.runlevel or n.message or ""))
     return t
 
 
-def _header(doc: dict[str, Any], started: float) -> Text:
+def _header(doc: LabStatus, started: float) -> Text:
     elapsed = time.monotonic() - started
-    line = f"lab {doc['phase']}"
-    if doc["message"]:
-        line += f": {doc['message']}"
+    line = f"lab {doc.phase}"
+    if doc.message:
+        line += f": {doc.message}"
     return plain(f"{line}   ({elapsed:.0f} s)", style="bold")
 
 
@@ -86,7 +89,7 @@ def lab_up(nodes: int, firmware: str, timeout: float, cache_dir: Path | None, se
     pid = spawn_supervisor(workdir, nodes=nodes, firmware=cast(Firmware, firmware),
                            cache_dir=cache_dir, server=server)
     console.print(f"lab supervisor PID {pid}; log {workdir / labctl.SUPERVISOR_LOG}")
-    doc = labctl.lab_status(workdir)
+    doc = read_lab_status(workdir)
 
     def view() -> Group:
         return Group(_header(doc, started), _nodes_table(doc))
@@ -95,33 +98,32 @@ def lab_up(nodes: int, firmware: str, timeout: float, cache_dir: Path | None, se
     with Live(view(), console=console, refresh_per_second=4,
               transient=not console.is_terminal) as live:
         while True:
-            doc = labctl.lab_status(workdir)
+            doc = read_lab_status(workdir)
             live.update(view())
-            if doc["phase"] in ("failed", "crashed") or (
-                    doc["phase"] == "down" and not labctl.is_alive(pid, None)):
+            if doc.phase in (LabPhase.FAILED, LabPhase.CRASHED) or (
+                    doc.phase == LabPhase.DOWN and not is_alive(pid, None)):
                 break
-            if labctl.lab_finished(doc) or time.monotonic() > deadline:
+            if doc.finished or time.monotonic() > deadline:
                 break
             time.sleep(0.5)
     console.print(_nodes_table(doc))
-    if doc["phase"] != "up":
+    if doc.phase != LabPhase.UP:
         tail = _tail(workdir / labctl.SUPERVISOR_LOG, 25)
-        raise LabError(f"the lab did not come up ({doc['phase']}): "
-                       f"{doc['error'] or doc['message']}",
+        raise LabError(f"the lab did not come up ({doc.phase}): {doc.error or doc.message}",
                        hint=f"last lines of {workdir / labctl.SUPERVISOR_LOG}:\n{tail}")
-    if not labctl.lab_finished(doc):
+    if not doc.finished:
         raise LabError(f"not every node reached its runlevel within {timeout:g} s",
                        hint="the lab still runs: `oneroot lab status`, "
                             "`oneroot lab console NODE`; `oneroot lab down` stops it")
     console.print()
-    for n in doc["nodes"]:
-        if n["hello"]:
-            console.print(plain(n["hello_file"], style="bold"),
-                          plain(f"(written on {n['node']}, read on the server):"))
-            console.print(Text("  ") + plain(n["hello"]))
+    for n in doc.nodes:
+        if n.hello:
+            console.print(plain(n.hello_file, style="bold"),
+                          plain(f"(written on {n.node}, read on the server):"))
+            console.print(Text("  ") + plain(n.hello))
     console.print()
-    for n in doc["nodes"]:
-        console.print(plain(f"{n['node']}: {n['runlevel']}"))
+    for n in doc.nodes:
+        console.print(plain(f"{n.node}: {n.runlevel}"))
     console.print(f"\nlab up in {time.monotonic() - started:.0f} s. Next: "
                   "`oneroot lab status`, `oneroot lab console node01`, "
                   f"`oneroot --home {workdir / 'home'} status --watch`, "
@@ -133,19 +135,19 @@ def lab_up(nodes: int, firmware: str, timeout: float, cache_dir: Path | None, se
 @workdir_option
 def lab_status(as_json: bool, workdir: Path) -> None:
     """Whether the lab runs, and each node's VM, boot stage and runlevel."""
-    doc = labctl.lab_status(workdir)
+    doc = read_lab_status(workdir)
     if as_json:
-        emit_json(doc)
+        emit_json(doc.as_json())
         return
-    if doc["phase"] == "down":
+    if doc.phase == LabPhase.DOWN:
         console.print(f"no lab runs from {workdir}")
         return
-    console.print(f"lab {doc['phase']} (supervisor PID {doc.get('supervisor_pid')}, "
-                  f"namespace {doc['netns'] or '-'}): {doc['message']}")
-    if doc["error"]:
-        console.print(plain(doc["error"], style="red"))
+    console.print(f"lab {doc.phase} (supervisor PID {doc.supervisor_pid}, "
+                  f"namespace {doc.netns or '-'}): {doc.message}")
+    if doc.error:
+        console.print(plain(doc.error, style="red"))
     console.print(_nodes_table(doc))
-    hellos = [(n["node"], n["hello"]) for n in doc["nodes"] if n["hello"]]
+    hellos = [(n.node, n.hello) for n in doc.nodes if n.hello]
     if hellos:
         table(None, ["node", "hello file on the server"], hellos)
 
@@ -158,7 +160,7 @@ def lab_status(as_json: bool, workdir: Path) -> None:
 @workdir_option
 def lab_console(node: str, follow: bool, lines: int, workdir: Path) -> None:
     """Show NODE's serial console (its log: the console is read-only)."""
-    path = labctl.serial_log(workdir, node)
+    path = serial_log(workdir, node)
     _follow(path, lines=lines, follow=follow)
 
 

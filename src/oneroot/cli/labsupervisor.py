@@ -21,6 +21,7 @@ from types import FrameType
 from oneroot.errors import LabError
 from oneroot.lab.qemu import Firmware
 from oneroot.ops import labctl
+from oneroot.ops.labcontrol import new_control, read_control, supervisor_alive, write_control
 
 log = logging.getLogger(__name__)
 
@@ -33,8 +34,8 @@ def spawn_supervisor(workdir: Path, *, nodes: int, firmware: Firmware,
     """Start the supervisor (`main()` below) in a session of its own (it survives this
     process and the terminal); returns its PID. Refuses while a lab runs from `workdir`."""
     labctl.check_lab_options(server=server, firmware=firmware)
-    ctl = labctl.read_control(workdir)
-    if ctl is not None and labctl.supervisor_alive(ctl):
+    ctl = read_control(workdir)
+    if ctl is not None and supervisor_alive(ctl):
         raise LabError(f"a lab already runs from {workdir} (supervisor PID "
                        f"{ctl.supervisor_pid}, {ctl.phase})",
                        hint="see `oneroot lab status`, or stop it with `oneroot lab down`")
@@ -76,13 +77,13 @@ def run_supervisor(workdir: Path, *, nodes: int, firmware: Firmware,
                    cache_dir: Path | None = None, server: str = "namespace") -> int:
     """Bring the lab up, keep it until a signal, tear it down. Returns the exit status."""
     workdir.mkdir(parents=True, exist_ok=True)
-    ctl = labctl.new_control(workdir)
-    labctl.write_control(ctl)
+    ctl = new_control(workdir)
+    write_control(ctl)
 
     def progress(message: str) -> None:
         log.info("lab.progress %s", message)
         ctl.message = message
-        labctl.write_control(ctl)
+        write_control(ctl)
 
     c = labctl.new_lab(workdir, server=server, cache_dir=cache_dir or workdir / "cache",
                        progress=progress)

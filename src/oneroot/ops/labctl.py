@@ -1,4 +1,6 @@
-"""`oneroot lab up|status|console|down`: a `LabCluster` that outlives the command starting it.
+"""`oneroot lab up|down`: a lab (`LabCluster`, or `VmServerLab` for `--server vm`) that
+outlives the command starting it. The control file is `ops.labcontrol`; what `lab status`
+reads is `ops.labstatus`.
 
 `lab up` starts a detached supervisor (`oneroot.cli.labsupervisor`, a session of its own)
 that brings the lab up with `bring_up` (the namespace, `oneroot serve` or the server VM, the
@@ -14,12 +16,12 @@ workdir), never by name.
     <workdir>/cache           downloads and the built image (unless --cache-dir)
     <workdir>/home            the lab's oneroot home (inventory, events: `oneroot status`)
     <workdir>/vms/NODE.serial.log   each node's console
+    <workdir>/server-vm-status.json  `--server vm`: the VM's status, mirrored every 5 s
 """
 
 from __future__ import annotations
 
 import contextlib
-import ipaddress
 import json
 import logging
 import os
@@ -27,9 +29,7 @@ import signal
 import subprocess
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
 from oneroot.errors import LabError
 from oneroot.lab.netns import (
@@ -41,20 +41,34 @@ from oneroot.lab.netns import (
 )
 from oneroot.lab.qemu import Firmware
 from oneroot.model.paths import Paths
-from oneroot.model.resolved import resolve_cluster
 from oneroot.ops.inventory import open_store
 from oneroot.ops.lab import LabCluster
+from oneroot.ops.labcontrol import (
+    LabControl,
+    LabNodeRecord,
+    LabPhase,
+    control_path,
+    is_alive,
+    process_start_time,
+    read_control,
+    supervisor_alive,
+    write_control,
+)
 from oneroot.ops.labserver import SERVER_STATE_DIR as VM_STATE_DIR
 from oneroot.ops.labserver import VmServerLab
-from oneroot.ops.status import NodeBootStatus, read_status
+from oneroot.ops.labstatus import (
+    HELLO_DIR,
+    VmStatusMirror,
+    hello_file,
+    vm_status_path,
+    write_vm_status,
+)
+from oneroot.ops.status import NodeBootStatus
 
 log = logging.getLogger(__name__)
 
 DEFAULT_WORKDIR = Path("/var/lib/oneroot-lab")
-CONTROL_FILE = "lab.json"
 SUPERVISOR_LOG = "lab.log"
-HELLO_DIR = "/var/tmp"
-VM_STATUS_FILE = "server-vm-status.json"  # `lab up --server vm`: mirrored from the VM
 
 # Put in every lab node's layer: once the node reaches multi-user.target it writes a file in
 # its root (on node01, whose top is its rw NFS layer, the file lands in its layer on the
@@ -88,85 +102,6 @@ HELLO_WANTS = "[Unit]\nWants=oneroot-lab-hello.service\n"
 Progress = Callable[[str], None]
 
 
-@dataclass(slots=True, kw_only=True)
-class LabNodeRecord:
-    name: str
-    firmware: str
-    ephemeral: bool
-    serial_log: str
-    pid: int | None = None
-    start_time: int | None = None
-
-
-@dataclass(slots=True, kw_only=True)
-class LabControl:
-    """The control file: what `lab status` shows and `lab down` undoes."""
-
-    workdir: str
-    supervisor_pid: int
-    supervisor_start_time: int
-    phase: str = "preparing"  # preparing, starting, booting, up, stopping, failed
-    message: str = ""
-    error: str = ""
-    started: float = field(default_factory=time.time)
-    lab_state_file: str | None = None
-    netns: str | None = None
-    nodes: list[LabNodeRecord] = field(default_factory=list)
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=2) + "\n"
-
-    @classmethod
-    def from_json(cls, text: str) -> LabControl:
-        raw: dict[str, Any] = json.loads(text)
-        raw["nodes"] = [LabNodeRecord(**n) for n in raw.get("nodes", [])]
-        return cls(**raw)
-
-
-# -- the control file -------------------------------------------------------------------------
-
-def control_path(workdir: Path) -> Path:
-    return workdir / CONTROL_FILE
-
-
-def read_control(workdir: Path) -> LabControl | None:
-    try:
-        return LabControl.from_json(control_path(workdir).read_text())
-    except FileNotFoundError:
-        return None
-    except (ValueError, TypeError) as exc:
-        raise LabError(f"unreadable lab control file {control_path(workdir)}: {exc}",
-                       hint="`oneroot lab down` removes what it can find and the file") from exc
-
-
-def write_control(ctl: LabControl) -> None:
-    path = control_path(Path(ctl.workdir))
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(ctl.to_json())
-    tmp.replace(path)
-
-
-def process_start_time(pid: int) -> int | None:
-    """Field 22 of /proc/PID/stat: tells a process from a later one with the same PID."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = stat.rsplit(")", 1)[1].split()
-    return None if fields[0] == "Z" else int(fields[19])
-
-
-def is_alive(pid: int | None, start_time: int | None) -> bool:
-    if pid is None:
-        return False
-    now = process_start_time(pid)
-    return now is not None and (not start_time or now == start_time)
-
-
-def supervisor_alive(ctl: LabControl) -> bool:
-    return is_alive(ctl.supervisor_pid, ctl.supervisor_start_time)
-
-
 # -- up: what the supervisor (`oneroot.cli.labsupervisor`) runs ---------------------------------
 
 SERVER_MODES = ("namespace", "vm")
@@ -181,13 +116,6 @@ def check_lab_options(*, server: str, firmware: Firmware) -> None:
     if server == "vm" and firmware != "bios":
         raise LabError("the server VM lab boots its nodes with SeaBIOS only",
                        hint="drop --firmware uefi, or use the namespace server")
-
-
-def new_control(workdir: Path) -> LabControl:
-    """The control file of a supervisor that is this process."""
-    me = os.getpid()
-    return LabControl(workdir=str(workdir), supervisor_pid=me,
-                      supervisor_start_time=process_start_time(me) or 0)
 
 
 def new_lab(workdir: Path, *, server: str, cache_dir: Path, progress: Progress) -> LabRunner:
@@ -224,27 +152,17 @@ def install_hello(c: LabCluster, node: str) -> None:
     hello file left from an earlier boot."""
     files = c.workdir / "hello"
     files.mkdir(exist_ok=True)
-    for path, text, mode in (
-            ("/usr/local/sbin/oneroot-lab-hello", HELLO_SCRIPT, "0755"),
-            ("/etc/systemd/system/oneroot-lab-hello.service", HELLO_UNIT, "0644"),
-            ("/etc/systemd/system/multi-user.target.d/oneroot-lab-hello.conf",
-             HELLO_WANTS, "0644")):
+    for path, text, mode in _hello_files():
         local = files / Path(path).name
         local.write_text(text)
         c.oneroot("overlay", "put", node, path, str(local), "--mode", mode)
     hello_file(c.workdir, node).unlink(missing_ok=True)
 
 
-def hello_file(workdir: Path, node: str) -> Path:
-    """Where node's hello lands on the server (its layer's upper/), if its top is rw."""
-    return workdir / "state" / "systems" / node / "upper" / HELLO_DIR.lstrip("/") / \
-        f"hello-from-{node}"
-
-
 def _start_namespace_server(c: LabCluster, ctl: LabControl, nodes: int, firmware: Firmware,
                             progress: Callable[[str], None]) -> None:
     c.prepare()
-    ctl.phase = "starting"
+    ctl.phase = LabPhase.STARTING
     ctl.nodes = add_lab_nodes(c, nodes, firmware)
     progress("starting the lab network")
     c.start()
@@ -259,7 +177,7 @@ def _start_vm_server(c: VmServerLab, ctl: LabControl, nodes: int,
                      progress: Callable[[str], None]) -> None:
     """The server VM (kernel nfsd, its own `/` the image), its inventory, hello units."""
     c.prepare()
-    ctl.phase = "starting"
+    ctl.phase = LabPhase.STARTING
     c.start()
     assert c.lab is not None
     ctl.netns = c.lab.netns
@@ -285,25 +203,21 @@ def _hello_files() -> tuple[tuple[str, str, str], ...]:
              "0644"))
 
 
-def vm_status_path(workdir: Path) -> Path:
-    return workdir / VM_STATUS_FILE
-
-
 def mirror_vm_status(c: VmServerLab, ctl: LabControl) -> None:
     """`oneroot status --json` and the rw nodes' hello files, read in the server VM, into
     the lab's workdir for `lab status` (the inventory lives in the VM)."""
     done = c.oneroot("status", "--json", check=False)
     if done.returncode != 0:
         return
-    doc: dict[str, Any] = {"nodes": json.loads(done.stdout).get("nodes", []), "hello": {}}
+    doc = json.loads(done.stdout)
+    hello: dict[str, str] = {}
     for record in ctl.nodes:
         path = (f"{VM_STATE_DIR}/{record.name}/upper{HELLO_DIR}/hello-from-{record.name}")
-        hello = c.ssh(f"cat {path}", check=False)
-        if hello.returncode == 0:
-            doc["hello"][record.name] = hello.stdout.strip()
-    tmp = vm_status_path(Path(ctl.workdir)).with_suffix(".tmp")
-    tmp.write_text(json.dumps(doc) + "\n")
-    tmp.replace(vm_status_path(Path(ctl.workdir)))
+        got = c.ssh(f"cat {path}", check=False)
+        if got.returncode == 0:
+            hello[record.name] = got.stdout.strip()
+    nodes = tuple(NodeBootStatus.from_json(n) for n in doc.get("nodes", []))
+    write_vm_status(Path(ctl.workdir), VmStatusMirror(nodes=nodes, hello=hello))
 
 
 def bring_up(c: LabRunner, ctl: LabControl, *, nodes: int, firmware: Firmware,
@@ -314,13 +228,13 @@ def bring_up(c: LabRunner, ctl: LabControl, *, nodes: int, firmware: Firmware,
         _start_vm_server(c, ctl, nodes, progress)
     else:
         _start_namespace_server(c, ctl, nodes, firmware, progress)
-    ctl.phase = "booting"
+    ctl.phase = LabPhase.BOOTING
     for record in ctl.nodes:
         vm = c.boot(record.name)
         record.pid = vm.pid
         record.start_time = process_start_time(vm.pid) if vm.pid else None
         progress(f"{record.name} powered on ({record.firmware})")
-    ctl.phase = "up"
+    ctl.phase = LabPhase.UP
     progress(f"{len(ctl.nodes)} node(s) powered on")
 
 
@@ -335,7 +249,7 @@ def keep_up(c: LabRunner, ctl: LabControl) -> float:
 
 def record_failure(ctl: LabControl, exc: Exception) -> None:
     """What `lab up` and `lab status` show of a lab that failed."""
-    ctl.phase, ctl.error = "failed", f"{type(exc).__name__}: {exc}"
+    ctl.phase, ctl.error = LabPhase.FAILED, f"{type(exc).__name__}: {exc}"
     hint = getattr(exc, "hint", None)
     if hint:
         ctl.error += f"\nhint: {hint}"
@@ -345,13 +259,14 @@ def record_failure(ctl: LabControl, exc: Exception) -> None:
 def tear_down(c: LabRunner, ctl: LabControl) -> None:
     """Stop the nodes, the server and the namespace. A failed lab keeps its control file
     (`lab status` shows the error); any other lab's is removed."""
-    if ctl.phase != "failed":
-        ctl.phase = "stopping"
+    if ctl.phase != LabPhase.FAILED:
+        ctl.phase = LabPhase.STOPPING
         write_control(ctl)
     try:
         c.stop()
     finally:
-        if ctl.phase == "failed":
+        vm_status_path(Path(ctl.workdir)).unlink(missing_ok=True)
+        if ctl.phase == LabPhase.FAILED:
             ctl.lab_state_file = None
             ctl.netns = None
             write_control(ctl)
@@ -402,6 +317,8 @@ def stop_lab(workdir: Path, *, timeout: float = 60,
     for mount in mounts_under(workdir):
         subprocess.run(["umount", "-l", str(mount)], check=False, capture_output=True)
         done.append(f"unmounted {mount}")
+    # A stale mirror would show the next lab (maybe a namespace one) the old VM's nodes.
+    vm_status_path(workdir).unlink(missing_ok=True)
     control_path(workdir).unlink(missing_ok=True)
     return done
 
@@ -435,81 +352,3 @@ def mounts_under(directory: Path) -> list[Path]:
         if point == root or point.startswith(root + "/"):
             found.append(Path(point))
     return sorted(found, key=lambda p: len(p.parts), reverse=True)
-
-
-# -- status ---------------------------------------------------------------------------------------
-
-def lab_status(workdir: Path) -> dict[str, Any]:
-    """The control file, whether its processes live, and each node's boot stage."""
-    ctl = read_control(workdir)
-    doc: dict[str, Any] = {"workdir": str(workdir), "running": False, "phase": "down",
-                           "message": "", "error": "", "netns": None, "nodes": []}
-    if ctl is None:
-        return doc
-    alive = supervisor_alive(ctl)
-    doc.update(running=alive, phase=ctl.phase if alive or ctl.phase == "failed" else "crashed",
-               message=ctl.message, error=ctl.error, supervisor_pid=ctl.supervisor_pid,
-               netns=ctl.netns if ctl.netns in list_netns() else None,
-               uptime_seconds=round(time.time() - ctl.started, 1))
-    stages: dict[str, NodeBootStatus] = {}
-    home = workdir / "home"
-    mirrored: dict[str, Any] = {}
-    if vm_status_path(workdir).exists():
-        mirrored = json.loads(vm_status_path(workdir).read_text())
-        stages = {n["node"]: _boot_status(n) for n in mirrored.get("nodes", [])}
-    elif (home / "inventory.db").exists() and (home / "events.db").exists():
-        with contextlib.closing(open_store(Paths(home=home))) as store:
-            cluster = resolve_cluster(store.load())
-        stages = {n.node: n for n in read_status(Paths(home=home), cluster).nodes}
-    for record in ctl.nodes:
-        st = stages.get(record.name)
-        message = st.detail.get("message", "") if st is not None else ""
-        hello = hello_file(workdir, record.name)
-        doc["nodes"].append({
-            "node": record.name,
-            "firmware": record.firmware,
-            "top": "tmpfs" if record.ephemeral else "rw NFS layer",
-            "vm": ("running" if is_alive(record.pid, record.start_time)
-                   else "off" if record.pid else "-"),
-            "pid": record.pid,
-            "stage": st.stage if st is not None else "never booted",
-            "time": st.time if st is not None else None,
-            "runlevel": message if str(message).endswith(".target") else None,
-            "message": message,
-            "serial_log": record.serial_log,
-            "hello": (mirrored.get("hello", {}).get(record.name) if mirrored
-                      else hello.read_text().strip() if hello.exists() else None),
-            "hello_file": str(hello),
-        })
-    return doc
-
-
-def _boot_status(doc: dict[str, Any]) -> NodeBootStatus:
-    """A node's status as `oneroot status --json` in the server VM printed it."""
-    return NodeBootStatus(node=doc["node"], ip=ipaddress.IPv4Address(doc["ip"]),
-                          stage=doc["stage"], time=doc.get("time"),
-                          age_seconds=doc.get("age_seconds"), detail=doc.get("detail") or {})
-
-
-def lab_finished(doc: dict[str, Any]) -> bool:
-    """Every node reported its runlevel, and every node with a rw top has its hello on the
-    server: what `lab up` waits for."""
-    nodes = doc["nodes"]
-    if doc["phase"] != "up" or not nodes:
-        return False
-    rw = [n for n in nodes if n["top"] != "tmpfs"]
-    return all(n["runlevel"] for n in nodes) and all(n["hello"] for n in rw)
-
-
-def serial_log(workdir: Path, node: str) -> Path:
-    ctl = read_control(workdir)
-    if ctl is not None:
-        for record in ctl.nodes:
-            if record.name == node:
-                return Path(record.serial_log)
-    path = workdir / "vms" / f"{node}.serial.log"
-    if not path.exists():
-        known = ", ".join(r.name for r in ctl.nodes) if ctl else "none (the lab is down)"
-        raise LabError(f"no console log for {node!r} in {workdir}",
-                       hint=f"lab nodes: {known}")
-    return path

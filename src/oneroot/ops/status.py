@@ -48,6 +48,14 @@ class NodeBootStatus:
             doc |= {"image": self.image, "next_image": self.next_image}
         return doc
 
+    @classmethod
+    def from_json(cls, doc: Mapping[str, Any]) -> NodeBootStatus:
+        """A node's status as `as_json` wrote it (`oneroot status --json`, e.g. in the lab's
+        server VM)."""
+        return cls(node=doc["node"], ip=ipaddress.IPv4Address(doc["ip"]), stage=doc["stage"],
+                   time=doc.get("time"), age_seconds=doc.get("age_seconds"),
+                   detail=doc.get("detail") or {})
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class StatusReport:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from oneroot.cli.main import main
-from oneroot.ops import labctl
+from oneroot.ops import labcontrol, labctl
 
 
 def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
@@ -80,28 +80,28 @@ def test_lab_console_prints_the_serial_log(tmp_path: Path,
 def test_crashed_lab_shows_as_crashed_and_down_cleans_it(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     # A control file whose supervisor is gone (PID 1's start time never matches 1).
-    ctl = labctl.LabControl(workdir=str(tmp_path), supervisor_pid=os.getpid(),
-                            supervisor_start_time=1, phase="up",
-                            nodes=[labctl.LabNodeRecord(name="node01", firmware="bios",
-                                                        ephemeral=False,
-                                                        serial_log=str(tmp_path / "x.log"),
-                                                        pid=os.getpid(), start_time=1)])
-    labctl.write_control(ctl)
+    ctl = labcontrol.LabControl(
+        workdir=str(tmp_path), supervisor_pid=os.getpid(), supervisor_start_time=1,
+        phase=labcontrol.LabPhase.UP,
+        nodes=[labcontrol.LabNodeRecord(name="node01", firmware="bios", ephemeral=False,
+                                        serial_log=str(tmp_path / "x.log"),
+                                        pid=os.getpid(), start_time=1)])
+    labcontrol.write_control(ctl)
     code, out, _ = run(capsys, "lab", "status", "--json", "--workdir", str(tmp_path))
     doc = json.loads(out)
     assert doc["phase"] == "crashed" and doc["running"] is False
     assert doc["nodes"][0]["vm"] == "off" and doc["nodes"][0]["top"] == "rw NFS layer"
     code, out, _ = run(capsys, "lab", "down", "--workdir", str(tmp_path))
     assert code == 0
-    assert not labctl.control_path(tmp_path).exists()
+    assert not labcontrol.control_path(tmp_path).exists()
 
 
 def test_lab_up_refuses_a_second_lab(tmp_path: Path, capsys: pytest.CaptureFixture[str]
                                      ) -> None:
     me = os.getpid()
-    labctl.write_control(labctl.LabControl(
+    labcontrol.write_control(labcontrol.LabControl(
         workdir=str(tmp_path), supervisor_pid=me,
-        supervisor_start_time=labctl.process_start_time(me) or 0, phase="up"))
+        supervisor_start_time=labcontrol.process_start_time(me) or 0, phase=labcontrol.LabPhase.UP))
     code, _, err = run(capsys, "lab", "up", "--workdir", str(tmp_path))
     assert code == 1 and "already runs" in err and "lab down" in err
 
