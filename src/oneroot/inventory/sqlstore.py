@@ -1,5 +1,5 @@
 """The inventory store on SQL: one SQLite file (WAL) or PostgreSQL, with numbered migrations
-(`migrations/NNNN_name.sql`, `migrations/postgresql/NNNN_name.sql`)."""
+(`migrations/NNNN_name.sql`, in the SQL both engines take)."""
 
 from __future__ import annotations
 
@@ -29,12 +29,10 @@ CHANGES_CHANNEL = "oneroot_inventory"
 TABLES = ("settings", "runlevels", "images", "groups", "nodes", "node_macs")
 
 
-def _migrations(dialect: str) -> list[tuple[int, str]]:
-    """The numbered `.sql` files: `migrations/` for SQLite, `migrations/postgresql/` for
-    PostgreSQL (same numbers, the types each engine wants)."""
+def _migrations() -> list[tuple[int, str]]:
+    """The numbered `.sql` files of `migrations/`, for SQLite and PostgreSQL alike (TEXT,
+    INTEGER, REFERENCES … ON DELETE CASCADE: nothing either engine reads otherwise)."""
     folder = resources.files("oneroot.inventory").joinpath("migrations")
-    if dialect == "postgresql":
-        folder = folder.joinpath("postgresql")
     found = []
     for entry in folder.iterdir():
         if entry.name.endswith(".sql"):
@@ -48,7 +46,7 @@ class SqlInventory:
     def __init__(self, location: Location) -> None:
         self.location = location
         self._conn = open_database(location)
-        self._conn.migrate("inventory", _migrations(self._conn.dialect))
+        self._conn.migrate("inventory", _migrations())
 
     @property
     def database(self) -> Database:

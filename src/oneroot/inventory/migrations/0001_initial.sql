@@ -1,4 +1,4 @@
--- oneroot inventory, schema 1
+-- oneroot inventory, schema 1 (SQLite and PostgreSQL alike)
 CREATE TABLE settings (
     key   TEXT PRIMARY KEY,
     value TEXT NOT NULL            -- JSON
