@@ -15,18 +15,20 @@ from __future__ import annotations
 
 import base64
 import json
+import struct
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from oneroot.initramfs.kernel import default_cache_dir
 from oneroot.ops.labserver import VmServerLab
 from oneroot.testing.labprobe import PROBE_PATH, PROBE_UNIT, WANTS_PROBE, probe_values
-from oneroot.testing.nfs3raw import knfsd_handle
+from oneroot.testing.nfs3raw import knfsd_handle, knfsd_raw_handle
 
 pytestmark = pytest.mark.e2e
 
@@ -38,6 +40,7 @@ SEED = {
 # No server-mode node: oneroot refuses a server-side union over the live `/` (overlayfs
 # forbids changing a lower layer under a mounted union); see /work/notes/knfsd-vm.md.
 NODES = ("node01", "node02")
+EXPORTS = "/etc/exports.d/oneroot.exports"
 NODE01_SECRET = "node01-layer-secret"
 SERVER_SECRET = "server-root-secret"
 
@@ -116,9 +119,10 @@ def vmlab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VmServerLab]:
 
 
 def install_probe(lab: VmServerLab, node: str, script: str) -> None:
-    lab.put(node, PROBE_PATH, script, mode="0755")
-    lab.put(node, "/etc/systemd/system/oneroot-probe.service", PROBE_UNIT)
-    lab.put(node, "/etc/systemd/system/multi-user.target.d/oneroot-probe.conf", WANTS_PROBE)
+    lab.put_many(node, {
+        PROBE_PATH: (script, "0755"),
+        "/etc/systemd/system/oneroot-probe.service": (PROBE_UNIT, "0644"),
+        "/etc/systemd/system/multi-user.target.d/oneroot-probe.conf": (WANTS_PROBE, "0644")})
 
 
 def wait_probe(lab: VmServerLab, node: str, *, timeout: float) -> dict[str, list[str]]:
@@ -220,46 +224,112 @@ def _inode_generation(lab: VmServerLab, path: str) -> tuple[int, int]:
 
 def _fsids(lab: VmServerLab) -> dict[str, int]:
     fsids = {}
-    for line in lab.ssh("cat /etc/exports.d/oneroot.exports").stdout.splitlines():
+    for line in lab.ssh(f"cat {EXPORTS}").stdout.splitlines():
         if line and not line.startswith("#"):
             options = line.split("(", 1)[1]
             fsids[line.split()[0]] = int(options.split("fsid=", 1)[1].split(",")[0].rstrip(")"))
     return fsids
 
 
-def test_forged_handles_are_refused(vmlab: VmServerLab, tmp_path: Path) -> None:
-    """From node02's address (node02 is off), GETATTR/READDIR/LOOKUP with handles made up the
-    way knfsd makes them: node01's export root, inode 2 (the root of the server's disk) and
-    leaked inode/generation pairs of a masked file, a file outside every export and node01's
-    layer, each through node02's own export and through the view. Only node02's own export
-    root answers (the client works); everything else is refused."""
+@pytest.fixture(scope="module")
+def forged(vmlab: VmServerLab, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """Handles made up the way knfsd makes them (hex, by name), for node02 to send: node02's
+    own export root (the control: it must answer), node01's export root, inode 2 (the root of
+    the server's disk) and leaked inode/generation pairs of a masked file, a file outside every
+    export and node01's layer, each through node02's own export, the view and node01's."""
     lab = vmlab
-    assert lab.lab is not None
     view = "/var/lib/oneroot/views/default"
     fsids = _fsids(lab)
     mine, theirs = (fsids[f"{view}/var/state/systems/{n}"] for n in ("node02", "node01"))
     assert fsids[view] == 0
-    leaked = {name: _inode_generation(lab, path) for name, path in (
-        ("shadow", "/etc/shadow"), ("inventory", "/var/lib/oneroot/inventory.db"),
-        ("node01_dir", "/var/state/systems/node01"), ("root_home", "/root"))}
+    leaked = {name: _inode_generation(lab, path) for name, path in LEAKED.items()}
     handles = {"own_root": knfsd_handle(mine), "node01_root": knfsd_handle(theirs),
                "ino2_own": knfsd_handle(mine, 2), "ino2_view": knfsd_handle(0, 2)}
+    # overlayfs's own handle of a file the view shows; its last 8 bytes are ext4's fid
+    ovl_type, ovl = _kernel_handle(lab, f"{view}/etc/passwd")
+    assert ovl_type == OVL_FILEID_V1
+    handles["passwd_view_ovl"] = knfsd_raw_handle(0, ovl_type, ovl)
     for name, (ino, gen) in leaked.items():
         handles[f"{name}_own"] = knfsd_handle(mine, ino, gen)
         handles[f"{name}_view"] = knfsd_handle(0, ino, gen)
         handles[f"{name}_node01"] = knfsd_handle(theirs, ino, gen)
-    wanted = tmp_path / "handles.json"
-    wanted.write_text(json.dumps({k: v.hex() for k, v in handles.items()}))
-    client = lab.lab.add_client("10.0.0.13/24")
-    # node02's MAC as well: serve pins each node's address to its MACs (a different MAC is
-    # dropped before knfsd sees it); this test is about knfsd's own checks.
-    lab.lab.run_in_ns(["ip", "link", "set", "eth0", "address", "52:54:00:0e:00:02"],
-                      netns=client.netns)
+        handles[f"{name}_view_ovl"] = knfsd_raw_handle(
+            0, ovl_type, ovl[:-8] + struct.pack("<II", ino, gen))
+    return {k: v.hex() for k, v in handles.items()}
+
+
+def _kernel_handle(lab: VmServerLab, path: str) -> tuple[int, bytes]:
+    """name_to_handle_at(2) of `path` on the server (what knfsd puts in a handle)."""
+    code = ("import sys; from pathlib import Path; from oneroot.testing.nfs4raw import "
+            "kernel_handle; t, h = kernel_handle(Path(sys.argv[1])); print(t, h.hex())")
+    kind, fid = lab.ssh(f"/opt/oneroot/bin/python3 -c '{code}' {path}").stdout.split()
+    return int(kind), bytes.fromhex(fid)
+
+
+# Answered today (docs/security.md, "Forged handles"): overlayfs decodes a handle of a lower
+# non-directory without a path check, so a masked file of the view whose inode and generation
+# leaked is read through the view.
+KNOWN_VIEW_GAP = {"shadow_view_ovl", "inventory_view_ovl"}
+OVL_FILEID_V1 = 0xF8
+LEAKED = {"shadow": "/etc/shadow", "inventory": "/var/lib/oneroot/inventory.db",
+          "node01_dir": "/var/state/systems/node01", "root_home": "/root"}
+
+
+def _attack(lab: VmServerLab, handles: dict[str, str], directory: Path) -> dict[str, Any]:
+    """GETATTR/READDIR/LOOKUP/READ with each handle from node02's address and MAC (node02 is
+    off): serve pins each node's address to its MACs (another MAC is dropped before knfsd
+    sees it); this is about knfsd's own checks. The NFS status of each answer."""
+    assert lab.lab is not None
+    wanted = directory / "handles.json"
+    wanted.write_text(json.dumps(handles))
+    if not any(c.endswith("-c0") for c in lab.lab.state.clients):
+        client = lab.lab.add_client("10.0.0.13/24")
+        lab.lab.run_in_ns(["ip", "link", "set", "eth0", "address", "52:54:00:0e:00:02"],
+                          netns=client.netns)
     done = lab.lab.run_in_ns([sys.executable, "-m", "oneroot.testing.nfs3raw",
-                              "10.0.0.1", str(wanted)], netns=client.netns, timeout=120)
-    results = json.loads(done.stdout)
-    print(json.dumps(results, indent=1))
-    assert results.pop("own_root")["getattr"] == 0
-    answered = {name: procs for name, procs in results.items()
-                if any(status == 0 for status in procs.values())}
-    assert answered == {}
+                              "10.0.0.1", str(wanted)], netns=f"{lab.lab.netns}-c0",
+                             timeout=120)
+    results: dict[str, Any] = json.loads(done.stdout)
+    print(json.dumps(results))
+    return results
+
+
+def _answered(results: dict[str, dict[str, int]]) -> set[str]:
+    return {name for name, procs in results.items() if 0 in procs.values()}
+
+
+def test_forged_handles_are_refused(vmlab: VmServerLab, forged: dict[str, str],
+                                    tmp_path: Path) -> None:
+    """node02's own export root and a file the view shows answer (the client works); every
+    ext4 handle is refused, through any export. overlayfs handles of the view's lower files
+    are the open gap (KNOWN_VIEW_GAP)."""
+    results = _attack(vmlab, forged, tmp_path)
+    assert results["own_root"]["getattr"] == 0 and results["passwd_view_ovl"]["read"] == 0
+    assert _answered(results) == {"own_root", "passwd_view_ovl"} | KNOWN_VIEW_GAP
+
+
+def test_forged_handles_escape_without_subtree_check(vmlab: VmServerLab,
+                                                     forged: dict[str, str],
+                                                     tmp_path: Path) -> None:
+    """The defence is real: node02's export applied with `no_subtree_check` instead, the same
+    handles through it reach the whole server disk (inode 2, the shadow file, oneroot's
+    inventory, node01's layer, /root). Then the rendered exports are applied again."""
+    lab = vmlab
+    view = "/var/lib/oneroot/views/default"
+    path = f"{view}/var/state/systems/node02"
+    line = next(li for li in lab.ssh(f"cat {EXPORTS}").stdout.splitlines()
+                if li.startswith(path + " "))
+    client, options = line.split()[1].rstrip(")").split("(")
+    unchecked = ["no_subtree_check" if o == "subtree_check" else o for o in options.split(",")]
+    assert "subtree_check" in options.split(",") and "no_subtree_check" in unchecked
+    lab.ssh(f"exportfs -i -o {','.join(unchecked)} {client}:{path}")
+    try:
+        assert "no_subtree_check" in lab.ssh("exportfs -v").stdout.split(path, 1)[1][:300]
+        results = _attack(lab, forged, tmp_path)
+    finally:
+        lab.ssh("exportfs -ra")
+    escaped = {f"{name}_own" for name in ("ino2", *LEAKED)}
+    assert _answered(results) == {"own_root", "passwd_view_ovl"} | KNOWN_VIEW_GAP | escaped
+    assert results["ino2_own"]["readdir"] == 0 and results["shadow_own"]["read"] == 0
+    assert _answered(_attack(lab, forged, tmp_path)) == ({"own_root", "passwd_view_ovl"}
+                                                         | KNOWN_VIEW_GAP)

@@ -38,6 +38,7 @@ SERVER_PACKAGES = ("systemd-sysv", "udev", "kmod", "iproute2", "procps", "linux-
                    "nfs-kernel-server", "python3", "python3-venv", "openssh-server", "nftables")
 SERVER_MAC = MacAddress(bytes([0x52, 0x54, 0x00, 0x0E, 0x00, 0xFE]))
 VENV = "/opt/oneroot"
+SERVER_ROOT_ARG = "root=/dev/vda"  # on the server VM's kernel command line (ops.labserver)
 # Where the image keeps the node kernel + initramfs made from its own kernel at build time.
 NODE_BOOT_DIR = "/opt/oneroot-lab/boot"
 DISK_SIZE = "3G"
@@ -134,6 +135,12 @@ def _configure(root: Path, public_key: str) -> None:
             link.symlink_to(f"/lib/systemd/system/{unit}")
     # Started over SSH by the lab (after `oneroot init`), not at boot: nodes boot this root too.
     (wants / "nfs-server.service").unlink(missing_ok=True)
+    # The nodes' network is up from their initramfs (their root is on it). systemd-networkd
+    # failed on them and was restarted five times, each boot ~15 s later to network-online.
+    dropin = root / "etc/systemd/system/systemd-networkd.service.d/oneroot-lab.conf"
+    dropin.parent.mkdir(parents=True, exist_ok=True)
+    dropin.write_text("# the lab server only: nodes booting this root skip it\n"
+                      f"[Unit]\nConditionKernelCommandLine={SERVER_ROOT_ARG}\n")
     ssh = root / "root/.ssh"
     ssh.mkdir(mode=0o700, parents=True, exist_ok=True)
     (ssh / "authorized_keys").write_text(public_key)
