@@ -82,6 +82,9 @@ def test_on_off_status_for_a_range(cluster: Cluster) -> None:
     after = rows(cluster.oneroot("power", "status", "node[01-03]", "--json"))
     assert {n: r["state"] for n, r in after.items()} == {
         "node01": "on", "node02": "off", "node03": "on"}
+    # The BMC side's stages: what `oneroot status` (and serve's page) shows.
+    assert stages(cluster) | {"node01": "power-on", "node02": "off", "node03": "power-on"
+                              } == stages(cluster)
 
 
 def test_reboot_with_pxe_cycles_and_sets_the_boot_device(cluster: Cluster) -> None:
@@ -104,6 +107,11 @@ def test_reset_and_cycle_of_an_off_node(cluster: Cluster) -> None:
     assert "set reset 1" in cluster.bmcs["node03"].requests()[before:]
 
 
+def stages(cluster: Cluster) -> dict[str, str]:
+    report = json.loads(cluster.oneroot("status", "--json").stdout)
+    return {n["node"]: n["stage"] for n in report["nodes"]}
+
+
 def one_error(result: subprocess.CompletedProcess[str]) -> tuple[str, str]:
     assert result.returncode != 0
     lines = result.stderr.strip().splitlines()
@@ -118,6 +126,7 @@ def test_wrong_password_is_one_error_and_changes_nothing(cluster: Cluster) -> No
     assert "refused user 'admin'" in error and "bmc_password_file" in hint
     assert not cluster.bmcs["node06"].power
     assert len(cluster.bmcs["node06"].requests()) == asked
+    assert stages(cluster)["node06"] == "never booted"  # no `power-on` recorded
 
 
 def test_unreachable_bmc_and_node_without_one(cluster: Cluster) -> None:

@@ -23,7 +23,9 @@ from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
+from oneroot.model.paths import Paths
 from oneroot.ops.admin_token import csrf_token
+from oneroot.ops.power import PowerAction, PowerResult, stage_events, store_recorder
 from oneroot.testing.ports import free_port
 from oneroot.testing.serving import running
 
@@ -151,6 +153,27 @@ def test_node_boots_live_on_the_admin_page(served: Served, browser: webdriver.Ch
     assert shot.stat().st_size > 10_000
     if os.environ.get("ONEROOT_UPDATE_SCREENSHOT"):
         shutil.copyfile(shot, REPO / "docs" / "web-status.png")
+
+
+def test_power_stages_stored_by_oneroot_power_reach_the_page_live(
+        served: Served, browser: webdriver.Chrome) -> None:
+    """`oneroot power off|on` (another process) stores `off` and `power-on`; serve's watcher
+    pushes them: the row goes `off`, its timeline ends in an `off` phase, then a new boot."""
+    browser.get(served.url + "/")
+    wait = WebDriverWait(browser, 15)
+    wait.until(lambda b: row(b, "node01").get("stage") not in (None, "never booted"))
+    browser.execute_script("window.__loaded = 1")
+    record = store_recorder(Paths(home=served.home))
+    record(stage_events([PowerResult(node="node01", action=PowerAction.OFF, bmc="x")],
+                        now=time.time()))
+    wait.until(lambda b: row(b, "node01").get("stage") == "off")
+    shown = row(browser, "node01")
+    assert shown["cls"] == "off" and shown["phases"].endswith("runlevel off")
+    record(stage_events([PowerResult(node="node01", action=PowerAction.ON, bmc="x")],
+                        now=time.time()))
+    wait.until(lambda b: row(b, "node01").get("stage") == "power-on")
+    assert row(browser, "node01")["phases"] == "power-on"
+    assert browser.execute_script("return window.__loaded") == 1, "the page was reloaded"
 
 
 def test_node_port_is_read_only(served: Served, browser: webdriver.Chrome) -> None:

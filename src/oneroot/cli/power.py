@@ -22,7 +22,8 @@ def run_power(state: State, patterns: tuple[str, ...], action: PowerAction, *, p
     cluster = state.cluster()
     status = console.status(f"power {action.value}…")
     with contextlib.nullcontext() if as_json else status:
-        results = power_ops.power(cluster, patterns, action, pxe=pxe, parallel=parallel)
+        results = power_ops.power(cluster, patterns, action, pxe=pxe, parallel=parallel,
+                                  record=power_ops.store_recorder(state.paths))
     if as_json:
         emit_json([r.as_json() for r in results])
     else:

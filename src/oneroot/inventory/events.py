@@ -142,6 +142,23 @@ class EventStore:
         rows = self._conn.execute("SELECT node, image FROM node_image")
         return {n: i for n, i in rows}
 
+    def last_id(self) -> int:
+        (n,) = self._conn.execute("SELECT coalesce(max(id), 0) FROM events").fetchone()
+        return int(n)
+
+    def stages_after(self, last_id: int, stages: Iterable[str], *, limit: int = 1000
+                     ) -> tuple[int, list[BootEvent]]:
+        """Stage events named in `stages` stored after the event `last_id`, oldest first, and
+        the id to ask after next time (what another process wrote: `oneroot power`'s)."""
+        names = tuple(stages)
+        rows = self._conn.execute(
+            "SELECT id, time, node, stage, detail FROM events WHERE id > ? AND kind = 'stage' "
+            f"AND stage IN ({','.join('?' * len(names))}) ORDER BY id LIMIT ?",
+            (last_id, *names, limit)).fetchall()
+        events = [BootEvent(time=t, kind="stage", node=n, stage=st, detail=json.loads(dt))
+                  for _, t, n, st, dt in rows]
+        return (int(rows[-1][0]) if rows else last_id), events
+
     def status(self) -> dict[str, NodeStatus]:
         rows = self._conn.execute("SELECT node, stage, time, peer, detail FROM node_status")
         return {n: NodeStatus(node=n, stage=s, time=t, peer=p, detail=json.loads(d))

@@ -15,8 +15,11 @@ SILENT_STAGES = ("modules",)
 # `failed`; and the statuses it may give.
 REPORTED_STAGES = (*(s for s in INITRAMFS_STAGES if s not in SILENT_STAGES), "init", "runlevel",
                    "failed")
+# The stages a node's BMC side records (`oneroot power`, the admin page's buttons): `off` when
+# a power off succeeded, `power-on` when a power on, cycle or reset did (a new boot begins).
+BMC_STAGES = ("off", "power-on")
 # Stable stage names, in boot order; `oneroot status` shows the last one per node.
-STAGES = ("dhcp.offer", "dhcp.ack", "tftp", "http", *REPORTED_STAGES)
+STAGES = (*BMC_STAGES, "dhcp.offer", "dhcp.ack", "tftp", "http", *REPORTED_STAGES)
 STAGE_STATUSES = ("ok", "failed")
 
 
@@ -67,3 +70,12 @@ def bounded_event(event: BootEvent, *, text: int, detail_text: int, detail_keys:
                      node=_cut(event.node, text), mac=_cut(event.mac, text), peer=event.peer,
                      stage=_cut(event.stage, text), file=_cut(event.file, text),
                      bytes=event.bytes, duration=event.duration, detail=detail)
+
+
+def bmc_stage_event(*, node: str, stage: str, action: str, time: float) -> BootEvent:
+    """A stage the BMC side records for `node` (one of BMC_STAGES) after `action` succeeded."""
+    if stage not in BMC_STAGES:
+        raise ValueError(f"not a BMC stage: {stage!r}")
+    return BootEvent(time=time, kind="stage", node=node, stage=stage,
+                     detail={"status": "ok", "reported": stage, "source": "bmc",
+                             "action": action})

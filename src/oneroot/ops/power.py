@@ -10,14 +10,18 @@ import enum
 import os
 import stat
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
 from oneroot.bmc import Bmc, BmcCredentials, PowerState
 from oneroot.errors import BmcError, ConfigError, OnerootError
+from oneroot.inventory import database
+from oneroot.inventory.events import EventStore
 from oneroot.model.cluster import ResolvedNode
+from oneroot.model.events import BootEvent, bmc_stage_event
+from oneroot.model.paths import Paths
 from oneroot.model.profile import split_host_port
 from oneroot.model.ranges import expand_names
 from oneroot.model.resolved import ResolvedCluster
@@ -26,6 +30,7 @@ DEFAULT_PARALLEL = 32
 MAX_PASSWORD_FILE = 4096
 IPMI_PORT = 623
 CYCLE_SETTLE = 15.0  # seconds a cycled node may take to report on again
+Recorder = Callable[[Sequence[BootEvent]], None]
 
 
 class PowerAction(enum.StrEnum):
@@ -151,8 +156,10 @@ def select(cluster: ResolvedCluster, patterns: tuple[str, ...]) -> list[Resolved
 
 def power(cluster: ResolvedCluster, patterns: tuple[str, ...], action: PowerAction, *,
           pxe: bool = False, parallel: int = DEFAULT_PARALLEL,
-          progress: Callable[[PowerResult], None] | None = None) -> list[PowerResult]:
-    """Apply `action` to every node named; `pxe` sets a one-time network boot first."""
+          progress: Callable[[PowerResult], None] | None = None,
+          record: Recorder | None = None) -> list[PowerResult]:
+    """Apply `action` to every node named; `pxe` sets a one-time network boot first.
+    `record` gets the stage each success means (`off`, `power-on`: see `stage_events`)."""
     nodes = select(cluster, patterns)
     if parallel < 1:
         raise ConfigError("--parallel must be at least 1")
@@ -163,7 +170,24 @@ def power(cluster: ResolvedCluster, patterns: tuple[str, ...], action: PowerActi
             results[result.node] = result
             if progress is not None:
                 progress(result)
-    return [results[n.name] for n in nodes]
+    ordered = [results[n.name] for n in nodes]
+    if record is not None:
+        events = stage_events(ordered, now=time.time())
+        if events:
+            record(events)
+    return ordered
+
+
+# The stage a successful action puts a node in; a cycle or a reset starts a new boot.
+STAGE_AFTER = {PowerAction.OFF: "off", PowerAction.ON: "power-on",
+               PowerAction.CYCLE: "power-on", PowerAction.RESET: "power-on"}
+
+
+def stage_events(results: Sequence[PowerResult], *, now: float) -> list[BootEvent]:
+    """The BMC-side stage events of the actions that succeeded (`status` changes nothing)."""
+    return [bmc_stage_event(node=r.node, stage=STAGE_AFTER[r.action], action=r.action.value,
+                            time=now)
+            for r in results if r.ok and r.action in STAGE_AFTER]
 
 
 def failures(results: list[PowerResult]) -> Iterator[PowerResult]:
@@ -180,3 +204,15 @@ def raise_for_failures(results: list[PowerResult]) -> None:
     raise BmcError(f"{len(failed)} of {len(results)} nodes failed: "
                    f"{', '.join(r.node for r in failed[:8])}{'…' if len(failed) > 8 else ''}",
                    hint="see each node's error above")
+
+
+def store_recorder(paths: Paths) -> Recorder:
+    """A `record` for `power()` that writes to the home's event store (its own connection,
+    safe beside a running server's writer), where `oneroot status` and serve's page read it."""
+    def record(events: Sequence[BootEvent]) -> None:
+        store = EventStore(database.locate(paths, paths.events_db))
+        try:
+            store.record(events)
+        finally:
+            store.close()
+    return record

@@ -5,7 +5,8 @@ Each phase starts at one event: the server's own observations start the early on
 action, its first DHCP answer, the first file fetched, the kernel's fetch) and the node's stage
 reports, which /init sends when a stage is done, start the next one (the `dhcp` report ends
 kernel/initramfs and starts `layers`). A phase lasts until the next one starts; `runlevel`
-ends with the `runlevel` report, and the node is `up`.
+ends with the `runlevel` report, and the node is `up`. A power off (the BMC side's `off`
+stage) ends whatever phase was under way and starts `off`, which lasts until the next boot.
 """
 
 from __future__ import annotations
@@ -16,9 +17,10 @@ from dataclasses import dataclass, replace
 from oneroot.model.events import BootEvent
 
 PHASES = ("power-on", "dhcp", "loader", "kernel", "layers", "union", "init", "runlevel")
+OFF = "off"
 PHASE_LABELS = {"power-on": "power-on", "dhcp": "DHCP", "loader": "loader",
                 "kernel": "kernel/initramfs", "layers": "layers", "union": "union",
-                "init": "init", "runlevel": "runlevel"}
+                "init": "init", "runlevel": "runlevel", OFF: "off"}
 UP = "up"  # after the runlevel report: the boot is over
 # The phase a stage report starts (it is sent when the previous one is done).
 _PHASE_AFTER_REPORT = {"dhcp": "layers", "layers": "union", "union": "init",
@@ -52,16 +54,19 @@ class Timeline:
     phases: tuple[Phase, ...] = ()
     up: float | None = None  # when the runlevel was reached
     failed: str | None = None
+    off: float | None = None  # when the node was powered off (its last phase is `off`)
 
     @property
     def current(self) -> str | None:
+        if self.off is not None:
+            return OFF
         if self.up is not None:
             return UP
         return self.phases[-1].name if self.phases else None
 
     def as_json(self) -> dict[str, object]:
         return {"phases": [p.as_json() for p in self.phases], "up": self.up,
-                "failed": self.failed, "current": self.current}
+                "failed": self.failed, "off": self.off, "current": self.current}
 
 
 def _phase_of(event: BootEvent) -> str | None:
@@ -83,23 +88,33 @@ def advance(timeline: Timeline, event: BootEvent) -> Timeline:
     """The timeline after one more event (events come in time order)."""
     if event.kind == "stage" and event.stage == "failed":
         return replace(timeline, failed=event.detail.get("message") or "failed")
+    if event.kind == "stage" and event.stage == OFF:
+        return Timeline(phases=(*_closed(timeline.phases, event.time),
+                                Phase(name=OFF, start=event.time)), off=event.time)
     phase = _phase_of(event)
     if phase is None:
         return timeline
     current = timeline.current
     order = (*PHASES, UP)
-    restart = phase == "power-on" or (
-        phase == "dhcp" and current is not None and order.index(current) >= order.index("layers"))
+    restart = phase == "power-on" or (phase == "dhcp" and current is not None and (
+        current == OFF or order.index(current) >= order.index("layers")))
+    if current == OFF and not restart:
+        return timeline  # nothing but a new boot leaves `off`
     if restart or current is None:
         return Timeline(phases=(Phase(name=phase, start=event.time),))
     if order.index(phase) <= order.index(current):
         return timeline  # iPXE's own DHCP, the initramfs's: still the same phase
-    phases = timeline.phases
-    if phases and phases[-1].end is None:
-        phases = (*phases[:-1], replace(phases[-1], end=event.time))
+    phases = _closed(timeline.phases, event.time)
     if phase == UP:
         return replace(timeline, phases=phases, up=event.time)
     return replace(timeline, phases=(*phases, Phase(name=phase, start=event.time)))
+
+
+def _closed(phases: tuple[Phase, ...], now: float) -> tuple[Phase, ...]:
+    """`phases` with the one under way (if any) ended at `now`."""
+    if phases and phases[-1].end is None:
+        return (*phases[:-1], replace(phases[-1], end=now))
+    return phases
 
 
 def failure_hint(message: str) -> str:

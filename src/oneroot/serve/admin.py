@@ -11,18 +11,17 @@ served to the page by `GET /api/v1/admin/session`) and, when the browser sends o
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from aiohttp import web
 
 from oneroot.errors import InvalidValue
-from oneroot.model.events import BootEvent
 from oneroot.model.resolved import ResolvedCluster
 from oneroot.ops.admin_token import csrf_token, same_token
-from oneroot.ops.power import PowerAction, PowerResult, power
+from oneroot.ops.power import PowerAction, PowerResult, Recorder, power
 from oneroot.serve.statusboard import StatusBoard, add_page_routes
 
 log = logging.getLogger(__name__)
@@ -31,7 +30,6 @@ COOKIE = "oneroot_admin"
 # The buttons, and the action each runs (reboot is a power cycle, as `oneroot node reboot`).
 BUTTONS = {"on": PowerAction.ON, "off": PowerAction.OFF, "reboot": PowerAction.CYCLE,
            "reset": PowerAction.RESET}
-_POWERS_ON = (PowerAction.ON, PowerAction.CYCLE, PowerAction.RESET)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -52,14 +50,15 @@ def parse_listen(text: str) -> AdminListen:
 class AdminService:
     def __init__(self, *, listen: AdminListen, token: str, board: StatusBoard,
                  cluster: Callable[[], ResolvedCluster],
-                 on_event: Callable[[BootEvent], None],
+                 record: Recorder,
                  run_power: Callable[..., Awaitable[list[PowerResult]]] | None = None) -> None:
+        """`record` stores the stages successful actions mean (`off`, `power-on`), as
+        `oneroot power` does; serve's watcher of those stages pushes them to the page."""
         self.listen = listen
         self._token = token
         self._board = board
         self._cluster = cluster
-        self._on_event = on_event
-        self._run_power = run_power or _power_in_thread
+        self._run_power = run_power or functools.partial(_power_in_thread, record=record)
         self.app = web.Application(client_max_size=16 * 1024,
                                    middlewares=[self._authenticate])
         add_page_routes(self.app, board)
@@ -140,13 +139,9 @@ class AdminService:
         if not result.ok:
             self._board.record_error(node=node, message=f"power {button}: {result.error}",
                                      hint=result.hint)
-        elif action in _POWERS_ON:
-            self._on_event(BootEvent(time=time.time(), kind="stage", node=node,
-                                     stage="power-on", detail={"status": "ok",
-                                                               "reported": "power-on"}))
         return web.json_response(result.as_json(), status=200 if result.ok else 502)
 
 
-async def _power_in_thread(cluster: ResolvedCluster, node: str, action: PowerAction
-                           ) -> list[PowerResult]:
-    return await asyncio.to_thread(power, cluster, (node,), action)
+async def _power_in_thread(cluster: ResolvedCluster, node: str, action: PowerAction, *,
+                           record: Recorder) -> list[PowerResult]:
+    return await asyncio.to_thread(power, cluster, (node,), action, record=record)

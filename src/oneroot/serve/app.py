@@ -22,7 +22,7 @@ from oneroot.inventory import database
 from oneroot.inventory.events import EventStore
 from oneroot.inventory.leases import LeaseStore, Synchronous
 from oneroot.model.cluster import NfsServerKind
-from oneroot.model.events import BOOT_IMAGE, BootEvent
+from oneroot.model.events import BMC_STAGES, BOOT_IMAGE, BootEvent
 from oneroot.model.inventory import Inventory
 from oneroot.model.limits import DEFAULT_LIMITS, Limits
 from oneroot.model.paths import Paths
@@ -42,6 +42,7 @@ from oneroot.ops.nfs_serving import (
     nfs_plan,
     remount_union_for_boot,
 )
+from oneroot.ops.power import store_recorder
 from oneroot.ops.statefs import mount_for_serve
 from oneroot.ops.status import read_status
 from oneroot.ops.views import VIEW_RESCAN_SECONDS
@@ -50,7 +51,7 @@ from oneroot.proto.dhcp import NetworkConfig
 from oneroot.serve.admin import AdminListen, AdminService
 from oneroot.serve.bootwork import BootWork
 from oneroot.serve.dhcp import DhcpHealth, DhcpService
-from oneroot.serve.events import EventRecorder
+from oneroot.serve.events import EventRecorder, watch_stored_stages
 from oneroot.serve.http import HttpService
 from oneroot.serve.statusboard import StatusBoard
 from oneroot.serve.tftp import TftpService, blksize_for_interface
@@ -201,6 +202,7 @@ async def serve(paths: Paths, options: ServeOptions = ServeOptions(),
         await _start_nfs(paths, holder, IPv4Address(bind), jobs, closers, recorder, limits,
                          view_rescan=options.view_rescan)
     jobs.append(lambda: _watch_inventory(holder, options.reload_interval))
+    jobs.append(_bmc_stage_watcher(paths, recorder, options.reload_interval, closers))
     log.info("serve.started bind=%s dhcp=%s tftp=%s http=%s nodes=%d", bind, options.dhcp,
              options.tftp, options.http, len(holder.inventory.nodes))
     if started is not None:
@@ -287,6 +289,15 @@ async def _watch_inventory(holder: CatalogHolder, interval: float) -> None:
             log.exception("inventory.reload_failed")
 
 
+def _bmc_stage_watcher(paths: Paths, recorder: EventRecorder, interval: float,
+                       closers: list[Callable[[], Awaitable[None] | None]]
+                       ) -> Callable[[], Coroutine[Any, Any, None]]:
+    """The job that pushes the BMC stages `oneroot power` (or the admin page) stored."""
+    store = EventStore(database.locate(paths, paths.events_db))
+    closers.append(store.close)
+    return lambda: watch_stored_stages(store, recorder, BMC_STAGES, interval)
+
+
 async def _run_until(stop: asyncio.Event,
                      jobs: list[Callable[[], Coroutine[Any, Any, None]]]) -> None:
     """Run every job in one TaskGroup until `stop` is set, then cancel them all."""
@@ -314,7 +325,7 @@ async def _start_admin(listen: AdminListen, paths: Paths, holder: CatalogHolder,
                        board: StatusBoard, recorder: EventRecorder,
                        closers: list[Callable[[], Awaitable[None] | None]]) -> None:
     admin = AdminService(listen=listen, token=admin_token(paths), board=board,
-                         cluster=lambda: holder.cluster, on_event=recorder)
+                         cluster=lambda: holder.cluster, record=store_recorder(paths))
     await admin.start()
     closers.append(admin.close)
 

@@ -54,11 +54,15 @@ class EventRecorder:
             self.dropped += 1
             if self.dropped % 1000 == 1:
                 log.warning("events.dropped count=%d reason=queue full", self.dropped)
+        self.observe(event)
+        self._wake.set()
+
+    def observe(self, event: BootEvent) -> None:
+        """An event already stored (by another process): to the listeners, not to the store."""
         if event.node is not None:
             self.latest[event.node] = event
         for listener in self.listeners:
             listener(event)
-        self._wake.set()
 
     async def run(self) -> None:
         try:
@@ -97,6 +101,22 @@ class EventRecorder:
             return
         if dropped:
             log.info("events.pruned count=%d", dropped)
+
+
+async def watch_stored_stages(store: EventStore, recorder: EventRecorder,
+                              stages: tuple[str, ...], interval: float) -> None:
+    """Hand the stage events other processes store (`oneroot power`'s `off` and `power-on`)
+    to the recorder's listeners (the status page) as they appear."""
+    last = await asyncio.to_thread(store.last_id)
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            last, events = await asyncio.to_thread(store.stages_after, last, stages)
+        except Exception as exc:  # a locked or migrating database: ask again next time
+            log.error("events.watch_failed error=%s: %s", type(exc).__name__, exc)
+            continue
+        for event in events:
+            recorder.observe(event)
 
 
 def now() -> float:

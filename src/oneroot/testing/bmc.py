@@ -9,6 +9,7 @@ log of every request in files, so a test reads what the BMC was asked to do:
 
 from __future__ import annotations
 
+import ipaddress
 import shutil
 import socket
 import subprocess
@@ -16,6 +17,7 @@ import time
 from pathlib import Path
 from types import TracebackType
 
+from oneroot.render.ipmisim import SIM_EMU, IpmiSimConfig, render_lan_conf
 from oneroot.testing.ports import free_port
 
 _CHASSIS = """#!/bin/sh
@@ -42,28 +44,6 @@ set)
 *) exit 1 ;;
 esac
 """
-
-_LAN_CONF = """name "{name}"
-set_working_mc 0x20
-  startlan 1
-    addr 127.0.0.1 {port}
-    priv_limit admin
-    allowed_auths_callback md5
-    allowed_auths_user md5
-    allowed_auths_operator md5
-    allowed_auths_admin md5
-    guid a123456789abcdefa123456789abcdef
-  endlan
-  chassis_control "{chassis} 0x20"
-  user 2 true "{user}" "{password}" admin 10 md5
-{sol}"""
-
-_EMU = """mc_setbmc 0x20
-mc_add 0x20 0 no-device-sdrs 0x23 0x09 0x08 0x9f 0x1291 0xf02 persist_sdr
-sel_enable 0x20 1000 0x0a
-mc_enable 0x20
-"""
-
 
 class SimulatedBmc:
     def __init__(self, workdir: Path, *, user: str, password: str, powered: bool = False,
@@ -105,10 +85,12 @@ class SimulatedBmc:
         chassis.chmod(0o755)
         (self.dir / "power").write_text("1\n" if self._powered else "0\n")
         (self.dir / "boot").write_text("default\n")
-        (self.dir / "lan.conf").write_text(_LAN_CONF.format(
-            name=self.dir.name, port=self.port, chassis=chassis, user=self.user,
-            password=self.password, sol=self._sol_line()))
-        (self.dir / "sim.emu").write_text(_EMU)
+        sol = None if self.serial_port is None else f"tcp:127.0.0.1:{self.serial_port}"
+        (self.dir / "lan.conf").write_text(render_lan_conf(IpmiSimConfig(
+            name=self.dir.name, lan=ipaddress.IPv4Address("127.0.0.1"), port=self.port,
+            user=self.user, password=self.password, chassis_control=f"{chassis} 0x20",
+            sol=sol)))
+        (self.dir / "sim.emu").write_text(SIM_EMU)
         log = (self.dir / "ipmi_sim.log").open("wb")
         self._proc = subprocess.Popen(
             [sim, "-n", "-c", str(self.dir / "lan.conf"), "-f", str(self.dir / "sim.emu"),
@@ -116,11 +98,6 @@ class SimulatedBmc:
             stderr=subprocess.STDOUT)
         self._wait_listening()
         return self
-
-    def _sol_line(self) -> str:
-        if self.serial_port is None:
-            return ""
-        return f'  sol "tcp:127.0.0.1:{self.serial_port}" 115200\n'
 
     def _wait_listening(self) -> None:
         """ipmi_sim binds its UDP port after reading its files: wait until the port is taken."""

@@ -63,3 +63,20 @@ def test_refused_fetches_and_unknown_events_change_nothing() -> None:
     refused = BootEvent(time=9, kind="http.done", node="node01", file="vmlinuz",
                         detail={"status": "404"})
     assert replay([refused, ev(9, "tftp.error")], tl) == tl
+
+
+def test_power_off_ends_the_boot_and_only_a_new_boot_leaves_off() -> None:
+    off = ev(30, "stage", stage="off")
+    tl = replay([*BOOT[:12], off])  # off while `init` was under way
+    assert [(p.name, p.start, p.end) for p in tl.phases][-2:] == [("init", 15.5, 30),
+                                                                  ("off", 30, None)]
+    assert tl.current == "off" and tl.up is None and tl.as_json()["off"] == 30
+    # A late report from the node, a file fetch: still off.
+    assert replay([ev(31, "stage", stage="runlevel"), ev(32, "http.done", file="x")], tl) == tl
+    on = replay([ev(40, "stage", stage="power-on")], tl)
+    assert [p.name for p in on.phases] == ["power-on"] and on.current == "power-on"
+    # Powered on by other means (a button on the box): its DHCP starts the next boot.
+    assert replay([ev(50, "dhcp.offer")], tl).current == "dhcp"
+    # Off after a finished boot: the runlevel phase stays closed, the node is no longer up.
+    after_up = replay([*BOOT, off])
+    assert after_up.current == "off" and after_up.phases[-2].name == "runlevel"

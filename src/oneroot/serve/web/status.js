@@ -4,7 +4,7 @@
 
 const SVG = "http://www.w3.org/2000/svg";
 const COLORS = {"power-on": "#8e7cc3", dhcp: "#6fa8dc", loader: "#76a5af", kernel: "#f6b26b",
-  layers: "#93c47d", union: "#6aa84f", init: "#e06666", runlevel: "#c27ba0"};
+  layers: "#93c47d", union: "#6aa84f", init: "#e06666", runlevel: "#c27ba0", off: "#b7b7b7"};
 let session = null;  // {csrf, actions} on the administrator's listener, else null
 
 function el(tag, text, cls) {
@@ -89,7 +89,8 @@ function renderNode(n, now) {
   fresh.dataset.node = n.node;
   fresh.dataset.stage = n.stage;
   const tl = n.timeline || {};
-  fresh.className = tl.current === "up" ? "up" : (tl.failed ? "failed" : "");
+  fresh.className = tl.current === "up" ? "up" : tl.current === "off" ? "off"
+    : (tl.failed ? "failed" : "");
   fresh.append(el("td", n.node, "name"), el("td", n.ip, "ip"), el("td", n.stage, "stage"),
     el("td", n.message, "message"));
   const chart = el("td", undefined, "chart");
