@@ -24,6 +24,7 @@ from oneroot.ops.lab import LabCluster
 from oneroot.testing.labprobe import install_probe
 
 pytestmark = pytest.mark.e2e
+BOOTED = ["dhcp", "layers", "union", "switch_root", "init"]
 
 BOOT_TIMEOUT = 480
 
@@ -98,6 +99,8 @@ def test_uefi_node_boots_through_ipxe_efi(cluster: LabCluster) -> None:
     # The firmware's PXE loaded ipxe.efi by TFTP before iPXE fetched anything by HTTP.
     assert served and served[0] == ("tftp.done", "ipxe.efi"), served
     assert any(k == "http.done" and Path(f).name == "vmlinuz" for k, f in served), served
-    assert stages == ["dhcp", "layers", "union", "switch_root", "init"], stages
+    # The probe powers the node off before multi-user.target (which waits for it): no
+    # `runlevel` report, unless systemd reached the target before the poweroff job replaced it.
+    assert stages in (BOOTED, [*BOOTED, "runlevel"]), stages
     status = json.loads(c.oneroot("status", "--json").stdout)
-    assert {n["node"]: n["stage"] for n in status["nodes"]}["node01"] == "init"
+    assert {n["node"]: n["stage"] for n in status["nodes"]}["node01"] == stages[-1]

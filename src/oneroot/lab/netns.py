@@ -32,9 +32,11 @@ from typing import Any
 from oneroot.errors import ExternalToolError, LabError
 from oneroot.net import MacAddress
 from oneroot.netpin import run_nft
-from oneroot.render.netpin import GuardedPort, render_bridge_guard
+from oneroot.render.netpin import GuardedPort, render_bridge_guard, render_management_guard
 
 BRIDGE_MAC = "02:6f:6e:65:00:01"  # locally administered
+MGMT_BRIDGE = "mgmt0"
+MGMT_BRIDGE_MAC = "02:6f:6e:65:00:02"
 log = logging.getLogger(__name__)
 
 DEFAULT_STATE_DIR = Path("/run/oneroot/lab")
@@ -106,6 +108,7 @@ class Lab:
         self._popen: dict[int, subprocess.Popen[bytes]] = {}
         self._guarded: dict[str, GuardedPort] = {}
         self._torn_down = False
+        self.management: ipaddress.IPv4Interface | None = None
 
     # -- creation -------------------------------------------------------------------------
 
@@ -206,6 +209,27 @@ class Lab:
         run_nft(render_bridge_guard(self.bridge, list(self._guarded.values())),
                 netns=self.netns)
         log.info("lab.port_guarded port=%s mac=%s address=%s", tap.name, mac, address)
+
+    def add_management_network(self, server: ipaddress.IPv4Interface) -> None:
+        """A second bridge, `mgmt0`, carrying `server` (the server's address on it): the
+        network of the nodes' BMCs, which the nodes' bridge never reaches (nftables, and no
+        forwarding in the namespace). `add_management_address` puts a BMC's address on it."""
+        ns = self.netns
+        _ip("-n", ns, "link", "add", MGMT_BRIDGE, "address", MGMT_BRIDGE_MAC, "type",
+            "bridge", "forward_delay", "0", "stp_state", "0")
+        _ip("-n", ns, "addr", "add", str(server), "dev", MGMT_BRIDGE)
+        _ip("-n", ns, "link", "set", MGMT_BRIDGE, "up")
+        self.run_in_ns(["sysctl", "-q", "-w", "net.ipv4.ip_forward=0"])
+        run_nft(render_management_guard(MGMT_BRIDGE, server.network), netns=ns)
+        self.management = server
+        log.info("lab.management bridge=%s server=%s", MGMT_BRIDGE, server)
+
+    def add_management_address(self, address: ipaddress.IPv4Address) -> None:
+        """An address on the management bridge for one BMC to listen on."""
+        if self.management is None or address not in self.management.network:
+            raise LabError(f"{address} is not on the lab's management network",
+                           hint="call add_management_network() first")
+        _ip("-n", self.netns, "addr", "add", f"{address}/32", "dev", MGMT_BRIDGE)
 
     def add_client(self, address: str | ipaddress.IPv4Interface | None = None) -> Client:
         """A namespace of its own, `eth0` in it wired to the bridge; with `address` it is

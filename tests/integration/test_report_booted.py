@@ -1,0 +1,73 @@
+"""The booted image's stage reporter (overlay/identity.py REPORT_SCRIPT) run by bash against a
+real listener, with the kernel command line it reads bind-mounted in a mount namespace."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import threading
+from pathlib import Path
+from urllib.parse import parse_qs
+
+import pytest
+
+from oneroot.overlay.identity import REPORT_SCRIPT
+
+pytestmark = pytest.mark.integration
+
+
+def report(tmp_path: Path, *args: str) -> dict[str, list[str]] | None:
+    """Run the script with `args`; the form it POSTed, or None if it sent nothing."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(3)  # the wait for a report that must not come
+    port = listener.getsockname()[1]
+    got: list[bytes] = []
+
+    def serve() -> None:
+        try:
+            conn, _ = listener.accept()
+        except TimeoutError:
+            return
+        with conn:
+            conn.settimeout(5)
+            data = b""
+            while b"\r\n\r\n" not in data or len(data.partition(b"\r\n\r\n")[2]) < int(
+                    data.partition(b"Content-Length: ")[2].split(b"\r\n")[0] or 0):
+                chunk = conn.recv(4096)
+                if not chunk:
+                    break
+                data += chunk
+            got.append(data)
+            conn.sendall(b"HTTP/1.0 200 OK\r\n\r\nok\n")
+
+    thread = threading.Thread(target=serve)
+    thread.start()
+    cmdline = tmp_path / "cmdline"
+    cmdline.write_text(f"ip=dhcp oneroot.status=http://127.0.0.1:{port}/api/v1/report quiet\n")
+    script = tmp_path / "report-booted"
+    script.write_text(REPORT_SCRIPT)
+    script.chmod(0o755)
+    subprocess.run(["unshare", "--mount", "sh", "-c",
+                    f'mount --bind "{cmdline}" /proc/cmdline && exec "{script}" "$@"', "-",
+                    *args], check=True, timeout=20)
+    thread.join()
+    listener.close()
+    if not got:
+        return None
+    head, _, body = got[0].partition(b"\r\n\r\n")
+    assert head.startswith(b"POST /api/v1/report HTTP/1.0")
+    return parse_qs(body.decode())
+
+
+def test_init_and_runlevel_are_reported_with_their_message(tmp_path: Path) -> None:
+    assert report(tmp_path, "init", "systemd") == {
+        "stage": ["init"], "status": ["ok"], "message": ["systemd"]}
+    assert report(tmp_path, "runlevel", "multi-user.target") == {
+        "stage": ["runlevel"], "status": ["ok"], "message": ["multi-user.target"]}
+
+
+def test_a_message_cannot_add_form_fields_and_other_stages_are_not_sent(
+        tmp_path: Path) -> None:
+    sent = report(tmp_path, "runlevel", "x&stage=failed&status=failed")
+    assert sent is not None and sent["stage"] == ["runlevel"] and sent["status"] == ["ok"]
+    assert report(tmp_path, "failed", "boom") is None
