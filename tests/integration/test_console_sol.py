@@ -5,12 +5,8 @@ node, `~.` to leave, the terminal restored, and the session in the server's log.
 
 from __future__ import annotations
 
-import os
-import select
 import subprocess
 import sys
-import termios
-import time
 from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -21,6 +17,7 @@ import pytest
 from oneroot.testing.bmc import SimulatedBmc
 from oneroot.testing.ports import free_port
 from oneroot.testing.serial import SerialShell
+from oneroot.testing.terminal import Terminal
 
 ONEROOT = [sys.executable, "-m", "oneroot"]
 PASSWORD = "pw-91c3e0"
@@ -65,49 +62,13 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
         yield lab
 
 
-class Terminal:
-    """`oneroot ARGS` with a pseudo-terminal as stdin and stdout (stderr apart)."""
-
-    def __init__(self, lab: Lab, *args: str) -> None:
-        self.master, self.slave = os.openpty()
-        self.cooked = termios.tcgetattr(self.slave)
-        self.proc = subprocess.Popen([*ONEROOT, "--home", str(lab.home), *args],
-                                     stdin=self.slave, stdout=self.slave,
-                                     stderr=subprocess.PIPE, start_new_session=True)
-        self.screen = b""
-
-    def type(self, keys: bytes) -> None:
-        os.write(self.master, keys)
-
-    def expect(self, wanted: bytes, timeout: float = 20) -> None:
-        deadline = time.monotonic() + timeout
-        while wanted not in self.screen:
-            left = deadline - time.monotonic()
-            assert left > 0, f"{wanted!r} never shown; screen: {self.screen!r}"
-            if select.select([self.master], [], [], min(left, 0.2))[0]:
-                self.screen += os.read(self.master, 4096)
-
-    def raw(self) -> bool:
-        return not termios.tcgetattr(self.slave)[3] & termios.ICANON
-
-    def finish(self) -> tuple[int, str]:
-        _, err = self.proc.communicate(timeout=60)
-        assert termios.tcgetattr(self.slave) == self.cooked  # the terminal is restored
-        os.close(self.master)
-        os.close(self.slave)
-        return self.proc.returncode, err.decode()
-
-
-def wait_raw(term: Terminal) -> None:
-    deadline = time.monotonic() + 20
-    while not term.raw():
-        assert time.monotonic() < deadline and term.proc.poll() is None, term.proc.stderr
-        time.sleep(0.05)
+def terminal(lab: Lab, *args: str) -> Terminal:
+    return Terminal([*ONEROOT, "--home", str(lab.home), *args])
 
 
 def test_type_a_command_read_its_output_and_leave(lab: Lab) -> None:
-    term = Terminal(lab, "console", "node01")
-    wait_raw(term)  # keys go to the node as typed: no line editing, no signals
+    term = terminal(lab, "console", "node01")
+    term.wait_raw()  # keys go to the node as typed: no line editing, no signals
     term.type(b"hostname\r")
     term.expect(b"\r\nnode01\r\n# ")
     term.type(b"echo hello over SOL\r")
@@ -140,7 +101,7 @@ def test_tail_shows_the_log_with_controls_made_visible(lab: Lab) -> None:
 ])
 def test_bmc_failures_are_one_error_and_leave_the_terminal_alone(
         lab: Lab, node: str, error: str, hint: str) -> None:
-    code, err = Terminal(lab, "console", node).finish()
+    code, err = terminal(lab, "console", node).finish()
     lines = err.strip().splitlines()
     assert code != 0 and len(lines) == 2, err
     assert lines[0].startswith("error: ") and error in lines[0], err
@@ -155,8 +116,8 @@ def test_a_bmc_lost_mid_session_is_one_error_and_the_terminal_comes_back(
             serial_port=shell.port) as bmc:
         lab.oneroot("node", "add", "node05", "--mac", "52:54:00:00:01:05", "--ip",
                     "10.0.0.25", "--group", "compute", "--set", f"bmc_address={bmc.address}")
-        term = Terminal(lab, "console", "node05")
-        wait_raw(term)
+        term = terminal(lab, "console", "node05")
+        term.wait_raw()
         term.type(b"hostname\r")
         term.expect(b"node05\r\n")
         bmc.__exit__(None, None, None)  # the BMC goes away while the terminal is raw

@@ -7,6 +7,7 @@ The work is in `oneroot.ops.labctl`; the process that keeps the lab is `cli/labs
 from __future__ import annotations
 
 import datetime
+import os
 import sys
 import time
 from pathlib import Path
@@ -23,7 +24,7 @@ from oneroot.cli.output import console, emit_json, plain, table
 from oneroot.cli.state import json_option
 from oneroot.errors import LabError
 from oneroot.lab.qemu import Firmware
-from oneroot.ops import labctl
+from oneroot.ops import labbmc, labctl
 from oneroot.ops.labcontrol import LabPhase, is_alive
 from oneroot.ops.labstatus import LabStatus, serial_log
 from oneroot.ops.labstatus import lab_status as read_lab_status
@@ -32,7 +33,8 @@ workdir_option = click.option(
     "--workdir", type=click.Path(path_type=Path, file_okay=False),
     default=labctl.DEFAULT_WORKDIR, show_default=True, envvar="ONEROOT_LAB_WORKDIR",
     help="Where the lab keeps its inventory, image, state, logs and control file.")
-STAGE_STYLE = {"init": "green", "failed": "red", "never booted": "dim"}
+STAGE_STYLE = {"runlevel": "green", "init": "green", "failed": "red", "never booted": "dim",
+               "off": "dim"}
 
 
 def _when(ts: float | None) -> str:
@@ -154,14 +156,38 @@ def lab_status(as_json: bool, workdir: Path) -> None:
 
 @lab.command("console")
 @click.argument("node")
+@click.option("--log", "log_only", is_flag=True,
+              help="Show the console's log instead of logging in (implied by --no-follow, "
+                   "and for nodes without a BMC).")
 @click.option("--follow/--no-follow", "-f", default=True, show_default=True,
-              help="Keep printing as the console writes (Ctrl-C to stop).")
+              help="With --log: keep printing as the console writes (Ctrl-C to stop).")
 @click.option("--lines", "-n", default=40, show_default=True)
 @workdir_option
-def lab_console(node: str, follow: bool, lines: int, workdir: Path) -> None:
-    """Show NODE's serial console (its log: the console is read-only)."""
+def lab_console(node: str, log_only: bool, follow: bool, lines: int, workdir: Path) -> None:
+    """NODE's serial console, interactive through its BMC (serial-over-LAN, `~.` leaves):
+    `oneroot console NODE` run on the lab's server. Log in as root with the password in
+    WORKDIR/bmc/console-password."""
+    if not log_only and follow and labbmc.has_bmc(workdir, node):
+        _exec_on_server(workdir, ("console", node))
     path = serial_log(workdir, node)
     _follow(path, lines=lines, follow=follow)
+
+
+@lab.command("run", context_settings={"ignore_unknown_options": True,
+                                      "allow_interspersed_args": False})
+@click.argument("args", nargs=-1, required=True, type=click.UNPROCESSED)
+@workdir_option
+def lab_run(args: tuple[str, ...], workdir: Path) -> None:
+    """Run `oneroot ARGS` on the lab's server (its namespace, its home), where the nodes'
+    BMCs are reached: `oneroot lab run power off node01`, `… run console node01`."""
+    _exec_on_server(workdir, args)
+
+
+def _exec_on_server(workdir: Path, args: tuple[str, ...]) -> None:
+    status = read_lab_status(workdir)
+    command = labbmc.server_command(workdir, status.netns if status.running else None, args)
+    sys.stdout.flush()
+    os.execvp(command[0], command)
 
 
 @lab.command("down")

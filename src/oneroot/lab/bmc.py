@@ -97,19 +97,32 @@ class LabBmc:
         return bool(out.strip())
 
     def vm_pid(self) -> int | None:
-        """The running VM's QEMU, from its PID file (None when off)."""
-        try:
-            pid = int(self.vm.pid_file.read_text().strip())
-        except (OSError, ValueError):
-            return None
-        try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-        except OSError:
-            return None
-        return pid if f"-name\0{self.vm.name}\0".encode() in cmdline else None
+        """The running VM's QEMU (None when off)."""
+        return running_vm_pid(self.vm.pid_file, self.vm.name)
+
+    def wait_vm_pid(self, *, timeout: float = 15) -> int:
+        """The VM's QEMU once the BMC has started it (after a power on)."""
+        deadline = time.monotonic() + timeout
+        while (pid := self.vm_pid()) is None:
+            if time.monotonic() > deadline:
+                raise LabError(f"the BMC of {self.vm.name} did not start its VM",
+                               hint=f"see {self.vm.stderr_log} and {self.log_file}")
+            time.sleep(0.1)
+        return pid
 
     def stop(self) -> None:
         """Stop ipmi_sim (its VM, if on, goes with the namespace's other processes)."""
         if self._proc is not None:
             self.lab.stop_process(self._proc)
             self._proc = None
+
+
+def running_vm_pid(pid_file: Path, name: str) -> int | None:
+    """The QEMU of VM `name` from its PID file, if that process runs and is that VM's (a
+    BMC starts a new one at each power on)."""
+    try:
+        pid = int(pid_file.read_text().strip())
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (OSError, ValueError):
+        return None
+    return pid if f"-name\0{name}\0".encode() in cmdline else None

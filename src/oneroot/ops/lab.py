@@ -23,6 +23,7 @@ from oneroot.initramfs.busybox import fetch_busybox
 from oneroot.initramfs.cpio import Compression
 from oneroot.initramfs.kernel import Kernel, fetch_kernel
 from oneroot.lab import Lab, QemuVm, list_netns
+from oneroot.lab.bmc import LabBmc
 from oneroot.lab.qemu import Firmware
 from oneroot.model import profile
 from oneroot.model.paths import Paths
@@ -55,6 +56,7 @@ class LabCluster:
     serve_proc: subprocess.Popen[bytes] | None = None
     kernel: Kernel | None = None
     vms: dict[str, QemuVm] = field(default_factory=dict)
+    bmcs: dict[str, LabBmc] = field(default_factory=dict)  # ops.labbmc.start_bmcs
 
     @property
     def home(self) -> Path:
@@ -217,6 +219,7 @@ class LabCluster:
         for vm in self.vms.values():
             vm.stop()
         self.vms.clear()
+        self.bmcs.clear()  # their processes (and the VMs they started) end with the lab's
         if self.lab is not None:
             if self.serve_proc is not None:
                 self.lab.stop_process(self.serve_proc, timeout=15)

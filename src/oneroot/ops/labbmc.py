@@ -126,3 +126,17 @@ def install_console_login(c: LabCluster, node: str) -> None:
         local = files / Path(path).name
         local.write_text(text)
         c.oneroot("overlay", "put", node, path, str(local), "--mode", mode)
+
+
+def server_command(workdir: Path, netns: str | None, args: tuple[str, ...]) -> list[str]:
+    """The command line that runs `oneroot ARGS` as the lab's server would: in its namespace
+    (where the BMCs' management network is), on its home."""
+    if netns is None:
+        raise LabError(f"no lab runs from {workdir} (or its server is a VM)",
+                       hint="`oneroot lab up` first; with `--server vm` the server's commands "
+                            "run in the server VM")
+    return ["ip", "netns", "exec", netns, *ONEROOT, "--home", str(workdir / "home"), *args]
+
+
+def has_bmc(workdir: Path, node: str) -> bool:
+    return (bmc_dir(workdir) / node / "lan.conf").exists()

@@ -15,6 +15,7 @@ from typing import Any
 
 from oneroot.errors import LabError
 from oneroot.fsutil.atomic import write_atomic
+from oneroot.lab.bmc import running_vm_pid
 from oneroot.lab.netns import list_netns
 from oneroot.model.paths import Paths
 from oneroot.model.resolved import resolve_cluster
@@ -166,12 +167,15 @@ def _node_status(ctl: LabControl, index: int, st: NodeBootStatus | None,
         hello_text = mirror.hello.get(record.name)
     else:
         hello_text = hello.read_text().strip() if hello.exists() else None
+    # A node with a BMC gets a new QEMU at each power on: its PID file says which.
+    pid = running_vm_pid(Path(record.serial_log).with_suffix("").with_suffix(".pid"),
+                         record.name)
     return LabNodeStatus(
         node=record.name, firmware=record.firmware,
         top=TMPFS_TOP if record.ephemeral else RW_TOP,
-        vm=("running" if is_alive(record.pid, record.start_time)
+        vm=("running" if is_alive(record.pid, record.start_time) or pid
              else "off" if record.pid else "-"),
-        pid=record.pid,
+        pid=pid or record.pid,
         stage=st.stage if st is not None else "never booted",
         time=st.time if st is not None else None,
         runlevel=message if message.endswith(".target") else None,
