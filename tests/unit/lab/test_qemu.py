@@ -123,3 +123,24 @@ def test_wait_for_fails_fast_when_the_firmware_gives_up(tmp_path: Path) -> None:
         with pytest.raises(LabError, match="No bootable device"):
             vm.wait_for("ONEROOT-MARKER", timeout=30)
         assert vm.elapsed() < 20
+
+
+def test_a_vm_with_a_bmc_is_wired_to_it_and_started_by_its_script(tmp_path: Path) -> None:
+    vm = QemuVm(FakeLab(tmp_path), Tap(name="tap0"), mac=MAC,  # type: ignore[arg-type]
+                accel="tcg", name="node01", workdir=tmp_path,
+                bmc=qemu.BmcLink(ipmi_port=9101, serial_port=9301))
+    cmd = vm.command()
+    assert "-no-reboot" not in cmd  # a guest reboot stays in the VM; the BMC powers it off
+    assert cmd[cmd.index("-serial") + 1] == "chardev:serial0"
+    chardevs = [cmd[i + 1] for i, arg in enumerate(cmd) if arg == "-chardev"]
+    assert (f"socket,id=serial0,host=127.0.0.1,port=9301,server=on,wait=off,"
+            f"logfile={vm.serial_log},logappend=on") in chardevs
+    assert "socket,id=ipmi0,host=127.0.0.1,port=9101,reconnect=1" in chardevs
+    devices = [cmd[i + 1] for i, arg in enumerate(cmd) if arg == "-device"]
+    assert "ipmi-bmc-extern,chardev=ipmi0,id=bmc0" in devices
+    assert "isa-ipmi-kcs,bmc=bmc0" in devices
+    script = vm.start_script()
+    assert script.startswith("#!/bin/sh\n") and "\nexec qemu-system-x86_64 " in script
+    assert f">>{vm.stderr_log} 2>&1" in script
+    with pytest.raises(LabError):
+        QemuVm(kernel=tmp_path / "k", workdir=tmp_path).start_script()
