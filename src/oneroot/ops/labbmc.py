@@ -45,7 +45,7 @@ PASSWORD_WANTS = "[Unit]\nWants=oneroot-lab-password.service\n"
 
 
 def bmc_address(index: int) -> ipaddress.IPv4Address:
-    return MANAGEMENT.ip + 10 + index
+    return MANAGEMENT.network.network_address + 10 + index
 
 
 def bmc_dir(workdir: Path) -> Path:
