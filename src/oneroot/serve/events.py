@@ -107,16 +107,21 @@ async def watch_stored_stages(store: EventStore, recorder: EventRecorder,
                               stages: tuple[str, ...], interval: float) -> None:
     """Hand the stage events other processes store (`oneroot power`'s `off` and `power-on`)
     to the recorder's listeners (the status page) as they appear."""
-    last = await asyncio.to_thread(store.last_id)
+    last: int | None = None
+    events: list[BootEvent]
     while True:
-        await asyncio.sleep(interval)
         try:
-            last, events = await asyncio.to_thread(store.stages_after, last, stages)
+            if last is None:  # only what is stored from now on: the page was seeded before
+                last = await asyncio.to_thread(store.last_id)
+                events = []
+            else:
+                last, events = await asyncio.to_thread(store.stages_after, last, stages)
         except Exception as exc:  # a locked or migrating database: ask again next time
             log.error("events.watch_failed error=%s: %s", type(exc).__name__, exc)
-            continue
+            events = []
         for event in events:
             recorder.observe(event)
+        await asyncio.sleep(interval)
 
 
 def now() -> float:
