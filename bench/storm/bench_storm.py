@@ -3,11 +3,12 @@ dnsmasq + nginx serving the same rendered files, in the same run (issue 15).
 
 For each N: a oneroot home with N nodes (`oneroot init`, `oneroot node add`, `oneroot render`;
 the lab's kernel and initramfs when ~/.cache/oneroot has them, else random files of their
-size), then for each server a fresh server namespace with `br0`, the server started in it, and
-bench/storm/client.py booting the N nodes (see its docstring for what a node does). Measured:
-the time until every node has every file, failures, per-node p50/p99, server CPU and peak RSS.
-Writes bench/results/storm.md and storm.json. Needs root; every packet stays in namespaces
-this run creates and deletes (also on failure and Ctrl-C).
+size), then for each server a fresh network (netns.py: a switch, the server on it), the
+server started, and bench/storm/client.py booting the N nodes (see its docstring for what a
+node does). Measured: the time until every node has every file, failures, per-node p50/p99,
+server CPU and peak RSS, and where packets were dropped. Writes bench/results/storm.md and
+storm.json. Needs root; every packet stays in namespaces this run creates and deletes (also
+on failure and Ctrl-C).
 
     .venv/bin/python bench/storm/bench_storm.py [--nodes 100,500,1000] [--servers oneroot,baseline]
 """
@@ -34,16 +35,17 @@ sys.path.insert(0, str(HERE))
 
 import servers  # noqa: E402
 from netns import (  # noqa: E402
-    create_server_namespace,
-    delete_server_namespace,
-    delete_stale_server_namespaces,
-    neighbour_table_room,
+    create_network,
+    delete_namespace,
+    delete_stale_namespaces,
+    drop_counters,
+    host_room_for,
 )
 
 SERVER = ipaddress.IPv4Interface("10.9.0.1/16")
 FIRST_NODE_IP = "10.9.1.1"
 HTTP_PORT = 8080
-NS_PREFIX = "storm-srv-"
+NS_PREFIX = "storm-"
 ARCH = {"bios": (0, "undionly.kpxe"), "uefi": (7, "ipxe.efi")}
 LAB_KERNEL_GLOB = "kernels/*/boot/vmlinuz-*"
 SIZES = {"vmlinuz": 8_247_232, "initramfs.img": 3_985_087}  # the lab's, when not cached
@@ -84,7 +86,7 @@ def prepare_home(work: Path, nodes: int, payload: Path) -> Path:
     boot.mkdir()
     oneroot = str(oneroot_bin())
     run([oneroot, "--home", str(home), "init", "--server", str(SERVER.ip), "--subnet",
-         str(SERVER.network), "--interface", "br0", "--boot-dir", str(boot), "--state-dir",
+         str(SERVER.network), "--interface", "eth0", "--boot-dir", str(boot), "--state-dir",
          str(work / "state"), "--image-root", str(work / "image"), "--http-port", str(HTTP_PORT)])
     macs = work / "macs.txt"
     macs.write_text("".join(f"02:00:0a:09:{i >> 8:02x}:{i & 255:02x}\n"
@@ -149,8 +151,8 @@ def summarize(server: str, report: dict[str, object], cpu: float, meter: servers
 
 def storm(server: str, nodes: int, home: Path, work: Path, manifest_path: Path,
           args: argparse.Namespace) -> dict[str, object]:
-    ns = f"{NS_PREFIX}{os.getpid()}"
-    create_server_namespace(ns, SERVER)
+    ns, switch = f"{NS_PREFIX}srv-{os.getpid()}", f"{NS_PREFIX}sw-{os.getpid()}"
+    create_network(ns, switch, SERVER)
     running: servers.Running | None = None
     try:
         if server == "oneroot":
@@ -159,12 +161,15 @@ def storm(server: str, nodes: int, home: Path, work: Path, manifest_path: Path,
             running = servers.start_baseline(ns, home, work / "boot", work,
                                              f"{SERVER.ip}:{HTTP_PORT}", nodes)
         servers.wait_ready(ns, running, HTTP_PORT)
+        profiler = (servers.Profiler(running.procs[0].pid, work / f"pyspy-{server}.txt")
+                    if args.profile and server == "oneroot" else None)
         running.meter.start_sampling()
         cpu0 = running.meter.cpu_seconds()
+        drops0 = drop_counters(ns, switch)
         out = work / f"client-{server}.json"
-        with neighbour_table_room(nodes):
+        with host_room_for(nodes):
             done = subprocess.run(
-                [sys.executable, str(HERE / "client.py"), "--server-ns", ns, "--nodes",
+                [sys.executable, str(HERE / "client.py"), "--switch-ns", switch, "--nodes",
                  str(nodes), "--manifest", str(manifest_path), "--out", str(out),
                  "--spread", str(args.spread), "--verify-every", str(args.verify_every)],
                 capture_output=True, text=True, timeout=args.timeout, check=False)
@@ -173,13 +178,19 @@ def storm(server: str, nodes: int, home: Path, work: Path, manifest_path: Path,
         cpu = running.meter.cpu_seconds() - cpu0
         running.check_alive()
         running.meter.stop_sampling()
-        return summarize(server, json.loads(out.read_text()), cpu, running.meter)
+        row = summarize(server, json.loads(out.read_text()), cpu, running.meter)
+        drops1 = drop_counters(ns, switch)
+        row["drops"] = {k: drops1[k] - drops0.get(k, 0) for k in drops1}
+        if profiler is not None:
+            row["profile"] = profiler.stop()
+        return row
     finally:
         if running is not None:
             running.meter.stop_sampling()
             running.stop()
             running.meter.close()
-        delete_server_namespace(ns)
+        delete_namespace(ns)
+        delete_namespace(switch)
 
 
 def machine() -> dict[str, object]:
@@ -214,15 +225,19 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "storm")
     parser.add_argument("--payload", choices=("lab", "random"), default="lab",
                         help="the lab's kernel and initramfs when cached, or random bytes")
+    parser.add_argument("--profile", action="store_true",
+                        help="sample oneroot serve with py-spy during the storm (in the JSON)")
+    parser.add_argument("--workdir", type=Path, help="keep homes and server logs here")
     parser.add_argument("--no-write", action="store_true", help="print, write no results")
     args = parser.parse_args()
     if os.geteuid() != 0:
         parser.error("needs root (network namespaces)")
-    delete_stale_server_namespaces(NS_PREFIX)
+    delete_stale_namespaces(NS_PREFIX)
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     load_before = os.getloadavg()
     rows = []
-    with tempfile.TemporaryDirectory(prefix="storm-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="storm-") as tmp_dir:
+        tmp = str(args.workdir or tmp_dir)
         payload_note = boot_payload(Path.home() / ".cache" / "oneroot", Path(tmp) / "payload",
                                     args.payload)
         for nodes in [int(n) for n in args.nodes.split(",")]:

@@ -18,7 +18,7 @@ a real one. Every file's length is checked on every node; its CRC-32 on the load
 of every node and on the kernel and initramfs of every `--verify-every`th node (CRC-32 of 12 MB
 costs 16 ms of the CPU the server needs too).
 
-    python bench/storm/client.py --server-ns NS --nodes 100 --manifest M.json --out R.json
+    python bench/storm/client.py --switch-ns NS --nodes 100 --manifest M.json --out R.json
 """
 
 from __future__ import annotations
@@ -415,7 +415,7 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
                         http_port=raw["http_port"], arch=raw["arch"])
     setup = time.monotonic()
     namespaces = [NodeNetns() for _ in range(args.nodes)]
-    plug_nodes(args.server_ns, [(ns, (b"\x02\x00\x0a\x09" + (i + 1).to_bytes(2, "big")).hex(":"))
+    plug_nodes(args.switch_ns, [(ns, (b"\x02\x00\x0a\x09" + (i + 1).to_bytes(2, "big")).hex(":"))
                                 for i, ns in enumerate(namespaces)])
     await asyncio.sleep(args.settle)  # the bridge ports come up (no STP: at once)
     setup = time.monotonic() - setup
@@ -433,7 +433,7 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--server-ns", required=True)
+    parser.add_argument("--switch-ns", required=True)
     parser.add_argument("--nodes", type=int, default=100)
     parser.add_argument("--manifest", required=True)
     parser.add_argument("--out", required=True)

@@ -1,12 +1,13 @@
 """The storm's network: a server namespace with a bridge, and one namespace per simulated node.
 
-The server side is a named namespace (`ip netns`) holding `br0` with the server address, where
-`oneroot serve` or dnsmasq + nginx run. Each node is a namespace of the load generator's own
-(`unshare(CLONE_NEWNET)`, kept by a file descriptor, no name, no mount): its `eth0` is one end
-of a veth pair whose other end is a port of `br0`. So every node has its own MAC, its own IP
+The switch is a named namespace (`ip netns`) holding the bridge `br0`; the server side another,
+whose `eth0` (the server address) is plugged into `br0` and where `oneroot serve` or dnsmasq +
+nginx run. Each node is a namespace of the load generator's own (`unshare(CLONE_NEWNET)`, kept
+by a file descriptor, no name, no mount): its `eth0` is one end of a veth pair whose other end
+is a port of `br0`. So every node has its own MAC, its own IP
 stack and ARP, and a DHCP broadcast is flooded by the bridge to every port, as on a switch.
 When the load generator exits (also when killed) its namespaces, and with them the veth pairs,
-are gone; the server namespace is deleted by whoever made it (`server_namespace`).
+are gone; the switch and server namespaces are deleted by whoever made them.
 
 Why not a named namespace per node: 1,000 `ip netns add` are 1,000 bind mounts to clean up
 after a crash, and each socket would need a process (`ip netns exec`) in it; `setns` around
@@ -33,6 +34,7 @@ SIOCGIFFLAGS, SIOCSIFFLAGS = 0x8913, 0x8914
 SIOCSIFADDR, SIOCSIFNETMASK = 0x8916, 0x891C
 IFF_UP = 0x1
 BRIDGE_MAC = "02:00:0a:09:ff:fe"
+SERVER_MAC = "02:00:0a:09:ff:01"
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _HOST = os.open("/proc/self/ns/net", os.O_RDONLY)
@@ -101,36 +103,50 @@ class NodeNetns:
         os.close(self.fd)
 
 
-def plug_nodes(server_ns: str, nodes: list[tuple[NodeNetns, str]]) -> None:
+def plug_nodes(switch_ns: str, nodes: list[tuple[NodeNetns, str]]) -> None:
     """One veth pair per node: `eth0` (with the node's MAC) in the node's namespace, the other
-    end a port of the server namespace's `br0`. One `ip -batch`, not N processes."""
+    end a port of the switch's `br0`. One `ip -batch`, not N processes."""
     lines = [f"link add p{i} master br0 up type veth peer name eth0 address {mac} "
              f"netns {ns.path}\n" for i, (ns, mac) in enumerate(nodes)]
-    subprocess.run(["ip", "-n", server_ns, "-batch", "-"], input="".join(lines), text=True,
+    subprocess.run(["ip", "-n", switch_ns, "-batch", "-"], input="".join(lines), text=True,
                    check=True, capture_output=True)
+    # `uplink` merges the server's UDP datagrams of one flow (GRO): every broadcast DHCP reply
+    # is one flow, 67 -> 255.255.255.255:68. A port that cannot send a merged packet cuts it
+    # back into the server's datagrams; otherwise a node would get its neighbours' replies
+    # glued behind the first one's header, and lose its own.
+    subprocess.run(ns_cmd(switch_ns, "sh", "-ec", f"""
+        for i in $(seq 0 {len(nodes) - 1}); do ethtool -K p$i tx-udp-segmentation off; done
+    """), check=True, capture_output=True)
     for ns, _ in nodes:
         ns.link_up("eth0")
 
 
-NEIGH_THRESHOLDS = ("gc_thresh1", "gc_thresh2", "gc_thresh3")
-
-
 @contextmanager
-def neighbour_table_room(nodes: int) -> Iterator[None]:
-    """The kernel's ARP table is one for all namespaces, with a hard cap (gc_thresh3, 1,024 by
-    default) on dynamic entries: each node's entry for the server plus the server's entry for
-    each node is 2 N, so at N = 1,000 both servers would lose packets to "neighbour table
-    overflow". Raised for the run, as a 1,000-node boot server must be, and put back after."""
-    base = Path("/proc/sys/net/ipv4/neigh/default")
-    saved = {name: (base / name).read_text() for name in NEIGH_THRESHOLDS}
-    wanted = (max(128, 2 * nodes), max(512, 4 * nodes), max(1024, 8 * nodes))
+def host_room_for(nodes: int) -> Iterator[None]:
+    """Two machine-wide kernel limits that one host simulating N nodes hits, and a real
+    network does not, raised for the run and put back after (both only ever raised):
+
+    - the ARP table is one for all namespaces, with a hard cap (gc_thresh3, 1,024 by default)
+      on dynamic entries: each node's entry for the server plus the server's entry for each
+      node is 2 N, so at N = 1,000 both servers would lose packets to "neighbour table
+      overflow" (a 1,000-node boot server raises it too);
+    - every frame the bridge floods to a veth is queued on one per-CPU backlog
+      (netdev_max_backlog, 1,000 by default): one broadcast to N ports queues N frames at
+      once, where real NICs each have their own ring.
+    """
+    wanted = {"net/ipv4/neigh/default/gc_thresh1": max(128, 2 * nodes),
+              "net/ipv4/neigh/default/gc_thresh2": max(512, 4 * nodes),
+              "net/ipv4/neigh/default/gc_thresh3": max(1024, 8 * nodes),
+              "net/core/netdev_max_backlog": max(1000, 100 * nodes)}
+    base = Path("/proc/sys")
+    saved = {name: (base / name).read_text() for name in wanted}
     try:
-        for name, value in zip(NEIGH_THRESHOLDS, wanted, strict=True):
+        for name, value in wanted.items():
             if int(saved[name]) < value:
                 (base / name).write_text(str(value))
         yield
     finally:
-        for name in reversed(NEIGH_THRESHOLDS):
+        for name in reversed(list(wanted)):
             (base / name).write_text(saved[name])
 
 
@@ -138,21 +154,41 @@ def ns_cmd(name: str, *argv: str) -> list[str]:
     return ["ip", "netns", "exec", name, *argv]
 
 
-def create_server_namespace(name: str, address: ipaddress.IPv4Interface) -> None:
-    """`name` with `br0` holding `address`."""
-    subprocess.run(["ip", "netns", "add", name], check=True)
-    run = [*ns_cmd(name, "sh", "-ec", f"""
+def create_network(server_ns: str, switch_ns: str,
+                   address: ipaddress.IPv4Interface) -> None:
+    """The switch: `br0` alone in `switch_ns`. The server: `eth0` with `address` in
+    `server_ns`, a veth whose other end (`uplink`) is a port of `br0`.
+
+    A broadcast the server sends is flooded by the bridge to every node's veth, and each copy
+    runs through that node's IP stack: N deliveries, which would run inside the server's own
+    sendto() (a veth hands the frame over in the sender's context) and charge a real switch's
+    work to the server. `uplink` takes the server's frames through NAPI in a kernel thread of
+    its own (GRO on, threaded NAPI), as a switch takes them off the wire: the server pays
+    for one frame, the flood still costs the machine's CPUs (shown in the load). A veth uses
+    NAPI for a TSO sender's UDP only with UDP GRO forwarding on, hence that feature and the
+    ports' `tx-udp-segmentation off` (plug_nodes)."""
+    for ns in (switch_ns, server_ns):
+        subprocess.run(["ip", "netns", "add", ns], check=True)
+    subprocess.run(ns_cmd(switch_ns, "sh", "-ec", f"""
+        echo 1 > /proc/sys/net/ipv6/conf/default/disable_ipv6
+        echo 1 > /proc/sys/net/ipv6/conf/all/disable_ipv6
+        ip link add br0 address {BRIDGE_MAC} type bridge
+        ip link set br0 up
+        ip link add uplink master br0 up type veth peer name eth0 address {SERVER_MAC} \
+            netns {server_ns}
+        ethtool -K uplink gro on rx-udp-gro-forwarding on
+        echo 1 > /sys/class/net/uplink/threaded
+    """), check=True, capture_output=True)
+    subprocess.run(ns_cmd(server_ns, "sh", "-ec", f"""
         echo 1 > /proc/sys/net/ipv6/conf/default/disable_ipv6
         echo 1 > /proc/sys/net/ipv6/conf/all/disable_ipv6
         ip link set lo up
-        ip link add br0 address {BRIDGE_MAC} type bridge
-        ip addr add {address} dev br0
-        ip link set br0 up
-    """)]
-    subprocess.run(run, check=True, capture_output=True)
+        ip addr add {address} dev eth0
+        ip link set eth0 up
+    """), check=True, capture_output=True)
 
 
-def delete_server_namespace(name: str) -> None:
+def delete_namespace(name: str) -> None:
     """The namespace and every process still in it."""
     pids = subprocess.run(["ip", "netns", "pids", name], capture_output=True, text=True,
                           check=False).stdout.split()
@@ -162,9 +198,30 @@ def delete_server_namespace(name: str) -> None:
     subprocess.run(["ip", "netns", "del", name], check=False, capture_output=True)
 
 
-def delete_stale_server_namespaces(prefix: str) -> None:
-    """Those a killed run left (their owner's pid, in the name, is gone)."""
+def delete_stale_namespaces(prefix: str) -> None:
+    """Those a killed run left (`PREFIX<kind>-<pid>`: the pid is gone)."""
     for path in Path("/run/netns").glob(f"{prefix}*"):
-        owner = path.name.removeprefix(prefix)
+        owner = path.name.rsplit("-", 1)[-1]
         if owner.isdigit() and not Path(f"/proc/{owner}").exists():
-            delete_server_namespace(path.name)
+            delete_namespace(path.name)
+
+
+def drop_counters(server_ns: str, switch_ns: str) -> dict[str, int]:
+    """Where packets were lost: the server's UDP receive buffers (Udp RcvbufErrors in its
+    namespace), the switch side of the server's link (veth drops: its NAPI ring was full), and
+    the machine's per-CPU backlogs (softnet_stat, all namespaces)."""
+    snmp = subprocess.run(ns_cmd(server_ns, "cat", "/proc/net/snmp"), capture_output=True,
+                          text=True, check=True).stdout.splitlines()
+    udp = [line.split()[1:] for line in snmp if line.startswith("Udp:")]
+    counters = {"server_udp_rcvbuf_errors": int(dict(zip(*udp, strict=True))["RcvbufErrors"])}
+    for name, ns, dev in (("uplink", switch_ns, "uplink"), ("server_eth0", server_ns, "eth0")):
+        text = subprocess.run(ns_cmd(ns, "cat", "/proc/net/dev"), capture_output=True,
+                              text=True, check=True).stdout
+        for line in text.splitlines():
+            if line.strip().startswith(f"{dev}:"):
+                fields = line.split(":", 1)[1].split()
+                counters[f"{name}_rx_drop"] = int(fields[3])
+                counters[f"{name}_tx_drop"] = int(fields[11])
+    counters["softnet_dropped"] = sum(int(line.split()[1], 16) for line in
+                                      Path("/proc/net/softnet_stat").read_text().splitlines())
+    return counters

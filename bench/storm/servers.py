@@ -14,10 +14,13 @@ each process's own high-water mark (VmHWM) at the end.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
+import sys
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -192,3 +195,46 @@ def wait_ready(ns: str, running: Running, http_port: int, timeout: float = 60) -
 def version_of(argv: list[str]) -> str:
     done = subprocess.run(argv, capture_output=True, text=True, check=False)
     return ((done.stdout or done.stderr).strip().splitlines() or ["?"])[0]
+
+
+class Profiler:
+    """py-spy sampling a running `oneroot serve` (raw collapsed stacks), stopped with SIGINT."""
+
+    def __init__(self, pid: int, out: Path) -> None:
+        self.out = out
+        self.proc = subprocess.Popen(
+            [str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(pid),
+             "--rate", "100", "--format", "raw", "--output", str(out), "--nonblocking"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def stop(self) -> dict[str, object]:
+        self.proc.send_signal(signal.SIGINT)
+        self.proc.wait(60)
+        return summarize_profile(self.out)
+
+
+def summarize_profile(raw: Path, top: int = 20) -> dict[str, object]:
+    """Shares of the samples: by innermost frame (self), and by function anywhere on the
+    stack (inclusive), for the functions with the largest shares."""
+    own: Counter[str] = Counter()
+    anywhere: Counter[str] = Counter()
+    total = 0
+    for line in raw.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        frames = [_short(frame) for frame in stack.split(";")]
+        total += int(count)
+        own[frames[-1]] += int(count)
+        for frame in set(frames):
+            anywhere[frame] += int(count)
+
+    def shares(counter: Counter[str]) -> list[tuple[str, float]]:
+        return [(name, round(n / total, 3)) for name, n in counter.most_common(top)]
+
+    return {"samples": total, "self": shares(own), "inclusive": shares(anywhere)}
+
+
+def _short(frame: str) -> str:
+    """`send (socket.py:123)` -> `send (socket.py)`: one row per function, not per line."""
+    return re.sub(r":\d+\)$", ")", frame.replace(str(Path(sys.prefix)), ""))

@@ -22,7 +22,7 @@ pytestmark = pytest.mark.skipif(not netns.available(), reason="needs root and ip
 
 def _namespaces() -> set[str]:
     out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
-    return {line.split()[0] for line in out.splitlines() if line.startswith("storm-srv-")}
+    return {line.split()[0] for line in out.splitlines() if line.startswith("storm-")}
 
 
 def test_storm_harness_boots_five_nodes_on_both_servers() -> None:

@@ -356,16 +356,28 @@ def test_duplicate_acks_in_window_mode(root: Path) -> None:
         client.close()
 
 
-def test_server_busy(root: Path) -> None:
-    (root / "slow.bin").write_bytes(b"s" * 4096)
+def test_server_busy_leaves_the_request_for_the_clients_retry(root: Path) -> None:
+    """Every session taken: no ERROR (a PXE ROM gives up on one), no answer at all; the
+    client's resent RRQ is served once a session has ended."""
+    (root / "slow.bin").write_bytes(b"s" * 1024)
     with ServerThread(root, max_sessions=1, timeout=5.0) as srv:
         first = CraftedClient(srv.port)
         first.send_request(rrq("slow.bin"))
         assert first.receive() is not None  # DATA 1, then we stall
-        error = request_error(srv.port, rrq("slow.bin"))
-        assert (error.code, error.message) == (ErrorCode.NOT_DEFINED, "server busy")
+        second = CraftedClient(srv.port)
+        second.send_request(rrq("slow.bin"))
+        assert second.receive(timeout=1.0) is None
         assert srv.service.stats.busy == 1
+        for block in (1, 2, 3):  # DATA 2 (512 bytes), DATA 3 (0 bytes): the end
+            first.send(Ack(block=block).to_bytes())
+            if block < 3:
+                assert parse_packet(first.receive() or b"") == Data(block=block + 1,
+                                                                     data=b"s" * 512 * (2 - block))
+        second.send_request(rrq("slow.bin"))  # its ROM's retransmission
+        served = parse_packet(second.receive() or b"")
+        assert isinstance(served, Data) and served.block == 1
         first.close()
+        second.close()
 
 
 def test_lockstep_thread_cap(root: Path) -> None:

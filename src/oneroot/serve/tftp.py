@@ -186,12 +186,15 @@ class TftpServiceStats:
     completed: int = 0
     failed: int = 0  # started transfers that ended in an error
     refused: int = 0  # requests answered with an ERROR at once (path, mode, WRQ)
-    busy: int = 0  # refused: max_sessions, or max_sessions_per_client from its address, ran
-    errors: int = 0  # tftp.error events (failed + refused + busy)
+    busy: int = 0  # RRQs past max_sessions (left unanswered) or max_sessions_per_client
+    errors: int = 0  # tftp.error events (failed + refused + per-client busy)
     retransmits: int = 0
     duplicate_acks: int = 0
     bytes: int = 0
     bad_datagrams: int = 0  # dropped by the per-datagram guard or undecodable on port 69
+
+
+BUSY_LOG_EVERY = 10.0  # seconds between tftp.busy warnings
 
 
 class TftpService:
@@ -244,6 +247,7 @@ class TftpService:
         self.lockstep_threads = lockstep_threads
         self._lockstep: set[LockstepSession] = set()
         self.stats = TftpServiceStats()
+        self._busy_logged = -BUSY_LOG_EVERY
         self._transport: asyncio.DatagramTransport | None = None
         # None: endpoint coming up
         self._sessions: dict[tuple[str, int], _Session | LockstepSession | None] = {}
@@ -335,8 +339,7 @@ class TftpService:
         if addr in self._sessions:
             return  # the client resent its RRQ; that transfer's own retransmits answer it
         if len(self._sessions) >= self.max_sessions:
-            self.stats.busy += 1
-            self._refuse(addr, request.filename, ErrorCode.NOT_DEFINED, "server busy")
+            self._busy(addr)
             return
         if self._per_client.get(addr[0], 0) >= self.max_sessions_per_client:
             self.stats.busy += 1
@@ -403,6 +406,18 @@ class TftpService:
         self.stats.transfers += 1
         self.stats.active += 1
         session.start()
+
+    def _busy(self, addr: tuple[str, int]) -> None:
+        """Every session taken: the RRQ is left unanswered, as dnsmasq does, so the client
+        sends it again after its timeout and is served when a session ends. An ERROR would
+        end the boot: a PXE ROM does not retry a refused RRQ (1,000 nodes powering on at
+        once failed that way: bench/storm). Logged at most every BUSY_LOG_EVERY seconds."""
+        self.stats.busy += 1
+        now = time.monotonic()
+        if now - self._busy_logged >= BUSY_LOG_EVERY:
+            self._busy_logged = now
+            log.warning("tftp.busy sessions=%d peer=%s:%d dropped=%d (the client retries)",
+                        len(self._sessions), addr[0], addr[1], self.stats.busy)
 
     def _refuse(self, addr: tuple[str, int], name: str, code: ErrorCode, message: str) -> None:
         self.stats.refused += 1
