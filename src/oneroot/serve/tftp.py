@@ -194,9 +194,6 @@ class TftpServiceStats:
     bad_datagrams: int = 0  # dropped by the per-datagram guard or undecodable on port 69
 
 
-BUSY_LOG_EVERY = 10.0  # seconds between tftp.busy warnings
-
-
 class TftpService:
     """Serve read requests for files under `root` and from `virtual`.
 
@@ -247,7 +244,7 @@ class TftpService:
         self.lockstep_threads = lockstep_threads
         self._lockstep: set[LockstepSession] = set()
         self.stats = TftpServiceStats()
-        self._busy_logged = -BUSY_LOG_EVERY
+        self._busy_logged = -10.0  # tftp.busy is logged at most every 10 s
         self._transport: asyncio.DatagramTransport | None = None
         # None: endpoint coming up
         self._sessions: dict[tuple[str, int], _Session | LockstepSession | None] = {}
@@ -408,13 +405,10 @@ class TftpService:
         session.start()
 
     def _busy(self, addr: tuple[str, int]) -> None:
-        """Every session taken: the RRQ is left unanswered, as dnsmasq does, so the client
-        sends it again after its timeout and is served when a session ends. An ERROR would
-        end the boot: a PXE ROM does not retry a refused RRQ (1,000 nodes powering on at
-        once failed that way: bench/storm). Logged at most every BUSY_LOG_EVERY seconds."""
+        """Every session taken: no answer (as dnsmasq), so the client resends its RRQ later; an
+        ERROR would end a PXE ROM's boot (bench/storm). docs/security.md."""
         self.stats.busy += 1
-        now = time.monotonic()
-        if now - self._busy_logged >= BUSY_LOG_EVERY:
+        if (now := time.monotonic()) - self._busy_logged >= 10.0:
             self._busy_logged = now
             log.warning("tftp.busy sessions=%d peer=%s:%d dropped=%d (the client retries)",
                         len(self._sessions), addr[0], addr[1], self.stats.busy)
