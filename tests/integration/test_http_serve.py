@@ -90,3 +90,28 @@ def test_never_outside_the_boot_dir(served: tuple[str, Path, Path], path: str) -
     url, _, _ = served
     done = curl("--path-as-is", "-o", "/dev/null", "-w", "%{http_code}", f"{url}{path}")
     assert done.stdout.decode() in ("403", "404")
+
+
+def test_a_pxelinux_file_over_tftp_records_the_version_too(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    base = [*ONEROOT, "--home", str(home)]
+    subprocess.run([*base, "init", "--image-root", str(tmp_path), "--boot-dir",
+                    str(tmp_path / "boot"), "--state-dir", str(tmp_path / "state")],
+                   check=True, capture_output=True)
+    subprocess.run([*base, "node", "add", "node02", "--mac", "52:54:00:00:00:02", "--ip",
+                    "10.0.0.12"], check=True, capture_output=True)
+    (tmp_path / "boot").mkdir(exist_ok=True)
+    port = free_port()
+    with running([*base, "serve", "--no-dhcp", "--no-http", "--no-nfs", "--bind", "127.0.0.1",
+                  "--tftp-port", str(port)], tmp_path / "serve.log"):
+        got = curl(f"tftp://127.0.0.1:{port}/pxelinux.cfg/01-52-54-00-00-00-02")
+        assert got.returncode == 0 and b"/node02;rw" in got.stdout
+        deadline = time.monotonic() + 15
+        while True:
+            doc = json.loads(subprocess.run([*base, "status", "--json"], check=True,
+                                            capture_output=True).stdout)
+            (node,) = doc["nodes"]
+            if node["image"] is not None or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+    assert node["image"] == "default"
