@@ -221,10 +221,12 @@ def versions() -> dict[str, str]:
         result = subprocess.run(argv, capture_output=True, text=True, check=False)
         return (result.stdout or result.stderr).strip().splitlines()[0]
 
+    from importlib.metadata import version
+
     commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
                             capture_output=True, text=True, check=False).stdout.strip()
     return {
-        "oneroot": f"{first_line([str(ONEROOT), '--version'])} (commit {commit}, Python "
+        "oneroot": f"{version('oneroot')} (commit {commit}, Python "
                    f"{platform.python_version()})",
         "kea-dhcp4": first_line(["/usr/sbin/kea-dhcp4", "-V"]).replace("\n", " "),
         "dnsmasq": first_line(["/usr/sbin/dnsmasq", "-v"]),
