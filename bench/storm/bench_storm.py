@@ -156,7 +156,8 @@ def storm(server: str, nodes: int, home: Path, work: Path, manifest_path: Path,
     running: servers.Running | None = None
     try:
         if server == "oneroot":
-            running = servers.start_oneroot(ns, oneroot_bin(), home, work)
+            running = servers.start_oneroot(ns, oneroot_bin(), home, work,
+                                            tuple(args.serve_arg))
         else:
             running = servers.start_baseline(ns, home, work / "boot", work,
                                              f"{SERVER.ip}:{HTTP_PORT}", nodes)
@@ -228,6 +229,8 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true",
                         help="sample oneroot serve with py-spy during the storm (in the JSON)")
     parser.add_argument("--workdir", type=Path, help="keep homes and server logs here")
+    parser.add_argument("--serve-arg", action="append", default=[],
+                        help="one more argument for `oneroot serve` (an experiment: say so)")
     parser.add_argument("--no-write", action="store_true", help="print, write no results")
     args = parser.parse_args()
     if os.geteuid() != 0:
@@ -254,7 +257,8 @@ def main() -> None:
               "load_average_before": [round(x, 2) for x in load_before],
               "load_average_after": [round(x, 2) for x in os.getloadavg()],
               "arch": args.arch, "payload": payload_note, "spread_s": args.spread,
-              "oneroot_argv": ["oneroot", "--home", "HOME", *servers.ONEROOT_ARGV],
+              "oneroot_argv": ["oneroot", "--home", "HOME", *servers.ONEROOT_ARGV,
+                               *args.serve_arg],
               "rows": rows}
     if not args.no_write:
         from results import write_results

@@ -63,8 +63,44 @@ def write_results(report: dict[str, object], out: Path) -> None:
         lines += ["", "Errors (first ones):", ""]
         lines += [f"- {row['server']} N={row['nodes']}: {'; '.join(row['errors'])}"  # type: ignore[arg-type]
                   for row in failed]
+    lines += _drops(rows) + _profiles(rows)
     lines += ["", "\"all files\": from the first power-on until the last node has its "
               "script, kernel and initramfs. Per-node: from its own power-on to the same point. "
               "Server CPU: its cgroup (every process). Peak RSS: the largest sum of the server "
               "processes' VmRSS sampled every 100 ms.", ""]
     out.with_suffix(".md").write_text("\n".join(lines))
+
+
+def _drops(rows: list[dict[str, object]]) -> list[str]:
+    lines = ["", "Packets dropped during each storm (kernel counters; bench/storm/netns.py):", "",
+             "| server | nodes | server UDP receive buffer | server link (tx) | switch uplink (rx) "
+             "| per-CPU backlogs (machine) |", "|---|---:|---:|---:|---:|---:|"]
+    for row in rows:
+        d: dict[str, int] = row.get("drops", {})  # type: ignore[assignment]
+        lines.append(f"| {row['server']} | {row['nodes']} | {d.get('server_udp_rcvbuf_errors')} "
+                     f"| {d.get('server_eth0_tx_drop')} | {d.get('uplink_rx_drop')} "
+                     f"| {d.get('softnet_dropped')} |")
+    return lines
+
+
+def _profiles(rows: list[dict[str, object]]) -> list[str]:
+    """Where `oneroot serve` spent the storm (py-spy, --profile): shares of the samples."""
+    lines: list[str] = []
+    for row in rows:
+        profile: dict[str, object] | None = row.get("profile")  # type: ignore[assignment]
+        if not profile:
+            continue
+        everything: list[tuple[str, float]] = profile["inclusive"]  # type: ignore[assignment]
+        top = max((share for _, share in everything), default=0.0)
+        # below the frames every sample of the main thread holds (click, asyncio.run, ...)
+        inclusive = [(name, share) for name, share in everything if share < 0.99 * top]
+        lines += ["", f"Where oneroot serve spent N={row['nodes']} (py-spy, "
+                  f"{profile['samples']} samples at 100 Hz; share of samples):", "",
+                  "| innermost function (self) | share | function anywhere on the stack | share |",
+                  "|---|---:|---|---:|"]
+        own: list[tuple[str, float]] = profile["self"]  # type: ignore[assignment]
+        for i in range(max(len(own[:12]), len(inclusive[:12]))):
+            a = own[i] if i < len(own[:12]) else ("", "")
+            b = inclusive[i] if i < len(inclusive[:12]) else ("", "")
+            lines.append(f"| {a[0]} | {a[1]} | {b[0]} | {b[1]} |")
+    return lines

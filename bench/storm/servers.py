@@ -118,11 +118,12 @@ class Running:
                 proc.wait(5)
 
 
-def start_oneroot(ns: str, oneroot: Path, home: Path, work: Path) -> Running:
+def start_oneroot(ns: str, oneroot: Path, home: Path, work: Path,
+                  extra: tuple[str, ...] = ()) -> Running:
     meter = Meter("oneroot")
     log = work / "oneroot-serve.log"
     proc = subprocess.Popen(meter.wrap(ns_cmd(ns, str(oneroot), "--home", str(home),
-                                                     *ONEROOT_ARGV)),
+                                                     *ONEROOT_ARGV, *extra)),
                             stdout=log.open("wb"), stderr=subprocess.STDOUT)
     return Running(meter, [proc], [log])
 
