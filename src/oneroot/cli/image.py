@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from oneroot.cli.image_import import image_import
+from oneroot.cli.image_rollout import image_rollback
 from oneroot.cli.image_versions import image_diff, image_gc, image_versions
 from oneroot.cli.output import console, emit_json, plain, show_changes, table
 from oneroot.cli.state import State, json_option, pass_state
@@ -169,4 +170,5 @@ def image_exec(state: State, name: str, command: tuple[str, ...], no_record: boo
 image.add_command(image_versions)
 image.add_command(image_diff)
 image.add_command(image_gc)
+image.add_command(image_rollback)
 image.add_command(image_import)

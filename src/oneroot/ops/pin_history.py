@@ -1,0 +1,101 @@
+"""The history of a group's image pins made by `image rollout`/`image rollback`: who, when,
+from which value to which, and each node's outcome. An append-only JSON-lines file in
+oneroot's home, each record written whole and fsynced, so a crash loses at most the record
+being written and never an earlier one."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from oneroot.errors import InvalidValue
+from oneroot.model.paths import Paths
+
+MAX_HISTORY_BYTES = 16 * 1024 * 1024  # a bigger file is not ours: refuse to read it whole
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PinRecord:
+    group: str
+    action: str  # "rollout" | "rollback"
+    who: str
+    when: float
+    old: str  # the group's pin before ("" = it set none)
+    new: str
+    nodes: Mapping[str, str] = field(default_factory=dict)  # node → outcome
+
+    def as_json(self) -> dict[str, object]:
+        return {"group": self.group, "action": self.action, "who": self.who,
+                "when": self.when, "from": self.old, "to": self.new, "nodes": dict(self.nodes)}
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, object]) -> PinRecord:
+        nodes = d.get("nodes") or {}
+        return cls(group=str(d["group"]), action=str(d["action"]), who=str(d.get("who", "")),
+                   when=float(d.get("when", 0.0)),  # type: ignore[arg-type]
+                   old=str(d.get("from", "")), new=str(d["to"]),
+                   nodes={str(k): str(v) for k, v in dict(nodes).items()})  # type: ignore[call-overload]
+
+
+def history_file(paths: Paths) -> Path:
+    return paths.home / "pin-history.jsonl"
+
+
+def append_record(paths: Paths, record: PinRecord) -> None:
+    """Append one record as one line and fsync it (and the directory the first time)."""
+    path = history_file(paths)
+    line = (json.dumps(record.as_json(), sort_keys=True) + "\n").encode()
+    created = not path.exists()
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    try:
+        os.write(fd, line)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    if created:
+        dfd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+
+
+def read_history(paths: Paths) -> list[PinRecord]:
+    """Every record, oldest first. A torn last line (a crash mid-write) is ignored."""
+    path = history_file(paths)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except FileNotFoundError:
+        return []
+    with os.fdopen(fd, "rb") as f:
+        data = f.read(MAX_HISTORY_BYTES + 1)
+    if len(data) > MAX_HISTORY_BYTES:
+        raise InvalidValue(f"{path} is over {MAX_HISTORY_BYTES} bytes",
+                           hint="move it aside; oneroot starts a new history")
+    records = []
+    for line in data.splitlines():
+        try:
+            records.append(PinRecord.from_json(json.loads(line)))
+        except (ValueError, KeyError, TypeError):
+            continue
+    return records
+
+
+def previous_pin(records: Iterable[PinRecord], group: str) -> tuple[str, str] | None:
+    """(the pin a rollback of `group` returns to, the pin it undoes), or None when there is
+    nothing to return to. Rollouts push, rollbacks pop: two rollbacks go back two rollouts."""
+    stack: list[PinRecord] = []
+    for r in records:
+        if r.group != group:
+            continue
+        if r.action == "rollback":
+            if stack:
+                stack.pop()
+        else:
+            stack.append(r)
+    if not stack or not stack[-1].old:
+        return None
+    return stack[-1].old, stack[-1].new

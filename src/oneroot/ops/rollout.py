@@ -1,0 +1,100 @@
+"""`image rollback` (and the batch planning `image rollout` shares): re-pin a group, record
+it in the pin history, and power-cycle its nodes batch by batch through their BMCs."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from oneroot.errors import ConfigError, InvalidValue
+from oneroot.inventory.store import InventoryStore
+from oneroot.model.paths import Paths
+from oneroot.model.resolved import ResolvedCluster
+from oneroot.ops import power as power_ops
+from oneroot.ops.image_versions import pin_group
+from oneroot.ops.pin_history import PinRecord, append_record, previous_pin, read_history
+from oneroot.ops.power import PowerAction, PowerResult
+
+DEFAULT_BATCH = 8
+Cycle = Callable[[ResolvedCluster, tuple[str, ...]], list[PowerResult]]
+
+
+def plan_batches(nodes: Sequence[str], *, batch: int, canary: int = 0) -> list[list[str]]:
+    """The nodes in reboot order: the first `canary` alone as one batch, then the rest in
+    batches of at most `batch`, in the order given."""
+    if batch < 1:
+        raise InvalidValue(f"--batch must be at least 1, not {batch}", hint="--batch 1")
+    if canary < 0 or (nodes and canary > len(nodes)):
+        raise InvalidValue(f"--canary {canary}: the group has {len(nodes)} nodes",
+                           hint=f"--canary between 0 and {len(nodes)}")
+    plan = [list(nodes[:canary])] if canary else []
+    rest = list(nodes[canary:])
+    plan += [rest[i:i + batch] for i in range(0, len(rest), batch)]
+    return plan
+
+
+def group_nodes(cluster: ResolvedCluster, group: str) -> list[str]:
+    if group not in cluster.groups:
+        raise ConfigError(f"no group named {group!r}", hint="see `oneroot group list`")
+    return [name for name, r in cluster.nodes.items() if group in r.node.groups]
+
+
+def bmc_cycle(paths: Paths) -> Cycle:
+    """Power-cycle nodes with a one-time network boot, recording the stage in the events."""
+    def cycle(cluster: ResolvedCluster, names: tuple[str, ...]) -> list[PowerResult]:
+        return power_ops.power(cluster, names, PowerAction.CYCLE, pxe=True,
+                               record=power_ops.store_recorder(paths))
+    return cycle
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RollbackResult:
+    record: PinRecord
+    batches: list[list[str]]
+    failed: PowerResult | None = None  # the first node whose reboot failed: the rest wait
+
+    def as_json(self) -> dict[str, object]:
+        return {**self.record.as_json(), "batches": self.batches,
+                "failed": self.failed.as_json() if self.failed else None}
+
+
+def rollback(store: InventoryStore, paths: Paths, cluster: ResolvedCluster, group: str, *,
+             who: str, batch: int = DEFAULT_BATCH, cycle: Cycle | None = None) -> RollbackResult:
+    """Re-pin `group` to its pin before the last rollout; `cycle` (None: only re-pin)
+    reboots its nodes batch by batch, stopping at the first batch with a failure."""
+    nodes = group_nodes(cluster, group)
+    batches = plan_batches(nodes, batch=batch)
+    previous = previous_pin(read_history(paths), group)
+    current = str(cluster.groups[group].values.get("image", ""))
+    if previous is None:
+        raise InvalidValue(f"group {group} has no previous image version to roll back to",
+                           hint=f"pin one with `oneroot group set {group} --set image=NAME@N`")
+    target, undone = previous
+    if current != undone:
+        raise InvalidValue(f"group {group} is pinned to {current or 'nothing'}, not {undone} "
+                           "as its last rollout left it",
+                           hint=f"pin it by hand: `oneroot group set {group} --set "
+                                f"image={target}`")
+    old = pin_group(store, group, target)
+    outcome = {n: "re-pinned" for n in nodes}
+    failed = None
+    for names in batches if cycle is not None else []:
+        results = cycle(cluster, tuple(names))  # type: ignore[misc]
+        for r in results:
+            outcome[r.node] = "rebooted" if r.ok else f"reboot failed: {r.error}"
+        failed = next(power_ops.failures(results), None)
+        if failed is not None:
+            break
+    record = PinRecord(group=group, action="rollback", who=who, when=time.time(), old=old,
+                       new=target, nodes=outcome)
+    append_record(paths, record)
+    return RollbackResult(record=record, batches=batches, failed=failed)
+
+
+def record_pin(paths: Paths, group: str, *, action: str, who: str, old: str, new: str,
+               nodes: dict[str, str]) -> PinRecord:
+    record = PinRecord(group=group, action=action, who=who, when=time.time(), old=old,
+                       new=new, nodes=nodes)
+    append_record(paths, record)
+    return record
