@@ -6,6 +6,10 @@ batch through real IPMI BMCs (ipmi_sim), and a dead BMC stops the later batches.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+import threading
+import time
 from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
@@ -14,7 +18,11 @@ import pytest
 
 from oneroot.cli.main import main
 from oneroot.cli.state import State
+from oneroot.inventory import database
+from oneroot.inventory.events import EventStore
+from oneroot.model.events import BOOT_IMAGE, BootEvent
 from oneroot.model.paths import Paths
+from oneroot.ops.image_rollout import observed
 from oneroot.ops.image_versions import add_version_from_tree, pin_group
 from oneroot.ops.pin_history import read_history
 from oneroot.ops.rollout import record_pin
@@ -114,22 +122,26 @@ def test_rollback_refused(home: Path, capsys: pytest.CaptureFixture[str], case: 
 @pytest.fixture
 def bmcs(home: Path, tmp_path: Path,
          capsys: pytest.CaptureFixture[str]) -> Iterator[dict[str, SimulatedBmc]]:
-    """node01 and node03 on simulated BMCs (powered on); node02's BMC does not answer."""
+    """node01-03 on simulated BMCs, powered on."""
     with ExitStack() as stack:
         sims = {n: stack.enter_context(SimulatedBmc(tmp_path / n, user="admin",
                                                     password=PASSWORD, powered=True))
-                for n in ("node01", "node03")}
+                for n in ("node01", "node02", "node03")}
         for name, bmc in sims.items():
             ok(home, "node", "set", name, "--set", f"bmc_address={bmc.address}",
                capsys=capsys)
-        ok(home, "node", "set", "node02", "--set",
-           f"bmc_address=127.0.0.1:{free_port(udp=True)}", capsys=capsys)
         yield sims
+
+
+def cycles(bmc: SimulatedBmc) -> int:
+    return sum(1 for r in bmc.requests() if r.startswith("set") and "power" in r)
 
 
 def test_rollback_reboots_in_batches_and_stops_at_a_failure(
         home: Path, bmcs: dict[str, SimulatedBmc], capsys: pytest.CaptureFixture[str]) -> None:
     rolled_out(home)
+    ok(home, "node", "set", "node02", "--set", f"bmc_address=127.0.0.1:{free_port(udp=True)}",
+       capsys=capsys)  # its BMC does not answer
     out, err = oneroot(home, capsys, "image", "rollback", "compute", "--batch", "1", "--json",
                        fails=True)
     assert "error: node02: reboot failed" in err and "hint:" in err
@@ -139,6 +151,109 @@ def test_rollback_reboots_in_batches_and_stops_at_a_failure(
     assert doc["nodes"]["node02"].startswith("reboot failed")
     assert doc["nodes"]["node03"] == "re-pinned"  # its batch never started
     assert bmcs["node01"].boot == "pxe"
-    assert any(r.startswith("set") and "power" in r for r in bmcs["node01"].requests())
+    assert cycles(bmcs["node01"]) > 0
     assert not any(r.startswith("set") for r in bmcs["node03"].requests())
     assert read_history(Paths(home=home))[-1].nodes == doc["nodes"]
+
+
+class Nodes(threading.Thread):
+    """Stands in for the nodes' boots: when a node's BMC power-cycles it, it reports what
+    `oneroot serve` would record for it (the version its boot file names, resolved from the
+    inventory as stored then) and then its runlevel. Nodes in `dead` never report."""
+
+    def __init__(self, home: Path, bmcs: dict[str, SimulatedBmc], dead: set[str]) -> None:
+        super().__init__(daemon=True)
+        self.paths, self.bmcs, self.dead = Paths(home=home), bmcs, dead
+        self.seen = {n: cycles(b) for n, b in bmcs.items()}
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        while not self.done.wait(0.2):
+            status, _ = observed(self.paths)
+            for name, bmc in self.bmcs.items():
+                # a node boots once its BMC powered it on (the power-on stage is recorded)
+                powered = name in status and status[name].stage == "power-on"
+                if name in self.dead or cycles(bmc) == self.seen[name] or not powered:
+                    continue
+                self.seen[name] = cycles(bmc)
+                image = State(paths=self.paths).cluster().node(name).image.ref
+                store = EventStore(database.locate(self.paths, self.paths.events_db))
+                try:
+                    store.record([
+                        BootEvent(time=time.time(), kind=BOOT_IMAGE, node=name,
+                                  detail={"image": image}),
+                        BootEvent(time=time.time(), kind="stage", node=name, stage="runlevel",
+                                  detail={"status": "ok", "reported": "runlevel"})])
+                finally:
+                    store.close()
+
+
+@pytest.fixture
+def nodes(home: Path, bmcs: dict[str, SimulatedBmc],
+          request: pytest.FixtureRequest) -> Iterator[Nodes]:
+    n = Nodes(home, bmcs, set(getattr(request, "param", ())))
+    n.start()
+    yield n
+    n.done.set()
+    n.join()
+
+
+@pytest.mark.parametrize("nodes", [{"node01"}], indirect=True)
+def test_rollout_stops_at_a_canary_that_never_reaches_its_runlevel(
+        home: Path, bmcs: dict[str, SimulatedBmc], nodes: Nodes,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    out, err = oneroot(home, capsys, "image", "rollout", "lab@3", "--to", "compute",
+                       "--canary", "1", "--batch", "1", "--timeout", "3", "--json", fails=True)
+    assert err.count("error:") == 1 and "hint:" in err
+    assert "rollout stopped at node01" in err and "last stage: power-on" in err
+    doc = json.loads(out)
+    assert doc["failed"]["node"] == "node01" and doc["action"] == "rollout-stopped"
+    assert "lab try" not in doc or doc["lab_try"].startswith("not built")
+    assert cycles(bmcs["node01"]) > 0
+    for other in ("node02", "node03"):  # nothing else rebooted
+        assert cycles(bmcs[other]) == 0
+    inv = State(paths=Paths(home=home)).load()
+    assert group_pin(home) == "lab@2"  # nothing else re-pinned
+    assert "image" not in inv.nodes["node01"].overrides  # the canary's pin undone
+    assert read_history(Paths(home=home))[-1].action == "rollout-stopped"
+    _, err = oneroot(home, capsys, "image", "rollback", "compute", "--no-reboot", fails=True)
+    assert "no previous image version" in err
+
+
+def test_rollout_canary_then_batches_then_rollback(
+        home: Path, bmcs: dict[str, SimulatedBmc], nodes: Nodes,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    out, _ = oneroot(home, capsys, "image", "rollout", "lab@3", "--to", "compute",
+                     "--canary", "1", "--batch", "2", "--timeout", "30")
+    assert "lab try" in out and "not built yet" in out
+    history = read_history(Paths(home=home))
+    assert history[-1].action == "rollout" and history[-1].old == "lab@2"
+    assert history[-1].nodes == {f"node0{i}": "runlevel on lab@3" for i in (1, 2, 3)}
+    assert group_pin(home) == "lab@3"
+    assert "image" not in State(paths=Paths(home=home)).load().nodes["node01"].overrides
+    assert all(cycles(b) > 0 for b in bmcs.values())
+    # its own process, as an administrator runs it (pyghmi keeps its sessions per process:
+    # a second session to the same BMC in one process trips over the first one's logout)
+    done = subprocess.run([sys.executable, "-m", "oneroot", "--home", str(home), "image",
+                           "rollback", "compute", "--json"], capture_output=True, text=True,
+                          check=False, timeout=120)
+    assert done.returncode == 0, done.stderr
+    doc = json.loads(done.stdout)
+    assert doc["to"] == "lab@2" and group_pin(home) == "lab@2"
+    assert set(doc["nodes"].values()) == {"rebooted"}
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["lab@2"], "already pinned to lab@2"),
+    (["lab@9"], "has no version 9"),
+    (["lab@3", "--canary", "4"], "the group has 3 nodes"),
+    (["nope@1"], "nope"),
+])
+def test_rollout_refused(home: Path, capsys: pytest.CaptureFixture[str], args: list[str],
+                         message: str) -> None:
+    _, err = oneroot(home, capsys, "image", "rollout", *args, "--to", "compute", fails=True)
+    assert err.count("error:") == 1 and "hint:" in err and message in err, err
+    assert group_pin(home) == "lab@2"
+    assert read_history(Paths(home=home)) == []
+    inv = State(paths=Paths(home=home)).load()
+    assert not any("image" in n.overrides for n in inv.nodes.values())

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from oneroot.cli.image_import import image_import
-from oneroot.cli.image_rollout import image_rollback
+from oneroot.cli.image_rollout import image_rollback, image_rollout
 from oneroot.cli.image_versions import image_diff, image_gc, image_versions
 from oneroot.cli.output import console, emit_json, plain, show_changes, table
 from oneroot.cli.state import State, json_option, pass_state
@@ -171,4 +171,5 @@ image.add_command(image_versions)
 image.add_command(image_diff)
 image.add_command(image_gc)
 image.add_command(image_rollback)
+image.add_command(image_rollout)
 image.add_command(image_import)

@@ -1,4 +1,5 @@
-"""`oneroot image rollback GROUP`: the group back on its previous image version."""
+"""`oneroot image rollout REF --to GROUP` and `oneroot image rollback GROUP`: a group moved
+onto an image version node by node, and back."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ import click
 
 from oneroot.cli.output import console, emit_json, plain, table
 from oneroot.cli.state import State, json_option, pass_state
-from oneroot.errors import BmcError
+from oneroot.errors import BmcError, OnerootError
+from oneroot.ops.image_rollout import DEFAULT_TIMEOUT, LAB_TRY, rollout, runlevel_watch
 from oneroot.ops.rollout import DEFAULT_BATCH, bmc_cycle, rollback
 
 
@@ -43,3 +45,46 @@ def image_rollback(state: State, group: str, no_reboot: bool, batch: int,
                        "later batches were not rebooted",
                        hint=result.failed.hint or "fix its BMC, then `oneroot power cycle "
                                                   "--pxe` the nodes still on the old version")
+
+
+@click.command("rollout")
+@click.argument("ref")
+@click.option("--to", "group", required=True, help="The group to move onto REF.")
+@click.option("--canary", type=click.IntRange(min=0), default=1, show_default=True,
+              help="Nodes rebooted first, alone; they must reach their runlevel on REF.")
+@click.option("--batch", type=click.IntRange(min=1), default=DEFAULT_BATCH, show_default=True,
+              help="Nodes power-cycled at once after the canaries.")
+@click.option("--timeout", type=click.FloatRange(min=0), default=DEFAULT_TIMEOUT,
+              show_default=True, help="Seconds a node may take from its power cycle to its "
+                                      "runlevel.")
+@json_option
+@pass_state
+def image_rollout(state: State, ref: str, group: str, canary: int, batch: int, timeout: float,
+                  as_json: bool) -> None:
+    """Move GROUP onto image version REF (`lab@4`): the canary nodes are pinned and
+    power-cycled through their BMCs and must reach their runlevel on REF; then the group is
+    pinned and the rest follow in batches. Stops at the first node that fails.
+
+    `lab try` (a VM boot of a node's exact configuration first) is not built yet."""
+    cluster = state.cluster()
+    with state.store() as store:
+        result = rollout(store, state.paths, cluster, ref, group, who=operator(),
+                         cycle=bmc_cycle(state.paths),
+                         watch=runlevel_watch(state.paths, timeout=timeout),
+                         canary=canary, batch=batch)
+    r = result.record
+    if as_json:
+        emit_json(result.as_json())
+    else:
+        console.print(plain(f"note: `lab try` is {LAB_TRY}"))
+        console.print(plain(f"group {group}: {r.old or '-'} → {r.new}"
+                            + ("" if r.action == "rollout" else " (stopped: not pinned)")))
+        table(None, ["node", "outcome"], sorted(r.nodes.items()))
+    f = result.failed
+    if f is not None:
+        raise OnerootError(
+            f"rollout stopped at {f.node}: {f.reason} (last stage: {f.stage}, runs "
+            f"{f.running})",
+            hint=(f"the group stays on {r.old or 'its old image'} and no other node was "
+                  "rebooted" if r.action != "rollout" else
+                  f"`oneroot image rollback {group}` returns the group to {r.old}"))

@@ -20,7 +20,7 @@ MAX_HISTORY_BYTES = 16 * 1024 * 1024  # a bigger file is not ours: refuse to rea
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PinRecord:
     group: str
-    action: str  # "rollout" | "rollback"
+    action: str  # "rollout" | "rollout-stopped" (before the group was pinned) | "rollback"
     who: str
     when: float
     old: str  # the group's pin before ("" = it set none)
@@ -94,7 +94,7 @@ def previous_pin(records: Iterable[PinRecord], group: str) -> tuple[str, str] | 
         if r.action == "rollback":
             if stack:
                 stack.pop()
-        else:
+        elif r.action == "rollout":  # a "rollout-stopped" never pinned the group
             stack.append(r)
     if not stack or not stack[-1].old:
         return None
