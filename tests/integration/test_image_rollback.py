@@ -257,3 +257,13 @@ def test_rollout_refused(home: Path, capsys: pytest.CaptureFixture[str], args: l
     assert read_history(Paths(home=home)) == []
     inv = State(paths=Paths(home=home)).load()
     assert not any("image" in n.overrides for n in inv.nodes.values())
+
+
+def test_rollback_to_no_pin_unpins(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A group that followed its defaults before the rollout follows them again."""
+    ok(home, "group", "set", "compute", "--unset", "image", capsys=capsys)
+    rolled_out(home, old="", new="lab@3")
+    doc = json.loads(ok(home, "image", "rollback", "compute", "--no-reboot", "--json",
+                        capsys=capsys))
+    assert (doc["from"], doc["to"]) == ("lab@3", "")
+    assert group_pin(home) is None

@@ -38,7 +38,7 @@ def image_rollback(state: State, group: str, no_reboot: bool, batch: int,
     if as_json:
         emit_json(result.as_json())
     else:
-        console.print(plain(f"group {group}: {r.old or '-'} → {r.new}"))
+        console.print(plain(f"group {group}: {r.old or '-'} → {r.new or '- (unpinned)'}"))
         table(None, ["node", "outcome"], sorted(r.nodes.items()))
     if result.failed is not None:
         raise BmcError(f"{result.failed.node}: reboot failed: {result.failed.error}; the "

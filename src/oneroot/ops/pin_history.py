@@ -85,8 +85,9 @@ def read_history(paths: Paths) -> list[PinRecord]:
 
 
 def previous_pin(records: Iterable[PinRecord], group: str) -> tuple[str, str] | None:
-    """(the pin a rollback of `group` returns to, the pin it undoes), or None when there is
-    nothing to return to. Rollouts push, rollbacks pop: two rollbacks go back two rollouts."""
+    """(the pin a rollback of `group` returns to ("": none, it follows its defaults), the pin
+    it undoes), or None when there is nothing to return to.
+    Rollouts push, rollbacks pop: two rollbacks go back two rollouts."""
     stack: list[PinRecord] = []
     for r in records:
         if r.group != group:
@@ -96,6 +97,6 @@ def previous_pin(records: Iterable[PinRecord], group: str) -> tuple[str, str] | 
                 stack.pop()
         elif r.action == "rollout":  # a "rollout-stopped" never pinned the group
             stack.append(r)
-    if not stack or not stack[-1].old:
+    if not stack:
         return None
     return stack[-1].old, stack[-1].new

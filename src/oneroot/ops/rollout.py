@@ -3,6 +3,7 @@ it in the pin history, and power-cycle its nodes batch by batch through their BM
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -13,6 +14,7 @@ from oneroot.model.paths import Paths
 from oneroot.model.resolved import ResolvedCluster
 from oneroot.ops import power as power_ops
 from oneroot.ops.image_versions import pin_group
+from oneroot.ops.inventory import commit, get_group
 from oneroot.ops.pin_history import PinRecord, append_record, previous_pin, read_history
 from oneroot.ops.power import PowerAction, PowerResult
 
@@ -76,7 +78,7 @@ def rollback(store: InventoryStore, paths: Paths, cluster: ResolvedCluster, grou
                            "as its last rollout left it",
                            hint=f"pin it by hand: `oneroot group set {group} --set "
                                 f"image={target}`")
-    old = pin_group(store, group, target)
+    old = pin_group(store, group, target) if target else unpin_group(store, group)
     outcome = {n: "re-pinned" for n in nodes}
     failed = None
     for names in batches if cycle is not None else []:
@@ -90,6 +92,16 @@ def rollback(store: InventoryStore, paths: Paths, cluster: ResolvedCluster, grou
                        new=target, nodes=outcome)
     append_record(paths, record)
     return RollbackResult(record=record, batches=batches, failed=failed)
+
+
+def unpin_group(store: InventoryStore, group: str) -> str:
+    """The group's image pin removed (it follows its defaults again); returns the old one."""
+    inv = store.load()
+    g = get_group(inv, group)
+    values = {k: v for k, v in g.values.items() if k != "image"}
+    commit(store, inv.replace(groups={**inv.groups, group: dataclasses.replace(
+        g, values=values)}))
+    return str(g.values.get("image", ""))
 
 
 def record_pin(paths: Paths, group: str, *, action: str, who: str, old: str, new: str,

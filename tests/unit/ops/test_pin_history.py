@@ -97,4 +97,4 @@ def test_previous_pin_pops_rollouts() -> None:
     history.append(_rec("rollback", "lab@2", "lab@1"))
     assert previous_pin(history, "compute") is None
     assert previous_pin(history, "nothing") is None
-    assert previous_pin([_rec("rollout", "", "lab@2")], "compute") is None
+    assert previous_pin([_rec("rollout", "", "lab@2")], "compute") == ("", "lab@2")
