@@ -1,4 +1,4 @@
-"""`oneroot db show|migrate`: where the inventory, leases and events live."""
+"""`oneroot db show|migrate|join`: where the inventory, leases and events live."""
 
 from __future__ import annotations
 
@@ -41,3 +41,13 @@ def db_migrate(state: State, url: str) -> None:
     if report.kept:
         console.print(plain("the SQLite files are left as they were: "
                             + ", ".join(str(p) for p in report.kept)))
+
+
+@db.command("join")
+@click.argument("url")
+@pass_state
+def db_join(state: State, url: str) -> None:
+    """Make this (new) home use the PostgreSQL database URL that another server's home was
+    initialized on (`oneroot init --db URL`): one more `oneroot serve` on one inventory."""
+    where = db_ops.join_database(state.paths, url)
+    console.print(plain(f"the home uses {where} now"))

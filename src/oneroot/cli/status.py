@@ -19,19 +19,29 @@ from oneroot.ops.status import StatusReport, read_status
 COLUMNS = ("node", "ip", "stage", "since", "image", "detail")
 
 
+def _columns(report: StatusReport) -> list[str]:
+    """The server column appears once a server with an id (`serve --server-id`) saw a node:
+    with several servers on one database, which one booted it."""
+    if any(n.server for n in report.nodes):
+        return [*COLUMNS[:4], "server", *COLUMNS[4:]]
+    return list(COLUMNS)
+
+
 def _status_rows(report: StatusReport) -> list[tuple[Any, ...]]:
     rows = []
+    with_server = "server" in _columns(report)
     for n in report.nodes:
         when = (datetime.datetime.fromtimestamp(n.time).strftime("%H:%M:%S")
                 if n.time else "-")
-        rows.append((n.node, str(n.ip), n.stage, when, n.image_text, n.detail_text))
+        server = (n.server or "-",) if with_server else ()
+        rows.append((n.node, str(n.ip), n.stage, when, *server, n.image_text, n.detail_text))
     return rows
 
 
 def _live_table(doc: StatusReport) -> Table:
     t = Table(box=None, header_style="bold", title="oneroot status (Ctrl-C to stop)",
               title_justify="left")
-    for col in COLUMNS:
+    for col in _columns(doc):
         t.add_column(col)
     for row in _status_rows(doc):
         t.add_row(*(plain(v) for v in row))
@@ -54,7 +64,7 @@ def status(state: State, as_json: bool, watch: bool, interval: float) -> None:
         return
     if not watch:
         doc = document()
-        table(None, list(COLUMNS), _status_rows(doc))
+        table(None, _columns(doc), _status_rows(doc))
         for warning in health_warnings(dict(doc.server)):
             err_console.print(plain(f"warning: {warning}", style="bold red"))
         return

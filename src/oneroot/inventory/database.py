@@ -134,12 +134,29 @@ class PostgresDatabase(Database):
         self.error = psycopg.Error
         self.url = url
         try:
-            self.conn: psycopg.Connection[Any] = psycopg.connect(url, autocommit=True)
+            self._conn: psycopg.Connection[Any] = psycopg.connect(
+                url, autocommit=True, connect_timeout=CONNECT_TIMEOUT)
         except psycopg.Error as exc:
             raise ConfigError(f"cannot connect to {redact(url)}: {str(exc).strip()}",
                               hint="check the server runs and the URL (host, port, user, "
                                    "database)") from None
         self._sql: dict[str, str] = {}
+        self._channels: list[str] = []
+        self._reconnected = False
+
+    @property
+    def conn(self) -> psycopg.Connection[Any]:
+        """The connection, made again if the server closed it (a restart, a network cut):
+        the next statement after an outage reconnects; the one that met it raised."""
+        if self._conn.closed:
+            import psycopg
+
+            self._conn = psycopg.connect(self.url, autocommit=True,
+                                         connect_timeout=CONNECT_TIMEOUT)
+            for channel in self._channels:
+                self._conn.execute(f"LISTEN {channel}".encode())
+            self._reconnected = True
+        return self._conn
 
     def _translate(self, sql: str) -> str:
         out = self._sql.get(sql)
@@ -160,20 +177,26 @@ class PostgresDatabase(Database):
     def in_transaction(self) -> bool:
         from psycopg.pq import TransactionStatus
 
-        return self.conn.info.transaction_status != TransactionStatus.IDLE
+        if self._conn.closed:  # its transaction went with it
+            return False
+        return self._conn.info.transaction_status != TransactionStatus.IDLE
 
     def begin(self) -> None:
         self.conn.execute("BEGIN")
 
     def close(self) -> None:
-        self.conn.close()
+        self._conn.close()
 
     def listen(self, channel: str) -> bool:
         self.conn.execute(f"LISTEN {channel}".encode())
+        self._channels.append(channel)
         return True
 
     def notifications(self, channel: str) -> int:
-        return sum(1 for n in self.conn.notifies(timeout=0) if n.channel == channel)
+        """Also 1 after a reconnection: what was sent meanwhile is lost, reload anyway."""
+        conn = self.conn
+        missed, self._reconnected = int(self._reconnected), False
+        return missed + sum(1 for n in conn.notifies(timeout=0) if n.channel == channel)
 
     def migrate(self, component: str, migrations: Migrations) -> None:
         self.begin()
@@ -197,6 +220,16 @@ class PostgresDatabase(Database):
         except BaseException:
             self.conn.execute("ROLLBACK")
             raise
+
+
+CONNECT_TIMEOUT = 5  # seconds; a statement's own wait is the server's business
+
+
+def postgres_migrations(migrations: Migrations, *, integer: str = "INTEGER") -> Migrations:
+    """SQLite migrations in PostgreSQL's types: REAL is 4 bytes there (an epoch time would
+    lose its seconds): DOUBLE PRECISION; BLOB is BYTEA; INTEGER becomes `integer`."""
+    return tuple((number, sql.replace("REAL", "DOUBLE PRECISION").replace("BLOB", "BYTEA")
+                  .replace("INTEGER", integer)) for number, sql in migrations)
 
 
 def is_url(location: object) -> bool:

@@ -40,6 +40,9 @@ CREATE TABLE node_image (
     image  TEXT NOT NULL,
     time   REAL NOT NULL
 )
+"""), (3, """
+ALTER TABLE events ADD COLUMN server TEXT;
+ALTER TABLE node_status ADD COLUMN server TEXT
 """)]
 # PostgreSQL's REAL is 4 bytes (an epoch time would lose its seconds): DOUBLE PRECISION.
 _POSTGRES_SCHEMA = [
@@ -47,6 +50,18 @@ _POSTGRES_SCHEMA = [
                          "PRIMARY KEY").replace("REAL", "DOUBLE PRECISION"))
     for number, sql in _SQLITE_SCHEMA]
 _SCHEMA = {"sqlite": _SQLITE_SCHEMA, "postgresql": _POSTGRES_SCHEMA}
+
+_INSERT_EVENT = ("INSERT INTO events(time, kind, node, mac, peer, stage, file, bytes, "
+                 "duration, detail, server) VALUES (?,?,?,?,?,?,?,?,?,?,?)")
+_UPSERT_STATUS = ("INSERT INTO node_status(node, stage, time, peer, detail, server) "
+                  "VALUES (?,?,?,?,?,?) ON CONFLICT(node) DO UPDATE SET "
+                  "stage=excluded.stage, time=excluded.time, peer=excluded.peer, "
+                  "detail=excluded.detail, server=excluded.server "
+                  # several servers write: an event older than the one shown is late
+                  "WHERE excluded.time >= node_status.time")
+
+_UPSERT_IMAGE = ("INSERT INTO node_image(node, image, time) VALUES (?,?,?) "
+                 "ON CONFLICT(node) DO UPDATE SET image=excluded.image, time=excluded.time")
 
 # Events that move a node's stage forward, and the stage they mean.
 _STAGE_OF_KIND = {
@@ -64,6 +79,7 @@ class NodeStatus:
     time: float
     peer: str | None
     detail: dict[str, str]
+    server: str | None = None  # the server that saw this stage
 
 
 class EventStore:
@@ -78,32 +94,31 @@ class EventStore:
         self._conn.close()
 
     def record(self, events: Iterable[BootEvent]) -> None:
+        """Store a batch in one transaction: two statements, whatever its size (each is one
+        round trip to PostgreSQL)."""
+        rows, statuses, images = [], [], []
+        for ev in events:
+            detail = json.dumps(dict(ev.detail), sort_keys=True)
+            peer = str(ev.peer) if ev.peer else None
+            rows.append((ev.time, ev.kind, ev.node, ev.mac, peer, ev.stage, ev.file, ev.bytes,
+                         ev.duration, detail, ev.server))
+            if ev.kind == BOOT_IMAGE and ev.node and ev.detail.get("image"):
+                images.append((ev.node, ev.detail["image"], ev.time))
+            stage = ev.stage if ev.kind == "stage" else _STAGE_OF_KIND.get(ev.kind)
+            if ev.node and stage:
+                statuses.append((ev.node, stage, ev.time, peer, detail, ev.server))
         c = self._conn
         c.begin()
         try:
-            for ev in events:
-                detail = json.dumps(dict(ev.detail), sort_keys=True)
-                peer = str(ev.peer) if ev.peer else None
-                c.execute(
-                    "INSERT INTO events(time, kind, node, mac, peer, stage, file, bytes, "
-                    "duration, detail) VALUES (?,?,?,?,?,?,?,?,?,?)",
-                    (ev.time, ev.kind, ev.node, ev.mac, peer, ev.stage, ev.file, ev.bytes,
-                     ev.duration, detail))
-                if ev.kind == BOOT_IMAGE and ev.node and ev.detail.get("image"):
-                    c.execute(
-                        "INSERT INTO node_image(node, image, time) VALUES (?,?,?) "
-                        "ON CONFLICT(node) DO UPDATE SET image=excluded.image, "
-                        "time=excluded.time", (ev.node, ev.detail["image"], ev.time))
-                stage = ev.stage if ev.kind == "stage" else _STAGE_OF_KIND.get(ev.kind)
-                if ev.node and stage:
-                    c.execute(
-                        "INSERT INTO node_status(node, stage, time, peer, detail) "
-                        "VALUES (?,?,?,?,?) ON CONFLICT(node) DO UPDATE SET "
-                        "stage=excluded.stage, time=excluded.time, peer=excluded.peer, "
-                        "detail=excluded.detail", (ev.node, stage, ev.time, peer, detail))
+            c.executemany(_INSERT_EVENT, rows)
+            if statuses:
+                c.executemany(_UPSERT_STATUS, statuses)
+            if images:
+                c.executemany(_UPSERT_IMAGE, images)
             c.execute("COMMIT")
         except BaseException:
-            c.execute("ROLLBACK")
+            if c.in_transaction:  # not after a lost connection: its transaction went with it
+                c.execute("ROLLBACK")
             raise
 
     def prune(self, *, now: float, max_age: float, keep: int) -> int:
@@ -160,9 +175,11 @@ class EventStore:
         return (int(rows[-1][0]) if rows else last_id), events
 
     def status(self) -> dict[str, NodeStatus]:
-        rows = self._conn.execute("SELECT node, stage, time, peer, detail FROM node_status")
-        return {n: NodeStatus(node=n, stage=s, time=t, peer=p, detail=json.loads(d))
-                for n, s, t, p, d in rows}
+        rows = self._conn.execute(
+            "SELECT node, stage, time, peer, detail, server FROM node_status")
+        return {n: NodeStatus(node=n, stage=s, time=t, peer=p, detail=json.loads(d),
+                              server=sv)
+                for n, s, t, p, d, sv in rows}
 
     @property
     def connection(self) -> Database:

@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from ipaddress import IPv4Address
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from oneroot.inventory.database import Location, open_database
+from oneroot.inventory.database import Location, open_database, postgres_migrations
 from oneroot.net import MacAddress
 from oneroot.proto.dhcp import Lease, LeaseAction, LeaseChange, LeaseState, UnknownClient
 
@@ -30,10 +31,10 @@ Statement = tuple[str, tuple[object, ...]]
 
 # Upserts, not SQLite's INSERT OR REPLACE, so one statement serves both engines. stage() deletes
 # the row of an address's previous holder first, so only the MAC can conflict.
-_UPSERT_LEASE = ("INSERT INTO leases (mac, ip, node, expires, state, relay_info) "
-                 "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (mac) DO UPDATE SET ip = excluded.ip,"
+_UPSERT_LEASE = ("INSERT INTO leases (mac, ip, node, expires, state, relay_info, server) "
+                 "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (mac) DO UPDATE SET ip = excluded.ip,"
                  " node = excluded.node, expires = excluded.expires, state = excluded.state,"
-                 " relay_info = excluded.relay_info")
+                 " relay_info = excluded.relay_info, server = excluded.server")
 _DELETE_LEASE = "DELETE FROM leases WHERE mac = ?"
 _UPSERT_DECLINED = ("INSERT INTO declined (ip, mac, until) VALUES (?, ?, ?) ON CONFLICT (ip) "
                     "DO UPDATE SET mac = excluded.mac, until = excluded.until")
@@ -45,11 +46,20 @@ _UPSERT_UNKNOWN = (
 
 # The claim of a pool address: the row for that address becomes ours only if it is ours
 # already or its lease has expired (RETURNING says whether it did).
-_CLAIM = ("INSERT INTO leases (mac, ip, node, expires, state, relay_info) "
-          "VALUES (?, ?, ?, ?, 'BOUND', NULL) ON CONFLICT (ip) DO UPDATE SET mac = excluded.mac,"
+_CLAIM = ("INSERT INTO leases (mac, ip, node, expires, state, relay_info, server) "
+          "VALUES (?, ?, ?, ?, 'BOUND', ?, ?) ON CONFLICT (ip) DO UPDATE SET mac = excluded.mac,"
           " node = excluded.node, expires = excluded.expires, state = excluded.state,"
-          " relay_info = excluded.relay_info"
+          " relay_info = excluded.relay_info, server = excluded.server"
           " WHERE leases.mac = excluded.mac OR leases.expires < ? RETURNING mac")
+# The same claim inside a group commit, where no separate quarantine query runs: an address
+# another server quarantined is not inserted (a live row of it was deleted by the DECLINE).
+_GROUP_CLAIM = ("INSERT INTO leases (mac, ip, node, expires, state, relay_info, server) "
+                "SELECT ?, ?, ?, ?, 'BOUND', ?, ? WHERE NOT EXISTS "
+                "(SELECT 1 FROM declined WHERE ip = ? AND until > ?)"
+                " ON CONFLICT (ip) DO UPDATE SET mac = excluded.mac,"
+                " node = excluded.node, expires = excluded.expires, state = excluded.state,"
+                " relay_info = excluded.relay_info, server = excluded.server"
+                " WHERE leases.mac = excluded.mac OR leases.expires < ? RETURNING mac")
 _DELETE_OTHER_LEASES = "DELETE FROM leases WHERE mac = ? AND ip <> ?"
 _QUARANTINED = "SELECT 1 FROM declined WHERE ip = ? AND until > ?"
 _SELECT_LEASE_AT = "SELECT mac, ip, node, expires, state, relay_info FROM leases WHERE ip = ?"
@@ -86,12 +96,20 @@ _SQLITE_MIGRATIONS = (
     """),
     # a relayed client's DECLINE must come with the option 82 its lease was bound with
     (2, "ALTER TABLE leases ADD COLUMN relay_info BLOB"),
+    # which server bound it (several servers may share one database)
+    (3, "ALTER TABLE leases ADD COLUMN server TEXT"),
 )
-# PostgreSQL's REAL is 4 bytes (an epoch time would lose its seconds): DOUBLE PRECISION.
-_POSTGRES_MIGRATIONS = tuple(
-    (number, sql.replace("REAL", "DOUBLE PRECISION").replace("BLOB", "BYTEA"))
-    for number, sql in _SQLITE_MIGRATIONS)
-_MIGRATIONS = {"sqlite": _SQLITE_MIGRATIONS, "postgresql": _POSTGRES_MIGRATIONS}
+_MIGRATIONS = {"sqlite": _SQLITE_MIGRATIONS,
+               "postgresql": postgres_migrations(_SQLITE_MIGRATIONS)}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LostClaim:
+    """A pool client's bound lease the database refused: `holder` has the address."""
+
+    mac: MacAddress
+    address: IPv4Address
+    holder: Lease | None  # None: the address is quarantined
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -108,9 +126,11 @@ class LeaseStore:
     `synchronous="FULL"` fsyncs the WAL at
     every commit (survives power loss); `"NORMAL"` survives a killed process, not power loss."""
 
-    def __init__(self, location: Location, *, synchronous: Synchronous = "FULL") -> None:
+    def __init__(self, location: Location, *, synchronous: Synchronous = "FULL",
+                 server: str | None = None) -> None:
         self.location = location
         self.synchronous = synchronous
+        self.server = server  # this server's id, written with the leases it binds
         # The DHCP service may write from a worker thread while the loop stages the next
         # changes: staging touches only memory, and every use of the connection holds _lock.
         self._db = open_database(location)
@@ -129,11 +149,9 @@ class LeaseStore:
         self._load()
 
     def _load(self) -> None:
-        for mac, ip, node, expires, state, relay_info in self._db.execute(
+        for row in self._db.execute(
                 "SELECT mac, ip, node, expires, state, relay_info FROM leases"):
-            lease = Lease(mac=MacAddress.parse(mac), address=IPv4Address(ip), node=node,
-                          expires=expires, state=LeaseState[state], relay_info=relay_info)
-            self._remember(lease)
+            self._remember(_lease_of(row))
         for ip, until in self._db.execute("SELECT ip, until FROM declined"):
             self._declined[IPv4Address(ip)] = until
 
@@ -158,26 +176,34 @@ class LeaseStore:
 
     # --- writes ---
 
-    def stage(self, change: LeaseChange) -> None:
-        """Apply `change` to the view now and to the database in the open transaction."""
+    def stage(self, change: LeaseChange, *, now: float | None = None) -> None:
+        """Apply `change` to the view now and to the database in the open transaction. A pool
+        client's bound lease (no node) is a claim: `write()` reports it lost when the database
+        says another client holds the address (another server bound it)."""
         pending = self._pending
         mac = change.mac
         if change.action is LeaseAction.BIND:
             lease = Lease(mac=mac, address=change.address, node=change.node,
                           expires=change.expires, state=change.state,
                           relay_info=change.relay_info)
+            claim = change.state is LeaseState.BOUND and change.node is None
             previous = self._by_mac.get(mac)
             holder = self._by_address.get(change.address)
             self._forget(previous)
             if holder is not None and holder.mac != mac:
                 self._forget(holder)
-                if holder.state is LeaseState.BOUND:
+                if holder.state is LeaseState.BOUND and not claim:
                     pending.append((_DELETE_LEASE, (_mac_text(holder.mac),)))
             self._remember(lease)
-            if change.state is LeaseState.BOUND:
+            if claim:
+                at = time.time() if now is None else now
+                ip = str(change.address)
+                pending.append((_GROUP_CLAIM, (_mac_text(mac), ip, None, change.expires,
+                                               change.relay_info, self.server, ip, at, at)))
+            elif change.state is LeaseState.BOUND:
                 pending.append((_UPSERT_LEASE, (_mac_text(mac), str(change.address),
                                                 change.node, change.expires, "BOUND",
-                                                change.relay_info)))
+                                                change.relay_info, self.server)))
             elif previous is not None and previous.state is LeaseState.BOUND:
                 # an offer replacing a bound lease: the old row must not come back at restart
                 pending.append((_DELETE_LEASE, (_mac_text(mac),)))
@@ -231,6 +257,11 @@ class LeaseStore:
         self.commit()
 
     @property
+    def remote(self) -> bool:
+        """The database is another process's (PostgreSQL): a write waits for the network."""
+        return self._db.dialect == "postgresql"
+
+    @property
     def dirty(self) -> bool:
         """Changes are staged that are not written yet."""
         return bool(self._pending or self._lazy)
@@ -241,10 +272,13 @@ class LeaseStore:
         them."""
         return bool(self._pending)
 
-    def commit(self) -> None:
-        """Write every staged change in one transaction."""
-        if self._pending or self._lazy:
-            self.write(self.take_pending())
+    def commit(self) -> list[LostClaim]:
+        """Write every staged change in one transaction; the claims lost (already settled)."""
+        if not (self._pending or self._lazy):
+            return []
+        lost = self.write(self.take_pending())
+        self.settle(lost)
+        return lost
 
     def take_pending(self) -> list[Statement]:
         """The staged statements, for `write()`; the store starts a new group."""
@@ -254,16 +288,23 @@ class LeaseStore:
             self._lazy = []
         return pending
 
-    def write(self, statements: list[Statement]) -> None:
+    def write(self, statements: list[Statement]) -> list[LostClaim]:
         """Run `statements` in one transaction (the group commit): safe in a worker thread
-        while the loop stages the next group. Raises the engine's error
+        while the loop stages the next group. The pool claims go first, in address order (two
+        servers' groups then lock addresses in one order: no deadlock); those another client
+        holds come back as lost, for `settle()` on the loop. Raises the engine's error
         (`Database.error`) with nothing written."""
         if not statements:
-            return
+            return []
+        claims = sorted((params for sql, params in statements if sql is _GROUP_CLAIM),
+                        key=lambda params: IPv4Address(str(params[1])))
+        if claims:
+            statements = [s for s in statements if s[0] is not _GROUP_CLAIM]
         db = self._db
         with self._lock:
             db.begin()
             try:
+                lost = self._run_claims(claims) if claims else []
                 start = 0
                 while start < len(statements):  # runs of one statement: one executemany
                     sql = statements[start][0]
@@ -280,16 +321,42 @@ class LeaseStore:
                 if db.in_transaction:
                     db.execute("ROLLBACK")
                 raise
+        return lost
+
+    def _run_claims(self, claims: list[tuple[object, ...]]) -> list[LostClaim]:
+        db = self._db
+        db.executemany(_DELETE_OTHER_LEASES, [(params[0], params[1]) for params in claims])
+        lost = []
+        for params in claims:
+            if not db.execute(_GROUP_CLAIM, params).fetchall():
+                row = db.execute(_SELECT_LEASE_AT, (params[1],)).fetchone()
+                lost.append(LostClaim(mac=MacAddress.parse(str(params[0])),
+                                      address=IPv4Address(str(params[1])),
+                                      holder=None if row is None else _lease_of(row)))
+        return lost
+
+    def settle(self, lost: list[LostClaim]) -> None:
+        """Put what the database said about lost claims into the view (on the loop)."""
+        for claim in lost:
+            mine = self._by_mac.get(claim.mac)
+            if mine is not None and mine.address == claim.address:
+                self._forget(mine)
+            if claim.holder is not None:
+                self._forget(self._by_address.get(claim.address))
+                self._forget(self._by_mac.get(claim.holder.mac))
+                self._remember(claim.holder)
 
     def rollback(self) -> None:
         """Drop the staged changes, and reload the view from the database."""
         self._pending = []
         self._lazy = []
-        self._by_mac.clear()
-        self._by_address.clear()
-        self._declined.clear()
         with self._lock:
-            self._load()
+            try:
+                by_mac, by_address, declined = self._by_mac, self._by_address, self._declined
+                self._by_mac, self._by_address, self._declined = {}, {}, {}
+                self._load()
+            except self._db.error:  # unreachable (PostgreSQL down): keep the view
+                self._by_mac, self._by_address, self._declined = by_mac, by_address, declined
 
     def defer_checkpoints(self) -> None:
         """Stop SQLite from checkpointing the WAL inside commits (a checkpoint fsyncs even at
@@ -341,7 +408,8 @@ class LeaseStore:
                 blocked = db.execute(_QUARANTINED, (str(address), now)).fetchall()
                 db.execute(_DELETE_OTHER_LEASES, (_mac_text(mac), str(address)))
                 won = [] if blocked else db.execute(
-                    _CLAIM, (_mac_text(mac), str(address), node, expires, now)).fetchall()
+                    _CLAIM, (_mac_text(mac), str(address), node, expires, None, self.server,
+                             now)).fetchall()
                 db.execute("COMMIT")
             except db.integrity_error:  # the same MAC claimed elsewhere at this instant
                 db.execute("ROLLBACK")
@@ -363,9 +431,7 @@ class LeaseStore:
         """Put the database's row for `address` (another server's, maybe) into the view."""
         row = self._db.execute(_SELECT_LEASE_AT, (str(address),)).fetchone()
         if row is not None:
-            mac, ip, node, expires, state, relay_info = row
-            lease = Lease(mac=MacAddress.parse(mac), address=IPv4Address(ip), node=node,
-                          expires=expires, state=LeaseState[state], relay_info=relay_info)
+            lease = _lease_of(row)
             self._forget(self._by_address.get(lease.address))
             self._remember(lease)
 
@@ -410,6 +476,13 @@ class LeaseStore:
             changed = self._db.execute("DELETE FROM unknown_clients WHERE mac = ?",
                                        (_mac_text(mac),)).rowcount
         return changed > 0
+
+
+def _lease_of(row: Any) -> Lease:
+    mac, ip, node, expires, state, relay_info = row
+    return Lease(mac=MacAddress.parse(mac), address=IPv4Address(ip), node=node,
+                 expires=expires, state=LeaseState[state],
+                 relay_info=None if relay_info is None else bytes(relay_info))
 
 
 def _mac_text(mac: MacAddress) -> str:

@@ -46,6 +46,7 @@ class BootEvent:
     bytes: int = 0
     duration: float = 0.0
     detail: Mapping[str, str] = field(default_factory=dict)
+    server: str | None = None  # the id of the server that saw it (several may share a database)
 
 
 def _cut(text: str | None, limit: int) -> str | None:
@@ -69,7 +70,8 @@ def bounded_event(event: BootEvent, *, text: int, detail_text: int, detail_keys:
     return BootEvent(time=event.time, kind=str(_cut(event.kind, text)),
                      node=_cut(event.node, text), mac=_cut(event.mac, text), peer=event.peer,
                      stage=_cut(event.stage, text), file=_cut(event.file, text),
-                     bytes=event.bytes, duration=event.duration, detail=detail)
+                     bytes=event.bytes, duration=event.duration, detail=detail,
+                     server=event.server)
 
 
 def bmc_stage_event(*, node: str, stage: str, action: str, time: float) -> BootEvent:

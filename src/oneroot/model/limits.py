@@ -54,6 +54,10 @@ class Limits:
     # The web status page (GET /api/v1/stream, server-sent events)
     status_streams: int = 32  # browsers following the page at once, both listeners together
 
+    # Boot files fetched from another server (several servers on one database)
+    payload_bytes: int = 4 * 1024**3  # largest boot file fetched; a peer sending more is cut
+    payload_files: int = 10_000  # files of the boot directory indexed and published
+
 
 DEFAULT_LIMITS = Limits()
 

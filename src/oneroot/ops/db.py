@@ -126,3 +126,28 @@ def _check_inventory(file: Path, url: str) -> None:
     finally:
         before.close()
         after.close()
+
+
+def join_database(paths: Paths, url: str) -> str:
+    """Point this home at the PostgreSQL database another server's home already uses (one
+    more `oneroot serve` on it); the URL, redacted. Refused if the database holds no
+    inventory, or if this home has one of its own (SQLite files or another database)."""
+    if not database.is_url(url):
+        raise InvalidValue(f"expected a postgresql:// URL, not {url!r}",
+                           hint="e.g. oneroot db join 'postgresql://oneroot@db/oneroot'")
+    current = database.database_url(paths)
+    if current is not None and current != url:
+        raise Conflict(f"the home already uses {database.redact(current)}",
+                       hint="use a home of its own for each server (--home)")
+    if paths.inventory_db.exists():
+        raise Conflict(f"the home has an inventory of its own ({paths.inventory_db})",
+                       hint="`oneroot db migrate URL` moves it; `db join` is for a new home")
+    store = SqlInventory(url)
+    try:
+        if not store.initialized():
+            raise ConfigError(f"{database.redact(url)} holds no inventory",
+                              hint="run `oneroot init --db URL` on the first server")
+    finally:
+        store.close()
+    database.point_home_at(paths, url)
+    return database.redact(url)

@@ -35,6 +35,7 @@ class NodeBootStatus:
         if not following or running == following:
             return running or "-"
         return f"{running} → {following}".strip()
+    server: str | None = None  # the server that saw the last stage (several may share a db)
 
     @property
     def detail_text(self) -> str:
@@ -46,6 +47,8 @@ class NodeBootStatus:
                "age_seconds": self.age_seconds, "detail": self.detail}
         if self.next_image is not None:
             doc |= {"image": self.image, "next_image": self.next_image}
+        if self.server is not None:  # servers with ids (several on one database)
+            doc["server"] = self.server
         return doc
 
     @classmethod
@@ -83,6 +86,7 @@ def node_statuses(cluster: ResolvedCluster, events: EventStore, *, now: float
             age_seconds=round(now - st.time, 1) if st else None,
             detail=st.detail if st else {},
             image=booted.get(name), next_image=r.image.ref,
+            server=st.server if st else None,
         ))
     return tuple(nodes)
 

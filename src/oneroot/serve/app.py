@@ -27,6 +27,7 @@ from oneroot.model.inventory import Inventory
 from oneroot.model.limits import DEFAULT_LIMITS, Limits
 from oneroot.model.paths import Paths
 from oneroot.model.resolved import ResolvedCluster, resolve_cluster
+from oneroot.model.server import ONE_SERVER, ServerRole
 from oneroot.net import MacAddress
 from oneroot.netpin import NodePinner
 from oneroot.ops import inventory as inv_ops
@@ -53,6 +54,7 @@ from oneroot.serve.bootwork import BootWork
 from oneroot.serve.dhcp import DhcpHealth, DhcpService
 from oneroot.serve.events import EventRecorder, watch_stored_stages
 from oneroot.serve.http import HttpService
+from oneroot.serve.replication import PayloadReplicator
 from oneroot.serve.statusboard import StatusBoard
 from oneroot.serve.tftp import TftpService, blksize_for_interface
 from oneroot.serve.viewwatch import keep_views_current
@@ -85,14 +87,18 @@ class ServeOptions:
     # The administrator's listener (status page with power buttons); None: off.
     admin: AdminListen | None = None
     view_rescan: float = VIEW_RESCAN_SECONDS  # masked views of a live root kept current
+    # Which server this is among several on one database, and the segments it serves.
+    role: ServerRole = ONE_SERVER
 
 
 class CatalogHolder:
     """The current catalog; services read it on every request, reloads swap it."""
 
-    def __init__(self, paths: Paths, http_host: str | None) -> None:
+    def __init__(self, paths: Paths, http_host: str | None,
+                 role: ServerRole = ONE_SERVER) -> None:
         self.paths = paths
         self.http_host = http_host
+        self.role = role
         # Held open while serve runs: SQLite keeps the inventory's WAL index (-shm) as long as
         # one connection is open, so `oneroot status` can still open it on a full disk.
         self._keeper = inv_ops.open_store(paths)
@@ -116,9 +122,10 @@ class CatalogHolder:
     def _load(self) -> Inventory:
         store = inv_ops.open_store(self.paths)
         try:
-            return store.load()
+            inventory = store.load()
         finally:
             store.close()
+        return inventory.replace(settings=self.role.apply(inventory.settings))
 
     def _db_stamp(self) -> tuple[float, ...]:
         if self._pushed:
@@ -134,11 +141,20 @@ class CatalogHolder:
         return tuple(stamps)
 
     def reload(self, *, force: bool = False) -> bool:
+        inventory = self.changed(force=force)
+        return inventory is not None and self.install(inventory, force=force)
+
+    def changed(self, *, force: bool = False) -> Inventory | None:
+        """The inventory if the database says it changed (or `force`), else None: the
+        database half of `reload()`, safe in a worker thread (it may wait on the network)."""
         stamp = self._db_stamp()
         if stamp == self._stamp and not force:
-            return False
+            return None
         self._stamp = stamp
-        inventory = self._load()
+        return self._load()
+
+    def install(self, inventory: Inventory, *, force: bool = False) -> bool:
+        """Make `inventory` current if it differs (on the loop: listeners run here)."""
         if inventory != self.inventory or force:
             self.cluster = resolve_cluster(inventory)
             self.catalog = catalog_for(self.paths, self.cluster, http_host=self.http_host)
@@ -160,7 +176,8 @@ def network_config(inv: Inventory) -> NetworkConfig:
 
 async def serve(paths: Paths, options: ServeOptions = ServeOptions(),
                 *, started: Callable[[], None] | None = None) -> None:
-    holder = CatalogHolder(paths, options.bind)
+    role = options.role
+    holder = CatalogHolder(paths, options.bind, role)
     settings = holder.inventory.settings
     bind = options.bind or str(settings.server_address)
     boot_dir = holder.cluster.dirs.boot_dir
@@ -168,7 +185,8 @@ async def serve(paths: Paths, options: ServeOptions = ServeOptions(),
     install_boot_binaries(boot_dir)
     limits = options.limits
     events = EventStore(database.locate(paths, paths.events_db))
-    recorder = EventRecorder(events, lambda ip: holder.catalog.by_address.get(ip), limits)
+    recorder = EventRecorder(events, lambda ip: holder.catalog.by_address.get(ip), limits,
+                             server=role.id)
     board = _status_board(holder, events, recorder, limits)
     health = HealthRecord(paths)
     stop = asyncio.Event()
@@ -182,16 +200,19 @@ async def serve(paths: Paths, options: ServeOptions = ServeOptions(),
     leases: LeaseStore | None = None
     if options.dhcp:
         leases = LeaseStore(database.locate(paths, paths.leases_db),
-                            synchronous=options.lease_sync)
+                            synchronous=options.lease_sync, server=role.id)
         jobs.append(_dhcp_service(holder, options, leases, recorder, health).run)
     if options.tftp:
         await _start_tftp(holder, options, IPv4Address(bind), boot_dir, recorder, jobs, closers)
+    http_port = options.http_port or settings.http_port
+    payloads = await _start_replication(paths, holder, role, f"http://{bind}:{http_port}",
+                                        limits, jobs, closers)
     if options.http:
-        http = HttpService(bind=bind, port=options.http_port or settings.http_port,
+        http = HttpService(bind=bind, port=http_port,
                            boot_dir=boot_dir, catalog=lambda: holder.catalog,
                            on_event=recorder,
                            status=lambda: read_status(paths, holder.cluster).as_json(),
-                           limits=limits, board=board)
+                           limits=limits, board=board, payloads=payloads)
         await http.start()
         closers.append(http.close)
     if options.admin is not None:
@@ -203,8 +224,9 @@ async def serve(paths: Paths, options: ServeOptions = ServeOptions(),
                          view_rescan=options.view_rescan)
     jobs.append(lambda: _watch_inventory(holder, options.reload_interval))
     jobs.append(_bmc_stage_watcher(paths, recorder, options.reload_interval, closers))
-    log.info("serve.started bind=%s dhcp=%s tftp=%s http=%s nodes=%d", bind, options.dhcp,
-             options.tftp, options.http, len(holder.inventory.nodes))
+    log.info("serve.started bind=%s dhcp=%s tftp=%s http=%s nodes=%d server=%s", bind,
+             options.dhcp, options.tftp, options.http, len(holder.inventory.nodes),
+             role.id or "-")
     if started is not None:
         started()
     try:
@@ -234,7 +256,7 @@ def _dhcp_service(holder: CatalogHolder, options: ServeOptions, leases: LeaseSto
         lookup=lambda mac: holder.catalog.dhcp_lookup(mac),
         leases=leases, on_event=recorder, port=options.dhcp_port,
         is_reserved=lambda ip: ip in holder.catalog.by_address, limits=options.limits,
-        on_health=_health_reporter(health))
+        on_health=_health_reporter(health), relays=options.role.relays)
 
     def dhcp_settings(cluster: ResolvedCluster) -> None:
         inv = cluster.inventory
@@ -280,13 +302,48 @@ async def _start_tftp(holder: CatalogHolder, options: ServeOptions, bind: IPv4Ad
     closers.append(tftp.close)
 
 
+async def _start_replication(paths: Paths, holder: CatalogHolder, role: ServerRole, url: str,
+                             limits: Limits,
+                             jobs: list[Callable[[], Coroutine[Any, Any, None]]],
+                             closers: list[Callable[[], Awaitable[None] | None]]
+                             ) -> PayloadReplicator | None:
+    """With several servers on one PostgreSQL (this one has an id), boot files follow their
+    content hash: synced once before anything is served, then kept so."""
+    db_url = database.database_url(paths)
+    if role.id is None or db_url is None:
+        return None
+    replicator = PayloadReplicator(db_url, boot_dir=holder.cluster.dirs.boot_dir,
+                                   server=role.id, url=url, peers=role.peers, limits=limits)
+    try:
+        await replicator.sync()
+    except Exception as exc:  # a peer away: start with what is here, the loop tries again
+        log.error("payload.sync_failed error=%s: %s", type(exc).__name__, str(exc).strip())
+    holder.listeners.append(lambda cluster: replicator.poke())
+    jobs.append(replicator.run)
+    closers.append(replicator.close)
+    return replicator
+
+
 async def _watch_inventory(holder: CatalogHolder, interval: float) -> None:
+    """Reload on changes; while the database cannot be read (PostgreSQL down, a locked or
+    half-migrated file) keep serving the catalog last loaded, and say so once."""
+    failing = False
     while True:
         await asyncio.sleep(interval)
         try:
-            holder.reload()
-        except Exception:  # a half-migrated or locked database: keep the old catalog
-            log.exception("inventory.reload_failed")
+            inventory = await asyncio.to_thread(holder.changed, force=failing)
+            if inventory is not None:
+                holder.install(inventory)
+        except Exception as exc:
+            if not failing:
+                log.error("inventory.reload_failed keeping=last loaded inventory (%d nodes) "
+                          "error=%s: %s", len(holder.inventory.nodes), type(exc).__name__,
+                          str(exc).strip())
+            failing = True
+            continue
+        if failing:
+            log.warning("inventory.reload_recovered nodes=%d", len(holder.inventory.nodes))
+        failing = False
 
 
 def _bmc_stage_watcher(paths: Paths, recorder: EventRecorder, interval: float,

@@ -36,16 +36,20 @@ from ipaddress import IPv4Address
 from typing import NamedTuple, TypeVar
 
 from oneroot.errors import MalformedPacket
-from oneroot.inventory.leases import LeaseStore
+from oneroot.inventory.leases import LeaseStore, LostClaim
 from oneroot.model.events import BootEvent
 from oneroot.model.limits import DEFAULT_LIMITS, Limits
 from oneroot.net import MacAddress
 from oneroot.proto.dhcp import (
     DhcpMode,
+    DhcpPacket,
+    LeaseAction,
+    LeaseState,
     MessageType,
     NetworkConfig,
     NodeBoot,
     ReplyEvent,
+    claim_lost_nak,
     parse_packet,
     respond,
 )
@@ -89,6 +93,7 @@ class _Reply(NamedTuple):  # a tuple: built for every reply, cheaper than a data
     port: int  # the server port it answers, whose socket sends it
     event: ReplyEvent | None
     received: float
+    claim: DhcpPacket | None = None  # the REQUEST of a pool ACK: NAKed if the claim is lost
 
 
 def open_dhcp_socket(interface: str, port: int) -> socket.socket:
@@ -116,7 +121,8 @@ class DhcpService:
                  on_event: Callable[[BootEvent], None], port: int = 67, proxy_port: int = 4011,
                  is_reserved: Callable[[IPv4Address], bool] | None = None,
                  clock: Callable[[], float] = time.time, limits: Limits = DEFAULT_LIMITS,
-                 on_health: Callable[[DhcpHealth], None] | None = None) -> None:
+                 on_health: Callable[[DhcpHealth], None] | None = None,
+                 relays: frozenset[IPv4Address] | None = None) -> None:
         if network.server_address != server_address:
             raise ValueError("server_address and network.server_address differ")
         self.interface = interface
@@ -132,6 +138,9 @@ class DhcpService:
         self.limits = limits
         self.health = DhcpHealth()
         self.on_health = on_health
+        # The relays (giaddr) whose segments this server serves; None: every relay's.
+        self.relays = relays
+        self.pool_refused = 0
         self.dropped = 0
         self._link: socket.socket | None = None  # AF_PACKET: direct DECLINEs
         self._next_prune = 0.0
@@ -139,7 +148,7 @@ class DhcpService:
         self._sockets: dict[int, socket.socket] = {}
         self._reading = False
         self._held: list[_Reply] = []  # replies whose lease changes are not written yet
-        self._writing: asyncio.Future[None] | None = None  # a write in a worker thread
+        self._writing: asyncio.Future[list[LostClaim]] | None = None  # a worker's write
         self._flush_timer: asyncio.TimerHandle | None = None
         self._checkpointing: asyncio.Future[None] | None = None
         self._commits = 0
@@ -295,6 +304,9 @@ class DhcpService:
         if (decline and (frame_source is None) == (request.giaddr == _NO_RELAY)) or \
                 (frame_source is not None and not decline):
             return None, False  # direct DECLINEs come from the link socket, all else not
+        if self.relays is not None and request.giaddr != _NO_RELAY and \
+                request.giaddr not in self.relays:
+            return None, False  # another server's segment
         decision = respond(request, now=now, config=self.network, lookup=self.lookup,
                            leases=self.leases, port=port, source=self._peer(addr),
                            is_reserved=self.is_reserved, frame_source=frame_source)
@@ -302,12 +314,20 @@ class DhcpService:
             log.warning("dhcp.decline mac=%s frame_source=%s result=%s", request.mac,
                         frame_source or "-", decision.reason)
         holds = False
-        if decision.lease_change is not None:
-            self.leases.stage(decision.lease_change)
-            holds = True
         if decision.unknown_client is not None:  # written with the next group: no reply waits
             self.leases.record_unknown(decision.unknown_client, now,
                                        vendor_class_text=self.limits.vendor_class_text)
+        claim: DhcpPacket | None = None
+        change = decision.lease_change
+        if change is not None:
+            if change.node is None and change.action is LeaseAction.BIND:
+                if self.health.failing:  # no new pool lease without the database
+                    self._refuse_pool(request.mac)
+                    return None, holds
+                if change.state is LeaseState.BOUND:
+                    claim = request
+            self.leases.stage(change, now=now)
+            holds = True
         reply, destination = decision.reply, decision.destination
         if reply is None or destination is None:
             if log.isEnabledFor(logging.DEBUG):
@@ -323,7 +343,13 @@ class DhcpService:
         if text is None:
             text = self._remember(self._texts, address, str(address))
         return _Reply(reply.to_bytes(max_size=max_size), (text, destination.port), port,
-                      decision.event, now), holds
+                      decision.event, now, claim), holds
+
+    def _refuse_pool(self, mac: MacAddress) -> None:
+        self.pool_refused += 1
+        if self.pool_refused % 100 == 1:
+            log.warning("dhcp.pool_refused mac=%s count=%d reason=the lease database is "
+                        "unreachable (%s)", mac, self.pool_refused, self.health.last_error)
 
     def _peer(self, addr: tuple[str, int]) -> tuple[IPv4Address, int]:
         address = self._peers.get(addr[0])
@@ -353,20 +379,21 @@ class DhcpService:
             self._send_all(replies)  # only in-memory changes (offers): nothing to wait for
             return
         statements = self.leases.take_pending()
-        if self.leases.synchronous == "FULL":  # an fsync: keep it off the loop
+        if self.leases.synchronous == "FULL" or self.leases.remote:  # an fsync, a round trip:
+            # keep it off the loop
             assert self._loop is not None
             writing = self._loop.run_in_executor(None, self.leases.write, statements)
             self._writing = writing
             writing.add_done_callback(lambda done: self._written(done, replies))
             return
         try:  # a WAL append without fsync: cheaper than a thread hop
-            self.leases.write(statements)
+            lost = self.leases.write(statements)
         except Exception as exc:
             self._write_failed(exc, replies)
             return
-        self._committed(replies)
+        self._committed(replies, lost)
 
-    def _written(self, done: asyncio.Future[None], replies: list[_Reply]) -> None:
+    def _written(self, done: asyncio.Future[list[LostClaim]], replies: list[_Reply]) -> None:
         self._writing = None
         if not self._sockets:  # closed meanwhile
             return
@@ -374,11 +401,16 @@ class DhcpService:
         if exc is not None:
             self._write_failed(exc, replies)
         else:
-            self._committed(replies)
+            self._committed(replies, done.result())
         self._resume_reading()
         self._commit_or_flush_later()
 
-    def _committed(self, replies: list[_Reply]) -> None:
+    def _committed(self, replies: list[_Reply], lost: list[LostClaim]) -> None:
+        if lost:  # another server bound those addresses first: NAK, the client starts over
+            self.leases.settle(lost)
+            taken = {(claim.mac, claim.address) for claim in lost}
+            replies = [self._nak_lost(r) if r.claim is not None and r.event is not None
+                       and (r.event.mac, r.event.address) in taken else r for r in replies]
         self._send_all(replies)
         health = self.health
         recovered = health.failing
@@ -392,6 +424,16 @@ class DhcpService:
             checkpointing = self._loop.run_in_executor(None, self.leases.checkpoint)
             self._checkpointing = checkpointing
             checkpointing.add_done_callback(self._checkpointed)
+
+    def _nak_lost(self, reply: _Reply) -> _Reply:
+        assert reply.claim is not None and reply.event is not None
+        log.info("dhcp.claim_lost mac=%s ip=%s", reply.event.mac, reply.event.address)
+        decision = claim_lost_nak(reply.claim, config=self.network,
+                                  reason=f"{reply.event.address} is bound to another client")
+        assert decision.reply is not None and decision.destination is not None
+        destination = decision.destination
+        return _Reply(decision.reply.to_bytes(), (str(destination.address), destination.port),
+                      reply.port, decision.event, reply.received)
 
     def _checkpointed(self, done: asyncio.Future[None]) -> None:
         self._checkpointing = None

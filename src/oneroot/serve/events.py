@@ -1,13 +1,16 @@
-"""Boot events from every service, enriched with the node's name, batched into SQLite.
+"""Boot events from every service, enriched with the node's name, batched into the database.
 
 Every event is cut to the sizes in `Limits` before it is queued, the queue itself is bounded,
 and old events are pruned by age and count, so a client that floods the server with refused
-requests cannot fill the disk that the leases live on.
+requests cannot fill the disk that the leases live on. A batch the database refuses (PostgreSQL
+down, a full disk) goes back to the head of the queue, within the same bound, and is tried
+again every `RETRY_SECONDS` until a write succeeds (the events then catch up, in order).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import ipaddress
 import logging
@@ -20,14 +23,18 @@ from oneroot.model.limits import DEFAULT_LIMITS, Limits
 
 log = logging.getLogger(__name__)
 
+RETRY_SECONDS = 1.0
+
 
 class EventRecorder:
     """`recorder(event)` is cheap and never blocks the loop; `run()` writes batches."""
 
     def __init__(self, store: EventStore,
                  node_of_peer: Callable[[ipaddress.IPv4Address], str | None],
-                 limits: Limits = DEFAULT_LIMITS, clock: Callable[[], float] = time.time) -> None:
+                 limits: Limits = DEFAULT_LIMITS, clock: Callable[[], float] = time.time,
+                 server: str | None = None) -> None:
         self._store = store
+        self._server = server  # stamped on every event: which server saw it
         self._node_of_peer = node_of_peer
         self._limits = limits
         self._clock = clock
@@ -36,6 +43,7 @@ class EventRecorder:
         self._next_prune = 0.0
         self.dropped = 0  # events not queued because the queue was full
         self.write_failures = 0
+        self._failing = False  # the last write failed: its batch waits in the queue
         self.latest: dict[str, BootEvent] = {}
         self.listeners: list[Callable[[BootEvent], None]] = []
 
@@ -45,6 +53,8 @@ class EventRecorder:
             node = self._node_of_peer(event.peer)
             if node is not None:
                 event = dataclasses.replace(event, node=node)
+        if self._server is not None and event.server is None:
+            event = dataclasses.replace(event, server=self._server)
         event = bounded_event(event, text=limits.event_text,
                               detail_text=limits.event_detail_text,
                               detail_keys=limits.event_detail_keys)
@@ -67,7 +77,11 @@ class EventRecorder:
     async def run(self) -> None:
         try:
             while True:
-                await self._wake.wait()
+                if self._failing:  # retry without waiting for a new event
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._wake.wait(), RETRY_SECONDS)
+                else:
+                    await self._wake.wait()
                 self._wake.clear()
                 await asyncio.sleep(0.05)  # gather a burst into one transaction
                 await self.flush()
@@ -81,10 +95,29 @@ class EventRecorder:
             return
         try:
             await asyncio.to_thread(self._store.record, batch)
-        except Exception as exc:  # a full disk must not stop the boot services
+        except Exception as exc:  # a full disk or a database down must not stop the services
             self.write_failures += 1
-            log.error("events.write_failed count=%d error=%s: %s", len(batch),
-                      type(exc).__name__, exc)
+            if not self._failing:
+                log.error("events.write_failed queued=%d error=%s: %s", len(batch),
+                          type(exc).__name__, str(exc).strip())
+            self._failing = True
+            self._requeue(batch)
+            return
+        if self._failing:
+            log.warning("events.caught_up written=%d failures=%d", len(batch),
+                        self.write_failures)
+        self._failing = False
+
+    def _requeue(self, batch: list[BootEvent]) -> None:
+        """`batch` back before the newer events, the oldest dropped beyond the bound."""
+        queue = batch + self._pending
+        over = len(queue) - self._limits.events_pending
+        if over > 0:
+            self.dropped += over
+            log.warning("events.dropped count=%d reason=queue full while the database is "
+                        "unreachable", over)
+            queue = queue[over:]
+        self._pending = queue
 
     async def _prune(self) -> None:
         now = self._clock()

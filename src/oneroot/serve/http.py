@@ -7,8 +7,9 @@ import ipaddress
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Protocol
 
 from aiohttp import web
 from aiohttp.abc import AbstractStreamWriter
@@ -82,13 +83,23 @@ def _checked_report(data: dict[str, str], limits: Limits) -> tuple[str, str, str
     return stage, status, message
 
 
+class Payloads(Protocol):
+    """Boot files shared with other servers (`serve.replication`)."""
+
+    def path_for(self, sha256: str) -> Path | None: ...
+
+    def ensure(self, name: str) -> Awaitable[bool]: ...
+
+
 class HttpService:
     def __init__(self, *, bind: str, port: int, boot_dir: Path,
                  catalog: Callable[[], BootCatalog], on_event: Callable[[BootEvent], None],
                  status: Callable[[], dict[str, object]],
-                 limits: Limits = DEFAULT_LIMITS, board: StatusBoard | None = None) -> None:
+                 limits: Limits = DEFAULT_LIMITS, board: StatusBoard | None = None,
+                 payloads: Payloads | None = None) -> None:
         self.bind, self.port, self.boot_dir = bind, port, boot_dir
         self._limits = limits
+        self._payloads = payloads
         self._catalog, self._on_event, self._status = catalog, on_event, status
         self.app = web.Application(client_max_size=64 * 1024)
         self.app.add_routes([
@@ -99,6 +110,8 @@ class HttpService:
         ])
         if board is not None:  # the page and its stream: read-only, no power buttons here
             add_page_routes(self.app, board)
+        if payloads is not None:  # other servers fetch boot files here, by content hash
+            self.app.add_routes([web.get("/payload/{sha256}", self.payload)])
         self._runner: web.AppRunner | None = None
 
     async def start(self) -> None:
@@ -139,10 +152,24 @@ class HttpService:
                                          detail={"image": virtual.image}))
             return resp
         path = resolve_in_root(self.boot_dir, name)
+        if path is None and self._payloads is not None and len(name) <= MAX_PATH and \
+                await self._payloads.ensure(name):  # another server has it: fetched first
+            path = resolve_in_root(self.boot_dir, name)
         if path is None:
             log.info("http.refused peer=%s path=%r", peer, name[:MAX_PATH])
             raise web.HTTPNotFound(text="not found\n")
         return _ReportingFileResponse(path, lambda r: done(r, r.content_length or 0, None))
+
+    async def payload(self, request: web.Request) -> web.StreamResponse:
+        """A boot file by its SHA-256, for another server: only files of the boot directory's
+        index (regular files, not links), whatever the hash names."""
+        assert self._payloads is not None
+        found = self._payloads.path_for(request.match_info["sha256"])
+        path = None if found is None else resolve_in_root(
+            self.boot_dir, str(found.relative_to(self.boot_dir)))
+        if path is None:
+            raise web.HTTPNotFound(text="not found\n")
+        return web.FileResponse(path, chunk_size=256 * 1024)
 
     async def report(self, request: web.Request) -> web.Response:
         """A stage report from a node's initramfs: `stage=layers&status=ok&message=…`."""

@@ -15,6 +15,7 @@ import shutil
 import subprocess
 import tempfile
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import quote
 
@@ -61,11 +62,20 @@ class PostgresServer:
     def start(self) -> None:
         self._run(str(postgres_bin("initdb")), "-D", str(self.data), "-A", "trust",
                   "-U", POSTGRES_USER, "-E", "UTF8", "--locale=C", "--no-sync")
+        self.resume()
+        self.sql(f"CREATE DATABASE {DATABASE}", database="postgres")
+
+    def resume(self) -> None:
+        """Start the server (again, after `pause()`: its data kept)."""
         options = (f"-c listen_addresses='' -c unix_socket_directories={self.root} "
                    "-c fsync=off -c full_page_writes=off -c max_connections=200")
         self._run(str(postgres_bin("pg_ctl")), "-D", str(self.data), "-w", "-t", "60",
                   "-l", str(self.root / "log"), "-o", options, "start")
-        self.sql(f"CREATE DATABASE {DATABASE}", database="postgres")
+
+    def pause(self) -> None:
+        """Stop the server as an outage would (connections cut), keeping its data."""
+        self._run(str(postgres_bin("pg_ctl")), "-D", str(self.data), "-m", "fast", "-w",
+                  "stop")
 
     def stop(self) -> None:
         if (self.data / "postmaster.pid").exists():
@@ -91,14 +101,21 @@ class PostgresServer:
         return self.url(schema=schema)
 
 
-@pytest.fixture(scope="session")
-def postgres_server() -> Iterator[PostgresServer]:
+@contextmanager
+def running_postgres() -> Iterator[PostgresServer]:
     server = PostgresServer()
     try:
         server.start()
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """One server for the test session (a schema per test: `store_at`)."""
+    with running_postgres() as server:
+        yield server
 
 
 StoreAt = Callable[[str], Location]

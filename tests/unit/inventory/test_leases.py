@@ -48,7 +48,7 @@ def test_schema_version_and_wal(tmp_path: Path) -> None:
     db = tmp_path / "leases.db"
     LeaseStore(db).close()
     raw = sqlite3.connect(db)
-    assert raw.execute("PRAGMA user_version").fetchone()[0] == 2
+    assert raw.execute("PRAGMA user_version").fetchone()[0] == 3
     assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     raw.close()
     LeaseStore(db).close()  # reopening a current schema migrates nothing

@@ -32,6 +32,7 @@ from oneroot.proto.dhcp.responder import (
     ReplyEvent,
     UnknownClient,
     boot_file,
+    claim_lost_nak,
     respond,
 )
 
@@ -63,6 +64,7 @@ __all__ = [
     "ReplyEvent",
     "UnknownClient",
     "boot_file",
+    "claim_lost_nak",
     "decode_suboptions",
     "encode_suboptions",
     "parse_packet",

@@ -260,6 +260,25 @@ def respond(request: DhcpPacket, *, now: float, config: NetworkConfig, lookup: L
             return Decision(reason=f"{mtype.name} is a server message")
 
 
+class _NoLeases:
+    def lease_for_mac(self, mac: MacAddress) -> Lease | None:
+        return None
+
+    def lease_for_address(self, address: IPv4Address) -> Lease | None:
+        return None
+
+    def is_declined(self, address: IPv4Address, now: float) -> bool:
+        return False
+
+
+def claim_lost_nak(request: DhcpPacket, *, config: NetworkConfig, reason: str) -> Decision:
+    """The NAK for a REQUEST whose pool address another server bound first (the lease
+    database refused this server's claim): the client starts over with a DISCOVER."""
+    ctx = _Context(request, MessageType.REQUEST, request.mac, None, 0.0, config, _NoLeases(),
+                   _never_reserved)
+    return ctx._nak(reason)
+
+
 def boot_file(request: DhcpPacket, node: NodeBoot) -> str:
     """iPXE gets the node's script URL (so it never chain-loads itself again); firmware gets
     the loader for its architecture (option 93; absent means BIOS)."""

@@ -1,0 +1,57 @@
+"""One `oneroot serve` among several on one database: its id, and the segments it serves.
+
+The inventory's settings describe the cluster (subnet, pool, the default server); each server
+overrides what is its own: the interface it answers DHCP on, its address on that segment (the
+DHCP server id, the TFTP/HTTP address its boot scripts point at), its boot directory, and the
+relays (`giaddr`) whose requests it answers. Resolved once when serve starts and applied to
+every inventory it loads.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from ipaddress import IPv4Address
+from pathlib import PurePosixPath
+
+from oneroot.errors import InvalidValue
+from oneroot.model.cluster import Settings
+from oneroot.model.names import check_name
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ServerRole:
+    id: str | None = None  # recorded with the leases it binds and the events it sees
+    interface: str | None = None  # None: the settings' interface
+    address: IPv4Address | None = None  # None: the settings' server_address
+    boot_dir: PurePosixPath | None = None  # None: the settings' boot_dir
+    relays: frozenset[IPv4Address] | None = None  # None: every relay's requests
+    peers: tuple[str, ...] = ()  # HTTP bases of other servers (http://host:port)
+
+    def __post_init__(self) -> None:
+        if self.id is not None:
+            check_name("server", self.id)
+        for peer in self.peers:
+            if not peer.startswith("http://") or any(c.isspace() for c in peer):
+                raise InvalidValue(f"invalid peer {peer!r}",
+                                   hint="give another server's HTTP base: http://HOST:PORT")
+
+    def apply(self, settings: Settings) -> Settings:
+        """`settings` as this server sees them."""
+        changes: dict[str, object] = {}
+        if self.interface is not None:
+            changes["interface"] = self.interface
+        if self.address is not None:
+            if self.address not in settings.subnet:
+                raise InvalidValue(f"server address {self.address} is not in the subnet "
+                                   f"{settings.subnet}",
+                                   hint="give this server's address on the cluster's segment")
+            changes["server_address"] = self.address
+        if self.boot_dir is not None:
+            changes["boot_dir"] = self.boot_dir
+        if not changes:
+            return settings
+        return dataclasses.replace(settings, **changes)  # type: ignore[arg-type]
+
+
+ONE_SERVER = ServerRole()  # the settings as they are: a server alone on its database

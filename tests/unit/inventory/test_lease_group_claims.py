@@ -1,0 +1,116 @@
+"""Pool leases bound through the group commit (the DHCP service's path) are claims: on one
+database shared by two servers, the second server's bind of an address the first one holds
+comes back lost, with the holder, and changes nothing in the database."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from ipaddress import IPv4Address
+
+from oneroot.inventory.database import open_database
+from oneroot.inventory.leases import LeaseStore
+from oneroot.net import MacAddress
+from oneroot.proto.dhcp import LeaseAction, LeaseChange, LeaseState
+from oneroot.testing.postgres import StoreAt
+
+NOW = 1000.0
+ADDRESS = IPv4Address("10.0.2.10")
+FIRST = MacAddress.parse("02:00:00:00:00:01")
+SECOND = MacAddress.parse("02:00:00:00:00:02")
+
+
+def bind(mac: MacAddress, address: IPv4Address = ADDRESS, *, node: str | None = None,
+         expires: float = NOW + 600) -> LeaseChange:
+    return LeaseChange(action=LeaseAction.BIND, mac=mac, address=address, node=node,
+                       expires=expires, state=LeaseState.BOUND)
+
+
+def rows(store_at: StoreAt) -> list[tuple[str, str, str | None]]:
+    db = open_database(store_at("leases"))
+    try:
+        return [tuple(r) for r in db.execute("SELECT mac, ip, server FROM leases ORDER BY ip")]
+    finally:
+        db.close()
+
+
+def test_second_servers_bind_is_lost_and_learns_the_holder(store_at: StoreAt) -> None:
+    a = LeaseStore(store_at("leases"), server="a")
+    b = LeaseStore(store_at("leases"), server="b")
+    a.stage(bind(FIRST), now=NOW)
+    assert a.write(a.take_pending()) == []
+    b.stage(bind(SECOND), now=NOW)  # b's view does not know a's lease yet
+    lost = b.write(b.take_pending())
+    assert [(c.mac, c.address) for c in lost] == [(SECOND, ADDRESS)]
+    holder = lost[0].holder
+    assert holder is not None and holder.mac == FIRST
+    b.settle(lost)
+    assert b.lease_for_mac(SECOND) is None
+    held = b.lease_for_address(ADDRESS)
+    assert held is not None and held.mac == FIRST
+    assert rows(store_at) == [(str(FIRST), str(ADDRESS), "a")]
+    # The holder renews through the other server: its own address, so the claim wins.
+    b.stage(bind(FIRST, expires=NOW + 900), now=NOW)
+    assert b.write(b.take_pending()) == []
+    assert rows(store_at) == [(str(FIRST), str(ADDRESS), "b")]
+    a.close()
+    b.close()
+
+
+def test_an_expired_lease_is_taken_and_a_quarantine_is_not(store_at: StoreAt) -> None:
+    a = LeaseStore(store_at("leases"), server="a")
+    b = LeaseStore(store_at("leases"), server="b")
+    a.stage(bind(FIRST, expires=NOW - 1), now=NOW - 700)
+    a.commit()
+    b.stage(bind(SECOND), now=NOW)
+    assert b.write(b.take_pending()) == []  # expired: the address is free again
+    assert rows(store_at) == [(str(SECOND), str(ADDRESS), "b")]
+    other = IPv4Address("10.0.2.11")
+    a.stage(LeaseChange(action=LeaseAction.DECLINE, mac=FIRST, address=other,
+                        expires=NOW + 600))
+    a.commit()
+    b.stage(bind(SECOND, other), now=NOW)
+    lost = b.write(b.take_pending())
+    assert [(c.address, c.holder) for c in lost] == [(other, None)]
+    # Nothing bound on the quarantined address (the client gave up its old one to ask).
+    assert rows(store_at) == []
+    a.close()
+    b.close()
+
+
+def test_node_leases_are_not_claims(store_at: StoreAt) -> None:
+    """An inventory node's fixed address is the node's: its bind never comes back lost."""
+    a = LeaseStore(store_at("leases"), server="a")
+    a.stage(bind(FIRST, node="n1"), now=NOW)
+    assert a.write(a.take_pending()) == []
+    assert rows(store_at) == [(str(FIRST), str(ADDRESS), "a")]
+    a.close()
+
+
+def test_two_servers_group_commits_never_share_an_address(store_at: StoreAt) -> None:
+    """Two servers write groups of claims on overlapping addresses at once (in opposite
+    orders: the claims are taken in address order, so neither deadlocks): each address is
+    won once, and the database holds exactly the winners."""
+    pool = [IPv4Address("10.0.3.0") + n for n in range(1, 41)]
+    stores = [LeaseStore(store_at("leases"), server=name) for name in ("a", "b")]
+
+    def storm(index: int) -> list[tuple[MacAddress, IPv4Address]]:
+        store, won = stores[index], []
+        order = pool if index == 0 else pool[::-1]
+        for start in range(0, len(order), 8):
+            group = [(MacAddress(bytes((2, 0, 0, index, 0, n))), address)
+                     for n, address in enumerate(order[start:start + 8], start)]
+            for mac, address in group:
+                store.stage(bind(mac, address), now=NOW)
+            lost = {(c.mac, c.address) for c in store.write(store.take_pending())}
+            won += [claim for claim in group if claim not in lost]
+        return won
+
+    with ThreadPoolExecutor(2) as threads:
+        won = [claim for result in threads.map(storm, range(2)) for claim in result]
+    addresses = [address for _, address in won]
+    assert len(addresses) == len(set(addresses)), "one address bound to two clients"
+    assert sorted(addresses) == pool
+    assert sorted((mac, ip) for mac, ip, _ in rows(store_at)) == sorted(
+        (str(mac), str(address)) for mac, address in won)
+    for store in stores:
+        store.close()

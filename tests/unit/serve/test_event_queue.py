@@ -1,0 +1,72 @@
+"""While the event database refuses writes (PostgreSQL down, a full disk), serve keeps its
+events in a bounded queue and writes them, in order, when the database takes them again."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import Iterable
+from pathlib import Path
+
+from oneroot.inventory.events import EventStore
+from oneroot.model.events import BootEvent
+from oneroot.model.limits import DEFAULT_LIMITS
+from oneroot.serve.events import EventRecorder
+
+
+class OutageStore(EventStore):
+    """A real SQLite event store whose writes fail while `down` (an outage)."""
+
+    down = True
+
+    def record(self, events: Iterable[BootEvent]) -> None:
+        if self.down:
+            raise OSError("connection refused")
+        super().record(events)
+
+
+def test_events_queue_bounded_during_an_outage_then_catch_up_in_order(tmp_path: Path) -> None:
+    store = OutageStore(tmp_path / "events.db")
+    limits = dataclasses.replace(DEFAULT_LIMITS, events_pending=50)
+    recorder = EventRecorder(store, lambda ip: None, limits, server="a")
+
+    async def scenario() -> None:
+        for n in range(30):
+            recorder(BootEvent(time=float(n), kind="stage", node="n1", stage="init"))
+        flushing = asyncio.create_task(recorder.flush())
+        await asyncio.sleep(0)  # the batch of 30 is out, its write about to fail
+        for n in range(30, 70):  # newer events meanwhile: 70 in all, for a bound of 50
+            recorder(BootEvent(time=float(n), kind="stage", node="n1", stage="init"))
+        await flushing
+        assert recorder.dropped == 20  # the oldest went
+        for n in range(70, 80):  # the queue is full: newer ones are not queued
+            recorder(BootEvent(time=float(n), kind="stage", node="n1", stage="init"))
+        assert recorder.dropped == 30
+        store.down = False
+        await recorder.flush()
+
+    asyncio.run(scenario())
+    times = [t for (t,) in store.connection.execute("SELECT time FROM events ORDER BY id")]
+    assert times == [float(n) for n in range(20, 70)]  # in order, within the bound
+    servers = {s for (s,) in store.connection.execute("SELECT DISTINCT server FROM events")}
+    assert servers == {"a"}
+    store.close()
+
+
+def test_recorder_retries_without_a_new_event(tmp_path: Path) -> None:
+    """The run loop tries the queued batch again by itself after RETRY_SECONDS."""
+    store = OutageStore(tmp_path / "events.db")
+    recorder = EventRecorder(store, lambda ip: None)
+
+    async def scenario() -> None:
+        task = asyncio.create_task(recorder.run())
+        recorder(BootEvent(time=1.0, kind="dhcp.ack", node="n1"))
+        await asyncio.sleep(0.3)
+        assert recorder.write_failures >= 1
+        store.down = False
+        await asyncio.sleep(1.5)  # no new event: the retry timer writes it
+        task.cancel()
+
+    asyncio.run(scenario())
+    assert store.count() == 1
+    store.close()
