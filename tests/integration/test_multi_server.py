@@ -25,9 +25,12 @@ pytestmark = [
 CLIENTS = 1000
 
 
-@pytest.fixture
-def cluster(tmp_path: Path, postgres_server: PostgresServer) -> Iterator[ServeCluster]:
-    with serve_cluster(tmp_path, postgres_server.new_schema_url()) as running:
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory, postgres_server: PostgresServer
+            ) -> Iterator[ServeCluster]:
+    """Two servers for the module's first three tests (each uses its own MACs and files)."""
+    with serve_cluster(tmp_path_factory.mktemp("two"), postgres_server.new_schema_url()
+                       ) as running:
         yield running
 
 
@@ -51,7 +54,7 @@ def test_two_servers_one_storm_no_address_twice(cluster: ServeCluster) -> None:
     db = open_database(cluster.url)
     try:
         rows = {mac: (ip, server) for mac, ip, server in
-                db.execute("SELECT mac, ip, server FROM leases WHERE node IS NULL")}
+                db.execute("SELECT mac, ip, server FROM leases WHERE mac LIKE '02:50:%'")}
     finally:
         db.close()
     assert rows == {mac: (got["ip"], ids[got["server"]]) for mac, got in leases.items()}
@@ -62,11 +65,13 @@ def test_two_servers_one_storm_no_address_twice(cluster: ServeCluster) -> None:
 def test_status_shows_every_node_and_its_server_from_any_server(cluster: ServeCluster
                                                                  ) -> None:
     # Two inventory nodes whose MACs the storm's clients use (prefix 0x51).
+    marks = {name: len(s.log.read_text()) for name, s in cluster.servers.items()}
     for n in range(2):
         cluster.oneroot("a", "node", "add", f"k{n}", "--mac", f"02:51:00:00:00:0{n}",
                         "--ip", f"10.89.1.{10 + n}")
     for name in cluster.servers:
-        cluster.wait_log(name, "inventory.reloaded")  # NOTIFY: no SIGHUP, no restart
+        # NOTIFY: no SIGHUP, no restart
+        cluster.wait_log(name, "inventory.reloaded nodes=2", after=marks[name])
     result = cluster.storm(2, prefix=0x51)
     assert result["bound"] == 2
     ids = {str(s.address): name for name, s in cluster.servers.items()}

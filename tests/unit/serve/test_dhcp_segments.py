@@ -1,0 +1,66 @@
+"""The DHCP service's own decisions around the responder: the relays a server serves, and
+no new pool lease while the lease database is failing (known nodes still answered)."""
+
+from __future__ import annotations
+
+from ipaddress import IPv4Address, IPv4Network
+from pathlib import Path
+
+from oneroot.inventory.leases import LeaseStore
+from oneroot.net import MacAddress
+from oneroot.proto.dhcp import (
+    BootOp,
+    DhcpOptions,
+    DhcpPacket,
+    MessageType,
+    NetworkConfig,
+    NodeBoot,
+    parse_packet,
+)
+from oneroot.serve.dhcp import DhcpService
+
+SERVER = IPv4Address("10.0.0.1")
+NODE_MAC = MacAddress.parse("02:00:00:00:00:01")
+STRANGER = MacAddress.parse("02:00:00:00:00:99")
+NODE = NodeBoot(name="n1", address=IPv4Address("10.0.0.10"), bios_file="undionly.kpxe",
+                uefi_file="ipxe.efi", ipxe_url="http://10.0.0.1/boot/n1.ipxe")
+NETWORK = NetworkConfig(server_address=SERVER, subnet=IPv4Network("10.0.0.0/16"),
+                        pool=(IPv4Address("10.0.1.0"), IPv4Address("10.0.1.255")))
+
+
+def service(tmp_path: Path, relays: frozenset[IPv4Address] | None = None) -> DhcpService:
+    return DhcpService(interface="lo", server_address=SERVER, network=NETWORK,
+                       lookup={NODE_MAC: NODE}.get, leases=LeaseStore(tmp_path / "l.db"),
+                       on_event=lambda event: None, relays=relays)
+
+
+def discover(mac: MacAddress, giaddr: str = "0.0.0.0") -> bytes:
+    return DhcpPacket(op=BootOp.REQUEST, xid=7, chaddr=mac.packed,
+                      giaddr=IPv4Address(giaddr),
+                      options=DhcpOptions([(53, bytes((MessageType.DISCOVER,)))])).to_bytes()
+
+
+def answered(dhcp: DhcpService, data: bytes, source: str = "10.9.0.1") -> bool:
+    reply, _ = dhcp._decide(data, (source, 67), 67, 1000.0)
+    return reply is not None and parse_packet(reply.data).message_type is MessageType.OFFER
+
+
+def test_relayed_requests_only_from_the_servers_relays(tmp_path: Path) -> None:
+    dhcp = service(tmp_path, relays=frozenset({IPv4Address("10.9.0.1")}))
+    assert answered(dhcp, discover(NODE_MAC, giaddr="10.9.0.1"))
+    assert not answered(dhcp, discover(NODE_MAC, giaddr="10.8.0.1"))  # another segment's
+    assert answered(dhcp, discover(NODE_MAC))  # its own interface's clients
+    everyone = service(tmp_path / "x")
+    assert answered(everyone, discover(NODE_MAC, giaddr="10.8.0.1"))
+
+
+def test_no_pool_offer_while_the_lease_database_fails(tmp_path: Path) -> None:
+    dhcp = service(tmp_path)
+    assert answered(dhcp, discover(STRANGER))
+    dhcp.health.last_failure = 2.0  # the last write failed, none succeeded since
+    dhcp.health.last_commit = 1.0
+    assert not answered(dhcp, discover(STRANGER))
+    assert dhcp.pool_refused == 1
+    assert answered(dhcp, discover(NODE_MAC))  # known nodes: from the loaded inventory
+    dhcp.health.last_commit = 3.0  # a write succeeded again
+    assert answered(dhcp, discover(STRANGER))
