@@ -300,27 +300,36 @@ class LeaseStore:
                         key=lambda params: IPv4Address(str(params[1])))
         if claims:
             statements = [s for s in statements if s[0] is not _GROUP_CLAIM]
-        db = self._db
         with self._lock:
-            db.begin()
             try:
-                lost = self._run_claims(claims) if claims else []
-                start = 0
-                while start < len(statements):  # runs of one statement: one executemany
-                    sql = statements[start][0]
-                    end = start + 1
-                    while end < len(statements) and statements[end][0] == sql:
-                        end += 1
-                    if end - start == 1:
-                        db.execute(sql, statements[start][1])
-                    else:
-                        db.executemany(sql, [params for _, params in statements[start:end]])
-                    start = end
-                db.execute("COMMIT")
-            except BaseException:
-                if db.in_transaction:
-                    db.execute("ROLLBACK")
-                raise
+                return self._write_group(claims, statements)
+            except self._db.integrity_error:
+                # Another server's write of one of these MACs committed meanwhile (a client
+                # that started over through it): run again, its row is visible now.
+                return self._write_group(claims, statements)
+
+    def _write_group(self, claims: list[tuple[object, ...]],
+                     statements: list[Statement]) -> list[LostClaim]:
+        db = self._db
+        db.begin()
+        try:
+            lost = self._run_claims(claims) if claims else []
+            start = 0
+            while start < len(statements):  # runs of one statement: one executemany
+                sql = statements[start][0]
+                end = start + 1
+                while end < len(statements) and statements[end][0] == sql:
+                    end += 1
+                if end - start == 1:
+                    db.execute(sql, statements[start][1])
+                else:
+                    db.executemany(sql, [params for _, params in statements[start:end]])
+                start = end
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
         return lost
 
     def _run_claims(self, claims: list[tuple[object, ...]]) -> list[LostClaim]:

@@ -3,7 +3,9 @@
     python -m oneroot.testing.dhcpstorm --interface eth0 --clients 1000 --out storm.json
 
 Each simulated client (MAC 02:5x:…, its own xid) runs DISCOVER → first OFFER → REQUEST
-(selecting that server) → ACK, starting over on a NAK and retransmitting after a silence.
+(selecting that server) → ACK, starting over on a NAK or after a silence (`retransmit`
+seconds); an ACK that comes after it started over is counted as late, not taken (a real
+client ignores it too: the address it asked for is no longer its request).
 Everything goes to the broadcast address with the broadcast flag set, so every server on the
 segment sees every DISCOVER (a storm two servers answer at once). The result records, per
 client, the address and server of its ACK, how many NAKs it got and when it was bound: the
@@ -49,7 +51,8 @@ class Client:
     naks: int = 0
     tries: int = 0
     bound_at: float = 0.0
-    acks: list[tuple[str, str]] = field(default_factory=list)  # every ACK seen
+    acks: list[tuple[str, str]] = field(default_factory=list)  # the ACKs it took
+    late: int = 0  # ACKs to REQUESTs it had given up (after a retransmit timeout)
 
 
 def client_mac(n: int, prefix: int = 0x50) -> bytes:
@@ -101,14 +104,17 @@ class Storm(asyncio.DatagramProtocol):
             client.offer = (reply.yiaddr, server)
             self.send(client, MessageType.REQUEST)
         elif mtype is MessageType.ACK and server is not None:
+            if client.state != "requesting" or client.offer is None or \
+                    (reply.yiaddr, server) != client.offer:
+                client.late += 1  # an answer to a REQUEST it gave up on (it started over)
+                return
             client.acks.append((str(reply.yiaddr), str(server)))
-            if client.state == "requesting":
-                client.state, client.address, client.server = "bound", str(reply.yiaddr), \
-                    str(server)
-                client.bound_at = time.monotonic() - self.started
-                self.bound += 1
-                if self.bound == len(self.clients):
-                    self.done.set()
+            client.state, client.address, client.server = "bound", str(reply.yiaddr), \
+                str(server)
+            client.bound_at = time.monotonic() - self.started
+            self.bound += 1
+            if self.bound == len(self.clients):
+                self.done.set()
         elif mtype is MessageType.NAK and client.state == "requesting":
             client.naks += 1
             self.send(client, MessageType.DISCOVER)
@@ -156,7 +162,7 @@ async def run_storm(interface: str, count: int, *, timeout: float, burst: int = 
     return {
         "clients": count, "bound": storm.bound, "seconds": round(seconds, 3),
         "started": started,
-        "naks": sum(c.naks for c in clients),
+        "naks": sum(c.naks for c in clients), "late_acks": sum(c.late for c in clients),
         "leases": {c.mac.hex(":"): {"ip": c.address, "server": c.server, "naks": c.naks,
                                     "bound_at": round(c.bound_at, 3), "acks": c.acks}
                    for c in clients},
