@@ -24,7 +24,9 @@ from oneroot.ops.payloads import BootIndex, PayloadRefused, fetch_payload
 log = logging.getLogger(__name__)
 
 SCAN_SECONDS = 2.0
-WANTED_TTL = 1.0  # seconds a read of what the others hold is reused (a flood of misses)
+# What the others hold is read at most once per WANTED_TTL seconds for requests of missing
+# files: a flood of misses costs one query a second (and waits, one at a time).
+WANTED_TTL = 1.0
 
 
 class PayloadReplicator:
@@ -94,6 +96,9 @@ class PayloadReplicator:
 
     def _ensure(self, name: str) -> bool:
         wanted = self._read_wanted(fresh=False).get(name)
+        if wanted is None:  # published since the last read? Read again, at most once a TTL
+            time.sleep(max(0.0, self._wanted_at + WANTED_TTL - time.monotonic()))
+            wanted = self._read_wanted(fresh=True).get(name)
         if wanted is None:
             return False
         if self.index.sha256_of(name) == wanted.sha256 and (self.boot_dir / name).is_file():
