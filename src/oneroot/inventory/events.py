@@ -57,8 +57,12 @@ _UPSERT_STATUS = ("INSERT INTO node_status(node, stage, time, peer, detail, serv
                   "VALUES (?,?,?,?,?,?) ON CONFLICT(node) DO UPDATE SET "
                   "stage=excluded.stage, time=excluded.time, peer=excluded.peer, "
                   "detail=excluded.detail, server=excluded.server "
-                  # several servers write: an event older than the one shown is late
-                  "WHERE excluded.time >= node_status.time")
+                  # several servers write: an event older than the one shown is late, and
+                  # an OFFER another server sent just after this ACK lost the same DISCOVER
+                  "WHERE excluded.time >= node_status.time AND NOT ("
+                  "excluded.stage = 'dhcp.offer' AND node_status.stage = 'dhcp.ack' AND "
+                  "coalesce(excluded.server, '') <> coalesce(node_status.server, '') AND "
+                  "excluded.time < node_status.time + 10)")
 
 _UPSERT_IMAGE = ("INSERT INTO node_image(node, image, time) VALUES (?,?,?) "
                  "ON CONFLICT(node) DO UPDATE SET image=excluded.image, time=excluded.time")

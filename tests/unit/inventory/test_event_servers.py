@@ -15,10 +15,13 @@ def test_a_late_batch_from_another_server_does_not_move_the_status_back(
     b.record([BootEvent(time=9.5, kind="dhcp.offer", node="n1", server="b")])  # late
     status = a.status()["n1"]
     assert (status.stage, status.server) == ("dhcp.ack", "a")
+    b.record([BootEvent(time=10.2, kind="dhcp.offer", node="n1", server="b")])  # lost race
+    status = a.status()["n1"]
+    assert (status.stage, status.server) == ("dhcp.ack", "a")
     b.record([BootEvent(time=11.0, kind="http.done", node="n1", server="b")])
     status = a.status()["n1"]
     assert (status.stage, status.server) == ("http", "b")
     servers = [s for (s,) in a.connection.execute("SELECT server FROM events ORDER BY time")]
-    assert servers == ["b", "a", "b"]
+    assert servers == ["b", "a", "b", "b"]
     a.close()
     b.close()
