@@ -19,7 +19,7 @@ DAY = 86400.0
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Limits:
     # TFTP
-    tftp_sessions: int = 256  # transfers at once, all clients together
+    tftp_sessions: int = 1024  # transfers at once, all clients (256 failed a 1,000-node storm)
     tftp_sessions_per_client: int = 8  # transfers at once from one IP address
     tftp_lockstep_threads: int = 4  # lock-step transfers in threads of their own at once
     # A client's `timeout` option (RFC 2349) above this many seconds is not accepted: the
