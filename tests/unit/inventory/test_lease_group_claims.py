@@ -4,6 +4,7 @@ comes back lost, with the holder, and changes nothing in the database."""
 
 from __future__ import annotations
 
+import time
 from concurrent.futures import ThreadPoolExecutor
 from ipaddress import IPv4Address
 
@@ -114,3 +115,26 @@ def test_two_servers_group_commits_never_share_an_address(store_at: StoreAt) -> 
         (str(mac), str(address)) for mac, address in won)
     for store in stores:
         store.close()
+
+
+def test_a_group_meeting_another_servers_uncommitted_row_of_its_mac_is_retried(
+        store_at: StoreAt) -> None:
+    """Server a's write of FIRST is in flight when b's group claims FIRST elsewhere: b's claim
+    meets FIRST's row on the MAC key once a commits (IntegrityError); b's group runs again and
+    wins, and FIRST holds one address."""
+    a_db = open_database(store_at("leases"))
+    b = LeaseStore(store_at("leases"), server="b")
+    other = IPv4Address("10.0.2.20")
+    a_db.begin()
+    a_db.execute("INSERT INTO leases (mac, ip, node, expires, state, relay_info, server) "
+                 "VALUES (?, ?, NULL, ?, 'BOUND', NULL, 'a')",
+                 (str(FIRST), str(ADDRESS), NOW + 600))
+    b.stage(bind(FIRST, other), now=NOW)
+    with ThreadPoolExecutor(1) as thread:
+        writing = thread.submit(b.write, b.take_pending())
+        time.sleep(0.5)  # b waits on a's row (PostgreSQL) or on the write lock (SQLite)
+        a_db.execute("COMMIT")
+        assert writing.result(timeout=30) == []
+    assert rows(store_at) == [(str(FIRST), str(other), "b")]
+    a_db.close()
+    b.close()
