@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from oneroot.testing.bmc import SimulatedBmc
+from oneroot.testing.bmc import BmcHome, SimulatedBmc
 from oneroot.testing.ports import free_port
 from oneroot.testing.serial import SerialShell
 from oneroot.testing.terminal import Terminal
@@ -23,15 +23,21 @@ ONEROOT = [sys.executable, "-m", "oneroot"]
 PASSWORD = "pw-91c3e0"
 
 
-@dataclass
+@dataclass(frozen=True)
 class Lab:
-    home: Path
+    nodes: BmcHome
     shell: SerialShell
-    base: Path
+
+    @property
+    def home(self) -> Path:
+        return self.nodes.home
+
+    @property
+    def base(self) -> Path:
+        return self.nodes.base
 
     def oneroot(self, *args: str) -> None:
-        subprocess.run([*ONEROOT, "--home", str(self.home), *args], check=True,
-                       capture_output=True, timeout=60)
+        self.nodes.oneroot(*args)
 
 
 @pytest.fixture(scope="module")
@@ -39,27 +45,17 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     """node01 with a BMC and a serial shell; node02's BMC has another password; node03's BMC
     does not answer; node04 has none."""
     base = tmp_path_factory.mktemp("console")
-    for name, text in (("bmc.pw", PASSWORD), ("wrong.pw", "not-it")):
-        (base / name).write_text(text + "\n")
-        (base / name).chmod(0o600)
     with ExitStack() as stack:
         shell = stack.enter_context(SerialShell(hostname="node01"))
         bmc = stack.enter_context(SimulatedBmc(base / "bmc01", user="admin", password=PASSWORD,
                                                powered=True, serial_port=shell.port))
-        lab = Lab(home=base / "home", shell=shell, base=base)
-        lab.oneroot("init", "--server", "10.0.0.1", "--subnet", "10.0.0.0/24",
-                    "--interface", "lo")
-        lab.oneroot("group", "add", "compute", "--set", "bmc_user=admin",
-                    "--set", f"bmc_password_file={base / 'bmc.pw'}")
-        for i in range(1, 5):
-            lab.oneroot("node", "add", f"node0{i}", "--mac", f"52:54:00:00:01:0{i}",
-                        "--ip", f"10.0.0.2{i}", "--group", "compute")
-        lab.oneroot("node", "set", "node01", "--set", f"bmc_address={bmc.address}")
-        lab.oneroot("node", "set", "node02", "--set", f"bmc_address={bmc.address}",
-                    "--set", f"bmc_password_file={base / 'wrong.pw'}")
-        lab.oneroot("node", "set", "node03", "--set",
-                    f"bmc_address=127.0.0.1:{free_port(udp=True)}")
-        yield lab
+        nodes = BmcHome.create(base, password=PASSWORD, nodes=4, mac_prefix="52:54:00:00:01",
+                               ip_prefix="10.0.0.2")
+        nodes.set("node01", f"bmc_address={bmc.address}")
+        nodes.set("node02", f"bmc_address={bmc.address}",
+                  f"bmc_password_file={nodes.wrong_password_file}")
+        nodes.set("node03", f"bmc_address=127.0.0.1:{free_port(udp=True)}")
+        yield Lab(nodes=nodes, shell=shell)
 
 
 def terminal(lab: Lab, *args: str) -> Terminal:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -14,26 +13,24 @@ from pathlib import Path
 
 import pytest
 
-from oneroot.testing.bmc import SimulatedBmc
+from oneroot.testing.bmc import BmcHome, SimulatedBmc, one_error
+from oneroot.testing.bmc import power_rows as rows
 from oneroot.testing.ports import free_port
 
-ONEROOT = [sys.executable, "-m", "oneroot"]
 PASSWORD = "pw-6f1d2a"  # must never show up in output, logs or YAML
 
 
-@dataclass
+@dataclass(frozen=True)
 class Cluster:
-    home: Path
+    nodes: BmcHome
     bmcs: dict[str, SimulatedBmc]
-    password_file: Path
+
+    @property
+    def password_file(self) -> Path:
+        return self.nodes.password_file
 
     def oneroot(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run([*ONEROOT, "--home", str(self.home), *args], text=True,
-                                capture_output=True, check=False, timeout=120)
-        assert PASSWORD not in result.stdout + result.stderr
-        if check:
-            assert result.returncode == 0, result.stdout + result.stderr
-        return result
+        return self.nodes.oneroot(*args, check=check)
 
 
 @pytest.fixture(scope="module")
@@ -41,34 +38,17 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     """node01-03 with simulated BMCs; node04's BMC does not answer; node05 has none; node06's
     BMC has another password. The BMC user and password file are set on the group."""
     base = tmp_path_factory.mktemp("power")
-    password_file = base / "bmc.pw"
-    password_file.write_text(PASSWORD + "\n")
-    password_file.chmod(0o600)
-    wrong = base / "wrong.pw"
-    wrong.write_text("not-the-password\n")
-    wrong.chmod(0o600)
     with ExitStack() as stack:
         bmcs = {f"node0{i}": stack.enter_context(
             SimulatedBmc(base / f"bmc0{i}", user="admin", password=PASSWORD))
             for i in (1, 2, 3, 6)}
-        c = Cluster(home=base / "home", bmcs=bmcs, password_file=password_file)
-        c.oneroot("init", "--server", "10.0.0.1", "--subnet", "10.0.0.0/24",
-                  "--interface", "lo")
-        c.oneroot("group", "add", "compute", "--set", "bmc_user=admin",
-                  "--set", f"bmc_password_file={password_file}")
-        for i in range(1, 7):
-            c.oneroot("node", "add", f"node0{i}", "--mac", f"52:54:00:00:00:0{i}",
-                      "--ip", f"10.0.0.1{i}", "--group", "compute")
+        nodes = BmcHome.create(base, password=PASSWORD, nodes=6, mac_prefix="52:54:00:00:00",
+                               ip_prefix="10.0.0.1")
         for name, bmc in bmcs.items():
-            c.oneroot("node", "set", name, "--set", f"bmc_address={bmc.address}")
-        c.oneroot("node", "set", "node04", "--set",
-                  f"bmc_address=127.0.0.1:{free_port(udp=True)}")
-        c.oneroot("node", "set", "node06", "--set", f"bmc_password_file={wrong}")
-        yield c
-
-
-def rows(result: subprocess.CompletedProcess[str]) -> dict[str, dict[str, object]]:
-    return {r["node"]: r for r in json.loads(result.stdout)}
+            nodes.set(name, f"bmc_address={bmc.address}")
+        nodes.set("node04", f"bmc_address=127.0.0.1:{free_port(udp=True)}")
+        nodes.set("node06", f"bmc_password_file={nodes.wrong_password_file}")
+        yield Cluster(nodes=nodes, bmcs=bmcs)
 
 
 def test_on_off_status_for_a_range(cluster: Cluster) -> None:
@@ -110,14 +90,6 @@ def test_reset_and_cycle_of_an_off_node(cluster: Cluster) -> None:
 def stages(cluster: Cluster) -> dict[str, str]:
     report = json.loads(cluster.oneroot("status", "--json").stdout)
     return {n["node"]: n["stage"] for n in report["nodes"]}
-
-
-def one_error(result: subprocess.CompletedProcess[str]) -> tuple[str, str]:
-    assert result.returncode != 0
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 2 and "Traceback" not in result.stderr, result.stderr
-    assert lines[0].startswith("error: ") and lines[1].startswith("hint: ")
-    return lines[0], lines[1]
 
 
 def test_wrong_password_is_one_error_and_changes_nothing(cluster: Cluster) -> None:

@@ -4,15 +4,15 @@ next boot device. Blocking calls: callers run them in worker threads, a bounded 
 
 from __future__ import annotations
 
-import enum
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from types import TracebackType
 from typing import Any
 
 from pyghmi import exceptions as pyghmi_errors
 from pyghmi.ipmi import command as pyghmi_command
 
+from oneroot.bmc.common import BmcCredentials, PowerState
 from oneroot.errors import BmcError
 
 log = logging.getLogger(__name__)
@@ -21,24 +21,6 @@ log = logging.getLogger(__name__)
 _CHASSIS_NETFN = 0x00
 _CHASSIS_CONTROL = 0x02
 _POWER_CYCLE = 0x02
-
-
-class PowerState(enum.StrEnum):
-    ON = "on"
-    OFF = "off"
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class BmcCredentials:
-    host: str
-    port: int
-    user: str
-    password: str = field(repr=False)  # never in a repr, a log line or an error
-
-    @property
-    def where(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{host}:{self.port}"
 
 
 class Bmc:
@@ -57,7 +39,8 @@ class Bmc:
             raise self._error(error) from None
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, kind: type[BaseException] | None, value: BaseException | None,
+                 tb: TracebackType | None) -> None:
         if self._ipmi is not None:
             try:
                 self._ipmi.ipmi_session.logout()

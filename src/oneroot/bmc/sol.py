@@ -10,7 +10,8 @@ from types import TracebackType
 from pyghmi import exceptions as pyghmi_errors
 from pyghmi.ipmi import console as pyghmi_console
 
-from oneroot.bmc.ipmi import BmcCredentials, bmc_error
+from oneroot.bmc.common import BmcCredentials
+from oneroot.bmc.ipmi import bmc_error
 
 log = logging.getLogger(__name__)
 

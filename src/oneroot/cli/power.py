@@ -1,4 +1,5 @@
-"""`oneroot power on|off|cycle|reset|status NODES`: node power through their BMCs (IPMI)."""
+"""`oneroot power on|off|cycle|reset|status NODES`: node power through their BMCs (IPMI or
+Redfish, per node)."""
 
 from __future__ import annotations
 
@@ -49,6 +50,6 @@ def power(state: State, action: str, nodes: tuple[str, ...], pxe: bool, parallel
     """Power nodes on or off, cycle or reset them, or read their power state.
 
     NODES are names or ranges (`node[01-64]`). Each node's BMC comes from its profile
-    (bmc_address, bmc_user, bmc_password_file), usually set on its group."""
+    (bmc_protocol, bmc_address, bmc_user, bmc_password_file), usually set on its group."""
     run_power(state, nodes, PowerAction(action), pxe=pxe, parallel=parallel, as_json=as_json)
 

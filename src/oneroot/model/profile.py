@@ -41,6 +41,13 @@ class Firmware(enum.StrEnum):
     UEFI = "uefi"
 
 
+class BmcProtocol(enum.StrEnum):
+    """How oneroot talks to a node's BMC."""
+
+    IPMI = "ipmi"  # IPMI 2.0 over LAN (RMCP+), pyghmi: power, boot device, SOL console
+    REDFISH = "redfish"  # DMTF Redfish over HTTPS, sushy: power and boot device
+
+
 def _doc(text: str) -> dict[str, str]:
     return {"doc": text}
 
@@ -80,11 +87,17 @@ class Profile:
         "the state filesystem `oneroot init` made)"))
 
     bmc_address: str = field(default="", metadata=_doc(
-        "the node's BMC (IPMI 2.0 over LAN): HOST or HOST:PORT on the management network"))
+        "the node's BMC: HOST or HOST:PORT on the management network (Redfish also "
+        "https://HOST[:PORT] or http://HOST[:PORT])"))
+    bmc_protocol: BmcProtocol = field(default=BmcProtocol.IPMI, metadata=_doc(
+        "how to reach the BMC: ipmi (IPMI 2.0 LAN, port 623) or redfish (HTTPS, port 443)"))
     bmc_user: str = field(default="", metadata=_doc("user name on the node's BMC"))
     bmc_password_file: str = field(default="", metadata=_doc(
         "absolute path of a root-only file holding the BMC password (the password itself is "
         "never stored in the inventory, its YAML or the logs)"))
+    bmc_ca_file: str = field(default="", metadata=_doc(
+        "Redfish over HTTPS: absolute path of the CA certificate(s) (or the BMC's own "
+        "certificate) its certificate is checked against (empty: the default CA bundle)"))
 
     @property
     def server_union(self) -> bool:
@@ -128,7 +141,7 @@ LIST_KEYS = frozenset(f.name for f in _FIELDS if f.type == "tuple[str, ...]")
 BOOL_KEYS = frozenset(f.name for f in _FIELDS if f.type == "bool")
 _ENUMS: dict[str, type[enum.StrEnum]] = {
     "union": UnionMode, "bios_loader": BiosLoader, "uefi_loader": UefiLoader,
-    "firmware": Firmware,
+    "firmware": Firmware, "bmc_protocol": BmcProtocol,
 }
 _CHOICES: dict[str, tuple[str, ...]] = {k: tuple(m.value for m in e) for k, e in _ENUMS.items()}
 DEFAULT_PROFILE: Mapping[str, ProfileValue] = Profile().as_values()
@@ -163,10 +176,13 @@ def check_profile_value(key: str, value: Any) -> ProfileValue:
     if key == "layer_quota" and text:
         parse_size(text)
     if key == "bmc_address" and text:
-        split_host_port(text, default_port=623)
+        split_bmc_address(text, default_port=623)
     if key == "bmc_password_file" and text and not text.startswith("/"):
         raise InvalidValue(f"bmc_password_file {text!r} must be an absolute path",
                            hint="e.g. /etc/oneroot/bmc/rack1.pw (mode 0600)")
+    if key == "bmc_ca_file" and text and not text.startswith("/"):
+        raise InvalidValue(f"bmc_ca_file {text!r} must be an absolute path",
+                           hint="e.g. /etc/oneroot/bmc/ca.pem")
     if key in ("kernel", "initramfs") and (not text or text.startswith("/") or ".." in
                                           PurePosixPath(text).parts):
         raise InvalidValue(f"{key} {text!r} must be a path inside the boot dir",
@@ -203,6 +219,22 @@ def parse_size(text: str) -> int:
         raise InvalidValue(f"size {text!r} is not a size of at least 1M",
                            hint="give e.g. 20G, 512M")
     return int(number) * _UNITS[unit]
+
+
+BMC_URL_SCHEMES = ("https", "http")
+
+
+def split_bmc_address(text: str, *, default_port: int) -> tuple[str, str, int]:
+    """`bmc01` → ("", `bmc01`, default); `https://bmc01:8443` → (`https`, `bmc01`, 8443).
+    A scheme (Redfish only) takes no path: the service root is always /redfish/v1."""
+    scheme, sep, rest = text.partition("://")
+    if not sep:
+        return ("", *split_host_port(text, default_port=default_port))
+    if scheme not in BMC_URL_SCHEMES or not rest or "/" in rest.rstrip("/"):
+        raise InvalidValue(f"bad BMC address {text!r}",
+                           hint="write HOST, HOST:PORT or https://HOST[:PORT]")
+    port = 443 if scheme == "https" else 80
+    return (scheme, *split_host_port(rest.rstrip("/"), default_port=port))
 
 
 def split_host_port(text: str, *, default_port: int) -> tuple[str, int]:

@@ -18,6 +18,7 @@ from types import TracebackType
 
 from oneroot.bmc import BmcCredentials, SolSession
 from oneroot.errors import ConfigError
+from oneroot.model.profile import BmcProtocol
 from oneroot.model.resolved import ResolvedCluster
 from oneroot.ops.power import credentials
 
@@ -45,6 +46,11 @@ def console_dir(home: Path) -> Path:
 def target(cluster: ResolvedCluster, home: Path, name: str) -> ConsoleTarget:
     """The node's BMC credentials and log file (raises before anything is opened)."""
     node = cluster.node(name)
+    if node.profile.bmc_protocol is not BmcProtocol.IPMI:
+        raise ConfigError(f"node {node.name}: the console is IPMI serial-over-LAN, and its "
+                          f"BMC is set to {node.profile.bmc_protocol.value}",
+                          hint=f"most Redfish BMCs also speak IPMI: oneroot node set "
+                               f"{node.name} --set bmc_protocol=ipmi")
     return ConsoleTarget(node=node.name, creds=credentials(node),
                          log_path=console_dir(home) / f"{node.name}.log")
 

@@ -15,21 +15,22 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
-from oneroot.bmc import Bmc, BmcCredentials, PowerState
+from oneroot.bmc import BmcCredentials, BmcSession, PowerState, connect
 from oneroot.errors import BmcError, ConfigError, OnerootError
 from oneroot.inventory import database
 from oneroot.inventory.events import EventStore
 from oneroot.model.cluster import ResolvedNode
 from oneroot.model.events import BootEvent, bmc_stage_event
 from oneroot.model.paths import Paths
-from oneroot.model.profile import split_host_port
+from oneroot.model.profile import BmcProtocol, split_bmc_address
 from oneroot.model.ranges import expand_names
 from oneroot.model.resolved import ResolvedCluster
 
 DEFAULT_PARALLEL = 32
 MAX_PASSWORD_FILE = 4096
 IPMI_PORT = 623
-CYCLE_SETTLE = 15.0  # seconds a cycled node may take to report on again
+REDFISH_PORT = 443
+SETTLE = 15.0  # seconds a node may take to report the state it was asked for
 Recorder = Callable[[Sequence[BootEvent]], None]
 
 
@@ -72,9 +73,19 @@ def credentials(node: ResolvedNode) -> BmcCredentials:
         missing = "bmc_user" if not profile.bmc_user else "bmc_password_file"
         raise ConfigError(f"node {node.name}: {missing} is not set",
                           hint=f"oneroot node set {node.name} --set {missing}=…")
-    host, port = split_host_port(profile.bmc_address, default_port=IPMI_PORT)
+    protocol = profile.bmc_protocol
+    redfish = protocol is BmcProtocol.REDFISH
+    scheme, host, port = split_bmc_address(
+        profile.bmc_address, default_port=REDFISH_PORT if redfish else IPMI_PORT)
+    if scheme and not redfish:
+        raise ConfigError(f"node {node.name}: bmc_address {profile.bmc_address!r} is a URL, "
+                          "but IPMI takes HOST[:PORT]",
+                          hint=f"oneroot node set {node.name} --set bmc_protocol=redfish, "
+                               "or drop the scheme")
     return BmcCredentials(host=host, port=port, user=profile.bmc_user,
-                          password=read_password_file(Path(profile.bmc_password_file)))
+                          password=read_password_file(Path(profile.bmc_password_file)),
+                          protocol=protocol, scheme=(scheme or "https") if redfish else "",
+                          ca_file=profile.bmc_ca_file)
 
 
 def read_password_file(path: Path) -> str:
@@ -103,7 +114,7 @@ def read_password_file(path: Path) -> str:
     return password
 
 
-def _act(bmc: Bmc, action: PowerAction, *, pxe: bool) -> None:
+def _act(bmc: BmcSession, action: PowerAction, *, pxe: bool) -> None:
     if pxe:
         bmc.boot_from_network_once()
     match action:
@@ -119,13 +130,18 @@ def _act(bmc: Bmc, action: PowerAction, *, pxe: bool) -> None:
             pass
 
 
-def _settled_state(bmc: Bmc, action: PowerAction) -> PowerState:
-    """The power state once the action took effect: a cycle's off-then-on takes the BMC a
-    moment (ipmi_sim: ~1 s), so ask again for a while before reporting it still off."""
-    deadline = time.monotonic() + CYCLE_SETTLE
+# The state each action leads to; BMCs take a moment (ipmi_sim ~1 s, Redfish BMCs several).
+_EXPECTED = {PowerAction.ON: PowerState.ON, PowerAction.OFF: PowerState.OFF,
+             PowerAction.CYCLE: PowerState.ON}
+
+
+def _settled_state(bmc: BmcSession, action: PowerAction) -> PowerState:
+    """The power state once the action took effect, asked again for a while (`SETTLE`)
+    before the row reports a state that is not the one asked for."""
+    deadline = time.monotonic() + SETTLE
     state = bmc.power_state()
-    while action is PowerAction.CYCLE and state is PowerState.OFF and (
-            time.monotonic() < deadline):
+    expected = _EXPECTED.get(action)
+    while expected is not None and state is not expected and time.monotonic() < deadline:
         time.sleep(0.5)
         state = bmc.power_state()
     return state
@@ -136,7 +152,7 @@ def _one(node: ResolvedNode, action: PowerAction, pxe: bool) -> PowerResult:
     try:
         creds = credentials(node)
         where = creds.where
-        with Bmc(creds) as bmc:
+        with connect(creds) as bmc:
             _act(bmc, action, pxe=pxe)
             state = _settled_state(bmc, action)
     except OnerootError as error:

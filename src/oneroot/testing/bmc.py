@@ -1,4 +1,6 @@
-"""Simulated BMCs for tests: OpenIPMI's `ipmi_sim` (a real IPMI 2.0 LAN BMC) on loopback.
+"""Simulated BMCs for tests: OpenIPMI's `ipmi_sim` (a real IPMI 2.0 LAN BMC) on loopback, and
+`BmcHome`, the oneroot home the power and console tests share (nodes in a group that holds the
+BMC user and password file; `oneroot` runs that check the password never shows).
 
 Its chassis control is a small script that keeps the power state, the next boot device and a
 log of every request in files, so a test reads what the BMC was asked to do:
@@ -10,13 +12,17 @@ log of every request in files, so a test reads what the BMC was asked to do:
 from __future__ import annotations
 
 import ipaddress
+import json
 import shutil
 import socket
 import subprocess
+import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
+from oneroot.lab.netns import terminate_process
 from oneroot.render.ipmisim import SIM_EMU, IpmiSimConfig, render_lan_conf
 from oneroot.testing.ports import free_port
 
@@ -117,10 +123,73 @@ class SimulatedBmc:
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
                  tb: TracebackType | None) -> None:
         if self._proc is not None:
-            self._proc.terminate()
-            try:
-                self._proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait()
+            terminate_process(self._proc.pid, None, timeout=5, popen=self._proc)
             self._proc = None
+
+
+ONEROOT = (sys.executable, "-m", "oneroot")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BmcHome:
+    """A oneroot home in `base` whose group `compute` sets bmc_user and bmc_password_file;
+    `base/bmc.pw` holds `password`, `base/wrong.pw` another one (both mode 0600)."""
+
+    base: Path
+    password: str
+    user: str = "admin"
+
+    @property
+    def home(self) -> Path:
+        return self.base / "home"
+
+    @property
+    def password_file(self) -> Path:
+        return self.base / "bmc.pw"
+
+    @property
+    def wrong_password_file(self) -> Path:
+        return self.base / "wrong.pw"
+
+    @classmethod
+    def create(cls, base: Path, *, password: str, nodes: int, mac_prefix: str,
+               ip_prefix: str) -> BmcHome:
+        """node01…nodeNN in group compute, MAC `mac_prefix:NN`, IP `ip_prefix` + N."""
+        bh = cls(base=base, password=password)
+        for path, text in ((bh.password_file, password), (bh.wrong_password_file, "not-it")):
+            path.write_text(text + "\n")
+            path.chmod(0o600)
+        bh.oneroot("init", "--server", "10.0.0.1", "--subnet", "10.0.0.0/24",
+                   "--interface", "lo")
+        bh.oneroot("group", "add", "compute", "--set", f"bmc_user={bh.user}",
+                   "--set", f"bmc_password_file={bh.password_file}")
+        for i in range(1, nodes + 1):
+            bh.oneroot("node", "add", f"node{i:02d}", "--mac", f"{mac_prefix}:{i:02x}",
+                       "--ip", f"{ip_prefix}{i}", "--group", "compute")
+        return bh
+
+    def set(self, node: str, *settings: str) -> None:
+        """`oneroot node set NODE --set KEY=VALUE…`."""
+        self.oneroot("node", "set", node, *(a for s in settings for a in ("--set", s)))
+
+    def oneroot(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run([*ONEROOT, "--home", str(self.home), *args], text=True,
+                                capture_output=True, check=False, timeout=120)
+        assert self.password not in result.stdout + result.stderr
+        if check:
+            assert result.returncode == 0, result.stdout + result.stderr
+        return result
+
+
+def one_error(result: subprocess.CompletedProcess[str]) -> tuple[str, str]:
+    """The `error:` and `hint:` lines of a command that failed with exactly those two."""
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 2 and "Traceback" not in result.stderr, result.stderr
+    assert lines[0].startswith("error: ") and lines[1].startswith("hint: ")
+    return lines[0], lines[1]
+
+
+def power_rows(result: subprocess.CompletedProcess[str]) -> dict[str, dict[str, object]]:
+    """`oneroot power … --json`'s rows by node."""
+    return {str(r["node"]): r for r in json.loads(result.stdout)}

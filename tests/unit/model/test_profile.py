@@ -18,6 +18,7 @@ from oneroot.model.profile import (
     UefiLoader,
     UnionMode,
     check_profile_value,
+    split_bmc_address,
     split_host_port,
 )
 
@@ -34,8 +35,8 @@ def test_defaults_as_text_values() -> None:
         "image": "default", "kernel": "vmlinuz", "initramfs": "initramfs.img", "runlevel": "",
         "kernel_args": (), "extra_layers": (), "group_layer": False, "nfs_options": "",
         "union": "client", "bios_loader": "ipxe", "uefi_loader": "ipxe", "firmware": "bios",
-        "ephemeral": False, "layer_quota": "", "bmc_address": "", "bmc_user": "",
-        "bmc_password_file": "",
+        "ephemeral": False, "layer_quota": "", "bmc_address": "", "bmc_protocol": "ipmi",
+        "bmc_user": "", "bmc_password_file": "", "bmc_ca_file": "",
     }
     # the text form holds plain values, not enums (JSON and tables print them as they are)
     assert all(type(v) in (str, bool, tuple) for v in DEFAULT_PROFILE.values())
@@ -97,12 +98,32 @@ def test_bmc_address(text: str, expected: tuple[str, int]) -> None:
     assert split_host_port(text, default_port=623) == expected
 
 
-@pytest.mark.parametrize("text", ["bmc:0", "bmc:99999", "bmc:x", ":623", "[fd00::1]623"])
+@pytest.mark.parametrize(("text", "expected"), [
+    ("bmc01", ("", "bmc01", 623)),
+    ("https://bmc01", ("https", "bmc01", 443)), ("https://bmc01/", ("https", "bmc01", 443)),
+    ("http://127.0.0.1:8000", ("http", "127.0.0.1", 8000)),
+    ("https://[fd00::11]:8443", ("https", "fd00::11", 8443)),
+])
+def test_redfish_bmc_address(text: str, expected: tuple[str, str, int]) -> None:
+    assert check_profile_value("bmc_address", text) == text
+    assert split_bmc_address(text, default_port=623) == expected
+
+
+def test_bmc_protocol_is_a_choice() -> None:
+    assert check_profile_value("bmc_protocol", "redfish") == "redfish"
+    with pytest.raises(InvalidValue, match="ipmi, redfish"):
+        check_profile_value("bmc_protocol", "snmp")
+
+
+@pytest.mark.parametrize("text", ["bmc:0", "bmc:99999", "bmc:x", ":623", "[fd00::1]623",
+                                  "ftp://bmc01", "https://", "https://bmc01/redfish/v1",
+                                  "https://bmc01:0"])
 def test_bad_bmc_address(text: str) -> None:
     with pytest.raises(InvalidValue):
         check_profile_value("bmc_address", text)
 
 
-def test_bmc_password_file_is_absolute() -> None:
+@pytest.mark.parametrize("key", ["bmc_password_file", "bmc_ca_file"])
+def test_bmc_files_are_absolute(key: str) -> None:
     with pytest.raises(InvalidValue, match="absolute"):
-        check_profile_value("bmc_password_file", "pw.txt")
+        check_profile_value(key, "pw.txt")
