@@ -1,7 +1,7 @@
 """The servers under test, each started in the storm's server namespace inside a cgroup of its
-own (v1 cpuacct, so the CPU of every process it forks counts), and how they are measured:
-CPU seconds from the cgroup, peak RSS sampled every 100 ms over the tree (sum of VmRSS) and
-each process's own high-water mark (VmHWM) at the end.
+own (v1 cpuacct, or v2 cpu.stat: the CPU of every process it forks counts), and how they are
+measured: CPU seconds from the cgroup, peak RSS sampled every 100 ms over the tree (sum of
+VmRSS) and each process's own high-water mark (VmHWM) at the end.
 
 - oneroot: `oneroot --home H serve --no-nfs`, as the README starts it; NFS is off because no
   simulated node mounts its root (the baseline serves no NFS either).
@@ -31,7 +31,7 @@ ONEROOT_ARGV = ("serve", "--no-nfs")
 
 @dataclass(slots=True)
 class Meter:
-    """A cpuacct + memory cgroup and an RSS sampler for one server's processes."""
+    """A CPU-accounting cgroup and an RSS sampler for one server's processes."""
 
     name: str
     cpu_path: Path = field(init=False)
@@ -41,7 +41,10 @@ class Meter:
     _thread: threading.Thread | None = None
 
     def __post_init__(self) -> None:
-        self.cpu_path = Path("/sys/fs/cgroup/cpuacct") / f"oneroot-storm-{self.name}-{os.getpid()}"
+        # cgroup v1's cpuacct where mounted (this machine), else the v2 unified hierarchy
+        v1 = Path("/sys/fs/cgroup/cpuacct")
+        base = v1 if (v1 / "cgroup.procs").exists() else Path("/sys/fs/cgroup")
+        self.cpu_path = base / f"oneroot-storm-{self.name}-{os.getpid()}"
         self.cpu_path.mkdir(exist_ok=True)
 
     def wrap(self, argv: list[str]) -> list[str]:
@@ -51,7 +54,11 @@ class Meter:
         return [int(p) for p in (self.cpu_path / "cgroup.procs").read_text().split()]
 
     def cpu_seconds(self) -> float:
-        return int((self.cpu_path / "cpuacct.usage").read_text()) / 1e9
+        v1 = self.cpu_path / "cpuacct.usage"
+        if v1.exists():
+            return int(v1.read_text()) / 1e9
+        usage = dict(line.split() for line in (self.cpu_path / "cpu.stat").read_text().splitlines())
+        return int(usage["usage_usec"]) / 1e6
 
     def _sample(self) -> None:
         while not self._stop.wait(0.1):
