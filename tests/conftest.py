@@ -10,6 +10,9 @@ from pathlib import Path
 
 import pytest
 
+# The session's throwaway Ceph (mon, mgr, OSD, MDS, CephFS): started once, if a test asks.
+from oneroot.testing.ceph import ceph_cluster  # noqa: F401
+
 # The session's throwaway PostgreSQL, and `store_at`, which runs a test on SQLite and on it.
 from oneroot.testing.postgres import postgres_server, store_at  # noqa: F401
 

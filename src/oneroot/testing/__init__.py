@@ -10,5 +10,6 @@ The top layer: it may import any part of oneroot, and no product module imports 
 - `oneroot.testing.labprobe`: probe scripts a lab node runs after boot
 - `oneroot.testing.render_example`: the example cluster of the renderer tests and goldens
 - `oneroot.testing.ganesha`: the EXPORT blocks of a rendered ganesha.conf
+- `oneroot.testing.ceph`: a throwaway single-host Ceph with a CephFS (`ceph_cluster` fixture)
 - `oneroot.testing.files`: `tree_snapshot()`, to prove an attack left files untouched
 """
