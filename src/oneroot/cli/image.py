@@ -106,11 +106,14 @@ def image_create(state: State, name: str, suite: str, init_system: str,
                  lab_modules: bool) -> None:
     """Build a Debian image with mmdebstrap (cached: a second run takes seconds)."""
     cache = state.paths.cache_dir
+    # ganesha-ceph exports images from CephFS only: build them there.
+    cephfs = state.load().settings.cephfs_mount
+    dest = Path(cephfs) / "images" if cephfs is not None else state.paths.home / "images"
     with console.status("fetching the node kernel…"):
         kernel = fetch_kernel(kernel_version, cache_dir=cache)
     with state.store() as store, console.status(f"building image {name}…") as status:
         result = create_image(
-            store, name, dest_dir=state.paths.home / "images", cache_dir=cache, suite=suite,
+            store, name, dest_dir=dest, cache_dir=cache, suite=suite,
             init=init_system, kernel_modules_dir=kernel.modules_dir,
             modules=LAB_MODULES if lab_modules else None, packages=packages, mirror=mirror,
             progress=lambda msg: status.update(msg))

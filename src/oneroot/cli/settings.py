@@ -33,7 +33,8 @@ from oneroot.ops.statefs import create_state_fs
               help="Where each node's diff-overlay lives.")
 @click.option("--boot-dir", default=None, help="Boot files dir [default: HOME/boot].")
 @click.option("--http-port", default=8080, show_default=True, type=int)
-@click.option("--nfs-server", type=click.Choice(["knfsd", "ganesha"]), default=None,
+@click.option("--nfs-server", type=click.Choice(["knfsd", "ganesha", "ganesha-ceph"]),
+              default=None,
               help="NFS server [default: knfsd if the kernel has nfsd, else ganesha].")
 @click.option("--force", is_flag=True, help="Overwrite the settings of an existing inventory.")
 @click.option("--state-device", type=click.Path(path_type=Path, dir_okay=False), default=None,

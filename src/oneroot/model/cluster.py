@@ -44,6 +44,12 @@ class DhcpMode(enum.StrEnum):
 class NfsServerKind(enum.StrEnum):
     KNFSD = "knfsd"
     GANESHA = "ganesha"
+    GANESHA_CEPH = "ganesha-ceph"  # nfs-ganesha exporting from CephFS (FSAL_CEPH)
+
+    @property
+    def is_ganesha(self) -> bool:
+        """nfs-ganesha run and supervised by oneroot (either FSAL)."""
+        return self is not NfsServerKind.KNFSD
 
 
 class InitSystem(enum.StrEnum):
@@ -73,6 +79,12 @@ class Settings:
     discovery: bool = False
     pool_start: ipaddress.IPv4Address | None = None
     pool_end: ipaddress.IPv4Address | None = None
+    # nfs_server=ganesha-ceph: where this server mounts CephFS (images and layers live below
+    # it), the cluster's config, the cephx user ganesha connects as, and the filesystem name.
+    cephfs_mount: PurePosixPath | None = None
+    ceph_conf: PurePosixPath = PurePosixPath("/etc/ceph/ceph.conf")
+    ceph_user: str = "admin"
+    ceph_fs: str = "cephfs"
 
     @property
     def netmask(self) -> ipaddress.IPv4Address:

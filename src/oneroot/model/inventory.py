@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
@@ -98,7 +99,9 @@ def _parse_setting(key: str, raw: Any) -> Any:
     if key == "dns":
         items = raw.replace(",", " ").split() if isinstance(raw, str) else list(raw or [])
         return tuple(parse_ipv4(str(v), what="DNS server") for v in items)
-    if key in ("image_root", "state_dir", "group_dir", "boot_dir"):
+    if key == "cephfs_mount" and raw in (None, "", "none"):
+        return None
+    if key in ("image_root", "state_dir", "group_dir", "boot_dir", "cephfs_mount", "ceph_conf"):
         path = PurePosixPath(str(raw))
         if not path.is_absolute() or ".." in path.parts:
             raise InvalidValue(f"{key} {raw!r} must be an absolute path",
@@ -123,7 +126,14 @@ def _parse_setting(key: str, raw: Any) -> Any:
         try:
             return NfsServerKind(str(raw))
         except ValueError:
-            raise InvalidValue(f"nfs_server must be knfsd or ganesha, not {raw!r}") from None
+            raise InvalidValue(f"nfs_server must be knfsd, ganesha or ganesha-ceph, not {raw!r}"
+                               ) from None
+    if key in ("ceph_user", "ceph_fs"):
+        text = str(raw)
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", text):
+            raise InvalidValue(f"invalid {key} {text!r}",
+                               hint="letters, digits, '.', '_' and '-' (e.g. admin, cephfs)")
+        return text
     if key == "discovery":
         return check_profile_value("ephemeral", raw)  # same true/false parsing
     if key == "interface":

@@ -144,6 +144,9 @@ def check_kernel(host: Host) -> list[Finding]:
 # -- NFS server --------------------------------------------------------------------------------
 
 GANESHA_BINARIES = ("/usr/bin/ganesha.nfsd", "/usr/sbin/ganesha.nfsd")
+CEPH_FSALS = ("/usr/lib/x86_64-linux-gnu/ganesha/libfsalceph.so",
+              "/usr/lib/aarch64-linux-gnu/ganesha/libfsalceph.so",
+              "/usr/lib/ganesha/libfsalceph.so")
 
 
 def check_nfs_server(inv: Inventory | None, host: Host) -> list[Finding]:
@@ -157,6 +160,12 @@ def check_nfs_server(inv: Inventory | None, host: Host) -> list[Finding]:
         return [error("nfs", "nfs_server=knfsd, but this kernel has no nfsd filesystem",
                       "`modprobe nfsd` and `apt-get install nfs-kernel-server`, or "
                       "`oneroot settings set nfs_server=ganesha`")]
+    if kind is NfsServerKind.GANESHA_CEPH:
+        fsal = next((p for p in CEPH_FSALS if host.path(p).exists()), None)
+        if ganesha and fsal:
+            return [ok("nfs", f"nfs-ganesha with FSAL_CEPH is installed ({fsal})")]
+        return [error("nfs", "nfs-ganesha's FSAL_CEPH is not installed (nfs_server=ganesha-ceph)",
+                      "apt-get install nfs-ganesha nfs-ganesha-ceph nfs-ganesha-rados-grace")]
     if ganesha:
         return [ok("nfs", f"nfs-ganesha is installed ({ganesha})")]
     return [error("nfs", "nfs-ganesha is not installed (nfs_server=ganesha)",

@@ -19,14 +19,14 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from oneroot.errors import ExternalToolError
+from oneroot.errors import ConfigError, ExternalToolError
 from oneroot.fsutil import write_if_changed
-from oneroot.model import NfsServerKind
+from oneroot.model import NfsServerKind, Settings
 from oneroot.model.paths import Paths
 from oneroot.model.resolved import ResolvedCluster
 from oneroot.nfs import (
@@ -38,6 +38,7 @@ from oneroot.nfs import (
     render_config,
 )
 from oneroot.nfs.ganesha import running_pid
+from oneroot.nfs.ganesha_ceph import join_recovery_db
 from oneroot.nfs.knfsd import EXPORTS_FILE, JunctionBind, bind_junctions
 from oneroot.nfs.server_union import (
     UnionSpec,
@@ -63,7 +64,7 @@ from oneroot.ops.server_union import (
 )
 from oneroot.ops.views import image_view
 from oneroot.render.cluster import nfs_exports, render_exports, with_views
-from oneroot.render.context import ClusterContext, NfsExport
+from oneroot.render.context import CephExports, ClusterContext, NfsExport
 
 log = logging.getLogger(__name__)
 
@@ -110,8 +111,7 @@ def nfs_plan(cluster: ResolvedCluster, paths: Paths, *, kind: NfsServerKind | No
     `UnionUnsupported` for a server-side union node it cannot serve."""
     s = cluster.settings
     kind = kind or s.nfs_server
-    protocols = protocols or (GANESHA_PROTOCOLS if kind is NfsServerKind.GANESHA
-                              else KNFSD_PROTOCOLS)
+    protocols = protocols or (GANESHA_PROTOCOLS if kind.is_ganesha else KNFSD_PROTOCOLS)
     catalog = BootCatalog(cluster, export_ids=load_export_ids(paths))
     if running is None:
         running = running_versions(paths, cluster)
@@ -124,6 +124,10 @@ def nfs_plan(cluster: ResolvedCluster, paths: Paths, *, kind: NfsServerKind | No
                                                    if n.name not in left_out))
     if bind is not None:
         ctx = dataclasses.replace(ctx, settings=dataclasses.replace(s, server_address=bind))
+    if kind is NfsServerKind.GANESHA_CEPH:
+        ctx = dataclasses.replace(ctx, ceph=ceph_exports(ctx.settings, unions))
+        return NfsPlan(kind=kind, ctx=ctx, views={}, text=render_config(ctx, {}),
+                       export_ids=catalog.export_ids)
     binds: tuple[JunctionBind, ...] = ()
     views = {}
     for image in ctx.images:
@@ -144,6 +148,25 @@ def nfs_plan(cluster: ResolvedCluster, paths: Paths, *, kind: NfsServerKind | No
         text = render_exports(knfsd_ctx)
     return NfsPlan(kind=kind, ctx=ctx, views=views, text=text, unions=unions,
                    export_ids=catalog.export_ids, binds=binds)
+
+
+def ceph_exports(settings: Settings, unions: Mapping[str, UnionSpec]) -> CephExports:
+    """nfs_server=ganesha-ceph: what the ganesha config needs to export from CephFS. The
+    instance's recovery nodeid is its service address, so the server that takes over an
+    address (failover) runs that address's instance and its clients reclaim their state."""
+    if settings.cephfs_mount is None:
+        raise ConfigError("nfs_server=ganesha-ceph needs cephfs_mount: where this server "
+                          "mounts CephFS",
+                          hint="mount CephFS (ceph-fuse or the kernel client) and `oneroot "
+                               "settings set cephfs_mount=/mnt/cephfs`")
+    if unions:
+        raise UnionUnsupported(
+            f"node {sorted(unions)[0]} has union=server, which nfs_server=ganesha-ceph does "
+            "not serve: ganesha's FSAL_CEPH exports CephFS itself, not an overlayfs mount",
+            hint="set union=client for it (docs/ceph.md: modes per storage backend)")
+    return CephExports(mount=settings.cephfs_mount, conf=settings.ceph_conf,
+                       user=settings.ceph_user, fs_name=settings.ceph_fs,
+                       nodeid=str(settings.server_address))
 
 
 def _check_unions_not_in_views(unions: dict[str, UnionSpec],
@@ -177,7 +200,7 @@ def apply_nfs(cluster: ResolvedCluster, paths: Paths, *,
     for spec in plan.views.values():
         mount_view(spec)
     files = ganesha_files(paths)
-    pid = running_pid(files) if plan.kind is NfsServerKind.GANESHA else None
+    pid = running_pid(files) if plan.kind.is_ganesha else None
     ns_pid = union_ns_pid(pid)
     mount_unions(plan.unions, ns_pid=ns_pid)
     stale = stale_unions(cluster, ns_pid=ns_pid)
@@ -262,7 +285,7 @@ def union_released(cluster: ResolvedCluster, paths: Paths, name: str,
         yield None
         return
     spec = node_union_spec(cluster, name)
-    ganesha = cluster.settings.nfs_server is NfsServerKind.GANESHA
+    ganesha = cluster.settings.nfs_server.is_ganesha
     ns_pid = union_ns_pid(running_pid(ganesha_files(paths)) if ganesha else None)
     if not union_status(spec, ns_pid=ns_pid).mounted:
         yield None
@@ -323,7 +346,7 @@ def nfs_status(cluster: ResolvedCluster, paths: Paths) -> NfsStatus:
     plan = nfs_plan(cluster, paths)
     return NfsStatus(
         server=plan.kind, ganesha_pid=running_pid(files),
-        config=files.conf if plan.kind is NfsServerKind.GANESHA else EXPORTS_FILE,
+        config=files.conf if plan.kind.is_ganesha else EXPORTS_FILE,
         views={name: ViewStatus(mountpoint=v.mountpoint,
                                 mounted=mount_at(v.mountpoint) is not None)
                for name, v in plan.views.items()},
@@ -336,7 +359,11 @@ def ganesha_server(cluster: ResolvedCluster, paths: Paths, *,
                    binary: str = "ganesha.nfsd") -> GaneshaServer:
     """The supervisor `oneroot serve` runs (`tg.create_task(server.run())`); on an inventory
     change: `apply_nfs(...)` for the disk, then `await server.reload(nfs_plan(...).text)`."""
-    plan = nfs_plan(cluster, paths, kind=NfsServerKind.GANESHA, port=port, bind=bind)
+    kind = cluster.settings.nfs_server
+    plan = nfs_plan(cluster, paths, kind=kind if kind.is_ganesha else NfsServerKind.GANESHA,
+                    port=port, bind=bind)
     keep_export_ids(paths, plan.export_ids)
+    if plan.ctx.ceph is not None:
+        join_recovery_db(plan.ctx.ceph)  # rados_cluster: an instance must be a member
     return GaneshaServer(ganesha_files(paths), config=plan.text,
                          bind=bind or cluster.settings.server_address, port=port, binary=binary)

@@ -53,11 +53,22 @@ def with_views(ctx: ClusterContext, views: Mapping[str, PurePosixPath]) -> Clust
     return dataclasses.replace(ctx, images=images)
 
 
+def _no_view_on_ceph(what: str, mount: PurePosixPath) -> ConfigError:
+    return ConfigError(
+        f"{what} is a live root, exported only through a masked view: with "
+        "nfs_server=ganesha-ceph images live in CephFS, and a masked view of a live `/` has "
+        "no CephFS equivalent",
+        hint=f"make the image in CephFS (below {mount}): `oneroot image create NAME`, or "
+             "`oneroot image use DIR --name NAME`; then `oneroot group set default image=NAME`")
+
+
 def _check_no_live_root(ctx: ClusterContext) -> None:
     s = ctx.settings
     for image in ctx.images:
-        if not image.view and needs_view(image.path, state_dir=s.state_dir,
-                                         group_dir=s.group_dir):
+        live = needs_view(image.path, state_dir=s.state_dir, group_dir=s.group_dir)
+        if ctx.ceph is not None and (live or image.view):
+            raise _no_view_on_ceph(f"image {image.name} ({image.path})", ctx.ceph.mount)
+        if not image.view and live:
             raise ConfigError(
                 f"image {image.name} ({image.path}) is a live root: it is exported only "
                 "through its masked view, never as it is",
@@ -131,9 +142,31 @@ def render_ganesha(ctx: ClusterContext) -> str:
         if '"' in str(export.path):
             raise ConfigError(f"nfs-ganesha cannot export a path containing '\"': {export.path}")
     return render_template(
-        "ganesha.conf.j2", ctx=ctx, exports=exports,
+        "ganesha.conf.j2", ctx=ctx, exports=exports, ceph=ctx.ceph,
+        fsal_paths=_cephfs_paths(ctx, exports) if ctx.ceph is not None else {},
         protocols=", ".join(str(p) for p in sorted(set(ctx.nfs_protocols))),
     )
+
+
+def _cephfs_paths(ctx: ClusterContext, exports: Iterable[NfsExport]
+                  ) -> dict[PurePosixPath, PurePosixPath]:
+    """ganesha-ceph: each export's path inside CephFS (its path below the CephFS mount).
+
+    Everything exported must live in CephFS; a live root's masked view (an overlayfs of the
+    server's own `/`) has no CephFS equivalent, so such an image is refused."""
+    assert ctx.ceph is not None
+    mount = ctx.ceph.mount
+    out = {}
+    for export in exports:
+        if export.masked_view or export.v4_root:
+            raise _no_view_on_ceph(export.comment, mount)
+        if not export.path.is_relative_to(mount):
+            raise ConfigError(
+                f"{export.comment} ({export.path}) is outside CephFS ({mount}): with "
+                "nfs_server=ganesha-ceph, images and layers live in CephFS",
+                hint=f"set state_dir, group_dir and the image roots below {mount}")
+        out[export.path] = PurePosixPath("/") / export.path.relative_to(mount)
+    return out
 
 
 def render_dnsmasq(ctx: ClusterContext) -> str:

@@ -140,6 +140,21 @@ class GroupLayerExport:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class CephExports:
+    """nfs_server=ganesha-ceph: exports come from CephFS through FSAL_CEPH, mounted on this
+    server at `mount` (an export's FSAL path is its path below `mount`), and client state is
+    kept in RADOS (`pool`/`namespace`) under this ganesha instance's `nodeid`."""
+
+    mount: PurePosixPath
+    conf: PurePosixPath
+    user: str
+    fs_name: str
+    nodeid: str
+    pool: str = "nfs-ganesha"
+    namespace: str = "oneroot"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ClusterContext:
     """The cluster-wide files: exports, nfs-ganesha config, dnsmasq config.
 
@@ -155,6 +170,7 @@ class ClusterContext:
     nfs_protocols: tuple[int, ...] = (3, 4)
     nfs_port: int = 2049
     mnt_port: int = 20048
+    ceph: CephExports | None = None  # ganesha-ceph only
 
 
 class Access(enum.StrEnum):

@@ -464,7 +464,7 @@ async def _start_nfs(paths: Paths, holder: CatalogHolder, bind: IPv4Address,
     await asyncio.to_thread(apply_nfs, cluster, paths)
     jobs.append(lambda: keep_views_current(lambda: holder.cluster, paths,
                                            interval=view_rescan, lock=lock))
-    ganesha = cluster.settings.nfs_server is NfsServerKind.GANESHA
+    ganesha = cluster.settings.nfs_server.is_ganesha
     target = ExportTarget(bind=bind if ganesha else None)
 
     def address_of(node: str) -> IPv4Address | None:
@@ -508,6 +508,7 @@ async def _start_nfs(paths: Paths, holder: CatalogHolder, bind: IPv4Address,
 
         holder.listeners.append(lambda new: _spawn(reapply_knfsd(new)))
         return
+    kind = cluster.settings.nfs_server  # ganesha or ganesha-ceph, for this serve's life
     server = ganesha_server(cluster, paths, bind=bind)
 
     async def run_ganesha() -> None:
@@ -516,8 +517,7 @@ async def _start_nfs(paths: Paths, holder: CatalogHolder, bind: IPv4Address,
     async def reapply(new: ResolvedCluster) -> None:
         async with lock:
             await asyncio.to_thread(apply_nfs, new, paths)
-            action = await server.reload(nfs_plan(new, paths, kind=NfsServerKind.GANESHA,
-                                                  bind=bind).text)
+            action = await server.reload(nfs_plan(new, paths, kind=kind, bind=bind).text)
         log.info("nfs.reloaded action=%s", action)
 
     jobs.append(run_ganesha)

@@ -40,9 +40,12 @@ from pathlib import Path
 
 import pytest
 
+from oneroot.lab import Lab
+from oneroot.testing.netns import STATE_DIR
 from oneroot.testing.ports import free_port
 
 FS_NAME = "cephfs"
+CEPH_SUBNET = "10.96.0.0/24"
 MIB = 1 << 20
 DAEMONS = ("ceph-mon", "ceph-mgr", "ceph-osd", "ceph-mds")
 
@@ -142,6 +145,7 @@ class CephCluster:
         self.timings = Timings()
         self._procs: dict[str, subprocess.Popen[bytes]] = {}
         self._mounts: list[Path] = []
+        self.lab: Lab | None = None  # the session fixture's namespace, for tests to add to
 
     @classmethod
     @contextlib.contextmanager
@@ -210,6 +214,10 @@ class CephCluster:
             self.ceph("osd", "pool", "create", pool, str(self.sizes.pgs))
             self.ceph("osd", "pool", "set", pool, "size", "1", "--yes-i-really-mean-it")
         self.ceph("fs", "new", FS_NAME, "cephfs_metadata", "cephfs_data")
+        # A client killed without unmounting (a SIGKILLed ganesha) holds its capabilities
+        # until the MDS closes its session: 300 s by default, 40 s here.
+        self.ceph("fs", "set", FS_NAME, "session_timeout", "30")
+        self.ceph("fs", "set", FS_NAME, "session_autoclose", "40")
         t = self._step("pools", t)
         self._wait(self._mds_active, "the MDS to become active", timeout)
         self._wait(lambda: self.health() == "HEALTH_OK", "HEALTH_OK", timeout)
@@ -332,6 +340,25 @@ class CephCluster:
             if mountpoint in self._mounts:
                 self._mounts.remove(mountpoint)
 
+    def client_sessions(self) -> list[dict[str, object]]:
+        """The MDS's client sessions (`id`, `state`, `client_metadata` with ganesha's
+        `uuid`: `ganesha-NODEID-XXXX`)."""
+        sessions = json.loads(self.ceph("tell", "mds.a", "session", "ls", "--format", "json"))
+        assert isinstance(sessions, list)
+        return sessions
+
+    def evict_sessions(self, uuid_prefix: str) -> int:
+        """Evict the sessions whose reclaim uuid starts with `uuid_prefix`: those of a
+        stopped ganesha, which the MDS keeps open (with their capabilities) for a successor
+        to reclaim. Returns how many."""
+        evicted = 0
+        for session in self.client_sessions():
+            meta = session.get("client_metadata")
+            if isinstance(meta, dict) and str(meta.get("uuid", "")).startswith(uuid_prefix):
+                self.ceph("tell", "mds.a", "client", "evict", f"id={session['id']}")
+                evicted += 1
+        return evicted
+
     def client_key(self, name: str, path: str = "/") -> Path:
         """A keyring for `client.NAME` with read-write caps on CephFS `path` (for ganesha)."""
         text = self.ceph("fs", "authorize", FS_NAME, f"client.{name}", path, "rw")
@@ -342,8 +369,14 @@ class CephCluster:
 
 @pytest.fixture(scope="session")
 def ceph_cluster() -> Iterator[CephCluster]:
-    """The test run's one Ceph (on loopback): started once, never per test."""
-    with CephCluster.create() as cluster:
+    """The test run's one Ceph: started once, never per test, in a lab namespace of its own
+    (`cluster.lab`, subnet `CEPH_SUBNET`, Ceph at its first address) so that boot servers and
+    nodes a test adds as the lab's clients reach it, and nothing binds on the host."""
+    Lab.cleanup_stale(STATE_DIR)
+    with (Lab.create(subnet=CEPH_SUBNET, state_dir=STATE_DIR,
+                     router_advertisements=False) as lab,
+          CephCluster.create(netns=lab.netns, address=str(lab.server_address)) as cluster):
+        cluster.lab = lab
         yield cluster
 
 

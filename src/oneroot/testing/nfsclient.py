@@ -38,12 +38,14 @@ class _NfsUrl(ctypes.Structure):
 class NfsClient:
     port: int
     host: str = "127.0.0.1"
+    netns: str | None = None  # run the tools inside this network namespace (a node's)
 
     def url(self, path: str | Path) -> str:
         return f"nfs://{self.host}{path}?version=4&nfsport={self.port}"
 
     def run(self, tool: str, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([tool, *args], capture_output=True, text=True, timeout=30,
+        wrap = ["ip", "netns", "exec", self.netns] if self.netns else []
+        return subprocess.run([*wrap, tool, *args], capture_output=True, text=True, timeout=30,
                               stdin=subprocess.DEVNULL, check=False)
 
     def ls(self, path: str | Path) -> subprocess.CompletedProcess[str]:

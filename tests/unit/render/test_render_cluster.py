@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import re
 import subprocess
 from pathlib import Path, PurePosixPath
 
@@ -22,6 +23,7 @@ from oneroot.render import (
     render_ganesha,
 )
 from oneroot.render._env import HEADER
+from oneroot.render.context import CephExports
 from oneroot.testing.render_example import GoldenCheck, example_cluster
 
 DNSMASQ = "/usr/sbin/dnsmasq"
@@ -205,3 +207,45 @@ def test_a_live_root_is_never_exported_unmasked(cluster: ClusterContext, root: s
     ganesha = render_ganesha(masked)
     block = ganesha[ganesha.index("# image default"):]
     assert block.index("Attr_Expiration_Time = 10;") < block.index("}\n}")
+
+
+def _ceph(cluster: ClusterContext, mount: str = "/") -> ClusterContext:
+    """The example without its live-root image, exported from CephFS mounted at `mount`."""
+    return dataclasses.replace(
+        cluster, images=tuple(i for i in cluster.images if not i.view),
+        ceph=CephExports(mount=PurePosixPath(mount), conf=PurePosixPath("/etc/ceph/ceph.conf"),
+                         user="oneroot-a", fs_name="cephfs", nodeid="10.0.0.1"))
+
+
+def _blocks(text: str, name: str) -> list[str]:
+    return re.findall(rf"^ *{name} \{{\n.*?^ *\}}", text, re.MULTILINE | re.DOTALL)
+
+
+def test_ganesha_ceph_keeps_every_client_restriction(cluster: ClusterContext) -> None:
+    ceph = _ceph(cluster)
+    vfs_text = render_ganesha(dataclasses.replace(ceph, ceph=None))
+    text = render_ganesha(ceph)
+    # The same exports to the same clients with the same access: only the FSAL differs.
+    assert _blocks(text, "CLIENT") == _blocks(vfs_text, "CLIENT")
+    assert len(_blocks(text, "CLIENT")) == len(nfs_exports(ceph)) == text.count("Name = CEPH;")
+    assert "Name = VFS;" not in text and 'User_Id = "oneroot-a";' in text
+    assert 'Filesystem = "cephfs";' in text
+    # Clustered recovery instead of no grace at all.
+    assert "RecoveryBackend = rados_cluster;" in text and "Graceless" not in text
+    assert 'Nodeid = "10.0.0.1";' in _blocks(text, "RADOS_KV")[0]
+    assert "Graceless = true;" in vfs_text
+
+
+def test_ganesha_ceph_paths_are_inside_cephfs(cluster: ClusterContext) -> None:
+    text = render_ganesha(_ceph(dataclasses.replace(cluster, images=()), "/var/state"))
+    # The FSAL path is the path inside CephFS; the pseudo path (what `root=` names) stays.
+    assert 'Path = "/systems/node01";\n    Pseudo = "/var/state/systems/node01";' in text
+    with pytest.raises(ConfigError, match="outside CephFS"):
+        render_ganesha(_ceph(cluster, "/var/state"))  # the gentoo image lives in /srv
+
+
+def test_ganesha_ceph_refuses_a_live_root(cluster: ClusterContext) -> None:
+    live = dataclasses.replace(_ceph(cluster), images=cluster.images)
+    with pytest.raises(ConfigError, match="no CephFS equivalent") as err:
+        render_ganesha(live)
+    assert "image create" in (err.value.hint or "")

@@ -1,0 +1,206 @@
+"""nfs_server=ganesha-ceph: an image, a group layer and node layers that live in CephFS,
+exported by nfs-ganesha's FSAL_CEPH with the `rados_cluster` recovery backend.
+
+The session's Ceph runs in a lab namespace (`ceph_cluster`); the boot server's ganesha runs
+in a namespace of its own on that network, and node01 and node02 each in theirs, reading
+with libnfs' userspace client (the host has no kernel NFS client). The server writes the
+layers through a ceph-fuse mount of the same CephFS. Needs root.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+import pytest
+
+from oneroot.errors import ConfigError
+from oneroot.lab import Lab
+from oneroot.lab.netns import Client
+from oneroot.model import Image, NfsServerKind, Settings
+from oneroot.model.inventory import Inventory
+from oneroot.model.paths import Paths
+from oneroot.model.resolved import resolve_cluster
+from oneroot.nfs.server_union import UnionUnsupported
+from oneroot.ops.inventory import commit, init_cluster, open_store
+from oneroot.ops.nfs_serving import ganesha_files, nfs_plan
+from oneroot.testing import nfsclient
+from oneroot.testing.ceph import DAEMONS, CephCluster
+from oneroot.testing.inventory import layer_group, make_inventory, make_node, node_mac
+from oneroot.testing.nfsclient import NfsClient
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(os.geteuid() != 0, reason="needs root (namespaces, ceph-fuse)"),
+    pytest.mark.skipif(
+        any(shutil.which(t) is None for t in (*DAEMONS, "ceph-fuse", "ganesha.nfsd",
+                                               "ganesha-rados-grace"))
+        or not nfsclient.available(),
+        reason="needs ceph, nfs-ganesha-ceph, nfs-ganesha-rados-grace and libnfs-utils"),
+]
+
+HEAD_A = ipaddress.IPv4Address("10.96.0.2")
+ONEROOT = [sys.executable, "-m", "oneroot"]
+
+
+@dataclass(frozen=True, slots=True)
+class CephServing:
+    mount: Path  # CephFS on the server (ceph-fuse)
+    base: Path  # this test's directory in CephFS
+    image: Path
+    inventory: Inventory
+    paths: Paths
+
+
+def _tiny_image(root: Path) -> None:
+    """An image tree (as `oneroot image create` leaves one, much smaller)."""
+    for sub in ("etc", "bin", "usr/lib", "var/lib"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    (root / "etc/os-release").write_text('PRETTY_NAME="oneroot test image in CephFS"\n')
+    (root / "etc/passwd").write_text("root:x:0:0:root:/root:/bin/sh\n")
+
+
+def _inventory(serving_base: Path, mount: Path, image: Path, conf: Path,
+               server: ipaddress.IPv4Address = HEAD_A) -> Inventory:
+    settings = Settings(
+        server_address=server, subnet=ipaddress.IPv4Network("10.96.0.0/24"),
+        nfs_server=NfsServerKind.GANESHA_CEPH, cephfs_mount=PurePosixPath(mount),
+        ceph_conf=PurePosixPath(conf), state_dir=PurePosixPath(serving_base / "systems"),
+        group_dir=PurePosixPath(serving_base / "groups"), interface="eth0")
+    nodes = [make_node(1, address="10.96.0.11", groups=("default", "compute")),
+             make_node(2, address="10.96.0.12", groups=("default", "compute"))]
+    return make_inventory(nodes=nodes, groups=[layer_group("compute")], settings=settings,
+                          image_root=image)
+
+
+@pytest.fixture
+def serving(ceph_cluster: CephCluster, tmp_path: Path) -> Iterator[CephServing]:
+    mount = tmp_path / "cephfs"
+    with ceph_cluster.mounted(mount):
+        base = mount / f"oneroot-{os.getpid()}-{time.monotonic_ns()}"
+        image = base / "images" / "tiny"
+        _tiny_image(image)
+        inv = _inventory(base, mount, image, ceph_cluster.conf)
+        # `base` is left in CephFS: the session's cluster is thrown away at the end, and
+        # removing files a stopped ganesha had open waits for the MDS to close its session.
+        yield CephServing(mount=mount, base=base, image=image, inventory=inv,
+                          paths=Paths(home=tmp_path / "home"))
+
+
+def _serve(lab: Lab, head: Client, serving: CephServing) -> subprocess.Popen[bytes]:
+    """`oneroot serve --no-dhcp` in the head's namespace: it applies the layers (in CephFS,
+    through the ceph-fuse mount), joins the grace database and supervises ganesha-ceph."""
+    init_cluster(serving.paths, {"server_address": str(HEAD_A), "subnet": "10.96.0.0/24"})
+    store = open_store(serving.paths)
+    try:
+        commit(store, serving.inventory)
+    finally:
+        store.close()
+    log = serving.paths.home / "serve.log"
+    with log.open("wb") as out:
+        proc = lab.popen_in_ns([*ONEROOT, "--home", str(serving.paths.home), "serve",
+                                "--no-dhcp", "--no-tftp", "--no-http"],
+                               netns=head.netns, what="oneroot serve", stdout=out,
+                               stderr=subprocess.STDOUT)
+    # Out of grace (no client to wait for) and listening: the supervisor says when.
+    _wait_log(ganesha_files(serving.paths).log, b"NOT IN GRACE", proc, timeout=120,
+              also=log)
+    _wait_log(log, b"nfs.ganesha.started", proc, timeout=60, also=log)
+    return proc
+
+
+def _wait_log(path: Path, text: bytes, proc: subprocess.Popen[bytes], *, timeout: float,
+              also: Path) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists() and text in path.read_bytes():
+            return
+        if proc.poll() is not None:
+            break
+        time.sleep(0.2)
+    tails = "\n".join(p.read_text(errors="replace")[-2000:] if p.exists() else f"(no {p})"
+                      for p in (also, path))
+    raise AssertionError(f"no {text!r} within {timeout} s (exit {proc.poll()}):\n{tails}")
+
+
+def _node(lab: Lab, index: int) -> Client:
+    """Node `index` on the lab network with its inventory MAC (serve pins address to MAC)."""
+    client = lab.add_client(f"10.96.0.{10 + index}/24")
+    for step in (("down",), ("address", str(node_mac(index))), ("up",)):
+        lab.run_in_ns(["ip", "link", "set", "dev", client.interface, *step],
+                      netns=client.netns)
+    return client
+
+
+def test_ganesha_ceph_exports_layers_to_their_nodes_only(ceph_cluster: CephCluster,
+                                                          serving: CephServing) -> None:
+    lab = ceph_cluster.lab
+    assert lab is not None
+    head = lab.add_client(f"{HEAD_A}/24")
+    node01, node02 = (NfsClient(2049, host=str(HEAD_A), netns=_node(lab, i).netns)
+                      for i in (1, 2))
+    proc = _serve(lab, head, serving)
+    conf = ganesha_files(serving.paths).conf.read_text()
+    assert "Name = CEPH;" in conf and "RecoveryBackend = rados_cluster;" in conf
+    assert f'Nodeid = "{HEAD_A}";' in conf
+    base, image = serving.base, serving.image
+    rel = "/" + str(base.relative_to(serving.mount))
+    assert f'Path = "{rel}/systems/node01";' in conf  # FSAL path: inside CephFS
+    try:
+        # The image, from CephFS, to every node.
+        for node in (node01, node02):
+            assert "CephFS" in node.read(f"{image}/etc/os-release")
+        # Each node's own layer (made by `apply_nfs` in CephFS) to that node alone.
+        assert node01.read(f"{base}/systems/node01/upper/etc/hostname") == "node01\n"
+        assert node02.read(f"{base}/systems/node02/upper/etc/hostname") == "node02\n"
+        stolen = node02.cat(f"{base}/systems/node01/upper/etc/hostname")
+        assert stolen.returncode != 0, "node02 read node01's layer"
+        assert node02.lists_nothing(f"{base}/systems/node01")
+        # A node writes its layer over NFS: the file is in CephFS (seen through ceph-fuse).
+        local = serving.paths.home / "payload"
+        local.write_text("written by node01 over NFS\n")
+        ok = node01.copy_in(local, f"{base}/systems/node01/upper/new.txt")
+        assert ok.returncode == 0, ok.stderr
+        assert (base / "systems/node01/upper/new.txt").read_text() == local.read_text()
+        refused = node02.copy_in(local, f"{base}/systems/node01/upper/evil.txt")
+        assert refused.returncode != 0
+        assert not (base / "systems/node01/upper/evil.txt").exists()
+        # The group layer, read-only to the group's nodes.
+        (base / "groups/compute/g.txt").write_text("group\n")
+        assert node02.read(f"{base}/groups/compute/g.txt") == "group\n"
+        bad = node01.copy_in(local, f"{base}/groups/compute/w.txt")
+        assert bad.returncode != 0 and not (base / "groups/compute/w.txt").exists()
+    finally:
+        lab.stop_process(proc, timeout=60)
+        # The MDS keeps a stopped ganesha's sessions for a successor to reclaim (failover),
+        # with their capabilities, which would stall the next test's writes in CephFS.
+        assert ceph_cluster.evict_sessions(f"ganesha-{HEAD_A}-") >= 1
+
+
+def test_live_root_and_server_union_are_refused(serving: CephServing) -> None:
+    # The masked view of a live `/` has no CephFS equivalent: one error with a hint.
+    inv = serving.inventory
+    live = inv.replace(images={"default": Image(name="default", root=PurePosixPath("/"))})
+    with pytest.raises(ConfigError, match="no CephFS equivalent") as err:
+        nfs_plan(resolve_cluster(live), serving.paths)
+    assert "image create" in (err.value.hint or "")
+    # A directory outside CephFS cannot be exported by FSAL_CEPH.
+    outside = inv.replace(images={"default": Image(name="default",
+                                                   root=PurePosixPath("/srv/images/x"))})
+    with pytest.raises(ConfigError, match="outside CephFS"):
+        nfs_plan(resolve_cluster(outside), serving.paths)
+    # Server-side union: an overlayfs mount FSAL_CEPH cannot export.
+    union = inv.with_nodes([make_node(1, address="10.96.0.11", union="server")])
+    with pytest.raises(UnionUnsupported, match="ganesha-ceph"):
+        nfs_plan(resolve_cluster(union), serving.paths)
+    # No CephFS mount configured.
+    unset = inv.replace(settings=Settings(nfs_server=NfsServerKind.GANESHA_CEPH))
+    with pytest.raises(ConfigError, match="cephfs_mount"):
+        nfs_plan(resolve_cluster(unset), serving.paths)
