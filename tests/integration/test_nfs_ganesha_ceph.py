@@ -32,8 +32,8 @@ from oneroot.nfs.server_union import UnionUnsupported
 from oneroot.ops.inventory import commit, init_cluster, open_store
 from oneroot.ops.nfs_serving import ganesha_files, nfs_plan
 from oneroot.testing import nfsclient
-from oneroot.testing.ceph import DAEMONS, CephCluster
-from oneroot.testing.inventory import layer_group, make_inventory, make_node, node_mac
+from oneroot.testing.ceph import DAEMONS, CephCluster, ceph_inventory, tiny_image
+from oneroot.testing.inventory import make_node, node_mac
 from oneroot.testing.nfsclient import NfsClient
 
 pytestmark = [
@@ -59,35 +59,15 @@ class CephServing:
     paths: Paths
 
 
-def _tiny_image(root: Path) -> None:
-    """An image tree (as `oneroot image create` leaves one, much smaller)."""
-    for sub in ("etc", "bin", "usr/lib", "var/lib"):
-        (root / sub).mkdir(parents=True, exist_ok=True)
-    (root / "etc/os-release").write_text('PRETTY_NAME="oneroot test image in CephFS"\n')
-    (root / "etc/passwd").write_text("root:x:0:0:root:/root:/bin/sh\n")
-
-
-def _inventory(serving_base: Path, mount: Path, image: Path, conf: Path,
-               server: ipaddress.IPv4Address = HEAD_A) -> Inventory:
-    settings = Settings(
-        server_address=server, subnet=ipaddress.IPv4Network("10.96.0.0/24"),
-        nfs_server=NfsServerKind.GANESHA_CEPH, cephfs_mount=PurePosixPath(mount),
-        ceph_conf=PurePosixPath(conf), state_dir=PurePosixPath(serving_base / "systems"),
-        group_dir=PurePosixPath(serving_base / "groups"), interface="eth0")
-    nodes = [make_node(1, address="10.96.0.11", groups=("default", "compute")),
-             make_node(2, address="10.96.0.12", groups=("default", "compute"))]
-    return make_inventory(nodes=nodes, groups=[layer_group("compute")], settings=settings,
-                          image_root=image)
-
-
 @pytest.fixture
 def serving(ceph_cluster: CephCluster, tmp_path: Path) -> Iterator[CephServing]:
     mount = tmp_path / "cephfs"
     with ceph_cluster.mounted(mount):
         base = mount / f"oneroot-{os.getpid()}-{time.monotonic_ns()}"
         image = base / "images" / "tiny"
-        _tiny_image(image)
-        inv = _inventory(base, mount, image, ceph_cluster.conf)
+        tiny_image(image)
+        inv = ceph_inventory(base, mount=mount, image=image, conf=ceph_cluster.conf,
+                             server=HEAD_A)
         # `base` is left in CephFS: the session's cluster is thrown away at the end, and
         # removing files a stopped ganesha had open waits for the MDS to close its session.
         yield CephServing(mount=mount, base=base, image=image, inventory=inv,

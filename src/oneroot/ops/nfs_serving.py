@@ -110,7 +110,7 @@ def nfs_plan(cluster: ResolvedCluster, paths: Paths, *, kind: NfsServerKind | No
     still run stay exported (`running`: NAME@N; default: read from the boot events). Raises
     `UnionUnsupported` for a server-side union node it cannot serve."""
     s = cluster.settings
-    kind = kind or s.nfs_server
+    kind = NfsServerKind(kind or s.nfs_server)  # tests may give a plain string
     protocols = protocols or (GANESHA_PROTOCOLS if kind.is_ganesha else KNFSD_PROTOCOLS)
     catalog = BootCatalog(cluster, export_ids=load_export_ids(paths))
     if running is None:
@@ -285,7 +285,7 @@ def union_released(cluster: ResolvedCluster, paths: Paths, name: str,
         yield None
         return
     spec = node_union_spec(cluster, name)
-    ganesha = cluster.settings.nfs_server.is_ganesha
+    ganesha = NfsServerKind(cluster.settings.nfs_server).is_ganesha
     ns_pid = union_ns_pid(running_pid(ganesha_files(paths)) if ganesha else None)
     if not union_status(spec, ns_pid=ns_pid).mounted:
         yield None
@@ -359,7 +359,7 @@ def ganesha_server(cluster: ResolvedCluster, paths: Paths, *,
                    binary: str = "ganesha.nfsd") -> GaneshaServer:
     """The supervisor `oneroot serve` runs (`tg.create_task(server.run())`); on an inventory
     change: `apply_nfs(...)` for the disk, then `await server.reload(nfs_plan(...).text)`."""
-    kind = cluster.settings.nfs_server
+    kind = NfsServerKind(cluster.settings.nfs_server)
     plan = nfs_plan(cluster, paths, kind=kind if kind.is_ganesha else NfsServerKind.GANESHA,
                     port=port, bind=bind)
     keep_export_ids(paths, plan.export_ids)

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from oneroot.inventory.store import InventoryStore
+from oneroot.model import NfsServerKind
 from oneroot.model.inventory import Change
 from oneroot.model.paths import Paths
 from oneroot.model.resolved import ResolvedCluster, resolve_cluster
@@ -66,6 +67,6 @@ def _reapply_nfs(cluster: ResolvedCluster, paths: Paths) -> None:
     Only where NFS was set up already (its config exists): removing a node from an inventory
     that is only rendered must not start exporting anything."""
     config = (ganesha_files(paths).conf
-              if cluster.settings.nfs_server.is_ganesha else EXPORTS_FILE)
+              if NfsServerKind(cluster.settings.nfs_server).is_ganesha else EXPORTS_FILE)
     if config.exists():
         apply_nfs(cluster, paths)

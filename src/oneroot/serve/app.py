@@ -464,7 +464,7 @@ async def _start_nfs(paths: Paths, holder: CatalogHolder, bind: IPv4Address,
     await asyncio.to_thread(apply_nfs, cluster, paths)
     jobs.append(lambda: keep_views_current(lambda: holder.cluster, paths,
                                            interval=view_rescan, lock=lock))
-    ganesha = cluster.settings.nfs_server.is_ganesha
+    ganesha = NfsServerKind(cluster.settings.nfs_server).is_ganesha
     target = ExportTarget(bind=bind if ganesha else None)
 
     def address_of(node: str) -> IPv4Address | None:
@@ -508,7 +508,7 @@ async def _start_nfs(paths: Paths, holder: CatalogHolder, bind: IPv4Address,
 
         holder.listeners.append(lambda new: _spawn(reapply_knfsd(new)))
         return
-    kind = cluster.settings.nfs_server  # ganesha or ganesha-ceph, for this serve's life
+    kind = NfsServerKind(cluster.settings.nfs_server)  # ganesha or ganesha-ceph, for good
     server = ganesha_server(cluster, paths, bind=bind)
 
     async def run_ganesha() -> None:

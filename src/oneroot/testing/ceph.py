@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import ipaddress
 import json
 import os
 import shutil
@@ -36,11 +37,14 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import pytest
 
 from oneroot.lab import Lab
+from oneroot.model import NfsServerKind, Settings
+from oneroot.model.inventory import Inventory
+from oneroot.testing.inventory import layer_group, make_inventory, make_node
 from oneroot.testing.netns import STATE_DIR
 from oneroot.testing.ports import free_port
 
@@ -367,6 +371,29 @@ class CephCluster:
         return keyring
 
 
+def tiny_image(root: Path) -> None:
+    """An image tree in CephFS (as `oneroot image create` leaves one, much smaller)."""
+    for sub in ("etc", "bin", "usr/lib", "var/lib"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    (root / "etc/os-release").write_text('PRETTY_NAME="oneroot test image in CephFS"\n')
+    (root / "etc/passwd").write_text("root:x:0:0:root:/root:/bin/sh\n")
+
+
+def ceph_inventory(base: Path, *, mount: Path, image: Path, conf: Path,
+                   server: ipaddress.IPv4Address) -> Inventory:
+    """nfs_server=ganesha-ceph on the session's lab network: layers below `base` (in CephFS,
+    mounted at `mount`), node01 (.11) and node02 (.12) in group `compute` (a layer)."""
+    settings = Settings(
+        server_address=server, subnet=ipaddress.IPv4Network(CEPH_SUBNET),
+        nfs_server=NfsServerKind.GANESHA_CEPH, cephfs_mount=PurePosixPath(mount),
+        ceph_conf=PurePosixPath(conf), state_dir=PurePosixPath(base / "systems"),
+        group_dir=PurePosixPath(base / "groups"), interface="eth0")
+    nodes = [make_node(i, address=f"10.96.0.{10 + i}", groups=("default", "compute"))
+             for i in (1, 2)]
+    return make_inventory(nodes=nodes, groups=[layer_group("compute")], settings=settings,
+                          image_root=image)
+
+
 @pytest.fixture(scope="session")
 def ceph_cluster() -> Iterator[CephCluster]:
     """The test run's one Ceph: started once, never per test, in a lab namespace of its own
@@ -385,6 +412,8 @@ def main() -> None:
     parser.add_argument("--netns")
     parser.add_argument("--address", default="127.0.0.1")
     args = parser.parse_args()
+    # SIGTERM (and SIGINT, which a shell's background job ignores) stop it cleanly.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     with CephCluster.create(netns=args.netns, address=args.address) as cluster:
         print(f"ceph up in {cluster.timings.start_seconds} s: ceph -c {cluster.conf} status",
               flush=True)

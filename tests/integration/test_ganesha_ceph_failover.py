@@ -1,0 +1,242 @@
+"""Failover of a boot server's NFS service on CephFS (issue 16 item 4, in namespaces).
+
+Two boot servers, A and B, each a namespace on the session Ceph's lab network, each with a
+service address of its own (A: .102, B: .103) held by keepalived (VRRP only) and one
+ganesha-ceph instance per address, whose `rados_cluster` nodeid is that address. A node
+(its own namespace) writes numbered lines through A's address with a stateful NFSv4.0
+client (`oneroot.testing.nfs4state`: the host has no kernel NFS client), each one
+FILE_SYNC. Then A dies: its interface goes down and every process in it gets SIGKILL.
+B's keepalived takes A's address, its notify script starts A's instance, the node
+reconnects, re-establishes its client id and reclaims its open in the grace period, while a
+stranger's new open is refused with NFS4ERR_GRACE. No acknowledged line may be lost (read
+back from CephFS afterwards); the longest stall is reported. Then A returns and takes its
+address back, B keeps running (no restart). Needs root.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import json
+import os
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from oneroot.lab import Lab
+from oneroot.lab.netns import Client
+from oneroot.model.paths import Paths
+from oneroot.model.resolved import resolve_cluster
+from oneroot.nfs.ganesha_ceph import grace_command
+from oneroot.ops.nfs_serving import apply_nfs, nfs_plan
+from oneroot.render.keepalived import (
+    OWN_PRIORITY,
+    PEER_PRIORITY,
+    KeepalivedContext,
+    ServiceAddress,
+    render_keepalived,
+)
+from oneroot.testing.ceph import DAEMONS, CephCluster, ceph_inventory, tiny_image
+from oneroot.testing.nfs4state import NFS4ERR_GRACE
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(os.geteuid() != 0, reason="needs root (namespaces, ceph-fuse)"),
+    pytest.mark.skipif(
+        any(shutil.which(t) is None for t in (*DAEMONS, "ceph-fuse", "ganesha.nfsd",
+                                               "ganesha-rados-grace", "keepalived")),
+        reason="needs ceph, nfs-ganesha-ceph, nfs-ganesha-rados-grace and keepalived"),
+]
+
+SERVICE = {"a": ipaddress.IPv4Interface("10.96.0.102/24"),
+           "b": ipaddress.IPv4Interface("10.96.0.103/24")}
+HOSTS = {"a": "10.96.0.2/24", "b": "10.96.0.3/24"}
+VRID = {"a": 61, "b": 62}
+LINES = 250  # one each 0.1 s: the failover happens in the middle
+NOTIFY = """#!/bin/sh
+# keepalived notify: INSTANCE oneroot_NAME MASTER|BACKUP|FAULT|STOP PRIORITY
+name=${{2#oneroot_}}
+run={run}/$name
+mkdir -p "$run"
+echo "$(date +%s.%N) $name $3" >> {run}/notify.log
+case "$3" in
+MASTER)
+  case "$name" in
+{joins}
+  esac
+  ganesha.nfsd -f {instances}/$name/ganesha.conf -L "$run/ganesha.log" -p "$run/ganesha.pid"
+  ;;
+*)
+  [ -f "$run/ganesha.pid" ] && kill "$(cat "$run/ganesha.pid")" && rm -f "$run/ganesha.pid"
+  ;;
+esac
+exit 0
+"""
+
+
+class Head:
+    """One boot server: its namespace, keepalived, and the ganesha instances it runs."""
+
+    def __init__(self, lab: Lab, name: str, root: Path, instances: Path,
+                 joins: dict[str, list[str]]) -> None:
+        self.lab = lab
+        self.name = name
+        self.client: Client = lab.add_client(HOSTS[name])
+        self.run = root / name
+        self.run.mkdir(parents=True)
+        script = self.run / "notify.sh"
+        script.write_text(NOTIFY.format(run=self.run, instances=instances, joins="\n".join(
+            f"  {inst}) {shlex.join(argv)} >> {self.run}/grace.log 2>&1 ;;"
+            for inst, argv in joins.items())))
+        script.chmod(0o755)
+        conf = self.run / "keepalived.conf"
+        conf.write_text(render_keepalived(KeepalivedContext(
+            router_id=f"oneroot-{name}", interface="eth0", notify=str(script),
+            addresses=tuple(ServiceAddress(
+                name=inst, address=addr, vrid=VRID[inst],
+                priority=OWN_PRIORITY if inst == name else PEER_PRIORITY)
+                for inst, addr in SERVICE.items()))))
+        self.keepalived: subprocess.Popen[bytes] | None = None
+
+    def start_keepalived(self) -> None:
+        with (self.run / "keepalived.log").open("ab") as out:
+            self.keepalived = self.lab.popen_in_ns(
+                ["keepalived", "-n", "-l", "-P", "-f", str(self.run / "keepalived.conf"),
+                 "-p", str(self.run / "keepalived.pid"), "-r", str(self.run / "vrrp.pid")],
+                netns=self.client.netns, what=f"keepalived {self.name}", stdout=out,
+                stderr=subprocess.STDOUT)
+
+    def addresses(self) -> str:
+        return self.lab.run_in_ns(["ip", "-4", "addr", "show", "dev", "eth0"],
+                                  netns=self.client.netns, check=False).stdout
+
+    def holds(self, inst: str) -> bool:
+        return f"{SERVICE[inst].ip}/" in self.addresses()
+
+    def notify_log(self) -> str:
+        log = self.run / "notify.log"
+        return log.read_text(errors="replace") if log.exists() else ""
+
+    def ganesha_log(self, inst: str) -> str:
+        log = self.run / inst / "ganesha.log"
+        return log.read_text(errors="replace") if log.exists() else ""
+
+    def serving(self, inst: str) -> bool:
+        out = self.lab.run_in_ns(["ss", "-ltnH", f"src {SERVICE[inst].ip}:2049"],
+                                 netns=self.client.netns, check=False).stdout
+        return bool(out.strip())
+
+    def die(self) -> None:
+        """The server is killed: interface down, SIGKILL to everything in it."""
+        self.lab.run_in_ns(["ip", "link", "set", "eth0", "down"], netns=self.client.netns)
+        self.kill_all()
+
+    def kill_all(self) -> None:
+        pids = subprocess.run(["ip", "netns", "pids", self.client.netns], capture_output=True,
+                              text=True, check=False).stdout.split()
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(pid), signal.SIGKILL)
+        if self.keepalived is not None:
+            self.keepalived.wait(10)
+
+    def come_back(self) -> None:
+        self.lab.run_in_ns(["ip", "link", "set", "eth0", "up"], netns=self.client.netns)
+        self.start_keepalived()
+
+
+def _until(ready: Callable[[], bool], what: str, timeout: float, why: Callable[[], str]
+           ) -> float:
+    started = time.monotonic()
+    while not ready():
+        if time.monotonic() - started > timeout:
+            raise AssertionError(f"no {what} within {timeout} s:\n{why()}")
+        time.sleep(0.1)
+    return time.monotonic() - started
+
+
+def test_a_dead_servers_address_and_clients_move_to_its_peer(ceph_cluster: CephCluster,
+                                                             tmp_path: Path) -> None:
+    lab = ceph_cluster.lab
+    assert lab is not None
+    with ceph_cluster.mounted(tmp_path / "cephfs") as mount:
+        base = mount / f"failover-{os.getpid()}-{time.monotonic_ns()}"
+        image = base / "images" / "tiny"
+        tiny_image(image)
+        inv = ceph_inventory(base, mount=mount, image=image, conf=ceph_cluster.conf,
+                             server=SERVICE["a"].ip)
+        cluster = resolve_cluster(inv)
+        paths = Paths(home=tmp_path / "home")
+        apply_nfs(cluster, paths)  # node layers in CephFS
+        instances = tmp_path / "instances"
+        joins = {}
+        for inst, addr in SERVICE.items():
+            plan = nfs_plan(cluster, paths, bind=addr.ip)
+            assert plan.ctx.ceph is not None and plan.ctx.ceph.nodeid == str(addr.ip)
+            (instances / inst).mkdir(parents=True)
+            (instances / inst / "ganesha.conf").write_text(plan.text)
+            joins[inst] = grace_command(plan.ctx.ceph, "add", plan.ctx.ceph.nodeid)
+        heads = {name: Head(lab, name, tmp_path / "heads", instances, joins)
+                 for name in SERVICE}
+        node01, node02 = lab.add_client("10.96.0.11/24"), lab.add_client("10.96.0.12/24")
+        a, b = heads["a"], heads["b"]
+        try:
+            _failover(lab, a, b, node01, node02, base)
+        finally:
+            for head in heads.values():
+                head.kill_all()
+            for inst in SERVICE:  # a killed instance's CephFS sessions hold capabilities
+                ceph_cluster.evict_sessions(f"ganesha-{SERVICE[inst].ip}-")
+
+
+def _failover(lab: Lab, a: Head, b: Head, node01: Client, node02: Client, base: Path) -> None:
+    def state() -> str:
+        return "\n".join(f"{h.name}: {h.addresses()}\n{h.ganesha_log('a')[-1500:]}\n"
+                         f"notify: {h.notify_log()}" for h in (a, b))
+
+    a.start_keepalived()
+    b.start_keepalived()
+    for head in (a, b):
+        _until(lambda h=head: h.holds(h.name) and h.serving(h.name)  # type: ignore[misc]
+               and "NOT IN GRACE" in h.ganesha_log(h.name), f"{head.name} serving", 120, state)
+    target = f"{base}/systems/node01/upper/fsync-lines.txt"
+    writer = lab.popen_in_ns(
+        [sys.executable, "-m", "oneroot.testing.nfs4state", str(SERVICE["a"].ip), target,
+         "--lines", str(LINES), "--interval", "0.1", "--id", "node01", "--timeout", "300"],
+        netns=node01.netns, what="nfs4 writer", stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE)
+    time.sleep(8)
+    a.die()
+    moved = _until(lambda: b.holds("a"), "A's address on B", 60, state)
+    started = _until(lambda: b.serving("a"), "A's instance serving on B", 60, state)
+    stranger = lab.run_in_ns(
+        [sys.executable, "-m", "oneroot.testing.nfs4state", str(SERVICE["a"].ip),
+         f"{base}/systems/node02/upper/stranger.txt", "--stranger"], netns=node02.netns,
+        check=False)
+    out, err = writer.communicate(timeout=360)
+    report = json.loads(out.decode().strip().splitlines()[-1]) if out.strip() else {}
+    print(f"failover: A killed; address on B after {moved:.1f} s, A's instance on B serving "
+          f"after {started:.1f} s; writer {report}; stranger {stranger.stdout.strip()}")
+    assert report.get("acknowledged") == LINES, (report, err.decode()[-2000:], state())
+    assert report["reclaims"] >= 1
+    # No acknowledged line lost: the file in CephFS holds every line, in order.
+    text = Path(target).read_text()
+    assert text == "".join(f"{n:06d}\n" for n in range(1, LINES + 1)), text[-200:]
+    assert json.loads(stranger.stdout)["stranger_status"] == NFS4ERR_GRACE, stranger
+    # A returns: it takes its address back; B keeps running, its own instance untouched.
+    b_keepalived = b.keepalived
+    a.come_back()
+    back = _until(lambda: a.holds("a") and not b.holds("a") and a.serving("a"),
+                  "A's address and instance back on A", 90, state)
+    assert b_keepalived is b.keepalived and b_keepalived is not None
+    assert b_keepalived.poll() is None and b.holds("b") and b.serving("b")
+    assert not b.serving("a")
+    print(f"failover: A back in {back:.1f} s, B not restarted")
+
