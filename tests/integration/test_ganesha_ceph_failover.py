@@ -35,7 +35,8 @@ from oneroot.lab.netns import Client
 from oneroot.model.paths import Paths
 from oneroot.model.resolved import resolve_cluster
 from oneroot.nfs.ganesha_ceph import grace_command
-from oneroot.ops.nfs_serving import apply_nfs, nfs_plan
+from oneroot.ops.inventory import commit, init_cluster, open_store
+from oneroot.ops.nfs_serving import nfs_plan
 from oneroot.render.keepalived import (
     OWN_PRIORITY,
     PEER_PRIORITY,
@@ -174,7 +175,12 @@ def test_a_dead_servers_address_and_clients_move_to_its_peer(ceph_cluster: CephC
                              server=SERVICE["a"].ip)
         cluster = resolve_cluster(inv)
         paths = Paths(home=tmp_path / "home")
-        apply_nfs(cluster, paths)  # node layers in CephFS
+        init_cluster(paths, {"server_address": str(SERVICE["a"].ip), "subnet": "10.96.0.0/24"})
+        store = open_store(paths)
+        try:
+            commit(store, inv)
+        finally:
+            store.close()
         instances = tmp_path / "instances"
         joins = {}
         for inst, addr in SERVICE.items():
@@ -185,6 +191,10 @@ def test_a_dead_servers_address_and_clients_move_to_its_peer(ceph_cluster: CephC
             joins[inst] = grace_command(plan.ctx.ceph, "add", plan.ctx.ceph.nodeid)
         heads = {name: Head(lab, name, tmp_path / "heads", instances, joins)
                  for name in SERVICE}
+        # Node layers in CephFS and each export's cephx user: `oneroot nfs apply` on A
+        # (the host itself does not reach the Ceph network).
+        lab.run_in_ns([sys.executable, "-m", "oneroot", "--home", str(paths.home), "nfs",
+                       "apply"], netns=heads["a"].client.netns, timeout=180)
         node01, node02 = lab.add_client("10.96.0.11/24"), lab.add_client("10.96.0.12/24")
         a, b = heads["a"], heads["b"]
         try:

@@ -10,8 +10,10 @@ layers through a ceph-fuse mount of the same CephFS. Needs root.
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 import shutil
+import struct
 import subprocess
 import sys
 import time
@@ -34,6 +36,7 @@ from oneroot.ops.nfs_serving import ganesha_files, nfs_plan
 from oneroot.testing import nfsclient
 from oneroot.testing.ceph import DAEMONS, CephCluster, ceph_inventory, tiny_image
 from oneroot.testing.inventory import make_node, node_mac
+from oneroot.testing.nfs4state import NFS4ERR_ACCESS
 from oneroot.testing.nfsclient import NfsClient
 
 pytestmark = [
@@ -48,6 +51,7 @@ pytestmark = [
 
 HEAD_A = ipaddress.IPv4Address("10.96.0.2")
 ONEROOT = [sys.executable, "-m", "oneroot"]
+KNOWN_FORGED_HANDLE_GAP = False  # each export's cephx user reaches only its own path
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +114,28 @@ def _wait_log(path: Path, text: bytes, proc: subprocess.Popen[bytes], *, timeout
     raise AssertionError(f"no {text!r} within {timeout} s (exit {proc.poll()}):\n{tails}")
 
 
+def _forge(lab: Lab, node: NfsClient, serving: CephServing) -> dict[str, object]:
+    """node01 forges a FSAL_CEPH handle: its own export's id with the CephFS inode number
+    of node02's /etc/hostname (handle: version, flags, export id, length 24, then the
+    inode, snapshot id and filesystem id, little-endian)."""
+    own_path = f"{serving.base}/systems/node01/upper/etc/hostname"
+    victim = serving.base / "systems/node02/upper/etc/hostname"
+    assert node.netns is not None
+
+    def attempt(hexfh: str) -> dict[str, object]:
+        out = lab.run_in_ns([sys.executable, "-m", "oneroot.testing.nfs4state", str(HEAD_A),
+                             own_path, "--forge", hexfh], netns=node.netns, check=False)
+        assert out.returncode == 0, out.stderr
+        result = json.loads(out.stdout)
+        assert isinstance(result, dict)
+        return result
+
+    own = bytes.fromhex(str(attempt("{own}")["own"]))
+    assert own[0] == 0x43 and own[4] == 24, own.hex()  # ganesha 4.3, FSAL_CEPH's 24 bytes
+    forged = own[:5] + struct.pack("<Q", victim.stat().st_ino) + own[13:]
+    return attempt(forged.hex())
+
+
 def _node(lab: Lab, index: int) -> Client:
     """Node `index` on the lab network with its inventory MAC (serve pins address to MAC)."""
     client = lab.add_client(f"10.96.0.{10 + index}/24")
@@ -157,6 +183,15 @@ def test_ganesha_ceph_exports_layers_to_their_nodes_only(ceph_cluster: CephClust
         assert node02.read(f"{base}/groups/compute/g.txt") == "group\n"
         bad = node01.copy_in(local, f"{base}/groups/compute/w.txt")
         assert bad.returncode != 0 and not (base / "groups/compute/w.txt").exists()
+        # A forged handle (issue 11's attack): node01's export id with the inode number of
+        # node02's file. FSAL_CEPH, like FSAL_VFS, does not check that a handle lies below
+        # its export; with one cephx user for all exports node01 read node02's file
+        # (measured). Each export's own user, with MDS caps on its path only, refuses it.
+        forged = _forge(lab, node01, serving)
+        print(f"forged FSAL_CEPH handle of node02's /etc/hostname through node01's export: "
+              f"{forged}")
+        assert (forged.get("read") == "node02\n") is KNOWN_FORGED_HANDLE_GAP, forged
+        assert forged["status"] == NFS4ERR_ACCESS, forged
     finally:
         lab.stop_process(proc, timeout=60)
         # The MDS keeps a stopped ganesha's sessions for a successor to reclaim (failover),

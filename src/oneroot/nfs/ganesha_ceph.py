@@ -10,18 +10,80 @@ from __future__ import annotations
 
 import logging
 import subprocess
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
 
 from oneroot.errors import ExternalToolError
+from oneroot.fsutil import write_if_changed
 from oneroot.render.context import CephExports
 
 log = logging.getLogger(__name__)
 
 GRACE_TOOL = "ganesha-rados-grace"
+_PROBE = "oneroot-keyring-probe"
 
 
 def grace_command(ceph: CephExports, *args: str, tool: str = GRACE_TOOL) -> list[str]:
     return [tool, "--cephconf", str(ceph.conf), "--userid", ceph.user, "--pool", ceph.pool,
             "--ns", ceph.namespace, *args]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ExportUser:
+    """A cephx user for one export: MDS caps on its CephFS path only (`r` or `rw`)."""
+
+    name: str
+    path: PurePosixPath
+    writable: bool
+
+
+def authorize_export_users(ceph: CephExports, users: Iterable[ExportUser], *,
+                           tool: str = "ceph", timeout: float = 60) -> int:
+    """Create each export's cephx user that has no keyring yet, and write its keyring where
+    libcephfs looks (ceph.conf's `keyring`), 0600. Runs as the `ceph.user` admin. Returns
+    how many it created (an existing keyring is taken as done: one `ceph` call per new
+    export, not per export and apply)."""
+    done = 0
+    template = _keyring_path(ceph, f"client.{_PROBE}", timeout=timeout)
+    for user in users:
+        entity = f"client.{user.name}"
+        path = Path(str(template).replace(_PROBE, user.name))
+        if path.exists():
+            continue
+        keyring = _run([tool, "--conf", str(ceph.conf), "--id", ceph.user, "fs", "authorize",
+                        ceph.fs_name, entity, str(user.path), "rw" if user.writable else "r"],
+                       timeout=timeout, what=f"authorize {entity}")
+        write_if_changed(path, keyring.encode(), mode=0o600)
+        done += 1
+    log.info("nfs.ganesha_ceph.users authorized=%d", done)
+    return done
+
+
+def _keyring_path(ceph: CephExports, entity: str, *, timeout: float) -> Path:
+    found = _run(["ceph-conf", "--conf", str(ceph.conf), "--name", entity, "--lookup",
+                  "keyring"], timeout=timeout, what=f"keyring of {entity}").strip()
+    first = found.split(",")[0].strip()
+    if not first.startswith("/"):
+        raise ExternalToolError(f"no keyring path for {entity} in {ceph.conf}: {found!r}",
+                                hint="set `keyring = /etc/ceph/$cluster.$name.keyring`")
+    return Path(first)
+
+
+def _run(argv: list[str], *, timeout: float, what: str) -> str:
+    try:
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
+                              check=False)
+    except FileNotFoundError:
+        raise ExternalToolError(f"{argv[0]} not found", hint="apt-get install ceph-common"
+                                ) from None
+    except subprocess.TimeoutExpired:
+        raise ExternalToolError(f"{what}: no answer from Ceph in {timeout} s",
+                                hint="is the cluster up? `ceph -s`") from None
+    if proc.returncode != 0:
+        raise ExternalToolError(f"{what} failed ({proc.returncode}): "
+                                f"{proc.stderr.strip()[-300:]}", hint="check the cephx user")
+    return proc.stdout
 
 
 def join_recovery_db(ceph: CephExports, *, tool: str = GRACE_TOOL,

@@ -38,7 +38,7 @@ from oneroot.nfs import (
     render_config,
 )
 from oneroot.nfs.ganesha import running_pid
-from oneroot.nfs.ganesha_ceph import join_recovery_db
+from oneroot.nfs.ganesha_ceph import ExportUser, authorize_export_users, join_recovery_db
 from oneroot.nfs.knfsd import EXPORTS_FILE, JunctionBind, bind_junctions
 from oneroot.nfs.server_union import (
     UnionSpec,
@@ -63,8 +63,8 @@ from oneroot.ops.server_union import (
     unmount_unions,
 )
 from oneroot.ops.views import image_view
-from oneroot.render.cluster import nfs_exports, render_exports, with_views
-from oneroot.render.context import CephExports, ClusterContext, NfsExport
+from oneroot.render.cluster import cephfs_paths, nfs_exports, render_exports, with_views
+from oneroot.render.context import Access, CephExports, ClusterContext, NfsExport
 
 log = logging.getLogger(__name__)
 
@@ -169,6 +169,16 @@ def ceph_exports(settings: Settings, unions: Mapping[str, UnionSpec]) -> CephExp
                        nodeid=str(settings.server_address))
 
 
+def ceph_export_users(ctx: ClusterContext) -> list[ExportUser]:
+    """ganesha-ceph: one cephx user per export, its MDS caps limited to that export's path
+    in CephFS (read-only for read-only exports)."""
+    assert ctx.ceph is not None
+    exports = nfs_exports(ctx)
+    paths = cephfs_paths(ctx, exports)
+    return [ExportUser(name=ctx.ceph.export_user(e.export_id), path=paths[e.path],
+                       writable=e.access is Access.RW) for e in exports]
+
+
 def _check_unions_not_in_views(unions: dict[str, UnionSpec],
                                views: dict[str, ViewSpec]) -> None:
     """A union's export must not be a junction inside a masked view: nfs-ganesha 4.3 crashes
@@ -210,6 +220,8 @@ def apply_nfs(cluster: ResolvedCluster, paths: Paths, *,
         unmount_unions(stale, ns_pid=ns_pid)
         return NfsApplyResult(plan=plan, config_path=exports_file, changed=result.changed,
                               applied="exportfs -ra" if result.applied else "unchanged")
+    if plan.ctx.ceph is not None:  # a new export's cephx user exists before ganesha uses it
+        authorize_export_users(plan.ctx.ceph, ceph_export_users(plan.ctx))
     changed = write_if_changed(files.conf, plan.text.encode())
     applied = "written"
     if changed and pid is not None:
@@ -364,6 +376,7 @@ def ganesha_server(cluster: ResolvedCluster, paths: Paths, *,
                     port=port, bind=bind)
     keep_export_ids(paths, plan.export_ids)
     if plan.ctx.ceph is not None:
+        authorize_export_users(plan.ctx.ceph, ceph_export_users(plan.ctx))
         join_recovery_db(plan.ctx.ceph)  # rados_cluster: an instance must be a member
     return GaneshaServer(ganesha_files(paths), config=plan.text,
                          bind=bind or cluster.settings.server_address, port=port, binary=binary)

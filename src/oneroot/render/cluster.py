@@ -143,12 +143,12 @@ def render_ganesha(ctx: ClusterContext) -> str:
             raise ConfigError(f"nfs-ganesha cannot export a path containing '\"': {export.path}")
     return render_template(
         "ganesha.conf.j2", ctx=ctx, exports=exports, ceph=ctx.ceph,
-        fsal_paths=_cephfs_paths(ctx, exports) if ctx.ceph is not None else {},
+        fsal_paths=cephfs_paths(ctx, exports) if ctx.ceph is not None else {},
         protocols=", ".join(str(p) for p in sorted(set(ctx.nfs_protocols))),
     )
 
 
-def _cephfs_paths(ctx: ClusterContext, exports: Iterable[NfsExport]
+def cephfs_paths(ctx: ClusterContext, exports: Iterable[NfsExport]
                   ) -> dict[PurePosixPath, PurePosixPath]:
     """ganesha-ceph: each export's path inside CephFS (its path below the CephFS mount).
 

@@ -152,6 +152,13 @@ class CephExports:
     nodeid: str
     pool: str = "nfs-ganesha"
     namespace: str = "oneroot"
+    # Each export's cephx user (`export_user(export_id)`), whose MDS caps reach only that
+    # export's directory: ganesha does not check that a handle lies below its export, the
+    # MDS does (a forged inode number outside the path gets NFS4ERR_ACCESS).
+    per_export_users: bool = True
+
+    def export_user(self, export_id: int) -> str:
+        return f"{self.user}-export-{export_id}" if self.per_export_users else self.user
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -30,8 +30,8 @@ NFS_PROGRAM, NFS_V4 = 100003, 4
 NULL, COMPOUND = 0, 1
 OP_CLOSE, OP_GETFH, OP_LOOKUP, OP_OPEN, OP_OPEN_CONFIRM = 4, 10, 15, 18, 20
 OP_PUTFH, OP_PUTROOTFH, OP_RENEW, OP_SETCLIENTID, OP_SETCLIENTID_CONFIRM = 22, 24, 30, 35, 36
-OP_WRITE = 38
-NFS4_OK, NFS4ERR_GRACE = 0, 10013
+OP_READ, OP_WRITE = 25, 38
+NFS4_OK, NFS4ERR_ACCESS, NFS4ERR_GRACE = 0, 13, 10013
 NFS4ERR_STALE_CLIENTID, NFS4ERR_STALE_STATEID, NFS4ERR_EXPIRED = 10022, 10023, 10011
 NFS4ERR_BADSESSION_LIKE = (NFS4ERR_STALE_CLIENTID, NFS4ERR_STALE_STATEID, NFS4ERR_EXPIRED)
 SHARE_ACCESS_BOTH, OPEN4_CREATE, UNCHECKED4 = 3, 1, 0
@@ -245,6 +245,25 @@ class Nfs4Client:
                                  (OP_OPEN, self._open_body(claim, create=False))])
         return self._finish_open(results[1], opened.fh)
 
+    def handle(self, path: str) -> bytes:
+        """The file handle of `path` (PUTROOTFH, LOOKUP each component, GETFH)."""
+        ops = [(OP_PUTROOTFH, b"")]
+        ops += [(OP_LOOKUP, bytes(Packer().opaque(c.encode()).buf))
+                for c in path.split("/") if c]
+        return bytes(self.compound([*ops, (OP_GETFH, b"")])[-1])
+
+    def lookup_in(self, fh: bytes, name: str) -> bytes:
+        """LOOKUP `name` in the directory with (perhaps forged) handle `fh`."""
+        return bytes(self.compound([(OP_PUTFH, bytes(Packer().opaque(fh).buf)),
+                                    (OP_LOOKUP, bytes(Packer().opaque(name.encode()).buf)),
+                                    (OP_GETFH, b"")])[-1])
+
+    def read(self, fh: bytes, count: int = 4096) -> bytes:
+        """READ from offset 0 with the anonymous stateid (no open needed)."""
+        body = Packer().u32(0).fixed(b"\0" * 12).u64(0).u32(count)
+        return bytes(self.compound([(OP_PUTFH, bytes(Packer().opaque(fh).buf)),
+                                    (OP_READ, bytes(body.buf))])[-1])
+
     def write(self, opened: OpenFile, offset: int, data: bytes) -> int:
         body = Packer()
         opened.stateid.pack(body)
@@ -286,6 +305,7 @@ def _setclientid_result(u: Unpacker) -> tuple[int, bytes]:
 _RESULTS: dict[int, Callable[[Unpacker], Any]] = {
     OP_GETFH: lambda u: u.opaque(), OP_OPEN: _open_result, OP_OPEN_CONFIRM: Stateid.unpack,
     OP_WRITE: _write_result, OP_SETCLIENTID: _setclientid_result,
+    OP_READ: lambda u: (u.u32(), u.opaque())[1],
     OP_CLOSE: Stateid.unpack,
 }
 
@@ -357,6 +377,23 @@ def stranger_open(server: str, path: str) -> int:
     return NFS4_OK
 
 
+def forge(server: str, path: str, hexfh: str) -> dict[str, object]:
+    """PATH's own handle, then a READ through the handle `hexfh` (`{own}` is replaced by
+    PATH's handle in hex): the NFS status, and the bytes read when the server answered."""
+    client = Nfs4Client(server, ident=f"forger-{os.getpid()}")
+    client.connect()
+    client.establish()
+    own = client.handle(path)
+    out: dict[str, object] = {"own": own.hex()}
+    try:
+        out["read"] = client.read(bytes.fromhex(hexfh.format(own=own.hex()))).decode(
+            errors="replace")
+        out["status"] = NFS4_OK
+    except NfsStatusError as exc:
+        out["status"] = exc.status
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("server")
@@ -367,9 +404,15 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=300)
     parser.add_argument("--stranger", action="store_true",
                         help="only try a new client's new open of PATH; print its status")
+    parser.add_argument("--forge", metavar="HEX",
+                        help="print PATH's handle, then READ the file named by handle HEX "
+                             "(HEX may contain {own} for PATH's handle bytes)")
     args = parser.parse_args()
     if args.stranger:
         print(json.dumps({"stranger_status": stranger_open(args.server, args.path)}))
+        return
+    if args.forge is not None:
+        print(json.dumps(forge(args.server, args.path, args.forge)))
         return
     client = Nfs4Client(args.server, ident=args.id)
     report = write_lines(client, args.path, lines=args.lines, interval=args.interval,
