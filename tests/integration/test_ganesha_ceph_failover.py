@@ -44,7 +44,7 @@ from oneroot.render.keepalived import (
     ServiceAddress,
     render_keepalived,
 )
-from oneroot.testing.ceph import DAEMONS, CephCluster, ceph_inventory, tiny_image
+from oneroot.testing.ceph import DAEMONS, CephCluster, ceph_inventory, retire, tiny_image
 from oneroot.testing.nfs4state import NFS4ERR_GRACE
 
 pytestmark = [
@@ -182,13 +182,14 @@ def test_a_dead_servers_address_and_clients_move_to_its_peer(ceph_cluster: CephC
         finally:
             store.close()
         instances = tmp_path / "instances"
-        joins = {}
+        joins, leaves = {}, []
         for inst, addr in SERVICE.items():
             plan = nfs_plan(cluster, paths, bind=addr.ip)
             assert plan.ctx.ceph is not None and plan.ctx.ceph.nodeid == str(addr.ip)
             (instances / inst).mkdir(parents=True)
             (instances / inst / "ganesha.conf").write_text(plan.text)
             joins[inst] = grace_command(plan.ctx.ceph, "add", plan.ctx.ceph.nodeid)
+            leaves.append(grace_command(plan.ctx.ceph, "remove", plan.ctx.ceph.nodeid))
         heads = {name: Head(lab, name, tmp_path / "heads", instances, joins)
                  for name in SERVICE}
         # Node layers in CephFS and each export's cephx user: `oneroot nfs apply` on A
@@ -202,6 +203,11 @@ def test_a_dead_servers_address_and_clients_move_to_its_peer(ceph_cluster: CephC
         finally:
             for head in heads.values():
                 head.kill_all()
+            for netns in (a.client.netns, b.client.netns, node01.netns, node02.netns):
+                retire(lab, netns)
+            # Dead members would keep the cluster in grace for the next test's ganesha.
+            for argv in leaves:
+                ceph_cluster.run(*argv)
             for inst in SERVICE:  # a killed instance's CephFS sessions hold capabilities
                 ceph_cluster.evict_sessions(f"ganesha-{SERVICE[inst].ip}-")
 

@@ -30,11 +30,12 @@ from oneroot.model import Image, NfsServerKind, Settings
 from oneroot.model.inventory import Inventory
 from oneroot.model.paths import Paths
 from oneroot.model.resolved import resolve_cluster
+from oneroot.nfs.ganesha_ceph import grace_command
 from oneroot.nfs.server_union import UnionUnsupported
 from oneroot.ops.inventory import commit, init_cluster, open_store
 from oneroot.ops.nfs_serving import ganesha_files, nfs_plan
 from oneroot.testing import nfsclient
-from oneroot.testing.ceph import DAEMONS, CephCluster, ceph_inventory, tiny_image
+from oneroot.testing.ceph import DAEMONS, CephCluster, ceph_inventory, retire, tiny_image
 from oneroot.testing.inventory import make_node, node_mac
 from oneroot.testing.nfs4state import NFS4ERR_ACCESS
 from oneroot.testing.nfsclient import NfsClient
@@ -152,6 +153,20 @@ def test_ganesha_ceph_exports_layers_to_their_nodes_only(ceph_cluster: CephClust
     head = lab.add_client(f"{HEAD_A}/24")
     node01, node02 = (NfsClient(2049, host=str(HEAD_A), netns=_node(lab, i).netns)
                       for i in (1, 2))
+    try:
+        _serve_and_read(ceph_cluster, lab, head, node01, node02, serving)
+    finally:
+        for netns in (head.netns, node01.netns, node02.netns):
+            assert netns is not None
+            retire(lab, netns)
+        # A member that is gone would keep the others in grace (rados_cluster).
+        plan = nfs_plan(resolve_cluster(serving.inventory), serving.paths)
+        assert plan.ctx.ceph is not None
+        ceph_cluster.run(*grace_command(plan.ctx.ceph, "remove", plan.ctx.ceph.nodeid))
+
+
+def _serve_and_read(ceph_cluster: CephCluster, lab: Lab, head: Client, node01: NfsClient,
+                    node02: NfsClient, serving: CephServing) -> None:
     proc = _serve(lab, head, serving)
     conf = ganesha_files(serving.paths).conf.read_text()
     assert "Name = CEPH;" in conf and "RecoveryBackend = rados_cluster;" in conf

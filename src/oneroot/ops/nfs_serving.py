@@ -175,7 +175,7 @@ def ceph_export_users(ctx: ClusterContext) -> list[ExportUser]:
     assert ctx.ceph is not None
     exports = nfs_exports(ctx)
     paths = cephfs_paths(ctx, exports)
-    return [ExportUser(name=ctx.ceph.export_user(e.export_id), path=paths[e.path],
+    return [ExportUser(name=ctx.ceph.export_user(e.export_id, paths[e.path]), path=paths[e.path],
                        writable=e.access is Access.RW) for e in exports]
 
 

@@ -8,6 +8,7 @@ template.
 from __future__ import annotations
 
 import enum
+import hashlib
 import ipaddress
 from dataclasses import dataclass
 from pathlib import PurePosixPath
@@ -152,13 +153,18 @@ class CephExports:
     nodeid: str
     pool: str = "nfs-ganesha"
     namespace: str = "oneroot"
-    # Each export's cephx user (`export_user(export_id)`), whose MDS caps reach only that
-    # export's directory: ganesha does not check that a handle lies below its export, the
-    # MDS does (a forged inode number outside the path gets NFS4ERR_ACCESS).
+    # Each export's cephx user (`export_user`), whose MDS caps reach only that export's
+    # directory: ganesha does not check that a handle lies below its export, the MDS does
+    # (a forged inode number outside the path gets NFS4ERR_ACCESS).
     per_export_users: bool = True
 
-    def export_user(self, export_id: int) -> str:
-        return f"{self.user}-export-{export_id}" if self.per_export_users else self.user
+    def export_user(self, export_id: int, path: PurePosixPath) -> str:
+        """`USER-export-ID-HASH`: the hash of its CephFS path, so that another home's export
+        with the same id on the same Ceph never shares the user (and its caps)."""
+        if not self.per_export_users:
+            return self.user
+        digest = hashlib.sha256(str(path).encode()).hexdigest()[:8]
+        return f"{self.user}-export-{export_id}-{digest}"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

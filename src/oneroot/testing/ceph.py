@@ -371,6 +371,19 @@ class CephCluster:
         return keyring
 
 
+def retire(lab: Lab, netns: str) -> None:
+    """Take a test's server or node off the session's shared network for good: SIGKILL to
+    everything in its namespace, its address removed and its link down (the next test
+    reuses the address). The namespace itself goes with the lab at the end of the run."""
+    pids = subprocess.run(["ip", "netns", "pids", netns], capture_output=True, text=True,
+                          check=False).stdout.split()
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(int(pid), signal.SIGKILL)
+    lab.run_in_ns(["ip", "addr", "flush", "dev", "eth0"], netns=netns, check=False)
+    lab.run_in_ns(["ip", "link", "set", "eth0", "down"], netns=netns, check=False)
+
+
 def tiny_image(root: Path) -> None:
     """An image tree in CephFS (as `oneroot image create` leaves one, much smaller)."""
     for sub in ("etc", "bin", "usr/lib", "var/lib"):
