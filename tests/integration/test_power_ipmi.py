@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from oneroot.bmc.common import BmcCredentials, PowerState
+from oneroot.bmc.ipmi import Bmc
 from oneroot.testing.bmc import BmcHome, SimulatedBmc, one_error
 from oneroot.testing.bmc import power_rows as rows
 from oneroot.testing.ports import free_port
@@ -134,3 +136,18 @@ def test_password_file_readable_by_others_is_refused(cluster: Cluster, tmp_path:
         assert "can be read by others" in error and hint == f"hint: chmod 600 {loose}"
     finally:
         cluster.oneroot("node", "set", "node02", "--unset", "bmc_password_file")
+
+
+def test_one_process_opens_sessions_to_one_bmc_again_and_again(tmp_path: Path) -> None:
+    """`oneroot serve`'s admin page powers one node more than once in one process. pyghmi kept
+    the logged-out session and handed it to the next one, which failed inside pyghmi
+    (TypeError) and showed as an internal error."""
+    with SimulatedBmc(tmp_path / "bmc", user="admin", password=PASSWORD) as sim:
+        creds = BmcCredentials(host="127.0.0.1", port=sim.port, user="admin",
+                               password=PASSWORD)
+        for on in (True, False, True):
+            with Bmc(creds) as bmc:
+                bmc.power_on() if on else bmc.power_off()
+            with Bmc(creds) as bmc:
+                assert bmc.power_state() is (PowerState.ON if on else PowerState.OFF)
+        assert sim.power is True

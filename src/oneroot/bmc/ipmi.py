@@ -42,10 +42,12 @@ class Bmc:
     def __exit__(self, kind: type[BaseException] | None, value: BaseException | None,
                  tb: TracebackType | None) -> None:
         if self._ipmi is not None:
+            session = self._ipmi.ipmi_session
             try:
-                self._ipmi.ipmi_session.logout()
+                session.logout()
             except (pyghmi_errors.PyghmiException, OSError) as error:
                 log.debug("bmc.logout_failed bmc=%s error=%s", self.creds.where, error)
+            _forget(session)
             self._ipmi = None
 
     def power_state(self) -> PowerState:
@@ -92,6 +94,18 @@ class Bmc:
     def _error(self, error: pyghmi_errors.PyghmiException) -> BmcError:
         text = str(error.args[0]) if error.args and error.args[0] else ""
         return bmc_error(self.creds, text)
+
+
+def _forget(session: Any) -> None:
+    """pyghmi (1.6) keeps a logged-out session in its table of sessions being set up and hands
+    it to the next `Command` for the same BMC and user in this process, which then fails inside
+    pyghmi (`TypeError`: its logout deadline is None). Drop it, so that the next session logs
+    in afresh: `oneroot serve`'s admin page powers one node more than once in one process."""
+    table = getattr(type(session), "initting_sessions", None)
+    if isinstance(table, dict):
+        for key, value in list(table.items()):
+            if value is session:
+                del table[key]
 
 
 def bmc_error(creds: BmcCredentials, text: str) -> BmcError:
