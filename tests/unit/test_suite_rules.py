@@ -113,3 +113,15 @@ def test_the_import_check_catches_a_violation(tmp_path: Path, code: str) -> None
     bad = tmp_path / "test_bad.py"
     bad.write_text(code)
     assert _sibling_imports(bad, {"conftest", "render_example"})
+
+
+def test_test_module_names_are_unique() -> None:
+    """pytest imports test modules by basename (rootdir-relative, no packages): two
+    `test_x.py` in different folders stop the whole run at collection."""
+    seen: dict[str, Path] = {}
+    clashes = []
+    for path in sorted(TESTS.rglob("test_*.py")):
+        if path.name in seen:
+            clashes.append(f"{seen[path.name].relative_to(TESTS)} and {path.relative_to(TESTS)}")
+        seen.setdefault(path.name, path)
+    assert not clashes, "rename one of each pair:\n" + "\n".join(clashes)
