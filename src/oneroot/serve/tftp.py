@@ -1,31 +1,24 @@
 """The TFTP service: sockets, timers, files and events around `oneroot.proto.tftp`.
 
 One UDP socket (port 69) takes read requests; each accepted transfer gets its own UDP endpoint
-on an ephemeral port (its TID, RFC 1350), connected to the client, and its retransmit timer via
-`loop.call_at`: no thread or process per transfer. Files come from `virtual(name)` first
-(per-node rendered files), then from under `root`, never from outside it (`resolve_tftp_path`).
+on an ephemeral port (its TID, RFC 1350), connected to the client. A windowed transfer runs on
+the loop, its retransmit timer via `loop.call_at`; a lock-step one (windowsize 1, as PXE ROMs ask)
+runs in a thread of its own, at most `lockstep_threads` at once (serve/tftp_lockstep.py), and
+hands its outcome back to the loop. Never a process per transfer. Files come from
+`virtual(name)` first (per-node rendered files), then from under `root`, never from outside it
+(serve/tftp_paths.py has the file-name rules).
 
-File names (decided here, tested in tests/unit/serve/test_tftp_paths.py):
-- ONE leading `/` is stripped and the rest is taken relative to the root, as tftpd-hpa does
-  under `-s` (GRUB asks for `/boot/grub/...`, pxelinux for relative names): `/etc/passwd`
-  means `<root>/etc/passwd`. A name that is still absolute after that (`//etc/passwd`) is refused.
-- `\\` is read as `/` (Windows-style boot loaders ask for `boot\\x86\\wdsnbp.com`); this also puts
-  `..\\..\\x` through the same `..` check.
-- Refused with ERROR 2 (access violation): any `..` component, NUL bytes, names over 255 bytes,
-  an empty name, anything whose real path (symlinks resolved) leaves the real root, device
-  files, FIFOs and sockets. Missing files and directories are ERROR 1 (file not found).
-- Empty and `.` components are dropped (`a//./b` is `a/b`).
+A PXE ROM (Intel's, pxelinux) asks for `tsize`, reads the OACK and sends ERROR 0 "TFTP Aborted"
+before any data, at every boot, to learn the file's size: that is a size probe (`Failed.
+size_probe`), counted in `stats.probes` and logged at INFO, not a failed transfer.
+
 Write requests are refused with ERROR 2.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import errno
 import logging
-import os
-import stat
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -34,14 +27,13 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self, cast
 
-from oneroot.errors import MalformedPacket, ProtocolError
+from oneroot.errors import MalformedPacket
 from oneroot.model.events import BootEvent
 from oneroot.proto.tftp import (
     BytesSource,
     Error,
     ErrorCode,
     Failed,
-    FileObjectSource,
     FileSource,
     Finished,
     ReadRequest,
@@ -55,6 +47,13 @@ from oneroot.proto.tftp import (
     parse_packet,
 )
 from oneroot.serve.tftp_lockstep import LockstepSession
+from oneroot.serve.tftp_paths import (
+    MAX_NAME_BYTES,
+    PathRefused,
+    normalize_tftp_name,
+    open_tftp_file,
+    resolve_tftp_path,
+)
 
 __all__ = [
     "MAX_NAME_BYTES",
@@ -70,93 +69,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-MAX_NAME_BYTES = 255
 FALLBACK_BLKSIZE = 1468  # a 1500-byte Ethernet MTU, when the interface's own is unknown
-_FILE_BUFFER = 256 * 1024
 _SUPPORTED_MODES = ("octet", "netascii")
-
-
-class PathRefused(ProtocolError):
-    """A requested name we will not serve; `code` is the TFTP error code to answer with."""
-
-    def __init__(self, message: str, *, code: ErrorCode = ErrorCode.ACCESS_VIOLATION) -> None:
-        super().__init__(message)
-        self.code = code
-
-
-def normalize_tftp_name(name: str) -> str:
-    """The request's file name as a clean relative POSIX path, or `PathRefused` (see module doc)."""
-    if "\0" in name:
-        raise PathRefused("NUL byte in file name")
-    if len(name.encode("utf-8", "surrogateescape")) > MAX_NAME_BYTES:
-        raise PathRefused(f"file name longer than {MAX_NAME_BYTES} bytes")
-    name = name.replace("\\", "/")
-    if name.startswith("/"):
-        name = name[1:]
-    if name.startswith("/"):
-        raise PathRefused("absolute file name")
-    parts = name.split("/")
-    if ".." in parts:
-        raise PathRefused("'..' in file name")
-    parts = [part for part in parts if part not in ("", ".")]
-    if not parts:
-        raise PathRefused("empty file name")
-    return "/".join(parts)
-
-
-def resolve_tftp_path(root: Path, name: str) -> Path:
-    """The real path under `root` that `name` names; `PathRefused` if it is bad or leaves root.
-
-    Symlinks are resolved (`os.path.realpath`) and the result must stay under the real root, so
-    a link inside the root that points out of it is refused even though its name looks fine.
-    The file need not exist: opening it reports that (`open_tftp_file`).
-    """
-    relative = normalize_tftp_name(name)
-    real_root = os.path.realpath(root)
-    candidate = os.path.realpath(os.path.join(real_root, relative))
-    if not _is_under(candidate, real_root):
-        raise PathRefused("file name resolves outside the TFTP root")
-    return Path(candidate)
-
-
-def _is_under(path: str, real_root: str) -> bool:
-    return path == real_root or path.startswith(real_root.rstrip("/") + "/")
-
-
-def open_tftp_file(root: Path, name: str) -> FileObjectSource:
-    """Open a regular file under `root` for a read transfer, or raise `PathRefused`.
-
-    The checked path is opened with O_NOFOLLOW (its last component cannot have become a link),
-    and the opened descriptor's own path is checked again, which closes the window in which an
-    intermediate directory could be swapped for a link between the check and the open.
-    """
-    path = resolve_tftp_path(root, name)
-    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
-    try:
-        fd = os.open(path, flags)
-    except FileNotFoundError:
-        raise PathRefused("file not found", code=ErrorCode.FILE_NOT_FOUND) from None
-    except PermissionError:
-        raise PathRefused("permission denied") from None
-    except OSError as exc:
-        if exc.errno in (errno.ELOOP, errno.ENOTDIR):
-            raise PathRefused("not a file under the TFTP root") from None
-        raise PathRefused(f"cannot open: {exc.strerror}", code=ErrorCode.NOT_DEFINED) from None
-    try:
-        info = os.fstat(fd)
-        if stat.S_ISDIR(info.st_mode):
-            raise PathRefused("is a directory", code=ErrorCode.FILE_NOT_FOUND)
-        if not stat.S_ISREG(info.st_mode):
-            raise PathRefused("not a regular file")
-        with contextlib.suppress(OSError):  # no /proc: the realpath check above stands alone
-            if not _is_under(os.readlink(f"/proc/self/fd/{fd}"), os.path.realpath(root)):
-                raise PathRefused("file name resolves outside the TFTP root")
-        os.set_blocking(fd, True)
-        reader = open(fd, "rb", buffering=_FILE_BUFFER)  # noqa: SIM115 - the source owns it
-    except BaseException:
-        os.close(fd)
-        raise
-    return FileObjectSource(reader, info.st_size)
 
 
 def interface_mtu(interface: str, *, sys_net: Path = Path("/sys/class/net")) -> int | None:
@@ -185,6 +99,7 @@ class TftpServiceStats:
     active: int = 0
     completed: int = 0
     failed: int = 0  # started transfers that ended in an error
+    probes: int = 0  # size probes: tsize read from the OACK, then the client's ERROR (not failed)
     refused: int = 0  # requests answered with an ERROR at once (path, mode, WRQ)
     busy: int = 0  # RRQs past max_sessions (left unanswered) or max_sessions_per_client
     errors: int = 0  # tftp.error events (failed + refused + per-client busy)
@@ -391,7 +306,7 @@ class TftpService:
             if isinstance(result, Finished):
                 self._transfer_done(session, result.stats)
             else:
-                self._transfer_failed(session, result.error_code, result.message, result.stats)
+                self._failed(session, result)
 
         def bad_datagram() -> None:
             self.stats.bad_datagrams += 1
@@ -451,6 +366,15 @@ class TftpService:
             time=self._clock(), kind="tftp.done", peer=IPv4Address(peer[0]), file=session.name,
             bytes=stats.bytes, duration=stats.duration, detail=_detail(stats),
         ))
+
+    def _failed(self, session: _Session | LockstepSession, result: Failed) -> None:
+        if not result.size_probe:
+            self._transfer_failed(session, result.error_code, result.message, result.stats)
+            return
+        self.stats.probes += 1
+        self._count(result.stats)
+        log.info("tftp.size_probe peer=%s:%d file=%s tsize=%s message=%s", session.peer[0],
+                 session.peer[1], session.name, result.stats.tsize, result.message)
 
     def _transfer_failed(self, session: _Session | LockstepSession, code: int, message: str,
                          stats: TransferStats) -> None:
@@ -558,9 +482,9 @@ class _Session(asyncio.DatagramProtocol):
                 case Finished(stats):
                     self._end()
                     self._service._transfer_done(self, stats)
-                case Failed(code, message, stats):
+                case Failed():
                     self._end()
-                    self._service._transfer_failed(self, code, message, stats)
+                    self._service._failed(self, action)
 
     def abort(self) -> None:
         self._transfer.close()

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from oneroot.proto.tftp import ErrorCode
-from oneroot.serve.tftp import (
+from oneroot.serve.tftp_paths import (
     PathRefused,
     normalize_tftp_name,
     open_tftp_file,

@@ -120,6 +120,14 @@ class Failed:
     stats: TransferStats = field(default_factory=TransferStats)
     by_peer: bool = False  # the client sent the ERROR; we sent nothing
 
+    @property
+    def size_probe(self) -> bool:
+        """The client only wanted the file's size: it asked for `tsize`, and ended the transfer
+        (a PXE ROM's ERROR 0 "TFTP Aborted") after the OACK, before any data. Not a failure;
+        ERROR 8 (the client refuses our options) still is."""
+        return (self.by_peer and self.stats.tsize is not None and self.stats.blocks == 0
+                and self.stats.bytes == 0 and self.error_code != ErrorCode.OPTION_REFUSED)
+
 
 Action = SendDatagram | SetTimer | Finished | Failed
 

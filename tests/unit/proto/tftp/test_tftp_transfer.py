@@ -305,6 +305,43 @@ def test_client_error_after_oack_ends_without_answer() -> None:
     assert failed.error_code == 8
 
 
+def _ended_by(options: dict[str, int], code: ErrorCode, *, acked: bool) -> Failed:
+    t = ReadTransfer(BytesSource(b"o" * 3000), rrq(**options), CONFIG, now=0.0)
+    drain(t)
+    if acked:  # ACK 0: DATA 1 goes out
+        t.datagram_received(ack(0), now=0.0)
+        drain(t)
+    t.datagram_received(Error(code=code, message="TFTP Aborted").to_bytes(), now=0.0)
+    (failed,) = drain(t)
+    assert isinstance(failed, Failed)
+    return failed
+
+
+@pytest.mark.parametrize(
+    ("options", "code", "acked", "probe"),
+    [
+        ({"tsize": 0}, ErrorCode.NOT_DEFINED, False, True),  # a PXE ROM's size probe
+        ({"tsize": 0, "blksize": 1468}, ErrorCode.NOT_DEFINED, False, True),
+        ({"tsize": 0}, ErrorCode.OPTION_REFUSED, False, False),  # it refuses our options
+        ({"blksize": 1468}, ErrorCode.NOT_DEFINED, False, False),  # no tsize asked
+        ({"tsize": 0}, ErrorCode.NOT_DEFINED, True, False),  # data was already sent
+    ],
+    ids=["tsize", "tsize-blksize", "option-refused", "no-tsize", "after-data"],
+)
+def test_size_probe(options: dict[str, int], code: ErrorCode, acked: bool, probe: bool) -> None:
+    assert _ended_by(options, code, acked=acked).size_probe is probe
+
+
+def test_our_own_error_is_never_a_size_probe() -> None:
+    t = ReadTransfer(BytesSource(b"o" * 10), rrq(tsize=0), CONFIG, now=0.0)
+    drain(t)
+    for now in (1.0, 3.0, 7.0, 15.0):
+        t.timer_expired(now=now)
+    failed = drain(t)[-1]
+    assert isinstance(failed, Failed) and failed.stats.tsize == 10
+    assert not failed.by_peer and not failed.size_probe
+
+
 def test_unterminated_client_error_still_ends() -> None:
     t = ReadTransfer(BytesSource(b"o" * 10), rrq(), CONFIG, now=0.0)
     drain(t)
