@@ -11,7 +11,7 @@ import contextlib
 import logging
 import signal
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping
 from dataclasses import dataclass
 from ipaddress import IPv4Address
 from pathlib import Path
@@ -371,11 +371,31 @@ async def _run_until(stop: asyncio.Event,
 def _status_board(holder: CatalogHolder, events: EventStore, recorder: EventRecorder,
                   limits: Limits) -> StatusBoard:
     """The web page's live state, its timelines replayed from the stored events."""
-    board = StatusBoard(lambda: {n: r.node.address for n, r in holder.cluster.nodes.items()},
-                        max_streams=limits.status_streams)
+    addresses = _NodeAddresses(holder)
+    board = StatusBoard(lambda: addresses, max_streams=limits.status_streams)
     board.seed(events.recent(STATUS_SEED_EVENTS))
     recorder.listeners.append(board)
     return board
+
+
+class _NodeAddresses(Mapping[str, IPv4Address]):
+    """Each node's address, read through to the current catalog (reloads included). The board
+    asks on every event: a lookup is one node's entry, not a dict rebuilt over every node."""
+
+    def __init__(self, holder: CatalogHolder) -> None:
+        self._holder = holder
+
+    def __getitem__(self, name: str) -> IPv4Address:
+        return self._holder.cluster.nodes[name].node.address
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._holder.cluster.nodes
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._holder.cluster.nodes)
+
+    def __len__(self) -> int:
+        return len(self._holder.cluster.nodes)
 
 
 async def _start_admin(listen: AdminListen, paths: Paths, holder: CatalogHolder,

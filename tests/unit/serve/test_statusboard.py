@@ -3,15 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator, Mapping
 from ipaddress import IPv4Address
+from types import SimpleNamespace
+from typing import Any, cast
 
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
+from oneroot.inventory.events import EventStore
 from oneroot.model.events import BootEvent
+from oneroot.model.limits import DEFAULT_LIMITS
+from oneroot.ops.timeline import Timeline
 from oneroot.serve import statusboard
+from oneroot.serve.app import CatalogHolder, _status_board
+from oneroot.serve.events import EventRecorder
 from oneroot.serve.statusboard import StatusBoard, add_page_routes
+from oneroot.testing.postgres import StoreAt
 
 NODES = {"node01": IPv4Address("10.0.0.11")}
 
@@ -87,3 +96,43 @@ def test_page_is_served_with_a_strict_policy() -> None:
     asyncio.run(run())
 
 
+
+
+class CountingNodes(Mapping[str, Any]):
+    """The catalog's nodes, counting every node entry read."""
+
+    def __init__(self, count: int) -> None:
+        self._nodes = {f"node{n:03d}": SimpleNamespace(node=SimpleNamespace(
+            address=IPv4Address("10.0.0.0") + n)) for n in range(count)}
+        self.reads = 0
+
+    def __getitem__(self, name: str) -> Any:
+        self.reads += 1
+        return self._nodes[name]
+
+    def __iter__(self) -> Iterator[str]:
+        for name in self._nodes:
+            self.reads += 1
+            yield name
+
+    def __len__(self) -> int:
+        return len(self._nodes)
+
+
+def test_an_event_reads_only_its_own_node(store_at: StoreAt) -> None:
+    """The board used to rebuild every node's address on each event: O(N) per event, O(N²)
+    per boot storm. Now an event costs its node's entry; the page's snapshot is unchanged."""
+    nodes = CountingNodes(500)
+    holder = cast(CatalogHolder, SimpleNamespace(cluster=SimpleNamespace(nodes=nodes)))
+    store = EventStore(store_at("events"))
+    recorder = EventRecorder(store, lambda ip: None)
+    b = _status_board(holder, store, recorder, DEFAULT_LIMITS)
+    nodes.reads = 0
+    for n in range(10):
+        b(BootEvent(time=1.0, kind="stage", node=f"node{n:03d}", stage="init"))
+    assert nodes.reads <= 10 * 3
+    snapshot = b.snapshot()["nodes"]
+    assert isinstance(snapshot, list) and len(snapshot) == 500
+    assert snapshot[7]["ip"] == "10.0.0.7" and snapshot[7]["stage"] == "init"
+    assert snapshot[499] == {"node": "node499", "ip": "10.0.1.243", "stage": "never booted",
+                             "time": None, "message": "", "timeline": Timeline().as_json()}
