@@ -22,10 +22,10 @@ from oneroot.inventory import database
 from oneroot.inventory.events import EventStore
 from oneroot.model.events import BOOT_IMAGE, BootEvent
 from oneroot.model.paths import Paths
-from oneroot.ops.image_rollout import observed
 from oneroot.ops.image_versions import add_version_from_tree, pin_group
-from oneroot.ops.pin_history import read_history
+from oneroot.ops.pin_history import history_file, read_history
 from oneroot.ops.rollout import record_pin
+from oneroot.ops.runlevel_watch import observed
 from oneroot.testing.bmc import SimulatedBmc
 from oneroot.testing.ports import free_port
 
@@ -105,18 +105,56 @@ def test_rollback_no_reboot_repins_and_records(home: Path, capsys: pytest.Captur
     assert group_pin(home) == "lab@2"
 
 
-@pytest.mark.parametrize("case", ["no-history", "pinned-by-hand", "unknown-group"])
+@pytest.mark.parametrize("case", ["no-history", "pinned-unrecorded", "unknown-group"])
 def test_rollback_refused(home: Path, capsys: pytest.CaptureFixture[str], case: str) -> None:
     group = "nope" if case == "unknown-group" else "compute"
-    if case == "pinned-by-hand":
+    if case == "pinned-unrecorded":  # e.g. a pin made before hand pins were recorded
         rolled_out(home)
-        ok(home, "group", "set", "compute", "--set", "image=lab@1", capsys=capsys)
+        state = State(paths=Paths(home=home))
+        with state.store() as store:
+            pin_group(store, "compute", "lab@1")
     before = group_pin(home)
     _, err = oneroot(home, capsys, "image", "rollback", group, "--no-reboot", fails=True)
     assert err.count("error:") == 1 and "hint:" in err and "Traceback" not in err
     assert group_pin(home) == before
     assert [r.action for r in read_history(Paths(home=home))] == (
-        ["rollout"] if case == "pinned-by-hand" else [])
+        ["rollout"] if case == "pinned-unrecorded" else [])
+
+
+def test_pins_by_hand_are_recorded_and_rolled_back(
+        home: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """`group set`/`node set` changing `image` append a "pin" record (who, from, to): a
+    rollback after a pin by hand goes back to the version before it, not refused."""
+    rolled_out(home)
+    monkeypatch.setenv("SUDO_USER", "bob")
+    ok(home, "group", "set", "compute", "--set", "image=lab@1", capsys=capsys)
+    ok(home, "group", "set", "compute", "--set", "bmc_user=admin", capsys=capsys)  # no pin
+    ok(home, "node", "set", "node02", "--set", "image=lab@3", capsys=capsys)
+    history = read_history(Paths(home=home))
+    assert [(r.action, r.group, r.node, r.who, r.old, r.new) for r in history[1:]] == [
+        ("pin", "compute", "", "bob", "lab@3", "lab@1"), ("pin", "", "node02", "bob", "", "lab@3")]
+    assert oct(history_file(Paths(home=home)).stat().st_mode & 0o777) == "0o600"
+    doc = json.loads(ok(home, "image", "rollback", "compute", "--no-reboot", "--json",
+                        capsys=capsys))
+    assert (doc["from"], doc["to"]) == ("lab@1", "lab@3") and group_pin(home) == "lab@3"
+    doc = json.loads(ok(home, "image", "rollback", "compute", "--no-reboot", "--json",
+                        capsys=capsys))  # then the rollout's
+    assert (doc["from"], doc["to"]) == ("lab@3", "lab@2") and group_pin(home) == "lab@2"
+    ok(home, "group", "set", "compute", "--unset", "image", capsys=capsys)
+    assert read_history(Paths(home=home))[-1].new == ""
+    ok(home, "image", "rollback", "compute", "--no-reboot", capsys=capsys)
+    assert group_pin(home) == "lab@2"
+
+
+def test_pin_by_hand_refuses_a_symlinked_history(
+        home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    target = tmp_path / "elsewhere"
+    target.write_text("")
+    history_file(Paths(home=home)).symlink_to(target)
+    _, err = oneroot(home, capsys, "group", "set", "compute", "--set", "image=lab@1",
+                     fails=True)
+    assert err.count("error:") == 1 and "not recorded" in err and "hint:" in err
+    assert "internal error" not in err and target.read_text() == ""
 
 
 @pytest.fixture
@@ -135,25 +173,6 @@ def bmcs(home: Path, tmp_path: Path,
 
 def cycles(bmc: SimulatedBmc) -> int:
     return sum(1 for r in bmc.requests() if r.startswith("set") and "power" in r)
-
-
-def test_rollback_reboots_in_batches_and_stops_at_a_failure(
-        home: Path, bmcs: dict[str, SimulatedBmc], capsys: pytest.CaptureFixture[str]) -> None:
-    rolled_out(home)
-    ok(home, "node", "set", "node02", "--set", f"bmc_address=127.0.0.1:{free_port(udp=True)}",
-       capsys=capsys)  # its BMC does not answer
-    out, err = oneroot(home, capsys, "image", "rollback", "compute", "--batch", "1", "--json",
-                       fails=True)
-    assert "error: node02: reboot failed" in err and "hint:" in err
-    doc = json.loads(out)
-    assert doc["to"] == "lab@2" and group_pin(home) == "lab@2"
-    assert doc["nodes"]["node01"] == "rebooted"
-    assert doc["nodes"]["node02"].startswith("reboot failed")
-    assert doc["nodes"]["node03"] == "re-pinned"  # its batch never started
-    assert bmcs["node01"].boot == "pxe"
-    assert cycles(bmcs["node01"]) > 0
-    assert not any(r.startswith("set") for r in bmcs["node03"].requests())
-    assert read_history(Paths(home=home))[-1].nodes == doc["nodes"]
 
 
 class Nodes(threading.Thread):
@@ -198,6 +217,26 @@ def nodes(home: Path, bmcs: dict[str, SimulatedBmc],
     n.join()
 
 
+def test_rollback_reboots_in_batches_and_stops_at_a_failure(
+        home: Path, bmcs: dict[str, SimulatedBmc], nodes: Nodes,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    rolled_out(home)
+    ok(home, "node", "set", "node02", "--set", f"bmc_address=127.0.0.1:{free_port(udp=True)}",
+       capsys=capsys)  # its BMC does not answer
+    out, err = oneroot(home, capsys, "image", "rollback", "compute", "--batch", "1", "--json",
+                       "--timeout", "30", fails=True)
+    assert "error: rollback stopped at node02: its BMC refused" in err and "hint:" in err
+    doc = json.loads(out)
+    assert doc["to"] == "lab@2" and group_pin(home) == "lab@2"
+    assert doc["nodes"]["node01"] == "runlevel on lab@2"
+    assert doc["nodes"]["node02"].startswith("reboot failed")
+    assert doc["nodes"]["node03"] == "re-pinned"  # its batch never started
+    assert bmcs["node01"].boot == "pxe"
+    assert cycles(bmcs["node01"]) > 0
+    assert not any(r.startswith("set") for r in bmcs["node03"].requests())
+    assert read_history(Paths(home=home))[-1].nodes == doc["nodes"]
+
+
 @pytest.mark.parametrize("nodes", [{"node01"}], indirect=True)
 def test_rollout_stops_at_a_canary_that_never_reaches_its_runlevel(
         home: Path, bmcs: dict[str, SimulatedBmc], nodes: Nodes,
@@ -240,7 +279,28 @@ def test_rollout_canary_then_batches_then_rollback(
     assert done.returncode == 0, done.stderr
     doc = json.loads(done.stdout)
     assert doc["to"] == "lab@2" and group_pin(home) == "lab@2"
-    assert set(doc["nodes"].values()) == {"rebooted"}
+    assert set(doc["nodes"].values()) == {"runlevel on lab@2"}
+
+
+@pytest.mark.parametrize("nodes", [{"node02"}], indirect=True)
+def test_rollback_waits_for_each_batch_runlevel(
+        home: Path, bmcs: dict[str, SimulatedBmc], nodes: Nodes,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """node01 reaches its runlevel on lab@2; node02 never does: node03's batch waits and is
+    never cycled, and the failure names node02 and its last stage."""
+    rolled_out(home)
+    out, err = oneroot(home, capsys, "image", "rollback", "compute", "--batch", "1",
+                       "--timeout", "3", "--json", fails=True)
+    assert err.count("error:") == 1 and "hint:" in err
+    assert "rollback stopped at node02" in err and "last stage: power-on" in err
+    doc = json.loads(out)
+    assert doc["failed"]["node"] == "node02" and group_pin(home) == "lab@2"
+    assert doc["nodes"] == {"node01": "runlevel on lab@2",
+                            "node02": "failed at power-on: no runlevel on lab@2 within 3 s",
+                            "node03": "re-pinned"}
+    assert cycles(bmcs["node01"]) > 0 and cycles(bmcs["node02"]) > 0
+    assert not any(r.startswith("set") for r in bmcs["node03"].requests())
+    assert read_history(Paths(home=home))[-1].nodes == doc["nodes"]
 
 
 @pytest.mark.parametrize(("args", "message"), [

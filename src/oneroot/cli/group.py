@@ -7,8 +7,9 @@ from typing import Any
 import click
 
 from oneroot.cli.output import console, emit_json, show_changes, table, value_text
-from oneroot.cli.state import State, json_option, pass_state
+from oneroot.cli.state import State, json_option, operator, pass_state
 from oneroot.ops import inventory as inv_ops
+from oneroot.ops.pin_history import record_hand_pins
 
 
 @click.group()
@@ -76,8 +77,11 @@ def group_show(state: State, name: str, as_json: bool) -> None:
 def group_set(state: State, name: str, sets: tuple[str, ...], unset: tuple[str, ...],
               description: str | None) -> None:
     with state.store() as store:
-        show_changes(inv_ops.set_group(store, name, inv_ops.parse_overrides(sets), unset,
-                                       description))
+        before = store.load()
+        changes = inv_ops.set_group(store, name, inv_ops.parse_overrides(sets), unset,
+                                    description)
+        record_hand_pins(state.paths, before, store.load(), who=operator())
+    show_changes(changes)
 
 
 @group.command("rm")

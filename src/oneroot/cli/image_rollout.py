@@ -3,20 +3,18 @@ onto an image version node by node, and back."""
 
 from __future__ import annotations
 
-import os
-
 import click
 
 from oneroot.cli.output import console, emit_json, plain, table
-from oneroot.cli.state import State, json_option, pass_state
-from oneroot.errors import BmcError, OnerootError
-from oneroot.ops.image_rollout import DEFAULT_TIMEOUT, LAB_TRY, rollout, runlevel_watch
+from oneroot.cli.state import State, json_option, operator, pass_state
+from oneroot.errors import OnerootError
+from oneroot.ops.image_rollout import LAB_TRY, rollout
 from oneroot.ops.rollout import DEFAULT_BATCH, bmc_cycle, rollback
+from oneroot.ops.runlevel_watch import DEFAULT_TIMEOUT, runlevel_watch
 
-
-def operator() -> str:
-    """Who asked: the user behind sudo when there is one."""
-    return os.environ.get("SUDO_USER") or os.environ.get("USER") or "unknown"
+timeout_option = click.option(
+    "--timeout", type=click.FloatRange(min=0), default=DEFAULT_TIMEOUT, show_default=True,
+    help="Seconds a node may take from its power cycle to its runlevel.")
 
 
 @click.command("rollback")
@@ -24,27 +22,32 @@ def operator() -> str:
 @click.option("--no-reboot", is_flag=True, help="Only re-pin: nodes change at their next boot.")
 @click.option("--batch", type=click.IntRange(min=1), default=DEFAULT_BATCH, show_default=True,
               help="Nodes power-cycled at once.")
+@timeout_option
 @json_option
 @pass_state
-def image_rollback(state: State, group: str, no_reboot: bool, batch: int,
+def image_rollback(state: State, group: str, no_reboot: bool, batch: int, timeout: float,
                    as_json: bool) -> None:
-    """Re-pin GROUP to the image version it had before its last rollout, then power-cycle
-    its nodes in batches through their BMCs (--no-reboot: only re-pin)."""
+    """Re-pin GROUP to the image version it had before its last rollout (or pin by hand),
+    then power-cycle its nodes in batches through their BMCs; each batch must reach its
+    runlevel on that version before the next (--no-reboot: only re-pin)."""
     cluster = state.cluster()
     with state.store() as store:
         result = rollback(store, state.paths, cluster, group, who=operator(), batch=batch,
-                          cycle=None if no_reboot else bmc_cycle(state.paths))
+                          cycle=None if no_reboot else bmc_cycle(state.paths),
+                          watch=runlevel_watch(state.paths, timeout=timeout))
     r = result.record
     if as_json:
         emit_json(result.as_json())
     else:
         console.print(plain(f"group {group}: {r.old or '-'} → {r.new or '- (unpinned)'}"))
         table(None, ["node", "outcome"], sorted(r.nodes.items()))
-    if result.failed is not None:
-        raise BmcError(f"{result.failed.node}: reboot failed: {result.failed.error}; the "
-                       "later batches were not rebooted",
-                       hint=result.failed.hint or "fix its BMC, then `oneroot power cycle "
-                                                  "--pxe` the nodes still on the old version")
+    f = result.failed
+    if f is not None:
+        raise OnerootError(
+            f"rollback stopped at {f.node}: {f.reason} (last stage: {f.stage}, runs "
+            f"{f.running}); the later batches were not rebooted",
+            hint=f"the group is pinned to {r.new or 'its defaults'}: fix {f.node}, then "
+                 "`oneroot power cycle --pxe` the nodes still on the old version")
 
 
 @click.command("rollout")
@@ -54,9 +57,7 @@ def image_rollback(state: State, group: str, no_reboot: bool, batch: int,
               help="Nodes rebooted first, alone; they must reach their runlevel on REF.")
 @click.option("--batch", type=click.IntRange(min=1), default=DEFAULT_BATCH, show_default=True,
               help="Nodes power-cycled at once after the canaries.")
-@click.option("--timeout", type=click.FloatRange(min=0), default=DEFAULT_TIMEOUT,
-              show_default=True, help="Seconds a node may take from its power cycle to its "
-                                      "runlevel.")
+@timeout_option
 @json_option
 @pass_state
 def image_rollout(state: State, ref: str, group: str, canary: int, batch: int, timeout: float,

@@ -10,7 +10,7 @@ import click
 
 from oneroot.cli.output import console, emit_json, show_changes, table, value_text
 from oneroot.cli.power import parallel_option, run_power
-from oneroot.cli.state import State, json_option, pass_state
+from oneroot.cli.state import State, json_option, operator, pass_state
 from oneroot.errors import InvalidValue, UsageError
 from oneroot.model.cluster import PROFILE_KEYS, Node, ResolvedNode
 from oneroot.net import MacAddress, parse_ipv4
@@ -18,6 +18,7 @@ from oneroot.ops import boot as boot_ops
 from oneroot.ops import inventory as inv_ops
 from oneroot.ops import leases as lease_ops
 from oneroot.ops.node_removal import NodeDirArchived, NodesRemoved, remove_nodes
+from oneroot.ops.pin_history import record_hand_pins
 from oneroot.ops.power import PowerAction
 
 
@@ -132,10 +133,13 @@ def node_set(state: State, pattern: str, sets: tuple[str, ...], unset: tuple[str
     mac_list = inv_ops.read_macs(macs, None) if macs else None
     group_list = [g.strip() for g in groups.split(",") if g.strip()] if groups else None
     with state.store() as store:
-        show_changes(inv_ops.set_node(
+        before = store.load()
+        changes = inv_ops.set_node(
             store, pattern, overrides=overrides, unset=unset, macs=mac_list,
             address=parse_ipv4(ip) if ip else None, groups=group_list,
-            description=description))
+            description=description)
+        record_hand_pins(state.paths, before, store.load(), who=operator())
+    show_changes(changes)
 
 
 @node.command("rm")

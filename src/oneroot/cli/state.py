@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -41,3 +42,8 @@ class State:
 
 pass_state = click.make_pass_decorator(State)
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+
+
+def operator() -> str:
+    """Who asked: the user behind sudo when there is one."""
+    return os.environ.get("SUDO_USER") or os.environ.get("USER") or "unknown"

@@ -9,88 +9,19 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from oneroot.errors import InvalidValue
-from oneroot.inventory import database
-from oneroot.inventory.events import EventStore, NodeStatus
 from oneroot.inventory.store import InventoryStore
 from oneroot.model.paths import Paths
 from oneroot.model.resolved import ResolvedCluster
 from oneroot.ops.image_versions import pin_group, pin_node, resolve_version
 from oneroot.ops.inventory import commit, get_node
 from oneroot.ops.pin_history import PinRecord, append_record
-from oneroot.ops.rollout import DEFAULT_BATCH, Cycle, group_nodes, plan_batches
+from oneroot.ops.rollout import DEFAULT_BATCH, Cycle, group_nodes, plan_batches, reboot_batch
+from oneroot.ops.runlevel_watch import NodeFailure, Watch
 
-DEFAULT_TIMEOUT = 600.0  # seconds a node may take from its power cycle to its runlevel
-POLL = 1.0
-RUNLEVEL = "runlevel"
 LAB_TRY = "not built yet: the canary is the first real node to boot the version"
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class NodeFailure:
-    node: str
-    stage: str  # the last stage it reported since its reboot ("-": none)
-    running: str  # the version it runs ("-": unknown)
-    reason: str
-
-    def as_json(self) -> dict[str, str]:
-        return dataclasses.asdict(self)
-
-
-Watch = Callable[[Sequence[str], str, float], NodeFailure | None]
-
-
-def observed(paths: Paths) -> tuple[dict[str, NodeStatus], dict[str, str]]:
-    """Each node's last stage, and the version it runs (its last boot file's), in one read."""
-    if not database.exists(paths, paths.events_db):
-        return {}, {}
-    events = EventStore(database.locate(paths, paths.events_db))
-    try:
-        return events.status(), events.booted_images()
-    finally:
-        events.close()
-
-
-def _verdict(node: str, status: NodeStatus | None, running: str, target: str,
-             since: float) -> NodeFailure | bool | None:
-    """True: reached its runlevel on `target`; a failure: reached it on another version;
-    None: not there yet."""
-    if status is None or status.time < since or status.stage != RUNLEVEL:
-        return None
-    if running == target:
-        return True
-    return NodeFailure(node=node, stage=RUNLEVEL, running=running,
-                       reason=f"it reached its runlevel on {running}, not {target}")
-
-
-def runlevel_watch(paths: Paths, *, timeout: float, poll: float = POLL) -> Watch:
-    """Wait until every node named reports `runlevel` (newer than `since`) and runs `target`;
-    the first that does not within `timeout`, or runs another version, is the failure."""
-    def watch(names: Sequence[str], target: str, since: float) -> NodeFailure | None:
-        deadline = time.monotonic() + timeout
-        pending = list(names)
-        while True:
-            status, booted = observed(paths)
-            still = []
-            for n in pending:
-                verdict = _verdict(n, status.get(n), booted.get(n, "-"), target, since)
-                if isinstance(verdict, NodeFailure):
-                    return verdict
-                if verdict is None:
-                    still.append(n)
-            pending = still
-            if not pending:
-                return None
-            if time.monotonic() >= deadline:
-                n, s = pending[0], status.get(pending[0])
-                last = s.stage if s is not None and s.time >= since else "-"
-                return NodeFailure(node=n, stage=last, running=booted.get(n, "-"),
-                                   reason=f"no runlevel on {target} within {timeout:g} s")
-            time.sleep(poll)
-    return watch
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -150,7 +81,8 @@ def rollout(store: InventoryStore, paths: Paths, cluster: ResolvedCluster, ref: 
             pinned = True
             for n, was in canaries.items():  # the group's pin carries them now
                 restore_node_pin(store, n, was)
-        failed = _reboot(cluster, names, target, cycle, watch, outcome)
+        failed = reboot_batch(cluster, {n: target for n in names}, cycle, watch, outcome,
+                              stopped="the rollout stopped")
         if failed is not None:
             break
     if failed is not None and not pinned:
@@ -165,20 +97,3 @@ def rollout(store: InventoryStore, paths: Paths, cluster: ResolvedCluster, ref: 
                        who=who, when=time.time(), old=old, new=target, nodes=outcome)
     append_record(paths, record)
     return RolloutResult(record=record, batches=batches, failed=failed)
-
-
-def _reboot(cluster: ResolvedCluster, names: list[str], target: str, cycle: Cycle,
-            watch: Watch, outcome: dict[str, str]) -> NodeFailure | None:
-    since = time.time()
-    for r in cycle(cluster, tuple(names)):
-        outcome[r.node] = "rebooting" if r.ok else f"reboot failed: {r.error}"
-        if not r.ok:
-            return NodeFailure(node=r.node, stage="power", running="-",
-                               reason=f"its BMC refused the power cycle: {r.error}")
-    failed = watch(names, target, since)
-    for n in names:
-        outcome[n] = (f"runlevel on {target}" if failed is None
-                      else "rebooted, not confirmed (the rollout stopped)")
-    if failed is not None:
-        outcome[failed.node] = f"failed at {failed.stage}: {failed.reason}"
-    return failed

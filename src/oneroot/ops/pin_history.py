@@ -1,5 +1,6 @@
-"""The history of a group's image pins made by `image rollout`/`image rollback`: who, when,
-from which value to which, and each node's outcome. An append-only JSON-lines file in
+"""The history of image pins, made by `image rollout`/`image rollback` or by hand (`group
+set`/`node set` changing `image`): who, when, from which value to which, and each node's
+outcome. An append-only JSON-lines file in
 oneroot's home, each record written whole and fsynced, so a crash loses at most the record
 being written and never an earlier one."""
 
@@ -7,11 +8,13 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from oneroot.errors import InvalidValue
+from oneroot.model.inventory import Inventory
 from oneroot.model.paths import Paths
 
 MAX_HISTORY_BYTES = 16 * 1024 * 1024  # a bigger file is not ours: refuse to read it whole
@@ -19,17 +22,20 @@ MAX_HISTORY_BYTES = 16 * 1024 * 1024  # a bigger file is not ours: refuse to rea
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PinRecord:
-    group: str
+    group: str  # "" for a node's own pin
     action: str  # "rollout" | "rollout-stopped" (before the group was pinned) | "rollback"
+    # | "pin" (by hand)
     who: str
     when: float
     old: str  # the group's pin before ("" = it set none)
     new: str
     nodes: Mapping[str, str] = field(default_factory=dict)  # node → outcome
+    node: str = ""  # a node's own pin (`node set NODE --set image=…`): group is ""
 
     def as_json(self) -> dict[str, object]:
         return {"group": self.group, "action": self.action, "who": self.who,
-                "when": self.when, "from": self.old, "to": self.new, "nodes": dict(self.nodes)}
+                "when": self.when, "from": self.old, "to": self.new, "nodes": dict(self.nodes),
+                **({"node": self.node} if self.node else {})}
 
     @classmethod
     def from_json(cls, d: Mapping[str, object]) -> PinRecord:
@@ -37,7 +43,8 @@ class PinRecord:
         return cls(group=str(d["group"]), action=str(d["action"]), who=str(d.get("who", "")),
                    when=float(d.get("when", 0.0)),  # type: ignore[arg-type]
                    old=str(d.get("from", "")), new=str(d["to"]),
-                   nodes={str(k): str(v) for k, v in dict(nodes).items()})  # type: ignore[call-overload]
+                   nodes={str(k): str(v) for k, v in dict(nodes).items()},  # type: ignore[call-overload]
+                   node=str(d.get("node", "")))
 
 
 def history_file(paths: Paths) -> Path:
@@ -87,16 +94,43 @@ def read_history(paths: Paths) -> list[PinRecord]:
 def previous_pin(records: Iterable[PinRecord], group: str) -> tuple[str, str] | None:
     """(the pin a rollback of `group` returns to ("": none, it follows its defaults), the pin
     it undoes), or None when there is nothing to return to.
-    Rollouts push, rollbacks pop: two rollbacks go back two rollouts."""
+    Rollouts and pins by hand push, rollbacks pop: two rollbacks go back two of them."""
     stack: list[PinRecord] = []
     for r in records:
-        if r.group != group:
+        if r.group != group or r.node:
             continue
         if r.action == "rollback":
             if stack:
                 stack.pop()
-        elif r.action == "rollout":  # a "rollout-stopped" never pinned the group
+        elif r.action in ("rollout", "pin"):  # a "rollout-stopped" never pinned the group
             stack.append(r)
     if not stack:
         return None
     return stack[-1].old, stack[-1].new
+
+
+def record_hand_pins(paths: Paths, before: Inventory, after: Inventory, *,
+                     who: str) -> list[PinRecord]:
+    """One "pin" record per group and node whose `image` differs from `before` to `after`
+    (a `group set`/`node set` made by hand), appended to the history."""
+    def image(values: Mapping[str, object]) -> str:
+        return str(values.get("image", ""))
+
+    records = [PinRecord(group=name, action="pin", who=who, when=time.time(),
+                         old=image(before.groups[name].values), new=image(g.values))
+               for name, g in sorted(after.groups.items())
+               if name in before.groups and image(before.groups[name].values) != image(g.values)]
+    records += [PinRecord(group="", node=name, action="pin", who=who, when=time.time(),
+                          old=image(before.nodes[name].overrides), new=image(n.overrides))
+                for name, n in sorted(after.nodes.items())
+                if name in before.nodes
+                and image(before.nodes[name].overrides) != image(n.overrides)]
+    try:
+        for r in records:
+            append_record(paths, r)
+    except OSError as exc:  # a symlink planted there (no-follow), a full disk…
+        raise InvalidValue(f"the image pin is made but not recorded in "
+                           f"{history_file(paths)}: {exc.strerror or exc}",
+                           hint="move that file aside (it must be a regular file); a later "
+                                "`image rollback` refuses an unrecorded pin") from exc
+    return records

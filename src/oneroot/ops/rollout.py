@@ -1,5 +1,6 @@
-"""`image rollback` (and the batch planning `image rollout` shares): re-pin a group, record
-it in the pin history, and power-cycle its nodes batch by batch through their BMCs."""
+"""`image rollback` (and the batch planning and rebooting `image rollout` shares): re-pin a
+group, record it in the pin history, and power-cycle its nodes batch by batch through their
+BMCs, each batch reaching its runlevel on the version it was moved to before the next one."""
 
 from __future__ import annotations
 
@@ -11,12 +12,13 @@ from dataclasses import dataclass
 from oneroot.errors import ConfigError, InvalidValue
 from oneroot.inventory.store import InventoryStore
 from oneroot.model.paths import Paths
-from oneroot.model.resolved import ResolvedCluster
+from oneroot.model.resolved import ResolvedCluster, resolve_cluster
 from oneroot.ops import power as power_ops
 from oneroot.ops.image_versions import pin_group
 from oneroot.ops.inventory import commit, get_group
 from oneroot.ops.pin_history import PinRecord, append_record, previous_pin, read_history
 from oneroot.ops.power import PowerAction, PowerResult
+from oneroot.ops.runlevel_watch import NodeFailure, Watch
 
 DEFAULT_BATCH = 8
 Cycle = Callable[[ResolvedCluster, tuple[str, ...]], list[PowerResult]]
@@ -54,7 +56,7 @@ def bmc_cycle(paths: Paths) -> Cycle:
 class RollbackResult:
     record: PinRecord
     batches: list[list[str]]
-    failed: PowerResult | None = None  # the first node whose reboot failed: the rest wait
+    failed: NodeFailure | None = None  # the first node whose reboot failed: the rest wait
 
     def as_json(self) -> dict[str, object]:
         return {**self.record.as_json(), "batches": self.batches,
@@ -62,9 +64,11 @@ class RollbackResult:
 
 
 def rollback(store: InventoryStore, paths: Paths, cluster: ResolvedCluster, group: str, *,
-             who: str, batch: int = DEFAULT_BATCH, cycle: Cycle | None = None) -> RollbackResult:
-    """Re-pin `group` to its pin before the last rollout; `cycle` (None: only re-pin)
-    reboots its nodes batch by batch, stopping at the first batch with a failure."""
+             who: str, batch: int = DEFAULT_BATCH, cycle: Cycle | None = None,
+             watch: Watch | None = None) -> RollbackResult:
+    """Re-pin `group` to its pin before its last rollout (or pin by hand); `cycle` (None:
+    only re-pin) reboots its nodes batch by batch, and `watch` waits for each batch's
+    runlevel on the version it was rolled back to; stops at the first node that fails."""
     nodes = group_nodes(cluster, group)
     batches = plan_batches(nodes, batch=batch)
     previous = previous_pin(read_history(paths), group)
@@ -75,23 +79,50 @@ def rollback(store: InventoryStore, paths: Paths, cluster: ResolvedCluster, grou
     target, undone = previous
     if current != undone:
         raise InvalidValue(f"group {group} is pinned to {current or 'nothing'}, not {undone} "
-                           "as its last rollout left it",
+                           "as its last recorded pin left it",
                            hint=f"pin it by hand: `oneroot group set {group} --set "
                                 f"image={target}`")
     old = pin_group(store, group, target) if target else unpin_group(store, group)
     outcome = {n: "re-pinned" for n in nodes}
     failed = None
-    for names in batches if cycle is not None else []:
-        results = cycle(cluster, tuple(names))  # type: ignore[misc]
-        for r in results:
-            outcome[r.node] = "rebooted" if r.ok else f"reboot failed: {r.error}"
-        failed = next(power_ops.failures(results), None)
-        if failed is not None:
-            break
+    if cycle is not None:
+        resolved = resolve_cluster(store.load())  # what each node boots now
+        for names in batches:
+            targets = {n: resolved.nodes[n].image.ref for n in names}
+            failed = reboot_batch(cluster, targets, cycle, watch, outcome,
+                                  stopped="the rollback stopped")
+            if failed is not None:
+                break
     record = PinRecord(group=group, action="rollback", who=who, when=time.time(), old=old,
                        new=target, nodes=outcome)
     append_record(paths, record)
     return RollbackResult(record=record, batches=batches, failed=failed)
+
+
+def reboot_batch(cluster: ResolvedCluster, targets: dict[str, str], cycle: Cycle,
+                 watch: Watch | None, outcome: dict[str, str], *,
+                 stopped: str) -> NodeFailure | None:
+    """Power-cycle the nodes of `targets` at once, then (with `watch`) wait until each reports
+    its runlevel on its target version. The first failure, with `outcome` filled in."""
+    since = time.time()
+    for r in cycle(cluster, tuple(targets)):
+        outcome[r.node] = "rebooted" if r.ok else f"reboot failed: {r.error}"
+        if not r.ok:
+            return NodeFailure(node=r.node, stage="power", running="-",
+                               reason=f"its BMC refused the power cycle: {r.error}")
+    if watch is None:
+        return None
+    failed = None
+    for target in dict.fromkeys(targets.values()):  # one wait per version, in order
+        failed = watch([n for n, t in targets.items() if t == target], target, since)
+        if failed is not None:
+            break
+    for n, target in targets.items():
+        outcome[n] = (f"runlevel on {target}" if failed is None
+                      else f"rebooted, not confirmed ({stopped})")
+    if failed is not None:
+        outcome[failed.node] = f"failed at {failed.stage}: {failed.reason}"
+    return failed
 
 
 def unpin_group(store: InventoryStore, group: str) -> str:

@@ -98,3 +98,15 @@ def test_previous_pin_pops_rollouts() -> None:
     assert previous_pin(history, "compute") is None
     assert previous_pin(history, "nothing") is None
     assert previous_pin([_rec("rollout", "", "lab@2")], "compute") == ("", "lab@2")
+
+
+def test_previous_pin_counts_pins_by_hand_not_node_pins() -> None:
+    """A pin made by hand is undone by the next rollback like a rollout; a node's own pin
+    (group "") never moves its groups."""
+    history = [_rec("rollout", "lab@2", "lab@3"), _rec("pin", "lab@3", "lab@1"),
+               PinRecord(group="", node="n1", action="pin", who="bob", when=2.0, old="",
+                         new="lab@7")]
+    assert previous_pin(history, "compute") == ("lab@3", "lab@1")
+    history.append(_rec("rollback", "lab@1", "lab@3"))
+    assert previous_pin(history, "compute") == ("lab@2", "lab@3")
+    assert previous_pin(history, "") is None

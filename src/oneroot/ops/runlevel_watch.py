@@ -1,0 +1,82 @@
+"""Waiting for rebooted nodes: each must report its `runlevel` stage after its power cycle,
+on the version it was moved to (what `oneroot serve` recorded its boot file naming). Shared by
+`image rollout` and `image rollback`."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from oneroot.inventory import database
+from oneroot.inventory.events import EventStore, NodeStatus
+from oneroot.model.paths import Paths
+
+DEFAULT_TIMEOUT = 600.0  # seconds a node may take from its power cycle to its runlevel
+POLL = 1.0
+RUNLEVEL = "runlevel"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NodeFailure:
+    node: str
+    stage: str  # the last stage it reported since its reboot ("-": none)
+    running: str  # the version it runs ("-": unknown)
+    reason: str
+
+    def as_json(self) -> dict[str, str]:
+        return dataclasses.asdict(self)
+
+
+Watch = Callable[[Sequence[str], str, float], NodeFailure | None]
+
+
+def observed(paths: Paths) -> tuple[dict[str, NodeStatus], dict[str, str]]:
+    """Each node's last stage, and the version it runs (its last boot file's), in one read."""
+    if not database.exists(paths, paths.events_db):
+        return {}, {}
+    events = EventStore(database.locate(paths, paths.events_db))
+    try:
+        return events.status(), events.booted_images()
+    finally:
+        events.close()
+
+
+def _verdict(node: str, status: NodeStatus | None, running: str, target: str,
+             since: float) -> NodeFailure | bool | None:
+    """True: reached its runlevel on `target`; a failure: reached it on another version;
+    None: not there yet."""
+    if status is None or status.time < since or status.stage != RUNLEVEL:
+        return None
+    if running == target:
+        return True
+    return NodeFailure(node=node, stage=RUNLEVEL, running=running,
+                       reason=f"it reached its runlevel on {running}, not {target}")
+
+
+def runlevel_watch(paths: Paths, *, timeout: float, poll: float = POLL) -> Watch:
+    """Wait until every node named reports `runlevel` (newer than `since`) and runs `target`;
+    the first that does not within `timeout`, or runs another version, is the failure."""
+    def watch(names: Sequence[str], target: str, since: float) -> NodeFailure | None:
+        deadline = time.monotonic() + timeout
+        pending = list(names)
+        while True:
+            status, booted = observed(paths)
+            still = []
+            for n in pending:
+                verdict = _verdict(n, status.get(n), booted.get(n, "-"), target, since)
+                if isinstance(verdict, NodeFailure):
+                    return verdict
+                if verdict is None:
+                    still.append(n)
+            pending = still
+            if not pending:
+                return None
+            if time.monotonic() >= deadline:
+                n, s = pending[0], status.get(pending[0])
+                last = s.stage if s is not None and s.time >= since else "-"
+                return NodeFailure(node=n, stage=last, running=booted.get(n, "-"),
+                                   reason=f"no runlevel on {target} within {timeout:g} s")
+            time.sleep(poll)
+    return watch
