@@ -373,6 +373,12 @@ def test_server_busy_leaves_the_request_for_the_clients_retry(root: Path) -> Non
             if block < 3:
                 assert parse_packet(first.receive() or b"") == Data(block=block + 1,
                                                                      data=b"s" * 512 * (2 - block))
+        # The first session ends on the loop after its last ACK (a lock-step thread hands it
+        # back): the ROM's next retransmission comes later than that, seconds on real hardware.
+        deadline = time.monotonic() + 5.0
+        while srv.service.stats.active and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert srv.service.stats.active == 0
         second.send_request(rrq("slow.bin"))  # its ROM's retransmission
         served = parse_packet(second.receive() or b"")
         assert isinstance(served, Data) and served.block == 1
