@@ -98,16 +98,19 @@ def test_rollback_no_reboot_repins_and_records(home: Path, capsys: pytest.Captur
     assert group_pin(home) == "lab@2"
     history = read_history(Paths(home=home))
     assert [(r.action, r.old, r.new) for r in history] == [
-        ("rollout", "lab@2", "lab@3"), ("rollback", "lab@3", "lab@2")]
-    # the one rollout is undone: nothing further back to return to
+        ("pin", "", "lab@2"), ("rollout", "lab@2", "lab@3"), ("rollback", "lab@3", "lab@2")]
+    # the rollout is undone; then the pin `group add` made: the group follows its defaults
+    ok(home, "image", "rollback", "compute", "--no-reboot", capsys=capsys)
+    assert group_pin(home) is None
     _, err = oneroot(home, capsys, "image", "rollback", "compute", "--no-reboot", fails=True)
     assert "error: group compute has no previous image version" in err and "hint:" in err
-    assert group_pin(home) == "lab@2"
+    assert group_pin(home) is None
 
 
 @pytest.mark.parametrize("case", ["no-history", "pinned-unrecorded", "unknown-group"])
 def test_rollback_refused(home: Path, capsys: pytest.CaptureFixture[str], case: str) -> None:
-    group = "nope" if case == "unknown-group" else "compute"
+    group = {"unknown-group": "nope", "no-history": "other"}.get(case, "compute")
+    ok(home, "group", "add", "other", capsys=capsys)  # no image: nothing recorded
     if case == "pinned-unrecorded":  # e.g. a pin made before hand pins were recorded
         rolled_out(home)
         state = State(paths=Paths(home=home))
@@ -118,7 +121,7 @@ def test_rollback_refused(home: Path, capsys: pytest.CaptureFixture[str], case: 
     assert err.count("error:") == 1 and "hint:" in err and "Traceback" not in err
     assert group_pin(home) == before
     assert [r.action for r in read_history(Paths(home=home))] == (
-        ["rollout"] if case == "pinned-unrecorded" else [])
+        ["pin", "rollout"] if case == "pinned-unrecorded" else ["pin"])
 
 
 def test_pins_by_hand_are_recorded_and_rolled_back(
@@ -131,7 +134,7 @@ def test_pins_by_hand_are_recorded_and_rolled_back(
     ok(home, "group", "set", "compute", "--set", "bmc_user=admin", capsys=capsys)  # no pin
     ok(home, "node", "set", "node02", "--set", "image=lab@3", capsys=capsys)
     history = read_history(Paths(home=home))
-    assert [(r.action, r.group, r.node, r.who, r.old, r.new) for r in history[1:]] == [
+    assert [(r.action, r.group, r.node, r.who, r.old, r.new) for r in history[2:]] == [
         ("pin", "compute", "", "bob", "lab@3", "lab@1"), ("pin", "", "node02", "bob", "", "lab@3")]
     assert oct(history_file(Paths(home=home)).stat().st_mode & 0o777) == "0o600"
     doc = json.loads(ok(home, "image", "rollback", "compute", "--no-reboot", "--json",
@@ -150,6 +153,7 @@ def test_pin_by_hand_refuses_a_symlinked_history(
         home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     target = tmp_path / "elsewhere"
     target.write_text("")
+    history_file(Paths(home=home)).unlink()  # the fixture's `group add` pin made it
     history_file(Paths(home=home)).symlink_to(target)
     _, err = oneroot(home, capsys, "group", "set", "compute", "--set", "image=lab@1",
                      fails=True)
@@ -255,8 +259,10 @@ def test_rollout_stops_at_a_canary_that_never_reaches_its_runlevel(
     assert group_pin(home) == "lab@2"  # nothing else re-pinned
     assert "image" not in inv.nodes["node01"].overrides  # the canary's pin undone
     assert read_history(Paths(home=home))[-1].action == "rollout-stopped"
-    _, err = oneroot(home, capsys, "image", "rollback", "compute", "--no-reboot", fails=True)
-    assert "no previous image version" in err
+    # the stopped rollout pinned nothing: a rollback undoes the fixture's `group add` pin
+    doc = json.loads(ok(home, "image", "rollback", "compute", "--no-reboot", "--json",
+                        capsys=capsys))
+    assert (doc["from"], doc["to"]) == ("lab@2", "")
 
 
 def test_rollout_canary_then_batches_then_rollback(
@@ -314,7 +320,7 @@ def test_rollout_refused(home: Path, capsys: pytest.CaptureFixture[str], args: l
     _, err = oneroot(home, capsys, "image", "rollout", *args, "--to", "compute", fails=True)
     assert err.count("error:") == 1 and "hint:" in err and message in err, err
     assert group_pin(home) == "lab@2"
-    assert read_history(Paths(home=home)) == []
+    assert [r.action for r in read_history(Paths(home=home))] == ["pin"]  # the fixture's
     inv = State(paths=Paths(home=home)).load()
     assert not any("image" in n.overrides for n in inv.nodes.values())
 
@@ -327,3 +333,29 @@ def test_rollback_to_no_pin_unpins(home: Path, capsys: pytest.CaptureFixture[str
                         capsys=capsys))
     assert (doc["from"], doc["to"]) == ("lab@3", "")
     assert group_pin(home) is None
+
+
+def test_pins_made_by_add_and_apply_are_recorded(
+        home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """`group add`, `node add` and `inventory apply` pin like `group set`: each image they
+    set (or change) is a "pin" record, so a rollback after one goes back to what was before."""
+    monkeypatch.setenv("SUDO_USER", "carol")
+    ok(home, "group", "add", "gpu", "--set", "image=lab@3", capsys=capsys)
+    ok(home, "node", "add", "node04", "--mac", "52:54:00:00:00:04", "--ip", "10.0.0.14",
+       "--group", "gpu", "--set", "image=lab@1", capsys=capsys)
+    ok(home, "node", "add", "node05", "--mac", "52:54:00:00:00:05", "--ip", "10.0.0.15",
+       "--group", "gpu", "--dry-run", "--set", "image=lab@1", capsys=capsys)
+    exported = tmp_path / "inventory.yaml"
+    ok(home, "inventory", "export", "-o", str(exported), capsys=capsys)
+    exported.write_text(exported.read_text().replace("image: lab@3", "image: lab@2"))
+    ok(home, "inventory", "apply", str(exported), capsys=capsys)
+    assert State(paths=Paths(home=home)).load().groups["gpu"].values["image"] == "lab@2"
+    history = read_history(Paths(home=home))
+    assert [(r.action, r.group, r.node, r.who, r.old, r.new) for r in history
+            if r.who == "carol"] == [
+        ("pin", "gpu", "", "carol", "", "lab@3"), ("pin", "", "node04", "carol", "", "lab@1"),
+        ("pin", "gpu", "", "carol", "lab@3", "lab@2")]
+    doc = json.loads(ok(home, "image", "rollback", "gpu", "--no-reboot", "--json",
+                        capsys=capsys))
+    assert (doc["from"], doc["to"]) == ("lab@2", "lab@3")

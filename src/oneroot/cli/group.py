@@ -24,7 +24,10 @@ def group() -> None:
 @pass_state
 def group_add(state: State, name: str, sets: tuple[str, ...], description: str) -> None:
     with state.store() as store:
-        show_changes(inv_ops.add_group(store, name, inv_ops.parse_overrides(sets), description))
+        before = store.load()
+        changes = inv_ops.add_group(store, name, inv_ops.parse_overrides(sets), description)
+        record_hand_pins(state.paths, before, store.load(), who=operator())
+    show_changes(changes)
 
 
 @group.command("list")

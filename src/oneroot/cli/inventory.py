@@ -8,12 +8,13 @@ from pathlib import Path
 import click
 
 from oneroot.cli.output import console, show_changes
-from oneroot.cli.state import State, pass_state
+from oneroot.cli.state import State, operator, pass_state
 from oneroot.errors import UsageError
 from oneroot.fsutil import write_atomic
 from oneroot.inventory.yamlform import from_yaml, to_yaml
 from oneroot.ops import inventory as inv_ops
 from oneroot.ops.image_versions import with_stored_versions
+from oneroot.ops.pin_history import record_hand_pins
 
 
 @click.group()
@@ -45,6 +46,9 @@ def inventory_apply(state: State, file: Path, dry_run: bool) -> None:
         raise UsageError(f"cannot read {file}: {exc.strerror}") from None
     new = from_yaml(text, source=str(file))
     with state.store() as store:
-        new = with_stored_versions(store.load(), new)
+        before = store.load()
+        new = with_stored_versions(before, new)
         changes = inv_ops.commit(store, new, dry_run=dry_run)
+        if not dry_run:
+            record_hand_pins(state.paths, before, store.load(), who=operator())
     show_changes(changes, applied=not dry_run)

@@ -58,9 +58,12 @@ def node_add(state: State, names: str | None, macs: tuple[str, ...], macs_file: 
         overrides["ephemeral"] = True
     ip = parse_ipv4(start_ip, what="start address") if start_ip else None
     with state.store() as store:
+        before = store.load()
         changes = inv_ops.add_nodes(store, names=names, macs=mac_list, start_ip=ip,
                                     groups=groups, overrides=overrides,
                                     description=description, dry_run=dry_run)
+        if not dry_run:
+            record_hand_pins(state.paths, before, store.load(), who=operator())
     show_changes(changes, applied=not dry_run)
     if from_unknown and not dry_run:
         lease_ops.forget_unknown(state.paths, mac_list[0])

@@ -112,19 +112,28 @@ def previous_pin(records: Iterable[PinRecord], group: str) -> tuple[str, str] | 
 def record_hand_pins(paths: Paths, before: Inventory, after: Inventory, *,
                      who: str) -> list[PinRecord]:
     """One "pin" record per group and node whose `image` differs from `before` to `after`
-    (a `group set`/`node set` made by hand), appended to the history."""
-    def image(values: Mapping[str, object]) -> str:
-        return str(values.get("image", ""))
+    (a `group set`/`node set` made by hand; a `group add`/`node add` or an `inventory apply`
+    that adds one with an image: from "", no pin), appended to the history. A group or node
+    removed is not a pin."""
+    def image(values: Mapping[str, object] | None) -> str:
+        return str(values.get("image", "")) if values is not None else ""
+
+    def group_values(name: str) -> Mapping[str, object] | None:
+        g = before.groups.get(name)
+        return g.values if g is not None else None
+
+    def node_values(name: str) -> Mapping[str, object] | None:
+        n = before.nodes.get(name)
+        return n.overrides if n is not None else None
 
     records = [PinRecord(group=name, action="pin", who=who, when=time.time(),
-                         old=image(before.groups[name].values), new=image(g.values))
+                         old=image(group_values(name)), new=image(g.values))
                for name, g in sorted(after.groups.items())
-               if name in before.groups and image(before.groups[name].values) != image(g.values)]
+               if image(group_values(name)) != image(g.values)]
     records += [PinRecord(group="", node=name, action="pin", who=who, when=time.time(),
-                          old=image(before.nodes[name].overrides), new=image(n.overrides))
+                          old=image(node_values(name)), new=image(n.overrides))
                 for name, n in sorted(after.nodes.items())
-                if name in before.nodes
-                and image(before.nodes[name].overrides) != image(n.overrides)]
+                if image(node_values(name)) != image(n.overrides)]
     try:
         for r in records:
             append_record(paths, r)
