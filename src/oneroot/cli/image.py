@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from oneroot.cli.image_block import image_block
 from oneroot.cli.image_import import image_import
 from oneroot.cli.image_rollout import image_rollback, image_rollout
 from oneroot.cli.image_versions import image_diff, image_gc, image_versions
@@ -176,3 +177,4 @@ image.add_command(image_gc)
 image.add_command(image_rollback)
 image.add_command(image_rollout)
 image.add_command(image_import)
+image.add_command(image_block)

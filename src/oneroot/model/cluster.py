@@ -73,6 +73,8 @@ class Settings:
     state_dir: PurePosixPath = PurePosixPath("/var/state/systems")
     group_dir: PurePosixPath = PurePosixPath("/var/state/groups")
     boot_dir: PurePosixPath = PurePosixPath("/var/lib/oneroot/boot")
+    # union=block: each image version's EROFS file (`NAME@N.erofs`), exported read-only.
+    block_dir: PurePosixPath = PurePosixPath("/var/lib/oneroot/blocks")
     http_port: int = 8080
     nfs_server: NfsServerKind = NfsServerKind.GANESHA
     lease_time: int = 86400

@@ -101,7 +101,8 @@ def _parse_setting(key: str, raw: Any) -> Any:
         return tuple(parse_ipv4(str(v), what="DNS server") for v in items)
     if key == "cephfs_mount" and raw in (None, "", "none"):
         return None
-    if key in ("image_root", "state_dir", "group_dir", "boot_dir", "cephfs_mount", "ceph_conf"):
+    if key in ("image_root", "state_dir", "group_dir", "boot_dir", "block_dir",
+               "cephfs_mount", "ceph_conf"):
         path = PurePosixPath(str(raw))
         if not path.is_absolute() or ".." in path.parts:
             raise InvalidValue(f"{key} {raw!r} must be an absolute path",

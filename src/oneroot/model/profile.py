@@ -24,6 +24,7 @@ class UnionMode(enum.StrEnum):
 
     CLIENT = "client"  # by its initramfs (the seed's way)
     SERVER = "server"  # by the server, which exports the merged tree
+    BLOCK = "block"  # by the node over local loop devices: the image's EROFS, its ext4 top
 
 
 class BiosLoader(enum.StrEnum):
@@ -73,7 +74,10 @@ class Profile:
     nfs_options: str = field(default="", metadata=_doc(
         "NFS mount options for every layer, e.g. vers=4.2"))
     union: UnionMode = field(default=UnionMode.CLIENT, metadata=_doc(
-        "where layers are unioned: client (node-side, the seed's way) or server"))
+        "where layers are unioned: client (node-side, the seed's way), server, or block "
+        "(the node loop-mounts the image's EROFS file and its own ext4 file)"))
+    block_top_size: str = field(default="2G", metadata=_doc(
+        "union=block: size of the node's writable ext4 file (sparse), e.g. 4G"))
     bios_loader: BiosLoader = field(default=BiosLoader.IPXE, metadata=_doc(
         "boot loader for BIOS PXE: ipxe (undionly.kpxe) or pxelinux (pxelinux.0)"))
     uefi_loader: UefiLoader = field(default=UefiLoader.IPXE, metadata=_doc(
@@ -103,6 +107,15 @@ class Profile:
     def server_union(self) -> bool:
         """The node's layers are unioned on the server (`union=server`), not by its initramfs."""
         return self.union is UnionMode.SERVER
+
+    @property
+    def block_union(self) -> bool:
+        """The node boots its image's EROFS file with its own ext4 file on top."""
+        return self.union is UnionMode.BLOCK
+
+    @property
+    def block_top_bytes(self) -> int:
+        return parse_size(self.block_top_size)
 
     @property
     def layer_quota_bytes(self) -> int | None:
@@ -173,7 +186,7 @@ def check_profile_value(key: str, value: Any) -> ProfileValue:
         check_name("runlevel", text)
     if key == "image":
         parse_image_ref(text)
-    if key == "layer_quota" and text:
+    if key in ("layer_quota", "block_top_size") and text:
         parse_size(text)
     if key == "bmc_address" and text:
         split_bmc_address(text, default_port=623)

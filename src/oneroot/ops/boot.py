@@ -6,6 +6,7 @@ from pathlib import PurePosixPath
 
 from oneroot.model.cluster import ResolvedNode, Settings
 from oneroot.model.resolved import ResolvedCluster
+from oneroot.ops.image_block import block_file, top_file
 from oneroot.rootspec import Mode, NfsLayer, RootSpec, TmpfsLayer, format_spec, parse
 
 
@@ -20,12 +21,21 @@ def node_root_spec(cluster: ResolvedCluster, r: ResolvedNode) -> RootSpec:
 
     The node's own directory is the rw top (the seed's line), or ro under a tmpfs when the
     node is ephemeral (the seed's `;ro;tmpfs`). A server-side union node mounts one layer,
-    the merged tree the server exports to it (ro under a tmpfs when ephemeral).
+    the merged tree the server exports to it (ro under a tmpfs when ephemeral). A
+    `union=block` node loop-mounts its image version's EROFS file and its own ext4 file (a
+    tmpfs when ephemeral); extra and group layers are not part of it.
     """
     s = cluster.settings
     p = r.profile
     server = str(s.server_address)
     options = p.nfs_option_list
+    if p.block_union:
+        erofs = NfsLayer(server=server, path=block_file(s, r.image), mode=Mode.RO,
+                         options=("loop=erofs", *options))
+        top: NfsLayer | TmpfsLayer = TmpfsLayer() if p.ephemeral else NfsLayer(
+            server=server, path=top_file(s, r.name), mode=Mode.RW,
+            options=("loop=ext4", *options))
+        return RootSpec(layers=(erofs, top))
     if p.server_union:
         merged = NfsLayer(server=server, path=union_merged_dir(s, r.name),
                           mode=Mode.RO if p.ephemeral else Mode.RW, options=options)

@@ -17,6 +17,7 @@ from oneroot.model.profile import BiosLoader, UefiLoader
 from oneroot.model.resolved import ResolvedCluster
 from oneroot.net import MacAddress
 from oneroot.ops.boot import root_spec_text, union_merged_dir
+from oneroot.ops.image_block import block_images
 from oneroot.proto.dhcp import NodeBoot
 from oneroot.render.boot import (
     grub_filename,
@@ -40,6 +41,8 @@ from oneroot.render.context import (
 BIOS_FILES = {BiosLoader.IPXE: "undionly.kpxe", BiosLoader.PXELINUX: "pxelinux.0"}
 UEFI_FILES = {UefiLoader.IPXE: "ipxe.efi", UefiLoader.SNPONLY: "snponly.efi"}
 REPORT_PATH = "/api/v1/report"
+# union=block: the EROFS files' directory (`settings.block_dir`), one read-only export.
+BLOCKS_KEY = "blocks:block_dir"
 DEFAULT_SERIAL = SerialConsole()
 
 
@@ -136,7 +139,8 @@ class BootCatalog:
         c = self.cluster
         versions = [f"image:{export_name(i, v.number)}" for i in c.images.values()
                     for v in i.all_versions()]
-        return (versions + [f"node:{n}" for n in c.inventory.nodes]
+        blocks = [BLOCKS_KEY] if block_images(c) else []
+        return (versions + blocks + [f"node:{n}" for n in c.inventory.nodes]
                 + [f"group:{n}" for n in c.groups if n in c.layer_groups])
 
     # -- per node --------------------------------------------------------------------------
@@ -228,6 +232,9 @@ class BootCatalog:
                         export_id=self.export_ids[f"image:{export_name(img, img.version)}"])
             for img in self.exported_versions(running)
         )
+        if BLOCKS_KEY in self.export_ids and block_images(c):
+            images += (ImageExport(name="blocks", path=s.block_dir, block=True,
+                                   export_id=self.export_ids[BLOCKS_KEY]),)
         nodes = tuple(
             ClusterNode(
                 name=name, macs=r.node.macs, address=r.node.address,

@@ -26,7 +26,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
 
-from oneroot.errors import Conflict, ExternalToolError, InvalidValue, NotFound
+from oneroot.errors import Conflict, ExternalToolError, InvalidValue, NotFound, OnerootError
 from oneroot.initramfs.kernel import file_lock
 from oneroot.inventory import database
 from oneroot.inventory.events import EventStore
@@ -34,7 +34,8 @@ from oneroot.inventory.store import InventoryStore
 from oneroot.model.cluster import Image, ImageVersion, VersionState, parse_image_ref
 from oneroot.model.inventory import Inventory
 from oneroot.model.paths import Paths
-from oneroot.model.resolved import ResolvedCluster
+from oneroot.model.resolved import ResolvedCluster, resolve_cluster
+from oneroot.ops.image_block import block_images, build_block
 from oneroot.ops.inventory import commit, detect_init_system, get_group, get_node
 
 log = logging.getLogger(__name__)
@@ -146,7 +147,21 @@ def finish_version(store: InventoryStore, paths: Paths, name: str, version: Imag
     _with_version(store, name, done)
     log.info("image.version_done image=%s version=%d size=%d added=%d", name, done.number,
              size, added)
+    _build_blocks(store, name, done.number)
     return done
+
+
+def _build_blocks(store: InventoryStore, name: str, number: int) -> None:
+    """The new version's EROFS file, when `union=block` nodes boot it. The version is
+    complete whatever happens here: a failed build is logged and retried by `nfs apply`."""
+    cluster = resolve_cluster(store.load())
+    for image in block_images(cluster).values():
+        if image.name == name and (image.version or 1) == number:
+            try:
+                build_block(cluster.settings, image)
+            except OnerootError as exc:
+                log.warning("image.block_failed image=%s@%d error=%s", name, number, exc)
+            return
 
 
 def abandon_version(store: InventoryStore, paths: Paths, name: str,

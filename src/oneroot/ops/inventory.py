@@ -84,6 +84,7 @@ def init_cluster(paths: Paths, settings_text: Mapping[str, Any], *, force: bool 
     inventory is written."""
     values = {k: v for k, v in settings_text.items() if v is not None}
     values["boot_dir"] = values.get("boot_dir") or str(paths.home / "boot")
+    values["block_dir"] = values.get("block_dir") or str(paths.home / "blocks")
     values["nfs_server"] = values.get("nfs_server") or str(default_nfs_server())
     settings = settings_from_dict(values)
     if db_url is not None and not database.is_url(db_url):

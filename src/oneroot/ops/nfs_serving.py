@@ -50,6 +50,7 @@ from oneroot.nfs.server_union import (
 from oneroot.nfs.view import mount_at
 from oneroot.ops.catalog import BootCatalog
 from oneroot.ops.exportids import keep_export_ids, load_export_ids
+from oneroot.ops.image_block import ensure_blocks, ensure_tops
 from oneroot.ops.image_versions import running_versions
 from oneroot.ops.knfsd_layout import knfsd_layout
 from oneroot.ops.nodes_fs import prepare_group_layers, prepare_nodes
@@ -131,6 +132,8 @@ def nfs_plan(cluster: ResolvedCluster, paths: Paths, *, kind: NfsServerKind | No
     binds: tuple[JunctionBind, ...] = ()
     views = {}
     for image in ctx.images:
+        if image.block:  # EROFS files, not a tree: never a view
+            continue
         spec = image_view(
             cluster, paths, image.name,
             # a union node's export is its merged dir: that is the junction the view needs
@@ -204,6 +207,8 @@ def apply_nfs(cluster: ResolvedCluster, paths: Paths, *,
     keep_export_ids(paths, plan.export_ids)
     prepare_group_layers(cluster)
     prepare_nodes(cluster, paths)
+    ensure_tops(cluster)  # after the layers: a new top starts with the node's identity files
+    ensure_blocks(cluster)
     # After the node layers: for an image that is the server's live `/`, runlevel targets go
     # into each node's own layer instead of the image.
     apply_runlevels(cluster)

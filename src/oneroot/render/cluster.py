@@ -87,7 +87,8 @@ def nfs_exports(ctx: ClusterContext) -> tuple[NfsExport, ...]:
     exports = [
         NfsExport(
             export_id=image.export_id, path=image.path, access=Access.RO, clients=(subnet,),
-            comment=f"image {image.name}" + (" (masked view)" if image.view else ""),
+            comment=("EROFS files of union=block nodes" if image.block
+                     else f"image {image.name}" + (" (masked view)" if image.view else "")),
             crossmnt=not image.v4_root, fsid=image.export_id, masked_view=image.view,
             v4_root=image.v4_root,
         )

@@ -99,6 +99,8 @@ class ImageExport:
     # knfsd: this image's masked view of the server's `/` is the NFSv4 root (`fsid=0`), so the
     # seed's `server:/` names it; the node and group layers are bound inside it (docs/nfs.md).
     v4_root: bool = False
+    # Not an image: the directory of the versions' EROFS files (`union=block`, block_dir).
+    block: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

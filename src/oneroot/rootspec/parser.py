@@ -24,8 +24,10 @@ an NFS layer; the rest is an unknown token.
 
 Meaning: modes default to rw for the topmost layer and ro for all others; only the topmost
 may be rw; a tmpfs may only be the topmost layer and is never ro; tmpfs takes the options
-`size=`, `nr_inodes=` and `mode=` (each once, each with a value). Everything else in a list is
-an NFS mount option, passed through in order.
+`size=`, `nr_inodes=` and `mode=` (each once, each with a value). `loop=erofs` or `loop=ext4`
+(once) on an NFS layer makes its path an image file in the export: the directory is mounted
+over NFS and the file loop-mounted as that filesystem (not for `/`; an erofs layer is never
+rw). Everything else in a list is an NFS mount option, passed through in order.
 
 Canonical form (`format_spec`): the bottom layer's attributes attached with `:`, every later
 NFS layer's attributes as their own token, the mode always first:
@@ -42,7 +44,15 @@ from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 
 from oneroot.errors import RootSpecError
-from oneroot.rootspec.spec import TMPFS_OPTION_KEYS, Layer, Mode, NfsLayer, RootSpec, TmpfsLayer
+from oneroot.rootspec.spec import (
+    LOOP_FILESYSTEMS,
+    TMPFS_OPTION_KEYS,
+    Layer,
+    Mode,
+    NfsLayer,
+    RootSpec,
+    TmpfsLayer,
+)
 
 _ALNUM = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789")
 SPEC_CHARS = _ALNUM | frozenset(";:,/._-+@=~%[]")
@@ -56,6 +66,8 @@ HINT_SERVER = "use a host name, an IPv4 address or a bracketed IPv6 address such
 HINT_IPV6 = "write an IPv6 server in brackets: [fd00::1]:/PATH"
 HINT_OPTION = "options look like key or key=value (value: letters, digits and . _ - + % @ ~)"
 HINT_TMPFS = "tmpfs takes size=, nr_inodes= and mode=, e.g. tmpfs:size=512m"
+HINT_LOOP = ("loop= takes erofs (a read-only image file) or ext4 (a writable one), e.g. "
+             "SERVER:/srv/blocks/lab@3.erofs:ro,loop=erofs")
 HINT_TOKEN = ("a token is SERVER:/PATH[:OPTIONS], tmpfs[:OPTIONS], "
               "or ro|rw[,OPTIONS] for the layer before it")
 
@@ -74,6 +86,7 @@ class _Draft:
     options: list[str] = field(default_factory=list)
     size: str | None = None
     tmpfs_keys: list[str] = field(default_factory=list)
+    loop: str | None = None
 
 
 class _Parser:
@@ -200,6 +213,8 @@ class _Parser:
                 or (equals and (value == "" or not set(value) <= VALUE_CHARS))):
             raise self.fail(f"bad option '{attr}'", start, end, HINT_OPTION)
         if draft.kind == "nfs":
+            if key == "loop":
+                self.loop(draft, value, attr, start)
             draft.options.append(attr)
             return
         if key not in TMPFS_OPTION_KEYS:
@@ -215,6 +230,16 @@ class _Parser:
         else:
             draft.options.append(attr)
 
+    def loop(self, draft: _Draft, value: str, attr: str, start: int) -> None:
+        end = start + len(attr)
+        if value not in LOOP_FILESYSTEMS:
+            raise self.fail(f"loop= takes erofs or ext4, not '{attr}'", start, end, HINT_LOOP)
+        if draft.loop is not None:
+            raise self.fail("loop given twice", start, end, "give each layer one loop=")
+        if draft.path == "/":
+            raise self.fail("loop= names an image file, not '/'", start, end, HINT_LOOP)
+        draft.loop = value
+
     def check_layers(self) -> RootSpec:
         layers: list[Layer] = []
         top = len(self.drafts) - 1
@@ -225,6 +250,13 @@ class _Parser:
             if index < top and draft.mode is Mode.RW:
                 raise self.fail("rw below the top layer", draft.mode_start, draft.mode_start + 2,
                                 "only the topmost (last) layer may be rw; make this one ro")
+            if draft.loop == "erofs" and (draft.mode is Mode.RW or (
+                    draft.mode is None and index == top)):
+                start, end = ((draft.mode_start, draft.mode_start + 2) if draft.mode
+                              else (draft.start, draft.end))
+                raise self.fail("an erofs image is read-only", start, end,
+                                "make it ro and put a writable layer on top "
+                                "(an ext4 file or a tmpfs)")
             if draft.kind == "tmpfs":
                 layers.append(TmpfsLayer(size=draft.size, options=tuple(draft.options)))
             else:

@@ -13,6 +13,8 @@ class Mode(enum.StrEnum):
 
 
 TMPFS_OPTION_KEYS = ("size", "nr_inodes", "mode")
+# `loop=FS` on an NFS layer: its path is a file in the export, loop-mounted as FS.
+LOOP_FILESYSTEMS = ("erofs", "ext4")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -29,6 +31,20 @@ class NfsLayer:
         """What `mount -t nfs` takes: `[fd00::1]:/srv` for IPv6."""
         host = f"[{self.server}]" if ":" in self.server else self.server
         return f"{host}:{self.path}"
+
+    @property
+    def loop(self) -> str | None:
+        """`erofs` or `ext4` when the path is an image file to loop-mount (`loop=FS`); the
+        NFS mount is then of its directory."""
+        for option in self.options:
+            if option.startswith("loop="):
+                return option[len("loop="):]
+        return None
+
+    @property
+    def mount_options(self) -> tuple[str, ...]:
+        """The options `mount -t nfs` gets (`loop=` is oneroot's own)."""
+        return tuple(o for o in self.options if not o.startswith("loop="))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -34,7 +34,8 @@ def test_defaults_as_text_values() -> None:
     assert DEFAULT_PROFILE == {
         "image": "default", "kernel": "vmlinuz", "initramfs": "initramfs.img", "runlevel": "",
         "kernel_args": (), "extra_layers": (), "group_layer": False, "nfs_options": "",
-        "union": "client", "bios_loader": "ipxe", "uefi_loader": "ipxe", "firmware": "bios",
+        "union": "client", "block_top_size": "2G", "bios_loader": "ipxe",
+        "uefi_loader": "ipxe", "firmware": "bios",
         "ephemeral": False, "layer_quota": "", "bmc_address": "", "bmc_protocol": "ipmi",
         "bmc_user": "", "bmc_password_file": "", "bmc_ca_file": "",
     }

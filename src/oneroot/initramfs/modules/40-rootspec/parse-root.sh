@@ -23,12 +23,15 @@
 # `rw,...` is an attribute token; anything else with a `:` is an NFS layer; the rest is unknown.
 # Modes default to rw for the topmost layer, ro for all others; only the topmost may be rw; a
 # tmpfs may only be the topmost layer and is never ro; tmpfs takes size=, nr_inodes=, mode=
-# (each once, with a value). Every other option is an NFS mount option, passed through in order.
+# (each once, with a value). `loop=erofs|ext4` (once, not for `/`) on an NFS layer: its path is
+# an image file, loop-mounted (an erofs layer is never rw). Every other option is an NFS mount
+# option, passed through in order.
 #
 # Use:  . parse-root.sh; rootspec_parse "$root" || die "bad root="
 #   On success sets ROOTSPEC_COUNT=N, ROOTSPEC_CANONICAL, and for i in 1..N (1 = bottom):
 #   ROOTSPEC_i_TYPE (nfs|tmpfs), ROOTSPEC_i_SERVER (IPv6 without brackets), ROOTSPEC_i_PATH,
-#   ROOTSPEC_i_MODE (ro|rw), ROOTSPEC_i_OPTS (comma list without the mode; tmpfs: size first).
+#   ROOTSPEC_i_MODE (ro|rw), ROOTSPEC_i_OPTS (comma list without the mode; tmpfs: size first),
+#   ROOTSPEC_i_LOOP (erofs, ext4 or empty: the loop= of an NFS layer, also kept in OPTS).
 #   On error prints the message, the spec, a caret line and `hint: ...` to stderr, returns 1.
 # As a program (tests): sh parse-root.sh --print SPEC   one line per layer, top to bottom
 #                       sh parse-root.sh --format SPEC  the canonical spec
@@ -136,6 +139,7 @@ _rs_new() {
 	_rs_set "ROOTSPEC_${_rs_n}_PATH" "${5-}"
 	_rs_set "ROOTSPEC_${_rs_n}_MODE" ''
 	_rs_set "ROOTSPEC_${_rs_n}_OPTS" ''
+	_rs_set "ROOTSPEC_${_rs_n}_LOOP" ''
 	_rs_set "_rs_L${_rs_n}_START" "$2"
 	_rs_set "_rs_L${_rs_n}_END" "$3"
 	_rs_set "_rs_L${_rs_n}_MODE" ''
@@ -179,6 +183,9 @@ _rs_option() {
 	fi
 	_rs_get "ROOTSPEC_${_rs_n}_TYPE"
 	if [ "$_rs_v" = nfs ]; then
+		if [ "$_rs_key" = loop ]; then
+			_rs_loop "$_rs_o" "$_rs_val" "$_rs_os" "$_rs_oe" || return 1
+		fi
 		_rs_get "ROOTSPEC_${_rs_n}_OPTS"
 		_rs_set "ROOTSPEC_${_rs_n}_OPTS" "${_rs_v:+$_rs_v,}$_rs_o"
 		return 0
@@ -210,6 +217,29 @@ _rs_option() {
 		_rs_get "ROOTSPEC_${_rs_n}_OPTS"
 		_rs_set "ROOTSPEC_${_rs_n}_OPTS" "${_rs_v:+$_rs_v,}$_rs_o"
 	fi
+}
+
+# _rs_loop ATTR VALUE START END: loop=erofs|ext4 of the topmost (an NFS) layer.
+_rs_loop() {
+	_rs_lh="loop= takes erofs (a read-only image file) or ext4 (a writable one), e.g. SERVER:/srv/blocks/lab@3.erofs:ro,loop=erofs"
+	case $1 in
+	loop=erofs | loop=ext4) ;;
+	*)
+		_rs_fail "loop= takes erofs or ext4, not '$1'" "$3" "$4" "$_rs_lh"
+		return 1
+		;;
+	esac
+	_rs_get "ROOTSPEC_${_rs_n}_LOOP"
+	if [ -n "$_rs_v" ]; then
+		_rs_fail "loop given twice" "$3" "$4" "give each layer one loop="
+		return 1
+	fi
+	_rs_get "ROOTSPEC_${_rs_n}_PATH"
+	if [ "$_rs_v" = / ]; then
+		_rs_fail "loop= names an image file, not '/'" "$3" "$4" "$_rs_lh"
+		return 1
+	fi
+	_rs_set "ROOTSPEC_${_rs_n}_LOOP" "$2"
 }
 
 # _rs_attrs LIST START: a comma list for the topmost layer.
@@ -410,6 +440,24 @@ _rs_token() {
 	return 0
 }
 
+# _rs_erofs_ro: layer _rs_k is an erofs file; refused when it is (or defaults to) rw.
+_rs_erofs_ro() {
+	if [ "$_rs_mode" = rw ]; then
+		_rs_get "_rs_L${_rs_k}_MSTART"
+		_rs_es=$_rs_v
+		_rs_ee=$((_rs_v + 2))
+	elif [ -z "$_rs_mode" ] && [ "$_rs_k" -eq "$_rs_n" ]; then
+		_rs_get "_rs_L${_rs_k}_START"
+		_rs_es=$_rs_v
+		_rs_get "_rs_L${_rs_k}_END"
+		_rs_ee=$_rs_v
+	else
+		return 0
+	fi
+	_rs_fail "an erofs image is read-only" "$_rs_es" "$_rs_ee" \
+		"make it ro and put a writable layer on top (an ext4 file or a tmpfs)"
+}
+
 # Bottom to top: tmpfs or rw below the top; then defaults and the canonical text.
 _rs_check_layers() {
 	_rs_k=1
@@ -434,6 +482,10 @@ _rs_check_layers() {
 					"only the topmost (last) layer may be rw; make this one ro"
 				return 1
 			fi
+		fi
+		_rs_get "ROOTSPEC_${_rs_k}_LOOP"
+		if [ "$_rs_v" = erofs ]; then
+			_rs_erofs_ro || return 1
 		fi
 		_rs_get "ROOTSPEC_${_rs_k}_OPTS"
 		_rs_opts=$_rs_v

@@ -13,6 +13,9 @@
 #   addr=<server IP>            unless given
 #   clientaddr=<our IP>         for vers=4.x, unless given (the NFSv4.0 callback address)
 # Each mount is tried oneroot.nfs.tries= times with 1, 2, 4... s in between.
+# A layer with loop=erofs|ext4 (root=, union=block) names an image file: its directory is
+# mounted over NFS at $ONEROOT_RUN/nfs/<i> (loop= is not an NFS option), then the file is
+# loop-mounted at $ONEROOT_RUN/layers/<i> (`mount -t FS -o MODE,loop`).
 
 # nfs_vers OPTS: the vers= / nfsvers= value of a comma list (the last one), or nothing.
 nfs_vers() {
@@ -80,7 +83,17 @@ nfs_mount_layer() {
 			"give the server's address in root=, or have DHCP hand out a DNS server that knows it (DNS now: ${ONEROOT_NET_DNS:-none})"
 		return 1
 	fi
+	_nm_loop=''
+	eval "_nm_loop=\$ROOTSPEC_${1}_LOOP"
 	_nm_dir=$ONEROOT_RUN/layers/$1
+	_nm_file=''
+	if [ -n "$_nm_loop" ]; then
+		_nm_file=${_nm_path##*/}
+		_nm_path=${_nm_path%/*}
+		_nm_path=${_nm_path:-/}
+		_nm_opts=$(nfs_without_loop "$_nm_opts")
+		_nm_dir=$ONEROOT_RUN/nfs/$1
+	fi
 	_nm_src=$(nfs_source "$_nm_ip" "$_nm_path")
 	_nm_o=$(nfs_options "$_nm_mode" "$_nm_opts" "$_nm_ip" "${ONEROOT_NET_IP-}")
 	oneroot_run mkdir -p "$_nm_dir"
@@ -91,6 +104,42 @@ nfs_mount_layer() {
 			"check that the server exports $_nm_path to this node (\`oneroot nfs status\`, \`showmount -e $_nm_server\` for NFSv3) and that the NFS server runs"
 		return 1
 	fi
+	if [ -n "$_nm_loop" ]; then
+		nfs_loop_mount "$1" "$_nm_loop" "$_nm_mode" "$_nm_dir/$_nm_file" || return 1
+	fi
+	return 0
+}
+
+# nfs_without_loop OPTS: the comma list without its loop= option.
+nfs_without_loop() {
+	_nw=''
+	_nw_rest=${1:+$1,}
+	while [ -n "$_nw_rest" ]; do
+		_nw_o=${_nw_rest%%,*}
+		_nw_rest=${_nw_rest#*,}
+		case $_nw_o in
+		loop=*) ;;
+		*) _nw="$_nw${_nw:+,}$_nw_o" ;;
+		esac
+	done
+	printf '%s\n' "$_nw"
+}
+
+# nfs_loop_mount I FS MODE FILE: the image file of layer I, loop-mounted at layers/I.
+nfs_loop_mount() {
+	_nl_to=$ONEROOT_RUN/layers/$1
+	oneroot_run mkdir -p "$_nl_to"
+	oneroot_log "layer $1: mount -t $2 -o $3,loop $4"
+	if [ ! -f "$4" ]; then
+		oneroot_fail "layer $1: no image file $4 on the server" \
+			"build it on the server: \`oneroot image block IMAGE\` (EROFS) or \`oneroot nfs apply\` (the node's top.ext4)"
+		return 1
+	fi
+	oneroot_run mount -t "$2" -o "$3,loop" "$4" "$_nl_to" 2>"$ONEROOT_RUN/last.err" || {
+		oneroot_fail "cannot loop-mount layer $1 ($4 as $2): $(tail -n 1 "$ONEROOT_RUN/last.err")" \
+			"check that the $2 and loop modules loaded (lsmod) and \`dmesg\` for why $2 refused the file"
+		return 1
+	}
 	return 0
 }
 

@@ -7,6 +7,9 @@
 #   overlay   N >= 2, top is a tmpfs: kernel overlayfs with lowerdir=<N-1>:...:<1> (topmost
 #             first), upperdir/workdir on that tmpfs (its size=, nr_inodes= as given; mode=
 #             becomes the mode of the union's root). Whiteouts are `c 0 0` devices.
+#   block     N >= 2, top an rw ext4 image file (loop=ext4, union=block): kernel overlayfs,
+#             lowerdir=<N-1>:...:<1>, upperdir/workdir = upper/ and work/ in that ext4 (a
+#             local filesystem on a loop device, so overlayfs takes it as upper)
 #   readonly  N >= 2, all NFS, top ro: kernel overlayfs of lowerdir=<N>:...:<1>, no upper
 #   fuse      N >= 2, top an rw NFS layer: kernel overlayfs refuses an NFS upper (DESIGN §3), so
 #             fuse-overlayfs, lowerdir=<N-1>:...:<1>, upperdir=<N>/upper, workdir=<N>/work,
@@ -20,8 +23,9 @@
 
 # union_plan: sets UNION_PLAN.
 union_plan() {
-	_up_top='' _up_mode=''
+	_up_top='' _up_mode='' _up_loop=''
 	eval "_up_top=\$ROOTSPEC_${ROOTSPEC_COUNT}_TYPE _up_mode=\$ROOTSPEC_${ROOTSPEC_COUNT}_MODE"
+	eval "_up_loop=\${ROOTSPEC_${ROOTSPEC_COUNT}_LOOP-}"
 	if [ "$ROOTSPEC_COUNT" -eq 1 ]; then
 		if [ "$_up_top" = tmpfs ]; then
 			UNION_PLAN=''
@@ -30,6 +34,8 @@ union_plan() {
 		UNION_PLAN=direct
 	elif [ "$_up_top" = tmpfs ]; then
 		UNION_PLAN=overlay
+	elif [ "$_up_mode" = rw ] && [ "$_up_loop" = ext4 ]; then
+		UNION_PLAN=block
 	elif [ "$_up_mode" = rw ]; then
 		UNION_PLAN=fuse
 	else
@@ -67,7 +73,7 @@ union_overlay_options() {
 	readonly)
 		printf 'lowerdir=%s\n' "$(union_lowerdir "$ROOTSPEC_COUNT")"
 		;;
-	overlay)
+	overlay | block)
 		printf 'lowerdir=%s,upperdir=%s/upper,workdir=%s/work\n' \
 			"$(union_lowerdir $((ROOTSPEC_COUNT - 1)))" "$_uo_top" "$_uo_top"
 		;;
@@ -133,6 +139,15 @@ union_assemble() {
 	readonly)
 		union_mount_overlay || return 1
 		ONEROOT_STAGE_MESSAGE="overlayfs: $ROOTSPEC_COUNT NFS layers, read-only"
+		;;
+	block)
+		oneroot_run mkdir -p "$_ua_top/upper" "$_ua_top/work" || {
+			oneroot_fail "cannot create upper/ and work/ in the node's ext4 file" \
+				"reset it on the server: \`oneroot overlay reset NODE\` while the node is off"
+			return 1
+		}
+		union_mount_overlay || return 1
+		ONEROOT_STAGE_MESSAGE="overlayfs: $((ROOTSPEC_COUNT - 1)) layers + ext4 top (union=block)"
 		;;
 	fuse)
 		case ",$ONEROOT_FUSE_OPTS," in

@@ -1,0 +1,33 @@
+"""`oneroot image block NAME[@N]`: build an image version's EROFS file for `union=block`
+nodes (also done when a version is completed, and by `nfs apply`), and say what it cost."""
+
+from __future__ import annotations
+
+import click
+
+from oneroot.cli.output import console, emit_json, plain
+from oneroot.cli.state import State, json_option, pass_state
+from oneroot.ops.image_block import block_file, build_block
+from oneroot.ops.image_versions import resolve_version
+from oneroot.overlay.blockimage import Compression
+
+
+@click.command("block")
+@click.argument("ref")
+@click.option("--compress", type=click.Choice([c.value for c in Compression]),
+              default=Compression.NONE.value, show_default=True,
+              help="EROFS compression (the node kernel reads lz4, not LZMA).")
+@json_option
+@pass_state
+def image_block(state: State, ref: str, compress: str, as_json: bool) -> None:
+    """Build REF's EROFS file (NAME: the latest version; NAME@N) for union=block nodes."""
+    cluster = state.cluster()
+    image, version = resolve_version(cluster.inventory, ref)
+    at = image.at(version.number)
+    record = build_block(cluster.settings, at, compress=Compression(compress))
+    if as_json:
+        emit_json({**record.to_json(), "path": str(block_file(cluster.settings, at))})
+        return
+    console.print(plain(f"{record.image}: {block_file(cluster.settings, at)} "
+                        f"{record.size / (1 << 20):.1f} MiB ({record.compress}) in "
+                        f"{record.seconds:.2f} s, sha256 {record.sha256[:16]}…"))

@@ -1,0 +1,134 @@
+"""`union=block`: each image version's EROFS file and each node's ext4 top, made and recorded.
+
+Layout (`settings.block_dir`, exported read-only to the cluster subnet):
+    NAME@N.erofs        the version's tree as EROFS (reproducible: `overlay.blockimage`)
+    NAME@N.erofs.json   how it was built: size, seconds, sha256, compression, epoch
+A node's top is `<state_dir>/<node>/top.ext4` in its own directory (exported rw to it alone):
+made once, sized by its `block_top_size`, never replaced here (`overlay reset` empties it).
+
+A version's EROFS is built when the version is completed, if a `union=block` node boots the
+image, and otherwise on demand (`oneroot image block NAME[@N]`, `oneroot nfs apply`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from oneroot.errors import InvalidValue
+from oneroot.fsutil.atomic import write_atomic
+from oneroot.model.cluster import Image, Settings
+from oneroot.model.resolved import ResolvedCluster
+from oneroot.overlay.blockimage import BlockBuild, Compression, build_erofs, make_ext4_top
+
+log = logging.getLogger(__name__)
+
+TOP_NAME = "top.ext4"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BlockRecord:
+    """What `NAME@N.erofs.json` says of its EROFS file."""
+
+    image: str
+    size: int
+    seconds: float
+    sha256: str
+    compress: str
+    epoch: int
+    built: float
+
+    def to_json(self) -> dict[str, object]:
+        return {"image": self.image, "size": self.size, "seconds": round(self.seconds, 3),
+                "sha256": self.sha256, "compress": self.compress, "epoch": self.epoch,
+                "built": self.built}
+
+
+def version_label(image: Image) -> str:
+    """`NAME@N` of the version `image` stands for (an image without versions is its @1)."""
+    return f"{image.name}@{image.version or image.latest().number}"
+
+
+def block_file(s: Settings, image: Image) -> PurePosixPath:
+    """Where `image`'s version lives as EROFS (what a block node's `root=` names)."""
+    return s.block_dir / f"{version_label(image)}.erofs"
+
+
+def top_file(s: Settings, node: str) -> PurePosixPath:
+    """The node's writable ext4 file, in its own exported directory."""
+    return s.diff_overlay_dir(node) / TOP_NAME
+
+
+def _epoch(image: Image) -> int:
+    """The build's fixed time: the version's completion (its files are older)."""
+    number = image.version or image.latest().number
+    created = next((v.created for v in image.all_versions() if v.number == number), 0.0)
+    return int(created)
+
+
+def read_record(s: Settings, image: Image) -> BlockRecord | None:
+    path = Path(f"{block_file(s, image)}.json")
+    try:
+        data = json.loads(path.read_text())
+        return BlockRecord(image=str(data["image"]), size=int(data["size"]),
+                           seconds=float(data["seconds"]), sha256=str(data["sha256"]),
+                           compress=str(data["compress"]), epoch=int(data["epoch"]),
+                           built=float(data["built"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def build_block(s: Settings, image: Image, *,
+                compress: Compression = Compression.NONE) -> BlockRecord:
+    """Build (or rebuild) the EROFS file of the version `image` stands for, and record it."""
+    if image.live:
+        raise InvalidValue(
+            f"image {image.name} is the server's live `/`: it is not built as EROFS",
+            hint="make a versioned image (`oneroot image create` or `image import`) for "
+                 "union=block nodes")
+    dest = Path(block_file(s, image))
+    built: BlockBuild = build_erofs(Path(image.root), dest, label=version_label(image),
+                                    epoch=_epoch(image), compress=compress)
+    record = BlockRecord(image=version_label(image), size=built.size, seconds=built.seconds,
+                         sha256=built.sha256, compress=built.compress.value,
+                         epoch=built.epoch, built=time.time())
+    write_atomic(Path(f"{dest}.json"),
+                 (json.dumps(record.to_json(), indent=2) + "\n").encode(), mode=0o644)
+    log.info("image.block_built image=%s size=%d seconds=%.2f compress=%s", record.image,
+             record.size, record.seconds, record.compress)
+    return record
+
+
+def block_images(cluster: ResolvedCluster) -> dict[str, Image]:
+    """The image versions `union=block` nodes boot, by `NAME@N`."""
+    return {version_label(r.image): r.image for r in cluster.nodes.values()
+            if r.profile.block_union}
+
+
+def ensure_blocks(cluster: ResolvedCluster) -> list[BlockRecord]:
+    """Build each EROFS file a `union=block` node boots that is not there yet."""
+    s = cluster.settings
+    made = []
+    for image in block_images(cluster).values():
+        if read_record(s, image) is None or not Path(block_file(s, image)).is_file():
+            made.append(build_block(s, image))
+    return made
+
+
+def ensure_tops(cluster: ResolvedCluster) -> list[str]:
+    """Make the ext4 top of each `union=block` node that has none; the nodes it made."""
+    s = cluster.settings
+    made = []
+    for name, r in cluster.nodes.items():
+        if not r.profile.block_union:
+            continue
+        top = Path(top_file(s, name))
+        if top.is_symlink() or top.exists():
+            continue
+        make_ext4_top(top, size=r.profile.block_top_bytes, label=name,
+                      upper_from=Path(s.diff_overlay_dir(name)) / "upper")
+        made.append(name)
+    return made
