@@ -30,9 +30,11 @@ from oneroot.model.resolved import ResolvedCluster
 from oneroot.nfs.ganesha import running_pid
 from oneroot.nfs.server_union import MERGED_DIR, same_mount_ns, union_source
 from oneroot.nfs.viewpolicy import MaskKind, ViewPolicy, mask_of_path
+from oneroot.ops.image_block import build_block
 from oneroot.ops.inventory import get_group
 from oneroot.ops.nfs_serving import ganesha_files, union_released
 from oneroot.ops.nodes_fs import group_layer, node_layer
+from oneroot.ops.overlay_block import open_top_dir, opened_top, reading_top
 from oneroot.ops.views import image_view
 from oneroot.overlay.archive import TreeSource, write_tar
 from oneroot.overlay.changes import Change, diff_change, list_changes, read_file, same_entry
@@ -108,6 +110,11 @@ def node_stack(cluster: ResolvedCluster, paths: Paths, name: str) -> Stack:
     lowers = [Layer(name=f"image {image.name}", base=image_root,
                     masked=None if spec is None else functools.partial(
                         view_masks_path, spec.lower, spec.policy))]
+    if r.profile.block_union:  # its root is the image's EROFS and its ext4 top, served here
+        base = open_top_dir(paths, name)
+        return Stack(node=name, upper=Layer(name=f"node {name}", base=base, prefix=("upper",)),
+                     lowers=tuple(lowers),
+                     work=Layer(name=f"node {name} work", base=base, prefix=("work",)))
     server = str(s.server_address)
     for text in r.profile.extra_layers:
         for layer in parse(text).layers:
@@ -184,7 +191,12 @@ def _writable(stack: Stack, paths: Paths | None = None) -> None:
 @contextlib.contextmanager
 def _released(cluster: ResolvedCluster, paths: Paths, name: str) -> Iterator[None]:
     """The safe remount around an edit of a `union=server` node's layer: its union is
-    unexported and unmounted during the edit, then mounted and exported again."""
+    unexported and unmounted during the edit, then mounted and exported again. A
+    `union=block` node's ext4 top is opened (in userspace) instead, if it is known off."""
+    if cluster.node(name).profile.block_union:
+        with opened_top(cluster, paths, name, write=True):
+            yield
+        return
     with union_released(cluster, paths, name):
         yield
 
@@ -205,17 +217,19 @@ def _through_remount(
 
 def list_overlay(cluster: ResolvedCluster, paths: Paths, name: str,
                  path: str | None = None) -> list[Change]:
-    stack = node_stack(cluster, paths, name)
-    under = node_path(path) if path not in (None, "", "/") else None
-    return list_changes(stack, under, generated=generated_files(paths, name))
+    with reading_top(cluster, paths, name):
+        stack = node_stack(cluster, paths, name)
+        under = node_path(path) if path not in (None, "", "/") else None
+        return list_changes(stack, under, generated=generated_files(paths, name))
 
 
 def diff_overlay(cluster: ResolvedCluster, paths: Paths, name: str,
                  path: str | None = None) -> list[tuple[Change, str]]:
-    stack = node_stack(cluster, paths, name)
-    under = node_path(path) if path not in (None, "", "/") else None
-    changes = list_changes(stack, under, generated=generated_files(paths, name))
-    return [(c, diff_change(stack, c)) for c in changes]
+    with reading_top(cluster, paths, name):
+        stack = node_stack(cluster, paths, name)
+        under = node_path(path) if path not in (None, "", "/") else None
+        changes = list_changes(stack, under, generated=generated_files(paths, name))
+        return [(c, diff_change(stack, c)) for c in changes]
 
 
 # -- editing the node's layer --------------------------------------------------------------
@@ -463,6 +477,9 @@ def _target_layer(cluster: ResolvedCluster, name: str, to: str) -> Layer:
                 "server's own root under every node (and the server itself)",
                 hint="make the change on the server as usual, or promote to a group layer")
         return Layer(name=f"image {image.name}", base=Path(image.root))
+    if r.profile.block_union:
+        raise UsageError(f"node {name} is union=block: it mounts no group layer",
+                         hint="promote it --to image (its EROFS file is rebuilt)")
     group = get_group(cluster.inventory, to)
     if to not in node.groups:
         raise UsageError(f"node {name} is not in group {to}: the change would leave the node",
@@ -526,6 +543,8 @@ def promote_change(cluster: ResolvedCluster, paths: Paths, name: str, path: str,
     if not deletes and (seen is None or seen.layer != target):
         above = seen.layer.name if seen is not None else "a mask above it"
         note += f"; note: node {name} sees {above}, not {target.name}"
+    if to == "image" and cluster.node(name).profile.block_union:
+        build_block(cluster.settings, cluster.node(name).image)  # what block nodes mount
     verb = "deleted" if deletes else "moved"
     where = f"from {target.name}" if deletes else f"to {target.name}"
     return OverlayResult(node=name, path=shown(rel), changed=True, archive=saved,
