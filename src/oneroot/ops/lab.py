@@ -173,8 +173,10 @@ class LabCluster:
                        hint=f"see {self.serve_log} and {self.workdir}/home/run/ganesha")
 
     # -- nodes ------------------------------------------------------------------------------
-    def boot(self, node: str, *, cpus: int = 1, firmware: Firmware | None = None) -> QemuVm:
-        """Power `node` on (again); `firmware` defaults to the node's profile value."""
+    def boot(self, node: str, *, cpus: int = 1, firmware: Firmware | None = None,
+             extra_args: Sequence[str] = ()) -> QemuVm:
+        """Power `node` on (again); `firmware` defaults to the node's profile value;
+        `extra_args` go to QEMU (a bench's local disk)."""
         assert self.lab is not None
         if firmware is None:
             firmware = self.node_firmware(node)
@@ -185,7 +187,7 @@ class LabCluster:
         vm = QemuVm(self.lab, self.lab.add_tap(), mac=node_mac(index), name=node,
                     address=self.node_address(node),
                     memory_mib=self.memory_mib, cpus=cpus, firmware=firmware,
-                    workdir=self.workdir / "vms")
+                    workdir=self.workdir / "vms", extra_args=extra_args)
         (self.workdir / "vms").mkdir(exist_ok=True)
         vm.start()
         self.vms[node] = vm

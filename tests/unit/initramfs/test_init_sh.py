@@ -190,6 +190,8 @@ def test_nfs_source_brackets_ipv6(node: Path, bbdir: Path) -> None:
      "lowerdir=@/run/layers/3:@/run/layers/2:@/run/layers/1,"
      "upperdir=@/run/layers/4/upper,workdir=@/run/layers/4/work"),
     ("s:/img:ro;s:/node;ro", "readonly", "lowerdir=@/run/layers/2:@/run/layers/1"),
+    ("s:/b/l@1.erofs:ro,loop=erofs;s:/s/n1/top.ext4;rw,loop=ext4", "block",
+     "lowerdir=@/run/layers/1,upperdir=@/run/layers/2/upper,workdir=@/run/layers/2/work"),
     ("s:/:ro;s:/var/state/systems/node01;rw", "fuse",
      "lowerdir=@/run/layers/1,upperdir=@/run/layers/2/upper,workdir=@/run/layers/2/work,"
      "allow_other,dev,suid,fast_ino=1"),
@@ -280,6 +282,37 @@ def test_init_fuse_opts_are_appended(node: Path, bbdir: Path) -> None:
     assert ("@fuse-overlayfs -o lowerdir=@/run/layers/1,upperdir=@/run/layers/2/upper,"
             "workdir=@/run/layers/2/work,allow_other,dev,suid,fast_ino=1,static_nlink,noacl "
             "@/sysroot") in commands(r.stdout)
+
+
+BLOCK_ROOT = ("root=10.0.0.1:/b/lab@3.erofs:ro,loop=erofs,vers=4.1;"
+              "10.0.0.1:/s/node01/top.ext4;rw,loop=ext4")
+
+
+def test_init_block_root_loop_mounts_image_files(node: Path, bbdir: Path) -> None:
+    """union=block: each file's directory over NFS (no loop= among the NFS options), the file
+    loop-mounted, and kernel overlayfs with upper/work on the ext4."""
+    for layer, name in ((1, "lab@3.erofs"), (2, "top.ext4")):
+        (node / f"run/nfs/{layer}").mkdir(parents=True)
+        (node / f"run/nfs/{layer}/{name}").write_bytes(b"")
+    r = run_init(node, bbdir, f"ip=dhcp {BLOCK_ROOT}")
+    assert r.returncode == 0, r.stderr
+    cmds = commands(r.stdout)
+    assert ("mount -t nfs -o ro,vers=4.1,addr=10.0.0.1,clientaddr=10.0.0.5 10.0.0.1:/b "
+            "@/run/nfs/1") in cmds
+    assert "mount -t erofs -o ro,loop @/run/nfs/1/lab@3.erofs @/run/layers/1" in cmds
+    assert ("mount -t nfs -o rw,vers=4.2,addr=10.0.0.1,clientaddr=10.0.0.5 10.0.0.1:/s/node01 "
+            "@/run/nfs/2") in cmds
+    assert "mount -t ext4 -o rw,loop @/run/nfs/2/top.ext4 @/run/layers/2" in cmds
+    assert ("mount -t overlay -o lowerdir=@/run/layers/1,upperdir=@/run/layers/2/upper,"
+            "workdir=@/run/layers/2/work overlay @/sysroot") in cmds
+    assert not [c for c in cmds if "fuse-overlayfs" in c]
+
+
+def test_init_block_root_without_its_file_says_how_to_build_it(node: Path, bbdir: Path) -> None:
+    r = run_init(node, bbdir, f"ip=dhcp {BLOCK_ROOT}")
+    assert r.returncode != 0
+    assert "layer 1: no image file @/run/nfs/1/lab@3.erofs on the server" in r.stdout + r.stderr
+    assert "oneroot image block IMAGE" in r.stdout + r.stderr
 
 
 def test_init_single_layer_is_mounted_directly(node: Path, bbdir: Path) -> None:
