@@ -10,6 +10,7 @@ from pathlib import PurePosixPath
 
 import click
 
+from oneroot.cli.logformat import ServeFormatter
 from oneroot.cli.state import State, pass_state
 from oneroot.model.limits import limits_from_pairs
 from oneroot.model.server import ServerRole
@@ -63,8 +64,9 @@ def serve(state: State, no_dhcp: bool, no_tftp: bool, no_http: bool, no_nfs: boo
           interface: str | None, server_address: str | None, relays: tuple[str, ...],
           boot_dir: str | None, peers: tuple[str, ...]) -> None:
     """Run DHCP, TFTP and HTTP for the cluster until SIGTERM (SIGHUP reloads)."""
-    logging.basicConfig(level=log_level.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(message)s")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(ServeFormatter())
+    logging.basicConfig(level=log_level.upper(), handlers=[handler])
     # The format names no caller, thread or process: skip collecting them for every record
     # (the logging HOWTO's "Optimization"; serve logs a line per DHCP reply at info).
     logging._srcfile = None

@@ -102,7 +102,8 @@ class EventStore:
         round trip to PostgreSQL)."""
         rows, statuses, images = [], [], []
         for ev in events:
-            detail = json.dumps(dict(ev.detail), sort_keys=True)
+            # most events (every DHCP reply) carry no detail: skip building an encoder
+            detail = json.dumps(dict(ev.detail), sort_keys=True) if ev.detail else "{}"
             peer = str(ev.peer) if ev.peer else None
             rows.append((ev.time, ev.kind, ev.node, ev.mac, peer, ev.stage, ev.file, ev.bytes,
                          ev.duration, detail, ev.server))

@@ -13,6 +13,7 @@ Schema versions: `_MIGRATIONS[dialect][n]` brings version n to n + 1 (`Database.
 
 from __future__ import annotations
 
+import socket
 import sqlite3
 import threading
 import time
@@ -297,7 +298,7 @@ class LeaseStore:
         if not statements:
             return []
         claims = sorted((params for sql, params in statements if sql is _GROUP_CLAIM),
-                        key=lambda params: IPv4Address(str(params[1])))
+                        key=_packed_address)
         if claims:
             statements = [s for s in statements if s[0] is not _GROUP_CLAIM]
         with self._lock:
@@ -492,6 +493,11 @@ def _lease_of(row: Any) -> Lease:
     return Lease(mac=MacAddress.parse(mac), address=IPv4Address(ip), node=node,
                  expires=expires, state=LeaseState[state],
                  relay_info=None if relay_info is None else bytes(relay_info))
+
+
+def _packed_address(params: tuple[object, ...]) -> bytes:
+    """A claim's address in network order, whose byte order is the numeric order."""
+    return socket.inet_aton(str(params[1]))
 
 
 def _mac_text(mac: MacAddress) -> str:

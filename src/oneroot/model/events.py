@@ -60,13 +60,16 @@ def bounded_event(event: BootEvent, *, text: int, detail_text: int, detail_keys:
     """`event` with every string a client controls cut to a size (a refused TFTP name may be
     64 KB; stored whole, a flood of them fills the disk)."""
     detail = event.detail
-    if len(detail) > detail_keys or any(
-            len(k) > text or len(v) > detail_text for k, v in detail.items()):
+    if detail and (len(detail) > detail_keys or any(
+            len(k) > text or len(v) > detail_text for k, v in detail.items())):
         detail = {str(_cut(k, text)): str(_cut(v, detail_text))
                   for k, v in list(detail.items())[:detail_keys]}
-    fields = (event.kind, event.node, event.mac, event.stage, event.file)
-    if detail is event.detail and all(f is None or len(f) <= text for f in fields):
-        return event
+    if detail is event.detail:  # a loop, not all(): this runs for every DHCP reply
+        for value in (event.kind, event.node, event.mac, event.stage, event.file):
+            if value is not None and len(value) > text:
+                break
+        else:
+            return event
     return BootEvent(time=event.time, kind=str(_cut(event.kind, text)),
                      node=_cut(event.node, text), mac=_cut(event.mac, text), peer=event.peer,
                      stage=_cut(event.stage, text), file=_cut(event.file, text),

@@ -338,11 +338,8 @@ class DhcpService:
             max_size = request.max_message_size
         except MalformedPacket:
             max_size = None
-        address = destination.address
-        text = self._texts.get(address)
-        if text is None:
-            text = self._remember(self._texts, address, str(address))
-        return _Reply(reply.to_bytes(max_size=max_size), (text, destination.port), port,
+        return _Reply(reply.to_bytes(max_size=max_size),
+                      (self._text(destination.address), destination.port), port,
                       decision.event, now, claim), holds
 
     def _refuse_pool(self, mac: MacAddress) -> None:
@@ -356,6 +353,14 @@ class DhcpService:
         if address is None:
             address = self._remember(self._peers, addr[0], IPv4Address(addr[0]))
         return address, addr[1]
+
+    def _text(self, address: IPv4Address) -> str:
+        """`str(address)`, cached: an OFFER's address is its ACK's, and replies to relays and
+        broadcasts go to a few addresses."""
+        text = self._texts.get(address)
+        if text is None:
+            text = self._remember(self._texts, address, str(address))
+        return text
 
     @staticmethod
     def _remember(cache: dict[_K, _V], key: _K, value: _V) -> _V:
@@ -493,8 +498,10 @@ class DhcpService:
             if event is None:
                 return
             mac = event.mac.packed.hex(":")
-            log.info("%s mac=%s ip=%s node=%s file=%s", event.kind, mac, event.address,
-                     event.node or "-", event.file or "-")
+            address = event.address
+            log.info("%s mac=%s ip=%s node=%s file=%s", event.kind, mac,
+                     "None" if address is None else self._text(address), event.node or "-",
+                     event.file or "-")
             self.on_event(BootEvent(time=reply.received, kind=event.kind, node=event.node,
                                     mac=mac, peer=event.address, file=event.file))
         except Exception as exc:  # the per-datagram guard, for the sending half

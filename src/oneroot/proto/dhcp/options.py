@@ -116,8 +116,9 @@ class DhcpOptions(Mapping[int, bytes]):
     """Ordered, immutable `code -> value`; codes 0 (pad), 52 (overload) and 255 (end) excluded:
     they are framing, which the codec writes and consumes."""
 
-    __slots__ = ("_items",)
+    __slots__ = ("_items", "_wire")
     _items: dict[int, bytes]
+    _wire: bytes | None  # the encoded options area, kept by the codec once it has made it
 
     def __init__(self, items: Mapping[int, bytes] | Iterable[tuple[int, bytes]] = ()) -> None:
         pairs = items.items() if isinstance(items, Mapping) else items
@@ -129,6 +130,7 @@ class DhcpOptions(Mapping[int, bytes]):
                 raise LocalProtocolError(f"option {code} given twice")
             built[int(code)] = value if type(value) is bytes else bytes(value)
         object.__setattr__(self, "_items", built)
+        object.__setattr__(self, "_wire", None)
 
     @classmethod
     def _trusted(cls, items: dict[int, bytes]) -> DhcpOptions:
@@ -137,6 +139,7 @@ class DhcpOptions(Mapping[int, bytes]):
         is owned by the result from then on."""
         options = object.__new__(cls)
         object.__setattr__(options, "_items", items)
+        object.__setattr__(options, "_wire", None)
         return options
 
     def __setattr__(self, name: str, value: object) -> None:

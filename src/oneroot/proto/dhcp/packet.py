@@ -185,13 +185,16 @@ class DhcpPacket:
         """Encode. With `max_size` (the peer's option 57, IP and UDP headers included), options
         that do not fit spill into empty `file`/`sname` fields via option 52; a packet that
         would not fit even so is sent whole (the peer's size is a hint, an answer is better)."""
-        chunks = _encode_options(self.options)
-        main = b"".join(chunks)
+        options = self.options
+        main = options._wire
+        if main is None:  # options are immutable: a set the responder reuses is encoded once
+            main = b"".join(_encode_options(options))
+            object.__setattr__(options, "_wire", main)
         # Under 576 bytes every client takes the packet whole: the common case skips the sums.
         if max_size is not None and len(main) > _MIN_MAX_MESSAGE - _FIXED_SIZE:
             budget = max(max_size, _MIN_MAX_MESSAGE) - _IP_UDP_HEADERS
             if HEADER_SIZE + len(MAGIC_COOKIE) + len(main) + 1 > budget:
-                overloaded = _overload(chunks, budget, self.file, self.sname)
+                overloaded = _overload(_encode_options(options), budget, self.file, self.sname)
                 if overloaded is not None:
                     return self._pack(*overloaded)
         return self._pack(main, self.file, self.sname)

@@ -62,6 +62,7 @@ _PXE_VENDOR_OPTIONS = encode_suboptions(
     [(PxeSubOption.DISCOVERY_CONTROL, encode_u8(PXE_DISCOVERY_BOOTFILE_ONLY))])
 _IPXE_ENCAP_OPTIONS = encode_suboptions([(IpxeSubOption.NO_PXEDHCP, encode_u8(1))])
 _MESSAGE_TYPE_VALUES = {mtype: encode_u8(mtype) for mtype in MessageType}
+_REPLY_OPTIONS_KEPT = 1024  # option sets cached per config (PXE clients' UUIDs make many)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -91,7 +92,7 @@ class NodeBoot:
 class _ConfigOptions:
     """A config's option values, encoded once: `_reply` runs for every OFFER and ACK."""
 
-    __slots__ = ("after_hostname", "before_hostname", "lease_times", "server_id",
+    __slots__ = ("after_hostname", "before_hostname", "lease_times", "replies", "server_id",
                  "tftp_server_name")
 
     def __init__(self, config: NetworkConfig) -> None:
@@ -115,6 +116,9 @@ class _ConfigOptions:
             self.lease_times[OptionCode.REBINDING_TIME] = encode_u32(lease_time * 7 // 8)
         self.server_id = config.server_address.packed
         self.tftp_server_name = str(config.server_address).encode()
+        # The options of a reply, by what in the request and the decision shapes them: a boot
+        # storm's replies differ in a few header fields, not in their options.
+        self.replies: dict[tuple[object, ...], DhcpOptions] = {}
 
 
 # id(config) -> (config, its options). The entry holds the config, so its id is not reused
@@ -427,23 +431,53 @@ class _Context:
                change: LeaseChange | None = None, unknown: UnknownClient | None = None,
                destination: Destination | None = None) -> Decision:
         req = self.request
-        cfg = self.config
         node = self.node
-        static = _config_options(cfg)
-        proxy = cfg.mode is DhcpMode.PROXY
+        static = _config_options(self.config)
+        options = req.options
+        file_name = boot_file(req, node) if node is not None else None
+        pxe = req.is_pxe_client
+        # everything `_options` reads: equal keys, equal options
+        key = (mtype, address is None, node.name if node is not None else None, file_name,
+               options.get(OptionCode.PARAMETER_REQUEST_LIST), pxe, req.is_ipxe,
+               options.get(OptionCode.CLIENT_UUID) if pxe else None,
+               options.get(OptionCode.RELAY_AGENT_INFO))
+        reply_options = static.replies.get(key)
+        if reply_options is None:
+            if len(static.replies) >= _REPLY_OPTIONS_KEPT:
+                static.replies.clear()
+            reply_options = static.replies[key] = self._options(mtype, address, file_name,
+                                                                static)
+        file_bytes = b"" if file_name is None else file_name.encode()
+        reply = DhcpPacket(
+            op=BootOp.REPLY, xid=req.xid, htype=req.htype, hlen=req.hlen, flags=req.flags,
+            ciaddr=req.ciaddr if mtype is MessageType.ACK else _ZERO,
+            yiaddr=address if address is not None else _ZERO,
+            siaddr=self.config.server_address if node is not None else _ZERO,
+            giaddr=req.giaddr, chaddr=req.chaddr,
+            file=file_bytes if len(file_bytes) < 128 else b"", options=reply_options,
+        )
+        event_kind = "dhcp.offer" if mtype is MessageType.OFFER else "dhcp.ack"
+        event = ReplyEvent(kind=event_kind, mac=self.mac,
+                           node=node.name if node is not None else None,
+                           address=address, file=file_name)
+        return Decision(reply=reply, destination=destination or self._destination(),
+                        lease_change=change, unknown_client=unknown, event=event)
+
+    def _options(self, mtype: MessageType, address: IPv4Address | None, file_name: str | None,
+                 static: _ConfigOptions) -> DhcpOptions:
+        """The options of a reply, in the order the client asked for them."""
+        req = self.request
+        node = self.node
+        proxy = self.config.mode is DhcpMode.PROXY
         available = static.before_hostname.copy()
-        file_name: str | None = None
         if node is not None and not proxy:
             available[OptionCode.HOSTNAME] = node.name.encode()
         available.update(static.after_hostname)
         if address is not None:
             available.update(static.lease_times)
-        file_bytes = b""
-        if node is not None:
-            file_name = boot_file(req, node)
-            file_bytes = file_name.encode()
+        if file_name is not None:
             available[OptionCode.TFTP_SERVER_NAME] = static.tftp_server_name
-            available[OptionCode.BOOTFILE_NAME] = file_bytes
+            available[OptionCode.BOOTFILE_NAME] = file_name.encode()
         options = req.options
         if req.is_pxe_client:
             available[OptionCode.VENDOR_CLASS] = PXE_CLIENT
@@ -465,23 +499,8 @@ class _Context:
         relay_info = options.get(OptionCode.RELAY_AGENT_INFO)
         if relay_info is not None:  # RFC 3046 §2.2: echoed, last
             ordered[OptionCode.RELAY_AGENT_INFO] = relay_info
-
-        reply = DhcpPacket(
-            op=BootOp.REPLY, xid=req.xid, htype=req.htype, hlen=req.hlen, flags=req.flags,
-            ciaddr=req.ciaddr if mtype is MessageType.ACK else _ZERO,
-            yiaddr=address if address is not None else _ZERO,
-            siaddr=cfg.server_address if self.node is not None else _ZERO,
-            giaddr=req.giaddr, chaddr=req.chaddr,
-            file=file_bytes if len(file_bytes) < 128 else b"",
-            # codes 53, 54, 82 and those of `available`: valid and distinct by construction
-            options=DhcpOptions._trusted(ordered),
-        )
-        event_kind = "dhcp.offer" if mtype is MessageType.OFFER else "dhcp.ack"
-        event = ReplyEvent(kind=event_kind, mac=self.mac,
-                           node=node.name if node is not None else None,
-                           address=address, file=file_name)
-        return Decision(reply=reply, destination=destination or self._destination(),
-                        lease_change=change, unknown_client=unknown, event=event)
+        # codes 53, 54, 82 and those of `available`: valid and distinct by construction
+        return DhcpOptions._trusted(ordered)
 
     def _nak(self, reason: str) -> Decision:
         req = self.request

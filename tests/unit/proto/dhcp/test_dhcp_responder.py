@@ -467,3 +467,32 @@ def test_long_ipxe_url_goes_in_option_67_only() -> None:
                 lookup=lambda mac: long_node, leases=FakeLeases())
     assert d.reply is not None and d.reply.file == b""
     assert d.reply.options[OptionCode.BOOTFILE_NAME] == long_node.ipxe_url.encode()
+
+
+def test_cached_reply_options_are_those_of_each_request() -> None:
+    """Replies reuse the option set of an earlier request with the same shape: a sequence of
+    requests that differ in one thing each gets, through one config, the bytes a fresh
+    config (an empty cache) gives it."""
+    arch_uefi = (7).to_bytes(2, "big")
+    variants: list[dict[str, bytes]] = [
+        {}, {"o55": bytes((1, 3, 6))}, {"o55": bytes((6, 3, 1))}, {"o60": b"PXEClient:Arch"},
+        {"o60": b"PXEClient:Arch", "o97": b"\0" + bytes(16)},
+        {"o60": b"PXEClient:Arch", "o97": b"\0" + bytes(range(16))},
+        {"o77": b"iPXE"}, {"o93": arch_uefi}, {"o82": b"\x01\x02ab"}, {"o82": b"\x01\x02cd"},
+        {"o12": b"a-hostname"},
+    ]
+    pool_config = replace(CONFIG, pool=POOL)
+    for config in (pool_config, replace(CONFIG, mode=DhcpMode.PROXY)):
+        for mac in (KNOWN, STRANGER):
+            for mtype in (MessageType.DISCOVER, MessageType.INFORM):
+                for options in variants:
+                    req = request(mtype, mac, **options)
+                    cached = respond(req, now=NOW, config=config, lookup=lookup,
+                                     leases=FakeLeases())
+                    fresh = respond(req, now=NOW, config=replace(config), lookup=lookup,
+                                    leases=FakeLeases())
+                    if fresh.reply is None:
+                        assert cached.reply is None
+                        continue
+                    assert cached.reply is not None
+                    assert cached.reply.to_bytes() == fresh.reply.to_bytes(), (mac, options)
