@@ -1,16 +1,20 @@
-"""The log line format of `oneroot serve`, and a formatter that writes it cheaply.
+"""The log line format of `oneroot serve`, and a formatter and handler that write it cheaply.
 
 `serve` logs a line per DHCP reply at info. The stock `Formatter` spends as much on each
 line's timestamp (`time.localtime` + `strftime`) as on the rest of the line, so this one
 formats the date and time once per second and, for a record without exception or stack text,
 joins the three fields directly. The output is the stock formatter's, byte for byte (a test
-compares them).
+compares them). The stock `StreamHandler` writes and flushes each line (a `write` system call
+per DHCP reply); `LoopBatchingHandler` writes the lines logged on the event loop's thread once
+per loop iteration, in order, and the lines of other threads at once (after what is pending).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
+from typing import TextIO
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(message)s"
 
@@ -39,3 +43,45 @@ class ServeFormatter(logging.Formatter):
         record.message = record.getMessage()
         record.asctime = self.formatTime(record)
         return f"{record.asctime} {record.levelname} {record.message}"
+
+
+class LoopBatchingHandler(logging.StreamHandler[TextIO]):
+    """A `StreamHandler` whose lines from the running event loop's thread are written together
+    at the end of the loop's current iteration (a batch of DHCP replies: one write). Lines
+    from other threads, or with no loop running, are written at once, after the pending ones.
+    `flush()` (also run by `logging.shutdown` at exit) writes whatever is pending."""
+
+    def __init__(self, stream: TextIO) -> None:
+        super().__init__(stream)
+        self._pending: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            line = self.format(record)
+            loop = asyncio._get_running_loop()
+            if loop is None:
+                self._pending.append(line)
+                self._write_pending()
+                return
+            if not self._pending:
+                loop.call_soon(self.flush)
+            self._pending.append(line)
+        except RecursionError:
+            raise
+        except Exception:
+            self.handleError(record)
+
+    def flush(self) -> None:
+        self.acquire()
+        try:
+            self._write_pending()
+        finally:
+            self.release()
+
+    def _write_pending(self) -> None:
+        """Under the handler's lock."""
+        if self._pending:
+            lines, self._pending = self._pending, []
+            self.stream.write(self.terminator.join(lines) + self.terminator)
+        if self.stream and hasattr(self.stream, "flush"):
+            self.stream.flush()

@@ -10,7 +10,7 @@ from pathlib import PurePosixPath
 
 import click
 
-from oneroot.cli.logformat import ServeFormatter
+from oneroot.cli.logformat import LoopBatchingHandler, ServeFormatter
 from oneroot.cli.state import State, pass_state
 from oneroot.model.limits import limits_from_pairs
 from oneroot.model.server import ServerRole
@@ -64,7 +64,7 @@ def serve(state: State, no_dhcp: bool, no_tftp: bool, no_http: bool, no_nfs: boo
           interface: str | None, server_address: str | None, relays: tuple[str, ...],
           boot_dir: str | None, peers: tuple[str, ...]) -> None:
     """Run DHCP, TFTP and HTTP for the cluster until SIGTERM (SIGHUP reloads)."""
-    handler = logging.StreamHandler(sys.stderr)
+    handler = LoopBatchingHandler(sys.stderr)
     handler.setFormatter(ServeFormatter())
     logging.basicConfig(level=log_level.upper(), handlers=[handler])
     # The format names no caller, thread or process: skip collecting them for every record

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import io
 import logging
 import sys
 
-from oneroot.cli.logformat import LOG_FORMAT, ServeFormatter
+from oneroot.cli.logformat import LOG_FORMAT, LoopBatchingHandler, ServeFormatter
 
 
 def _record(created: float, msg: str, *args: object, exc: bool = False) -> logging.LogRecord:
@@ -49,3 +51,61 @@ def test_the_date_is_formatted_once_per_second() -> None:
     for i in range(100):
         mine.format(_record(1_796_000_000 + i / 100, "dhcp.offer"))
     assert len(calls) == 1
+
+
+class _CountingStream(io.StringIO):
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes = 0
+
+    def write(self, text: str) -> int:
+        self.writes += 1
+        return super().write(text)
+
+
+def _logger(stream: io.StringIO) -> tuple[logging.Logger, LoopBatchingHandler]:
+    handler = LoopBatchingHandler(stream)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logger = logging.getLogger(f"test_logformat.{id(stream)}")
+    logger.propagate = False
+    logger.setLevel(logging.INFO)
+    logger.addHandler(handler)
+    return logger, handler
+
+
+def test_lines_of_one_loop_iteration_are_written_together_in_order() -> None:
+    stream = _CountingStream()
+    logger, handler = _logger(stream)
+
+    async def serve() -> tuple[str, str]:
+        for i in range(10):
+            logger.info("reply %d", i)
+        during = stream.getvalue()  # nothing yet: the batch goes at the iteration's end
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        return during, stream.getvalue()
+
+    during, after = asyncio.run(serve())
+    assert during == ""
+    assert after == "".join(f"reply {i}\n" for i in range(10))
+    assert stream.writes == 1
+    handler.close()
+
+
+def test_other_threads_and_shutdown_flush_what_is_pending() -> None:
+    stream = _CountingStream()
+    logger, handler = _logger(stream)
+
+    async def serve() -> None:
+        logger.info("on the loop")
+        await asyncio.to_thread(logger.info, "from a thread")  # written at once, in order
+        assert stream.getvalue() == "on the loop\nfrom a thread\n"
+        logger.info("pending when the loop stops")
+        assert stream.getvalue() == "on the loop\nfrom a thread\n"
+        handler.flush()  # as logging.shutdown() does at exit
+        assert stream.getvalue().endswith("from a thread\npending when the loop stops\n")
+
+    asyncio.run(serve())
+    logger.info("no loop: written at once")
+    assert stream.getvalue().endswith("stops\nno loop: written at once\n")
+    handler.close()
