@@ -17,9 +17,11 @@ The upper holds, built before the mount:
 
 Why each option: without an upper the view's root handle is stale (the export fails); without
 `xino=on` ganesha answers NFS4ERR_XDEV (overlayfs reports the lower st_dev for non-directories);
-`index=on,nfs_export=on` make file handles decodable. New files under the live `/` show through
-at once. The view is mounted `ro`; adding a junction remounts it rw for the `mkdir` (which lands
-in the tmpfs) and back, in place — never unmounted while exported (stale handles).
+`index=on,nfs_export=on` make file handles decodable; after the mount and each update, the
+index gets a whiteout per masked file so a forged handle of one is stale (`viewhandles`).
+New files under the live `/` show through at once. The view is mounted `ro`; adding a
+junction remounts it rw for the `mkdir` (which lands in the tmpfs) and back, in place —
+never unmounted while exported (stale handles).
 
 If the server's `/` is itself an overlayfs (a container), the kernel refuses the view:
 `ViewUnsupported` says so.
@@ -38,6 +40,7 @@ from pathlib import Path, PurePosixPath
 
 from oneroot.errors import ConfigError, ExternalToolError
 from oneroot.fsutil import make_whiteout, set_opaque
+from oneroot.nfs.viewhandles import block_masked_handles
 from oneroot.nfs.viewpolicy import Mask, MaskKind, ViewPolicy, plan_masks, swap_files_under
 
 log = logging.getLogger(__name__)
@@ -89,6 +92,7 @@ class ViewStatus:
     junctions_added: tuple[PurePosixPath, ...] = ()
     masks_added: tuple[Mask, ...] = ()
     deferred: tuple[Mask, ...] = ()  # too big to empty live: remount the view
+    handles_blocked: int = 0  # index whiteouts added (`viewhandles`)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -286,10 +290,20 @@ def mount_view(spec: ViewSpec) -> ViewStatus:
         with contextlib.suppress(ExternalToolError):
             _run("umount", str(spec.upper_mount))
         raise
+    blocked = _block_handles(spec, masks)
     log.info("nfs.view.mounted image=%s at=%s masks=%d junctions=%d", spec.name,
              spec.mountpoint, len(masks), len(spec.junctions))
     return ViewStatus(spec=spec, mounted=True, created=True, junctions_added=spec.junctions,
-                      masks_added=tuple(masks))
+                      masks_added=tuple(masks), handles_blocked=blocked)
+
+
+def _block_handles(spec: ViewSpec, masks: list[Mask]) -> int:
+    """Forged handles of what `masks` hide answer ESTALE (`viewhandles`). After the mount
+    (overlayfs makes the index dir) and after live masks (their unlink copies up through the
+    index, which a whiteout there would refuse)."""
+    return block_masked_handles(spec.lower, spec.upper_mount / "upper",
+                                spec.upper_mount / "work" / "index", [m.path for m in masks],
+                                cache=spec.upper_mount / "handles-walked.json")
 
 
 @contextlib.contextmanager
@@ -359,7 +373,8 @@ def update_view(spec: ViewSpec) -> ViewStatus:
     # oneroot's own dirs hold junctions only (opaque since the mount; junctions of removed
     # nodes stay): never emptied live.
     owned = {rel for rel, _ in spec.policy.owned}
-    showing = [m for m in masks_of(spec) if m.path not in owned and _shows(spec, m)]
+    masks = masks_of(spec)
+    showing = [m for m in masks if m.path not in owned and _shows(spec, m)]
     deferred = tuple(m for m in showing if m.kind is MaskKind.EMPTIED and _count(
         spec.mountpoint / m.path, LIVE_EMPTY_LIMIT) > LIVE_EMPTY_LIMIT)
     applied = [m for m in showing if m not in deferred]
@@ -375,7 +390,8 @@ def update_view(spec: ViewSpec) -> ViewStatus:
         log.warning("nfs.view.mask_deferred image=%s path=%s reason=%s", spec.name, mask.path,
                     "too many entries to empty live: remount the view")
     return ViewStatus(spec=spec, mounted=True, junctions_added=tuple(missing),
-                      masks_added=tuple(applied), deferred=deferred)
+                      masks_added=tuple(applied), deferred=deferred,
+                      handles_blocked=_block_handles(spec, masks))
 
 
 def unmount_view(spec: ViewSpec) -> None:

@@ -18,14 +18,12 @@ forged handle is the export's header around any kernel handle of the same filesy
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import json
-import os
 import struct
 import sys
 from pathlib import Path
 
+from oneroot.nfs.viewhandles import AT_FDCWD, handle_at
 from oneroot.testing.nfs3raw import Rpc, _opaque
 
 NFS_PROGRAM, NFS_V4, COMPOUND = 100003, 4, 1
@@ -101,22 +99,9 @@ def ganesha_handle(template: bytes, kernel_type: int, kernel: bytes, *,
     return template[:2] + export + bytes([len(body)]) + body
 
 
-class _FileHandle(ctypes.Structure):
-    _fields_ = [("handle_bytes", ctypes.c_uint), ("handle_type", ctypes.c_int),
-                ("f_handle", ctypes.c_ubyte * 128)]
-
-
 def kernel_handle(path: Path) -> tuple[int, bytes]:
     """name_to_handle_at(2) of `path`: (type, bytes), what the server's kernel decodes."""
-    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
-    fh = _FileHandle(handle_bytes=128)
-    mount_id = ctypes.c_int()
-    at_fdcwd = -100
-    if libc.name_to_handle_at(at_fdcwd, os.fsencode(path), ctypes.byref(fh),
-                              ctypes.byref(mount_id), 0) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, os.strerror(err), str(path))
-    return fh.handle_type, bytes(fh.f_handle[:fh.handle_bytes])
+    return handle_at(AT_FDCWD, str(path))
 
 
 def attack(server: str, port: int, handles: dict[str, str], *,

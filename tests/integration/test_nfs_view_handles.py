@@ -1,0 +1,109 @@
+"""Forged overlayfs handles against the masked view, decoded by the kernel the way an NFS
+server decodes them (`open_by_handle_at` on the view: knfsd and ganesha's FSAL_VFS both end in
+overlayfs's `ovl_fh_to_dentry`). No NFS server, no QEMU: the same attack through knfsd in the
+server VM is `tests/e2e/test_knfsd.py::test_forged_handles_are_refused`.
+
+A handle of a file the view shows, with its last bytes (the lower filesystem's inode and
+generation, as a leak would give them) swapped for a masked file's, reads that file unless
+the view's index holds a whiteout for it (`oneroot.nfs.viewhandles`). The control: a secret
+created after the view is up is read by its forged handle until the rescan (`update_view`)
+blocks it, so the attack is real here and the index is what stops it.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path, PurePosixPath
+
+import pytest
+
+from oneroot.nfs import mount_view, unmount_view, update_view, view_spec
+from oneroot.nfs.view import ViewSpec
+from oneroot.nfs.viewhandles import AT_FDCWD, FileHandle, handle_at
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(os.geteuid() != 0, reason="needs root (mounts, open_by_handle_at)"),
+]
+
+VISIBLE = {"etc/passwd": "public\n", "usr/bin/tool": "tool\n"}
+SECRETS = {"etc/shadow": "shadow secret\n",  # a hidden file
+           "root/.bash_history": "root secret\n",  # below an emptied directory
+           "home/alice/.ssh/id_ed25519": "alice key\n",  # two levels below one
+           "var/lib/oneroot/inventory.db": "inventory\n"}  # oneroot's home
+
+
+def _read_by_handle(mount: Path, handle_type: int, handle: bytes) -> str:
+    """open_by_handle_at(2) through the view: the file's text, or the error's name."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    fh = FileHandle(handle_bytes=len(handle), handle_type=handle_type)
+    ctypes.memmove(fh.f_handle, handle, len(handle))
+    mount_fd = os.open(mount, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fd = libc.open_by_handle_at(mount_fd, ctypes.byref(fh), os.O_RDONLY)
+        if fd < 0:
+            return os.strerror(ctypes.get_errno())
+        with os.fdopen(fd) as f:
+            return f.read()
+    finally:
+        os.close(mount_fd)
+
+
+def _forged(spec: ViewSpec, rel: str) -> tuple[int, bytes]:
+    """The view's own handle of a file it shows, with the lower handle of `rel` in place of
+    that file's: what a node sends knowing `rel`'s inode and generation."""
+    shown_type, shown = handle_at(AT_FDCWD, str(spec.mountpoint / "etc/passwd"))
+    _, passwd = handle_at(AT_FDCWD, str(spec.lower / "etc/passwd"))
+    _, wanted = handle_at(AT_FDCWD, str(spec.lower / rel))
+    assert shown.endswith(passwd) and len(wanted) == len(passwd)
+    return shown_type, shown[:-len(passwd)] + wanted
+
+
+@pytest.fixture
+def view() -> Iterator[ViewSpec]:
+    # On / itself (ext4 here): overlayfs needs xattrs and file handles from its lower.
+    base = Path("/var/tmp") / f"oneroot-view-handles-{os.getpid()}"
+    lower = base / "root"
+    for rel, text in {**VISIBLE, **SECRETS}.items():
+        (lower / rel).parent.mkdir(parents=True, exist_ok=True)
+        (lower / rel).write_text(text)
+    spec = view_spec("default", lower=lower, views_dir=base / "views",
+                     state_dir=PurePosixPath(lower / "var/state/systems"),
+                     group_dir=PurePosixPath(lower / "var/state/groups"),
+                     hidden_dirs=[PurePosixPath(lower / "var/lib/oneroot")])
+    try:
+        yield spec
+    finally:
+        unmount_view(spec)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def test_forged_handles_of_masked_files_are_stale(view: ViewSpec) -> None:
+    status = mount_view(view)
+    # The controls: the view's own handle, and a forged one of another shown file, read.
+    assert _read_by_handle(view.mountpoint, *handle_at(
+        AT_FDCWD, str(view.mountpoint / "etc/passwd"))) == "public\n"
+    assert _read_by_handle(view.mountpoint, *_forged(view, "usr/bin/tool")) == "tool\n"
+    for rel in SECRETS:
+        assert not (view.mountpoint / rel).exists()  # hidden by name
+        assert _read_by_handle(view.mountpoint, *_forged(view, rel)) == os.strerror(
+            116), rel  # ESTALE: and by handle
+    assert status.handles_blocked >= len(SECRETS)
+
+
+def test_a_secret_made_later_is_blocked_by_the_rescan(view: ViewSpec) -> None:
+    mount_view(view)
+    later = view.lower / "root/made-later"
+    later.write_text("made later\n")
+    forged = _forged(view, "root/made-later")
+    assert not (view.mountpoint / "root/made-later").exists()
+    # Without its index whiteout the forged handle reads it: the attack, for real.
+    assert _read_by_handle(view.mountpoint, *forged) == "made later\n"
+    blocked = update_view(view).handles_blocked
+    assert _read_by_handle(view.mountpoint, *forged) == os.strerror(116)
+    assert blocked == 1
+    assert update_view(view).handles_blocked == 0  # already blocked: nothing new
+    assert (view.mountpoint / "etc/passwd").read_text() == "public\n"
