@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -81,17 +82,29 @@ def read_record(s: Settings, image: Image) -> BlockRecord | None:
         return None
 
 
-def build_block(s: Settings, image: Image, *,
+def build_block(s: Settings, image: Image, *, view: Path | None = None,
                 compress: Compression = Compression.NONE) -> BlockRecord:
-    """Build (or rebuild) the EROFS file of the version `image` stands for, and record it."""
-    if image.live:
-        raise InvalidValue(
-            f"image {image.name} is the server's live `/`: it is not built as EROFS",
-            hint="make a versioned image (`oneroot image create` or `image import`) for "
-                 "union=block nodes")
+    """Build (or rebuild) the EROFS file of the version `image` stands for, and record it.
+
+    An image nodes see through a masked view (the live `/`, a root holding the state dir) is
+    built from its mounted `view`, on demand, with the build's own time as its epoch (a live
+    root changes: no two builds are the same); `block_dir` is left out of it."""
     dest = Path(block_file(s, image))
-    built: BlockBuild = build_erofs(Path(image.root), dest, label=version_label(image),
-                                    epoch=_epoch(image), compress=compress)
+    source, epoch = Path(image.root), _epoch(image)
+    excludes: tuple[str, ...] = ()
+    if view is not None:
+        source, epoch = view, int(time.time())
+        inside = PurePosixPath(s.block_dir).relative_to(image.root) if PurePosixPath(
+            s.block_dir).is_relative_to(image.root) else None
+        excludes = (str(inside),) if inside is not None else ()
+    elif image.live:
+        raise InvalidValue(
+            f"image {image.name} is the server's live `/`: its EROFS file is built from "
+            "its masked view, which is not mounted",
+            hint=f"`oneroot nfs apply` mounts it (and builds the file for union=block "
+                 f"nodes), or `oneroot image block {image.name}` after it")
+    built: BlockBuild = build_erofs(source, dest, label=version_label(image), epoch=epoch,
+                                    compress=compress, excludes=excludes)
     record = BlockRecord(image=version_label(image), size=built.size, seconds=built.seconds,
                          sha256=built.sha256, compress=built.compress.value,
                          epoch=built.epoch, built=time.time())
@@ -108,13 +121,15 @@ def block_images(cluster: ResolvedCluster) -> dict[str, Image]:
             if r.profile.block_union}
 
 
-def ensure_blocks(cluster: ResolvedCluster) -> list[BlockRecord]:
-    """Build each EROFS file a `union=block` node boots that is not there yet."""
+def ensure_blocks(cluster: ResolvedCluster,
+                  views: Mapping[str, Path] | None = None) -> list[BlockRecord]:
+    """Build each EROFS file a `union=block` node boots that is not there yet; an image
+    exported through a masked view is built from its mounted view (`views`, by name)."""
     s = cluster.settings
     made = []
     for image in block_images(cluster).values():
         if read_record(s, image) is None or not Path(block_file(s, image)).is_file():
-            made.append(build_block(s, image))
+            made.append(build_block(s, image, view=(views or {}).get(image.name)))
     return made
 
 

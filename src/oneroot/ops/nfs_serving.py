@@ -208,12 +208,12 @@ def apply_nfs(cluster: ResolvedCluster, paths: Paths, *,
     prepare_group_layers(cluster)
     prepare_nodes(cluster, paths)
     ensure_tops(cluster)  # after the layers: a new top starts with the node's identity files
-    ensure_blocks(cluster)
     # After the node layers: for an image that is the server's live `/`, runlevel targets go
     # into each node's own layer instead of the image.
     apply_runlevels(cluster)
     for spec in plan.views.values():
         mount_view(spec)
+    ensure_blocks(cluster, {name: Path(v.mountpoint) for name, v in plan.views.items()})
     files = ganesha_files(paths)
     pid = running_pid(files) if plan.kind.is_ganesha else None
     ns_pid = union_ns_pid(pid)

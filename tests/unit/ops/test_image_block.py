@@ -10,11 +10,18 @@ from pathlib import Path, PurePosixPath
 
 import pytest
 
+from oneroot.errors import InvalidValue
 from oneroot.inventory.sqlstore import SqlInventory
-from oneroot.model import Group, Image, InitSystem, resolve_cluster
+from oneroot.model import Group, Image, InitSystem, Settings, resolve_cluster
 from oneroot.model.inventory import Inventory, plan
 from oneroot.model.paths import Paths
-from oneroot.ops.image_block import block_file, ensure_tops, read_record, top_file
+from oneroot.ops.image_block import (
+    block_file,
+    build_block,
+    ensure_tops,
+    read_record,
+    top_file,
+)
 from oneroot.ops.image_versions import add_version_from_tree
 from oneroot.overlay.blockimage import Compression, build_erofs, make_ext4_top
 from oneroot.testing.inventory import make_inventory, make_node
@@ -105,3 +112,23 @@ def test_a_block_node_gets_an_ext4_top_once(
     assert top.stat().st_mtime_ns == stamp
     with pytest.raises(FileExistsError):
         make_ext4_top(top, size=16 << 20, label="node01")
+
+
+def test_an_image_seen_through_a_view_is_built_from_the_view(tmp_path: Path) -> None:
+    """A live root's EROFS comes from its masked view (never the root as it is), without the
+    block dir, with the build's time as epoch (its files' mtimes kept)."""
+    root = _tree(tmp_path / "root", "root")
+    view = _tree(tmp_path / "view", "seen through the view")
+    (view / "blocks").mkdir()
+    (view / "blocks/other.erofs").write_text("an earlier build")
+    s = Settings(block_dir=PurePosixPath(root / "blocks"))
+    image = Image(name="host", root=PurePosixPath(root))
+    record = build_block(s, image, view=view)
+    assert record.image == "host@1" and record.epoch > 1_700_000_000
+    _extract(Path(block_file(s, image)), tmp_path / "out")
+    assert (tmp_path / "out/etc/motd").read_text() == "seen through the view"
+    assert (tmp_path / "out/etc/motd").stat().st_mtime == 1_600_000_000
+    assert not (tmp_path / "out/blocks").exists()
+    live = Image(name="default", root=PurePosixPath("/"))
+    with pytest.raises(InvalidValue, match="its masked view, which is not mounted"):
+        build_block(s, live)
