@@ -22,7 +22,13 @@ import pytest
 
 from oneroot.initramfs.kernel import default_cache_dir
 from oneroot.ops.lab import LabCluster
-from oneroot.testing.labprobe import PROBE_LIB, install_probe, sha256_of, wait_probe
+from oneroot.testing.labprobe import (
+    PERSIST_AND_POWEROFF,
+    PROBE_LIB,
+    install_probe,
+    sha256_of,
+    wait_probe,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -37,14 +43,7 @@ say fuse_procs="$(fuse_pids | wc -l)"
 say motd="$(sha /etc/motd)"
 say layered="$(cat /etc/oneroot-layer-test 2>/dev/null || echo none)"
 say image_change="$(cat /etc/oneroot-image-change 2>/dev/null || echo none)"
-if [ -e /root/persist ]; then say persist="$(tr ' ' _ < /root/persist)"; else say persist=none; fi
-if [ -e /etc/issue.net ]; then say issue_net=present; else say issue_net=missing; fi
-echo "written on node01" > /root/persist && say wrote=yes
-rm -f /etc/issue.net && say deleted=yes
-sync
-say DONE
-systemctl poweroff
-"""
+""" + PERSIST_AND_POWEROFF
 
 
 @pytest.fixture(scope="module")

@@ -40,6 +40,17 @@ fuse_pids() {
   done
 }
 """
+# The end of a persistence probe: what the last boot left (persist, issue_net), then a write
+# and a deletion for the next boot to find (wrote, deleted), synced, and power off.
+PERSIST_AND_POWEROFF = r"""if [ -e /root/persist ]; then say persist="$(tr ' ' _ < /root/persist)"
+else say persist=none; fi
+if [ -e /etc/issue.net ]; then say issue_net=present; else say issue_net=missing; fi
+echo "written on node01" > /root/persist && say wrote=yes
+rm -f /etc/issue.net && say deleted=yes
+sync
+say DONE
+systemctl poweroff
+"""
 _LINE = re.compile(r"PROBE (.*)")
 _PAIR = re.compile(r"(\w+)=(\S*)")
 
