@@ -206,8 +206,10 @@ def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Net]:
                 ["init", "--server", SERVER, "--subnet", "10.93.0.0/24", "--interface",
                  lab.bridge, "--image-root", str(tmp / "image"), "--boot-dir",
                  str(tmp / "boot"), "--state-dir", str(tmp / "state"), "--http-port", "8080"],
+                # layer_fs=shared: serve runs in its own mount namespace here, and the test
+                # writes node01's layer from the host (ops.layerfs)
                 ["settings", "set", "discovery=true", "pool_start=10.93.0.200",
-                 "pool_end=10.93.0.210", f"group_dir={tmp / 'groups'}"],
+                 "pool_end=10.93.0.210", f"group_dir={tmp / 'groups'}", "layer_fs=shared"],
                 ["node", "add", "node01", "--mac", NODE01_MAC, "--ip", NODE01_IP],
             ):
                 subprocess.run([*base, *argv], check=True, capture_output=True)

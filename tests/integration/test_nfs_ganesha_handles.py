@@ -3,12 +3,14 @@ ganesha in oneroot's layout on loopback, node01 (127.0.0.1) as the attacker spea
 itself (`oneroot.testing.nfs4raw`), handles made the way ganesha's FSAL_VFS makes them.
 
 ganesha checks a handle's export id against the client and its fsid against the export's
-filesystems, and nothing else: it has no subtree check (`nfs4raw`'s docstring). So what is
-refused is what those checks and overlayfs's own decoder refuse; what answers is listed in
-`KNOWN_GAP` and in docs/security.md ("Forged handles"): every object on a filesystem that
-holds an export of the attacker's, through that export, and non-directories of the view's
-lower filesystem through the view (overlayfs decodes lower handles without a path check).
-The test pins that split, so a change either way is seen.
+filesystems, and nothing else: it has no subtree check (`nfs4raw`'s docstring). So every
+object on a filesystem that holds an export of the attacker's is reachable through that
+export. The defence is `layer_fs=own` (the default, `oneroot.ops.layerfs`): each node's layer
+a filesystem of its own, so a handle through node01's export names node01's layer only, and
+node02's filesystem id is refused. `layer_fs=shared` is the same attack without the defence:
+`SHARED_GAP` answers there, which shows the test fails when the defence is off.
+`KNOWN_VIEW_GAP` is open in both: non-directories of the view's lower filesystem through the
+view (overlayfs decodes lower handles without a path check; docs/security.md).
 """
 
 from __future__ import annotations
@@ -19,17 +21,26 @@ import os
 import shutil
 import struct
 from collections.abc import Iterator
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import pytest
 
-from oneroot.model import NfsServerKind
+from oneroot.model import Image, LayerFs, NfsServerKind
 from oneroot.model.paths import Paths
 from oneroot.model.resolved import ResolvedCluster, resolve_cluster
 from oneroot.nfs import unmount_view
+from oneroot.ops.layerfs import unmount_layer_fs
 from oneroot.ops.nfs_serving import apply_nfs, ganesha_server, nfs_plan
 from oneroot.testing.inventory import loopback_settings, make_inventory, make_node
-from oneroot.testing.nfs4raw import Nfs4, ganesha_handle, kernel_handle
+from oneroot.testing.nfs3raw import _opaque
+from oneroot.testing.nfs4raw import (
+    GETATTR_BITS,
+    OP_GETATTR,
+    OP_PUTFH,
+    Nfs4,
+    ganesha_handle,
+    kernel_handle,
+)
 from oneroot.testing.ports import free_port
 
 pytestmark = [
@@ -40,10 +51,15 @@ pytestmark = [
 
 FILES = {"etc/passwd": "public\n", "etc/shadow": "secret shadow\n", "usr/bin/tool": "tool\n",
          "var/state/systems/node02/upper/etc/node02-secret": "secret of node02\n"}
-# Answered today (docs/security.md, "Forged handles"): the export's filesystem is open to
-# its clients through it, and the view's lower non-directories through the view.
-KNOWN_GAP = {"ino2_own", "shadow_own", "outside_own", "node02_dir_own", "node02_secret_own",
-             "shadow_view_ovl", "outside_view_ovl", "node02_secret_view_ovl"}
+# Answered with layer_fs=shared (docs/security.md, "Forged file handles"): the filesystem
+# holding node01's export is open to node01 through it, node02's layer included.
+SHARED_GAP = {"ino2_own", "shadow_own", "outside_own", "node02_dir_own", "node02_secret_own",
+              "node02_secret_view_ovl", "node02_dir_fsid02", "node02_secret_fsid02"}
+# With layer_fs=own these name inode 2 of node01's own filesystem: its own export's root
+# (checked: the same attributes as `own_root`).
+OWN_ROOT_ALIASES = {"ino2_own", "node02_dir_own"}
+# Open with either: the view's lower non-directories through the view (a leaked generation).
+KNOWN_VIEW_GAP = {"shadow_view_ovl", "outside_view_ovl"}
 
 
 @pytest.fixture
@@ -60,15 +76,18 @@ def server_root() -> Iterator[Path]:
         shutil.rmtree(base, ignore_errors=True)
 
 
-def _cluster(root: Path) -> ResolvedCluster:
+def _cluster(root: Path, layer_fs: LayerFs) -> ResolvedCluster:
     return resolve_cluster(make_inventory(
         nodes=[make_node(1, address="127.0.0.1"), make_node(2, address="127.0.0.2")],
-        settings=loopback_settings(root / "var/state", nfs_server=NfsServerKind.GANESHA),
+        settings=loopback_settings(root / "var/state", nfs_server=NfsServerKind.GANESHA,
+                                   layer_fs=layer_fs),
         image_root=root))
 
 
-def _forge(client: Nfs4, root: Path, export_ids: dict[str, int]) -> dict[str, bytes]:
-    """node01's own handles from GETFH, and the forged ones built on them."""
+def _forge(client: Nfs4, root: Path, export_ids: dict[str, int],
+           node02_root: bytes) -> dict[str, bytes]:
+    """node01's own handles from GETFH, and the forged ones built on them. `node02_root` is
+    node02's own root handle (what a leak of one of its handles gives away: its fsid)."""
     own = client.handle_of(f"{root}/var/state/systems/node01")
     passwd = client.handle_of(f"{root}/etc/passwd")  # through the view (its pseudo path)
     ovl_type, ovl = passwd[6 + 8], passwd[6 + 8 + 1:]  # after header, VFS flags, fsid
@@ -86,19 +105,30 @@ def _forge(client: Nfs4, root: Path, export_ids: dict[str, int]) -> dict[str, by
                                                    export_id=export_ids["node02"])
         if kind == 1 and name != "node02_dir":
             handles[f"{name}_view_ovl"] = ganesha_handle(passwd, ovl_type, ovl[:-8] + fid)
+        if name.startswith("node02"):  # node02's filesystem id, node01's export id
+            handles[f"{name}_fsid02"] = ganesha_handle(node02_root, kind, fid,
+                                                       export_id=export_ids["node01"])
     return handles
 
 
-def test_forged_handles_against_ganesha(server_root: Path) -> None:
-    cluster = _cluster(server_root)
+@pytest.mark.parametrize("layer_fs", [LayerFs.OWN, LayerFs.SHARED])
+def test_forged_handles_against_ganesha(server_root: Path, layer_fs: LayerFs) -> None:
+    cluster = _cluster(server_root, layer_fs)
     paths = Paths(home=server_root / "var/lib/oneroot")
     port = free_port()
     plan = nfs_plan(cluster, paths, port=port)
     export_ids = {key.split(":")[-1]: number for key, number in plan.export_ids.items()}
 
+    attrs: dict[str, bytes] = {}
+
     def attack() -> dict[str, dict[str, int]]:
+        node02 = Nfs4("127.0.0.1", port, source="127.0.0.2")
+        node02_root = node02.handle_of(f"{server_root}/var/state/systems/node02")
         client = Nfs4("127.0.0.1", port)
-        handles = _forge(client, server_root, export_ids)
+        handles = _forge(client, server_root, export_ids, node02_root)
+        for name in OWN_ROOT_ALIASES | {"own_root"}:  # type, size, fileid
+            attrs[name] = client.compound(struct.pack(">I", OP_PUTFH) + _opaque(handles[name]),
+                                          struct.pack(">I", OP_GETATTR) + GETATTR_BITS)[1]
         return {name: client.probe(fh) for name, fh in handles.items()}
 
     try:
@@ -113,10 +143,57 @@ def test_forged_handles_against_ganesha(server_root: Path) -> None:
         for spec in plan.views.values():
             with contextlib.suppress(Exception):
                 unmount_view(spec)
+        for node in ("node01", "node02"):
+            unmount_layer_fs(server_root / "var/state/systems" / node)
     print(results)
     answered = {name for name, procs in results.items() if 0 in procs.values()}
     # The controls: node01's own export and a file the view shows, by their real handles.
     assert results["own_root"]["readdir"] == 0 and results["passwd_view_ovl"]["read"] == 0
-    # Refused: another node's export id, ext4 handles through the view (overlayfs's decoder).
+    # Refused: another node's export id, ext4 handles through the view.
     assert not {n for n in answered if n.endswith(("_node02", "_view"))}
-    assert answered == {"own_root", "passwd_view_ovl"} | KNOWN_GAP
+    if layer_fs is LayerFs.SHARED:  # the defence off: the whole filesystem is open
+        assert answered == {"own_root", "passwd_view_ovl"} | SHARED_GAP | KNOWN_VIEW_GAP
+        return
+    assert answered == {"own_root", "passwd_view_ovl"} | OWN_ROOT_ALIASES | KNOWN_VIEW_GAP
+    assert {attrs[name] for name in OWN_ROOT_ALIASES} == {attrs["own_root"]}
+
+
+def test_image_exported_as_it_is_opens_its_filesystem(server_root: Path) -> None:
+    """An image that is not the server's `/` is exported as it is (no view): its export
+    holds the filesystem the image lives on. Pinned open (docs/security.md, "Forged file
+    handles"): node03, which boots image `plain`, reads a file outside every export through
+    it. `layer_fs=own` does not cover images."""
+    plain = server_root.parent / "plain"
+    (plain / "etc").mkdir(parents=True)
+    (plain / "etc/passwd").write_text("plain\n")
+    cluster = resolve_cluster(make_inventory(
+        nodes=[make_node(3, address="127.0.0.3", image="plain")],
+        images=[Image(name="plain", root=PurePosixPath(plain))],
+        settings=loopback_settings(server_root / "var/state", nfs_server=NfsServerKind.GANESHA),
+        image_root=server_root))
+    paths = Paths(home=server_root / "var/lib/oneroot")
+    port = free_port()
+    plan = nfs_plan(cluster, paths, port=port)
+    assert "plain" not in plan.views  # exported as it is
+
+    def attack() -> dict[str, dict[str, int]]:
+        client = Nfs4("127.0.0.1", port, source="127.0.0.3")
+        image = client.handle_of(f"{plain}/etc/passwd")
+        kind, fid = kernel_handle(server_root.parent / "outside-secret")
+        return {"passwd": client.probe(image),
+                "outside": client.probe(ganesha_handle(image, kind, fid))}
+
+    async def scenario() -> dict[str, dict[str, int]]:
+        async with ganesha_server(cluster, paths, port=port):
+            return await asyncio.to_thread(attack)
+
+    try:
+        apply_nfs(cluster, paths, plan=plan)
+        results = asyncio.run(scenario())
+    finally:
+        for spec in plan.views.values():
+            with contextlib.suppress(Exception):
+                unmount_view(spec)
+    print(results)
+    assert results["passwd"]["read"] == 0
+    assert results["outside"]["read"] == 0  # KNOWN_IMAGE_GAP: read, open

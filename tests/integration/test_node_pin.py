@@ -123,6 +123,10 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
                     "--interface", "br0", "--image-root", str(image), "--state-dir",
                     str(state), "--boot-dir", str(tmp / "boot"), "--nfs-server", "ganesha",
                     "--http-port", "8080"], check=True, capture_output=True)
+    # serve runs in its own mount namespace here, and the test reads node01's layer from the
+    # host: plain directories (ops.layerfs)
+    subprocess.run([*base, "settings", "set", "layer_fs=shared"], check=True,
+                   capture_output=True)
     subprocess.run([*base, "node", "add", "node01", "--mac", MAC01, "--ip", str(NODE01)],
                    check=True, capture_output=True)
     lab = Lab.create(subnet=str(SUBNET), router_advertisements=False, workdir=tmp / "lab")

@@ -52,6 +52,18 @@ class NfsServerKind(enum.StrEnum):
         return self is not NfsServerKind.KNFSD
 
 
+class LayerFs(enum.StrEnum):
+    """Where node and group layers live (nfs_server=ganesha; docs/security.md)."""
+
+    OWN = "own"  # each layer a filesystem of its own (a loop-mounted ext4 image)
+    SHARED = "shared"  # directories of the state dir's filesystem: forged handles cross them
+
+    def applies(self, server: NfsServerKind) -> bool:
+        """Own filesystems are made for FSAL_VFS only: knfsd checks subtrees itself and
+        ganesha-ceph's layers live in CephFS (a cephx user per export)."""
+        return self is LayerFs.OWN and server is NfsServerKind.GANESHA
+
+
 class InitSystem(enum.StrEnum):
     SYSTEMD = "systemd"
     OPENRC = "openrc"
@@ -77,6 +89,7 @@ class Settings:
     block_dir: PurePosixPath = PurePosixPath("/var/lib/oneroot/blocks")
     http_port: int = 8080
     nfs_server: NfsServerKind = NfsServerKind.GANESHA
+    layer_fs: LayerFs = LayerFs.OWN
     lease_time: int = 86400
     discovery: bool = False
     pool_start: ipaddress.IPv4Address | None = None

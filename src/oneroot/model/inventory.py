@@ -21,6 +21,7 @@ from oneroot.model.cluster import (
     Group,
     Image,
     InitSystem,
+    LayerFs,
     NfsServerKind,
     Node,
     Runlevel,
@@ -129,6 +130,13 @@ def _parse_setting(key: str, raw: Any) -> Any:
         except ValueError:
             raise InvalidValue(f"nfs_server must be knfsd, ganesha or ganesha-ceph, not {raw!r}"
                                ) from None
+    if key == "layer_fs":
+        try:
+            return LayerFs(str(raw))
+        except ValueError:
+            raise InvalidValue(f"layer_fs must be own or shared, not {raw!r}",
+                               hint="own: each layer a filesystem of its own (nfs-ganesha "
+                                    "isolation, docs/security.md)") from None
     if key in ("ceph_user", "ceph_fs"):
         text = str(raw)
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", text):

@@ -113,7 +113,10 @@ class LabCluster:
                          "--interface", "br0", "--state-dir", str(self.state_dir),
                          "--boot-dir", str(self.boot_dir), "--nfs-server", "ganesha",
                          "--image-root", str(placeholder))
-            self.oneroot("settings", "set", f"group_dir={self.group_dir}")
+            # layer_fs=shared: serve runs in the lab's own mount namespace, and the host's
+            # tools and tests read the layers (ops.layerfs: a layer filesystem mounted there
+            # is not seen here)
+            self.oneroot("settings", "set", f"group_dir={self.group_dir}", "layer_fs=shared")
             self.oneroot("group", "set", "default", "--set",
                          f"kernel_args={' '.join(LAB_KERNEL_ARGS)}", "--set",
                          f"image={self.image_name}", check=False)

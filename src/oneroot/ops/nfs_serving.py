@@ -205,8 +205,12 @@ def apply_nfs(cluster: ResolvedCluster, paths: Paths, *,
     """Make the disk match the inventory and tell the NFS server. Idempotent."""
     plan = plan or nfs_plan(cluster, paths)
     keep_export_ids(paths, plan.export_ids)
-    prepare_group_layers(cluster)
-    prepare_nodes(cluster, paths)
+    files = ganesha_files(paths)
+    pid = running_pid(files) if plan.kind.is_ganesha else None
+    ns_pid = union_ns_pid(pid)
+    # Layers of their own (layer_fs=own) are mounted here and in ganesha's namespace.
+    prepare_group_layers(cluster, ns_pid=ns_pid)
+    prepare_nodes(cluster, paths, ns_pid=ns_pid)
     ensure_tops(cluster)  # after the layers: a new top starts with the node's identity files
     # After the node layers: for an image that is the server's live `/`, runlevel targets go
     # into each node's own layer instead of the image.
@@ -214,9 +218,6 @@ def apply_nfs(cluster: ResolvedCluster, paths: Paths, *,
     for spec in plan.views.values():
         mount_view(spec)
     ensure_blocks(cluster, {name: Path(v.mountpoint) for name, v in plan.views.items()})
-    files = ganesha_files(paths)
-    pid = running_pid(files) if plan.kind.is_ganesha else None
-    ns_pid = union_ns_pid(pid)
     mount_unions(plan.unions, ns_pid=ns_pid)
     stale = stale_unions(cluster, ns_pid=ns_pid)
     if plan.kind is NfsServerKind.KNFSD:

@@ -15,6 +15,7 @@ from pathlib import Path, PurePosixPath
 from oneroot.fsutil import UnsafePath
 from oneroot.model.paths import ClusterDirs, Paths
 from oneroot.model.resolved import ResolvedCluster
+from oneroot.ops.layerfs import DEFAULT_LAYER_SIZE, ensure_layer_fs
 from oneroot.ops.statefs import apply_layer_quota, make_layer_root
 from oneroot.overlay import (
     IdentityStore,
@@ -68,18 +69,26 @@ def node_identity(cluster: ResolvedCluster, name: str, image_root: Path) -> Node
 
 def prepare_node(cluster: ResolvedCluster, paths: Paths, name: str, *,
                  image_root: Path | None = None, ssh_keygen: str = "ssh-keygen",
-                 ssh_key_types: tuple[str, ...] = SSH_KEY_TYPES) -> PreparedLayer:
+                 ssh_key_types: tuple[str, ...] = SSH_KEY_TYPES,
+                 ns_pid: int | None = None) -> PreparedLayer:
     """The node's `<state_dir>/<node>/{upper,work}` and its identity files in `upper/`.
 
     `image_root` overrides where the node's image is on disk (tests; images built elsewhere).
+    `ns_pid`: the NFS server's mount namespace, when not ours (`ensure_layer_fs`).
     """
     r = cluster.node(name)
     root = image_root or Path(r.image.root)
     dirs = node_layer(cluster.dirs, name)
-    # On the state filesystem, a layer that can carry a quota (a btrfs subvolume).
-    changed = make_layer_root(dirs.root)
-    changed |= ensure_layer(dirs)
     limit = r.profile.layer_quota_bytes
+    s = cluster.settings
+    if s.layer_fs.applies(s.nfs_server):
+        # A filesystem of its own (nfs-ganesha has no subtree check); its size is the limit.
+        changed = ensure_layer_fs(dirs.root, size=limit or DEFAULT_LAYER_SIZE, ns_pid=ns_pid)
+        limit = None
+    else:
+        # On the state filesystem, a layer that can carry a quota (a btrfs subvolume).
+        changed = make_layer_root(dirs.root)
+    changed |= ensure_layer(dirs)
     if limit is not None and apply_layer_quota(dirs.root, limit) == "none":
         log.warning("statefs.quota_unenforced node=%s dir=%s hint=%s", name, dirs.root,
                     "the node's layer is not on the state filesystem (oneroot init)")
@@ -92,7 +101,8 @@ def prepare_node(cluster: ResolvedCluster, paths: Paths, name: str, *,
 
 def prepare_nodes(cluster: ResolvedCluster, paths: Paths, names: Iterable[str] | None = None, *,
                   image_root: Path | None = None,
-                  ssh_key_types: tuple[str, ...] = SSH_KEY_TYPES) -> list[PreparedLayer]:
+                  ssh_key_types: tuple[str, ...] = SSH_KEY_TYPES,
+                  ns_pid: int | None = None) -> list[PreparedLayer]:
     """`prepare_node` for each node. A node whose own layer holds what oneroot will not
     write through (a link where `upper/etc` should be, a tree too deep) is logged and left
     as it is: one node's layer never stops the others (or `oneroot serve`) from starting."""
@@ -100,7 +110,7 @@ def prepare_nodes(cluster: ResolvedCluster, paths: Paths, names: Iterable[str] |
     for name in sorted(names if names is not None else cluster.nodes):
         try:
             out.append(prepare_node(cluster, paths, name, image_root=image_root,
-                                    ssh_key_types=ssh_key_types))
+                                    ssh_key_types=ssh_key_types, ns_pid=ns_pid))
         except UnsafePath as exc:
             log.warning("nodes.layer_refused node=%s error=%s", name, exc.message)
             out.append(PreparedLayer(name=name, dirs=node_layer(cluster.dirs, name),
@@ -108,10 +118,15 @@ def prepare_nodes(cluster: ResolvedCluster, paths: Paths, names: Iterable[str] |
     return out
 
 
-def prepare_group_layers(cluster: ResolvedCluster) -> list[PreparedLayer]:
+def prepare_group_layers(cluster: ResolvedCluster, *,
+                         ns_pid: int | None = None) -> list[PreparedLayer]:
     """`<group_dir>/<group>/upper` for every group that is a layer (`group_layer=true`)."""
     out = []
+    s = cluster.settings
     for name in sorted(cluster.layer_groups):
         dirs = group_layer(cluster.dirs, name)
-        out.append(PreparedLayer(name=name, dirs=dirs, dirs_changed=ensure_layer(dirs)))
+        own = s.layer_fs.applies(s.nfs_server)
+        changed = own and ensure_layer_fs(dirs.root, parent_mode=0o755, ns_pid=ns_pid)
+        changed |= ensure_layer(dirs)
+        out.append(PreparedLayer(name=name, dirs=dirs, dirs_changed=changed))
     return out

@@ -32,6 +32,7 @@ from oneroot.nfs.server_union import MERGED_DIR, same_mount_ns, union_source
 from oneroot.nfs.viewpolicy import MaskKind, ViewPolicy, mask_of_path
 from oneroot.ops.image_block import build_block
 from oneroot.ops.inventory import get_group
+from oneroot.ops.layerfs import release_layer_fs
 from oneroot.ops.nfs_serving import ganesha_files, union_released
 from oneroot.ops.nodes_fs import group_layer, node_layer
 from oneroot.ops.overlay_block import open_top_dir, opened_top, reading_top
@@ -579,6 +580,7 @@ def archive_node_dir(cluster: ResolvedCluster, paths: Paths, name: str, *,
     if not sources:
         return None
     dest = write_tar(_free_name(archive_dir(paths), f"{name}-{_stamp(now)}"), sources)
+    release_layer_fs(layer.root)  # a layer of its own (layer_fs=own): unmount, drop the image
     for src in sources:
         remove_tree(src.base, src.parts)
     return dest

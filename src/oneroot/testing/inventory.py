@@ -14,7 +14,16 @@ from collections.abc import Iterable
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from oneroot.model import Group, Image, InitSystem, Node, ProfileValue, Runlevel, Settings
+from oneroot.model import (
+    Group,
+    Image,
+    InitSystem,
+    LayerFs,
+    Node,
+    ProfileValue,
+    Runlevel,
+    Settings,
+)
 from oneroot.model.inventory import Inventory
 from oneroot.net import MacAddress
 
@@ -44,9 +53,12 @@ def layer_group(name: str, **values: ProfileValue) -> Group:
 
 
 def settings_under(base: Path, **values: Any) -> Settings:
-    """Settings whose state dir and group dir are `base/systems` and `base/groups`."""
+    """Settings whose state dir and group dir are `base/systems` and `base/groups`. Layers
+    are plain directories (`layer_fs=shared`) unless `values` says otherwise: a test that
+    wants each layer a filesystem of its own (the default) unmounts them itself."""
     return Settings(**{"state_dir": PurePosixPath(base / "systems"),
-                       "group_dir": PurePosixPath(base / "groups"), **values})
+                       "group_dir": PurePosixPath(base / "groups"),
+                       "layer_fs": LayerFs.SHARED, **values})
 
 
 def loopback_settings(base: Path, **values: Any) -> Settings:

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from oneroot.cli.main import main
+from oneroot.ops.layerfs import is_layer_fs, layer_image, unmount_layer_fs
 from oneroot.overlay.layer import is_whiteout
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="whiteouts and owners need root")
@@ -146,19 +147,24 @@ def test_node_rm_drops_export_then_archives_dir(home: Path, tmp_path: Path,
     """`node rm`: the inventory entry, then the node's export (NFS was set up), then its
     directory, archived, each step shown as it is done."""
     assert run(home, "settings", "set", "nfs_server=ganesha", capsys=capsys)[0] == 0
-    code, _, err = run(home, "nfs", "apply", capsys=capsys)
-    assert code == 0, err
-    conf = home / "run/ganesha/ganesha.conf"
     layer = tmp_path / "systems/node01"
-    assert str(layer) in conf.read_text()
-    code, out, err = run(home, "node", "rm", "node01", "--yes", capsys=capsys)
-    assert code == 0, err
-    lines = out.splitlines()
-    assert lines[:2] == ["- node node01", "1 change(s) applied"]
-    assert lines[2].startswith("archived node01's directory to ")
-    assert Path(lines[2].rsplit(" ", 1)[1]).is_file()
-    assert str(layer) not in conf.read_text()
-    assert not layer.exists()
+    try:
+        code, _, err = run(home, "nfs", "apply", capsys=capsys)
+        assert code == 0, err
+        conf = home / "run/ganesha/ganesha.conf"
+        assert str(layer) in conf.read_text()
+        assert is_layer_fs(layer)  # the default, layer_fs=own: a filesystem of its own
+        code, out, err = run(home, "node", "rm", "node01", "--yes", capsys=capsys)
+        assert code == 0, err
+        lines = out.splitlines()
+        assert lines[:2] == ["- node node01", "1 change(s) applied"]
+        assert lines[2].startswith("archived node01's directory to ")
+        assert Path(lines[2].rsplit(" ", 1)[1]).is_file()
+        assert str(layer) not in conf.read_text()
+        assert not layer.exists() and not layer_image(layer).exists()
+    finally:
+        for root in (layer, tmp_path / "groups/compute"):
+            unmount_layer_fs(root)
 
 
 def test_node_rm_keep_dir(home: Path, tmp_path: Path,

@@ -1,0 +1,207 @@
+"""Layers on filesystems of their own (`layer_fs=own`, the default with nfs-ganesha): each
+node's and each group's layer directory is the mount point of an ext4 image of its own,
+`<dir>/.layer-images/<name>.ext4` beside it, loop-mounted `nosuid,nodev`.
+
+Why: nfs-ganesha's FSAL_VFS has no subtree check. It takes a handle whose filesystem id is
+the export's own filesystem (or one mounted below the export's path) and opens the kernel
+handle in it with `open_by_handle_at` (4.3: `FSAL_VFS/handle.c:vfs_check_handle`,
+`localfs.c:claim_posix_filesystems`, `is_filesystem_exported`). Any other filesystem id is
+refused (ESTALE). With the layer a filesystem of its own, a handle forged through a node's
+export names objects of that node's layer only: the filesystem holding the state dir, the
+server's `/` and other layers are other filesystems (tests/integration/
+test_nfs_ganesha_handles.py attacks it). A bind mount or a btrfs subvolume would not do: the
+kernel decodes a handle anywhere on the superblock.
+
+`ensure_layer_fs(root, size=...)` is idempotent: it makes the image (sparse, formatted once),
+moves a layer that is still a plain directory into it (copied with `cp -a`, the old tree kept
+beside the images), and mounts it; `oneroot serve` runs it at every start (`apply_nfs`), so
+the layers are mounted again after a reboot. `release_layer_fs` unmounts a removed layer and
+deletes its image (after `archive_node_dir` saved it).
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import os
+import stat
+import subprocess
+from pathlib import Path
+
+from oneroot.errors import ConfigError, ExternalToolError
+from oneroot.nfs.view import MountEntry, mount_at, read_mounts
+
+log = logging.getLogger(__name__)
+
+IMAGES_DIR = ".layer-images"
+MOUNT_OPTIONS = "nosuid,nodev,noinit_itable"  # no background zeroing: the image stays sparse
+DEFAULT_LAYER_SIZE = 32 << 30  # sparse: a layer takes what it holds; its size is its limit
+# A 32 MiB journal (mkfs would take 128 MiB for 32 GiB); one inode per 64 KiB.
+_MKFS = ("mkfs.ext4", "-q", "-F", "-m", "0", "-i", "65536", "-J", "size=32",
+         "-E", "lazy_itable_init=1,lazy_journal_init=1")
+
+
+def layer_image(root: Path) -> Path:
+    """Where the image of the layer at `root` lives."""
+    return root.parent / IMAGES_DIR / f"{root.name}.ext4"
+
+
+def _run(*argv: str, timeout: float = 300) -> str:
+    proc = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                          timeout=timeout, check=False)
+    if proc.returncode != 0:
+        raise ExternalToolError(f"{' '.join(argv)} failed: {proc.stderr.strip()}",
+                                hint="the layer was left as it was")
+    return proc.stdout
+
+
+def backing_file(source: str) -> Path | None:
+    """The file behind a loop device (`/dev/loop3`), or None."""
+    name = os.path.basename(source)
+    try:
+        text = Path(f"/sys/block/{name}/loop/backing_file").read_text().strip()
+    except OSError:
+        return None
+    return Path(text) if text else None
+
+
+def is_layer_fs(root: Path) -> bool:
+    """Whether `root` is mounted from its own layer image."""
+    entry = mount_at(root)
+    return entry is not None and backing_file(entry.source) == _real(layer_image(root))
+
+
+def _real(path: Path) -> Path:
+    return Path(os.path.realpath(path))
+
+
+def _make_image(image: Path, size: int) -> bool:
+    """A sparse, formatted image; False when it exists (never formatted twice)."""
+    if os.path.lexists(image):
+        if not stat.S_ISREG(image.lstat().st_mode):
+            raise ConfigError(f"{image} is not a regular file", hint="remove it")
+        return False
+    image.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    partial = image.with_name(f".{image.name}.new")
+    if os.path.lexists(partial):
+        partial.unlink()
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    try:
+        os.ftruncate(fd, size)
+    finally:
+        os.close(fd)
+    _run(*_MKFS, str(partial))
+    os.rename(partial, image)  # only a formatted image has the final name
+    return True
+
+
+def _has_content(root: Path) -> bool:
+    with os.scandir(root) as it:
+        return any(True for _ in it)
+
+
+def _migrate(root: Path, image: Path, device: str) -> Path:
+    """Copy a plain layer directory into its fresh image; the old tree is kept (renamed
+    beside the images) and its new name returned."""
+    staging = image.with_name(f"{root.name}.migrating")
+    staging.mkdir(mode=0o700, exist_ok=True)
+    _mount_device(device, staging)
+    try:
+        _run("cp", "-a", "--sparse=always", f"{root}/.", f"{staging}/", timeout=3600)
+        os.sync()
+    finally:
+        _run("umount", str(staging))
+    staging.rmdir()
+    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
+    kept = image.with_name(f"{root.name}.shared-{stamp}")
+    mode = root.lstat().st_mode
+    os.rename(root, kept)
+    root.mkdir(mode=stat.S_IMODE(mode))
+    return kept
+
+
+def _loop_device(image: Path, mounted: list[list[MountEntry]]) -> str:
+    """The loop device to mount `image` from: the one a mount in `mounted` (mount tables)
+    uses, so that every namespace shares one superblock; else a new one (a device found by
+    `losetup -j` alone may be one an unmount is tearing down)."""
+    for entries in mounted:
+        for entry in entries:
+            if entry.source.startswith("/dev/loop") and backing_file(entry.source) == _real(image):
+                return entry.source
+    return _run("losetup", "-f", "--show", str(image)).strip()
+
+
+def _mount_device(device: str, at: Path, ns_pid: int | None = None) -> None:
+    """Mount the layer's loop device (one superblock however many namespaces mount it)."""
+    argv = ["mount", "-t", "ext4", "-o", MOUNT_OPTIONS, device, str(at)]
+    if ns_pid is not None:
+        argv = ["nsenter", "-t", str(ns_pid), "-m", "--", *argv]
+    _run(*argv)
+
+
+def _check_mount_point(root: Path, image: Path) -> bool:
+    """Whether `root` is mounted from `image` already; refuses any other mount there."""
+    entry = mount_at(root)
+    if entry is None:
+        return False
+    if backing_file(entry.source) == _real(image):
+        return True
+    raise ConfigError(f"{root} is already a mount point ({entry.fstype} from {entry.source}), "
+                      f"not of its layer image {image}",
+                      hint="unmount it, or set layer_fs=shared (docs/security.md)")
+
+
+def ensure_layer_fs(root: Path, *, size: int = DEFAULT_LAYER_SIZE, parent_mode: int = 0o700,
+                    ns_pid: int | None = None) -> bool:
+    """Mount the layer at `root` from its own image (made, formatted and filled from an
+    existing plain directory when needed), here and, when the NFS server runs in another
+    mount namespace (`ns_pid`, `oneroot serve` under `ip netns exec`), there too: both
+    mounts are the same superblock. True when it mounted anything now."""
+    image = layer_image(root)
+    changed = False
+    if not _check_mount_point(root, image):
+        if os.path.lexists(root) and not stat.S_ISDIR(root.lstat().st_mode):
+            raise ConfigError(f"{root} is not a directory", hint="move it away")
+        if not root.parent.exists():
+            root.parent.mkdir(mode=parent_mode, parents=True)
+        _make_image(image, size)
+        tables = [read_mounts(Path(f"/proc/{ns_pid}/mountinfo"))] if ns_pid else []
+        device = _loop_device(image, tables)
+        if not os.path.lexists(root):
+            root.mkdir(mode=0o755)
+        elif _has_content(root):
+            kept = _migrate(root, image, device)
+            log.warning("layerfs.migrated dir=%s image=%s kept=%s hint=%s", root, image, kept,
+                        "delete the kept copy once the node boots from its own filesystem")
+        _mount_device(device, root)
+        _run("losetup", "-d", device)  # busy: detached when the last mount goes
+        os.chmod(root, 0o755)
+        log.info("layerfs.mounted dir=%s image=%s", root, image)
+        changed = True
+    if ns_pid is not None:
+        theirs = mount_at(root, read_mounts(Path(f"/proc/{ns_pid}/mountinfo")))
+        if theirs is None or backing_file(theirs.source) != _real(image):
+            _mount_device(_loop_device(image, [read_mounts()]), root, ns_pid)
+            log.info("layerfs.mounted dir=%s image=%s ns_pid=%d", root, image, ns_pid)
+            changed = True
+    return changed
+
+
+def release_layer_fs(root: Path) -> bool:
+    """Unmount a layer's own filesystem and delete its image (the layer is archived or no
+    longer wanted). False when `root` is not mounted from its image."""
+    if not is_layer_fs(root):
+        return False
+    image = layer_image(root)
+    _run("umount", str(root))
+    image.unlink()
+    log.info("layerfs.released dir=%s image=%s", root, image)
+    return True
+
+
+def unmount_layer_fs(root: Path) -> bool:
+    """Unmount a layer's own filesystem, keeping its image (tests; a server's shutdown)."""
+    if not is_layer_fs(root):
+        return False
+    _run("umount", str(root))
+    return True

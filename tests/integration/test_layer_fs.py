@@ -1,0 +1,112 @@
+"""Layers on filesystems of their own (`oneroot.ops.layerfs`, `layer_fs=own`): made and
+mounted, mounted again after an unmount (a reboot), a plain layer moved in with its owners,
+whiteouts and xattrs, the NFS server's mount namespace given the same superblock, and a
+foreign mount refused. The attack they stop is in test_nfs_ganesha_handles.py."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import stat
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from oneroot.errors import ConfigError
+from oneroot.ops.layerfs import (
+    ensure_layer_fs,
+    is_layer_fs,
+    layer_image,
+    release_layer_fs,
+    unmount_layer_fs,
+)
+
+pytestmark = [pytest.mark.integration,
+              pytest.mark.skipif(os.geteuid() != 0, reason="needs root (loop mounts)")]
+
+
+@pytest.fixture
+def systems() -> Iterator[Path]:
+    base = Path("/var/tmp") / f"oneroot-layerfs-{os.getpid()}"  # xattrs (trusted.*)
+    (base / "systems").mkdir(parents=True)
+    try:
+        yield base / "systems"
+    finally:
+        for entry in (base / "systems").iterdir():
+            with contextlib.suppress(Exception):
+                subprocess.run(["umount", str(entry)], capture_output=True, check=False)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def _allocated(path: Path) -> int:
+    return os.stat(path).st_blocks * 512
+
+
+def test_a_layer_is_its_own_filesystem_and_is_mounted_again(systems: Path) -> None:
+    root = systems / "node01"
+    assert ensure_layer_fs(root, size=1 << 30)
+    assert is_layer_fs(root) and os.stat(root).st_dev != os.stat(systems).st_dev
+    assert stat.S_IMODE(os.stat(root).st_mode) == 0o755
+    assert _allocated(layer_image(root)) < 16 << 20  # sparse
+    (root / "upper").mkdir()
+    (root / "upper/kept").write_text("kept\n")
+    assert not ensure_layer_fs(root)  # idempotent
+    assert unmount_layer_fs(root) and not (root / "upper").exists()  # a reboot
+    assert ensure_layer_fs(root)
+    assert (root / "upper/kept").read_text() == "kept\n"
+    assert release_layer_fs(root)
+    assert not is_layer_fs(root) and not layer_image(root).exists()
+
+
+def test_a_plain_layer_moves_into_its_image(systems: Path) -> None:
+    root = systems / "node02"
+    (root / "upper/etc").mkdir(parents=True)
+    (root / "upper/etc/motd").write_text("mine\n")
+    os.chown(root / "upper/etc/motd", 1234, 1234)
+    os.mknod(root / "upper/etc/issue", 0o600 | stat.S_IFCHR, os.makedev(0, 0))  # whiteout
+    os.setxattr(root / "upper/etc", "trusted.overlay.opaque", b"y")
+    assert ensure_layer_fs(root)
+    assert is_layer_fs(root)
+    motd = os.stat(root / "upper/etc/motd")
+    assert (motd.st_uid, (root / "upper/etc/motd").read_text()) == (1234, "mine\n")
+    assert os.stat(root / "upper/etc/issue").st_rdev == os.makedev(0, 0)
+    assert os.getxattr(root / "upper/etc", "trusted.overlay.opaque") == b"y"
+    kept = [p.name for p in layer_image(root).parent.iterdir() if ".shared-" in p.name]
+    assert len(kept) == 1  # the old tree, for the administrator to delete
+
+
+def test_the_nfs_servers_namespace_gets_the_same_superblock(systems: Path) -> None:
+    """`oneroot serve` under `ip netns exec` has a mount namespace of its own: the layer is
+    mounted there too, from the same loop device (two superblocks on one image would corrupt
+    it)."""
+    other = subprocess.Popen(["unshare", "-m", "--propagation", "private", "sleep", "60"])
+    try:
+        ns = f"/proc/{other.pid}/ns/mnt"
+        for _ in range(100):
+            if os.stat(ns).st_ino != os.stat("/proc/self/ns/mnt").st_ino:
+                break
+            subprocess.run(["sleep", "0.05"], check=True)
+        root = systems / "node03"
+        assert ensure_layer_fs(root, ns_pid=other.pid)
+        (root / "written-here").write_text("one superblock\n")
+        seen = subprocess.run(["nsenter", "-t", str(other.pid), "-m", "--", "cat",
+                               str(root / "written-here")], capture_output=True, text=True)
+        assert seen.stdout == "one superblock\n", seen.stderr
+        mounts = Path(f"/proc/{other.pid}/mountinfo").read_text()
+        assert f" {root} " in mounts
+        assert not ensure_layer_fs(root, ns_pid=other.pid)
+    finally:
+        other.kill()
+        other.wait()
+
+
+def test_a_foreign_mount_on_the_layer_is_refused(systems: Path) -> None:
+    root = systems / "node04"
+    root.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "tmpfs", str(root)], check=True)
+    with pytest.raises(ConfigError, match="already a mount point"):
+        ensure_layer_fs(root)
+    assert not layer_image(root).exists()
