@@ -10,7 +10,8 @@ a filesystem of its own, so a handle through node01's export names node01's laye
 node02's filesystem id is refused. `layer_fs=shared` is the same attack without the defence:
 `SHARED_GAP` answers there, which shows the test fails when the defence is off.
 `KNOWN_VIEW_GAP` is open in both: non-directories of the view's lower filesystem through the
-view (overlayfs decodes lower handles without a path check; docs/security.md).
+view (overlayfs decodes lower handles without a path check; the view's index whiteouts stop
+a masked file's handle only in the exact bytes the kernel writes; docs/security.md).
 """
 
 from __future__ import annotations
@@ -54,12 +55,17 @@ FILES = {"etc/passwd": "public\n", "etc/shadow": "secret shadow\n", "usr/bin/too
 # Answered with layer_fs=shared (docs/security.md, "Forged file handles"): the filesystem
 # holding node01's export is open to node01 through it, node02's layer included.
 SHARED_GAP = {"ino2_own", "shadow_own", "outside_own", "node02_dir_own", "node02_secret_own",
-              "node02_secret_view_ovl", "node02_dir_fsid02", "node02_secret_fsid02"}
+              "node02_dir_fsid02", "node02_secret_fsid02", "node02_secret_view_ovl_flag",
+              "node02_secret_view_ovl_longer"}
 # With layer_fs=own these name inode 2 of node01's own filesystem: its own export's root
 # (checked: the same attributes as `own_root`).
 OWN_ROOT_ALIASES = {"ino2_own", "node02_dir_own"}
-# Open with either: the view's lower non-directories through the view (a leaked generation).
-KNOWN_VIEW_GAP = {"shadow_view_ovl", "outside_view_ovl"}
+# Open with either, through the view (overlayfs decodes lower non-directories without a path
+# check): a file of the lower's filesystem outside the view's directory (no mask to block),
+# and a masked file whose handle is written otherwise than the kernel writes it (the index
+# whiteouts of `nfs.viewhandles` block `shadow_view_ovl` itself only).
+KNOWN_VIEW_GAP = {"outside_view_ovl", "outside_view_ovl_flag", "outside_view_ovl_longer",
+                  "shadow_view_ovl_flag", "shadow_view_ovl_longer"}
 
 
 @pytest.fixture
@@ -104,7 +110,15 @@ def _forge(client: Nfs4, root: Path, export_ids: dict[str, int],
         handles[f"{name}_node02"] = ganesha_handle(own, kind, fid,
                                                    export_id=export_ids["node02"])
         if kind == 1 and name != "node02_dir":
-            handles[f"{name}_view_ovl"] = ganesha_handle(passwd, ovl_type, ovl[:-8] + fid)
+            fh = ovl[:-8] + fid  # 3 bytes of padding, then overlayfs's ovl_fb
+            handles[f"{name}_view_ovl"] = ganesha_handle(passwd, ovl_type, fh)
+            # The same file, named otherwise: the view's index whiteouts
+            # (`nfs.viewhandles`) are looked up by the handle's bytes. ANY_ENDIAN in flags:
+            handles[f"{name}_view_ovl_flag"] = ganesha_handle(
+                passwd, ovl_type, fh[:6] + bytes([fh[6] | 2]) + fh[7:])
+            # four bytes past the ext4 handle (fb.len + 4; ext4 ignores them):
+            handles[f"{name}_view_ovl_longer"] = ganesha_handle(
+                passwd, ovl_type, fh[:5] + bytes([fh[5] + 4]) + fh[6:] + bytes(4))
         if name.startswith("node02"):  # node02's filesystem id, node01's export id
             handles[f"{name}_fsid02"] = ganesha_handle(node02_root, kind, fid,
                                                        export_id=export_ids["node01"])
