@@ -14,13 +14,14 @@ from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 
 from oneroot.errors import OnerootError
-from oneroot.model.cluster import NfsServerKind, Settings
+from oneroot.model.cluster import LayerFs, NfsServerKind, Settings
 from oneroot.model.paths import Paths
 from oneroot.model.resolved import ResolvedCluster
 from oneroot.nfs.knfsd import EXPORTS_FILE
 from oneroot.nfs.view import filesystem_of, mount_at, read_mounts
 from oneroot.nfs.view import shows as view_shows
 from oneroot.ops.doctor import Finding, Host, error, ok, warning
+from oneroot.ops.layerfs import is_layer_fs
 from oneroot.ops.statefs import ALLOWED_TOP
 from oneroot.render.cluster import needs_view
 
@@ -29,6 +30,8 @@ def server_checks(cluster: ResolvedCluster, paths: Paths, host: Host) -> list[Fi
     s = cluster.settings
     findings = [*check_interface(s), *check_state_fs(s)]
     findings += check_views(cluster, paths)
+    if s.nfs_server is NfsServerKind.GANESHA:
+        findings += check_ganesha_filesystems(cluster)
     if s.nfs_server is NfsServerKind.KNFSD:
         findings += check_knfsd(host)
     return findings
@@ -121,6 +124,39 @@ def check_state_fs(s: Settings) -> Iterator[Finding]:
     if mode != 0o700:
         yield warning("state-fs", f"the state dir {state} is mode {mode:04o}, not 0700",
                       f"chmod 0700 {state}")
+
+
+# -- nfs-ganesha: one filesystem per export -----------------------------------------------------
+
+def check_ganesha_filesystems(cluster: ResolvedCluster) -> Iterator[Finding]:
+    """nfs-ganesha has no subtree check: a node that forges a handle through one of its
+    exports reads the whole filesystem that export is on (docs/security.md, "Forged file
+    handles"). Layers are filesystems of their own with layer_fs=own; images exported as they
+    are must be too."""
+    s = cluster.settings
+    if s.layer_fs is LayerFs.SHARED:
+        yield error("ganesha-fs", "layer_fs=shared: a node that forges a file handle through "
+                                  "its own export reads every other layer and everything on "
+                                  "their filesystem", "`oneroot settings set layer_fs=own`, "
+                                  "then `oneroot nfs apply` with the nodes down")
+    else:
+        loose = sorted(n for n in cluster.nodes
+                       if not is_layer_fs(Path(s.state_dir) / n))
+        if loose:
+            yield warning("ganesha-fs", f"{len(loose)} node layer(s) not yet a filesystem of "
+                                        f"their own: {', '.join(loose[:5])}",
+                          "`oneroot nfs apply` (or start `oneroot serve`)")
+    for name, image in sorted(cluster.images.items()):
+        if image.live or needs_view(image.root, state_dir=s.state_dir, group_dir=s.group_dir):
+            continue  # exported through its masked view
+        for root in sorted({image.root, *(v.root for v in image.versions)}):
+            entry = filesystem_of(Path(root))
+            if entry is not None and entry.mount_point != Path(root):
+                yield error("ganesha-fs", f"image {name} ({root}) is exported from the "
+                                          f"filesystem at {entry.mount_point}, which holds "
+                                          "more than the image: a node that forges a file "
+                                          "handle through it reads all of that filesystem",
+                            f"mount a filesystem of its own at {root}, or use knfsd")
 
 
 # -- masked views -------------------------------------------------------------------------------
