@@ -48,6 +48,11 @@ HTTP_PORT = 8080
 NS_PREFIX = "storm-"
 ARCH = {"bios": (0, "undionly.kpxe"), "uefi": (7, "ipxe.efi")}
 LAB_KERNEL_GLOB = "kernels/*/boot/vmlinuz-*"
+# oneroot with limits changed, run beside the default in the same run (`--servers`)
+ONEROOT_VARIANTS: dict[str, tuple[str, ...]] = {
+    "oneroot": (),
+    "oneroot-loop": ("--limit", "tftp_lockstep_threads=0"),  # no lock-step thread at all
+}
 SIZES = {"vmlinuz": 8_247_232, "initramfs.img": 3_985_087}  # the lab's, when not cached
 
 
@@ -155,15 +160,15 @@ def storm(server: str, nodes: int, home: Path, work: Path, manifest_path: Path,
     create_network(ns, switch, SERVER)
     running: servers.Running | None = None
     try:
-        if server == "oneroot":
+        if server in ONEROOT_VARIANTS:
             running = servers.start_oneroot(ns, oneroot_bin(), home, work,
-                                            tuple(args.serve_arg))
+                                            ONEROOT_VARIANTS[server] + tuple(args.serve_arg))
         else:
             running = servers.start_baseline(ns, home, work / "boot", work,
                                              f"{SERVER.ip}:{HTTP_PORT}", nodes)
         servers.wait_ready(ns, running, HTTP_PORT)
         profiler = (servers.Profiler(running.procs[0].pid, work / f"pyspy-{server}.txt")
-                    if args.profile and server == "oneroot" else None)
+                    if args.profile and server in ONEROOT_VARIANTS else None)
         running.meter.start_sampling()
         cpu0 = running.meter.cpu_seconds()
         drops0 = drop_counters(ns, switch)
@@ -218,7 +223,8 @@ def versions() -> dict[str, str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--nodes", default="100,500,1000")
-    parser.add_argument("--servers", default="oneroot,baseline")
+    parser.add_argument("--servers", default="oneroot,baseline",
+                        help=f"of baseline,{','.join(ONEROOT_VARIANTS)}")
     parser.add_argument("--arch", choices=sorted(ARCH), default="bios")
     parser.add_argument("--spread", type=float, default=1.0)
     parser.add_argument("--verify-every", type=int, default=10)
@@ -259,6 +265,8 @@ def main() -> None:
               "arch": args.arch, "payload": payload_note, "spread_s": args.spread,
               "oneroot_argv": ["oneroot", "--home", "HOME", *servers.ONEROOT_ARGV,
                                *args.serve_arg],
+              "variants": {name: list(extra) for name, extra in ONEROOT_VARIANTS.items()
+                           if name in args.servers.split(",") and extra},
               "rows": rows}
     if not args.no_write:
         from results import write_results

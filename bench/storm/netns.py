@@ -208,12 +208,18 @@ def delete_stale_namespaces(prefix: str) -> None:
 
 def drop_counters(server_ns: str, switch_ns: str) -> dict[str, int]:
     """Where packets were lost: the server's UDP receive buffers (Udp RcvbufErrors in its
-    namespace), the switch side of the server's link (veth drops: its NAPI ring was full), and
-    the machine's per-CPU backlogs (softnet_stat, all namespaces)."""
+    namespace), its TCP listen queue (TcpExt ListenOverflows), the switch side of the server's
+    link (veth drops: its NAPI ring was full), and the machine's per-CPU backlogs
+    (softnet_stat, all namespaces)."""
     snmp = subprocess.run(ns_cmd(server_ns, "cat", "/proc/net/snmp"), capture_output=True,
                           text=True, check=True).stdout.splitlines()
     udp = [line.split()[1:] for line in snmp if line.startswith("Udp:")]
     counters = {"server_udp_rcvbuf_errors": int(dict(zip(*udp, strict=True))["RcvbufErrors"])}
+    netstat = subprocess.run(ns_cmd(server_ns, "cat", "/proc/net/netstat"), capture_output=True,
+                             text=True, check=True).stdout.splitlines()
+    tcp_ext = [line.split()[1:] for line in netstat if line.startswith("TcpExt:")]
+    # connections lost to a full listen queue (the HTTP server's backlog)
+    counters["server_listen_overflows"] = int(dict(zip(*tcp_ext, strict=True))["ListenOverflows"])
     for name, ns, dev in (("uplink", switch_ns, "uplink"), ("server_eth0", server_ns, "eth0")):
         text = subprocess.run(ns_cmd(ns, "cat", "/proc/net/dev"), capture_output=True,
                               text=True, check=True).stdout

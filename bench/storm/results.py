@@ -49,6 +49,7 @@ def write_results(report: dict[str, object], out: Path) -> None:
             f"| {_fmt(row['files_p99_s'])} | {retries or 'none'} | {row['report_failures']} "
             f"| {row['server_cpu_s']} | {row['server_peak_rss_mb']} | {row['loadgen_cpu_s']} "
             f"| {row.get('load_after')} |")
+    lines += _ratios(rows, report.get("variants", {}))  # type: ignore[arg-type]
     lines += ["", "Per-stage medians (seconds after the node's power-on, when it had finished "
               "the stage):", "",
               "| server | nodes | DHCP (ROM) | TFTP | DHCP (iPXE) | HTTP files | DHCP "
@@ -71,13 +72,37 @@ def write_results(report: dict[str, object], out: Path) -> None:
     out.with_suffix(".md").write_text("\n".join(lines))
 
 
+def _ratios(rows: list[dict[str, object]], variants: dict[str, list[str]]) -> list[str]:
+    """Each oneroot row over the baseline row of the same N (same run): below 1 is faster."""
+    base = {row["nodes"]: row for row in rows if row["server"] == "baseline"}
+    lines = ["", "oneroot / baseline, same N, same run (below 1: oneroot finished first):", "",
+             "| server | nodes | all files | per-node p50 | per-node p99 | failed (oneroot ; "
+             "baseline) |", "|---|---:|---:|---:|---:|---|"]
+    for row in rows:
+        theirs = base.get(row["nodes"])
+        if row["server"] == "baseline" or theirs is None:
+            continue
+        cells = []
+        for key in ("all_files_s", "files_p50_s", "files_p99_s"):
+            mine, other = row[key], theirs[key]
+            cells.append(f"{float(mine) / float(other):.2f}×"  # type: ignore[arg-type]
+                         if mine is not None and other else "–")
+        lines.append(f"| {row['server']} | {row['nodes']} | " + " | ".join(cells)
+                     + f" | {row['failed']} ; {theirs['failed']} |")
+    lines += [f"- {name}: `oneroot serve` with `{' '.join(extra)}`" for name, extra in
+              variants.items()]
+    return lines
+
+
 def _drops(rows: list[dict[str, object]]) -> list[str]:
     lines = ["", "Packets dropped during each storm (kernel counters; bench/storm/netns.py):", "",
-             "| server | nodes | server UDP receive buffer | server link (tx) | switch uplink (rx) "
-             "| per-CPU backlogs (machine) |", "|---|---:|---:|---:|---:|---:|"]
+             "| server | nodes | server UDP receive buffer | server TCP listen queue "
+             "| server link (tx) | switch uplink (rx) | per-CPU backlogs (machine) |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
     for row in rows:
         d: dict[str, int] = row.get("drops", {})  # type: ignore[assignment]
         lines.append(f"| {row['server']} | {row['nodes']} | {d.get('server_udp_rcvbuf_errors')} "
+                     f"| {d.get('server_listen_overflows', '–')} "
                      f"| {d.get('server_eth0_tx_drop')} | {d.get('uplink_rx_drop')} "
                      f"| {d.get('softnet_dropped')} |")
     return lines

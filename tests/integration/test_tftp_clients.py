@@ -1,84 +1,29 @@
 """TftpService against real clients (curl, atftp, tftp-hpa) and crafted sockets, on loopback.
 
-The service runs on its own asyncio loop in a background thread, bound to 127.0.0.1 on a free
-port; everything here talks only to loopback.
+The service runs on its own asyncio loop in a background thread (oneroot.testing.tftp), bound
+to 127.0.0.1 on a free port; everything here talks only to loopback. The real-client and lossy
+tests run twice: lock-step transfers in a thread, and on the loop (`lockstep_threads=0`).
 """
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import random
-import selectors
 import socket
 import subprocess
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from oneroot.model.events import BootEvent
 from oneroot.proto.tftp import Ack, Data, Error, ErrorCode, OptionAck, ReadRequest, parse_packet
-from oneroot.serve.tftp import TftpService
+from oneroot.testing.tftp import HOST, CraftedClient, LossyRelay, ServerThread, request_error, rrq
 
 pytestmark = pytest.mark.integration
 
-HOST = "127.0.0.1"
 MIB = 1024 * 1024
-
-
-class ServerThread:
-    """A TftpService on its own loop in a thread; events collected in `events`."""
-
-    def __init__(self, root: Path, **options: Any) -> None:
-        self.events: list[BootEvent] = []
-        self._lock = threading.Lock()
-        self._ready = threading.Event()
-        self._loop = asyncio.new_event_loop()
-        self.service = TftpService(bind=HOST, port=0, root=root, on_event=self._event, **options)
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _event(self, event: BootEvent) -> None:
-        with self._lock:
-            self.events.append(event)
-
-    def _run(self) -> None:
-        asyncio.set_event_loop(self._loop)
-
-        async def main() -> None:
-            await self.service.start()
-            self._ready.set()
-            await self.service.run()
-
-        self._loop.run_until_complete(main())
-        self._loop.close()
-
-    def __enter__(self) -> ServerThread:
-        self._thread.start()
-        assert self._ready.wait(10), "TFTP service did not start"
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._loop.call_soon_threadsafe(self.service.close)
-        self._thread.join(10)
-
-    @property
-    def port(self) -> int:
-        return self.service.port
-
-    def wait_event(self, predicate: Callable[[BootEvent], bool], timeout: float = 10.0
-                   ) -> BootEvent:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            with self._lock:
-                for event in self.events:
-                    if predicate(event):
-                        return event
-            time.sleep(0.01)
-        raise AssertionError(f"no matching event in {self.events}")
 
 
 @pytest.fixture
@@ -90,9 +35,14 @@ def root(tmp_path: Path) -> Path:
     return root
 
 
+@pytest.fixture(params=[4, 0], ids=["threads", "loop"])
+def lockstep_threads(request: pytest.FixtureRequest) -> int:
+    return int(request.param)
+
+
 @pytest.fixture
-def server(root: Path) -> Iterator[ServerThread]:
-    with ServerThread(root, timeout=0.5) as running:
+def server(root: Path, lockstep_threads: int) -> Iterator[ServerThread]:
+    with ServerThread(root, timeout=0.5, lockstep_threads=lockstep_threads) as running:
         yield running
 
 
@@ -220,54 +170,6 @@ def test_virtual_file_wins_over_disk(root: Path, tmp_path: Path) -> None:
 
 # -- crafted clients -------------------------------------------------------------------------
 
-class CraftedClient:
-    """A bare UDP socket on loopback that speaks TFTP one packet at a time."""
-
-    def __init__(self, port: int) -> None:
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.bind((HOST, 0))
-        self.server = (HOST, port)
-        self.tid: tuple[str, int] | None = None
-
-    def send_request(self, raw: bytes) -> None:
-        self.sock.sendto(raw, self.server)
-
-    def send(self, raw: bytes) -> None:
-        assert self.tid is not None
-        self.sock.sendto(raw, self.tid)
-
-    def receive(self, timeout: float = 2.0) -> bytes | None:
-        self.sock.settimeout(timeout)
-        try:
-            data, addr = self.sock.recvfrom(70000)
-        except TimeoutError:
-            return None
-        if self.tid is None:
-            self.tid = addr
-        return data
-
-    def close(self) -> None:
-        self.sock.close()
-
-
-def request_error(port: int, raw: bytes) -> Error:
-    client = CraftedClient(port)
-    try:
-        client.send_request(raw)
-        reply = client.receive()
-        assert reply is not None, "no answer to a request"
-        packet = parse_packet(reply)
-        assert isinstance(packet, Error), packet
-        assert client.receive(timeout=0.2) is None  # and nothing else, no DATA ever
-        return packet
-    finally:
-        client.close()
-
-
-def rrq(name: str, **options: str) -> bytes:
-    return ReadRequest(filename=name, mode="octet", options=tuple(options.items())).to_bytes()
-
-
 @pytest.mark.parametrize(
     ("raw", "code"),
     [
@@ -311,11 +213,12 @@ def _receive_datas(client: CraftedClient, quiet: float) -> list[Data]:
     return datas
 
 
-def test_duplicate_acks_never_cause_a_resend(root: Path) -> None:
+def test_duplicate_acks_never_cause_a_resend(root: Path, lockstep_threads: int) -> None:
     size = 512 * 20 + 7
     data = random.Random(5).randbytes(size)
     (root / "dup.bin").write_bytes(data)
-    with ServerThread(root, timeout=5.0) as srv:  # no timeout retransmit during the test
+    with ServerThread(root, timeout=5.0,  # no timeout retransmit during the test
+                      lockstep_threads=lockstep_threads) as srv:
         client = CraftedClient(srv.port)
         client.send_request(rrq("dup.bin"))
         received = bytearray()
@@ -417,6 +320,36 @@ def test_lockstep_thread_cap(root: Path) -> None:
         assert not srv.service._lockstep and srv.service.stats.active == 0
 
 
+def test_no_lockstep_thread_while_the_service_is_busy(root: Path) -> None:
+    """A lock-step transfer gets a thread only while the service has at most
+    `lockstep_threads` transfers (a storm runs on the loop, no GIL hand-off per block), so a
+    free thread slot is not enough; every transfer still finishes."""
+    data = random.Random(4).randbytes(3 * 512 + 10)
+    (root / "f.bin").write_bytes(data)
+    with ServerThread(root, lockstep_threads=2, timeout=5.0) as srv:
+        windowed, first, second = (CraftedClient(srv.port) for _ in range(3))
+        windowed.send_request(rrq("f.bin", windowsize="2"))
+        assert parse_packet(windowed.receive() or b"") == OptionAck(
+            options=(("windowsize", "2"),))
+        for client in (first, second):
+            client.send_request(rrq("f.bin"))
+            assert parse_packet(client.receive() or b"") == Data(block=1, data=data[:512])
+        assert len(srv.service._lockstep) == 1 and srv.service.stats.active == 3
+        for client, every, got in ((windowed, 2, b""), (first, 1, data[:512]),
+                                   (second, 1, data[:512])):
+            client.send(Ack(block=len(got) // 512).to_bytes())
+            while len(got) < len(data):
+                packet = parse_packet(client.receive() or b"")
+                assert isinstance(packet, Data) and packet.block == len(got) // 512 + 1
+                got += packet.data
+                if packet.block % every == 0 or len(packet.data) < 512:
+                    client.send(Ack(block=packet.block).to_bytes())
+            assert got == data
+            client.close()
+        srv.wait_event(lambda e: srv.service.stats.completed == 3)
+        assert not srv.service._lockstep and srv.service.stats.active == 0
+
+
 def test_per_client_session_cap(root: Path, tmp_path: Path) -> None:
     """One address cannot take every session: past its cap it is refused, others are served."""
     (root / "slow.bin").write_bytes(b"s" * 4096)
@@ -466,9 +399,10 @@ def test_resent_rrq_does_not_start_a_second_transfer(root: Path) -> None:
         client.close()
 
 
-def test_timeout_gives_up_with_error(root: Path) -> None:
+def test_timeout_gives_up_with_error(root: Path, lockstep_threads: int) -> None:
     (root / "f.bin").write_bytes(b"f" * 2000)
-    with ServerThread(root, timeout=0.05, max_retries=3) as srv:
+    with ServerThread(root, timeout=0.05, max_retries=3,
+                      lockstep_threads=lockstep_threads) as srv:
         client = CraftedClient(srv.port)
         client.send_request(rrq("f.bin"))
         packets = []
@@ -497,80 +431,8 @@ def test_garbage_on_port_69_keeps_the_server_serving(server: ServerThread, root:
 
 # -- a lossy path ----------------------------------------------------------------------------
 
-class LossyRelay:
-    """A userspace UDP relay on loopback that drops `loss` of the datagrams each way (seeded).
-
-    The client sends its RRQ to `port`; the relay forwards it to the server from an upstream
-    socket. Replies from each server TID come back to the client from a socket of its own, so
-    the client sees the TID change as it would without the relay.
-    """
-
-    def __init__(self, server_port: int, *, loss: float = 0.1, seed: int = 1) -> None:
-        self._server_port = server_port
-        self._loss = loss
-        self._rng = random.Random(seed)
-        self._sel = selectors.DefaultSelector()
-        self._front = self._socket()
-        self.port = self._front.getsockname()[1]
-        self._upstream: dict[tuple[str, int], socket.socket] = {}
-        self._facing: dict[tuple[tuple[str, int], int], socket.socket] = {}
-        self._sel.register(self._front, selectors.EVENT_READ, ("front", None))
-        self.dropped = self.forwarded = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, daemon=True)
-
-    def _socket(self) -> socket.socket:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        sock.bind((HOST, 0))
-        return sock
-
-    def _forward(self, sock: socket.socket, data: bytes, addr: tuple[str, int]) -> None:
-        if self._rng.random() < self._loss:
-            self.dropped += 1
-        else:
-            self.forwarded += 1
-            sock.sendto(data, addr)
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            for key, _ in self._sel.select(timeout=0.05):
-                role, info = key.data
-                sock = key.fileobj
-                assert isinstance(sock, socket.socket)
-                data, addr = sock.recvfrom(70000)
-                if role == "front":  # a request from the client
-                    up = self._upstream.get(addr)
-                    if up is None:
-                        up = self._upstream[addr] = self._socket()
-                        self._sel.register(up, selectors.EVENT_READ, ("up", addr))
-                    self._forward(up, data, (HOST, self._server_port))
-                elif role == "up":  # from the server (port 69 or a TID) to the client `info`
-                    facing = self._facing.get((info, addr[1]))
-                    if facing is None:
-                        facing = self._facing[(info, addr[1])] = self._socket()
-                        self._sel.register(facing, selectors.EVENT_READ,
-                                           ("facing", (info, addr[1])))
-                    self._forward(facing, data, info)
-                else:  # from the client to the server TID behind this facing socket
-                    client, server_port = info
-                    self._forward(self._upstream[client], data, (HOST, server_port))
-
-    def __enter__(self) -> LossyRelay:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(5)
-        for key in list(self._sel.get_map().values()):
-            sock = key.fileobj
-            assert isinstance(sock, socket.socket)
-            sock.close()
-        self._sel.close()
-
-
 @pytest.mark.parametrize("client", ["curl", "tftp-hpa", "atftp"])
-def test_lossy_relay(root: Path, tmp_path: Path, client: str) -> None:
+def test_lossy_relay(root: Path, tmp_path: Path, client: str, lockstep_threads: int) -> None:
     size = 200_000
     digest = make_file(root, "lossy.bin", size, seed=9)
     out = tmp_path / "out"
@@ -578,7 +440,7 @@ def test_lossy_relay(root: Path, tmp_path: Path, client: str) -> None:
     # (max_option_timeout=0) so the server's own interval applies. Its backoff lets atftp,
     # which re-ACKs once per timeout of its own, time out and re-ACK when that ACK was lost.
     with ServerThread(root, timeout=0.05, max_retries=10, max_interval=1.5,
-                      max_option_timeout=0) as srv, \
+                      max_option_timeout=0, lockstep_threads=lockstep_threads) as srv, \
             LossyRelay(srv.port, loss=0.1, seed=len(client)) as relay:
         if client == "curl":
             result = run(["curl", "-sS", "--connect-timeout", "20", "--tftp-blksize", "1024",

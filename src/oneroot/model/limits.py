@@ -21,7 +21,7 @@ class Limits:
     # TFTP
     tftp_sessions: int = 1024  # transfers at once, all clients (256 failed a 1,000-node storm)
     tftp_sessions_per_client: int = 8  # transfers at once from one IP address
-    tftp_lockstep_threads: int = 4  # lock-step transfers in threads of their own at once
+    tftp_lockstep_threads: int = 4  # a thread per lock-step transfer while at most this many run
     # A client's `timeout` option (RFC 2349) above this many seconds is not accepted: the
     # server's own 1 s retransmit timer (with backoff) applies. At 255 s a silent client held a
     # session for 25 minutes; at 5 s it is gone within a minute.
@@ -60,6 +60,8 @@ class Limits:
 
 
 DEFAULT_LIMITS = Limits()
+# Limits that may be 0: none of that kind at all (every lock-step transfer on the loop).
+ZERO_MEANS_NONE = frozenset({"tftp_lockstep_threads"})
 
 
 def limits_from_pairs(pairs: Iterable[str], base: Limits = DEFAULT_LIMITS) -> Limits:
@@ -76,7 +78,7 @@ def limits_from_pairs(pairs: Iterable[str], base: Limits = DEFAULT_LIMITS) -> Li
             value: int | float = int(raw) if types[name] in (int, "int") else float(raw)
         except ValueError:
             raise InvalidValue(f"limit {name} must be a number, not {raw!r}") from None
-        if value <= 0:
+        if value < 0 or (value == 0 and name not in ZERO_MEANS_NONE):
             raise InvalidValue(f"limit {name} must be positive, not {raw!r}")
         changes[name] = value
     return replace(base, **changes)

@@ -22,6 +22,9 @@ from oneroot.serve.statusboard import StatusBoard, add_page_routes
 log = logging.getLogger(__name__)
 
 MAX_PATH = 1024
+# Connections the kernel queues before serve accepts them. aiohttp's default, 128,
+# is below a rack powering on at once: a node whose SYN is dropped waits 1 s, 3 s, ... to retry.
+LISTEN_BACKLOG = 1024
 NAME_MAX = 255  # bytes in one path component (Linux): a longer one fails lstat with ENAMETOOLONG
 
 
@@ -117,7 +120,8 @@ class HttpService:
     async def start(self) -> None:
         self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.bind, self.port, reuse_address=True)
+        site = web.TCPSite(self._runner, self.bind, self.port, reuse_address=True,
+                           backlog=LISTEN_BACKLOG)
         await site.start()
         log.info("http.listening bind=%s port=%d", self.bind, self.port)
 

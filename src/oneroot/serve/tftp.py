@@ -3,8 +3,9 @@
 One UDP socket (port 69) takes read requests; each accepted transfer gets its own UDP endpoint
 on an ephemeral port (its TID, RFC 1350), connected to the client. A windowed transfer runs on
 the loop, its retransmit timer via `loop.call_at`; a lock-step one (windowsize 1, as PXE ROMs ask)
-runs in a thread of its own, at most `lockstep_threads` at once (serve/tftp_lockstep.py), and
-hands its outcome back to the loop. Never a process per transfer. Files come from
+runs on the loop too, on its own socket (serve/tftp_lockstep.py), or, while the service has no
+more than `lockstep_threads` transfers, in a thread of its own that hands its outcome back to the
+loop. Never a process per transfer. Files come from
 `virtual(name)` first (per-node rendered files), then from under `root`, never from outside it
 (serve/tftp_paths.py has the file-name rules).
 
@@ -25,7 +26,7 @@ from dataclasses import dataclass, replace
 from ipaddress import IPv4Address
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self, cast
+from typing import Any, Self, TypeAlias, cast
 
 from oneroot.errors import MalformedPacket
 from oneroot.model.events import BootEvent
@@ -46,7 +47,7 @@ from oneroot.proto.tftp import (
     blksize_for_mtu,
     parse_packet,
 )
-from oneroot.serve.tftp_lockstep import LockstepSession
+from oneroot.serve.tftp_lockstep import LockstepSession, LoopLockstepSession
 from oneroot.serve.tftp_paths import (
     MAX_NAME_BYTES,
     PathRefused,
@@ -68,6 +69,8 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+_AnySession: TypeAlias = "_Session | LockstepSession | LoopLockstepSession"
 
 FALLBACK_BLKSIZE = 1468  # a 1500-byte Ethernet MTU, when the interface's own is unknown
 _SUPPORTED_MODES = ("octet", "netascii")
@@ -155,14 +158,14 @@ class TftpService:
             max_option_timeout=max_option_timeout,
         )
         self._clock = clock
-        # lock-step transfers run in threads of their own, this many at once (tftp_lockstep)
+        # lock-step transfers get a thread while there are at most this many transfers
         self.lockstep_threads = lockstep_threads
         self._lockstep: set[LockstepSession] = set()
         self.stats = TftpServiceStats()
         self._busy_logged = -10.0  # tftp.busy is logged at most every 10 s
         self._transport: asyncio.DatagramTransport | None = None
         # None: endpoint coming up
-        self._sessions: dict[tuple[str, int], _Session | LockstepSession | None] = {}
+        self._sessions: dict[tuple[str, int], _AnySession | None] = {}
         self._per_client: dict[str, int] = {}  # sessions per client IP (its ports vary)
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed = asyncio.Event()
@@ -284,7 +287,7 @@ class TftpService:
         loop = asyncio.get_running_loop()
         try:
             transfer = ReadTransfer(source, request, self.config, now=loop.time())
-            if transfer.stats.windowsize == 1 and len(self._lockstep) < self.lockstep_threads:
+            if transfer.stats.windowsize == 1:
                 self._start_lockstep(transfer, name, addr)
                 return
             session = _Session(self, transfer, name, addr)
@@ -311,10 +314,15 @@ class TftpService:
         def bad_datagram() -> None:
             self.stats.bad_datagrams += 1
 
-        session = LockstepSession(transfer, name, addr, bind=self.bind, on_outcome=outcome,
-                                  on_ended=self._session_ended, on_bad_datagram=bad_datagram)
+        # A thread only while the service has few transfers: past that, a thread per transfer
+        # makes every block wait for the GIL between threads and the loop (bench/storm).
+        threaded = len(self._sessions) <= self.lockstep_threads
+        runner = LockstepSession if threaded else LoopLockstepSession
+        session = runner(transfer, name, addr, bind=self.bind, on_outcome=outcome,
+                         on_ended=self._session_ended, on_bad_datagram=bad_datagram)
         self._sessions[addr] = session
-        self._lockstep.add(session)
+        if isinstance(session, LockstepSession):
+            self._lockstep.add(session)
         self.stats.transfers += 1
         self.stats.active += 1
         session.start()
@@ -336,7 +344,7 @@ class TftpService:
 
     # -- session outcomes -------------------------------------------------------------------
 
-    def _session_ended(self, session: _Session | LockstepSession) -> None:
+    def _session_ended(self, session: _AnySession) -> None:
         self._lockstep.discard(session)
         if self._sessions.get(session.peer) is session:
             self._close(session.peer)
@@ -352,7 +360,7 @@ class TftpService:
         if left > 0:
             self._per_client[addr[0]] = left
 
-    def _transfer_done(self, session: _Session | LockstepSession, stats: TransferStats) -> None:
+    def _transfer_done(self, session: _AnySession, stats: TransferStats) -> None:
         self.stats.completed += 1
         self._count(stats)
         peer = session.peer
@@ -367,7 +375,7 @@ class TftpService:
             bytes=stats.bytes, duration=stats.duration, detail=_detail(stats),
         ))
 
-    def _failed(self, session: _Session | LockstepSession, result: Failed) -> None:
+    def _failed(self, session: _AnySession, result: Failed) -> None:
         if not result.size_probe:
             self._transfer_failed(session, result.error_code, result.message, result.stats)
             return
@@ -376,7 +384,7 @@ class TftpService:
         log.info("tftp.size_probe peer=%s:%d file=%s tsize=%s message=%s", session.peer[0],
                  session.peer[1], session.name, result.stats.tsize, result.message)
 
-    def _transfer_failed(self, session: _Session | LockstepSession, code: int, message: str,
+    def _transfer_failed(self, session: _AnySession, code: int, message: str,
                          stats: TransferStats) -> None:
         self.stats.failed += 1
         self._count(stats)

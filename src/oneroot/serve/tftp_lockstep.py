@@ -1,15 +1,19 @@
-"""Lock-step TFTP transfers (windowsize 1, as every PXE ROM asks) in a thread of their own.
+"""Lock-step TFTP transfers (windowsize 1, as every PXE ROM asks): the data phase on a socket of
+their own (the TID), turning each ACK into the next DATA with `ReadTransfer.lockstep_ack` (no
+action objects, no transport layers).
 
-A lock-step transfer sends one block per round trip, so its rate is set by how fast the server
-turns an ACK into the next DATA. On the event loop that turn is an epoll wake-up, a loop
-iteration, a transport callback and a transport send around ~4 µs of protocol work; here it is
-`recv`, the same sans-IO `ReadTransfer`, and `send`, on a blocking socket whose receive timeout
-is the transfer's retransmit deadline (the GIL is free while the thread waits in `recv`). The
-service runs at most `lockstep_threads` of these at once; other transfers stay on the loop.
-
-STYLE rule 9 (no thread per transfer) is bent here, for the reason above and within that cap;
-the thread owns the transfer and its socket, and hands every outcome to the loop
-(`call_soon_threadsafe`), which alone touches the service's state.
+Two runners, one interface (`start`, `abort`, `name`, `peer`, outcomes handed to the service):
+- `LoopLockstepSession` on the event loop: a non-blocking socket with `loop.add_reader`; its
+  readable callback receives, answers and sends in one go. Nothing crosses threads, so a
+  boot storm of hundreds of transfers pays no GIL hand-off per block (bench/storm: with a
+  thread per transfer, each block waited for the loop to let the GIL go).
+- `LockstepSession` in a thread of its own, on a blocking socket whose receive timeout is the
+  retransmit deadline: one block per `recv` + `send`, without the loop's wake-up, for the
+  single fast transfer (bench/tftp). The service starts one only while it has at most
+  `lockstep_threads` transfers (serve/tftp.py): in a storm, threads and the loop that all want
+  the GIL make every block wait for the others. STYLE rule 9 (no thread per
+  transfer) is bent for it; the thread owns the transfer and its socket and hands its outcome
+  to the loop (`call_soon_threadsafe`), which alone touches the service's state.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import threading
 import time
 from collections.abc import Callable
 from ipaddress import IPv4Address
+from typing import Any
 
 from oneroot.proto.tftp import ErrorCode, Failed, Finished, ReadTransfer, SendDatagram, SetTimer
 
@@ -32,14 +37,12 @@ _MAX_DATAGRAM = 65536
 _TIMEOUT_SLACK = 0.005  # re-set the socket's receive timeout only when it is off by more
 
 
-class LockstepSession:
-    """One transfer on a connected UDP socket (its TID) in a daemon thread."""
+class _Lockstep:
+    """What both runners share: the transfer, its connected UDP socket (its TID), callbacks."""
 
     def __init__(self, transfer: ReadTransfer, name: str, peer: tuple[str, int], *,
-                 bind: IPv4Address, on_outcome: Callable[[LockstepSession, Finished | Failed],
-                                                         None],
-                 on_ended: Callable[[LockstepSession], None],
-                 on_bad_datagram: Callable[[], None]) -> None:
+                 bind: IPv4Address, on_outcome: Callable[[Any, Finished | Failed], None],
+                 on_ended: Callable[[Any], None], on_bad_datagram: Callable[[], None]) -> None:
         self.name = name
         self.peer = peer
         self._transfer = transfer
@@ -47,10 +50,6 @@ class LockstepSession:
         self._on_ended = on_ended
         self._on_bad_datagram = on_bad_datagram
         self._loop = asyncio.get_running_loop()
-        self._lock = threading.Lock()
-        self._ended = False
-        self._stop = False
-        self._receive_timeout = -1.0
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         try:
             sock.bind((str(bind), 0))
@@ -59,6 +58,122 @@ class LockstepSession:
             sock.close()
             raise
         self._sock = sock
+
+    def _unreachable(self, exc: OSError) -> Failed:
+        return Failed(int(ErrorCode.NOT_DEFINED), f"client unreachable: {exc}",
+                      self._transfer.stats)
+
+
+class LoopLockstepSession(_Lockstep):
+    """One transfer on the event loop: a reader callback per socket, a lazily re-armed timer."""
+
+    def __init__(self, transfer: ReadTransfer, name: str, peer: tuple[str, int], *,
+                 bind: IPv4Address, on_outcome: Callable[[Any, Finished | Failed], None],
+                 on_ended: Callable[[Any], None], on_bad_datagram: Callable[[], None]) -> None:
+        super().__init__(transfer, name, peer, bind=bind, on_outcome=on_outcome,
+                         on_ended=on_ended, on_bad_datagram=on_bad_datagram)
+        self._sock.setblocking(False)
+        self._timer: asyncio.TimerHandle | None = None
+        self._ended = False
+
+    def start(self) -> None:
+        self._loop.add_reader(self._sock.fileno(), self._readable)
+        self._act()
+
+    def abort(self) -> None:
+        """The service is closing: end now, no outcome."""
+        if not self._ended:
+            self._end()
+
+    def _readable(self) -> None:
+        transfer, sock = self._transfer, self._sock
+        while not self._ended:
+            try:
+                data = sock.recv(_MAX_DATAGRAM)
+            except (BlockingIOError, InterruptedError):
+                return
+            except ConnectionRefusedError as exc:  # ICMP: the client is gone
+                self._finish(self._unreachable(exc))
+                return
+            now = self._loop.time()
+            following = transfer.lockstep_ack(data, now=now)
+            if following is not None:  # nearly every ACK: the next block, no actions
+                self._send(following)
+                self._arm()
+                continue
+            try:
+                transfer.datagram_received(data, now=now)
+            except Exception:  # the per-datagram guard: log, drop, keep serving
+                log.exception("tftp.bad_datagram peer=%s file=%s", self.peer, self.name)
+                self._on_bad_datagram()
+                continue
+            self._act()
+
+    def _act(self) -> None:
+        while not self._ended and (action := self._transfer.next_action()) is not None:
+            match action:
+                case SendDatagram(data):
+                    self._send(data)
+                case SetTimer():
+                    self._arm()
+                case Finished() | Failed():
+                    self._finish(action)
+
+    def _send(self, data: bytes) -> None:
+        try:
+            self._sock.send(data)
+        except BlockingIOError:
+            pass  # the socket buffer is full: the retransmit timer sends it again
+        except ConnectionRefusedError as exc:
+            self._finish(self._unreachable(exc))
+
+    def _arm(self) -> None:
+        # Deadlines only move forward, so one pending handle is re-armed when it fires rather
+        # than cancelled and rescheduled on every ACK.
+        if self._timer is None and not self._ended:
+            self._timer = self._loop.call_at(self._transfer.deadline, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        if self._ended:
+            return
+        now, deadline = self._loop.time(), self._transfer.deadline
+        if deadline - now > 0.001:  # progress moved the deadline on while we waited
+            self._arm()
+            return
+        # The loop may run a handle up to its clock resolution early: count that as on time.
+        self._transfer.timer_expired(now=max(now, deadline))
+        self._act()
+
+    def _finish(self, outcome: Finished | Failed) -> None:
+        if self._ended:
+            return
+        self._end()
+        self._on_outcome(self, outcome)
+
+    def _end(self) -> None:
+        self._ended = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._loop.remove_reader(self._sock.fileno())
+        self._transfer.close()
+        self._sock.close()
+        self._on_ended(self)
+
+
+class LockstepSession(_Lockstep):
+    """One transfer on a blocking connected UDP socket (its TID) in a daemon thread."""
+
+    def __init__(self, transfer: ReadTransfer, name: str, peer: tuple[str, int], *,
+                 bind: IPv4Address, on_outcome: Callable[[Any, Finished | Failed], None],
+                 on_ended: Callable[[Any], None], on_bad_datagram: Callable[[], None]) -> None:
+        super().__init__(transfer, name, peer, bind=bind, on_outcome=on_outcome,
+                         on_ended=on_ended, on_bad_datagram=on_bad_datagram)
+        self._lock = threading.Lock()
+        self._ended = False
+        self._stop = False
+        self._receive_timeout = -1.0
 
     def start(self) -> None:
         threading.Thread(target=self._run, name=f"tftp {self.peer[0]}:{self.peer[1]}",
@@ -142,10 +257,6 @@ class LockstepSession:
             micro = 1  # a zero timeout would mean none: wait forever
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO,
                               struct.pack("ll", whole, micro))
-
-    def _unreachable(self, exc: OSError) -> Failed:
-        return Failed(int(ErrorCode.NOT_DEFINED), f"client unreachable: {exc}",
-                      self._transfer.stats)
 
     def _claim_end(self) -> bool:
         """Exactly one of the thread's outcome and the loop's abort ends the session."""

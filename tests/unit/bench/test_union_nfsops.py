@@ -1,4 +1,5 @@
-"""bench/union's NFS RPC counter: each NFS superblock once, however many mounts show it.
+"""bench/union's NFS RPC counter: per mount (the plain-NFS `find` counts its own mount's
+superblock only), and each NFS superblock once, however many mounts show it (the union).
 
 Mounts of one export share a superblock, and /proc/self/mountstats repeats its counters under
 each mount: the old sum counted the union's image layer and /mnt/plain twice (READDIR
@@ -45,15 +46,25 @@ def _nfsops_shell() -> str:
     return nfsops
 
 
-def test_each_superblock_is_counted_once(tmp_path: Path) -> None:
+def _nfsops(tmp_path: Path, mountpoint: str) -> dict[str, tuple[int, int]]:
     (tmp_path / "mountinfo").write_text(MOUNTINFO)
     (tmp_path / "mountstats").write_text(MOUNTSTATS)
-    done = subprocess.run(["bash", "-c", _nfsops_shell() + "\nnfsops"], check=True,
-                          capture_output=True, text=True,
+    done = subprocess.run(["bash", "-c", _nfsops_shell() + f"\nnfsops '{mountpoint}'"],
+                          check=True, capture_output=True, text=True,
                           env={"PATH": "/usr/bin:/bin", "MOUNTINFO": str(tmp_path / "mountinfo"),
                                "MOUNTSTATS": str(tmp_path / "mountstats")})
-    counts = {op: (int(n), int(ms)) for op, n, ms in
-              (line.split() for line in done.stdout.splitlines())}
+    return {op: (int(n), int(ms)) for op, n, ms in
+            (line.split() for line in done.stdout.splitlines())}
+
+
+def test_one_mount_counts_its_own_superblock_only(tmp_path: Path) -> None:
+    counts = _nfsops(tmp_path, "/mnt/plain")  # 0:50, not the node's layer 0:51
+    assert counts["READDIR"] == (1163, 1163 * 2)
+    assert counts["GETATTR"] == (1188, 1188 * 3)
+
+
+def test_each_superblock_is_counted_once(tmp_path: Path) -> None:
+    counts = _nfsops(tmp_path, "")
     # 0:50 (the image layer and /mnt/plain) once, plus 0:51 (the node's layer)
     assert counts["READDIR"] == (1163 + 10, (1163 + 10) * 2)
     assert counts["GETATTR"] == (1188 + 7, (1188 + 7) * 3)
