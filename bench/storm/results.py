@@ -119,7 +119,7 @@ def _profiles(rows: list[dict[str, object]]) -> list[str]:
         top = max((share for _, share in everything), default=0.0)
         # below the frames every sample of the main thread holds (click, asyncio.run, ...)
         inclusive = [(name, share) for name, share in everything if share < 0.99 * top]
-        lines += ["", f"Where oneroot serve spent N={row['nodes']} (py-spy, "
+        lines += ["", f"Where oneroot serve ({row['server']}) spent N={row['nodes']} (py-spy, "
                   f"{profile['samples']} samples at 100 Hz; share of samples):", "",
                   "| innermost function (self) | share | function anywhere on the stack | share |",
                   "|---|---:|---|---:|"]

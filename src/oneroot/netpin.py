@@ -112,6 +112,14 @@ class NodePinner:
         if self.ctx is not None:
             self._neighbours()
 
+    def bind_in_place(self, address: ipaddress.IPv4Address, mac: MacAddress) -> bool:
+        """`bind` without IO when the node's entry already names `mac` (every DHCP ACK of a
+        boot storm but a MAC change): True. False: call `bind`, which runs `ip neigh`."""
+        if self.neighbours.get(address) != mac:
+            return False
+        self.bound[address] = mac
+        return True
+
     def remove(self) -> None:
         run_nft(render_unpin(), nft=self.nft)
         set_neighbours(self.interface, {}, set(self.neighbours))

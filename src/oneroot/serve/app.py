@@ -434,7 +434,11 @@ async def _start_pins(holder: CatalogHolder, bind: IPv4Address,
     def on_ack(event: BootEvent) -> None:
         node = holder.inventory.nodes.get(event.node or "")
         if event.kind == "dhcp.ack" and node is not None and event.mac is not None:
-            _spawn(bind_mac(node.address, MacAddress.parse(event.mac)))
+            mac = MacAddress.parse(event.mac)
+            # No thread for an entry that stays as it is: 3 ACKs per node in a boot storm,
+            # each a GIL hand-off to a worker (bench/storm's profile).
+            if lock.locked() or not pinner.bind_in_place(node.address, mac):
+                _spawn(bind_mac(node.address, mac))
 
     async def unpin() -> None:
         async with lock:
