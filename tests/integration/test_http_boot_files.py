@@ -1,0 +1,95 @@
+"""HttpService's boot files stat, open and close on the loop: no hop to the thread pool (each
+hop is a GIL hand-off the loop waited milliseconds for in a boot storm on a busy machine).
+Whole file, a Range and HEAD are answered as before; a conditional request (304) is left to
+aiohttp. In process, on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from oneroot.model.events import BootEvent
+from oneroot.serve.http import HttpService
+from oneroot.testing.ports import free_port
+
+pytestmark = pytest.mark.integration
+
+
+class CountingExecutor(ThreadPoolExecutor):
+    def __init__(self) -> None:
+        super().__init__(max_workers=2)
+        self.submitted = 0
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        self.submitted += 1
+        return super().submit(fn, *args, **kwargs)
+
+
+class NoVirtualFiles:
+    def virtual_file(self, path: str) -> None:
+        return None
+
+
+async def _request(port: int, head: str) -> bytes:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(head.encode() + b"Connection: close\r\n\r\n")
+    await writer.drain()
+    answer = await asyncio.wait_for(reader.read(), 10)
+    writer.close()
+    return answer
+
+
+async def _serve(boot: Path, heads: list[str]) -> tuple[list[bytes], int, list[BootEvent]]:
+    executor = CountingExecutor()
+    asyncio.get_running_loop().set_default_executor(executor)
+    events: list[BootEvent] = []
+    port = free_port()
+    service = HttpService(bind="127.0.0.1", port=port, boot_dir=boot,
+                          catalog=lambda: NoVirtualFiles(),  # type: ignore[arg-type,return-value]
+                          on_event=events.append, status=dict)
+    await service.start()
+    try:
+        before = executor.submitted
+        answers = [await _request(port, head) for head in heads]
+        return answers, executor.submitted - before, events
+    finally:
+        await service.close()
+
+
+def _split(answer: bytes) -> tuple[str, bytes]:
+    head, _, body = answer.partition(b"\r\n\r\n")
+    return head.decode(), body
+
+
+def test_boot_files_need_no_thread(tmp_path: Path) -> None:
+    data = os.urandom(300_000)
+    (tmp_path / "vmlinuz").write_bytes(data)
+    answers, submitted, events = asyncio.run(_serve(tmp_path, [
+        "GET /boot/vmlinuz HTTP/1.1\r\nHost: x\r\n",
+        "GET /boot/vmlinuz HTTP/1.1\r\nHost: x\r\nRange: bytes=1000-1999\r\n",
+        "HEAD /boot/vmlinuz HTTP/1.1\r\nHost: x\r\n",
+    ]))
+    (whole, whole_body), (part, part_body), (head, head_body) = map(_split, answers)
+    assert whole.startswith("HTTP/1.1 200") and whole_body == data
+    assert part.startswith("HTTP/1.1 206") and part_body == data[1000:2000]
+    assert head.startswith("HTTP/1.1 200") and f"Content-Length: {len(data)}" in head
+    assert head_body == b""
+    assert submitted == 0
+    assert [e.kind for e in events] == ["http.done", "http.done"]  # HEAD sends no file
+
+
+def test_a_conditional_request_is_left_to_aiohttp(tmp_path: Path) -> None:
+    (tmp_path / "vmlinuz").write_bytes(b"k" * 1000)
+    (first, _), = map(_split, asyncio.run(_serve(tmp_path, [
+        "GET /boot/vmlinuz HTTP/1.1\r\nHost: x\r\n"]))[0])
+    etag = next(line.split(": ", 1)[1] for line in first.split("\r\n")
+                if line.lower().startswith("etag:"))
+    answers, _, _ = asyncio.run(_serve(tmp_path, [
+        f"GET /boot/vmlinuz HTTP/1.1\r\nHost: x\r\nIf-None-Match: {etag}\r\n"]))
+    assert _split(answers[0])[0].startswith("HTTP/1.1 304")
