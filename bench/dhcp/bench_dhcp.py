@@ -190,6 +190,7 @@ def run_server(name: str, start: Starter, round_index: int, exchanges: int
             for case, concurrency in enumerate(CONCURRENCY):
                 base = (round_index * len(CONCURRENCY) + case + 1) * MAC_BLOCK
                 cpu_before = tree_cpu(proc.pid)
+                load_1m = round(os.getloadavg()[0], 1)  # the other jobs on this machine
                 result = link.client.ns.run(
                     sys.executable, str(HERE / "loadgen.py"), "--interface",
                     link.client.interface, "--concurrency", str(concurrency), "--seconds", "60",
@@ -202,7 +203,8 @@ def run_server(name: str, start: Starter, round_index: int, exchanges: int
                     raise RuntimeError(f"{name} exited with {proc.returncode}")
                 row: dict[str, object] = json.loads(result.stdout.strip().splitlines()[-1])
                 done = int(row["exchanges"])  # type: ignore[call-overload]
-                row.update(server=name, round=round_index, server_cpu_s=round(cpu, 3),
+                row.update(server=name, round=round_index, load_1m=load_1m,
+                           server_cpu_s=round(cpu, 3),
                            server_us_per_exchange=round(cpu / done * 1e6) if done else None)
                 print(json.dumps(row), flush=True)
                 rows.append(row)
@@ -269,6 +271,7 @@ def summarize(rows: list[dict[str, object]], names: list[str], rounds: int
                 "server_us_per_exchange": median("server_us_per_exchange"),
                 "loadgen_cpu_s": median("loadgen_cpu_s"),
                 "ratio_to_kea": round(statistics.median(ratios), 2) if ratios else None,
+                "loads": [r.get("load_1m") for r in mine],
             })
     return summary
 
@@ -301,17 +304,18 @@ def write_results(report: dict[str, object]) -> None:
         *[f"- {name}: `{command}`" for name, command in commands.items()],
         "",
         "| server | concurrency | exchanges/s | vs Kea | failed | p50 ms | p99 ms "
-        "| server µs/exchange | rates (each round) |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| server µs/exchange | rates (each round) | load average (each round) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---|---|",
     ]
     summary = report["summary"]
     assert isinstance(summary, list)
     for row in summary:
         rates = ", ".join(f"{rate:g}" for rate in row["rates"])
+        loads = ", ".join(f"{load:g}" for load in row["loads"] if load is not None)
         lines.append(
             f"| {row['server']} | {row['concurrency']} | {row['rate']} | {row['ratio_to_kea']}× "
             f"| {row['failed']} | {row['p50_ms']} | {row['p99_ms']} "
-            f"| {row['server_us_per_exchange']} | {rates} |")
+            f"| {row['server_us_per_exchange']} | {rates} | {loads} |")
     notes = report.get("notes")
     if isinstance(notes, list) and notes:
         lines += ["", *notes]
