@@ -1,25 +1,28 @@
 """Failover of a boot server's NFS service on CephFS (issue 16 item 4, in namespaces).
 
-Two boot servers, A and B, each a namespace on the session Ceph's lab network, each with a
-service address of its own (A: .102, B: .103) held by keepalived (VRRP only) and one
-ganesha-ceph instance per address, whose `rados_cluster` nodeid is that address. A node
-(its own namespace) writes numbered lines through A's address with a stateful NFSv4.0
-client (`oneroot.testing.nfs4state`: the host has no kernel NFS client), each one
-FILE_SYNC. Then A dies: its interface goes down and every process in it gets SIGKILL.
-B's keepalived takes A's address, its notify script starts A's instance, the node
-reconnects, re-establishes its client id and reclaims its open in the grace period, while a
-stranger's new open is refused with NFS4ERR_GRACE. No acknowledged line may be lost (read
-back from CephFS afterwards); the longest stall is reported. Then A returns and takes its
-address back, B keeps running (no restart). Needs root.
+Two boot servers, A and B, each a namespace on the session Ceph's lab network with a home
+of its own (the same inventory: setting `ha_servers` names both), each running
+`oneroot nfs keepalived NAME`: keepalived (VRRP only, unicast between the servers, adverts
+from others dropped) holds the service addresses (A: .102, B: .103), and its notify,
+`oneroot nfs instance notify`, starts the ganesha-ceph instance of each address this host
+holds (its `rados_cluster` nodeid is the address) and stops the others. A node (its own
+namespace) writes numbered lines through A's address with a stateful NFSv4.0 client
+(`oneroot.testing.nfs4state`: the host has no kernel NFS client), each one FILE_SYNC.
+Then A dies: its interface goes down and every process in it gets SIGKILL. B takes A's
+address and starts A's instance, the node reconnects, re-establishes its client id and
+reclaims its open in the grace period, while a stranger's new open is refused with
+NFS4ERR_GRACE. No acknowledged line may be lost (read back from CephFS afterwards); the
+longest stall is reported. Then A returns and takes its address back; B stops A's instance
+and evicts its CephFS sessions, and keeps running (no restart). Needs root.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import ipaddress
 import json
 import os
-import shlex
 import shutil
 import signal
 import subprocess
@@ -32,18 +35,12 @@ import pytest
 
 from oneroot.lab import Lab
 from oneroot.lab.netns import Client
+from oneroot.model.haservers import parse_ha_servers
 from oneroot.model.paths import Paths
 from oneroot.model.resolved import resolve_cluster
 from oneroot.nfs.ganesha_ceph import grace_command
 from oneroot.ops.inventory import commit, init_cluster, open_store
 from oneroot.ops.nfs_serving import nfs_plan
-from oneroot.render.keepalived import (
-    OWN_PRIORITY,
-    PEER_PRIORITY,
-    KeepalivedContext,
-    ServiceAddress,
-    render_keepalived,
-)
 from oneroot.testing.ceph import DAEMONS, CephCluster, ceph_inventory, retire, tiny_image
 from oneroot.testing.nfs4state import NFS4ERR_GRACE
 
@@ -59,58 +56,31 @@ pytestmark = [
 SERVICE = {"a": ipaddress.IPv4Interface("10.96.0.102/24"),
            "b": ipaddress.IPv4Interface("10.96.0.103/24")}
 HOSTS = {"a": "10.96.0.2/24", "b": "10.96.0.3/24"}
-VRID = {"a": 61, "b": 62}
+HA_SERVERS = " ".join(f"{name}:{SERVICE[name].ip}:{HOSTS[name].split('/')[0]}"
+                      for name in SERVICE)
 LINES = 250  # one each 0.1 s: the failover happens in the middle
-NOTIFY = """#!/bin/sh
-# keepalived notify: INSTANCE oneroot_NAME MASTER|BACKUP|FAULT|STOP PRIORITY
-name=${{2#oneroot_}}
-run={run}/$name
-mkdir -p "$run"
-echo "$(date +%s.%N) $name $3" >> {run}/notify.log
-case "$3" in
-MASTER)
-  case "$name" in
-{joins}
-  esac
-  ganesha.nfsd -f {instances}/$name/ganesha.conf -L "$run/ganesha.log" -p "$run/ganesha.pid"
-  ;;
-*)
-  [ -f "$run/ganesha.pid" ] && kill "$(cat "$run/ganesha.pid")" && rm -f "$run/ganesha.pid"
-  ;;
-esac
-exit 0
-"""
+ONEROOT = [sys.executable, "-m", "oneroot"]
 
 
 class Head:
-    """One boot server: its namespace, keepalived, and the ganesha instances it runs."""
+    """One boot server: its namespace, its home, and `oneroot nfs keepalived` in it."""
 
-    def __init__(self, lab: Lab, name: str, root: Path, instances: Path,
-                 joins: dict[str, list[str]]) -> None:
+    def __init__(self, lab: Lab, name: str, home: Path) -> None:
         self.lab = lab
         self.name = name
+        self.home = home
         self.client: Client = lab.add_client(HOSTS[name])
-        self.run = root / name
-        self.run.mkdir(parents=True)
-        script = self.run / "notify.sh"
-        script.write_text(NOTIFY.format(run=self.run, instances=instances, joins="\n".join(
-            f"  {inst}) {shlex.join(argv)} >> {self.run}/grace.log 2>&1 ;;"
-            for inst, argv in joins.items())))
-        script.chmod(0o755)
-        conf = self.run / "keepalived.conf"
-        conf.write_text(render_keepalived(KeepalivedContext(
-            router_id=f"oneroot-{name}", interface="eth0", notify=str(script),
-            addresses=tuple(ServiceAddress(
-                name=inst, address=addr, vrid=VRID[inst],
-                priority=OWN_PRIORITY if inst == name else PEER_PRIORITY)
-                for inst, addr in SERVICE.items()))))
+        self.instances = home / "run" / "ganesha-instances"
         self.keepalived: subprocess.Popen[bytes] | None = None
 
+    def oneroot(self, *argv: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+        return self.lab.run_in_ns([*ONEROOT, "--home", str(self.home), *argv],
+                                  netns=self.client.netns, timeout=timeout)
+
     def start_keepalived(self) -> None:
-        with (self.run / "keepalived.log").open("ab") as out:
+        with (self.home / "keepalived.log").open("ab") as out:
             self.keepalived = self.lab.popen_in_ns(
-                ["keepalived", "-n", "-l", "-P", "-f", str(self.run / "keepalived.conf"),
-                 "-p", str(self.run / "keepalived.pid"), "-r", str(self.run / "vrrp.pid")],
+                [*ONEROOT, "--home", str(self.home), "nfs", "keepalived", self.name],
                 netns=self.client.netns, what=f"keepalived {self.name}", stdout=out,
                 stderr=subprocess.STDOUT)
 
@@ -122,11 +92,11 @@ class Head:
         return f"{SERVICE[inst].ip}/" in self.addresses()
 
     def notify_log(self) -> str:
-        log = self.run / "notify.log"
+        log = self.instances / "notify.log"
         return log.read_text(errors="replace") if log.exists() else ""
 
     def ganesha_log(self, inst: str) -> str:
-        log = self.run / inst / "ganesha.log"
+        log = self.instances / str(SERVICE[inst].ip) / "ganesha.log"
         return log.read_text(errors="replace") if log.exists() else ""
 
     def serving(self, inst: str) -> bool:
@@ -173,33 +143,30 @@ def test_a_dead_servers_address_and_clients_move_to_its_peer(ceph_cluster: CephC
         tiny_image(image)
         inv = ceph_inventory(base, mount=mount, image=image, conf=ceph_cluster.conf,
                              server=SERVICE["a"].ip)
+        inv = inv.replace(settings=dataclasses.replace(
+            inv.settings, ha_servers=parse_ha_servers(HA_SERVERS)))
+        heads = {}
+        for name in SERVICE:  # each server its home, with the same inventory
+            paths = Paths(home=tmp_path / f"home-{name}")
+            init_cluster(paths, {"server_address": str(SERVICE["a"].ip),
+                                 "subnet": "10.96.0.0/24"})
+            store = open_store(paths)
+            try:
+                commit(store, inv)
+            finally:
+                store.close()
+            heads[name] = Head(lab, name, paths.home)
         cluster = resolve_cluster(inv)
-        paths = Paths(home=tmp_path / "home")
-        init_cluster(paths, {"server_address": str(SERVICE["a"].ip), "subnet": "10.96.0.0/24"})
-        store = open_store(paths)
-        try:
-            commit(store, inv)
-        finally:
-            store.close()
-        instances = tmp_path / "instances"
-        joins, leaves = {}, []
-        for inst, addr in SERVICE.items():
-            plan = nfs_plan(cluster, paths, bind=addr.ip)
-            assert plan.ctx.ceph is not None and plan.ctx.ceph.nodeid == str(addr.ip)
-            (instances / inst).mkdir(parents=True)
-            (instances / inst / "ganesha.conf").write_text(plan.text)
-            joins[inst] = grace_command(plan.ctx.ceph, "add", plan.ctx.ceph.nodeid)
-            leaves.append(grace_command(plan.ctx.ceph, "remove", plan.ctx.ceph.nodeid))
-        heads = {name: Head(lab, name, tmp_path / "heads", instances, joins)
-                 for name in SERVICE}
+        leaves = [grace_command(ceph, "remove", ceph.nodeid) for ceph in (
+            nfs_plan(cluster, Paths(home=heads["a"].home), bind=addr.ip).ctx.ceph
+            for addr in SERVICE.values()) if ceph is not None]
         # Node layers in CephFS and each export's cephx user: `oneroot nfs apply` on A
         # (the host itself does not reach the Ceph network).
-        lab.run_in_ns([sys.executable, "-m", "oneroot", "--home", str(paths.home), "nfs",
-                       "apply"], netns=heads["a"].client.netns, timeout=180)
+        heads["a"].oneroot("nfs", "apply")
         node01, node02 = lab.add_client("10.96.0.11/24"), lab.add_client("10.96.0.12/24")
         a, b = heads["a"], heads["b"]
         try:
-            _failover(lab, a, b, node01, node02, base)
+            _failover(lab, ceph_cluster, a, b, node01, node02, base)
         finally:
             for head in heads.values():
                 head.kill_all()
@@ -212,7 +179,8 @@ def test_a_dead_servers_address_and_clients_move_to_its_peer(ceph_cluster: CephC
                 ceph_cluster.evict_sessions(f"ganesha-{SERVICE[inst].ip}-")
 
 
-def _failover(lab: Lab, a: Head, b: Head, node01: Client, node02: Client, base: Path) -> None:
+def _failover(lab: Lab, ceph: CephCluster, a: Head, b: Head, node01: Client, node02: Client,
+              base: Path) -> None:
     def state() -> str:
         return "\n".join(f"{h.name}: {h.addresses()}\n{h.ganesha_log('a')[-1500:]}\n"
                          f"notify: {h.notify_log()}" for h in (a, b))
@@ -232,6 +200,9 @@ def _failover(lab: Lab, a: Head, b: Head, node01: Client, node02: Client, base: 
     a.die()
     moved = _until(lambda: b.holds("a"), "A's address on B", 60, state)
     started = _until(lambda: b.serving("a"), "A's instance serving on B", 60, state)
+    status = {st["name"]: st for st in json.loads(
+        b.oneroot("nfs", "instance", "status", "--json").stdout)}
+    assert status["a"]["held"] and status["a"]["pid"] and status["a"]["listening"], status
     stranger = lab.run_in_ns(
         [sys.executable, "-m", "oneroot.testing.nfs4state", str(SERVICE["a"].ip),
          f"{base}/systems/node02/upper/stranger.txt", "--stranger"], netns=node02.netns,
@@ -255,4 +226,16 @@ def _failover(lab: Lab, a: Head, b: Head, node01: Client, node02: Client, base: 
     assert b_keepalived.poll() is None and b.holds("b") and b.serving("b")
     assert not b.serving("a")
     print(f"failover: A back in {back:.1f} s, B not restarted")
+    # B stopped A's instance and evicted the CephFS sessions that process held (the MDS
+    # would keep them, with their capabilities, for a reclaim that never comes).
+    _until(lambda: " a BACKUP stopped pid=" in b.notify_log(), "B's stop of A's instance", 60,
+           state)
+    stop = next(line for line in b.notify_log().splitlines() if " a BACKUP stopped pid=" in line)
+    pid = stop.split("pid=")[1].split()[0]
+    left = [s for s in ceph.client_sessions() if isinstance(s.get("client_metadata"), dict)
+            and str(s["client_metadata"].get("pid")) == pid  # type: ignore[union-attr]
+            and str(s["client_metadata"].get("uuid", "")).startswith(  # type: ignore[union-attr]
+                f"ganesha-{SERVICE['a'].ip}-")]
+    print(f"failover: B's stop of A's instance: {stop.split(' ', 1)[1]}; sessions left {left}")
+    assert not left, left
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 
 from oneroot.errors import InvalidValue, NotFound
+from oneroot.model.haservers import HaServer
 from oneroot.model.imageversion import ImageRef, ImageVersion, VersionState, parse_image_ref
 from oneroot.model.names import check_name as check_name
 from oneroot.model.profile import (
@@ -100,6 +101,9 @@ class Settings:
     ceph_conf: PurePosixPath = PurePosixPath("/etc/ceph/ceph.conf")
     ceph_user: str = "admin"
     ceph_fs: str = "cephfs"
+    # Boot servers backing each other up: each one's service address moves to a peer (VRRP)
+    # whose ganesha-ceph instance for it takes over its clients (`oneroot nfs instance`).
+    ha_servers: tuple[HaServer, ...] = ()
 
     @property
     def netmask(self) -> ipaddress.IPv4Address:

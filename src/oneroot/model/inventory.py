@@ -30,6 +30,7 @@ from oneroot.model.cluster import (
     check_profile_value,
     parse_image_ref,
 )
+from oneroot.model.haservers import parse_ha_servers
 from oneroot.net import MacAddress, parse_ipv4, parse_network
 
 
@@ -100,6 +101,8 @@ def _parse_setting(key: str, raw: Any) -> Any:
     if key == "dns":
         items = raw.replace(",", " ").split() if isinstance(raw, str) else list(raw or [])
         return tuple(parse_ipv4(str(v), what="DNS server") for v in items)
+    if key == "ha_servers":
+        return parse_ha_servers(raw)
     if key == "cephfs_mount" and raw in (None, "", "none"):
         return None
     if key in ("image_root", "state_dir", "group_dir", "boot_dir", "block_dir",
@@ -169,6 +172,10 @@ def validate(inv: Inventory) -> None:
         )
     if s.gateway is not None and s.gateway not in s.subnet:
         raise InvalidValue(f"gateway {s.gateway} is outside the subnet {s.subnet}")
+    outside = [a for h in s.ha_servers for a in (h.service, h.host) if a not in s.subnet]
+    if outside:
+        raise InvalidValue(f"ha_servers address {outside[0]} is outside the subnet {s.subnet}",
+                           hint="each server's service and host address are on the segment")
     if (s.pool_start is None) != (s.pool_end is None):
         raise InvalidValue("set both pool_start and pool_end, or neither")
     if s.pool_start is not None and s.pool_end is not None:

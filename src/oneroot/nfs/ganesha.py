@@ -118,7 +118,7 @@ def running_pid(files: GaneshaFiles) -> int | None:
     return pid if pid is not None and _is_our_ganesha(pid, files.conf) else None
 
 
-def _log_problems(path: Path, offset: int = 0, limit: int = 8) -> str:
+def log_problems(path: Path, offset: int = 0, limit: int = 8) -> str:
     """The ganesha log's CRIT/FATAL/MAJ lines since `offset` (harmless ones left out)."""
     try:
         with path.open("rb") as f:
@@ -238,7 +238,7 @@ class GaneshaServer:
                     self._ready.clear()
                     log.warning("nfs.ganesha.exited pid=%d code=%s problems=%s",
                                 self._proc.pid, self._last_exit,
-                                _log_problems(self.files.log) or "-")
+                                log_problems(self.files.log) or "-")
                 if time.monotonic() - started > self.stable_after:
                     failures = 0
                 delay = min(self.max_backoff, self.min_backoff * 2 ** failures)
@@ -274,7 +274,7 @@ class GaneshaServer:
                 code = self._proc.returncode
                 if code is None:
                     await self._terminate()
-                why = _log_problems(self.files.log, offset) or f"see {self.files.log}"
+                why = log_problems(self.files.log, offset) or f"see {self.files.log}"
                 raise ExternalToolError(
                     f"ganesha did not start listening on {self._probe_host}:{self.port} "
                     f"(exit {code}): {why}", hint=f"check {self.files.conf}")

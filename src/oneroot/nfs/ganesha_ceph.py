@@ -8,6 +8,7 @@ the cluster's replication: `ceph osd pool create nfs-ganesha`).
 
 from __future__ import annotations
 
+import json
 import logging
 import subprocess
 from collections.abc import Iterable
@@ -105,3 +106,28 @@ def join_recovery_db(ceph: CephExports, *, tool: str = GRACE_TOOL,
             f"{proc.stderr.strip()[-300:]}", hint=f"check {ceph.conf} and the cephx user")
     log.info("nfs.ganesha_ceph.member nodeid=%s pool=%s ns=%s", ceph.nodeid, ceph.pool,
              ceph.namespace)
+
+
+def evict_instance_sessions(ceph: CephExports, *, pid: int, tool: str = "ceph",
+                            timeout: float = 60) -> int:
+    """Evict the CephFS sessions of the ganesha instance `ceph.nodeid` that ran as `pid`
+    (stopped by now). The MDS keeps a stopped ganesha's sessions, with their capabilities,
+    for a successor to reclaim (their uuid is `ganesha-NODEID-…`); until then other
+    clients' changes to those files wait. The pid makes sure that a successor that has
+    already reclaimed them (same uuid, another process) keeps its own. Returns how many."""
+    mds = f"mds.{ceph.fs_name}:0"  # one active MDS rank (the test cluster, a small site)
+    base = [tool, "--conf", str(ceph.conf), "--id", ceph.user, "tell", mds]
+    listed = json.loads(_run([*base, "session", "ls", "--format", "json"], timeout=timeout,
+                             what="list the MDS sessions") or "[]")
+    prefix = f"ganesha-{ceph.nodeid}-"
+    evicted = 0
+    for session in listed if isinstance(listed, list) else []:
+        meta = session.get("client_metadata") if isinstance(session, dict) else None
+        if not isinstance(meta, dict) or not str(meta.get("uuid", "")).startswith(prefix) \
+                or str(meta.get("pid", "")) != str(pid):
+            continue
+        _run([*base, "client", "evict", f"id={session['id']}"], timeout=timeout,
+             what=f"evict CephFS session {session['id']}")
+        evicted += 1
+    log.info("nfs.ganesha_ceph.evicted nodeid=%s pid=%d sessions=%d", ceph.nodeid, pid, evicted)
+    return evicted

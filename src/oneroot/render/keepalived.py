@@ -8,9 +8,15 @@ becomes master of its address and its `notify` command starts that address's gan
 instance; when the server returns it takes its address back (preemption), and the peer's
 `notify` stops the instance there.
 
-    render_keepalived(KeepalivedContext(router_id="boot-a", interface="eth0",
-        addresses=(ServiceAddress(name="a", address=IPv4Interface("10.0.0.2/24"), vrid=61,
-                                  priority=150), ...), notify="/usr/local/sbin/x"))
+Peer check: adverts go by unicast from the server's own (host) address to its peers' only,
+and `check_unicast_src` makes keepalived drop an advert whose source is not a peer. With
+multicast VRRP (keepalived's default, no authentication in VRRPv3), any host on the nodes'
+segment could send an advert at priority 254 for a server's VRID and make it drop its
+service address: every node's root would hang.
+
+    render_keepalived(keepalived_context(settings, "a", interface="eth0",
+                                         notify=("/usr/bin/oneroot", "nfs", "instance",
+                                                 "notify")))
 """
 
 from __future__ import annotations
@@ -20,6 +26,8 @@ import re
 from dataclasses import dataclass
 
 from oneroot.errors import ConfigError
+from oneroot.model import Settings
+from oneroot.model.haservers import find_ha_server
 from oneroot.render._env import HEADER
 
 OWN_PRIORITY = 150
@@ -39,8 +47,13 @@ class KeepalivedContext:
     router_id: str
     interface: str
     addresses: tuple[ServiceAddress, ...]
-    # Run by keepalived as `NOTIFY INSTANCE oneroot_NAME MASTER|BACKUP|FAULT|STOP PRIORITY`.
-    notify: str
+    # Run by keepalived as `NOTIFY... INSTANCE oneroot_NAME MASTER|BACKUP|FAULT|STOP PRIORITY`.
+    notify: tuple[str, ...]
+    # This server's own address (adverts' source) and its peers' (where adverts go); no
+    # peers: multicast, as keepalived's default (and no peer check).
+    source: ipaddress.IPv4Address | None = None
+    peers: tuple[ipaddress.IPv4Address, ...] = ()
+    check_peers: bool = True  # drop adverts from others than `peers` (check_unicast_src)
     advert_int: int = 1
 
 
@@ -48,7 +61,7 @@ _SAFE = re.compile(r"[A-Za-z0-9_.:/@+-]+")
 
 
 def _check(ctx: KeepalivedContext) -> None:
-    words = [ctx.router_id, ctx.interface, ctx.notify, *(a.name for a in ctx.addresses)]
+    words = [ctx.router_id, ctx.interface, *ctx.notify, *(a.name for a in ctx.addresses)]
     bad = [w for w in words if not _SAFE.fullmatch(w)]
     if bad:
         raise ConfigError(f"keepalived config: {bad[0]!r} is not a plain word or path")
@@ -57,6 +70,10 @@ def _check(ctx: KeepalivedContext) -> None:
         raise ConfigError(f"keepalived config: VRRP ids must be unique and 1-255: {vrids}")
     if not all(1 <= a.priority <= 254 for a in ctx.addresses):
         raise ConfigError("keepalived config: priorities are 1-254")
+    if not ctx.notify:
+        raise ConfigError("keepalived config: no notify command")
+    if ctx.peers and ctx.source is None:
+        raise ConfigError("keepalived config: unicast peers need this server's source address")
 
 
 def render_keepalived(ctx: KeepalivedContext) -> str:
@@ -78,7 +95,36 @@ def render_keepalived(ctx: KeepalivedContext) -> str:
             "    virtual_ipaddress {",
             f"        {a.address.with_prefixlen} dev {ctx.interface}",
             "    }",
-            f'    notify "{ctx.notify}"',
+            *_unicast(ctx),
+            f'    notify "{" ".join(ctx.notify)}"',
             "}",
         ]
     return "\n".join(lines) + "\n"
+
+
+def _unicast(ctx: KeepalivedContext) -> list[str]:
+    if not ctx.peers:
+        return []
+    return [f"    unicast_src_ip {ctx.source}", "    unicast_peer {",
+            *(f"        {peer}" for peer in ctx.peers), "    }",
+            *(["    check_unicast_src"] if ctx.check_peers else [])]
+
+
+def keepalived_context(settings: Settings, server: str, *, interface: str,
+                       notify: tuple[str, ...]) -> KeepalivedContext:
+    """The config of boot server `server` (a name in the setting `ha_servers`): one VRRP
+    instance per service address, its own at OWN_PRIORITY, its peers' at PEER_PRIORITY,
+    adverts by unicast between the servers' host addresses only."""
+    me = find_ha_server(settings.ha_servers, server)
+    if len(settings.ha_servers) < 2:
+        raise ConfigError("ha_servers names one server: there is no peer to fail over to",
+                          hint="add the other servers: ha_servers='a:SERVICE:HOST "
+                               "b:SERVICE:HOST'")
+    prefix = settings.subnet.prefixlen
+    return KeepalivedContext(
+        router_id=f"oneroot-{me.name}", interface=interface, notify=notify, source=me.host,
+        peers=tuple(s.host for s in settings.ha_servers if s is not me),
+        addresses=tuple(ServiceAddress(
+            name=s.name, address=ipaddress.IPv4Interface(f"{s.service}/{prefix}"),
+            vrid=s.vrid, priority=OWN_PRIORITY if s is me else PEER_PRIORITY)
+            for s in settings.ha_servers))
