@@ -1,9 +1,9 @@
 """Server CPU per DORA exchange of serve's DHCP service, in one process, without sockets.
 
 `DhcpService` as `oneroot serve` builds it (a LeaseStore at synchronous=NORMAL with deferred
-checkpoints, the EventRecorder on an EventStore, serve's log formatter and handler writing to a
-file at info), fed batches of DISCOVERs, then of the matching REQUESTs, through the method its
-socket reader calls; its two UDP sockets are replaced by a sink. What it leaves out is the
+checkpoints, the EventRecorder on an EventStore, serve's `configure_logging` writing to a file at
+info), fed batches of DISCOVERs, then of the matching REQUESTs, through the method its socket
+reader calls; its two UDP sockets are replaced by a sink. What it leaves out is the
 kernel's part (recvfrom, the broadcast's delivery inside sendto), which `bench_dhcp.py` counts.
 Times are CPU time of this process (all its threads), so the machine's other load disturbs
 them less than it disturbs the bench's rates; the figure is the best of `--repeat` runs.
@@ -27,7 +27,7 @@ import time
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 
-from oneroot.cli.logformat import LoopBatchingHandler, ServeFormatter
+from oneroot.cli.logformat import configure_logging
 from oneroot.inventory.events import EventStore
 from oneroot.inventory.leases import LeaseStore
 from oneroot.net import MacAddress
@@ -68,11 +68,9 @@ def _message(mtype: MessageType, index: int, *extra: tuple[int, bytes]) -> bytes
 async def run(exchanges: int, batch: int, work: Path,
               profiler: cProfile.Profile | None) -> float:
     """µs of CPU per exchange."""
-    handler = LoopBatchingHandler((work / "serve.log").open("w"))
-    handler.setFormatter(ServeFormatter())
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(logging.INFO)
+    log_file = (work / "serve.log").open("w")
+    logging.getLogger().handlers.clear()  # the previous repetition's
+    configure_logging("info", log_file)
     leases = LeaseStore(work / "leases.db", synchronous="NORMAL")
     leases.defer_checkpoints()
     events = EventStore(work / "events.db")
@@ -119,7 +117,8 @@ async def run(exchanges: int, batch: int, work: Path,
     service.close()
     leases.close()
     events.close()
-    handler.close()
+    logging.shutdown()
+    log_file.close()
     return spent / exchanges * 1e6
 
 

@@ -85,3 +85,17 @@ class LoopBatchingHandler(logging.StreamHandler[TextIO]):
             self.stream.write(self.terminator.join(lines) + self.terminator)
         if self.stream and hasattr(self.stream, "flush"):
             self.stream.flush()
+
+
+def configure_logging(level: str, stream: TextIO) -> None:
+    """Serve's logging: `LOG_FORMAT` at `level` to `stream`, through the handler and
+    formatter above."""
+    handler = LoopBatchingHandler(stream)
+    handler.setFormatter(ServeFormatter())
+    logging.basicConfig(level=level.upper(), handlers=[handler])
+    # The format names no caller, thread or process: skip collecting them for every record
+    # (the logging HOWTO's "Optimization"; serve logs a line per DHCP reply at info).
+    logging._srcfile = None
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False

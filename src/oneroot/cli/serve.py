@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 import sys
 from pathlib import PurePosixPath
 
 import click
 
-from oneroot.cli.logformat import LoopBatchingHandler, ServeFormatter
+from oneroot.cli.logformat import configure_logging
 from oneroot.cli.state import State, pass_state
 from oneroot.model.limits import limits_from_pairs
 from oneroot.model.server import ServerRole
@@ -64,15 +63,7 @@ def serve(state: State, no_dhcp: bool, no_tftp: bool, no_http: bool, no_nfs: boo
           interface: str | None, server_address: str | None, relays: tuple[str, ...],
           boot_dir: str | None, peers: tuple[str, ...]) -> None:
     """Run DHCP, TFTP and HTTP for the cluster until SIGTERM (SIGHUP reloads)."""
-    handler = LoopBatchingHandler(sys.stderr)
-    handler.setFormatter(ServeFormatter())
-    logging.basicConfig(level=log_level.upper(), handlers=[handler])
-    # The format names no caller, thread or process: skip collecting them for every record
-    # (the logging HOWTO's "Optimization"; serve logs a line per DHCP reply at info).
-    logging._srcfile = None
-    logging.logThreads = False
-    logging.logProcesses = False
-    logging.logMultiprocessing = False
+    configure_logging(log_level, sys.stderr)
     inv_ops.open_store(state.paths).close()  # a clear error before any socket opens
     options = ServeOptions(dhcp=not no_dhcp, tftp=not no_tftp, http=not no_http,
                            nfs=not no_nfs, bind=bind,
