@@ -246,12 +246,13 @@ def test_rollout_stops_at_a_canary_that_never_reaches_its_runlevel(
         home: Path, bmcs: dict[str, SimulatedBmc], nodes: Nodes,
         capsys: pytest.CaptureFixture[str]) -> None:
     out, err = oneroot(home, capsys, "image", "rollout", "lab@3", "--to", "compute",
-                       "--canary", "1", "--batch", "1", "--timeout", "3", "--json", fails=True)
+                       "--skip-lab-try", "--canary", "1", "--batch", "1", "--timeout", "3",
+                       "--json", fails=True)
     assert err.count("error:") == 1 and "hint:" in err
     assert "rollout stopped at node01" in err and "last stage: power-on" in err
     doc = json.loads(out)
     assert doc["failed"]["node"] == "node01" and doc["action"] == "rollout-stopped"
-    assert "lab try" not in doc or doc["lab_try"].startswith("not built")
+    assert doc["lab_try"] == "skipped"
     assert cycles(bmcs["node01"]) > 0
     for other in ("node02", "node03"):  # nothing else rebooted
         assert cycles(bmcs[other]) == 0
@@ -268,9 +269,8 @@ def test_rollout_stops_at_a_canary_that_never_reaches_its_runlevel(
 def test_rollout_canary_then_batches_then_rollback(
         home: Path, bmcs: dict[str, SimulatedBmc], nodes: Nodes,
         capsys: pytest.CaptureFixture[str]) -> None:
-    out, _ = oneroot(home, capsys, "image", "rollout", "lab@3", "--to", "compute",
-                     "--canary", "1", "--batch", "2", "--timeout", "30")
-    assert "lab try" in out and "not built yet" in out
+    oneroot(home, capsys, "image", "rollout", "lab@3", "--to", "compute",
+              "--skip-lab-try", "--canary", "1", "--batch", "2", "--timeout", "30")
     history = read_history(Paths(home=home))
     assert history[-1].action == "rollout" and history[-1].old == "lab@2"
     assert history[-1].nodes == {f"node0{i}": "runlevel on lab@3" for i in (1, 2, 3)}
@@ -314,10 +314,12 @@ def test_rollback_waits_for_each_batch_runlevel(
     (["lab@9"], "has no version 9"),
     (["lab@3", "--canary", "4"], "the group has 3 nodes"),
     (["nope@1"], "nope"),
+    (["lab@3"], "rollout refused: lab try cannot run: no lab runs from"),
 ])
 def test_rollout_refused(home: Path, capsys: pytest.CaptureFixture[str], args: list[str],
                          message: str) -> None:
     _, err = oneroot(home, capsys, "image", "rollout", *args, "--to", "compute", fails=True)
+    assert "lab try" in message or "lab try" not in err  # refused before trying
     assert err.count("error:") == 1 and "hint:" in err and message in err, err
     assert group_pin(home) == "lab@2"
     assert [r.action for r in read_history(Paths(home=home))] == ["pin"]  # the fixture's

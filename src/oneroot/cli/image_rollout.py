@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import click
 
+from oneroot.cli.lab_try import run_lab_try, try_failed
 from oneroot.cli.output import console, emit_json, plain, table
 from oneroot.cli.state import State, json_option, operator, pass_state
-from oneroot.errors import OnerootError
-from oneroot.ops.image_rollout import LAB_TRY, rollout
+from oneroot.errors import LabError, OnerootError
+from oneroot.model.resolved import ResolvedCluster
+from oneroot.ops.image_rollout import check_rollout, rollout, stopped_before_reboot
+from oneroot.ops.lab_try import TryResult
 from oneroot.ops.rollout import DEFAULT_BATCH, bmc_cycle, rollback
 from oneroot.ops.runlevel_watch import DEFAULT_TIMEOUT, runlevel_watch
 
@@ -58,16 +61,22 @@ def image_rollback(state: State, group: str, no_reboot: bool, batch: int, timeou
 @click.option("--batch", type=click.IntRange(min=1), default=DEFAULT_BATCH, show_default=True,
               help="Nodes power-cycled at once after the canaries.")
 @timeout_option
+@click.option("--skip-lab-try", is_flag=True,
+              help="Do not boot a canary VM of the first canary's configuration first (where "
+                   "no lab runs on this server: the real canary is then the first check).")
 @json_option
 @pass_state
 def image_rollout(state: State, ref: str, group: str, canary: int, batch: int, timeout: float,
-                  as_json: bool) -> None:
-    """Move GROUP onto image version REF (`lab@4`): the canary nodes are pinned and
-    power-cycled through their BMCs and must reach their runlevel on REF; then the group is
-    pinned and the rest follow in batches. Stops at the first node that fails.
-
-    `lab try` (a VM boot of a node's exact configuration first) is not built yet."""
+                  skip_lab_try: bool, as_json: bool) -> None:
+    """Move GROUP onto image version REF (`lab@4`): first `lab try` boots a VM with the
+    first canary's exact configuration on REF (`--skip-lab-try` skips it); then the canary
+    nodes are pinned and power-cycled through their BMCs and must reach their runlevel on
+    REF; then the group is pinned and the rest follow in batches. Stops at the first
+    failure, saying which node and where."""
     cluster = state.cluster()
+    target, first = check_rollout(cluster, ref, group, canary=canary, batch=batch)
+    tried = None if skip_lab_try else _lab_try_first(state, cluster, group, target, first,
+                                                     timeout=timeout, as_json=as_json)
     with state.store() as store:
         result = rollout(store, state.paths, cluster, ref, group, who=operator(),
                          cycle=bmc_cycle(state.paths),
@@ -75,9 +84,8 @@ def image_rollout(state: State, ref: str, group: str, canary: int, batch: int, t
                          canary=canary, batch=batch)
     r = result.record
     if as_json:
-        emit_json(result.as_json())
+        emit_json({**result.as_json(), "lab_try": tried.as_json() if tried else "skipped"})
     else:
-        console.print(plain(f"note: `lab try` is {LAB_TRY}"))
         console.print(plain(f"group {group}: {r.old or '-'} → {r.new}"
                             + ("" if r.action == "rollout" else " (stopped: not pinned)")))
         table(None, ["node", "outcome"], sorted(r.nodes.items()))
@@ -89,3 +97,27 @@ def image_rollout(state: State, ref: str, group: str, canary: int, batch: int, t
             hint=(f"the group stays on {r.old or 'its old image'} and no other node was "
                   "rebooted" if r.action != "rollout" else
                   f"`oneroot image rollback {group}` returns the group to {r.old}"))
+
+
+def _lab_try_first(state: State, cluster: ResolvedCluster, group: str, target: str,
+                   node: str, *, timeout: float, as_json: bool) -> TryResult:
+    """`lab try NODE --image TARGET` on the lab this home belongs to (HOME = WORKDIR/home);
+    a failure stops the rollout before any node is pinned or rebooted (recorded)."""
+    try:
+        tried = run_lab_try(state.paths, state.paths.home.parent, node, image=target,
+                            timeout=timeout, quiet=as_json)
+    except LabError as exc:
+        raise LabError(f"rollout refused: lab try cannot run: {exc.message}",
+                       hint="run the rollout on a lab's server (`oneroot lab run image "
+                            "rollout …`), or pass --skip-lab-try to go straight to the real "
+                            "canary") from exc
+    if not tried.passed:
+        stopped_before_reboot(state.paths, cluster, group, target, who=operator(),
+                              reason=f"not rebooted: lab try failed at {tried.stage}")
+        if as_json:
+            emit_json({"group": group, "to": target, "action": "rollout-stopped",
+                       "lab_try": tried.as_json()})
+        failed = try_failed(tried)
+        raise OnerootError(f"rollout stopped before any node: {failed.message}",
+                           hint=f"no node was pinned or rebooted; {failed.hint}")
+    return tried

@@ -19,6 +19,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from oneroot.cli.lab_try import lab_try
 from oneroot.cli.labsupervisor import spawn_supervisor
 from oneroot.cli.output import console, emit_json, plain, table
 from oneroot.cli.state import json_option
@@ -233,3 +234,6 @@ def _follow(path: Path, *, lines: int, follow: bool) -> None:
             time.sleep(0.2)
     except KeyboardInterrupt:
         return
+
+
+lab.add_command(lab_try)

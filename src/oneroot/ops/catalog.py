@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from ipaddress import IPv4Address
 
 from oneroot.errors import InvalidValue
 from oneroot.model.cluster import Image, ImageRef, ResolvedNode, parse_image_ref
@@ -225,7 +226,11 @@ class BootCatalog:
         return sorted(wanted.values(), key=lambda i: (i.name, i.version or 0))
 
     def cluster_context(self, *, nfs_protocols: tuple[int, ...] = (3, 4),
-                        running: Iterable[str] = ()) -> ClusterContext:
+                        running: Iterable[str] = (),
+                        readers: Mapping[str, tuple[IPv4Address, ...]] | None = None
+                        ) -> ClusterContext:
+        """`readers`: node → more addresses that may read its layer (`lab try` canaries)."""
+        readers = readers or {}
         c, s = self.cluster, self.cluster.settings
         images = tuple(
             ImageExport(name=export_name(img, img.version), path=img.root,
@@ -245,6 +250,7 @@ class BootCatalog:
                 ipxe_script_url=f"{self.boot_url}/{ipxe_filename(name)}",
                 bios_boot_file=BIOS_FILES[r.profile.bios_loader],
                 uefi_boot_file=UEFI_FILES[r.profile.uefi_loader],
+                readers=readers.get(name, ()),
             )
             for name, r in c.nodes.items()
         )

@@ -2,8 +2,9 @@
 reach their runlevel on the new version; then the group is pinned and the rest follow in
 batches. It stops at the first node that fails, saying which and at which stage.
 
-`lab try` (a VM boot of a node's exact configuration before any real node reboots) is not
-built yet: the first check is the real canary node."""
+`lab try` (a VM boot of the first canary's exact configuration, `ops.lab_try`) runs before
+this, in the CLI: `check_rollout` says which node it copies, and a failed try stops the
+rollout before any node is pinned or rebooted (`stopped_before_reboot` records it)."""
 
 from __future__ import annotations
 
@@ -21,8 +22,6 @@ from oneroot.ops.pin_history import PinRecord, append_record
 from oneroot.ops.rollout import DEFAULT_BATCH, Cycle, group_nodes, plan_batches, reboot_batch
 from oneroot.ops.runlevel_watch import NodeFailure, Watch
 
-LAB_TRY = "not built yet: the canary is the first real node to boot the version"
-
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RolloutResult:
@@ -31,8 +30,31 @@ class RolloutResult:
     failed: NodeFailure | None = None
 
     def as_json(self) -> dict[str, object]:
-        return {**self.record.as_json(), "batches": self.batches, "lab_try": LAB_TRY,
+        return {**self.record.as_json(), "batches": self.batches,
                 "failed": self.failed.as_json() if self.failed else None}
+
+
+def check_rollout(cluster: ResolvedCluster, ref: str, group: str, *, canary: int = 1,
+                  batch: int = DEFAULT_BATCH) -> tuple[str, str]:
+    """(the version `ref` names, the node whose configuration `lab try` boots: the first
+    canary, or the first node without canaries); refuses what `rollout` would refuse."""
+    nodes = group_nodes(cluster, group)
+    target = _target(cluster, ref, group)
+    if not nodes:
+        raise InvalidValue(f"group {group} has no nodes", hint=f"oneroot node add … "
+                                                              f"--group {group}")
+    return target, plan_batches(nodes, batch=batch, canary=canary)[0][0]
+
+
+def stopped_before_reboot(paths: Paths, cluster: ResolvedCluster, group: str, target: str,
+                          *, who: str, reason: str) -> PinRecord:
+    """The record of a rollout stopped before any node was pinned or rebooted."""
+    old = str(cluster.groups[group].values.get("image", ""))
+    record = PinRecord(group=group, action="rollout-stopped", who=who, when=time.time(),
+                       old=old, new=target,
+                       nodes={n: reason for n in group_nodes(cluster, group)})
+    append_record(paths, record)
+    return record
 
 
 def restore_node_pin(store: InventoryStore, node: str, old: str) -> None:
@@ -65,11 +87,8 @@ def rollout(store: InventoryStore, paths: Paths, cluster: ResolvedCluster, ref: 
             group: str, *, who: str, cycle: Cycle, watch: Watch, canary: int = 1,
             batch: int = DEFAULT_BATCH) -> RolloutResult:
     """Roll `ref` out to `group`, batch by batch; stop at the first node that fails."""
+    target, _ = check_rollout(cluster, ref, group, canary=canary, batch=batch)
     nodes = group_nodes(cluster, group)
-    target = _target(cluster, ref, group)
-    if not nodes:
-        raise InvalidValue(f"group {group} has no nodes", hint=f"oneroot node add … "
-                                                              f"--group {group}")
     batches = plan_batches(nodes, batch=batch, canary=canary)
     old = str(cluster.groups[group].values.get("image", ""))
     canaries = {n: pin_node(store, n, target) for n in batches[0]} if canary else {}

@@ -48,6 +48,7 @@ from oneroot.nfs.server_union import (
     unmount_union,
 )
 from oneroot.nfs.view import mount_at
+from oneroot.ops.canary import canary_readers
 from oneroot.ops.catalog import BootCatalog
 from oneroot.ops.exportids import keep_export_ids, load_export_ids
 from oneroot.ops.image_block import ensure_blocks, ensure_tops
@@ -116,7 +117,8 @@ def nfs_plan(cluster: ResolvedCluster, paths: Paths, *, kind: NfsServerKind | No
     catalog = BootCatalog(cluster, export_ids=load_export_ids(paths))
     if running is None:
         running = running_versions(paths, cluster)
-    ctx = catalog.cluster_context(nfs_protocols=protocols, running=running)
+    ctx = catalog.cluster_context(nfs_protocols=protocols, running=running,
+                                  readers=canary_readers(paths))
     ctx = dataclasses.replace(ctx, nfs_port=port)
     unions = check_union_nodes(cluster)
     left_out = set(unexported)

@@ -99,6 +99,7 @@ def nfs_exports(ctx: ClusterContext) -> tuple[NfsExport, ...]:
             export_id=node.export_id, path=node.export_path,
             access=Access.RO if node.read_only else Access.RW,
             clients=(str(node.address),),
+            readers=tuple(str(a) for a in node.readers if a != node.address),
             comment=(f"server-side union of node {node.name}" if node.server_union
                      else f"diff-overlay of node {node.name}")
             + (" (ephemeral)" if node.read_only else ""),
@@ -128,7 +129,9 @@ def render_exports(ctx: ClusterContext) -> str:
     """/etc/exports for the kernel NFS server (apply with `exportfs -ra`)."""
     lines = [
         (export.comment, _exports_path(export.path),
-         " ".join(f"{client}({export.knfsd_options})" for client in export.clients))
+         " ".join([f"{client}({export.knfsd_options})" for client in export.clients]
+                  + [f"{reader}({export.knfsd_options_for(Access.RO)})"
+                     for reader in export.readers]))
         for export in nfs_exports(ctx)
     ]
     return render_template("exports.j2", lines=lines)

@@ -129,6 +129,9 @@ class ClusterNode:
     fixed_fsid: bool = False  # and `subtree_check`: see NfsExport.subtree_check
     bios_boot_file: str = "undionly.kpxe"
     uefi_boot_file: str = "ipxe.efi"
+    # Addresses that may mount the node's layer read-only besides the node: a `lab try`
+    # canary booting a copy of the node, for as long as it runs (never the node's address).
+    readers: tuple[ipaddress.IPv4Address, ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -202,6 +205,8 @@ class NfsExport:
     access: Access
     clients: tuple[str, ...]
     comment: str
+    # More clients, read-only whatever `access` is (a `lab try` canary reading a node's layer).
+    readers: tuple[str, ...] = ()
     # Image roots: show filesystems mounted below the export (a separate /usr, a view's
     # submounts). `fsid`: a stable id independent of the device, which knfsd needs for an
     # overlayfs mount (no UUID to derive one from); never 0, the NFSv4 root.
@@ -221,9 +226,12 @@ class NfsExport:
 
     @property
     def knfsd_options(self) -> str:
+        return self.knfsd_options_for(self.access)
+
+    def knfsd_options_for(self, access: Access) -> str:
         squash = "root_squash" if self.root_squash else "no_root_squash"
         subtree = "subtree_check" if self.subtree_check else "no_subtree_check"
-        options = [self.access.value, "sync", squash, subtree]
+        options = [access.value, "sync", squash, subtree]
         if self.masked_view:
             options.append("mp")
         if self.crossmnt:

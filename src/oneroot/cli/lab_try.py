@@ -1,0 +1,95 @@
+"""`oneroot lab try NODE`: a canary VM boots NODE's exact configuration on the lab's network
+(the work is `oneroot.ops.lab_try`); `image rollout` runs it first, on its canary's."""
+
+from __future__ import annotations
+
+import signal
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from types import FrameType
+
+import click
+
+from oneroot.cli.output import console, emit_json, plain
+from oneroot.cli.state import json_option
+from oneroot.errors import OnerootError
+from oneroot.model.paths import Paths
+from oneroot.ops import inventory as inv_ops
+from oneroot.ops import labctl
+from oneroot.ops.lab_try import DEFAULT_TIMEOUT, TryResult, lab_netns, plan_try, try_node
+
+
+@contextmanager
+def _sigterm_interrupts() -> Iterator[None]:
+    """SIGTERM ends the try as Ctrl-C does: through the clean-up, not around it."""
+    def interrupt(_signum: int, _frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    old = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
+def run_lab_try(paths: Paths, workdir: Path, node: str, *, image: str | None,
+                sets: tuple[str, ...] = (), timeout: float = DEFAULT_TIMEOUT,
+                quiet: bool = False) -> TryResult:
+    """Plan, boot and watch NODE's canary, printing each step (to stderr when `quiet`)."""
+    started = time.monotonic()
+    out = sys.stderr if quiet else sys.stdout
+
+    def progress(message: str) -> None:
+        print(f"[{time.monotonic() - started:5.0f} s] lab try: {message}", file=out,
+              flush=True)
+
+    netns = lab_netns(workdir)
+    store = inv_ops.open_store(paths)
+    try:
+        plan = plan_try(store.load(), node, image=image, sets=inv_ops.parse_overrides(sets))
+        progress(f"{node}'s configuration on {plan.image}: kernel {plan.kernel.name}, "
+                 f"initramfs {plan.initramfs.name}, runlevel {plan.runlevel}")
+        with _sigterm_interrupts():
+            return try_node(store, paths, plan, netns=netns, workdir=workdir, timeout=timeout,
+                            progress=progress)
+    finally:
+        store.close()
+
+
+def try_failed(result: TryResult) -> OnerootError:
+    return OnerootError(
+        f"lab try of {result.node} on {result.image} failed at stage {result.stage}: "
+        f"{result.reason}",
+        hint=f"the canary's console is in {result.serial_log}; {result.node} itself was not "
+             "touched")
+
+
+@click.command("try")
+@click.argument("node")
+@click.option("--image", "image", default=None, metavar="NAME@N",
+              help="The image version to boot [default: the one NODE boots next].")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
+              help="Change a value of NODE's profile for the canary only.")
+@click.option("--timeout", type=click.FloatRange(min=1), default=DEFAULT_TIMEOUT,
+              show_default=True, help="Seconds the canary may take to reach its runlevel.")
+@json_option
+@click.option("--workdir", type=click.Path(path_type=Path, file_okay=False),
+              default=labctl.DEFAULT_WORKDIR, show_default=True, envvar="ONEROOT_LAB_WORKDIR",
+              help="The lab's directory (its home is WORKDIR/home).")
+def lab_try(node: str, image: str | None, sets: tuple[str, ...], timeout: float,
+            as_json: bool, workdir: Path) -> None:
+    """Boot a canary VM with exactly NODE's kernel, initramfs, kernel arguments, runlevel and
+    layers (NODE's own layer read-only under a throwaway tmpfs, through a temporary export to
+    the canary's own address) and check it reaches NODE's runlevel. NODE is not touched."""
+    result = run_lab_try(Paths(home=workdir / "home"), workdir, node, image=image, sets=sets,
+                         timeout=timeout, quiet=as_json)
+    if as_json:
+        emit_json(result.as_json())
+    elif result.passed:
+        console.print(plain(f"lab try {result.node} on {result.image}: passed, runlevel "
+                            f"reached in {result.seconds:.0f} s", style="green"))
+    if not result.passed:
+        raise try_failed(result)

@@ -1,0 +1,321 @@
+"""`oneroot lab try NODE`: a canary VM that boots exactly NODE's configuration (its kernel,
+initramfs, kernel arguments, runlevel and layers, on the image version asked for) without
+touching NODE, on a running lab's network.
+
+How the canary stays apart from NODE:
+- it has its own MAC and address, and its own entry in the inventory (`try-NODE`, NODE's
+  groups, the version tried, ephemeral), so `oneroot serve` answers its DHCP, takes its stage
+  reports, and exports the version and the group layers to it;
+- NODE's own layer is read through a temporary read-only export to the canary's address (the
+  record of `ops.canary`), under a throwaway tmpfs top: nothing the canary writes reaches it;
+- it boots NODE's kernel and initramfs directly (QEMU `-kernel`), with NODE's command line
+  whose `root=` has NODE's layer read-only under a tmpfs.
+Everything is removed afterwards (also on failure or Ctrl-C): the VM, its tap, the inventory
+entry, the record (so the export) and the canary's directory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import ipaddress
+import re
+import shutil
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from oneroot.errors import InvalidValue, LabError
+from oneroot.inventory.store import InventoryStore
+from oneroot.lab.netns import Lab, LabState, Tap
+from oneroot.lab.qemu import BOOT_FAILURES, QemuVm, random_mac
+from oneroot.model import NfsServerKind
+from oneroot.model.inventory import Inventory
+from oneroot.model.paths import Paths
+from oneroot.model.profile import ProfileValue
+from oneroot.model.resolved import resolve_cluster
+from oneroot.net import MacAddress
+from oneroot.nfs.knfsd import EXPORTS_FILE
+from oneroot.ops import inventory as inv_ops
+from oneroot.ops.canary import (
+    CANARY_PREFIX,
+    canary_name,
+    read_canaries,
+    record_canary,
+    remove_record,
+)
+from oneroot.ops.catalog import BootCatalog
+from oneroot.ops.image_versions import resolve_version
+from oneroot.ops.labcontrol import read_control, supervisor_alive
+from oneroot.ops.nfs_serving import ganesha_files
+from oneroot.ops.runlevel_watch import RUNLEVEL, observed
+from oneroot.render.boot import render_cmdline
+from oneroot.rootspec import Mode, NfsLayer, RootSpec, TmpfsLayer, format_spec, parse
+
+Progress = Callable[[str], None]
+DEFAULT_TIMEOUT = 600.0
+EXPORT_TIMEOUT = 60.0
+POLL = 0.5
+CANARY_MEMORY_MIB = 768
+# A canary never gets these from NODE: they name NODE's own hardware.
+NODE_ONLY_KEYS = ("bmc_address",)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TryPlan:
+    """What the canary boots: NODE's boot files and command line, on `image`."""
+
+    node: str
+    canary: str
+    image: str  # NAME@N
+    address: ipaddress.IPv4Address
+    mac: MacAddress
+    kernel: Path
+    initramfs: Path
+    cmdline: str
+    runlevel: str
+    groups: tuple[str, ...]
+
+
+@dataclass(slots=True, kw_only=True)
+class TryResult:
+    node: str
+    canary: str
+    image: str
+    address: str
+    passed: bool = False
+    stage: str = "-"  # the last stage the canary reported
+    reason: str = ""
+    stages: list[tuple[str, float]] = field(default_factory=list)  # (stage, s since start)
+    seconds: float = 0.0
+    serial_log: str = ""
+
+    def as_json(self) -> dict[str, object]:
+        doc = dataclasses.asdict(self)
+        doc["stages"] = [{"stage": s, "seconds": round(t, 1)} for s, t in self.stages]
+        doc["seconds"] = round(self.seconds, 1)
+        return doc
+
+
+# -- the plan (no side effects) ---------------------------------------------------------------
+
+def canary_address(inv: Inventory) -> ipaddress.IPv4Address:
+    """The highest address of the subnet that no node, server or pool holds."""
+    s = inv.settings
+    taken = {n.address for n in inv.nodes.values()} | {s.server_address}
+    pool = (s.pool_start, s.pool_end)
+    for address in reversed(list(s.subnet.hosts())):
+        in_pool = pool[0] is not None and pool[1] is not None and pool[0] <= address <= pool[1]
+        if address not in taken and not in_pool:
+            return address
+    raise InvalidValue(f"the subnet {s.subnet} has no free address for a canary",
+                       hint="remove a node or widen the subnet")
+
+
+def canary_root(spec: RootSpec, own: NfsLayer) -> RootSpec:
+    """NODE's layers with its own layer read-only under a tmpfs (as an ephemeral node's)."""
+    layers: list[NfsLayer | TmpfsLayer] = []
+    for layer in spec.layers:
+        if isinstance(layer, NfsLayer) and layer.path == own.path:
+            layers.append(dataclasses.replace(layer, mode=Mode.RO))
+        elif not isinstance(layer, TmpfsLayer):
+            layers.append(layer)
+    return RootSpec(layers=(*layers, TmpfsLayer()))
+
+
+def plan_try(inv: Inventory, node: str, *, image: str | None = None,
+             sets: dict[str, ProfileValue] | None = None,
+             address: ipaddress.IPv4Address | None = None) -> TryPlan:
+    """NODE's boot (with `sets` and the image version `image`, default NODE's) for a canary."""
+    n = inv_ops.get_node(inv, node)
+    overrides = {**n.overrides, **(sets or {})}
+    if image is not None:
+        img, version = resolve_version(inv, image)
+        overrides["image"] = f"{img.name}@{version.number}"
+    tried = resolve_cluster(inv.replace(nodes={**inv.nodes, node: dataclasses.replace(
+        n, overrides=overrides)}))
+    r = tried.nodes[node]
+    if r.profile.server_union:
+        raise InvalidValue(f"node {node} has union=server: its root is a union the server "
+                           "mounts for it, which a canary cannot share",
+                           hint="try a union=client node of the same group")
+    if r.image.live:
+        raise InvalidValue(f"node {node} boots the server's live `/`, which has no versions "
+                           "to try", hint="pin an image with versions (`--image NAME@N`)")
+    ctx = BootCatalog(tried).node_context(node)
+    spec = canary_root(parse(ctx.root_spec), NfsLayer(
+        server=str(tried.settings.server_address), path=tried.settings.diff_overlay_dir(node)))
+    ctx = dataclasses.replace(ctx, root_spec=format_spec(spec))
+    boot_dir = Path(str(tried.settings.boot_dir))
+    return TryPlan(node=node, canary=canary_name(node), image=r.image.ref,
+                   address=address or canary_address(inv), mac=random_mac(),
+                   kernel=boot_dir / ctx.kernel, initramfs=boot_dir / ctx.initramfs,
+                   cmdline=render_cmdline(ctx), runlevel=r.profile.runlevel or "default",
+                   groups=n.groups)
+
+
+# -- the lab's network ------------------------------------------------------------------------
+
+def lab_netns(workdir: Path) -> str:
+    """The namespace of the lab run from `workdir` (its server and nodes' network)."""
+    ctl = read_control(workdir)
+    if ctl is None or not ctl.netns or not supervisor_alive(ctl):
+        raise LabError(f"no lab runs from {workdir} with its server in a namespace",
+                       hint="`oneroot lab up` first (lab try needs the lab's network; a "
+                            "`--server vm` lab is not supported yet)")
+    return ctl.netns
+
+
+@contextlib.contextmanager
+def canary_vm(netns: str, workdir: Path, plan: TryPlan) -> Iterator[QemuVm]:
+    """The canary's QEMU on a tap of its own on the lab's bridge; VM and tap removed after."""
+    vms = workdir / "try"
+    vms.mkdir(parents=True, exist_ok=True)
+    state = LabState(name=plan.canary, netns=netns, bridge="br0", owner_pid=0,
+                     owner_start_time=0)
+    # Not the lab's own Lab (its supervisor owns that one): never torn down, only used to
+    # run QEMU in the namespace.
+    lab = Lab(state, state_file=vms / f"{plan.canary}.state.json", server=None, workdir=vms,
+              own_workdir=False)
+    tap = Tap(name=f"try{plan.mac.packed[-2:].hex()}")
+    subprocess.run(["ip", "-n", netns, "tuntap", "add", "dev", tap.name, "mode", "tap"],
+                   check=True, capture_output=True)
+    vm = QemuVm(lab, tap, mac=plan.mac, kernel=plan.kernel, initrd=plan.initramfs,
+                append=plan.cmdline, name=plan.canary, memory_mib=CANARY_MEMORY_MIB,
+                workdir=vms)
+    try:
+        subprocess.run(["ip", "-n", netns, "link", "set", tap.name, "master", "br0", "up"],
+                       check=True, capture_output=True)
+        vm.start()
+        yield vm
+    finally:
+        vm.stop()
+        subprocess.run(["ip", "-n", netns, "link", "del", tap.name], check=False,
+                       capture_output=True)
+        lab.state_file.unlink(missing_ok=True)
+
+
+# -- the canary's inventory entry and export --------------------------------------------------
+
+def remove_canary(store: InventoryStore, paths: Paths, canary: str) -> None:
+    """The canary's inventory entry, directory and record (so its export) gone."""
+    inv = store.load()
+    if canary in inv.nodes:
+        inv_ops.remove_nodes(store, canary)
+    if canary.startswith(CANARY_PREFIX):
+        own = Path(str(inv.settings.diff_overlay_dir(canary)))
+        shutil.rmtree(own, ignore_errors=True)
+    remove_record(paths, canary)
+
+
+def clean_stale(store: InventoryStore, paths: Paths) -> list[str]:
+    """Canaries whose `lab try` is gone (killed): removed."""
+    stale = [r.canary for r in read_canaries(paths) if not r.alive]
+    for canary in stale:
+        remove_canary(store, paths, canary)
+    return stale
+
+
+@contextlib.contextmanager
+def canary_entry(store: InventoryStore, paths: Paths, plan: TryPlan) -> Iterator[None]:
+    """The record first (the export plan reads it on the inventory change that follows),
+    then the inventory entry; both removed after, whatever happens."""
+    if plan.canary in store.load().nodes:
+        raise InvalidValue(f"a node named {plan.canary} exists and is not a canary",
+                           hint=f"rename it: `{CANARY_PREFIX}NODE` names lab try's canaries")
+    record_canary(paths, canary=plan.canary, node=plan.node, address=plan.address)
+    try:
+        inv_ops.add_nodes(store, names=plan.canary, macs=[plan.mac], start_ip=plan.address,
+                          groups=plan.groups, overrides={"image": plan.image,
+                                                         "ephemeral": True},
+                          description=f"lab try canary of {plan.node}")
+        yield
+    finally:
+        remove_canary(store, paths, plan.canary)
+
+
+def _export_text(paths: Paths, kind: NfsServerKind) -> str:
+    path = ganesha_files(paths).conf if kind.is_ganesha else EXPORTS_FILE
+    try:
+        return path.read_text()
+    except OSError:
+        return ""
+
+
+def wait_export(paths: Paths, kind: NfsServerKind, plan: TryPlan, *,
+                timeout: float = EXPORT_TIMEOUT) -> None:
+    """Until the running server's exports give NODE's layer to the canary's address (serve
+    re-applies them when the inventory changes)."""
+    block = re.compile(rf"# [^\n]*of node {re.escape(plan.node)}\b(?P<body>.*?)(\n#|\Z)",
+                       re.S)
+    deadline = time.monotonic() + timeout
+    while True:
+        m = block.search(_export_text(paths, kind))
+        if m and re.search(rf"\b{re.escape(str(plan.address))}\b", m.group("body")):
+            return
+        if time.monotonic() > deadline:
+            raise LabError(f"the NFS server does not export {plan.node}'s layer to the "
+                           f"canary ({plan.address}) after {timeout:g} s",
+                           hint="is `oneroot serve` running on this home? (`oneroot status`)")
+        time.sleep(POLL)
+
+
+# -- the run ----------------------------------------------------------------------------------
+
+def watch_canary(paths: Paths, vm: QemuVm, result: TryResult, *, since: float,
+                 timeout: float, progress: Progress) -> None:
+    """Follow the canary's stages (as `oneroot serve` records them) until its runlevel, a
+    failure, the VM's end or `timeout`; fills `result`."""
+    started = time.monotonic()
+    while True:
+        status = observed(paths)[0].get(result.canary)
+        if status is not None and status.time >= since and status.stage != result.stage:
+            result.stage = status.stage
+            result.stages.append((status.stage, time.monotonic() - started))
+            message = status.detail.get("message", "")
+            progress(f"{result.canary}: {status.stage}" + (f" ({message})" if message else ""))
+            if status.stage == RUNLEVEL:
+                result.passed = True
+                return
+            if status.stage == "failed":
+                result.reason = f"the boot failed: {message or 'no message'}"
+                return
+        text = vm.serial_text()
+        panic = BOOT_FAILURES.search(text)
+        if panic is not None:
+            line = next((ln for ln in text[panic.start():].splitlines() if ln.strip()), "")
+            result.reason = f"the console says {line.strip()!r}"
+            return
+        if not vm.running():
+            result.reason = "the VM exited"
+            return
+        if time.monotonic() - started > timeout:
+            result.reason = f"no runlevel within {timeout:g} s"
+            return
+        time.sleep(POLL)
+
+
+def try_node(store: InventoryStore, paths: Paths, plan: TryPlan, *, netns: str,
+             workdir: Path, timeout: float = DEFAULT_TIMEOUT,
+             progress: Progress = lambda _m: None) -> TryResult:
+    """Boot the canary of `plan` and wait for its runlevel; everything removed after."""
+    started = time.monotonic()
+    result = TryResult(node=plan.node, canary=plan.canary, image=plan.image,
+                       address=str(plan.address))
+    for canary in clean_stale(store, paths):
+        progress(f"removed the stale canary {canary}")
+    kind = NfsServerKind(store.load().settings.nfs_server)
+    with canary_entry(store, paths, plan):
+        progress(f"{plan.canary} ({plan.address}) added; waiting for the read-only export "
+                 f"of {plan.node}'s layer")
+        wait_export(paths, kind, plan)
+        since = time.time()
+        progress(f"booting {plan.canary}: {plan.node}'s kernel and initramfs on {plan.image}")
+        with canary_vm(netns, workdir, plan) as vm:
+            result.serial_log = str(vm.serial_log)
+            watch_canary(paths, vm, result, since=since, timeout=timeout, progress=progress)
+    result.seconds = time.monotonic() - started
+    return result
+
