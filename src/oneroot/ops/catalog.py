@@ -225,16 +225,35 @@ class BootCatalog:
             wanted.setdefault(default.ref, default)
         return sorted(wanted.values(), key=lambda i: (i.name, i.version or 0))
 
+    def version_clients(self, image: Image, running: Iterable[str],
+                        running_nodes: Mapping[str, str]) -> tuple[IPv4Address, ...]:
+        """Who may mount version `image` (N ≥ 2): the nodes that boot it next or run it.
+        Empty (= the subnet) for version 1 and unversioned images, and for a version named
+        running without knowing by whom (no node in `running_nodes`)."""
+        ref = image.ref
+        if image.version is None or image.version < 2:
+            return ()
+        c = self.cluster
+        users = {r.node.address for name, r in c.nodes.items()
+                 if r.image.ref == ref or running_nodes.get(name) == ref}
+        runs = {name for name, v in running_nodes.items() if v == ref and name in c.nodes}
+        if ref in running and not runs:
+            return ()
+        return tuple(sorted(users))
+
     def cluster_context(self, *, nfs_protocols: tuple[int, ...] = (3, 4),
                         running: Iterable[str] = (),
-                        readers: Mapping[str, tuple[IPv4Address, ...]] | None = None
-                        ) -> ClusterContext:
-        """`readers`: node → more addresses that may read its layer (`lab try` canaries)."""
+                        readers: Mapping[str, tuple[IPv4Address, ...]] | None = None,
+                        running_nodes: Mapping[str, str] | None = None) -> ClusterContext:
+        """`readers`: node → more addresses that may read its layer (`lab try` canaries);
+        `running_nodes`: node → the version it runs (`NAME@N`, from the boot events)."""
         readers = readers or {}
         c, s = self.cluster, self.cluster.settings
+        running = list(running)
         images = tuple(
             ImageExport(name=export_name(img, img.version), path=img.root,
-                        export_id=self.export_ids[f"image:{export_name(img, img.version)}"])
+                        export_id=self.export_ids[f"image:{export_name(img, img.version)}"],
+                        clients=self.version_clients(img, running, running_nodes or {}))
             for img in self.exported_versions(running)
         )
         if BLOCKS_KEY in self.export_ids and block_images(c):

@@ -52,7 +52,7 @@ from oneroot.ops.canary import canary_readers
 from oneroot.ops.catalog import BootCatalog
 from oneroot.ops.exportids import keep_export_ids, load_export_ids
 from oneroot.ops.image_block import ensure_blocks, ensure_tops
-from oneroot.ops.image_versions import running_versions
+from oneroot.ops.image_versions import booted_versions
 from oneroot.ops.knfsd_layout import knfsd_layout
 from oneroot.ops.nodes_fs import prepare_group_layers, prepare_nodes
 from oneroot.ops.runlevels import apply_runlevels
@@ -115,10 +115,12 @@ def nfs_plan(cluster: ResolvedCluster, paths: Paths, *, kind: NfsServerKind | No
     kind = NfsServerKind(kind or s.nfs_server)  # tests may give a plain string
     protocols = protocols or (GANESHA_PROTOCOLS if kind.is_ganesha else KNFSD_PROTOCOLS)
     catalog = BootCatalog(cluster, export_ids=load_export_ids(paths))
+    booted: dict[str, str] = {}
     if running is None:
-        running = running_versions(paths, cluster)
+        booted = {n: v for n, v in booted_versions(paths).items() if n in cluster.nodes}
+        running = sorted(set(booted.values()))
     ctx = catalog.cluster_context(nfs_protocols=protocols, running=running,
-                                  readers=canary_readers(paths))
+                                  readers=canary_readers(paths), running_nodes=booted)
     ctx = dataclasses.replace(ctx, nfs_port=port)
     unions = check_union_nodes(cluster)
     left_out = set(unexported)

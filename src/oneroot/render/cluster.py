@@ -86,7 +86,8 @@ def nfs_exports(ctx: ClusterContext) -> tuple[NfsExport, ...]:
     subnet = str(ctx.settings.subnet)
     exports = [
         NfsExport(
-            export_id=image.export_id, path=image.path, access=Access.RO, clients=(subnet,),
+            export_id=image.export_id, path=image.path, access=Access.RO,
+            clients=tuple(str(a) for a in image.clients) or (subnet,),
             comment=("EROFS files of union=block nodes" if image.block
                      else f"image {image.name}" + (" (masked view)" if image.view else "")),
             crossmnt=not image.v4_root, fsid=image.export_id, masked_view=image.view,

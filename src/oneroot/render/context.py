@@ -83,7 +83,8 @@ class DefaultBootContext:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ImageExport:
-    """An image root, exported read-only to the whole cluster subnet.
+    """An image root, exported read-only to `clients`, or to the whole cluster subnet when
+    there are none (an image's version 1 and unversioned images, as before versions).
 
     `export_id` must stay the same from one render to the next: nfs-ganesha puts it in file
     handles, and it is the knfsd `fsid`, so a changed id gives clients stale handles.
@@ -92,6 +93,9 @@ class ImageExport:
     name: str
     path: PurePosixPath
     export_id: int
+    # A version `NAME@N` (N ≥ 2): the nodes that boot it next or still run it (a `lab try`
+    # canary is one: it is pinned to the version it tries).
+    clients: tuple[ipaddress.IPv4Address, ...] = ()
     # `path` is the masked view of a live root (`nfs.view`): knfsd exports it only while it
     # is mounted (`mp`). Not squashed, as any image (docs/security.md): a node's root must
     # traverse its own 0700 directories (fuse-overlayfs copies `/root` up as root).

@@ -139,3 +139,37 @@ def test_a_symlinked_or_oversized_record_is_not_a_canary(tmp_path: Path) -> None
     doc["pad"] = "x" * MAX_RECORD_BYTES
     real.write_text(json.dumps(doc))
     assert read_canaries(paths) == []
+
+
+def test_versions_are_exported_to_the_nodes_that_boot_or_run_them_only() -> None:
+    """lab@N (N ≥ 2) is exported to the nodes that boot it next or still run it (a canary is
+    one: it is pinned to the version it tries), not to the subnet; version 1 keeps the
+    subnet (the export files of clusters made before versions do not change)."""
+    lab3 = ImageVersion(number=3, root=PurePosixPath("/srv/images/lab.versions/3"), parent=2,
+                        init_system="systemd")
+    inv = _inventory(image="lab@2")
+    lab = inv.images["lab"]
+    inv = inv.replace(images={**inv.images, "lab": Image(
+        name="lab", root=V1, init_system=InitSystem.SYSTEMD, versions=(*lab.versions, lab3))},
+        nodes={**inv.nodes, "node02": make_node(2, image="lab@1"),
+               "node03": make_node(3, image="lab@1"),
+               "try-node01": make_node(9, name="try-node01", address=CANARY,
+                                       image="lab@3")})
+    catalog = BootCatalog(resolve_cluster(inv))
+    ctx = catalog.cluster_context(running=["lab@2"], running_nodes={"node03": "lab@2"})
+    clients = {e.name: e.clients for e in ctx.images}
+    assert clients["lab@2"] == (ipaddress.IPv4Address("10.0.0.11"),
+                                ipaddress.IPv4Address("10.0.0.13"))
+    assert clients["lab@3"] == (CANARY,) and clients["lab"] == ()
+    exports = render_exports(ctx)
+    line = next(ln for ln in exports.splitlines() if ln.startswith("/srv/images/lab.versions/2"))
+    assert "10.0.0.11(ro," in line and "10.0.0.13(ro," in line and "10.0.0.0/24" not in line
+    assert "10.0.0.12" not in line
+    line = next(ln for ln in exports.splitlines() if ln.startswith(f"{V1} "))
+    assert "10.0.0.0/24(ro," in line
+    conf = render_ganesha(ctx)
+    block = conf[conf.index("# image lab@3"):]
+    assert "Clients = 10.0.0.254;" in block[:block.index("\n}\n")]
+    # a version named running by nobody known (a list of names only): the subnet, as before
+    ctx = catalog.cluster_context(running=["lab@3"])
+    assert {e.name: e.clients for e in ctx.images}["lab@3"] == ()
