@@ -11,7 +11,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import pytest
@@ -361,3 +361,37 @@ def test_pins_made_by_add_and_apply_are_recorded(
     doc = json.loads(ok(home, "image", "rollback", "gpu", "--no-reboot", "--json",
                         capsys=capsys))
     assert (doc["from"], doc["to"]) == ("lab@2", "lab@3")
+
+
+def test_a_bmc_without_a_boot_option_is_cycled_anyway(
+        home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The lab's BMCs (ipmi_sim running the node's VM) refuse the next boot device: a rollback
+    (and a rollout) still power-cycles the node (it network-boots anyway) and waits for its
+    runlevel; `oneroot power cycle --pxe` still refuses it (asked for explicitly)."""
+    rolled_out(home)
+    with ExitStack() as stack:
+        sims = {n: stack.enter_context(SimulatedBmc(tmp_path / n, user="admin",
+                                                    password=PASSWORD, powered=True,
+                                                    boot_option=n != "node01"))
+                for n in ("node01", "node02", "node03")}
+        for name, bmc in sims.items():
+            ok(home, "node", "set", name, "--set", f"bmc_address={bmc.address}",
+               capsys=capsys)
+        _, err = oneroot(home, capsys, "power", "cycle", "node01", "--pxe", fails=True)
+        assert "error:" in err and cycles(sims["node01"]) == 0
+        stand_in = stack.enter_context(_running(Nodes(home, sims, set())))
+        assert stand_in.is_alive()
+        doc = json.loads(ok(home, "image", "rollback", "compute", "--batch", "3", "--json",
+                            "--timeout", "30", capsys=capsys))
+    assert doc["nodes"]["node01"] == "runlevel on lab@2" and cycles(sims["node01"]) > 0
+    assert sims["node01"].boot == "default" and sims["node02"].boot == "pxe"
+
+
+@contextmanager
+def _running(thread: Nodes) -> Iterator[Nodes]:
+    thread.start()
+    try:
+        yield thread
+    finally:
+        thread.done.set()
+        thread.join()

@@ -7,6 +7,7 @@ order the nodes were named, whatever happened to the others.
 from __future__ import annotations
 
 import enum
+import logging
 import os
 import stat
 import time
@@ -25,6 +26,8 @@ from oneroot.model.paths import Paths
 from oneroot.model.profile import BmcProtocol, split_bmc_address
 from oneroot.model.ranges import expand_names
 from oneroot.model.resolved import ResolvedCluster
+
+log = logging.getLogger(__name__)
 
 DEFAULT_PARALLEL = 32
 MAX_PASSWORD_FILE = 4096
@@ -114,9 +117,18 @@ def read_password_file(path: Path) -> str:
     return password
 
 
-def _act(bmc: BmcSession, action: PowerAction, *, pxe: bool) -> None:
+def _act(bmc: BmcSession, action: PowerAction, *, pxe: bool, pxe_required: bool = True
+         ) -> None:
     if pxe:
-        bmc.boot_from_network_once()
+        try:
+            bmc.boot_from_network_once()
+        except BmcError as error:
+            # A diskless node network-boots anyway: where the caller says so, a BMC that has no
+            # boot device option (the lab's ipmi_sim that runs its VM) does not stop the action.
+            if pxe_required:
+                raise
+            log.warning("power.pxe_refused bmc=%s error=%s: going on (the node network-boots "
+                        "anyway)", bmc.creds.where, error.message)
     match action:
         case PowerAction.ON:
             bmc.power_on()
@@ -147,13 +159,14 @@ def _settled_state(bmc: BmcSession, action: PowerAction) -> PowerState:
     return state
 
 
-def _one(node: ResolvedNode, action: PowerAction, pxe: bool) -> PowerResult:
+def _one(node: ResolvedNode, action: PowerAction, pxe: bool,
+         pxe_required: bool = True) -> PowerResult:
     where = node.profile.bmc_address
     try:
         creds = credentials(node)
         where = creds.where
         with connect(creds) as bmc:
-            _act(bmc, action, pxe=pxe)
+            _act(bmc, action, pxe=pxe, pxe_required=pxe_required)
             state = _settled_state(bmc, action)
     except OnerootError as error:
         return PowerResult(node=node.name, action=action, bmc=where, error=error.message,
@@ -173,15 +186,16 @@ def select(cluster: ResolvedCluster, patterns: tuple[str, ...]) -> list[Resolved
 def power(cluster: ResolvedCluster, patterns: tuple[str, ...], action: PowerAction, *,
           pxe: bool = False, parallel: int = DEFAULT_PARALLEL,
           progress: Callable[[PowerResult], None] | None = None,
-          record: Recorder | None = None) -> list[PowerResult]:
-    """Apply `action` to every node named; `pxe` sets a one-time network boot first.
+          record: Recorder | None = None, pxe_required: bool = True) -> list[PowerResult]:
+    """Apply `action` to every node named; `pxe` sets a one-time network boot first (a BMC
+    refusing it fails the node unless not `pxe_required`: rollouts of network-booted nodes).
     `record` gets the stage each success means (`off`, `power-on`: see `stage_events`)."""
     nodes = select(cluster, patterns)
     if parallel < 1:
         raise ConfigError("--parallel must be at least 1")
     results: dict[str, PowerResult] = {}
     with ThreadPoolExecutor(max_workers=min(parallel, max(1, len(nodes)))) as pool:
-        for done in as_completed([pool.submit(_one, n, action, pxe) for n in nodes]):
+        for done in as_completed([pool.submit(_one, n, action, pxe, pxe_required) for n in nodes]):
             result = done.result()  # _one turns every OnerootError into a result
             results[result.node] = result
             if progress is not None:

@@ -53,9 +53,11 @@ esac
 
 class SimulatedBmc:
     def __init__(self, workdir: Path, *, user: str, password: str, powered: bool = False,
-                 serial_port: int | None = None) -> None:
+                 serial_port: int | None = None, boot_option: bool = True) -> None:
         """`serial_port`: a TCP port on loopback where the node's serial line listens; the
-        BMC connects to it and carries it as SOL."""
+        BMC connects to it and carries it as SOL. Without `boot_option` it refuses to set
+        the next boot device (as the lab's BMCs, which run their VM, do)."""
+        self.boot_option = boot_option
         self.dir = workdir
         self.serial_port = serial_port
         self.user = user
@@ -87,7 +89,8 @@ class SimulatedBmc:
                                "(scripts/install-packages)")
         (self.dir / "state").mkdir(parents=True, exist_ok=True)
         chassis = self.dir / "chassis"
-        chassis.write_text(_CHASSIS)
+        chassis.write_text(_CHASSIS if self.boot_option else _CHASSIS.replace(
+            'boot) echo "$2" > "$dir/boot" ;;', "boot) exit 1 ;;"))
         chassis.chmod(0o755)
         (self.dir / "power").write_text("1\n" if self._powered else "0\n")
         (self.dir / "boot").write_text("default\n")
