@@ -187,6 +187,10 @@ class Nodes(threading.Thread):
     def __init__(self, home: Path, bmcs: dict[str, SimulatedBmc], dead: set[str]) -> None:
         super().__init__(daemon=True)
         self.paths, self.bmcs, self.dead = Paths(home=home), bmcs, dead
+        # The events store exists before the thread and the command under test both open it
+        # (as `oneroot serve` makes it at its start): two first openers race on its schema
+        # ("table node_image already exists", seen under load).
+        EventStore(database.locate(self.paths, self.paths.events_db)).close()
         self.seen = {n: cycles(b) for n, b in bmcs.items()}
         self.done = threading.Event()
 
