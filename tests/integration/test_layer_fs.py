@@ -98,6 +98,13 @@ def test_the_nfs_servers_namespace_gets_the_same_superblock(systems: Path) -> No
         mounts = Path(f"/proc/{other.pid}/mountinfo").read_text()
         assert f" {root} " in mounts
         assert not ensure_layer_fs(root, ns_pid=other.pid)
+        # The CLI's namespace catching up with the server's, while the server runs.
+        assert unmount_layer_fs(root) and not (root / "written-here").exists()
+        assert ensure_layer_fs(root, ns_pid=other.pid, server_running=True)
+        (root / "written-here").write_text("still one\n")
+        seen = subprocess.run(["nsenter", "-t", str(other.pid), "-m", "--", "cat",
+                               str(root / "written-here")], capture_output=True, text=True)
+        assert seen.stdout == "still one\n", seen.stderr
     finally:
         other.kill()
         other.wait()
@@ -110,3 +117,25 @@ def test_a_foreign_mount_on_the_layer_is_refused(systems: Path) -> None:
     with pytest.raises(ConfigError, match="already a mount point"):
         ensure_layer_fs(root)
     assert not layer_image(root).exists()
+
+
+def test_a_plain_layer_the_running_server_may_export_is_not_mounted_over(
+        systems: Path) -> None:
+    """ganesha would go on serving the directory it resolved (or its moved copy): the layer
+    is moved only while no NFS server runs (`oneroot serve` does it before ganesha starts)."""
+    root = systems / "node05"
+    (root / "upper").mkdir(parents=True)
+    with pytest.raises(ConfigError, match="running NFS server may export"):
+        ensure_layer_fs(root, server_running=True)
+    assert not is_layer_fs(root) and (root / "upper").is_dir()
+    assert ensure_layer_fs(root) and (root / "upper").is_dir()  # server stopped: moved
+
+
+def test_files_under_the_mount_point_are_never_hidden(systems: Path) -> None:
+    root = systems / "node06"
+    assert ensure_layer_fs(root)
+    assert unmount_layer_fs(root)
+    (root / "stray").write_text("written while unmounted\n")
+    with pytest.raises(ConfigError, match="would hide them"):
+        ensure_layer_fs(root)
+    assert (root / "stray").read_text() == "written while unmounted\n"

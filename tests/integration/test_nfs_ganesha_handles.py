@@ -21,6 +21,7 @@ import contextlib
 import os
 import shutil
 import struct
+import time
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 
@@ -30,7 +31,7 @@ from oneroot.model import Image, LayerFs, NfsServerKind
 from oneroot.model.paths import Paths
 from oneroot.model.resolved import ResolvedCluster, resolve_cluster
 from oneroot.nfs import unmount_view
-from oneroot.ops.layerfs import unmount_layer_fs
+from oneroot.ops.layerfs import is_layer_fs, unmount_layer_fs
 from oneroot.ops.nfs_serving import apply_nfs, ganesha_server, nfs_plan
 from oneroot.testing.inventory import loopback_settings, make_inventory, make_node
 from oneroot.testing.nfs3raw import _opaque
@@ -211,3 +212,57 @@ def test_image_exported_as_it_is_opens_its_filesystem(server_root: Path) -> None
     print(results)
     assert results["passwd"]["read"] == 0
     assert results["outside"]["read"] == 0  # KNOWN_IMAGE_GAP: read, open
+
+
+def test_a_node_added_while_ganesha_runs_gets_its_own_filesystem(server_root: Path) -> None:
+    """`node add` while `oneroot serve` runs: the re-apply mounts the new layer before the
+    SIGHUP, ganesha claims it as the export's filesystem, and the new node's forged handles
+    stay inside it."""
+    def cluster(*nodes: int) -> ResolvedCluster:
+        return resolve_cluster(make_inventory(
+            nodes=[make_node(i, address=f"127.0.0.{i}") for i in nodes],
+            settings=loopback_settings(server_root / "var/state", layer_fs=LayerFs.OWN,
+                                       nfs_server=NfsServerKind.GANESHA),
+            image_root=server_root))
+
+    paths = Paths(home=server_root / "var/lib/oneroot")
+    port = free_port()
+    before, after = cluster(1), cluster(1, 3)
+    layer = server_root / "var/state/systems/node03"
+
+    def attack() -> dict[str, dict[str, int]]:
+        apply_nfs(after, paths, plan=nfs_plan(after, paths, port=port))
+        assert is_layer_fs(layer)
+        client = Nfs4("127.0.0.1", port, source="127.0.0.3")
+        deadline = time.monotonic() + 30
+        while True:  # until ganesha has re-read its exports
+            try:
+                own = client.handle_of(str(layer))
+                break
+            except RuntimeError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+        kind, fid = kernel_handle(server_root.parent / "outside-secret")
+        return {"own": client.probe(own),
+                "ino2": client.probe(ganesha_handle(own, 1, struct.pack("<II", 2, 0))),
+                "outside": client.probe(ganesha_handle(own, kind, fid))}
+
+    plan = nfs_plan(before, paths, port=port)
+    try:
+        apply_nfs(before, paths, plan=plan)
+
+        async def scenario() -> dict[str, dict[str, int]]:
+            async with ganesha_server(before, paths, port=port):
+                return await asyncio.to_thread(attack)
+
+        results = asyncio.run(scenario())
+    finally:
+        for spec in plan.views.values():
+            with contextlib.suppress(Exception):
+                unmount_view(spec)
+        for node in ("node01", "node03"):
+            unmount_layer_fs(server_root / "var/state/systems" / node)
+    print(results)
+    assert results["own"]["readdir"] == 0 and results["ino2"]["readdir"] == 0  # its own root
+    assert 0 not in results["outside"].values()

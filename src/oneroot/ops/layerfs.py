@@ -139,6 +139,32 @@ def _mount_device(device: str, at: Path, ns_pid: int | None = None) -> None:
     _run(*argv)
 
 
+def _from_image(mounts: list[MountEntry], root: Path, image: Path) -> bool:
+    entry = mount_at(root, mounts)
+    return entry is not None and backing_file(entry.source) == _real(image)
+
+
+def _check_plain_dir(root: Path, image: Path, *, server_running: bool,
+                     elsewhere: bool) -> None:
+    """Refuse to mount over a directory whose files would be hidden, or that a running NFS
+    server may be exporting (`elsewhere`: the image is mounted in the server's namespace,
+    so this is only ours catching up)."""
+    if not os.path.lexists(root):
+        return
+    if not stat.S_ISDIR(root.lstat().st_mode):
+        raise ConfigError(f"{root} is not a directory", hint="move it away")
+    if os.path.lexists(image) and _has_content(root):
+        raise ConfigError(f"{root} holds files under the mount point of its layer image "
+                          f"{image}: mounting would hide them",
+                          hint="move them away (or into the mounted layer), then `oneroot nfs "
+                               "apply` again")
+    if server_running and not elsewhere:
+        raise ConfigError(f"{root} is a plain directory the running NFS server may export: "
+                          "it would go on serving that directory, not the layer's own "
+                          "filesystem", hint="stop `oneroot serve` and start it again: it "
+                                             "mounts the layers before the NFS server starts")
+
+
 def _check_mount_point(root: Path, image: Path) -> bool:
     """Whether `root` is mounted from `image` already; refuses any other mount there."""
     entry = mount_at(root)
@@ -152,24 +178,27 @@ def _check_mount_point(root: Path, image: Path) -> bool:
 
 
 def ensure_layer_fs(root: Path, *, size: int = DEFAULT_LAYER_SIZE, parent_mode: int = 0o700,
-                    ns_pid: int | None = None) -> bool:
+                    ns_pid: int | None = None, server_running: bool = False) -> bool:
     """Mount the layer at `root` from its own image (made, formatted and filled from an
     existing plain directory when needed), here and, when the NFS server runs in another
     mount namespace (`ns_pid`, `oneroot serve` under `ip netns exec`), there too: both
-    mounts are the same superblock. True when it mounted anything now."""
+    mounts are the same superblock. True when it mounted anything now.
+
+    With `server_running`, an existing plain directory is not mounted over: the running
+    server may export it, and would go on serving the old directory (or the moved copy)."""
     image = layer_image(root)
     changed = False
     if not _check_mount_point(root, image):
-        if os.path.lexists(root) and not stat.S_ISDIR(root.lstat().st_mode):
-            raise ConfigError(f"{root} is not a directory", hint="move it away")
+        tables = [read_mounts(Path(f"/proc/{ns_pid}/mountinfo"))] if ns_pid else []
+        _check_plain_dir(root, image, server_running=server_running,
+                         elsewhere=any(_from_image(t, root, image) for t in tables))
         if not root.parent.exists():
             root.parent.mkdir(mode=parent_mode, parents=True)
-        _make_image(image, size)
-        tables = [read_mounts(Path(f"/proc/{ns_pid}/mountinfo"))] if ns_pid else []
+        created = _make_image(image, size)
         device = _loop_device(image, tables)
         if not os.path.lexists(root):
             root.mkdir(mode=0o755)
-        elif _has_content(root):
+        elif created and _has_content(root):
             kept = _migrate(root, image, device)
             log.warning("layerfs.migrated dir=%s image=%s kept=%s hint=%s", root, image, kept,
                         "delete the kept copy once the node boots from its own filesystem")
@@ -178,12 +207,11 @@ def ensure_layer_fs(root: Path, *, size: int = DEFAULT_LAYER_SIZE, parent_mode: 
         os.chmod(root, 0o755)
         log.info("layerfs.mounted dir=%s image=%s", root, image)
         changed = True
-    if ns_pid is not None:
-        theirs = mount_at(root, read_mounts(Path(f"/proc/{ns_pid}/mountinfo")))
-        if theirs is None or backing_file(theirs.source) != _real(image):
-            _mount_device(_loop_device(image, [read_mounts()]), root, ns_pid)
-            log.info("layerfs.mounted dir=%s image=%s ns_pid=%d", root, image, ns_pid)
-            changed = True
+    theirs = read_mounts(Path(f"/proc/{ns_pid}/mountinfo")) if ns_pid is not None else None
+    if theirs is not None and not _from_image(theirs, root, image):
+        _mount_device(_loop_device(image, [read_mounts()]), root, ns_pid)
+        log.info("layerfs.mounted dir=%s image=%s ns_pid=%s", root, image, ns_pid)
+        changed = True
     return changed
 
 

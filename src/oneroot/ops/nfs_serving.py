@@ -213,8 +213,8 @@ def apply_nfs(cluster: ResolvedCluster, paths: Paths, *,
     pid = running_pid(files) if plan.kind.is_ganesha else None
     ns_pid = union_ns_pid(pid)
     # Layers of their own (layer_fs=own) are mounted here and in ganesha's namespace.
-    prepare_group_layers(cluster, ns_pid=ns_pid)
-    prepare_nodes(cluster, paths, ns_pid=ns_pid)
+    prepare_group_layers(cluster, ns_pid=ns_pid, server_running=pid is not None)
+    prepare_nodes(cluster, paths, ns_pid=ns_pid, server_running=pid is not None)
     ensure_tops(cluster)  # after the layers: a new top starts with the node's identity files
     # After the node layers: for an image that is the server's live `/`, runlevel targets go
     # into each node's own layer instead of the image.

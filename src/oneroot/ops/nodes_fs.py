@@ -70,11 +70,12 @@ def node_identity(cluster: ResolvedCluster, name: str, image_root: Path) -> Node
 def prepare_node(cluster: ResolvedCluster, paths: Paths, name: str, *,
                  image_root: Path | None = None, ssh_keygen: str = "ssh-keygen",
                  ssh_key_types: tuple[str, ...] = SSH_KEY_TYPES,
-                 ns_pid: int | None = None) -> PreparedLayer:
+                 ns_pid: int | None = None, server_running: bool = False) -> PreparedLayer:
     """The node's `<state_dir>/<node>/{upper,work}` and its identity files in `upper/`.
 
     `image_root` overrides where the node's image is on disk (tests; images built elsewhere).
-    `ns_pid`: the NFS server's mount namespace, when not ours (`ensure_layer_fs`).
+    `ns_pid`: the NFS server's mount namespace, when not ours; `server_running`: whether it
+    runs (`ensure_layer_fs`).
     """
     r = cluster.node(name)
     root = image_root or Path(r.image.root)
@@ -83,7 +84,8 @@ def prepare_node(cluster: ResolvedCluster, paths: Paths, name: str, *,
     s = cluster.settings
     if s.layer_fs.applies(s.nfs_server):
         # A filesystem of its own (nfs-ganesha has no subtree check); its size is the limit.
-        changed = ensure_layer_fs(dirs.root, size=limit or DEFAULT_LAYER_SIZE, ns_pid=ns_pid)
+        changed = ensure_layer_fs(dirs.root, size=limit or DEFAULT_LAYER_SIZE, ns_pid=ns_pid,
+                                  server_running=server_running)
         limit = None
     else:
         # On the state filesystem, a layer that can carry a quota (a btrfs subvolume).
@@ -102,15 +104,19 @@ def prepare_node(cluster: ResolvedCluster, paths: Paths, name: str, *,
 def prepare_nodes(cluster: ResolvedCluster, paths: Paths, names: Iterable[str] | None = None, *,
                   image_root: Path | None = None,
                   ssh_key_types: tuple[str, ...] = SSH_KEY_TYPES,
-                  ns_pid: int | None = None) -> list[PreparedLayer]:
+                  ns_pid: int | None = None,
+                  server_running: bool = False) -> list[PreparedLayer]:
     """`prepare_node` for each node. A node whose own layer holds what oneroot will not
     write through (a link where `upper/etc` should be, a tree too deep) is logged and left
-    as it is: one node's layer never stops the others (or `oneroot serve`) from starting."""
+    as it is: one node's layer never stops the others (or `oneroot serve`) from starting.
+    A layer whose own filesystem cannot be mounted stops it (fail closed: its plain directory
+    would be exported without the isolation)."""
     out = []
     for name in sorted(names if names is not None else cluster.nodes):
         try:
             out.append(prepare_node(cluster, paths, name, image_root=image_root,
-                                    ssh_key_types=ssh_key_types, ns_pid=ns_pid))
+                                    ssh_key_types=ssh_key_types, ns_pid=ns_pid,
+                                    server_running=server_running))
         except UnsafePath as exc:
             log.warning("nodes.layer_refused node=%s error=%s", name, exc.message)
             out.append(PreparedLayer(name=name, dirs=node_layer(cluster.dirs, name),
@@ -118,15 +124,16 @@ def prepare_nodes(cluster: ResolvedCluster, paths: Paths, names: Iterable[str] |
     return out
 
 
-def prepare_group_layers(cluster: ResolvedCluster, *,
-                         ns_pid: int | None = None) -> list[PreparedLayer]:
+def prepare_group_layers(cluster: ResolvedCluster, *, ns_pid: int | None = None,
+                         server_running: bool = False) -> list[PreparedLayer]:
     """`<group_dir>/<group>/upper` for every group that is a layer (`group_layer=true`)."""
     out = []
     s = cluster.settings
     for name in sorted(cluster.layer_groups):
         dirs = group_layer(cluster.dirs, name)
         own = s.layer_fs.applies(s.nfs_server)
-        changed = own and ensure_layer_fs(dirs.root, parent_mode=0o755, ns_pid=ns_pid)
+        changed = own and ensure_layer_fs(dirs.root, parent_mode=0o755, ns_pid=ns_pid,
+                                          server_running=server_running)
         changed |= ensure_layer(dirs)
         out.append(PreparedLayer(name=name, dirs=dirs, dirs_changed=changed))
     return out
