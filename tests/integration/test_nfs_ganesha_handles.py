@@ -32,7 +32,7 @@ from oneroot.model.paths import Paths
 from oneroot.model.resolved import ResolvedCluster, resolve_cluster
 from oneroot.nfs import unmount_view
 from oneroot.ops.layerfs import is_layer_fs, unmount_layer_fs
-from oneroot.ops.nfs_serving import apply_nfs, ganesha_server, nfs_plan
+from oneroot.ops.nfs_serving import apply_nfs, ganesha_files, ganesha_server, nfs_plan
 from oneroot.testing.inventory import loopback_settings, make_inventory, make_node
 from oneroot.testing.nfs3raw import _opaque
 from oneroot.testing.nfs4raw import (
@@ -231,18 +231,16 @@ def test_a_node_added_while_ganesha_runs_gets_its_own_filesystem(server_root: Pa
     layer = server_root / "var/state/systems/node03"
 
     def attack() -> dict[str, dict[str, int]]:
+        log = ganesha_files(paths).log
+        offset = log.stat().st_size
         apply_nfs(after, paths, plan=nfs_plan(after, paths, port=port))
         assert is_layer_fs(layer)
-        client = Nfs4("127.0.0.1", port, source="127.0.0.3")
         deadline = time.monotonic() + 30
-        while True:  # until ganesha has re-read its exports
-            try:
-                own = client.handle_of(str(layer))
-                break
-            except RuntimeError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.2)
+        while b"Reread exports complete" not in log.read_bytes()[offset:]:
+            assert time.monotonic() < deadline, "ganesha did not re-read its exports"
+            time.sleep(0.1)
+        client = Nfs4("127.0.0.1", port, source="127.0.0.3")
+        own = client.handle_of(str(layer))
         kind, fid = kernel_handle(server_root.parent / "outside-secret")
         return {"own": client.probe(own),
                 "ino2": client.probe(ganesha_handle(own, 1, struct.pack("<II", 2, 0))),
