@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 
 from oneroot.initramfs.busybox import Busybox, fetch_busybox
-from oneroot.initramfs.kernel import Kernel, default_cache_dir, fetch_kernel
+from oneroot.initramfs.kernel import Kernel, fetch_kernel
 from oneroot.initramfs.marker import build_marker_initramfs
+from oneroot.testing.cache import suite_cache_dir
 
 
 def _require(*tools: str) -> None:
@@ -23,8 +24,7 @@ def _require(*tools: str) -> None:
 
 @pytest.fixture(scope="session")
 def oneroot_cache() -> Path:
-    configured = os.environ.get("ONEROOT_CACHE_DIR")
-    return Path(configured) if configured else default_cache_dir()
+    return suite_cache_dir()
 
 
 @pytest.fixture(scope="session")

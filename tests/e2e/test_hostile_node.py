@@ -33,8 +33,8 @@ from pathlib import Path
 import pytest
 
 from oneroot.initramfs.busybox import fetch_busybox
-from oneroot.initramfs.kernel import default_cache_dir
 from oneroot.ops.lab import LabCluster, node_mac
+from oneroot.testing.cache import suite_cache_dir
 from oneroot.testing.labprobe import PROBE_LIB, install_probe, wait_probe
 
 pytestmark = pytest.mark.e2e
@@ -149,7 +149,7 @@ def _layers(c: LabCluster) -> dict[str, Path]:
 @pytest.fixture(scope="module")
 def attack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Attack]:
     workdir = tmp_path_factory.mktemp("hostile")
-    c = LabCluster(workdir=workdir, cache_dir=default_cache_dir(), progress=print)
+    c = LabCluster(workdir=workdir, cache_dir=suite_cache_dir(), progress=print)
     try:
         c.prepare()
         c.oneroot("group", "add", "private", "--set", "group_layer=true")

@@ -25,8 +25,8 @@ from typing import Any
 
 import pytest
 
-from oneroot.initramfs.kernel import default_cache_dir
 from oneroot.ops.labserver import VmServerLab
+from oneroot.testing.cache import suite_cache_dir
 from oneroot.testing.labprobe import PROBE_PATH, PROBE_UNIT, WANTS_PROBE, probe_values
 from oneroot.testing.nfs3raw import knfsd_handle, knfsd_raw_handle
 
@@ -101,7 +101,7 @@ fi
 @pytest.fixture(scope="module")
 def vmlab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VmServerLab]:
     started = time.monotonic()
-    lab = VmServerLab(workdir=tmp_path_factory.mktemp("knfsd"), cache_dir=default_cache_dir(),
+    lab = VmServerLab(workdir=tmp_path_factory.mktemp("knfsd"), cache_dir=suite_cache_dir(),
                       progress=print)
     lab.prepare()
     print(f"server disk ready in {time.monotonic() - started:.0f} s")

@@ -21,10 +21,10 @@ from typing import Any
 
 import pytest
 
-from oneroot.initramfs.kernel import default_cache_dir
 from oneroot.lab import list_netns
 from oneroot.ops import labctl
 from oneroot.ops.labcontrol import process_start_time
+from oneroot.testing.cache import suite_cache_dir
 from oneroot.testing.terminal import Terminal
 
 pytestmark = pytest.mark.e2e
@@ -75,7 +75,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UpLab]:
     try:
         started = time.monotonic()
         up = oneroot("lab", "up", "--nodes", "2", "--workdir", str(workdir), "--timeout",
-                     "900", "--cache-dir", str(default_cache_dir()), timeout=1000)
+                     "900", "--cache-dir", str(suite_cache_dir()), timeout=1000)
         print(up.stdout[-3000:], up.stderr[-3000:])
         print(f"lab up: {time.monotonic() - started:.1f} s")
         yield UpLab(workdir=workdir, up=up)

@@ -32,8 +32,8 @@ from pathlib import Path
 
 import pytest
 
-from oneroot.initramfs.kernel import default_cache_dir
 from oneroot.ops.lab import LabCluster
+from oneroot.testing.cache import suite_cache_dir
 from oneroot.testing.labprobe import install_probe, sha256_of, wait_probe
 
 pytestmark = pytest.mark.e2e
@@ -110,7 +110,7 @@ def is_whiteout(path: Path) -> bool:
 @pytest.fixture(scope="module")
 def cluster(union: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabCluster]:
     workdir = tmp_path_factory.mktemp(f"rwtop-{union}")
-    c = LabCluster(workdir=workdir, cache_dir=default_cache_dir(), progress=print)
+    c = LabCluster(workdir=workdir, cache_dir=suite_cache_dir(), progress=print)
     c.prepare()
     c.oneroot("runlevel", "add", "computenode", "--service", "e2e-compute",
               "--description", "oneroot e2e compute node")

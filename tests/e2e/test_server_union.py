@@ -20,8 +20,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from oneroot.initramfs.kernel import default_cache_dir
 from oneroot.ops.lab import LabCluster
+from oneroot.testing.cache import suite_cache_dir
 from oneroot.testing.labprobe import (
     PERSIST_AND_POWEROFF,
     PROBE_LIB,
@@ -49,7 +49,7 @@ say image_change="$(cat /etc/oneroot-image-change 2>/dev/null || echo none)"
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabCluster]:
     workdir = tmp_path_factory.mktemp("serverunion")
-    c = LabCluster(workdir=workdir, cache_dir=default_cache_dir(), progress=print)
+    c = LabCluster(workdir=workdir, cache_dir=suite_cache_dir(), progress=print)
     c.prepare()
     # The lab's `default` image is its workdir, which holds the state dir: exported through a
     # masked view, it would nest node01's union export inside the view, which nfs-ganesha 4.3

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from oneroot.initramfs.kernel import default_cache_dir
 from oneroot.ops.lab import LabCluster
+from oneroot.testing.cache import suite_cache_dir
 from oneroot.testing.labprobe import install_probe
 
 pytestmark = pytest.mark.e2e
@@ -46,7 +46,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabCluster]:
     if not Path("/usr/share/OVMF/OVMF_CODE_4M.fd").exists():
         pytest.skip("no OVMF (apt-get install ovmf)")
     workdir = tmp_path_factory.mktemp("uefi")
-    c = LabCluster(workdir=workdir, cache_dir=default_cache_dir(), progress=print)
+    c = LabCluster(workdir=workdir, cache_dir=suite_cache_dir(), progress=print)
     c.prepare()
     c.add_nodes(1, extra=("--ephemeral", "--set", "firmware=uefi"))
     try:

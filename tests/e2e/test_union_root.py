@@ -30,8 +30,8 @@ from pathlib import Path
 
 import pytest
 
-from oneroot.initramfs.kernel import default_cache_dir
 from oneroot.ops.lab import LabCluster
+from oneroot.testing.cache import suite_cache_dir
 from oneroot.testing.labprobe import PROBE_LIB, install_probe, sha256_of, wait_probe
 
 pytestmark = pytest.mark.e2e
@@ -106,7 +106,7 @@ def tree(root: Path) -> dict[str, tuple[int, str]]:
 @pytest.fixture(scope="module")
 def cluster(union: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabCluster]:
     workdir = tmp_path_factory.mktemp(f"union-{union}")
-    c = LabCluster(workdir=workdir, cache_dir=default_cache_dir(), progress=print)
+    c = LabCluster(workdir=workdir, cache_dir=suite_cache_dir(), progress=print)
     c.prepare()
     mode = ("--set", f"union={union}")
     c.oneroot("group", "add", "compute", "--set", "group_layer=true")

@@ -1,6 +1,7 @@
-"""`create_image`: a real mmdebstrap build (cached under a CI-persistent dir, so only the first
-run pays ~1 min), the lab subset of the node kernel's modules, the init system detected, and a
-second create served from the cache in seconds. Needs root and the Debian mirror."""
+"""`create_image`: a real mmdebstrap build (cached in the suite's one cache, which the lab uses
+too, so only the first run on a machine pays ~1 min), the lab subset of the node kernel's
+modules, the init system detected, and a second create served from the cache in seconds.
+Needs root and the Debian mirror."""
 
 from __future__ import annotations
 
@@ -11,10 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from oneroot.initramfs.kernel import default_cache_dir, fetch_kernel
+from oneroot.initramfs.kernel import fetch_kernel
 from oneroot.model import InitSystem
 from oneroot.ops.images import LAB_MODULES, create_image, host_debian_mirror
 from oneroot.ops.nodes_fs import image_network_stacks
+from oneroot.testing.cache import suite_cache_dir
 
 pytestmark = [
     pytest.mark.integration,
@@ -22,11 +24,11 @@ pytestmark = [
     pytest.mark.skipif(shutil.which("mmdebstrap") is None, reason="needs mmdebstrap"),
 ]
 
-CACHE = Path(os.environ.get("ONEROOT_TEST_CACHE", "/var/cache/oneroot-test"))
+CACHE = suite_cache_dir()  # the lab builds its image there too: one build per machine
 
 
 def test_create_systemd_image_then_cached(tmp_path: Path) -> None:
-    kernel = fetch_kernel(cache_dir=default_cache_dir())
+    kernel = fetch_kernel(cache_dir=suite_cache_dir())
     timings = {}
     for name in ("first", "second"):
         started = time.monotonic()

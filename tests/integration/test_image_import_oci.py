@@ -19,13 +19,14 @@ from pathlib import Path
 
 import pytest
 
-from oneroot.initramfs.kernel import Kernel, default_cache_dir, fetch_kernel
+from oneroot.initramfs.kernel import Kernel, fetch_kernel
 from oneroot.ops.images import LAB_MODULES, create_image
+from oneroot.testing.cache import suite_cache_dir
 
 pytestmark = pytest.mark.integration
 
 ONEROOT = [sys.executable, "-m", "oneroot"]
-CACHE = Path(os.environ.get("ONEROOT_TEST_CACHE", "/var/cache/oneroot-test"))
+CACHE = suite_cache_dir()  # the lab builds its image there too: one build per machine
 
 
 def _run(*argv: str) -> None:
@@ -79,7 +80,7 @@ class Images:
 
 @pytest.fixture(scope="module")
 def images(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Images]:
-    kernel = fetch_kernel(cache_dir=default_cache_dir())
+    kernel = fetch_kernel(cache_dir=suite_cache_dir())
     tmp = tmp_path_factory.mktemp("oci")
     base_tree = create_image(None, "base", dest_dir=tmp / "trees", cache_dir=CACHE,
                              kernel_modules_dir=kernel.modules_dir, modules=LAB_MODULES,
@@ -124,7 +125,7 @@ def home(tmp_path: Path, images: Images) -> Path:
     subprocess.run([*ONEROOT, "--home", str(home), "init", "--server", "10.88.0.1", "--subnet",
                     "10.88.0.0/24", "--image-root", str(tmp_path), "--boot-dir",
                     str(tmp_path / "boot")], check=True, capture_output=True)
-    (home / "cache").symlink_to(default_cache_dir())  # the node kernel, already fetched
+    (home / "cache").symlink_to(suite_cache_dir())  # the node kernel, already fetched
     return home
 
 

@@ -12,10 +12,10 @@ from collections.abc import Iterator
 import pytest
 
 from oneroot.initramfs.busybox import fetch_busybox
-from oneroot.initramfs.kernel import default_cache_dir
 from oneroot.lab import Lab
 from oneroot.lab.netns import Client, Tap
 from oneroot.net import MacAddress
+from oneroot.testing.cache import suite_cache_dir
 
 pytestmark = [
     pytest.mark.integration,
@@ -38,7 +38,7 @@ def _ip(lab: Lab, client: Client, *args: str) -> None:
 
 
 def _ping(lab: Lab, client: Client, source: str) -> bool:
-    busybox = str(fetch_busybox(cache_dir=default_cache_dir()).path)
+    busybox = str(fetch_busybox(cache_dir=suite_cache_dir()).path)
     done = lab.run_in_ns([busybox, "ping", "-c", "1", "-W", "2", "-I", source, SERVER],
                          netns=client.netns, check=False)
     return done.returncode == 0

@@ -24,12 +24,12 @@ from pathlib import Path
 import pytest
 
 from oneroot.initramfs.busybox import fetch_busybox
-from oneroot.initramfs.kernel import default_cache_dir
 from oneroot.lab import Lab
 from oneroot.lab.netns import Client
 from oneroot.net import MacAddress
 from oneroot.netpin import NEIGH_SYSCTL, size_neighbour_table
 from oneroot.render.netpin import NodePin, PinContext
+from oneroot.testing.cache import suite_cache_dir
 
 pytestmark = [
     pytest.mark.integration,
@@ -115,7 +115,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     tmp = Path("/var/tmp") / f"oneroot-pin-{os.getpid()}"  # ganesha's VFS wants xattrs
     tmp.mkdir(parents=True)
     busybox = tmp / "busybox"
-    shutil.copy2(fetch_busybox(cache_dir=default_cache_dir()).path, busybox)
+    shutil.copy2(fetch_busybox(cache_dir=suite_cache_dir()).path, busybox)
     home, state, image = tmp / "home", tmp / "systems", tmp / "image"
     image.mkdir()
     base = [*ONEROOT, "--home", str(home)]

@@ -104,3 +104,35 @@ def test_the_check_catches_a_violation(tmp_path: Path, own: str, source: str,
     good = tmp_path / "y.py"
     good.write_text("from oneroot.errors import ConfigError\n")
     assert _violations(good, own) == []
+
+
+DOC = SRC.parents[1] / "docs" / "architecture.md"
+
+
+def _documented_rows(text: str) -> list[list[str]]:
+    """The package names of each row of the doc's layer picture, top row first."""
+    block = text.split("## Layers", 1)[1].split("```", 2)[1]
+    rows = []
+    for line in block.splitlines():
+        if line.strip():
+            names = line.split("  ", 1)[0]
+            rows.append([n.strip() for n in names.split(",")])
+    return rows
+
+
+def test_the_documented_picture_is_the_checked_one() -> None:
+    """docs/architecture.md draws RANK: every package once, rows top to bottom, one rank a
+    row (STYLE.md's picture once lacked fsutil, bmc, netpin and testing)."""
+    rows = _documented_rows(DOC.read_text())
+    drawn = [n for row in rows for n in row]
+    assert sorted(drawn) == sorted(set(RANK) - {"__main__"})
+    ranks = [{RANK[n] for n in row} for row in rows]
+    assert all(len(r) == 1 for r in ranks), list(zip(rows, ranks, strict=True))
+    flat = [r.pop() for r in ranks]
+    assert flat == sorted(flat, reverse=True) and len(set(flat)) == len(flat)
+
+
+def test_the_picture_check_catches_a_missing_package() -> None:
+    rows = _documented_rows("## Layers\n```\ncli   x\nerrors, net  y\n```\n")
+    assert rows == [["cli"], ["errors", "net"]]
+    assert sorted(n for row in rows for n in row) != sorted(set(RANK) - {"__main__"})

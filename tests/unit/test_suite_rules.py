@@ -125,3 +125,28 @@ def test_test_module_names_are_unique() -> None:
             clashes.append(f"{seen[path.name].relative_to(TESTS)} and {path.relative_to(TESTS)}")
         seen.setdefault(path.name, path)
     assert not clashes, "rename one of each pair:\n" + "\n".join(clashes)
+
+
+def _own_caches(path: Path) -> list[str]:
+    """Lines of `path` that pick a download/image cache of their own."""
+    return [f"{path.name}:{n}: {line.strip()}"
+            for n, line in enumerate(path.read_text().splitlines(), 1)
+            if "default_cache_dir(" in line or "/var/cache/oneroot" in line
+            or "ONEROOT_TEST_CACHE" in line]
+
+
+def test_one_cache_for_the_whole_suite() -> None:
+    """Kernels, busybox and mmdebstrap images go to `oneroot.testing.cache.suite_cache_dir()`:
+    a test with its own cache (test_image_create had /var/cache/oneroot-test while the lab
+    used ~/.cache/oneroot) makes CI build the same image twice."""
+    helpers = Path(__file__).resolve().parents[2] / "src" / "oneroot" / "testing"
+    files = [p for p in [*TESTS.rglob("*.py"), *helpers.glob("*.py")]
+             if p != Path(__file__) and p.name != "cache.py"]
+    bad = [hit for path in sorted(files) for hit in _own_caches(path)]
+    assert not bad, "use oneroot.testing.cache.suite_cache_dir():\n" + "\n".join(bad)
+
+
+def test_the_cache_check_catches_a_second_cache(tmp_path: Path) -> None:
+    bad = tmp_path / "test_bad.py"
+    bad.write_text('CACHE = Path("/var/cache/oneroot-test")\nk = fetch(default_cache_dir())\n')
+    assert len(_own_caches(bad)) == 2

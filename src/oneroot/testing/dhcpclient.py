@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from oneroot.initramfs.busybox import fetch_busybox
-from oneroot.initramfs.kernel import default_cache_dir
+from oneroot.testing.cache import suite_cache_dir
 
 _HOOK = """#!/bin/sh
 env > "$(dirname "$0")/env.$1"
@@ -30,7 +30,7 @@ class Udhcpc:
     @classmethod
     def install(cls, directory: Path) -> Udhcpc:
         busybox = directory / "busybox"
-        shutil.copy2(fetch_busybox(cache_dir=default_cache_dir()).path, busybox)
+        shutil.copy2(fetch_busybox(cache_dir=suite_cache_dir()).path, busybox)
         hook = directory / "hook" / "print-env"
         hook.parent.mkdir(parents=True, exist_ok=True)
         hook.write_text(_HOOK)

@@ -10,11 +10,12 @@ from pathlib import Path
 import pytest
 
 from oneroot.cli.main import main
-from oneroot.initramfs.kernel import default_cache_dir, fetch_kernel
+from oneroot.initramfs.kernel import fetch_kernel
+from oneroot.testing.cache import suite_cache_dir
 
 
 def test_build_into_the_boot_dir(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    cache = Path(os.environ.get("ONEROOT_CACHE_DIR") or default_cache_dir())
+    cache = suite_cache_dir()
     kernel = fetch_kernel(os.environ.get("ONEROOT_KERNEL_VERSION") or None, cache_dir=cache)
     home = tmp_path / "home"
     assert main(["--home", str(home), "init", "--image-root", str(tmp_path)]) == 0

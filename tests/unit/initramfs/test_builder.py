@@ -25,7 +25,8 @@ from oneroot.initramfs.builder import (
     parse_ldd,
 )
 from oneroot.initramfs.busybox import Busybox, fetch_busybox
-from oneroot.initramfs.kernel import Kernel, ModuleIndex, default_cache_dir, fetch_kernel
+from oneroot.initramfs.kernel import Kernel, ModuleIndex, fetch_kernel
+from oneroot.testing.cache import suite_cache_dir
 
 # -- the module layout ---------------------------------------------------------------------
 
@@ -109,8 +110,7 @@ def inputs() -> tuple[Kernel, Busybox]:
     """Debian's kernel and busybox-static from the oneroot cache (fetched once if missing)."""
     if shutil.which("depmod") is None or shutil.which("fuse-overlayfs") is None:
         pytest.skip("needs kmod (depmod) and fuse-overlayfs")
-    configured = os.environ.get("ONEROOT_CACHE_DIR")
-    cache = Path(configured) if configured else default_cache_dir()
+    cache = suite_cache_dir()
     # No apt or no package mirror is a broken install, not a reason to skip: these fail.
     kernel = fetch_kernel(os.environ.get("ONEROOT_KERNEL_VERSION") or None, cache_dir=cache)
     return kernel, fetch_busybox(cache_dir=cache)

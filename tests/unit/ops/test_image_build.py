@@ -13,7 +13,7 @@ from pathlib import Path, PurePosixPath
 import pytest
 
 from oneroot.errors import ConfigError, ExternalToolError
-from oneroot.initramfs.kernel import default_cache_dir, fetch_kernel
+from oneroot.initramfs.kernel import fetch_kernel
 from oneroot.inventory.sqlstore import SqlInventory
 from oneroot.model import Image, InitSystem, Settings, resolve_cluster
 from oneroot.model.inventory import Inventory, plan
@@ -23,6 +23,7 @@ from oneroot.ops.image_build import exec_new_version, flatten
 from oneroot.ops.image_exec import tree_manifest
 from oneroot.ops.image_history import gc_image
 from oneroot.ops.image_versions import versions_dir
+from oneroot.testing.cache import suite_cache_dir
 from oneroot.testing.inventory import make_inventory, make_node
 
 NOW = datetime.datetime(2026, 12, 6, 23, 0, 0, tzinfo=datetime.UTC)
@@ -163,9 +164,9 @@ def test_a_version_with_a_kernel_carries_its_own_boot_files(
     """The image provides a kernel: its version gets oneroot's initramfs built for it; the
     next version, whose command did not touch the kernel, shares them; gc takes them along."""
     kernel = fetch_kernel(os.environ.get("ONEROOT_KERNEL_VERSION") or None,
-                          cache_dir=default_cache_dir())
+                          cache_dir=suite_cache_dir())
     store, paths, parent = lab
-    os.symlink(default_cache_dir(), paths.home / "cache")  # busybox as fetched before
+    os.symlink(suite_cache_dir(), paths.home / "cache")  # busybox as fetched before
     (parent / "lib/modules").mkdir(parents=True)
     for src, dest in ((kernel.root / "boot", parent / "boot"),
                       (kernel.modules_dir, parent / "lib/modules" / kernel.version)):
