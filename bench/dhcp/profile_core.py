@@ -20,16 +20,8 @@ from pathlib import Path
 
 from oneroot.inventory.leases import LeaseStore
 from oneroot.net import MacAddress
-from oneroot.proto.dhcp import (
-    BootOp,
-    DhcpOptions,
-    DhcpPacket,
-    MessageType,
-    NetworkConfig,
-    NodeBoot,
-    parse_packet,
-    respond,
-)
+from oneroot.proto.dhcp import MessageType, NetworkConfig, NodeBoot, parse_packet, respond
+from oneroot.testing.dhcpmsg import client_message, numbered_mac
 
 SERVER = IPv4Address("10.1.0.1")
 BASE = int(IPv4Address("10.1.0.10"))
@@ -37,19 +29,16 @@ PRL = bytes((1, 3, 6, 12, 15, 51, 54))
 
 
 def discover(index: int) -> bytes:
-    chaddr = b"\x02\x00\x00" + index.to_bytes(3, "big")
-    return DhcpPacket(op=BootOp.REQUEST, xid=index, chaddr=chaddr, flags=0x8000,
-                      options=DhcpOptions({53: bytes((MessageType.DISCOVER,)), 55: PRL})
-                      ).to_bytes()
+    return client_message(MessageType.DISCOVER, mac=numbered_mac(index), xid=index,
+                          broadcast=True, prl=PRL).to_bytes()
 
 
 def request(offer: bytes) -> bytes:
     """The client's REQUEST for what `offer` offered (built outside the timed part)."""
     packet = parse_packet(offer)
-    return DhcpPacket(op=BootOp.REQUEST, xid=packet.xid, chaddr=packet.chaddr, flags=0x8000,
-                      options=DhcpOptions({53: bytes((MessageType.REQUEST,)),
-                                           50: packet.yiaddr.packed, 54: SERVER.packed,
-                                           55: PRL})).to_bytes()
+    return client_message(MessageType.REQUEST, mac=packet.chaddr, xid=packet.xid,
+                          requested=packet.yiaddr, server_id=SERVER, broadcast=True,
+                          prl=PRL).to_bytes()
 
 
 def run(mode: str, exchanges: int, batch: int, db: Path) -> float:
@@ -65,7 +54,7 @@ def run(mode: str, exchanges: int, batch: int, db: Path) -> float:
     discovers: list[bytes] = []
     for index in range(exchanges):
         if mode == "nodes":
-            mac = MacAddress(b"\x02\x00\x00" + index.to_bytes(3, "big"))
+            mac = MacAddress(numbered_mac(index))
             nodes[mac] = NodeBoot(name=f"n{index}", address=IPv4Address(BASE + index),
                                   bios_file="undionly.kpxe", uefi_file="ipxe.efi",
                                   ipxe_url=f"http://10.1.0.1:8080/boot/n{index}.ipxe")

@@ -32,8 +32,6 @@ from oneroot.inventory.leases import LeaseStore
 from oneroot.model.events import BootEvent
 from oneroot.net import MacAddress
 from oneroot.proto.dhcp import (
-    BootOp,
-    DhcpOptions,
     DhcpPacket,
     MessageType,
     NetworkConfig,
@@ -41,6 +39,7 @@ from oneroot.proto.dhcp import (
     parse_packet,
     respond,
 )
+from oneroot.testing.dhcpmsg import client_message, numbered_mac
 from oneroot.testing.postgres import postgres_bin, running_postgres
 
 SERVER = IPv4Address("10.1.0.1")
@@ -73,11 +72,9 @@ class Counting:
 
 
 def packet(index: int, mtype: MessageType, offer: DhcpPacket | None = None) -> DhcpPacket:
-    options: dict[int, bytes] = {53: bytes((mtype,))}
-    if offer is not None:
-        options |= {50: offer.yiaddr.packed, 54: SERVER.packed}
-    return DhcpPacket(op=BootOp.REQUEST, xid=index, chaddr=b"\x02\x00\x00"
-                      + index.to_bytes(3, "big"), flags=0x8000, options=DhcpOptions(options))
+    return client_message(mtype, mac=numbered_mac(index), xid=index, broadcast=True,
+                          requested=offer.yiaddr if offer is not None else None,
+                          server_id=SERVER if offer is not None else None)
 
 
 def run(location: Location, events_at: Location, *, mode: str, exchanges: int,

