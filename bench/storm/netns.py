@@ -29,6 +29,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
+from oneroot.testing.sysctl import raised_sysctls
+
 CLONE_NEWNET = 0x40000000
 SIOCGIFFLAGS, SIOCSIFFLAGS = 0x8913, 0x8914
 SIOCSIFADDR, SIOCSIFNETMASK = 0x8916, 0x891C
@@ -124,7 +126,8 @@ def plug_nodes(switch_ns: str, nodes: list[tuple[NodeNetns, str]]) -> None:
 @contextmanager
 def host_room_for(nodes: int) -> Iterator[None]:
     """Two machine-wide kernel limits that one host simulating N nodes hits, and a real
-    network does not, raised for the run and put back after (both only ever raised):
+    network does not, raised for the run and put back after unless another run on the
+    machine raised them further meanwhile (`oneroot.testing.sysctl`: never lowered):
 
     - the ARP table is one for all namespaces, with a hard cap (gc_thresh3, 1,024 by default)
       on dynamic entries: each node's entry for the server plus the server's entry for each
@@ -138,16 +141,8 @@ def host_room_for(nodes: int) -> Iterator[None]:
               "net/ipv4/neigh/default/gc_thresh2": max(512, 4 * nodes),
               "net/ipv4/neigh/default/gc_thresh3": max(1024, 8 * nodes),
               "net/core/netdev_max_backlog": max(1000, 100 * nodes)}
-    base = Path("/proc/sys")
-    saved = {name: (base / name).read_text() for name in wanted}
-    try:
-        for name, value in wanted.items():
-            if int(saved[name]) < value:
-                (base / name).write_text(str(value))
+    with raised_sysctls(wanted):  # raised only; put back unless another run raised it since
         yield
-    finally:
-        for name in reversed(list(wanted)):
-            (base / name).write_text(saved[name])
 
 
 def ns_cmd(name: str, *argv: str) -> list[str]:

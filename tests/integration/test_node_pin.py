@@ -30,6 +30,7 @@ from oneroot.net import MacAddress
 from oneroot.netpin import NEIGH_SYSCTL, size_neighbour_table
 from oneroot.render.netpin import NodePin, PinContext
 from oneroot.testing.cache import suite_cache_dir
+from oneroot.testing.sysctl import restore_unless_changed
 
 pytestmark = [
     pytest.mark.integration,
@@ -44,6 +45,7 @@ MAC01 = "52:54:00:91:00:01"
 MAC01_NEW = "52:54:00:91:01:01"
 ATTACKER_MAC = "52:54:00:66:66:66"
 KEY = "etc/ssh/ssh_host_ed25519_key"
+NEED_3000 = (3000, 3512, 7024)  # neigh_thresholds(3000) from the kernel's defaults
 
 
 @dataclass
@@ -249,16 +251,25 @@ def _apply_in(lab: Lab, ctx: PinContext) -> None:
 
 def test_the_neighbour_table_is_sized_where_the_kernel_keeps_it() -> None:
     """gc_thresh1/2/3 live in the initial namespace only (the kernel's table is global):
-    raised there for 3,000 nodes, then put back as they were."""
+    raised there for 3,000 nodes, then put back as they were.
+
+    The machine's table is shared with whatever else runs on it (a storm bench raises it for
+    its run, `oneroot.testing.sysctl`), so the values are checked as at least what 3,000 nodes
+    need, and put back only if still ours; the exact values are
+    tests/unit/test_netpin_sizing.py's, on files of its own."""
     files = [NEIGH_SYSCTL / f"gc_thresh{i}" for i in (1, 2, 3)]
     before = [f.read_text() for f in files]
+    sized = size_neighbour_table(3000)
     try:
-        assert size_neighbour_table(3000) == (3000, 3512, 7024)
-        assert [int(f.read_text()) for f in files] == [3000, 3512, 7024]
-        assert size_neighbour_table(10) == (3000, 3512, 7024)  # never lowered
+        assert sized is not None
+        assert all(got >= need for got, need in zip(sized, NEED_3000, strict=True)), sized
+        on_disk = [int(f.read_text()) for f in files]
+        assert all(now >= got for now, got in zip(on_disk, sized, strict=True)), on_disk
+        again = size_neighbour_table(10)  # never lowered
+        assert again is not None and all(a >= s for a, s in zip(again, sized, strict=True))
     finally:
-        for f, text in zip(files, before, strict=True):
-            f.write_text(text)
+        for f, text, ours in reversed(list(zip(files, before, sized or (), strict=False))):
+            restore_unless_changed(f, text, f"{ours}\n")
 
 
 def test_a_multi_mac_nodes_neighbour_entry_follows_its_dhcp_mac() -> None:
