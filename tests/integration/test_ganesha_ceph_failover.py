@@ -60,6 +60,7 @@ HA_SERVERS = " ".join(f"{name}:{SERVICE[name].ip}:{HOSTS[name].split('/')[0]}"
                       for name in SERVICE)
 LINES = 250  # one each 0.1 s: the failover happens in the middle
 ONEROOT = [sys.executable, "-m", "oneroot"]
+STARTED_LINES = 50  # acknowledged before A dies
 
 
 class Head:
@@ -196,7 +197,15 @@ def _failover(lab: Lab, ceph: CephCluster, a: Head, b: Head, node01: Client, nod
          "--lines", str(LINES), "--interval", "0.1", "--id", "node01", "--timeout", "300"],
         netns=node01.netns, what="nfs4 writer", stdout=subprocess.PIPE,
         stderr=subprocess.PIPE)
-    time.sleep(8)
+
+    def written() -> int:
+        with contextlib.suppress(FileNotFoundError):
+            return Path(target).read_text().count("\n")
+        return 0
+
+    # A dies once the writer is well under way (lines on stable storage, read through CephFS):
+    # a fixed 8 s raced the writer's start (Python, connect, client id, open) under load.
+    _until(lambda: written() >= STARTED_LINES, "the writer's first lines", 120, state)
     a.die()
     moved = _until(lambda: b.holds("a"), "A's address on B", 60, state)
     started = _until(lambda: b.serving("a"), "A's instance serving on B", 60, state)
