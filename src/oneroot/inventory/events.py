@@ -58,11 +58,15 @@ _UPSERT_STATUS = ("INSERT INTO node_status(node, stage, time, peer, detail, serv
                   "stage=excluded.stage, time=excluded.time, peer=excluded.peer, "
                   "detail=excluded.detail, server=excluded.server "
                   # several servers write: an event older than the one shown is late, and
-                  # an OFFER another server sent just after this ACK lost the same DISCOVER
-                  "WHERE excluded.time >= node_status.time AND NOT ("
+                  # an OFFER another server sent just after this ACK lost the same DISCOVER;
+                  # so did one that server wrote first (its batch came in before the ACK's)
+                  "WHERE (excluded.time >= node_status.time AND NOT ("
                   "excluded.stage = 'dhcp.offer' AND node_status.stage = 'dhcp.ack' AND "
                   "coalesce(excluded.server, '') <> coalesce(node_status.server, '') AND "
-                  "excluded.time < node_status.time + 10)")
+                  "excluded.time < node_status.time + 10)) OR ("
+                  "excluded.stage = 'dhcp.ack' AND node_status.stage = 'dhcp.offer' AND "
+                  "coalesce(excluded.server, '') <> coalesce(node_status.server, '') AND "
+                  "node_status.time < excluded.time + 10)")
 
 _UPSERT_IMAGE = ("INSERT INTO node_image(node, image, time) VALUES (?,?,?) "
                  "ON CONFLICT(node) DO UPDATE SET image=excluded.image, time=excluded.time")
