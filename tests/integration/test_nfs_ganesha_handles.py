@@ -34,7 +34,6 @@ from oneroot.nfs import unmount_view
 from oneroot.ops.layerfs import is_layer_fs, unmount_layer_fs
 from oneroot.ops.nfs_serving import apply_nfs, ganesha_files, ganesha_server, nfs_plan
 from oneroot.testing.inventory import loopback_settings, make_inventory, make_node
-from oneroot.testing.nfs3raw import _opaque
 from oneroot.testing.nfs4raw import (
     GETATTR_BITS,
     OP_GETATTR,
@@ -43,6 +42,7 @@ from oneroot.testing.nfs4raw import (
     ganesha_handle,
     kernel_handle,
 )
+from oneroot.testing.oncrpc import opaque
 from oneroot.testing.ports import free_port
 
 pytestmark = [
@@ -142,7 +142,7 @@ def test_forged_handles_against_ganesha(server_root: Path, layer_fs: LayerFs) ->
         client = Nfs4("127.0.0.1", port)
         handles = _forge(client, server_root, export_ids, node02_root)
         for name in OWN_ROOT_ALIASES | {"own_root"}:  # type, size, fileid
-            attrs[name] = client.compound(struct.pack(">I", OP_PUTFH) + _opaque(handles[name]),
+            attrs[name] = client.compound(struct.pack(">I", OP_PUTFH) + opaque(handles[name]),
                                           struct.pack(">I", OP_GETATTR) + GETATTR_BITS)[1]
         return {name: client.probe(fh) for name, fh in handles.items()}
 
