@@ -175,6 +175,128 @@ def test_a_wrong_bmc_password_is_one_error_and_changes_nothing(lab: UpLab) -> No
     assert lab.stages()["node02"] == before
 
 
+# -- issue 14: lab try, rollout and rollback on the lab's nodes (the same `lab up`) --------------
+PACKAGE = """set -e
+d=$(mktemp -d)
+mkdir -p $d/DEBIAN $d/usr/share/oneroot-e2e $d/etc/systemd/system/multi-user.target.wants
+cat > $d/DEBIAN/control <<'X'
+Package: oneroot-e2e-canary
+Version: 2
+Architecture: all
+Maintainer: e2e <e2e@oneroot.invalid>
+Description: lab try e2e
+X
+echo 2 > $d/usr/share/oneroot-e2e/version
+cat > $d/etc/systemd/system/oneroot-e2e-canary.service <<'X'
+[Unit]
+After=multi-user.target
+[Service]
+Type=oneshot
+ExecStart=/bin/sh -c "cp /usr/share/oneroot-e2e/version /var/tmp/e2e-package-%H; sync"
+X
+ln -s ../oneroot-e2e-canary.service $d/etc/systemd/system/multi-user.target.wants/
+dpkg-deb -b $d /tmp/e2e.deb >/dev/null
+dpkg -i /tmp/e2e.deb >/dev/null
+rm -rf $d /tmp/e2e.deb
+"""
+# lab@3: its init exits at once (the kernel panics: "Attempted to kill init!")
+BROKEN_INIT = ("rm -f /sbin/init && printf '#!/bin/sh\\necho broken init\\nexit 1\\n' "
+               "> /sbin/init && chmod 755 /sbin/init")
+
+
+def qemu_pids(workdir: Path) -> dict[str, int]:
+    """The running QEMU of each of this lab's VMs, by its `-name` (BMC cycles replace them)."""
+    found = {}
+    for proc in Path("/proc").iterdir():
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if argv and argv[0].endswith(b"qemu-system-x86_64") and str(workdir).encode() in \
+                b" ".join(argv) and b"-name" in argv:
+            found[argv[argv.index(b"-name") + 1].decode()] = int(proc.name)
+    return found
+
+
+def images(lab: UpLab) -> dict[str, tuple[str, str]]:
+    report = json.loads(oneroot("--home", str(lab.workdir / "home"), "status", "--json").stdout)
+    return {n["node"]: (n["image"], n["stage"]) for n in report["nodes"]}
+
+
+def timed(what: str, *args: str, lab: UpLab, on_server: bool = False,
+          timeout: float = 900) -> subprocess.CompletedProcess[str]:
+    started = time.monotonic()
+    done = (lab.on_server(*args, timeout=timeout) if on_server else
+            oneroot("--home", str(lab.workdir / "home"), *args, timeout=timeout))
+    print(f"{what}: {time.monotonic() - started:.1f} s, rc {done.returncode}\n"
+          f"{done.stdout[-2500:]}\n{done.stderr[-2500:]}")
+    return done
+
+
+def test_lab_try_rollout_and_rollback(lab: UpLab) -> None:
+    """Issue 14's "done when": `image exec` makes lab@2; `lab try node01 --image lab@2`
+    passes without touching node01; a rollout with one canary reboots both nodes onto lab@2
+    (each runs the new package's unit); a broken lab@3 is stopped at `lab try` and no node
+    reboots; `rollback` returns the group to lab@2; the nodes not rebooted keep their version
+    and their runlevel throughout."""
+    w, upper = lab.workdir, lab.workdir / "state/systems/node01/upper"
+    assert timed("image exec (package)", "image", "exec", "lab", "--", "sh", "-c", PACKAGE,
+                 lab=lab).returncode == 0
+    hello = (upper / "var/tmp/hello-from-node01").read_text()
+    pids, before = qemu_pids(w), images(lab)
+    assert set(pids) >= {"node01", "node02"} and {s for _, s in before.values()} == {"runlevel"}
+
+    tried = timed("lab try node01 --image lab@2", "lab", "try", "node01", "--image", "lab@2",
+                  "--json", "--workdir", str(w), lab=lab, timeout=700)
+    assert tried.returncode == 0, tried.stderr
+    doc = json.loads(tried.stdout)
+    assert doc["passed"] and doc["image"] == "lab@2" and doc["canary"] == "try-node01"
+    assert doc["address"] not in ("10.0.0.11", "10.0.0.12") and doc["stage"] == "runlevel"
+    # node01 untouched: same VM, same version, its layer unchanged by the canary's boot
+    assert qemu_pids(w) == pids and images(lab) == before
+    assert (upper / "var/tmp/hello-from-node01").read_text() == hello
+    assert not (upper / "var/tmp/e2e-package-node01").exists()
+    inv = json.loads(oneroot("--home", str(w / "home"), "node", "list", "--json").stdout)
+    assert [n["name"] for n in inv] == ["node01", "node02"]  # the canary's entry is gone
+    assert doc["address"] not in (w / "home/run/ganesha/ganesha.conf").read_text()
+    assert not list((w / "home/lab-try").glob("*.json"))
+
+    out = timed("rollout lab@2, 1 canary", "image", "rollout", "lab@2", "--to", "default",
+                "--canary", "1", "--batch", "1", "--skip-lab-try", "--json", lab=lab,
+                on_server=True)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["nodes"] == {"node01": "runlevel on lab@2",
+                                               "node02": "runlevel on lab@2"}
+    assert {n: i for n, (i, _) in images(lab).items()} == {"node01": "lab@2",
+                                                            "node02": "lab@2"}
+    deadline = time.monotonic() + 120  # the package's unit runs after multi-user.target
+    while not (upper / "var/tmp/e2e-package-node01").exists():
+        assert time.monotonic() < deadline, "node01 does not run the new package"
+        time.sleep(1)
+    assert (upper / "var/tmp/e2e-package-node01").read_text() == "2\n"
+
+    assert timed("image exec (broken init)", "image", "exec", "lab", "--", "sh", "-c",
+                 BROKEN_INIT, lab=lab).returncode == 0
+    pids, before = qemu_pids(w), images(lab)
+    out = timed("rollout lab@3", "image", "rollout", "lab@3", "--to", "default",
+                "--timeout", "400", lab=lab, on_server=True)
+    lines = out.stderr.strip().splitlines()
+    assert out.returncode != 0 and [ln[:6] for ln in lines] == ["error:", "hint: "], out.stderr
+    assert "rollout stopped before any node: lab try of node01 on lab@3 failed" in lines[0]
+    assert "no node was pinned or rebooted" in lines[1]
+    assert qemu_pids(w) == pids and images(lab) == before  # no node rebooted
+
+    # pinned by hand anyway (no reboot), then rolled back: lab@2 again, nodes never rebooted
+    assert timed("group set image=lab@3", "group", "set", "default", "--set", "image=lab@3",
+                 lab=lab).returncode == 0
+    out = timed("rollback", "image", "rollback", "default", "--no-reboot", "--json", lab=lab)
+    assert out.returncode == 0, out.stderr
+    assert (json.loads(out.stdout)["from"], json.loads(out.stdout)["to"]) == ("lab@3", "lab@2")
+    group = json.loads(oneroot("--home", str(w / "home"), "group", "list", "--json").stdout)
+    assert next(g for g in group if g["name"] == "default")["values"]["image"] == "lab@2"
+    assert qemu_pids(w) == pids and images(lab) == before  # same VMs, lab@2, at runlevel
+
+
 def test_lab_down_after_the_supervisor_was_killed(lab: UpLab) -> None:
     """A supervisor killed without its teardown: `lab down` finds the rest by recorded ids."""
     workdir = lab.workdir
