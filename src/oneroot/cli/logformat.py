@@ -45,6 +45,11 @@ class ServeFormatter(logging.Formatter):
         return f"{record.asctime} {record.levelname} {record.message}"
 
 
+_LINES_LOST = logging.LogRecord("oneroot.cli.logformat", logging.ERROR, __file__, 0,
+                                "log lines lost: writing them to the log stream failed",
+                                None, None)
+
+
 class LoopBatchingHandler(logging.StreamHandler[TextIO]):
     """A `StreamHandler` whose lines from the running event loop's thread are written together
     at the end of the loop's current iteration (a batch of DHCP replies: one write). Lines
@@ -75,6 +80,11 @@ class LoopBatchingHandler(logging.StreamHandler[TextIO]):
         self.acquire()
         try:
             self._write_pending()
+        except Exception:
+            # As the stock emit() does: say so on stderr, drop the lines, keep serving. Raised
+            # in the loop's callback, it would be logged through this handler again, failing
+            # again, at every iteration.
+            self.handleError(_LINES_LOST)
         finally:
             self.release()
 

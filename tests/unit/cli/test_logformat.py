@@ -7,6 +7,8 @@ import io
 import logging
 import sys
 
+import pytest
+
 from oneroot.cli.logformat import LOG_FORMAT, LoopBatchingHandler, ServeFormatter
 
 
@@ -108,4 +110,41 @@ def test_other_threads_and_shutdown_flush_what_is_pending() -> None:
     asyncio.run(serve())
     logger.info("no loop: written at once")
     assert stream.getvalue().endswith("stops\nno loop: written at once\n")
+    handler.close()
+
+
+class _BrokenStream(io.StringIO):
+    broken = True
+
+    def write(self, text: str) -> int:
+        if self.broken:
+            raise OSError(28, "No space left on device")
+        return super().write(text)
+
+
+def test_a_failing_stream_loses_the_batch_not_the_loop(capsys: pytest.CaptureFixture[str]
+                                                       ) -> None:
+    """A write that fails in the loop's flush is reported once (as the stock handler does)
+    and the lines dropped; it does not raise into the loop, whose error log would come back
+    through this handler and fail again at every iteration."""
+    stream = _BrokenStream()
+    logger, handler = _logger(stream)
+    loop_errors: list[dict[str, object]] = []
+
+    async def serve() -> None:
+        asyncio.get_running_loop().set_exception_handler(
+            lambda loop, context: loop_errors.append(context))
+        logger.info("lost 1")
+        logger.info("lost 2")
+        for _ in range(5):
+            await asyncio.sleep(0)
+        stream.broken = False
+        logger.info("written")
+        for _ in range(2):
+            await asyncio.sleep(0)
+
+    asyncio.run(serve())
+    assert loop_errors == []
+    assert stream.getvalue() == "written\n"
+    assert capsys.readouterr().err.count("--- Logging error ---") == 1
     handler.close()
