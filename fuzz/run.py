@@ -13,6 +13,7 @@ that is fixed goes into fuzz/corpus/TARGET/ as a regression case.
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 import tempfile
 from pathlib import Path
@@ -22,10 +23,16 @@ import atheris
 HERE = Path(__file__).resolve().parent
 
 # The harness is instrumented too: its checks compare against values (the planted bugs'
-# among them) that libFuzzer can then aim for.
+# among them) that libFuzzer can then aim for. So are the modules a target imports only when
+# it runs (an edge module with heavy imports): imported here, inside the instrumentation, or
+# their code would be fuzzed blind (and imported on the clock of the first input).
 sys.path.insert(0, str(HERE))
+_chosen = next((a for a in sys.argv[1:] if not a.startswith("-")), "")
 with atheris.instrument_imports(include=["oneroot", "targets"]):
     import targets
+
+    for _module in targets.LAZY_IMPORTS.get(_chosen, ()):
+        importlib.import_module(_module)
 
 
 def main() -> None:

@@ -309,6 +309,10 @@ def _tree() -> Path:
     return _TREE
 
 
+# Imported by the target when it runs, and before fuzzing (instrumented) by fuzz/run.py.
+LAZY_IMPORTS = {"http_resolver": ("oneroot.serve.http",)}
+
+
 def http_resolver(data: bytes) -> None:
     from oneroot.serve.http import resolve_in_root  # the edge's pure helper
 
