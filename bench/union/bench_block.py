@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -44,7 +45,8 @@ _LOOP = """  for pass in cold warm; do
     run "" $pass union
   done"""
 # The same tree on a local virtio disk (vda), read-only.
-_LOCAL = """  modprobe virtio_blk 2>/dev/null; mkdir -p /mnt/local
+_LOCAL = """  modprobe virtio_blk 2>/dev/null || insmod /usr/local/lib/oneroot-bench/virtio_blk.ko
+  mkdir -p /mnt/local
   for _ in $(seq 30); do [ -b /dev/vda ] && break; sleep 1; done
   mount -t ext4 -o ro /dev/vda /mnt/local && say local_disk=mounted || say local_disk=missing
   for pass in cold warm; do
@@ -75,7 +77,10 @@ def local_disk(tree: Path, dest: Path) -> dict[str, Any]:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--workdir", type=Path, help="keep the lab's files here [a temp dir]")
+    ap.add_argument("--modes", default="block,server,client",
+                    help="which modes to boot, one node each [block,server,client]")
     args = ap.parse_args()
+    modes = [(node, mode) for node, mode in MODES if mode in args.modes.split(",")]
     results: dict[str, Any] = {"host": platform.node(), "kernel": platform.release(),
                                "machine": machine(), "versions": versions(),
                                "argv": " ".join(sys.argv[1:])}
@@ -90,7 +95,12 @@ def main() -> int:
         c.prepare()
         image = c.workdir / "images" / c.image_name
         (image / "etc/oneroot-bench-mode").write_text("union\n")
-        for node, mode in MODES:
+        # The lab image carries only LAB_MODULES: the local disk's driver comes with the bench.
+        ko = image / "usr/local/lib/oneroot-bench/virtio_blk.ko"
+        ko.parent.mkdir(parents=True, exist_ok=True)
+        assert c.kernel is not None
+        shutil.copyfile(c.kernel.modules_dir / "kernel/drivers/block/virtio_blk.ko", ko)
+        for node, mode in modes:
             c.add_nodes(1, first=int(node[-2:]), extra=("--set", f"union={mode}"))
         built = json.loads(c.oneroot("image", "block", c.image_name, "--json").stdout)
         lz4 = build_erofs(image, workdir / "lz4.erofs", label="bench", epoch=0,
@@ -103,9 +113,9 @@ def main() -> int:
         boots: list[dict[str, Any]] = []
         try:
             c.start()  # serve's nfs apply makes node01's top.ext4
-            for node, _ in MODES:
+            for node, _ in modes:
                 install_probe(c, node, block_probe(image))
-            for node, mode in MODES:
+            for node, mode in modes:
                 print(f"{mode}: {node}", flush=True)
                 vm = c.boot(node, extra_args=disk)
                 try:

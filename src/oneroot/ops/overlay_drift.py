@@ -148,6 +148,10 @@ def scan_node(cluster: ResolvedCluster, paths: Paths, node: str, *, limit: int =
     """Every change in the node's `upper/` (by node path) and the node's summary. A layer
     that cannot be walked whole (missing, a mount point or a tree too deep inside, more than
     `max_entries` entries) gives what was read before, and says why in `error`."""
+    if cluster.node(node).profile.block_union:  # its changes are inside its ext4 file
+        return {}, NodeSummary(node=node, files=0, bytes=0, last_change=None, error=(
+            "union=block: its changes are in its ext4 file, not scanned here (`oneroot "
+            f"overlay ls {node}` reads it while the node is off)"))
     skip = {str(PurePosixPath("/") / p) for p in generated_files(paths, node)}
     found: dict[str, Variant] = {}
     files = size = 0

@@ -214,3 +214,14 @@ def test_generated_identity_files_are_left_out(cluster: ResolvedCluster,
     drifts = by_path(cluster_drift(cluster, paths(tmp_path), "compute"))
     assert drifts["/etc/hostname"].nodes == ("node03",)
     assert drifts["/etc/motd"].contents == 1
+
+
+def test_a_block_node_is_said_to_be_unscanned(tmp_path: Path) -> None:
+    """union=block: its upper/ in the node dir holds only what its ext4 top was made from;
+    drift says so instead of reporting that stale copy."""
+    node = make_node(1, union="block")
+    put(tmp_path, "node01", "etc/motd", b"stale copy\n")
+    block = resolve_cluster(make_inventory(nodes=[node], settings=settings_under(tmp_path)))
+    report = cluster_drift(block, paths(tmp_path))
+    assert report.paths == ()
+    assert "union=block: its changes are in its ext4 file" in (report.summaries[0].error or "")
