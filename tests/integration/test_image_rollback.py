@@ -399,3 +399,31 @@ def _running(thread: Nodes) -> Iterator[Nodes]:
     finally:
         thread.done.set()
         thread.join()
+
+
+def test_rollback_of_a_rollout_from_a_channel_returns_to_the_version_it_ran(
+        home: Path, bmcs: dict[str, SimulatedBmc], nodes: Nodes,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """A group following `image=lab` runs lab@3; lab@4 is made and rolled out; a rollback
+    must give back lab@3, not `lab`, which names lab@4 (or a newer, broken one) now."""
+    ok(home, "group", "set", "compute", "--set", "image=lab", capsys=capsys)
+    paths = Paths(home=home)
+    store = EventStore(database.locate(paths, paths.events_db))
+    try:
+        store.record([BootEvent(time=time.time(), kind=BOOT_IMAGE, node=n,
+                                detail={"image": "lab@3"}) for n in ("node01", "node02")])
+    finally:
+        store.close()
+    tree = home / "images" / "tree4"
+    (tree / "etc").mkdir(parents=True)
+    (tree / "etc/motd").write_text("v4\n")
+    state = State(paths=paths)
+    with state.store() as s:
+        add_version_from_tree(s, paths, "lab", tree, command="test v4")
+    doc = json.loads(ok(home, "image", "rollout", "lab@4", "--to", "compute", "--skip-lab-try",
+                        "--canary", "1", "--batch", "3", "--timeout", "30", "--json",
+                        capsys=capsys))
+    assert (doc["from"], doc["from_version"], doc["to"]) == ("lab", "lab@3", "lab@4")
+    doc = json.loads(ok(home, "image", "rollback", "compute", "--no-reboot", "--json",
+                        capsys=capsys))
+    assert (doc["from"], doc["to"]) == ("lab@4", "lab@3") and group_pin(home) == "lab@3"

@@ -31,11 +31,15 @@ class PinRecord:
     new: str
     nodes: Mapping[str, str] = field(default_factory=dict)  # node → outcome
     node: str = ""  # a node's own pin (`node set NODE --set image=…`): group is ""
+    # A rollout from a pin that follows a channel (`lab`, or none): the version (`lab@1`) it
+    # named then. A rollback returns there: the channel may name a newer (broken) one now.
+    old_version: str = ""
 
     def as_json(self) -> dict[str, object]:
         return {"group": self.group, "action": self.action, "who": self.who,
                 "when": self.when, "from": self.old, "to": self.new, "nodes": dict(self.nodes),
-                **({"node": self.node} if self.node else {})}
+                **({"node": self.node} if self.node else {}),
+                **({"from_version": self.old_version} if self.old_version else {})}
 
     @classmethod
     def from_json(cls, d: Mapping[str, object]) -> PinRecord:
@@ -44,7 +48,7 @@ class PinRecord:
                    when=float(d.get("when", 0.0)),  # type: ignore[arg-type]
                    old=str(d.get("from", "")), new=str(d["to"]),
                    nodes={str(k): str(v) for k, v in dict(nodes).items()},  # type: ignore[call-overload]
-                   node=str(d.get("node", "")))
+                   node=str(d.get("node", "")), old_version=str(d.get("from_version", "")))
 
 
 def history_file(paths: Paths) -> Path:
@@ -95,6 +99,12 @@ def previous_pin(records: Iterable[PinRecord], group: str) -> tuple[str, str] | 
     """(the pin a rollback of `group` returns to ("": none, it follows its defaults), the pin
     it undoes), or None when there is nothing to return to.
     Rollouts and pins by hand push, rollbacks pop: two rollbacks go back two of them."""
+    record = previous_record(records, group)
+    return None if record is None else (record.old, record.new)
+
+
+def previous_record(records: Iterable[PinRecord], group: str) -> PinRecord | None:
+    """The record a rollback of `group` undoes (see `previous_pin`)."""
     stack: list[PinRecord] = []
     for r in records:
         if r.group != group or r.node:
@@ -104,9 +114,7 @@ def previous_pin(records: Iterable[PinRecord], group: str) -> tuple[str, str] | 
                 stack.pop()
         elif r.action in ("rollout", "pin"):  # a "rollout-stopped" never pinned the group
             stack.append(r)
-    if not stack:
-        return None
-    return stack[-1].old, stack[-1].new
+    return stack[-1] if stack else None
 
 
 def record_hand_pins(paths: Paths, before: Inventory, after: Inventory, *,

@@ -16,7 +16,7 @@ from oneroot.model.resolved import ResolvedCluster, resolve_cluster
 from oneroot.ops import power as power_ops
 from oneroot.ops.image_versions import pin_group
 from oneroot.ops.inventory import commit, get_group
-from oneroot.ops.pin_history import PinRecord, append_record, previous_pin, read_history
+from oneroot.ops.pin_history import PinRecord, append_record, previous_record, read_history
 from oneroot.ops.power import PowerAction, PowerResult
 from oneroot.ops.runlevel_watch import NodeFailure, Watch
 
@@ -73,12 +73,13 @@ def rollback(store: InventoryStore, paths: Paths, cluster: ResolvedCluster, grou
     runlevel on the version it was rolled back to; stops at the first node that fails."""
     nodes = group_nodes(cluster, group)
     batches = plan_batches(nodes, batch=batch)
-    previous = previous_pin(read_history(paths), group)
+    previous = previous_record(read_history(paths), group)
     current = str(cluster.groups[group].values.get("image", ""))
     if previous is None:
         raise InvalidValue(f"group {group} has no previous image version to roll back to",
                            hint=f"pin one with `oneroot group set {group} --set image=NAME@N`")
-    target, undone = previous
+    # a rollout from a channel goes back to the version the channel named then
+    target, undone = previous.old_version or previous.old, previous.new
     if current != undone:
         raise InvalidValue(f"group {group} is pinned to {current or 'nothing'}, not {undone} "
                            "as its last recorded pin left it",
