@@ -69,7 +69,7 @@ for _ in range(count):
     s.sendto(ReadRequest(filename="big.bin", mode="octet").to_bytes(), (server, 69))
     socks.append(s)
 granted, refused = 0, []
-deadline = time.monotonic() + 3
+deadline = time.monotonic() + 20  # every RRQ is answered (DATA or ERROR): a bound, not a wait
 for s in socks:
     s.settimeout(max(0.01, deadline - time.monotonic()))
     try:
@@ -88,12 +88,13 @@ TFTP_TIMEOUT_PROBE = """
 import json, socket, sys, time
 from oneroot.proto.tftp import Error, ErrorCode, ReadRequest, parse_packet
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.settimeout(4)
+s.settimeout(30)  # the first answer: how fast it comes is not what is measured
 s.sendto(ReadRequest(filename="big.bin", mode="octet",
                      options=(("timeout", "255"), ("blksize", "1024"))).to_bytes(),
          (sys.argv[1], 69))
 first, tid = s.recvfrom(2048)
 started = time.monotonic()
+s.settimeout(4)
 try:
     again = s.recv(2048)
     resent = time.monotonic() - started
@@ -270,9 +271,8 @@ def test_decline_spoofing(net: Net) -> None:
         {"type": decline, "mac": NODE01_MAC, "requested": NODE01_IP},  # a node's address
         {"type": decline, "mac": ATTACKER_MAC, "requested": "10.93.0.209"},  # not its lease
     )
-    time.sleep(1.0)
+    log = net.wait_log("dhcp.decline ", count=3)  # all three handled (not a fixed sleep)
     assert net.unknown()[POOL_MAC]["address"] == held  # the holder's lease survives
-    log = net.wait_log("dhcp.decline ", count=3)
     assert log.count("result=DECLINE refused") >= 3, log[-3000:]
     assert net.udhcpc(net.pool).get("ip") == held  # and it renews it
     net.assert_serving()
@@ -299,9 +299,8 @@ def test_forged_http_trigger_does_no_work(net: Net) -> None:
     whiteout = _plant_whiteout(net)
     script = net.curl(net.attacker, f"http://{SERVER}:8080/boot/node01.ipxe")
     assert script.returncode == 0 and "#!ipxe" in script.stdout  # public, and harmless
-    time.sleep(1.0)
+    net.wait_log("boot.work_refused node=node01 peer=" + ATTACKER_IP)  # decided, then:
     assert whiteout.exists() and stat.S_ISREG(whiteout.lstat().st_mode)  # untouched
-    net.wait_log("boot.work_refused node=node01 peer=" + ATTACKER_IP)
     # node01 booting (a DHCP answer, then its own fetch) gets the work done, once.
     assert net.udhcpc(net.node01).get("ip") == NODE01_IP
     assert net.curl(net.node01, f"http://{SERVER}:8080/boot/node01.ipxe").returncode == 0
@@ -355,7 +354,7 @@ def test_markup_and_escapes_reach_the_terminal_as_text(net: Net) -> None:
     vendor = b"PXEClient\x1b]0;owned\x07\x1b[2J[/x]"
     net.send_dhcp(net.attacker, {"type": 1, "mac": hostile_mac, "vendor": vendor.hex(),
                                  "to": "255.255.255.255"})
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 60
     while hostile_mac not in net.unknown():
         assert time.monotonic() < deadline, net.log.read_text()[-3000:]
         time.sleep(0.1)
@@ -391,9 +390,8 @@ for n in range(int(sys.argv[2])):
     strangers = [{"type": 1, "mac": f"02:91:00:00:{n >> 8:02x}:{n & 0xFF:02x}",
                   "vendor": (b"v" * 250).hex(), "to": "255.255.255.255"} for n in range(300)]
     net.send_dhcp(net.attacker, *strangers)
-    time.sleep(2.0)  # the server drains its sockets; the recorder writes in batches
-    log = net.log.read_text(errors="replace")
-    assert log.count("tftp.error") > 100, log[-3000:]
+    # The server drains its sockets (a fixed 2 s was too short under load).
+    log = net.wait_log("tftp.error", count=101, timeout=120)
     assert max(len(line) for line in log.splitlines()) < 2000  # the log is bounded too
     assert net.proc.poll() is None
     used = sum(p.stat().st_size for p in net.home.glob("events.db*"))

@@ -92,7 +92,7 @@ def ganesha(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ganesha]:
         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     try:
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + 60
         while STARTED not in (log.read_text() if log.exists() else ""):
             assert process.poll() is None, "ganesha exited:\n" + log.read_text()
             assert time.monotonic() < deadline, "ganesha did not start:\n" + log.read_text()

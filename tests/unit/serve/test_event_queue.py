@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from oneroot.inventory.events import EventStore
@@ -18,11 +19,13 @@ class OutageStore(EventStore):
     """A real SQLite event store whose writes fail while `down` (an outage)."""
 
     down = True
+    written = 0  # batches written (read from the loop; the writes run in a worker thread)
 
     def record(self, events: Iterable[BootEvent]) -> None:
         if self.down:
             raise OSError("connection refused")
         super().record(events)
+        self.written += 1
 
 
 def test_events_queue_bounded_during_an_outage_then_catch_up_in_order(tmp_path: Path) -> None:
@@ -58,13 +61,19 @@ def test_recorder_retries_without_a_new_event(tmp_path: Path) -> None:
     store = OutageStore(tmp_path / "events.db")
     recorder = EventRecorder(store, lambda ip: None)
 
+    async def until(ready: Callable[[], bool], what: str) -> None:
+        deadline = time.monotonic() + 30  # a bound for a loaded machine, not a wait
+        while not ready():
+            assert time.monotonic() < deadline, what
+            await asyncio.sleep(0.01)
+
     async def scenario() -> None:
         task = asyncio.create_task(recorder.run())
         recorder(BootEvent(time=1.0, kind="dhcp.ack", node="n1"))
-        await asyncio.sleep(0.3)
-        assert recorder.write_failures >= 1
+        await until(lambda: recorder.write_failures >= 1, "no failed write")
         store.down = False
-        await asyncio.sleep(1.5)  # no new event: the retry timer writes it
+        # No new event: the retry timer writes it.
+        await until(lambda: store.written == 1, "the batch was not retried")
         task.cancel()
 
     asyncio.run(scenario())
