@@ -92,7 +92,10 @@ class CraftedClient:
         assert self.tid is not None
         self.sock.sendto(raw, self.tid)
 
-    def receive(self, timeout: float = 2.0) -> bytes | None:
+    def receive(self, timeout: float = 30.0) -> bytes | None:
+        """The next datagram, or None after `timeout`. The default bounds the wait for a packet
+        that must come (2 s assumed a fast server on a loaded machine); to check that nothing
+        comes, pass the short window that means it."""
         self.sock.settimeout(timeout)
         try:
             data, addr = self.sock.recvfrom(70000)
