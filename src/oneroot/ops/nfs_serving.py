@@ -382,6 +382,12 @@ def ganesha_server(cluster: ResolvedCluster, paths: Paths, *,
     """The supervisor `oneroot serve` runs (`tg.create_task(server.run())`); on an inventory
     change: `apply_nfs(...)` for the disk, then `await server.reload(nfs_plan(...).text)`."""
     kind = NfsServerKind(cluster.settings.nfs_server)
+    if kind is NfsServerKind.GANESHA_CEPH and cluster.settings.ha_servers:
+        # Its instance would take the service address's port from keepalived's instance.
+        raise ConfigError("with ha_servers set, the ganesha-ceph instances are run by "
+                          "`oneroot nfs keepalived`, not by serve",
+                          hint="run `oneroot serve --no-nfs` beside `oneroot nfs keepalived "
+                               "SERVER` (docs/ceph.md)")
     plan = nfs_plan(cluster, paths, kind=kind if kind.is_ganesha else NfsServerKind.GANESHA,
                     port=port, bind=bind)
     keep_export_ids(paths, plan.export_ids)
