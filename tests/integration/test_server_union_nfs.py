@@ -20,6 +20,7 @@ import os
 import shutil
 import stat
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -175,5 +176,31 @@ def test_remount_picks_up_new_group_layers(base: Path) -> None:
     assert (base / "systems/node02/merged/etc/layered").read_text() == "image\n"
     assert remount_union_for_boot(resolve_cluster(inv2), paths, "node02")
     assert (base / "systems/node02/merged/etc/layered").read_text() == "group\n"
+    with contextlib.suppress(Exception):
+        subprocess.run(["umount", str(base / "systems/node02/merged")], check=True)
+
+
+def test_remount_waits_for_a_copy_in_another_mount_namespace(base: Path) -> None:
+    """A process that made a private mount namespace while the union was mounted (another
+    job's `unshare -m` or `ip netns exec` on a shared machine) keeps a copy of it, and with it
+    the upper dir "in use": overlayfs refuses the remount until that process is gone. The
+    remount waits for it (this failed as "upperdir is in-use" under load before)."""
+    paths = Paths(home=base / "home")
+    _image(base)
+    inv = _inventory(base, nodes=("node02",))
+    apply_nfs(resolve_cluster(inv), paths)
+    holder = subprocess.Popen(["unshare", "-m", "--propagation", "private", "sleep", "3"])
+    try:
+        mounts = Path(f"/proc/{holder.pid}/mounts")
+        deadline = time.monotonic() + 30
+        while "oneroot-union-node02" not in (mounts.read_text() if mounts.exists() else ""):
+            assert time.monotonic() < deadline, "the namespace never got its copy"
+            time.sleep(0.05)
+        assert remount_union_for_boot(resolve_cluster(inv), paths, "node02")
+        assert holder.poll() is not None  # the remount went through only once it had gone
+    finally:
+        holder.kill()
+        holder.wait()
+    assert (base / "systems/node02/merged/etc/layered").read_text() == "image\n"
     with contextlib.suppress(Exception):
         subprocess.run(["umount", str(base / "systems/node02/merged")], check=True)

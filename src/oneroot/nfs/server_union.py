@@ -71,6 +71,8 @@ _RECORD_LIMIT = 64 << 10  # bytes: the layer list of the last mount
 MERGED_DIR = "merged"
 LAYERS_RECORD = ".union-layers"
 _ORIGIN_XATTR = "trusted.overlay.origin"
+# seconds a mount waits for an upper dir still held by an unmounted union's copy elsewhere
+BUSY_TIMEOUT = 30.0
 
 
 class UnionUnsupported(ConfigError):
@@ -308,9 +310,7 @@ def mount_union(spec: UnionSpec, *, ns_pid: int | None = None) -> UnionStatus:
             log.info("nfs.union.layers_changed node=%s lowers=%s", spec.node,
                      ":".join(map(str, spec.lowers)))
             _reset_origin(fds)
-        done = _run(["mount", "-t", "overlay", "-o", spec.mount_options(fds), spec.source,
-                     f"/proc/self/fd/{fds.merged}"], ns_pid,
-                    pass_fds=(fds.upper, fds.work, fds.merged))
+        done = _mount_overlay(spec, fds, ns_pid)
         if done.returncode == 0:
             _write_record(spec, fds)
     if done.returncode != 0:
@@ -325,6 +325,27 @@ def mount_union(spec: UnionSpec, *, ns_pid: int | None = None) -> UnionStatus:
     log.info("nfs.union.mounted node=%s at=%s layers=%d", spec.node, spec.mountpoint,
              len(spec.lowers))
     return UnionStatus(spec=spec, mounted=True, changed=True)
+
+
+def _mount_overlay(spec: UnionSpec, fds: UnionFds, ns_pid: int | None, *,
+                   busy_timeout: float = BUSY_TIMEOUT) -> subprocess.CompletedProcess[str]:
+    """`mount -t overlay`, again while the upper dir is still in use: a union just unmounted
+    lives on while a process that copied it into a mount namespace of its own (`unshare -m`,
+    `ip netns exec`) runs, and overlayfs refuses a second mount of the same upper (EBUSY)."""
+    deadline = time.monotonic() + busy_timeout
+    retried = False
+    while True:
+        done = _run(["mount", "-t", "overlay", "-o", spec.mount_options(fds), spec.source,
+                     f"/proc/self/fd/{fds.merged}"], ns_pid,
+                    pass_fds=(fds.upper, fds.work, fds.merged))
+        if (done.returncode == 0 or "busy" not in done.stderr or time.monotonic() > deadline
+                or union_at(spec, ns_mounts(ns_pid)) is not None):  # mounted by another
+            return done
+        if not retried:
+            log.info("nfs.union.upper_in_use node=%s retrying=%.0fs (a copy of the last "
+                     "mount in another mount namespace)", spec.node, busy_timeout)
+            retried = True
+        time.sleep(0.2)
 
 
 def unmount_union(spec: UnionSpec, *, ns_pid: int | None = None, timeout: float = 10.0) -> bool:
