@@ -57,7 +57,7 @@ class FifoWatch:
         self.thread = threading.Thread(target=self._write, daemon=True)
         self.thread.start()
         # Only a reader that comes after the writer blocks is seen: wait for the block.
-        deadline = time.monotonic() + 5
+        deadline = time.monotonic() + 30  # a bound for a loaded machine
         while self._wchan() != "wait_for_partner":
             assert time.monotonic() < deadline, "the FIFO writer never blocked"
             time.sleep(0.01)
@@ -75,7 +75,9 @@ class FifoWatch:
 
     def release(self) -> bool:
         """Whether a reader had opened it; unblocks the writer either way."""
-        was = self.opened.wait(1.0)  # a reader that came and went: the writer wakes late
+        # A reader that came and went woke the writer; whether it has run since or not, it
+        # is no longer blocked (a 1 s wait for it to run could miss a late wake under load).
+        was = self.opened.is_set() or self._wchan() != "wait_for_partner"
         try:
             fd = os.open(self.fifo, os.O_RDONLY | os.O_NONBLOCK)
             self.thread.join(5)

@@ -29,8 +29,8 @@ def test_a_postgresql_home_reloads_on_notify(tmp_path: Path,
         changed = dataclasses.replace(before.settings, lease_time=600)
         inv_ops.commit(other, before.replace(settings=changed))
         start = time.monotonic()
-        while not holder.reload():
-            assert time.monotonic() - start < 1.0, "no reload within a second"
+        while not holder.reload():  # the other connection's commit reaches this one
+            assert time.monotonic() - start < 30.0, "no reload within 30 s"
             time.sleep(0.01)
         assert holder.inventory.settings.lease_time == 600
     finally:
