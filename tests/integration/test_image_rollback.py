@@ -408,12 +408,7 @@ def test_rollback_of_a_rollout_from_a_channel_returns_to_the_version_it_ran(
     must give back lab@3, not `lab`, which names lab@4 (or a newer, broken one) now."""
     ok(home, "group", "set", "compute", "--set", "image=lab", capsys=capsys)
     paths = Paths(home=home)
-    store = EventStore(database.locate(paths, paths.events_db))
-    try:
-        store.record([BootEvent(time=time.time(), kind=BOOT_IMAGE, node=n,
-                                detail={"image": "lab@3"}) for n in ("node01", "node02")])
-    finally:
-        store.close()
+    _booted(paths, "lab@3")
     tree = home / "images" / "tree4"
     (tree / "etc").mkdir(parents=True)
     (tree / "etc/motd").write_text("v4\n")
@@ -427,3 +422,20 @@ def test_rollback_of_a_rollout_from_a_channel_returns_to_the_version_it_ran(
     doc = json.loads(ok(home, "image", "rollback", "compute", "--no-reboot", "--json",
                         capsys=capsys))
     assert (doc["from"], doc["to"]) == ("lab@4", "lab@3") and group_pin(home) == "lab@3"
+    # a pin by hand off the channel records the same, and is rolled back the same way
+    _booted(paths, "lab@3")  # the nodes were rebooted onto lab@3
+    ok(home, "group", "set", "compute", "--set", "image=lab", capsys=capsys)
+    ok(home, "group", "set", "compute", "--set", "image=lab@4", capsys=capsys)
+    assert read_history(paths)[-1].old_version == "lab@3"
+    ok(home, "image", "rollback", "compute", "--no-reboot", capsys=capsys)
+    assert group_pin(home) == "lab@3"
+
+
+def _booted(paths: Paths, image: str) -> None:
+    """What serve records when node01 and node02 boot `image`."""
+    store = EventStore(database.locate(paths, paths.events_db))
+    try:
+        store.record([BootEvent(time=time.time(), kind=BOOT_IMAGE, node=n,
+                                detail={"image": image}) for n in ("node01", "node02")])
+    finally:
+        store.close()

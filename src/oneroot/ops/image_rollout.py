@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass
 
 from oneroot.errors import InvalidValue
@@ -19,7 +18,7 @@ from oneroot.model.paths import Paths
 from oneroot.model.resolved import ResolvedCluster
 from oneroot.ops.image_versions import booted_versions, pin_group, pin_node, resolve_version
 from oneroot.ops.inventory import commit, get_node
-from oneroot.ops.pin_history import PinRecord, append_record
+from oneroot.ops.pin_history import PinRecord, append_record, channel_version
 from oneroot.ops.rollout import DEFAULT_BATCH, Cycle, group_nodes, plan_batches, reboot_batch
 from oneroot.ops.runlevel_watch import NodeFailure, Watch
 
@@ -45,23 +44,6 @@ def check_rollout(cluster: ResolvedCluster, ref: str, group: str, *, canary: int
         raise InvalidValue(f"group {group} has no nodes", hint=f"oneroot node add … "
                                                               f"--group {group}")
     return target, plan_batches(nodes, batch=batch, canary=canary)[0][0]
-
-
-def channel_version(cluster: ResolvedCluster, group: str, old: str,
-                    booted: Mapping[str, str]) -> str:
-    """For a pin that follows a channel (`lab`, or none): the version the group's first node
-    ran before the rollout (its boot events; `lab` booted before versions is `lab@1`), else
-    the one the channel named then; "" for a pin to a version or an unversioned image."""
-    nodes = group_nodes(cluster, group)
-    if "@" in old or not nodes:
-        return ""
-    image = cluster.nodes[nodes[0]].image
-    if image.version is None:
-        return ""
-    ran = booted.get(nodes[0], "")
-    if ran.partition("@")[0] == image.name:
-        return ran if "@" in ran else f"{ran}@1"
-    return image.ref
 
 
 def stopped_before_reboot(paths: Paths, cluster: ResolvedCluster, group: str, target: str,

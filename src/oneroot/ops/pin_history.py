@@ -6,6 +6,7 @@ being written and never an earlier one."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import time
@@ -16,6 +17,8 @@ from pathlib import Path
 from oneroot.errors import InvalidValue
 from oneroot.model.inventory import Inventory
 from oneroot.model.paths import Paths
+from oneroot.model.resolved import ResolvedCluster, resolve_cluster
+from oneroot.ops.image_versions import booted_versions
 
 MAX_HISTORY_BYTES = 16 * 1024 * 1024  # a bigger file is not ours: refuse to read it whole
 
@@ -117,6 +120,23 @@ def previous_record(records: Iterable[PinRecord], group: str) -> PinRecord | Non
     return stack[-1] if stack else None
 
 
+def channel_version(cluster: ResolvedCluster, group: str, old: str,
+                    booted: Mapping[str, str]) -> str:
+    """For a pin that follows a channel (`lab`, or none): the version the group's first node
+    ran before the rollout (its boot events; `lab` booted before versions is `lab@1`), else
+    the one the channel named then; "" for a pin to a version or an unversioned image."""
+    nodes = [name for name, r in cluster.nodes.items() if group in r.node.groups]
+    if "@" in old or not nodes:
+        return ""
+    image = cluster.nodes[nodes[0]].image
+    if image.version is None:
+        return ""
+    ran = booted.get(nodes[0], "")
+    if ran.partition("@")[0] == image.name:
+        return ran if "@" in ran else f"{ran}@1"
+    return image.ref
+
+
 def record_hand_pins(paths: Paths, before: Inventory, after: Inventory, *,
                      who: str) -> list[PinRecord]:
     """One "pin" record per group and node whose `image` differs from `before` to `after`
@@ -138,6 +158,12 @@ def record_hand_pins(paths: Paths, before: Inventory, after: Inventory, *,
                          old=image(group_values(name)), new=image(g.values))
                for name, g in sorted(after.groups.items())
                if image(group_values(name)) != image(g.values)]
+    if any("@" not in r.old and r.group in before.groups for r in records):
+        # a pin moved off a channel: a rollback returns to the version it ran (as a rollout's)
+        ran, booted = resolve_cluster(before), booted_versions(paths)
+        records = [dataclasses.replace(r, old_version=channel_version(ran, r.group, r.old,
+                                                                      booted))
+                   if r.group in before.groups else r for r in records]
     records += [PinRecord(group="", node=name, action="pin", who=who, when=time.time(),
                           old=image(node_values(name)), new=image(n.overrides))
                 for name, n in sorted(after.nodes.items())
