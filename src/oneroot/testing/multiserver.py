@@ -69,7 +69,7 @@ class ServeCluster:
             raise AssertionError(f"oneroot {' '.join(argv)}: {result.stderr}")
         return result
 
-    def start(self, name: str, timeout: float = 30) -> None:
+    def start(self, name: str, timeout: float = 60) -> None:
         server = self.servers[name]
         argv = [*ONEROOT, "--home", str(server.home), "serve", "--no-nfs",
                 "--server-id", name, "--server-address", str(server.address),
@@ -87,7 +87,7 @@ class ServeCluster:
             self.lab.stop_process(server.proc, timeout=10)
         server.proc = None
 
-    def wait_log(self, name: str, text: str, *, timeout: float = 15, after: int = 0) -> None:
+    def wait_log(self, name: str, text: str, *, timeout: float = 60, after: int = 0) -> None:
         server = self.servers[name]
         deadline = time.monotonic() + timeout
         while text not in server.log.read_text()[after:]:

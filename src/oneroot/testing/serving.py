@@ -10,7 +10,7 @@ from pathlib import Path
 
 
 @contextmanager
-def running(argv: Sequence[str], log: Path, *, timeout: float = 20
+def running(argv: Sequence[str], log: Path, *, timeout: float = 60
             ) -> Iterator[subprocess.Popen[bytes]]:
     """Run `argv` (an `oneroot serve` command line) with its output in `log`, until it logs
     `serve.started`; SIGTERM it on exit."""
