@@ -29,6 +29,8 @@ from oneroot.ops.power import PowerAction, PowerResult, stage_events, store_reco
 from oneroot.testing.ports import free_port
 from oneroot.testing.serving import running
 
+PAGE_WAIT = 60  # seconds: a bound for the page to show a change on a loaded machine
+
 pytestmark = pytest.mark.integration
 
 ONEROOT = [sys.executable, "-m", "oneroot"]
@@ -120,7 +122,7 @@ def test_node_boots_live_on_the_admin_page(served: Served, browser: webdriver.Ch
                                            tmp_path: Path) -> None:
     login = served.oneroot("admin", "token", "--url", served.admin.removeprefix("http://"))
     browser.get(login.strip())  # sets the cookie, then shows the page
-    wait = WebDriverWait(browser, 15)
+    wait = WebDriverWait(browser, PAGE_WAIT)
     wait.until(lambda b: row(b, "node01").get("stage") == "never booted")
     assert row(browser, "node01")["buttons"] == 4  # on off reboot reset, administrator only
     browser.execute_script("window.__loaded = 1")  # gone if the page reloads
@@ -160,7 +162,7 @@ def test_power_stages_stored_by_oneroot_power_reach_the_page_live(
     """`oneroot power off|on` (another process) stores `off` and `power-on`; serve's watcher
     pushes them: the row goes `off`, its timeline ends in an `off` phase, then a new boot."""
     browser.get(served.url + "/")
-    wait = WebDriverWait(browser, 15)
+    wait = WebDriverWait(browser, PAGE_WAIT)
     wait.until(lambda b: row(b, "node01").get("stage") not in (None, "never booted"))
     browser.execute_script("window.__loaded = 1")
     record = store_recorder(Paths(home=served.home))
@@ -178,7 +180,8 @@ def test_power_stages_stored_by_oneroot_power_reach_the_page_live(
 
 def test_node_port_is_read_only(served: Served, browser: webdriver.Chrome) -> None:
     browser.get(served.url + "/")
-    WebDriverWait(browser, 15).until(lambda b: row(b, "node02").get("stage") == "never booted")
+    WebDriverWait(browser, PAGE_WAIT).until(
+        lambda b: row(b, "node02").get("stage") == "never booted")
     assert row(browser, "node02")["buttons"] == 0
     assert browser.find_element(By.ID, "mode").text == "read-only"
     assert status_code(curl("-X", "POST", f"{served.url}/api/v1/admin/power")) in (404, 405)
