@@ -20,7 +20,7 @@ def write_results(report: dict[str, object], out: Path) -> None:
         "# Boot storm: N simulated PXE nodes against oneroot serve and dnsmasq + nginx",
         "",
         f"Produced by `.venv/bin/python {report['command']}` on {report['date']}; every "
-        f"figure below is in `storm.json` next to this file.",
+        f"figure below is in `{out.with_suffix('.json').name}` next to this file.",
         f"Machine: kernel {machine['kernel']}, {machine['cpus']} CPUs ({machine['cpu_model']}), "
         f"{machine['memory_gb']} GB, shared with other jobs: load average "
         f"{report['load_average_before']} before, {report['load_average_after']} after.",
