@@ -245,6 +245,10 @@ def _check_refs(inv: Inventory, owner: str, values: Mapping[str, Any]) -> None:
     if runlevel and runlevel not in inv.runlevels:
         raise NotFound(f"{owner} names unknown runlevel {runlevel!r}",
                        hint=f"create it with `oneroot runlevel add {runlevel}`")
+    server = values.get("server")
+    if server and server not in {h.name for h in inv.settings.ha_servers}:
+        raise NotFound(f"{owner} names unknown server {server!r}",
+                       hint="name one of the setting ha_servers (`oneroot settings show`)")
     image = values.get("image")
     if not image or not inv.images:
         return

@@ -86,6 +86,9 @@ class Profile:
         "firmware of the node: bios or uefi (used by the lab)"))
     ephemeral: bool = field(default=False, metadata=_doc(
         "node's layer read-only with a tmpfs on top: changes lost at reboot"))
+    server: str = field(default="", metadata=_doc(
+        "ha_servers: the boot server (its name) whose service address the node mounts its "
+        "root from, at its next boot (empty: the server_address)"))
     layer_quota: str = field(default="", metadata=_doc(
         "limit of the node's own writable layer, e.g. 20G (empty: none; a project quota on "
         "the state filesystem `oneroot init` made)"))
@@ -182,8 +185,8 @@ def check_profile_value(key: str, value: Any) -> ProfileValue:
     text = value.strip()
     if key in _CHOICES and text not in _CHOICES[key]:
         raise InvalidValue(f"{key} must be one of {', '.join(_CHOICES[key])}, not {text!r}")
-    if key == "runlevel" and text:
-        check_name("runlevel", text)
+    if key in ("runlevel", "server") and text:
+        check_name(key, text)
     if key == "image":
         parse_image_ref(text)
     if key in ("layer_quota", "block_top_size") and text:

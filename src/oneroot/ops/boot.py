@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import PurePosixPath
 
 from oneroot.model.cluster import ResolvedNode, Settings
+from oneroot.model.haservers import find_ha_server
 from oneroot.model.resolved import ResolvedCluster
 from oneroot.ops.image_block import block_file, top_file
 from oneroot.rootspec import Mode, NfsLayer, RootSpec, TmpfsLayer, format_spec, parse
@@ -17,7 +18,8 @@ def union_merged_dir(s: Settings, node: str) -> PurePosixPath:
 
 
 def node_root_spec(cluster: ResolvedCluster, r: ResolvedNode) -> RootSpec:
-    """The node's layers, bottom-most first: image, extra layers, group layers, its own dir.
+    """The node's layers, bottom-most first: image, extra layers, group layers, its own dir,
+    from the server_address, or from the service address of the node's `server` (ha_servers).
 
     The node's own directory is the rw top (the seed's line), or ro under a tmpfs when the
     node is ephemeral (the seed's `;ro;tmpfs`). A server-side union node mounts one layer,
@@ -27,7 +29,8 @@ def node_root_spec(cluster: ResolvedCluster, r: ResolvedNode) -> RootSpec:
     """
     s = cluster.settings
     p = r.profile
-    server = str(s.server_address)
+    server = str(find_ha_server(s.ha_servers, p.server).service if p.server
+                 else s.server_address)
     options = p.nfs_option_list
     if p.block_union:
         erofs = NfsLayer(server=server, path=block_file(s, r.image), mode=Mode.RO,

@@ -36,7 +36,8 @@ def test_defaults_as_text_values() -> None:
         "kernel_args": (), "extra_layers": (), "group_layer": False, "nfs_options": "",
         "union": "client", "block_top_size": "2G", "bios_loader": "ipxe",
         "uefi_loader": "ipxe", "firmware": "bios",
-        "ephemeral": False, "layer_quota": "", "bmc_address": "", "bmc_protocol": "ipmi",
+        "ephemeral": False, "server": "", "layer_quota": "", "bmc_address": "",
+        "bmc_protocol": "ipmi",
         "bmc_user": "", "bmc_password_file": "", "bmc_ca_file": "",
     }
     # the text form holds plain values, not enums (JSON and tables print them as they are)
