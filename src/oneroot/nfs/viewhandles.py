@@ -23,6 +23,12 @@ others. In kernel memory each whiteout is an inode and a dentry of the tmpfs (~1
 the view that is also a hard link of a masked one answers EIO instead of its contents
 (fail-closed), until the view is mounted again.
 
+Not a boundary: overlayfs names the index entry after the handle's bytes as the client sent
+them, and its decoder accepts other spellings of the same handle (`OVL_FH_FLAG_ANY_ENDIAN` in
+the flags, bytes appended after the lower handle, which ext4 ignores). Those miss the
+whiteout and read the file (measured with nfs-ganesha, docs/security.md): this stops the
+canonical handle (the one a leak of a real handle gives verbatim) and nothing more.
+
 knfsd's `subtree_check` cannot do this: overlayfs encodes no connectable handle
 (`ovl_encode_fh` refuses a parent, `ovl_fh_to_parent` says "use 'no_subtree_check'"), so with
 it every file of the view would answer an error.
