@@ -24,6 +24,7 @@ import pytest
 from oneroot.lab import list_netns
 from oneroot.ops import labctl
 from oneroot.ops.labcontrol import process_start_time
+from oneroot.ops.labstatus import serial_log
 from oneroot.testing.cache import suite_cache_dir
 from oneroot.testing.terminal import Terminal
 
@@ -83,6 +84,10 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UpLab]:
         labctl.stop_lab(workdir)
 
 
+def _said_hello(console: str) -> bool:
+    return "lab: hello from this node" in console or "oneroot-lab-hello.service" in console
+
+
 def test_lab_up_status_console(lab: UpLab) -> None:
     up, workdir = lab.up, lab.workdir
     assert up.returncode == 0
@@ -100,11 +105,18 @@ def test_lab_up_status_console(lab: UpLab) -> None:
     assert {n["stage"] for n in nodes.values()} == {"runlevel"}
     assert all(n["runlevel"] and n["runlevel"].endswith(".target") for n in nodes.values())
     assert nodes["node01"]["top"] == "rw NFS layer" and nodes["node02"]["top"] == "tmpfs"
-    console = oneroot("lab", "console", "node01", "--no-follow", "-n", "200", "--workdir",
-                      str(workdir))
     # systemd shortens "Starting oneroot-lab-hello.service - oneroot lab: hello from this
-    # node..." to the console's width (…eroot lab: hello…): match the end of the description.
-    assert console.returncode == 0 and "lab: hello from this node" in console.stdout
+    # node..." to the console's width (…eroot lab: hello…): match the end of the description,
+    # or the unit's name in its "Finished" line (a kernel message may split one of them).
+    # The console log lags the node under load, and a busy node writes many lines after it:
+    # wait for the log, and read all of it.
+    log = serial_log(workdir, "node01")
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not _said_hello(log.read_text(errors="replace")):
+        time.sleep(1)
+    console = oneroot("lab", "console", "node01", "--no-follow", "-n", "100000", "--workdir",
+                      str(workdir))
+    assert console.returncode == 0 and _said_hello(console.stdout), console.stdout[-4000:]
     # Each node was powered on by its BMC: `power-on` was its first stage.
     power = json.loads(lab.on_server("power", "status", "node[01-02]", "--json").stdout)
     assert [(r["node"], r["state"], r["bmc"]) for r in power] == [
