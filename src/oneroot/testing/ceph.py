@@ -407,16 +407,23 @@ def ceph_inventory(base: Path, *, mount: Path, image: Path, conf: Path,
                           image_root=image)
 
 
-@pytest.fixture(scope="session")
-def ceph_cluster() -> Iterator[CephCluster]:
-    """The test run's one Ceph: started once, never per test, in a lab namespace of its own
-    (`cluster.lab`, subnet `CEPH_SUBNET`, Ceph at its first address) so that boot servers and
-    nodes a test adds as the lab's clients reach it, and nothing binds on the host."""
-    Lab.cleanup_stale(STATE_DIR)
+@contextlib.contextmanager
+def ceph_in_lab() -> Iterator[CephCluster]:
+    """A Ceph in a lab namespace of its own (`cluster.lab`, subnet `CEPH_SUBNET`, Ceph at its
+    first address), so that boot servers and nodes added as the lab's clients reach it, and
+    nothing binds on the host."""
     with (Lab.create(subnet=CEPH_SUBNET, state_dir=STATE_DIR,
                      router_advertisements=False) as lab,
           CephCluster.create(netns=lab.netns, address=str(lab.server_address)) as cluster):
         cluster.lab = lab
+        yield cluster
+
+
+@pytest.fixture(scope="session")
+def ceph_cluster() -> Iterator[CephCluster]:
+    """The test run's one Ceph: started once, never per test (`ceph_in_lab`)."""
+    Lab.cleanup_stale(STATE_DIR)
+    with ceph_in_lab() as cluster:
         yield cluster
 
 
