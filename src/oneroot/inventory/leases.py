@@ -57,11 +57,19 @@ _CLAIM = ("INSERT INTO leases (mac, ip, node, expires, state, relay_info, server
 _GROUP_CLAIM = ("INSERT INTO leases (mac, ip, node, expires, state, relay_info, server) "
                 "SELECT ?, ?, ?, ?, 'BOUND', ?, ? WHERE NOT EXISTS "
                 "(SELECT 1 FROM declined WHERE ip = ? AND until > ?)"
+                " AND NOT EXISTS (SELECT 1 FROM leases WHERE mac = ? AND ip <> ?)"
                 " ON CONFLICT (ip) DO UPDATE SET mac = excluded.mac,"
                 " node = excluded.node, expires = excluded.expires, state = excluded.state,"
                 " relay_info = excluded.relay_info, server = excluded.server"
                 " WHERE leases.mac = excluded.mac OR leases.expires < ? RETURNING mac")
 _DELETE_OTHER_LEASES = "DELETE FROM leases WHERE mac = ? AND ip <> ?"
+# Before a group claim: the client's other lease goes if this server bound it or it expired. A
+# live one another server bound stays, and the claim is lost (the NOT EXISTS above): it is a
+# REQUEST the client gave up (read late, under load) after it took that server's ACK; deleting
+# that row would free an address the client holds, for any server to hand out again.
+_DELETE_OUR_OTHER_LEASES = ("DELETE FROM leases WHERE mac = ? AND ip <> ?"
+                            " AND (coalesce(server, '') = ? OR expires < ?)")
+_SELECT_LEASE_OF = "SELECT mac, ip, node, expires, state, relay_info FROM leases WHERE mac = ?"
 _QUARANTINED = "SELECT 1 FROM declined WHERE ip = ? AND until > ?"
 _SELECT_LEASE_AT = "SELECT mac, ip, node, expires, state, relay_info FROM leases WHERE ip = ?"
 
@@ -106,7 +114,8 @@ _MIGRATIONS = {"sqlite": _SQLITE_MIGRATIONS,
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class LostClaim:
-    """A pool client's bound lease the database refused: `holder` has the address."""
+    """A pool client's bound lease the database refused: `holder` has the address, or else
+    is the client's own live lease on another address, which another server bound."""
 
     mac: MacAddress
     address: IPv4Address
@@ -199,8 +208,10 @@ class LeaseStore:
             if claim:
                 at = time.time() if now is None else now
                 ip = str(change.address)
-                pending.append((_GROUP_CLAIM, (_mac_text(mac), ip, None, change.expires,
-                                               change.relay_info, self.server, ip, at, at)))
+                text = _mac_text(mac)
+                pending.append((_GROUP_CLAIM, (text, ip, None, change.expires,
+                                               change.relay_info, self.server, ip, at, text,
+                                               ip, at)))
             elif change.state is LeaseState.BOUND:
                 pending.append((_UPSERT_LEASE, (_mac_text(mac), str(change.address),
                                                 change.node, change.expires, "BOUND",
@@ -335,11 +346,14 @@ class LeaseStore:
 
     def _run_claims(self, claims: list[tuple[object, ...]]) -> list[LostClaim]:
         db = self._db
-        db.executemany(_DELETE_OTHER_LEASES, [(params[0], params[1]) for params in claims])
+        ours = self.server or ""
+        db.executemany(_DELETE_OUR_OTHER_LEASES,
+                       [(params[0], params[1], ours, params[-1]) for params in claims])
         lost = []
         for params in claims:
             if not db.execute(_GROUP_CLAIM, params).fetchall():
-                row = db.execute(_SELECT_LEASE_AT, (params[1],)).fetchone()
+                row = db.execute(_SELECT_LEASE_AT, (params[1],)).fetchone() or \
+                    db.execute(_SELECT_LEASE_OF, (params[0],)).fetchone()
                 lost.append(LostClaim(mac=MacAddress.parse(str(params[0])),
                                       address=IPv4Address(str(params[1])),
                                       holder=None if row is None else _lease_of(row)))

@@ -120,8 +120,9 @@ def test_two_servers_group_commits_never_share_an_address(store_at: StoreAt) -> 
 def test_a_group_meeting_another_servers_uncommitted_row_of_its_mac_is_retried(
         store_at: StoreAt) -> None:
     """Server a's write of FIRST is in flight when b's group claims FIRST elsewhere: b's claim
-    meets FIRST's row on the MAC key once a commits (IntegrityError); b's group runs again and
-    wins, and FIRST holds one address."""
+    meets FIRST's row on the MAC key once a commits (IntegrityError); b's group runs again, and
+    its claim is lost to a's committed live lease of FIRST (deleting it would free an address
+    FIRST may hold: see the late-claim test), which b learns; FIRST holds one address."""
     a_db = open_database(store_at("leases"))
     b = LeaseStore(store_at("leases"), server="b")
     other = IPv4Address("10.0.2.20")
@@ -134,7 +135,41 @@ def test_a_group_meeting_another_servers_uncommitted_row_of_its_mac_is_retried(
         writing = thread.submit(b.write, b.take_pending())
         time.sleep(0.5)  # b waits on a's row (PostgreSQL) or on the write lock (SQLite)
         a_db.execute("COMMIT")
-        assert writing.result(timeout=30) == []
-    assert rows(store_at) == [(str(FIRST), str(other), "b")]
+        lost = writing.result(timeout=30)
+    assert [(c.mac, c.address) for c in lost] == [(FIRST, other)]
+    assert lost[0].holder is not None and lost[0].holder.address == ADDRESS
+    assert rows(store_at) == [(str(FIRST), str(ADDRESS), "a")]
     a_db.close()
+    b.close()
+
+
+def test_a_late_claim_does_not_free_the_address_the_client_took_from_the_other_server(
+        store_at: StoreAt) -> None:
+    # FIRST asked a for ADDRESS, gave up (a read the REQUEST late, under load), then took
+    # b's ACK for LATER. a's claim must not delete that lease: the address would be free in
+    # the database while FIRST holds it, and a server would hand it out again.
+    a = LeaseStore(store_at("leases"), server="a")
+    b = LeaseStore(store_at("leases"), server="b")
+    later = IPv4Address("10.0.2.11")
+    b.stage(bind(FIRST, later), now=NOW)
+    assert b.write(b.take_pending()) == []
+    a.stage(bind(FIRST), now=NOW + 1)
+    lost = a.write(a.take_pending())
+    assert [(c.mac, c.address) for c in lost] == [(FIRST, ADDRESS)]
+    a.settle(lost)  # a learns the client's lease: its next OFFER is that address
+    held = a.lease_for_mac(FIRST)
+    assert held is not None and held.address == later
+    assert a.lease_for_address(ADDRESS) is None
+    assert rows(store_at) == [(str(FIRST), str(later), "b")]
+    # So the address stays FIRST's: another client's claim of it through a is lost.
+    a.stage(bind(SECOND, later), now=NOW + 2)
+    assert [(c.mac, c.address) for c in a.write(a.take_pending())] == [(SECOND, later)]
+    # FIRST's own REQUEST for it through a (its next round) wins, and a's own old lease of
+    # a client moves with it as before.
+    a.stage(bind(FIRST, later, expires=NOW + 900), now=NOW + 3)
+    assert a.write(a.take_pending()) == []
+    a.stage(bind(FIRST, expires=NOW + 900), now=NOW + 4)
+    assert a.write(a.take_pending()) == []
+    assert rows(store_at) == [(str(FIRST), str(ADDRESS), "a")]
+    a.close()
     b.close()
