@@ -365,8 +365,8 @@ class LeaseStore:
             mine = self._by_mac.get(claim.mac)
             if mine is not None and mine.address == claim.address:
                 self._forget(mine)
-            if claim.holder is not None:
-                self._forget(self._by_address.get(claim.address))
+            if claim.holder is not None:  # on the address, or the client's own elsewhere
+                self._forget(self._by_address.get(claim.holder.address))
                 self._forget(self._by_mac.get(claim.holder.mac))
                 self._remember(claim.holder)
 

@@ -160,6 +160,7 @@ def test_a_late_claim_does_not_free_the_address_the_client_took_from_the_other_s
     held = a.lease_for_mac(FIRST)
     assert held is not None and held.address == later
     assert a.lease_for_address(ADDRESS) is None
+    assert a.lease_for_address(later) == held
     assert rows(store_at) == [(str(FIRST), str(later), "b")]
     # So the address stays FIRST's: another client's claim of it through a is lost.
     a.stage(bind(SECOND, later), now=NOW + 2)
