@@ -22,7 +22,7 @@ import os
 import shutil
 import struct
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path, PurePosixPath
 
 import pytest
@@ -32,7 +32,13 @@ from oneroot.model.paths import Paths
 from oneroot.model.resolved import ResolvedCluster, resolve_cluster
 from oneroot.nfs import unmount_view
 from oneroot.ops.layerfs import is_layer_fs, unmount_layer_fs
-from oneroot.ops.nfs_serving import apply_nfs, ganesha_files, ganesha_server, nfs_plan
+from oneroot.ops.nfs_serving import (
+    NfsPlan,
+    apply_nfs,
+    ganesha_files,
+    ganesha_server,
+    nfs_plan,
+)
 from oneroot.testing.inventory import loopback_settings, make_inventory, make_node
 from oneroot.testing.nfs4raw import (
     GETATTR_BITS,
@@ -126,6 +132,26 @@ def _forge(client: Nfs4, root: Path, export_ids: dict[str, int],
     return handles
 
 
+def _attack_under_ganesha(cluster: ResolvedCluster, paths: Paths, plan: NfsPlan, port: int,
+                          attack: Callable[[], dict[str, dict[str, int]]],
+                          layers: tuple[Path, ...] = ()) -> dict[str, dict[str, int]]:
+    """Apply PLAN, run ATTACK (a blocking client) while ganesha serves it, then unmount the
+    views and LAYERS' filesystems whatever happened."""
+    async def scenario() -> dict[str, dict[str, int]]:
+        async with ganesha_server(cluster, paths, port=port):
+            return await asyncio.to_thread(attack)
+
+    try:
+        apply_nfs(cluster, paths, plan=plan)
+        return asyncio.run(scenario())
+    finally:
+        for spec in plan.views.values():
+            with contextlib.suppress(Exception):
+                unmount_view(spec)
+        for layer in layers:
+            unmount_layer_fs(layer)
+
+
 @pytest.mark.parametrize("layer_fs", [LayerFs.OWN, LayerFs.SHARED])
 def test_forged_handles_against_ganesha(server_root: Path, layer_fs: LayerFs) -> None:
     cluster = _cluster(server_root, layer_fs)
@@ -146,20 +172,9 @@ def test_forged_handles_against_ganesha(server_root: Path, layer_fs: LayerFs) ->
                                           struct.pack(">I", OP_GETATTR) + GETATTR_BITS)[1]
         return {name: client.probe(fh) for name, fh in handles.items()}
 
-    try:
-        apply_nfs(cluster, paths, plan=plan)
-
-        async def scenario() -> dict[str, dict[str, int]]:
-            async with ganesha_server(cluster, paths, port=port):
-                return await asyncio.to_thread(attack)
-
-        results = asyncio.run(scenario())
-    finally:
-        for spec in plan.views.values():
-            with contextlib.suppress(Exception):
-                unmount_view(spec)
-        for node in ("node01", "node02"):
-            unmount_layer_fs(server_root / "var/state/systems" / node)
+    results = _attack_under_ganesha(
+        cluster, paths, plan, port, attack,
+        layers=tuple(server_root / "var/state/systems" / n for n in ("node01", "node02")))
     print(results)
     answered = {name for name, procs in results.items() if 0 in procs.values()}
     # The controls: node01's own export and a file the view shows, by their real handles.
@@ -198,17 +213,7 @@ def test_image_exported_as_it_is_opens_its_filesystem(server_root: Path) -> None
         return {"passwd": client.probe(image),
                 "outside": client.probe(ganesha_handle(image, kind, fid))}
 
-    async def scenario() -> dict[str, dict[str, int]]:
-        async with ganesha_server(cluster, paths, port=port):
-            return await asyncio.to_thread(attack)
-
-    try:
-        apply_nfs(cluster, paths, plan=plan)
-        results = asyncio.run(scenario())
-    finally:
-        for spec in plan.views.values():
-            with contextlib.suppress(Exception):
-                unmount_view(spec)
+    results = _attack_under_ganesha(cluster, paths, plan, port, attack)
     print(results)
     assert results["passwd"]["read"] == 0
     assert results["outside"]["read"] == 0  # KNOWN_IMAGE_GAP: read, open
@@ -247,20 +252,9 @@ def test_a_node_added_while_ganesha_runs_gets_its_own_filesystem(server_root: Pa
                 "outside": client.probe(ganesha_handle(own, kind, fid))}
 
     plan = nfs_plan(before, paths, port=port)
-    try:
-        apply_nfs(before, paths, plan=plan)
-
-        async def scenario() -> dict[str, dict[str, int]]:
-            async with ganesha_server(before, paths, port=port):
-                return await asyncio.to_thread(attack)
-
-        results = asyncio.run(scenario())
-    finally:
-        for spec in plan.views.values():
-            with contextlib.suppress(Exception):
-                unmount_view(spec)
-        for node in ("node01", "node03"):
-            unmount_layer_fs(server_root / "var/state/systems" / node)
+    results = _attack_under_ganesha(
+        before, paths, plan, port, attack,
+        layers=tuple(server_root / "var/state/systems" / n for n in ("node01", "node03")))
     print(results)
     assert results["own"]["readdir"] == 0 and results["ino2"]["readdir"] == 0  # its own root
     assert 0 not in results["outside"].values()
