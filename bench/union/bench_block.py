@@ -29,7 +29,14 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from bench_union import PROBE, machine, probe_lines, provenance, versions  # noqa: E402
+from bench_union import (  # noqa: E402
+    PROBE,
+    machine,
+    probe_lines,
+    provenance,
+    versions,
+    wait_probe_done,
+)
 
 from oneroot.initramfs.kernel import default_cache_dir  # noqa: E402
 from oneroot.ops.lab import LabCluster  # noqa: E402
@@ -118,13 +125,7 @@ def main() -> int:
             for node, mode in modes:
                 print(f"{mode}: {node}", flush=True)
                 vm = c.boot(node, extra_args=disk)
-                try:
-                    vm.wait_for(r"PROBE target=reached", timeout=BOOT_TIMEOUT)
-                    target_s = vm.elapsed()
-                    vm.wait_for(r"PROBE DONE", timeout=BOOT_TIMEOUT)
-                except Exception:
-                    print(vm.serial_text()[-4000:])
-                    raise
+                target_s = wait_probe_done(vm, BOOT_TIMEOUT)
                 lines = probe_lines(vm.serial_text())
                 boots.append({"mode": mode, "target_s": round(target_s, 1),
                               "uptime_s": float(lines[0]["uptime"])})

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from oneroot.initramfs.kernel import default_cache_dir
+from oneroot.lab.qemu import QemuVm
 from oneroot.ops.lab import ONEROOT, SERVER, LabCluster, node_mac
 from oneroot.testing.labprobe import PROBE_LIB, install_probe
 
@@ -131,6 +132,19 @@ TOPS = (
 )
 
 
+def wait_probe_done(vm: QemuVm, timeout: float) -> float:
+    """Wait for the probe's target line and its end; return seconds from power-on to target.
+    On a failure the VM's last console lines are printed before the error goes on."""
+    try:
+        vm.wait_for(r"PROBE target=reached", timeout=timeout)
+        target_s = vm.elapsed()
+        vm.wait_for(r"PROBE DONE", timeout=timeout)
+    except Exception:
+        print(vm.serial_text()[-4000:])
+        raise
+    return target_s
+
+
 def probe_lines(text: str) -> list[dict[str, str]]:
     return [dict(re.findall(r"(\w+)=(\S+)", line)) for line in re.findall(r"PROBE (.*)", text)]
 
@@ -222,15 +236,9 @@ class Bench:
         out: dict[str, dict[str, Any]] = {}
         for node in nodes:
             vm = c.vms[node]
-            try:
-                vm.wait_for(r"PROBE target=reached", timeout=BOOT_TIMEOUT)
-                target_s = vm.elapsed()
-                vm.wait_for(r"PROBE DONE", timeout=BOOT_TIMEOUT)
-                if not vm.wait_powered_off(timeout=120):
-                    print(f"    {node}: guest shut down, QEMU hung after it (stopped)")
-            except Exception:
-                print(vm.serial_text()[-4000:])
-                raise
+            target_s = wait_probe_done(vm, BOOT_TIMEOUT)
+            if not vm.wait_powered_off(timeout=120):
+                print(f"    {node}: guest shut down, QEMU hung after it (stopped)")
             lines = probe_lines(vm.serial_text())
             out[node] = {"target_s": round(target_s, 1),
                          "uptime_s": float(lines[0]["uptime"]), "lines": lines}

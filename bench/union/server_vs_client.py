@@ -28,7 +28,14 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from bench_union import PROBE, machine, probe_lines, provenance, versions  # noqa: E402
+from bench_union import (  # noqa: E402
+    PROBE,
+    machine,
+    probe_lines,
+    provenance,
+    versions,
+    wait_probe_done,
+)
 
 from oneroot.errors import LabError  # noqa: E402
 from oneroot.initramfs.kernel import default_cache_dir  # noqa: E402
@@ -62,13 +69,7 @@ def put_probes(c: LabCluster) -> None:
 
 def boot(c: LabCluster, node: str) -> dict[str, Any]:
     vm = c.boot(node)
-    try:
-        vm.wait_for(r"PROBE target=reached", timeout=BOOT_TIMEOUT)
-        target_s = vm.elapsed()
-        vm.wait_for(r"PROBE DONE", timeout=BOOT_TIMEOUT)
-    except Exception:
-        print(vm.serial_text()[-4000:])
-        raise
+    target_s = wait_probe_done(vm, BOOT_TIMEOUT)
     try:
         vm.wait_powered_off(timeout=120)
     except LabError:  # the numbers are in; a slow power-off is not what is measured here
