@@ -49,6 +49,7 @@ from oneroot.ops.inventory import commit, init_cluster, open_store
 from oneroot.ops.nfs_serving import nfs_plan
 from oneroot.render.boot import render_cmdline
 from oneroot.testing.ceph import DAEMONS, CephCluster, ceph_in_lab, ceph_inventory, retire
+from oneroot.testing.wait import until
 
 pytestmark = [
     pytest.mark.e2e,
@@ -142,12 +143,7 @@ class Server:
 
 def _until(ready: Callable[[], bool], what: str, timeout: float, why: Callable[[], str]
            ) -> float:
-    started = time.monotonic()
-    while not ready():
-        if time.monotonic() - started > timeout:
-            raise AssertionError(f"no {what} within {timeout} s:\n{why()}")
-        time.sleep(0.2)
-    return time.monotonic() - started
+    return until(ready, what, timeout, why, interval=0.2)
 
 
 def _console(vm: QemuVm, pattern: str, *, timeout: float, why: Callable[[], str]

@@ -28,7 +28,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -43,6 +42,7 @@ from oneroot.ops.inventory import commit, init_cluster, open_store
 from oneroot.ops.nfs_serving import nfs_plan
 from oneroot.testing.ceph import DAEMONS, CephCluster, ceph_inventory, retire, tiny_image
 from oneroot.testing.nfs4state import NFS4ERR_GRACE
+from oneroot.testing.wait import until
 
 pytestmark = [
     pytest.mark.integration,
@@ -124,16 +124,6 @@ class Head:
         self.start_keepalived()
 
 
-def _until(ready: Callable[[], bool], what: str, timeout: float, why: Callable[[], str]
-           ) -> float:
-    started = time.monotonic()
-    while not ready():
-        if time.monotonic() - started > timeout:
-            raise AssertionError(f"no {what} within {timeout} s:\n{why()}")
-        time.sleep(0.1)
-    return time.monotonic() - started
-
-
 def test_a_dead_servers_address_and_clients_move_to_its_peer(ceph_cluster: CephCluster,
                                                              tmp_path: Path) -> None:
     lab = ceph_cluster.lab
@@ -189,8 +179,8 @@ def _failover(lab: Lab, ceph: CephCluster, a: Head, b: Head, node01: Client, nod
     a.start_keepalived()
     b.start_keepalived()
     for head in (a, b):
-        _until(lambda h=head: h.holds(h.name) and h.serving(h.name)  # type: ignore[misc]
-               and "NOT IN GRACE" in h.ganesha_log(h.name), f"{head.name} serving", 120, state)
+        until(lambda h=head: h.holds(h.name) and h.serving(h.name)  # type: ignore[misc]
+              and "NOT IN GRACE" in h.ganesha_log(h.name), f"{head.name} serving", 120, state)
     target = f"{base}/systems/node01/upper/fsync-lines.txt"
     writer = lab.popen_in_ns(
         [sys.executable, "-m", "oneroot.testing.nfs4state", str(SERVICE["a"].ip), target,
@@ -205,10 +195,10 @@ def _failover(lab: Lab, ceph: CephCluster, a: Head, b: Head, node01: Client, nod
 
     # A dies once the writer is well under way (lines on stable storage, read through CephFS):
     # a fixed 8 s raced the writer's start (Python, connect, client id, open) under load.
-    _until(lambda: written() >= STARTED_LINES, "the writer's first lines", 120, state)
+    until(lambda: written() >= STARTED_LINES, "the writer's first lines", 120, state)
     a.die()
-    moved = _until(lambda: b.holds("a"), "A's address on B", 60, state)
-    started = _until(lambda: b.serving("a"), "A's instance serving on B", 60, state)
+    moved = until(lambda: b.holds("a"), "A's address on B", 60, state)
+    started = until(lambda: b.serving("a"), "A's instance serving on B", 60, state)
     status = {st["name"]: st for st in json.loads(
         b.oneroot("nfs", "instance", "status", "--json").stdout)}
     assert status["a"]["held"] and status["a"]["pid"] and status["a"]["listening"], status
@@ -229,16 +219,16 @@ def _failover(lab: Lab, ceph: CephCluster, a: Head, b: Head, node01: Client, nod
     # A returns: it takes its address back; B keeps running, its own instance untouched.
     b_keepalived = b.keepalived
     a.come_back()
-    back = _until(lambda: a.holds("a") and not b.holds("a") and a.serving("a"),
-                  "A's address and instance back on A", 90, state)
+    back = until(lambda: a.holds("a") and not b.holds("a") and a.serving("a"),
+                 "A's address and instance back on A", 90, state)
     assert b_keepalived is b.keepalived and b_keepalived is not None
     assert b_keepalived.poll() is None and b.holds("b") and b.serving("b")
     assert not b.serving("a")
     print(f"failover: A back in {back:.1f} s, B not restarted")
     # B stopped A's instance and evicted the CephFS sessions that process held (the MDS
     # would keep them, with their capabilities, for a reclaim that never comes).
-    _until(lambda: " a BACKUP stopped pid=" in b.notify_log(), "B's stop of A's instance", 60,
-           state)
+    until(lambda: " a BACKUP stopped pid=" in b.notify_log(), "B's stop of A's instance", 60,
+          state)
     stop = next(line for line in b.notify_log().splitlines() if " a BACKUP stopped pid=" in line)
     pid = stop.split("pid=")[1].split()[0]
     left = [s for s in ceph.client_sessions() if isinstance(s.get("client_metadata"), dict)
