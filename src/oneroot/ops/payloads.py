@@ -1,11 +1,15 @@
 """Boot payloads replicated by content hash between servers on one database.
 
 `BootIndex` knows the files of this server's boot directory and their SHA-256 (hashed again
-only when a file's size, time or inode changes). `fetch_payload` brings one wanted file from a
-server that has it: the name must be a plain path inside the boot directory (walked without
-following links), the body is streamed into a temp file there while it is hashed, cut at the
-size the database announced (and `payload_bytes`), and renamed into place only if its SHA-256
-is the one wanted. A peer, or a database row, can thus add nothing but the bytes it announced.
+only when a file's size, time or inode changes). A file changed in the last `SETTLE_SECONDS`,
+or while it was hashed, is still being written (`cp` of a kernel into the boot directory): it
+is left out until it is still, so no server publishes, or fetches over, a half-written file.
+
+`fetch_payload` brings one wanted file from a server that has it: the name must be a plain
+path inside the boot directory (walked without following links), the body is streamed into a
+temp file there while it is hashed, cut at the size the database announced (and
+`payload_bytes`), and renamed into place only if its SHA-256 is the one wanted. A peer, or a
+database row, can thus add nothing but the bytes it announced.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import hashlib
 import logging
 import os
 import stat
+import time
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -26,6 +31,7 @@ from oneroot.inventory.payloads import Payload, Wanted
 log = logging.getLogger(__name__)
 
 CHUNK = 1024 * 1024
+SETTLE_SECONDS = 1.0  # a file changed more recently than this is still being written
 FETCH_TIMEOUT = 30.0  # seconds without progress before a peer is given up
 _TEMP_SUFFIX = ".oneroot-tmp"
 _HEX = frozenset("0123456789abcdef")
@@ -54,10 +60,14 @@ class BootIndex:
         self.boot_dir = boot_dir
         self.max_files = max_files
         self._seen: dict[str, _Seen] = {}
+        self.settling: frozenset[str] = frozenset()  # being written: neither published nor fetched
         self.by_hash: dict[str, str] = {}  # sha256 -> name
 
-    def scan(self) -> list[Payload]:
+    def scan(self, *, now: float | None = None) -> list[Payload]:
+        """The files to publish; those still being written go to `settling` instead."""
+        now = time.time() if now is None else now
         found: dict[str, _Seen] = {}
+        settling: set[str] = set()
         files: list[Payload] = []
         with open_dir(self.boot_dir) as top:
             for parts, st, parent in walk(top):
@@ -70,14 +80,26 @@ class BootIndex:
                 seen = self._seen.get(name)
                 if seen is None or (seen.size, seen.mtime_ns, seen.inode) != (
                         st.st_size, st.st_mtime_ns, st.st_ino):
-                    seen = _Seen(st.st_size, st.st_mtime_ns, st.st_ino,
-                                 _hash_at(parent, parts[-1]))
+                    # A write sets the time to now; one far off was set on purpose (cp -p).
+                    recent = abs(st.st_mtime_ns / 1e9 - now) < SETTLE_SECONDS
+                    seen = None if recent else _hash_if_still(parent, parts[-1], st)
+                if seen is None:
+                    settling.add(name)
+                    continue
                 found[name] = seen
                 files.append(Payload(name=name, sha256=seen.sha256, size=seen.size,
                                      mtime=seen.mtime_ns / 1e9))
         self._seen = found
+        self.settling = frozenset(settling)
         self.by_hash = {seen.sha256: name for name, seen in found.items()}
         return files
+
+    def learn(self, name: str, sha256: str) -> None:
+        """`name` was just written here with verified content `sha256` (fetched): published
+        at the next scan as it is, not taken for a file still being written."""
+        st = os.lstat(self.boot_dir / name)
+        if stat.S_ISREG(st.st_mode):
+            self._seen[name] = _Seen(st.st_size, st.st_mtime_ns, st.st_ino, sha256)
 
     def sha256_of(self, name: str) -> str | None:
         seen = self._seen.get(name)
@@ -89,13 +111,22 @@ class BootIndex:
         return self.boot_dir / name if name is not None else None
 
 
-def _hash_at(dir_fd: int, name: str) -> str:
+def _hash_if_still(dir_fd: int, name: str, before: os.stat_result) -> _Seen | None:
+    """The file's hash, or None if it is not the file `before` describes or changed while
+    it was read."""
     digest = hashlib.sha256()
-    fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+    except FileNotFoundError:
+        return None
     with os.fdopen(fd, "rb") as f:
         while chunk := f.read(CHUNK):
             digest.update(chunk)
-    return digest.hexdigest()
+        after = os.fstat(f.fileno())
+    key = (before.st_size, before.st_mtime_ns, before.st_ino)
+    if (after.st_size, after.st_mtime_ns, after.st_ino) != key:
+        return None
+    return _Seen(*key, sha256=digest.hexdigest())
 
 
 def fetch_payload(boot_dir: Path, wanted: Wanted, *, max_bytes: int) -> str:

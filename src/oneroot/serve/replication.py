@@ -89,6 +89,8 @@ class PayloadReplicator:
         self._publish()
         fetched = 0
         for name, wanted in self._read_wanted(fresh=True).items():
+            if name in self.index.settling:  # being written here: the local copy will win
+                continue
             if self.index.sha256_of(name) != wanted.sha256:
                 fetched += self._fetch(wanted)
         if fetched:
@@ -99,7 +101,7 @@ class PayloadReplicator:
         if wanted is None:  # published since the last read? Read again, at most once a TTL
             time.sleep(max(0.0, self._wanted_at + WANTED_TTL - time.monotonic()))
             wanted = self._read_wanted(fresh=True).get(name)
-        if wanted is None:
+        if wanted is None or name in self.index.settling:
             return False
         if self.index.sha256_of(name) == wanted.sha256 and (self.boot_dir / name).is_file():
             return True
@@ -135,6 +137,7 @@ class PayloadReplicator:
             log.warning("payload.refused name=%s sha256=%s error=%s", wanted.name,
                         wanted.sha256[:12], exc)
             return 0
+        self.index.learn(wanted.name, wanted.sha256)
         log.info("payload.fetched name=%s sha256=%s bytes=%d from=%s", wanted.name,
                  wanted.sha256[:12], wanted.size, source)
         return 1

@@ -3,17 +3,27 @@ announced hash, at a plain path inside the boot directory, or nothing at all."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import http.server
 import os
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from oneroot.inventory.payloads import Payload, PayloadStore, Wanted
-from oneroot.ops.payloads import BootIndex, PayloadRefused, fetch_payload
+from oneroot.model.limits import DEFAULT_LIMITS
+from oneroot.ops.payloads import (
+    SETTLE_SECONDS,
+    BootIndex,
+    PayloadRefused,
+    _hash_if_still,
+    fetch_payload,
+)
+from oneroot.serve.replication import PayloadReplicator
 from oneroot.testing.postgres import StoreAt
 
 GOOD = b"kernel bytes " * 1000
@@ -107,19 +117,73 @@ def test_index_holds_regular_files_only(tmp_path: Path) -> None:
     (boot / "images" / "vmlinuz").write_bytes(GOOD)
     (boot / "leak").symlink_to(tmp_path / "outside")
     index = BootIndex(boot, max_files=10)
-    files = index.scan()
+    files = index.scan(now=time.time() + 10)  # written a while ago
     assert [(f.name, f.sha256, f.size) for f in files] == [("images/vmlinuz", SHA, len(GOOD))]
     assert index.path_for(SHA) == boot / "images" / "vmlinuz"
     assert index.path_for(hashlib.sha256(b"secret").hexdigest()) is None
     os.utime(boot / "images" / "vmlinuz", ns=(1, 1))  # hashed again when it changes
     (boot / "images" / "vmlinuz").write_bytes(b"new")
-    assert index.scan()[0].sha256 == hashlib.sha256(b"new").hexdigest()
+    assert index.scan(now=time.time() + 10)[0].sha256 == hashlib.sha256(b"new").hexdigest()
+
+
+def test_a_file_being_written_is_published_once_it_is_still(tmp_path: Path) -> None:
+    (tmp_path / "vmlinuz").write_bytes(GOOD[:100])  # a copy under way: its time is now
+    index = BootIndex(tmp_path, max_files=10)
+    assert index.scan() == []
+    assert index.settling == {"vmlinuz"} and index.path_for(
+        hashlib.sha256(GOOD[:100]).hexdigest()) is None
+    with (tmp_path / "vmlinuz").open("ab") as f:
+        f.write(GOOD[100:])
+    files = index.scan(now=time.time() + 2 * SETTLE_SECONDS)  # still since
+    assert [(f.name, f.sha256) for f in files] == [("vmlinuz", SHA)] and not index.settling
+    os.utime(tmp_path / "vmlinuz", (1e10, 1e10))  # a time set on purpose, far off: still
+    assert len(index.scan()) == 1
+
+
+def test_a_file_changed_while_it_is_hashed_is_not_published(tmp_path: Path) -> None:
+    (tmp_path / "vmlinuz").write_bytes(GOOD)
+    os.utime(tmp_path / "vmlinuz", (1, 1))
+    before = os.stat(tmp_path / "vmlinuz")
+    with (tmp_path / "vmlinuz").open("ab") as f:  # the write lands between stat and read
+        f.write(b"more")
+    os.utime(tmp_path / "vmlinuz", (1, 1))
+    fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        assert _hash_if_still(fd, "vmlinuz", before) is None
+        assert _hash_if_still(fd, "vmlinuz", os.stat(tmp_path / "vmlinuz")) is not None
+    finally:
+        os.close(fd)
+
+
+def test_a_file_being_written_here_is_not_fetched_over(store_at: StoreAt, tmp_path: Path,
+                                                       peer: Peer) -> None:
+    """Another server's older copy must not replace a kernel an administrator is copying in."""
+    location = store_at("payloads")
+    store = PayloadStore(location)
+    store.publish("s2", peer.url, [Payload(name="images/vmlinuz", sha256=SHA, size=len(GOOD),
+                                           mtime=10.0)], now=1.0)
+    store.close()
+    boot = tmp_path / "boot"
+    (boot / "images").mkdir(parents=True)
+    (boot / "images" / "vmlinuz").write_bytes(b"half of a new kernel")
+    replicator = PayloadReplicator(location, boot_dir=boot, server="s1", url="http://s1",
+                                   peers=(), limits=DEFAULT_LIMITS)
+    try:
+        asyncio.run(replicator.sync())
+        assert (boot / "images" / "vmlinuz").read_bytes() == b"half of a new kernel"
+        os.utime(boot / "images" / "vmlinuz", (1, 1))  # still, and older: the peer's wins
+        asyncio.run(replicator.sync())
+        assert (boot / "images" / "vmlinuz").read_bytes() == GOOD
+        # What was fetched is published at once (verified), though its time is now.
+        assert replicator.path_for(SHA) == boot / "images" / "vmlinuz"
+    finally:
+        replicator.close()
 
 
 def test_index_is_bounded(tmp_path: Path) -> None:
     for n in range(5):
         (tmp_path / f"f{n}").write_bytes(b"x")
-    assert len(BootIndex(tmp_path, max_files=3).scan()) == 3
+    assert len(BootIndex(tmp_path, max_files=3).scan(now=time.time() + 10)) == 3
 
 
 def test_wanted_is_the_newest_content_and_who_holds_it(store_at: StoreAt) -> None:
