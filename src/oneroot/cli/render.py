@@ -11,10 +11,9 @@ from rich.progress import Progress
 from oneroot.cli.output import console, emit_json
 from oneroot.cli.state import State, json_option, pass_state
 from oneroot.ops.exportids import catalog_for
-from oneroot.ops.image_versions import running_versions
-from oneroot.ops.nfs_serving import nfs_plan
+from oneroot.ops.nfs_serving import nfs_plan, rendered_configs
 from oneroot.ops.rendertree import render_tree
-from oneroot.ops.views import exported_views
+from oneroot.ops.views import refresh_views
 
 
 @click.command()
@@ -28,15 +27,15 @@ from oneroot.ops.views import exported_views
 def render(state: State, out: Path | None, config_dir: Path | None, as_json: bool) -> None:
     """Write per-node boot files and NFS/DHCP configs (only files whose content changed)."""
     cluster = state.cluster()
-    # A live root is rendered as its masked view; the masks are recomputed now (as root).
-    views = exported_views(nfs_plan(cluster, state.paths).views.values(),
-                           refresh=os.geteuid() == 0)
+    catalog = catalog_for(state.paths, cluster)  # new export ids saved before the plans
+    if os.geteuid() == 0:  # a live root goes out as its masked view: masks recomputed now
+        refresh_views(nfs_plan(cluster, state.paths).views.values())
+    nfs_configs = rendered_configs(cluster, state.paths)
     boot_out = out or cluster.dirs.boot_dir
     config_out = config_dir or (out / "config" if out else state.paths.home / "config")
     with Progress(console=console, transient=True, disable=as_json) as bar:
         task = bar.add_task("rendering boot files", total=len(cluster.nodes) or None)
-        report = render_tree(catalog_for(state.paths, cluster), boot_out, config_out,
-                             views=views, running=running_versions(state.paths, cluster),
+        report = render_tree(catalog, boot_out, config_out, nfs_configs=nfs_configs,
                              progress=lambda done, total: bar.update(task, completed=done,
                                                                      total=total))
     if as_json:

@@ -34,7 +34,7 @@ from oneroot.inventory.store import InventoryStore
 from oneroot.model.cluster import Image, ImageVersion, VersionState, parse_image_ref
 from oneroot.model.inventory import Inventory
 from oneroot.model.paths import Paths
-from oneroot.model.resolved import ResolvedCluster, resolve_cluster
+from oneroot.model.resolved import resolve_cluster
 from oneroot.ops.image_block import block_images, build_block
 from oneroot.ops.inventory import commit, detect_init_system, get_group, get_node
 
@@ -245,9 +245,3 @@ def booted_versions(paths: Paths) -> dict[str, str]:
         return events.booted_images()
     finally:
         events.close()
-
-
-def running_versions(paths: Paths, cluster: ResolvedCluster) -> list[str]:
-    """The image versions (`NAME@N`) the cluster's nodes run (booted), to keep exported."""
-    return sorted({ref for node, ref in booted_versions(paths).items()
-                   if node in cluster.nodes})

@@ -11,13 +11,12 @@ import functools
 import hashlib
 import json
 import os
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from importlib import resources
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 from oneroot.fsutil import write_atomic, write_if_changed
-from oneroot.nfs.ganesha import render_config
 from oneroot.ops.catalog import BootCatalog
 from oneroot.render.boot import (
     grub_filename,
@@ -28,7 +27,7 @@ from oneroot.render.boot import (
     render_pxelinux,
     render_pxelinux_default,
 )
-from oneroot.render.cluster import render_dnsmasq, render_exports, with_views
+from oneroot.render.cluster import render_dnsmasq
 from oneroot.render.context import DefaultBootContext
 
 MANIFEST = ".oneroot-render.json"
@@ -62,15 +61,11 @@ def _file_digest(path: Path) -> str | None:
 
 
 def render_tree(catalog: BootCatalog, boot_out: Path, config_out: Path,
-                *, nfs_protocols: tuple[int, ...] = (3, 4),
-                views: Mapping[str, Path] | None = None,
-                progress: Callable[[int, int], None] | None = None,
-                running: Iterable[str] = ()) -> RenderReport:
-    """Render every file; `progress(done, total)` is called per node. `views` maps each live
-    root image (`/`) to its masked view's directory, which the NFS configs export instead
-    (without it, such an image is refused: `/` is never written into an exports file).
-    `running`: image versions nodes still run (`NAME@N`), exported too."""
-    views = views or {}
+                *, nfs_configs: Mapping[str, str],
+                progress: Callable[[int, int], None] | None = None) -> RenderReport:
+    """Render every file; `progress(done, total)` is called per node. `nfs_configs` (file
+    name → text) are the NFS configs as the NFS server gets them
+    (`ops.nfs_serving.rendered_configs`): written here, never rendered a second way."""
     report = RenderReport()
     total = len(catalog.cluster.nodes)
     digest = _templates_digest()
@@ -112,11 +107,9 @@ def render_tree(catalog: BootCatalog, boot_out: Path, config_out: Path,
             emit(boot_out, grub_filename(mac), "grub", ctx, functools.partial(render_grub, ctx))
     if progress is not None:
         progress(total, total)
-    cluster = catalog.cluster_context(nfs_protocols=nfs_protocols, running=running)
-    exported = with_views(cluster, {n: PurePosixPath(p) for n, p in views.items()})
-    emit(config_out, "exports", "exports", exported, lambda: render_exports(exported))
-    emit(config_out, "ganesha.conf", "ganesha", exported,
-         lambda: render_config(cluster, views))
+    for file, text in sorted(nfs_configs.items()):
+        emit(config_out, file, "nfs", text, functools.partial(str, text))
+    cluster = catalog.cluster_context()
     emit(config_out, "dnsmasq.conf", "dnsmasq", cluster, lambda: render_dnsmasq(cluster))
 
     # Files of nodes that left the inventory go too (only files this tree wrote).

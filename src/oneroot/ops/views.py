@@ -63,12 +63,3 @@ def view_report(cluster: ResolvedCluster, paths: Paths, name: str) -> ViewReport
         return None
     return ViewReport(spec=spec, mounted=mount_at(spec.mountpoint) is not None,
                       masks=tuple(masks_of(spec)))
-
-
-def exported_views(specs: Iterable[ViewSpec], *, refresh: bool) -> dict[str, Path]:
-    """Each view's directory by image name (what the NFS configs export), after bringing the
-    mounted ones up to date when `refresh` (`oneroot render` as root)."""
-    specs = list(specs)
-    if refresh:
-        refresh_views(specs)
-    return {spec.name: spec.mountpoint for spec in specs}

@@ -23,7 +23,7 @@ from oneroot.nfs.view import MountEntry
 from oneroot.ops.boot import root_spec_text
 from oneroot.ops.catalog import BootCatalog
 from oneroot.ops.exportids import catalog_for, load_export_ids
-from oneroot.ops.nfs_serving import nfs_plan
+from oneroot.ops.nfs_serving import nfs_plan, rendered_configs
 from oneroot.ops.rendertree import render_tree
 from oneroot.ops.server_union import node_union_spec
 from oneroot.testing.ganesha import exports as ganesha_exports
@@ -210,7 +210,9 @@ def test_render_and_nfs_apply_write_the_sameexports(tmp_path: Path) -> None:
     paths.home.mkdir()
     paths.export_ids.write_text('{"node:node01": 4242}\n')
     inv = _union_inv("node01")
-    render_tree(catalog_for(paths, resolve_cluster(inv)), tmp_path / "boot", tmp_path / "cfg")
+    cluster = resolve_cluster(inv)
+    render_tree(catalog_for(paths, cluster), tmp_path / "boot", tmp_path / "cfg",
+                nfs_configs=rendered_configs(cluster, paths))
     plan = nfs_plan(resolve_cluster(inv), paths)
     assert (tmp_path / "cfg" / "exports").read_text() == plan.text
     assert "fsid=4242" in plan.text

@@ -3,24 +3,36 @@
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import pytest
 
 from oneroot.errors import ConfigError
+from oneroot.inventory import database
+from oneroot.inventory.events import EventStore
+from oneroot.model import Image, NfsServerKind, Settings
 from oneroot.model.cluster import InitSystem, Runlevel
+from oneroot.model.events import BOOT_IMAGE, BootEvent
+from oneroot.model.imageversion import ImageVersion
 from oneroot.model.inventory import Inventory
+from oneroot.model.paths import Paths
 from oneroot.model.resolved import resolve_cluster
+from oneroot.nfs.server_union import UnionUnsupported
 from oneroot.ops.catalog import BootCatalog, assign_export_ids
+from oneroot.ops.exportids import catalog_for
+from oneroot.ops.nfs_serving import apply_nfs, nfs_plan, rendered_configs
 from oneroot.ops.rendertree import RenderReport, render_tree
-from oneroot.testing.inventory import make_inventory
+from oneroot.render.cluster import render_exports
+from oneroot.testing.inventory import make_inventory, make_node, settings_under
 
-VIEWS = {"default": Path("/var/lib/oneroot/views/default")}
 
-
-def render(catalog: BootCatalog, boot: Path, cfg: Path,
-           views: dict[str, Path] | None = None) -> RenderReport:
-    return render_tree(catalog, boot, cfg, views=views)
+def render(inv: Inventory, tmp: Path) -> RenderReport:
+    """`oneroot render` of `inv` with the home `tmp/home`, into `tmp/boot` and `tmp/cfg`."""
+    paths = Paths(home=tmp / "home")
+    cluster = resolve_cluster(inv)
+    catalog = catalog_for(paths, cluster)
+    return render_tree(catalog, tmp / "boot", tmp / "cfg",
+                       nfs_configs=rendered_configs(cluster, paths))
 
 
 def inventory(count: int = 3) -> Inventory:
@@ -29,34 +41,30 @@ def inventory(count: int = 3) -> Inventory:
 
 
 def test_seed_line_and_exports(tmp_path: Path) -> None:
-    catalog = BootCatalog(resolve_cluster(inventory(1)))
-    report = render(catalog, tmp_path / "boot", tmp_path / "cfg",
-                VIEWS)
+    report = render(inventory(1), tmp_path)
+    view = tmp_path / "home" / "views" / "default"
     assert len(report.written) == 7
     pxe = (tmp_path / "boot/pxelinux.cfg/01-52-54-00-00-00-01").read_text()
     assert "root=10.0.0.1:/:ro;10.0.0.1:/var/state/systems/node01;rw " in pxe
     exports = (tmp_path / "cfg/exports").read_text()
     # the seed's `/` goes out as its masked view, squashed, only while mounted
-    assert "\n/var/lib/oneroot/views/default 10.0.0.0/24(ro,sync,no_root_squash," in exports
+    assert f"\n{view} 10.0.0.0/24(ro,sync,no_root_squash," in exports
     assert "\n/ " not in exports and "apply with `exportfs -ra`" not in exports
     ganesha = (tmp_path / "cfg/ganesha.conf").read_text()
-    assert 'Path = "/var/lib/oneroot/views/default";\n    Pseudo = "/";' in ganesha
+    assert f'Path = "{view}";\n    Pseudo = "/";' in ganesha
     assert 'Path = "/";' not in ganesha
-    assert "\n/var/state/systems/node01 10.0.0.11(rw,sync,no_root_squash,no_subtree_check" \
-        in exports
+    # knfsd: the node's layer is bound at its junction in the view (as `nfs apply` does it)
+    assert f"\n{view}/var/state/systems/node01 10.0.0.11(rw,sync,no_root_squash," in exports
 
 
 def test_only_changed_files_are_rendered_and_written(tmp_path: Path) -> None:
     inv = inventory(3)
-    render(BootCatalog(resolve_cluster(inv)), tmp_path / "boot", tmp_path / "cfg",
-                VIEWS)
-    again = render(BootCatalog(resolve_cluster(inv)), tmp_path / "boot", tmp_path / "cfg",
-                VIEWS)
+    render(inv, tmp_path)
+    again = render(inv, tmp_path)
     assert (again.rendered, again.written) == (0, [])
     changed = inv.with_nodes([dataclasses.replace(inv.nodes["node02"],
                                                   overrides={"runlevel": "computenode"})])
-    report = render(BootCatalog(resolve_cluster(changed)), tmp_path / "boot", tmp_path / "cfg",
-                VIEWS)
+    report = render(changed, tmp_path)
     assert report.rendered == 3
     assert all("node02" in p or "00-00-02" in p for p in report.written)
     assert "systemd.unit=computenode.target" in (tmp_path / "boot/node02.ipxe").read_text()
@@ -64,24 +72,20 @@ def test_only_changed_files_are_rendered_and_written(tmp_path: Path) -> None:
 
 def test_hand_edited_file_is_restored(tmp_path: Path) -> None:
     inv = inventory(1)
-    render(BootCatalog(resolve_cluster(inv)), tmp_path / "boot", tmp_path / "cfg",
-                VIEWS)
+    render(inv, tmp_path)
     target = tmp_path / "boot/node01.ipxe"
     original = target.read_text()
     target.write_text("#!ipxe\nshell\n")
-    report = render(BootCatalog(resolve_cluster(inv)), tmp_path / "boot", tmp_path / "cfg",
-                VIEWS)
+    report = render(inv, tmp_path)
     assert str(target) in report.written
     assert target.read_text() == original
 
 
 def test_files_of_a_removed_node_go(tmp_path: Path) -> None:
     inv = inventory(2)
-    render(BootCatalog(resolve_cluster(inv)), tmp_path / "boot", tmp_path / "cfg",
-                VIEWS)
+    render(inv, tmp_path)
     smaller = inv.replace(nodes={"node01": inv.nodes["node01"]})
-    report = render(BootCatalog(resolve_cluster(smaller)), tmp_path / "boot", tmp_path / "cfg",
-                VIEWS)
+    report = render(smaller, tmp_path)
     assert not (tmp_path / "boot/node02.ipxe").exists()
     assert len(report.removed) == 3
     assert not list((tmp_path / "boot").rglob(".*.tmp"))
@@ -101,8 +105,68 @@ def test_export_ids_are_kept_for_life() -> None:
 
 def test_render_refuses_to_write_an_unmasked_live_root(tmp_path: Path) -> None:
     """Without the image's view, `/` would be written into exports: nothing is written."""
+    catalog = BootCatalog(resolve_cluster(inventory(1)))
     with pytest.raises(ConfigError, match="live root"):
-        render(BootCatalog(resolve_cluster(inventory(1))), tmp_path / "boot", tmp_path / "cfg",
-               {})
+        render_tree(catalog, tmp_path / "boot", tmp_path / "cfg",
+                    nfs_configs={"exports": render_exports(catalog.cluster_context())})
     assert not (tmp_path / "cfg" / "exports").exists()
+    assert not (tmp_path / "cfg" / "ganesha.conf").exists()
+
+
+def _versions_inventory(tmp: Path, kind: NfsServerKind) -> Inventory:
+    """node01 runs lab@2 (its last boot) and boots lab@3 next; node02 runs nothing yet."""
+    lab = Image(name="lab", root=PurePosixPath(tmp / "lab"), versions=tuple(
+        ImageVersion(number=n, root=PurePosixPath(tmp / f"lab.versions/{n}"), parent=n - 1)
+        for n in (1, 2, 3)))
+    return make_inventory(nodes=[make_node(1, image="lab@3"), make_node(2)], images=[lab],
+                          image_root=tmp / "image",
+                          settings=settings_under(tmp, nfs_server=kind))
+
+
+@pytest.mark.parametrize("kind", [NfsServerKind.KNFSD, NfsServerKind.GANESHA])
+def test_rendered_nfs_config_is_what_nfs_apply_and_serve_apply(tmp_path: Path,
+                                                               kind: NfsServerKind) -> None:
+    """`oneroot render` writes the NFS server's config as `nfs apply` (and serve, which runs
+    it) applies it, to the byte: a version a node still runs goes to that node only, not to
+    the subnet (render passed the running versions by name only, and wrote the subnet)."""
+    inv = _versions_inventory(tmp_path, kind)
+    paths = Paths(home=tmp_path / "home")
+    paths.home.mkdir()
+    events = EventStore(database.locate(paths, paths.events_db))
+    try:
+        events.record([BootEvent(time=1.0, kind=BOOT_IMAGE, node="node01",
+                                 detail={"image": "lab@2"})])
+    finally:
+        events.close()
+    render(inv, tmp_path)
+    applied = apply_nfs(resolve_cluster(inv), paths, exportfs="true",
+                        exports_file=tmp_path / "exports")
+    file = "exports" if kind is NfsServerKind.KNFSD else "ganesha.conf"
+    rendered = (tmp_path / "cfg" / file).read_text()
+    assert rendered == applied.config_path.read_text() == applied.plan.text
+    if kind is NfsServerKind.GANESHA:  # what serve starts ganesha with
+        assert rendered == nfs_plan(resolve_cluster(inv), paths, kind=kind,
+                                    bind=inv.settings.server_address).text
+    running = [line for line in rendered.splitlines() if "lab.versions/2" in line]
+    assert running, rendered
+    if kind is NfsServerKind.KNFSD:
+        assert running[0].split()[1].startswith("10.0.0.11("), running
+        assert "10.0.0.0/24" not in running[0]
+
+
+@pytest.mark.parametrize("kind", [NfsServerKind.KNFSD, NfsServerKind.GANESHA])
+def test_a_config_the_other_server_would_refuse_is_left_out(tmp_path: Path,
+                                                            kind: NfsServerKind) -> None:
+    """A union=server node below the seed's masked view: knfsd serves it, ganesha refuses it
+    (it crashes unexporting a nested export). Under knfsd, render writes the exports and
+    leaves out a ganesha.conf nobody could run; under ganesha, render refuses as apply does."""
+    small = Image(name="small", root=PurePosixPath("/srv/images/small"))
+    inv = make_inventory(nodes=[make_node(1, union="server", image="small"), make_node(2)],
+                         images=[small], settings=Settings(nfs_server=kind))
+    if kind is NfsServerKind.GANESHA:
+        with pytest.raises(UnionUnsupported, match="inside the masked view"):
+            render(inv, tmp_path)
+        return
+    render(inv, tmp_path)
+    assert (tmp_path / "cfg" / "exports").exists()
     assert not (tmp_path / "cfg" / "ganesha.conf").exists()
