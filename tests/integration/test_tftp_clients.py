@@ -20,6 +20,7 @@ import pytest
 from oneroot.model.events import BootEvent
 from oneroot.proto.tftp import Ack, Data, Error, ErrorCode, OptionAck, ReadRequest, parse_packet
 from oneroot.testing.tftp import HOST, CraftedClient, LossyRelay, ServerThread, request_error, rrq
+from oneroot.testing.wait import until
 
 pytestmark = pytest.mark.integration
 
@@ -203,10 +204,13 @@ def test_traversal_with_tftp_hpa(server: ServerThread, tmp_path: Path) -> None:
         assert not out.exists() or out.read_bytes() == b""
 
 
-def _receive_datas(client: CraftedClient, quiet: float) -> list[Data]:
-    """Every DATA that arrives until the line has been `quiet` seconds (the first may take 2 s)."""
+def _receive_datas(client: CraftedClient, expected: int, quiet: float) -> list[Data]:
+    """The `expected` DATAs, each waited for as long as a loaded machine may take (a window's
+    burst can pause mid-way there), then every extra one that arrives until the line has been
+    `quiet` seconds."""
     datas: list[Data] = []
-    while (raw := client.receive(timeout=quiet if datas else max(quiet, 2.0))) is not None:
+    while (raw := client.receive() if len(datas) < expected else client.receive(quiet)
+           ) is not None:
         packet = parse_packet(raw)
         assert isinstance(packet, Data), packet
         datas.append(packet)
@@ -223,7 +227,7 @@ def test_duplicate_acks_never_cause_a_resend(root: Path, lockstep_threads: int) 
         client.send_request(rrq("dup.bin"))
         received = bytearray()
         seen: dict[int, int] = {}
-        datas = _receive_datas(client, quiet=0.1)
+        datas = _receive_datas(client, 1, quiet=0.1)
         while True:
             assert len(datas) == 1, f"expected exactly one DATA, got {datas}"
             (packet,) = datas
@@ -233,7 +237,7 @@ def test_duplicate_acks_never_cause_a_resend(root: Path, lockstep_threads: int) 
                 client.send(Ack(block=packet.block).to_bytes())
             if len(packet.data) < 512:
                 break
-            datas = _receive_datas(client, quiet=0.1)
+            datas = _receive_datas(client, 1, quiet=0.1)
         client.close()
         assert bytes(received) == data
         assert set(seen.values()) == {1}
@@ -250,12 +254,12 @@ def test_duplicate_acks_in_window_mode(root: Path) -> None:
         oack = parse_packet(client.receive() or b"")
         assert oack == OptionAck(options=(("windowsize", "8"),))
         client.send(Ack(block=0).to_bytes())
-        assert [d.block for d in _receive_datas(client, 0.3)] == list(range(1, 9))
+        assert [d.block for d in _receive_datas(client, 8, 0.3)] == list(range(1, 9))
         client.send(Ack(block=8).to_bytes())
         client.send(Ack(block=8).to_bytes())
-        assert [d.block for d in _receive_datas(client, 0.3)] == list(range(9, 17))
+        assert [d.block for d in _receive_datas(client, 8, 0.3)] == list(range(9, 17))
         client.send(Ack(block=8).to_bytes())  # an old one, late
-        assert _receive_datas(client, 0.3) == []
+        assert _receive_datas(client, 0, 0.3) == []
         client.close()
 
 
@@ -269,8 +273,10 @@ def test_server_busy_leaves_the_request_for_the_clients_retry(root: Path) -> Non
         assert first.receive() is not None  # DATA 1, then we stall
         second = CraftedClient(srv.port)
         second.send_request(rrq("slow.bin"))
+        # The loop takes the RRQ in when it gets to it (seconds under load); then no answer.
+        until(lambda: srv.service.stats.busy == 1, "busy RRQ", 30,
+              lambda: f"{srv.service.stats}")
         assert second.receive(timeout=1.0) is None
-        assert srv.service.stats.busy == 1
         for block in (1, 2, 3):  # DATA 2 (512 bytes), DATA 3 (0 bytes): the end
             first.send(Ack(block=block).to_bytes())
             if block < 3:
@@ -305,15 +311,13 @@ def test_lockstep_thread_cap(root: Path) -> None:
         assert len(srv.service._lockstep) == 1 and srv.service.stats.active == 2
         for client, chunks in zip(clients, received, strict=True):
             block = 1
-            while True:
+            while len(chunks[-1]) == 512:  # a short block is the last one
                 client.send(Ack(block=block).to_bytes())
-                raw = client.receive(0.5)
-                if raw is None:
-                    break
-                packet = parse_packet(raw)
+                packet = parse_packet(client.receive() or b"")
                 assert isinstance(packet, Data) and packet.block == block + 1
                 chunks.append(packet.data)
                 block = packet.block
+            client.send(Ack(block=block).to_bytes())
             assert b"".join(chunks) == data
             client.close()
         srv.wait_event(lambda e: srv.service.stats.completed == 2)
@@ -391,7 +395,7 @@ def test_resent_rrq_does_not_start_a_second_transfer(root: Path) -> None:
         client = CraftedClient(srv.port)
         client.send_request(rrq("f.bin"))
         client.send_request(rrq("f.bin"))
-        datas = _receive_datas(client, 0.3)
+        datas = _receive_datas(client, 1, 0.3)
         assert [d.block for d in datas] == [1]  # one DATA 1: a single transfer
         client.send(Ack(block=1).to_bytes())
         srv.wait_event(done_for("f.bin"))
@@ -405,11 +409,12 @@ def test_timeout_gives_up_with_error(root: Path, lockstep_threads: int) -> None:
                       lockstep_threads=lockstep_threads) as srv:
         client = CraftedClient(srv.port)
         client.send_request(rrq("f.bin"))
-        packets = []
-        while (raw := client.receive(timeout=0.5)) is not None:
+        packets: list[object] = []
+        while not packets or not isinstance(packets[-1], Error):  # the backoff's intervals
+            raw = client.receive()  # grow, and a loaded machine stretches them more
+            assert raw is not None, packets
             packets.append(parse_packet(raw))
-        assert packets[:4] == [Data(block=1, data=b"f" * 512)] * 4
-        assert isinstance(packets[4], Error)
+        assert packets[:-1] == [Data(block=1, data=b"f" * 512)] * 4
         event = srv.wait_event(error_for("f.bin"))
         assert event.detail["retransmits"] == "3"
         assert srv.service.stats.failed == 1
@@ -457,6 +462,6 @@ def test_lossy_relay(root: Path, tmp_path: Path, client: str, lockstep_threads: 
         assert relay.dropped > 0
         # The last ACK may be among the lost ones: then the server retries and gives up on a
         # transfer the client already has, so wait for either outcome.
-        srv.wait_event(lambda e: e.file == "lossy.bin", timeout=20)
+        srv.wait_event(lambda e: e.file == "lossy.bin", timeout=60)
         assert srv.service.stats.retransmits > 0
 

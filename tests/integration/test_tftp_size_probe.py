@@ -33,14 +33,13 @@ async def _probe(root: Path, code: ErrorCode, options: tuple[tuple[str, str], ..
             sock.setblocking(False)
             request = ReadRequest(filename="pxelinux.0", mode="octet", options=options)
             await loop.sock_sendto(sock, request.to_bytes(), (HOST, service.port))
-            data, tid = await asyncio.wait_for(loop.sock_recvfrom(sock, 2048), 5.0)
+            data, tid = await asyncio.wait_for(loop.sock_recvfrom(sock, 2048), 30.0)
             oack = parse_packet(data)
             assert isinstance(oack, OptionAck) and ("tsize", "3000") in oack.options
             message = "TFTP Aborted" if code == ErrorCode.NOT_DEFINED else "options refused"
             await loop.sock_sendto(sock, Error(code=code, message=message).to_bytes(), tid)
-            for _ in range(500):
-                if service.stats.active == 0:
-                    break
+            deadline = loop.time() + 30.0  # the lock-step thread hands the end back to us
+            while service.stats.active and loop.time() < deadline:
                 await asyncio.sleep(0.01)
         return service.stats, events
 

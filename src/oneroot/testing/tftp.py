@@ -53,7 +53,7 @@ class ServerThread:
 
     def __enter__(self) -> ServerThread:
         self._thread.start()
-        assert self._ready.wait(10), "TFTP service did not start"
+        assert self._ready.wait(60), "TFTP service did not start"
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -64,7 +64,7 @@ class ServerThread:
     def port(self) -> int:
         return self.service.port
 
-    def wait_event(self, predicate: Callable[[BootEvent], bool], timeout: float = 10.0
+    def wait_event(self, predicate: Callable[[BootEvent], bool], timeout: float = 30.0
                    ) -> BootEvent:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
