@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import ipaddress
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -78,4 +79,28 @@ def test_recorder_retries_without_a_new_event(tmp_path: Path) -> None:
 
     asyncio.run(scenario())
     assert store.count() == 1
+    store.close()
+
+
+def test_dhcp_replies_to_pool_clients_are_not_stored(tmp_path: Path) -> None:
+    """A node's OFFER and ACK are two stages and both are stored; the replies to a client no
+    node owns (nothing reads them back) are counted, not queued, not stored."""
+    store = EventStore(tmp_path / "events.db")
+    node_address = ipaddress.IPv4Address("10.0.0.11")
+    seen: list[BootEvent] = []
+    recorder = EventRecorder(store, lambda ip: "node01" if ip == node_address else None)
+    recorder.listeners.append(seen.append)
+    pool = ipaddress.IPv4Address("10.0.0.200")
+    for t, kind in enumerate(("dhcp.offer", "dhcp.ack", "dhcp.nak")):
+        recorder(BootEvent(time=float(t), kind=kind, mac="52:54:00:00:00:99", peer=pool))
+    recorder(BootEvent(time=3.0, kind="dhcp.offer", node="node02", peer=pool))
+    recorder(BootEvent(time=4.0, kind="dhcp.ack", node="node02", peer=pool))
+    recorder(BootEvent(time=5.0, kind="dhcp.ack", peer=node_address))  # a node's address
+    recorder(BootEvent(time=6.0, kind="tftp.done", peer=pool, file="undionly.kpxe"))
+    asyncio.run(recorder.flush())
+    rows = list(store.connection.execute("SELECT kind, node FROM events ORDER BY id"))
+    assert rows == [("dhcp.offer", "node02"), ("dhcp.ack", "node02"), ("dhcp.ack", "node01"),
+                    ("tftp.done", None)]
+    assert recorder.pool_replies == 3 and len(seen) == 4
+    assert store.status()["node02"].stage == "dhcp.ack"
     store.close()
