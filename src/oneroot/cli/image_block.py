@@ -40,6 +40,6 @@ def image_block(state: State, ref: str, compress: str, as_json: bool) -> None:
     if as_json:
         emit_json({**record.to_json(), "path": str(block_file(cluster.settings, at))})
         return
-    console.print(plain(f"{record.image}: {block_file(cluster.settings, at)} "
-                        f"{record.size / (1 << 20):.1f} MiB ({record.compress}) in "
+    console.print(plain(f"{record.label}: {block_file(cluster.settings, at)} "
+                        f"{record.size / (1 << 20):.1f} MiB ({record.compress.value}) in "
                         f"{record.seconds:.2f} s, sha256 {record.sha256[:16]}…"))

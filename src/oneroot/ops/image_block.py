@@ -16,7 +16,6 @@ import json
 import logging
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from oneroot.errors import InvalidValue
@@ -28,24 +27,6 @@ from oneroot.overlay.blockimage import BlockBuild, Compression, build_erofs, mak
 log = logging.getLogger(__name__)
 
 TOP_NAME = "top.ext4"
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class BlockRecord:
-    """What `NAME@N.erofs.json` says of its EROFS file."""
-
-    image: str
-    size: int
-    seconds: float
-    sha256: str
-    compress: str
-    epoch: int
-    built: float
-
-    def to_json(self) -> dict[str, object]:
-        return {"image": self.image, "size": self.size, "seconds": round(self.seconds, 3),
-                "sha256": self.sha256, "compress": self.compress, "epoch": self.epoch,
-                "built": self.built}
 
 
 def version_label(image: Image) -> str:
@@ -70,20 +51,21 @@ def _epoch(image: Image) -> int:
     return int(created)
 
 
-def read_record(s: Settings, image: Image) -> BlockRecord | None:
-    path = Path(f"{block_file(s, image)}.json")
+def read_record(s: Settings, image: Image) -> BlockBuild | None:
+    """What `NAME@N.erofs.json` says of the version's EROFS file (None: no valid record)."""
+    dest = Path(block_file(s, image))
     try:
-        data = json.loads(path.read_text())
-        return BlockRecord(image=str(data["image"]), size=int(data["size"]),
-                           seconds=float(data["seconds"]), sha256=str(data["sha256"]),
-                           compress=str(data["compress"]), epoch=int(data["epoch"]),
-                           built=float(data["built"]))
+        data = json.loads(Path(f"{dest}.json").read_text())
+        return BlockBuild(path=dest, label=str(data["image"]), size=int(data["size"]),
+                          seconds=float(data["seconds"]), sha256=str(data["sha256"]),
+                          compress=Compression(data["compress"]), epoch=int(data["epoch"]),
+                          built=float(data["built"]))
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
 
 def build_block(s: Settings, image: Image, *, view: Path | None = None,
-                compress: Compression = Compression.NONE) -> BlockRecord:
+                compress: Compression = Compression.NONE) -> BlockBuild:
     """Build (or rebuild) the EROFS file of the version `image` stands for, and record it.
 
     An image nodes see through a masked view (the live `/`, a root holding the state dir) is
@@ -103,15 +85,12 @@ def build_block(s: Settings, image: Image, *, view: Path | None = None,
             "its masked view, which is not mounted",
             hint=f"`oneroot nfs apply` mounts it (and builds the file for union=block "
                  f"nodes), or `oneroot image block {image.name}` after it")
-    built: BlockBuild = build_erofs(source, dest, label=version_label(image), epoch=epoch,
-                                    compress=compress, excludes=excludes)
-    record = BlockRecord(image=version_label(image), size=built.size, seconds=built.seconds,
-                         sha256=built.sha256, compress=built.compress.value,
-                         epoch=built.epoch, built=time.time())
+    record = build_erofs(source, dest, label=version_label(image), epoch=epoch,
+                         compress=compress, excludes=excludes)
     write_atomic(Path(f"{dest}.json"),
                  (json.dumps(record.to_json(), indent=2) + "\n").encode(), mode=0o644)
-    log.info("image.block_built image=%s size=%d seconds=%.2f compress=%s", record.image,
-             record.size, record.seconds, record.compress)
+    log.info("image.block_built image=%s size=%d seconds=%.2f compress=%s", record.label,
+             record.size, record.seconds, record.compress.value)
     return record
 
 
@@ -122,7 +101,7 @@ def block_images(cluster: ResolvedCluster) -> dict[str, Image]:
 
 
 def ensure_blocks(cluster: ResolvedCluster,
-                  views: Mapping[str, Path] | None = None) -> list[BlockRecord]:
+                  views: Mapping[str, Path] | None = None) -> list[BlockBuild]:
     """Build each EROFS file a `union=block` node boots that is not there yet; an image
     exported through a masked view is built from its mounted view (`views`, by name)."""
     s = cluster.settings

@@ -34,14 +34,22 @@ class Compression(enum.StrEnum):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class BlockBuild:
-    """One EROFS file made: where, its size, how long it took and what it holds."""
+    """One EROFS file made: where, what it holds (`label`: `lab@3`), its size, how long it
+    took and when (`built`, wall clock). `to_json` is what its record file keeps."""
 
     path: Path
+    label: str
     size: int
     seconds: float
     sha256: str
     compress: Compression
     epoch: int
+    built: float
+
+    def to_json(self) -> dict[str, object]:
+        return {"image": self.label, "size": self.size, "seconds": round(self.seconds, 3),
+                "sha256": self.sha256, "compress": self.compress.value, "epoch": self.epoch,
+                "built": self.built}
 
 
 def erofs_uuid(label: str) -> str:
@@ -108,8 +116,8 @@ def build_erofs(tree: Path, dest: Path, *, label: str, epoch: int,
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
-    return BlockBuild(path=dest, size=dest.stat().st_size, seconds=seconds,
-                      sha256=_sha256(dest), compress=compress, epoch=epoch)
+    return BlockBuild(path=dest, label=label, size=dest.stat().st_size, seconds=seconds,
+                      sha256=_sha256(dest), compress=compress, epoch=epoch, built=time.time())
 
 
 def make_ext4_top(dest: Path, *, size: int, label: str, upper_from: Path | None = None) -> None:

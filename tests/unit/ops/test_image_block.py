@@ -4,6 +4,7 @@ a block node's version is completed) and a node's ext4 top (mkfs.ext4, never rep
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import subprocess
 from pathlib import Path, PurePosixPath
@@ -124,7 +125,13 @@ def test_an_image_seen_through_a_view_is_built_from_the_view(tmp_path: Path) -> 
     s = Settings(block_dir=PurePosixPath(root / "blocks"))
     image = Image(name="host", root=PurePosixPath(root))
     record = build_block(s, image, view=view)
-    assert record.image == "host@1" and record.epoch > 1_700_000_000
+    assert record.label == "host@1" and record.epoch > 1_700_000_000
+    # the record file says what the build returned, in the keys it always had
+    again = read_record(s, image)
+    assert again is not None and again.to_json() == record.to_json()
+    saved = json.loads(Path(f"{block_file(s, image)}.json").read_text())
+    assert list(saved) == ["image", "size", "seconds", "sha256", "compress", "epoch", "built"]
+    assert (saved["image"], saved["compress"]) == ("host@1", "none")
     _extract(Path(block_file(s, image)), tmp_path / "out")
     assert (tmp_path / "out/etc/motd").read_text() == "seen through the view"
     assert (tmp_path / "out/etc/motd").stat().st_mtime == 1_600_000_000
