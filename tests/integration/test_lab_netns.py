@@ -63,17 +63,19 @@ def test_lab_up_and_down_leaves_nothing(tmp_path: Path) -> None:
                                   "--directory", str(tmp_path / "www"), "8080"],
                                  what="http", stdout=subprocess.DEVNULL,
                                  stderr=subprocess.DEVNULL)
+        # Until the server listens (this gave it 5 s: short for a loaded machine).
         fetch = ("import sys, time, urllib.request\n"
-                 "for _ in range(50):\n"
+                 "deadline = time.monotonic() + 60\n"
+                 "while time.monotonic() < deadline:\n"
                  "    try: sys.stdout.write(urllib.request.urlopen("
-                 "'http://10.0.0.1:8080/hello', timeout=2).read().decode()); break\n"
+                 "'http://10.0.0.1:8080/hello', timeout=10).read().decode()); break\n"
                  "    except OSError: time.sleep(0.1)\n")
-        got = lab.run_in_ns([sys.executable, "-c", fetch], netns=client.netns).stdout
+        got = lab.run_in_ns([sys.executable, "-c", fetch], netns=client.netns, timeout=90).stdout
         assert got == "hello from the lab\n"
         # The RA sender configures a SLAAC address in the client namespace.
         assert wait_until(lambda: "fd00:1ab:" in lab.run_in_ns(
             ["ip", "-6", "-br", "addr", "show", "dev", "eth0"], netns=client.netns).stdout,
-            timeout=10)
+            timeout=60)  # an RA every 2 s, then DAD: seconds, more on a loaded machine
         pids = [p.pid for p in lab.state.processes]
         assert server.pid in pids and len(pids) == 2  # the RA sender and the server
     for pid in pids:
@@ -107,7 +109,7 @@ def test_cleanup_after_a_crash(tmp_path: Path) -> None:
     child.wait()
     assert Lab.cleanup_stale(tmp_path) == [netns]
     assert netns not in list_netns() and f"{netns}-c0" not in list_netns()
-    assert wait_until(lambda: not any(Path(f"/proc/{p}").exists() for p in orphans), 5)
+    assert wait_until(lambda: not any(Path(f"/proc/{p}").exists() for p in orphans), 30)
     assert list(tmp_path.glob("*.json")) == []
 
 
