@@ -8,7 +8,13 @@ descriptor with `O_NOFOLLOW`, checked with `fstat`, read with a size bound and w
 depth bound. Errors: `UnsafePath` (a `ConfigError` naming the file).
 """
 
-from oneroot.fsutil.atomic import atomic_file, replace_entry, write_atomic, write_if_changed
+from oneroot.fsutil.atomic import (
+    atomic_file,
+    fsync_path,
+    replace_entry,
+    write_atomic,
+    write_if_changed,
+)
 from oneroot.fsutil.nofollow import (
     DIR_FLAGS,
     FILE_FLAGS,
@@ -53,6 +59,7 @@ __all__ = [
     "empty_dir",
     "ensure_fresh_dir",
     "fd_opaque",
+    "fsync_path",
     "is_opaque",
     "is_whiteout",
     "lstat_at",

@@ -78,6 +78,16 @@ def write_atomic(path: Path, data: bytes, *, mode: int = 0o644) -> None:
         os.fchmod(f.fileno(), mode)
 
 
+def fsync_path(path: Path, *, directory: bool = False) -> None:
+    """fsync a file (never through a link) or a `directory` by path: a file another program
+    wrote, or the directory a rename or a new file went into, before it counts as on disk."""
+    fd = os.open(path, os.O_RDONLY | (os.O_DIRECTORY if directory else os.O_NOFOLLOW))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def write_if_changed(path: Path, data: bytes, *, mode: int = 0o644) -> bool:
     """`write_atomic` unless `path` already holds exactly `data` with `mode`; True when it
     wrote."""

@@ -27,6 +27,7 @@ from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
 
 from oneroot.errors import Conflict, ExternalToolError, InvalidValue, NotFound, OnerootError
+from oneroot.fsutil import fsync_path
 from oneroot.initramfs.kernel import file_lock
 from oneroot.inventory import database
 from oneroot.inventory.events import EventStore
@@ -122,14 +123,6 @@ def sync_tree(tree: Path) -> None:
         raise ExternalToolError(f"sync -f {tree} failed: {done.stderr.strip()}")
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def finish_version(store: InventoryStore, paths: Paths, name: str, version: ImageVersion,
                    tree: Path, *, size: int = 0, added: int = 0, kernel: str = "",
                    initramfs: str = "") -> ImageVersion:
@@ -140,7 +133,7 @@ def finish_version(store: InventoryStore, paths: Paths, name: str, version: Imag
         raise Conflict(f"{dest} already exists", hint="a version's directory is never reused")
     sync_tree(tree)
     os.rename(tree, dest)
-    _fsync_dir(dest.parent)
+    fsync_path(dest.parent, directory=True)
     done = dataclasses.replace(version, state=VersionState.COMPLETE,
                                init_system=detect_init_system(dest).value, size=size,
                                added=added, kernel=kernel, initramfs=initramfs)

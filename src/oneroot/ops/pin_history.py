@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from oneroot.errors import InvalidValue
+from oneroot.fsutil import fsync_path
 from oneroot.model.inventory import Inventory
 from oneroot.model.paths import Paths
 from oneroot.model.resolved import ResolvedCluster, resolve_cluster
@@ -70,11 +71,7 @@ def append_record(paths: Paths, record: PinRecord) -> None:
     finally:
         os.close(fd)
     if created:
-        dfd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
+        fsync_path(path.parent, directory=True)
 
 
 def read_history(paths: Paths) -> list[PinRecord]:

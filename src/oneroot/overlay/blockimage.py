@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from oneroot.errors import ExternalToolError
+from oneroot.fsutil import fsync_path
 
 # The top's own directories: overlayfs' upperdir and workdir, made by mkfs.ext4 -d.
 TOP_DIRS = ("upper", "work")
@@ -77,14 +78,6 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _fsync_path(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def build_erofs(tree: Path, dest: Path, *, label: str, epoch: int,
                 compress: Compression = Compression.NONE,
                 excludes: tuple[str, ...] = ()) -> BlockBuild:
@@ -105,17 +98,13 @@ def build_erofs(tree: Path, dest: Path, *, label: str, epoch: int,
     try:
         _run([*argv, str(tmp), str(tree)], env=env)
         os.chmod(tmp, 0o644)
-        _fsync_path(tmp)
+        fsync_path(tmp)
         os.replace(tmp, dest)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
     seconds = time.monotonic() - start
-    dir_fd = os.open(dest.parent, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    fsync_path(dest.parent, directory=True)
     return BlockBuild(path=dest, label=label, size=dest.stat().st_size, seconds=seconds,
                       sha256=_sha256(dest), compress=compress, epoch=epoch, built=time.time())
 
@@ -142,7 +131,7 @@ def make_ext4_top(dest: Path, *, size: int, label: str, upper_from: Path | None 
             _run(["mkfs.ext4", "-q", "-F", "-L", label[:16], "-E", "root_owner=0:0",
                   "-d", skel, str(tmp)])
             os.chmod(tmp, 0o600)
-            _fsync_path(tmp)
+            fsync_path(tmp)
             os.link(tmp, dest)  # fails if a top exists: never replaced here
         finally:
             tmp.unlink(missing_ok=True)

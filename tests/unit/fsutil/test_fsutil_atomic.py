@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 from pathlib import Path
 
 import pytest
 
-from oneroot.fsutil import atomic_file, make_whiteout, write_atomic, write_if_changed
+from oneroot.fsutil import (
+    atomic_file,
+    fsync_path,
+    make_whiteout,
+    write_atomic,
+    write_if_changed,
+)
 from oneroot.fsutil.whiteout import is_whiteout
 
 
@@ -51,3 +58,17 @@ def test_whiteout(tmp_path: Path) -> None:
     (tmp_path / "f").write_text("x")
     make_whiteout(tmp_path / "f")
     assert is_whiteout(os.lstat(tmp_path / "f"))
+
+
+def test_fsync_path_never_follows_a_link_and_checks_a_directory(tmp_path: Path) -> None:
+    """The one fsync-by-path helper (EROFS builds, image versions, the pin history)."""
+    made = tmp_path / "made.erofs"
+    made.write_bytes(b"x")
+    fsync_path(made)
+    fsync_path(tmp_path, directory=True)
+    (tmp_path / "link").symlink_to(made)
+    with pytest.raises(OSError) as link:
+        fsync_path(tmp_path / "link")
+    assert link.value.errno == errno.ELOOP
+    with pytest.raises(NotADirectoryError):
+        fsync_path(made, directory=True)
