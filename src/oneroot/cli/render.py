@@ -11,7 +11,7 @@ from rich.progress import Progress
 from oneroot.cli.output import console, emit_json
 from oneroot.cli.state import State, json_option, pass_state
 from oneroot.ops.exportids import catalog_for
-from oneroot.ops.nfs_serving import nfs_plan, rendered_configs
+from oneroot.ops.nfs_serving import rendered_configs
 from oneroot.ops.rendertree import render_tree
 from oneroot.ops.views import refresh_views
 
@@ -28,9 +28,11 @@ def render(state: State, out: Path | None, config_dir: Path | None, as_json: boo
     """Write per-node boot files and NFS/DHCP configs (only files whose content changed)."""
     cluster = state.cluster()
     catalog = catalog_for(state.paths, cluster)  # new export ids saved before the plans
+    plans = rendered_configs(cluster, state.paths)
     if os.geteuid() == 0:  # a live root goes out as its masked view: masks recomputed now
-        refresh_views(nfs_plan(cluster, state.paths).views.values())
-    nfs_configs = rendered_configs(cluster, state.paths)
+        refresh_views({v.mountpoint: v for p in plans.values() for v in p.views.values()}
+                      .values())
+    nfs_configs = {file: plan.text for file, plan in plans.items()}
     boot_out = out or cluster.dirs.boot_dir
     config_out = config_dir or (out / "config" if out else state.paths.home / "config")
     with Progress(console=console, transient=True, disable=as_json) as bar:

@@ -157,27 +157,28 @@ def nfs_plan(cluster: ResolvedCluster, paths: Paths, *, kind: NfsServerKind | No
                    export_ids=catalog.export_ids, binds=binds)
 
 
-def rendered_configs(cluster: ResolvedCluster, paths: Paths) -> dict[str, str]:
-    """The NFS configs `oneroot render` writes (file name → text): the exports file and the
-    ganesha config, each the plan `oneroot nfs apply` and `oneroot serve` apply for that
-    server, to the byte (running versions narrowed to the nodes that run them, `lab try`
-    readers, knfsd's junction binds, ganesha's protocols, ganesha-ceph's CephFS exports).
+def rendered_configs(cluster: ResolvedCluster, paths: Paths) -> dict[str, NfsPlan]:
+    """The NFS configs `oneroot render` writes (file name → the plan whose text it is): the
+    exports file and the ganesha config, each the plan `oneroot nfs apply` and `oneroot
+    serve` apply for that server, to the byte (running versions narrowed to the nodes that
+    run them, `lab try` readers, knfsd's junction binds, ganesha's protocols, ganesha-ceph's
+    CephFS exports).
     The file of the server the settings do not name is left out where that server would
     refuse the inventory (ganesha and a union inside a masked view); the named server's
     refusal is raised, as `nfs apply` raises it."""
     named = NfsServerKind(cluster.settings.nfs_server)
     kinds = {"exports": NfsServerKind.KNFSD,
              "ganesha.conf": named if named.is_ganesha else NfsServerKind.GANESHA}
-    texts = {}
+    plans = {}
     for file, kind in kinds.items():
         try:
-            texts[file] = nfs_plan(cluster, paths, kind=kind).text
+            plans[file] = nfs_plan(cluster, paths, kind=kind)
         except UnionUnsupported:
             if kind is named:
                 raise
             log.info("render.nfs_config_left_out file=%s server=%s reason=union refused",
                      file, kind.value)
-    return texts
+    return plans
 
 
 def ceph_exports(settings: Settings, unions: Mapping[str, UnionSpec]) -> CephExports:

@@ -212,7 +212,7 @@ def test_render_and_nfs_apply_write_the_sameexports(tmp_path: Path) -> None:
     inv = _union_inv("node01")
     cluster = resolve_cluster(inv)
     render_tree(catalog_for(paths, cluster), tmp_path / "boot", tmp_path / "cfg",
-                nfs_configs=rendered_configs(cluster, paths))
+                nfs_configs={f: p.text for f, p in rendered_configs(cluster, paths).items()})
     plan = nfs_plan(resolve_cluster(inv), paths)
     assert (tmp_path / "cfg" / "exports").read_text() == plan.text
     assert "fsid=4242" in plan.text

@@ -32,7 +32,7 @@ def render(inv: Inventory, tmp: Path) -> RenderReport:
     cluster = resolve_cluster(inv)
     catalog = catalog_for(paths, cluster)
     return render_tree(catalog, tmp / "boot", tmp / "cfg",
-                       nfs_configs=rendered_configs(cluster, paths))
+                       nfs_configs={f: p.text for f, p in rendered_configs(cluster, paths).items()})
 
 
 def inventory(count: int = 3) -> Inventory:
@@ -170,3 +170,17 @@ def test_a_config_the_other_server_would_refuse_is_left_out(tmp_path: Path,
     render(inv, tmp_path)
     assert (tmp_path / "cfg" / "exports").exists()
     assert not (tmp_path / "cfg" / "ganesha.conf").exists()
+
+
+def test_render_under_ganesha_ceph_writes_the_cephfs_config(tmp_path: Path) -> None:
+    """The ganesha.conf render writes is the one serve starts ganesha-ceph with (FSAL CEPH
+    exports of CephFS paths), not a ganesha-VFS config of the same paths."""
+    ceph = PurePosixPath("/mnt/cephfs")
+    inv = make_inventory(nodes=2, image_root=ceph / "images/x", settings=Settings(
+        nfs_server=NfsServerKind.GANESHA_CEPH, cephfs_mount=ceph, state_dir=ceph / "state",
+        group_dir=ceph / "groups"))
+    render(inv, tmp_path)
+    rendered = (tmp_path / "cfg" / "ganesha.conf").read_text()
+    served = nfs_plan(resolve_cluster(inv), Paths(home=tmp_path / "home"),
+                      kind=NfsServerKind.GANESHA_CEPH)
+    assert rendered == served.text and "CEPH" in rendered
