@@ -41,17 +41,40 @@ class ServerRole:
         changes: dict[str, object] = {}
         if self.interface is not None:
             changes["interface"] = self.interface
-        if self.address is not None:
-            if self.address not in settings.subnet:
-                raise InvalidValue(f"server address {self.address} is not in the subnet "
+        address = self._ha_address(settings)
+        if address is not None:
+            if address not in settings.subnet:
+                raise InvalidValue(f"server address {address} is not in the subnet "
                                    f"{settings.subnet}",
                                    hint="give this server's address on the cluster's segment")
-            changes["server_address"] = self.address
+            changes["server_address"] = address
         if self.boot_dir is not None:
             changes["boot_dir"] = self.boot_dir
         if not changes:
             return settings
         return dataclasses.replace(settings, **changes)  # type: ignore[arg-type]
+
+    def _ha_address(self, settings: Settings) -> IPv4Address | None:
+        """This server's address. Among `ha_servers`, a server with an id must be one of them
+        and answer on its host address: its nodes then mount from its service address, which
+        a peer takes over when it dies (`ops.boot.nfs_server_address`); from any other
+        address they would hang with it."""
+        if not settings.ha_servers or self.id is None:
+            return self.address
+        entry = next((h for h in settings.ha_servers if h.name == self.id), None)
+        if entry is None:
+            raise InvalidValue(
+                f"server {self.id!r} is not in the setting ha_servers: its nodes would mount "
+                "from an address that no peer takes over when it dies",
+                hint="add it (`oneroot settings set ha_servers=...`, NAME:SERVICE:HOST), or "
+                     "serve with the --server-id of an entry")
+        if self.address not in (None, entry.host):
+            raise InvalidValue(
+                f"server {self.id!r} answers on {self.address}, but ha_servers gives it the "
+                f"host address {entry.host}",
+                hint=f"serve with --server-address {entry.host} (or none), or correct "
+                     "ha_servers")
+        return entry.host
 
 
 ONE_SERVER = ServerRole()  # the settings as they are: a server alone on its database

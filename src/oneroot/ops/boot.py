@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ipaddress import IPv4Address
 from pathlib import PurePosixPath
 
 from oneroot.model.cluster import ResolvedNode, Settings
@@ -17,9 +18,26 @@ def union_merged_dir(s: Settings, node: str) -> PurePosixPath:
     return s.diff_overlay_dir(node) / "merged"
 
 
+def nfs_server_address(s: Settings, pinned: str | None) -> IPv4Address:
+    """Where a node mounts its layers from.
+
+    Without `ha_servers`: the server_address (the server answering, with `serve
+    --server-address`). With them, always a service address, which keepalived moves to a
+    live peer when its server dies (`oneroot nfs keepalived`): the one of the node's `server`
+    if it has one, else the one of the server answering, whose server_address is its host
+    address there. A host address never moves: a node mounting from it would hang with its
+    server, and boot again only to hang again."""
+    if pinned:
+        return find_ha_server(s.ha_servers, pinned).service
+    for server in s.ha_servers:
+        if s.server_address == server.host:
+            return server.service
+    return s.server_address
+
+
 def node_root_spec(cluster: ResolvedCluster, r: ResolvedNode) -> RootSpec:
     """The node's layers, bottom-most first: image, extra layers, group layers, its own dir,
-    from the server_address, or from the service address of the node's `server` (ha_servers).
+    from `nfs_server_address`.
 
     The node's own directory is the rw top (the seed's line), or ro under a tmpfs when the
     node is ephemeral (the seed's `;ro;tmpfs`). A server-side union node mounts one layer,
@@ -29,8 +47,7 @@ def node_root_spec(cluster: ResolvedCluster, r: ResolvedNode) -> RootSpec:
     """
     s = cluster.settings
     p = r.profile
-    server = str(find_ha_server(s.ha_servers, p.server).service if p.server
-                 else s.server_address)
+    server = str(nfs_server_address(s, p.server))
     options = p.nfs_option_list
     if p.block_union:
         erofs = NfsLayer(server=server, path=block_file(s, r.image), mode=Mode.RO,

@@ -5,6 +5,7 @@ The top layer: it may import any part of oneroot, and no product module imports 
 - `oneroot.testing.netns`: two network namespaces joined through the lab's bridge
 - `oneroot.testing.ports`: `free_port()`
 - `oneroot.testing.dhcpclient`: `Udhcpc`, busybox udhcpc's lease as a dict
+- `oneroot.testing.pxeboot`: `pxe_boot()`, a node's whole PXE sequence with real clients
 - `oneroot.testing.nfsclient`: the userspace NFSv4 client (libnfs-utils, libnfs)
 - `oneroot.testing.inventory`: `make_inventory()` and its nodes, groups, settings
 - `oneroot.testing.labprobe`: probe scripts a lab node runs after boot

@@ -1,0 +1,148 @@
+"""A server that dies takes no booting node with it (issue 16): two `oneroot serve` on one
+PostgreSQL (`oneroot.testing.multiserver`), each with its host address and a service address
+that `oneroot nfs keepalived` holds (setting `ha_servers`). Nodes boot from A; A is killed
+(SIGKILL to everything in its namespace, its link down); the nodes boot again, the whole PXE
+sequence with real clients (`oneroot.testing.pxeboot`), and B answers: the same address and
+the same files by hash, every address it names alive (its own, or a service address
+keepalived moved to it), and `oneroot status` shows B booted them. Needs root."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from ipaddress import IPv4Address
+from pathlib import Path
+
+import pytest
+
+from oneroot.lab.netns import Client
+from oneroot.rootspec import NfsLayer, parse
+from oneroot.testing.dhcpclient import Udhcpc
+from oneroot.testing.multiserver import SUBNET, ServeCluster, serve_cluster
+from oneroot.testing.netns import available
+from oneroot.testing.postgres import PostgresServer
+from oneroot.testing.pxeboot import PxeBoot, pxe_boot
+from oneroot.testing.wait import until
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(not available(), reason="needs root and iproute2"),
+    pytest.mark.skipif(shutil.which("keepalived") is None, reason="needs keepalived"),
+]
+
+SERVICE = {"a": IPv4Address("10.89.0.102"), "b": IPv4Address("10.89.0.103")}
+NODES = {"node01": ("10.89.1.50", None), "node02": ("10.89.1.51", "a")}  # address, server=
+
+
+def _mac(cluster: ServeCluster, ns: Client) -> str:
+    return cluster.lab.run_in_ns(["cat", f"/sys/class/net/{ns.interface}/address"],
+                                 netns=ns.netns).stdout.strip()
+
+
+def _holds(cluster: ServeCluster, name: str, address: IPv4Address) -> bool:
+    out = cluster.lab.run_in_ns(["ip", "-4", "-o", "addr", "show"], check=False,
+                                netns=cluster.servers[name].ns.netns).stdout
+    return f" {address}/" in out
+
+
+def _kill(cluster: ServeCluster, name: str) -> None:
+    """Server `name` dies: its link down, SIGKILL to every process in its namespace."""
+    netns = cluster.servers[name].ns.netns
+    cluster.lab.run_in_ns(["ip", "link", "set", "eth0", "down"], netns=netns)
+    pids = subprocess.run(["ip", "netns", "pids", netns], capture_output=True, text=True,
+                          check=False).stdout.split()
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(int(pid), signal.SIGKILL)
+
+
+def test_a_node_that_boots_while_its_server_is_dead_boots_from_the_other(
+        tmp_path: Path, postgres_server: PostgresServer) -> None:
+    ha = " ".join(f"{n}:{SERVICE[n]}:{SUBNET.network_address + 2 + i}"
+                  for i, n in enumerate(SERVICE))
+    with serve_cluster(tmp_path, postgres_server.new_schema_url(),
+                       settings=[f"ha_servers={ha}"]) as cluster:
+        lab, a, b = cluster.lab, cluster.servers["a"], cluster.servers["b"]
+        udhcpc = Udhcpc.install(tmp_path)
+        nodes = {name: lab.add_client(None) for name in NODES}
+        pool = lab.add_client(None)
+        marks = {name: len(s.log.read_text()) for name, s in cluster.servers.items()}
+        for name, (ip, server) in NODES.items():
+            cluster.oneroot("a", "node", "add", name, "--mac", _mac(cluster, nodes[name]),
+                            "--ip", ip, *(("--set", f"server={server}") if server else ()))
+        kernel, initramfs = os.urandom(2 << 20), os.urandom(1 << 20)
+        (a.boot_dir / "vmlinuz").write_bytes(kernel)
+        (a.boot_dir / "initramfs.img").write_bytes(initramfs)
+        keepalived = {name: lab.popen_in_ns(
+            [sys.executable, "-m", "oneroot", "--home", str(s.home), "nfs", "keepalived", name],
+            netns=s.ns.netns, what=f"keepalived {name}", stdout=subprocess.DEVNULL,
+            stderr=subprocess.STDOUT) for name, s in cluster.servers.items()}
+
+        def state() -> str:
+            return "\n".join(f"{n}: {s.log.read_text()[-1500:]}" for n, s in
+                             cluster.servers.items())
+
+        started = time.monotonic()
+        until(lambda: all(_holds(cluster, n, SERVICE[n]) for n in SERVICE) and all(
+            "inventory.reloaded nodes=2" in s.log.read_text()[marks[n]:]
+            for n, s in cluster.servers.items()) and (b.boot_dir / "initramfs.img").exists()
+            and (b.boot_dir / "initramfs.img").read_bytes() == initramfs,
+            "service addresses held, nodes loaded and boot files on b", 60, state)
+        assert all(k.poll() is None for k in keepalived.values())
+        # The first boot, from A: B is stopped meanwhile, so that A answers.
+        assert b.proc is not None
+        os.kill(b.proc.pid, signal.SIGSTOP)
+        try:
+            first = {name: pxe_boot(lab, ns, udhcpc, tmp_path / f"{name}-1",
+                                    prefixlen=SUBNET.prefixlen) for name, ns in nodes.items()}
+            pool_first = udhcpc.lease(lambda *argv, timeout=30: lab.run_in_ns(
+                list(argv), netns=pool.netns, check=False, timeout=timeout), pool.interface)
+        finally:
+            os.kill(b.proc.pid, signal.SIGCONT)
+        for boot in first.values():
+            assert boot.server_id == boot.next_server == str(a.address), boot.answers
+        assert pool_first.get("serverid") == str(a.address), pool_first
+        _kill(cluster, "a")
+        killed = time.monotonic()
+        moved = until(lambda: _holds(cluster, "b", SERVICE["a"]), "A's service address on B",
+                      60, state)
+        second = {name: pxe_boot(lab, ns, udhcpc, tmp_path / f"{name}-2",
+                                 prefixlen=SUBNET.prefixlen) for name, ns in nodes.items()}
+        pool_second = udhcpc.lease(lambda *argv, timeout=30: lab.run_in_ns(
+            list(argv), netns=pool.netns, check=False, timeout=timeout), pool.interface)
+        booted = time.monotonic() - killed
+        for name, boot in second.items():
+            _check_outage_boot(cluster, name, first[name], boot)
+        assert pool_second.get("serverid") == str(b.address), pool_second
+        assert pool_second.get("ip") == pool_first.get("ip"), (pool_first, pool_second)
+        doc = json.loads(cluster.oneroot("b", "status", "--json").stdout)
+        seen = {n["node"]: (n["stage"], n["server"]) for n in doc["nodes"]}
+        assert seen == {name: ("init", "b") for name in NODES}, seen
+        print(f"\nboot outage: set-up {killed - started:.1f} s; A's address on B "
+              f"{moved:.1f} s after the kill; both nodes and the pool client booted from B "
+              f"{booted:.1f} s after the kill")
+        for proc in keepalived.values():
+            lab.stop_process(proc)
+
+
+def _check_outage_boot(cluster: ServeCluster, name: str, first: PxeBoot, boot: PxeBoot
+                       ) -> None:
+    a, b = cluster.servers["a"], cluster.servers["b"]
+    assert boot.address == first.address == NODES[name][0]
+    assert boot.server_id == boot.next_server == str(b.address), boot.answers
+    assert boot.script_url.startswith(f"{b.url}/boot/"), boot.script_url
+    assert boot.hashes == first.hashes  # the same loader, kernel and initramfs
+    # Nothing B tells the node names A's own address: it is dead.
+    assert str(a.address) not in boot.text(), boot.text()
+    # root= names a service address (one keepalived moves), and B holds it now: the node's
+    # pinned server's, else the one of the server that answered.
+    mounts = SERVICE[NODES[name][1] or "b"]
+    assert {layer.server for layer in parse(boot.root).layers if isinstance(layer, NfsLayer)
+            } == {str(mounts)}, boot.root
+    assert _holds(cluster, "b", mounts)
