@@ -69,6 +69,10 @@ _DELETE_OTHER_LEASES = "DELETE FROM leases WHERE mac = ? AND ip <> ?"
 # that row would free an address the client holds, for any server to hand out again.
 _DELETE_OUR_OTHER_LEASES = ("DELETE FROM leases WHERE mac = ? AND ip <> ?"
                             " AND (coalesce(server, '') = ? OR expires < ?)")
+# An offer replacing a bound lease deletes it only if this server bound it or it expired: a
+# live lease another server bound (learnt from a lost claim) is where the client is now.
+_DELETE_OUR_LEASE = ("DELETE FROM leases WHERE mac = ?"
+                     " AND (coalesce(server, '') = ? OR expires < ?)")
 _SELECT_LEASE_OF = "SELECT mac, ip, node, expires, state, relay_info FROM leases WHERE mac = ?"
 _QUARANTINED = "SELECT 1 FROM declined WHERE ip = ? AND until > ?"
 _SELECT_LEASE_AT = "SELECT mac, ip, node, expires, state, relay_info FROM leases WHERE ip = ?"
@@ -217,8 +221,10 @@ class LeaseStore:
                                                 change.node, change.expires, "BOUND",
                                                 change.relay_info, self.server)))
             elif previous is not None and previous.state is LeaseState.BOUND:
-                # an offer replacing a bound lease: the old row must not come back at restart
-                pending.append((_DELETE_LEASE, (_mac_text(mac),)))
+                # an offer replacing a bound lease: the old row must not come back at restart;
+                # but another server's live one is the client's (this DISCOVER was read late)
+                at = time.time() if now is None else now
+                pending.append((_DELETE_OUR_LEASE, (_mac_text(mac), self.server or "", at)))
         elif change.action is LeaseAction.RELEASE:
             held = self._by_mac.get(mac)
             if held is not None and held.address == change.address:

@@ -174,3 +174,36 @@ def test_a_late_claim_does_not_free_the_address_the_client_took_from_the_other_s
     assert rows(store_at) == [(str(FIRST), str(ADDRESS), "a")]
     a.close()
     b.close()
+
+
+def test_a_late_offer_to_a_client_the_other_server_bound_does_not_free_its_address(
+        store_at: StoreAt) -> None:
+    # FIRST took b's ACK for ADDRESS; a learnt it (its late claim for FIRST was lost) and
+    # then read FIRST's DISCOVER late: a offers FIRST its address. The offer must not delete
+    # b's row: a forgets its offer when FIRST's REQUEST names b, and the address would then be
+    # free in the database and in a's view while FIRST holds it (the storm test saw a give
+    # such an address to a second client).
+    a = LeaseStore(store_at("leases"), server="a")
+    b = LeaseStore(store_at("leases"), server="b")
+    b.stage(bind(FIRST), now=NOW)
+    assert b.write(b.take_pending()) == []
+    a.stage(bind(FIRST, IPv4Address("10.0.2.11")), now=NOW + 1)
+    a.settle(a.write(a.take_pending()))
+    a.stage(LeaseChange(action=LeaseAction.BIND, mac=FIRST, address=ADDRESS, node=None,
+                        expires=NOW + 61, state=LeaseState.OFFERED), now=NOW + 2)
+    a.write(a.take_pending())
+    assert rows(store_at) == [(str(FIRST), str(ADDRESS), "b")]
+    a.stage(LeaseChange(action=LeaseAction.RELEASE, mac=FIRST, address=ADDRESS,
+                        expires=NOW + 2))
+    a.stage(bind(SECOND), now=NOW + 3)
+    assert [(c.mac, c.address) for c in a.write(a.take_pending())] == [(SECOND, ADDRESS)]
+    assert rows(store_at) == [(str(FIRST), str(ADDRESS), "b")]
+    # Its own bound lease, or an expired one, an offer still replaces (one server's case).
+    a.stage(bind(SECOND, IPv4Address("10.0.2.12")), now=NOW + 4)
+    assert a.write(a.take_pending()) == []
+    a.stage(LeaseChange(action=LeaseAction.BIND, mac=SECOND, address=IPv4Address("10.0.2.13"),
+                        node=None, expires=NOW + 65, state=LeaseState.OFFERED), now=NOW + 5)
+    a.write(a.take_pending())
+    assert rows(store_at) == [(str(FIRST), str(ADDRESS), "b")]
+    a.close()
+    b.close()
