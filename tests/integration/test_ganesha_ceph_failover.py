@@ -1,7 +1,7 @@
 """Failover of a boot server's NFS service on CephFS (issue 16 item 4, in namespaces).
 
 Two boot servers, A and B, each a namespace on the session Ceph's lab network with a home
-of its own (the same inventory: setting `ha_servers` names both), each running
+of its own on one PostgreSQL (one inventory: setting `ha_servers` names both), each running
 `oneroot nfs keepalived NAME`: keepalived (VRRP only, unicast between the servers, adverts
 from others dropped) holds the service addresses (A: .102, B: .103), and its notify,
 `oneroot nfs instance notify`, starts the ganesha-ceph instance of each address this host
@@ -38,10 +38,12 @@ from oneroot.model.haservers import parse_ha_servers
 from oneroot.model.paths import Paths
 from oneroot.model.resolved import resolve_cluster
 from oneroot.nfs.ganesha_ceph import grace_command
+from oneroot.ops.db import join_database
 from oneroot.ops.inventory import commit, init_cluster, open_store
 from oneroot.ops.nfs_serving import nfs_plan
 from oneroot.testing.ceph import DAEMONS, CephCluster, ceph_inventory, retire, tiny_image
 from oneroot.testing.nfs4state import NFS4ERR_GRACE
+from oneroot.testing.postgres import PostgresServer
 from oneroot.testing.wait import until
 
 pytestmark = [
@@ -124,8 +126,8 @@ class Head:
         self.start_keepalived()
 
 
-def test_a_dead_servers_address_and_clients_move_to_its_peer(ceph_cluster: CephCluster,
-                                                             tmp_path: Path) -> None:
+def test_a_dead_servers_address_and_clients_move_to_its_peer(
+        ceph_cluster: CephCluster, postgres_server: PostgresServer, tmp_path: Path) -> None:
     lab = ceph_cluster.lab
     assert lab is not None
     with ceph_cluster.mounted(tmp_path / "cephfs") as mount:
@@ -136,17 +138,18 @@ def test_a_dead_servers_address_and_clients_move_to_its_peer(ceph_cluster: CephC
                              server=SERVICE["a"].ip)
         inv = inv.replace(settings=dataclasses.replace(
             inv.settings, ha_servers=parse_ha_servers(HA_SERVERS)))
-        heads = {}
-        for name in SERVICE:  # each server its home, with the same inventory
-            paths = Paths(home=tmp_path / f"home-{name}")
-            init_cluster(paths, {"server_address": str(SERVICE["a"].ip),
-                                 "subnet": "10.96.0.0/24"})
-            store = open_store(paths)
-            try:
-                commit(store, inv)
-            finally:
-                store.close()
-            heads[name] = Head(lab, name, paths.home)
+        # Each server its home, on one PostgreSQL: A makes the inventory there, B joins it.
+        url = postgres_server.new_schema_url()
+        first = Paths(home=tmp_path / "home-a")
+        init_cluster(first, {"server_address": str(SERVICE["a"].ip),
+                             "subnet": "10.96.0.0/24"}, db_url=url)
+        store = open_store(first)
+        try:
+            commit(store, inv)
+        finally:
+            store.close()
+        join_database(Paths(home=tmp_path / "home-b"), url)
+        heads = {name: Head(lab, name, tmp_path / f"home-{name}") for name in SERVICE}
         cluster = resolve_cluster(inv)
         leaves = [grace_command(ceph, "remove", ceph.nodeid) for ceph in (
             nfs_plan(cluster, Paths(home=heads["a"].home), bind=addr.ip).ctx.ceph
