@@ -111,7 +111,7 @@ class ServeCluster:
         result: dict[str, Any] = json.loads(out.read_text())
         return result
 
-    def http_get(self, server: str, path: str, *, timeout: float = 10) -> bytes:
+    def http_get(self, server: str, path: str, *, timeout: float = 60) -> bytes:
         """GET `path` from `server`'s HTTP, from the bridge's namespace (it has an address)."""
         url = self.servers[server].url + path
         result = subprocess.run(
