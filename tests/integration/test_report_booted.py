@@ -26,11 +26,14 @@ def report(tmp_path: Path, *args: str) -> dict[str, list[str]] | None:
 
     def serve() -> None:
         while True:  # not a fixed window: a loaded machine ran the script for over 3 s
+            # Read before the accept: once the script has exited, its connection (if any) is
+            # in the backlog, so this accept gets it (read after, one could be left there).
+            exited = finished.is_set()
             try:
                 conn, _ = listener.accept()
                 break
             except TimeoutError:
-                if finished.is_set():
+                if exited:
                     return
         with conn:
             conn.settimeout(30)
