@@ -17,7 +17,6 @@ import socket
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable
 from dataclasses import dataclass
 from ipaddress import IPv4Address
 from pathlib import Path
@@ -45,15 +44,11 @@ _UPSERT_UNKNOWN = (
     " arch = coalesce(excluded.arch, unknown_clients.arch),"
     " vendor_class = coalesce(excluded.vendor_class, unknown_clients.vendor_class)")
 
-# The claim of a pool address: the row for that address becomes ours only if it is ours
-# already or its lease has expired (RETURNING says whether it did).
-_CLAIM = ("INSERT INTO leases (mac, ip, node, expires, state, relay_info, server) "
-          "VALUES (?, ?, ?, ?, 'BOUND', ?, ?) ON CONFLICT (ip) DO UPDATE SET mac = excluded.mac,"
-          " node = excluded.node, expires = excluded.expires, state = excluded.state,"
-          " relay_info = excluded.relay_info, server = excluded.server"
-          " WHERE leases.mac = excluded.mac OR leases.expires < ? RETURNING mac")
-# The same claim inside a group commit, where no separate quarantine query runs: an address
-# another server quarantined is not inserted (a live row of it was deleted by the DECLINE).
+# The claim of a pool address, inside the group commit (the one way a pool lease is bound):
+# the row for that address becomes ours only if it is the client's already or its lease has
+# expired (RETURNING says whether it did), so two servers claiming one address at once get one
+# yes and one no. An address another server quarantined is not inserted (a live row of it was
+# deleted by the DECLINE).
 _GROUP_CLAIM = ("INSERT INTO leases (mac, ip, node, expires, state, relay_info, server) "
                 "SELECT ?, ?, ?, ?, 'BOUND', ?, ? WHERE NOT EXISTS "
                 "(SELECT 1 FROM declined WHERE ip = ? AND until > ?)"
@@ -62,7 +57,6 @@ _GROUP_CLAIM = ("INSERT INTO leases (mac, ip, node, expires, state, relay_info, 
                 " node = excluded.node, expires = excluded.expires, state = excluded.state,"
                 " relay_info = excluded.relay_info, server = excluded.server"
                 " WHERE leases.mac = excluded.mac OR leases.expires < ? RETURNING mac")
-_DELETE_OTHER_LEASES = "DELETE FROM leases WHERE mac = ? AND ip <> ?"
 # Before a group claim: the client's other lease goes if this server bound it or it expired. A
 # live one another server bound stays, and the claim is lost (the NOT EXISTS above): it is a
 # REQUEST the client gave up (read late, under load) after it took that server's ACK; deleting
@@ -74,7 +68,6 @@ _DELETE_OUR_OTHER_LEASES = ("DELETE FROM leases WHERE mac = ? AND ip <> ?"
 _DELETE_OUR_LEASE = ("DELETE FROM leases WHERE mac = ?"
                      " AND (coalesce(server, '') = ? OR expires < ?)")
 _SELECT_LEASE_OF = "SELECT mac, ip, node, expires, state, relay_info FROM leases WHERE mac = ?"
-_QUARANTINED = "SELECT 1 FROM declined WHERE ip = ? AND until > ?"
 _SELECT_LEASE_AT = "SELECT mac, ip, node, expires, state, relay_info FROM leases WHERE ip = ?"
 
 _DELETE_DECLINED_UNTIL = "DELETE FROM declined WHERE until <= ?"
@@ -406,64 +399,6 @@ class LeaseStore:
                 self._checkpointer = sqlite3.connect(Path(self.location), isolation_level=None,
                                                      check_same_thread=False)
             self._checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-
-    # --- pool addresses shared by several servers on one database ---
-
-    def allocate(self, mac: MacAddress, candidates: Iterable[IPv4Address], *, now: float,
-                 expires: float, node: str | None = None) -> IPv4Address | None:
-        """Bind `mac` to the first of `candidates` that no live lease holds and no quarantine
-        blocks, claimed in the database itself (`claim`), so servers sharing it never hand
-        out one address twice. None: every candidate is taken."""
-        for address in candidates:
-            held = self._by_address.get(address)
-            if held is not None and held.mac != mac and held.expires >= now:
-                continue
-            if self.is_declined(address, now):
-                continue
-            if self.claim(mac, address, now=now, expires=expires, node=node):
-                return address
-        return None
-
-    def claim(self, mac: MacAddress, address: IPv4Address, *, now: float, expires: float,
-              node: str | None = None) -> bool:
-        """Bind `mac` to `address` now, in one transaction, unless another MAC's lease on it
-        is still live or it is quarantined: the address's UNIQUE constraint and an
-        `INSERT … ON CONFLICT (ip) DO UPDATE … WHERE` decide, so two servers claiming one
-        address at once get one yes and one no. Either way the view learns the holder."""
-        self.commit()  # staged changes first: they are older
-        db = self._db
-        with self._lock:
-            db.begin()
-            try:
-                blocked = db.execute(_QUARANTINED, (str(address), now)).fetchall()
-                db.execute(_DELETE_OTHER_LEASES, (_mac_text(mac), str(address)))
-                won = [] if blocked else db.execute(
-                    _CLAIM, (_mac_text(mac), str(address), node, expires, None, self.server,
-                             now)).fetchall()
-                db.execute("COMMIT")
-            except db.integrity_error:  # the same MAC claimed elsewhere at this instant
-                db.execute("ROLLBACK")
-                won = []
-            except BaseException:
-                if db.in_transaction:
-                    db.execute("ROLLBACK")
-                raise
-            if not won:
-                self._learn_holder(address)
-                return False
-        self._forget(self._by_mac.get(mac))
-        self._forget(self._by_address.get(address))
-        self._remember(Lease(mac=mac, address=address, node=node, expires=expires,
-                             state=LeaseState.BOUND, relay_info=None))
-        return True
-
-    def _learn_holder(self, address: IPv4Address) -> None:
-        """Put the database's row for `address` (another server's, maybe) into the view."""
-        row = self._db.execute(_SELECT_LEASE_AT, (str(address),)).fetchone()
-        if row is not None:
-            lease = _lease_of(row)
-            self._forget(self._by_address.get(lease.address))
-            self._remember(lease)
 
     def _remember(self, lease: Lease) -> None:
         self._by_mac[lease.mac] = lease
