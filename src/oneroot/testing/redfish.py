@@ -149,7 +149,7 @@ class RedfishEmulator:
         return self
 
     def _wait_serving(self) -> None:
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 120  # 3-4 s at a load of 9 on two cores: a bound
         while time.monotonic() < deadline:
             assert self._proc is not None
             if self._proc.poll() is not None:

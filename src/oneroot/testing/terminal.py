@@ -27,7 +27,7 @@ class Terminal:
     def type(self, keys: bytes) -> None:
         os.write(self.master, keys)
 
-    def expect(self, wanted: bytes, timeout: float = 20) -> None:
+    def expect(self, wanted: bytes, timeout: float = 60) -> None:
         """Read until `wanted` is on the screen (everything read stays in `screen`)."""
         deadline = time.monotonic() + timeout
         while wanted not in self.screen:
@@ -39,7 +39,7 @@ class Terminal:
     def raw(self) -> bool:
         return not termios.tcgetattr(self.slave)[3] & termios.ICANON
 
-    def wait_raw(self, timeout: float = 20) -> None:
+    def wait_raw(self, timeout: float = 60) -> None:
         """Until the command put the terminal in raw mode (its session is up)."""
         deadline = time.monotonic() + timeout
         while not self.raw():
