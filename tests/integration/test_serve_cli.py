@@ -17,6 +17,7 @@ import pytest
 
 from oneroot.testing.dhcpclient import Udhcpc
 from oneroot.testing.netns import Link, linked_namespaces
+from oneroot.testing.wait import until
 
 pytestmark = pytest.mark.integration
 
@@ -105,8 +106,11 @@ def test_discover_adopt_reload_status_and_stop(serve: Serve) -> None:
         "'http://10.88.0.1:8080/api/v1/status', timeout=5).read().decode())").stdout)
     stages = {n["node"]: n["stage"] for n in doc["nodes"]}
     assert stages["found01"] == "dhcp.ack"
-    status = json.loads(serve.oneroot("status", "--json").stdout)
-    assert {n["node"]: n["stage"] for n in status["nodes"]}["found01"] == "dhcp.ack"
+
+    def stored() -> str:  # serve writes its events a moment after the ACK (a batch writer)
+        status = json.loads(serve.oneroot("status", "--json").stdout)
+        return str({n["node"]: n["stage"] for n in status["nodes"]}["found01"])
+    until(lambda: stored() == "dhcp.ack", "found01's ACK in oneroot status", 60, stored)
 
     # SIGHUP reloads; SIGTERM stops cleanly with exit status 0.
     reloads = serve.log.read_text().count("inventory.reloaded")

@@ -32,7 +32,7 @@ def set_mtu(link: Link, mtu: int) -> None:
     link.server.ns.run("ip", "link", "set", "dev", link.server.interface, "mtu", str(mtu))
 
 
-def wait_log(log: Path, pattern: str, after: int = 0, timeout: float = 20) -> re.Match[str]:
+def wait_log(log: Path, pattern: str, after: int = 0, timeout: float = 60) -> re.Match[str]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         found = re.search(pattern, log.read_text()[after:])
