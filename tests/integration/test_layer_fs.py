@@ -23,6 +23,7 @@ from oneroot.ops.layerfs import (
     release_layer_fs,
     unmount_layer_fs,
 )
+from oneroot.testing.wait import until
 
 pytestmark = [pytest.mark.integration,
               pytest.mark.skipif(os.geteuid() != 0, reason="needs root (loop mounts)")]
@@ -59,6 +60,33 @@ def test_a_layer_is_its_own_filesystem_and_is_mounted_again(systems: Path) -> No
     assert (root / "upper/kept").read_text() == "kept\n"
     assert release_layer_fs(root)
     assert not is_layer_fs(root) and not layer_image(root).exists()
+
+
+def test_a_copy_of_the_mount_elsewhere_keeps_one_superblock(systems: Path) -> None:
+    """A process that unshared its mounts while the layer was mounted (a service with
+    PrivateTmp, `ip netns exec`) holds the filesystem after our unmount: mounting it again
+    must reuse that superblock, not make a second one on the image (the file written
+    through the first was unseen by the second, and the image would be corrupted)."""
+    root = systems / "node04"
+    assert ensure_layer_fs(root, size=1 << 30)
+    other = subprocess.Popen(["unshare", "-m", "--propagation", "private", "sleep", "300"])
+    try:
+        mountinfo = Path(f"/proc/{other.pid}/mountinfo")
+        until(lambda: os.stat(f"/proc/{other.pid}/ns/mnt").st_ino
+              != os.stat("/proc/self/ns/mnt").st_ino and f" {root} " in mountinfo.read_text(),
+              "a copy of the layer's mount in another namespace", 60,
+              lambda: mountinfo.read_text())
+        (root / "upper").mkdir()
+        (root / "upper/kept").write_text("kept\n")
+        assert unmount_layer_fs(root) and not (root / "upper").exists()
+        assert ensure_layer_fs(root)
+        assert (root / "upper/kept").read_text() == "kept\n"
+        devices = subprocess.run(["losetup", "-j", str(layer_image(root))], text=True,
+                                 capture_output=True, check=True).stdout.splitlines()
+        assert len(devices) == 1, devices
+    finally:
+        other.kill()
+        other.wait()
 
 
 def test_a_plain_layer_moves_into_its_image(systems: Path) -> None:

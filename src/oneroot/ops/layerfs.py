@@ -36,6 +36,8 @@ log = logging.getLogger(__name__)
 IMAGES_DIR = ".layer-images"
 MOUNT_OPTIONS = "nosuid,nodev,noinit_itable"  # no background zeroing: the image stays sparse
 DEFAULT_LAYER_SIZE = 32 << 30  # sparse: a layer takes what it holds; its size is its limit
+SYS_FS = Path("/sys/fs")
+LIVE_SUPERBLOCK_TYPES = ("ext4", "xfs")  # the filesystems oneroot makes in images
 # A 32 MiB journal (mkfs would take 128 MiB for 32 GiB); one inode per 64 KiB.
 _MKFS = ("mkfs.ext4", "-q", "-F", "-m", "0", "-i", "65536", "-J", "size=32",
          "-E", "lazy_itable_init=1,lazy_journal_init=1")
@@ -122,13 +124,29 @@ def _migrate(root: Path, image: Path, device: str) -> Path:
 
 def _loop_device(image: Path, mounted: list[list[MountEntry]]) -> str:
     """The loop device to mount `image` from: the one a mount in `mounted` (mount tables)
-    uses, so that every namespace shares one superblock; else a new one (a device found by
-    `losetup -j` alone may be one an unmount is tearing down)."""
+    uses, or one whose filesystem is mounted in any other namespace, so that there is only
+    ever one superblock; else a new one (a device found by `losetup -j` alone may be one an
+    unmount is tearing down)."""
     for entries in mounted:
         for entry in entries:
             if entry.source.startswith("/dev/loop") and backing_file(entry.source) == _real(image):
                 return entry.source
-    return _run("losetup", "-f", "--show", str(image)).strip()
+    return _live_loop_device(image) or _run("losetup", "-f", "--show", str(image)).strip()
+
+
+def _live_loop_device(image: Path) -> str | None:
+    """A loop device of `image` with a mounted filesystem, in whatever mount namespace: a
+    process that unshared its mounts (a service with PrivateTmp, `ip netns exec`, `unshare
+    -m`) keeps a copy of the layer's mount after ours is gone, and a second device would be
+    a second superblock on one image: the files written through the first one unseen, the
+    image corrupted. The kernel lists each mounted superblock in /sys/fs/TYPE/DEVICE."""
+    for line in _run("losetup", "-j", str(image)).splitlines():
+        device = line.split(":", 1)[0]
+        name = os.path.basename(device)
+        if device.startswith("/dev/loop") and any(
+                (SYS_FS / fstype / name).exists() for fstype in LIVE_SUPERBLOCK_TYPES):
+            return device
+    return None
 
 
 def _mount_device(device: str, at: Path, ns_pid: int | None = None) -> None:
