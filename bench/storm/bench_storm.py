@@ -11,6 +11,7 @@ storm.json. Needs root; every packet stays in namespaces this run creates and de
 on failure and Ctrl-C).
 
     .venv/bin/python bench/storm/bench_storm.py [--nodes 100,500,1000] [--servers oneroot,baseline]
+        [--repeat 3]
 """
 
 from __future__ import annotations
@@ -52,6 +53,8 @@ LAB_KERNEL_GLOB = "kernels/*/boot/vmlinuz-*"
 ONEROOT_VARIANTS: dict[str, tuple[str, ...]] = {
     "oneroot": (),
     "oneroot-loop": ("--limit", "tftp_lockstep_threads=0"),  # no lock-step thread at all
+    # every boot-file body sent on the event loop, no sendfile thread (before serve/sendfile.py)
+    "oneroot-loopfiles": ("--limit", "http_sendfile_threads=0"),
 }
 SIZES = {"vmlinuz": 8_247_232, "initramfs.img": 3_985_087}  # the lab's, when not cached
 
@@ -237,6 +240,8 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, help="keep homes and server logs here")
     parser.add_argument("--serve-arg", action="append", default=[],
                         help="one more argument for `oneroot serve` (an experiment: say so)")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="storms per server and N, the servers taking turns (paired)")
     parser.add_argument("--no-write", action="store_true", help="print, write no results")
     args = parser.parse_args()
     if os.geteuid() != 0:
@@ -253,11 +258,16 @@ def main() -> None:
             work = Path(tmp) / f"n{nodes}"
             home = prepare_home(work, nodes, Path(tmp) / "payload")
             manifest_path = manifest(work / "boot", args.arch, work / "manifest.json")
-            for server in args.servers.split(","):
-                row = storm(server, nodes, home, work, manifest_path, args)
-                row["load_after"] = [round(x, 2) for x in os.getloadavg()]
-                print(json.dumps(row), flush=True)
-                rows.append(row)
+            order = args.servers.split(",")
+            for rep in range(args.repeat):
+                # pairs in alternating order, so a machine getting busier favours neither
+                for server in order if rep % 2 == 0 else order[::-1]:
+                    load = [round(x, 2) for x in os.getloadavg()]
+                    row = storm(server, nodes, home, work, manifest_path, args)
+                    row.update(rep=rep, load_before=load,
+                               load_after=[round(x, 2) for x in os.getloadavg()])
+                    print(json.dumps(row), flush=True)
+                    rows.append(row)
     report = {"command": "bench/storm/bench_storm.py " + " ".join(sys.argv[1:]),
               "date": started, "machine": machine(), "versions": versions(),
               "load_average_before": [round(x, 2) for x in load_before],

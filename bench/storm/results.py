@@ -4,6 +4,7 @@ Markdown comes from the JSON written next to it."""
 from __future__ import annotations
 
 import json
+import statistics
 from pathlib import Path
 
 
@@ -36,19 +37,20 @@ def write_results(report: dict[str, object], out: Path) -> None:
         "(bench/storm/netns.py); the load generator and the bridge share the 2 CPUs with the "
         "server.",
         "",
-        "| server | nodes | ok | failed | all files (s) | per-node p50 (s) | per-node p99 (s) "
-        "| retries | report failures | server CPU (s) | server peak RSS (MB) | load gen CPU (s) "
-        "| load after |",
-        "|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---|",
+        "| server | nodes | pair | ok | failed | all files (s) | per-node p50 (s) "
+        "| per-node p99 (s) | retries | report failures | server CPU (s) | server peak RSS (MB) "
+        "| load gen CPU (s) | load before | load after |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---|---|",
     ]
     for row in rows:
         retries = ", ".join(f"{k} {v}" for k, v in sorted(row["retries"].items()))  # type: ignore[attr-defined]
         lines.append(
-            f"| {row['server']} | {row['nodes']} | {row['ok']} | {row['failed']} "
+            f"| {row['server']} | {row['nodes']} | {row.get('rep', 0)} | {row['ok']} "
+            f"| {row['failed']} "
             f"| {_fmt(row['all_files_s'])} | {_fmt(row['files_p50_s'])} "
             f"| {_fmt(row['files_p99_s'])} | {retries or 'none'} | {row['report_failures']} "
             f"| {row['server_cpu_s']} | {row['server_peak_rss_mb']} | {row['loadgen_cpu_s']} "
-            f"| {row.get('load_after')} |")
+            f"| {row.get('load_before', '–')} | {row.get('load_after')} |")
     lines += _ratios(rows, report.get("variants", {}))  # type: ignore[arg-type]
     lines += ["", "Per-stage medians (seconds after the node's power-on, when it had finished "
               "the stage):", "",
@@ -72,26 +74,54 @@ def write_results(report: dict[str, object], out: Path) -> None:
     out.with_suffix(".md").write_text("\n".join(lines))
 
 
+RATIO_KEYS = ("all_files_s", "files_p50_s", "files_p99_s")
+
+
+def _ratio(mine: object, other: object) -> float | None:
+    if mine is None or not other:
+        return None
+    return float(mine) / float(other)  # type: ignore[arg-type]
+
+
+def _cell(value: float | None) -> str:
+    return "–" if value is None else f"{value:.2f}×"
+
+
 def _ratios(rows: list[dict[str, object]], variants: dict[str, list[str]]) -> list[str]:
-    """Each oneroot row over the baseline row of the same N (same run): below 1 is faster."""
-    base = {row["nodes"]: row for row in rows if row["server"] == "baseline"}
-    lines = ["", "oneroot / baseline, same N, same run (below 1: oneroot finished first):", "",
-             "| server | nodes | all files | per-node p50 | per-node p99 | failed (oneroot ; "
-             "baseline) |", "|---|---:|---:|---:|---:|---|"]
+    """Each oneroot row over the baseline row of the same N and pair (same run, one after
+    the other): below 1 is faster. With several pairs, the median of the pairs' ratios."""
+    base = {(row["nodes"], row.get("rep", 0)): row for row in rows
+            if row["server"] == "baseline"}
+    lines = ["", "oneroot / baseline, same N, same pair of storms (below 1: oneroot finished "
+             "first):", "",
+             "| server | nodes | pair | all files | per-node p50 | per-node p99 | failed "
+             "(oneroot ; baseline) |", "|---|---:|---:|---:|---:|---:|---|"]
+    paired: dict[tuple[object, object], list[list[float | None]]] = {}
     for row in rows:
-        theirs = base.get(row["nodes"])
+        theirs = base.get((row["nodes"], row.get("rep", 0)))
         if row["server"] == "baseline" or theirs is None:
             continue
-        cells = []
-        for key in ("all_files_s", "files_p50_s", "files_p99_s"):
-            mine, other = row[key], theirs[key]
-            cells.append(f"{float(mine) / float(other):.2f}×"  # type: ignore[arg-type]
-                         if mine is not None and other else "–")
-        lines.append(f"| {row['server']} | {row['nodes']} | " + " | ".join(cells)
+        ratios = [_ratio(row[key], theirs[key]) for key in RATIO_KEYS]
+        paired.setdefault((row["server"], row["nodes"]), []).append(ratios)
+        lines.append(f"| {row['server']} | {row['nodes']} | {row.get('rep', 0)} | "
+                     + " | ".join(map(_cell, ratios))
                      + f" | {row['failed']} ; {theirs['failed']} |")
+    if any(len(pairs) > 1 for pairs in paired.values()):
+        lines += ["", "Median over the pairs:", "",
+                  "| server | nodes | pairs | all files | per-node p50 | per-node p99 |",
+                  "|---|---:|---:|---:|---:|---:|"]
+        for (server, nodes), pairs in paired.items():
+            medians = [_median([p[i] for p in pairs]) for i in range(len(RATIO_KEYS))]
+            lines.append(f"| {server} | {nodes} | {len(pairs)} | "
+                         + " | ".join(map(_cell, medians)) + " |")
     lines += [f"- {name}: `oneroot serve` with `{' '.join(extra)}`" for name, extra in
               variants.items()]
     return lines
+
+
+def _median(values: list[float | None]) -> float | None:
+    known = [v for v in values if v is not None]
+    return statistics.median(known) if known else None
 
 
 def _drops(rows: list[dict[str, object]]) -> list[str]:

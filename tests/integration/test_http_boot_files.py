@@ -1,7 +1,9 @@
 """HttpService's boot files stat, open and close on the loop: no hop to the thread pool (each
 hop is a GIL hand-off the loop waited milliseconds for in a boot storm on a busy machine).
 Whole file, a Range and HEAD are answered as before; a conditional request (304) is left to
-aiohttp. In process, on loopback."""
+aiohttp. A big body is sent by a sendfile thread (serve/sendfile.py), and the connection
+carries the next request after it; a client that does not read keeps its thread, never the
+others' files. In process, on loopback."""
 
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ from typing import Any
 import pytest
 
 from oneroot.model.events import BootEvent
+from oneroot.model.limits import Limits
 from oneroot.serve.http import HttpService
 from oneroot.testing.ports import free_port
 
@@ -46,13 +49,18 @@ async def _request(port: int, head: str) -> bytes:
 
 
 async def _serve(boot: Path, heads: list[str]) -> tuple[list[bytes], int, list[BootEvent]]:
+    return await _serve_with(boot, heads, Limits())
+
+
+async def _serve_with(boot: Path, heads: list[str], limits: Limits
+                      ) -> tuple[list[bytes], int, list[BootEvent]]:
     executor = CountingExecutor()
     asyncio.get_running_loop().set_default_executor(executor)
     events: list[BootEvent] = []
     port = free_port()
     service = HttpService(bind="127.0.0.1", port=port, boot_dir=boot,
                           catalog=lambda: NoVirtualFiles(),  # type: ignore[arg-type,return-value]
-                          on_event=events.append, status=dict)
+                          on_event=events.append, status=dict, limits=limits)
     await service.start()
     try:
         before = executor.submitted
@@ -93,3 +101,77 @@ def test_a_conditional_request_is_left_to_aiohttp(tmp_path: Path) -> None:
     answers, _, _ = asyncio.run(_serve(tmp_path, [
         f"GET /boot/vmlinuz HTTP/1.1\r\nHost: x\r\nIf-None-Match: {etag}\r\n"]))
     assert _split(answers[0])[0].startswith("HTTP/1.1 304")
+
+
+BIG = 3 << 20  # above serve/sendfile.THREAD_MIN_BYTES
+
+
+async def _read_response(reader: asyncio.StreamReader) -> tuple[str, bytes]:
+    head = (await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 30)).decode()
+    length = int(next(line.split(": ", 1)[1] for line in head.split("\r\n")
+                      if line.lower().startswith("content-length:")))
+    return head, await asyncio.wait_for(reader.readexactly(length), 60)
+
+
+def test_a_big_body_comes_from_a_thread_and_the_connection_goes_on(tmp_path: Path) -> None:
+    data = os.urandom(BIG)
+    (tmp_path / "vmlinuz").write_bytes(data)
+
+    async def run() -> tuple[list[tuple[str, bytes]], int, int]:
+        port = free_port()
+        service = HttpService(bind="127.0.0.1", port=port, boot_dir=tmp_path,
+                              catalog=lambda: NoVirtualFiles(),  # type: ignore[arg-type,return-value]
+                              on_event=lambda e: None, status=dict)
+        await service.start()
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            answers = []
+            for extra in ("", "Range: bytes=1000-2000999\r\n", ""):  # one kept-alive connection
+                writer.write(f"GET /boot/vmlinuz HTTP/1.1\r\nHost: x\r\n{extra}\r\n".encode())
+                answers.append(await _read_response(reader))
+            writer.close()
+            return answers, service.sender.files, service.sender.threads
+        finally:
+            await service.close()
+
+    answers, by_thread, threads = asyncio.run(run())
+    assert threads == Limits().http_sendfile_threads > 0
+    (whole, whole_body), (part, part_body), (again, again_body) = answers
+    assert whole.startswith("HTTP/1.1 200") and whole_body == data
+    assert part.startswith("HTTP/1.1 206") and part_body == data[1000:2001000]
+    assert again.startswith("HTTP/1.1 200") and again_body == data
+    assert by_thread == 3
+
+
+def test_a_client_that_does_not_read_keeps_only_its_own_thread(tmp_path: Path) -> None:
+    """One sendfile thread, held by a client that never reads: another node's kernel still
+    comes, on the loop (a queue for the thread would have stalled it)."""
+    data = os.urandom(BIG * 8)  # more than loopback buffers: the thread's send blocks
+    (tmp_path / "vmlinuz").write_bytes(data)
+
+    async def run() -> tuple[bytes, int]:
+        port = free_port()
+        service = HttpService(bind="127.0.0.1", port=port, boot_dir=tmp_path,
+                              catalog=lambda: NoVirtualFiles(),  # type: ignore[arg-type,return-value]
+                              on_event=lambda e: None, status=dict,
+                              limits=Limits(http_sendfile_threads=1))
+        await service.start()
+        try:
+            _, stuck = await asyncio.open_connection("127.0.0.1", port)
+            stuck.write(b"GET /boot/vmlinuz HTTP/1.1\r\nHost: x\r\n\r\n")
+            deadline = asyncio.get_running_loop().time() + 30
+            while service.sender.available(BIG):  # the thread took the stuck client's file
+                assert asyncio.get_running_loop().time() < deadline
+                await asyncio.sleep(0.01)
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"GET /boot/vmlinuz HTTP/1.1\r\nHost: x\r\n\r\n")
+            _, body = await _read_response(reader)
+            writer.close()
+            stuck.close()
+            return body, service.sender.files
+        finally:
+            await service.close()
+
+    body, by_thread = asyncio.run(run())
+    assert body == data
+    assert by_thread == 0  # the stuck one never finished; the other was sent on the loop

@@ -26,6 +26,10 @@ class Limits:
     # server's own 1 s retransmit timer (with backoff) applies. At 255 s a silent client held a
     # session for 25 minutes; at 5 s it is gone within a minute.
     tftp_option_timeout: int = 5
+    # HTTP: boot-file bodies of 1 MiB or more sent by a thread of their own (one blocking
+    # sendfile, off the event loop) while fewer than this many are being sent; the others on
+    # the loop (serve/sendfile.py). 0: every body on the loop.
+    http_sendfile_threads: int = 2
 
     # Boot events and the rows DHCP keeps about strangers
     event_text: int = 256  # characters kept of a file name, stage, node or MAC in an event
@@ -60,8 +64,9 @@ class Limits:
 
 
 DEFAULT_LIMITS = Limits()
-# Limits that may be 0: none of that kind at all (every lock-step transfer on the loop).
-ZERO_MEANS_NONE = frozenset({"tftp_lockstep_threads"})
+# Limits that may be 0: none of that kind at all (every lock-step transfer, every file
+# body on the loop).
+ZERO_MEANS_NONE = frozenset({"tftp_lockstep_threads", "http_sendfile_threads"})
 
 
 def limits_from_pairs(pairs: Iterable[str], base: Limits = DEFAULT_LIMITS) -> Limits:

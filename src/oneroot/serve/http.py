@@ -9,7 +9,7 @@ import os
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Protocol, cast
+from typing import IO, Any, Protocol, cast
 
 from aiohttp import web
 from aiohttp.abc import AbstractStreamWriter
@@ -18,6 +18,7 @@ from aiohttp.hdrs import ACCEPT_ENCODING
 from oneroot.model.events import BOOT_IMAGE, REPORTED_STAGES, STAGE_STATUSES, BootEvent
 from oneroot.model.limits import DEFAULT_LIMITS, Limits
 from oneroot.ops.catalog import REPORT_PATH, BootCatalog
+from oneroot.serve.sendfile import FileSender
 from oneroot.serve.statusboard import StatusBoard, add_page_routes
 
 log = logging.getLogger(__name__)
@@ -66,9 +67,11 @@ class _ReportingFileResponse(web.FileResponse):
     hops per node. Where this aiohttp lacks the two methods used here, or the answer is not
     the file (304, 412, 403), aiohttp's own `prepare` answers."""
 
-    def __init__(self, path: Path, on_sent: Callable[[web.StreamResponse], None]) -> None:
+    def __init__(self, path: Path, on_sent: Callable[[web.StreamResponse], None],
+                 sender: FileSender | None = None) -> None:
         super().__init__(path, chunk_size=256 * 1024)
         self._on_sent = on_sent
+        self._sender = sender
 
     async def prepare(self, request: web.BaseRequest) -> AbstractStreamWriter | None:
         writer = await self._prepare_on_loop(request)
@@ -92,6 +95,34 @@ class _ReportingFileResponse(web.FileResponse):
                                                                        encoding))
         finally:
             fobj.close()
+
+    async def _sendfile(self, request: web.BaseRequest, fobj: IO[Any], offset: int,
+                        count: int) -> AbstractStreamWriter:
+        """The body from a thread of the sender's (serve/sendfile.py) when one is free, it is
+        big, and the head has left the transport; else aiohttp's sendfile on the loop."""
+        sender, transport = self._sender, request.transport
+        if sender is None or not sender.available(count) or transport is None or \
+                self.compression or transport.get_extra_info("socket") is None:
+            return await super()._sendfile(request, fobj, offset, count)
+        writer = await web.StreamResponse.prepare(self, request)  # the head, sent at once
+        assert writer is not None
+        if transport.get_write_buffer_size() or transport.is_closing():
+            # Part of the head waits in the transport: the loop must send it before the body.
+            return await super()._sendfile(request, fobj, offset, count)
+        reading = transport.is_reading()
+        transport.pause_reading()  # nothing else uses the socket while the thread sends
+        try:
+            await sender.send(transport.get_extra_info("socket").fileno(), fobj.fileno(),
+                              offset, count)
+        except BaseException as exc:
+            transport.abort()  # a short body: the connection cannot carry another answer
+            if isinstance(exc, OSError):
+                raise ConnectionResetError(f"boot file body: {exc}") from exc
+            raise
+        if reading:
+            transport.resume_reading()
+        await web.StreamResponse.write_eof(self)
+        return writer
 
 
 def _checked_report(data: dict[str, str], limits: Limits) -> tuple[str, str, str]:
@@ -141,6 +172,7 @@ class HttpService:
         if payloads is not None:  # other servers fetch boot files here, by content hash
             self.app.add_routes([web.get("/payload/{sha256}", self.payload)])
         self._runner: web.AppRunner | None = None
+        self.sender = FileSender(limits.http_sendfile_threads)
 
     async def start(self) -> None:
         self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
@@ -151,6 +183,7 @@ class HttpService:
         log.info("http.listening bind=%s port=%d", self.bind, self.port)
 
     async def close(self) -> None:
+        self.sender.close()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -187,7 +220,8 @@ class HttpService:
         if path is None:
             log.info("http.refused peer=%s path=%r", peer, name[:MAX_PATH])
             raise web.HTTPNotFound(text="not found\n")
-        return _ReportingFileResponse(path, lambda r: done(r, r.content_length or 0, None))
+        return _ReportingFileResponse(path, lambda r: done(r, r.content_length or 0, None),
+                                      self.sender)
 
     async def payload(self, request: web.Request) -> web.StreamResponse:
         """A boot file by its SHA-256, for another server: only files of the boot directory's

@@ -52,6 +52,8 @@ class StatusBoard:
     def __call__(self, event: BootEvent) -> None:
         node = event.node
         error = self._apply(event)
+        if not self._streams:  # nobody follows the page: no JSON per event (a boot storm's)
+            return
         if node is not None and node in self._nodes():
             self._push("node", self._node_json(node))
         if error is not None:
