@@ -87,8 +87,10 @@ def test_limits_from_pairs() -> None:
     limits = limits_from_pairs(["tftp_sessions_per_client=2", "events_max_age=3600"])
     assert limits.tftp_sessions_per_client == 2 and limits.events_max_age == 3600.0
     for bad in ("nope=1", "tftp_sessions", "tftp_sessions=x", "tftp_sessions=0",
-                "tftp_lockstep_threads=-1"):
+                "tftp_lockstep_threads=-1", "http_sendfile_threads=-1"):
         with pytest.raises(InvalidValue):
             limits_from_pairs([bad])
     # 0 lock-step threads: every lock-step transfer on the loop
     assert limits_from_pairs(["tftp_lockstep_threads=0"]).tftp_lockstep_threads == 0
+    # 0 sendfile threads: every boot-file body on the loop
+    assert limits_from_pairs(["http_sendfile_threads=0"]).http_sendfile_threads == 0
