@@ -11,7 +11,7 @@ storm.json. Needs root; every packet stays in namespaces this run creates and de
 on failure and Ctrl-C).
 
     .venv/bin/python bench/storm/bench_storm.py [--nodes 100,500,1000] [--servers oneroot,baseline]
-        [--repeat 3]
+        [--repeat 3 | --repeat 3,3,1]
 """
 
 from __future__ import annotations
@@ -240,8 +240,9 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, help="keep homes and server logs here")
     parser.add_argument("--serve-arg", action="append", default=[],
                         help="one more argument for `oneroot serve` (an experiment: say so)")
-    parser.add_argument("--repeat", type=int, default=1,
-                        help="storms per server and N, the servers taking turns (paired)")
+    parser.add_argument("--repeat", default="1",
+                        help="storms per server and N, the servers taking turns (paired); "
+                             "one count, or one per --nodes entry (3,3,1)")
     parser.add_argument("--no-write", action="store_true", help="print, write no results")
     args = parser.parse_args()
     if os.geteuid() != 0:
@@ -254,12 +255,17 @@ def main() -> None:
         tmp = str(args.workdir or tmp_dir)
         payload_note = boot_payload(Path.home() / ".cache" / "oneroot", Path(tmp) / "payload",
                                     args.payload)
-        for nodes in [int(n) for n in args.nodes.split(",")]:
+        sizes = [int(n) for n in args.nodes.split(",")]
+        repeats = [int(r) for r in args.repeat.split(",")]
+        if len(repeats) not in (1, len(sizes)):
+            parser.error("--repeat: one count, or one per --nodes entry")
+        for nodes, repeat in zip(sizes, repeats * len(sizes) if len(repeats) == 1 else repeats,
+                                 strict=True):
             work = Path(tmp) / f"n{nodes}"
             home = prepare_home(work, nodes, Path(tmp) / "payload")
             manifest_path = manifest(work / "boot", args.arch, work / "manifest.json")
             order = args.servers.split(",")
-            for rep in range(args.repeat):
+            for rep in range(repeat):
                 # pairs in alternating order, so a machine getting busier favours neither
                 for server in order if rep % 2 == 0 else order[::-1]:
                     load = [round(x, 2) for x in os.getloadavg()]
