@@ -27,7 +27,7 @@ from oneroot.testing.dhcpclient import Udhcpc
 from oneroot.testing.multiserver import SUBNET, ServeCluster, serve_cluster
 from oneroot.testing.netns import available
 from oneroot.testing.postgres import PostgresServer
-from oneroot.testing.pxeboot import PxeBoot, pxe_boot
+from oneroot.testing.pxeboot import TRIES, PxeBoot, pxe_boot
 from oneroot.testing.wait import until
 
 pytestmark = [
@@ -49,6 +49,11 @@ def _holds(cluster: ServeCluster, name: str, address: IPv4Address) -> bool:
     out = cluster.lab.run_in_ns(["ip", "-4", "-o", "addr", "show"], check=False,
                                 netns=cluster.servers[name].ns.netns).stdout
     return f" {address}/" in out
+
+
+def _lease(cluster: ServeCluster, udhcpc: Udhcpc, ns: Client) -> dict[str, str]:
+    return udhcpc.lease(lambda *argv, timeout: cluster.lab.run_in_ns(
+        list(argv), netns=ns.netns, check=False, timeout=timeout), ns.interface, tries=TRIES)
 
 
 def _kill(cluster: ServeCluster, name: str) -> None:
@@ -101,8 +106,7 @@ def test_a_node_that_boots_while_its_server_is_dead_boots_from_the_other(
         try:
             first = {name: pxe_boot(lab, ns, udhcpc, tmp_path / f"{name}-1",
                                     prefixlen=SUBNET.prefixlen) for name, ns in nodes.items()}
-            pool_first = udhcpc.lease(lambda *argv, timeout=30: lab.run_in_ns(
-                list(argv), netns=pool.netns, check=False, timeout=timeout), pool.interface)
+            pool_first = _lease(cluster, udhcpc, pool)
         finally:
             os.kill(b.proc.pid, signal.SIGCONT)
         for boot in first.values():
@@ -114,8 +118,7 @@ def test_a_node_that_boots_while_its_server_is_dead_boots_from_the_other(
                       60, state)
         second = {name: pxe_boot(lab, ns, udhcpc, tmp_path / f"{name}-2",
                                  prefixlen=SUBNET.prefixlen) for name, ns in nodes.items()}
-        pool_second = udhcpc.lease(lambda *argv, timeout=30: lab.run_in_ns(
-            list(argv), netns=pool.netns, check=False, timeout=timeout), pool.interface)
+        pool_second = _lease(cluster, udhcpc, pool)
         booted = time.monotonic() - killed
         for name, boot in second.items():
             _check_outage_boot(cluster, name, first[name], boot)

@@ -37,15 +37,15 @@ class Udhcpc:
         hook.chmod(0o755)
         return cls(busybox=busybox, hook=hook)
 
-    def lease(self, run: Callable[..., Any], interface: str, extra: Sequence[str] = ()
-              ) -> dict[str, str]:
-        """Run udhcpc once (4 tries, 1 s apart) through `run(*argv, timeout=...)`, with
-        `extra` arguments (`-V VENDOR`, `-x OPT:VALUE`); the variables udhcpc gave its script
-        for the lease, or {} when none was bound."""
+    def lease(self, run: Callable[..., Any], interface: str, extra: Sequence[str] = (), *,
+              tries: int = 4) -> dict[str, str]:
+        """Run udhcpc once (`tries` DISCOVERs, 1 s apart) through `run(*argv, timeout=...)`,
+        with `extra` arguments (`-V VENDOR`, `-x OPT:VALUE`); the variables udhcpc gave its
+        script for the lease, or {} when none was bound."""
         for old in self.hook.parent.glob("env.*"):
             old.unlink()
-        run(str(self.busybox), "udhcpc", "-f", "-q", "-n", "-t", "4", "-T", "1", "-i",
-            interface, "-s", str(self.hook), *extra, timeout=30)
+        run(str(self.busybox), "udhcpc", "-f", "-q", "-n", "-t", str(tries), "-T", "1", "-i",
+            interface, "-s", str(self.hook), *extra, timeout=30 + 5 * tries)
         env = self.hook.parent / "env.bound"
         if not env.exists():
             return {}

@@ -26,6 +26,7 @@ from oneroot.testing.dhcpclient import Udhcpc
 PXE_OPTIONS = ("-V", "PXEClient:Arch:00000:UNDI:002001", "-x", "0x5d:0000")
 IPXE_OPTIONS = (*PXE_OPTIONS, "-x", "0x4d:" + b"iPXE".hex())
 REPORTS = ("dhcp", "layers", "union", "switch_root", "init")
+TRIES = 15  # DISCOVERs 1 s apart: a loaded server answers late, not never
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -52,16 +53,16 @@ def pxe_boot(lab: Lab, node: Client, udhcpc: Udhcpc, out: Path, *, prefixlen: in
     """Boot `node` once; fail (AssertionError) at the first step that does not work."""
     out.mkdir(parents=True, exist_ok=True)
 
-    def run(*argv: str, timeout: float = 60) -> Any:
+    def run(*argv: str, timeout: float = 120) -> Any:
         return lab.run_in_ns(list(argv), netns=node.netns, check=False, timeout=timeout)
 
-    rom = udhcpc.lease(run, node.interface, PXE_OPTIONS)
+    rom = udhcpc.lease(run, node.interface, PXE_OPTIONS, tries=TRIES)
     assert rom.get("ip") and rom.get("boot_file"), f"the ROM's DHCP got no boot file: {rom}"
     run("ip", "addr", "flush", "dev", node.interface)
     run("ip", "addr", "add", f"{rom['ip']}/{prefixlen}", "dev", node.interface)
     hashes = {"loader": _fetch(run, f"tftp://{rom['siaddr']}/{rom['boot_file']}",
                                out / "loader")}
-    ipxe = udhcpc.lease(run, node.interface, IPXE_OPTIONS)
+    ipxe = udhcpc.lease(run, node.interface, IPXE_OPTIONS, tries=TRIES)
     assert ipxe.get("ip") == rom["ip"], f"iPXE's DHCP: {ipxe}, the ROM's: {rom}"
     url = ipxe.get("boot_file", "")
     assert url.startswith("http://"), f"iPXE's DHCP got no script URL: {ipxe}"
