@@ -31,6 +31,7 @@ from oneroot.model import Image, LayerFs, NfsServerKind
 from oneroot.model.paths import Paths
 from oneroot.model.resolved import ResolvedCluster, resolve_cluster
 from oneroot.nfs import unmount_view
+from oneroot.ops.imagefs import XFS, images_root, is_images_fs
 from oneroot.ops.layerfs import is_layer_fs, unmount_layer_fs
 from oneroot.ops.nfs_serving import (
     NfsPlan,
@@ -71,6 +72,9 @@ OWN_ROOT_ALIASES = {"ino2_own", "node02_dir_own"}
 # check): a file of the lower's filesystem outside the view's directory (no mask to block),
 # and a masked file whose handle is written otherwise than the kernel writes it (the index
 # whiteouts of `nfs.viewhandles` block `shadow_view_ovl` itself only).
+# Reached through an image's export with layer_fs=own too: the images filesystem holds every
+# image and version of HOME/images (one filesystem: versions are hardlink farms).
+IMAGES_FS_REACH = {"other_image"}
 KNOWN_VIEW_GAP = {"outside_view_ovl", "outside_view_ovl_flag", "outside_view_ovl_longer",
                   "shadow_view_ovl_flag", "shadow_view_ovl_longer"}
 
@@ -136,7 +140,7 @@ def _attack_under_ganesha(cluster: ResolvedCluster, paths: Paths, plan: NfsPlan,
                           attack: Callable[[], dict[str, dict[str, int]]],
                           layers: tuple[Path, ...] = ()) -> dict[str, dict[str, int]]:
     """Apply PLAN, run ATTACK (a blocking client) while ganesha serves it, then unmount the
-    views and LAYERS' filesystems whatever happened."""
+    views, LAYERS' filesystems and the images filesystem whatever happened."""
     async def scenario() -> dict[str, dict[str, int]]:
         async with ganesha_server(cluster, paths, port=port):
             return await asyncio.to_thread(attack)
@@ -150,6 +154,7 @@ def _attack_under_ganesha(cluster: ResolvedCluster, paths: Paths, plan: NfsPlan,
                 unmount_view(spec)
         for layer in layers:
             unmount_layer_fs(layer)
+        unmount_layer_fs(images_root(paths), XFS)
 
 
 @pytest.mark.parametrize("layer_fs", [LayerFs.OWN, LayerFs.SHARED])
@@ -188,35 +193,53 @@ def test_forged_handles_against_ganesha(server_root: Path, layer_fs: LayerFs) ->
     assert {attrs[name] for name in OWN_ROOT_ALIASES} == {attrs["own_root"]}
 
 
-def test_image_exported_as_it_is_opens_its_filesystem(server_root: Path) -> None:
-    """An image that is not the server's `/` is exported as it is (no view): its export
-    holds the filesystem the image lives on. Pinned open (docs/security.md, "Forged file
-    handles"): node03, which boots image `plain`, reads a file outside every export through
-    it. `layer_fs=own` does not cover images."""
-    plain = server_root.parent / "plain"
+@pytest.mark.parametrize("layer_fs", [LayerFs.OWN, LayerFs.SHARED])
+def test_an_image_exported_as_it_is_keeps_to_the_images_filesystem(
+        server_root: Path, layer_fs: LayerFs) -> None:
+    """An image that is not the server's `/` is exported as it is (no view): its export holds
+    the filesystem the image lives on. With layer_fs=own, `HOME/images` is a filesystem of
+    its own (`ops.imagefs`, made and filled by `nfs apply`): node03, which boots image
+    `plain` (in HOME/images, as `image import` puts it), forges handles through it to the
+    shadow file and a file outside every export: refused. The other images in that
+    filesystem stay reachable (`IMAGES_FS_REACH`: all exported read-only anyway).
+    `[shared]` is the same attack with the defence off: all read."""
+    # HOME beside the default image, not inside it: ganesha cannot build the pseudo path of
+    # an export below another export's directory that its view does not show.
+    paths = Paths(home=server_root.parent / "home")
+    plain, other = images_root(paths) / "plain", images_root(paths) / "other"
     (plain / "etc").mkdir(parents=True)
     (plain / "etc/passwd").write_text("plain\n")
+    other.mkdir()
+    (other / "file").write_text("another image\n")
     cluster = resolve_cluster(make_inventory(
         nodes=[make_node(3, address="127.0.0.3", image="plain")],
         images=[Image(name="plain", root=PurePosixPath(plain))],
-        settings=loopback_settings(server_root / "var/state", nfs_server=NfsServerKind.GANESHA),
+        settings=loopback_settings(server_root / "var/state", nfs_server=NfsServerKind.GANESHA,
+                                   layer_fs=layer_fs),
         image_root=server_root))
-    paths = Paths(home=server_root / "var/lib/oneroot")
     port = free_port()
     plan = nfs_plan(cluster, paths, port=port)
     assert "plain" not in plan.views  # exported as it is
+    leaked = {"shadow": server_root / "etc/shadow",
+              "outside": server_root.parent / "outside-secret"}
 
     def attack() -> dict[str, dict[str, int]]:
+        assert is_images_fs(paths) is (layer_fs is LayerFs.OWN)  # made by apply_nfs
         client = Nfs4("127.0.0.1", port, source="127.0.0.3")
         image = client.handle_of(f"{plain}/etc/passwd")
-        kind, fid = kernel_handle(server_root.parent / "outside-secret")
-        return {"passwd": client.probe(image),
-                "outside": client.probe(ganesha_handle(image, kind, fid))}
+        handles = {"passwd": image}
+        for name, path in {**leaked, "other_image": other / "file"}.items():
+            handles[name] = ganesha_handle(image, *kernel_handle(path))
+        return {name: client.probe(fh) for name, fh in handles.items()}
 
-    results = _attack_under_ganesha(cluster, paths, plan, port, attack)
+    results = _attack_under_ganesha(cluster, paths, plan, port, attack,
+                                    layers=(server_root / "var/state/systems/node03",))
     print(results)
-    assert results["passwd"]["read"] == 0
-    assert results["outside"]["read"] == 0  # KNOWN_IMAGE_GAP: read, open
+    answered = {name for name, procs in results.items() if procs["read"] == 0}
+    if layer_fs is LayerFs.SHARED:  # the defence off: the image's whole filesystem is open
+        assert answered == {"passwd", *leaked, *IMAGES_FS_REACH}
+        return
+    assert answered == {"passwd", *IMAGES_FS_REACH}
 
 
 def test_a_node_added_while_ganesha_runs_gets_its_own_filesystem(server_root: Path) -> None:

@@ -21,6 +21,7 @@ from oneroot.nfs.knfsd import EXPORTS_FILE
 from oneroot.nfs.view import filesystem_of, mount_at, read_mounts
 from oneroot.nfs.view import shows as view_shows
 from oneroot.ops.doctor import Finding, Host, error, ok, warning
+from oneroot.ops.imagefs import images_root, is_images_fs
 from oneroot.ops.layerfs import is_layer_fs
 from oneroot.ops.statefs import ALLOWED_TOP
 from oneroot.render.cluster import needs_view
@@ -31,7 +32,7 @@ def server_checks(cluster: ResolvedCluster, paths: Paths, host: Host) -> list[Fi
     findings = [*check_interface(s), *check_state_fs(s)]
     findings += check_views(cluster, paths)
     if s.nfs_server is NfsServerKind.GANESHA:
-        findings += check_ganesha_filesystems(cluster)
+        findings += check_ganesha_filesystems(cluster, paths)
     if s.nfs_server is NfsServerKind.KNFSD:
         findings += check_knfsd(host)
     return findings
@@ -128,11 +129,11 @@ def check_state_fs(s: Settings) -> Iterator[Finding]:
 
 # -- nfs-ganesha: one filesystem per export -----------------------------------------------------
 
-def check_ganesha_filesystems(cluster: ResolvedCluster) -> Iterator[Finding]:
+def check_ganesha_filesystems(cluster: ResolvedCluster, paths: Paths) -> Iterator[Finding]:
     """nfs-ganesha has no subtree check: a node that forges a handle through one of its
     exports reads the whole filesystem that export is on (docs/security.md, "Forged file
-    handles"). Layers are filesystems of their own with layer_fs=own; images exported as they
-    are must be too."""
+    handles"). Layers are filesystems of their own with layer_fs=own, and so is HOME/images
+    (ops.imagefs); any other image exported as it is must be too."""
     s = cluster.settings
     if s.layer_fs is LayerFs.SHARED:
         yield error("ganesha-fs", "layer_fs=shared: a node that forges a file handle through "
@@ -146,17 +147,20 @@ def check_ganesha_filesystems(cluster: ResolvedCluster) -> Iterator[Finding]:
             yield warning("ganesha-fs", f"{len(loose)} node layer(s) not yet a filesystem of "
                                         f"their own: {', '.join(loose[:5])}",
                           "`oneroot nfs apply` (or start `oneroot serve`)")
+    images = images_root(paths) if is_images_fs(paths) else None
     for name, image in sorted(cluster.images.items()):
         if image.live or needs_view(image.root, state_dir=s.state_dir, group_dir=s.group_dir):
             continue  # exported through its masked view
         for root in sorted({image.root, *(v.root for v in image.versions)}):
             entry = filesystem_of(Path(root))
-            if entry is not None and entry.mount_point != Path(root):
+            if entry is not None and entry.mount_point not in (Path(root), images):
                 yield error("ganesha-fs", f"image {name} ({root}) is exported from the "
                                           f"filesystem at {entry.mount_point}, which holds "
                                           "more than the image: a node that forges a file "
                                           "handle through it reads all of that filesystem",
-                            f"mount a filesystem of its own at {root}, or use knfsd")
+                            f"move it under {images_root(paths)} (`oneroot image import`; "
+                            "its own filesystem with layer_fs=own), mount a filesystem of its "
+                            f"own at {root}, or use knfsd")
 
 
 # -- masked views -------------------------------------------------------------------------------

@@ -195,11 +195,15 @@ def _merge_entry(upper: Path, dest: Path, parent: Path, rel: str, st: os.stat_re
 def flatten(parent: Path, upper: Path, dest: Path) -> Flattened:
     """`dest` (must not exist) becomes `parent` with the overlay upper layer `upper` applied:
     a hardlink farm of the parent, the upper's entries moved in. `upper` is consumed."""
-    done = subprocess.run(["cp", "-al", "--", str(parent), str(dest)], capture_output=True,
+    # A parent on another filesystem (version 1 of an image outside `HOME/images`, which is a
+    # filesystem of its own with layer_fs=own: ops.imagefs) is copied once; links after that.
+    linked = os.stat(parent).st_dev == os.stat(dest.parent).st_dev
+    how = "-al" if linked else "-a"
+    done = subprocess.run(["cp", how, "--", str(parent), str(dest)], capture_output=True,
                           text=True)
     if done.returncode != 0:
-        raise ExternalToolError(f"cp -al {parent} {dest} failed: {done.stderr.strip()}",
-                                hint="the versions must be on one filesystem with the image")
+        raise ExternalToolError(f"cp {how} {parent} {dest} failed: {done.stderr.strip()}",
+                                hint="check the space left under the image's versions")
     out = Flattened()
     dirs: list[tuple[str, os.stat_result]] = []
     stack = [""]

@@ -37,6 +37,7 @@ from oneroot.model.inventory import Inventory
 from oneroot.model.paths import Paths
 from oneroot.model.resolved import resolve_cluster
 from oneroot.ops.image_block import block_images, build_block
+from oneroot.ops.imagefs import mount_images_fs_if_made
 from oneroot.ops.inventory import commit, detect_init_system, get_group, get_node
 
 log = logging.getLogger(__name__)
@@ -73,6 +74,7 @@ def resolve_version(inv: Inventory, text: str) -> tuple[Image, ImageVersion]:
 @contextmanager
 def image_lock(paths: Paths, name: str) -> Iterator[None]:
     """One version made at a time per image (across processes)."""
+    mount_images_fs_if_made(paths)  # never write on the bare mount point of HOME/images
     directory = versions_dir(paths, name)
     directory.mkdir(parents=True, exist_ok=True)
     with file_lock(directory / ".lock"):

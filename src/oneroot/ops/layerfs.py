@@ -26,6 +26,7 @@ import logging
 import os
 import stat
 import subprocess
+from dataclasses import dataclass
 from pathlib import Path
 
 from oneroot.errors import ConfigError, ExternalToolError
@@ -34,21 +35,33 @@ from oneroot.nfs.view import MountEntry, mount_at, read_mounts
 log = logging.getLogger(__name__)
 
 IMAGES_DIR = ".layer-images"
-MOUNT_OPTIONS = "nosuid,nodev,noinit_itable"  # no background zeroing: the image stays sparse
 DEFAULT_LAYER_SIZE = 32 << 30  # sparse: a layer takes what it holds; its size is its limit
 SYS_FS = Path("/sys/fs")
 LIVE_SUPERBLOCK_TYPES = ("ext4", "xfs")  # the filesystems oneroot makes in images
-# A 32 MiB journal (mkfs would take 128 MiB for 32 GiB); one inode per 64 KiB.
-_MKFS = ("mkfs.ext4", "-q", "-F", "-m", "0", "-i", "65536", "-J", "size=32",
-         "-E", "lazy_itable_init=1,lazy_journal_init=1")
 
 
-def layer_image(root: Path) -> Path:
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FsFormat:
+    """How an image file is formatted and mounted (its name's suffix is the fstype)."""
+
+    fstype: str
+    mkfs: tuple[str, ...]
+    options: str
+
+
+# A 32 MiB journal (mkfs would take 128 MiB for 32 GiB); one inode per 64 KiB; no background
+# zeroing of the inode tables (noinit_itable): the image stays sparse.
+EXT4 = FsFormat(fstype="ext4", options="nosuid,nodev,noinit_itable",
+                mkfs=("mkfs.ext4", "-q", "-F", "-m", "0", "-i", "65536", "-J", "size=32",
+                      "-E", "lazy_itable_init=1,lazy_journal_init=1"))
+
+
+def layer_image(root: Path, fmt: FsFormat = EXT4) -> Path:
     """Where the image of the layer at `root` lives."""
-    return root.parent / IMAGES_DIR / f"{root.name}.ext4"
+    return root.parent / IMAGES_DIR / f"{root.name}.{fmt.fstype}"
 
 
-def _run(*argv: str, timeout: float = 300) -> str:
+def run_tool(*argv: str, timeout: float = 300) -> str:
     proc = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True,
                           timeout=timeout, check=False)
     if proc.returncode != 0:
@@ -67,17 +80,17 @@ def backing_file(source: str) -> Path | None:
     return Path(text) if text else None
 
 
-def is_layer_fs(root: Path) -> bool:
+def is_layer_fs(root: Path, fmt: FsFormat = EXT4) -> bool:
     """Whether `root` is mounted from its own layer image."""
     entry = mount_at(root)
-    return entry is not None and backing_file(entry.source) == _real(layer_image(root))
+    return entry is not None and backing_file(entry.source) == _real(layer_image(root, fmt))
 
 
 def _real(path: Path) -> Path:
     return Path(os.path.realpath(path))
 
 
-def _make_image(image: Path, size: int) -> bool:
+def _make_image(image: Path, size: int, fmt: FsFormat) -> bool:
     """A sparse, formatted image; False when it exists (never formatted twice)."""
     if os.path.lexists(image):
         if not stat.S_ISREG(image.lstat().st_mode):
@@ -92,7 +105,7 @@ def _make_image(image: Path, size: int) -> bool:
         os.ftruncate(fd, size)
     finally:
         os.close(fd)
-    _run(*_MKFS, str(partial))
+    run_tool(*fmt.mkfs, str(partial))
     os.rename(partial, image)  # only a formatted image has the final name
     return True
 
@@ -102,17 +115,17 @@ def _has_content(root: Path) -> bool:
         return any(True for _ in it)
 
 
-def _migrate(root: Path, image: Path, device: str) -> Path:
+def _migrate(root: Path, image: Path, device: str, fmt: FsFormat) -> Path:
     """Copy a plain layer directory into its fresh image; the old tree is kept (renamed
     beside the images) and its new name returned."""
     staging = image.with_name(f"{root.name}.migrating")
     staging.mkdir(mode=0o700, exist_ok=True)
-    _mount_device(device, staging)
+    _mount_device(device, staging, fmt)
     try:
-        _run("cp", "-a", "--sparse=always", f"{root}/.", f"{staging}/", timeout=3600)
+        run_tool("cp", "-a", "--sparse=always", f"{root}/.", f"{staging}/", timeout=3600)
         os.sync()
     finally:
-        _run("umount", str(staging))
+        run_tool("umount", str(staging))
     staging.rmdir()
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
     kept = image.with_name(f"{root.name}.shared-{stamp}")
@@ -131,7 +144,7 @@ def _loop_device(image: Path, mounted: list[list[MountEntry]]) -> str:
         for entry in entries:
             if entry.source.startswith("/dev/loop") and backing_file(entry.source) == _real(image):
                 return entry.source
-    return _live_loop_device(image) or _run("losetup", "-f", "--show", str(image)).strip()
+    return _live_loop_device(image) or run_tool("losetup", "-f", "--show", str(image)).strip()
 
 
 def _live_loop_device(image: Path) -> str | None:
@@ -140,7 +153,7 @@ def _live_loop_device(image: Path) -> str | None:
     -m`) keeps a copy of the layer's mount after ours is gone, and a second device would be
     a second superblock on one image: the files written through the first one unseen, the
     image corrupted. The kernel lists each mounted superblock in /sys/fs/TYPE/DEVICE."""
-    for line in _run("losetup", "-j", str(image)).splitlines():
+    for line in run_tool("losetup", "-j", str(image)).splitlines():
         device = line.split(":", 1)[0]
         name = os.path.basename(device)
         if device.startswith("/dev/loop") and any(
@@ -149,12 +162,12 @@ def _live_loop_device(image: Path) -> str | None:
     return None
 
 
-def _mount_device(device: str, at: Path, ns_pid: int | None = None) -> None:
+def _mount_device(device: str, at: Path, fmt: FsFormat, ns_pid: int | None = None) -> None:
     """Mount the layer's loop device (one superblock however many namespaces mount it)."""
-    argv = ["mount", "-t", "ext4", "-o", MOUNT_OPTIONS, device, str(at)]
+    argv = ["mount", "-t", fmt.fstype, "-o", fmt.options, device, str(at)]
     if ns_pid is not None:
         argv = ["nsenter", "-t", str(ns_pid), "-m", "--", *argv]
-    _run(*argv)
+    run_tool(*argv)
 
 
 def _from_image(mounts: list[MountEntry], root: Path, image: Path) -> bool:
@@ -196,7 +209,8 @@ def _check_mount_point(root: Path, image: Path) -> bool:
 
 
 def ensure_layer_fs(root: Path, *, size: int = DEFAULT_LAYER_SIZE, parent_mode: int = 0o700,
-                    ns_pid: int | None = None, server_running: bool = False) -> bool:
+                    ns_pid: int | None = None, server_running: bool = False,
+                    fmt: FsFormat = EXT4) -> bool:
     """Mount the layer at `root` from its own image (made, formatted and filled from an
     existing plain directory when needed), here and, when the NFS server runs in another
     mount namespace (`ns_pid`, `oneroot serve` under `ip netns exec`), there too: both
@@ -204,7 +218,7 @@ def ensure_layer_fs(root: Path, *, size: int = DEFAULT_LAYER_SIZE, parent_mode: 
 
     With `server_running`, an existing plain directory is not mounted over: the running
     server may export it, and would go on serving the old directory (or the moved copy)."""
-    image = layer_image(root)
+    image = layer_image(root, fmt)
     changed = False
     if not _check_mount_point(root, image):
         tables = [read_mounts(Path(f"/proc/{ns_pid}/mountinfo"))] if ns_pid else []
@@ -212,22 +226,22 @@ def ensure_layer_fs(root: Path, *, size: int = DEFAULT_LAYER_SIZE, parent_mode: 
                          elsewhere=any(_from_image(t, root, image) for t in tables))
         if not root.parent.exists():
             root.parent.mkdir(mode=parent_mode, parents=True)
-        created = _make_image(image, size)
+        created = _make_image(image, size, fmt)
         device = _loop_device(image, tables)
         if not os.path.lexists(root):
             root.mkdir(mode=0o755)
         elif created and _has_content(root):
-            kept = _migrate(root, image, device)
+            kept = _migrate(root, image, device, fmt)
             log.warning("layerfs.migrated dir=%s image=%s kept=%s hint=%s", root, image, kept,
                         "delete the kept copy once the node boots from its own filesystem")
-        _mount_device(device, root)
-        _run("losetup", "-d", device)  # busy: detached when the last mount goes
+        _mount_device(device, root, fmt)
+        run_tool("losetup", "-d", device)  # busy: detached when the last mount goes
         os.chmod(root, 0o755)
         log.info("layerfs.mounted dir=%s image=%s", root, image)
         changed = True
     theirs = read_mounts(Path(f"/proc/{ns_pid}/mountinfo")) if ns_pid is not None else None
     if theirs is not None and not _from_image(theirs, root, image):
-        _mount_device(_loop_device(image, [read_mounts()]), root, ns_pid)
+        _mount_device(_loop_device(image, [read_mounts()]), root, fmt, ns_pid)
         log.info("layerfs.mounted dir=%s image=%s ns_pid=%s", root, image, ns_pid)
         changed = True
     return changed
@@ -239,15 +253,15 @@ def release_layer_fs(root: Path) -> bool:
     if not is_layer_fs(root):
         return False
     image = layer_image(root)
-    _run("umount", str(root))
+    run_tool("umount", str(root))
     image.unlink()
     log.info("layerfs.released dir=%s image=%s", root, image)
     return True
 
 
-def unmount_layer_fs(root: Path) -> bool:
+def unmount_layer_fs(root: Path, fmt: FsFormat = EXT4) -> bool:
     """Unmount a layer's own filesystem, keeping its image (tests; a server's shutdown)."""
-    if not is_layer_fs(root):
+    if not is_layer_fs(root, fmt):
         return False
-    _run("umount", str(root))
+    run_tool("umount", str(root))
     return True

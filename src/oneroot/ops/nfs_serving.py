@@ -53,6 +53,7 @@ from oneroot.ops.catalog import BootCatalog
 from oneroot.ops.exportids import keep_export_ids, load_export_ids
 from oneroot.ops.image_block import ensure_blocks, ensure_tops
 from oneroot.ops.image_versions import booted_versions
+from oneroot.ops.imagefs import ensure_images_fs
 from oneroot.ops.knfsd_layout import knfsd_layout
 from oneroot.ops.nodes_fs import prepare_group_layers, prepare_nodes
 from oneroot.ops.runlevels import apply_runlevels
@@ -239,6 +240,8 @@ def apply_nfs(cluster: ResolvedCluster, paths: Paths, *,
     # Layers of their own (layer_fs=own) are mounted here and in ganesha's namespace.
     prepare_group_layers(cluster, ns_pid=ns_pid, server_running=pid is not None)
     prepare_nodes(cluster, paths, ns_pid=ns_pid, server_running=pid is not None)
+    # Before the views and unions that may stack on an image: HOME/images its own fs too.
+    ensure_images_fs(paths, cluster.settings, ns_pid=ns_pid, server_running=pid is not None)
     ensure_tops(cluster)  # after the layers: a new top starts with the node's identity files
     # After the node layers: for an image that is the server's live `/`, runlevel targets go
     # into each node's own layer instead of the image.

@@ -9,6 +9,7 @@ import os
 from pathlib import Path, PurePosixPath
 
 from oneroot.model.cluster import Image, LayerFs, Settings
+from oneroot.model.paths import Paths
 from oneroot.model.resolved import ResolvedCluster, resolve_cluster
 from oneroot.ops import doctor
 from oneroot.ops.doctor import Host, Level
@@ -110,21 +111,26 @@ def _ganesha_cluster(base: Path, image_root: Path, **values: object) -> Resolved
     return resolve_cluster(make_inventory(settings=settings, image_root=image_root))
 
 
+def _paths(base: Path) -> Paths:
+    return Paths(home=base / "home")
+
+
 def test_ganesha_images_and_layers_on_shared_filesystems_are_errors(tmp_path: Path) -> None:
     """nfs-ganesha has no subtree check: an image directory exported as it is opens its
     whole filesystem, and so do layers with layer_fs=shared (test_nfs_ganesha_handles)."""
     image = tmp_path / "image"
     image.mkdir()
-    found = list(check_ganesha_filesystems(_ganesha_cluster(tmp_path, image)))
+    found = list(check_ganesha_filesystems(_ganesha_cluster(tmp_path, image), _paths(tmp_path)))
     assert [f.level for f in found] == [Level.WARNING, Level.ERROR]
     assert "node layer(s) not yet a filesystem of their own" in found[0].message
     assert f"image default ({image}) is exported from the filesystem at" in found[1].message
     shared = list(check_ganesha_filesystems(
-        _ganesha_cluster(tmp_path, image, layer_fs=LayerFs.SHARED)))
+        _ganesha_cluster(tmp_path, image, layer_fs=LayerFs.SHARED), _paths(tmp_path)))
     assert shared[0].level is Level.ERROR and "layer_fs=shared" in shared[0].message
     assert "layer_fs=own" in shared[0].fix
 
 
 def test_the_live_root_is_exported_through_its_view_not_as_it_is(tmp_path: Path) -> None:
-    found = list(check_ganesha_filesystems(_ganesha_cluster(tmp_path, Path("/"))))
+    found = list(check_ganesha_filesystems(_ganesha_cluster(tmp_path, Path("/")),
+                                               _paths(tmp_path)))
     assert not [f for f in found if "image" in f.message]
