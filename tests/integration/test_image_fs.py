@@ -1,0 +1,124 @@
+"""`HOME/images` on a filesystem of its own (`oneroot.ops.imagefs`, layer_fs=own with
+nfs-ganesha): an existing HOME/images moved in with its versions' hard links, mounted again
+after a reboot before anything writes there, grown online when it fills, left alone while a
+server runs that may export the old tree; a version of a parent on another filesystem is
+copied, one inside it linked. The attack it stops is in test_nfs_ganesha_handles.py."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from oneroot.model import LayerFs, NfsServerKind, Settings
+from oneroot.model.paths import Paths
+from oneroot.ops.image_build import flatten
+from oneroot.ops.imagefs import (
+    XFS,
+    ensure_images_fs,
+    grow_images_fs,
+    images_image,
+    images_root,
+    is_images_fs,
+    mount_images_fs_if_made,
+)
+from oneroot.ops.layerfs import unmount_layer_fs
+
+pytestmark = [pytest.mark.integration,
+              pytest.mark.skipif(os.geteuid() != 0, reason="needs root (loop mounts)")]
+
+OWN = Settings(nfs_server=NfsServerKind.GANESHA, layer_fs=LayerFs.OWN)
+
+
+@pytest.fixture
+def paths() -> Iterator[Paths]:
+    base = Path("/var/tmp") / f"oneroot-imagefs-{os.getpid()}"
+    base.mkdir()
+    try:
+        yield Paths(home=base / "home")
+    finally:
+        with contextlib.suppress(Exception):
+            unmount_layer_fs(base / "home/images", XFS)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def _ino(path: Path) -> int:
+    return os.lstat(path).st_ino
+
+
+def test_existing_images_move_in_with_their_hard_links(paths: Paths) -> None:
+    v1 = images_root(paths) / "lab"
+    v2 = images_root(paths) / "lab.versions/2"
+    (v1 / "etc").mkdir(parents=True)
+    (v1 / "etc/passwd").write_text("lab\n")
+    v2.parent.mkdir()
+    subprocess.run(["cp", "-al", str(v1), str(v2)], check=True)  # as image exec makes them
+    t0 = time.monotonic()
+    assert ensure_images_fs(paths, OWN)
+    print(f"make + mkfs + migrate: {time.monotonic() - t0:.2f} s, "
+          f"allocated {os.stat(images_image(paths)).st_blocks * 512 >> 20} MiB")
+    assert is_images_fs(paths)
+    assert os.stat(images_root(paths)).st_dev != os.stat(paths.home).st_dev
+    assert (v2 / "etc/passwd").read_text() == "lab\n"
+    assert _ino(v1 / "etc/passwd") == _ino(v2 / "etc/passwd")  # still one inode
+    assert os.stat(images_image(paths)).st_blocks * 512 < 128 << 20  # sparse
+    kept = [p.name for p in images_image(paths).parent.iterdir() if ".shared-" in p.name]
+    assert len(kept) == 1  # the old tree, for the admin to delete
+    assert not ensure_images_fs(paths, OWN)  # idempotent
+    # A reboot: before `oneroot serve`, an image command mounts it before writing there.
+    assert unmount_layer_fs(images_root(paths), XFS) and not v1.exists()
+    mount_images_fs_if_made(paths)
+    assert is_images_fs(paths) and (v1 / "etc/passwd").read_text() == "lab\n"
+
+
+def test_nothing_is_made_when_not_wanted_or_while_a_server_runs(paths: Paths) -> None:
+    assert not ensure_images_fs(paths, OWN)  # no HOME/images yet: nothing to protect
+    (images_root(paths) / "lab").mkdir(parents=True)
+    shared = Settings(nfs_server=NfsServerKind.GANESHA, layer_fs=LayerFs.SHARED)
+    knfsd = Settings(nfs_server=NfsServerKind.KNFSD, layer_fs=LayerFs.OWN)
+    assert not ensure_images_fs(paths, shared) and not ensure_images_fs(paths, knfsd)
+    # A running ganesha may export HOME/images/lab: moving it would leave it on the old tree.
+    assert not ensure_images_fs(paths, OWN, server_running=True)
+    assert not is_images_fs(paths) and not images_image(paths).exists()
+    mount_images_fs_if_made(paths)  # no image made: nothing mounted
+    assert not is_images_fs(paths)
+
+
+def test_it_grows_online_when_it_fills(paths: Paths) -> None:
+    images_root(paths).mkdir(parents=True)
+    assert ensure_images_fs(paths, OWN, size=512 << 20)
+    assert grow_images_fs(paths) is None  # empty: nothing to do
+    before = os.statvfs(images_root(paths))
+    subprocess.run(["fallocate", "-l", str(before.f_bavail * before.f_frsize * 85 // 100),
+                    str(images_root(paths) / "big")], check=True)
+    t0 = time.monotonic()
+    assert grow_images_fs(paths) == 1 << 30
+    print(f"grow 512 MiB -> 1 GiB online: {time.monotonic() - t0:.2f} s")
+    after = os.statvfs(images_root(paths))
+    assert after.f_blocks * after.f_frsize > 1.8 * before.f_blocks * before.f_frsize
+    assert (images_root(paths) / "big").exists()  # online: nothing unmounted
+
+
+def test_a_version_is_linked_inside_and_copied_from_another_filesystem(paths: Paths) -> None:
+    outside = paths.home.parent / "outside-root"  # version 1 of `image use DIR`
+    (outside / "etc").mkdir(parents=True)
+    (outside / "etc/passwd").write_text("outside\n")
+    images_root(paths).mkdir(parents=True)
+    assert ensure_images_fs(paths, OWN)
+    versions = images_root(paths) / "lab.versions"
+    versions.mkdir()
+    for n, parent in ((2, outside), (3, versions / "2")):
+        upper = versions / f".{n}.build/upper"
+        (upper / "etc").mkdir(parents=True)
+        (upper / "etc/motd").write_text(f"v{n}\n")
+        flatten(parent, upper, versions / str(n))
+    assert (versions / "2/etc/passwd").read_text() == "outside\n"
+    assert _ino(versions / "2/etc/passwd") != _ino(outside / "etc/passwd")  # copied
+    assert _ino(versions / "3/etc/passwd") == _ino(versions / "2/etc/passwd")  # linked
+    assert (versions / "3/etc/motd").read_text() == "v3\n"
