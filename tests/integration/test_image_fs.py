@@ -7,17 +7,20 @@ copied, one inside it linked. The attack it stops is in test_nfs_ganesha_handles
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import shutil
 import subprocess
 import time
 from collections.abc import Iterator
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import pytest
 
-from oneroot.model import LayerFs, NfsServerKind, Settings
+from oneroot.model import Image, LayerFs, NfsServerKind, Settings
 from oneroot.model.paths import Paths
+from oneroot.model.resolved import resolve_cluster
+from oneroot.ops.doctor_server import check_ganesha_filesystems
 from oneroot.ops.image_build import flatten
 from oneroot.ops.imagefs import (
     XFS,
@@ -29,6 +32,7 @@ from oneroot.ops.imagefs import (
     mount_images_fs_if_made,
 )
 from oneroot.ops.layerfs import unmount_layer_fs
+from oneroot.testing.inventory import make_inventory
 
 pytestmark = [pytest.mark.integration,
               pytest.mark.skipif(os.geteuid() != 0, reason="needs root (loop mounts)")]
@@ -48,6 +52,16 @@ def paths() -> Iterator[Paths]:
         shutil.rmtree(base, ignore_errors=True)
 
 
+def _doctor_says(paths: Paths, image: Path) -> list[str]:
+    """`oneroot doctor`'s ganesha-fs findings about images, cut to their first words."""
+    settings = dataclasses.replace(OWN, state_dir=PurePosixPath(paths.home / "systems"),
+                                   group_dir=PurePosixPath(paths.home / "groups"))
+    cluster = resolve_cluster(make_inventory(
+        nodes=0, settings=settings, images=[Image(name="lab", root=PurePosixPath(image))]))
+    return [f.message.split(" at ")[0] for f in check_ganesha_filesystems(cluster, paths)
+            if f.message.startswith("image lab")]
+
+
 def _ino(path: Path) -> int:
     return os.lstat(path).st_ino
 
@@ -59,8 +73,10 @@ def test_existing_images_move_in_with_their_hard_links(paths: Paths) -> None:
     (v1 / "etc/passwd").write_text("lab\n")
     v2.parent.mkdir()
     subprocess.run(["cp", "-al", str(v1), str(v2)], check=True)  # as image exec makes them
+    assert _doctor_says(paths, v1) == [f"image lab ({v1}) is exported from the filesystem"]
     t0 = time.monotonic()
     assert ensure_images_fs(paths, OWN)
+    assert _doctor_says(paths, v1) == []  # on the images filesystem now
     print(f"make + mkfs + migrate: {time.monotonic() - t0:.2f} s, "
           f"allocated {os.stat(images_image(paths)).st_blocks * 512 >> 20} MiB")
     assert is_images_fs(paths)

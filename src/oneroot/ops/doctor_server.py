@@ -158,9 +158,9 @@ def check_ganesha_filesystems(cluster: ResolvedCluster, paths: Paths) -> Iterato
                                           f"filesystem at {entry.mount_point}, which holds "
                                           "more than the image: a node that forges a file "
                                           "handle through it reads all of that filesystem",
-                            f"move it under {images_root(paths)} (`oneroot image import`; "
-                            "its own filesystem with layer_fs=own), mount a filesystem of its "
-                            f"own at {root}, or use knfsd")
+                            f"mount a filesystem of its own at {root}, keep it under "
+                            f"{images_root(paths)} (its own filesystem with layer_fs=own: "
+                            "`oneroot nfs apply` with the nodes down), or use knfsd")
 
 
 # -- masked views -------------------------------------------------------------------------------
