@@ -138,3 +138,32 @@ def test_a_version_is_linked_inside_and_copied_from_another_filesystem(paths: Pa
     assert _ino(versions / "2/etc/passwd") != _ino(outside / "etc/passwd")  # copied
     assert _ino(versions / "3/etc/passwd") == _ino(versions / "2/etc/passwd")  # linked
     assert (versions / "3/etc/motd").read_text() == "v3\n"
+
+
+def test_the_nfs_servers_namespace_gets_the_same_filesystem(paths: Paths) -> None:
+    """ganesha in a mount namespace of its own (serve under `ip netns exec`): HOME/images is
+    mounted there too, from the same loop device; a growth is seen there."""
+    other = subprocess.Popen(["unshare", "-m", "--propagation", "private", "sleep", "60"])
+    try:
+        ns = f"/proc/{other.pid}/ns/mnt"
+        for _ in range(100):
+            if os.stat(ns).st_ino != os.stat("/proc/self/ns/mnt").st_ino:
+                break
+            subprocess.run(["sleep", "0.05"], check=True)
+        images_root(paths).mkdir(parents=True)
+        assert ensure_images_fs(paths, OWN, ns_pid=other.pid, size=512 << 20)
+        (images_root(paths) / "written-here").write_text("one superblock\n")
+        there = ["nsenter", "-t", str(other.pid), "-m", "--"]
+        seen = subprocess.run([*there, "cat", str(images_root(paths) / "written-here")],
+                              capture_output=True, text=True)
+        assert seen.stdout == "one superblock\n", seen.stderr
+        st = os.statvfs(images_root(paths))
+        subprocess.run(["fallocate", "-l", str(st.f_bavail * st.f_frsize * 85 // 100),
+                        str(images_root(paths) / "big")], check=True)
+        assert not ensure_images_fs(paths, OWN, ns_pid=other.pid)  # mounted; grown
+        size = subprocess.run([*there, "stat", "-f", "-c", "%b %S", str(images_root(paths))],
+                              capture_output=True, text=True, check=True).stdout.split()
+        assert int(size[0]) * int(size[1]) > 900 << 20
+    finally:
+        other.kill()
+        other.wait()

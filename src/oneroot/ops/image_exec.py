@@ -30,6 +30,8 @@ from pathlib import Path, PurePosixPath
 from oneroot.errors import ConfigError, ExternalToolError, NotFound, UsageError
 from oneroot.model.cluster import Image
 from oneroot.model.inventory import Inventory
+from oneroot.model.paths import Paths
+from oneroot.ops.imagefs import mount_images_fs_if_made
 
 log = logging.getLogger(__name__)
 
@@ -347,6 +349,7 @@ def exec_in_image(inv: Inventory, home: Path, name: str, command: Sequence[str],
 
 def record_changes(home: Path, result: ExecResult) -> ExecResult:
     """Write `result`'s change list to `HOME/images/NAME.changes/<UTC stamp>.txt`."""
+    mount_images_fs_if_made(Paths(home=home))  # never on the bare mount point of HOME/images
     directory = changes_dir(home, result.image)
     directory.mkdir(parents=True, exist_ok=True)
     stamp = result.started.strftime('%Y%m%dT%H%M%SZ')
