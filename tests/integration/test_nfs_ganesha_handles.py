@@ -202,10 +202,12 @@ def test_an_image_exported_as_it_is_keeps_to_the_images_filesystem(
     `plain` (in HOME/images, as `image import` puts it), forges handles through it to the
     shadow file and a file outside every export: refused. The other images in that
     filesystem stay reachable (`IMAGES_FS_REACH`: all exported read-only anyway).
-    `[shared]` is the same attack with the defence off: all read."""
-    # HOME beside the default image, not inside it: ganesha cannot build the pseudo path of
-    # an export below another export's directory that its view does not show.
-    paths = Paths(home=server_root.parent / "home")
+    `[shared]` is the same attack with the defence off: all read.
+
+    The layout of a real install: HOME inside the server's `/` (the default image, exported
+    through its masked view, which empties HOME but for a junction per export inside it):
+    ganesha starts and node03 reads the view too (`view_passwd`)."""
+    paths = Paths(home=server_root / "var/lib/oneroot")
     plain, other = images_root(paths) / "plain", images_root(paths) / "other"
     (plain / "etc").mkdir(parents=True)
     (plain / "etc/passwd").write_text("plain\n")
@@ -227,7 +229,7 @@ def test_an_image_exported_as_it_is_keeps_to_the_images_filesystem(
         assert is_images_fs(paths) is (layer_fs is LayerFs.OWN)  # made by apply_nfs
         client = Nfs4("127.0.0.1", port, source="127.0.0.3")
         image = client.handle_of(f"{plain}/etc/passwd")
-        handles = {"passwd": image}
+        handles = {"passwd": image, "view_passwd": client.handle_of(f"{server_root}/etc/passwd")}
         for name, path in {**leaked, "other_image": other / "file"}.items():
             handles[name] = ganesha_handle(image, *kernel_handle(path))
         return {name: client.probe(fh) for name, fh in handles.items()}
@@ -237,9 +239,9 @@ def test_an_image_exported_as_it_is_keeps_to_the_images_filesystem(
     print(results)
     answered = {name for name, procs in results.items() if procs["read"] == 0}
     if layer_fs is LayerFs.SHARED:  # the defence off: the image's whole filesystem is open
-        assert answered == {"passwd", *leaked, *IMAGES_FS_REACH}
+        assert answered == {"passwd", "view_passwd", *leaked, *IMAGES_FS_REACH}
         return
-    assert answered == {"passwd", *IMAGES_FS_REACH}
+    assert answered == {"passwd", "view_passwd", *IMAGES_FS_REACH}
 
 
 def test_a_node_added_while_ganesha_runs_gets_its_own_filesystem(server_root: Path) -> None:

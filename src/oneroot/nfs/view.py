@@ -118,10 +118,17 @@ def _relative_to(path: PurePosixPath, lower: Path) -> PurePosixPath | None:
 def view_spec(name: str, *, lower: Path, views_dir: Path, state_dir: PurePosixPath,
               group_dir: PurePosixPath, nodes: Iterable[str] = (), groups: Iterable[str] = (),
               hidden_dirs: Iterable[PurePosixPath] = (),
-              expose: Iterable[PurePosixPath] = ()) -> ViewSpec:
+              expose: Iterable[PurePosixPath] = (),
+              exports: Iterable[PurePosixPath] = ()) -> ViewSpec:
     """The view of `lower` for image `name`: the allowlist of `viewpolicy`, the state and
     group dirs emptied but for one junction per node / group, `hidden_dirs` (oneroot's home)
-    emptied, `expose` (absolute, or relative to `lower`) added to what nodes see."""
+    emptied but for a junction per other export inside them (`exports`: the images exported
+    as they are, `HOME/images/NAME`, their versions, the block dir), `expose` (absolute, or
+    relative to `lower`) added to what nodes see.
+
+    Why the export junctions: nfs-ganesha builds each export's NFSv4 pseudo path by looking
+    it up from the export above it; an export below an emptied directory of the view made it
+    refuse to start ("LOOKUP images failed ... can't create directory on non-PSEUDO FSAL")."""
     owned: dict[PurePosixPath, str] = {}
     junctions: set[PurePosixPath] = set()
     for base, names, what in ((state_dir, nodes, "oneroot state dir"),
@@ -131,10 +138,13 @@ def view_spec(name: str, *, lower: Path, views_dir: Path, state_dir: PurePosixPa
             continue
         owned.setdefault(rel, what)
         junctions.update(rel / n for n in names)
-    for hidden in hidden_dirs:
-        rel = _relative_to(PurePosixPath(hidden), lower)
-        if rel is not None:
-            owned.setdefault(rel, "oneroot home")
+    hidden = [rel for h in hidden_dirs if (rel := _relative_to(PurePosixPath(h), lower))]
+    for rel in hidden:
+        owned.setdefault(rel, "oneroot home")
+    for export in exports:
+        rel = _relative_to(PurePosixPath(export), lower)
+        if rel is not None and any(_is_below(rel, h) for h in hidden):
+            junctions.add(rel)
     exposed = []
     for path in expose:
         rel = _relative_to(path, lower) if path.is_absolute() else path

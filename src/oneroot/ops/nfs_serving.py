@@ -143,7 +143,10 @@ def nfs_plan(cluster: ResolvedCluster, paths: Paths, *, kind: NfsServerKind | No
             cluster, paths, image.name,
             # a union node's export is its merged dir: that is the junction the view needs
             nodes=[f"{n.name}/merged" if n.name in unions else n.name for n in ctx.nodes],
-            groups=[g.name for g in ctx.group_layers])
+            groups=[g.name for g in ctx.group_layers],
+            # images exported as they are in HOME (HOME/images, block_dir): ganesha looks
+            # their pseudo paths up through the view
+            exports=[i.path for i in ctx.images if i.name != image.name])
         if spec is not None:
             views[image.name] = spec
     if kind is NfsServerKind.GANESHA:

@@ -29,8 +29,10 @@ VIEW_RESCAN_SECONDS = 30.0
 
 
 def image_view(cluster: ResolvedCluster, paths: Paths, name: str, *, nodes: Iterable[str] = (),
-               groups: Iterable[str] = ()) -> ViewSpec | None:
-    """The view image `name` is exported through, or None when it is exported as it is."""
+               groups: Iterable[str] = (),
+               exports: Iterable[PurePosixPath] = ()) -> ViewSpec | None:
+    """The view image `name` is exported through, or None when it is exported as it is.
+    `exports`: the other exports' paths (those in oneroot's home get a junction)."""
     ref = parse_image_ref(name)
     image = cluster.images.get(ref.name)
     if image is None:
@@ -42,7 +44,8 @@ def image_view(cluster: ResolvedCluster, paths: Paths, name: str, *, nodes: Iter
         return None
     return view_spec(name, lower=Path(image.root), views_dir=paths.views_dir,
                      state_dir=s.state_dir, group_dir=s.group_dir, nodes=nodes, groups=groups,
-                     hidden_dirs=[PurePosixPath(paths.home)], expose=image.expose)
+                     hidden_dirs=[PurePosixPath(paths.home)], expose=image.expose,
+                     exports=exports)
 
 
 def refresh_views(specs: Iterable[ViewSpec]) -> list[ViewStatus]:

@@ -150,6 +150,19 @@ def test_a_junction_outside_an_emptied_dir_is_refused() -> None:
         spec.check()
 
 
+def test_exports_in_oneroots_home_get_a_junction() -> None:
+    """ganesha looks each export's pseudo path up through the view above it: an image in
+    HOME/images (or the block dir) behind the emptied home made it refuse to start."""
+    home = P("/var/lib/oneroot")
+    spec = view_spec("default", lower=Path("/"), views_dir=Path("/var/lib/oneroot/views"),
+                     state_dir=STATE, group_dir=GROUPS, nodes=["n1"], hidden_dirs=[home],
+                     exports=[home / "images/lab", home / "images/lab.versions/2",
+                              home / "blocks", P("/srv/images/other"), P("/")])
+    assert spec.junctions == (P("var/lib/oneroot/blocks"), P("var/lib/oneroot/images/lab"),
+                              P("var/lib/oneroot/images/lab.versions/2"),
+                              P("var/state/systems/n1"))
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="mknod and trusted.* xattrs need root")
 def test_build_upper_layout(tmp_path: Path) -> None:
     lower = tmp_path / "lower"
