@@ -17,6 +17,7 @@ from pathlib import Path, PurePosixPath
 
 import pytest
 
+from oneroot.errors import ConfigError
 from oneroot.model import Image, LayerFs, NfsServerKind, Settings
 from oneroot.model.paths import Paths
 from oneroot.model.resolved import resolve_cluster
@@ -31,6 +32,7 @@ from oneroot.ops.imagefs import (
     is_images_fs,
     mount_images_fs_if_made,
 )
+from oneroot.ops.images import create_image
 from oneroot.ops.layerfs import unmount_layer_fs
 from oneroot.testing.inventory import make_inventory
 
@@ -167,3 +169,38 @@ def test_the_nfs_servers_namespace_gets_the_same_filesystem(paths: Paths) -> Non
     finally:
         other.kill()
         other.wait()
+
+
+
+def test_after_a_reboot_nothing_lands_on_the_bare_mount_point(paths: Paths,
+                                                              tmp_path: Path) -> None:
+    """The loop mount is gone after a reboot. `serve`'s start (`nfs apply`) mounts it again
+    before ganesha exports anything, even if the settings no longer want it (the images live
+    there); a file written on the bare mount point meanwhile makes it refuse (mounting would
+    hide it, exporting the bare dir would serve it), and `image create` mounts it first."""
+    lab = images_root(paths) / "lab"
+    (lab / "etc").mkdir(parents=True)
+    (lab / "etc/passwd").write_text("lab\n")
+    assert ensure_images_fs(paths, OWN)
+    shared = Settings(nfs_server=NfsServerKind.GANESHA, layer_fs=LayerFs.SHARED)
+    for settings in (OWN, shared):  # a reboot; layer_fs=shared since
+        assert unmount_layer_fs(images_root(paths), XFS) and not lab.exists()
+        assert ensure_images_fs(paths, settings)
+        assert (lab / "etc/passwd").read_text() == "lab\n"
+    assert unmount_layer_fs(images_root(paths), XFS)
+    (images_root(paths) / "stray").write_text("written while unmounted\n")
+    with pytest.raises(ConfigError, match="mounting would hide them"):
+        ensure_images_fs(paths, OWN)
+    assert not is_images_fs(paths)
+    (images_root(paths) / "stray").unlink()
+    tool = tmp_path / "mmdebstrap"
+    tool.write_text('#!/bin/sh\nfor a; do t="$a"; done\nfor a; do [ "$a" = "$t" ] && break; '
+                    'target="$a"; done\nmkdir -p "$target/sbin"\n'
+                    'ln -s /lib/systemd/systemd "$target/sbin/init"\n')
+    tool.chmod(0o755)
+    made = create_image(None, "fresh", dest_dir=images_root(paths), cache_dir=tmp_path / "c",
+                        mirror="http://mirror.test/debian", mmdebstrap=str(tool))
+    assert is_images_fs(paths) and made.root == images_root(paths) / "fresh"
+    assert os.stat(made.root).st_dev == os.stat(images_root(paths)).st_dev != os.stat(
+        paths.home).st_dev
+    assert (lab / "etc/passwd").read_text() == "lab\n"

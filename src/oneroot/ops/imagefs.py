@@ -64,7 +64,9 @@ def ensure_images_fs(paths: Paths, s: Settings, *, ns_pid: int | None = None,
     True when it mounted anything now."""
     root = images_root(paths)
     made = os.path.lexists(images_image(paths))
-    if not images_fs_wanted(s) or not (root.exists() or made):
+    # Once made, the images live there whatever the settings say now (layer_fs=shared or
+    # knfsd later): after a reboot the NFS server must never export the bare mount point.
+    if not (made or (images_fs_wanted(s) and root.exists())):
         return False
     if server_running and not made:
         # Moving HOME/images now would leave the running server on the old tree: at the next
@@ -79,11 +81,17 @@ def ensure_images_fs(paths: Paths, s: Settings, *, ns_pid: int | None = None,
 
 
 def mount_images_fs_if_made(paths: Paths) -> None:
-    """Before writing under `HOME/images` (image import, exec, gc): mount its own filesystem
-    when it exists and is not mounted (after a reboot, before `oneroot serve`), so that
-    nothing lands on the bare mount point."""
-    if os.path.lexists(images_image(paths)) and not is_images_fs(paths):
-        ensure_layer_fs(images_root(paths), parent_mode=0o755, fmt=XFS)
+    """Before writing under `HOME/images` (image create, import, exec, gc): mount its own
+    filesystem when it exists and is not mounted (after a reboot, before `oneroot serve`), so
+    that nothing lands on the bare mount point."""
+    mount_if_images_dir(images_root(paths))
+
+
+def mount_if_images_dir(directory: Path) -> None:
+    """`mount_images_fs_if_made` for a directory that may be `HOME/images` (where `image
+    create` puts an image: it knows the directory, not HOME)."""
+    if os.path.lexists(layer_image(directory, XFS)) and not is_layer_fs(directory, XFS):
+        ensure_layer_fs(directory, parent_mode=0o755, fmt=XFS)
 
 
 def grow_images_fs(paths: Paths, *, below: float = GROW_BELOW) -> int | None:

@@ -30,6 +30,7 @@ from oneroot.errors import BuildError, Conflict, ExternalToolError, InvalidValue
 from oneroot.initramfs.kernel import file_lock, install_modules
 from oneroot.inventory.store import InventoryStore
 from oneroot.model.cluster import InitSystem, check_name
+from oneroot.ops.imagefs import mount_if_images_dir
 from oneroot.ops.inventory import detect_init_system, put_image
 
 log = logging.getLogger(__name__)
@@ -183,6 +184,7 @@ def create_image(store: InventoryStore | None, name: str, *, dest_dir: Path, cac
         packages=tuple(packages),
         kernel_version=kernel_modules_dir.name if kernel_modules_dir else None,
         modules=tuple(modules) if modules is not None else None)
+    mount_if_images_dir(dest_dir)  # HOME/images after a reboot: never its bare mount point
     dest = dest_dir / name
     if dest.exists():
         raise Conflict(f"{dest} already exists",
