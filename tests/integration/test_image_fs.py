@@ -18,11 +18,15 @@ from pathlib import Path, PurePosixPath
 import pytest
 
 from oneroot.errors import ConfigError
+from oneroot.inventory.sqlstore import SqlInventory
 from oneroot.model import Image, LayerFs, NfsServerKind, Settings
+from oneroot.model.inventory import Inventory, plan
 from oneroot.model.paths import Paths
 from oneroot.model.resolved import resolve_cluster
 from oneroot.ops.doctor_server import check_ganesha_filesystems
-from oneroot.ops.image_build import flatten
+from oneroot.ops.image_build import exec_new_version, flatten
+from oneroot.ops.image_history import gc_image
+from oneroot.ops.image_versions import versions_dir
 from oneroot.ops.imagefs import (
     XFS,
     ensure_images_fs,
@@ -204,3 +208,37 @@ def test_after_a_reboot_nothing_lands_on_the_bare_mount_point(paths: Paths,
     assert os.stat(made.root).st_dev == os.stat(images_root(paths)).st_dev != os.stat(
         paths.home).st_dev
     assert (lab / "etc/passwd").read_text() == "lab\n"
+
+
+def test_exec_and_gc_on_the_images_filesystem(paths: Paths, tmp_path: Path) -> None:
+    """After a reboot, `image exec` mounts the images filesystem before it builds (the
+    version lands there, linked to its parent); `image gc` removes a version and gives its
+    blocks back to the filesystem that holds the image file (fstrim)."""
+    lab = images_root(paths) / "lab"
+    for d in ("proc", "sys", "dev", "etc", "sbin", "usr/sbin", "var/lib/dpkg", "var/log"):
+        (lab / d).mkdir(parents=True)
+    (lab / "etc/passwd").write_text("lab\n")
+    (lab / "var/lib/dpkg/status").write_text("")
+    (lab / "sbin/init").symlink_to("/lib/systemd/systemd")
+    assert ensure_images_fs(paths, OWN)
+    assert unmount_layer_fs(images_root(paths), XFS)  # a reboot, before `oneroot serve`
+    store = SqlInventory(tmp_path / "inventory.db")
+    store.apply(plan(Inventory(), make_inventory(
+        nodes=0, settings=Settings(boot_dir=PurePosixPath(tmp_path / "boot")),
+        images=[Image(name="lab", root=PurePosixPath(lab))])))
+    chroot = tmp_path / "fake-chroot"  # the command runs in the merged tree
+    chroot.write_text('#!/bin/sh\ncd "$1" || exit 99\nshift\nexec "$@"\n')
+    chroot.chmod(0o755)
+    exec_new_version(store, paths, "lab", ["sh", "-c", "head -c 96M /dev/urandom > big"],
+                     chroot=str(chroot))
+    v2 = versions_dir(paths, "lab") / "2"
+    assert is_images_fs(paths) and (v2 / "big").stat().st_size == 96 << 20
+    assert _ino(v2 / "etc/passwd") == _ino(lab / "etc/passwd")  # linked, on the XFS
+    exec_new_version(store, paths, "lab", ["rm", "big"], chroot=str(chroot))
+    os.sync()
+    held = os.stat(images_image(paths)).st_blocks * 512
+    gc_image(store, paths, "lab", {}, now=time.time(), grace=0, apply=True)
+    assert not v2.exists()
+    freed = held - os.stat(images_image(paths)).st_blocks * 512
+    print(f"gc freed {freed >> 20} MiB of the image file")
+    assert freed > 80 << 20

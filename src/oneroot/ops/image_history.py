@@ -33,6 +33,7 @@ from oneroot.ops.image_exec import (
     tree_manifest,
 )
 from oneroot.ops.image_versions import build_dir, find_image, image_lock, resolve_version
+from oneroot.ops.imagefs import trim_images_fs
 from oneroot.ops.inventory import commit
 
 log = logging.getLogger(__name__)
@@ -256,4 +257,5 @@ def gc_image(store: InventoryStore, paths: Paths, name: str, booted: Mapping[str
                 if not any(v.kernel.startswith(f"images/{name}/{number}/") for v in left):
                     shutil.rmtree(own_boot / str(number), ignore_errors=True)
                 log.info("image.gc removed=%s root=%s", item.ref, item.root)
+        trim_images_fs(paths)  # the freed space leaves the images filesystem's file too
     return items

@@ -116,3 +116,17 @@ def grow_images_fs(paths: Paths, *, below: float = GROW_BELOW) -> int | None:
     run_tool("xfs_growfs", str(root), timeout=3600)
     log.warning("imagefs.grown image=%s size=%d", image, size)
     return size
+
+
+def trim_images_fs(paths: Paths) -> bool:
+    """Give the blocks of removed versions back to the filesystem that holds the image file
+    (`fstrim`: XFS discards them to the loop device, which punches holes in the sparse file;
+    without it the file keeps every block it ever held). Best effort: False when not done."""
+    if not is_images_fs(paths):
+        return False
+    try:
+        run_tool("fstrim", str(images_root(paths)), timeout=600)
+    except ExternalToolError as exc:  # no discard on this loop device: space stays taken
+        log.warning("imagefs.trim_failed dir=%s reason=%s", images_root(paths), exc)
+        return False
+    return True
