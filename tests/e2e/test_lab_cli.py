@@ -211,6 +211,11 @@ dpkg-deb -b $d /tmp/e2e.deb >/dev/null
 dpkg -i /tmp/e2e.deb >/dev/null
 rm -rf $d /tmp/e2e.deb
 """
+# The group's checks (all pass on lab@2), and node01's own one that fails on lab@2.
+CHECKS = ("--set", "check_units=systemd-journald.service",
+          "--set", "check_paths=/usr/share/oneroot-e2e/version",
+          "--set", 'check_commands=test "$(cat /usr/share/oneroot-e2e/version)" = 2')
+FAILING = 'check_commands=test "$(cat /usr/share/oneroot-e2e/version)" = 3'
 # lab@3: its init exits at once (the kernel panics: "Attempted to kill init!")
 BROKEN_INIT = ("rm -f /sbin/init && printf '#!/bin/sh\\necho broken init\\nexit 1\\n' "
                "> /sbin/init && chmod 755 /sbin/init")
@@ -247,7 +252,9 @@ def timed(what: str, *args: str, lab: UpLab, on_server: bool = False,
 
 def test_lab_try_rollout_and_rollback(lab: UpLab) -> None:
     """Issue 14's "done when": `image exec` makes lab@2; `lab try node01 --image lab@2`
-    passes without touching node01; a rollout with one canary reboots both nodes onto lab@2
+    passes without touching node01, and so do the checks the group declares; with a check of
+    node01's that fails on lab@2, a rollout stops at its `lab try` (the passing checks and the
+    failing one shown) and no node reboots; a rollout with one canary reboots both nodes onto lab@2
     (each runs the new package's unit); a broken lab@3 is stopped at `lab try` and no node
     reboots; `rollback` returns the group to lab@2; the nodes not rebooted keep their version
     and their runlevel throughout."""
@@ -257,6 +264,8 @@ def test_lab_try_rollout_and_rollback(lab: UpLab) -> None:
     hello = (upper / "var/tmp/hello-from-node01").read_text()
     pids, before = qemu_pids(w), images(lab)
     assert set(pids) >= {"node01", "node02"} and {s for _, s in before.values()} == {"runlevel"}
+    assert timed("group set (checks)", "group", "set", "default", *CHECKS,
+                 lab=lab).returncode == 0
 
     tried = timed("lab try node01 --image lab@2", "lab", "try", "node01", "--image", "lab@2",
                   "--json", "--workdir", str(w), lab=lab, timeout=700)
@@ -264,6 +273,8 @@ def test_lab_try_rollout_and_rollback(lab: UpLab) -> None:
     doc = json.loads(tried.stdout)
     assert doc["passed"] and doc["image"] == "lab@2" and doc["canary"] == "try-node01"
     assert doc["address"] not in ("10.0.0.11", "10.0.0.12") and doc["stage"] == "runlevel"
+    assert [(c["kind"], c["result"]) for c in doc["checks"]] == [
+        ("unit", "pass"), ("path", "pass"), ("command", "pass")], doc["checks"]
     # node01 untouched: same VM, same version, its layer unchanged by the canary's boot
     assert qemu_pids(w) == pids and images(lab) == before
     assert (upper / "var/tmp/hello-from-node01").read_text() == hello
@@ -272,6 +283,25 @@ def test_lab_try_rollout_and_rollback(lab: UpLab) -> None:
     assert [n["name"] for n in inv] == ["node01", "node02"]  # the canary's entry is gone
     assert doc["address"] not in (w / "home/run/ganesha/ganesha.conf").read_text()
     assert not list((w / "home/lab-try").glob("*.json"))
+
+    # node01's own failing check: the rollout's `lab try` (node01's config) stops it
+    assert timed("node set (failing check)", "node", "set", "node01", "--set", FAILING,
+                 lab=lab).returncode == 0
+    out = timed("rollout lab@2, a failing check", "image", "rollout", "lab@2", "--to",
+                "default", "--timeout", "400", lab=lab, on_server=True)
+    lines = out.stderr.strip().splitlines()
+    assert out.returncode != 0 and [ln[:6] for ln in lines[-2:]] == ["error:", "hint: "], \
+        out.stderr
+    assert ("rollout stopped before any node: lab try of node01 on lab@2 failed at stage "
+            "checks: 1 of 4 checks did not pass: command test") in lines[-2]
+    rows = [ln for ln in out.stdout.splitlines() if ln.startswith(("unit ", "command "))]
+    assert any(r.startswith("unit systemd-journald.service") and " pass " in r
+               for r in rows), out.stdout  # a passing check, shown
+    assert any(r.startswith(f"command {FAILING.partition('=')[2]}") and " fail " in r and
+               "exit 1" in r for r in rows), out.stdout  # the failing one, shown
+    assert qemu_pids(w) == pids and images(lab) == before  # no node rebooted
+    assert timed("node set (no failing check)", "node", "set", "node01", "--unset",
+                 "check_commands", lab=lab).returncode == 0
 
     out = timed("rollout lab@2, 1 canary", "image", "rollout", "lab@2", "--to", "default",
                 "--canary", "1", "--batch", "1", "--skip-lab-try", "--json", lab=lab,

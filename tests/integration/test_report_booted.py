@@ -17,7 +17,8 @@ pytestmark = pytest.mark.integration
 
 
 def report(tmp_path: Path, *args: str) -> dict[str, list[str]] | None:
-    """Run the script with `args`; the form it POSTed, or None if it sent nothing."""
+    """Run the script with `args`; the form it POSTed, or None if it sent nothing. A GET (the
+    node's checks, asked before `runlevel`) is answered 404: a server without checks."""
     listener = socket.create_server(("127.0.0.1", 0))
     listener.settimeout(0.1)
     port = listener.getsockname()[1]
@@ -31,21 +32,24 @@ def report(tmp_path: Path, *args: str) -> dict[str, list[str]] | None:
             exited = finished.is_set()
             try:
                 conn, _ = listener.accept()
-                break
             except TimeoutError:
                 if exited:
                     return
-        with conn:
-            conn.settimeout(30)
-            data = b""
-            while b"\r\n\r\n" not in data or len(data.partition(b"\r\n\r\n")[2]) < int(
-                    data.partition(b"Content-Length: ")[2].split(b"\r\n")[0] or 0):
-                chunk = conn.recv(4096)
-                if not chunk:
-                    break
-                data += chunk
-            got.append(data)
-            conn.sendall(b"HTTP/1.0 200 OK\r\n\r\nok\n")
+                continue
+            with conn:
+                conn.settimeout(30)
+                data = b""
+                while b"\r\n\r\n" not in data or len(data.partition(b"\r\n\r\n")[2]) < int(
+                        data.partition(b"Content-Length: ")[2].split(b"\r\n")[0] or 0):
+                    chunk = conn.recv(4096)
+                    if not chunk:
+                        break
+                    data += chunk
+                if data.startswith(b"GET "):
+                    conn.sendall(b"HTTP/1.0 404 Not Found\r\n\r\nnot found\n")
+                    continue
+                got.append(data)
+                conn.sendall(b"HTTP/1.0 200 OK\r\n\r\nok\n")
 
     thread = threading.Thread(target=serve)
     thread.start()
@@ -62,6 +66,7 @@ def report(tmp_path: Path, *args: str) -> dict[str, list[str]] | None:
     listener.close()
     if not got:
         return None
+    assert len(got) == 1, got
     head, _, body = got[0].partition(b"\r\n\r\n")
     assert head.startswith(b"POST /api/v1/report HTTP/1.0")
     return parse_qs(body.decode())

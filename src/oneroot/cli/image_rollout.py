@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import click
 
-from oneroot.cli.lab_try import run_lab_try, try_failed
+from oneroot.cli.lab_try import run_lab_try, show_checks, try_failed
 from oneroot.cli.output import console, emit_json, plain, table
 from oneroot.cli.state import State, json_option, operator, pass_state
 from oneroot.errors import LabError, OnerootError
@@ -111,6 +111,8 @@ def _lab_try_first(state: State, cluster: ResolvedCluster, group: str, target: s
                        hint="run the rollout on a lab's server (`oneroot lab run image "
                             "rollout …`), or pass --skip-lab-try to go straight to the real "
                             "canary") from exc
+    if not as_json:
+        show_checks(tried)
     if not tried.passed:
         stopped_before_reboot(state.paths, cluster, group, target, who=operator(),
                               reason=f"not rebooted: lab try failed at {tried.stage}")

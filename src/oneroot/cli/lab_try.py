@@ -13,7 +13,7 @@ from types import FrameType
 
 import click
 
-from oneroot.cli.output import console, emit_json, plain
+from oneroot.cli.output import console, emit_json, plain, table, visible
 from oneroot.cli.state import json_option
 from oneroot.errors import OnerootError
 from oneroot.model.paths import Paths
@@ -42,8 +42,8 @@ def run_lab_try(paths: Paths, workdir: Path, node: str, *, image: str | None,
     started = time.monotonic()
     out = sys.stderr if quiet else sys.stdout
 
-    def progress(message: str) -> None:
-        print(f"[{time.monotonic() - started:5.0f} s] lab try: {message}", file=out,
+    def progress(message: str) -> None:  # holds what the canary sent: controls made visible
+        print(f"[{time.monotonic() - started:5.0f} s] lab try: {visible(message)}", file=out,
               flush=True)
 
     netns = lab_netns(workdir)
@@ -57,6 +57,14 @@ def run_lab_try(paths: Paths, workdir: Path, node: str, *, image: str | None,
                             progress=progress)
     finally:
         store.close()
+
+
+def show_checks(result: TryResult) -> None:
+    """The declared checks and the canary's answers (its messages escaped by `table`)."""
+    if result.checks:
+        table(f"checks of {result.node} on {result.image}", ["check", "result", "message"],
+              [(o.check.text, plain(o.verdict, style="green" if o.passed else "red"),
+                o.result.message if o.result else "") for o in result.checks])
 
 
 def try_failed(result: TryResult) -> OnerootError:
@@ -83,13 +91,19 @@ def lab_try(node: str, image: str | None, sets: tuple[str, ...], timeout: float,
             as_json: bool, workdir: Path) -> None:
     """Boot a canary VM with exactly NODE's kernel, initramfs, kernel arguments, runlevel and
     layers (NODE's own layer read-only under a throwaway tmpfs, through a temporary export to
-    the canary's own address) and check it reaches NODE's runlevel. NODE is not touched."""
+    the canary's own address) and check it reaches NODE's runlevel, then that the checks
+    NODE's groups declare pass (check_units, check_paths, check_commands). NODE is not
+    touched. Exit 0: passed; 1: the canary did not reach its runlevel or a check failed
+    (`--json`: `stage` is `checks` then, and `checks` has each result)."""
     result = run_lab_try(Paths(home=workdir / "home"), workdir, node, image=image, sets=sets,
                          timeout=timeout, quiet=as_json)
     if as_json:
         emit_json(result.as_json())
-    elif result.passed:
+    else:
+        show_checks(result)
+    if result.passed and not as_json:
+        checks = f", {len(result.checks)} checks passed" if result.checks else ""
         console.print(plain(f"lab try {result.node} on {result.image}: passed, runlevel "
-                            f"reached in {result.seconds:.0f} s", style="green"))
+                            f"reached in {result.seconds:.0f} s{checks}", style="green"))
     if not result.passed:
         raise try_failed(result)

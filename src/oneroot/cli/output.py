@@ -76,8 +76,11 @@ def show_changes(changes: Sequence[Change], *, applied: bool = True) -> None:
 
 
 def value_text(value: Any) -> str:
-    """A profile value as one cell: lists space separated, `-` for nothing."""
+    """A profile value as one cell: lists space separated (as a JSON list when an item holds
+    white space: check_commands), `-` for nothing."""
     if isinstance(value, tuple):
+        if any(not item or any(c.isspace() for c in item) for item in value):
+            return json.dumps(list(value))
         return " ".join(value) if value else "-"
     if isinstance(value, bool):
         return "true" if value else "false"

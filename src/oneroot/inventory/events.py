@@ -161,6 +161,16 @@ class EventStore:
                           bytes=b, duration=d, detail=json.loads(dt))
                 for t, k, n, m, p, st, f, b, d, dt in reversed(rows)]
 
+    def node_events(self, node: str, kind: str, *, since: float, limit: int = 1000
+                    ) -> list[BootEvent]:
+        """`node`'s events of `kind` at or after `since`, oldest first (at most `limit`)."""
+        rows = self._conn.execute(
+            "SELECT time, peer, detail FROM events WHERE node = ? AND kind = ? AND time >= ? "
+            "ORDER BY id LIMIT ?", (node, kind, since, limit)).fetchall()
+        return [BootEvent(time=t, kind=kind, node=node,
+                          peer=ipaddress.IPv4Address(p) if p else None, detail=json.loads(dt))
+                for t, p, dt in rows]
+
     def booted_images(self) -> dict[str, str]:
         """node → the image version (`NAME@N`) its last boot file named: what it runs."""
         rows = self._conn.execute("SELECT node, image FROM node_image")

@@ -23,6 +23,10 @@ STAGES = (*BMC_STAGES, "dhcp.offer", "dhcp.ack", "tftp", "http", *REPORTED_STAGE
 STAGE_STATUSES = ("ok", "failed")
 
 
+# A node's result for one of its declared checks (`model.checks`): detail `check` (its index),
+# `status` (ok|failed), `message`. Not a stage: a node's stage stays `runlevel`.
+CHECK_EVENT = "check"
+
 # The event that says which image version a node's boot file named (detail `image`: NAME@N);
 # the events store keeps the last one per node: the version the node runs until it reboots.
 BOOT_IMAGE = "boot.image"

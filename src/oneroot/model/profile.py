@@ -15,6 +15,7 @@ from pathlib import PurePosixPath
 from typing import Any
 
 from oneroot.errors import InvalidValue
+from oneroot.model.checks import CHECK_KEYS, Check, check_items, declared_checks
 from oneroot.model.imageversion import parse_image_ref
 from oneroot.model.names import check_name
 
@@ -106,6 +107,15 @@ class Profile:
         "Redfish over HTTPS: absolute path of the CA certificate(s) (or the BMC's own "
         "certificate) its certificate is checked against (empty: the default CA bundle)"))
 
+    check_units: tuple[str, ...] = field(default=(), metadata=_doc(
+        "checks at the runlevel (`lab try`, `image rollout`): units that must be active, "
+        "e.g. ssh.service"))
+    check_paths: tuple[str, ...] = field(default=(), metadata=_doc(
+        "checks at the runlevel: absolute paths that must exist"))
+    check_commands: tuple[str, ...] = field(default=(), metadata=_doc(
+        "checks at the runlevel: shell commands that must exit 0 within 60 s (--set takes "
+        "one command, or a JSON list)"))
+
     @property
     def server_union(self) -> bool:
         """The node's layers are unioned on the server (`union=server`), not by its initramfs."""
@@ -123,6 +133,11 @@ class Profile:
     @property
     def layer_quota_bytes(self) -> int | None:
         return parse_size(self.layer_quota) if self.layer_quota else None
+
+    @property
+    def checks(self) -> tuple[Check, ...]:
+        """The declared checks, numbered in this order (units, paths, commands)."""
+        return declared_checks(self.check_units, self.check_paths, self.check_commands)
 
     @property
     def nfs_option_list(self) -> tuple[str, ...]:
@@ -169,6 +184,8 @@ def check_profile_value(key: str, value: Any) -> ProfileValue:
         raise InvalidValue(
             f"unknown setting {key!r}", hint=f"known settings: {', '.join(sorted(PROFILE_KEYS))}"
         )
+    if key in CHECK_KEYS:
+        return check_items(key, value)
     if key in LIST_KEYS:
         return _check_list(key, value)
     if key in BOOL_KEYS:

@@ -42,6 +42,7 @@ from oneroot.render.context import (
 BIOS_FILES = {BiosLoader.IPXE: "undionly.kpxe", BiosLoader.PXELINUX: "pxelinux.0"}
 UEFI_FILES = {UefiLoader.IPXE: "ipxe.efi", UefiLoader.SNPONLY: "snponly.efi"}
 REPORT_PATH = "/api/v1/report"
+CHECKS_PATH = "/api/v1/checks"  # a node's declared checks (`model.checks`)
 # union=block: the EROFS files' directory (`settings.block_dir`), one read-only export.
 BLOCKS_KEY = "blocks:block_dir"
 DEFAULT_SERIAL = SerialConsole()

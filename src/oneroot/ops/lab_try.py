@@ -32,6 +32,7 @@ from oneroot.inventory.store import InventoryStore
 from oneroot.lab.netns import Lab, LabState, Tap
 from oneroot.lab.qemu import BOOT_FAILURES, QemuVm, random_mac
 from oneroot.model import NfsServerKind
+from oneroot.model.checks import CHECK_KEYS, Check, CheckResult
 from oneroot.model.inventory import Inventory
 from oneroot.model.paths import Paths
 from oneroot.model.profile import ProfileValue
@@ -50,7 +51,7 @@ from oneroot.ops.catalog import BootCatalog
 from oneroot.ops.image_versions import resolve_version
 from oneroot.ops.labcontrol import read_control, supervisor_alive
 from oneroot.ops.nfs_serving import ganesha_files
-from oneroot.ops.runlevel_watch import RUNLEVEL, observed
+from oneroot.ops.runlevel_watch import RUNLEVEL, check_results, observed
 from oneroot.render.boot import render_cmdline
 from oneroot.rootspec import Mode, NfsLayer, RootSpec, TmpfsLayer, format_spec, parse
 
@@ -59,6 +60,10 @@ DEFAULT_TIMEOUT = 600.0
 EXPORT_TIMEOUT = 60.0
 POLL = 0.5
 CANARY_MEMORY_MIB = 768
+# Seconds after `runlevel` a missing check result is waited for. The node reports every check
+# before `runlevel`, so a missing one is a node that skipped it (an old report script).
+CHECK_GRACE = 15.0
+CHECKS = "checks"  # the stage a try fails at when the runlevel was reached but a check failed
 # A canary never gets these from NODE: they name NODE's own hardware.
 NODE_ONLY_KEYS = ("bmc_address",)
 
@@ -77,6 +82,29 @@ class TryPlan:
     cmdline: str
     runlevel: str
     groups: tuple[str, ...]
+    checks: tuple[Check, ...] = ()
+    # NODE's own check values (and --set's): the canary's entry gets them, so the server
+    # gives the canary exactly NODE's checks (its groups give the rest).
+    check_overrides: dict[str, ProfileValue] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CheckOutcome:
+    check: Check
+    result: CheckResult | None  # None: the canary reported nothing for it
+
+    @property
+    def passed(self) -> bool:
+        return self.result is not None and self.result.passed
+
+    def as_json(self) -> dict[str, object]:
+        return {"kind": str(self.check.kind), "target": self.check.target,
+                "result": self.verdict,
+                "message": self.result.message if self.result else ""}
+
+    @property
+    def verdict(self) -> str:
+        return "no result" if self.result is None else "pass" if self.passed else "fail"
 
 
 @dataclass(slots=True, kw_only=True)
@@ -89,12 +117,14 @@ class TryResult:
     stage: str = "-"  # the last stage the canary reported
     reason: str = ""
     stages: list[tuple[str, float]] = field(default_factory=list)  # (stage, s since start)
+    checks: list[CheckOutcome] = field(default_factory=list)
     seconds: float = 0.0
     serial_log: str = ""
 
     def as_json(self) -> dict[str, object]:
         doc = dataclasses.asdict(self)
         doc["stages"] = [{"stage": s, "seconds": round(t, 1)} for s, t in self.stages]
+        doc["checks"] = [c.as_json() for c in self.checks]
         doc["seconds"] = round(self.seconds, 1)
         return doc
 
@@ -153,7 +183,8 @@ def plan_try(inv: Inventory, node: str, *, image: str | None = None,
                    address=address or canary_address(inv), mac=random_mac(),
                    kernel=boot_dir / ctx.kernel, initramfs=boot_dir / ctx.initramfs,
                    cmdline=render_cmdline(ctx), runlevel=r.profile.runlevel or "default",
-                   groups=n.groups)
+                   groups=n.groups, checks=r.profile.checks,
+                   check_overrides={k: v for k, v in overrides.items() if k in CHECK_KEYS})
 
 
 # -- the lab's network ------------------------------------------------------------------------
@@ -228,7 +259,8 @@ def canary_entry(store: InventoryStore, paths: Paths, plan: TryPlan) -> Iterator
     record_canary(paths, canary=plan.canary, node=plan.node, address=plan.address)
     try:
         inv_ops.add_nodes(store, names=plan.canary, macs=[plan.mac], start_ip=plan.address,
-                          groups=plan.groups, overrides={"image": plan.image,
+                          groups=plan.groups, overrides={**plan.check_overrides,
+                                                         "image": plan.image,
                                                          "ephemeral": True},
                           description=f"lab try canary of {plan.node}")
         yield
@@ -264,10 +296,32 @@ def wait_export(paths: Paths, kind: NfsServerKind, plan: TryPlan, *,
 
 # -- the run ----------------------------------------------------------------------------------
 
+def judge_checks(paths: Paths, result: TryResult, checks: tuple[Check, ...], *, since: float,
+                 progress: Progress, grace: float = CHECK_GRACE) -> None:
+    """The runlevel was reached: the try passes if every declared check passed (each result
+    read from the events store, waited for up to `grace` seconds)."""
+    deadline = time.monotonic() + grace
+    while len(found := check_results(paths, result.canary, since=since)) < len(checks) and \
+            time.monotonic() < deadline:
+        time.sleep(POLL)
+    result.checks = [CheckOutcome(check=c, result=found.get(i)) for i, c in enumerate(checks)]
+    for outcome in result.checks:
+        message = outcome.result.message if outcome.result else ""
+        progress(f"{result.canary}: check {outcome.check.text}: {outcome.verdict}"
+                 + (f" ({message})" if message else ""))
+    failed = [o for o in result.checks if not o.passed]
+    result.passed = not failed
+    if failed:
+        result.stage = CHECKS
+        result.reason = (f"{len(failed)} of {len(checks)} checks did not pass: "
+                         + "; ".join(f"{o.check.text} ({o.verdict})" for o in failed))
+
+
 def watch_canary(paths: Paths, vm: QemuVm, result: TryResult, *, since: float,
-                 timeout: float, progress: Progress) -> None:
-    """Follow the canary's stages (as `oneroot serve` records them) until its runlevel, a
-    failure, the VM's end or `timeout`; fills `result`."""
+                 timeout: float, progress: Progress, plan_checks: tuple[Check, ...] = ()
+                 ) -> None:
+    """Follow the canary's stages (as `oneroot serve` records them) until its runlevel (then
+    its checks), a failure, the VM's end or `timeout`; fills `result`."""
     started = time.monotonic()
     while True:
         status = observed(paths)[0].get(result.canary)
@@ -277,7 +331,7 @@ def watch_canary(paths: Paths, vm: QemuVm, result: TryResult, *, since: float,
             message = status.detail.get("message", "")
             progress(f"{result.canary}: {status.stage}" + (f" ({message})" if message else ""))
             if status.stage == RUNLEVEL:
-                result.passed = True
+                judge_checks(paths, result, plan_checks, since=since, progress=progress)
                 return
             if status.stage == "failed":
                 result.reason = f"the boot failed: {message or 'no message'}"
@@ -315,7 +369,8 @@ def try_node(store: InventoryStore, paths: Paths, plan: TryPlan, *, netns: str,
         progress(f"booting {plan.canary}: {plan.node}'s kernel and initramfs on {plan.image}")
         with canary_vm(netns, workdir, plan) as vm:
             result.serial_log = str(vm.serial_log)
-            watch_canary(paths, vm, result, since=since, timeout=timeout, progress=progress)
+            watch_canary(paths, vm, result, since=since, timeout=timeout, progress=progress,
+                         plan_checks=plan.checks)
     result.seconds = time.monotonic() - started
     return result
 

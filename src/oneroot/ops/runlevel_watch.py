@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 from oneroot.inventory import database
 from oneroot.inventory.events import EventStore, NodeStatus
+from oneroot.model.checks import CheckResult
+from oneroot.model.events import CHECK_EVENT
 from oneroot.model.paths import Paths
 
 DEFAULT_TIMEOUT = 600.0  # seconds a node may take from its power cycle to its runlevel
@@ -41,6 +43,26 @@ def observed(paths: Paths) -> tuple[dict[str, NodeStatus], dict[str, str]]:
         return events.status(), events.booted_images()
     finally:
         events.close()
+
+
+def check_results(paths: Paths, node: str, *, since: float) -> dict[int, CheckResult]:
+    """`node`'s check results reported at or after `since`, by check index (the last report
+    of each wins: a node reports each once per boot)."""
+    if not database.exists(paths, paths.events_db):
+        return {}
+    events = EventStore(database.locate(paths, paths.events_db))
+    try:
+        found = events.node_events(node, CHECK_EVENT, since=since)
+    finally:
+        events.close()
+    results = {}
+    for ev in found:
+        index = ev.detail.get("check", "")
+        if index.isdigit():
+            results[int(index)] = CheckResult(index=int(index),
+                                              passed=ev.detail.get("status") == "ok",
+                                              message=ev.detail.get("message", ""))
+    return results
 
 
 def _verdict(node: str, status: NodeStatus | None, running: str, target: str,

@@ -15,9 +15,16 @@ from aiohttp import web
 from aiohttp.abc import AbstractStreamWriter
 from aiohttp.hdrs import ACCEPT_ENCODING
 
-from oneroot.model.events import BOOT_IMAGE, REPORTED_STAGES, STAGE_STATUSES, BootEvent
+from oneroot.model.checks import checks_text
+from oneroot.model.events import (
+    BOOT_IMAGE,
+    CHECK_EVENT,
+    REPORTED_STAGES,
+    STAGE_STATUSES,
+    BootEvent,
+)
 from oneroot.model.limits import DEFAULT_LIMITS, Limits
-from oneroot.ops.catalog import REPORT_PATH, BootCatalog
+from oneroot.ops.catalog import CHECKS_PATH, REPORT_PATH, BootCatalog
 from oneroot.serve.sendfile import FileSender
 from oneroot.serve.statusboard import StatusBoard, add_page_routes
 
@@ -135,11 +142,29 @@ def _checked_report(data: dict[str, str], limits: Limits) -> tuple[str, str, str
     status = data.get("status", "ok")
     if status not in STAGE_STATUSES:
         raise web.HTTPBadRequest(text=f"unknown status; one of {' '.join(STAGE_STATUSES)}\n")
+    return stage, status, _checked_message(data, limits)
+
+
+def _checked_message(data: dict[str, str], limits: Limits) -> str:
     message = data.get("message", "")[:limits.stage_message_text]
     message = message.replace("\r\n", " ").replace("\n", " ").replace("\t", " ")
     if not message.isprintable():
         raise web.HTTPBadRequest(text="message must be printable text\n")
-    return stage, status, message
+    return message
+
+
+def _checked_check(data: dict[str, str], limits: Limits, declared: int) -> dict[str, str]:
+    """A check result's detail, or HTTP 400: the index of a check the server gave this node
+    (so a node records at most its declared checks), a known status, a bounded message."""
+    index = data.get("check", "")
+    if not (index.isascii() and index.isdigit() and len(index) <= 4 and
+            int(index) < declared):
+        raise web.HTTPBadRequest(text=f"unknown check; this node has {declared}\n")
+    status = data.get("status", "")
+    if status not in STAGE_STATUSES:
+        raise web.HTTPBadRequest(text=f"unknown status; one of {' '.join(STAGE_STATUSES)}\n")
+    return {"check": str(int(index)), "status": status,
+            "message": _checked_message(data, limits)}
 
 
 class Payloads(Protocol):
@@ -164,6 +189,7 @@ class HttpService:
         self.app.add_routes([
             web.get("/boot/{path:.*}", self.boot_file),
             web.post(REPORT_PATH, self.report),
+            web.get(CHECKS_PATH, self.checks),
             web.get("/api/v1/status", self.status),
             web.get("/healthz", self.health),
         ])
@@ -245,12 +271,15 @@ class HttpService:
         else:
             data = {k: str(v) for k, v in (await request.post()).items()}
         catalog = self._catalog()
-        node = catalog.by_address.get(peer) if peer else None
-        if node is None:
-            # Only addresses in the inventory may report, each for itself (the name comes from
-            # the address, never from the request).
-            log.info("stage.refused peer=%s reason=unknown address", peer)
-            raise web.HTTPForbidden(text="unknown node address\n")
+        node = self._reporter(catalog, peer)
+        if "check" in data:
+            detail = _checked_check(data, self._limits,
+                                    len(catalog.cluster.nodes[node].profile.checks))
+            log.info("check.report node=%s check=%s status=%s", node, detail["check"],
+                     detail["status"])
+            self._on_event(BootEvent(time=time.time(), kind=CHECK_EVENT, node=node, peer=peer,
+                                     detail=detail))
+            return web.Response(text="ok\n")
         stage, status, message = _checked_report(data, self._limits)
         detail = {"status": status}
         if message:
@@ -260,6 +289,22 @@ class HttpService:
         self._on_event(BootEvent(time=time.time(), kind="stage", node=node, peer=peer,
                                  stage=kind_stage, detail={**detail, "reported": stage}))
         return web.Response(text="ok\n")
+
+    @staticmethod
+    def _reporter(catalog: BootCatalog, peer: ipaddress.IPv4Address | None) -> str:
+        """The node at `peer`: only addresses in the inventory may report or read their
+        checks, each for itself (the name comes from the address, never from the request)."""
+        node = catalog.by_address.get(peer) if peer else None
+        if node is None:
+            log.info("stage.refused peer=%s reason=unknown address", peer)
+            raise web.HTTPForbidden(text="unknown node address\n")
+        return node
+
+    async def checks(self, request: web.Request) -> web.Response:
+        """The checks the asking node runs at its runlevel (`model.checks`' wire form)."""
+        catalog = self._catalog()
+        node = self._reporter(catalog, _peer(request))
+        return web.Response(text=checks_text(catalog.cluster.nodes[node].profile.checks))
 
     async def status(self, request: web.Request) -> web.Response:
         return web.json_response(self._status())

@@ -25,7 +25,8 @@ from oneroot.model.profile import (
 
 def test_keys_are_the_profile_fields_in_order() -> None:
     assert list(PROFILE_KEYS) == [f.name for f in dataclasses.fields(Profile)]
-    assert {"kernel_args", "extra_layers"} == LIST_KEYS
+    assert {"kernel_args", "extra_layers", "check_units", "check_paths",
+            "check_commands"} == LIST_KEYS
     assert {"group_layer", "ephemeral"} == BOOL_KEYS
     assert all(PROFILE_KEYS.values())  # every key says what it means (`settings keys`)
 
@@ -39,6 +40,7 @@ def test_defaults_as_text_values() -> None:
         "ephemeral": False, "server": "", "layer_quota": "", "bmc_address": "",
         "bmc_protocol": "ipmi",
         "bmc_user": "", "bmc_password_file": "", "bmc_ca_file": "",
+        "check_units": (), "check_paths": (), "check_commands": (),
     }
     # the text form holds plain values, not enums (JSON and tables print them as they are)
     assert all(type(v) in (str, bool, tuple) for v in DEFAULT_PROFILE.values())
