@@ -80,3 +80,27 @@ def test_unguarded_ports_are_not_filtered(lab: Lab) -> None:
     _ip(lab, other, "addr", "add", "10.93.0.99/24", "dev", "eth0")
     assert _ping(lab, other, NODE01)
     assert _ping(lab, other, "10.93.0.99")
+
+
+def test_a_canary_port_is_guarded_in_its_own_table_and_the_labs_stays(lab: Lab) -> None:
+    """`lab try`'s canary: another process than the lab's supervisor guards its port. Its
+    rules go in a table of their own, so the lab's table (node02's guard) is left whole."""
+    _node02(lab)
+    canary = lab.add_client("10.93.0.254/24")  # vc1
+    own = lab.guard_own_port(Tap(name="vc1"), mac=MacAddress.parse(_mac_of(lab, canary)),
+                             address=ipaddress.IPv4Address("10.93.0.254"))
+    assert _ping(lab, canary, "10.93.0.254")
+    _ip(lab, canary, "addr", "add", f"{NODE02}/24", "dev", "eth0")
+    assert not _ping(lab, canary, NODE02)  # the canary cannot speak as node02
+    labs = lab.run_in_ns(["nft", "list", "table", "bridge", "oneroot_lab"]).stdout
+    assert 'iifname "vc0"' in labs and "vc1" not in labs, labs  # the lab's guard is whole
+    lab.unguard_own(own)
+    tables = lab.run_in_ns(["nft", "list", "tables"]).stdout
+    assert own not in tables and "oneroot_lab" in tables, tables
+
+
+def _mac_of(lab: Lab, client: Client) -> str:
+    shown = lab.run_in_ns(["ip", "-o", "link", "show", "eth0"], netns=client.netns).stdout
+    found = re.search(r"link/ether ([0-9a-f:]{17})", shown)
+    assert found is not None, shown
+    return found.group(1)

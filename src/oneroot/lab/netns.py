@@ -32,7 +32,12 @@ from typing import Any
 from oneroot.errors import ExternalToolError, LabError
 from oneroot.net import MacAddress
 from oneroot.netpin import run_nft
-from oneroot.render.netpin import GuardedPort, render_bridge_guard, render_management_guard
+from oneroot.render.netpin import (
+    GuardedPort,
+    port_guard_table,
+    render_bridge_guard,
+    render_management_guard,
+)
 
 BRIDGE_MAC = "02:6f:6e:65:00:01"  # locally administered
 MGMT_BRIDGE = "mgmt0"
@@ -209,6 +214,23 @@ class Lab:
         run_nft(render_bridge_guard(self.bridge, list(self._guarded.values())),
                 netns=self.netns)
         log.info("lab.port_guarded port=%s mac=%s address=%s", tap.name, mac, address)
+
+    def guard_own_port(self, tap: Tap, *, mac: MacAddress,
+                       address: ipaddress.IPv4Address) -> str:
+        """`guard_port` for a port this process adds to a lab another process runs (`lab
+        try`'s canary): the same rules in a table of the port's own, so the lab's table (which
+        its supervisor renders whole) is left as it is. Returns the table, for `unguard_own`."""
+        table = port_guard_table(tap.name)
+        run_nft(render_bridge_guard(self.bridge, [GuardedPort(port=tap.name, mac=mac,
+                                                              address=address)], table=table),
+                netns=self.netns)
+        log.info("lab.port_guarded port=%s mac=%s address=%s table=%s", tap.name, mac,
+                 address, table)
+        return table
+
+    def unguard_own(self, table: str) -> None:
+        """The table of `guard_own_port` removed (gone anyway with the namespace)."""
+        run_nft(f"table bridge {table}\ndelete table bridge {table}\n", netns=self.netns)
 
     def add_management_network(self, server: ipaddress.IPv4Interface) -> None:
         """A second bridge, `mgmt0`, carrying `server` (the server's address on it): the

@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from oneroot.errors import InvalidValue, LabError
+from oneroot.errors import ExternalToolError, InvalidValue, LabError
 from oneroot.inventory.store import InventoryStore
 from oneroot.lab.netns import Lab, LabState, Tap
 from oneroot.lab.qemu import BOOT_FAILURES, QemuVm, random_mac
@@ -201,7 +201,9 @@ def lab_netns(workdir: Path) -> str:
 
 @contextlib.contextmanager
 def canary_vm(netns: str, workdir: Path, plan: TryPlan) -> Iterator[QemuVm]:
-    """The canary's QEMU on a tap of its own on the lab's bridge; VM and tap removed after."""
+    """The canary's QEMU on a tap of its own on the lab's bridge, source-guarded like a lab
+    node's port (its MAC, its address) in an nftables table of its own; VM, guard and tap
+    removed after."""
     vms = workdir / "try"
     vms.mkdir(parents=True, exist_ok=True)
     state = LabState(name=plan.canary, netns=netns, bridge="br0", owner_pid=0,
@@ -213,16 +215,22 @@ def canary_vm(netns: str, workdir: Path, plan: TryPlan) -> Iterator[QemuVm]:
     tap = Tap(name=f"try{plan.mac.packed[-2:].hex()}")
     subprocess.run(["ip", "-n", netns, "tuntap", "add", "dev", tap.name, "mode", "tap"],
                    check=True, capture_output=True)
+    # No `address=`: QemuVm would guard the port in the lab's own table (see guard_own_port).
     vm = QemuVm(lab, tap, mac=plan.mac, kernel=plan.kernel, initrd=plan.initramfs,
                 append=plan.cmdline, name=plan.canary, memory_mib=CANARY_MEMORY_MIB,
                 workdir=vms)
+    guard: str | None = None
     try:
+        guard = lab.guard_own_port(tap, mac=plan.mac, address=plan.address)
         subprocess.run(["ip", "-n", netns, "link", "set", tap.name, "master", "br0", "up"],
                        check=True, capture_output=True)
         vm.start()
         yield vm
     finally:
         vm.stop()
+        if guard is not None:
+            with contextlib.suppress(ExternalToolError):
+                lab.unguard_own(guard)
         subprocess.run(["ip", "-n", netns, "link", "del", tap.name], check=False,
                        capture_output=True)
         lab.state_file.unlink(missing_ok=True)

@@ -31,6 +31,7 @@ PIN_TABLE = "oneroot"
 BRIDGE_TABLE = "oneroot_lab"
 MGMT_TABLE = "oneroot_mgmt"
 _IFNAME = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
+_TABLE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
 # The kernel's defaults for net.ipv4.neigh.default.gc_thresh1/2/3.
 KERNEL_GC_THRESH = (128, 512, 1024)
 
@@ -115,11 +116,23 @@ def render_unpin() -> str:
     return f"table netdev {PIN_TABLE}\ndelete table netdev {PIN_TABLE}\n"
 
 
-def render_bridge_guard(bridge: str, ports: Sequence[GuardedPort]) -> str:
+def port_guard_table(port: str) -> str:
+    """The table of a port guarded on its own (`lab try`'s canary): the lab's supervisor
+    renders `BRIDGE_TABLE` whole from its own list, so another process must not touch it."""
+    return f"{BRIDGE_TABLE}_{check_ifname(port)}".replace("-", "_").replace(".", "_")
+
+
+def render_bridge_guard(bridge: str, ports: Sequence[GuardedPort], *,
+                        table: str = BRIDGE_TABLE) -> str:
     """The lab bridge's source guard: one chain at the bridge's prerouting hook; a frame
     from a guarded port passes only with that port's MAC, and IPv4/ARP only with its address
-    (or 0.0.0.0, a DHCP client's). Unlisted ports (the server's) are not filtered."""
+    (or 0.0.0.0, a DHCP client's). Unlisted ports (the server's) are not filtered. `table`
+    names the nftables table (each table's chain drops on its own: a frame passes only if
+    every table lets it)."""
     check_ifname(bridge)
+    if not _TABLE.match(table):
+        raise ConfigError(f"bad nftables table name {table!r}",
+                          hint="letters, digits and '_', starting with a letter")
     rules: list[str] = []
     for port in sorted(ports, key=lambda p: p.port):
         name, mac, own = check_ifname(port.port), port.mac, f"{{ 0.0.0.0, {port.address} }}"
@@ -132,9 +145,9 @@ def render_bridge_guard(bridge: str, ports: Sequence[GuardedPort]) -> str:
     lines = [
         f"# {HEADER}",
         f"# The lab bridge {bridge}'s source guard on {len(ports)} node ports.",
-        f"table bridge {BRIDGE_TABLE}",
-        f"delete table bridge {BRIDGE_TABLE}",
-        f"table bridge {BRIDGE_TABLE} {{",
+        f"table bridge {table}",
+        f"delete table bridge {table}",
+        f"table bridge {table} {{",
         "    chain prerouting {",
         "        type filter hook prerouting priority -300; policy accept;",
         *rules,

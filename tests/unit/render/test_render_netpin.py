@@ -15,6 +15,7 @@ from oneroot.render.netpin import (
     PinContext,
     neigh_thresholds,
     pinned_pairs,
+    port_guard_table,
     render_bridge_guard,
     render_pins,
     render_unpin,
@@ -66,6 +67,21 @@ def test_two_nodes_with_one_address_are_refused() -> None:
 def test_an_interface_name_cannot_inject_rules(name: str) -> None:
     with pytest.raises(ConfigError, match="interface name"):
         render_pins(pins(name))
+
+
+def test_a_port_guarded_on_its_own_has_a_table_of_its_own() -> None:
+    port = GuardedPort(port="try2a-0.f", mac=MacAddress.parse("52:54:00:00:09:09"),
+                       address=ipaddress.IPv4Address("10.0.0.254"))
+    table = port_guard_table(port.port)
+    assert table == "oneroot_lab_try2a_0_f"
+    text = render_bridge_guard("br0", [port], table=table)
+    assert f"table bridge {table}\ndelete table bridge {table}\n" in text
+    assert "oneroot_lab " not in text and "oneroot_lab\n" not in text
+    for bad in ("x; flush ruleset", "1abc", ""):
+        with pytest.raises(ConfigError, match="table name"):
+            render_bridge_guard("br0", [port], table=bad)
+    with pytest.raises(ConfigError, match="interface name"):
+        port_guard_table("tap0; flush")
 
 
 def test_neighbour_table_fits_a_thousand_nodes_and_never_shrinks() -> None:
