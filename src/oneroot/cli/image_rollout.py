@@ -80,7 +80,8 @@ def image_rollout(state: State, ref: str, group: str, canary: int, batch: int, t
     with state.store() as store:
         result = rollout(store, state.paths, cluster, ref, group, who=operator(),
                          cycle=bmc_cycle(state.paths),
-                         watch=runlevel_watch(state.paths, timeout=timeout),
+                         watch=runlevel_watch(state.paths, timeout=timeout,
+                                               checks=declared_checks(cluster)),
                          canary=canary, batch=batch)
     r = result.record
     if as_json:
@@ -97,6 +98,12 @@ def image_rollout(state: State, ref: str, group: str, canary: int, batch: int, t
             hint=(f"the group stays on {r.old or 'its old image'} and no other node was "
                   "rebooted" if r.action != "rollout" else
                   f"`oneroot image rollback {group}` returns the group to {r.old}"))
+
+
+def declared_checks(cluster: ResolvedCluster) -> dict[str, tuple[str, ...]]:
+    """Each node's declared checks (their texts): a rebooted node must pass them too."""
+    return {name: tuple(c.text for c in r.profile.checks)
+            for name, r in cluster.nodes.items() if r.profile.checks}
 
 
 def _lab_try_first(state: State, cluster: ResolvedCluster, group: str, target: str,

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from oneroot.inventory import database
@@ -77,9 +77,29 @@ def _verdict(node: str, status: NodeStatus | None, running: str, target: str,
                        reason=f"it reached its runlevel on {running}, not {target}")
 
 
-def runlevel_watch(paths: Paths, *, timeout: float, poll: float = POLL) -> Watch:
+def checks_verdict(paths: Paths, node: str, declared: Sequence[str], *, running: str,
+                   since: float) -> NodeFailure | None:
+    """A node at its runlevel: the first of its `declared` checks (their texts, in index
+    order) it did not report as passed since `since`, as a failure (it reports every check
+    before `runlevel`, so one missing now is one it did not run)."""
+    if not declared:
+        return None
+    found = check_results(paths, node, since=since)
+    for index, text in enumerate(declared):
+        result = found.get(index)
+        if result is None or not result.passed:
+            said = "no result" if result is None else f"failed: {result.message or '-'}"
+            return NodeFailure(node=node, stage="checks", running=running,
+                               reason=f"it reached its runlevel, but its check {text} "
+                                      f"{said}")
+    return None
+
+
+def runlevel_watch(paths: Paths, *, timeout: float, poll: float = POLL,
+                   checks: Mapping[str, Sequence[str]] | None = None) -> Watch:
     """Wait until every node named reports `runlevel` (newer than `since`) and runs `target`;
-    the first that does not within `timeout`, or runs another version, is the failure."""
+    the first that does not within `timeout`, or runs another version, or did not pass one
+    of its `checks` (node → the texts of its declared checks), is the failure."""
     def watch(names: Sequence[str], target: str, since: float) -> NodeFailure | None:
         deadline = time.monotonic() + timeout
         pending = list(names)
@@ -88,6 +108,9 @@ def runlevel_watch(paths: Paths, *, timeout: float, poll: float = POLL) -> Watch
             still = []
             for n in pending:
                 verdict = _verdict(n, status.get(n), booted.get(n, "-"), target, since)
+                if verdict is True:
+                    verdict = checks_verdict(paths, n, (checks or {}).get(n, ()),
+                                             running=target, since=since) or True
                 if isinstance(verdict, NodeFailure):
                     return verdict
                 if verdict is None:

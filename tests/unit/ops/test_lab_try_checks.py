@@ -1,6 +1,7 @@
 """`lab try`'s checks: the canary is given exactly NODE's checks (its groups', its own, and
 `--set`'s), its results are judged from the events store (a failed or missing one fails the
-try at stage `checks`), and what the canary said is printed escaped."""
+try at stage `checks`), and what the canary said is printed escaped. A rollout's rebooted
+nodes must pass theirs too."""
 
 from __future__ import annotations
 
@@ -13,9 +14,10 @@ from oneroot.cli.lab_try import show_checks, try_failed
 from oneroot.inventory.events import EventStore
 from oneroot.model import Group, resolve_cluster
 from oneroot.model.checks import CheckKind, declared_checks
-from oneroot.model.events import CHECK_EVENT, BootEvent
+from oneroot.model.events import BOOT_IMAGE, CHECK_EVENT, BootEvent
 from oneroot.model.paths import Paths
 from oneroot.ops.lab_try import CHECKS, TryResult, judge_checks, plan_try
+from oneroot.ops.runlevel_watch import runlevel_watch
 from oneroot.testing.inventory import make_inventory, make_node
 
 CHECKS_DECLARED = declared_checks(["ssh.service"], ["/usr/bin/true"], ["test -d /run"])
@@ -97,3 +99,39 @@ def test_what_the_canary_said_is_printed_escaped(tmp_path: Path,
     out = capsys.readouterr().out
     assert "[bold red]PASSED[/bold red]" in out  # shown as written, not read as markup
     assert "\x1b" not in out and "\x07" not in out and "\\x1b[2J\\x07" in out
+
+
+def _rebooted(tmp_path: Path, second: str) -> Paths:
+    """node01 rebooted onto lab@2 at t=100: its two check results, then its runlevel."""
+    paths = Paths(home=tmp_path)
+    store = EventStore(paths.events_db)
+    try:
+        store.record([
+            BootEvent(time=100.0, kind=BOOT_IMAGE, node="node01", detail={"image": "lab@2"}),
+            *(BootEvent(time=101.0, kind=CHECK_EVENT, node="node01",
+                        detail={"check": str(i), "status": s, "message": "exit 1: nope"})
+              for i, s in enumerate(("ok", second)) if s),
+            BootEvent(time=102.0, kind="stage", node="node01", stage="runlevel")])
+    finally:
+        store.close()
+    return paths
+
+
+@pytest.mark.parametrize(("second", "failure"), [
+    ("ok", None),
+    ("failed", "it reached its runlevel, but its check path /b failed: exit 1: nope"),
+    ("", "it reached its runlevel, but its check path /b no result"),
+])
+def test_a_rollouts_rebooted_node_must_pass_its_checks(tmp_path: Path, second: str,
+                                                      failure: str | None) -> None:
+    watch = runlevel_watch(_rebooted(tmp_path, second), timeout=0.1, poll=0.01,
+                           checks={"node01": ("unit a.service", "path /b")})
+    failed = watch(["node01"], "lab@2", 50.0)
+    if failure is None:
+        assert failed is None
+    else:
+        assert failed is not None and (failed.node, failed.stage, failed.running,
+                                       failed.reason) == ("node01", "checks", "lab@2", failure)
+    # without checks declared, the runlevel alone passes
+    assert runlevel_watch(_rebooted(tmp_path, second), timeout=0.1)(["node01"], "lab@2",
+                                                                   50.0) is None
