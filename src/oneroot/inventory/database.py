@@ -110,18 +110,23 @@ class SqliteDatabase(Database):
         self.conn.close()
 
     def migrate(self, component: str, migrations: Migrations) -> None:
-        version = self.conn.execute("PRAGMA user_version").fetchone()[0]
-        _check_version(component, version, migrations)
+        _check_version(component, self._version(), migrations)
         for number, sql in migrations:
-            if number > version:
+            if number > self._version():
                 self.begin()
                 try:
-                    self.run_script(sql)
-                    self.conn.execute(f"PRAGMA user_version={number}")
+                    # Read again under the write lock: another process (serve, a CLI) that
+                    # opened the file at the same time may have made this step meanwhile.
+                    if number > self._version():
+                        self.run_script(sql)
+                        self.conn.execute(f"PRAGMA user_version={number}")
                     self.conn.execute("COMMIT")
                 except BaseException:
                     self.conn.execute("ROLLBACK")
                     raise
+
+    def _version(self) -> int:
+        return int(self.conn.execute("PRAGMA user_version").fetchone()[0])
 
 
 class PostgresDatabase(Database):

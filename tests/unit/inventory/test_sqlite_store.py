@@ -97,6 +97,28 @@ def test_a_failing_migration_leaves_the_database_as_it_was(tmp_path: Path) -> No
     assert tables == {"a"}
 
 
+def test_a_step_another_process_made_meanwhile_is_not_made_again(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """serve and a CLI open an old file at once: both see version 1; the first to take the
+    write lock makes step 2, the other must not ("table b already exists")."""
+    migrations = [(1, "CREATE TABLE a(x)"), (2, "CREATE TABLE b(x)")]
+    SqliteDatabase(connect_sqlite(tmp_path / "m.db")).migrate("m", migrations[:1])
+    db = SqliteDatabase(connect_sqlite(tmp_path / "m.db"))
+    other = SqliteDatabase(connect_sqlite(tmp_path / "m.db"))
+    begin = db.begin
+
+    def the_other_first() -> None:  # it wins the race between our read and our lock
+        monkeypatch.setattr(db, "begin", begin)
+        other.migrate("m", migrations)
+        begin()
+
+    monkeypatch.setattr(db, "begin", the_other_first)
+    db.migrate("m", migrations)
+    assert db.conn.execute("PRAGMA user_version").fetchone()[0] == 2
+    tables = {row[0] for row in db.conn.execute("SELECT name FROM sqlite_master")}
+    assert tables == {"a", "b"}
+
+
 def test_an_unopenable_path_is_a_config_error(tmp_path: Path) -> None:
     (tmp_path / "file").write_text("")
     with pytest.raises(ConfigError, match="cannot open database") as caught:
