@@ -4,17 +4,22 @@ for a wrong password, an unreachable BMC or a node without one, with nothing cha
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
+import threading
+import time
 from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from pyghmi.ipmi.private import session
 
 from oneroot.bmc.common import BmcCredentials, PowerState
 from oneroot.bmc.ipmi import Bmc
+from oneroot.errors import BmcError
 from oneroot.testing.bmc import BmcHome, SimulatedBmc, one_error
 from oneroot.testing.bmc import power_rows as rows
 from oneroot.testing.ports import free_port
@@ -151,3 +156,54 @@ def test_one_process_opens_sessions_to_one_bmc_again_and_again(tmp_path: Path) -
             with Bmc(creds) as bmc:
                 assert bmc.power_state() is (PowerState.ON if on else PowerState.OFF)
         assert sim.power is True
+
+
+def test_a_login_failed_in_another_thread_is_one_bmc_error(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """pyghmi ends a failed login in whichever thread reads the session's packets: it logs the
+    session out, then records why. `oneroot power` of many nodes (a thread each) under load
+    met the session's own thread looking in between: pyghmi's AttributeError ended the whole
+    command as an internal error. Here the window is held open: the session's own thread
+    waits before each read (so another one reads its packets), and that other thread, once
+    it has logged the session out, waits until the session's own thread has returned."""
+    own: dict[str, int] = {}
+    returned = threading.Event()
+    held_open: list[int] = []
+    wait_for_rsp = session.Session.wait_for_rsp.__func__  # type: ignore[attr-defined]
+    logout = session.Session.logout
+
+    def late_wait(cls: type[session.Session], *args: object, **kwargs: object) -> object:
+        if threading.get_ident() == own.get("thread"):
+            time.sleep(0.2)
+        return wait_for_rsp(cls, *args, **kwargs)
+
+    def held_logout(self: session.Session, sessionok: bool = True) -> None:
+        logout(self, sessionok)
+        if not sessionok and self.port == own.get("port") and \
+                threading.get_ident() != own.get("thread"):
+            held_open.append(self.port)
+            returned.wait(30)
+
+    monkeypatch.setattr(session.Session, "wait_for_rsp", classmethod(late_wait))
+    monkeypatch.setattr(session.Session, "logout", held_logout)
+    dead = BmcCredentials(host="127.0.0.1", port=free_port(udp=True), user="admin",
+                          password=PASSWORD)
+    reader = threading.Thread(target=_try_login, args=(dead,))  # reads every session's packets
+    with SimulatedBmc(tmp_path / "bmc", user="admin", password=PASSWORD) as sim:
+        reader.start()
+        time.sleep(0.5)
+        own.update(thread=threading.get_ident(), port=sim.port)
+        try:
+            wrong = BmcCredentials(host="127.0.0.1", port=sim.port, user="admin",
+                                   password="not-it")
+            with pytest.raises(BmcError, match="the session failed to start"), Bmc(wrong):
+                pass
+        finally:
+            returned.set()
+            reader.join(60)
+    assert held_open == [sim.port]  # the race was held open, not missed
+
+
+def _try_login(creds: BmcCredentials) -> None:
+    with contextlib.suppress(BmcError), Bmc(creds):
+        pass

@@ -37,6 +37,15 @@ class Bmc:
                                                 port=self.creds.port)
         except pyghmi_errors.PyghmiException as error:
             raise self._error(error) from None
+        except AttributeError as error:
+            if "errormsg" not in str(error):
+                raise
+            # pyghmi (1.6) ends a failed login in whichever thread reads the session's
+            # packets: it logs the session out, then records why. The session's own thread,
+            # looking in between, finds no reason (many BMCs at once, on a loaded machine).
+            raise BmcError(f"BMC {self.creds.where}: the session failed to start (its "
+                           "reason was lost)",
+                           hint="run `oneroot power status NODE` for the reason") from None
         return self
 
     def __exit__(self, kind: type[BaseException] | None, value: BaseException | None,
