@@ -124,9 +124,17 @@ def test_a_node_that_boots_while_its_server_is_dead_boots_from_the_other(
             _check_outage_boot(cluster, name, first[name], boot)
         assert pool_second.get("serverid") == str(b.address), pool_second
         assert pool_second.get("ip") == pool_first.get("ip"), (pool_first, pool_second)
-        doc = json.loads(cluster.oneroot("b", "status", "--json").stdout)
-        seen = {n["node"]: (n["stage"], n["server"]) for n in doc["nodes"]}
-        assert seen == {name: ("init", "b") for name in NODES}, seen
+        # The reports are answered before b's batch writer stores them: wait for the rows.
+        want = {name: ("init", "b") for name in NODES}
+        seen: dict[str, tuple[str, str]] = {}
+
+        def shown() -> bool:
+            doc = json.loads(cluster.oneroot("b", "status", "--json").stdout)
+            seen.clear()
+            seen.update({n["node"]: (n["stage"], n["server"]) for n in doc["nodes"]})
+            return seen == want
+
+        until(shown, "both nodes at init from b in `oneroot status`", 60, lambda: str(seen))
         print(f"\nboot outage: set-up {killed - started:.1f} s; A's address on B "
               f"{moved:.1f} s after the kill; both nodes and the pool client booted from B "
               f"{booted:.1f} s after the kill")
