@@ -11,7 +11,8 @@ the export itself). So the export is an overlayfs view:
 The upper holds, built before the mount:
 - `c 0 0` whiteouts for secret files (`etc/shadow`, its `-` backup, the SSH host private keys…);
 - *emptied* directories (opaque, nothing from below shows): `/root`, `/var/backups` (Debian
-  keeps `shadow.bak` there), the state dir, the group dir, oneroot's home;
+  keeps `shadow.bak` there), the state dir, the group dir, oneroot's home; o+rx, as every
+  directory on the way to a junction, since the view is exported `all_squash`;
 - inside the state and group dirs, one empty directory per node and group: the mount points
   (ganesha "junctions") where each node's own export attaches at its real path.
 
@@ -50,6 +51,7 @@ TMPFS_SIZE = "32m"
 # Emptying a directory through a mounted view leaves one whiteout per entry in the tmpfs:
 # past this many, the view is left as it is and `image show` / doctor say to remount it.
 LIVE_EMPTY_LIMIT = 5000
+OTHERS_RX = stat.S_IROTH | stat.S_IXOTH
 
 
 class ViewUnsupported(ConfigError):
@@ -247,16 +249,27 @@ def _make_dirs(upper: Path, lower: Path, rel: PurePosixPath) -> Path:
     return current
 
 
+def _others_may_enter(path: Path) -> None:
+    """o+rx: the view is exported `all_squash`, so every node reads it as nobody. An emptied
+    dir (`/root` 0700) must list as empty, not EACCES (a node's union reads it), and the way
+    to a junction (the state dir, 0700) must be walkable; neither shows anything else."""
+    os.chmod(path, stat.S_IMODE(os.lstat(path).st_mode) | OTHERS_RX)
+
+
 def build_upper(spec: ViewSpec, upper: Path, masks: Iterable[Mask]) -> None:
     """Lay out the view's upper dir (before the mount): emptied dirs, junctions, whiteouts."""
     _copy_attrs_dir(spec.lower, PurePosixPath(), upper, 0o755)
     masks = list(masks)
     for mask in masks:
         if mask.kind is MaskKind.EMPTIED:
-            set_opaque(_make_dirs(upper, spec.lower, mask.path))
+            emptied = _make_dirs(upper, spec.lower, mask.path)
+            set_opaque(emptied)
+            _others_may_enter(emptied)
     for rel in spec.junctions:
         junction = _make_dirs(upper, spec.lower, rel)
         os.chmod(junction, 0o755)
+        for step in rel.parents:
+            _others_may_enter(upper / step)
     for mask in masks:
         if mask.kind is MaskKind.HIDDEN:
             rel = mask.path
@@ -362,6 +375,7 @@ def _apply_live(spec: ViewSpec, mask: Mask) -> None:
         keep = {j.parts[len(mask.path.parts)] for j in spec.junctions
                 if _is_below(j, mask.path)}
         _empty_through_view(target, keep)
+        _others_may_enter(target)  # the chmod copies it up: the lower keeps its mode
     elif target.is_dir() and not target.is_symlink():
         _empty_through_view(target, set())
         target.rmdir()

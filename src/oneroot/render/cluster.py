@@ -5,7 +5,9 @@ the same clients:
 
 - each image root `ro` to the cluster subnet, with `crossmnt` (filesystems mounted below it,
   such as a separate /usr or a masking view's submounts, are part of the root nodes see) and a
-  fixed `fsid` (an overlayfs view has no UUID for knfsd to derive one from);
+  fixed `fsid` (an overlayfs view has no UUID for knfsd to derive one from); a live root's
+  masked view `all_squash` (every user nobody: a forged handle reads only world-readable
+  files, docs/security.md);
 - each node's diff-overlay dir `rw` to that node's address alone (`ro` for an ephemeral node,
   whose changes live in its tmpfs); for a server-side union node, its merged dir instead, an
   overlayfs mount, so with a fixed `fsid` too;
@@ -33,7 +35,7 @@ from pathlib import PurePosixPath
 from oneroot.errors import ConfigError
 from oneroot.model import DhcpMode
 from oneroot.render._env import render_template
-from oneroot.render.context import Access, ClusterContext, NfsExport
+from oneroot.render.context import ANON_ID, Access, ClusterContext, NfsExport
 
 MAX_EXPORT_ID = 65535  # ganesha's Export_Id is 16 bits; 0 is its pseudo root
 
@@ -91,7 +93,7 @@ def nfs_exports(ctx: ClusterContext) -> tuple[NfsExport, ...]:
             comment=("EROFS files of union=block nodes" if image.block
                      else f"image {image.name}" + (" (masked view)" if image.view else "")),
             crossmnt=not image.v4_root, fsid=image.export_id, masked_view=image.view,
-            v4_root=image.v4_root,
+            v4_root=image.v4_root, all_squash=image.view,
         )
         for image in ctx.images
     ]
@@ -147,7 +149,7 @@ def render_ganesha(ctx: ClusterContext) -> str:
         if '"' in str(export.path):
             raise ConfigError(f"nfs-ganesha cannot export a path containing '\"': {export.path}")
     return render_template(
-        "ganesha.conf.j2", ctx=ctx, exports=exports, ceph=ctx.ceph,
+        "ganesha.conf.j2", ctx=ctx, exports=exports, ceph=ctx.ceph, anon_id=ANON_ID,
         fsal_paths=cephfs_paths(ctx, exports) if ctx.ceph is not None else {},
         protocols=", ".join(str(p) for p in sorted(set(ctx.nfs_protocols))),
     )

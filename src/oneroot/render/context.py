@@ -16,6 +16,9 @@ from pathlib import PurePosixPath
 from oneroot.model import InitSystem, Settings
 from oneroot.net import MacAddress
 
+# nobody/nogroup: who a squashed user becomes (knfsd anonuid/anongid, ganesha Anonymous_*).
+ANON_ID = 65534
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SerialConsole:
@@ -97,8 +100,9 @@ class ImageExport:
     # canary is one: it is pinned to the version it tries).
     clients: tuple[ipaddress.IPv4Address, ...] = ()
     # `path` is the masked view of a live root (`nfs.view`): knfsd exports it only while it
-    # is mounted (`mp`). Not squashed, as any image (docs/security.md): a node's root must
-    # traverse its own 0700 directories (fuse-overlayfs copies `/root` up as root).
+    # is mounted (`mp`), every user squashed to `ANON_ID` (docs/security.md, "Forged file
+    # handles"): a handle forged to a masked file reads only what is world-readable, and
+    # the view shows nothing else (its emptied dirs are o+rx in its upper, `nfs.view`).
     view: bool = False
     # knfsd: this image's masked view of the server's `/` is the NFSv4 root (`fsid=0`), so the
     # seed's `server:/` names it; the node and group layers are bound inside it (docs/nfs.md).
@@ -218,6 +222,9 @@ class NfsExport:
     fsid: int | None = None
     # Map a client's uid 0 to the anonymous user (docs/security.md says where and why).
     root_squash: bool = False
+    # Map every user to `ANON_ID` (a live root's masked view: a forged handle of a masked
+    # file then reads only what others may read; docs/security.md, "Forged file handles").
+    all_squash: bool = False
     # A live root's masked view: knfsd exports it only while mounted (`mp`), so an
     # unmounted view never exports the empty directory under it on the root filesystem.
     masked_view: bool = False
@@ -233,7 +240,9 @@ class NfsExport:
         return self.knfsd_options_for(self.access)
 
     def knfsd_options_for(self, access: Access) -> str:
-        squash = "root_squash" if self.root_squash else "no_root_squash"
+        squash = ("root_squash" if self.root_squash else "no_root_squash")
+        if self.all_squash:
+            squash = f"all_squash,anonuid={ANON_ID},anongid={ANON_ID}"
         subtree = "subtree_check" if self.subtree_check else "no_subtree_check"
         options = [access.value, "sync", squash, subtree]
         if self.masked_view:
@@ -252,4 +261,6 @@ class NfsExport:
 
     @property
     def ganesha_squash(self) -> str:
+        if self.all_squash:
+            return "All_Squash"
         return "Root_Squash" if self.root_squash else "No_Root_Squash"

@@ -44,7 +44,8 @@ def test_knfsd_exports_the_view_as_the_nfsv4_root() -> None:
     plan = nfs_plan(resolve_cluster(_inv()), Paths(), kind=NfsServerKind.KNFSD)
     lines = [ln for ln in plan.text.splitlines() if ln and not ln.startswith("#")]
     view = "/var/lib/oneroot/views/default"
-    assert lines[0] == (f"{view} 10.0.0.0/24(ro,sync,no_root_squash,no_subtree_check,mp,fsid=0)")
+    assert lines[0] == (f"{view} 10.0.0.0/24(ro,sync,all_squash,anonuid=65534,anongid=65534,"
+                        "no_subtree_check,mp,fsid=0)")
     exported = {ln.split()[0]: ln.split()[1] for ln in lines}
     for node, address in (("node01", "10.0.0.11"), ("node02", "10.0.0.12")):
         options = exported[f"{view}/var/state/systems/{node}"]

@@ -4,6 +4,7 @@ layout, built into a plain directory (mounting is the integration test's job).""
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path, PurePosixPath
 
 import pytest
@@ -183,6 +184,30 @@ def test_build_upper_layout(tmp_path: Path) -> None:
     assert is_opaque(upper / "state")
     assert (upper / "state" / "node01").is_dir()
     assert list((upper / "state" / "node01").iterdir()) == []  # a mount point, nothing more
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="trusted.* xattrs need root")
+def test_the_upper_lets_others_into_emptied_dirs_and_to_junctions(tmp_path: Path) -> None:
+    """The view is exported `all_squash`: nodes read it as nobody. An emptied 0700 dir must
+    list as empty, not EACCES, and 0700 dirs on the way to a junction must be walkable."""
+    lower = tmp_path / "lower"
+    (lower / "root").mkdir(parents=True, mode=0o700)
+    (lower / "root" / "secret").write_text("x")
+    (lower / "var/lib/st/systems/node01").mkdir(parents=True)
+    for rel in ("var/lib/st", "var/lib/st/systems"):
+        os.chmod(lower / rel, 0o700)  # the state dir's parent is masked (rule 2) itself
+    spec = view_spec("t", lower=lower, views_dir=tmp_path / "views",
+                     state_dir=P(str(lower / "var/lib/st/systems")), group_dir=P("/elsewhere"),
+                     nodes=["node01"])
+    upper = tmp_path / "upper"
+    upper.mkdir()
+    build_upper(spec, upper, masks_of(spec))
+    modes = {rel: stat.S_IMODE(os.lstat(upper / rel).st_mode)
+             for rel in ("root", "var/lib/st", "var/lib/st/systems",
+                         "var/lib/st/systems/node01")}
+    assert modes == {"root": 0o705, "var/lib/st": 0o705, "var/lib/st/systems": 0o705,
+                     "var/lib/st/systems/node01": 0o755}
+    assert stat.S_IMODE(os.lstat(lower / "root").st_mode) == 0o700  # the real one unchanged
 
 
 def test_mountinfo_parsing(tmp_path: Path) -> None:

@@ -48,7 +48,7 @@ def test_seed_line_and_exports(tmp_path: Path) -> None:
     assert "root=10.0.0.1:/:ro;10.0.0.1:/var/state/systems/node01;rw " in pxe
     exports = (tmp_path / "cfg/exports").read_text()
     # the seed's `/` goes out as its masked view, squashed, only while mounted
-    assert f"\n{view} 10.0.0.0/24(ro,sync,no_root_squash," in exports
+    assert f"\n{view} 10.0.0.0/24(ro,sync,all_squash,anonuid=65534,anongid=65534," in exports
     assert "\n/ " not in exports and "apply with `exportfs -ra`" not in exports
     ganesha = (tmp_path / "cfg/ganesha.conf").read_text()
     assert f'Path = "{view}";\n    Pseudo = "/";' in ganesha

@@ -43,7 +43,8 @@ def test_every_file_says_it_is_generated(cluster: ClusterContext) -> None:
 def test_exports_match_the_seed(cluster: ClusterContext) -> None:
     lines = [ln for ln in render_exports(cluster).splitlines() if ln and not ln.startswith("#")]
     assert ("/var/lib/oneroot/views/default "
-            "10.0.0.0/24(ro,sync,no_root_squash,no_subtree_check,mp,crossmnt,fsid=1)") in lines
+            "10.0.0.0/24(ro,sync,all_squash,anonuid=65534,anongid=65534,no_subtree_check,mp,"
+            "crossmnt,fsid=1)") in lines
     assert ("/var/state/systems/node01 10.0.0.11(rw,sync,no_root_squash,no_subtree_check)"
             in lines)
     assert ("/var/state/groups/compute 10.0.0.12(ro,sync,root_squash,no_subtree_check) "
@@ -202,11 +203,16 @@ def test_a_live_root_is_never_exported_unmasked(cluster: ClusterContext, root: s
             render(live)
     masked = dataclasses.replace(cluster, images=(ImageExport(
         name="default", path=PurePosixPath("/v/default"), export_id=1, view=True),))
-    assert "\n/v/default 10.0.0.0/24(ro,sync,no_root_squash,no_subtree_check,mp," in \
-        render_exports(masked)
+    assert ("\n/v/default 10.0.0.0/24(ro,sync,all_squash,anonuid=65534,anongid=65534,"
+            "no_subtree_check,mp,") in render_exports(masked)
     ganesha = render_ganesha(masked)
     block = ganesha[ganesha.index("# image default"):]
     assert block.index("Attr_Expiration_Time = 10;") < block.index("}\n}")
+    # every user of every node is nobody on the view (a forged handle reads only what
+    # others may read), and only there: layers keep their owners
+    assert ("Squash = All_Squash;\n        Anonymous_Uid = 65534;\n        Anonymous_Gid = 65534;"
+            in block.split("}\n}")[0])
+    assert ganesha.count("All_Squash") == 1 and render_exports(masked).count("all_squash") == 1
 
 
 def _ceph(cluster: ClusterContext, mount: str = "/") -> ClusterContext:
