@@ -351,3 +351,46 @@ def test_forged_handles_escape_without_subtree_check(vmlab: VmServerLab,
     assert _answered(results) == {"own_root", "passwd_view_ovl"} | escaped
     assert results["ino2_own"]["readdir"] == 0 and results["shadow_own"]["read"] == 0
     assert _answered(_attack(lab, forged, tmp_path)) == {"own_root", "passwd_view_ovl"}
+
+
+def _spelled_otherwise(forged: dict[str, str]) -> dict[str, str]:
+    """The view's masked-file handles as the index whiteouts do not spell them (the kernel's
+    decoder accepts both; `KNOWN_SPELLING_GAP` of tests/integration/test_nfs_view_handles.py):
+    `ANY_ENDIAN` set in the flags, and 4 bytes appended (`fb.len` + 4). The overlayfs handle
+    starts after knfsd's 8 bytes: 3 of padding, then version, magic, len, flags."""
+    handles = {}
+    for name in VIEW_DEFENCE:
+        raw = bytes.fromhex(forged[name])
+        head, fh = raw[:8], raw[8:]
+        handles[f"{name}_flag"] = head + fh[:6] + bytes([fh[6] | 2]) + fh[7:]
+        handles[f"{name}_longer"] = head + fh[:5] + bytes([fh[5] + 4]) + fh[6:] + bytes(4)
+    return {k: v.hex() for k, v in handles.items()}
+
+
+def test_the_view_is_all_squash(vmlab: VmServerLab, forged: dict[str, str],
+                                tmp_path: Path) -> None:
+    """Spelled otherwise, a masked file's handle passes the index whiteouts: what refuses its
+    READ is the view's `all_squash` (docs/security.md), so only a world-readable masked file
+    (a 0644 file made in /root) is read. Re-exported `no_root_squash` (as before), every one
+    is read: the defence is real. Then the rendered exports are applied again."""
+    lab = vmlab
+    spelled = _spelled_otherwise(forged)
+    world = {name for name in VIEW_DEFENCE
+             if int(lab.ssh(f"stat -c %a {LEAKED[name.removesuffix('_view_ovl')]}").stdout,
+                    8) & 0o004}
+    read = {n for n, procs in _attack(lab, spelled, tmp_path).items() if procs["read"] == 0}
+    assert read == {n for n in spelled if n.rsplit("_", 1)[0] in world}
+    view = "/var/lib/oneroot/views/default"
+    line = next(li for li in lab.ssh(f"cat {EXPORTS}").stdout.splitlines()
+                if li.startswith(view + " "))
+    client, options = line.split()[1].rstrip(")").split("(")
+    squashed = options.split(",")
+    assert "all_squash" in squashed and "anonuid=65534" in squashed
+    unsquashed = ["no_root_squash" if o == "all_squash" else o for o in squashed
+                  if not o.startswith(("anonuid=", "anongid="))]
+    lab.ssh(f"exportfs -i -o {','.join(unsquashed)} {client}:{view}")
+    try:
+        results = _attack(lab, spelled, tmp_path)
+    finally:
+        lab.ssh("exportfs -ra")
+    assert {n for n, procs in results.items() if procs["read"] == 0} == set(spelled)
