@@ -11,7 +11,9 @@ node02's filesystem id is refused. `layer_fs=shared` is the same attack without 
 `SHARED_GAP` answers there, which shows the test fails when the defence is off.
 `KNOWN_VIEW_GAP` is open in both: non-directories of the view's lower filesystem through the
 view (overlayfs decodes lower handles without a path check; the view's index whiteouts stop
-a masked file's handle only in the exact bytes the kernel writes; docs/security.md).
+a masked file's handle only in the exact bytes the kernel writes; docs/security.md). The
+files here are 0644: the view's `all_squash`, which refuses such a handle's READ for a file
+others may not read, is tested in test_nfs_ganesha_view_squash.py.
 """
 
 from __future__ import annotations
