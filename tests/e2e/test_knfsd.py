@@ -53,6 +53,9 @@ say node="$me" round="$round"
 say root_fstype="$(findmnt -n -o FSTYPE /)"
 say persist="$(tr ' ' _ < /root/persist 2>/dev/null || echo none)"
 say ephemeral="$(cat /root/ephemeral 2>/dev/null || echo none)"
+# the view is all_squash: its emptied /root must list (as empty), not refuse
+if ls -A /root > /dev/null; then say ls_root=ok; else say ls_root=refused; fi
+say failed_units="$(systemctl --failed --no-legend --plain | awk '{print $1}' | paste -sd, -)"
 if [ -e /etc/issue ]; then say issue=present; else say issue=gone; fi
 if tree -L 1 /etc >/dev/null 2>&1; then say tree=runs; else say tree=missing; fi
 if [ "$me" = node02 ] && [ "$round" = 1 ]; then
@@ -174,6 +177,7 @@ def test_seed_lines_boot_and_isolate(vmlab: VmServerLab, tmp_path: Path) -> None
     assert p1["root_fstype"] == ["fuse.@fuse-overlayfs"]
     assert p2["root_fstype"] == ["overlay"]
     assert p1["persist"] == ["none"] and p1["issue"] == ["present"]
+    assert p1["ls_root"] == ["ok"] == p2["ls_root"]
     # node02 reads none of the server's secrets through its root or a raw mount of `/`.
     assert p2["shadow"] == ["missing"] and p2["server_secret"] == ["unreadable"]
     assert p2["host_key"] != [server_key]
