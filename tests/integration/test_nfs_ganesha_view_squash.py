@@ -27,6 +27,7 @@ from oneroot.model.paths import Paths
 from oneroot.model.resolved import ResolvedCluster, resolve_cluster
 from oneroot.nfs import unmount_view
 from oneroot.nfs.ganesha import GaneshaServer
+from oneroot.ops.imagefs import XFS, images_root
 from oneroot.ops.layerfs import unmount_layer_fs
 from oneroot.ops.nfs_serving import apply_nfs, ganesha_files, nfs_plan
 from oneroot.testing.inventory import loopback_settings, make_inventory, make_node
@@ -122,6 +123,7 @@ def test_forged_view_handles_read_only_world_readable_files(server_root: Path,
             with contextlib.suppress(Exception):
                 unmount_view(spec)
         unmount_layer_fs(server_root / "var/state/systems/node01")
+        unmount_layer_fs(images_root(paths), XFS)  # `apply_nfs` made it (ops.imagefs)
     print(results)
     # The view works for a node either way: a public file, an empty /root, its own layer.
     assert results["passwd"]["read"] == 0
