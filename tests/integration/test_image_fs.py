@@ -239,6 +239,11 @@ def test_exec_and_gc_on_the_images_filesystem(paths: Paths, tmp_path: Path) -> N
     held = os.stat(images_image(paths)).st_blocks * 512
     gc_image(store, paths, "lab", {}, now=time.time(), grace=0, apply=True)
     assert not v2.exists()
-    freed = held - os.stat(images_image(paths)).st_blocks * 512
+    for _ in range(50):  # the holding filesystem may count the punched holes a moment later
+        os.sync()
+        freed = held - os.stat(images_image(paths)).st_blocks * 512
+        if freed > 80 << 20:
+            break
+        time.sleep(0.2)
     print(f"gc freed {freed >> 20} MiB of the image file")
     assert freed > 80 << 20

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from pathlib import Path
 
 from oneroot.errors import ExternalToolError
@@ -118,6 +119,22 @@ def grow_images_fs(paths: Paths, *, below: float = GROW_BELOW) -> int | None:
     return size
 
 
+def _settle_free_space(root: Path, *, deadline: float = 60.0) -> None:
+    """Wait until the blocks of what was just removed are free. XFS frees an unlinked file's
+    blocks in a background worker (inode inactivation) after `unlink` returns, and `fstrim`
+    discards only extents that are free and whose freeing is on disk: run before the worker,
+    it gives nothing back (CI saw 0 of 96 MiB). `statfs` makes XFS run the queued work now
+    (`xfs_inodegc_push`); the count is settled when it has not moved for a second. `fstrim`
+    forces the log itself, so the freed extents are no longer busy by then."""
+    start = time.monotonic()
+    last, same = -1, 0
+    while time.monotonic() - start < deadline and same < 5:
+        free = os.statvfs(root).f_bfree
+        same = same + 1 if free == last else 0
+        last = free
+        time.sleep(0.2)
+
+
 def trim_images_fs(paths: Paths) -> bool:
     """Give the blocks of removed versions back to the filesystem that holds the image file
     (`fstrim`: XFS discards them to the loop device, which punches holes in the sparse file;
@@ -125,6 +142,7 @@ def trim_images_fs(paths: Paths) -> bool:
     if not is_images_fs(paths):
         return False
     try:
+        _settle_free_space(images_root(paths))
         run_tool("fstrim", str(images_root(paths)), timeout=600)
     except ExternalToolError as exc:  # no discard on this loop device: space stays taken
         log.warning("imagefs.trim_failed dir=%s reason=%s", images_root(paths), exc)
