@@ -3,12 +3,15 @@ and the seed's two `root=` lines, verbatim, booting nodes from it.
 
 One server VM for the module (`oneroot.ops.labserver`: the cached disk of
 `oneroot.ops.serverimage`, `oneroot init --nfs-server knfsd --image-root /`, `oneroot serve`
-driven over SSH), two nodes, two rounds of boots:
+driven over SSH), three nodes, two rounds of boots:
   round 1  node01 (`…;node01;rw`) writes /root/persist and deletes /etc/issue, then
            `systemctl reboot`s; node02 (`…;node02;ro;tmpfs`) writes /root/ephemeral and tries
            to read what it must not: the server's shadow, /root and SSH host key through its
            root, and node01's layer through raw NFS mounts of the export paths.
   round 2  node01 still has its file and its deletion; node02's write is gone.
+node03 is a server-mode node (`union=server`) of an image oneroot made: one NFS mount, no
+fuse-overlayfs, its write and delete kept across its reboot. Then forged file handles from
+node02's address, with the layer exports as rendered (`subtree_check`) and without it.
 """
 
 from __future__ import annotations
@@ -25,9 +28,12 @@ from typing import Any
 
 import pytest
 
+from oneroot.initramfs.kernel import Kernel
+from oneroot.ops.images import LAB_MODULES, create_image
 from oneroot.ops.labserver import VmServerLab
+from oneroot.ops.serverimage import image_disk
 from oneroot.testing.cache import suite_cache_dir
-from oneroot.testing.labprobe import PROBE_PATH, PROBE_UNIT, WANTS_PROBE, probe_values
+from oneroot.testing.labprobe import PROBE_LIB, PROBE_PATH, PROBE_UNIT, WANTS_PROBE, probe_values
 from oneroot.testing.nfs3raw import knfsd_handle, knfsd_raw_handle
 
 pytestmark = pytest.mark.e2e
@@ -37,9 +43,12 @@ SEED = {
     "node01": "10.0.0.1:/:ro;10.0.0.1:/var/state/systems/node01;rw",
     "node02": "10.0.0.1:/:ro;10.0.0.1:/var/state/systems/node02;ro;tmpfs",
 }
-# No server-mode node: oneroot refuses a server-side union over the live `/` (overlayfs
-# forbids changing a lower layer under a mounted union); see /work/notes/knfsd-vm.md.
 NODES = ("node01", "node02")
+# Server mode: oneroot refuses a server-side union over the live `/` (overlayfs forbids
+# changing a lower layer under a mounted union), so node03's image is a directory oneroot
+# made (`image create` on the host, carried in as the server VM's second disk).
+UNION_NODE = "node03"
+SMALL = "/srv/images/small"
 EXPORTS = "/etc/exports.d/oneroot.exports"
 NODE01_SECRET = "node01-layer-secret"
 SERVER_SECRET = "server-root-secret"
@@ -102,18 +111,28 @@ fi
 
 
 @pytest.fixture(scope="module")
-def vmlab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VmServerLab]:
+def vmlab(tmp_path_factory: pytest.TempPathFactory, node_kernel: Kernel
+          ) -> Iterator[VmServerLab]:
     started = time.monotonic()
-    lab = VmServerLab(workdir=tmp_path_factory.mktemp("knfsd"), cache_dir=suite_cache_dir(),
-                      progress=print)
+    workdir = tmp_path_factory.mktemp("knfsd")
+    small = create_image(None, "small", dest_dir=workdir / "images", cache_dir=suite_cache_dir(),
+                         kernel_modules_dir=node_kernel.modules_dir, modules=LAB_MODULES)
+    lab = VmServerLab(workdir=workdir, cache_dir=suite_cache_dir(), progress=print,
+                      extra_disks=(image_disk(small.root, workdir / "small.img"),))
     lab.prepare()
-    print(f"server disk ready in {time.monotonic() - started:.0f} s")
+    print(f"server disk and image ready in {time.monotonic() - started:.0f} s")
     try:
         lab.start()
         print(f"server VM up (SSH) at {time.monotonic() - started:.0f} s")
         lab.setup(nodes=1)
         lab.oneroot("node", "add", "node02", "--mac", "52:54:00:0e:00:02", "--ip",
                     "10.0.0.13", "--ephemeral")
+        lab.ssh(f"mkdir -p {SMALL} && mount -o ro /dev/vdb {SMALL}")
+        lab.oneroot("image", "use", SMALL, "--name", "small")
+        lab.oneroot("node", "add", UNION_NODE, "--mac", "52:54:00:0e:00:03", "--ip",
+                    "10.0.0.14", "--set", "union=server", "--set", "image=small")
+        # before serve mounts its union: nothing is written under a mounted union
+        install_probe(lab, UNION_NODE, UNION_PROBE)
         lab.serve()
         print(f"oneroot serve up at {time.monotonic() - started:.0f} s")
         yield lab
@@ -161,6 +180,23 @@ def test_seed_lines_are_rendered_verbatim(vmlab: VmServerLab) -> None:
     assert node01.split("\n", 1)[0].strip().startswith("10.0.0.12(")
 
 
+UNION_PROBE = PROBE_LIB + r"""say node=node03 root_fstype="$(findmnt -n -o FSTYPE /)"
+say fuse_procs="$(fuse_pids | wc -l)" nfs_mounts="$(findmnt -n -t nfs,nfs4 | wc -l)"
+if [ -e /root/persist ]; then
+  say persist="$(tr ' ' _ < /root/persist)"
+  if [ -e /etc/issue ]; then say issue=present; else say issue=gone; fi
+  say DONE
+  systemctl poweroff
+else
+  echo "written on node03" > /root/persist
+  if rm /etc/issue; then say rm=ok; else say rm=failed; fi
+  sync
+  say DONE
+  systemctl reboot
+fi
+"""
+
+
 def test_seed_lines_boot_and_isolate(vmlab: VmServerLab, tmp_path: Path) -> None:
     lab = vmlab
     lab.ssh(f"echo {SERVER_SECRET} > /root/secret && echo 1 > /etc/oneroot-e2e-round")
@@ -168,10 +204,13 @@ def test_seed_lines_boot_and_isolate(vmlab: VmServerLab, tmp_path: Path) -> None
     lab.put("node01", "/etc/node01-secret", NODE01_SECRET + "\n")
     for node in NODES:
         install_probe(lab, node, PROBE.replace("@NODE@", node))
-    for node in NODES:
+    for node in (*NODES, UNION_NODE):
         lab.boot(node)
-    p1, p2 = (wait_probe(lab, node, timeout=BOOT_TIMEOUT) for node in NODES)
-    print(p1, p2, sep="\n")
+    p1, p2, p3 = (wait_probe(lab, node, timeout=BOOT_TIMEOUT) for node in (*NODES, UNION_NODE))
+    print(p1, p2, p3, sep="\n")
+    # server mode: one NFS mount (its union, made on the server), no fuse-overlayfs
+    assert p3["root_fstype"] == ["nfs4"] and p3["nfs_mounts"] == ["1"]
+    assert p3["fuse_procs"] == ["0"] and p3["rm"] == ["ok"]
     assert p1["fuse_procs"] == ["1"]
     assert p1["node"] == ["node01"] and p1["round"] == ["1"] and p1["rm"] == ["ok"]
     assert p1["root_fstype"] == ["fuse.@fuse-overlayfs"]
@@ -199,10 +238,12 @@ def test_seed_lines_boot_and_isolate(vmlab: VmServerLab, tmp_path: Path) -> None
     assert lab.ssh("test -x /var/lib/oneroot/views/default/usr/bin/tree && echo ok",
                    check=False).stdout == "ok\n"
     lab.ssh("echo 2 > /etc/oneroot-e2e-round")
-    for node in NODES:
+    for node in (*NODES, UNION_NODE):
         lab.boot(node)
-    p1, p2 = (wait_probe(lab, node, timeout=BOOT_TIMEOUT) for node in NODES)
-    print(p1, p2, sep="\n")
+    p1, p2, p3 = (wait_probe(lab, node, timeout=BOOT_TIMEOUT) for node in (*NODES, UNION_NODE))
+    print(p1, p2, p3, sep="\n")
+    assert p3["persist"] == ["written_on_node03"] and p3["issue"] == ["gone"]
+    assert p3["root_fstype"] == ["nfs4"] and p3["fuse_procs"] == ["0"]
     assert p1["round"] == ["2"] and p2["round"] == ["2"]
     assert p1["persist"] == ["written_on_node01"] and p1["issue"] == ["gone"]
     assert p2["ephemeral"] == ["none"] and p2["issue"] == ["present"]

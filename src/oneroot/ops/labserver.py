@@ -72,6 +72,8 @@ class VmServerLab:
     disk: ServerDisk | None = None
     server: QemuVm | None = None
     vms: dict[str, QemuVm] = field(default_factory=dict)
+    # More raw disks for the server VM (/dev/vdb, /dev/vdc, …), opened `snapshot=on`.
+    extra_disks: tuple[Path, ...] = ()
 
     @property
     def vm_dir(self) -> Path:
@@ -93,7 +95,8 @@ class VmServerLab:
             self.lab, self.lab.add_tap(), mac=SERVER_MAC, name="server",
             kernel=self.disk.kernel, initrd=self.disk.initrd, append=SERVER_KERNEL_ARGS,
             memory_mib=self.server_memory_mib, cpus=2, workdir=self.vm_dir,
-            extra_args=("-drive", f"file={self.disk.disk},format=raw,if=virtio,snapshot=on"))
+            extra_args=tuple(arg for disk in (self.disk.disk, *self.extra_disks) for arg in (
+                "-drive", f"file={disk},format=raw,if=virtio,snapshot=on")))
         self.progress("booting the server VM")
         self.server.start()
         self.wait_ssh(timeout=timeout)

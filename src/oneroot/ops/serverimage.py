@@ -238,3 +238,12 @@ def _build_disk(entry: Path, base: Path, source: Path, cache_dir: Path,
             shutil.rmtree(work)
     log.info("lab.server_disk.built entry=%s", entry)
 
+
+def image_disk(tree: Path, out: Path, *, size: str = "1G") -> Path:
+    """An ext4 disk holding `tree` at its root (an image oneroot made on this host, carried
+    into the server VM as a second disk: the VM has no route to a Debian mirror)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.unlink(missing_ok=True)
+    _run_logged(["mkfs.ext4", "-q", "-F", "-d", str(tree), str(out), size],
+                out.with_suffix(".log"), hint="e2fsprogs >= 1.43 has mkfs.ext4 -d", timeout=900)
+    return out
