@@ -131,10 +131,10 @@ def vmlab(tmp_path_factory: pytest.TempPathFactory, node_kernel: Kernel
         lab.oneroot("image", "use", SMALL, "--name", "small")
         lab.oneroot("node", "add", UNION_NODE, "--mac", "52:54:00:0e:00:03", "--ip",
                     "10.0.0.14", "--set", "union=server", "--set", "image=small")
-        # before serve mounts its union: nothing is written under a mounted union
-        install_probe(lab, UNION_NODE, UNION_PROBE)
         lab.serve()
         print(f"oneroot serve up at {time.monotonic() - started:.0f} s")
+        # serve made the layer; `overlay put` unmounts node03's union around the edit
+        install_probe(lab, UNION_NODE, UNION_PROBE)
         yield lab
     finally:
         lab.stop()
