@@ -180,7 +180,8 @@ def test_seed_lines_are_rendered_verbatim(vmlab: VmServerLab) -> None:
     assert node01.split("\n", 1)[0].strip().startswith("10.0.0.12(")
 
 
-UNION_PROBE = "#!/bin/bash\n" + PROBE_LIB + r"""say node=node03 root_fstype="$(findmnt -n -o FSTYPE /)"
+UNION_PROBE = "#!/bin/bash\n" + PROBE_LIB + r"""
+say node=node03 root_fstype="$(findmnt -n -o FSTYPE /)"
 say fuse_procs="$(fuse_pids | wc -l)" nfs_mounts="$(findmnt -n -t nfs,nfs4 | wc -l)"
 if [ -e /root/persist ]; then
   say persist="$(tr ' ' _ < /root/persist)"

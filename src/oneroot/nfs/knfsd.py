@@ -96,6 +96,20 @@ def bind_junctions(binds: tuple[JunctionBind, ...]) -> int:
     return made
 
 
+def unbind_junctions(binds: tuple[JunctionBind, ...]) -> int:
+    """Undo `bind_junctions` (a server-side union is about to be unmounted: its bind in the
+    view would keep the overlayfs mount alive, and the union could not be mounted again on
+    the same upper dir); returns how many were unbound. Lazily: knfsd may hold files of it
+    for a moment after its unexport (the union's remount waits for the upper dir)."""
+    unbound = 0
+    for bind in binds:
+        if _is_mountpoint(bind.target):
+            _mount("umount", "-l", str(bind.target))
+            unbound += 1
+            log.info("nfs.knfsd.unbound target=%s", bind.target)
+    return unbound
+
+
 def _same_tree(a: Path, b: Path) -> bool:
     try:
         sa, sb = a.stat(), b.stat()

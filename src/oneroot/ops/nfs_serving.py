@@ -39,7 +39,7 @@ from oneroot.nfs import (
 )
 from oneroot.nfs.ganesha import running_pid
 from oneroot.nfs.ganesha_ceph import ExportUser, authorize_export_users, join_recovery_db
-from oneroot.nfs.knfsd import EXPORTS_FILE, JunctionBind, bind_junctions
+from oneroot.nfs.knfsd import EXPORTS_FILE, JunctionBind, bind_junctions, unbind_junctions
 from oneroot.nfs.server_union import (
     UnionSpec,
     UnionUnsupported,
@@ -312,6 +312,7 @@ def _export(cluster: ResolvedCluster, paths: Paths, target: ExportTarget, *,
     plan = nfs_plan(cluster, paths, unexported=unexported, bind=target.bind, port=target.port)
     keep_export_ids(paths, plan.export_ids)
     if plan.kind is NfsServerKind.KNFSD:
+        bind_junctions(plan.binds)  # a union mounted again is bound in the view again
         apply_exports(plan.text, path=target.exports_file, exportfs=target.exportfs)
         return
     files = ganesha_files(paths)
@@ -345,6 +346,8 @@ def union_released(cluster: ResolvedCluster, paths: Paths, name: str,
     log.info("nfs.union.release node=%s", name)
     _export(cluster, paths, target, unexported=(name,))
     try:
+        if not ganesha:  # knfsd: its bind at the junction in the view holds the union too
+            unbind_junctions(_binds_of(cluster, paths, spec, target))
         unmount_union(spec, ns_pid=ns_pid)
     except BaseException:
         _export(cluster, paths, target)
@@ -355,6 +358,13 @@ def union_released(cluster: ResolvedCluster, paths: Paths, name: str,
         mount_union(spec, ns_pid=ns_pid)
         _export(cluster, paths, target)
         log.info("nfs.union.restored node=%s", name)
+
+
+def _binds_of(cluster: ResolvedCluster, paths: Paths, spec: UnionSpec,
+              target: ExportTarget) -> tuple[JunctionBind, ...]:
+    """knfsd's binds of the union `spec` inside the NFSv4 root view (`ops.knfsd_layout`)."""
+    plan = nfs_plan(cluster, paths, bind=target.bind, port=target.port)
+    return tuple(b for b in plan.binds if b.source == spec.mountpoint)
 
 
 def remount_union_for_boot(cluster: ResolvedCluster, paths: Paths, name: str,

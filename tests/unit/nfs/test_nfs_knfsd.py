@@ -88,3 +88,28 @@ def test_junction_binds_are_made_once_and_redone_when_stale(tmp_path: Path) -> N
     finally:
         while subprocess.run(["mountpoint", "-q", str(target)]).returncode == 0:
             subprocess.run(["umount", str(target)], check=True)
+
+
+def test_junction_binds_are_undone_before_a_union_is_unmounted(tmp_path: Path) -> None:
+    """A server-side union bound at its junction: the bind must go before the union's
+    unmount (it would keep the overlayfs mount alive, and the union could not be mounted again
+    on its upper dir: seen in test_knfsd's first node03 run). Only bound targets count."""
+    import subprocess
+
+    from oneroot.nfs.knfsd import JunctionBind, bind_junctions, unbind_junctions
+
+    source, target, unbound = tmp_path / "merged", tmp_path / "junction", tmp_path / "other"
+    for d in (source, target, unbound):
+        d.mkdir()
+    (source / "mine").write_text("x")
+    binds = (JunctionBind(source=source, target=target),
+             JunctionBind(source=source, target=unbound))
+    try:
+        assert bind_junctions(binds[:1]) == 1
+        assert unbind_junctions(binds) == 1
+        assert subprocess.run(["mountpoint", "-q", str(target)]).returncode != 0
+        assert not (target / "mine").exists()
+        assert unbind_junctions(binds) == 0
+    finally:
+        while subprocess.run(["mountpoint", "-q", str(target)]).returncode == 0:
+            subprocess.run(["umount", "-l", str(target)], check=True)
