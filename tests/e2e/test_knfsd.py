@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import struct
 import subprocess
 import sys
@@ -29,6 +30,7 @@ from typing import Any
 import pytest
 
 from oneroot.initramfs.kernel import Kernel
+from oneroot.lab.qemu import BOOT_FAILURES
 from oneroot.ops.images import LAB_MODULES, create_image
 from oneroot.ops.labserver import VmServerLab
 from oneroot.ops.serverimage import image_disk
@@ -147,11 +149,16 @@ def install_probe(lab: VmServerLab, node: str, script: str) -> None:
         "/etc/systemd/system/multi-user.target.d/oneroot-probe.conf": (WANTS_PROBE, "0644")})
 
 
+# A node's initramfs that gave up opens a shell (`oneroot: shell at stage switch_root ...`):
+# nothing more comes, so fail at once instead of after BOOT_TIMEOUT.
+NODE_FAILURES = re.compile(f"{BOOT_FAILURES.pattern}|oneroot: shell at stage")
+
+
 def wait_probe(lab: VmServerLab, node: str, *, timeout: float) -> dict[str, list[str]]:
     """Wait for `PROBE DONE` and the VM's exit; the probe's values."""
     vm = lab.vms[node]
     try:
-        vm.wait_for(r"PROBE DONE", timeout=timeout)
+        vm.wait_for(r"PROBE DONE", timeout=timeout, fail_on=NODE_FAILURES)
         vm.wait_powered_off(timeout=180)
     except Exception:
         print(vm.serial_text()[-8000:])

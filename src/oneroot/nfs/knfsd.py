@@ -10,7 +10,10 @@ tested with a stand-in `exportfs`.
 
 from __future__ import annotations
 
+import errno
+import ipaddress
 import logging
+import os
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -19,11 +22,14 @@ from pathlib import Path
 from oneroot.errors import ExternalToolError
 from oneroot.fsutil import write_if_changed
 from oneroot.model.cluster import NfsServerKind
+from oneroot.nfs.view import MountEntry
 
 log = logging.getLogger(__name__)
 
 EXPORTS_FILE = Path("/etc/exports.d/oneroot.exports")
 PROC_FILESYSTEMS = Path("/proc/filesystems")
+NFSD_CLIENTS = Path("/proc/fs/nfsd/clients")  # Linux >= 5.3: one dir per NFSv4 client
+_CLIENT_INFO_LIMIT = 4096  # bytes: a client's `info` is a dozen short lines
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -108,6 +114,59 @@ def unbind_junctions(binds: tuple[JunctionBind, ...]) -> int:
             unbound += 1
             log.info("nfs.knfsd.unbound target=%s", bind.target)
     return unbound
+
+
+def binds_below(mounts: list[MountEntry], sources: dict[str, Path], views: list[Path]
+                ) -> tuple[JunctionBind, ...]:
+    """The mounts of the overlayfs unions named in `sources` (mount source -> the union's own
+    mount point) found strictly below one of `views`: their binds at junctions of a view.
+    A union of the same name elsewhere (another state dir's) is not ours to touch."""
+    return tuple(JunctionBind(source=sources[m.source], target=m.mount_point) for m in mounts
+                 if m.fstype == "overlay" and m.source in sources
+                 and m.mount_point != sources[m.source]
+                 and any(m.mount_point.is_relative_to(v) and m.mount_point != v for v in views))
+
+
+def expire_clients(address: ipaddress.IPv4Address, clients: Path = NFSD_CLIENTS) -> int:
+    """Expire knfsd's NFSv4 clients at `address` (a node that is booting: its old client is
+    dead); returns how many. knfsd 6.1 keeps a vanished client's opens and delegations
+    (courteous server) until the node mounts again, and they hold the files of its
+    server-side union: its boot remount would find the upper dir still in use.
+    Nothing to do (0) where the kernel has no `clients` dir."""
+    try:
+        ids = sorted(os.listdir(clients))
+    except FileNotFoundError:
+        return 0
+    expired = 0
+    for cid in ids:
+        try:
+            if _client_address(clients / cid / "info") != address:
+                continue
+            with open(clients / cid / "ctl", "w") as ctl:  # waits for its calls to end
+                ctl.write("expire\n")
+        except OSError as exc:
+            if exc.errno in (errno.ENOENT, errno.ENOTDIR):
+                continue  # gone meanwhile (it expired, or its node mounted again)
+            raise ExternalToolError(f"cannot expire NFS client {cid} at {address}: {exc}",
+                                    hint=f"see {clients / cid / 'info'}") from exc
+        expired += 1
+        log.info("nfs.knfsd.client_expired id=%s address=%s", cid, address)
+    return expired
+
+
+def _client_address(info: Path) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The address in a client's `info` (`address: "10.0.0.14:853"`), None if unreadable."""
+    with open(info, "rb") as f:
+        text = f.read(_CLIENT_INFO_LIMIT).decode("utf-8", "replace")
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key == "address":
+            host = value.strip().strip('"').rpartition(":")[0].strip("[]")
+            try:
+                return ipaddress.ip_address(host)
+            except ValueError:
+                return None
+    return None
 
 
 def _same_tree(a: Path, b: Path) -> bool:

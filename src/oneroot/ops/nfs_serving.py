@@ -39,7 +39,14 @@ from oneroot.nfs import (
 )
 from oneroot.nfs.ganesha import running_pid
 from oneroot.nfs.ganesha_ceph import ExportUser, authorize_export_users, join_recovery_db
-from oneroot.nfs.knfsd import EXPORTS_FILE, JunctionBind, bind_junctions, unbind_junctions
+from oneroot.nfs.knfsd import (
+    EXPORTS_FILE,
+    JunctionBind,
+    bind_junctions,
+    binds_below,
+    expire_clients,
+    unbind_junctions,
+)
 from oneroot.nfs.server_union import (
     UnionSpec,
     UnionUnsupported,
@@ -47,7 +54,7 @@ from oneroot.nfs.server_union import (
     union_status,
     unmount_union,
 )
-from oneroot.nfs.view import mount_at
+from oneroot.nfs.view import mount_at, read_mounts
 from oneroot.ops.canary import canary_readers
 from oneroot.ops.catalog import BootCatalog
 from oneroot.ops.exportids import keep_export_ids, load_export_ids
@@ -257,6 +264,7 @@ def apply_nfs(cluster: ResolvedCluster, paths: Paths, *,
     if plan.kind is NfsServerKind.KNFSD:
         bind_junctions(plan.binds)
         result = apply_exports(plan.text, path=exports_file, exportfs=exportfs)
+        unbind_junctions(_stale_binds(plan, stale))
         unmount_unions(stale, ns_pid=ns_pid)
         return NfsApplyResult(plan=plan, config_path=exports_file, changed=result.changed,
                               applied="exportfs -ra" if result.applied else "unchanged")
@@ -269,6 +277,13 @@ def apply_nfs(cluster: ResolvedCluster, paths: Paths, *,
         applied = "ganesha SIGHUP"
     unmount_unions(stale, ns_pid=ns_pid)
     return NfsApplyResult(plan=plan, config_path=files.conf, changed=changed, applied=applied)
+
+
+def _stale_binds(plan: NfsPlan, stale: list[UnionSpec]) -> tuple[JunctionBind, ...]:
+    """knfsd: where the stale unions are still bound in a view (their junctions are out of
+    `plan.binds` now); such a bind would keep the union, and its upper dir, alive."""
+    return binds_below(read_mounts(), {spec.source: spec.mountpoint for spec in stale},
+                       [Path(v.mountpoint) for v in plan.views.values()])
 
 
 def _sighup_ganesha(files: GaneshaFiles, pid: int, *, wait: bool,
@@ -370,7 +385,14 @@ def _binds_of(cluster: ResolvedCluster, paths: Paths, spec: UnionSpec,
 def remount_union_for_boot(cluster: ResolvedCluster, paths: Paths, name: str,
                            target: ExportTarget = ExportTarget()) -> bool:
     """A `union=server` node is booting: remount its union so it sees the lower layers as
-    they are now (overlayfs caches lower dentries). False when there was nothing to do."""
+    they are now (overlayfs caches lower dentries). False when there was nothing to do.
+
+    On knfsd the node's NFSv4 client of its last boot is expired first: the node is between
+    firmware and initramfs, so that client is dead, but knfsd keeps its opens (it never
+    unmounted its root) and they would keep the old union, and its upper dir, in use."""
+    if (name in cluster.union_nodes()
+            and not NfsServerKind(cluster.settings.nfs_server).is_ganesha):
+        expire_clients(cluster.nodes[name].node.address)
     with union_released(cluster, paths, name, target) as spec:
         return spec is not None
 

@@ -113,3 +113,58 @@ def test_junction_binds_are_undone_before_a_union_is_unmounted(tmp_path: Path) -
     finally:
         while subprocess.run(["mountpoint", "-q", str(target)]).returncode == 0:
             subprocess.run(["umount", "-l", str(target)], check=True)
+
+
+def _client(clients: Path, cid: str, address: str) -> Path:
+    """A client dir as knfsd 6.1 shows it (`info` copied from the server VM's, trimmed)."""
+    d = clients / cid
+    d.mkdir(parents=True)
+    (d / "info").write_text(f'clientid: 0x8bdc08cb6b16923b\naddress: "{address}"\n'
+                            'status: courtesy\nname: "Linux NFSv4.2 node03"\n')
+    (d / "ctl").write_text("")
+    return d / "ctl"
+
+
+def test_a_booting_nodes_old_nfs_clients_are_expired(tmp_path: Path) -> None:
+    """Only the clients at the node's address get `expire` (knfsd keeps a rebooted node's
+    opens, which hold its server-side union: test_knfsd's node03 round 2); an address with a
+    longer spelling, another port, IPv6 or garbage is not the node's."""
+    from ipaddress import IPv4Address
+
+    from oneroot.nfs.knfsd import expire_clients
+
+    clients = tmp_path / "clients"
+    mine = [_client(clients, "11", "10.0.0.14:853"), _client(clients, "15", "10.0.0.14:700")]
+    others = [_client(clients, "9", "10.0.0.141:744"), _client(clients, "13", "10.0.0.1:14"),
+              _client(clients, "16", "[fe80::14]:853"), _client(clients, "17", "nonsense")]
+    (clients / "18").mkdir()  # gone between the listing and the read: no info
+    assert expire_clients(IPv4Address("10.0.0.14"), clients) == 2
+    assert [c.read_text() for c in mine] == ["expire\n"] * 2
+    assert [c.read_text() for c in others] == [""] * 4
+    assert expire_clients(IPv4Address("10.0.0.14"), tmp_path / "no-nfsd") == 0
+
+
+def test_a_stale_unions_binds_in_the_view_are_found(tmp_path: Path) -> None:
+    """A node removed (or set to union=client): its union is unmounted, and its bind at the
+    junction in the NFSv4 root view must go too (it would keep the union and its upper dir
+    alive). Binds of it below the view only: not the union itself, not the view, not a
+    same-named union of another state dir, not another node's union."""
+    from oneroot.nfs.knfsd import JunctionBind, binds_below
+    from oneroot.nfs.view import MountEntry
+
+    view = Path("/var/lib/oneroot/views/default")
+    merged = Path("/var/state/systems/node03/merged")
+
+    def overlay(at: Path, source: str = "oneroot-union-node03") -> MountEntry:
+        return MountEntry(mount_point=at, fstype="overlay", source=source, options="rw")
+
+    junction = view / "var/state/systems/node03/merged"
+    mounts = [overlay(view, "oneroot-view-default"), overlay(merged), overlay(junction),
+              overlay(Path("/var/tmp/other/systems/node03/merged")),
+              overlay(view / "var/state/systems/node04/merged", "oneroot-union-node04"),
+              MountEntry(mount_point=view / "x", fstype="ext4", source="oneroot-union-node03",
+                         options="rw"),
+              overlay(Path("/var/lib/oneroot/views/default2/a"))]
+    assert binds_below(mounts, {"oneroot-union-node03": merged}, [view]) == (
+        JunctionBind(source=merged, target=junction),)
+    assert binds_below(mounts, {}, [view]) == ()
