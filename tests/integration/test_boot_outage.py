@@ -4,7 +4,9 @@ that `oneroot nfs keepalived` holds (setting `ha_servers`). Nodes boot from A; A
 (SIGKILL to everything in its namespace, its link down); the nodes boot again, the whole PXE
 sequence with real clients (`oneroot.testing.pxeboot`), and B answers: the same address and
 the same files by hash, every address it names alive (its own, or a service address
-keepalived moved to it), and `oneroot status` shows B booted them. Needs root."""
+keepalived moved to it), and `oneroot status` shows B booted them. A pool client that stays
+up (udhcpc, bound by A) renews after A's death and keeps its address: B, whose view never saw
+that lease, reads it from the database. Needs root."""
 
 from __future__ import annotations
 
@@ -23,7 +25,7 @@ import pytest
 
 from oneroot.lab.netns import Client
 from oneroot.rootspec import NfsLayer, parse
-from oneroot.testing.dhcpclient import Udhcpc
+from oneroot.testing.dhcpclient import Udhcpc, UdhcpcEvents
 from oneroot.testing.multiserver import SUBNET, ServeCluster, serve_cluster
 from oneroot.testing.netns import available
 from oneroot.testing.postgres import PostgresServer
@@ -56,6 +58,29 @@ def _lease(cluster: ServeCluster, udhcpc: Udhcpc, ns: Client) -> dict[str, str]:
         list(argv), netns=ns.netns, check=False, timeout=timeout), ns.interface, tries=TRIES)
 
 
+def _start_renewer(cluster: ServeCluster, udhcpc: Udhcpc, ns: Client, directory: Path
+                   ) -> tuple[subprocess.Popen[bytes], UdhcpcEvents]:
+    """A pool client that stays up: udhcpc bound (by whoever answers now), renewing."""
+    argv, events = udhcpc.running(ns.interface, directory)
+    proc = cluster.lab.popen_in_ns(argv, netns=ns.netns, what="udhcpc renewer",
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    until(lambda: [kind for kind, _ in events.read()] == ["deconfig", "bound"],
+          "the renewer bound", 60, lambda: str(events.read()))
+    return proc, events
+
+
+def _renew(proc: subprocess.Popen[bytes], events: UdhcpcEvents
+           ) -> tuple[str, dict[str, str], float]:
+    """SIGUSR1: udhcpc renews now (RENEW unicast to its server id; without an answer,
+    REBIND broadcast); its next event, and how long it took."""
+    seen = len(events.read())
+    os.kill(proc.pid, signal.SIGUSR1)
+    took = until(lambda: len(events.read()) > seen, "the renewer's next event", 60,
+                 lambda: str(events.read()))
+    kind, env = events.read()[seen]
+    return kind, env, took
+
+
 def _kill(cluster: ServeCluster, name: str) -> None:
     """Server `name` dies: its link down, SIGKILL to every process in its namespace."""
     netns = cluster.servers[name].ns.netns
@@ -76,7 +101,7 @@ def test_a_node_that_boots_while_its_server_is_dead_boots_from_the_other(
         lab, a, b = cluster.lab, cluster.servers["a"], cluster.servers["b"]
         udhcpc = Udhcpc.install(tmp_path)
         nodes = {name: lab.add_client(None) for name in NODES}
-        pool = lab.add_client(None)
+        pool, renewer = lab.add_client(None), lab.add_client(None)
         marks = {name: len(s.log.read_text()) for name, s in cluster.servers.items()}
         for name, (ip, server) in NODES.items():
             cluster.oneroot("a", "node", "add", name, "--mac", _mac(cluster, nodes[name]),
@@ -107,11 +132,14 @@ def test_a_node_that_boots_while_its_server_is_dead_boots_from_the_other(
             first = {name: pxe_boot(lab, ns, udhcpc, tmp_path / f"{name}-1",
                                     prefixlen=SUBNET.prefixlen) for name, ns in nodes.items()}
             pool_first = _lease(cluster, udhcpc, pool)
+            renewing, events = _start_renewer(cluster, udhcpc, renewer, tmp_path / "renewer")
         finally:
             os.kill(b.proc.pid, signal.SIGCONT)
         for boot in first.values():
             assert boot.server_id == boot.next_server == str(a.address), boot.answers
         assert pool_first.get("serverid") == str(a.address), pool_first
+        held = events.read()[-1][1]
+        assert held.get("serverid") == str(a.address), held
         _kill(cluster, "a")
         killed = time.monotonic()
         moved = until(lambda: _holds(cluster, "b", SERVICE["a"]), "A's service address on B",
@@ -124,6 +152,11 @@ def test_a_node_that_boots_while_its_server_is_dead_boots_from_the_other(
             _check_outage_boot(cluster, name, first[name], boot)
         assert pool_second.get("serverid") == str(b.address), pool_second
         assert pool_second.get("ip") == pool_first.get("ip"), (pool_first, pool_second)
+        # The running pool client renews: A's server id is dead, B answers its REBIND from
+        # the lease A bound (read from the database): the same address, never given up.
+        renewals = [_renew(renewing, events) for _ in range(2)]
+        assert [(kind, env.get("ip"), env.get("serverid")) for kind, env, _ in renewals] == \
+            [("renew", held.get("ip"), str(b.address))] * 2, events.read()
         # The reports are answered before b's batch writer stores them: wait for the rows.
         want = {name: ("init", "b") for name in NODES}
         seen: dict[str, tuple[str, str]] = {}
@@ -137,8 +170,9 @@ def test_a_node_that_boots_while_its_server_is_dead_boots_from_the_other(
         until(shown, "both nodes at init from b in `oneroot status`", 60, lambda: str(seen))
         print(f"\nboot outage: set-up {killed - started:.1f} s; A's address on B "
               f"{moved:.1f} s after the kill; both nodes and the pool client booted from B "
-              f"{booted:.1f} s after the kill")
-        for proc in keepalived.values():
+              f"{booted:.1f} s after the kill; the running pool client renewed through B "
+              f"in {renewals[0][2]:.1f} s, then {renewals[1][2]:.1f} s")
+        for proc in [*keepalived.values(), renewing]:
             lab.stop_process(proc)
 
 

@@ -69,6 +69,10 @@ _DELETE_OUR_LEASE = ("DELETE FROM leases WHERE mac = ?"
                      " AND (coalesce(server, '') = ? OR expires < ?)")
 _SELECT_LEASE_OF = "SELECT mac, ip, node, expires, state, relay_info FROM leases WHERE mac = ?"
 _SELECT_LEASE_AT = "SELECT mac, ip, node, expires, state, relay_info FROM leases WHERE ip = ?"
+# A pool client's renewal this server's view cannot answer: its row and the address's (both
+# keys are unique, so an index read each)
+_SELECT_LEASES_OF_OR_AT = ("SELECT mac, ip, node, expires, state, relay_info FROM leases"
+                           " WHERE mac = ? OR ip = ?")
 
 _DELETE_DECLINED_UNTIL = "DELETE FROM declined WHERE until <= ?"
 _DELETE_DECLINED_BEYOND = ("DELETE FROM declined WHERE ip NOT IN "
@@ -357,6 +361,28 @@ class LeaseStore:
                                       address=IPv4Address(str(params[1])),
                                       holder=None if row is None else _lease_of(row)))
         return lost
+
+    def read_leases(self, wanted: list[tuple[MacAddress, IPv4Address]]) -> list[Lease]:
+        """The database's rows of each (client, address): the leases another server bound
+        that the view may lack (several servers on one database). Thread-safe; `learn()`
+        puts them into the view, on the loop."""
+        found: dict[str, Lease] = {}
+        with self._lock:
+            for mac, address in wanted:
+                for row in self._db.execute(_SELECT_LEASES_OF_OR_AT,
+                                            (_mac_text(mac), str(address))).fetchall():
+                    found[row[0]] = _lease_of(row)
+        return list(found.values())
+
+    def learn(self, leases: list[Lease], now: float) -> None:
+        """Put leases the database holds (`read_leases`) into the view, in place of what it
+        says about their clients and addresses; expired ones are not kept: their addresses
+        are free, and a client's claim on one decides in the database."""
+        for lease in leases:
+            if lease.expires > now:
+                self._forget(self._by_address.get(lease.address))
+                self._forget(self._by_mac.get(lease.mac))
+                self._remember(lease)
 
     def settle(self, lost: list[LostClaim]) -> None:
         """Put what the database said about lost claims into the view (on the loop)."""

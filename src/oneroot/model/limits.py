@@ -43,6 +43,10 @@ class Limits:
     vendor_class_text: int = 128  # characters kept of an unknown client's vendor class
     declined_kept: int = 1024  # quarantined (declined) addresses kept; expired ones are dropped
     prune_interval: float = 60.0  # seconds between retention passes
+    # Pool clients' renewals waiting for a read of the shared lease database (a lease another
+    # server bound: several servers on one PostgreSQL); more are dropped (counted), and the
+    # clients ask again
+    lease_rereads_pending: int = 256
 
     # Work a node's HTTP/TFTP fetch of its boot script triggers (remount, whiteout pass)
     boot_work_queue: int = 64  # per-node jobs waiting at once; more are dropped (logged)

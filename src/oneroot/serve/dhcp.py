@@ -14,6 +14,10 @@ disk) is logged as an error and counted in `health`; the ACKs of inventory nodes
 addresses are fixed, still go out, while pool clients' ACKs wait for a write that succeeds.
 Unknown clients and quarantined addresses are pruned every `limits.prune_interval`.
 
+On a shared database (other servers bind leases this view never saw), a pool client's REQUEST
+the view cannot answer (a renewal after its server died) waits for its rows, read in a worker
+thread (a batch per read), and is decided again; a client the view knows costs no read.
+
 At synchronous=NORMAL the write (a WAL append: the lease reaches the OS before its ACK, as
 Kea's memfile does) runs inline. At synchronous=FULL it fsyncs, so it runs in a worker thread;
 batches that arrive meanwhile are decided and staged, and their changes go together in the next
@@ -43,6 +47,7 @@ from oneroot.net import MacAddress
 from oneroot.proto.dhcp import (
     DhcpMode,
     DhcpPacket,
+    Lease,
     LeaseAction,
     LeaseState,
     MessageType,
@@ -67,6 +72,7 @@ _RECEIVE_BUFFER = 4 * 1024 * 1024
 _SEND_BUFFER = 1024 * 1024
 _SO_BINDTODEVICE = getattr(socket, "SO_BINDTODEVICE", 25)
 _NO_RELAY = IPv4Address(0)
+_REREAD_BATCH = 64  # clients' rows read per worker hop
 _K = TypeVar("_K")
 _V = TypeVar("_V")
 
@@ -94,6 +100,14 @@ class _Reply(NamedTuple):  # a tuple: built for every reply, cheaper than a data
     event: ReplyEvent | None
     received: float
     claim: DhcpPacket | None = None  # the REQUEST of a pool ACK: NAKed if the claim is lost
+
+
+class _Reread(NamedTuple):  # a REQUEST waiting for its client's rows from the database
+    data: bytes
+    address: tuple[str, int]
+    port: int
+    mac: MacAddress
+    wanted: IPv4Address
 
 
 def open_dhcp_socket(interface: str, port: int) -> socket.socket:
@@ -142,6 +156,10 @@ class DhcpService:
         self.relays = relays
         self.pool_refused = 0
         self.dropped = 0
+        self.rereads = 0  # clients' rows read from the shared database
+        self.rereads_dropped = 0
+        self._rereads: list[_Reread] = []
+        self._rereading: asyncio.Future[list[Lease]] | None = None
         self._link: socket.socket | None = None  # AF_PACKET: direct DECLINEs
         self._next_prune = 0.0
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -173,7 +191,7 @@ class DhcpService:
             await loop.create_future()  # serve from the reader callbacks until cancelled
         finally:
             self.close()
-            for job in (self._writing, self._checkpointing):
+            for job in (self._writing, self._checkpointing, self._rereading):
                 if job is not None:  # let the worker thread finish with the database
                     await asyncio.wait([job])
 
@@ -297,8 +315,10 @@ class DhcpService:
                 self._commit_or_flush_later()
 
     def _decide(self, data: bytes, addr: tuple[str, int], port: int, now: float,
-                frame_source: MacAddress | None = None) -> tuple[_Reply | None, bool]:
-        """The encoded reply to one datagram, and whether it waits for a write."""
+                frame_source: MacAddress | None = None, *, reread: bool = True
+                ) -> tuple[_Reply | None, bool]:
+        """The encoded reply to one datagram, and whether it waits for a write. `reread`:
+        a REQUEST the view cannot answer is set aside for a read of the shared database."""
         request = parse_packet(data)
         decline = request.message_type is MessageType.DECLINE
         if (decline and (frame_source is None) == (request.giaddr == _NO_RELAY)) or \
@@ -309,7 +329,11 @@ class DhcpService:
             return None, False  # another server's segment
         decision = respond(request, now=now, config=self.network, lookup=self.lookup,
                            leases=self.leases, port=port, source=self._peer(addr),
-                           is_reserved=self.is_reserved, frame_source=frame_source)
+                           is_reserved=self.is_reserved, frame_source=frame_source,
+                           view_complete=not (reread and self.leases.remote))
+        if decision.reread is not None:
+            self._queue_reread(_Reread(data, addr, port, request.mac, decision.reread))
+            return None, False
         if decline:
             log.warning("dhcp.decline mac=%s frame_source=%s result=%s", request.mac,
                         frame_source or "-", decision.reason)
@@ -341,6 +365,54 @@ class DhcpService:
         return _Reply(reply.to_bytes(max_size=max_size),
                       (self._text(destination.address), destination.port), port,
                       decision.event, now, claim), holds
+
+    # --- renewals of leases another server bound: read from the database, decided again ---
+
+    def _queue_reread(self, waiting: _Reread) -> None:
+        if len(self._rereads) >= self.limits.lease_rereads_pending:
+            self.rereads_dropped += 1
+            if self.rereads_dropped % 100 == 1:
+                log.warning("dhcp.reread_dropped mac=%s count=%d reason=%d renewals wait for "
+                            "the lease database", waiting.mac, self.rereads_dropped,
+                            len(self._rereads))
+            return
+        self._rereads.append(waiting)
+        self._start_reread()
+
+    def _start_reread(self) -> None:
+        if self._rereading is not None or not self._rereads or self._loop is None:
+            return
+        batch, self._rereads = self._rereads[:_REREAD_BATCH], self._rereads[_REREAD_BATCH:]
+        self.rereads += len(batch)
+        reading = self._loop.run_in_executor(None, self.leases.read_leases,
+                                             [(r.mac, r.wanted) for r in batch])
+        self._rereading = reading
+        reading.add_done_callback(lambda done: self._reread(done, batch))
+
+    def _reread(self, done: asyncio.Future[list[Lease]], batch: list[_Reread]) -> None:
+        """Decide again the REQUESTs whose clients' rows were read (none: the clients ask
+        again, as after a lost datagram)."""
+        self._rereading = None
+        if not self._sockets:  # closed meanwhile
+            return
+        exc = BaseException("read cancelled") if done.cancelled() else done.exception()
+        now = self.clock()
+        if exc is not None:
+            log.warning("dhcp.reread_failed clients=%d error=%s: %s", len(batch),
+                        type(exc).__name__, exc)
+        else:
+            self.leases.learn(done.result(), now)
+            for waiting in batch:
+                try:
+                    reply, holds = self._decide(waiting.data, waiting.address, waiting.port,
+                                                now, reread=False)
+                except Exception as error:  # the per-datagram guard
+                    self._log_drop(waiting.address, error)
+                    continue
+                if reply is not None:
+                    (self._held.append if holds else self._send)(reply)
+            self._commit_or_flush_later()
+        self._start_reread()
 
     def _refuse_pool(self, mac: MacAddress) -> None:
         self.pool_refused += 1

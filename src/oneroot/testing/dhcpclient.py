@@ -1,8 +1,11 @@
-"""A real DHCP client for tests: busybox udhcpc run once in a namespace, its lease as a dict.
+"""A real DHCP client for tests: busybox udhcpc run once in a namespace, its lease as a dict;
+or kept running (`Udhcpc.running`), configuring its address, its script's events in a log.
 
     client = Udhcpc.install(tmp_path)          # copies busybox, writes the hook script
     env = client.lease(lambda *argv: ns.run(*argv, check=False), "eth0")
     env.get("ip"), env.get("hostname"), env.get("boot_file")   # {} when nothing was bound
+    argv, events = client.running("eth0", tmp_path / "renewer")  # start argv in the namespace
+    events.read()   # [("deconfig", {}), ("bound", {"ip": ..., "serverid": ...}), ("renew", ...)]
 """
 
 from __future__ import annotations
@@ -20,6 +23,34 @@ _HOOK = """#!/bin/sh
 env > "$(dirname "$0")/env.$1"
 exit 0
 """
+
+
+# A running client's script: configures the address like a real one (its unicast RENEW is sent
+# from it) and appends each event with the lease's address and server id to `events`.
+_RUNNING_HOOK = """#!/bin/sh
+case "$1" in
+bound|renew) ip addr replace "$ip/$mask" dev "$interface" ;;
+deconfig) ip addr flush dev "$interface" ;;
+esac
+echo "$1 ip=$ip serverid=$serverid" >> "$(dirname "$0")/events"
+exit 0
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class UdhcpcEvents:
+    """The events a running udhcpc gave its script, oldest first."""
+
+    path: Path
+
+    def read(self) -> list[tuple[str, dict[str, str]]]:
+        if not self.path.exists():
+            return []
+        events = []
+        for line in self.path.read_text().splitlines():
+            kind, *fields = line.split()
+            events.append((kind, dict(f.split("=", 1) for f in fields if f[-1] != "=")))
+        return events
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,3 +81,13 @@ class Udhcpc:
         if not env.exists():
             return {}
         return dict(line.split("=", 1) for line in env.read_text().splitlines() if "=" in line)
+
+    def running(self, interface: str, directory: Path) -> tuple[list[str], UdhcpcEvents]:
+        """The argv of a udhcpc that stays (foreground, renewing; SIGUSR1: renew now) and
+        configures `interface`, and where its events go (`directory`)."""
+        directory.mkdir(parents=True, exist_ok=True)
+        hook = directory / "hook"
+        hook.write_text(_RUNNING_HOOK)
+        hook.chmod(0o755)
+        return ([str(self.busybox), "udhcpc", "-f", "-i", interface, "-s", str(hook)],
+                UdhcpcEvents(directory / "events"))

@@ -9,8 +9,12 @@ Decision table (full mode; proxy mode answers only known PXE clients, with boot 
     REQUEST   selecting (54 present): ours → ACK if the address is the client's, else NAK;
               another server's → forget our offer, silent
               init-reboot (50, no 54, no ciaddr) / renewing, rebinding (ciaddr): ACK if it is
-              the client's address, NAK if we know the client under another one, silent if
-              we have no record of it (RFC 2131 §4.3.2)
+              the client's address; NAK if it is not on the client's segment, if we know the
+              client under another one, or if another client holds it; else silent: we have
+              no record of it (RFC 2131 §4.3.2). With a view that may miss other servers'
+              leases (`view_complete=False`), a pool client's answer the view cannot give
+              (silence, a NAK) is `reread` instead: the caller reads that client's and that
+              address's rows from the shared store into the view, then decides again.
     DECLINE   ours, for a pool address whose bound lease this client holds, and sent by it:
               directly (giaddr 0) only when the frame's Ethernet source (`frame_source`, read
               by the caller from the link layer) is chaddr; relayed only with the option 82
@@ -23,16 +27,15 @@ Decision table (full mode; proxy mode answers only known PXE clients, with boot 
 
 from __future__ import annotations
 
-import enum
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network
-from typing import Protocol
 
 from oneroot.errors import MalformedPacket
 from oneroot.model.cluster import DhcpMode
 from oneroot.net import MacAddress
+from oneroot.proto.dhcp.lease import Lease, LeaseAction, LeaseChange, LeaseState, LeaseView
 from oneroot.proto.dhcp.options import (
     BROADCAST_FLAG,
     CLIENT_PORT,
@@ -137,38 +140,6 @@ def _config_options(config: NetworkConfig) -> _ConfigOptions:
     return options
 
 
-class LeaseState(enum.IntEnum):
-    OFFERED = 1  # kept in memory only: an offer need not survive a crash
-    BOUND = 2
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Lease:
-    mac: MacAddress
-    address: IPv4Address
-    node: str | None  # None: an unknown client on a pool address
-    expires: float
-    state: LeaseState
-    relay_info: bytes | None = None  # option 82 of the relayed REQUEST that bound it
-
-
-class LeaseAction(enum.IntEnum):
-    BIND = 1
-    RELEASE = 2
-    DECLINE = 3
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class LeaseChange:
-    action: LeaseAction
-    mac: MacAddress
-    address: IPv4Address
-    node: str | None = None
-    expires: float = 0.0  # BIND: lease end; DECLINE: end of the quarantine
-    state: LeaseState = LeaseState.BOUND
-    relay_info: bytes | None = None  # BIND through a relay: its option 82
-
-
 @dataclass(frozen=True, slots=True, kw_only=True)
 class UnknownClient:
     """A client that asked for boot service with a MAC no node has."""
@@ -202,19 +173,12 @@ class Decision:
     unknown_client: UnknownClient | None = None  # record as seen
     event: ReplyEvent | None = None
     reason: str = ""  # why there is no reply, for debug logs
+    # Read this client's lease and this address's from the shared store, then decide again:
+    # the view (`view_complete=False`) has no row that answers this pool client's REQUEST.
+    reread: IPv4Address | None = None
 
 
 _TO_ALL_CLIENTS = Destination(address=_BROADCAST, port=CLIENT_PORT, broadcast=True)
-
-
-class LeaseView(Protocol):
-    """What the responder reads of the lease database."""
-
-    def lease_for_mac(self, mac: MacAddress) -> Lease | None: ...
-
-    def lease_for_address(self, address: IPv4Address) -> Lease | None: ...
-
-    def is_declined(self, address: IPv4Address, now: float) -> bool: ...
 
 
 Lookup = Callable[[MacAddress], NodeBoot | None]
@@ -229,12 +193,13 @@ def respond(request: DhcpPacket, *, now: float, config: NetworkConfig, lookup: L
             leases: LeaseView, port: int = SERVER_PORT,
             source: tuple[IPv4Address, int] | None = None,
             is_reserved: IsReserved | None = None,
-            frame_source: MacAddress | None = None) -> Decision:
+            frame_source: MacAddress | None = None, view_complete: bool = True) -> Decision:
     """Decide the answer to `request`, received on server `port` from `source`.
 
     `is_reserved(address)` says an address belongs to a node (never given to pool clients).
     `frame_source` is the Ethernet source of the frame that carried it, where the caller read
-    the link layer (None: unknown); a direct DECLINE needs it.
+    the link layer (None: unknown); a direct DECLINE needs it. `view_complete=False`: `leases`
+    may lack leases other servers bound in a shared store (see `Decision.reread`).
     Raises MalformedPacket for a request whose options cannot be read."""
     if request.op is not BootOp.REQUEST:
         return Decision(reason="not a BOOTREQUEST")
@@ -244,7 +209,7 @@ def respond(request: DhcpPacket, *, now: float, config: NetworkConfig, lookup: L
     mac = request.mac
     node = lookup(mac)
     ctx = _Context(request, mtype, mac, node, now, config, leases,
-                   is_reserved or _never_reserved)
+                   is_reserved or _never_reserved, view_complete)
     if config.mode is DhcpMode.PROXY:
         return ctx.proxy(port, source)
     if port == PXE_PORT:
@@ -298,7 +263,7 @@ class _Context:
 
     def __init__(self, request: DhcpPacket, mtype: MessageType, mac: MacAddress,
                  node: NodeBoot | None, now: float, config: NetworkConfig, leases: LeaseView,
-                 is_reserved: IsReserved) -> None:
+                 is_reserved: IsReserved, view_complete: bool = True) -> None:
         self.request = request
         self.mtype = mtype
         self.mac = mac
@@ -307,6 +272,7 @@ class _Context:
         self.config = config
         self.leases = leases
         self.is_reserved = is_reserved
+        self.view_complete = view_complete
 
     # --- full mode ---
 
@@ -354,11 +320,26 @@ class _Context:
         lease = self.leases.lease_for_mac(self.mac)
         if lease is not None and lease.address == wanted:
             return self._ack(wanted)
+        if self._off_segment(wanted):
+            return self._nak(f"{wanted} is not on this network")
+        usable = self._pool_usable(wanted)
+        if not self.view_complete and (lease is None or not usable):
+            return Decision(reread=wanted, reason="not in this server's view of the leases")
         if silent_if_unknown and lease is None:
+            holder = self.leases.lease_for_address(wanted)
+            if holder is not None and holder.mac != self.mac and holder.expires > self.now:
+                return self._nak(f"{wanted} is another client's")
             return Decision(reason="no record of this client")
-        if self._pool_usable(wanted):
+        if usable:
             return self._ack(wanted)
         return self._nak(f"{wanted} is not available to this client")
+
+    def _off_segment(self, address: IPv4Address) -> bool:
+        """`address` is not on the segment the request came from (RFC 2131 §4.3.2: NAK),
+        where that segment is known to be the configured subnet: direct, or relayed from it."""
+        subnet = self.config.subnet
+        giaddr = self.request.giaddr
+        return (giaddr == _ZERO or giaddr in subnet) and address not in subnet
 
     def _ack(self, address: IPv4Address) -> Decision:
         node_name = self.node.name if self.node is not None else None

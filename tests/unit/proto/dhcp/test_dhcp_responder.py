@@ -496,3 +496,63 @@ def test_cached_reply_options_are_those_of_each_request() -> None:
                         continue
                     assert cached.reply is not None
                     assert cached.reply.to_bytes() == fresh.reply.to_bytes(), (mac, options)
+
+
+# --- a pool client's renewal on a view that may miss other servers' leases ---
+
+PARTIAL = replace(CONFIG, pool=POOL)
+
+
+def renewal(mac: MacAddress, address: IPv4Address, how: str) -> DhcpPacket:
+    if how == "init-reboot":
+        return request(MessageType.REQUEST, mac, o50=address.packed)
+    return request(MessageType.REQUEST, mac, ciaddr=str(address))  # renewing, rebinding
+
+
+def bound(mac: MacAddress, address: IPv4Address, expires: float = NOW + 60) -> FakeLeases:
+    leases = FakeLeases()
+    leases.by_mac[mac] = Lease(mac=mac, address=address, node=None, expires=expires,
+                               state=LeaseState.BOUND)
+    return leases
+
+
+@pytest.mark.parametrize("how", ["init-reboot", "renewing"])
+def test_a_renewal_the_partial_view_cannot_answer_asks_for_a_reread(how: str) -> None:
+    leases = bound(KNOWN, POOL[1])  # another client's row the view holds
+    for held in (FakeLeases(), leases):  # no record; the address another client's
+        d = respond(renewal(STRANGER, POOL[1], how), now=NOW, config=PARTIAL, lookup=lookup,
+                    leases=held, view_complete=False)
+        assert (d.reply, d.reread, d.lease_change) == (None, POOL[1], None), d.reason
+    # The view knows it: ACKed at once, no read (the hot path of known leases).
+    own = respond(renewal(STRANGER, POOL[0], how), now=NOW, config=PARTIAL, lookup=lookup,
+                  leases=bound(STRANGER, POOL[0]), view_complete=False)
+    assert mtype_of(own) is MessageType.ACK and own.reread is None
+    # Wrong network: NAKed without a read, whatever the view.
+    off = respond(renewal(STRANGER, IPv4Address("10.1.0.5"), how), now=NOW, config=PARTIAL,
+                  lookup=lookup, leases=FakeLeases(), view_complete=False)
+    assert mtype_of(off) is MessageType.NAK and off.reread is None
+
+
+@pytest.mark.parametrize("how", ["init-reboot", "renewing"])
+def test_a_renewal_for_another_clients_address_is_naked_a_free_one_unanswered(how: str
+                                                                               ) -> None:
+    taken = decide(renewal(STRANGER, POOL[1], how), config=PARTIAL, leases=bound(KNOWN, POOL[1]))
+    assert mtype_of(taken) is MessageType.NAK and taken.reread is None
+    expired = decide(renewal(STRANGER, POOL[1], how), config=PARTIAL,
+                     leases=bound(KNOWN, POOL[1], expires=NOW - 1))
+    assert expired.reply is None and expired.reason == "no record of this client"
+    free = decide(renewal(STRANGER, POOL[1], how), config=PARTIAL)
+    assert free.reply is None and free.reason == "no record of this client"
+
+
+def test_a_renewal_off_the_subnet_is_naked_unless_relayed_from_elsewhere() -> None:
+    outside = IPv4Address("192.168.7.9")
+    direct = decide(request(MessageType.REQUEST, STRANGER, o50=outside.packed), config=PARTIAL)
+    assert mtype_of(direct) is MessageType.NAK
+    ours = decide(request(MessageType.REQUEST, STRANGER, giaddr="10.0.0.250",
+                          o50=outside.packed), config=PARTIAL)
+    assert mtype_of(ours) is MessageType.NAK
+    # A relay on another network: its clients' network is not one this server knows.
+    foreign = decide(request(MessageType.REQUEST, STRANGER, giaddr="192.168.7.1",
+                             o50=outside.packed), config=PARTIAL)
+    assert foreign.reply is None
