@@ -44,9 +44,14 @@ def node(tmp_path: Path) -> Path:
     lo.mkdir(parents=True)
     (lo / "type").write_text("772\n")
     (lo / "address").write_text("00:00:00:00:00:00\n")
-    for d in ("sbin", "dev", "proc", "sys", "run"):
-        (tmp_path / "sysroot" / d).mkdir(parents=True)
-    (tmp_path / "sysroot/sbin/init").symlink_to("/lib/systemd/systemd")
+    sysroot = tmp_path / "sysroot"
+    for d in ("usr/sbin", "usr/lib/systemd", "dev", "proc", "sys", "run"):
+        (sysroot / d).mkdir(parents=True)
+    for link, target in (("sbin", "usr/sbin"), ("lib", "usr/lib"),
+                         ("usr/sbin/init", "/lib/systemd/systemd")):
+        (sysroot / link).symlink_to(target)  # a merged-/usr Debian image
+    (sysroot / "usr/lib/systemd/systemd").write_bytes(b"\x7fELF")
+    os.chmod(sysroot / "usr/lib/systemd/systemd", 0o755)
     (tmp_path / "modules").write_text("# test\nvirtio_net\nnfsv4\n")
     return tmp_path
 
@@ -395,6 +400,56 @@ def test_init_break_opens_a_shell_before_the_stage(node: Path, bbdir: Path) -> N
     assert any("mount -t nfs" in line for line in out[shell:])
     assert not any("mount -t nfs" in line for line in out[:shell])
     assert "shell at stage layers (oneroot.break=layers)" in r.stderr
+
+
+# -- init= inside the new root -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("init", "leads_to"), [
+    ("/sbin/init", "/usr/lib/systemd/systemd"),
+    ("//sbin/./init", "/usr/lib/systemd/systemd"),
+    ("/usr/sbin/../../lib/systemd/systemd", "/usr/lib/systemd/systemd"),
+    ("/usr/lib/systemd/../../sbin/init", "/usr/lib/systemd/systemd"),
+])
+def test_init_is_followed_inside_the_new_root(node: Path, bbdir: Path, init: str,
+                                              leads_to: str) -> None:
+    r = sh(node, bbdir, f"switchroot_resolve {init}")
+    assert (r.returncode, r.stdout.strip()) == (0, leads_to), r.stderr
+
+
+@pytest.mark.parametrize(("change", "init", "why"), [
+    ("lib_dir", "/sbin/init",
+     "/sbin/init -> /usr/sbin/init -> /lib/systemd/systemd: /lib/systemd/systemd is missing"),
+    ("none", "/sbin/nothing", "/sbin/nothing -> /usr/sbin/nothing: /usr/sbin/nothing is missing"),
+    ("loop", "/sbin/loop", "too many levels of symbolic links"),
+    ("file_parent", "/usr/lib/systemd/systemd/x", "/usr/lib/systemd/systemd is not a directory"),
+])
+def test_init_that_leads_nowhere_fails_the_stage(node: Path, bbdir: Path, change: str,
+                                                 init: str, why: str) -> None:
+    """A dangling init= is a stage failure (reason, fix, report, shell), not switch_root's
+    exec failing after the initramfs is gone (a kernel panic naming neither step nor layer)."""
+    sysroot = node / "sysroot"
+    if change == "lib_dir":  # `dpkg-deb -x` of a package holding ./lib/systemd/system/
+        (sysroot / "lib").unlink()
+        (sysroot / "lib/systemd/system").mkdir(parents=True)
+    elif change == "loop":
+        (sysroot / "usr/sbin/loop").symlink_to("/sbin/loop")
+    r = run_init(node, bbdir, f"root=10.0.0.1:/srv/img:ro;tmpfs init={init} {STATUS}")
+    assert r.returncode == 1
+    failed = [x for x in r.stderr.splitlines()
+              if x.startswith("oneroot: stage switch_root failed: the root's init does not "
+                              "resolve: ")]
+    assert failed and why in failed[0], r.stderr
+    assert "a link such as /lib -> usr/lib replaced by a directory?" in r.stderr
+    assert not [c for c in commands(r.stdout) if "switch_root @" in c]
+    assert "stage=failed&status=failed&message=switch_root" in commands(r.stdout)[-1]
+
+
+def test_init_that_is_a_directory_fails_the_stage(node: Path, bbdir: Path) -> None:
+    r = run_init(node, bbdir, "root=10.0.0.1:/srv/img:ro;tmpfs init=/sbin")
+    assert r.returncode == 1
+    assert ("stage switch_root failed: the root's init /sbin leads to /usr/sbin, which is not "
+            "an executable file") in r.stderr
 
 
 # -- shellcheck --------------------------------------------------------------------------------
