@@ -78,6 +78,17 @@ class NetworkConfig:
     lease_time: int = 86400
     mode: DhcpMode = DhcpMode.FULL
     pool: tuple[IPv4Address, IPv4Address] | None = None  # discovery pool, inclusive; None: off
+    # The server identifier (option 54) when it is not server_address: with `ha_servers`, the
+    # service address, which a peer takes over with the server's clients' unicast RENEWs
+    server_id: IPv4Address | None = None
+
+    @property
+    def identifier(self) -> IPv4Address:
+        return self.server_id or self.server_address
+
+    def names_us(self, server_id: IPv4Address) -> bool:
+        """A client's option 54 is this server's (its identifier, or its own address)."""
+        return server_id in (self.server_address, self.server_id)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -117,7 +128,7 @@ class _ConfigOptions:
             self.lease_times[OptionCode.LEASE_TIME] = encode_u32(lease_time)
             self.lease_times[OptionCode.RENEWAL_TIME] = encode_u32(lease_time // 2)
             self.lease_times[OptionCode.REBINDING_TIME] = encode_u32(lease_time * 7 // 8)
-        self.server_id = config.server_address.packed
+        self.server_id = config.identifier.packed
         self.tftp_server_name = str(config.server_address).encode()
         # The options of a reply, by what in the request and the decision shapes them: a boot
         # storm's replies differ in a few header fields, not in their options.
@@ -294,7 +305,7 @@ class _Context:
         server_id = req.server_id
         requested = req.requested_address
         if server_id is not None:  # SELECTING
-            if server_id != self.config.server_address:
+            if not self.config.names_us(server_id):
                 lease = self.leases.lease_for_mac(self.mac)
                 if lease is not None and lease.state is LeaseState.OFFERED:
                     return Decision(reason="client chose another server",
@@ -323,7 +334,7 @@ class _Context:
         if self._off_segment(wanted):
             return self._nak(f"{wanted} is not on this network")
         usable = self._pool_usable(wanted)
-        if not self.view_complete and (lease is None or not usable):
+        if not self.view_complete and silent_if_unknown and (lease is None or not usable):
             return Decision(reread=wanted, reason="not in this server's view of the leases")
         if silent_if_unknown and lease is None:
             holder = self.leases.lease_for_address(wanted)
@@ -352,7 +363,7 @@ class _Context:
 
     def decline(self, frame_source: MacAddress | None) -> Decision:
         req = self.request
-        if req.server_id not in (None, self.config.server_address):
+        if req.server_id is not None and not self.config.names_us(req.server_id):
             return Decision(reason="DECLINE for another server")
         address = req.requested_address
         if address is None:
@@ -486,7 +497,7 @@ class _Context:
     def _nak(self, reason: str) -> Decision:
         req = self.request
         options = [(OptionCode.MESSAGE_TYPE, encode_u8(MessageType.NAK)),
-                   (OptionCode.SERVER_ID, self.config.server_address.packed),
+                   (OptionCode.SERVER_ID, self.config.identifier.packed),
                    (OptionCode.MESSAGE, reason.encode()[:255])]
         if req.relay_agent_info is not None:
             options.append((OptionCode.RELAY_AGENT_INFO, req.relay_agent_info))

@@ -527,6 +527,11 @@ def test_a_renewal_the_partial_view_cannot_answer_asks_for_a_reread(how: str) ->
     own = respond(renewal(STRANGER, POOL[0], how), now=NOW, config=PARTIAL, lookup=lookup,
                   leases=bound(STRANGER, POOL[0]), view_complete=False)
     assert mtype_of(own) is MessageType.ACK and own.reread is None
+    # SELECTING (the client chose this server's offer): no read, the claim decides.
+    chosen = respond(request(MessageType.REQUEST, STRANGER, o54=SERVER.packed,
+                             o50=POOL[0].packed), now=NOW, config=PARTIAL, lookup=lookup,
+                     leases=FakeLeases(), view_complete=False)
+    assert mtype_of(chosen) is MessageType.ACK and chosen.reread is None
     # Wrong network: NAKed without a read, whatever the view.
     off = respond(renewal(STRANGER, IPv4Address("10.1.0.5"), how), now=NOW, config=PARTIAL,
                   lookup=lookup, leases=FakeLeases(), view_complete=False)
@@ -556,3 +561,24 @@ def test_a_renewal_off_the_subnet_is_naked_unless_relayed_from_elsewhere() -> No
     foreign = decide(request(MessageType.REQUEST, STRANGER, giaddr="192.168.7.1",
                              o50=outside.packed), config=PARTIAL)
     assert foreign.reply is None
+
+
+def test_the_server_id_may_be_a_service_address_and_both_name_us() -> None:
+    service = IPv4Address("10.0.0.201")
+    config = replace(PARTIAL, server_id=service)
+    offer = decide(request(MessageType.DISCOVER, STRANGER), config=config)
+    assert offer.reply is not None
+    assert offer.reply.options.get(OptionCode.SERVER_ID) == service.packed
+    assert offer.reply.siaddr == IPv4Address(0)  # next-server: the host address (nodes only)
+    for named in (service, SERVER):  # SELECTING: our identifier, or our own address
+        leases = FakeLeases()
+        leases.apply(offer.lease_change)
+        assert offer.reply is not None
+        ack = decide(request(MessageType.REQUEST, STRANGER, o54=named.packed,
+                             o50=offer.reply.yiaddr.packed), config=config, leases=leases)
+        assert mtype_of(ack) is MessageType.ACK
+    nak = decide(request(MessageType.REQUEST, STRANGER, o50=ip("192.168.7.9")), config=config)
+    assert nak.reply is not None and nak.reply.options.get(OptionCode.SERVER_ID) == service.packed
+    elsewhere = decide(request(MessageType.REQUEST, STRANGER, o54=ip("10.0.0.202"),
+                               o50=POOL[0].packed), config=config)
+    assert elsewhere.reply is None and elsewhere.reason == "client chose another server"
