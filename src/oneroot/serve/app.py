@@ -169,9 +169,12 @@ class CatalogHolder:
 def network_config(inv: Inventory) -> NetworkConfig:
     s = inv.settings
     pool = (s.pool_start, s.pool_end) if s.discovery and s.pool_start and s.pool_end else None
+    # With ha_servers, a member's server id is its service address: a client's unicast RENEW
+    # then reaches whoever holds it (a peer, after its death), not a dead host address.
+    service = next((h.service for h in s.ha_servers if h.host == s.server_address), None)
     return NetworkConfig(server_address=s.server_address, subnet=s.subnet, router=s.gateway,
                          dns=s.dns, domain=s.domain, lease_time=s.lease_time,
-                         mode=s.dhcp_mode, pool=pool)
+                         mode=s.dhcp_mode, pool=pool, server_id=service)
 
 
 async def serve(paths: Paths, options: ServeOptions = ServeOptions(),

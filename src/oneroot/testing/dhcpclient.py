@@ -82,12 +82,14 @@ class Udhcpc:
             return {}
         return dict(line.split("=", 1) for line in env.read_text().splitlines() if "=" in line)
 
-    def running(self, interface: str, directory: Path) -> tuple[list[str], UdhcpcEvents]:
+    def running(self, interface: str, directory: Path, *extra: str
+                ) -> tuple[list[str], UdhcpcEvents]:
         """The argv of a udhcpc that stays (foreground, renewing; SIGUSR1: renew now) and
-        configures `interface`, and where its events go (`directory`)."""
+        configures `interface`, with `extra` arguments, and where its events go
+        (`directory`)."""
         directory.mkdir(parents=True, exist_ok=True)
         hook = directory / "hook"
         hook.write_text(_RUNNING_HOOK)
         hook.chmod(0o755)
-        return ([str(self.busybox), "udhcpc", "-f", "-i", interface, "-s", str(hook)],
+        return ([str(self.busybox), "udhcpc", "-f", "-i", interface, "-s", str(hook), *extra],
                 UdhcpcEvents(directory / "events"))

@@ -17,6 +17,7 @@ from oneroot.model.resolved import ResolvedCluster
 from oneroot.model.server import ServerRole
 from oneroot.ops.boot import root_spec_text
 from oneroot.rootspec import NfsLayer, parse
+from oneroot.serve.app import network_config
 from oneroot.testing.inventory import make_inventory, settings_under
 
 HA = "a:10.0.0.102:10.0.0.2 b:10.0.0.103:10.0.0.3"
@@ -71,3 +72,15 @@ def test_a_server_of_an_ha_cluster_off_its_host_address_is_refused(
     with pytest.raises(InvalidValue, match=match) as err:
         _cluster(tmp_path, role)
     assert err.value.hint
+
+
+def test_an_ha_members_dhcp_server_id_is_its_service_address(tmp_path: Path) -> None:
+    """A client's unicast RENEW goes to the server id: the service address moves to a peer
+    when the server dies, its host address does not."""
+    settings = dataclasses.replace(settings_under(tmp_path), ha_servers=parse_ha_servers(HA))
+    inv = make_inventory(nodes=1, settings=settings, image_root=tmp_path)
+    member = network_config(inv.replace(settings=ServerRole(id="b").apply(inv.settings)))
+    assert (member.server_address, member.identifier) == (IPv4Address("10.0.0.3"),
+                                                          IPv4Address("10.0.0.103"))
+    plain = network_config(inv.replace(settings=dataclasses.replace(settings, ha_servers=())))
+    assert plain.server_id is None and plain.identifier == plain.server_address
