@@ -31,6 +31,7 @@ from oneroot.model.cluster import (
     parse_image_ref,
 )
 from oneroot.model.haservers import parse_ha_servers
+from oneroot.model.pool import check_pool
 from oneroot.net import MacAddress, parse_ipv4, parse_network
 
 
@@ -183,6 +184,7 @@ def validate(inv: Inventory) -> None:
             raise InvalidValue(f"the discovery pool must lie inside {s.subnet}")
         if s.pool_end < s.pool_start:
             raise InvalidValue("pool_end comes before pool_start")
+        check_pool(s)
     for name, group in inv.groups.items():
         check_name("group", name)
         for key, value in group.values.items():

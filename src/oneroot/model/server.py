@@ -17,6 +17,7 @@ from pathlib import PurePosixPath
 from oneroot.errors import InvalidValue
 from oneroot.model.cluster import Settings
 from oneroot.model.names import check_name
+from oneroot.model.pool import check_pool
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -37,7 +38,8 @@ class ServerRole:
                                    hint="give another server's HTTP base: http://HOST:PORT")
 
     def apply(self, settings: Settings) -> Settings:
-        """`settings` as this server sees them."""
+        """`settings` as this server sees them; InvalidValue if its discovery pool would hand
+        out a server's address (`model.pool`)."""
         changes: dict[str, object] = {}
         if self.interface is not None:
             changes["interface"] = self.interface
@@ -50,9 +52,10 @@ class ServerRole:
             changes["server_address"] = address
         if self.boot_dir is not None:
             changes["boot_dir"] = self.boot_dir
-        if not changes:
-            return settings
-        return dataclasses.replace(settings, **changes)  # type: ignore[arg-type]
+        if changes:
+            settings = dataclasses.replace(settings, **changes)  # type: ignore[arg-type]
+        check_pool(settings)  # this server's own address may be another than the settings'
+        return settings
 
     def _ha_address(self, settings: Settings) -> IPv4Address | None:
         """This server's address. Among `ha_servers`, a server with an id must be one of them

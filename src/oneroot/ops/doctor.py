@@ -419,15 +419,16 @@ def _modules_fix(image: Image, rebuild: str, package: str) -> str:
 
 def check_inventory(cluster: ResolvedCluster, host: Host) -> Iterator[Finding]:
     inv = cluster.inventory
+    problems = 0
     try:
         validate(inv)
     except OnerootError as exc:
+        problems += 1
         yield error("inventory", str(exc), exc.hint or "fix it with `oneroot node/group set`")
     s = inv.settings
     if s.server_address not in s.subnet:
         yield error("inventory", f"server address {s.server_address} is outside {s.subnet}",
                     "`oneroot settings set server_address=… subnet=…`")
-    problems = 0
     for r in cluster.nodes.values():
         node = r.node
         if node.address not in s.subnet:
