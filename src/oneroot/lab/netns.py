@@ -123,9 +123,11 @@ class Lab:
                bridge: str = "br0", state_dir: Path = DEFAULT_STATE_DIR,
                router_advertisements: bool = True,
                ra_prefix: ipaddress.IPv6Network = DEFAULT_PREFIX,
-               workdir: Path | None = None) -> Lab:
+               workdir: Path | None = None, netns_prefix: str = NETNS_PREFIX,
+               address_bridge: bool = True) -> Lab:
         """A fresh namespace with `bridge` up and the server address (default: the subnet's
-        first host) on it, plus the RA sender unless `router_advertisements` is False.
+        first host) on it (not with `address_bridge=False`), plus the RA sender unless
+        `router_advertisements` is False.
 
         Logs (the RA sender's, VMs' serial consoles) go to `workdir`; without one, to a
         directory next to the state file that teardown removes.
@@ -136,7 +138,7 @@ class Lab:
         if address not in network:
             raise LabError(f"server address {address} is outside {network}")
         name = f"{os.getpid()}-{secrets.token_hex(3)}"
-        state = LabState(name=name, netns=NETNS_PREFIX + name, bridge=bridge,
+        state = LabState(name=name, netns=netns_prefix + name, bridge=bridge,
                          owner_pid=os.getpid(), owner_start_time=_start_time(os.getpid()) or 0)
         state_dir.mkdir(parents=True, exist_ok=True)
         own_workdir = workdir is None
@@ -147,14 +149,15 @@ class Lab:
                   workdir=workdir, own_workdir=own_workdir)
         lab._save()
         try:
-            lab._bring_up(ra_prefix if router_advertisements else None)
+            lab._bring_up(ra_prefix if router_advertisements else None, address_bridge)
         except BaseException:
             lab.teardown()
             raise
         log.info("lab.up netns=%s bridge=%s server=%s", state.netns, bridge, lab.server)
         return lab
 
-    def _bring_up(self, ra_prefix: ipaddress.IPv6Network | None) -> None:
+    def _bring_up(self, ra_prefix: ipaddress.IPv6Network | None, address_bridge: bool
+                  ) -> None:
         ns, br = self.netns, self.bridge
         _ip("netns", "add", ns)
         # No duplicate address detection: the bridge's link-local address is usable at once,
@@ -166,7 +169,7 @@ class Lab:
         # address flushes its neighbour table, permanent entries included (serve's pins).
         _ip("-n", ns, "link", "add", br, "address", BRIDGE_MAC, "type", "bridge",
             "forward_delay", "0", "stp_state", "0")
-        if self.server is not None:
+        if self.server is not None and address_bridge:
             _ip("-n", ns, "addr", "add", str(self.server), "dev", br)
         _ip("-n", ns, "link", "set", br, "up")
         if ra_prefix is not None:

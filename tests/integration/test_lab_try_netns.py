@@ -1,0 +1,175 @@
+"""`lab try` on a real network (issue 14): the canary's private namespace and its guarded
+uplink, with the real kernel, nftables, busybox udhcpc/wget/ping/arping.
+
+A stand-in for a real cluster: a namespace `server` whose `br0` carries the server's address
+and routes (`ip_forward=1`, as many cluster heads), and `other`, a host on that segment that
+sniffs every frame naming the canary's MAC or address. The canary (a namespace on the private
+bridge, standing for the VM) gets its address by DHCP, reaches the server's HTTP port, and
+nothing else: not another port, not the other host (ARP, routed IP, DHCP). Needs root."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from oneroot.initramfs.busybox import fetch_busybox
+from oneroot.lab import Lab
+from oneroot.lab.canary_dhcp import canary_answer_doc
+from oneroot.lab.canarynet import CanaryNet, clean_stale, find_segment
+from oneroot.lab.netns import Client, Tap, list_netns
+from oneroot.net import MacAddress
+from oneroot.proto.dhcp import NetworkConfig, NodeBoot
+from oneroot.testing.cache import suite_cache_dir
+from oneroot.testing.wait import until
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(os.geteuid() != 0 or shutil.which("nft") is None,
+                       reason="needs root (namespaces, nftables)"),
+]
+
+SERVER, OTHER, CANARY = "10.95.0.1", "10.95.0.50", "10.95.0.200"
+MAC = MacAddress.parse("52:54:00:95:00:c8")
+HTTP, NOT_A_SERVICE = 18080, 2222
+
+
+@dataclass
+class World:
+    real: Lab  # the server's namespace; br0 is its real interface
+    other: Client
+    net: CanaryNet
+    canary: Client
+    seen: Path  # the other host's sniffer's output
+    busybox: str
+
+    def on_canary(self, *argv: str, timeout: float = 20) -> subprocess.CompletedProcess[str]:
+        return self.real.run_in_ns([self.busybox, *argv], netns=self.canary.netns,
+                                   check=False, timeout=timeout)
+
+    def leaks(self) -> list[str]:
+        return [ln for ln in self.seen.read_text().splitlines() if ln.startswith("frame")]
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> Iterator[World]:
+    busybox = str(fetch_busybox(cache_dir=suite_cache_dir()).path)
+    with Lab.create(subnet="10.95.0.0/24", router_advertisements=False,
+                    state_dir=tmp_path / "state") as real:
+        real.run_in_ns(["sysctl", "-q", "-w", "net.ipv4.ip_forward=1"])
+        other = real.add_client(f"{OTHER}/24")
+        seen = tmp_path / "seen"
+        real.popen_in_ns([sys.executable, "-m", "oneroot.testing.sniff", "eth0", str(seen),
+                          "--mac", str(MAC), "--ip", CANARY], netns=other.netns,
+                         what="sniffer")
+        until(lambda: seen.exists() and "ready" in seen.read_text(), "the sniffer", 30,
+              lambda: "no ready line")
+        for port in (HTTP, NOT_A_SERVICE):
+            real.popen_in_ns([busybox, "nc", "-ll", "-p", str(port), "-e", "/bin/echo", "hi"],
+                             what=f"listener {port}", stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+        segment = find_segment("br0", ipaddress.IPv4Address(SERVER), netns=real.netns,
+                               http_port=HTTP)
+        assert segment is not None and str(segment.address) == f"{SERVER}/24"
+        (tmp_path / "try").mkdir()
+        net = CanaryNet.create(segment, canary=ipaddress.IPv4Address(CANARY), mac=MAC,
+                               workdir=tmp_path / "try", state_dir=tmp_path / "try-state")
+        with net:
+            net.answer_dhcp(canary_answer_doc(MAC, NetworkConfig(
+                server_address=ipaddress.IPv4Address(SERVER),
+                subnet=ipaddress.IPv4Network("10.95.0.0/24")), NodeBoot(
+                name="try-node01", address=ipaddress.IPv4Address(CANARY),
+                bios_file="undionly.kpxe", uefi_file="ipxe.efi", ipxe_url="http://x/")))
+            canary = net.lab.add_client()  # the VM's stand-in, on port vc0 of the bridge
+            for args in (["down"], ["address", str(MAC)], ["up"]):
+                real.run_in_ns(["ip", "link", "set", "eth0", *args], netns=canary.netns)
+            net.lab.guard_port(Tap(name="vc0"), mac=MAC, address=ipaddress.IPv4Address(CANARY))
+            yield World(real=real, other=other, net=net, canary=canary, seen=seen,
+                        busybox=busybox)
+
+
+def _dhcp(w: World) -> None:
+    done = w.on_canary("udhcpc", "-i", "eth0", "-n", "-q", "-t", "5", "-T", "1", "-s",
+                       "/bin/true", "-V", "oneroot", timeout=30)
+    assert f"lease of {CANARY} obtained from" in done.stderr + done.stdout, done
+    w.on_canary("ip", "addr", "add", f"{CANARY}/24", "dev", "eth0")
+
+
+def _connects(w: World, port: int) -> bool:
+    done = w.on_canary("nc", "-w", "3", SERVER, str(port), timeout=10)
+    return "hi" in done.stdout
+
+
+def _reaches_other(w: World) -> bool:
+    """Through the server as a router (a host route via it): the other host answers?"""
+    w.on_canary("ip", "route", "replace", f"{OTHER}/32", "via", SERVER, "dev", "eth0")
+    return w.on_canary("ping", "-c", "2", "-W", "2", OTHER).returncode == 0
+
+
+def test_the_canary_reaches_the_servers_services_and_nothing_else(world: World) -> None:
+    w = world
+    _dhcp(w)  # answered in the private namespace, by serve's responder
+    assert _connects(w, HTTP)  # the canary's own traffic to a service of the server
+    assert not _connects(w, NOT_A_SERVICE)
+    arp = w.on_canary("arping", "-c", "2", "-w", "3", "-I", "eth0", OTHER)
+    assert "Received 0 response" in arp.stdout, arp
+    assert not _reaches_other(w)
+    assert w.on_canary("ping", "-c", "1", "-W", "2", SERVER).returncode == 0
+    # The other host saw nothing of the canary: no DHCP, no ARP, no routed packet.
+    time.sleep(0.5)  # frames in flight reach the sniffer's file (it flushes each line)
+    assert w.leaks() == []
+    rules = w.real.run_in_ns(["nft", "list", "ruleset"]).stdout
+    dropped = re.findall(r"counter packets (\d+) bytes \d+ (?:drop|comment)", rules)
+    assert sum(int(n) for n in dropped) > 0, rules
+
+
+def test_the_witness_sees_a_canary_without_its_guard(world: World) -> None:
+    """The control: with the uplink's tables gone and forwarding on, the same canary's ping
+    reaches the other host (whose answer finds no way back: it asks the real segment for the
+    canary's address), and the sniffer says so: the test above can fail."""
+    w = world
+    _dhcp(w)
+    up = w.net.uplink
+    w.real.run_in_ns(["nft", "delete", "table", "inet", f"oneroot_try_{up}"])
+    w.real.run_in_ns(["sysctl", "-q", "-w", f"net.ipv4.conf.{up}.forwarding=1"])
+    _reaches_other(w)
+    until(lambda: bool(w.leaks()), "a leak seen", 10, lambda: "nothing seen")
+
+
+def test_everything_is_removed_and_a_stale_one_is_cleaned(tmp_path: Path) -> None:
+    with Lab.create(subnet="10.96.0.0/24", router_advertisements=False,
+                    state_dir=tmp_path / "state") as real:
+        segment = find_segment("br0", ipaddress.IPv4Address("10.96.0.1"), netns=real.netns)
+        assert segment is not None
+        assert find_segment("br0", ipaddress.IPv4Address("10.96.0.2"), netns=real.netns) is None
+        assert find_segment("nope0", ipaddress.IPv4Address("10.96.0.1"),
+                            netns=real.netns) is None
+        (tmp_path / "try").mkdir()
+        net = CanaryNet.create(segment, canary=ipaddress.IPv4Address("10.96.0.200"), mac=MAC,
+                               workdir=tmp_path / "try", state_dir=tmp_path / "try-state")
+        with net:
+            assert net.lab.netns in list_netns()
+            assert "10.96.0.200 dev" in real.run_in_ns(["ip", "route"]).stdout
+        assert net.lab.netns not in list_netns()
+        assert "10.96.0.200" not in real.run_in_ns(["ip", "route"]).stdout
+        assert "oneroot_try" not in real.run_in_ns(["nft", "list", "tables"]).stdout
+        # A lab try killed: its tables stay behind until the next one cleans them.
+        stale = CanaryNet.create(segment, canary=ipaddress.IPv4Address("10.96.0.201"),
+                                 mac=MAC, workdir=tmp_path / "try",
+                                 state_dir=tmp_path / "try-state")
+        subprocess.run(["ip", "netns", "del", stale.lab.netns], check=True)
+        until(lambda: stale.uplink not in real.run_in_ns(["ip", "link"]).stdout,
+              "the kernel's removal of the veth pair", 30, lambda: "still there")
+        assert "oneroot_try" in real.run_in_ns(["nft", "list", "tables"]).stdout
+        removed = clean_stale(real.netns, tmp_path / "try-state")
+        assert f"inet oneroot_try_{stale.uplink}" in removed
+        assert "oneroot_try" not in real.run_in_ns(["nft", "list", "tables"]).stdout
