@@ -155,11 +155,13 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     command = ("flock /tmp/oneroot-qemu.lock .venv/bin/python bench/knfsd/bench_knfsd.py "
                + " ".join(sys.argv[1:])).strip()
     started = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
+    host = machine()
     results: dict[str, Any] = {
         "command": command, "started": started,
-        "host": platform.node(), "kernel": platform.release(), "machine": machine(),
+        "host": platform.node(), "kernel": platform.release(), "machine": host,
         "versions": host_versions(), "runs": args.runs, "rootcopy": ROOTCOPY,
-        "modes_run": {mode: {"command": command, "started": started} for mode in args.modes},
+        "modes_run": {mode: {"command": command, "started": started,
+                             "load_average": host["load_average"]} for mode in args.modes},
         "boots": [], "fs": []}
     lab = start_lab(workdir)
     try:

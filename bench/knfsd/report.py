@@ -113,8 +113,7 @@ def render_markdown(results: dict[str, Any]) -> str:
     lines = [
         "# knfsd: power-on to target and cold `find /usr`, client vs server union mode "
         "(QEMU TCG)", "",
-        f"Produced by `{results['command']}` (one run: every figure below is in knfsd.json).",
-        "",
+        *_produced_by(results), "",
         f"Machine: host {results['host']}, kernel {results['kernel']}, {machine['cpus']} CPUs "
         f"({machine['cpu_model']}), load average {machine['load_average']} at the start; "
         f"1-min load around the node boots {_loads(results)}.",
@@ -144,13 +143,31 @@ def render_markdown(results: dict[str, Any]) -> str:
                      f"{_fmt(m['cold']['union_ms'], 'ms')} | {_fmt(m['cold']['plain_ms'], 'ms')} "
                      f"| **{_fmt(m['cold']['ratio'])}** | {m['cold']['pairs']} | "
                      f"{_fmt(m['warm']['ratio'])} |")
+    across = "" if one_run(results) else ", from the two runs"
     lines += ["", f"Power-on to target, server mode / client mode: "
               f"{_fmt(s['target_server_over_client'])} (samples: client "
-              f"{s['client']['target_samples']}, server {s['server']['target_samples']} s).",
-              ""]
+              f"{s['client']['target_samples']}, server {s['server']['target_samples']} s"
+              f"{across}).", ""]
     lines += _ganesha_lines(results.get("ganesha"), s)
     lines += _raw_lines(results)
     return "\n".join(lines) + "\n"
+
+
+def one_run(results: dict[str, Any]) -> bool:
+    """Whether every mode's rows come from the same run."""
+    runs = results.get("modes_run", {})
+    return len({(r["command"], r["started"]) for r in runs.values()}) <= 1
+
+
+def _produced_by(results: dict[str, Any]) -> list[str]:
+    runs = results.get("modes_run", {})
+    if one_run(results):
+        return [f"Produced by `{results['command']}`, started {results.get('started')}: one "
+                "run; every figure below is in knfsd.json."]
+    return ["Produced by one run per mode (each under the 15 minutes a QEMU lock may be held); "
+            "each ratio pairs passes of one boot. Every figure below is in knfsd.json.", "",
+            *(f"- {mode}: `{run['command']}`, started {run['started']}, host load average "
+              f"{run.get('load_average')} at its start" for mode, run in sorted(runs.items()))]
 
 
 def _ganesha_lines(g: dict[str, Any] | None, s: dict[str, Any]) -> list[str]:

@@ -47,6 +47,10 @@ def _results() -> dict[str, Any]:
           _fs("server", 1, "cold2", "plain", 100)]
     return {"command": "flock /tmp/oneroot-qemu.lock .venv/bin/python "
                        "bench/knfsd/bench_knfsd.py --runs 2",
+            "started": "2026-12-07 14:00:00 UTC",
+            "modes_run": {mode: {"command": "c", "started": "2026-12-07 14:00:00 UTC",
+                                 "load_average": [1.0, 2.0, 3.0]} for mode in ("client",
+                                                                               "server")},
             "host": "vm", "kernel": "6.1", "runs": 2, "rootcopy": "/srv/images/rootcopy",
             "machine": {"cpus": 2, "cpu_model": "x", "load_average": [1.0, 2.0, 3.0]},
             "versions": {"oneroot": "abc"}, "node_memory_mib": 768,
@@ -112,3 +116,23 @@ def test_the_markdown_cites_only_figures_of_the_json(report: ModuleType) -> None
              for cell in line.strip("|").split("|")]
     numbers = [cell for cell in cells if re.fullmatch(r"[0-9.]+", cell)]
     assert numbers and set(numbers) <= figures
+
+
+def test_a_run_of_one_mode_keeps_the_other_modes_rows(report: ModuleType) -> None:
+    earlier = _results()
+    later = {**_results(), "command": "later", "started": "2026-12-07 15:00:00 UTC",
+             "modes_run": {"server": {"command": "later", "started": "2026-12-07 15:00:00 UTC",
+                                      "load_average": [9.0, 9.0, 9.0]}},
+             "boots": [_boot("server", 1, 99.0)],
+             "fs": [_fs("server", 1, "cold", "plain", 1000),
+                    _fs("server", 1, "cold", "union", 2000)]}
+    merged = report.merge_modes(earlier, later, ["server"])
+    assert [b["target_s"] for b in merged["boots"]] == [60.0, 50.0, 99.0]
+    assert {r["mode"] for r in merged["fs"]} == {"client", "server"}
+    assert len(merged["fs"]) == 6 + 2  # the earlier server rows are gone
+    assert merged["modes_run"]["client"]["started"] == "2026-12-07 14:00:00 UTC"
+    merged["summary"] = report.summarize(merged)
+    assert merged["summary"]["server"]["cold"]["ratio"] == 2
+    text = report.render_markdown(merged)
+    assert "one run per mode" in text and "from the two runs" in text
+    assert "- server: `later`, started 2026-12-07 15:00:00 UTC" in text
