@@ -135,14 +135,15 @@ def render_markdown(results: dict[str, Any]) -> str:
         "Ratio = union / plain per pass, median over passes.", "",
         "## Ratios", "",
         "| mode | root | power-on to target (s) | cold find union (ms) | cold find plain "
-        "NFS (ms) | **cold ratio** | passes | warm ratio |",
-        "|---|---|---:|---:|---:|---:|---:|---:|"]
+        "NFS (ms) | **cold ratio** | passes | entries union / plain |",
+        "|---|---|---:|---:|---:|---:|---:|---|"]
     for mode in MODES:
         m = s[mode]
+        entries = m["cold"]["entries"]
         lines.append(f"| {mode} | {ROOTS[mode]} | {_fmt(m['target_s'])} | "
                      f"{_fmt(m['cold']['union_ms'], 'ms')} | {_fmt(m['cold']['plain_ms'], 'ms')} "
                      f"| **{_fmt(m['cold']['ratio'])}** | {m['cold']['pairs']} | "
-                     f"{_fmt(m['warm']['ratio'])} |")
+                     f"{entries.get('union', '-')} / {entries.get('plain', '-')} |")
     across = "" if one_run(results) else ", from the two runs"
     lines += ["", f"Power-on to target, server mode / client mode: "
               f"{_fmt(s['target_server_over_client'])} (samples: client "
@@ -190,12 +191,15 @@ def _ganesha_lines(g: dict[str, Any] | None, s: dict[str, Any]) -> list[str]:
 
 def _raw_lines(results: dict[str, Any]) -> list[str]:
     lines = ["## Every boot", "",
+             "Settled: the kernel uptime when the probe stopped waiting for the boot's other "
+             "jobs (at most 20 tries), and the jobs still pending then.", "",
              "| mode | node | run | power-on to target (s) | kernel uptime at target (s) | "
-             "host load 1 min before / after |", "|---|---|---:|---:|---:|---|"]
+             "settled (s) | pending then | host load 1 min before / after |",
+             "|---|---|---:|---:|---:|---:|---|---|"]
     for b in results["boots"]:
         lines.append(f"| {b['mode']} | {b['node']} | {b['run']} | {b['target_s']} | "
-                     f"{b['uptime_s']} | {b.get('load_1m_before')} / "
-                     f"{b.get('load_1m_after')} |")
+                     f"{b['uptime_s']} | {b.get('settled', '-')} | {b.get('busy', '-')} | "
+                     f"{b.get('load_1m_before')} / {b.get('load_1m_after')} |")
     lines += ["", "## Every `find /usr` and `cat` of 500 files under /usr/share (ms)", "",
               "NFS RPCs during the find: operation:count:execute-ms from /proc/self/mountstats, "
               "per mount (plain: its own mount's superblock; union: every NFS superblock once); "
