@@ -55,6 +55,8 @@ ONEROOT_VARIANTS: dict[str, tuple[str, ...]] = {
     "oneroot-loop": ("--limit", "tftp_lockstep_threads=0"),  # no lock-step thread at all
     # every boot-file body sent on the event loop, no sendfile thread (before serve/sendfile.py)
     "oneroot-loopfiles": ("--limit", "http_sendfile_threads=0"),
+    # a big body that finds the sendfile threads busy goes to the loop at once (no wait)
+    "oneroot-nowait": ("--limit", "http_sendfile_wait=0"),
 }
 SIZES = {"vmlinuz": 8_247_232, "initramfs.img": 3_985_087}  # the lab's, when not cached
 

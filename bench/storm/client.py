@@ -11,7 +11,8 @@ node (bench/storm/netns.py), each node doing what a real one does, with its retr
    without a byte is a failed fetch; the rendered script's `:failed` loop waits 10 s and tries
    again, 3 rounds at most);
 5. the initramfs: DHCP a third time as busybox udhcpc, then its stage reports (POST
-   stage=dhcp, layers, union, switch_root, init, runlevel; busybox wget, 5 s timeout).
+   stage=dhcp, layers, union, switch_root, init, runlevel; busybox wget, 5 s timeout, each
+   tried 3 times 1 and 2 s apart until the server answers, as 90-report and report-booted).
 
 No delay is simulated for the kernel's own boot between 4 and 5, so the storm is harsher than
 a real one. Every file's length is checked on every node; its CRC-32 on the loader and script
@@ -51,6 +52,7 @@ HTTP_IDLE_TIMEOUT = 30.0
 HTTP_RETRY_WAIT = 10.0
 HTTP_ROUNDS = 3
 REPORT_TIMEOUT = 5.0
+REPORT_WAITS = (1.0, 2.0)  # before the 2nd and 3rd try of a report without an answer
 STAGES = ("dhcp", "layers", "union", "switch_root", "init", "runlevel")
 ETH_P_IP = 0x0800
 NODE_DEADLINE = 600.0  # a node still booting then is a failure (and never hangs the run)
@@ -260,11 +262,26 @@ class Node:
             body = f"stage={stage}&status=ok&message=".encode()
             request = wire.http_request("POST", host, path, agent="Wget", body=body,
                                         content_type="application/x-www-form-urlencoded")
+            if not await self._report(host, request):
+                self.result.report_failures += 1  # best effort, as in the initramfs
+
+    async def _report(self, host: str, request: bytes) -> bool:
+        """One report as the initramfs (90-report) and report-booted send it: tries with
+        waits of REPORT_WAITS between them until the server answers; a 4xx is final."""
+        for wait in (0.0, *REPORT_WAITS):
+            if wait:
+                self.result.retry("report")
+                await asyncio.sleep(wait)
             try:
                 await asyncio.wait_for(self._http(host, request, keep=False, expect_ok=True),
                                        REPORT_TIMEOUT)
-            except (OSError, TimeoutError, HttpError):
-                self.result.report_failures += 1  # best effort, as in the initramfs
+                return True
+            except HttpError as e:
+                if 400 <= e.status < 500:
+                    return False
+            except (OSError, TimeoutError):
+                pass
+        return False
 
     async def _http(self, host: str, request: bytes, *, keep: bool,
                     expect_ok: bool = True) -> tuple[bytes, int, int | None]:
@@ -282,7 +299,9 @@ class Node:
 
 
 class HttpError(Exception):
-    pass
+    def __init__(self, message: str, status: int = 0) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 CHUNK = 256 * 1024
@@ -301,7 +320,7 @@ async def read_response(loop: asyncio.AbstractEventLoop, sock: socket.socket, *,
     raw_head, _, rest = head.partition(b"\r\n\r\n")
     status, length = wire.http_head(raw_head)
     if status != 200:
-        raise HttpError(f"HTTP {status}")
+        raise HttpError(f"HTTP {status}", status)
     if length is None:
         raise HttpError("no Content-Length")
     kept = [rest] if keep else []

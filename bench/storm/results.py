@@ -31,7 +31,8 @@ def write_results(report: dict[str, object], out: Path) -> None:
         "Baseline: dnsmasq with the dnsmasq.conf `oneroot render` wrote (DHCP + TFTP), nginx "
         "serving the same boot dir (HTTP), both in the same run.",
         f"Nodes: {report['arch']} PXE ROM → TFTP loader (blksize 1432, window 1) → iPXE DHCP → "
-        "script, kernel, initramfs over HTTP → udhcpc DHCP → 6 stage reports; power-on spread "
+        "script, kernel, initramfs over HTTP → udhcpc DHCP → 6 stage reports (each tried up to 3 "
+        "times until answered); power-on spread "
         f"over {report['spread_s']} s. Boot files: {report['payload']}.",
         "Each node is its own network namespace with its own MAC on one bridge "
         "(bench/storm/netns.py); the load generator and the bridge share the 2 CPUs with the "

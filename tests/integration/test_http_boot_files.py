@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -143,35 +144,72 @@ def test_a_big_body_comes_from_a_thread_and_the_connection_goes_on(tmp_path: Pat
     assert by_thread == 3
 
 
+@asynccontextmanager
+async def _thread_taken(tmp_path: Path, wait: float) -> AsyncIterator[
+        tuple[HttpService, asyncio.StreamReader, Callable[[], Awaitable[asyncio.StreamReader]]]]:
+    """A service with one sendfile thread, taken by a first client's `vmlinuz` that the client
+    does not read yet; yields the service, that client's reader and a function that sends the
+    same request on a new connection (its reader)."""
+    port = free_port()
+    service = HttpService(bind="127.0.0.1", port=port, boot_dir=tmp_path,
+                          catalog=lambda: NoVirtualFiles(),  # type: ignore[arg-type,return-value]
+                          on_event=lambda e: None, status=dict,
+                          limits=Limits(http_sendfile_threads=1, http_sendfile_wait=wait))
+    await service.start()
+    writers: list[asyncio.StreamWriter] = []
+
+    async def request() -> asyncio.StreamReader:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writers.append(writer)
+        writer.write(b"GET /boot/vmlinuz HTTP/1.1\r\nHost: x\r\n\r\n")
+        return reader
+
+    try:
+        first = await request()
+        deadline = asyncio.get_running_loop().time() + 30
+        while service.sender.available(BIG):  # the thread took the first client's file
+            assert asyncio.get_running_loop().time() < deadline
+            await asyncio.sleep(0.01)
+        yield service, first, request
+    finally:
+        for writer in writers:
+            writer.close()
+        await service.close()
+
+
 def test_a_client_that_does_not_read_keeps_only_its_own_thread(tmp_path: Path) -> None:
     """One sendfile thread, held by a client that never reads: another node's kernel still
-    comes, on the loop (a queue for the thread would have stalled it)."""
+    comes, on the loop after `http_sendfile_wait` (an unbounded wait would have stalled it)."""
     data = os.urandom(BIG * 8)  # more than loopback buffers: the thread's send blocks
     (tmp_path / "vmlinuz").write_bytes(data)
 
     async def run() -> tuple[bytes, int]:
-        port = free_port()
-        service = HttpService(bind="127.0.0.1", port=port, boot_dir=tmp_path,
-                              catalog=lambda: NoVirtualFiles(),  # type: ignore[arg-type,return-value]
-                              on_event=lambda e: None, status=dict,
-                              limits=Limits(http_sendfile_threads=1))
-        await service.start()
-        try:
-            _, stuck = await asyncio.open_connection("127.0.0.1", port)
-            stuck.write(b"GET /boot/vmlinuz HTTP/1.1\r\nHost: x\r\n\r\n")
-            deadline = asyncio.get_running_loop().time() + 30
-            while service.sender.available(BIG):  # the thread took the stuck client's file
-                assert asyncio.get_running_loop().time() < deadline
-                await asyncio.sleep(0.01)
-            reader, writer = await asyncio.open_connection("127.0.0.1", port)
-            writer.write(b"GET /boot/vmlinuz HTTP/1.1\r\nHost: x\r\n\r\n")
-            _, body = await _read_response(reader)
-            writer.close()
-            stuck.close()
+        async with _thread_taken(tmp_path, wait=0.5) as (service, _, request):
+            _, body = await _read_response(await request())
             return body, service.sender.files
-        finally:
-            await service.close()
 
     body, by_thread = asyncio.run(run())
     assert body == data
     assert by_thread == 0  # the stuck one never finished; the other was sent on the loop
+
+
+def test_a_big_body_waits_for_the_busy_thread_instead_of_the_loop(tmp_path: Path) -> None:
+    """One sendfile thread, busy with a client that reads late: the next node's kernel waits
+    for that thread (and comes from it) rather than going to the event loop at once."""
+    data = os.urandom(BIG * 8)  # more than loopback buffers: the first send blocks
+    (tmp_path / "vmlinuz").write_bytes(data)
+
+    async def run() -> tuple[bytes, bytes, int, int]:
+        async with _thread_taken(tmp_path, wait=120) as (service, slow, request):
+            reader = await request()
+            deadline = asyncio.get_running_loop().time() + 30
+            while not service.sender.waiting:  # the second body waits for the thread
+                assert asyncio.get_running_loop().time() < deadline
+                await asyncio.sleep(0.01)
+            _, first = await _read_response(slow)  # the thread is free again
+            _, second = await _read_response(reader)
+            return first, second, service.sender.files, service.sender.waited
+
+    first, second, by_thread, waited = asyncio.run(run())
+    assert first == data and second == data
+    assert (by_thread, waited) == (2, 1)  # without the wait: 1 by thread, the other on the loop

@@ -185,3 +185,44 @@ def test_a_node_without_checks_reports_its_runlevel_only(tmp_path: Path) -> None
 
     asyncio.run(main())
     assert [(e.kind, e.stage) for e in events] == [("stage", "runlevel")]
+
+
+def _get(port: int, path: str) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+        conn.sendall(f"GET {path} HTTP/1.0\r\n\r\n".encode())
+        answer = b""
+        while chunk := conn.recv(4096):
+            answer += chunk
+    return answer
+
+
+def test_a_report_sent_again_is_answered_and_recorded_once(tmp_path: Path) -> None:
+    """Nodes send a report again when its answer did not come (the server may have it): the
+    same report right after itself is a 200 and no second event; a different one, the same one
+    after another, or after the node fetched its boot script (a new boot), is recorded."""
+    events: list[BootEvent] = []
+    script = next(path for path, (_, kind) in catalog(tmp_path)._virtual_names.items()
+                  if kind == "ipxe")
+
+    async def main() -> list[bytes]:
+        async with served(tmp_path, events) as port:
+            answers = []
+            for body in ("stage=dhcp&status=ok&message=10.0.0.5",
+                         "stage=dhcp&status=ok&message=10.0.0.5",  # again: a retry
+                         "check=0&status=ok", "check=0&status=ok",  # a check result, again
+                         "stage=dhcp&status=ok&message=10.0.0.5",  # after another: news
+                         "stage=layers&status=ok", "stage=layers&status=failed",
+                         "GET", "stage=layers&status=failed"):  # a new boot in between
+                if body == "GET":
+                    assert b" 200 " in await asyncio.to_thread(_get, port, f"/boot/{script}")
+                    continue
+                answers.append(await asyncio.to_thread(_post, port, body))
+            return answers
+
+    answers = asyncio.run(main())
+    assert all(b" 200 " in a.split(b"\r\n")[0] for a in answers), answers
+    assert [(e.kind, e.stage, e.detail.get("status")) for e in events
+            if e.kind in ("stage", CHECK_EVENT)] == [
+        ("stage", "dhcp", "ok"), (CHECK_EVENT, None, "ok"), ("stage", "dhcp", "ok"),
+        ("stage", "layers", "ok"), ("stage", "failed", "failed"),
+        ("stage", "failed", "failed")]

@@ -16,9 +16,24 @@ from oneroot.overlay.identity import REPORT_SCRIPT
 pytestmark = pytest.mark.integration
 
 
+OK = b"HTTP/1.0 200 OK\r\n\r\nok\n"
+
+
 def report(tmp_path: Path, *args: str) -> dict[str, list[str]] | None:
-    """Run the script with `args`; the form it POSTed, or None if it sent nothing. A GET (the
-    node's checks, asked before `runlevel`) is answered 404: a server without checks."""
+    """Run the script with `args`; the form it POSTed, or None if it sent nothing."""
+    got = posts(tmp_path, *args)
+    if not got:
+        return None
+    assert len(got) == 1, got
+    return got[0]
+
+
+def posts(tmp_path: Path, *args: str, answers: tuple[bytes, ...] = (OK,)
+          ) -> list[dict[str, list[str]]]:
+    """Run the script with `args`; the forms it POSTed, in order. The Nth POST is answered
+    `answers[N]` (the last one past the end; b"": the connection closed without an answer).
+    A GET (the node's checks, asked before `runlevel`) is answered 404: a server without
+    checks."""
     listener = socket.create_server(("127.0.0.1", 0))
     listener.settimeout(0.1)
     port = listener.getsockname()[1]
@@ -49,7 +64,7 @@ def report(tmp_path: Path, *args: str) -> dict[str, list[str]] | None:
                     conn.sendall(b"HTTP/1.0 404 Not Found\r\n\r\nnot found\n")
                     continue
                 got.append(data)
-                conn.sendall(b"HTTP/1.0 200 OK\r\n\r\nok\n")
+                conn.sendall(answers[min(len(got), len(answers)) - 1])
 
     thread = threading.Thread(target=serve)
     thread.start()
@@ -64,12 +79,12 @@ def report(tmp_path: Path, *args: str) -> dict[str, list[str]] | None:
     finished.set()
     thread.join()
     listener.close()
-    if not got:
-        return None
-    assert len(got) == 1, got
-    head, _, body = got[0].partition(b"\r\n\r\n")
-    assert head.startswith(b"POST /api/v1/report HTTP/1.0")
-    return parse_qs(body.decode())
+    forms = []
+    for data in got:
+        head, _, body = data.partition(b"\r\n\r\n")
+        assert head.startswith(b"POST /api/v1/report HTTP/1.0")
+        forms.append(parse_qs(body.decode()))
+    return forms
 
 
 def test_init_and_runlevel_are_reported_with_their_message(tmp_path: Path) -> None:
@@ -84,3 +99,14 @@ def test_a_message_cannot_add_form_fields_and_other_stages_are_not_sent(
     sent = report(tmp_path, "runlevel", "x&stage=failed&status=failed")
     assert sent is not None and sent["stage"] == ["runlevel"] and sent["status"] == ["ok"]
     assert report(tmp_path, "failed", "boom") is None
+
+
+def test_a_report_without_an_answer_is_sent_again_and_a_refusal_is_final(
+        tmp_path: Path) -> None:
+    """No answer (the server restarting, a lost reply): the same report again, up to 3 tries;
+    an answer, even 403, ends it (the server records a repeat once: test_node_checks)."""
+    want = {"stage": ["init"], "status": ["ok"], "message": ["systemd"]}
+    assert posts(tmp_path, "init", "systemd", answers=(b"", b"", OK)) == [want] * 3
+    assert posts(tmp_path, "init", "systemd", answers=(b"",)) == [want] * 3  # then it gives up
+    assert posts(tmp_path, "init", "systemd",
+                 answers=(b"HTTP/1.0 403 Forbidden\r\n\r\nunknown node address\n",)) == [want]

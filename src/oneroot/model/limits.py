@@ -30,6 +30,9 @@ class Limits:
     # sendfile, off the event loop) while fewer than this many are being sent; the others on
     # the loop (serve/sendfile.py). 0: every body on the loop.
     http_sendfile_threads: int = 2
+    # ... and a big body that finds them all busy waits this many seconds for one (first come,
+    # first served: nodes get their files in turn), then goes on the loop. 0: no wait.
+    http_sendfile_wait: float = 10.0
 
     # Boot events and the rows DHCP keeps about strangers
     event_text: int = 256  # characters kept of a file name, stage, node or MAC in an event
@@ -69,8 +72,9 @@ class Limits:
 
 DEFAULT_LIMITS = Limits()
 # Limits that may be 0: none of that kind at all (every lock-step transfer, every file
-# body on the loop).
-ZERO_MEANS_NONE = frozenset({"tftp_lockstep_threads", "http_sendfile_threads"})
+# body on the loop, no wait for a sendfile thread).
+ZERO_MEANS_NONE = frozenset({"tftp_lockstep_threads", "http_sendfile_threads",
+                             "http_sendfile_wait"})
 
 
 def limits_from_pairs(pairs: Iterable[str], base: Limits = DEFAULT_LIMITS) -> Limits:

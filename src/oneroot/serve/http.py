@@ -35,6 +35,10 @@ MAX_PATH = 1024
 # is below a rack powering on at once: a node whose SYN is dropped waits 1 s, 3 s, ... to retry.
 LISTEN_BACKLOG = 1024
 NAME_MAX = 255  # bytes in one path component (Linux): a longer one fails lstat with ENAMETOOLONG
+# A node's report equal to its previous one, this soon after it, is a retry (the node saw no
+# answer: 3 tries, 5 s each, 1 and 2 s apart), not news. A new boot reports `dhcp` first, or
+# fetches its boot script (which forgets the last report) before the same report comes again.
+REPORT_REPEAT_SECONDS = 30.0
 
 
 def resolve_in_root(root: Path, name: str) -> Path | None:
@@ -105,16 +109,22 @@ class _ReportingFileResponse(web.FileResponse):
 
     async def _sendfile(self, request: web.BaseRequest, fobj: IO[Any], offset: int,
                         count: int) -> AbstractStreamWriter:
-        """The body from a thread of the sender's (serve/sendfile.py) when one is free, it is
-        big, and the head has left the transport; else aiohttp's sendfile on the loop."""
+        """The body from a thread of the sender's (serve/sendfile.py) when it is big and one is
+        free or frees up within the sender's wait, and the head has left the transport; else
+        aiohttp's sendfile on the loop."""
         sender, transport = self._sender, request.transport
-        if sender is None or not sender.available(count) or transport is None or \
-                self.compression or transport.get_extra_info("socket") is None:
+        if sender is None or transport is None or self.compression or \
+                transport.get_extra_info("socket") is None or not await sender.reserve(count):
             return await super()._sendfile(request, fobj, offset, count)
-        writer = await web.StreamResponse.prepare(self, request)  # the head, sent at once
+        try:
+            writer = await web.StreamResponse.prepare(self, request)  # the head, sent at once
+            head_queued = transport.get_write_buffer_size() or transport.is_closing()
+        except BaseException:
+            sender.release()
+            raise
         assert writer is not None
-        if transport.get_write_buffer_size() or transport.is_closing():
-            # Part of the head waits in the transport: the loop must send it before the body.
+        if head_queued:  # the loop must send the rest of the head before the body
+            sender.release()
             return await super()._sendfile(request, fobj, offset, count)
         reading = transport.is_reading()
         transport.pause_reading()  # nothing else uses the socket while the thread sends
@@ -167,6 +177,16 @@ def _checked_check(data: dict[str, str], limits: Limits, declared: int) -> dict[
             "message": _checked_message(data, limits)}
 
 
+async def _report_form(request: web.Request) -> dict[str, str]:
+    """A report's fields: a JSON object or a form (the initramfs's wget, report-booted)."""
+    if request.content_type == "application/json":
+        try:
+            return {str(k): str(v) for k, v in (await request.json()).items()}
+        except (ValueError, AttributeError):
+            raise web.HTTPBadRequest(text="body is not a JSON object\n") from None
+    return {k: str(v) for k, v in (await request.post()).items()}
+
+
 class Payloads(Protocol):
     """Boot files shared with other servers (`serve.replication`)."""
 
@@ -198,7 +218,9 @@ class HttpService:
         if payloads is not None:  # other servers fetch boot files here, by content hash
             self.app.add_routes([web.get("/payload/{sha256}", self.payload)])
         self._runner: web.AppRunner | None = None
-        self.sender = FileSender(limits.http_sendfile_threads)
+        self._last_report: dict[str, tuple[tuple[str, ...], float]] = {}  # node -> report, when
+        self.sender = FileSender(limits.http_sendfile_threads,
+                                 wait=limits.http_sendfile_wait)
 
     async def start(self) -> None:
         self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
@@ -234,6 +256,8 @@ class HttpService:
         if virtual is not None:
             resp = web.Response(body=virtual.data, content_type="text/plain")
             done(resp, len(virtual.data), virtual.node)
+            if virtual.node is not None:  # a new boot: its reports are news again
+                self._last_report.pop(virtual.node, None)
             if virtual.node is not None and virtual.image is not None:
                 self._on_event(BootEvent(time=time.time(), kind=BOOT_IMAGE, node=virtual.node,
                                          peer=peer, file=name,
@@ -261,26 +285,27 @@ class HttpService:
         return web.FileResponse(path, chunk_size=256 * 1024)
 
     async def report(self, request: web.Request) -> web.Response:
-        """A stage report from a node's initramfs: `stage=layers&status=ok&message=…`."""
+        """A stage report from a node's initramfs: `stage=layers&status=ok&message=…`.
+
+        Nodes send a report again when they saw no answer (90-report, report-booted), so the
+        very report a node sent last, again within `REPORT_REPEAT_SECONDS`, is answered and
+        not recorded twice."""
         peer = _peer(request)
-        if request.content_type == "application/json":
-            try:
-                data = {str(k): str(v) for k, v in (await request.json()).items()}
-            except (ValueError, AttributeError):
-                raise web.HTTPBadRequest(text="body is not a JSON object\n") from None
-        else:
-            data = {k: str(v) for k, v in (await request.post()).items()}
+        data = await _report_form(request)
         catalog = self._catalog()
         node = self._reporter(catalog, peer)
         if "check" in data:
             detail = _checked_check(data, self._limits,
                                     len(catalog.cluster.nodes[node].profile.checks))
-            log.info("check.report node=%s check=%s status=%s", node, detail["check"],
-                     detail["status"])
-            self._on_event(BootEvent(time=time.time(), kind=CHECK_EVENT, node=node, peer=peer,
-                                     detail=detail))
+            if not self._repeated(node, ("check", *detail.values())):
+                log.info("check.report node=%s check=%s status=%s", node, detail["check"],
+                         detail["status"])
+                self._on_event(BootEvent(time=time.time(), kind=CHECK_EVENT, node=node,
+                                         peer=peer, detail=detail))
             return web.Response(text="ok\n")
         stage, status, message = _checked_report(data, self._limits)
+        if self._repeated(node, ("stage", stage, status, message)):
+            return web.Response(text="ok\n")
         detail = {"status": status}
         if message:
             detail["message"] = message
@@ -289,6 +314,17 @@ class HttpService:
         self._on_event(BootEvent(time=time.time(), kind="stage", node=node, peer=peer,
                                  stage=kind_stage, detail={**detail, "reported": stage}))
         return web.Response(text="ok\n")
+
+    def _repeated(self, node: str, report: tuple[str, ...]) -> bool:
+        """Whether `report` is the one `node` sent last, again (a retry whose answer was
+        lost). Remembers it: one entry per inventory node."""
+        now = time.monotonic()
+        last = self._last_report.get(node)
+        self._last_report[node] = (report, now)
+        if last is None or last[0] != report or now - last[1] > REPORT_REPEAT_SECONDS:
+            return False
+        log.info("stage.repeated node=%s report=%s", node, report[1])
+        return True
 
     @staticmethod
     def _reporter(catalog: BootCatalog, peer: ipaddress.IPv4Address | None) -> str:

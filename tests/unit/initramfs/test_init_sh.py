@@ -268,6 +268,50 @@ def test_init_tmpfs_top(node: Path, bbdir: Path) -> None:
     assert stages == ["dhcp", "layers", "union", "switch_root"]
 
 
+# wget as the dry run sees it: `dhcp` gets no answer twice, `layers` always; `union` is refused.
+REPORT_STUB = """
+_tries_dhcp=0
+oneroot_dryrun_hook() {
+	case $1 in
+	udhcpc)
+		printf '%s\\n' ONEROOT_NET_IF=eth0 ONEROOT_NET_IP=10.0.0.5 >"$ONEROOT_RUN/net.env" ;;
+	timeout)
+		case $* in
+		*stage=dhcp*)
+			_tries_dhcp=$((_tries_dhcp + 1))
+			if [ "$_tries_dhcp" -lt 3 ]; then
+				echo "wget: can't connect to remote host (10.0.0.1): Connection refused" >&2
+				return 1
+			fi ;;
+		*stage=layers*) echo "wget: download timed out" >&2; return 1 ;;
+		*stage=union*)
+			echo "wget: server returned error: HTTP/1.1 403 Forbidden" >&2
+			return 1 ;;
+		esac ;;
+	esac
+	return 0
+}
+"""
+
+
+def test_init_reports_are_tried_again_with_backoff_but_never_stop_the_boot(
+        node: Path, bbdir: Path) -> None:
+    """A report that got no answer is sent again (3 tries, 1 then 2 s apart: the server
+    records a repeat once); a 4xx answer is final; the boot goes on either way."""
+    r = run_init(node, bbdir, f"ip=dhcp {STATUS} root=10.0.0.1:/srv/img:ro;tmpfs",
+                 stubs=REPORT_STUB)
+    assert r.returncode == 0, r.stderr
+    cmds = commands(r.stdout)
+    stages = [c.split("stage=")[1].split("&")[0] for c in cmds if c.startswith("timeout 5 wget")]
+    assert stages == ["dhcp"] * 3 + ["layers"] * 3 + ["union", "switch_root"]
+    assert [c for c in cmds if c.startswith("sleep")] == ["sleep 1", "sleep 2"] * 2
+    assert ("report of stage dhcp failed (try 1 of 3): wget: can't connect to remote host "
+            "(10.0.0.1): Connection refused; again in 1s") in r.stderr
+    assert "report of stage layers did not reach http://10.0.0.1:8080/api/v1/report" in r.stderr
+    assert "report of stage union refused: wget: server returned error: HTTP/1.1 403" in r.stderr
+    assert cmds[-1] == "exec switch_root @/sysroot /sbin/init"
+
+
 def test_init_fuse_top_keeps_proc(node: Path, bbdir: Path) -> None:
     r = run_init(node, bbdir, "ip=dhcp root=10.0.0.1:/:ro;10.0.0.1:/var/state/systems/node01;rw")
     assert r.returncode == 0, r.stderr
