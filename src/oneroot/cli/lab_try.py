@@ -14,12 +14,21 @@ from types import FrameType
 import click
 
 from oneroot.cli.output import console, emit_json, plain, table, visible
-from oneroot.cli.state import json_option
+from oneroot.cli.state import State, json_option, pass_state
 from oneroot.errors import OnerootError
+from oneroot.lab.canarynet import neighbours
 from oneroot.model.paths import Paths
 from oneroot.ops import inventory as inv_ops
 from oneroot.ops import labctl
-from oneroot.ops.lab_try import DEFAULT_TIMEOUT, TryResult, lab_netns, plan_try, try_node
+from oneroot.ops.lab_try import (
+    DEFAULT_TIMEOUT,
+    TryResult,
+    canary_address,
+    canary_network,
+    lab_netns,
+    plan_try,
+    try_node,
+)
 
 
 @contextmanager
@@ -46,15 +55,18 @@ def run_lab_try(paths: Paths, workdir: Path, node: str, *, image: str | None,
         print(f"[{time.monotonic() - started:5.0f} s] lab try: {visible(message)}", file=out,
               flush=True)
 
-    netns = lab_netns(workdir)
     store = inv_ops.open_store(paths)
     try:
-        plan = plan_try(store.load(), node, image=image, sets=inv_ops.parse_overrides(sets))
+        inv = store.load()
+        network = canary_network(workdir, inv)
+        seen = () if isinstance(network, str) else neighbours(network)
+        plan = plan_try(inv, node, image=image, sets=inv_ops.parse_overrides(sets),
+                        address=canary_address(inv, seen=seen))
         progress(f"{node}'s configuration on {plan.image}: kernel {plan.kernel.name}, "
                  f"initramfs {plan.initramfs.name}, runlevel {plan.runlevel}")
         with _sigterm_interrupts():
-            return try_node(store, paths, plan, netns=netns, workdir=workdir, timeout=timeout,
-                            progress=progress)
+            return try_node(store, paths, plan, network=network, workdir=workdir,
+                            timeout=timeout, progress=progress)
     finally:
         store.close()
 
@@ -87,16 +99,23 @@ def try_failed(result: TryResult) -> OnerootError:
 @click.option("--workdir", type=click.Path(path_type=Path, file_okay=False),
               default=labctl.DEFAULT_WORKDIR, show_default=True, envvar="ONEROOT_LAB_WORKDIR",
               help="The lab's directory (its home is WORKDIR/home).")
-def lab_try(node: str, image: str | None, sets: tuple[str, ...], timeout: float,
-            as_json: bool, workdir: Path) -> None:
+@pass_state
+def lab_try(state: State, node: str, image: str | None, sets: tuple[str, ...],
+            timeout: float, as_json: bool, workdir: Path) -> None:
     """Boot a canary VM with exactly NODE's kernel, initramfs, kernel arguments, runlevel and
     layers (NODE's own layer read-only under a throwaway tmpfs, through a temporary export to
     the canary's own address) and check it reaches NODE's runlevel, then that the checks
     NODE's groups declare pass (check_units, check_paths, check_commands). NODE is not
     touched. Exit 0: passed; 1: the canary did not reach its runlevel or a check failed
-    (`--json`: `stage` is `checks` then, and `checks` has each result)."""
-    result = run_lab_try(Paths(home=workdir / "home"), workdir, node, image=image, sets=sets,
-                         timeout=timeout, quiet=as_json)
+    (`--json`: `stage` is `checks` then, and `checks` has each result).
+
+    With no lab running from WORKDIR, the server's network is real: lab try then runs on the
+    server (`--home`), and the canary boots in a private namespace that mirrors the
+    segment, reaching only the server's services, never another host."""
+    # A lab at WORKDIR: its own home; otherwise the server's (--home), on a real network.
+    paths = Paths(home=workdir / "home") if lab_netns(workdir) else state.paths
+    result = run_lab_try(paths, workdir, node, image=image, sets=sets, timeout=timeout,
+                         quiet=as_json)
     if as_json:
         emit_json(result.as_json())
     else:

@@ -14,12 +14,13 @@ from ipaddress import IPv4Address
 
 from oneroot.errors import InvalidValue
 from oneroot.model.cluster import Image, ImageRef, ResolvedNode, parse_image_ref
+from oneroot.model.inventory import Inventory
 from oneroot.model.profile import BiosLoader, UefiLoader
 from oneroot.model.resolved import ResolvedCluster
 from oneroot.net import MacAddress
 from oneroot.ops.boot import root_spec_text, union_merged_dir
 from oneroot.ops.image_block import block_images
-from oneroot.proto.dhcp import NodeBoot
+from oneroot.proto.dhcp import NetworkConfig, NodeBoot
 from oneroot.render.boot import (
     grub_filename,
     ipxe_filename,
@@ -283,3 +284,15 @@ class BootCatalog:
             for gname in sorted(c.layer_groups))
         return ClusterContext(settings=s, images=images, nodes=nodes,
                               group_layers=group_layers, nfs_protocols=nfs_protocols)
+
+
+def network_config(inv: Inventory) -> NetworkConfig:
+    """What serve's DHCP answers with (a `lab try` canary's private DHCP too)."""
+    s = inv.settings
+    pool = (s.pool_start, s.pool_end) if s.discovery and s.pool_start and s.pool_end else None
+    # With ha_servers, a member's server id is its service address: a client's unicast RENEW
+    # then reaches whoever holds it (a peer, after its death), not a dead host address.
+    service = next((h.service for h in s.ha_servers if h.host == s.server_address), None)
+    return NetworkConfig(server_address=s.server_address, subnet=s.subnet, router=s.gateway,
+                         dns=s.dns, domain=s.domain, lease_time=s.lease_time,
+                         mode=s.dhcp_mode, pool=pool, server_id=service)

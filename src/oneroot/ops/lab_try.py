@@ -1,6 +1,7 @@
 """`oneroot lab try NODE`: a canary VM that boots exactly NODE's configuration (its kernel,
 initramfs, kernel arguments, runlevel and layers, on the image version asked for) without
-touching NODE, on a running lab's network.
+touching NODE, on a running lab's network, or, where the server's network is real, in a
+private namespace that mirrors it (`lab.canarynet`; `canary_network` says which).
 
 How the canary stays apart from NODE:
 - it has its own MAC and address, and its own entry in the inventory (`try-NODE`, NODE's
@@ -23,12 +24,15 @@ import re
 import shutil
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from oneroot.errors import ExternalToolError, InvalidValue, LabError
 from oneroot.inventory.store import InventoryStore
+from oneroot.lab.canary_dhcp import canary_answer_doc
+from oneroot.lab.canarynet import CanaryNet, ServerSegment, find_segment
+from oneroot.lab.canarynet import clean_stale as clean_stale_networks
 from oneroot.lab.netns import Lab, LabState, Tap
 from oneroot.lab.qemu import BOOT_FAILURES, QemuVm, random_mac
 from oneroot.model import NfsServerKind
@@ -42,12 +46,13 @@ from oneroot.nfs.knfsd import EXPORTS_FILE
 from oneroot.ops import inventory as inv_ops
 from oneroot.ops.canary import (
     CANARY_PREFIX,
+    canary_dir,
     canary_name,
     read_canaries,
     record_canary,
     remove_record,
 )
-from oneroot.ops.catalog import BootCatalog
+from oneroot.ops.catalog import BootCatalog, network_config
 from oneroot.ops.image_versions import resolve_version
 from oneroot.ops.labcontrol import read_control, supervisor_alive
 from oneroot.ops.nfs_serving import ganesha_files
@@ -113,6 +118,8 @@ class TryResult:
     canary: str
     image: str
     address: str
+    mac: str = ""
+    network: str = "lab"  # "lab": on the lab's bridge; "private": a real network's mirror
     passed: bool = False
     stage: str = "-"  # the last stage the canary reported
     reason: str = ""
@@ -131,10 +138,15 @@ class TryResult:
 
 # -- the plan (no side effects) ---------------------------------------------------------------
 
-def canary_address(inv: Inventory) -> ipaddress.IPv4Address:
-    """The highest address of the subnet that no node, server or pool holds."""
+def canary_address(inv: Inventory, *, seen: Iterable[ipaddress.IPv4Address] = ()
+                   ) -> ipaddress.IPv4Address:
+    """The highest address of the subnet that no node, server, gateway, DNS server or pool
+    holds, nor a host `seen` on the segment."""
     s = inv.settings
-    taken = {n.address for n in inv.nodes.values()} | {s.server_address}
+    taken = {n.address for n in inv.nodes.values()} | {s.server_address, *s.dns, *seen}
+    taken |= {a for h in s.ha_servers for a in (h.host, h.service)}
+    if s.gateway is not None:
+        taken.add(s.gateway)
     pool = (s.pool_start, s.pool_end)
     for address in reversed(list(s.subnet.hosts())):
         in_pool = pool[0] is not None and pool[1] is not None and pool[0] <= address <= pool[1]
@@ -189,14 +201,35 @@ def plan_try(inv: Inventory, node: str, *, image: str | None = None,
 
 # -- the lab's network ------------------------------------------------------------------------
 
-def lab_netns(workdir: Path) -> str:
-    """The namespace of the lab run from `workdir` (its server and nodes' network)."""
+def lab_netns(workdir: Path) -> str | None:
+    """The namespace of the lab run from `workdir` (its server and nodes' network), if one
+    runs there with its server in a namespace."""
     ctl = read_control(workdir)
     if ctl is None or not ctl.netns or not supervisor_alive(ctl):
-        raise LabError(f"no lab runs from {workdir} with its server in a namespace",
-                       hint="`oneroot lab up` first (lab try needs the lab's network; a "
-                            "`--server vm` lab is not supported yet)")
+        return None
     return ctl.netns
+
+
+def canary_network(workdir: Path, inv: Inventory) -> str | ServerSegment:
+    """Where the canary goes: the lab's namespace (its bridge) if a lab runs from `workdir`;
+    otherwise the network is real, and the canary goes in a private namespace that mirrors
+    the segment the settings' interface carries the server's address on, here (lab try runs
+    on the server). Nothing else is taken for the lab's: a network not proven to be a lab's
+    own is treated as real."""
+    netns = lab_netns(workdir)
+    if netns is not None:
+        return netns
+    s = inv.settings
+    service = tuple(h.service for h in s.ha_servers if h.host == s.server_address)
+    segment = find_segment(s.interface, s.server_address, service=service,
+                           http_port=s.http_port)
+    if segment is None:
+        raise LabError(f"no lab runs from {workdir}, and {s.interface} here does not carry "
+                       f"the server's address {s.server_address}",
+                       hint="run lab try on the server where `oneroot serve` runs (the canary "
+                            "boots in a private namespace that mirrors its network), or "
+                            "`oneroot lab up` first")
+    return segment
 
 
 @contextlib.contextmanager
@@ -234,6 +267,33 @@ def canary_vm(netns: str, workdir: Path, plan: TryPlan) -> Iterator[QemuVm]:
         subprocess.run(["ip", "-n", netns, "link", "del", tap.name], check=False,
                        capture_output=True)
         lab.state_file.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def private_canary_vm(segment: ServerSegment, vms: Path, plan: TryPlan, dhcp: str
+                      ) -> Iterator[QemuVm]:
+    """The canary's QEMU in a private namespace mirroring the real segment (its DHCP answered
+    there with `dhcp`, `lab.canary_dhcp`); namespace, uplink and its tables removed after."""
+    vms.mkdir(parents=True, exist_ok=True)
+    clean_stale_networks(segment.netns)
+    with CanaryNet.create(segment, canary=plan.address, mac=plan.mac, workdir=vms) as net:
+        net.answer_dhcp(dhcp)
+        vm = QemuVm(net.lab, net.add_tap(), mac=plan.mac, kernel=plan.kernel,
+                    initrd=plan.initramfs, append=plan.cmdline, name=plan.canary,
+                    memory_mib=CANARY_MEMORY_MIB, workdir=vms)
+        try:
+            vm.start()
+            yield vm
+        finally:
+            vm.stop()
+
+
+def canary_dhcp(inv: Inventory, plan: TryPlan) -> str:
+    """What serve's DHCP would answer the canary (its entry is in `inv`)."""
+    boot = BootCatalog(resolve_cluster(inv)).dhcp_lookup(plan.mac)
+    if boot is None:
+        raise LabError(f"the canary {plan.canary} is not in the inventory")
+    return canary_answer_doc(plan.mac, network_config(inv), boot)
 
 
 # -- the canary's inventory entry and export --------------------------------------------------
@@ -359,13 +419,15 @@ def watch_canary(paths: Paths, vm: QemuVm, result: TryResult, *, since: float,
         time.sleep(POLL)
 
 
-def try_node(store: InventoryStore, paths: Paths, plan: TryPlan, *, netns: str,
-             workdir: Path, timeout: float = DEFAULT_TIMEOUT,
+def try_node(store: InventoryStore, paths: Paths, plan: TryPlan, *,
+             network: str | ServerSegment, workdir: Path, timeout: float = DEFAULT_TIMEOUT,
              progress: Progress = lambda _m: None) -> TryResult:
-    """Boot the canary of `plan` and wait for its runlevel; everything removed after."""
+    """Boot the canary of `plan` and wait for its runlevel; everything removed after.
+    `network`: the lab's namespace, or the real segment (`canary_network`)."""
     started = time.monotonic()
     result = TryResult(node=plan.node, canary=plan.canary, image=plan.image,
-                       address=str(plan.address))
+                       address=str(plan.address), mac=str(plan.mac),
+                       network="lab" if isinstance(network, str) else "private")
     for canary in clean_stale(store, paths):
         progress(f"removed the stale canary {canary}")
     kind = NfsServerKind(store.load().settings.nfs_server)
@@ -375,7 +437,14 @@ def try_node(store: InventoryStore, paths: Paths, plan: TryPlan, *, netns: str,
         wait_export(paths, kind, plan)
         since = time.time()
         progress(f"booting {plan.canary}: {plan.node}'s kernel and initramfs on {plan.image}")
-        with canary_vm(netns, workdir, plan) as vm:
+        if isinstance(network, str):
+            vm_context = canary_vm(network, workdir, plan)
+        else:
+            progress(f"the server's network is real: {plan.canary} boots in a private "
+                     f"namespace mirroring {network.address.network} ({network.interface})")
+            vm_context = private_canary_vm(network, canary_dir(paths) / "vm", plan,
+                                           canary_dhcp(store.load(), plan))
+        with vm_context as vm:
             result.serial_log = str(vm.serial_log)
             watch_canary(paths, vm, result, since=since, timeout=timeout, progress=progress,
                          plan_checks=plan.checks)

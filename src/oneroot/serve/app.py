@@ -33,6 +33,7 @@ from oneroot.netpin import NodePinner
 from oneroot.ops import inventory as inv_ops
 from oneroot.ops.admin_token import admin_token
 from oneroot.ops.bootfiles import install_boot_binaries
+from oneroot.ops.catalog import network_config
 from oneroot.ops.exportids import catalog_for
 from oneroot.ops.health import HealthRecord
 from oneroot.ops.netpin import pin_context
@@ -48,7 +49,6 @@ from oneroot.ops.statefs import mount_for_serve
 from oneroot.ops.status import read_status
 from oneroot.ops.views import VIEW_RESCAN_SECONDS
 from oneroot.overlay.whiteouts import normalize_whiteouts
-from oneroot.proto.dhcp import NetworkConfig
 from oneroot.serve.admin import AdminListen, AdminService
 from oneroot.serve.bootwork import BootWork
 from oneroot.serve.dhcp import DhcpHealth, DhcpService
@@ -164,17 +164,6 @@ class CatalogHolder:
                      len(inventory.groups))
             return True
         return False
-
-
-def network_config(inv: Inventory) -> NetworkConfig:
-    s = inv.settings
-    pool = (s.pool_start, s.pool_end) if s.discovery and s.pool_start and s.pool_end else None
-    # With ha_servers, a member's server id is its service address: a client's unicast RENEW
-    # then reaches whoever holds it (a peer, after its death), not a dead host address.
-    service = next((h.service for h in s.ha_servers if h.host == s.server_address), None)
-    return NetworkConfig(server_address=s.server_address, subnet=s.subnet, router=s.gateway,
-                         dns=s.dns, domain=s.domain, lease_time=s.lease_time,
-                         mode=s.dhcp_mode, pool=pool, server_id=service)
 
 
 async def serve(paths: Paths, options: ServeOptions = ServeOptions(),

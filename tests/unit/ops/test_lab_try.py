@@ -100,6 +100,16 @@ def test_the_canary_address_is_free_and_outside_the_pool() -> None:
     assert canary_name("n" * 63) == "try-" + "n" * 59
 
 
+def test_the_canary_takes_no_gateway_dns_or_seen_address() -> None:
+    """On a real segment the canary's host route would hide whoever holds its address from
+    the server: not the gateway's, a DNS server's, nor any host the server has seen there."""
+    ip = ipaddress.IPv4Address
+    inv = _inventory()
+    inv = inv.replace(settings=Settings(gateway=ip("10.0.0.254"), dns=(ip("10.0.0.253"),)))
+    assert canary_address(inv) == ip("10.0.0.252")
+    assert canary_address(inv, seen=[ip("10.0.0.252"), ip("10.0.0.250")]) == ip("10.0.0.251")
+
+
 def test_nodes_layer_is_exported_read_only_to_a_running_canary_only(tmp_path: Path) -> None:
     """The export of node01's layer gains the canary's address read-only (knfsd and
     ganesha) while the record's process lives; a dead one's record exports nothing."""
