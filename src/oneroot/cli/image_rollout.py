@@ -108,16 +108,17 @@ def declared_checks(cluster: ResolvedCluster) -> dict[str, tuple[str, ...]]:
 
 def _lab_try_first(state: State, cluster: ResolvedCluster, group: str, target: str,
                    node: str, *, timeout: float, as_json: bool) -> TryResult:
-    """`lab try NODE --image TARGET` on the lab this home belongs to (HOME = WORKDIR/home);
-    a failure stops the rollout before any node is pinned or rebooted (recorded)."""
+    """`lab try NODE --image TARGET` on the lab this home belongs to (HOME = WORKDIR/home),
+    or, on a real server's home, in a private namespace mirroring its network; a failure
+    stops the rollout before any node is pinned or rebooted (recorded)."""
     try:
         tried = run_lab_try(state.paths, state.paths.home.parent, node, image=target,
                             timeout=timeout, quiet=as_json)
     except LabError as exc:
         raise LabError(f"rollout refused: lab try cannot run: {exc.message}",
-                       hint="run the rollout on a lab's server (`oneroot lab run image "
-                            "rollout …`), or pass --skip-lab-try to go straight to the real "
-                            "canary") from exc
+                       hint="run the rollout on the server where `oneroot serve` runs, or on "
+                            "a lab's server (`oneroot lab run image rollout …`), or pass "
+                            "--skip-lab-try to go straight to the real canary") from exc
     if not as_json:
         show_checks(tried)
     if not tried.passed:
