@@ -10,8 +10,11 @@ driven over SSH), three nodes, two rounds of boots:
            root, and node01's layer through raw NFS mounts of the export paths.
   round 2  node01 still has its file and its deletion; node02's write is gone.
 node03 is a server-mode node (`union=server`) of an image oneroot made: one NFS mount, no
-fuse-overlayfs, its write and delete kept across its reboot. Then forged file handles from
-node02's address, with the layer exports as rendered (`subtree_check`) and without it.
+fuse-overlayfs, its write and delete kept across its reboot. That image lives where `image
+create` puts images, in oneroot's home (`HOME/images/small`, on a filesystem of its own), which
+the view empties: node02 (client mode) mounts it raw over NFSv4 by its own path and reads its
+/sbin/init through the image's bind at its junction in the view. Then forged file handles
+from node02's address, with the layer exports as rendered (`subtree_check`) and without it.
 """
 
 from __future__ import annotations
@@ -48,9 +51,10 @@ SEED = {
 NODES = ("node01", "node02")
 # Server mode: oneroot refuses a server-side union over the live `/` (overlayfs forbids
 # changing a lower layer under a mounted union), so node03's image is a directory oneroot
-# made (`image create` on the host, carried in as the server VM's second disk).
+# made (`image create` on the host, carried in as the server VM's second disk, mounted where
+# `image create` puts images: in HOME, which the view empties but for its junction).
 UNION_NODE = "node03"
-SMALL = "/srv/images/small"
+SMALL = "/var/lib/oneroot/images/small"
 EXPORTS = "/etc/exports.d/oneroot.exports"
 NODE01_SECRET = "node01-layer-secret"
 SERVER_SECRET = "server-root-secret"
@@ -87,6 +91,17 @@ if [ "$me" = node02 ] && [ "$round" = 1 ]; then
   if mount -t nfs -o ro,vers=3,nolock \
       10.0.0.1:/var/lib/oneroot/views/default/var/state/systems/node01 /mnt/view 2>/dev/null
   then say raw_view=mounted; umount /mnt/view; else say raw_view=refused; fi
+  # a client-mode node's image in oneroot's home, by its own path (knfsd: inside the view)
+  mkdir -p /mnt/img
+  if mount -t nfs -o ro,vers=4.2 10.0.0.1:@SMALL@ /mnt/img 2>/dev/null; then
+    init=$(readlink /mnt/img/sbin/init)
+    say img_init="${init:-none}"
+    if [ "$(head -c 4 "/mnt/img${init:-/sbin/init}" 2>/dev/null | tail -c 3)" = ELF ]
+    then say img_init_elf=yes; else say img_init_elf=no; fi
+    umount /mnt/img
+  else
+    say img_init=refused
+  fi
   if mount -t nfs -o ro,vers=4.2 10.0.0.1:/ /mnt/top 2>/dev/null; then
     say top_shadow="$(sha /mnt/top/etc/shadow)"
     say top_secret="$(cat /mnt/top/root/secret 2>/dev/null || echo unreadable)"
@@ -185,6 +200,13 @@ def test_seed_lines_are_rendered_verbatim(vmlab: VmServerLab) -> None:
     assert "fsid=0" in view_opts and "crossmnt" not in view_opts and ",ro," in view_opts
     node01 = exports.split("/var/lib/oneroot/views/default/var/state/systems/node01\n", 1)[1]
     assert node01.split("\n", 1)[0].strip().startswith("10.0.0.12(")
+    # An image in HOME: bound at its junction and exported there, as at its real path
+    # (read-only, to the subnet: version 1), and no more at its real path.
+    small = exports.split(f"/var/lib/oneroot/views/default{SMALL}\n", 1)[1]
+    assert small.split("\n", 1)[0].strip().startswith("10.0.0.0/24(")
+    assert ",ro," in small.split("\n", 1)[0] and f"\n{SMALL}\n" not in exports
+    bound = vmlab.ssh(f"findmnt -n -o SOURCE /var/lib/oneroot/views/default{SMALL}").stdout
+    assert bound.strip() == "/dev/vdb", bound
 
 
 UNION_PROBE = "#!/bin/bash\n" + PROBE_LIB + r"""
@@ -211,7 +233,7 @@ def test_seed_lines_boot_and_isolate(vmlab: VmServerLab, tmp_path: Path) -> None
     server_key = lab.ssh("sha256sum /etc/ssh/ssh_host_ed25519_key | cut -c1-64").stdout.strip()
     lab.put("node01", "/etc/node01-secret", NODE01_SECRET + "\n")
     for node in NODES:
-        install_probe(lab, node, PROBE.replace("@NODE@", node))
+        install_probe(lab, node, PROBE.replace("@NODE@", node).replace("@SMALL@", SMALL))
     for node in (*NODES, UNION_NODE):
         lab.boot(node)
     p1, p2, p3 = (wait_probe(lab, node, timeout=BOOT_TIMEOUT) for node in (*NODES, UNION_NODE))
@@ -234,6 +256,9 @@ def test_seed_lines_boot_and_isolate(vmlab: VmServerLab, tmp_path: Path) -> None
     assert p2["raw_v4_secret"] == ["unreadable"]
     assert p2.get("raw_v4_entries", ["0"]) == ["0"]
     assert p2["raw_v3"] == ["refused"] and p2["raw_view"] == ["refused"]
+    # node03's image, in HOME: bound at its junction in the view, its init an ELF file
+    # (before, the junction was empty: `img_init=none`).
+    assert p2["img_init"] == ["/lib/systemd/systemd"] and p2["img_init_elf"] == ["yes"]
 
     assert p1["tree"] == ["missing"] == p2["tree"]
 

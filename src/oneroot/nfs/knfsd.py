@@ -88,7 +88,9 @@ def bind_junctions(binds: tuple[JunctionBind, ...]) -> int:
 
     A target that holds another tree (a server-side union mounted again since) is unbound and
     bound afresh. A bind is made with MS_PRIVATE semantics left to the defaults: the target is
-    a directory in the view's tmpfs upper, which no other mount shares.
+    a directory in the view's tmpfs upper, which no other mount shares. A source that is no
+    directory (an image whose tree is gone) is left unbound, with a warning: its export is
+    then the empty junction, and the other exports are still applied.
     """
     made = 0
     for bind in binds:
@@ -96,6 +98,10 @@ def bind_junctions(binds: tuple[JunctionBind, ...]) -> int:
             continue
         if _is_mountpoint(bind.target):
             _mount("umount", "-l", str(bind.target))
+        if not bind.source.is_dir():
+            log.warning("nfs.knfsd.bind_skipped source=%s target=%s reason=%s", bind.source,
+                        bind.target, "not a directory")
+            continue
         _mount("mount", "--bind", str(bind.source), str(bind.target))
         made += 1
         log.info("nfs.knfsd.bound source=%s target=%s", bind.source, bind.target)
@@ -116,15 +122,18 @@ def unbind_junctions(binds: tuple[JunctionBind, ...]) -> int:
     return unbound
 
 
-def binds_below(mounts: list[MountEntry], sources: dict[str, Path], views: list[Path]
+def stray_binds(mounts: list[MountEntry], binds: tuple[JunctionBind, ...], views: list[Path]
                 ) -> tuple[JunctionBind, ...]:
-    """The mounts of the overlayfs unions named in `sources` (mount source -> the union's own
-    mount point) found strictly below one of `views`: their binds at junctions of a view.
-    A union of the same name elsewhere (another state dir's) is not ours to touch."""
-    return tuple(JunctionBind(source=sources[m.source], target=m.mount_point) for m in mounts
-                 if m.fstype == "overlay" and m.source in sources
-                 and m.mount_point != sources[m.source]
-                 and any(m.mount_point.is_relative_to(v) and m.mount_point != v for v in views))
+    """The mounts strictly below one of `views` that are not (or not below) a target of
+    `binds`: binds at junctions of exports gone since (a stale server-side union, an image
+    version no node uses any more, a removed node). Each keeps its tree alive (a union's
+    upper dir "in use", a version's directory after `image gc`); none is exported (the view
+    has no `crossmnt`). Only oneroot mounts below a view."""
+    wanted = [b.target for b in binds]
+    return tuple(
+        JunctionBind(source=Path(m.source), target=m.mount_point) for m in mounts
+        if any(m.mount_point.is_relative_to(v) and m.mount_point != v for v in views)
+        and not any(m.mount_point.is_relative_to(t) for t in wanted))
 
 
 def expire_clients(address: ipaddress.IPv4Address, clients: Path = NFSD_CLIENTS) -> int:

@@ -80,7 +80,7 @@ class ViewSpec:
             if rel.is_absolute() or ".." in rel.parts or not rel.parts:
                 raise ConfigError(f"view path {rel} must be a relative path inside the view")
         for junction in self.junctions:
-            if not any(_is_below(junction, o) for o in owned):
+            if not any(junction == o or _is_below(junction, o) for o in owned):
                 raise ConfigError(
                     f"junction {junction} is not inside an emptied directory",
                     hint="what is under it in the real root would show through the view")
@@ -124,13 +124,18 @@ def view_spec(name: str, *, lower: Path, views_dir: Path, state_dir: PurePosixPa
               exports: Iterable[PurePosixPath] = ()) -> ViewSpec:
     """The view of `lower` for image `name`: the allowlist of `viewpolicy`, the state and
     group dirs emptied but for one junction per node / group, `hidden_dirs` (oneroot's home)
-    emptied but for a junction per other export inside them (`exports`: the images exported
-    as they are, `HOME/images/NAME`, their versions, the block dir), `expose` (absolute, or
-    relative to `lower`) added to what nodes see.
+    emptied, a junction per other export inside `lower` (`exports`: the images exported as
+    they are, `HOME/images/NAME`, their versions, the block dir, `/srv/images/NAME`), each
+    emptied itself unless an emptied dir holds it, `expose` (absolute, or relative to
+    `lower`) added to what nodes see.
 
     Why the export junctions: nfs-ganesha builds each export's NFSv4 pseudo path by looking
     it up from the export above it; an export below an emptied directory of the view made it
-    refuse to start ("LOOKUP images failed ... can't create directory on non-PSEUDO FSAL")."""
+    refuse to start ("LOOKUP images failed ... can't create directory on non-PSEUDO FSAL").
+    knfsd binds the export at its junction (`ops.knfsd_layout`): the view is its NFSv4 root,
+    so the junction is the only way a node's `server:/srv/images/NAME` reaches the export.
+    Emptied, the junction shows nothing of the tree below it but through that bind, which is
+    exported to the export's own clients (a version to its nodes alone)."""
     owned: dict[PurePosixPath, str] = {}
     junctions: set[PurePosixPath] = set()
     for base, names, what in ((state_dir, nodes, "oneroot state dir"),
@@ -143,10 +148,14 @@ def view_spec(name: str, *, lower: Path, views_dir: Path, state_dir: PurePosixPa
     hidden = [rel for h in hidden_dirs if (rel := _relative_to(PurePosixPath(h), lower))]
     for rel in hidden:
         owned.setdefault(rel, "oneroot home")
-    for export in exports:
-        rel = _relative_to(PurePosixPath(export), lower)
-        if rel is not None and any(_is_below(rel, h) for h in hidden):
-            junctions.add(rel)
+    trees = list(owned)
+    inside = {rel for e in exports if (rel := _relative_to(PurePosixPath(e), lower))}
+    for rel in sorted(inside):  # an export before those inside it
+        if any(rel == t or _is_below(t, rel) for t in trees):
+            continue  # an export holding oneroot's own trees is never one junction
+        junctions.add(rel)
+        if not any(_is_below(rel, o) for o in owned):
+            owned[rel] = "an export, shown at its junction only"
     exposed = []
     for path in expose:
         rel = _relative_to(path, lower) if path.is_absolute() else path
@@ -338,13 +347,28 @@ def _writable(mountpoint: Path) -> Iterator[None]:
         _run("mount", "-o", "remount,ro", str(mountpoint))
 
 
+def _leftovers(spec: ViewSpec, rel: PurePosixPath) -> Iterator[Path]:
+    """What the mounted view shows below its directory `rel` that is neither a junction nor a
+    directory on the way to one (those are walked: a junction may be deep inside an emptied
+    dir, `srv/images/NAME`). A junction itself is never entered: it may hold a bind of the
+    real tree (`nfs.knfsd`), and removing through it would remove the real files."""
+    for entry in os.scandir(spec.mountpoint / rel):
+        child = rel / entry.name
+        if child in spec.junctions:
+            continue
+        if entry.is_dir(follow_symlinks=False) and any(_is_below(j, child)
+                                                       for j in spec.junctions):
+            yield from _leftovers(spec, child)
+        else:
+            yield Path(entry.path)
+
+
 def _shows(spec: ViewSpec, mask: Mask) -> bool:
     """Whether the mounted view still shows what `mask` hides."""
     target = spec.mountpoint / mask.path
     if mask.kind is MaskKind.HIDDEN or not target.is_dir() or target.is_symlink():
         return os.path.lexists(target)
-    keep = {j.parts[len(mask.path.parts)] for j in spec.junctions if _is_below(j, mask.path)}
-    return any(name not in keep for name in os.listdir(target))
+    return next(_leftovers(spec, mask.path), None) is not None
 
 
 def _count(path: Path, limit: int) -> int:
@@ -356,31 +380,24 @@ def _count(path: Path, limit: int) -> int:
     return n
 
 
-def _empty_through_view(directory: Path, keep: set[str]) -> None:
-    """Remove what is below `directory` through the view: each removal leaves a whiteout."""
-    for entry in os.scandir(directory):
-        if entry.name in keep:
-            continue
-        path = Path(entry.path)
-        if entry.is_dir(follow_symlinks=False):
-            _empty_through_view(path, set())
-            path.rmdir()
-        else:
-            path.unlink()
+def _remove_through_view(path: Path) -> None:
+    """Remove `path` and what is below it through the view: each removal leaves a whiteout."""
+    if path.is_dir() and not path.is_symlink():
+        for entry in os.scandir(path):
+            _remove_through_view(Path(entry.path))
+        path.rmdir()
+    else:
+        path.unlink()
 
 
 def _apply_live(spec: ViewSpec, mask: Mask) -> None:
     target = spec.mountpoint / mask.path
     if mask.kind is MaskKind.EMPTIED and target.is_dir() and not target.is_symlink():
-        keep = {j.parts[len(mask.path.parts)] for j in spec.junctions
-                if _is_below(j, mask.path)}
-        _empty_through_view(target, keep)
+        for leftover in list(_leftovers(spec, mask.path)):
+            _remove_through_view(leftover)
         _others_may_enter(target)  # the chmod copies it up: the lower keeps its mode
-    elif target.is_dir() and not target.is_symlink():
-        _empty_through_view(target, set())
-        target.rmdir()
     else:
-        target.unlink()
+        _remove_through_view(target)
 
 
 def update_view(spec: ViewSpec) -> ViewStatus:
@@ -406,6 +423,9 @@ def update_view(spec: ViewSpec) -> ViewStatus:
         with _writable(spec.mountpoint):
             for rel in missing:
                 (spec.mountpoint / rel).mkdir(mode=0o755, parents=True, exist_ok=True)
+                for step in rel.parents:  # the way to it: walkable as nobody (all_squash)
+                    if os.lstat(spec.mountpoint / step).st_mode & OTHERS_RX != OTHERS_RX:
+                        _others_may_enter(spec.mountpoint / step)
             for mask in applied:
                 _apply_live(spec, mask)
         log.info("nfs.view.updated image=%s junctions_added=%d masks_added=%d", spec.name,

@@ -1,12 +1,15 @@
 """How kernel nfsd serves the seed's `root=` lines verbatim (docs/nfs.md, "knfsd layout").
 
 knfsd has no per-export pseudo path (ganesha's `Pseudo`), so the masked view of the server's
-`/` becomes the NFSv4 root instead (`fsid=0`): a node's `server:/` is the view. Each node's and
-group's layer is bound at its own junction inside the view (the empty directory the view keeps
-at its real path, e.g. `<view>/var/state/systems/node01`) and exported there to its clients
-alone, so `server:/var/state/systems/node01` names it over NFSv4. The view itself is exported
-without `crossmnt`: another node walking to that path sees the empty junction, not the layer.
-Pure: the binds are applied by `nfs.knfsd.bind_junctions`.
+`/` becomes the NFSv4 root instead (`fsid=0`): a node's `server:/` is the view. Every other
+export a node mounts is bound at its own junction inside the view (the empty directory the
+view keeps at its real path, e.g. `<view>/var/state/systems/node01`) and exported there, with
+the clients and options of its real path, so `server:/var/state/systems/node01` names it over
+NFSv4: each node's and group's layer (to its nodes alone), each image directory and version
+(`HOME/images/NAME`, `/srv/images/NAME`; a version to the nodes that boot or run it) and the
+block dir. The view itself is exported without `crossmnt`: another node walking to that path
+sees the empty junction, not the export. Pure: the binds are applied by
+`nfs.knfsd.bind_junctions`.
 """
 
 from __future__ import annotations
@@ -37,11 +40,8 @@ def knfsd_layout(ctx: ClusterContext, views: dict[str, ViewSpec]
     inside it, and the binds that make it so."""
     root = next((views[i.name] for i in ctx.images
                  if i.name in views and views[i.name].lower == Path("/")), None)
-    images = tuple(
-        dataclasses.replace(i, v4_root=True) if root is not None and views.get(i.name) is root
-        else i for i in ctx.images)
     if root is None:
-        return dataclasses.replace(ctx, images=images), ()
+        return ctx, ()
     binds: list[JunctionBind] = []
 
     def junction(path: PurePosixPath) -> PurePosixPath | None:
@@ -51,9 +51,14 @@ def knfsd_layout(ctx: ClusterContext, views: dict[str, ViewSpec]
             binds.append(JunctionBind(source=Path(path), target=Path(target)))
         return target
 
+    # An image's own fsid (its export id) stays: the same handles at its junction. A view's
+    # export is its mount, not its image's tree: never bound (another live root keeps its own).
+    images = [dataclasses.replace(i, v4_root=True) if views.get(i.name) is root
+              else dataclasses.replace(i, path=t) if not i.view
+              and (t := junction(i.path)) is not None else i for i in ctx.images]
     nodes = [dataclasses.replace(n, export_path=t, fixed_fsid=True)
              if (t := junction(n.export_path)) is not None else n for n in ctx.nodes]
     layers = [dataclasses.replace(g, path=t, fixed_fsid=True)
               if (t := junction(g.path)) is not None else g for g in ctx.group_layers]
-    return (dataclasses.replace(ctx, images=images, nodes=tuple(nodes),
+    return (dataclasses.replace(ctx, images=tuple(images), nodes=tuple(nodes),
                                 group_layers=tuple(layers)), tuple(binds))

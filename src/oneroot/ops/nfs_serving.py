@@ -43,8 +43,8 @@ from oneroot.nfs.knfsd import (
     EXPORTS_FILE,
     JunctionBind,
     bind_junctions,
-    binds_below,
     expire_clients,
+    stray_binds,
     unbind_junctions,
 )
 from oneroot.nfs.server_union import (
@@ -264,7 +264,7 @@ def apply_nfs(cluster: ResolvedCluster, paths: Paths, *,
     if plan.kind is NfsServerKind.KNFSD:
         bind_junctions(plan.binds)
         result = apply_exports(plan.text, path=exports_file, exportfs=exportfs)
-        unbind_junctions(_stale_binds(plan, stale))
+        unbind_junctions(_stray_binds(plan))
         unmount_unions(stale, ns_pid=ns_pid)
         return NfsApplyResult(plan=plan, config_path=exports_file, changed=result.changed,
                               applied="exportfs -ra" if result.applied else "unchanged")
@@ -279,10 +279,10 @@ def apply_nfs(cluster: ResolvedCluster, paths: Paths, *,
     return NfsApplyResult(plan=plan, config_path=files.conf, changed=changed, applied=applied)
 
 
-def _stale_binds(plan: NfsPlan, stale: list[UnionSpec]) -> tuple[JunctionBind, ...]:
-    """knfsd: where the stale unions are still bound in a view (their junctions are out of
-    `plan.binds` now); such a bind would keep the union, and its upper dir, alive."""
-    return binds_below(read_mounts(), {spec.source: spec.mountpoint for spec in stale},
+def _stray_binds(plan: NfsPlan) -> tuple[JunctionBind, ...]:
+    """knfsd: binds in the views at junctions of exports gone since (`stray_binds`): a stale
+    union's would keep the union, and its upper dir, alive; a version's, its directory."""
+    return stray_binds(read_mounts(), plan.binds,
                        [Path(v.mountpoint) for v in plan.views.values()])
 
 

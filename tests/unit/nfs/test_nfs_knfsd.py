@@ -144,27 +144,37 @@ def test_a_booting_nodes_old_nfs_clients_are_expired(tmp_path: Path) -> None:
     assert expire_clients(IPv4Address("10.0.0.14"), tmp_path / "no-nfsd") == 0
 
 
-def test_a_stale_unions_binds_in_the_view_are_found(tmp_path: Path) -> None:
+def test_binds_of_exports_gone_since_are_found_below_the_view(tmp_path: Path) -> None:
     """A node removed (or set to union=client): its union is unmounted, and its bind at the
     junction in the NFSv4 root view must go too (it would keep the union and its upper dir
-    alive). Binds of it below the view only: not the union itself, not the view, not a
-    same-named union of another state dir, not another node's union."""
-    from oneroot.nfs.knfsd import JunctionBind, binds_below
+    alive); so must an image version's once no node uses it (it would keep its directory
+    after `image gc`). Only below the view, and not what the plan binds (nor mounts below
+    those): not the union itself, not the view, not another view's mounts."""
+    from oneroot.nfs.knfsd import JunctionBind, stray_binds
     from oneroot.nfs.view import MountEntry
 
     view = Path("/var/lib/oneroot/views/default")
     merged = Path("/var/state/systems/node03/merged")
 
-    def overlay(at: Path, source: str = "oneroot-union-node03") -> MountEntry:
-        return MountEntry(mount_point=at, fstype="overlay", source=source, options="rw")
+    def mount(at: Path, source: str = "oneroot-union-node03", fstype: str = "overlay"
+              ) -> MountEntry:
+        return MountEntry(mount_point=at, fstype=fstype, source=source, options="rw")
 
     junction = view / "var/state/systems/node03/merged"
-    mounts = [overlay(view, "oneroot-view-default"), overlay(merged), overlay(junction),
-              overlay(Path("/var/tmp/other/systems/node03/merged")),
-              overlay(view / "var/state/systems/node04/merged", "oneroot-union-node04"),
-              MountEntry(mount_point=view / "x", fstype="ext4", source="oneroot-union-node03",
-                         options="rw"),
-              overlay(Path("/var/lib/oneroot/views/default2/a"))]
-    assert binds_below(mounts, {"oneroot-union-node03": merged}, [view]) == (
-        JunctionBind(source=merged, target=junction),)
-    assert binds_below(mounts, {}, [view]) == ()
+    version = view / "var/lib/oneroot/images/lab.versions/2"
+    kept = JunctionBind(source=Path("/var/state/systems/node04/merged"),
+                        target=view / "var/state/systems/node04/merged")
+    image = JunctionBind(source=Path("/var/lib/oneroot/images/lab"),
+                         target=view / "var/lib/oneroot/images/lab")
+    mounts = [mount(view, "oneroot-view-default"), mount(merged), mount(junction),
+              mount(Path("/var/tmp/other/systems/node03/merged")),
+              mount(kept.target, "oneroot-union-node04"), mount(kept.target / "proc", "proc"),
+              mount(image.target, "/dev/loop3", "xfs"), mount(version, "/dev/loop3", "xfs"),
+              mount(Path("/var/lib/oneroot/views/default2/a"))]
+    assert stray_binds(mounts, (kept, image), [view]) == (
+        JunctionBind(source=Path("oneroot-union-node03"), target=junction),
+        JunctionBind(source=Path("/dev/loop3"), target=version))
+    assert stray_binds(mounts, (kept, image), []) == ()
+    assert len(stray_binds(mounts, (), [view])) == 5
+
+

@@ -5,10 +5,14 @@ from __future__ import annotations
 
 from pathlib import Path, PurePosixPath
 
+import pytest
+
 from oneroot.model import Image, NfsServerKind
+from oneroot.model.imageversion import ImageVersion
 from oneroot.model.inventory import Inventory
 from oneroot.model.paths import Paths
 from oneroot.model.resolved import resolve_cluster
+from oneroot.nfs.knfsd import JunctionBind
 from oneroot.ops.nfs_serving import nfs_plan
 from oneroot.testing.ganesha import exports as ganesha_exports
 from oneroot.testing.inventory import make_inventory, make_node
@@ -82,3 +86,63 @@ def test_knfsd_server_union_beside_the_view_has_no_subtree_check() -> None:
     assert union.startswith("10.0.0.13(rw,") and ",no_subtree_check," in union
     assert ",fsid=" in union
     assert ",subtree_check," in exported[f"{view}/var/state/systems/node01"]
+
+
+def _exported(text: str) -> dict[str, str]:
+    return {ln.split()[0]: " ".join(ln.split()[1:]) for ln in text.splitlines()
+            if ln and not ln.startswith("#")}
+
+
+@pytest.mark.parametrize("root", ["/var/lib/oneroot/images/small", "/srv/images/small"])
+def test_knfsd_binds_an_image_at_its_junction_in_the_view(root: str) -> None:
+    """A client-mode node of an image that is not `/` mounts `server:<image root>` over
+    NFSv4, which knfsd resolves inside the view (the NFSv4 root): the image is bound at its
+    junction there and exported there, to the clients and with the options of its real
+    path. Before, the image in HOME was only an empty junction (nothing bound) and the one
+    in /srv had none, so node02 found no /sbin/init (docs/notes/2026-12-07-c/knfsd-view.md)."""
+    inv = make_inventory(nodes=[make_node(1), make_node(2, image="small")],
+                         images=[Image(name="small", root=PurePosixPath(root))])
+    plan = nfs_plan(resolve_cluster(inv), Paths(home=Path("/var/lib/oneroot")),
+                    kind=NfsServerKind.KNFSD)
+    view = "/var/lib/oneroot/views/default"
+    assert PurePosixPath(root.lstrip("/")) in plan.views["default"].junctions
+    assert (Path(root), Path(view + root)) in [(b.source, b.target) for b in plan.binds]
+    exported = _exported(plan.text)
+    assert root not in exported  # at its junction only, as the node layers
+    fsid = plan.export_ids["image:small"]
+    assert exported[view + root] == ("10.0.0.0/24(ro,sync,no_root_squash,no_subtree_check,"
+                                     f"crossmnt,fsid={fsid})")
+
+
+def test_knfsd_binds_versions_for_their_nodes_alone() -> None:
+    """An image version (`HOME/images/NAME.versions/N`) goes to the nodes that boot or run
+    it, at its junction as at its real path; the one nobody boots is not bound at all."""
+    home = PurePosixPath("/var/lib/oneroot")
+    lab = Image(name="lab", root=home / "images/lab", versions=tuple(
+        ImageVersion(number=n, root=home / f"images/lab.versions/{n}", parent=n - 1)
+        for n in (1, 2, 3)))
+    inv = make_inventory(nodes=[make_node(1, image="lab@2"), make_node(2),
+                                make_node(3, image="lab@3")], images=[lab])
+    plan = nfs_plan(resolve_cluster(inv), Paths(home=Path(home)), kind=NfsServerKind.KNFSD,
+                    running=())
+    view = "/var/lib/oneroot/views/default"
+    exported = _exported(plan.text)
+    for n, client in ((2, "10.0.0.11"), (3, "10.0.0.13")):
+        path = f"{home}/images/lab.versions/{n}"
+        assert exported[view + path].startswith(f"{client}(ro,") and " " not in \
+            exported[view + path]
+        assert path not in exported
+        assert JunctionBind(source=Path(path), target=Path(view + path)) in plan.binds
+    assert not any("images/lab " in p or p.endswith("images/lab") for p in exported)
+    assert not any(b.source == Path(home / "images/lab") for b in plan.binds)
+
+
+def test_a_view_is_never_bound_into_itself() -> None:
+    """The `/` image is the NFSv4 root, not a bind; with no view of `/` nothing is bound."""
+    plan = nfs_plan(resolve_cluster(_inv()), Paths(), kind=NfsServerKind.KNFSD)
+    assert all(b.source != Path("/") and "views/default" not in str(b.source)
+               for b in plan.binds)
+    inv = make_inventory(image_root="/srv/images/bookworm", nodes=[make_node(1, image="small")],
+                         images=[Image(name="small", root=PurePosixPath("/srv/images/small"))])
+    plan = nfs_plan(resolve_cluster(inv), Paths(), kind=NfsServerKind.KNFSD)
+    assert plan.binds == () and "/srv/images/small 10.0.0.0/24(ro," in plan.text

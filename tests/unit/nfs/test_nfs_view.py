@@ -151,17 +151,28 @@ def test_a_junction_outside_an_emptied_dir_is_refused() -> None:
         spec.check()
 
 
-def test_exports_in_oneroots_home_get_a_junction() -> None:
+def test_exports_inside_the_view_get_a_junction() -> None:
     """ganesha looks each export's pseudo path up through the view above it: an image in
-    HOME/images (or the block dir) behind the emptied home made it refuse to start."""
+    HOME/images (or the block dir) behind the emptied home made it refuse to start. knfsd
+    binds each export at its junction (the view is its NFSv4 root): an image outside HOME
+    (`/srv/images/other`) had none, so a node's `server:/srv/images/other` found nothing. Such
+    a junction is emptied itself (only its bind shows); one holding oneroot's trees (`/var`)
+    or the lower itself is never a junction."""
     home = P("/var/lib/oneroot")
     spec = view_spec("default", lower=Path("/"), views_dir=Path("/var/lib/oneroot/views"),
                      state_dir=STATE, group_dir=GROUPS, nodes=["n1"], hidden_dirs=[home],
                      exports=[home / "images/lab", home / "images/lab.versions/2",
-                              home / "blocks", P("/srv/images/other"), P("/")])
-    assert spec.junctions == (P("var/lib/oneroot/blocks"), P("var/lib/oneroot/images/lab"),
+                              home / "blocks", P("/srv/images/other"), P("/"), P("/var"),
+                              P("/opt/images/lab"), P("/opt/images/lab/nested")])
+    assert spec.junctions == (P("opt/images/lab"), P("opt/images/lab/nested"),
+                              P("srv/images/other"), P("var/lib/oneroot/blocks"),
+                              P("var/lib/oneroot/images/lab"),
                               P("var/lib/oneroot/images/lab.versions/2"),
                               P("var/state/systems/n1"))
+    owned = dict(spec.policy.owned)
+    assert owned[P("srv/images/other")] == owned[P("opt/images/lab")]
+    assert P("opt/images/lab/nested") not in owned and P("var") not in owned
+    assert P("var/lib/oneroot/images/lab") not in owned  # inside the emptied home
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="mknod and trusted.* xattrs need root")
