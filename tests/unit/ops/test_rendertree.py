@@ -184,3 +184,32 @@ def test_render_under_ganesha_ceph_writes_the_cephfs_config(tmp_path: Path) -> N
     served = nfs_plan(resolve_cluster(inv), Paths(home=tmp_path / "home"),
                       kind=NfsServerKind.GANESHA_CEPH)
     assert rendered == served.text and "CEPH" in rendered
+
+
+def test_render_binds_images_in_the_knfsd_view_as_nfs_apply_does(tmp_path: Path) -> None:
+    """knfsd with the seed's `/`: `oneroot render` writes each image and version at its
+    junction in the view, to the same clients as its real path had (node01 alone for the
+    version it boots, the subnet for an image's version 1), never at its real path: the
+    exports `nfs apply` applies after binding them there (the same plan)."""
+    home = tmp_path / "home"
+    lab = Image(name="lab", root=PurePosixPath(home / "images/lab"), versions=tuple(
+        ImageVersion(number=n, root=PurePosixPath(home / f"images/lab.versions/{n}"),
+                     parent=n - 1) for n in (1, 2)))
+    small = Image(name="small", root=PurePosixPath("/srv/images/small"))
+    inv = make_inventory(nodes=[make_node(1, image="lab@2"), make_node(2, image="lab@1"),
+                                make_node(3, image="small")], images=[lab, small],
+                         settings=Settings(nfs_server=NfsServerKind.KNFSD))
+    render(inv, tmp_path)
+    rendered = (tmp_path / "cfg" / "exports").read_text()
+    plan = nfs_plan(resolve_cluster(inv), Paths(home=home))
+    assert rendered == plan.text
+    view = home / "views" / "default"
+    lines = {ln.split()[0]: ln.split()[1] for ln in rendered.splitlines()
+             if ln and not ln.startswith("#")}
+    for path, client in ((home / "images/lab.versions/2", "10.0.0.11("),
+                         (home / "images/lab.versions/1", "10.0.0.0/24("),
+                         (Path("/srv/images/small"), "10.0.0.0/24(")):
+        junction = f"{view}{path}"
+        assert lines[junction].startswith(client + "ro,"), (junction, rendered)
+        assert str(path) not in lines
+        assert (path, Path(junction)) in [(b.source, b.target) for b in plan.binds]
