@@ -135,3 +135,31 @@ def test_an_image_whose_tree_is_gone_is_left_unbound(view: tuple[ViewSpec, Path]
     assert bind_junctions((missing, JunctionBind(source=real, target=mp / IMAGE))) == 1
     assert list((mp / "srv/images/other").iterdir()) == []
     assert (mp / IMAGE / "sbin/init").read_text() == "the real init\n"
+
+
+def test_a_stray_bind_is_never_emptied_through(view: tuple[ViewSpec, Path]) -> None:
+    """/srv/images/other stops being exported (no junction in the view's spec any more) while
+    its bind is still in the view (`nfs apply` undoes it only after `exportfs -ra`, and the
+    rescan runs first): the now bare `srv/images` is emptied live, but never through the
+    mount below it, which is the real tree (emptied through, its files would be deleted)."""
+    spec, real = view
+    mount_view(spec)
+    mp = spec.mountpoint
+    bind_junctions((JunctionBind(source=real, target=mp / "srv/images/other"),))
+    base = spec.mountpoint.parent.parent
+    gone = view_spec("default", lower=spec.lower, views_dir=base / "views",
+                     state_dir=PurePosixPath(spec.lower / "var/state/systems"),
+                     group_dir=PurePosixPath(spec.lower / "var/state/groups"),
+                     hidden_dirs=[PurePosixPath(spec.lower / "var/lib/oneroot")],
+                     exports=[PurePosixPath(spec.lower / IMAGE)])
+    (real / "more").write_text("more\n")  # below the mount: leftovers a walk would remove
+    update_view(gone)
+    assert (real / "sbin/init").read_text() == "the real init\n"
+    assert (real / "more").read_text() == "more\n"
+    assert (mp / "srv/images/other/sbin/init").read_text() == "the real init\n"
+    stray = stray_binds(read_mounts(), (), [mp])
+    assert [b.target for b in stray] == [mp / "srv/images/other"]
+    unbind_junctions(stray)
+    update_view(gone)  # the next rescan, after the sweep: emptied now
+    assert os.listdir(mp / "srv") == []
+    assert (real / "sbin/init").read_text() == "the real init\n"

@@ -354,8 +354,8 @@ def _leftovers(spec: ViewSpec, rel: PurePosixPath) -> Iterator[Path]:
     real tree (`nfs.knfsd`), and removing through it would remove the real files."""
     for entry in os.scandir(spec.mountpoint / rel):
         child = rel / entry.name
-        if child in spec.junctions:
-            continue
+        if child in spec.junctions or os.path.ismount(entry.path):
+            continue  # a junction, or a bind at one of an export gone since (`stray_binds`)
         if entry.is_dir(follow_symlinks=False) and any(_is_below(j, child)
                                                        for j in spec.junctions):
             yield from _leftovers(spec, child)
@@ -380,14 +380,22 @@ def _count(path: Path, limit: int) -> int:
     return n
 
 
-def _remove_through_view(path: Path) -> None:
-    """Remove `path` and what is below it through the view: each removal leaves a whiteout."""
+def _remove_through_view(path: Path) -> bool:
+    """Remove `path` and what is below it through the view: each removal leaves a whiteout.
+    A mount below the view (a bind at the junction of an export gone since, which the next
+    `nfs apply` undoes) is never entered: it is the real tree. False if one was left."""
     if path.is_dir() and not path.is_symlink():
-        for entry in os.scandir(path):
-            _remove_through_view(Path(entry.path))
+        if os.path.ismount(path):
+            log.warning("nfs.view.mount_kept path=%s reason=%s", path,
+                        "a mount below the view: never emptied through it")
+            return False
+        emptied = [_remove_through_view(Path(entry.path)) for entry in os.scandir(path)]
+        if not all(emptied):
+            return False
         path.rmdir()
     else:
         path.unlink()
+    return True
 
 
 def _apply_live(spec: ViewSpec, mask: Mask) -> None:
