@@ -69,7 +69,6 @@ async def run(exchanges: int, batch: int, work: Path,
               profiler: cProfile.Profile | None) -> float:
     """µs of CPU per exchange."""
     log_file = (work / "serve.log").open("w")
-    logging.getLogger().handlers.clear()  # the previous repetition's
     configure_logging("info", log_file)
     leases = LeaseStore(work / "leases.db", synchronous="NORMAL")
     leases.defer_checkpoints()
@@ -117,7 +116,10 @@ async def run(exchanges: int, batch: int, work: Path,
     service.close()
     leases.close()
     events.close()
-    logging.shutdown()
+    for handler in logging.getLogger().handlers[:]:  # this repetition's, before its file goes
+        handler.flush()
+        logging.getLogger().removeHandler(handler)
+        handler.close()
     log_file.close()
     return spent / exchanges * 1e6
 

@@ -79,6 +79,8 @@ class LoopBatchingHandler(logging.StreamHandler[TextIO]):
     def flush(self) -> None:
         self.acquire()
         try:
+            if not self._pending and getattr(self.stream, "closed", False):
+                return  # closed by its owner, nothing lost (`logging.shutdown` at exit)
             self._write_pending()
         except Exception:
             # As the stock emit() does: say so on stderr, drop the lines, keep serving. Raised
