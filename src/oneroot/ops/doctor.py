@@ -17,7 +17,9 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from oneroot.errors import OnerootError
+from oneroot.errors import BuildError, InvalidValue, OnerootError
+from oneroot.fsutil.inside import resolve_inside
+from oneroot.initramfs.busybox import parse_elf
 from oneroot.model.cluster import DhcpMode, Image, NfsServerKind
 from oneroot.model.inventory import Inventory, validate
 from oneroot.model.paths import Paths
@@ -25,6 +27,8 @@ from oneroot.model.resolved import ResolvedCluster, resolve_cluster
 from oneroot.nfs.knfsd import default_nfs_server, kernel_has_nfsd
 from oneroot.ops.bootfiles import BOOT_BINARIES
 from oneroot.ops.inventory import detect_init_system
+
+_ELF_READ = 1 << 16  # bytes of init read for its program headers (PT_INTERP is near the top)
 
 
 class Level(enum.StrEnum):
@@ -324,15 +328,31 @@ def bzimage_version(path: Path) -> str | None:
     return version or None
 
 
-def _inside(root: Path, link: Path) -> Path:
-    """Follow `link` as the image would (absolute targets are relative to `root`)."""
-    seen = 0
-    path = link
-    while path.is_symlink() and seen < 20:
-        target = Path(os.readlink(path))
-        path = root / str(target).lstrip("/") if target.is_absolute() else path.parent / target
-        seen += 1
-    return path
+def init_problem(root: Path) -> str | None:
+    """Why the image at `root` cannot start its `/sbin/init`, or None. Its links are followed
+    inside the image, as the node's kernel follows them after switch_root (an absolute
+    `/sbin -> /usr/sbin` or `/lib -> /usr/lib` names the image's, never this server's); then
+    init's ELF interpreter (PT_INTERP) the same way."""
+    try:
+        init = resolve_inside(root, "sbin/init")
+    except (InvalidValue, OSError):  # a loop; a file used as a directory
+        return "/sbin/init does not resolve inside the image"
+    if not init.is_file():
+        return "/sbin/init is missing"
+    try:
+        with init.open("rb") as f:
+            interpreter = parse_elf(f.read(_ELF_READ)).interpreter
+    except (OSError, BuildError):  # a script, or not an ELF we can read: the kernel decides
+        return None
+    if interpreter is None:
+        return None
+    try:
+        loader = resolve_inside(root, interpreter)
+    except (InvalidValue, OSError):
+        loader = root / "missing"
+    if not loader.is_file():
+        return f"/sbin/init needs the ELF interpreter {interpreter}, which is missing"
+    return None
 
 
 def node_kernels(cluster: ResolvedCluster, host: Host) -> dict[str, str]:
@@ -370,11 +390,12 @@ def _check_image(image: Image, host: Host, *, kernels: dict[str, str]
                     f"`oneroot image create {image.name}`, or `oneroot image use DIR "
                     f"--name {image.name}`")
         return
-    init = root / "sbin" / "init"
-    if not (init.is_symlink() or init.exists()) or not _inside(root, init).exists():
-        yield error(check, f"{image.root}/sbin/init is missing: nodes cannot start",
+    problem = init_problem(root)
+    if problem is not None:
+        yield error(check, f"{image.root}: {problem}: nodes cannot start",
                     "install an init system in the image (systemd-sysv or sysvinit-core + "
-                    "openrc)")
+                    "openrc) and its C library (libc6); check the image's links (/sbin, "
+                    "/lib, /lib64) with `ls -l`")
     detected = detect_init_system(root)
     if str(detected) == "unknown":
         yield error(check, "no init system detected (neither systemd nor OpenRC)",

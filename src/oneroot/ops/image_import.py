@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import stat
 import subprocess
 import tarfile
 import tempfile
@@ -33,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from oneroot.errors import Conflict, ExternalToolError, InvalidValue, UsageError
+from oneroot.fsutil.inside import resolve_inside
 from oneroot.initramfs.kernel import install_modules
 from oneroot.inventory.store import InventoryStore
 from oneroot.model.cluster import InitSystem, check_name
@@ -50,7 +50,6 @@ from oneroot.ops.images import _copy_tree
 from oneroot.ops.inventory import detect_init_system, put_image
 
 Progress = Callable[[str], None]
-MAX_LINKS = 40  # as the kernel's own limit on links in one lookup
 TOOL_TIMEOUT = 1800.0
 
 
@@ -139,38 +138,6 @@ def unpack(source: Path, kind: str, ref: str | None, stage: Path, rootfs: Path) 
     _run(["umoci", "raw", "unpack", "--image", f"{stage}:import", str(rootfs)],
          what="unpacking the image's layers", hint="see `umoci stat --image "
          f"{stage}:import`; the layers may be corrupt")
-
-
-def resolve_inside(tree: Path, rel: str) -> Path:
-    """`tree/rel` with every link in it followed as if `tree` were `/`: the real path of what
-    a node would see at `/rel`, always inside `tree`. Missing components are fine (the rest is
-    appended). An image is hostile input: its `/lib` may point anywhere on the server."""
-    parts = [p for p in PurePosixPath(rel).parts if p not in ("/", ".")]
-    done: list[str] = []
-    links = 0
-    while parts:
-        part = parts.pop(0)
-        if part == "..":
-            if done:
-                done.pop()
-            continue
-        here = tree.joinpath(*done, part)
-        try:
-            st = os.lstat(here)
-        except FileNotFoundError:
-            return tree.joinpath(*done, part, *parts)
-        if stat.S_ISLNK(st.st_mode):
-            links += 1
-            if links > MAX_LINKS:
-                raise InvalidValue(f"too many links resolving /{rel} in the image",
-                                   hint="the image's links loop; fix it and import again")
-            target = PurePosixPath(os.readlink(here))
-            if target.is_absolute():
-                done = []
-            parts = [p for p in target.parts if p not in ("/", ".")] + parts
-            continue
-        done.append(part)
-    return tree.joinpath(*done)
 
 
 def add_kernel_modules(tree: Path, kernel_modules_dir: Path,

@@ -9,6 +9,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from oneroot.errors import ConfigError, Conflict, InvalidValue, NotFound
+from oneroot.fsutil.inside import resolve_inside
 from oneroot.inventory import database
 from oneroot.inventory.sqlstore import SqlInventory
 from oneroot.inventory.store import InventoryStore
@@ -62,17 +63,29 @@ def detect_init_system(root: Path) -> InitSystem:
 
     Reads links without following them out of the image (they may be absolute).
     """
-    init = root / "sbin" / "init"
-    target = str(init.readlink()) if init.is_symlink() else ""
-    has_openrc = any((root / p).exists() for p in ("sbin/openrc", "usr/sbin/openrc",
-                                                    "sbin/openrc-init", "usr/sbin/openrc-init"))
+    sbin = _in_image(root, "sbin")
+    init = sbin / "init" if sbin is not None else None
+    target = str(init.readlink()) if init is not None and init.is_symlink() else ""
+
+    def has(*paths: str) -> bool:
+        return any((p := _in_image(root, rel)) is not None and p.exists() for rel in paths)
+
     if "systemd" in target:
         return InitSystem.SYSTEMD
-    if has_openrc:
+    if has("sbin/openrc", "usr/sbin/openrc", "sbin/openrc-init", "usr/sbin/openrc-init"):
         return InitSystem.OPENRC
-    if any((root / p).exists() for p in ("lib/systemd/systemd", "usr/lib/systemd/systemd")):
+    if has("lib/systemd/systemd", "usr/lib/systemd/systemd"):
         return InitSystem.SYSTEMD
     return InitSystem.UNKNOWN
+
+
+def _in_image(root: Path, rel: str) -> Path | None:
+    """`/rel` of the image at `root`, its links followed inside it; None if they loop or
+    use a file as a directory."""
+    try:
+        return resolve_inside(root, rel)
+    except (InvalidValue, OSError):
+        return None
 
 
 def init_cluster(paths: Paths, settings_text: Mapping[str, Any], *, force: bool = False,

@@ -6,18 +6,18 @@ import dataclasses
 import ipaddress
 import os
 import struct
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import pytest
 
 from oneroot.cli.main import main
-from oneroot.model.cluster import NfsServerKind
+from oneroot.model.cluster import Image, InitSystem, NfsServerKind
 from oneroot.model.inventory import Inventory
 from oneroot.model.paths import Paths
 from oneroot.model.resolved import resolve_cluster
 from oneroot.ops import doctor
 from oneroot.ops.doctor import Host, Level
-from oneroot.ops.inventory import open_store
+from oneroot.ops.inventory import detect_init_system, open_store
 
 TCP_HEADER = ("  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt"
               "   uid  timeout inode\n")
@@ -219,3 +219,62 @@ def test_run_checks_without_inventory(tmp_path: Path) -> None:
                                  host=fake_host(tmp_path))
     assert doctor.has_errors(findings)
     assert any(f.check == "inventory" and "oneroot init" in f.fix for f in findings)
+
+
+
+def _image(tmp_path: Path, links: dict[str, str], files: dict[str, bytes]) -> Path:
+    root = tmp_path / "img"
+    for rel, content in files.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes(content)
+        (root / rel).chmod(0o755)
+    for rel, target in links.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).symlink_to(target)
+    return root
+
+
+def _init_says(root: Path) -> list[str]:
+    """What `oneroot doctor` says about the image's init (its errors, without the root)."""
+    image = Image(name="lab", root=PurePosixPath(root), init_system=InitSystem.SYSTEMD)
+    return [f.message.removeprefix(f"{root}: ").removeprefix(str(root))
+            for f in doctor._check_image(image, Host(), kernels={})
+            if f.level is Level.ERROR and "init" in f.message]
+
+
+def test_init_is_followed_inside_the_image_not_on_this_server(tmp_path: Path) -> None:
+    """An absolute link in the middle of /sbin/init's path names the image's directory: the
+    host's kernel would resolve it against this server's `/` (an image without init called
+    good because the server has that path, a good one called broken because it has not)."""
+    host_side = tmp_path / "host-only"  # exists on this server, not in the image
+    (host_side / "systemd").mkdir(parents=True)
+    (host_side / "init").write_text("")
+    (host_side / "systemd/systemd").write_text("")
+    broken = _image(tmp_path / "a", {"sbin": str(host_side), "lib": str(host_side)}, {})
+    assert _init_says(broken) == ["/sbin/init is missing: nodes cannot start",
+                                  "no init system detected (neither systemd nor OpenRC)"]
+    assert detect_init_system(broken) is InitSystem.UNKNOWN
+    elsewhere = "/oneroot-test-not-on-this-server"
+    good = _image(tmp_path / "b", {"sbin": f"{elsewhere}/sbin", "lib": "usr/lib",
+                                   f"{elsewhere[1:]}/sbin/init": "/lib/systemd/systemd"},
+                  {"usr/lib/systemd/systemd": b""})
+    assert _init_says(good) == []
+    assert detect_init_system(good) is InitSystem.SYSTEMD
+    loop = _image(tmp_path / "c", {"sbin": "/sbin"}, {"lib/systemd/systemd": b""})
+    assert _init_says(loop) == ["/sbin/init does not resolve inside the image: nodes cannot "
+                                "start"]
+
+
+def test_init_needs_its_elf_interpreter_in_the_image(tmp_path: Path) -> None:
+    dynamic = Path("/bin/true").read_bytes()  # PT_INTERP /lib64/ld-linux-x86-64.so.2
+    files = {"usr/sbin/init": dynamic, "lib/systemd/systemd": b""}
+    links = {"sbin": "usr/sbin", "lib64": "/usr/lib64"}
+    without = _image(tmp_path / "a", links, files)
+    assert _init_says(without) == ["/sbin/init needs the ELF interpreter "
+                                   "/lib64/ld-linux-x86-64.so.2, which is missing: nodes "
+                                   "cannot start"]
+    with_it = _image(tmp_path / "b", links,
+                     {**files, "usr/lib64/ld-linux-x86-64.so.2": b"\x7fELF"})
+    assert _init_says(with_it) == []
+    script = _image(tmp_path / "c", {}, {"sbin/init": b"#!/bin/sh\n", "lib/systemd/systemd": b""})
+    assert _init_says(script) == []  # not ELF: the kernel decides
