@@ -16,6 +16,7 @@ from pathlib import PurePosixPath
 from typing import Any
 
 from oneroot.errors import Conflict, InvalidValue, NotFound
+from oneroot.model.checks import CHECK_KEYS, MAX_CHECKS, check_items
 from oneroot.model.cluster import (
     DhcpMode,
     Group,
@@ -226,6 +227,34 @@ def validate(inv: Inventory) -> None:
         for key, value in node.overrides.items():
             check_profile_value(key, value)
         _check_refs(inv, f"node {name!r}", node.overrides)
+    _check_merged_checks(inv)
+
+
+def _check_merged_checks(inv: Inventory) -> None:
+    """A node runs at most `MAX_CHECKS` checks of each kind, its groups' and its own together
+    (resolution concatenates them): refused here, by the command that would pass the limit,
+    not when the node is next resolved (rendered, booted)."""
+    over: dict[tuple[str, tuple[tuple[str, int], ...]], list[str]] = {}
+    for name, node in sorted(inv.nodes.items()):
+        sources = [(f"group {g}", inv.groups[g].values) for g in node.groups if g in inv.groups]
+        sources.append(("its own", node.overrides))
+        for key in CHECK_KEYS:
+            counts = tuple((source, len(check_items(key, values[key])))
+                           for source, values in sources if key in values)
+            counts = tuple(c for c in counts if c[1])
+            if sum(n for _, n in counts) > MAX_CHECKS:
+                over.setdefault((key, counts), []).append(name)
+    if not over:
+        return
+    (key, counts), names = next(iter(over.items()))
+    more = f" and {len(names) - 3} more" if len(names) > 3 else ""
+    who = f"node {names[0]}" if len(names) == 1 else f"nodes {', '.join(names[:3])}{more}"
+    parts = " + ".join(f"{n} from {source}" for source, n in counts)
+    raise InvalidValue(f"{who} would run {sum(n for _, n in counts)} {key} ({parts}), more "
+                       f"than {MAX_CHECKS}",
+                       hint=f"a node runs at most {MAX_CHECKS} checks of each kind, from all "
+                            "its groups: take some out of those groups (or the node), or fold "
+                            "several into one check_commands item")
 
 
 def _check_address(s: Settings, name: str, address: ipaddress.IPv4Address) -> None:

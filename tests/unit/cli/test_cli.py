@@ -239,3 +239,44 @@ def test_checks_are_numbered_units_paths_commands() -> None:
         (CheckKind.UNIT, "a.service"), (CheckKind.PATH, "/x"), (CheckKind.COMMAND, "false")]
     assert check_profile_value("check_commands", "") == ()
     assert check_profile_value("check_commands", "a, b") == ("a, b",)  # one command
+
+
+
+def test_checks_of_groups_together_over_the_limit_are_refused_by_the_command(
+        home: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Each group may hold MAX_CHECKS checks of a kind, and a node runs its groups' together:
+    the command that would pass the limit for some node is refused (naming the nodes and where
+    their checks come from), not the node's next render."""
+    half = MAX_CHECKS // 2 + 1
+
+    def paths(prefix: str) -> str:
+        return "check_paths=" + ",".join(f"/{prefix}{i}" for i in range(half))
+
+    for args in (["group", "add", "a", "--set", paths("a")], ["group", "add", "b"],
+                 ["group", "add", "c", "--set", paths("c")],
+                 ["node", "set", "node01", "--groups", "a,b"],
+                 ["node", "add", "node02", "--mac", "52:54:00:00:00:02", "--group", "a",
+                  "--group", "b"]):
+        assert run(home, *args, capsys=capsys)[0] == 0, args
+    total = f"would run {2 * half} check_paths"
+    for args, message in [
+        (["group", "set", "b", "--set", paths("b")],
+         f"nodes node01, node02 {total} ({half} from group a + {half} from group b), more "
+         f"than {MAX_CHECKS}"),
+        (["node", "set", "node01", "--groups", "a,c"],
+         f"node node01 {total} ({half} from group a + {half} from group c), more than "
+         f"{MAX_CHECKS}"),
+        (["node", "set", "node02", "--set", paths("n")],
+         f"node node02 {total} ({half} from group a + {half} from its own)"),
+        (["node", "add", "node03", "--mac", "52:54:00:00:00:03", "--group", "c", "--set",
+          paths("n")], f"node node03 {total} ({half} from group c + {half} from its own)"),
+    ]:
+        before = dump(home)
+        code, _, err = run(home, *args, capsys=capsys)
+        lines = err.strip().splitlines()
+        assert code == 2 and len(lines) == 2, err
+        assert lines[0].startswith(f"error: {message}"), err
+        assert lines[1].startswith("hint: a node runs at most"), err
+        assert dump(home) == before
+    code, out, _ = run(home, "node", "show", "node01", capsys=capsys)
+    assert code == 0 and "/a0" in out
