@@ -6,9 +6,11 @@ copied, one inside it linked. The attack it stops is in test_nfs_ganesha_handles
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -23,7 +25,8 @@ from oneroot.model import Image, LayerFs, NfsServerKind, Settings
 from oneroot.model.inventory import Inventory, plan
 from oneroot.model.paths import Paths
 from oneroot.model.resolved import resolve_cluster
-from oneroot.ops.doctor_server import check_ganesha_filesystems
+from oneroot.ops.doctor import Level
+from oneroot.ops.doctor_server import check_ganesha_filesystems, check_images_mounted
 from oneroot.ops.image_build import exec_new_version, flatten
 from oneroot.ops.image_history import gc_image
 from oneroot.ops.image_versions import versions_dir
@@ -31,6 +34,7 @@ from oneroot.ops.imagefs import (
     XFS,
     ensure_images_fs,
     grow_images_fs,
+    images_fs_problem,
     images_image,
     images_root,
     is_images_fs,
@@ -38,7 +42,9 @@ from oneroot.ops.imagefs import (
 )
 from oneroot.ops.images import create_image
 from oneroot.ops.layerfs import unmount_layer_fs
+from oneroot.ops.nfs_serving import ExportTarget, _export, ganesha_files, ganesha_server
 from oneroot.testing.inventory import make_inventory
+from oneroot.testing.ports import free_port
 
 pytestmark = [pytest.mark.integration,
               pytest.mark.skipif(os.geteuid() != 0, reason="needs root (loop mounts)")]
@@ -247,3 +253,45 @@ def test_exec_and_gc_on_the_images_filesystem(paths: Paths, tmp_path: Path) -> N
         time.sleep(0.2)
     print(f"gc freed {freed >> 20} MiB of the image file")
     assert freed > 80 << 20
+
+
+def test_the_bare_mount_point_is_never_exported(paths: Paths) -> None:
+    """HOME/images unmounted by hand while serve runs: ganesha's supervisor refuses to start it
+    again (a crash, a core-config restart) and the exports are not applied (a union remount's
+    export), saying why; `oneroot doctor` reports it. Mounted again, all goes on."""
+    lab = images_root(paths) / "lab"
+    (lab / "etc").mkdir(parents=True)
+    (lab / "etc/passwd").write_text("lab\n")
+    assert ensure_images_fs(paths, OWN)
+    assert images_fs_problem(paths) is None and list(check_images_mounted(paths)) == []
+    settings = dataclasses.replace(OWN, state_dir=PurePosixPath(paths.home / "systems"),
+                                   group_dir=PurePosixPath(paths.home / "groups"))
+    cluster = resolve_cluster(make_inventory(
+        nodes=0, settings=settings, images=[Image(name="lab", root=PurePosixPath(lab))]))
+    conf = ganesha_files(paths).conf
+    assert unmount_layer_fs(images_root(paths), XFS)  # by hand, serve running
+    problem = f"{images_root(paths)} is not mounted: the images are on its own filesystem"
+    with pytest.raises(ConfigError, match=f"^{re.escape(problem)}.*: not exporting it$") as refused:
+        _export(cluster, paths, ExportTarget())
+    assert "`oneroot nfs apply`" in (refused.value.hint or "")
+    assert not conf.exists()
+    [said] = check_images_mounted(paths)
+    assert said.level is Level.ERROR and said.message.startswith(problem) and said.fix
+
+    async def supervisor_start() -> int:
+        server = ganesha_server(cluster, paths, binary="/bin/false", port=free_port())
+        with pytest.raises(ConfigError, match=re.escape(problem)):
+            async with server:
+                pass
+        return server.status.starts
+
+    assert asyncio.run(supervisor_start()) == 0  # refused before ganesha ran
+    subprocess.run(["mount", "-t", "tmpfs", "tmpfs", str(images_root(paths))], check=True)
+    try:  # something else mounted there
+        assert "is mounted from tmpfs (tmpfs), not from its own filesystem" in (
+            images_fs_problem(paths) or "")
+    finally:
+        subprocess.run(["umount", str(images_root(paths))], check=True)
+    assert ensure_images_fs(paths, OWN)  # `oneroot nfs apply` with ganesha down
+    _export(cluster, paths, ExportTarget())
+    assert conf.exists() and list(check_images_mounted(paths)) == []

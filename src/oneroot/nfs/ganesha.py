@@ -28,11 +28,11 @@ import os
 import re
 import signal
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from oneroot.errors import ConfigError, ExternalToolError
+from oneroot.errors import ConfigError, ExternalToolError, OnerootError
 from oneroot.fsutil import write_if_changed
 from oneroot.render.cluster import render_ganesha, with_views
 from oneroot.render.context import ClusterContext
@@ -140,8 +140,12 @@ class GaneshaServer:
     def __init__(self, files: GaneshaFiles, *, config: str, bind: ipaddress.IPv4Address,
                  port: int = 2049, binary: str = "ganesha.nfsd", start_timeout: float = 30.0,
                  min_backoff: float = 0.5, max_backoff: float = 30.0,
-                 stable_after: float = 60.0) -> None:
+                 stable_after: float = 60.0,
+                 preflight: Callable[[], None] | None = None) -> None:
         self.files = files
+        # Run (in a thread) before every start, the restarts after a crash too: raising an
+        # OnerootError refuses the start (what it exports is not there), tried again later.
+        self.preflight = preflight
         self.bind = bind
         self.port = port
         self.binary = binary
@@ -153,7 +157,7 @@ class GaneshaServer:
         self._proc: asyncio.subprocess.Process | None = None
         self._ready = asyncio.Event()
         self._settled = asyncio.Event()
-        self._failure: ExternalToolError | None = None
+        self._failure: OnerootError | None = None
         self._restart = asyncio.Event()
         self._stopping = False
         self._starts = 0
@@ -218,10 +222,11 @@ class GaneshaServer:
                 started = time.monotonic()
                 try:
                     await self._start()
-                except ExternalToolError as exc:
+                except OnerootError as exc:
                     self._failure = exc
                     self._settled.set()
-                    log.error("nfs.ganesha.start_failed reason=%s", exc.message)
+                    log.error("nfs.ganesha.start_failed reason=%s hint=%s", exc.message,
+                              exc.hint or "-")
                 else:
                     assert self._proc is not None
                     waiter = asyncio.create_task(self._proc.wait())
@@ -251,6 +256,8 @@ class GaneshaServer:
             await asyncio.shield(self._terminate())
 
     async def _start(self) -> None:
+        if self.preflight is not None:
+            await asyncio.to_thread(self.preflight)
         await asyncio.to_thread(self._kill_stale)
         if await self._listening():
             raise ExternalToolError(

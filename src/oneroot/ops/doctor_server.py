@@ -21,7 +21,7 @@ from oneroot.nfs.knfsd import EXPORTS_FILE
 from oneroot.nfs.view import filesystem_of, mount_at, read_mounts
 from oneroot.nfs.view import shows as view_shows
 from oneroot.ops.doctor import Finding, Host, error, ok, warning
-from oneroot.ops.imagefs import images_root, is_images_fs
+from oneroot.ops.imagefs import images_fs_problem, images_root, is_images_fs
 from oneroot.ops.layerfs import is_layer_fs
 from oneroot.ops.statefs import ALLOWED_TOP
 from oneroot.render.cluster import needs_view
@@ -31,6 +31,7 @@ def server_checks(cluster: ResolvedCluster, paths: Paths, host: Host) -> list[Fi
     s = cluster.settings
     findings = [*check_interface(s), *check_state_fs(s)]
     findings += check_views(cluster, paths)
+    findings += check_images_mounted(paths)
     if s.nfs_server is NfsServerKind.GANESHA:
         findings += check_ganesha_filesystems(cluster, paths)
     if s.nfs_server is NfsServerKind.KNFSD:
@@ -125,6 +126,16 @@ def check_state_fs(s: Settings) -> Iterator[Finding]:
     if mode != 0o700:
         yield warning("state-fs", f"the state dir {state} is mode {mode:04o}, not 0700",
                       f"chmod 0700 {state}")
+
+
+def check_images_mounted(paths: Paths) -> Iterator[Finding]:
+    """HOME/images, once on a filesystem of its own, is exported only while that is mounted
+    there (`oneroot serve` and `nfs apply` refuse otherwise)."""
+    problem = images_fs_problem(paths)
+    if problem is not None:
+        yield error("images-fs", f"{problem}: serve and `oneroot nfs apply` refuse to export it",
+                    "`oneroot nfs apply` mounts it again while ganesha is down (serve then "
+                    "starts it); with ganesha up, restart `oneroot serve`")
 
 
 # -- nfs-ganesha: one filesystem per export -----------------------------------------------------

@@ -25,11 +25,18 @@ import os
 import time
 from pathlib import Path
 
-from oneroot.errors import ExternalToolError
+from oneroot.errors import ConfigError, ExternalToolError
 from oneroot.model.cluster import Settings
 from oneroot.model.paths import Paths
-from oneroot.nfs.view import mount_at
-from oneroot.ops.layerfs import FsFormat, ensure_layer_fs, is_layer_fs, layer_image, run_tool
+from oneroot.nfs.view import mount_at, read_mounts
+from oneroot.ops.layerfs import (
+    FsFormat,
+    backing_file,
+    ensure_layer_fs,
+    is_layer_fs,
+    layer_image,
+    run_tool,
+)
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +86,38 @@ def ensure_images_fs(paths: Paths, s: Settings, *, ns_pid: int | None = None,
                               server_running=server_running, fmt=XFS)
     grow_images_fs(paths)
     return changed
+
+
+def images_fs_problem(paths: Paths, *, ns_pid: int | None = None) -> str | None:
+    """Why `HOME/images` must not be exported now, or None. Once its filesystem is made, the
+    directory is only that filesystem's mount point: unmounted (by hand, while serve runs), the
+    NFS server would export the bare directory, empty, or holding what was written there
+    meanwhile. Looked up in the NFS server's mount namespace (`ns_pid`), else ours."""
+    image = images_image(paths)
+    if not os.path.lexists(image):
+        return None  # no filesystem of its own: HOME/images is the images
+    root = images_root(paths)
+    table = read_mounts(Path(f"/proc/{ns_pid}/mountinfo")) if ns_pid is not None else None
+    entry = mount_at(root, table)
+    if entry is None:
+        return (f"{root} is not mounted: the images are on its own filesystem {image}, and "
+                "the bare mount point would be exported")
+    if backing_file(entry.source) != Path(os.path.realpath(image)):
+        return (f"{root} is mounted from {entry.source} ({entry.fstype}), not from its own "
+                f"filesystem {image}")
+    return None
+
+
+def require_images_fs(paths: Paths, *, ns_pid: int | None = None) -> None:
+    """Refuse (`ConfigError`, logged) to export while `images_fs_problem` has something to say:
+    before the exports are applied, and before the supervisor starts ganesha again."""
+    problem = images_fs_problem(paths, ns_pid=ns_pid)
+    if problem is None:
+        return
+    log.error("imagefs.not_mounted problem=%s", problem)
+    raise ConfigError(f"{problem}: not exporting it",
+                      hint="mount it again: `oneroot nfs apply` does while ganesha is down "
+                           "(serve starts it once it is mounted), or restart `oneroot serve`")
 
 
 def mount_images_fs_if_made(paths: Paths) -> None:

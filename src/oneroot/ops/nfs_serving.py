@@ -60,7 +60,7 @@ from oneroot.ops.catalog import BootCatalog
 from oneroot.ops.exportids import keep_export_ids, load_export_ids
 from oneroot.ops.image_block import ensure_blocks, ensure_tops
 from oneroot.ops.image_versions import booted_versions
-from oneroot.ops.imagefs import ensure_images_fs
+from oneroot.ops.imagefs import ensure_images_fs, require_images_fs
 from oneroot.ops.knfsd_layout import knfsd_layout
 from oneroot.ops.nodes_fs import prepare_group_layers, prepare_nodes
 from oneroot.ops.runlevels import apply_runlevels
@@ -252,6 +252,7 @@ def apply_nfs(cluster: ResolvedCluster, paths: Paths, *,
     prepare_nodes(cluster, paths, ns_pid=ns_pid, server_running=pid is not None)
     # Before the views and unions that may stack on an image: HOME/images its own fs too.
     ensure_images_fs(paths, cluster.settings, ns_pid=ns_pid, server_running=pid is not None)
+    require_images_fs(paths, ns_pid=ns_pid)  # never the bare mount point (unmounted by hand)
     ensure_tops(cluster)  # after the layers: a new top starts with the node's identity files
     # After the node layers: for an image that is the server's live `/`, runlevel targets go
     # into each node's own layer instead of the image.
@@ -326,12 +327,13 @@ def _export(cluster: ResolvedCluster, paths: Paths, target: ExportTarget, *,
     until it has let go of them."""
     plan = nfs_plan(cluster, paths, unexported=unexported, bind=target.bind, port=target.port)
     keep_export_ids(paths, plan.export_ids)
+    files = ganesha_files(paths)
+    pid = running_pid(files) if plan.kind.is_ganesha else None
+    require_images_fs(paths, ns_pid=union_ns_pid(pid))
     if plan.kind is NfsServerKind.KNFSD:
         bind_junctions(plan.binds)  # a union mounted again is bound in the view again
         apply_exports(plan.text, path=target.exports_file, exportfs=target.exportfs)
         return
-    files = ganesha_files(paths)
-    pid = running_pid(files)
     if write_if_changed(files.conf, plan.text.encode()) and pid is not None:
         _sighup_ganesha(files, pid, wait=True)
 
@@ -457,4 +459,5 @@ def ganesha_server(cluster: ResolvedCluster, paths: Paths, *,
         authorize_export_users(plan.ctx.ceph, ceph_export_users(plan.ctx))
         join_recovery_db(plan.ctx.ceph)  # rados_cluster: an instance must be a member
     return GaneshaServer(ganesha_files(paths), config=plan.text,
-                         bind=bind or cluster.settings.server_address, port=port, binary=binary)
+                         bind=bind or cluster.settings.server_address, port=port, binary=binary,
+                         preflight=lambda: require_images_fs(paths))

@@ -10,12 +10,12 @@ import os
 import socket
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from oneroot.errors import ExternalToolError
+from oneroot.errors import ConfigError, ExternalToolError
 from oneroot.nfs import GaneshaFiles, GaneshaServer, ReloadAction, core_part
 from oneroot.testing.ports import free_port
 
@@ -36,10 +36,11 @@ def binary(tmp_path: Path) -> Iterator[str]:
     yield str(script)
 
 
-def _server(tmp_path: Path, binary: str, config: str, port: int) -> GaneshaServer:
+def _server(tmp_path: Path, binary: str, config: str, port: int,
+            preflight: Callable[[], None] | None = None) -> GaneshaServer:
     return GaneshaServer(GaneshaFiles.in_dir(tmp_path / "run"), config=config, bind=LOCAL,
                          port=port, binary=binary, start_timeout=10, min_backoff=0.05,
-                         max_backoff=0.2)
+                         max_backoff=0.2, preflight=preflight)
 
 
 def test_core_part_ignores_exports() -> None:
@@ -129,5 +130,44 @@ def test_cancelling_run_stops_ganesha(tmp_path: Path, binary: str) -> None:
         assert pid is not None
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
+
+    asyncio.run(scenario())
+
+
+def test_a_refusing_preflight_stops_the_first_start_and_the_restarts(tmp_path: Path,
+                                                                     binary: str) -> None:
+    """What ganesha would export must be there before every start, the restarts after a
+    crash too (`oneroot serve` checks that HOME/images is mounted): refused, ganesha is not
+    run; tried again with the backoff, it starts once the check passes."""
+    port = free_port()
+    calls: list[bool] = []
+
+    def preflight() -> None:
+        refusing = (tmp_path / "refuse").exists()
+        calls.append(refusing)
+        if refusing:
+            raise ConfigError("HOME/images is not mounted", hint="mount it")
+
+    async def until(condition: Callable[[], bool]) -> None:
+        deadline = time.monotonic() + 60
+        while not condition() and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        assert condition()
+
+    async def scenario() -> None:
+        (tmp_path / "refuse").touch()
+        with pytest.raises(ConfigError, match="not mounted"):
+            async with _server(tmp_path, binary, _config(port), port, preflight):
+                pass
+        (tmp_path / "refuse").unlink()
+        server = _server(tmp_path, binary, _config(port, extra="# fake: crash_after=0.3\n"),
+                         port, preflight)
+        async with server:
+            assert server.status.starts == 1
+            (tmp_path / "refuse").touch()
+            await until(lambda: calls[-3:] == [True] * 3)  # crashed; restarts refused
+            assert server.status.starts == 1 and server.status.pid is None
+            (tmp_path / "refuse").unlink()
+            await until(lambda: server.status.starts >= 2)
 
     asyncio.run(scenario())
