@@ -267,11 +267,28 @@ def test_lab_try_rollout_and_rollback(lab: UpLab) -> None:
     assert timed("group set (checks)", "group", "set", "default", *CHECKS,
                  lab=lab).returncode == 0
 
-    tried = timed("lab try node01 --image lab@2", "lab", "try", "node01", "--image", "lab@2",
-                  "--json", "--workdir", str(w), lab=lab, timeout=700)
+    # Run on the lab's server with no lab at --workdir, lab try takes the lab's network for
+    # a real one (lab.canarynet): the canary boots in a private namespace mirroring it, and
+    # the lab's nodes on br0 stand for the real cluster's other hosts.
+    tried = timed("lab try node01 --image lab@2 (a real network)", "lab", "try", "node01",
+                  "--image", "lab@2", "--json", "--workdir", str(w / "no-lab"), lab=lab,
+                  on_server=True, timeout=700)
     assert tried.returncode == 0, tried.stderr
     doc = json.loads(tried.stdout)
     assert doc["passed"] and doc["image"] == "lab@2" and doc["canary"] == "try-node01"
+    assert doc["network"] == "private", doc
+    netns = lab.status()["netns"]
+    # No frame of the canary's ever crossed the lab's bridge (its learned MACs), and its
+    # namespace, uplink, route and tables are gone.
+    fdb = subprocess.run(["bridge", "-n", netns, "fdb", "show", "br", "br0"],
+                         capture_output=True, text=True, check=True).stdout
+    assert doc["mac"] and doc["mac"] not in fdb.lower(), fdb
+    assert not [n for n in list_netns() if n.startswith("oneroot-try-")]
+    assert doc["address"] not in subprocess.run(["ip", "-n", netns, "route"], text=True,
+                                                capture_output=True, check=True).stdout
+    assert "oneroot_try" not in subprocess.run(["ip", "netns", "exec", netns, "nft", "list",
+                                                "tables"], text=True, capture_output=True,
+                                               check=True).stdout
     assert doc["address"] not in ("10.0.0.11", "10.0.0.12") and doc["stage"] == "runlevel"
     assert [(c["kind"], c["result"]) for c in doc["checks"]] == [
         ("unit", "pass"), ("path", "pass"), ("command", "pass")], doc["checks"]
