@@ -156,11 +156,12 @@ def test_a_node_that_boots_while_its_server_is_dead_boots_from_the_other(
         assert pool_second.get("ip") == pool_first.get("ip"), (pool_first, pool_second)
         # The running pool client renews: its RENEW goes to its server id, A's service
         # address, which B holds now; B answers from the lease A bound (read from the
-        # database): the same address, never given up. At once: a REBIND would follow only
-        # after udhcpc's RENEW timeout (-T).
+        # database): the same address, never given up, and as A (the server id the client
+        # chose, which B holds: udhcpc would ignore a NAK naming B). At once: a REBIND would
+        # follow only after udhcpc's RENEW timeout (-T).
         renewals = [_renew(renewing, events) for _ in range(2)]
         assert [(kind, env.get("ip"), env.get("serverid")) for kind, env, _ in renewals] == \
-            [("renew", held.get("ip"), str(SERVICE["b"]))] * 2, events.read()
+            [("renew", held.get("ip"), str(SERVICE["a"]))] * 2, events.read()
         assert all(took < RENEW_TIMEOUT for _, _, took in renewals), renewals
         # The reports are answered before b's batch writer stores them: wait for the rows.
         want = {name: ("init", "b") for name in NODES}

@@ -36,6 +36,9 @@ _UPSERT_LEASE = ("INSERT INTO leases (mac, ip, node, expires, state, relay_info,
                  " node = excluded.node, expires = excluded.expires, state = excluded.state,"
                  " relay_info = excluded.relay_info, server = excluded.server")
 _DELETE_LEASE = "DELETE FROM leases WHERE mac = ?"
+# A RELEASE or DECLINE ends the lease on that address only: the row may have moved since it was
+# read (the client bound another address through another server)
+_DELETE_LEASE_AT = "DELETE FROM leases WHERE mac = ? AND ip = ?"
 _UPSERT_DECLINED = ("INSERT INTO declined (ip, mac, until) VALUES (?, ?, ?) ON CONFLICT (ip) "
                     "DO UPDATE SET mac = excluded.mac, until = excluded.until")
 _UPSERT_UNKNOWN = (
@@ -227,12 +230,12 @@ class LeaseStore:
             if held is not None and held.address == change.address:
                 self._forget(held)
                 if held.state is LeaseState.BOUND:
-                    pending.append((_DELETE_LEASE, (_mac_text(mac),)))
+                    pending.append((_DELETE_LEASE_AT, (_mac_text(mac), str(held.address))))
         else:  # DECLINE
             taken = self._by_address.get(change.address)
             if taken is not None:
                 self._forget(taken)
-                pending.append((_DELETE_LEASE, (_mac_text(taken.mac),)))
+                pending.append((_DELETE_LEASE_AT, (_mac_text(taken.mac), str(taken.address))))
             self._declined[change.address] = change.expires
             pending.append((_UPSERT_DECLINED, (str(change.address), _mac_text(mac),
                                                change.expires)))

@@ -292,7 +292,9 @@ def network_config(inv: Inventory) -> NetworkConfig:
     pool = (s.pool_start, s.pool_end) if s.discovery and s.pool_start and s.pool_end else None
     # With ha_servers, a member's server id is its service address: a client's unicast RENEW
     # then reaches whoever holds it (a peer, after its death), not a dead host address.
+    # Its peers' service addresses: it answers as them while it holds them (after their death).
     service = next((h.service for h in s.ha_servers if h.host == s.server_address), None)
+    peers = tuple(h.service for h in s.ha_servers if h.service != service)
     return NetworkConfig(server_address=s.server_address, subnet=s.subnet, router=s.gateway,
                          dns=s.dns, domain=s.domain, lease_time=s.lease_time,
-                         mode=s.dhcp_mode, pool=pool, server_id=service)
+                         mode=s.dhcp_mode, pool=pool, server_id=service, peers=peers)

@@ -257,6 +257,8 @@ def _dhcp_service(holder: CatalogHolder, options: ServeOptions, leases: LeaseSto
                                                             dhcp.interface):
             log.warning("serve.restart_needed reason=server address or interface changed")
             return
+        if new.peers != dhcp.network.peers:  # their sockets are opened at start
+            log.warning("serve.restart_needed reason=the peers of ha_servers changed")
         dhcp.network = new
 
     holder.listeners.append(dhcp_settings)

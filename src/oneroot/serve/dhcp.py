@@ -15,8 +15,9 @@ addresses are fixed, still go out, while pool clients' ACKs wait for a write tha
 Unknown clients and quarantined addresses are pruned every `limits.prune_interval`.
 
 On a shared database (other servers bind leases this view never saw), a pool client's REQUEST
-the view cannot answer (a renewal after its server died) waits for its rows, read in a worker
-thread (a batch per read), and is decided again; a client the view knows costs no read.
+the view cannot answer (a renewal after its server died), and a RELEASE or DECLINE of a lease
+it lacks, waits for its rows, read in a worker thread (a batch per read), and is decided again;
+a client the view knows costs no read.
 
 At synchronous=NORMAL the write (a WAL append: the lease reaches the OS before its ACK, as
 Kea's memfile does) runs inline. At synchronous=FULL it fsyncs, so it runs in a worker thread;
@@ -35,9 +36,8 @@ import socket
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
 from ipaddress import IPv4Address
-from typing import NamedTuple, TypeVar
+from typing import TypeVar
 
 from oneroot.errors import MalformedPacket
 from oneroot.inventory.leases import LeaseStore, LostClaim
@@ -53,12 +53,15 @@ from oneroot.proto.dhcp import (
     MessageType,
     NetworkConfig,
     NodeBoot,
-    ReplyEvent,
     claim_lost_nak,
     parse_packet,
     respond,
 )
 from oneroot.serve.dhcp_link import may_be_decline, open_link_socket, parse_link_datagram
+from oneroot.serve.dhcp_records import DhcpHealth as DhcpHealth
+from oneroot.serve.dhcp_records import Reply as _Reply
+from oneroot.serve.dhcp_records import Reread as _Reread
+from oneroot.serve.dhcp_sockets import PeerIdentities, open_alias_socket, open_dhcp_socket
 
 log = logging.getLogger(__name__)
 
@@ -68,63 +71,10 @@ _BACKLOG_LIMIT = 4096  # replies waiting for socket buffer space; beyond that th
 _CHECKPOINT_EVERY = 256  # commits between WAL checkpoints
 _LAZY_FLUSH = 1.0  # seconds a record no reply waits for may wait for the next write
 _MAX_DATAGRAM = 65536
-_RECEIVE_BUFFER = 4 * 1024 * 1024
-_SEND_BUFFER = 1024 * 1024
-_SO_BINDTODEVICE = getattr(socket, "SO_BINDTODEVICE", 25)
 _NO_RELAY = IPv4Address(0)
 _REREAD_BATCH = 64  # clients' rows read per worker hop
 _K = TypeVar("_K")
 _V = TypeVar("_V")
-
-
-@dataclass(slots=True)
-class DhcpHealth:
-    """What `oneroot status` shows about the DHCP service's writes."""
-
-    commit_failures: int = 0
-    replies_dropped: int = 0
-    last_error: str = ""
-    last_failure: float = 0.0
-    last_commit: float = 0.0
-    decline_from_link: bool = False  # the packet socket is open: direct DECLINEs are read
-
-    @property
-    def failing(self) -> bool:
-        return self.last_failure > self.last_commit
-
-
-class _Reply(NamedTuple):  # a tuple: built for every reply, cheaper than a dataclass
-    data: bytes  # encoded
-    address: tuple[str, int]
-    port: int  # the server port it answers, whose socket sends it
-    event: ReplyEvent | None
-    received: float
-    claim: DhcpPacket | None = None  # the REQUEST of a pool ACK: NAKed if the claim is lost
-
-
-class _Reread(NamedTuple):  # a REQUEST waiting for its client's rows from the database
-    data: bytes
-    address: tuple[str, int]
-    port: int
-    mac: MacAddress
-    wanted: IPv4Address
-
-
-def open_dhcp_socket(interface: str, port: int) -> socket.socket:
-    """A UDP socket on 0.0.0.0:`port` that only sees and sends on `interface`."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _RECEIVE_BUFFER)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, _SEND_BUFFER)
-        sock.setsockopt(socket.SOL_SOCKET, _SO_BINDTODEVICE, interface.encode())
-        sock.bind(("0.0.0.0", port))
-        sock.setblocking(False)
-    except BaseException:
-        sock.close()
-        raise
-    return sock
 
 
 class DhcpService:
@@ -161,6 +111,9 @@ class DhcpService:
         self._rereads: list[_Reread] = []
         self._rereading: asyncio.Future[list[Lease]] | None = None
         self._link: socket.socket | None = None  # AF_PACKET: direct DECLINEs
+        # peers' service addresses held here (`ha_servers`): datagrams sent to them
+        self._aliases: dict[IPv4Address, socket.socket] = {}
+        self.identities = PeerIdentities()
         self._next_prune = 0.0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._sockets: dict[int, socket.socket] = {}
@@ -184,6 +137,7 @@ class DhcpService:
         try:
             for port in ports:
                 self._sockets[port] = open_dhcp_socket(self.interface, port)
+            self._open_aliases()
             self._open_link()
             self._resume_reading()
             log.info("dhcp.listen interface=%s ports=%s mode=%s", self.interface,
@@ -208,6 +162,9 @@ class DhcpService:
                 self._loop.remove_writer(sock.fileno())
             sock.close()
         self._sockets.clear()
+        for sock in self._aliases.values():
+            sock.close()
+        self._aliases.clear()
         self._backlog.clear()
 
     # --- receiving ---
@@ -217,6 +174,8 @@ class DhcpService:
             return
         for port, sock in self._sockets.items():
             self._loop.add_reader(sock.fileno(), self._readable, sock, port)
+        for alias, sock in self._aliases.items():
+            self._loop.add_reader(sock.fileno(), self._readable, sock, self.port, alias)
         if self._link is not None:
             self._loop.add_reader(self._link.fileno(), self._link_readable, self._link)
         self._reading = True
@@ -224,11 +183,18 @@ class DhcpService:
     def _pause_reading(self) -> None:
         if not self._reading or self._loop is None:
             return
-        for sock in self._sockets.values():
+        for sock in (*self._sockets.values(), *self._aliases.values()):
             self._loop.remove_reader(sock.fileno())
         if self._link is not None:
             self._loop.remove_reader(self._link.fileno())
         self._reading = False
+
+    def _open_aliases(self) -> None:
+        for peer in self.network.peers:
+            try:
+                self._aliases[peer] = open_alias_socket(self.interface, peer, self.port)
+            except OSError as exc:  # its clients' unicasts are then answered as this server
+                log.warning("dhcp.alias_disabled address=%s error=%s", peer, exc)
 
     def _open_link(self) -> None:
         if self.network.mode is DhcpMode.PROXY:
@@ -263,7 +229,8 @@ class DhcpService:
         if self.leases.dirty:
             self._commit(flush=True)
 
-    def _readable(self, sock: socket.socket, port: int) -> None:
+    def _readable(self, sock: socket.socket, port: int, alias: IPv4Address | None = None
+                  ) -> None:
         batch: list[tuple[bytes, tuple[str, int]]] = []
         try:
             while len(batch) < _BATCH_LIMIT:
@@ -273,14 +240,15 @@ class DhcpService:
         except OSError as exc:
             log.warning("dhcp.socket_error port=%d error=%s", port, exc)
         if batch:
-            self._serve(batch, port)
+            self._serve(batch, port, alias)
 
-    def _serve(self, batch: list[tuple[bytes, tuple[str, int]]], port: int) -> None:
+    def _serve(self, batch: list[tuple[bytes, tuple[str, int]]], port: int,
+               alias: IPv4Address | None = None) -> None:
         now = self.clock()
         held = self._held
         for data, addr in batch:
             try:
-                reply, holds = self._decide(data, addr, port, now)
+                reply, holds = self._decide(data, addr, port, now, alias=alias)
             except Exception as exc:  # the per-datagram guard: log, drop, keep serving
                 self._log_drop(addr, exc)
                 continue
@@ -315,10 +283,12 @@ class DhcpService:
                 self._commit_or_flush_later()
 
     def _decide(self, data: bytes, addr: tuple[str, int], port: int, now: float,
-                frame_source: MacAddress | None = None, *, reread: bool = True
-                ) -> tuple[_Reply | None, bool]:
+                frame_source: MacAddress | None = None, *, reread: bool = True,
+                alias: IPv4Address | None = None) -> tuple[_Reply | None, bool]:
         """The encoded reply to one datagram, and whether it waits for a write. `reread`:
-        a REQUEST the view cannot answer is set aside for a read of the shared database."""
+        a REQUEST the view cannot answer is set aside for a read of the shared database.
+        `alias`: it was sent to that peer's service address (held here); one that names a
+        peer's identifier held here is answered as that peer too."""
         request = parse_packet(data)
         decline = request.message_type is MessageType.DECLINE
         if (decline and (frame_source is None) == (request.giaddr == _NO_RELAY)) or \
@@ -327,12 +297,18 @@ class DhcpService:
         if self.relays is not None and request.giaddr != _NO_RELAY and \
                 request.giaddr not in self.relays:
             return None, False  # another server's segment
-        decision = respond(request, now=now, config=self.network, lookup=self.lookup,
+        network = self.network
+        if network.peers:
+            alias = alias or self.identities.named(network, request.server_id, now)
+            if alias is not None:
+                network = self.identities.config(network, alias)
+        decision = respond(request, now=now, config=network, lookup=self.lookup,
                            leases=self.leases, port=port, source=self._peer(addr),
                            is_reserved=self.is_reserved, frame_source=frame_source,
                            view_complete=not (reread and self.leases.remote))
         if decision.reread is not None:
-            self._queue_reread(_Reread(data, addr, port, request.mac, decision.reread))
+            self._queue_reread(_Reread(data, addr, port, request.mac, decision.reread,
+                                       frame_source, alias))
             return None, False
         if decline:
             log.warning("dhcp.decline mac=%s frame_source=%s result=%s", request.mac,
@@ -364,7 +340,7 @@ class DhcpService:
             max_size = None
         return _Reply(reply.to_bytes(max_size=max_size),
                       (self._text(destination.address), destination.port), port,
-                      decision.event, now, claim), holds
+                      decision.event, now, claim, alias), holds
 
     # --- renewals of leases another server bound: read from the database, decided again ---
 
@@ -405,7 +381,8 @@ class DhcpService:
             for waiting in batch:
                 try:
                     reply, holds = self._decide(waiting.data, waiting.address, waiting.port,
-                                                now, reread=False)
+                                                now, waiting.frame_source, reread=False,
+                                                alias=waiting.alias)
                 except Exception as error:  # the per-datagram guard
                     self._log_drop(waiting.address, error)
                     continue
@@ -505,7 +482,9 @@ class DhcpService:
     def _nak_lost(self, reply: _Reply) -> _Reply:
         assert reply.claim is not None and reply.event is not None
         log.info("dhcp.claim_lost mac=%s ip=%s", reply.event.mac, reply.event.address)
-        decision = claim_lost_nak(reply.claim, config=self.network,
+        network = self.network if reply.alias is None else \
+            self.identities.config(self.network, reply.alias)
+        decision = claim_lost_nak(reply.claim, config=network,
                                   reason=f"{reply.event.address} is bound to another client")
         assert decision.reply is not None and decision.destination is not None
         destination = decision.destination

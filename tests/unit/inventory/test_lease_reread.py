@@ -126,3 +126,28 @@ def test_a_claim_on_the_reread_address_stays_race_free(store_at: StoreAt) -> Non
     assert [(c.mac, c.holder.mac if c.holder else None) for c in lost] == [(CLIENT, OTHER)]
     a.close()
     b.close()
+
+
+@pytest.mark.parametrize("action", [LeaseAction.RELEASE, LeaseAction.DECLINE])
+def test_a_release_or_decline_ends_the_lease_on_its_address_only(store_at: StoreAt,
+                                                                  action: LeaseAction) -> None:
+    """B's view still has the client on ADDRESS (bound by B, expired since); A has bound the
+    client another address meanwhile. The client's late RELEASE (or DECLINE) of ADDRESS
+    through B must not delete the lease A bound."""
+    moved = IPv4Address("10.0.2.11")
+    b = LeaseStore(store_at("leases"), server="b")
+    b.stage(bind(CLIENT, expires=NOW + 1), now=NOW)
+    assert b.commit() == []
+    a = LeaseStore(store_at("leases"), server="a")
+    a.stage(LeaseChange(action=LeaseAction.BIND, mac=CLIENT, address=moved,
+                        expires=NOW + 600, state=LeaseState.BOUND), now=NOW + 10)
+    assert a.commit() == []
+    a.close()
+    b.stage(LeaseChange(action=action, mac=CLIENT, address=ADDRESS, expires=NOW + 600),
+            now=NOW + 20)
+    assert b.commit() == []
+    b.close()
+    fresh = LeaseStore(store_at("leases"))
+    held = fresh.lease_for_mac(CLIENT)
+    fresh.close()
+    assert held is not None and held.address == moved

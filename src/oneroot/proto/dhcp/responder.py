@@ -22,6 +22,8 @@ Decision table (full mode; proxy mode answers only known PXE clients, with boot 
               DECLINE_HOLD s, silent. Anything else is ignored (chaddr is the sender's choice:
               a DECLINE taken on its word lets any host delete any lease).
     RELEASE   the client's lease is freed, silent
+              With `view_complete=False`, a DECLINE or a pool client's RELEASE of a lease the
+              view lacks is `reread` first, then decided as above.
     INFORM    known (or discovery on) → ACK with configuration, no address, no lease time
 """
 
@@ -81,6 +83,9 @@ class NetworkConfig:
     # The server identifier (option 54) when it is not server_address: with `ha_servers`, the
     # service address, which a peer takes over with the server's clients' unicast RENEWs
     server_id: IPv4Address | None = None
+    # The other servers' identifiers (their service addresses), which this one answers as
+    # while it holds them (the caller decides: `server_id` set to one of them, `peers` ())
+    peers: tuple[IPv4Address, ...] = ()
 
     @property
     def identifier(self) -> IPv4Address:
@@ -373,6 +378,8 @@ class _Context:
             return Decision(reason=f"DECLINE refused: {address} is not a pool address")
         lease = self.leases.lease_for_address(address)
         if lease is None or lease.mac != self.mac or lease.state is not LeaseState.BOUND:
+            if not self.view_complete:  # maybe bound by another server: read, then decide
+                return Decision(reread=address, reason="not in this server's view")
             return Decision(reason=f"DECLINE refused: {address} is not this client's lease")
         if req.giaddr != _ZERO:
             info = req.relay_agent_info
@@ -389,7 +396,11 @@ class _Context:
 
     def release(self) -> Decision:
         lease = self.leases.lease_for_mac(self.mac)
-        if lease is None or lease.address != self.request.ciaddr:
+        ciaddr = self.request.ciaddr
+        if lease is None or lease.address != ciaddr:
+            if not self.view_complete and self.node is None and self.config.pool is not None \
+                    and ciaddr != _ZERO:  # a pool lease another server bound: read it first
+                return Decision(reread=ciaddr, reason="not in this server's view")
             return Decision(reason="RELEASE of an address this client does not hold")
         return Decision(reason="released",
                         lease_change=LeaseChange(action=LeaseAction.RELEASE, mac=self.mac,

@@ -1,0 +1,47 @@
+"""The DHCP service's records: the health of its lease writes, a reply waiting to be sent, a
+request waiting for its client's rows from the shared database."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from ipaddress import IPv4Address
+from typing import NamedTuple
+
+from oneroot.net import MacAddress
+from oneroot.proto.dhcp import DhcpPacket, ReplyEvent
+
+
+@dataclass(slots=True)
+class DhcpHealth:
+    """What `oneroot status` shows about the DHCP service's writes."""
+
+    commit_failures: int = 0
+    replies_dropped: int = 0
+    last_error: str = ""
+    last_failure: float = 0.0
+    last_commit: float = 0.0
+    decline_from_link: bool = False  # the packet socket is open: direct DECLINEs are read
+
+    @property
+    def failing(self) -> bool:
+        return self.last_failure > self.last_commit
+
+
+class Reply(NamedTuple):  # a tuple: built for every reply, cheaper than a dataclass
+    data: bytes  # encoded
+    address: tuple[str, int]
+    port: int  # the server port it answers, whose socket sends it
+    event: ReplyEvent | None
+    received: float
+    claim: DhcpPacket | None = None  # the REQUEST of a pool ACK: NAKed if the claim is lost
+    alias: IPv4Address | None = None  # the peer identifier it answered as
+
+
+class Reread(NamedTuple):  # a REQUEST waiting for its client's rows from the database
+    data: bytes
+    address: tuple[str, int]
+    port: int
+    mac: MacAddress
+    wanted: IPv4Address
+    frame_source: MacAddress | None  # a direct DECLINE's Ethernet source
+    alias: IPv4Address | None  # sent to a peer's service address this server holds
