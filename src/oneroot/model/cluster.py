@@ -19,6 +19,7 @@ from oneroot.model.profile import (
     ProfileValue,
 )
 from oneroot.model.profile import check_profile_value as check_profile_value
+from oneroot.model.relaypools import RelayPool
 from oneroot.net import MacAddress
 
 __all__ = ["PROFILE_KEYS", "DhcpMode", "Group", "Image", "ImageRef", "ImageVersion",
@@ -104,6 +105,9 @@ class Settings:
     # Boot servers backing each other up: each one's service address moves to a peer (VRRP)
     # whose ganesha-ceph instance for it takes over its clients (`oneroot nfs instance`).
     ha_servers: tuple[HaServer, ...] = ()
+    # Discovery pools of segments behind DHCP relays (by the relay's giaddr); `pool_start` and
+    # `pool_end` are the pool of `subnet`, the servers' own segment.
+    relay_pools: tuple[RelayPool, ...] = ()
 
     @property
     def netmask(self) -> ipaddress.IPv4Address:

@@ -33,6 +33,7 @@ from oneroot.model.cluster import (
 )
 from oneroot.model.haservers import parse_ha_servers
 from oneroot.model.pool import check_pool
+from oneroot.model.relaypools import parse_relay_pools
 from oneroot.net import MacAddress, parse_ipv4, parse_network
 
 
@@ -105,6 +106,8 @@ def _parse_setting(key: str, raw: Any) -> Any:
         return tuple(parse_ipv4(str(v), what="DNS server") for v in items)
     if key == "ha_servers":
         return parse_ha_servers(raw)
+    if key == "relay_pools":
+        return parse_relay_pools(raw)
     if key == "cephfs_mount" and raw in (None, "", "none"):
         return None
     if key in ("image_root", "state_dir", "group_dir", "boot_dir", "block_dir",
@@ -186,6 +189,11 @@ def validate(inv: Inventory) -> None:
         if s.pool_end < s.pool_start:
             raise InvalidValue("pool_end comes before pool_start")
         check_pool(s)
+    for relayed in s.relay_pools:
+        if relayed.subnet.overlaps(s.subnet):
+            raise InvalidValue(f"relay_pools: the segment {relayed.subnet} overlaps the subnet "
+                               f"{s.subnet}", hint="a relayed segment is another network "
+                               "than the servers' own (whose pool is pool_start-pool_end)")
     for name, group in inv.groups.items():
         check_name("group", name)
         for key, value in group.values.items():

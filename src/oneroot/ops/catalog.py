@@ -7,6 +7,7 @@ until its nodes boot.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -295,6 +296,12 @@ def network_config(inv: Inventory) -> NetworkConfig:
     # Its peers' service addresses: it answers as them while it holds them (after their death).
     service = next((h.service for h in s.ha_servers if h.host == s.server_address), None)
     peers = tuple(h.service for h in s.ha_servers if h.service != service)
-    return NetworkConfig(server_address=s.server_address, subnet=s.subnet, router=s.gateway,
-                         dns=s.dns, domain=s.domain, lease_time=s.lease_time,
-                         mode=s.dhcp_mode, pool=pool, server_id=service, peers=peers)
+    network = NetworkConfig(server_address=s.server_address, subnet=s.subnet,
+                            router=s.gateway, dns=s.dns, domain=s.domain,
+                            lease_time=s.lease_time, mode=s.dhcp_mode, pool=pool,
+                            server_id=service, peers=peers)
+    # Relayed segments (setting relay_pools): their own subnet, router (the relay) and pool
+    segments = tuple(dataclasses.replace(network, subnet=r.subnet, router=r.relay,
+                                         pool=(r.first, r.last) if s.discovery else None,
+                                         peers=()) for r in s.relay_pools)
+    return dataclasses.replace(network, segments=segments) if segments else network

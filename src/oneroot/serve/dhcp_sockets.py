@@ -84,8 +84,9 @@ class PeerIdentities:
             self._base, self._configs = network, {}
         config = self._configs.get(alias)
         if config is None:
+            segments = tuple(dataclasses.replace(s, server_id=alias) for s in network.segments)
             config = self._configs[alias] = dataclasses.replace(network, server_id=alias,
-                                                                peers=())
+                                                                peers=(), segments=segments)
         return config
 
     def named(self, network: NetworkConfig, server_id: IPv4Address | None,

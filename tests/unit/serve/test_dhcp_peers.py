@@ -101,6 +101,9 @@ def test_whether_a_peer_is_held_is_asked_at_most_once_a_second() -> None:
     config = identities.config(NETWORK, PEER)
     assert (config.identifier, config.peers) == (PEER, ())
     assert identities.config(NETWORK, PEER) is config  # one per network, reused
+    segment = dataclasses.replace(NETWORK, subnet=IPv4Network("10.9.5.0/24"))
+    relayed = identities.config(dataclasses.replace(NETWORK, segments=(segment,)), PEER)
+    assert [s.identifier for s in relayed.segments] == [PEER]  # its relayed segments too
 
 
 def test_holds_address_asks_the_kernel() -> None:

@@ -1,6 +1,7 @@
 """Sans-IO DHCP (RFC 2131/2132, PXE, iPXE): the packet codec and the responder's decisions."""
 
 from oneroot.model.cluster import DhcpMode
+from oneroot.proto.dhcp.config import NetworkConfig, NodeBoot
 from oneroot.proto.dhcp.lease import Lease, LeaseAction, LeaseChange, LeaseState, LeaseView
 from oneroot.proto.dhcp.options import (
     BROADCAST_FLAG,
@@ -23,8 +24,6 @@ from oneroot.proto.dhcp.responder import (
     OFFER_HOLD,
     Decision,
     Destination,
-    NetworkConfig,
-    NodeBoot,
     ReplyEvent,
     UnknownClient,
     boot_file,

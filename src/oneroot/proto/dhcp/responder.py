@@ -25,6 +25,8 @@ Decision table (full mode; proxy mode answers only known PXE clients, with boot 
               With `view_complete=False`, a DECLINE or a pool client's RELEASE of a lease the
               view lacks is `reread` first, then decided as above.
     INFORM    known (or discovery on) → ACK with configuration, no address, no lease time
+An unknown client on a relayed segment (`NetworkConfig.segments`: relayed from it, or its
+ciaddr in it) is decided with that segment's config: its subnet, router and pool.
 """
 
 from __future__ import annotations
@@ -32,11 +34,12 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from ipaddress import IPv4Address, IPv4Network
+from ipaddress import IPv4Address
 
 from oneroot.errors import MalformedPacket
 from oneroot.model.cluster import DhcpMode
 from oneroot.net import MacAddress
+from oneroot.proto.dhcp.config import NetworkConfig, NodeBoot
 from oneroot.proto.dhcp.lease import Lease, LeaseAction, LeaseChange, LeaseState, LeaseView
 from oneroot.proto.dhcp.options import (
     BROADCAST_FLAG,
@@ -68,44 +71,6 @@ _PXE_VENDOR_OPTIONS = encode_suboptions(
 _IPXE_ENCAP_OPTIONS = encode_suboptions([(IpxeSubOption.NO_PXEDHCP, encode_u8(1))])
 _MESSAGE_TYPE_VALUES = {mtype: encode_u8(mtype) for mtype in MessageType}
 _REPLY_OPTIONS_KEPT = 1024  # option sets cached per config (PXE clients' UUIDs make many)
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class NetworkConfig:
-    server_address: IPv4Address
-    subnet: IPv4Network
-    router: IPv4Address | None = None
-    dns: tuple[IPv4Address, ...] = ()
-    domain: str | None = None
-    lease_time: int = 86400
-    mode: DhcpMode = DhcpMode.FULL
-    pool: tuple[IPv4Address, IPv4Address] | None = None  # discovery pool, inclusive; None: off
-    # The server identifier (option 54) when it is not server_address: with `ha_servers`, the
-    # service address, which a peer takes over with the server's clients' unicast RENEWs
-    server_id: IPv4Address | None = None
-    # The other servers' identifiers (their service addresses), which this one answers as
-    # while it holds them (the caller decides: `server_id` set to one of them, `peers` ())
-    peers: tuple[IPv4Address, ...] = ()
-
-    @property
-    def identifier(self) -> IPv4Address:
-        return self.server_id or self.server_address
-
-    def names_us(self, server_id: IPv4Address) -> bool:
-        """A client's option 54 is this server's (its identifier, or its own address)."""
-        return server_id in (self.server_address, self.server_id)
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class NodeBoot:
-    name: str
-    address: IPv4Address
-    bios_file: str  # "undionly.kpxe" or "pxelinux.0"
-    uefi_file: str  # "ipxe.efi" or "snponly.efi"
-    ipxe_url: str  # e.g. "http://10.0.0.1:8080/boot/node01.ipxe"
-    # The seed's way on BIOS: pxelinux.0 even when the firmware's PXE stack is iPXE (QEMU's
-    # ROM, iPXE-flashed NICs); iPXE then loads pxelinux, which never asks for the script.
-    bios_pxelinux: bool = False
 
 
 class _ConfigOptions:
@@ -224,6 +189,8 @@ def respond(request: DhcpPacket, *, now: float, config: NetworkConfig, lookup: L
         return Decision(reason="BOOTP without DHCP message type: not served")
     mac = request.mac
     node = lookup(mac)
+    if node is None and config.segments:
+        config = config.segment_of(request.giaddr, request.ciaddr)
     ctx = _Context(request, mtype, mac, node, now, config, leases,
                    is_reserved or _never_reserved, view_complete)
     if config.mode is DhcpMode.PROXY:

@@ -1,0 +1,102 @@
+"""Pools per relayed segment (`NetworkConfig.segments`, setting `relay_pools`): an unknown client
+relayed from a segment's relay gets that segment's address, mask and router; its unicast RENEW
+(not relayed: giaddr 0, ciaddr on the segment) is ACKed, not NAKed as off the network; known
+nodes and the servers' own segment are answered as before."""
+
+from __future__ import annotations
+
+import dataclasses
+from ipaddress import IPv4Address, IPv4Network
+
+from oneroot.net import MacAddress
+from oneroot.proto.dhcp import (
+    Decision,
+    DhcpPacket,
+    LeaseAction,
+    LeaseState,
+    MessageType,
+    NetworkConfig,
+    NodeBoot,
+    OptionCode,
+    respond,
+)
+from oneroot.proto.dhcp.lease import Lease
+from oneroot.testing.dhcpmsg import client_message
+
+NOW = 1000.0
+SERVER = IPv4Address("10.0.0.1")
+RELAY = IPv4Address("10.1.5.1")
+STRANGER = MacAddress.parse("02:00:00:00:05:01")
+KNOWN = MacAddress.parse("02:00:00:00:05:02")
+NODE = NodeBoot(name="n1", address=IPv4Address("10.0.0.11"), bios_file="undionly.kpxe",
+                uefi_file="ipxe.efi", ipxe_url="http://10.0.0.1/boot/n1.ipxe")
+MAIN = NetworkConfig(server_address=SERVER, subnet=IPv4Network("10.0.0.0/24"),
+                     router=IPv4Address("10.0.0.254"),
+                     pool=(IPv4Address("10.0.0.100"), IPv4Address("10.0.0.199")))
+SEGMENT = dataclasses.replace(MAIN, subnet=IPv4Network("10.1.5.0/24"), router=RELAY,
+                              pool=(IPv4Address("10.1.5.100"), IPv4Address("10.1.5.199")))
+CONFIG = dataclasses.replace(MAIN, segments=(SEGMENT,))
+
+
+class Leases:
+    def __init__(self) -> None:
+        self.by_mac: dict[MacAddress, Lease] = {}
+
+    def lease_for_mac(self, mac: MacAddress) -> Lease | None:
+        return self.by_mac.get(mac)
+
+    def lease_for_address(self, address: IPv4Address) -> Lease | None:
+        return next((x for x in self.by_mac.values() if x.address == address), None)
+
+    def is_declined(self, address: IPv4Address, now: float) -> bool:
+        return False
+
+
+def decide(packet: DhcpPacket, leases: Leases) -> Decision:
+    decision = respond(packet, now=NOW, config=CONFIG, leases=leases,
+                       lookup={KNOWN: NODE}.get)
+    change = decision.lease_change
+    if change is not None and change.action is LeaseAction.BIND:
+        leases.by_mac[change.mac] = Lease(mac=change.mac, address=change.address, node=None,
+                                          expires=change.expires, state=change.state)
+    return decision
+
+
+def message(mtype: MessageType, mac: MacAddress, *, giaddr: IPv4Address = IPv4Address(0),
+            ciaddr: IPv4Address = IPv4Address(0), **options: IPv4Address) -> DhcpPacket:
+    packet = client_message(mtype, mac=mac.packed, xid=3, giaddr=giaddr, **options)
+    return dataclasses.replace(packet, ciaddr=ciaddr)
+
+
+def test_a_relayed_client_gets_its_segments_address_mask_and_router() -> None:
+    leases = Leases()
+    offer = decide(message(MessageType.DISCOVER, STRANGER, giaddr=RELAY), leases)
+    assert offer.reply is not None
+    address = offer.reply.yiaddr
+    assert address in SEGMENT.subnet and SEGMENT.pool is not None
+    assert SEGMENT.pool[0] <= address <= SEGMENT.pool[1]
+    assert offer.reply.options.get(OptionCode.SUBNET_MASK) == SEGMENT.subnet.netmask.packed
+    assert offer.reply.options.get(OptionCode.ROUTER) == RELAY.packed
+    assert offer.reply.options.get(OptionCode.SERVER_ID) == SERVER.packed
+    ack = decide(message(MessageType.REQUEST, STRANGER, giaddr=RELAY, requested=address,
+                         server_id=SERVER), leases)
+    assert ack.reply is not None and ack.reply.message_type is MessageType.ACK
+    assert leases.by_mac[STRANGER].state is LeaseState.BOUND
+    # Its RENEW comes straight to the server (unicast, not relayed): ACKed on its segment.
+    renew = decide(message(MessageType.REQUEST, STRANGER, ciaddr=address), leases)
+    assert renew.reply is not None and renew.reply.message_type is MessageType.ACK
+    assert renew.reply.options.get(OptionCode.ROUTER) == RELAY.packed
+    # Relayed from its segment, an address of the servers' own is the wrong network.
+    wrong = decide(message(MessageType.REQUEST, STRANGER, giaddr=RELAY,
+                           requested=IPv4Address("10.0.0.150")), leases)
+    assert wrong.reply is not None and wrong.reply.message_type is MessageType.NAK
+
+
+def test_the_servers_own_segment_and_known_nodes_are_answered_as_before() -> None:
+    leases = Leases()
+    own = decide(message(MessageType.DISCOVER, STRANGER), leases)
+    assert own.reply is not None and own.reply.yiaddr in MAIN.subnet
+    assert own.reply.options.get(OptionCode.ROUTER) == IPv4Address("10.0.0.254").packed
+    node = decide(message(MessageType.DISCOVER, KNOWN, giaddr=RELAY), leases)
+    assert node.reply is not None and node.reply.yiaddr == NODE.address
+    assert node.reply.options.get(OptionCode.SUBNET_MASK) == MAIN.subnet.netmask.packed
