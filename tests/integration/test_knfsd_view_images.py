@@ -163,3 +163,28 @@ def test_a_stray_bind_is_never_emptied_through(view: tuple[ViewSpec, Path]) -> N
     update_view(gone)  # the next rescan, after the sweep: emptied now
     assert os.listdir(mp / "srv") == []
     assert (real / "sbin/init").read_text() == "the real init\n"
+
+
+def test_the_way_to_a_junction_added_live_is_walkable(view: tuple[ViewSpec, Path]) -> None:
+    """A junction added while the view is up, deep in an emptied dir, under a umask of 077
+    (`mkdir -p` then makes its parents 0700): nodes read the view as nobody (all_squash), so
+    each step on the way is made o+rx, as the mount does for the junctions it starts with."""
+    spec, _ = view
+    mount_view(spec)
+    mp = spec.mountpoint
+    (spec.lower / "srv/new/images/late").mkdir(parents=True)
+    base = spec.mountpoint.parent.parent
+    later = view_spec("default", lower=spec.lower, views_dir=base / "views",
+                      state_dir=PurePosixPath(spec.lower / "var/state/systems"),
+                      group_dir=PurePosixPath(spec.lower / "var/state/groups"),
+                      hidden_dirs=[PurePosixPath(spec.lower / "var/lib/oneroot")],
+                      exports=[PurePosixPath(spec.lower / IMAGE),
+                               PurePosixPath(spec.lower / "srv/new/images/late")])
+    old = os.umask(0o077)
+    try:
+        status = update_view(later)
+    finally:
+        os.umask(old)
+    assert PurePosixPath("srv/new/images/late") in status.junctions_added
+    for step in ("srv/new", "srv/new/images", "srv/new/images/late"):
+        assert os.stat(mp / step).st_mode & 0o005 == 0o005, step

@@ -431,7 +431,7 @@ def update_view(spec: ViewSpec) -> ViewStatus:
         with _writable(spec.mountpoint):
             for rel in missing:
                 (spec.mountpoint / rel).mkdir(mode=0o755, parents=True, exist_ok=True)
-                for step in rel.parents:  # the way to it: walkable as nobody (all_squash)
+                for step in (rel, *rel.parents):  # walkable as nobody (all_squash)
                     if os.lstat(spec.mountpoint / step).st_mode & OTHERS_RX != OTHERS_RX:
                         _others_may_enter(spec.mountpoint / step)
             for mask in applied:
