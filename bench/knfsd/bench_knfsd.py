@@ -4,9 +4,9 @@
          the serial console; the host timestamps the line) of a client-mode node (the seed's
          `…;node01;rw`: fuse-overlayfs over the view of the server's `/`) and a server-mode
          node (`union=server`: one NFS mount of the server's overlayfs);
-  fs     in each node, `find /usr | wc -l` with the page cache dropped first (two cold passes,
-         then a warm one), on its root and on a plain NFS mount of `10.0.0.1:/` made by the
-         node itself in the same boot (bench_union.py's probe). Ratios: bench/knfsd/report.py.
+  fs     in each node, `find /usr | wc -l` with the node's page cache dropped first (two cold
+         passes), on a plain NFS mount of `10.0.0.1:/` made by the node itself, then on its
+         root, in the same boot (bench_union.py's probe). Ratios: bench/knfsd/report.py.
 
 The server is started as `oneroot lab up --server vm` starts it (`VmServerLab`: prepare, start,
 setup, serve), plus node02 `union=server` on image `rootcopy`: the server VM's own disk
@@ -14,6 +14,10 @@ attached a second time, read-only (oneroot refuses a server-side union over the 
 
     .venv/bin/python bench/knfsd/bench_knfsd.py --prepare-only   # the server disk, no QEMU
     flock /tmp/oneroot-qemu.lock .venv/bin/python bench/knfsd/bench_knfsd.py [--runs N]
+
+Both modes take ~17 min of QEMU under load. Stopped early (`timeout`, ^C, a failed node), the
+run keeps the rows of the modes it finished; `--modes server` (or client) then runs the rest
+and merges into knfsd.json, which says which run made each mode's rows.
 
 Writes bench/results/knfsd.md and knfsd.json. Not run in CI.
 """
@@ -171,14 +175,30 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         lab.ssh(f"find /usr {ROOTCOPY}/usr {VIEW}/usr > /dev/null", check=False)
         for mode in args.modes:
             put_probe(lab, NODES[mode])
-        for n in range(1, args.runs + 1):
-            for mode in args.modes:
+        for mode in args.modes:  # a mode's boots one after the other: resumable by mode
+            for n in range(1, args.runs + 1):
                 boot, fs = boot_once(lab, mode, n)
                 results["boots"].append(boot)
                 results["fs"] += fs
+    except BaseException as exc:  # `timeout`, ^C, a node that failed: keep what finished
+        return keep_finished_modes(results, args, exc)
     finally:
         lab.stop()
     return results
+
+
+def keep_finished_modes(results: dict[str, Any], args: argparse.Namespace,
+                        exc: BaseException) -> dict[str, Any]:
+    """The rows of the modes whose boots all ended, when the run stopped early; none: raise.
+    A later `--modes` run of the others merges into them."""
+    finished = [mode for mode in args.modes
+                if sum(b["mode"] == mode for b in results["boots"]) == args.runs]
+    if not finished:
+        raise exc
+    say(f"stopped early ({exc!r}): keeping the rows of {', '.join(finished)}")
+    return {**results, "modes_run": {m: results["modes_run"][m] for m in finished},
+            "boots": [b for b in results["boots"] if b["mode"] in finished],
+            "fs": [r for r in results["fs"] if r["mode"] in finished]}
 
 
 def main() -> int:
@@ -204,8 +224,9 @@ def main() -> int:
         workdir = args.workdir or Path(tmp)
         results = run(args, workdir)
     out = RESULTS / "knfsd.json"
-    if set(args.modes) != set(NODES) and out.exists():
-        results = merge_modes(json.loads(out.read_text()), results, args.modes)
+    ran = list(results["modes_run"])
+    if set(ran) != set(NODES) and out.exists():
+        results = merge_modes(json.loads(out.read_text()), results, ran)
     results["summary"] = summarize(results)
     modes = RESULTS / "union-modes.json"
     if modes.exists():
