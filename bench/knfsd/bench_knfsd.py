@@ -213,6 +213,8 @@ def main() -> int:
     ap.add_argument("--prepare-only", action="store_true",
                     help="build (or find) the cached server disk, start no VM")
     ap.add_argument("--workdir", type=Path, help="keep the lab's files (logs) here")
+    ap.add_argument("--report-only", action="store_true",
+                    help="write knfsd.md again from knfsd.json, start no VM")
     ap.add_argument("--modes", type=lambda text: text.split(","), default=list(NODES),
                     help="client,server [both]; one mode keeps the other's rows of "
                          "knfsd.json (a run of each under 15 min of QEMU lock)")
@@ -221,6 +223,10 @@ def main() -> int:
         ap.error(f"--modes: choose from {','.join(NODES)}")
     # `timeout` and `kill` end the run through `finally`: the VMs and the netns are removed.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    if args.report_only:
+        results = json.loads((RESULTS / "knfsd.json").read_text())
+        (RESULTS / "knfsd.md").write_text(render_markdown(results))
+        return 0
     if args.prepare_only:
         with tempfile.TemporaryDirectory(prefix="bench-knfsd-") as tmp:
             VmServerLab(workdir=Path(tmp), cache_dir=default_cache_dir(), progress=say).prepare()
