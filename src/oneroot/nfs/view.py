@@ -103,6 +103,9 @@ class MountEntry:
     fstype: str
     source: str
     options: str
+    # The directory of its filesystem mounted there (`/` but for a bind of a subdirectory
+    # or a btrfs subvolume): what a forged handle through an export at `mount_point` reaches.
+    root: str = "/"
 
 
 def _is_below(path: PurePosixPath, parent: PurePosixPath) -> bool:
@@ -199,7 +202,7 @@ def read_mounts(mountinfo: Path = Path("/proc/self/mountinfo")) -> list[MountEnt
         if len(fields) < 5 or len(rest) < 2:
             continue
         entries.append(MountEntry(mount_point=Path(_unescape(fields[4])), fstype=rest[0],
-                                  source=_unescape(rest[1]),
+                                  source=_unescape(rest[1]), root=_unescape(fields[3]),
                                   options=rest[2] if len(rest) > 2 else ""))
     return entries
 
@@ -209,6 +212,14 @@ def mount_at(path: Path, mounts: list[MountEntry] | None = None) -> MountEntry |
     found = [m for m in (mounts if mounts is not None else read_mounts())
              if m.mount_point == path]
     return found[-1] if found else None
+
+
+def is_filesystem_root(path: Path, mounts: list[MountEntry] | None = None) -> bool:
+    """Whether `path` is where a whole filesystem is mounted (the topmost mount there has
+    its filesystem's root, not a bind of a subdirectory of it): an export there holds all
+    that a file handle of that filesystem can name."""
+    entry = mount_at(Path(os.path.realpath(path)), mounts)
+    return entry is not None and entry.root == "/"
 
 
 def filesystem_of(path: Path, mounts: list[MountEntry] | None = None) -> MountEntry | None:

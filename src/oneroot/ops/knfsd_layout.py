@@ -10,6 +10,9 @@ NFSv4: each node's and group's layer (to its nodes alone), each image directory 
 block dir. The view itself is exported without `crossmnt`: another node walking to that path
 sees the empty junction, not the export. Pure: the binds are applied by
 `nfs.knfsd.bind_junctions`.
+
+Which image exports are `subtree_check` (`check_subtrees`) is decided on the mount table
+`nfs_plan` reads, so `oneroot render` and `oneroot nfs apply` write the same line.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import dataclasses
 from pathlib import Path, PurePosixPath
 
 from oneroot.nfs.knfsd import JunctionBind
-from oneroot.nfs.view import ViewSpec
+from oneroot.nfs.view import MountEntry, ViewSpec, is_filesystem_root
 from oneroot.render.context import ClusterContext
 
 
@@ -31,6 +34,24 @@ def _inside(view: ViewSpec, path: PurePosixPath) -> PurePosixPath | None:
     if rel not in view.junctions:
         return None
     return PurePosixPath(view.mountpoint) / rel
+
+
+def check_subtrees(ctx: ClusterContext, mounts: list[MountEntry]) -> ClusterContext:
+    """`ctx` with `subtree_check` on every image export (directory, version, block dir) that
+    is not the root of a filesystem of its own in `mounts` (the mount table knfsd resolves
+    export paths in: rpc.mountd's, the host's, where `oneroot serve` and `nfs apply` run and
+    make their binds). Such a directory sits on a bigger filesystem (the server's `/` for an
+    image in HOME): with `no_subtree_check` a node that may mount it forges a handle of that
+    export's fsid and any inode/generation and reads every file there (`/etc/shadow`; image
+    exports are `no_root_squash`). Images are read-only and versions never change, so the
+    subtree check's caveat (a file renamed to another directory while open turns stale) does
+    not apply; a file hard-linked across versions is found through the export's own link.
+    An image on a disk of its own keeps `no_subtree_check`: all its filesystem is the image.
+    A masked view is overlayfs, which cannot check subtrees (its defences: `nfs.viewhandles`
+    and `all_squash`)."""
+    images = tuple(i if i.view else dataclasses.replace(
+        i, subtree_check=not is_filesystem_root(Path(i.path), mounts)) for i in ctx.images)
+    return dataclasses.replace(ctx, images=images)
 
 
 def knfsd_layout(ctx: ClusterContext, views: dict[str, ViewSpec]

@@ -54,14 +54,14 @@ from oneroot.nfs.server_union import (
     union_status,
     unmount_union,
 )
-from oneroot.nfs.view import mount_at, read_mounts
+from oneroot.nfs.view import MountEntry, mount_at, read_mounts
 from oneroot.ops.canary import canary_readers
 from oneroot.ops.catalog import BootCatalog
 from oneroot.ops.exportids import keep_export_ids, load_export_ids
 from oneroot.ops.image_block import ensure_blocks, ensure_tops
 from oneroot.ops.image_versions import booted_versions
 from oneroot.ops.imagefs import ensure_images_fs, require_images_fs
-from oneroot.ops.knfsd_layout import knfsd_layout
+from oneroot.ops.knfsd_layout import check_subtrees, knfsd_layout
 from oneroot.ops.nodes_fs import prepare_group_layers, prepare_nodes
 from oneroot.ops.runlevels import apply_runlevels
 from oneroot.ops.server_union import (
@@ -113,9 +113,12 @@ def nfs_plan(cluster: ResolvedCluster, paths: Paths, *, kind: NfsServerKind | No
              protocols: tuple[int, ...] | None = None, port: int = 2049,
              bind: ipaddress.IPv4Address | None = None,
              unexported: Iterable[str] = (),
-             running: Iterable[str] | None = None) -> NfsPlan:
+             running: Iterable[str] | None = None,
+             mounts: list[MountEntry] | None = None) -> NfsPlan:
     """What would be exported, and the file that says so. Pure but for reading the host's
-    SSH key names (masked in views) and the persisted export ids (never written here).
+    SSH key names (masked in views), the persisted export ids (never written here) and, for
+    knfsd, the mount table (`mounts`, default ours: which image dirs are filesystems of their
+    own; the others are exported `subtree_check`, `ops.knfsd_layout.check_subtrees`).
     `unexported` nodes are left out (while their union is remounted). Image versions nodes
     still run stay exported (`running`: NAME@N; default: read from the boot events). Raises
     `UnionUnsupported` for a server-side union node it cannot serve."""
@@ -160,9 +163,9 @@ def nfs_plan(cluster: ResolvedCluster, paths: Paths, *, kind: NfsServerKind | No
         _check_unions_not_in_views(unions, views)
         text = render_config(ctx, {name: v.mountpoint for name, v in views.items()})
     else:
-        knfsd_ctx, binds = knfsd_layout(
+        knfsd_ctx, binds = knfsd_layout(check_subtrees(
             with_views(ctx, {name: PurePosixPath(v.mountpoint) for name, v in views.items()}),
-            views)
+            read_mounts() if mounts is None else mounts), views)
         text = render_exports(knfsd_ctx)
     return NfsPlan(kind=kind, ctx=ctx, views=views, text=text, unions=unions,
                    export_ids=catalog.export_ids, binds=binds)

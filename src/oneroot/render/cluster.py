@@ -17,8 +17,10 @@ A node's own dir needs no `nohide`: the node mounts it directly, not by walking 
 image root. Every export is `sync`; the image roots and node layers `no_root_squash`, as in the
 seed (docs/security.md says why). Exports are `no_subtree_check` but for the node and group
 layers knfsd exports as subdirectories of a bigger filesystem (bound inside the NFSv4 root
-view, `ops.knfsd_layout`): those are `subtree_check`, the defence against forged handles
-(tests/e2e/test_knfsd.py). A server-side union is overlayfs, which cannot do subtree checks.
+view, `ops.knfsd_layout`) and, with knfsd, every image directory, version and block dir that
+is not the root of a filesystem of its own: those are `subtree_check`, the defence against
+forged handles (tests/e2e/test_knfsd.py). A server-side union and a masked view are overlayfs,
+which cannot do subtree checks.
 
 An export's `fsid` is its export id, kept for life (`ops.exportids`): it never changes from one
 render to the next and no two exports share one. A node's or group's plain directory gets none:
@@ -93,7 +95,7 @@ def nfs_exports(ctx: ClusterContext) -> tuple[NfsExport, ...]:
             comment=("EROFS files of union=block nodes" if image.block
                      else f"image {image.name}" + (" (masked view)" if image.view else "")),
             crossmnt=not image.v4_root, fsid=image.export_id, masked_view=image.view,
-            v4_root=image.v4_root, all_squash=image.view,
+            v4_root=image.v4_root, all_squash=image.view, subtree_check=image.subtree_check,
         )
         for image in ctx.images
     ]

@@ -109,6 +109,10 @@ class ImageExport:
     v4_root: bool = False
     # Not an image: the directory of the versions' EROFS files (`union=block`, block_dir).
     block: bool = False
+    # knfsd: the directory is not the root of a filesystem of its own (an image in HOME on the
+    # server's `/`, a version, the block dir): exported `subtree_check`, or a forged handle
+    # with its fsid reaches every file of that filesystem (`ops.knfsd_layout.check_subtrees`).
+    subtree_check: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

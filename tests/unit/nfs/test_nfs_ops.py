@@ -13,9 +13,13 @@ from oneroot.model.inventory import Inventory
 from oneroot.model.paths import Paths
 from oneroot.model.resolved import resolve_cluster
 from oneroot.nfs.knfsd import JunctionBind
+from oneroot.nfs.view import MountEntry
 from oneroot.ops.nfs_serving import nfs_plan
 from oneroot.testing.ganesha import exports as ganesha_exports
 from oneroot.testing.inventory import make_inventory, make_node
+
+# The server's `/` and nothing else mounted: every image directory is on it.
+ROOT_ONLY = [MountEntry(mount_point=Path("/"), fstype="ext4", source="/dev/vda1", options="rw")]
 
 
 def _inv(image_root: str = "/") -> Inventory:
@@ -63,10 +67,12 @@ def test_knfsd_exports_the_view_as_the_nfsv4_root() -> None:
 
 
 def test_knfsd_exports_an_image_directory_as_is() -> None:
+    """Without a view of `/`, at its real path; a directory of a bigger filesystem (here: no
+    mount there at all), so `subtree_check`."""
     plan = nfs_plan(resolve_cluster(_inv("/srv/images/bookworm")), Paths(),
-                    kind=NfsServerKind.KNFSD)
+                    kind=NfsServerKind.KNFSD, mounts=ROOT_ONLY)
     assert plan.binds == ()
-    assert "/srv/images/bookworm 10.0.0.0/24(ro,sync,no_root_squash,no_subtree_check," \
+    assert "/srv/images/bookworm 10.0.0.0/24(ro,sync,no_root_squash,subtree_check," \
         "crossmnt,fsid=" in plan.text
     assert "/var/state/systems/node01 10.0.0.11(rw,sync,no_root_squash,no_subtree_check)" \
         in plan.text
@@ -103,14 +109,15 @@ def test_knfsd_binds_an_image_at_its_junction_in_the_view(root: str) -> None:
     inv = make_inventory(nodes=[make_node(1), make_node(2, image="small")],
                          images=[Image(name="small", root=PurePosixPath(root))])
     plan = nfs_plan(resolve_cluster(inv), Paths(home=Path("/var/lib/oneroot")),
-                    kind=NfsServerKind.KNFSD)
+                    kind=NfsServerKind.KNFSD, mounts=ROOT_ONLY)
     view = "/var/lib/oneroot/views/default"
     assert PurePosixPath(root.lstrip("/")) in plan.views["default"].junctions
     assert (Path(root), Path(view + root)) in [(b.source, b.target) for b in plan.binds]
     exported = _exported(plan.text)
     assert root not in exported  # at its junction only, as the node layers
     fsid = plan.export_ids["image:small"]
-    assert exported[view + root] == ("10.0.0.0/24(ro,sync,no_root_squash,no_subtree_check,"
+    # a directory of the server's `/`: subtree_check (test_knfsd_image_subtree_check_…)
+    assert exported[view + root] == ("10.0.0.0/24(ro,sync,no_root_squash,subtree_check,"
                                      f"crossmnt,fsid={fsid})")
 
 
@@ -146,3 +153,63 @@ def test_a_view_is_never_bound_into_itself() -> None:
                          images=[Image(name="small", root=PurePosixPath("/srv/images/small"))])
     plan = nfs_plan(resolve_cluster(inv), Paths(), kind=NfsServerKind.KNFSD)
     assert plan.binds == () and "/srv/images/small 10.0.0.0/24(ro," in plan.text
+
+
+def _knfsd_plan_on(mounts: list[MountEntry]) -> dict[str, str]:
+    """The knfsd exports (path → clients and options), `/` the view, of images in HOME, on
+    their own disk, in /srv, a bind of a subdirectory, and a version."""
+    home = PurePosixPath("/var/lib/oneroot")
+    lab = Image(name="lab", root=home / "images/lab", versions=tuple(
+        ImageVersion(number=n, root=home / f"images/lab.versions/{n}", parent=n - 1)
+        for n in (1, 2)))
+    images = [lab, *(Image(name=n, root=PurePosixPath(r)) for n, r in (
+        ("own", home / "images/own"), ("srv", "/srv/images/srv"),
+        ("bound", "/srv/images/bound")))]
+    nodes = [make_node(1, image="lab@2"), make_node(2, image="own"), make_node(3, image="srv"),
+             make_node(4, image="bound")]
+    plan = nfs_plan(resolve_cluster(make_inventory(nodes=nodes, images=images)),
+                    Paths(home=Path(home)), kind=NfsServerKind.KNFSD, running=(), mounts=mounts)
+    return _exported(plan.text)
+
+
+def test_knfsd_image_subtree_check_unless_a_filesystem_of_its_own() -> None:
+    """issue 11 item 4 for images: an image export on a bigger filesystem (the server's `/`)
+    is `subtree_check`, else a node that may mount it forges a handle with its fsid and any
+    inode/generation and reads /etc/shadow (tests/e2e/test_knfsd.py,
+    test_forged_handles_through_an_image_dir_are_refused). Only an image that is a whole
+    filesystem's mount point keeps `no_subtree_check`; a bind of a subdirectory is not one.
+    Without a mount table entry for the image: subtree_check."""
+    view = "/var/lib/oneroot/views/default"
+    mounts = [*ROOT_ONLY,
+              MountEntry(mount_point=Path("/var/lib/oneroot/images/own"), fstype="ext4",
+                         source="/dev/vdb", options="ro"),
+              MountEntry(mount_point=Path("/srv/images/bound"), fstype="ext4",
+                         source="/dev/vda1", options="rw", root="/data/bound")]
+    exported = _knfsd_plan_on(mounts)
+    checked = {p.removeprefix(view) for p, o in exported.items() if ",subtree_check," in o}
+    unchecked = {p.removeprefix(view) for p, o in exported.items()
+                 if ",no_subtree_check," in o}
+    assert checked >= {"/var/lib/oneroot/images/lab.versions/2", "/srv/images/srv",
+                       "/srv/images/bound"}
+    assert "/var/lib/oneroot/images/own" in unchecked
+    # the view stays no_subtree_check (overlayfs); its defences are its own
+    assert unchecked == {"/var/lib/oneroot/images/own", ""}
+    for path, options in exported.items():
+        if "images" in path:
+            assert "ro,sync,no_root_squash," in options and ",crossmnt,fsid=" in options
+    # The same disk no more mounted there (unmounted by hand): subtree_check again.
+    assert ",subtree_check," in _knfsd_plan_on(ROOT_ONLY)[view + "/var/lib/oneroot/images/own"]
+
+
+def test_knfsd_images_without_a_view_follow_the_same_rule() -> None:
+    """Without a view of `/`, images are exported at their real paths; the same rule: a
+    directory of a bigger filesystem is `subtree_check`, a filesystem's root is not."""
+    inv = make_inventory(image_root="/srv/images/bookworm",
+                         nodes=[make_node(1), make_node(2, image="own")],
+                         images=[Image(name="own", root=PurePosixPath("/srv/images/own"))])
+    mounts = [*ROOT_ONLY, MountEntry(mount_point=Path("/srv/images/own"), fstype="xfs",
+                                     source="/dev/vdc", options="ro")]
+    exported = _exported(nfs_plan(resolve_cluster(inv), Paths(), kind=NfsServerKind.KNFSD,
+                                  mounts=mounts).text)
+    assert ",subtree_check," in exported["/srv/images/bookworm"]
+    assert ",no_subtree_check," in exported["/srv/images/own"]

@@ -8,19 +8,22 @@ import ipaddress
 import os
 from pathlib import Path, PurePosixPath
 
-from oneroot.model.cluster import Image, LayerFs, Settings
+from oneroot.model.cluster import Image, LayerFs, NfsServerKind, Settings
 from oneroot.model.paths import Paths
 from oneroot.model.resolved import ResolvedCluster, resolve_cluster
+from oneroot.nfs.view import MountEntry
 from oneroot.ops import doctor
 from oneroot.ops.doctor import Host, Level
 from oneroot.ops.doctor_server import (
     check_ganesha_filesystems,
+    check_image_subtrees,
     check_interface,
     check_knfsd,
     check_state_fs,
     exportfs_pairs,
 )
-from oneroot.testing.inventory import make_inventory
+from oneroot.ops.nfs_serving import nfs_plan
+from oneroot.testing.inventory import make_inventory, make_node
 
 
 def test_a_missing_interface_is_an_error() -> None:
@@ -134,3 +137,33 @@ def test_the_live_root_is_exported_through_its_view_not_as_it_is(tmp_path: Path)
     found = list(check_ganesha_filesystems(_ganesha_cluster(tmp_path, Path("/")),
                                                _paths(tmp_path)))
     assert not [f for f in found if "image" in f.message]
+
+
+def test_an_image_export_without_subtree_check_on_a_shared_filesystem_is_an_error(
+        tmp_path: Path) -> None:
+    """knfsd: image `own` is its own disk when the exports are applied (`no_subtree_check`),
+    then unmounted by hand: its export now reaches the server's `/` (forged handles). Doctor
+    says so from the applied exports file and the mount table; rendered on `/` alone it is
+    `subtree_check` and nothing is reported."""
+    root = MountEntry(mount_point=Path("/"), fstype="ext4", source="/dev/vda1", options="rw")
+    disk = MountEntry(mount_point=Path("/srv/images/own"), fstype="ext4", source="/dev/vdb",
+                      options="ro")
+    inv = make_inventory(image_root="/srv/images/bookworm",
+                         nodes=[make_node(1), make_node(2, image="own")],
+                         images=[Image(name="own", root=PurePosixPath("/srv/images/own"))])
+    exports = tmp_path / "oneroot.exports"
+    exports.write_text(nfs_plan(resolve_cluster(inv), Paths(), kind=NfsServerKind.KNFSD,
+                                mounts=[root, disk]).text)
+    assert list(check_image_subtrees(exports_file=exports, mounts=[root, disk])) == []
+    [found] = check_image_subtrees(exports_file=exports, mounts=[root])
+    assert found.level is Level.ERROR and found.check == "knfsd-subtree"
+    assert "image own (/srv/images/own) is exported no_subtree_check" in found.message
+    assert "the one at /" in found.message and "nfs apply" in found.fix
+    # a bind of a subdirectory there is no filesystem of its own either
+    bound = MountEntry(mount_point=Path("/srv/images/own"), fstype="ext4", source="/dev/vda1",
+                       options="ro", root="/data/own")
+    assert [f.check for f in check_image_subtrees(exports_file=exports,
+                                                  mounts=[root, bound])] == ["knfsd-subtree"]
+    exports.write_text(nfs_plan(resolve_cluster(inv), Paths(), kind=NfsServerKind.KNFSD,
+                                mounts=[root]).text)
+    assert list(check_image_subtrees(exports_file=exports, mounts=[root])) == []
