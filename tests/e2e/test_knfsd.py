@@ -14,12 +14,16 @@ fuse-overlayfs, its write and delete kept across its reboot. That image lives wh
 create` puts images, in oneroot's home (`HOME/images/small`, on a filesystem of its own), which
 the view empties: node02 (client mode) mounts it raw over NFSv4 by its own path and reads its
 /sbin/init through the image's bind at its junction in the view. Then forged file handles
-from node02's address, with the layer exports as rendered (`subtree_check`) and without it.
+from node02's address, with the layer exports as rendered (`subtree_check`) and without it,
+and the same through an image directory on the server's own `/` (TINY, node02's image at the
+end): `subtree_check` as rendered, read without it; node03's image, a disk of its own, stays
+`no_subtree_check`.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import re
 import struct
@@ -39,7 +43,7 @@ from oneroot.ops.labserver import VmServerLab
 from oneroot.ops.serverimage import image_disk
 from oneroot.testing.cache import suite_cache_dir
 from oneroot.testing.labprobe import PROBE_LIB, PROBE_PATH, PROBE_UNIT, WANTS_PROBE, probe_values
-from oneroot.testing.nfs3raw import knfsd_handle, knfsd_raw_handle
+from oneroot.testing.nfs3raw import FILEID_INO32_GEN_PARENT, knfsd_handle, knfsd_raw_handle
 
 pytestmark = pytest.mark.e2e
 
@@ -56,6 +60,7 @@ NODES = ("node01", "node02")
 UNION_NODE = "node03"
 SMALL = "/var/lib/oneroot/images/small"
 EXPORTS = "/etc/exports.d/oneroot.exports"
+VIEW = "/var/lib/oneroot/views/default"
 NODE01_SECRET = "node01-layer-secret"
 SERVER_SECRET = "server-root-secret"
 
@@ -205,6 +210,8 @@ def test_seed_lines_are_rendered_verbatim(vmlab: VmServerLab) -> None:
     small = exports.split(f"/var/lib/oneroot/views/default{SMALL}\n", 1)[1]
     assert small.split("\n", 1)[0].strip().startswith("10.0.0.0/24(")
     assert ",ro," in small.split("\n", 1)[0] and f"\n{SMALL}\n" not in exports
+    # a disk of its own (all a forged handle could name is the image): no subtree check
+    assert ",no_subtree_check," in small.split("\n", 1)[0]
     bound = vmlab.ssh(f"findmnt -n -o SOURCE /var/lib/oneroot/views/default{SMALL}").stdout
     assert bound.strip() == "/dev/vdb", bound
 
@@ -316,7 +323,7 @@ def forged(vmlab: VmServerLab, tmp_path_factory: pytest.TempPathFactory) -> dict
     the server's disk) and leaked inode/generation pairs of a masked file, a file outside every
     export and node01's layer, each through node02's own export, the view and node01's."""
     lab = vmlab
-    view = "/var/lib/oneroot/views/default"
+    view = VIEW
     fsids = _fsids(lab)
     mine, theirs = (fsids[f"{view}/var/state/systems/{n}"] for n in ("node02", "node01"))
     assert fsids[view] == 0
@@ -370,10 +377,12 @@ def _secret_made_after_the_view(lab: VmServerLab, *, timeout: float = 180) -> No
         time.sleep(5)
 
 
-def _attack(lab: VmServerLab, handles: dict[str, str], directory: Path) -> dict[str, Any]:
+def _attack(lab: VmServerLab, handles: dict[str, str], directory: Path,
+            *flags: str) -> dict[str, Any]:
     """GETATTR/READDIR/LOOKUP/READ with each handle from node02's address and MAC (node02 is
     off): serve pins each node's address to its MACs (another MAC is dropped before knfsd
-    sees it); this is about knfsd's own checks. The NFS status of each answer."""
+    sees it); this is about knfsd's own checks. The NFS status of each answer (`--resolve`:
+    the real handle of each `HEX/name/…` path instead, `oneroot.testing.nfs3raw`)."""
     assert lab.lab is not None
     wanted = directory / "handles.json"
     wanted.write_text(json.dumps(handles))
@@ -381,12 +390,29 @@ def _attack(lab: VmServerLab, handles: dict[str, str], directory: Path) -> dict[
         client = lab.lab.add_client("10.0.0.13/24")
         lab.lab.run_in_ns(["ip", "link", "set", "eth0", "address", "52:54:00:0e:00:02"],
                           netns=client.netns)
-    done = lab.lab.run_in_ns([sys.executable, "-m", "oneroot.testing.nfs3raw",
+    done = lab.lab.run_in_ns([sys.executable, "-m", "oneroot.testing.nfs3raw", *flags,
                               "10.0.0.1", str(wanted)], netns=f"{lab.lab.netns}-c0",
                              timeout=120)
     results: dict[str, Any] = json.loads(done.stdout)
     print(json.dumps(results))
     return results
+
+
+@contextlib.contextmanager
+def _subtree_unchecked(lab: VmServerLab, path: str) -> Iterator[None]:
+    """The export at `path`, rendered `subtree_check` (asserted), applied `no_subtree_check`
+    instead for the block; then the rendered exports are applied again."""
+    line = next(li for li in lab.ssh(f"cat {EXPORTS}").stdout.splitlines()
+                if li.startswith(path + " "))
+    client, options = line.split()[1].rstrip(")").split("(")
+    unchecked = ["no_subtree_check" if o == "subtree_check" else o for o in options.split(",")]
+    assert "subtree_check" in options.split(",") and "no_subtree_check" in unchecked
+    lab.ssh(f"exportfs -i -o {','.join(unchecked)} {client}:{path}")
+    try:
+        assert "no_subtree_check" in lab.ssh("exportfs -v").stdout.split(path, 1)[1][:300]
+        yield
+    finally:
+        lab.ssh("exportfs -ra")
 
 
 def _answered(results: dict[str, dict[str, int]]) -> set[str]:
@@ -412,19 +438,8 @@ def test_forged_handles_escape_without_subtree_check(vmlab: VmServerLab,
     handles through it reach the whole server disk (inode 2, the shadow file, oneroot's
     inventory, node01's layer, /root). Then the rendered exports are applied again."""
     lab = vmlab
-    view = "/var/lib/oneroot/views/default"
-    path = f"{view}/var/state/systems/node02"
-    line = next(li for li in lab.ssh(f"cat {EXPORTS}").stdout.splitlines()
-                if li.startswith(path + " "))
-    client, options = line.split()[1].rstrip(")").split("(")
-    unchecked = ["no_subtree_check" if o == "subtree_check" else o for o in options.split(",")]
-    assert "subtree_check" in options.split(",") and "no_subtree_check" in unchecked
-    lab.ssh(f"exportfs -i -o {','.join(unchecked)} {client}:{path}")
-    try:
-        assert "no_subtree_check" in lab.ssh("exportfs -v").stdout.split(path, 1)[1][:300]
+    with _subtree_unchecked(lab, f"{VIEW}/var/state/systems/node02"):
         results = _attack(lab, forged, tmp_path)
-    finally:
-        lab.ssh("exportfs -ra")
     escaped = {f"{name}_own" for name in ("ino2", *LEAKED)}
     assert _answered(results) == {"own_root", "passwd_view_ovl"} | escaped
     assert results["ino2_own"]["readdir"] == 0 and results["shadow_own"]["read"] == 0
@@ -472,3 +487,65 @@ def test_the_view_is_all_squash(vmlab: VmServerLab, forged: dict[str, str],
     finally:
         lab.ssh("exportfs -ra")
     assert {n for n, procs in results.items() if procs["read"] == 0} == set(spelled)
+
+
+# issue 11 item 4 for images: an image directory on the server VM's own `/`, where `image
+# create` puts images (HOME, no filesystem of its own with knfsd), node02's image: version 1,
+# exported to the subnet. Its /etc/motd is hard-linked to a file outside it, as a version's
+# files are to the version before (`cp -al`).
+TINY = "/var/lib/oneroot/images/tiny"
+
+
+@pytest.fixture(scope="module")
+def tiny(vmlab: VmServerLab) -> Iterator[dict[str, str]]:
+    """Handles with the fsid of TINY's export (at its junction in the view): its root (the
+    control), inode 2 (the root of the server's disk), /etc/shadow's inode and generation
+    (read on the server, as leaked), the same with TINY's own directory as the parent
+    (`subtree_check`'s connectable form), and TINY/etc/motd by LOOKUP (a real handle)."""
+    lab = vmlab
+    lab.ssh(f"mkdir -p {TINY}/etc {TINY}.old && echo tiny > {TINY}.old/motd && "
+            f"ln {TINY}.old/motd {TINY}/etc/motd")
+    lab.oneroot("image", "use", TINY, "--name", "tiny", "--init-system", "systemd")
+    lab.oneroot("node", "set", "node02", "--set", "image=tiny")
+    deadline = time.monotonic() + 180
+    while f"{VIEW}{TINY}\n" not in lab.ssh("exportfs -v").stdout:  # serve's next apply
+        assert time.monotonic() < deadline, lab.serve_log()[-3000:]
+        time.sleep(3)
+    fsid = _fsids(lab)[VIEW + TINY]
+    ino, gen = _inode_generation(lab, "/etc/shadow")
+    parent = _inode_generation(lab, TINY)
+    yield {"tiny_root": knfsd_handle(fsid).hex(),
+           "tiny_motd": f"{knfsd_handle(fsid).hex()}/etc/motd",
+           "ino2_tiny": knfsd_handle(fsid, 2).hex(),
+           "shadow_tiny": knfsd_handle(fsid, ino, gen).hex(),
+           "shadow_tiny_parent": knfsd_raw_handle(fsid, FILEID_INO32_GEN_PARENT, struct.pack(
+               "<IIII", ino, gen, *parent)).hex()}
+    lab.oneroot("node", "set", "node02", "--unset", "image")
+
+
+def test_forged_handles_through_an_image_dir_are_refused(vmlab: VmServerLab,
+                                                         tiny: dict[str, str],
+                                                         tmp_path: Path) -> None:
+    """TINY is on the server's `/`, so its export is `subtree_check`: every forged handle of a
+    file outside it is refused; its own files still read, by the handle knfsd gives for them,
+    also once the only cached link of the hard-linked motd is the one outside the export."""
+    lab = vmlab
+    assert ",subtree_check," in next(li for li in lab.ssh(f"cat {EXPORTS}").stdout.splitlines()
+                                     if li.startswith(f"{VIEW}{TINY} "))
+    results = _attack(lab, tiny, tmp_path)
+    assert _answered(results) == {"tiny_root", "tiny_motd"}
+    assert results["tiny_motd"]["read"] == 0
+    [motd] = _attack(lab, {"motd": tiny["tiny_motd"]}, tmp_path, "--resolve").values()
+    lab.ssh(f"sync; echo 2 > /proc/sys/vm/drop_caches; cat {TINY}.old/motd")
+    assert _attack(lab, {"motd": motd}, tmp_path)["motd"]["read"] == 0
+
+
+def test_forged_handles_through_an_image_dir_escape_without_subtree_check(
+        vmlab: VmServerLab, tiny: dict[str, str], tmp_path: Path) -> None:
+    """The defence is real: TINY's export applied `no_subtree_check` (as it was rendered
+    before), the same handles read the server's disk: inode 2 and /etc/shadow."""
+    with _subtree_unchecked(vmlab, VIEW + TINY):
+        results = _attack(vmlab, tiny, tmp_path)
+    assert {"ino2_tiny", "shadow_tiny", "shadow_tiny_parent"} <= _answered(results)
+    assert results["ino2_tiny"]["readdir"] == 0 and results["shadow_tiny"]["read"] == 0
+    assert _answered(_attack(vmlab, tiny, tmp_path)) == {"tiny_root", "tiny_motd"}

@@ -7,6 +7,9 @@ with them (and READ). Run as a script inside a namespace holding a node's addres
     python -m oneroot.testing.nfs3raw SERVER HANDLES.json    # prints {name: [proc, status]} as JSON
 
 HANDLES.json maps a name to a hex handle. A status of 0 (NFS3_OK) means the server answered.
+A handle may be followed by names (`HEX/etc/motd`): the handle the server gives for that path
+by LOOKUPs from it (a real one, not forged) is used instead. With `--resolve` the script
+prints those handles ({name: hex}, or the failing LOOKUP's status) and sends nothing else.
 The client binds a privileged source port (knfsd's default `secure` export option).
 """
 
@@ -26,6 +29,7 @@ GETATTR, LOOKUP, READ, READDIR = 1, 3, 6, 16
 FSID_NUM = 1  # a 4-byte `fsid=` number
 FILEID_ROOT = 0  # the export's root: no fileid
 FILEID_INO32_GEN = 1  # ext4's handle: inode, generation
+FILEID_INO32_GEN_PARENT = 2  # the same and its directory's (`subtree_check` makes these)
 
 
 def knfsd_handle(fsid: int, ino: int | None = None, generation: int = 0) -> bytes:
@@ -88,6 +92,24 @@ class Nfs3(Rpc):
     def lookup(self, fh: bytes, name: str) -> int:
         return self.nfs(LOOKUP, opaque(fh) + opaque(name.encode()))
 
+    def lookup_handle(self, fh: bytes, name: str) -> bytes | int:
+        """The handle the server gives for `name` in directory `fh`, or the NFS status."""
+        reply = self.call(NFS_PROGRAM, NFS_V3, LOOKUP, opaque(fh) + opaque(name.encode()))
+        if isinstance(reply, int):
+            return reply
+        status, length = (int(v) for v in struct.unpack(">II", reply[:8]))
+        return reply[8:8 + length] if status == 0 else status
+
+    def walk(self, spec: str) -> bytes | int:
+        """`HEX/name/…`: the handle of that path below handle HEX, or a LOOKUP's status."""
+        first, *names = spec.split("/")
+        fh: bytes | int = bytes.fromhex(first)
+        for name in names:
+            if isinstance(fh, int):
+                break
+            fh = self.lookup_handle(fh, name)
+        return fh
+
     def readdir(self, fh: bytes) -> int:
         return self.nfs(READDIR, opaque(fh) + struct.pack(">QQI", 0, 0, 4096))
 
@@ -99,14 +121,26 @@ def attack(server: str, handles: dict[str, str]) -> dict[str, dict[str, int]]:
     """Every procedure with every handle; the NFS status of each answer."""
     client = Nfs3(server)
     results = {}
-    for name, hexfh in handles.items():
-        fh = bytes.fromhex(hexfh)
+    for name, spec in handles.items():
+        fh = client.walk(spec)
+        if isinstance(fh, int):
+            results[name] = dict.fromkeys(("getattr", "readdir", "lookup", "read"), fh)
+            continue
         results[name] = {"getattr": client.getattr(fh), "readdir": client.readdir(fh),
                          "lookup": client.lookup(fh, "etc"), "read": client.read(fh)}
     return results
 
 
+def resolve(server: str, handles: dict[str, str]) -> dict[str, str | int]:
+    """The real handle of each `HEX/name/…` (hex), or the failing LOOKUP's status."""
+    client = Nfs3(server)
+    return {name: fh.hex() if isinstance(fh, bytes) else fh
+            for name, fh in ((n, client.walk(spec)) for n, spec in handles.items())}
+
+
 if __name__ == "__main__":
-    with open(sys.argv[2]) as fh:
+    args = [a for a in sys.argv[1:] if a != "--resolve"]
+    with open(args[1]) as fh:
         wanted = json.load(fh)
-    print(json.dumps(attack(sys.argv[1], wanted)))
+    run = resolve if "--resolve" in sys.argv else attack
+    print(json.dumps(run(args[0], wanted)))
