@@ -536,6 +536,7 @@ def test_forged_handles_through_an_image_dir_are_refused(vmlab: VmServerLab,
     assert _answered(results) == {"tiny_root", "tiny_motd"}
     assert results["tiny_motd"]["read"] == 0
     [motd] = _attack(lab, {"motd": tiny["tiny_motd"]}, tmp_path, "--resolve").values()
+    assert isinstance(motd, str), motd  # a LOOKUP's status otherwise
     lab.ssh(f"sync; echo 2 > /proc/sys/vm/drop_caches; cat {TINY}.old/motd")
     assert _attack(lab, {"motd": motd}, tmp_path)["motd"]["read"] == 0
 
