@@ -29,9 +29,9 @@ from oneroot.net import MacAddress
 from oneroot.proto.dhcp import (
     CLIENT_PORT,
     SERVER_PORT,
-    Lease,
     NetworkConfig,
     NodeBoot,
+    NoLeases,
     parse_packet,
     respond,
 )
@@ -77,17 +77,6 @@ def parse_answer_doc(text: str) -> tuple[MacAddress, NetworkConfig, NodeBoot]:
     return MacAddress.parse(doc["mac"]), config, node
 
 
-class _NoLeases:
-    def lease_for_mac(self, mac: MacAddress) -> Lease | None:
-        return None
-
-    def lease_for_address(self, address: ipaddress.IPv4Address) -> Lease | None:
-        return None
-
-    def is_declined(self, address: ipaddress.IPv4Address, now: float) -> bool:
-        return False
-
-
 def answer(data: bytes, *, mac: MacAddress, config: NetworkConfig, node: NodeBoot
            ) -> bytes | None:
     """The reply to one datagram: only the canary's, as serve would decide it."""
@@ -96,7 +85,7 @@ def answer(data: bytes, *, mac: MacAddress, config: NetworkConfig, node: NodeBoo
         if request.mac != mac:
             return None
         decision = respond(request, now=time.time(), config=config,
-                           lookup=lambda m: node if m == mac else None, leases=_NoLeases())
+                           lookup=lambda m: node if m == mac else None, leases=NoLeases())
     except MalformedPacket:
         return None
     return decision.reply.to_bytes() if decision.reply is not None else None

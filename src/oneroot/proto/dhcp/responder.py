@@ -212,7 +212,9 @@ def respond(request: DhcpPacket, *, now: float, config: NetworkConfig, lookup: L
             return Decision(reason=f"{mtype.name} is a server message")
 
 
-class _NoLeases:
+class NoLeases:
+    """A lease view that holds nothing (a server answering one known client, a NAK)."""
+
     def lease_for_mac(self, mac: MacAddress) -> Lease | None:
         return None
 
@@ -226,7 +228,7 @@ class _NoLeases:
 def claim_lost_nak(request: DhcpPacket, *, config: NetworkConfig, reason: str) -> Decision:
     """The NAK for a REQUEST whose pool address another server bound first (the lease
     database refused this server's claim): the client starts over with a DISCOVER."""
-    ctx = _Context(request, MessageType.REQUEST, request.mac, None, 0.0, config, _NoLeases(),
+    ctx = _Context(request, MessageType.REQUEST, request.mac, None, 0.0, config, NoLeases(),
                    _never_reserved)
     return ctx._nak(reason)
 
