@@ -7,11 +7,15 @@ from __future__ import annotations
 from collections.abc import Mapping
 from ipaddress import IPv4Address
 
+from oneroot.net import MacAddress
 from oneroot.proto.dhcp import (
     BROADCAST_FLAG,
     BootOp,
     DhcpOptions,
     DhcpPacket,
+    Lease,
+    LeaseAction,
+    LeaseChange,
     MessageType,
     OptionCode,
 )
@@ -41,3 +45,32 @@ def client_message(mtype: MessageType, *, mac: bytes, xid: int,
     options.update(extra or {})
     return DhcpPacket(op=BootOp.REQUEST, xid=xid, chaddr=mac, giaddr=giaddr,
                       flags=BROADCAST_FLAG if broadcast else 0, options=DhcpOptions(options))
+
+
+class MemoryLeases:
+    """A lease view in memory that applies the responder's lease changes."""
+
+    def __init__(self) -> None:
+        self.by_mac: dict[MacAddress, Lease] = {}
+        self.declined: dict[IPv4Address, float] = {}
+
+    def lease_for_mac(self, mac: MacAddress) -> Lease | None:
+        return self.by_mac.get(mac)
+
+    def lease_for_address(self, address: IPv4Address) -> Lease | None:
+        return next((lease for lease in self.by_mac.values() if lease.address == address), None)
+
+    def is_declined(self, address: IPv4Address, now: float) -> bool:
+        return self.declined.get(address, 0) > now
+
+    def apply(self, change: LeaseChange | None) -> None:
+        if change is None:
+            return
+        if change.action is LeaseAction.BIND:
+            self.by_mac[change.mac] = Lease(mac=change.mac, address=change.address,
+                                            node=change.node, expires=change.expires,
+                                            state=change.state)
+        elif change.action is LeaseAction.RELEASE:
+            self.by_mac.pop(change.mac, None)
+        else:
+            self.declined[change.address] = change.expires

@@ -12,7 +12,6 @@ from oneroot.net import MacAddress
 from oneroot.proto.dhcp import (
     Decision,
     DhcpPacket,
-    LeaseAction,
     LeaseState,
     MessageType,
     NetworkConfig,
@@ -20,8 +19,7 @@ from oneroot.proto.dhcp import (
     OptionCode,
     respond,
 )
-from oneroot.proto.dhcp.lease import Lease
-from oneroot.testing.dhcpmsg import client_message
+from oneroot.testing.dhcpmsg import MemoryLeases, client_message
 
 NOW = 1000.0
 SERVER = IPv4Address("10.0.0.1")
@@ -38,27 +36,10 @@ SEGMENT = dataclasses.replace(MAIN, subnet=IPv4Network("10.1.5.0/24"), router=RE
 CONFIG = dataclasses.replace(MAIN, segments=(SEGMENT,))
 
 
-class Leases:
-    def __init__(self) -> None:
-        self.by_mac: dict[MacAddress, Lease] = {}
-
-    def lease_for_mac(self, mac: MacAddress) -> Lease | None:
-        return self.by_mac.get(mac)
-
-    def lease_for_address(self, address: IPv4Address) -> Lease | None:
-        return next((x for x in self.by_mac.values() if x.address == address), None)
-
-    def is_declined(self, address: IPv4Address, now: float) -> bool:
-        return False
-
-
-def decide(packet: DhcpPacket, leases: Leases) -> Decision:
+def decide(packet: DhcpPacket, leases: MemoryLeases) -> Decision:
     decision = respond(packet, now=NOW, config=CONFIG, leases=leases,
                        lookup={KNOWN: NODE}.get)
-    change = decision.lease_change
-    if change is not None and change.action is LeaseAction.BIND:
-        leases.by_mac[change.mac] = Lease(mac=change.mac, address=change.address, node=None,
-                                          expires=change.expires, state=change.state)
+    leases.apply(decision.lease_change)
     return decision
 
 
@@ -69,7 +50,7 @@ def message(mtype: MessageType, mac: MacAddress, *, giaddr: IPv4Address = IPv4Ad
 
 
 def test_a_relayed_client_gets_its_segments_address_mask_and_router() -> None:
-    leases = Leases()
+    leases = MemoryLeases()
     offer = decide(message(MessageType.DISCOVER, STRANGER, giaddr=RELAY), leases)
     assert offer.reply is not None
     address = offer.reply.yiaddr
@@ -93,7 +74,7 @@ def test_a_relayed_client_gets_its_segments_address_mask_and_router() -> None:
 
 
 def test_the_servers_own_segment_and_known_nodes_are_answered_as_before() -> None:
-    leases = Leases()
+    leases = MemoryLeases()
     own = decide(message(MessageType.DISCOVER, STRANGER), leases)
     assert own.reply is not None and own.reply.yiaddr in MAIN.subnet
     assert own.reply.options.get(OptionCode.ROUTER) == IPv4Address("10.0.0.254").packed

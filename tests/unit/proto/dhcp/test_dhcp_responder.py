@@ -27,6 +27,7 @@ from oneroot.proto.dhcp import (
     decode_suboptions,
     respond,
 )
+from oneroot.testing.dhcpmsg import MemoryLeases
 
 SERVER = IPv4Address("10.0.0.1")
 NOW = 1_000_000.0
@@ -39,33 +40,6 @@ CONFIG = NetworkConfig(server_address=SERVER, subnet=IPv4Network("10.0.0.0/24"),
                        dns=(IPv4Address("10.0.0.2"), IPv4Address("10.0.0.3")),
                        domain="cluster.test", lease_time=3600)
 POOL = (IPv4Address("10.0.0.100"), IPv4Address("10.0.0.103"))
-
-
-class FakeLeases:
-    def __init__(self) -> None:
-        self.by_mac: dict[MacAddress, Lease] = {}
-        self.declined: dict[IPv4Address, float] = {}
-
-    def lease_for_mac(self, mac: MacAddress) -> Lease | None:
-        return self.by_mac.get(mac)
-
-    def lease_for_address(self, address: IPv4Address) -> Lease | None:
-        return next((lease for lease in self.by_mac.values() if lease.address == address), None)
-
-    def is_declined(self, address: IPv4Address, now: float) -> bool:
-        return self.declined.get(address, 0) > now
-
-    def apply(self, change: LeaseChange | None) -> None:
-        if change is None:
-            return
-        if change.action is LeaseAction.BIND:
-            self.by_mac[change.mac] = Lease(mac=change.mac, address=change.address,
-                                            node=change.node, expires=change.expires,
-                                            state=change.state)
-        elif change.action is LeaseAction.RELEASE:
-            self.by_mac.pop(change.mac, None)
-        else:
-            self.declined[change.address] = change.expires
 
 
 def lookup(mac: MacAddress) -> NodeBoot | None:
@@ -82,10 +56,10 @@ def request(mtype: MessageType, mac: MacAddress = KNOWN, *, ciaddr: str = "0.0.0
 
 
 def decide(packet: DhcpPacket, *, config: NetworkConfig = CONFIG,
-           leases: FakeLeases | None = None, port: int = 67,
+           leases: MemoryLeases | None = None, port: int = 67,
            source: tuple[IPv4Address, int] | None = None) -> Decision:
     return respond(packet, now=NOW, config=config, lookup=lookup,
-                   leases=leases if leases is not None else FakeLeases(), port=port,
+                   leases=leases if leases is not None else MemoryLeases(), port=port,
                    source=source, is_reserved=lambda a: a == NODE.address)
 
 
@@ -254,8 +228,8 @@ HELD = IPv4Address("10.0.0.101")
 OPTION82 = b"\x01\x04port"
 
 
-def _pool_leases(relay_info: bytes | None = None) -> FakeLeases:
-    leases = FakeLeases()
+def _pool_leases(relay_info: bytes | None = None) -> MemoryLeases:
+    leases = MemoryLeases()
     leases.by_mac[STRANGER] = Lease(mac=STRANGER, address=HELD, node=None, expires=NOW + 10,
                                     state=LeaseState.BOUND, relay_info=relay_info)
     return leases
@@ -312,7 +286,7 @@ def test_relayed_ack_remembers_option_82() -> None:
 
 
 def test_release_frees_the_lease() -> None:
-    leases = FakeLeases()
+    leases = MemoryLeases()
     leases.by_mac[KNOWN] = Lease(mac=KNOWN, address=NODE.address, node="node01",
                                  expires=NOW + 10, state=LeaseState.BOUND)
     d = decide(request(MessageType.RELEASE, ciaddr=str(NODE.address), o54=SERVER.packed),
@@ -348,7 +322,7 @@ def test_unknown_pxe_client_is_recorded_even_without_discovery() -> None:
 
 def test_unknown_with_discovery_full_dora_from_pool() -> None:
     config = replace(CONFIG, pool=POOL)
-    leases = FakeLeases()
+    leases = MemoryLeases()
     offer = decide(request(MessageType.DISCOVER, STRANGER), config=config, leases=leases)
     assert offer.reply is not None and mtype_of(offer) is MessageType.OFFER
     address = offer.reply.yiaddr
@@ -377,7 +351,7 @@ def test_unknown_with_discovery_full_dora_from_pool() -> None:
 
 def test_pool_skips_declined_and_node_addresses_and_runs_out() -> None:
     config = replace(CONFIG, pool=(IPv4Address("10.0.0.10"), IPv4Address("10.0.0.12")))
-    leases = FakeLeases()
+    leases = MemoryLeases()
     leases.declined[IPv4Address("10.0.0.10")] = NOW + 5
     given = set()
     for n in range(3):
@@ -393,7 +367,7 @@ def test_pool_skips_declined_and_node_addresses_and_runs_out() -> None:
 
 def test_expired_lease_of_another_client_can_be_reused() -> None:
     config = replace(CONFIG, pool=(IPv4Address("10.0.0.100"), IPv4Address("10.0.0.100")))
-    leases = FakeLeases()
+    leases = MemoryLeases()
     leases.by_mac[KNOWN] = Lease(mac=KNOWN, address=IPv4Address("10.0.0.100"), node=None,
                                  expires=NOW - 1, state=LeaseState.BOUND)
     d = decide(request(MessageType.DISCOVER, STRANGER), config=config, leases=leases)
@@ -408,7 +382,7 @@ def test_unknown_init_reboot_without_record_is_silent() -> None:
 
 def test_selecting_another_server_releases_our_offer() -> None:
     config = replace(CONFIG, pool=POOL)
-    leases = FakeLeases()
+    leases = MemoryLeases()
     offer = decide(request(MessageType.DISCOVER, STRANGER), config=config, leases=leases)
     leases.apply(offer.lease_change)
     d = decide(request(MessageType.REQUEST, STRANGER, o54=ip("10.0.0.9"), o50=POOL[0].packed),
@@ -464,7 +438,7 @@ def test_port_4011_ignored_in_full_mode() -> None:
 def test_long_ipxe_url_goes_in_option_67_only() -> None:
     long_node = replace(NODE, ipxe_url="http://10.0.0.1/" + "x" * 200)
     d = respond(request(MessageType.DISCOVER, o77=b"iPXE"), now=NOW, config=CONFIG,
-                lookup=lambda mac: long_node, leases=FakeLeases())
+                lookup=lambda mac: long_node, leases=MemoryLeases())
     assert d.reply is not None and d.reply.file == b""
     assert d.reply.options[OptionCode.BOOTFILE_NAME] == long_node.ipxe_url.encode()
 
@@ -488,9 +462,9 @@ def test_cached_reply_options_are_those_of_each_request() -> None:
                 for options in variants:
                     req = request(mtype, mac, **options)
                     cached = respond(req, now=NOW, config=config, lookup=lookup,
-                                     leases=FakeLeases())
+                                     leases=MemoryLeases())
                     fresh = respond(req, now=NOW, config=replace(config), lookup=lookup,
-                                    leases=FakeLeases())
+                                    leases=MemoryLeases())
                     if fresh.reply is None:
                         assert cached.reply is None
                         continue
@@ -509,8 +483,8 @@ def renewal(mac: MacAddress, address: IPv4Address, how: str) -> DhcpPacket:
     return request(MessageType.REQUEST, mac, ciaddr=str(address))  # renewing, rebinding
 
 
-def bound(mac: MacAddress, address: IPv4Address, expires: float = NOW + 60) -> FakeLeases:
-    leases = FakeLeases()
+def bound(mac: MacAddress, address: IPv4Address, expires: float = NOW + 60) -> MemoryLeases:
+    leases = MemoryLeases()
     leases.by_mac[mac] = Lease(mac=mac, address=address, node=None, expires=expires,
                                state=LeaseState.BOUND)
     return leases
@@ -519,7 +493,7 @@ def bound(mac: MacAddress, address: IPv4Address, expires: float = NOW + 60) -> F
 @pytest.mark.parametrize("how", ["init-reboot", "renewing"])
 def test_a_renewal_the_partial_view_cannot_answer_asks_for_a_reread(how: str) -> None:
     leases = bound(KNOWN, POOL[1])  # another client's row the view holds
-    for held in (FakeLeases(), leases):  # no record; the address another client's
+    for held in (MemoryLeases(), leases):  # no record; the address another client's
         d = respond(renewal(STRANGER, POOL[1], how), now=NOW, config=PARTIAL, lookup=lookup,
                     leases=held, view_complete=False)
         assert (d.reply, d.reread, d.lease_change) == (None, POOL[1], None), d.reason
@@ -530,11 +504,11 @@ def test_a_renewal_the_partial_view_cannot_answer_asks_for_a_reread(how: str) ->
     # SELECTING (the client chose this server's offer): no read, the claim decides.
     chosen = respond(request(MessageType.REQUEST, STRANGER, o54=SERVER.packed,
                              o50=POOL[0].packed), now=NOW, config=PARTIAL, lookup=lookup,
-                     leases=FakeLeases(), view_complete=False)
+                     leases=MemoryLeases(), view_complete=False)
     assert mtype_of(chosen) is MessageType.ACK and chosen.reread is None
     # Wrong network: NAKed without a read, whatever the view.
     off = respond(renewal(STRANGER, IPv4Address("10.1.0.5"), how), now=NOW, config=PARTIAL,
-                  lookup=lookup, leases=FakeLeases(), view_complete=False)
+                  lookup=lookup, leases=MemoryLeases(), view_complete=False)
     assert mtype_of(off) is MessageType.NAK and off.reread is None
 
 
@@ -571,7 +545,7 @@ def test_the_server_id_may_be_a_service_address_and_both_name_us() -> None:
     assert offer.reply.options.get(OptionCode.SERVER_ID) == service.packed
     assert offer.reply.siaddr == IPv4Address(0)  # next-server: the host address (nodes only)
     for named in (service, SERVER):  # SELECTING: our identifier, or our own address
-        leases = FakeLeases()
+        leases = MemoryLeases()
         leases.apply(offer.lease_change)
         assert offer.reply is not None
         ack = decide(request(MessageType.REQUEST, STRANGER, o54=named.packed,
