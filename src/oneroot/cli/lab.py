@@ -25,7 +25,7 @@ from oneroot.cli.output import console, emit_json, plain, table
 from oneroot.cli.state import json_option
 from oneroot.errors import LabError
 from oneroot.lab.qemu import Firmware
-from oneroot.ops import labbmc, labctl
+from oneroot.ops import labbmc, labctl, labharun
 from oneroot.ops.labcontrol import LabPhase, is_alive
 from oneroot.ops.labstatus import LabStatus, serial_log
 from oneroot.ops.labstatus import lab_status as read_lab_status
@@ -84,13 +84,26 @@ def lab() -> None:
               show_default=True,
               help="`vm`: the server is a Debian VM with kernel nfsd whose own / is the image "
                    "(the seed's setup; slower).")
+@click.option("--servers", default=1, show_default=True, type=click.IntRange(1, 2),
+              help="2: boot servers A and B on one PostgreSQL, with service addresses "
+                   "that move (keepalived); needs --storage ceph.")
+@click.option("--storage", type=click.Choice(labctl.STORAGE_KINDS), default="local",
+              show_default=True,
+              help="ceph: the nodes' image and layers in CephFS (one throwaway Ceph), "
+                   "exported by a ganesha-ceph instance per service address.")
 @workdir_option
 def lab_up(nodes: int, firmware: str, timeout: float, cache_dir: Path | None, server: str,
-           workdir: Path) -> None:
-    """Bring up the lab, show the nodes boot, and print each node's runlevel."""
+           servers: int, storage: str, workdir: Path) -> None:
+    """Bring up the lab, show the nodes boot, and print each node's runlevel.
+
+    With `--servers 2 --storage ceph`: two boot servers (namespaces) on one PostgreSQL and
+    one Ceph; the nodes (a busybox image that writes a numbered line every 0.1 s into its
+    layer) boot from server A's service address, which moves to B if A dies
+    (docs/scaling.md, "The two-server lab")."""
     started = time.monotonic()
     pid = spawn_supervisor(workdir, nodes=nodes, firmware=cast(Firmware, firmware),
-                           cache_dir=cache_dir, server=server)
+                           cache_dir=cache_dir, server=server, servers=servers,
+                           storage=storage)
     console.print(f"lab supervisor PID {pid}; log {workdir / labctl.SUPERVISOR_LOG}")
     doc = read_lab_status(workdir)
 
@@ -98,11 +111,15 @@ def lab_up(nodes: int, firmware: str, timeout: float, cache_dir: Path | None, se
         return Group(_header(doc, started), _nodes_table(doc))
 
     deadline = started + timeout
+    said = ""
     with Live(view(), console=console, refresh_per_second=4,
               transient=not console.is_terminal) as live:
         while True:
             doc = read_lab_status(workdir)
             live.update(view())
+            if servers > 1 and not console.is_terminal and doc.message != said:
+                said = doc.message  # the long steps, one line each, in a log too
+                console.print(plain(f"lab {doc.phase}: {said}"))
             if doc.phase in (LabPhase.FAILED, LabPhase.CRASHED) or (
                     doc.phase == LabPhase.DOWN and not is_alive(pid, None)):
                 break
@@ -118,6 +135,9 @@ def lab_up(nodes: int, firmware: str, timeout: float, cache_dir: Path | None, se
         raise LabError(f"not every node reached its runlevel within {timeout:g} s",
                        hint="the lab still runs: `oneroot lab status`, "
                             "`oneroot lab console NODE`; `oneroot lab down` stops it")
+    if doc.servers:
+        _print_ha_up(doc, workdir, started)
+        return
     console.print()
     for n in doc.nodes:
         if n.hello:
@@ -130,6 +150,21 @@ def lab_up(nodes: int, firmware: str, timeout: float, cache_dir: Path | None, se
     console.print(f"\nlab up in {time.monotonic() - started:.0f} s. Next: "
                   "`oneroot lab status`, `oneroot lab console node01`, "
                   f"`oneroot --home {workdir / 'home'} status --watch`, "
+                  "`oneroot lab down`.")
+
+
+def _print_ha_up(doc: LabStatus, workdir: Path, started: float) -> None:
+    """The two-server lab is up: its servers, what the nodes do, what to try."""
+    console.print()
+    for line in doc.servers:
+        console.print(plain(f"server {line}"))
+    console.print(plain(doc.message))
+    home = labharun.ha_dir(workdir) / "home-a"
+    console.print(f"\nlab up in {time.monotonic() - started:.0f} s. Each node writes a "
+                  "numbered line every 0.1 s into its layer in CephFS, root on server a's "
+                  "service address. Next: `oneroot lab status` (who holds each address, "
+                  f"lines so far), `oneroot --home {home} status`, `oneroot lab console "
+                  "node01 --log`; kill server a to watch b take over (docs/scaling.md); "
                   "`oneroot lab down`.")
 
 
@@ -147,6 +182,8 @@ def lab_status(as_json: bool, workdir: Path) -> None:
         return
     console.print(f"lab {doc.phase} (supervisor PID {doc.supervisor_pid}, "
                   f"namespace {doc.netns or '-'}): {doc.message}")
+    for line in doc.servers:
+        console.print(plain(f"server {line}"))
     if doc.error:
         console.print(plain(doc.error, style="red"))
     console.print(_nodes_table(doc))

@@ -30,10 +30,12 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 
 def spawn_supervisor(workdir: Path, *, nodes: int, firmware: Firmware,
-                     cache_dir: Path | None = None, server: str = "namespace") -> int:
+                     cache_dir: Path | None = None, server: str = "namespace",
+                     servers: int = 1, storage: str = "local") -> int:
     """Start the supervisor (`main()` below) in a session of its own (it survives this
     process and the terminal); returns its PID. Refuses while a lab runs from `workdir`."""
-    labctl.check_lab_options(server=server, firmware=firmware)
+    labctl.check_lab_options(server=server, firmware=firmware, servers=servers,
+                             storage=storage)
     ctl = read_control(workdir)
     if ctl is not None and supervisor_alive(ctl):
         raise LabError(f"a lab already runs from {workdir} (supervisor PID "
@@ -43,7 +45,8 @@ def spawn_supervisor(workdir: Path, *, nodes: int, firmware: Firmware,
         labctl.stop_lab(workdir)  # what a crashed run left behind
     workdir.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, "-m", MODULE, "--workdir", str(workdir),
-           "--nodes", str(nodes), "--firmware", firmware, "--server", server]
+           "--nodes", str(nodes), "--firmware", firmware, "--server", server,
+           "--servers", str(servers), "--storage", storage]
     if cache_dir is not None:
         cmd += ["--cache-dir", str(cache_dir)]
     with (workdir / labctl.SUPERVISOR_LOG).open("ab") as out:
@@ -74,7 +77,8 @@ def _stop_on_signals() -> Iterator[None]:
 
 
 def run_supervisor(workdir: Path, *, nodes: int, firmware: Firmware,
-                   cache_dir: Path | None = None, server: str = "namespace") -> int:
+                   cache_dir: Path | None = None, server: str = "namespace",
+                   servers: int = 1) -> int:
     """Bring the lab up, keep it until a signal, tear it down. Returns the exit status."""
     workdir.mkdir(parents=True, exist_ok=True)
     ctl = new_control(workdir)
@@ -86,7 +90,7 @@ def run_supervisor(workdir: Path, *, nodes: int, firmware: Firmware,
         write_control(ctl)
 
     c = labctl.new_lab(workdir, server=server, cache_dir=cache_dir or workdir / "cache",
-                       progress=progress)
+                       progress=progress, servers=servers)
     status = 0
     with _stop_on_signals():
         try:
@@ -108,19 +112,22 @@ def run_supervisor(workdir: Path, *, nodes: int, firmware: Firmware,
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m oneroot.cli.labsupervisor --workdir DIR --nodes N [--server vm]`."""
+    """`python -m oneroot.cli.labsupervisor --workdir DIR --nodes N [--server vm]
+    [--servers 2 --storage ceph]`."""
     parser = argparse.ArgumentParser(prog=f"python -m {MODULE}")
     parser.add_argument("--workdir", type=Path, default=labctl.DEFAULT_WORKDIR)
     parser.add_argument("--nodes", type=int, default=2)
     parser.add_argument("--firmware", choices=("bios", "uefi"), default="bios")
     parser.add_argument("--cache-dir", type=Path, default=None)
     parser.add_argument("--server", choices=labctl.SERVER_MODES, default="namespace")
+    parser.add_argument("--servers", type=int, choices=(1, 2), default=1)
+    parser.add_argument("--storage", choices=labctl.STORAGE_KINDS, default="local")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(message)s")
     firmware: Firmware = "uefi" if args.firmware == "uefi" else "bios"
     return run_supervisor(args.workdir, nodes=args.nodes, firmware=firmware,
-                          cache_dir=args.cache_dir, server=args.server)
+                          cache_dir=args.cache_dir, server=args.server, servers=args.servers)
 
 
 if __name__ == "__main__":

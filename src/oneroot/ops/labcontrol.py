@@ -4,7 +4,11 @@ for one of ours). `lab status` reads it; `lab down` undoes what it names.
 
     {"workdir", "supervisor_pid", "supervisor_start_time", "phase", "message", "error",
      "started", "lab_state_file", "netns", "nodes": [{"name", "firmware", "ephemeral",
-     "serial_log", "pid", "start_time"}]}
+     "serial_log", "pid", "start_time"}], "home", "servers"}
+
+`home` (the oneroot home `lab status` reads the nodes' stages from; none: WORKDIR/home) and
+`servers` (one line per boot server of `lab up --servers 2`) came later: they are written
+only when set, and a file without them is read with their defaults.
 
 The format is the one written since the lab began (no version key): `phase` is a
 `LabPhase` value, written as its text.
@@ -64,9 +68,15 @@ class LabControl:
     lab_state_file: str | None = None
     netns: str | None = None
     nodes: list[LabNodeRecord] = field(default_factory=list)
+    home: str | None = None
+    servers: list[str] = field(default_factory=list)
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=2) + "\n"
+        doc = asdict(self)
+        for key in ("home", "servers"):  # written only when set: the old format otherwise
+            if not doc[key]:
+                del doc[key]
+        return json.dumps(doc, indent=2) + "\n"
 
     @classmethod
     def from_json(cls, text: str) -> LabControl:

@@ -55,6 +55,7 @@ from oneroot.ops.labcontrol import (
     supervisor_alive,
     write_control,
 )
+from oneroot.ops.labharun import HaLabRunner, check_ha_packages
 from oneroot.ops.labserver import SERVER_STATE_DIR as VM_STATE_DIR
 from oneroot.ops.labserver import VmServerLab
 from oneroot.ops.labstatus import (
@@ -104,10 +105,12 @@ Progress = Callable[[str], None]
 # -- up: what the supervisor (`oneroot.cli.labsupervisor`) runs ---------------------------------
 
 SERVER_MODES = ("namespace", "vm")
-LabRunner = LabCluster | VmServerLab
+STORAGE_KINDS = ("local", "ceph")
+LabRunner = LabCluster | VmServerLab | HaLabRunner
 
 
-def check_lab_options(*, server: str, firmware: Firmware) -> None:
+def check_lab_options(*, server: str, firmware: Firmware, servers: int = 1,
+                      storage: str = "local") -> None:
     """Refuse what no lab can do, before anything is started."""
     if server not in SERVER_MODES:
         raise LabError(f"unknown lab server mode {server!r}",
@@ -115,10 +118,27 @@ def check_lab_options(*, server: str, firmware: Firmware) -> None:
     if server == "vm" and firmware != "bios":
         raise LabError("the server VM lab boots its nodes with SeaBIOS only",
                        hint="drop --firmware uefi, or use the namespace server")
+    if storage not in STORAGE_KINDS or servers not in (1, 2):
+        raise LabError(f"no lab with {servers} server(s) and storage {storage!r}",
+                       hint="`--servers 2 --storage ceph`, or neither")
+    if (servers == 2) != (storage == "ceph"):
+        raise LabError("two lab servers share their nodes' layers in CephFS, and Ceph "
+                       "storage is for two servers",
+                       hint="give both: `oneroot lab up --servers 2 --storage ceph`")
+    if servers == 2 and (server == "vm" or firmware != "bios"):
+        raise LabError("the two-server lab runs its servers in namespaces and boots its "
+                       "nodes with SeaBIOS",
+                       hint="drop --server vm and --firmware uefi")
+    if servers == 2:
+        check_ha_packages()
 
 
-def new_lab(workdir: Path, *, server: str, cache_dir: Path, progress: Progress) -> LabRunner:
-    """The lab of `server` mode: its server in the lab's namespace, or in a VM."""
+def new_lab(workdir: Path, *, server: str, cache_dir: Path, progress: Progress,
+            servers: int = 1) -> LabRunner:
+    """The lab of `server` mode: its server in the lab's namespace, or in a VM; or two
+    servers on Ceph and PostgreSQL (`ops.labharun`)."""
+    if servers == 2:
+        return HaLabRunner(workdir=workdir, cache_dir=cache_dir, progress=progress)
     if server == "vm":
         return VmServerLab(workdir=workdir, cache_dir=cache_dir, progress=progress)
     return LabCluster(workdir=workdir, cache_dir=cache_dir, progress=progress)
@@ -226,14 +246,19 @@ def bring_up(c: LabRunner, ctl: LabControl, *, nodes: int, firmware: Firmware,
              progress: Progress) -> None:
     """Prepare the lab, start its network and server, power on every node; `ctl` follows
     each phase (`progress` writes it)."""
-    if isinstance(c, VmServerLab):
+    if isinstance(c, HaLabRunner):
+        ctl.phase = LabPhase.STARTING
+        c.start(ctl, nodes=nodes)
+    elif isinstance(c, VmServerLab):
         _start_vm_server(c, ctl, nodes, progress)
     else:
         _start_namespace_server(c, ctl, nodes, firmware, progress)
     ctl.phase = LabPhase.BOOTING
     for record in ctl.nodes:
         pid: int | None
-        if isinstance(c, LabCluster) and record.name in c.bmcs:
+        if isinstance(c, HaLabRunner):
+            pid = c.boot(record.name).pid
+        elif isinstance(c, LabCluster) and record.name in c.bmcs:
             power_on(c, record.name)  # `oneroot power on`, through the node's BMC
             pid = c.bmcs[record.name].wait_vm_pid()
         else:
@@ -241,6 +266,8 @@ def bring_up(c: LabRunner, ctl: LabControl, *, nodes: int, firmware: Firmware,
         record.pid = pid
         record.start_time = process_start_time(pid) if pid else None
         progress(f"{record.name} powered on ({record.firmware})")
+    if isinstance(c, HaLabRunner):
+        c.wait_writing([record.name for record in ctl.nodes])
     ctl.phase = LabPhase.UP
     progress(f"{len(ctl.nodes)} node(s) powered on")
 
@@ -250,6 +277,10 @@ def keep_up(c: LabRunner, ctl: LabControl) -> float:
     server VM's status is mirrored into the workdir (its inventory lives in the VM)."""
     if isinstance(c, VmServerLab):
         mirror_vm_status(c, ctl)
+        return 5.0
+    if isinstance(c, HaLabRunner):
+        ctl.message = c.summary()
+        write_control(ctl)
         return 5.0
     return 3600.0
 

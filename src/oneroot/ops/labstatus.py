@@ -15,11 +15,13 @@ from typing import Any
 
 from oneroot.errors import LabError
 from oneroot.fsutil.atomic import write_atomic
+from oneroot.inventory import database
+from oneroot.inventory.database import database_url
 from oneroot.lab.bmc import running_vm_pid
 from oneroot.lab.netns import list_netns
 from oneroot.model.paths import Paths
 from oneroot.model.resolved import resolve_cluster
-from oneroot.ops.inventory import open_store
+from oneroot.ops.inventory import inventory_exists, open_store
 from oneroot.ops.labcontrol import LabControl, LabPhase, is_alive, read_control, supervisor_alive
 from oneroot.ops.status import NodeBootStatus, read_status
 
@@ -62,6 +64,7 @@ class LabStatus:
     nodes: tuple[LabNodeStatus, ...] = ()
     supervisor_pid: int | None = None  # these two: only when there is a control file
     uptime_seconds: float | None = None
+    servers: tuple[str, ...] = ()  # `lab up --servers 2`: one line per boot server
 
     @property
     def finished(self) -> bool:
@@ -69,6 +72,8 @@ class LabStatus:
         the server: what `lab up` waits for."""
         if self.phase != LabPhase.UP or not self.nodes:
             return False
+        if self.servers:  # the two-server lab is up once each node writes its lines
+            return True
         rw = [n for n in self.nodes if n.top != TMPFS_TOP]
         return all(n.runlevel for n in self.nodes) and all(n.hello for n in rw)
 
@@ -81,6 +86,8 @@ class LabStatus:
         if self.supervisor_pid is not None:
             doc["supervisor_pid"] = self.supervisor_pid
             doc["uptime_seconds"] = self.uptime_seconds
+        if self.servers:
+            doc["servers"] = list(self.servers)
         return doc
 
 
@@ -137,8 +144,13 @@ def lab_status(workdir: Path) -> LabStatus:
         return LabStatus(workdir=str(workdir))
     alive = supervisor_alive(ctl)
     mirror = read_vm_status(workdir)
-    stages = ({n.node: n for n in mirror.nodes} if mirror is not None
-              else _local_stages(workdir / "home"))
+    home = Path(ctl.home) if ctl.home else workdir / "home"
+    if mirror is not None:
+        stages = {n.node: n for n in mirror.nodes}
+    elif alive or database_url(Paths(home=home)) is None:
+        stages = _local_stages(home)
+    else:  # its database went with the lab's supervisor
+        stages = {}
     return LabStatus(
         workdir=str(workdir), running=alive,
         phase=ctl.phase if alive or ctl.phase == LabPhase.FAILED else LabPhase.CRASHED,
@@ -146,16 +158,19 @@ def lab_status(workdir: Path) -> LabStatus:
         netns=ctl.netns if ctl.netns in list_netns() else None,
         nodes=tuple(_node_status(ctl, i, stages.get(record.name), mirror)
                     for i, record in enumerate(ctl.nodes)),
-        supervisor_pid=ctl.supervisor_pid, uptime_seconds=round(time.time() - ctl.started, 1))
+        supervisor_pid=ctl.supervisor_pid, uptime_seconds=round(time.time() - ctl.started, 1),
+        servers=tuple(ctl.servers))
 
 
 def _local_stages(home: Path) -> dict[str, NodeBootStatus]:
-    """Each node's boot status from the lab's own home (the namespace server)."""
-    if not ((home / "inventory.db").exists() and (home / "events.db").exists()):
+    """Each node's boot status from the lab's own home (the namespace server; with two
+    servers, A's home on their PostgreSQL)."""
+    paths = Paths(home=home)
+    if not (inventory_exists(paths) and database.exists(paths, paths.events_db)):
         return {}
-    with contextlib.closing(open_store(Paths(home=home))) as store:
+    with contextlib.closing(open_store(paths)) as store:
         cluster = resolve_cluster(store.load())
-    return {n.node: n for n in read_status(Paths(home=home), cluster).nodes}
+    return {n.node: n for n in read_status(paths, cluster).nodes}
 
 
 def _node_status(ctl: LabControl, index: int, st: NodeBootStatus | None,
