@@ -2,8 +2,10 @@
 `--dhcp-relay`, in a router namespace between two networks) and a real client (busybox udhcpc
 on the relayed segment): the client binds an address of its segment's pool with its segment's
 mask and the relay as router, then renews it straight to the server (unicast through the
-router, not relayed) and keeps it. `network_config` builds the segment from the settings as
-serve does. Needs root."""
+router, not relayed) and keeps it. A client on a second relayed segment, which has no pool
+(no `relay_pools` entry, outside `subnet`), is offered nothing (an address of the servers' own
+pool is unusable there), and the server says why once, not once per DISCOVER.
+`network_config` builds the segment from the settings as serve does. Needs root."""
 
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ import signal
 import subprocess
 import sys
 import textwrap
-from ipaddress import IPv4Address, IPv4Network
+from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from pathlib import Path
 
 import pytest
@@ -35,6 +37,7 @@ SERVER = IPv4Address("10.97.0.2")
 ROUTER_UP = IPv4Address("10.97.0.254")  # the router's address on the servers' network
 RELAY = IPv4Address("10.97.5.1")  # and on the relayed segment: the giaddr
 RELAY_POOLS = "10.97.5.1/24=10.97.5.100-10.97.5.149"
+UNSERVED = IPv4Address("10.97.6.1")  # the router on a segment with no pool
 
 SERVER_MAIN = textwrap.dedent("""
     import asyncio, logging, sys
@@ -67,24 +70,33 @@ echo "$1 ip=$ip mask=$mask router=$router serverid=$serverid" >> "$(dirname "$0"
 """
 
 
+def _segment(router: str, interface: str, relay: IPv4Address, client: str, server: str
+             ) -> None:
+    """A relayed segment: namespace `client` behind the router's `interface` (`relay`/24),
+    and the server's route to it."""
+    subprocess.run(["ip", "netns", "add", client], check=True)
+    for argv in (["ip", "-n", router, "link", "add", interface, "type", "veth", "peer", "name",
+                  "eth0", "netns", client],
+                 ["ip", "-n", router, "addr", "add", f"{relay}/24", "dev", interface],
+                 ["ip", "-n", router, "link", "set", interface, "up"],
+                 ["ip", "-n", client, "link", "set", "lo", "up"],
+                 ["ip", "-n", client, "link", "set", "eth0", "up"],
+                 ["ip", "-n", server, "route", "add", str(IPv4Interface(f"{relay}/24").network),
+                  "via", str(ROUTER_UP)]):
+        subprocess.run(argv, check=True)
+
+
 def test_a_relayed_client_binds_and_renews_on_its_segments_pool(tmp_path: Path) -> None:
     udhcpc = Udhcpc.install(tmp_path)
     log = tmp_path / "dhcp.log"
     with Lab.create(subnet=SUBNET, state_dir=STATE_DIR, router_advertisements=False) as lab:
         server = lab.add_client(f"{SERVER}/24")
         router = lab.add_client(f"{ROUTER_UP}/24")
-        client = f"{router.netns}-seg"  # the relayed segment: a namespace behind the router
-        subprocess.run(["ip", "netns", "add", client], check=True)
+        client = f"{router.netns}-seg"  # the relayed segments: namespaces behind the router
+        stray = f"{router.netns}-nopool"
         try:
-            for argv in (["ip", "-n", router.netns, "link", "add", "eth1", "type", "veth",
-                          "peer", "name", "eth0", "netns", client],
-                         ["ip", "-n", router.netns, "addr", "add", f"{RELAY}/24", "dev", "eth1"],
-                         ["ip", "-n", router.netns, "link", "set", "eth1", "up"],
-                         ["ip", "-n", client, "link", "set", "lo", "up"],
-                         ["ip", "-n", client, "link", "set", "eth0", "up"],
-                         ["ip", "-n", server.netns, "route", "add", "10.97.5.0/24", "via",
-                          str(ROUTER_UP)]):
-                subprocess.run(argv, check=True)
+            _segment(router.netns, "eth1", RELAY, client, server.netns)
+            _segment(router.netns, "eth2", UNSERVED, stray, server.netns)
             lab.run_in_ns(["sysctl", "-qw", "net.ipv4.ip_forward=1"], netns=router.netns)
             with log.open("ab") as out:
                 dhcp = lab.popen_in_ns([sys.executable, "-c", SERVER_MAIN, str(SERVER),
@@ -95,7 +107,8 @@ def test_a_relayed_client_binds_and_renews_on_its_segments_pool(tmp_path: Path) 
                   "the server listening", 60, log.read_text)
             lab.popen_in_ns(["dnsmasq", "--no-daemon", "--port=0", "--no-resolv", "--no-hosts",
                              f"--pid-file={tmp_path / 'relay.pid'}", "--conf-file=/dev/null",
-                             f"--dhcp-relay={RELAY},{SERVER}", "--interface=eth1"],
+                             f"--dhcp-relay={RELAY},{SERVER}", "--interface=eth1",
+                             f"--dhcp-relay={UNSERVED},{SERVER}", "--interface=eth2"],
                             netns=router.netns, what="dhcp relay",
                             stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
             events = UdhcpcEvents(tmp_path / "client" / "events")
@@ -124,7 +137,18 @@ def test_a_relayed_client_binds_and_renews_on_its_segments_pool(tmp_path: Path) 
             finally:
                 proc.terminate()
                 proc.wait(10)
+            # The segment without a pool: 3 DISCOVERs relayed, nothing offered, one line why.
+            stray_lease = udhcpc.lease(
+                lambda *argv, timeout: subprocess.run(["ip", "netns", "exec", stray, *argv],
+                                                      timeout=timeout, check=False,
+                                                      capture_output=True),
+                "eth0", tries=3)
+            assert stray_lease == {}, stray_lease
+            lines = [line for line in log.read_text().splitlines()
+                     if "dhcp.relay_unserved" in line]
+            assert len(lines) == 1 and f"relay={UNSERVED} " in lines[0], lines
             assert dhcp.poll() is None, log.read_text()
-            print(json.dumps({"bound": bound, "renewed": renewed}))
+            print(json.dumps({"bound": bound, "renewed": renewed, "unserved": lines}))
         finally:
-            subprocess.run(["ip", "netns", "del", client], check=False)
+            for namespace in (client, stray):
+                subprocess.run(["ip", "netns", "del", namespace], check=False)

@@ -54,11 +54,13 @@ from oneroot.proto.dhcp import (
     NetworkConfig,
     NodeBoot,
     claim_lost_nak,
+    named_as,
     parse_packet,
     respond,
 )
 from oneroot.serve.dhcp_link import may_be_decline, open_link_socket, parse_link_datagram
 from oneroot.serve.dhcp_records import DhcpHealth as DhcpHealth
+from oneroot.serve.dhcp_records import Refusals as _Refusals
 from oneroot.serve.dhcp_records import Reply as _Reply
 from oneroot.serve.dhcp_records import Reread as _Reread
 from oneroot.serve.dhcp_sockets import PeerIdentities, open_alias_socket, open_dhcp_socket
@@ -105,6 +107,9 @@ class DhcpService:
         # The relays (giaddr) whose segments this server serves; None: every relay's.
         self.relays = relays
         self.pool_refused = 0
+        self.unserved_relays = _Refusals(
+            "dhcp.relay_unserved", "the relay's segment has no pool here (setting relay_pools) "
+            "and is outside the subnet: nothing offered")
         self.dropped = 0
         self.rereads = 0  # clients' rows read from the shared database
         self.rereads_dropped = 0
@@ -330,17 +335,23 @@ class DhcpService:
             holds = True
         reply, destination = decision.reply, decision.destination
         if reply is None or destination is None:
+            if decision.unserved_relay is not None:
+                self.unserved_relays.add(now, relay=decision.unserved_relay, mac=request.mac)
             if log.isEnabledFor(logging.DEBUG):
                 log.debug("dhcp.ignore mac=%s reason=%s", request.chaddr[:6].hex(":"),
                           decision.reason)
             return None, holds
+        address = (self._text(destination.address), destination.port)
+        if network.peers and decision.event is not None and \
+                decision.event.kind == "dhcp.nak" and request.server_id is None:
+            for peer in self.identities.held(network, now):  # the responder's table
+                self._send(_Reply(named_as(reply, peer).to_bytes(), address, port, None, now))
         try:
             max_size = request.max_message_size
         except MalformedPacket:
             max_size = None
-        return _Reply(reply.to_bytes(max_size=max_size),
-                      (self._text(destination.address), destination.port), port,
-                      decision.event, now, claim, alias), holds
+        return _Reply(reply.to_bytes(max_size=max_size), address, port, decision.event, now,
+                      claim, alias), holds
 
     # --- renewals of leases another server bound: read from the database, decided again ---
 

@@ -1,14 +1,17 @@
 """The DHCP service's records: the health of its lease writes, a reply waiting to be sent, a
-request waiting for its client's rows from the shared database."""
+request waiting for its client's rows from the shared database, a count of refused requests."""
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from ipaddress import IPv4Address
 from typing import NamedTuple
 
 from oneroot.net import MacAddress
 from oneroot.proto.dhcp import DhcpPacket, ReplyEvent
+
+log = logging.getLogger("oneroot.serve.dhcp")
 
 
 @dataclass(slots=True)
@@ -45,3 +48,24 @@ class Reread(NamedTuple):  # a REQUEST waiting for its client's rows from the da
     wanted: IPv4Address
     frame_source: MacAddress | None  # a direct DECLINE's Ethernet source
     alias: IPv4Address | None  # sent to a peer's service address this server holds
+
+
+class Refusals:
+    """Requests refused for one reason: counted, and logged at most once per `interval`
+    seconds with the count so far (a refused client asks again every few seconds; a line per
+    try would flood the log)."""
+
+    def __init__(self, event: str, reason: str, interval: float = 60.0) -> None:
+        self.event = event
+        self.reason = reason
+        self.interval = interval
+        self.count = 0
+        self._next_log = float("-inf")
+
+    def add(self, now: float, **fields: object) -> None:
+        self.count += 1
+        if now >= self._next_log:
+            self._next_log = now + self.interval
+            log.warning("%s %s count=%d reason=%s", self.event,
+                        " ".join(f"{k}={v}" for k, v in fields.items()), self.count,
+                        self.reason)

@@ -94,8 +94,15 @@ class PeerIdentities:
         """`server_id` if it is a peer's that this server holds now, else None."""
         if server_id is None or server_id not in network.peers:
             return None
-        held = self._held.get(server_id)
+        return server_id if self._is_held(server_id, now) else None
+
+    def held(self, network: NetworkConfig, now: float) -> list[IPv4Address]:
+        """The peers' identifiers this server holds now."""
+        return [peer for peer in network.peers if self._is_held(peer, now)]
+
+    def _is_held(self, address: IPv4Address, now: float) -> bool:
+        held = self._held.get(address)
         if held is None or held[1] <= now:
-            held = (self.holds(server_id), now + self.HELD_TTL)
-            self._held[server_id] = held
-        return server_id if held[0] else None
+            held = (self.holds(address), now + self.HELD_TTL)
+            self._held[address] = held
+        return held[0]

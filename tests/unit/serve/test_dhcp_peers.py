@@ -26,6 +26,7 @@ from oneroot.proto.dhcp import (
     parse_packet,
 )
 from oneroot.serve.dhcp import DhcpService
+from oneroot.serve.dhcp_records import Reply as _Reply
 from oneroot.serve.dhcp_sockets import PeerIdentities, holds_address
 from oneroot.testing.dhcpmsg import client_message
 from oneroot.testing.postgres import StoreAt
@@ -34,12 +35,17 @@ OURS = IPv4Address("10.0.0.103")  # this server's service address
 PEER = IPv4Address("10.0.0.102")  # the peer's, which this server may hold
 CLIENT = MacAddress.parse("02:00:00:00:00:07")
 OTHER = MacAddress.parse("02:00:00:00:00:08")
-ADDRESS = IPv4Address("10.0.1.7")
 RELAY = IPv4Address("127.0.0.1")  # replies go to the relay: loopback, nothing leaves the host
 OPTION82 = b"\x01\x04port"
-NETWORK = NetworkConfig(server_address=IPv4Address("10.0.0.3"), server_id=OURS, peers=(PEER,),
-                        subnet=IPv4Network("10.0.0.0/16"),
-                        pool=(IPv4Address("10.0.1.0"), IPv4Address("10.0.1.255")))
+MAIN = NetworkConfig(server_address=IPv4Address("10.0.0.3"), server_id=OURS, peers=(PEER,),
+                     subnet=IPv4Network("10.0.0.0/16"),
+                     pool=(IPv4Address("10.0.1.0"), IPv4Address("10.0.1.255")))
+# The relay's segment and its pool (setting relay_pools): a relay outside the subnet without
+# one gets nothing
+NETWORK = dataclasses.replace(MAIN, segments=(dataclasses.replace(
+    MAIN, subnet=IPv4Network("127.0.0.0/8"), router=RELAY, peers=(),
+    pool=(IPv4Address("127.0.1.0"), IPv4Address("127.0.1.255"))),))
+ADDRESS = IPv4Address("127.0.1.7")
 
 
 def service(leases: LeaseStore, *, held: bool) -> DhcpService:
@@ -89,6 +95,36 @@ def test_a_datagram_sent_to_a_held_peer_address_is_answered_as_that_peer(tmp_pat
     assert answer(dhcp, renewing(ADDRESS, OTHER), alias=PEER) == (MessageType.ACK, PEER.packed)
 
 
+def nak_identities(dhcp: DhcpService, data: bytes) -> list[tuple[MessageType | None, bytes]]:
+    """What every reply to `data` is and names as server id, in the order sent."""
+    sent: list[_Reply] = []
+    dhcp._send = sent.append  # type: ignore[method-assign]  # the extra copies go at once
+    reply, _ = dhcp._decide(data, (str(RELAY), 67), 67, time.time())
+    packets = [parse_packet(r.data) for r in [*sent, *([reply] if reply else [])]]
+    return [(p.message_type, p.options[OptionCode.SERVER_ID]) for p in packets]
+
+
+def test_a_nak_to_a_request_naming_no_server_goes_under_every_identity_held(tmp_path: Path
+                                                                           ) -> None:
+    """REBINDING (ciaddr, broadcast) and INIT-REBOOT (50, no ciaddr) name no server: a NAK
+    is sent under the held peer's identifier too (the client may be the dead peer's, and
+    udhcpc takes a NAK only from its own server), never under one not held."""
+    rebinding = renewing(ADDRESS)  # no option 54; broadcast rather than unicast
+    init_reboot = client_message(MessageType.REQUEST, mac=CLIENT.packed, xid=7,
+                                 requested=ADDRESS, giaddr=RELAY).to_bytes()
+    for held, names in ((True, [PEER.packed, OURS.packed]), (False, [OURS.packed])):
+        dhcp = service(LeaseStore(tmp_path / f"{held}.db"), held=held)
+        dhcp.leases.apply(LeaseChange(action=LeaseAction.BIND, mac=OTHER, address=ADDRESS,
+                                      expires=time.time() + 600, state=LeaseState.BOUND))
+        for data in (rebinding, init_reboot):
+            assert nak_identities(dhcp, data) == [(MessageType.NAK, n) for n in names]
+        # An ACK is one reply, under this server's own identifier; a NAK to a REQUEST that
+        # names a server, one under that name.
+        assert nak_identities(dhcp, renewing(ADDRESS, OTHER)) == [(MessageType.ACK,
+                                                                   OURS.packed)]
+        assert nak_identities(dhcp, selecting(OURS)) == [(MessageType.NAK, OURS.packed)]
+
+
 def test_whether_a_peer_is_held_is_asked_at_most_once_a_second() -> None:
     asked: list[IPv4Address] = []
     identities = PeerIdentities(holds=lambda address: asked.append(address) is None)
@@ -97,6 +133,8 @@ def test_whether_a_peer_is_held_is_asked_at_most_once_a_second() -> None:
     assert identities.named(NETWORK, OURS, 100.5) is None  # not a peer's: never asked
     assert identities.named(NETWORK, None, 100.5) is None
     assert identities.named(NETWORK, PEER, 101.5) == PEER
+    assert asked == [PEER, PEER]
+    assert identities.held(NETWORK, 101.6) == [PEER]  # the same cache
     assert asked == [PEER, PEER]
     config = identities.config(NETWORK, PEER)
     assert (config.identifier, config.peers) == (PEER, ())

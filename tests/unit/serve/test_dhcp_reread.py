@@ -21,12 +21,16 @@ from oneroot.serve.dhcp import DhcpService
 from oneroot.testing.dhcpmsg import client_message
 from oneroot.testing.postgres import StoreAt
 
-ADDRESS = IPv4Address("10.0.1.7")
 CLIENT = MacAddress.parse("02:00:00:00:00:07")
 RELAY = IPv4Address("127.0.0.1")  # replies go to the relay: loopback, nothing leaves the host
-NETWORK = NetworkConfig(server_address=IPv4Address("10.0.0.3"),
-                        subnet=IPv4Network("10.0.0.0/16"),
-                        pool=(IPv4Address("10.0.1.0"), IPv4Address("10.0.1.255")))
+MAIN = NetworkConfig(server_address=IPv4Address("10.0.0.3"), subnet=IPv4Network("10.0.0.0/16"),
+                     pool=(IPv4Address("10.0.1.0"), IPv4Address("10.0.1.255")))
+# The relay's segment and its pool (setting relay_pools): a relay outside the subnet without
+# one gets nothing
+NETWORK = replace(MAIN, segments=(replace(MAIN, subnet=IPv4Network("127.0.0.0/8"), router=RELAY,
+                                          pool=(IPv4Address("127.0.1.0"),
+                                                IPv4Address("127.0.1.255"))),))
+ADDRESS = IPv4Address("127.0.1.7")
 
 
 def rebind(mac: MacAddress = CLIENT) -> bytes:

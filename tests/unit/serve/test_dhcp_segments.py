@@ -1,10 +1,14 @@
 """The DHCP service's own decisions around the responder: the relays a server serves, and
-no new pool lease while the lease database is failing (known nodes still answered)."""
+no new pool lease while the lease database is failing (known nodes still answered); a relay
+whose segment has no pool, counted and logged at most once a minute."""
 
 from __future__ import annotations
 
+import logging
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
+
+import pytest
 
 from oneroot.inventory.leases import LeaseStore
 from oneroot.net import MacAddress
@@ -61,3 +65,20 @@ def test_no_pool_offer_while_the_lease_database_fails(tmp_path: Path) -> None:
     assert answered(dhcp, discover(NODE_MAC))  # known nodes: from the loaded inventory
     dhcp.health.last_commit = 3.0  # a write succeeded again
     assert answered(dhcp, discover(STRANGER))
+
+
+def test_a_relay_with_no_pool_is_counted_and_logged_once_a_minute(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    dhcp = service(tmp_path)
+    stray = discover(STRANGER, giaddr="10.8.0.1")  # outside 10.0.0.0/16, no segment
+    with caplog.at_level(logging.WARNING, logger="oneroot.serve.dhcp"):
+        for now in (1000.0, 1001.0, 1059.0, 1060.0):
+            reply, _ = dhcp._decide(stray, ("10.8.0.1", 67), 67, now)
+            assert reply is None
+    assert dhcp.unserved_relays.count == 4
+    lines = [r.getMessage() for r in caplog.records if "dhcp.relay_unserved" in r.getMessage()]
+    assert [line.split()[1:4] for line in lines] == [
+        ["relay=10.8.0.1", f"mac={STRANGER}", "count=1"],
+        ["relay=10.8.0.1", f"mac={STRANGER}", "count=4"]]
+    assert answered(dhcp, discover(STRANGER, giaddr="10.0.9.1"))  # inside the subnet
+    assert dhcp.unserved_relays.count == 4

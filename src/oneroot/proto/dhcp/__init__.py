@@ -29,6 +29,7 @@ from oneroot.proto.dhcp.responder import (
     UnknownClient,
     boot_file,
     claim_lost_nak,
+    named_as,
     respond,
 )
 
@@ -64,6 +65,7 @@ __all__ = [
     "claim_lost_nak",
     "decode_suboptions",
     "encode_suboptions",
+    "named_as",
     "parse_packet",
     "respond",
 ]

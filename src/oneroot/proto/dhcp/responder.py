@@ -15,6 +15,12 @@ Decision table (full mode; proxy mode answers only known PXE clients, with boot 
               leases (`view_complete=False`), a pool client's answer the view cannot give
               (silence, a NAK) is `reread` instead: the caller reads that client's and that
               address's rows from the shared store into the view, then decides again.
+              A NAK to a REQUEST without 54 (INIT-REBOOT, REBINDING: broadcast, the client's
+              server not named) is sent under each identifier the caller holds
+              (`named_as`): its own, and a dead peer's service address it took over; a
+              client takes a NAK only from the server it chose (udhcpc), and that may be the
+              peer's identifier, now this server's (RFC 2131 §4.1). Never under one it does
+              not hold: the peer may be alive and answering as itself.
     DECLINE   ours, for a pool address whose bound lease this client holds, and sent by it:
               directly (giaddr 0) only when the frame's Ethernet source (`frame_source`, read
               by the caller from the link layer) is chaddr; relayed only with the option 82
@@ -26,14 +32,16 @@ Decision table (full mode; proxy mode answers only known PXE clients, with boot 
               view lacks is `reread` first, then decided as above.
     INFORM    known (or discovery on) → ACK with configuration, no address, no lease time
 An unknown client on a relayed segment (`NetworkConfig.segments`: relayed from it, or its
-ciaddr in it) is decided with that segment's config: its subnet, router and pool.
+ciaddr in it) is decided with that segment's config: its subnet, router and pool. Relayed from
+any other segment (giaddr neither in a segment nor in the subnet), it gets nothing
+(`Decision.unserved_relay`): the pool's addresses are unusable there.
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from ipaddress import IPv4Address
 
 from oneroot.errors import MalformedPacket
@@ -70,6 +78,8 @@ _PXE_VENDOR_OPTIONS = encode_suboptions(
     [(PxeSubOption.DISCOVERY_CONTROL, encode_u8(PXE_DISCOVERY_BOOTFILE_ONLY))])
 _IPXE_ENCAP_OPTIONS = encode_suboptions([(IpxeSubOption.NO_PXEDHCP, encode_u8(1))])
 _MESSAGE_TYPE_VALUES = {mtype: encode_u8(mtype) for mtype in MessageType}
+# What an unknown client asks of the pool (a RELEASE or DECLINE of a lease it holds is heard)
+_POOL_MESSAGES = frozenset((MessageType.DISCOVER, MessageType.REQUEST, MessageType.INFORM))
 _REPLY_OPTIONS_KEPT = 1024  # option sets cached per config (PXE clients' UUIDs make many)
 
 
@@ -157,6 +167,8 @@ class Decision:
     # Read this client's lease and this address's from the shared store, then decide again:
     # the view (`view_complete=False`) has no row that answers this pool client's REQUEST.
     reread: IPv4Address | None = None
+    # Relayed from this giaddr, a segment with no pool here: the pool client got nothing
+    unserved_relay: IPv4Address | None = None
 
 
 _TO_ALL_CLIENTS = Destination(address=_BROADCAST, port=CLIENT_PORT, broadcast=True)
@@ -189,8 +201,14 @@ def respond(request: DhcpPacket, *, now: float, config: NetworkConfig, lookup: L
         return Decision(reason="BOOTP without DHCP message type: not served")
     mac = request.mac
     node = lookup(mac)
-    if node is None and config.segments:
-        config = config.segment_of(request.giaddr, request.ciaddr)
+    if node is None:
+        giaddr = request.giaddr
+        if config.segments:
+            config = config.segment_of(giaddr, request.ciaddr)
+        if giaddr != _ZERO and giaddr not in config.subnet and config.pool is not None \
+                and mtype in _POOL_MESSAGES and config.mode is DhcpMode.FULL:
+            return Decision(unserved_relay=giaddr,
+                            reason=f"relayed from {giaddr}, a segment with no pool here")
     ctx = _Context(request, mtype, mac, node, now, config, leases,
                    is_reserved or _never_reserved, view_complete)
     if config.mode is DhcpMode.PROXY:
@@ -231,6 +249,11 @@ def claim_lost_nak(request: DhcpPacket, *, config: NetworkConfig, reason: str) -
     ctx = _Context(request, MessageType.REQUEST, request.mac, None, 0.0, config, NoLeases(),
                    _never_reserved)
     return ctx._nak(reason)
+
+
+def named_as(reply: DhcpPacket, server_id: IPv4Address) -> DhcpPacket:
+    """`reply` under another identifier of this server (option 54)."""
+    return replace(reply, options=reply.options.replace(OptionCode.SERVER_ID, server_id.packed))
 
 
 def boot_file(request: DhcpPacket, node: NodeBoot) -> str:

@@ -81,3 +81,30 @@ def test_the_servers_own_segment_and_known_nodes_are_answered_as_before() -> Non
     node = decide(message(MessageType.DISCOVER, KNOWN, giaddr=RELAY), leases)
     assert node.reply is not None and node.reply.yiaddr == NODE.address
     assert node.reply.options.get(OptionCode.SUBNET_MASK) == MAIN.subnet.netmask.packed
+
+
+def test_a_relay_with_no_pool_outside_the_subnet_gets_nothing_for_its_pool_clients() -> None:
+    """The main pool's addresses are unusable on another segment: silence, said why."""
+    leases = MemoryLeases()
+    unserved = IPv4Address("10.1.9.1")  # no segment of its own, outside the subnet
+    wanted = IPv4Address("10.0.0.150")
+    for packet in (message(MessageType.DISCOVER, STRANGER, giaddr=unserved),
+                   message(MessageType.REQUEST, STRANGER, giaddr=unserved, requested=wanted,
+                           server_id=SERVER),
+                   message(MessageType.REQUEST, STRANGER, giaddr=unserved, requested=wanted),
+                   message(MessageType.INFORM, STRANGER, giaddr=unserved, ciaddr=wanted)):
+        decision = decide(packet, leases)
+        assert (decision.reply, decision.lease_change, decision.unserved_relay) == (
+            None, None, unserved), decision
+        assert "no pool" in decision.reason
+    # A relay inside the subnet serves the main pool; a known node is answered as before;
+    # with discovery off nothing is refused that was ever offered.
+    inside = decide(message(MessageType.DISCOVER, STRANGER, giaddr=IPv4Address("10.0.0.250")),
+                    leases)
+    assert inside.reply is not None and inside.reply.yiaddr in MAIN.subnet
+    node = decide(message(MessageType.DISCOVER, KNOWN, giaddr=unserved), leases)
+    assert node.reply is not None and node.reply.yiaddr == NODE.address
+    off = respond(message(MessageType.DISCOVER, STRANGER, giaddr=unserved), now=NOW,
+                  config=dataclasses.replace(CONFIG, pool=None, segments=()),
+                  leases=leases, lookup={}.get)
+    assert (off.reply, off.unserved_relay) == (None, None)

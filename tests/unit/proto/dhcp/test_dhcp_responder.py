@@ -279,7 +279,7 @@ def test_decline_refused(mac: MacAddress, address: IPv4Address, frame: MacAddres
 def test_relayed_ack_remembers_option_82() -> None:
     config = replace(CONFIG, pool=POOL)
     leases = _pool_leases()
-    d = decide(request(MessageType.REQUEST, STRANGER, giaddr="10.0.5.1", o54=SERVER.packed,
+    d = decide(request(MessageType.REQUEST, STRANGER, giaddr="10.0.0.254", o54=SERVER.packed,
                        o50=HELD.packed, o82=OPTION82), config=config, leases=leases)
     assert mtype_of(d) is MessageType.ACK
     assert d.lease_change is not None and d.lease_change.relay_info == OPTION82
