@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import socket
+import struct
 from collections.abc import Callable
 from ipaddress import IPv4Address
 
@@ -16,6 +17,15 @@ _RECEIVE_BUFFER = 4 * 1024 * 1024
 _SEND_BUFFER = 1024 * 1024
 _SO_BINDTODEVICE = getattr(socket, "SO_BINDTODEVICE", 25)
 _IP_FREEBIND = getattr(socket, "IP_FREEBIND", 15)
+# rtnetlink (linux/netlink.h, linux/rtnetlink.h): one RTM_GETROUTE, as `ip route get` sends
+_NLMSGHDR = struct.Struct("=IHHII")  # length, type, flags, sequence, port id
+_RTMSG = struct.Struct("=BBBBBBBBI")  # family, dst_len, src_len, tos, table, protocol, scope,
+# type, flags
+_RTATTR = struct.Struct("=HH")  # length, type
+_RTM_NEWROUTE, _RTM_GETROUTE = 24, 26
+_NLM_F_REQUEST = 1
+_RTA_DST = 1
+_RTN_LOCAL = 2
 
 
 def open_dhcp_socket(interface: str, port: int) -> socket.socket:
@@ -53,15 +63,23 @@ def open_alias_socket(interface: str, address: IPv4Address, port: int) -> socket
 
 
 def holds_address(address: IPv4Address) -> bool:
-    """This host (its network namespace) has `address` on an interface now: the route to it
-    is local, from itself. (A bind test would not do: keepalived hosts often set
-    net.ipv4.ip_nonlocal_bind, which lets any address be bound.)"""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        try:
-            probe.connect((str(address), 9))
-        except OSError:
-            return False
-        return bool(probe.getsockname()[0] == str(address))
+    """This host (its network namespace) has `address` on an interface now: the kernel's
+    route to it is of type local (`ip route get ADDRESS` says `local`). Neither a bind test
+    (keepalived hosts often set net.ipv4.ip_nonlocal_bind, which lets any address be bound)
+    nor the source address of a socket connected to it (a secondary address, as a moved
+    service address usually is, is reached from the primary) would do."""
+    request = _RTMSG.pack(socket.AF_INET, 32, 0, 0, 0, 0, 0, 0, 0) + \
+        _RTATTR.pack(_RTATTR.size + 4, _RTA_DST) + address.packed
+    header = _NLMSGHDR.pack(_NLMSGHDR.size + len(request), _RTM_GETROUTE, _NLM_F_REQUEST, 1, 0)
+    with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE) as sock:
+        sock.settimeout(1.0)
+        sock.send(header + request)
+        reply = sock.recv(65536)
+    if len(reply) < _NLMSGHDR.size + _RTMSG.size:
+        return False
+    kind = _NLMSGHDR.unpack_from(reply)[1]
+    route_type = _RTMSG.unpack_from(reply, _NLMSGHDR.size)[7]
+    return bool(kind == _RTM_NEWROUTE and route_type == _RTN_LOCAL)  # else an error: no route
 
 
 class PeerIdentities:

@@ -10,9 +10,12 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import socket
+import sys
 import time
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
+
+import pytest
 
 from oneroot.inventory.leases import LeaseStore
 from oneroot.net import MacAddress
@@ -29,6 +32,7 @@ from oneroot.serve.dhcp import DhcpService
 from oneroot.serve.dhcp_records import Reply as _Reply
 from oneroot.serve.dhcp_sockets import PeerIdentities, holds_address
 from oneroot.testing.dhcpmsg import client_message
+from oneroot.testing.netns import available, linked_namespaces
 from oneroot.testing.postgres import StoreAt
 
 OURS = IPv4Address("10.0.0.103")  # this server's service address
@@ -147,6 +151,20 @@ def test_whether_a_peer_is_held_is_asked_at_most_once_a_second() -> None:
 def test_holds_address_asks_the_kernel() -> None:
     assert holds_address(IPv4Address("127.0.0.1"))
     assert not holds_address(IPv4Address("192.0.2.77"))  # TEST-NET-1: never configured here
+
+
+@pytest.mark.skipif(not available(), reason="needs root and iproute2")
+def test_holds_address_sees_a_secondary_address() -> None:
+    """A moved service address is a secondary one on the survivor's interface (its host
+    address came first): the kernel routes to it from the primary, yet it is held."""
+    with linked_namespaces("10.96.7.3/24", "10.96.7.50/24") as link:
+        link.server.add_address("10.96.7.102/24")  # after 10.96.7.3: secondary
+        probe = ("import sys; from ipaddress import IPv4Address as A; "
+                 "from oneroot.serve.dhcp_sockets import holds_address as h; "
+                 "print([h(A(a)) for a in sys.argv[1:]])")
+        held = link.server.ns.run(sys.executable, "-c", probe, "10.96.7.3", "10.96.7.102",
+                                  "10.96.7.50", "10.96.7.9").stdout.strip()
+    assert held == "[True, True, False, False]"
 
 
 # --- a RELEASE or DECLINE of a lease another server bound, on one shared database ---
