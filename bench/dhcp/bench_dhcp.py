@@ -15,7 +15,9 @@ three concurrencies against it; rounds interleave the servers so load from other
 shared machine falls on all of them alike; each row is the median of `--rounds` rounds, and
 the ratios are taken against Kea in the same round.
 
-    .venv/bin/python bench/dhcp/bench_dhcp.py [--rounds 3] [--exchanges 3000] [--only NAME]
+    .venv/bin/python bench/dhcp/bench_dhcp.py [--rounds 3] [--exchanges 3000] [--seconds 60]
+                                              [--only NAME]
+`--seconds` caps each case (a slow server, dnsmasq, stops there short of `--exchanges`).
 Writes bench/results/dhcp.md and dhcp.json. Needs root. Not run in CI.
 """
 
@@ -176,8 +178,8 @@ COMMANDS = {
 }
 
 
-def run_server(name: str, start: Starter, round_index: int, exchanges: int
-               ) -> list[dict[str, object]]:
+def run_server(name: str, start: Starter, round_index: int, exchanges: int,
+               seconds: int = 60) -> list[dict[str, object]]:
     """Start `name` once and run every concurrency against it."""
     rows: list[dict[str, object]] = []
     with tempfile.TemporaryDirectory(prefix="dhcpbench-") as tmp, \
@@ -193,9 +195,10 @@ def run_server(name: str, start: Starter, round_index: int, exchanges: int
                 load_1m = round(os.getloadavg()[0], 1)  # the other jobs on this machine
                 result = link.client.ns.run(
                     sys.executable, str(HERE / "loadgen.py"), "--interface",
-                    link.client.interface, "--concurrency", str(concurrency), "--seconds", "60",
+                    link.client.interface, "--concurrency", str(concurrency), "--seconds",
+                    str(seconds),
                     "--max-exchanges", str(exchanges), "--mac-base", str(base),
-                    timeout=120, check=False)
+                    timeout=seconds + 60, check=False)
                 cpu = tree_cpu(proc.pid) - cpu_before
                 if result.returncode != 0:
                     raise RuntimeError(f"load generator failed: {result.stderr[-500:]}")
@@ -326,6 +329,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--exchanges", type=int, default=3000)
+    parser.add_argument("--seconds", type=int, default=60, help="cap per case")
     parser.add_argument("--only", action="append", help="substring of server names to run")
     parser.add_argument("--no-write", action="store_true", help="print rows, write nothing")
     parser.add_argument("--profile", type=Path, metavar="FILE",
@@ -344,7 +348,8 @@ def main() -> None:
     for round_index in range(args.rounds):
         for name in names:
             try:
-                rows += run_server(name, SERVERS[name], round_index, args.exchanges)
+                rows += run_server(name, SERVERS[name], round_index, args.exchanges,
+                                   args.seconds)
             except Exception as exc:  # one broken server must not lose the other rows
                 print(f"{name} round {round_index}: {type(exc).__name__}: {exc}", flush=True)
     summary = summarize(rows, names, args.rounds)

@@ -37,7 +37,6 @@ import time
 from collections import deque
 from collections.abc import Callable
 from ipaddress import IPv4Address
-from typing import TypeVar
 
 from oneroot.errors import MalformedPacket
 from oneroot.inventory.leases import LeaseStore, LostClaim
@@ -59,6 +58,7 @@ from oneroot.proto.dhcp import (
     respond,
 )
 from oneroot.serve.dhcp_link import may_be_decline, open_link_socket, parse_link_datagram
+from oneroot.serve.dhcp_records import AddressTexts as _AddressTexts
 from oneroot.serve.dhcp_records import DhcpHealth as DhcpHealth
 from oneroot.serve.dhcp_records import Refusals as _Refusals
 from oneroot.serve.dhcp_records import Reply as _Reply
@@ -75,8 +75,6 @@ _LAZY_FLUSH = 1.0  # seconds a record no reply waits for may wait for the next w
 _MAX_DATAGRAM = 65536
 _NO_RELAY = IPv4Address(0)
 _REREAD_BATCH = 64  # clients' rows read per worker hop
-_K = TypeVar("_K")
-_V = TypeVar("_V")
 
 
 class DhcpService:
@@ -129,8 +127,7 @@ class DhcpService:
         self._checkpointing: asyncio.Future[None] | None = None
         self._commits = 0
         self._backlog: dict[int, deque[tuple[bytes, tuple[str, int]]]] = {}
-        self._peers: dict[str, IPv4Address] = {}  # address text -> address, for the responder
-        self._texts: dict[IPv4Address, str] = {}  # and back, for sendto
+        self._addresses = _AddressTexts()  # the peers' addresses, and replies' in text
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -308,7 +305,7 @@ class DhcpService:
             if alias is not None:
                 network = self.identities.config(network, alias)
         decision = respond(request, now=now, config=network, lookup=self.lookup,
-                           leases=self.leases, port=port, source=self._peer(addr),
+                           leases=self.leases, port=port, source=self._addresses.peer(addr),
                            is_reserved=self.is_reserved, frame_source=frame_source,
                            view_complete=not (reread and self.leases.remote))
         if decision.reread is not None:
@@ -341,11 +338,9 @@ class DhcpService:
                 log.debug("dhcp.ignore mac=%s reason=%s", request.chaddr[:6].hex(":"),
                           decision.reason)
             return None, holds
-        address = (self._text(destination.address), destination.port)
-        if network.peers and decision.event is not None and \
-                decision.event.kind == "dhcp.nak" and request.server_id is None:
-            for peer in self.identities.held(network, now):  # the responder's table
-                self._send(_Reply(named_as(reply, peer).to_bytes(), address, port, None, now))
+        address = (self._addresses.text(destination.address), destination.port)
+        if network.peers and decision.event is not None and decision.event.kind == "dhcp.nak":
+            self._nak_as_held_peers(request, reply, address, port, now)
         try:
             max_size = request.max_message_size
         except MalformedPacket:
@@ -407,27 +402,6 @@ class DhcpService:
         if self.pool_refused % 100 == 1:
             log.warning("dhcp.pool_refused mac=%s count=%d reason=the lease database is "
                         "unreachable (%s)", mac, self.pool_refused, self.health.last_error)
-
-    def _peer(self, addr: tuple[str, int]) -> tuple[IPv4Address, int]:
-        address = self._peers.get(addr[0])
-        if address is None:
-            address = self._remember(self._peers, addr[0], IPv4Address(addr[0]))
-        return address, addr[1]
-
-    def _text(self, address: IPv4Address) -> str:
-        """`str(address)`, cached: an OFFER's address is its ACK's, and replies to relays and
-        broadcasts go to a few addresses."""
-        text = self._texts.get(address)
-        if text is None:
-            text = self._remember(self._texts, address, str(address))
-        return text
-
-    @staticmethod
-    def _remember(cache: dict[_K, _V], key: _K, value: _V) -> _V:
-        if len(cache) >= 1024:  # relays and clients renewing: a few distinct peers at a time
-            cache.clear()
-        cache[key] = value
-        return value
 
     # --- writing the leases, then sending what waited for them ---
 
@@ -498,9 +472,20 @@ class DhcpService:
         decision = claim_lost_nak(reply.claim, config=network,
                                   reason=f"{reply.event.address} is bound to another client")
         assert decision.reply is not None and decision.destination is not None
-        destination = decision.destination
-        return _Reply(decision.reply.to_bytes(), (str(destination.address), destination.port),
-                      reply.port, decision.event, reply.received)
+        address = (str(decision.destination.address), decision.destination.port)
+        if network.peers:
+            self._nak_as_held_peers(reply.claim, decision.reply, address, reply.port,
+                                    reply.received)
+        return _Reply(decision.reply.to_bytes(), address, reply.port, decision.event,
+                      reply.received)
+
+    def _nak_as_held_peers(self, request: DhcpPacket, nak: DhcpPacket,
+                           address: tuple[str, int], port: int, now: float) -> None:
+        """A NAK to a REQUEST that names no server (REBINDING, INIT-REBOOT) goes under each
+        peer identifier held here too (the responder's table)."""
+        if request.server_id is None:
+            for peer in self.identities.held(self.network, now):
+                self._send(_Reply(named_as(nak, peer).to_bytes(), address, port, None, now))
 
     def _checkpointed(self, done: asyncio.Future[None]) -> None:
         self._checkpointing = None
@@ -562,8 +547,8 @@ class DhcpService:
             mac = event.mac.packed.hex(":")
             address = event.address
             log.info("%s mac=%s ip=%s node=%s file=%s", event.kind, mac,
-                     "None" if address is None else self._text(address), event.node or "-",
-                     event.file or "-")
+                     "None" if address is None else self._addresses.text(address),
+                     event.node or "-", event.file or "-")
             self.on_event(BootEvent(time=reply.received, kind=event.kind, node=event.node,
                                     mac=mac, peer=event.address, file=event.file))
         except Exception as exc:  # the per-datagram guard, for the sending half

@@ -1,17 +1,20 @@
 """The DHCP service's records: the health of its lease writes, a reply waiting to be sent, a
-request waiting for its client's rows from the shared database, a count of refused requests."""
+request waiting for its client's rows from the shared database, a count of refused requests,
+addresses and their text."""
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
 from ipaddress import IPv4Address
-from typing import NamedTuple
+from typing import NamedTuple, TypeVar
 
 from oneroot.net import MacAddress
 from oneroot.proto.dhcp import DhcpPacket, ReplyEvent
 
 log = logging.getLogger("oneroot.serve.dhcp")
+_K = TypeVar("_K")
+_V = TypeVar("_V")
 
 
 @dataclass(slots=True)
@@ -69,3 +72,33 @@ class Refusals:
             log.warning("%s %s count=%d reason=%s", self.event,
                         " ".join(f"{k}={v}" for k, v in fields.items()), self.count,
                         self.reason)
+
+
+class AddressTexts:
+    """Peers' address texts (recvfrom) as addresses, for the responder, and addresses as text,
+    for sendto: both cached (an OFFER's address is its ACK's; replies to relays and broadcasts
+    go to a few addresses)."""
+
+    def __init__(self) -> None:
+        self._addresses: dict[str, IPv4Address] = {}
+        self._texts: dict[IPv4Address, str] = {}
+
+    def peer(self, addr: tuple[str, int]) -> tuple[IPv4Address, int]:
+        address = self._addresses.get(addr[0])
+        if address is None:
+            address = self._remember(self._addresses, addr[0], IPv4Address(addr[0]))
+        return address, addr[1]
+
+    def text(self, address: IPv4Address) -> str:
+        """`str(address)`."""
+        text = self._texts.get(address)
+        if text is None:
+            text = self._remember(self._texts, address, str(address))
+        return text
+
+    @staticmethod
+    def _remember(cache: dict[_K, _V], key: _K, value: _V) -> _V:
+        if len(cache) >= 1024:  # relays and clients renewing: a few distinct peers at a time
+            cache.clear()
+        cache[key] = value
+        return value

@@ -26,6 +26,7 @@ from oneroot.proto.dhcp import (
     MessageType,
     NetworkConfig,
     OptionCode,
+    ReplyEvent,
     parse_packet,
 )
 from oneroot.serve.dhcp import DhcpService
@@ -127,6 +128,14 @@ def test_a_nak_to_a_request_naming_no_server_goes_under_every_identity_held(tmp_
         assert nak_identities(dhcp, renewing(ADDRESS, OTHER)) == [(MessageType.ACK,
                                                                    OURS.packed)]
         assert nak_identities(dhcp, selecting(OURS)) == [(MessageType.NAK, OURS.packed)]
+        # The NAK of a claim the database refused at the write, likewise.
+        sent: list[_Reply] = []
+        dhcp._send = sent.append  # type: ignore[method-assign]
+        lost = dhcp._nak_lost(_Reply(b"", ("255.255.255.255", 68), 67, ReplyEvent(
+            kind="dhcp.ack", mac=CLIENT, node=None, address=ADDRESS, file=None), time.time(),
+            parse_packet(rebinding)))
+        assert [parse_packet(r.data).options[OptionCode.SERVER_ID] for r in [*sent, lost]] \
+            == names
 
 
 def test_whether_a_peer_is_held_is_asked_at_most_once_a_second() -> None:
