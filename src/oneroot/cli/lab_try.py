@@ -18,6 +18,7 @@ from oneroot.cli.state import State, json_option, pass_state
 from oneroot.errors import OnerootError
 from oneroot.lab.canarynet import neighbours
 from oneroot.model.paths import Paths
+from oneroot.model.profile import parse_size
 from oneroot.ops import inventory as inv_ops
 from oneroot.ops import labctl
 from oneroot.ops.lab_try import (
@@ -29,6 +30,7 @@ from oneroot.ops.lab_try import (
     plan_try,
     try_node,
 )
+from oneroot.overlay.snapshot import DEFAULT_COPY_LIMIT
 
 
 @contextmanager
@@ -46,7 +48,7 @@ def _sigterm_interrupts() -> Iterator[None]:
 
 def run_lab_try(paths: Paths, workdir: Path, node: str, *, image: str | None,
                 sets: tuple[str, ...] = (), timeout: float = DEFAULT_TIMEOUT,
-                quiet: bool = False) -> TryResult:
+                snapshot_limit: int = DEFAULT_COPY_LIMIT, quiet: bool = False) -> TryResult:
     """Plan, boot and watch NODE's canary, printing each step (to stderr when `quiet`)."""
     started = time.monotonic()
     out = sys.stderr if quiet else sys.stdout
@@ -66,7 +68,8 @@ def run_lab_try(paths: Paths, workdir: Path, node: str, *, image: str | None,
                  f"initramfs {plan.initramfs.name}, runlevel {plan.runlevel}")
         with _sigterm_interrupts():
             return try_node(store, paths, plan, network=network, workdir=workdir,
-                            timeout=timeout, progress=progress)
+                            timeout=timeout, snapshot_limit=snapshot_limit,
+                            progress=progress)
     finally:
         store.close()
 
@@ -95,13 +98,16 @@ def try_failed(result: TryResult) -> OnerootError:
               help="Change a value of NODE's profile for the canary only.")
 @click.option("--timeout", type=click.FloatRange(min=1), default=DEFAULT_TIMEOUT,
               show_default=True, help="Seconds the canary may take to reach its runlevel.")
+@click.option("--snapshot-limit", default="1G", show_default=True, metavar="SIZE",
+              help="A union=server NODE's upper is copied for the canary: the most it may "
+                   "copy where the filesystem cannot reflink.")
 @json_option
 @click.option("--workdir", type=click.Path(path_type=Path, file_okay=False),
               default=labctl.DEFAULT_WORKDIR, show_default=True, envvar="ONEROOT_LAB_WORKDIR",
               help="The lab's directory (its home is WORKDIR/home).")
 @pass_state
 def lab_try(state: State, node: str, image: str | None, sets: tuple[str, ...],
-            timeout: float, as_json: bool, workdir: Path) -> None:
+            timeout: float, snapshot_limit: str, as_json: bool, workdir: Path) -> None:
     """Boot a canary VM with exactly NODE's kernel, initramfs, kernel arguments, runlevel and
     layers (NODE's own layer read-only under a throwaway tmpfs, through a temporary export to
     the canary's own address) and check it reaches NODE's runlevel, then that the checks
@@ -109,13 +115,17 @@ def lab_try(state: State, node: str, image: str | None, sets: tuple[str, ...],
     touched. Exit 0: passed; 1: the canary did not reach its runlevel or a check failed
     (`--json`: `stage` is `checks` then, and `checks` has each result).
 
+    A union=server NODE's upper is in use by the server's union: the canary reads a snapshot
+    of it (a reflink copy where the filesystem has them, else a copy of at most
+    --snapshot-limit), exported read-only to the canary's address, removed after.
+
     With no lab running from WORKDIR, the server's network is real: lab try then runs on the
     server (`--home`), and the canary boots in a private namespace that mirrors the
     segment, reaching only the server's services, never another host."""
     # A lab at WORKDIR: its own home; otherwise the server's (--home), on a real network.
     paths = Paths(home=workdir / "home") if lab_netns(workdir) else state.paths
     result = run_lab_try(paths, workdir, node, image=image, sets=sets, timeout=timeout,
-                         quiet=as_json)
+                         snapshot_limit=parse_size(snapshot_limit), quiet=as_json)
     if as_json:
         emit_json(result.as_json())
     else:

@@ -272,7 +272,8 @@ class BootCatalog:
                 ipxe_script_url=f"{self.boot_url}/{ipxe_filename(name)}",
                 bios_boot_file=BIOS_FILES[r.profile.bios_loader],
                 uefi_boot_file=UEFI_FILES[r.profile.uefi_loader],
-                readers=readers.get(name, ()),
+                # never a live server-side union: its canary reads a snapshot of the upper
+                readers=() if r.profile.server_union else readers.get(name, ()),
             )
             for name, r in c.nodes.items()
         )

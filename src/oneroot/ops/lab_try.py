@@ -9,6 +9,10 @@ How the canary stays apart from NODE:
   reports, and exports the version and the group layers to it;
 - NODE's own layer is read through a temporary read-only export to the canary's address (the
   record of `ops.canary`), under a throwaway tmpfs top: nothing the canary writes reaches it;
+  for a `union=server` node, whose upper the server's union writes, a snapshot of that upper
+  (`overlay.snapshot`) in the canary's own directory, which is exported read-only to the
+  canary's address as any ephemeral node's: the canary unions NODE's layers in its own
+  initramfs (`union=client`), with the snapshot in the place of NODE's layer;
 - it boots NODE's kernel and initramfs directly (QEMU `-kernel`), with NODE's command line
   whose `root=` has NODE's layer read-only under a tmpfs.
 Everything is removed afterwards (also on failure or Ctrl-C): the VM, its tap, the inventory
@@ -20,15 +24,17 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import ipaddress
+import os
 import re
 import shutil
 import subprocess
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from oneroot.errors import ExternalToolError, InvalidValue, LabError
+from oneroot.fsutil import remove_tree
 from oneroot.inventory.store import InventoryStore
 from oneroot.lab.canary_dhcp import canary_answer_doc
 from oneroot.lab.canarynet import CanaryNet, ServerSegment, find_segment
@@ -39,9 +45,10 @@ from oneroot.model import NfsServerKind
 from oneroot.model.checks import CHECK_KEYS, Check, CheckResult
 from oneroot.model.inventory import Inventory
 from oneroot.model.paths import Paths
-from oneroot.model.profile import ProfileValue
+from oneroot.model.profile import ProfileValue, UnionMode
 from oneroot.model.resolved import resolve_cluster
 from oneroot.net import MacAddress
+from oneroot.nfs.ganesha import running_pid
 from oneroot.nfs.knfsd import EXPORTS_FILE
 from oneroot.ops import inventory as inv_ops
 from oneroot.ops.canary import (
@@ -56,7 +63,10 @@ from oneroot.ops.catalog import BootCatalog, network_config
 from oneroot.ops.image_versions import resolve_version
 from oneroot.ops.labcontrol import read_control, supervisor_alive
 from oneroot.ops.nfs_serving import ganesha_files
+from oneroot.ops.nodes_fs import node_layer
 from oneroot.ops.runlevel_watch import RUNLEVEL, check_results, observed
+from oneroot.ops.server_union import union_ns_pid
+from oneroot.overlay.snapshot import DEFAULT_COPY_LIMIT, snapshot_tree
 from oneroot.render.boot import render_cmdline
 from oneroot.rootspec import Mode, NfsLayer, RootSpec, TmpfsLayer, format_spec, parse
 
@@ -71,6 +81,7 @@ CHECK_GRACE = 15.0
 CHECKS = "checks"  # the stage a try fails at when the runlevel was reached but a check failed
 # A canary never gets these from NODE: they name NODE's own hardware.
 NODE_ONLY_KEYS = ("bmc_address",)
+SNAPSHOT_DIR = "snapshot"  # in the canary's own directory: a union=server NODE's upper, copied
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -91,6 +102,16 @@ class TryPlan:
     # NODE's own check values (and --set's): the canary's entry gets them, so the server
     # gives the canary exactly NODE's checks (its groups give the rest).
     check_overrides: dict[str, ProfileValue] = field(default_factory=dict)
+    # A union=server NODE: its upper (read, never written), and where the canary reads a
+    # snapshot of it (inside the canary's own directory, exported read-only to the canary).
+    snapshot_of: Path | None = None
+    snapshot: Path | None = None
+
+    @property
+    def exported_by(self) -> str:
+        """The node whose export gives the canary NODE's layer: NODE's own (the canary a
+        reader of it), or the canary's (the snapshot)."""
+        return self.node if self.snapshot is None else self.canary
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -156,12 +177,15 @@ def canary_address(inv: Inventory, *, seen: Iterable[ipaddress.IPv4Address] = ()
                        hint="remove a node or widen the subnet")
 
 
-def canary_root(spec: RootSpec, own: NfsLayer) -> RootSpec:
-    """NODE's layers with its own layer read-only under a tmpfs (as an ephemeral node's)."""
+def canary_root(spec: RootSpec, own: NfsLayer, *, read_from: PurePosixPath | None = None
+                ) -> RootSpec:
+    """NODE's layers with its own layer read-only under a tmpfs (as an ephemeral node's);
+    `read_from`: read that directory in its place (a snapshot of it)."""
     layers: list[NfsLayer | TmpfsLayer] = []
     for layer in spec.layers:
         if isinstance(layer, NfsLayer) and layer.path == own.path:
-            layers.append(dataclasses.replace(layer, mode=Mode.RO))
+            layers.append(dataclasses.replace(layer, mode=Mode.RO, path=read_from or
+                                              layer.path))
         elif not isinstance(layer, TmpfsLayer):
             layers.append(layer)
     return RootSpec(layers=(*layers, TmpfsLayer()))
@@ -179,24 +203,33 @@ def plan_try(inv: Inventory, node: str, *, image: str | None = None,
     tried = resolve_cluster(inv.replace(nodes={**inv.nodes, node: dataclasses.replace(
         n, overrides=overrides)}))
     r = tried.nodes[node]
+    s = tried.settings
+    snapshot_of = snapshot = None
     if r.profile.server_union:
-        raise InvalidValue(f"node {node} has union=server: its root is a union the server "
-                           "mounts for it, which a canary cannot share",
-                           hint="try a union=client node of the same group")
+        # NODE's upper is the server's union's: the canary reads a snapshot of it instead,
+        # and unions NODE's layers (the same, in the same order) in its own initramfs.
+        snapshot_of = node_layer(tried.dirs, node).upper
+        snapshot = Path(str(s.diff_overlay_dir(canary_name(node)))) / SNAPSHOT_DIR
+        tried = resolve_cluster(inv.replace(nodes={**inv.nodes, node: dataclasses.replace(
+            n, overrides={**overrides, "union": str(UnionMode.CLIENT)})}))
     if r.image.live:
         raise InvalidValue(f"node {node} boots the server's live `/`, which has no versions "
                            "to try", hint="pin an image with versions (`--image NAME@N`)")
     ctx = BootCatalog(tried).node_context(node)
     spec = canary_root(parse(ctx.root_spec), NfsLayer(
-        server=str(tried.settings.server_address), path=tried.settings.diff_overlay_dir(node)))
+        server=str(s.server_address), path=s.diff_overlay_dir(node)),
+        read_from=PurePosixPath(snapshot) if snapshot else None)
     ctx = dataclasses.replace(ctx, root_spec=format_spec(spec))
-    boot_dir = Path(str(tried.settings.boot_dir))
+    boot_dir = Path(str(s.boot_dir))
+    entry = {k: v for k, v in overrides.items() if k in CHECK_KEYS}
+    if snapshot is not None:  # the canary's own entry: never a union the server mounts
+        entry["union"] = str(UnionMode.CLIENT)
     return TryPlan(node=node, canary=canary_name(node), image=r.image.ref,
                    address=address or canary_address(inv), mac=random_mac(),
                    kernel=boot_dir / ctx.kernel, initramfs=boot_dir / ctx.initramfs,
                    cmdline=render_cmdline(ctx), runlevel=r.profile.runlevel or "default",
-                   groups=n.groups, checks=r.profile.checks,
-                   check_overrides={k: v for k, v in overrides.items() if k in CHECK_KEYS})
+                   groups=n.groups, checks=r.profile.checks, check_overrides=entry,
+                   snapshot_of=snapshot_of, snapshot=snapshot)
 
 
 # -- the lab's network ------------------------------------------------------------------------
@@ -347,9 +380,10 @@ def _export_text(paths: Paths, kind: NfsServerKind) -> str:
 def wait_export(paths: Paths, kind: NfsServerKind, plan: TryPlan, *,
                 timeout: float = EXPORT_TIMEOUT) -> None:
     """Until the running server's exports give NODE's layer to the canary's address (serve
-    re-applies them when the inventory changes)."""
-    block = re.compile(rf"# [^\n]*of node {re.escape(plan.node)}\b(?P<body>.*?)(\n#|\Z)",
-                       re.S)
+    re-applies them when the inventory changes): NODE's export, or the canary's own for a
+    snapshot."""
+    block = re.compile(rf"# [^\n]*of node {re.escape(plan.exported_by)}\b(?P<body>.*?)"
+                       r"(\n#|\Z)", re.S)
     deadline = time.monotonic() + timeout
     while True:
         m = block.search(_export_text(paths, kind))
@@ -360,6 +394,37 @@ def wait_export(paths: Paths, kind: NfsServerKind, plan: TryPlan, *,
                            f"canary ({plan.address}) after {timeout:g} s",
                            hint="is `oneroot serve` running on this home? (`oneroot status`)")
         time.sleep(POLL)
+
+
+def server_view(paths: Paths, kind: NfsServerKind) -> Path:
+    """Where the NFS server's files are seen from here: the root of its mount namespace
+    (`/proc/PID/root`) when it runs in another one (`oneroot serve` under `ip netns exec`,
+    NODE's layer a filesystem mounted there: `layer_fs=own`), else `/`."""
+    pid = union_ns_pid(running_pid(ganesha_files(paths)) if kind.is_ganesha else None)
+    return Path(f"/proc/{pid}/root") if pid is not None else Path("/")
+
+
+@contextlib.contextmanager
+def canary_snapshot(plan: TryPlan, *, limit: int, progress: Progress,
+                    view: Path = Path("/")) -> Iterator[None]:
+    """A union=server NODE's upper copied as it is now into the canary's own directory
+    (which must exist: serve made it for the canary's entry), both as the NFS server sees
+    them (`view`, `server_view`); removed after."""
+    if plan.snapshot is None or plan.snapshot_of is None:
+        yield
+        return
+    source = view / plan.snapshot_of.relative_to("/")
+    dest = view / plan.snapshot.relative_to("/")
+    if os.path.lexists(dest):  # a try killed before its clean-up
+        remove_tree(dest.parent, (dest.name,))
+    snap = snapshot_tree(source, dest, limit=limit)
+    progress(f"{plan.node} has union=server: its upper copied for the canary "
+             f"({snap.method}, {snap.entries} entries, {snap.bytes / 2**20:.1f} MiB, "
+             f"{snap.seconds:.2f} s)")
+    try:
+        yield
+    finally:
+        remove_tree(dest.parent, (dest.name,))
 
 
 # -- the run ----------------------------------------------------------------------------------
@@ -421,6 +486,7 @@ def watch_canary(paths: Paths, vm: QemuVm, result: TryResult, *, since: float,
 
 def try_node(store: InventoryStore, paths: Paths, plan: TryPlan, *,
              network: str | ServerSegment, workdir: Path, timeout: float = DEFAULT_TIMEOUT,
+             snapshot_limit: int = DEFAULT_COPY_LIMIT,
              progress: Progress = lambda _m: None) -> TryResult:
     """Boot the canary of `plan` and wait for its runlevel; everything removed after.
     `network`: the lab's namespace, or the real segment (`canary_network`)."""
@@ -436,7 +502,6 @@ def try_node(store: InventoryStore, paths: Paths, plan: TryPlan, *,
                  f"of {plan.node}'s layer")
         wait_export(paths, kind, plan)
         since = time.time()
-        progress(f"booting {plan.canary}: {plan.node}'s kernel and initramfs on {plan.image}")
         if isinstance(network, str):
             vm_context = canary_vm(network, workdir, plan)
         else:
@@ -444,7 +509,10 @@ def try_node(store: InventoryStore, paths: Paths, plan: TryPlan, *,
                      f"namespace mirroring {network.address.network} ({network.interface})")
             vm_context = private_canary_vm(network, canary_dir(paths) / "vm", plan,
                                            canary_dhcp(store.load(), plan))
-        with vm_context as vm:
+        with canary_snapshot(plan, limit=snapshot_limit, progress=progress,
+                             view=server_view(paths, kind)), vm_context as vm:
+            progress(f"booting {plan.canary}: {plan.node}'s kernel and initramfs on "
+                     f"{plan.image}")
             result.serial_log = str(vm.serial_log)
             watch_canary(paths, vm, result, since=since, timeout=timeout, progress=progress,
                          plan_checks=plan.checks)

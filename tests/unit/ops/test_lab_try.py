@@ -13,7 +13,6 @@ from pathlib import Path, PurePosixPath
 
 import pytest
 
-from oneroot.errors import InvalidValue
 from oneroot.model import Group, Image, InitSystem, Settings, resolve_cluster
 from oneroot.model.imageversion import ImageVersion
 from oneroot.model.paths import Paths
@@ -83,10 +82,35 @@ def test_bad_plans_are_refused(kwargs: dict[str, str], message: str) -> None:
     assert message in str(info.value) and getattr(info.value, "hint", None)
 
 
-def test_a_union_server_node_is_refused() -> None:
-    with pytest.raises(InvalidValue) as info:
-        plan_try(_inventory(union="server"), "node01")
-    assert "union=server" in str(info.value) and info.value.hint
+def test_a_union_server_node_is_tried_on_a_snapshot_of_its_upper() -> None:
+    """Its upper is the server's union's: the canary unions the same layers in its own
+    initramfs, with a snapshot of the upper (in the canary's own directory) in its place,
+    read-only under a tmpfs; the canary's own entry is never a server-side union."""
+    inv = _inventory(union="server")
+    plan = plan_try(inv, "node01", image="lab@2")
+    assert plan.snapshot_of == Path("/srv/state/node01/upper")
+    assert plan.snapshot == Path("/srv/state/try-node01/snapshot")
+    assert plan.exported_by == "try-node01" and plan.check_overrides["union"] == "client"
+    root = next(a for a in plan.cmdline.split() if a.startswith("root="))
+    assert root == (f"root=10.0.0.1:{V2}:ro;10.0.0.1:/var/state/groups/gpu;ro;"
+                    "10.0.0.1:/srv/state/try-node01/snapshot;ro;tmpfs"), root
+    assert "merged" not in plan.cmdline and "/srv/state/node01" not in root
+    # NODE's own boot is still its server-side union
+    real = BootCatalog(resolve_cluster(inv)).node_context("node01")
+    assert real.root_spec == "10.0.0.1:/srv/state/node01/merged:rw", real.root_spec
+    client = plan_try(_inventory(), "node01")
+    assert client.snapshot is None and client.exported_by == "node01"
+    assert "union" not in client.check_overrides
+
+
+def test_a_live_server_side_union_is_never_exported_to_a_canary(tmp_path: Path) -> None:
+    """A record naming a union=server node (a canary of it) adds no reader to its merged
+    tree: the canary reads a snapshot through its own export instead."""
+    paths = Paths(home=tmp_path)
+    record_canary(paths, canary="try-node01", node="node01", address=CANARY)
+    ctx = BootCatalog(resolve_cluster(_inventory(union="server"))).cluster_context(
+        readers=canary_readers(paths))
+    assert "10.0.0.254" not in render_exports(ctx) and "10.0.0.254" not in render_ganesha(ctx)
 
 
 def test_the_canary_address_is_free_and_outside_the_pool() -> None:
