@@ -13,6 +13,7 @@ import ipaddress
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -25,11 +26,12 @@ import pytest
 from oneroot.initramfs.busybox import fetch_busybox
 from oneroot.lab import Lab
 from oneroot.lab.canary_dhcp import canary_answer_doc
-from oneroot.lab.canarynet import CanaryNet, clean_stale, find_segment
+from oneroot.lab.canarynet import TRY_NETNS_PREFIX, CanaryNet, clean_stale, find_segment
 from oneroot.lab.netns import Client, Tap, list_netns
 from oneroot.net import MacAddress
 from oneroot.proto.dhcp import NetworkConfig, NodeBoot
 from oneroot.testing.cache import suite_cache_dir
+from oneroot.testing.canary import leftovers, processes_naming
 from oneroot.testing.wait import until
 
 pytestmark = [
@@ -173,3 +175,53 @@ def test_everything_is_removed_and_a_stale_one_is_cleaned(tmp_path: Path) -> Non
         removed = clean_stale(real.netns, tmp_path / "try-state")
         assert f"inet oneroot_try_{stale.uplink}" in removed
         assert "oneroot_try" not in real.run_in_ns(["nft", "list", "tables"]).stdout
+
+
+LEFT_BEHIND = """import ipaddress, os, sys
+from pathlib import Path
+from oneroot.lab.canary_dhcp import canary_answer_doc
+from oneroot.lab.canarynet import CanaryNet, find_segment
+from oneroot.net import MacAddress
+from oneroot.proto.dhcp import NetworkConfig, NodeBoot
+server, canary, mac, tmp = sys.argv[1:]
+segment = find_segment("br0", ipaddress.IPv4Address(server))
+net = CanaryNet.create(segment, canary=ipaddress.IPv4Address(canary), mac=MacAddress.parse(mac),
+                       workdir=Path(tmp, "try"), state_dir=Path(tmp, "try-state"))
+net.answer_dhcp(canary_answer_doc(MacAddress.parse(mac), NetworkConfig(
+    server_address=ipaddress.IPv4Address(server),
+    subnet=ipaddress.IPv4Network(server + "/24", strict=False)), NodeBoot(
+    name="try-node01", address=ipaddress.IPv4Address(canary), bios_file="undionly.kpxe",
+    uefi_file="ipxe.efi", ipxe_url="http://x/")))
+print(net.lab.netns, flush=True)
+os._exit(0)  # no teardown: a lab try killed
+"""
+
+
+def test_a_canary_left_by_a_try_under_ip_netns_exec_is_seen_from_outside(tmp_path: Path
+                                                                           ) -> None:
+    """`lab run` runs lab try under `ip netns exec` (a mount namespace of its own, gone with
+    it): a private namespace it leaves is still named outside (its file in /run/netns), and
+    `leftovers` also sees its state file and its DHCP responder; once the name alone is gone,
+    the names no longer show the namespace its process keeps alive, `leftovers` still does."""
+    with Lab.create(subnet="10.96.0.0/24", router_advertisements=False,
+                    state_dir=tmp_path / "state") as real:
+        (tmp_path / "try").mkdir()
+        done = real.run_in_ns([sys.executable, "-c", LEFT_BEHIND, "10.96.0.1", "10.96.0.202",
+                               str(MAC), str(tmp_path)], timeout=60)
+        left = done.stdout.strip()
+        state = tmp_path / "try-state"
+        try:
+            assert left.startswith(TRY_NETNS_PREFIX) and left in list_netns()
+            found = leftovers(str(MAC), state_dir=state)
+            name = left.removeprefix(TRY_NETNS_PREFIX)
+            assert f"namespace {left}" in found and f"state file {state / name}.json" in found
+            assert any("python" in f for f in found if f.startswith("process")), found
+            subprocess.run(["ip", "netns", "del", left], check=False, capture_output=True)
+            assert left not in list_netns()  # the names say nothing is left ...
+            assert processes_naming(str(MAC))  # ... while its DHCP responder runs on
+            assert leftovers(str(MAC), state_dir=state)
+        finally:
+            for pid in (p.split(":")[0] for p in processes_naming(str(MAC))):
+                os.kill(int(pid), signal.SIGKILL)  # the responder this test started
+            clean_stale(real.netns, state)
+        assert leftovers(str(MAC), state_dir=state) == []
