@@ -99,6 +99,12 @@ def world(tmp_path: Path) -> Iterator[World]:
                         busybox=busybox)
 
 
+def _drops(lab: Lab, family: str, table: str, *, netns: str | None = None) -> int:
+    """Packets the drop rules of `table` counted."""
+    rules = lab.run_in_ns(["nft", "list", "table", family, table], netns=netns).stdout
+    return sum(int(n) for n in re.findall(r"counter packets (\d+) bytes \d+ drop", rules))
+
+
 def _dhcp(w: World) -> None:
     done = w.on_canary("udhcpc", "-i", "eth0", "-n", "-q", "-t", "5", "-T", "1", "-s",
                        "/bin/true", "-V", "oneroot", timeout=30)
@@ -225,3 +231,72 @@ def test_a_canary_left_by_a_try_under_ip_netns_exec_is_seen_from_outside(tmp_pat
                 os.kill(int(pid), signal.SIGKILL)  # the responder this test started
             clean_stale(real.netns, state)
         assert leftovers(str(MAC), state_dir=state) == []
+
+
+TFTP_SERVER = """import asyncio, ipaddress, sys
+from pathlib import Path
+from oneroot.serve.tftp import TftpService
+async def main() -> None:
+    service = TftpService(bind=sys.argv[1], port=69, root=Path(sys.argv[2]),
+                          on_event=lambda e: None)
+    await service.start()
+    print("ready", flush=True)
+    await service.run()
+asyncio.run(main())
+"""
+RENEW_SCRIPT = """#!/bin/sh
+echo "$1 $ip $serverid" >> "$(dirname "$0")/events"
+case "$1" in bound|renew) ip addr replace "$ip/$mask" dev "$interface" ;; esac
+"""
+
+
+def test_tftp_and_a_dhcp_renewal_work_through_the_guard(world: World, tmp_path: Path) -> None:
+    """What a canary booting by PXE and running long needs beyond HTTP/NFS: its loader by
+    TFTP from the server (serve's own TFTP service, replying from a port of its own, with
+    tftp-hpa and atftp) and a lease renewal (udhcpc's unicast REQUEST to the server id, at
+    T1 or on SIGUSR1), answered at once in the private namespace, DHCP never crossing the
+    uplink (the server's guard drops nothing meanwhile; the private fence dropped the
+    responder's broadcasts there); another port and another host stay unreachable."""
+    w = world
+    dropped = _drops(w.real, "inet", f"oneroot_try_{w.net.uplink}")
+    boot = tmp_path / "boot"
+    boot.mkdir()
+    loader = os.urandom(200_000)  # several hundred blocks: data from serve's own port
+    (boot / "undionly.kpxe").write_bytes(loader)
+    log = tmp_path / "tftp.log"
+    with log.open("wb") as out:
+        w.real.popen_in_ns([sys.executable, "-c", TFTP_SERVER, SERVER, str(boot)],
+                           what="tftp", stdout=out, stderr=subprocess.STDOUT)
+    until(lambda: "ready" in log.read_text(), "the TFTP service", 30, log.read_text)
+    script = tmp_path / "dhcp" / "script"
+    script.parent.mkdir()
+    script.write_text(RENEW_SCRIPT)
+    script.chmod(0o755)
+    events = script.parent / "events"
+    udhcpc = w.real.popen_in_ns([w.busybox, "udhcpc", "-f", "-i", "eth0", "-t", "5", "-T", "2",
+                                 "-s", str(script)], netns=w.canary.netns, what="udhcpc",
+                                stdout=subprocess.DEVNULL,
+                                stderr=(tmp_path / "udhcpc.log").open("wb"))
+    until(lambda: events.exists() and f"bound {CANARY}" in events.read_text(), "a lease", 30,
+          lambda: (tmp_path / "udhcpc.log").read_text())
+    got = tmp_path / "got"
+    for argv in (["tftp", SERVER, "-m", "binary", "-c", "get", "undionly.kpxe", str(got)],
+                 ["atftp", "--get", "-r", "undionly.kpxe", "-l", str(got), SERVER]):
+        got.unlink(missing_ok=True)
+        done = w.real.run_in_ns(argv, netns=w.canary.netns, check=False, timeout=60)
+        assert got.exists() and got.read_bytes() == loader, (argv, done)
+    # A renewal now (as at T1): the unicast REQUEST to the server id is answered at once,
+    # without falling back to a broadcast REBIND
+    os.kill(udhcpc.pid, signal.SIGUSR1)
+    until(lambda: f"renew {CANARY} {SERVER}" in events.read_text(), "the renewal", 20,
+          lambda: events.read_text() + (tmp_path / "udhcpc.log").read_text())
+    assert "broadcasting renew" not in (tmp_path / "udhcpc.log").read_text()
+    assert _drops(w.real, "inet", f"oneroot_try_{w.net.uplink}") == dropped
+    assert _drops(w.net.lab, "bridge", "oneroot_try_fence", netns=w.net.lab.netns) > 0
+    assert not _connects(w, NOT_A_SERVICE) and not _reaches_other(w)
+    tftp_other = w.real.run_in_ns(["timeout", "5", "tftp", OTHER, "-c", "get",
+                                   "undionly.kpxe", str(got)], netns=w.canary.netns,
+                                  check=False, timeout=30)
+    assert tftp_other.returncode != 0
+    time.sleep(0.5)  # frames in flight reach the sniffer's file
+    assert w.leaks() == []

@@ -36,6 +36,7 @@ from oneroot.netpin import run_nft
 from oneroot.render.canarynet import (
     TABLE_PREFIX,
     UplinkGuard,
+    render_private_fence,
     render_uplink_guard,
     render_uplink_unguard,
 )
@@ -151,6 +152,8 @@ class CanaryNet:
         _run(None, ["ip", *host, "link", "set", up, "up"])
         _run(None, ["ip", *host, "route", "add", f"{self.canary}/32", "dev", up, "src",
                     str(seg.address.ip)])
+        # DHCP stays on the private bridge (answered there, renewals too: lab.canary_dhcp).
+        run_nft(render_private_fence("uplink"), netns=lab.netns)
         _run(None, ["ip", "-n", lab.netns, "link", "set", "uplink", "master", lab.bridge,
                     "up"])
 

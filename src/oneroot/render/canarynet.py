@@ -13,6 +13,10 @@ namespace, of two tables named after the uplink (`oneroot_try_<uplink>`, inet an
 - out: the server sends on the uplink only to the canary's address;
 - ARP: on the uplink only the canary asking for a server address, and the server asking
   for the canary's.
+
+`render_private_fence` is the private namespace's own `bridge` table: DHCP (UDP 67/68) never
+leaves it through the uplink port, neither the canary's unicast renewals to the server nor
+the broadcast answers of its DHCP responder (`lab.canary_dhcp`, which answers both there).
 """
 
 from __future__ import annotations
@@ -24,6 +28,8 @@ from dataclasses import dataclass
 from oneroot.render.netpin import HEADER, check_ifname
 
 TABLE_PREFIX = "oneroot_try_"
+FENCE_TABLE = "oneroot_try_fence"  # in the private namespace
+DHCP_PORTS = (67, 68)
 RPCBIND_PORT, NFS_PORT, MOUNTD_PORT, TFTP_PORT = 111, 2049, 20048, 69
 
 
@@ -100,3 +106,17 @@ def render_uplink_unguard(uplink: str) -> str:
     """Both tables removed, whether or not they exist."""
     table = uplink_table(uplink)
     return "".join(f"table {f} {table}\ndelete table {f} {table}\n" for f in ("inet", "arp"))
+
+
+def render_private_fence(uplink_port: str) -> str:
+    """The private namespace's bridge table: no DHCP out of `uplink_port` (its veth end)."""
+    dev = check_ifname(uplink_port)
+    rule = (f'        oifname "{dev}" udp dport {_elements(DHCP_PORTS)} counter drop '
+            'comment "DHCP stays in the private namespace"')
+    return "\n".join([
+        f"# {HEADER}", f"table bridge {FENCE_TABLE}", f"delete table bridge {FENCE_TABLE}",
+        f"table bridge {FENCE_TABLE} {{",
+        "    chain forward {", "        type filter hook forward priority -10; policy accept;",
+        rule, "    }",
+        "    chain output {", "        type filter hook output priority -10; policy accept;",
+        rule, "    }", "}"]) + "\n"
