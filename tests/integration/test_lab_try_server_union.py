@@ -38,6 +38,7 @@ from oneroot.ops.lab_try import (
     server_view,
     wait_export,
 )
+from oneroot.overlay.snapshot import snapshot_tree
 from oneroot.testing import nfsclient
 from oneroot.testing.nfsclient import NfsClient
 
@@ -173,6 +174,11 @@ def test_the_canary_reads_a_snapshot_of_the_live_upper_and_nothing_else(served: 
                 assert node01.copy_in(payload, f"{merged}/later").returncode == 0
                 assert "later" not in canary.names(f"{snapshot}/upper")
             assert not os.path.lexists(view / snapshot.lstrip("/"))
+            # a try killed with its snapshot taken: the canary's removal (as the next try's
+            # clean-up does it) removes that snapshot too, where the NFS server sees it
+            snapshot_tree(view / f"{s.state}/node01/upper".lstrip("/"),
+                          view / snapshot.lstrip("/"))
+        assert not os.path.lexists(view / snapshot.lstrip("/"))
     finally:
         store.close()
     # After: the canary's entry and export are gone; node01 reads on in the same union

@@ -334,6 +334,11 @@ def canary_dhcp(inv: Inventory, plan: TryPlan) -> str:
 def remove_canary(store: InventoryStore, paths: Paths, canary: str) -> None:
     """The canary's inventory entry, directory and record (so its export) gone."""
     inv = store.load()
+    if canary.startswith(CANARY_PREFIX):  # a killed try's snapshot, as the NFS server sees it
+        snap = server_view(paths, NfsServerKind(inv.settings.nfs_server)) / str(
+            inv.settings.diff_overlay_dir(canary)).lstrip("/") / SNAPSHOT_DIR
+        if os.path.lexists(snap):
+            remove_tree(snap.parent, (snap.name,))
     if canary in inv.nodes:
         inv_ops.remove_nodes(store, canary)
     if canary.startswith(CANARY_PREFIX):
@@ -424,7 +429,8 @@ def canary_snapshot(plan: TryPlan, *, limit: int, progress: Progress,
     try:
         yield
     finally:
-        remove_tree(dest.parent, (dest.name,))
+        if os.path.lexists(dest):
+            remove_tree(dest.parent, (dest.name,))
 
 
 # -- the run ----------------------------------------------------------------------------------
