@@ -13,6 +13,7 @@ VmRSS) and each process's own high-water mark (VmHWM) at the end.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -50,6 +51,13 @@ class Meter:
     def wrap(self, argv: list[str]) -> list[str]:
         return ["sh", "-c", f'echo $$ > {self.cpu_path}/cgroup.procs && exec "$@"', "sh", *argv]
 
+    def adopt(self, pid: int) -> None:
+        """Move a running process and every process below it into this cgroup (a server
+        started by other code: the lab's `oneroot serve` and its nfs-ganesha)."""
+        for each in descendants(process_parents(), pid):
+            with contextlib.suppress(ProcessLookupError, OSError):
+                (self.cpu_path / "cgroup.procs").write_text(f"{each}\n")
+
     def pids(self) -> list[int]:
         return [int(p) for p in (self.cpu_path / "cgroup.procs").read_text().split()]
 
@@ -85,6 +93,46 @@ class Meter:
                 return
             except OSError:
                 time.sleep(0.1)
+
+
+def parse_stat(text: str) -> tuple[str, int, int]:
+    """/proc/PID/stat -> (comm, ppid, user+system clock ticks of all its threads). The
+    command name is between the first `(` and the last `)`: it may hold spaces and parens."""
+    comm = text[text.index("(") + 1:text.rindex(")")]
+    fields = text[text.rindex(")") + 2:].split()
+    return comm, int(fields[1]), int(fields[11]) + int(fields[12])
+
+
+def process_parents() -> dict[int, int]:
+    """Every process's parent, pid -> ppid (processes gone while reading are left out)."""
+    parents = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, ValueError):
+                parents[int(entry.name)] = parse_stat((entry / "stat").read_text())[1]
+    return parents
+
+
+def descendants(parents: dict[int, int], root: int) -> list[int]:
+    """`root` and every process below it, parents before children."""
+    children: dict[int, list[int]] = {}
+    for pid, ppid in sorted(parents.items()):
+        children.setdefault(ppid, []).append(pid)
+    out, todo = [], [root]
+    while todo:
+        pid = todo.pop(0)
+        out.append(pid)
+        todo += children.get(pid, [])
+    return out
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User+system CPU of one process (all its threads) so far; 0 if it is gone."""
+    try:
+        ticks = parse_stat(Path(f"/proc/{pid}/stat").read_text())[2]
+    except (OSError, ValueError):
+        return 0.0
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def _status(pid: int) -> dict[str, int]:
@@ -167,18 +215,26 @@ http {{
     return conf
 
 
+def baseline_argvs(config_dir: Path, boot_dir: Path, work: Path, listen: str,
+                   nodes: int) -> dict[str, list[str]]:
+    """dnsmasq (with the dnsmasq.conf `oneroot render` wrote to `config_dir`) and nginx
+    (`boot_dir` at /boot/ on `listen`), in the foreground, by name."""
+    return {
+        "dnsmasq": ["/usr/sbin/dnsmasq", f"--conf-file={config_dir / 'dnsmasq.conf'}",
+                    "--keep-in-foreground", f"--dhcp-leasefile={work / 'dnsmasq.leases'}",
+                    f"--pid-file={work / 'dnsmasq.pid'}", "--user=root",
+                    f"--tftp-max={max(50, nodes + 24)}", f"--dhcp-lease-max={nodes + 1000}",
+                    "--log-facility=-", "--quiet-dhcp", "--quiet-tftp"],
+        "nginx": ["/usr/sbin/nginx", "-c", str(nginx_conf(work, boot_dir, listen)),
+                  "-g", "daemon off;"],
+    }
+
+
 def start_baseline(ns: str, home: Path, boot_dir: Path, work: Path, listen: str,
                    nodes: int) -> Running:
     meter = Meter("baseline")
-    dnsmasq = ["/usr/sbin/dnsmasq", f"--conf-file={home / 'config' / 'dnsmasq.conf'}",
-               "--keep-in-foreground", f"--dhcp-leasefile={work / 'dnsmasq.leases'}",
-               f"--pid-file={work / 'dnsmasq.pid'}", "--user=root",
-               f"--tftp-max={max(50, nodes + 24)}", f"--dhcp-lease-max={nodes + 1000}",
-               "--log-facility=-", "--quiet-dhcp", "--quiet-tftp"]
-    nginx = ["/usr/sbin/nginx", "-c", str(nginx_conf(work, boot_dir, listen)),
-             "-g", "daemon off;"]
     procs, logs = [], []
-    for name, argv in (("dnsmasq", dnsmasq), ("nginx", nginx)):
+    for name, argv in baseline_argvs(home / "config", boot_dir, work, listen, nodes).items():
         log = work / f"{name}.log"
         procs.append(subprocess.Popen(meter.wrap(ns_cmd(ns, *argv)), stdout=log.open("wb"),
                                       stderr=subprocess.STDOUT))

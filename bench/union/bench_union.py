@@ -32,7 +32,7 @@ from typing import Any
 
 from oneroot.initramfs.kernel import default_cache_dir
 from oneroot.lab.qemu import QemuVm
-from oneroot.ops.lab import ONEROOT, SERVER, LabCluster, node_mac
+from oneroot.ops.lab import SERVER, LabCluster, node_mac
 from oneroot.testing.labprobe import PROBE_LIB, install_probe
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
@@ -154,24 +154,32 @@ def probe_lines(text: str) -> list[dict[str, str]]:
 
 
 class Bench:
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, nodes: int = 2) -> None:
         self.c = LabCluster(workdir=workdir, cache_dir=default_cache_dir(),
                             progress=lambda m: print(f"  {m}", flush=True))
+        self.nodes = [f"node{i:02d}" for i in range(1, nodes + 1)]
         self.dnsmasq: subprocess.Popen[bytes] | None = None
 
     def prepare(self) -> None:
+        """The lab's files and nodes (those a kept --workdir lacks), then this bench's probe."""
         c = self.c
         c.prepare()
-        c.add_nodes(2)
+        known = c.oneroot("node", "list").stdout
+        missing = [n for n in self.nodes if not re.search(rf"\b{n}\b", known)]
+        if missing:
+            c.add_nodes(len(missing), first=int(missing[0].removeprefix("node")))
         c.oneroot("nfs", "apply")  # the node layers the probes go into
-        image = c.workdir / "images" / c.image_name
-        for node in ("node01", "node02"):
-            install_probe(c, node, PROBE.replace("{image}", str(image)))
+        self.install_probes()
+
+    def install_probes(self) -> None:
+        image = self.c.workdir / "images" / self.c.image_name
+        for node in self.nodes:
+            install_probe(self.c, node, PROBE.replace("{image}", str(image)))
 
     def set_mode(self, mode: str, *, ephemeral: bool, kernel_args: str = "") -> None:
         image = self.c.workdir / "images" / self.c.image_name
         (image / "etc/oneroot-bench-mode").write_text(mode + "\n")
-        for node in ("node01", "node02"):
+        for node in self.nodes:
             self.c.oneroot("node", "set", node, "--set",
                            f"ephemeral={'true' if ephemeral else 'false'}")
             if kernel_args:
@@ -185,16 +193,9 @@ class Bench:
 
     def start_baseline(self) -> None:
         """ganesha + HTTP (for the stage reports) from `oneroot serve`; DHCP/TFTP: dnsmasq."""
-        from oneroot.lab import Lab
-
         c = self.c
-        c.lab = Lab.create(subnet="10.0.0.0/24", workdir=c.workdir)
-        log = c.serve_log.open("ab")
-        c.serve_proc = c.lab.popen_in_ns([*ONEROOT, "--home", str(c.home), "serve",
-                                          "--no-dhcp", "--no-tftp"], what="oneroot serve",
-                                         stdout=log, stderr=subprocess.STDOUT)
-        c.wait_log("serve.started", timeout=300)
-        c.wait_listening(2049, timeout=60)
+        c.start(serve_args=("--no-dhcp", "--no-tftp"))
+        assert c.lab is not None
         tftp = c.workdir / "tftp"
         tftp.mkdir(exist_ok=True)
         for name in ("vmlinuz", "initramfs.img"):
@@ -204,7 +205,7 @@ class Bench:
         hosts = []
         rendered = c.workdir / "rendered"  # serve renders per-node files on the fly
         c.oneroot("render", "--out", str(rendered))
-        for i, node in ((1, "node01"), (2, "node02")):
+        for i, node in enumerate(self.nodes, start=1):
             script = (rendered / f"{node}.ipxe").read_text()
             kernel = re.search(r"^kernel\s+(\S+)\s*(.*)$", script, re.M)
             assert kernel, script

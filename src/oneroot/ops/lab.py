@@ -142,15 +142,16 @@ class LabCluster:
             names.append(name)
         return names
 
-    def start(self) -> None:
-        """The lab network and `oneroot serve` (which prepares layers and runs ganesha)."""
+    def start(self, serve_args: Sequence[str] = ()) -> None:
+        """The lab network and `oneroot serve` (which prepares layers and runs ganesha);
+        `serve_args` go to serve (a bench's baseline leaves DHCP and HTTP to others)."""
         self.lab = Lab.create(subnet=str(SUBNET), workdir=self.workdir)
         if self.lab.bridge != "br0":  # pragma: no cover - Lab's default
             self.oneroot("settings", "set", f"interface={self.lab.bridge}")
-        self.progress("starting oneroot serve")
+        self.progress(f"starting oneroot serve {' '.join(serve_args)}".rstrip())
         with self.serve_log.open("ab") as log:
             self.serve_proc = self.lab.popen_in_ns([*ONEROOT, "--home", str(self.home),
-                                                    "serve"], what="oneroot serve",
+                                                    "serve", *serve_args], what="oneroot serve",
                                                    stdout=log, stderr=subprocess.STDOUT)
         self.wait_log("serve.started", timeout=300)
         self.wait_listening(2049, timeout=60)

@@ -16,6 +16,10 @@ from pathlib import Path
 from oneroot.ops.lab import LabCluster
 
 PROBE_PATH = "/usr/local/sbin/oneroot-probe"
+# The probe runs after basic.target; a bench that times the runlevel orders it after
+# multi-user.target instead (`install_probe(after=AFTER_RUNLEVEL)`), as oneroot-runlevel.service.
+AFTER_BASIC = "basic.target oneroot-booted.service"
+AFTER_RUNLEVEL = "multi-user.target oneroot-booted.service"
 PROBE_UNIT = """[Unit]
 Description=oneroot lab probe
 After=basic.target oneroot-booted.service
@@ -70,12 +74,13 @@ def sha256_of(path: Path) -> str:
 
 
 def install_probe(cluster: LabCluster, node: str, script: str, *,
-                  targets: Sequence[str] = ("multi-user",)) -> None:
-    """Put `script` and its unit in `node`'s layer, wanted by each of `targets`."""
+                  targets: Sequence[str] = ("multi-user",), after: str = AFTER_BASIC) -> None:
+    """Put `script` and its unit in `node`'s layer, wanted by each of `targets`, ordered
+    after the units `after` names."""
     files = cluster.workdir / "probe" / node
     files.mkdir(parents=True, exist_ok=True)
     (files / "probe").write_text(script)
-    (files / "unit").write_text(PROBE_UNIT)
+    (files / "unit").write_text(PROBE_UNIT.replace(f"After={AFTER_BASIC}", f"After={after}"))
     (files / "wants").write_text(WANTS_PROBE)
     cluster.oneroot("overlay", "put", node, PROBE_PATH, str(files / "probe"), "--mode", "0755")
     cluster.oneroot("overlay", "put", node, "/etc/systemd/system/oneroot-probe.service",
