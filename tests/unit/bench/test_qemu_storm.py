@@ -31,11 +31,11 @@ def report() -> ModuleType:
 
 @pytest.fixture(scope="module")
 def servers() -> ModuleType:
-    sys.path.insert(0, str(STORM))  # servers.py imports its neighbour netns.py
+    sys.modules["netns"] = _load("netns")  # servers.py imports its neighbour by that name
     try:
         return _load("servers")
     finally:
-        sys.path.remove(str(STORM))
+        del sys.modules["netns"]
 
 
 BOOTING = "iPXE 1.21\nLinux version 6.1\n[  OK  ] Reached target basic.target\n"
