@@ -57,6 +57,8 @@ ONEROOT_VARIANTS: dict[str, tuple[str, ...]] = {
     "oneroot-loopfiles": ("--limit", "http_sendfile_threads=0"),
     # a big body that finds the sendfile threads busy goes to the loop at once (no wait)
     "oneroot-nowait": ("--limit", "http_sendfile_wait=0"),
+    # HTTP answered in serve's own process, next to DHCP and TFTP (before serve/httpworkers.py)
+    "oneroot-inprocess": ("--limit", "http_workers=0"),
 }
 SIZES = {"vmlinuz": 8_247_232, "initramfs.img": 3_985_087}  # the lab's, when not cached
 

@@ -262,13 +262,15 @@ def version_of(argv: list[str]) -> str:
 
 
 class Profiler:
-    """py-spy sampling a running `oneroot serve` (raw collapsed stacks), stopped with SIGINT."""
+    """py-spy sampling a running `oneroot serve` and its HTTP workers (raw collapsed stacks),
+    stopped with SIGINT."""
 
     def __init__(self, pid: int, out: Path) -> None:
         self.out = out
         self.proc = subprocess.Popen(
             [str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(pid),
-             "--rate", "100", "--format", "raw", "--output", str(out), "--nonblocking"],
+             "--rate", "100", "--format", "raw", "--output", str(out), "--nonblocking",
+             "--subprocesses"],  # serve's HTTP workers too
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     def stop(self) -> dict[str, object]:

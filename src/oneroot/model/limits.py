@@ -33,6 +33,10 @@ class Limits:
     # ... and a big body that finds them all busy waits this many seconds for one (first come,
     # first served: nodes get their files in turn), then goes on the loop. 0: no wait.
     http_sendfile_wait: float = 10.0
+    # Processes of their own that answer HTTP (boot files, scripts, reports) next to serve's
+    # DHCP and TFTP, so a boot storm uses more than one CPU (serve/httpworkers.py). 0: serve's
+    # own process answers HTTP.
+    http_workers: int = 1
 
     # Boot events and the rows DHCP keeps about strangers
     event_text: int = 256  # characters kept of a file name, stage, node or MAC in an event
@@ -74,7 +78,7 @@ DEFAULT_LIMITS = Limits()
 # Limits that may be 0: none of that kind at all (every lock-step transfer, every file
 # body on the loop, no wait for a sendfile thread).
 ZERO_MEANS_NONE = frozenset({"tftp_lockstep_threads", "http_sendfile_threads",
-                             "http_sendfile_wait"})
+                             "http_sendfile_wait", "http_workers"})
 
 
 def limits_from_pairs(pairs: Iterable[str], base: Limits = DEFAULT_LIMITS) -> Limits:

@@ -54,6 +54,7 @@ from oneroot.serve.bootwork import BootWork
 from oneroot.serve.dhcp import DhcpHealth, DhcpService
 from oneroot.serve.events import EventRecorder, watch_stored_stages
 from oneroot.serve.http import HttpService
+from oneroot.serve.httpworkers import start_http_workers
 from oneroot.serve.replication import PayloadReplicator
 from oneroot.serve.statusboard import StatusBoard
 from oneroot.serve.tftp import TftpService, blksize_for_interface
@@ -205,8 +206,16 @@ async def serve(paths: Paths, options: ServeOptions = ServeOptions(),
                            on_event=recorder,
                            status=lambda: read_status(paths, holder.cluster).as_json(),
                            limits=limits, board=board, payloads=payloads)
-        await http.start()
-        closers.append(http.close)
+        if limits.http_workers and payloads is None:
+            workers = await start_http_workers(
+                http, paths=paths, http_host=options.bind, role=role, limits=limits,
+                reload_interval=options.reload_interval, on_event=recorder)
+            closers.append(workers.close)
+            jobs.append(workers.run)
+            holder.listeners.append(lambda cluster: workers.reload())  # now, not at a poll
+        else:  # several servers: boot files follow the replicator, in this process
+            await http.start()
+            closers.append(http.close)
     if options.admin is not None:
         await _start_admin(options.admin, paths, holder, board, recorder, closers)
     if options.pin and (options.dhcp or options.nfs):
@@ -214,7 +223,7 @@ async def serve(paths: Paths, options: ServeOptions = ServeOptions(),
     if options.nfs:
         await _start_nfs(paths, holder, IPv4Address(bind), jobs, closers, recorder, limits,
                          view_rescan=options.view_rescan)
-    jobs.append(lambda: _watch_inventory(holder, options.reload_interval))
+    jobs.append(lambda: watch_inventory(holder, options.reload_interval))
     jobs.append(_bmc_stage_watcher(paths, recorder, options.reload_interval, closers))
     log.info("serve.started bind=%s dhcp=%s tftp=%s http=%s nodes=%d server=%s", bind,
              options.dhcp, options.tftp, options.http, len(holder.inventory.nodes),
@@ -223,6 +232,8 @@ async def serve(paths: Paths, options: ServeOptions = ServeOptions(),
         started()
     try:
         await _run_until(stop, jobs)
+    except* OnerootError as failed:  # a job that cannot go on (HTTP workers that cannot start)
+        raise failed.exceptions[0] from None
     finally:
         for close in closers:
             result = close()
@@ -318,7 +329,7 @@ async def _start_replication(paths: Paths, holder: CatalogHolder, role: ServerRo
     return replicator
 
 
-async def _watch_inventory(holder: CatalogHolder, interval: float) -> None:
+async def watch_inventory(holder: CatalogHolder, interval: float) -> None:
     """Reload on changes; while the database cannot be read (PostgreSQL down, a locked or
     half-migrated file) keep serving the catalog last loaded, and say so once."""
     failing = False

@@ -6,6 +6,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import os
+import socket
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -206,7 +207,7 @@ class Payloads(Protocol):
 class HttpService:
     def __init__(self, *, bind: str, port: int, boot_dir: Path,
                  catalog: Callable[[], BootCatalog], on_event: Callable[[BootEvent], None],
-                 status: Callable[[], dict[str, object]],
+                 status: Callable[[], dict[str, object]] | None,
                  limits: Limits = DEFAULT_LIMITS, board: StatusBoard | None = None,
                  payloads: Payloads | None = None) -> None:
         self.bind, self.port, self.boot_dir = bind, port, boot_dir
@@ -218,9 +219,10 @@ class HttpService:
             web.get("/boot/{path:.*}", self.boot_file),
             web.post(REPORT_PATH, self.report),
             web.get(CHECKS_PATH, self.checks),
-            web.get("/api/v1/status", self.status),
             web.get("/healthz", self.health),
         ])
+        if status is not None:  # else (an HTTP worker) relayed to serve's main process
+            self.app.add_routes([web.get("/api/v1/status", self.status)])
         if board is not None:  # the page and its stream: read-only, no power buttons here
             add_page_routes(self.app, board)
         if payloads is not None:  # other servers fetch boot files here, by content hash
@@ -230,13 +232,25 @@ class HttpService:
         self.sender = FileSender(limits.http_sendfile_threads,
                                  wait=limits.http_sendfile_wait)
 
-    async def start(self) -> None:
+    async def start(self, *, listen: socket.socket | None = None,
+                    relay: Path | None = None) -> None:
+        """Answer on `bind`:`port`; or on the socket `listen` (an HTTP worker); or only on
+        the Unix socket `relay`, for the HTTP workers (serve/httpworkers.py): a request
+        relayed there has no node address, so whatever a node may ask for itself (scripts,
+        reports, checks) is answered by the worker."""
         self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.bind, self.port, reuse_address=True,
-                           backlog=LISTEN_BACKLOG)
+        site: web.BaseSite
+        if relay is not None:
+            site = web.UnixSite(self._runner, str(relay))
+        elif listen is not None:
+            site = web.SockSite(self._runner, listen)
+        else:
+            site = web.TCPSite(self._runner, self.bind, self.port, reuse_address=True,
+                               backlog=LISTEN_BACKLOG)
         await site.start()
-        log.info("http.listening bind=%s port=%d", self.bind, self.port)
+        log.info("http.listening bind=%s port=%d%s", self.bind, self.port,
+                 f" relay={relay}" if relay is not None else "")
 
     async def close(self) -> None:
         self.sender.close()
@@ -351,4 +365,5 @@ class HttpService:
         return web.Response(text=checks_text(catalog.cluster.nodes[node].profile.checks))
 
     async def status(self, request: web.Request) -> web.Response:
+        assert self._status is not None
         return web.json_response(self._status())

@@ -1,0 +1,235 @@
+"""HTTP worker processes: serve's HTTP answered outside the process that runs DHCP and TFTP.
+
+In a boot storm each node opens ~9 HTTP connections (its script, kernel, initramfs, 6 stage
+reports), and in one asyncio process each costs ~330 µs of Python for the connection alone
+(accept, transport, aiohttp's request and response, close: bench/storm/profile_http.py), on
+the same loop that answers every DHCP and TFTP packet. With `http_workers` = N > 0:
+
+- serve's main process binds the HTTP socket and hands it to N worker processes
+  (`python -m oneroot.cli.httpworker`), which all accept from its one queue, as nginx's
+  workers do; the main process accepts none. A worker that dies loses only the connections
+  it had accepted: the others wait in the kernel's queue for its successor.
+- each worker loads the inventory itself (and reloads it as serve does), and answers boot
+  files, per-node scripts, stage reports, checks and /healthz with `HttpService`, the same
+  code as in-process; its events (`http.done`, `stage`, ...) come back to the main process
+  over a pipe, in order, before the node has its answer, and are recorded there.
+- what lives in the main process only (the status API and page, its event stream) is relayed
+  to the main process's `HttpService` over a Unix socket (`serve.httpworker.Relay`). Those
+  requests carry no node address there, so a route that acts for the node asking is
+  answered by the worker itself (a relayed one would see no node: 403, never another's).
+
+A worker that exits is started again (logged at error); one that cannot start — its
+first answer missing `START_TIMEOUT` seconds after it was spawned, `MAX_FAILED_STARTS` times
+in a row — stops serve with an error: HTTP is never silently gone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import pickle
+import shutil
+import signal
+import socket
+import struct
+import sys
+import tempfile
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from oneroot.errors import OnerootError
+from oneroot.model.events import BootEvent
+from oneroot.model.limits import Limits
+from oneroot.model.paths import Paths
+from oneroot.model.server import ServerRole
+from oneroot.serve.http import LISTEN_BACKLOG, HttpService
+
+log = logging.getLogger(__name__)
+
+WORKER_COMMAND = (sys.executable, "-m", "oneroot.cli.httpworker")
+START_TIMEOUT = 60.0  # seconds from spawn to the worker's "ready" (imports, inventory load)
+STOP_TIMEOUT = 5.0  # seconds a stopping worker gets before SIGKILL
+MAX_FAILED_STARTS = 3  # workers in a row that died before they were ready: serve stops
+RESTART_DELAYS = (0.1, 0.5, 1.0, 2.0, 5.0)  # before the 1st, 2nd, ... restart in a row
+READY = "ready"
+_FRAME = struct.Struct("!I")  # a frame: its length, then a pickle (trusted: our own child)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WorkerConfig:
+    """What a worker needs to serve as serve's own HttpService would; sent on its stdin."""
+
+    paths: Paths
+    http_host: str | None
+    role: ServerRole
+    boot_dir: Path
+    bind: str
+    port: int
+    limits: Limits
+    relay: Path  # the main process's Unix socket
+    listen_fd: int  # the HTTP socket, inherited
+    reload_interval: float
+    log_level: str
+
+
+def write_frame(stream: BinaryIO, value: Any) -> None:
+    data = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+    stream.write(_FRAME.pack(len(data)) + data)
+    stream.flush()
+
+
+def read_frame(stream: BinaryIO) -> Any:
+    head = stream.read(_FRAME.size)
+    if len(head) < _FRAME.size:
+        raise EOFError("the pipe closed")
+    (size,) = _FRAME.unpack(head)
+    return pickle.loads(stream.read(size))
+
+
+async def _read_frame(reader: asyncio.StreamReader) -> Any:
+    (size,) = _FRAME.unpack(await reader.readexactly(_FRAME.size))
+    return pickle.loads(await reader.readexactly(size))
+
+
+def listen_socket(bind: str, port: int, backlog: int) -> socket.socket:
+    """The HTTP socket every worker accepts from (inherited: not close-on-exec)."""
+    sock = socket.create_server((bind, port), backlog=backlog)
+    sock.set_inheritable(True)
+    return sock
+
+
+class HttpWorkers:
+    """`await workers.start()`, then `run()` as a serve job until `close()`."""
+
+    def __init__(self, config: WorkerConfig, sock: socket.socket, count: int,
+                 on_event: Callable[[BootEvent], None],
+                 command: tuple[str, ...] = WORKER_COMMAND,
+                 after_close: Callable[[], Awaitable[None]] | None = None) -> None:
+        assert sock.fileno() == config.listen_fd
+        self._config, self._sock, self._count, self._on_event = config, sock, count, on_event
+        self._command, self._after_close = command, after_close
+        self._procs: list[asyncio.subprocess.Process | None] = [None] * count
+        self._ready: set[int] = set()  # pids of workers that answered ready (SIGHUP is safe)
+        self._closing = False
+        self.restarts = 0  # workers started again after one exited (tests, the log)
+
+    async def start(self) -> None:
+        """Every worker started and ready, or OnerootError."""
+        for slot in range(self._count):
+            await self._spawn(slot)
+
+    async def _spawn(self, slot: int) -> asyncio.subprocess.Process:
+        proc = await asyncio.create_subprocess_exec(
+            *self._command, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+            pass_fds=(self._config.listen_fd,))
+        self._procs[slot] = proc
+        assert proc.stdin is not None and proc.stdout is not None
+        data = pickle.dumps(self._config, protocol=pickle.HIGHEST_PROTOCOL)
+        proc.stdin.write(_FRAME.pack(len(data)) + data)  # stdin stays open: EOF = serve gone
+        try:
+            async with asyncio.timeout(START_TIMEOUT):
+                await proc.stdin.drain()
+                ready = await _read_frame(proc.stdout)
+        except (TimeoutError, asyncio.IncompleteReadError, ConnectionError) as exc:
+            await self._stop(proc)
+            raise OnerootError(
+                f"the HTTP worker (pid {proc.pid}) did not start: exit status "
+                f"{proc.returncode} ({type(exc).__name__})",
+                hint="its error is above; `oneroot serve --limit http_workers=0` answers HTTP "
+                     "in serve's own process") from None
+        if ready != READY:
+            await self._stop(proc)
+            raise OnerootError(f"the HTTP worker (pid {proc.pid}) said {ready!r}, not ready")
+        self._ready.add(proc.pid)
+        log.info("http.worker_started slot=%d pid=%d", slot, proc.pid)
+        return proc
+
+    def reload(self) -> None:
+        """Every ready worker reloads the inventory now (serve did: SIGHUP, a change)."""
+        for proc in self._procs:
+            if proc is not None and proc.pid in self._ready and proc.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.send_signal(signal.SIGHUP)
+
+    async def run(self) -> None:
+        async with asyncio.TaskGroup() as group:
+            for slot in range(self._count):
+                group.create_task(self._supervise(slot))
+
+    async def _supervise(self, slot: int) -> None:
+        """Hand the worker's events to the recorder; start it again when it exits."""
+        failed_starts = 0
+        while True:
+            proc = self._procs[slot]
+            assert proc is not None and proc.stdout is not None
+            with contextlib.suppress(asyncio.IncompleteReadError):
+                while True:
+                    self._on_event(await _read_frame(proc.stdout))
+            status = await proc.wait()
+            self._ready.discard(proc.pid)
+            if self._closing:
+                return
+            delay = RESTART_DELAYS[min(failed_starts, len(RESTART_DELAYS) - 1)]
+            log.error("http.worker_died slot=%d pid=%d status=%d restart_in=%.1fs", slot,
+                      proc.pid, status, delay)
+            await asyncio.sleep(delay)
+            try:
+                await self._spawn(slot)
+            except OnerootError:
+                failed_starts += 1
+                if failed_starts >= MAX_FAILED_STARTS:
+                    raise
+                continue
+            failed_starts = 0
+            self.restarts += 1
+
+    async def _stop(self, proc: asyncio.subprocess.Process) -> None:
+        if proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signal.SIGTERM)
+        if proc.stdin is not None:
+            proc.stdin.close()
+        try:
+            async with asyncio.timeout(STOP_TIMEOUT):
+                await proc.wait()
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            await proc.wait()
+
+    async def close(self) -> None:
+        self._closing = True
+        await asyncio.gather(*(self._stop(p) for p in self._procs if p is not None))
+        self._sock.close()
+        if self._after_close is not None:
+            await self._after_close()
+
+
+async def start_http_workers(http: HttpService, *, paths: Paths, http_host: str | None,
+                             role: ServerRole, limits: Limits, reload_interval: float,
+                             on_event: Callable[[BootEvent], None]) -> HttpWorkers:
+    """`limits.http_workers` workers started and ready on `http`'s address; `http` (serve's
+    own, with the status page) answers on a Unix socket in a directory only root enters."""
+    run_dir = Path(tempfile.mkdtemp(prefix="oneroot-http-"))
+
+    async def close_http() -> None:
+        await http.close()
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+    relay = run_dir / "serve.sock"
+    await http.start(relay=relay)
+    sock = listen_socket(http.bind, http.port, LISTEN_BACKLOG)
+    config = WorkerConfig(paths=paths, http_host=http_host, role=role, boot_dir=http.boot_dir,
+                          bind=http.bind, port=http.port, limits=limits, relay=relay,
+                          listen_fd=sock.fileno(), reload_interval=reload_interval,
+                          log_level=logging.getLevelName(logging.getLogger().level))
+    workers = HttpWorkers(config, sock, limits.http_workers, on_event, after_close=close_http)
+    try:
+        await workers.start()
+    except BaseException:
+        await workers.close()
+        raise
+    return workers

@@ -1,0 +1,121 @@
+"""`oneroot serve`'s HTTP worker processes (serve/httpworkers.py), with curl on loopback: HTTP
+is answered while serve's main process is stopped, the reports a worker took are recorded,
+and a worker that dies is replaced while serve goes on."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from oneroot.testing.ports import free_port
+from oneroot.testing.serving import running
+
+pytestmark = pytest.mark.integration
+
+ONEROOT = [sys.executable, "-m", "oneroot"]
+NODE_ADDRESS = "127.0.0.11"
+
+
+@dataclass(frozen=True)
+class Served:
+    url: str
+    home: Path
+    log: Path
+    proc: subprocess.Popen[bytes]
+
+    def oneroot(self, *argv: str) -> str:
+        return subprocess.run([*ONEROOT, "--home", str(self.home), *argv], check=True,
+                              capture_output=True, text=True, timeout=60).stdout
+
+    def workers(self) -> list[int]:
+        children = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children").read_text()
+        return [int(pid) for pid in children.split()
+                if b"oneroot.cli.httpworker" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    tmp = tmp_path_factory.mktemp("workers")
+    home, boot = tmp / "home", tmp / "boot"
+    base = [*ONEROOT, "--home", str(home)]
+    subprocess.run([*base, "init", "--server", "127.0.0.1", "--subnet", "127.0.0.0/24",
+                    "--image-root", str(tmp), "--boot-dir", str(boot), "--state-dir",
+                    str(tmp / "state")], check=True, capture_output=True)
+    subprocess.run([*base, "node", "add", "node01", "--mac", "52:54:00:00:00:01", "--ip",
+                    NODE_ADDRESS], check=True, capture_output=True)
+    boot.mkdir(exist_ok=True)
+    (boot / "vmlinuz").write_bytes(os.urandom(2 * 1024 * 1024 + 3))
+    port, log = free_port(), tmp / "serve.log"
+    with running([*base, "serve", "--no-dhcp", "--no-tftp", "--no-nfs", "--bind", "127.0.0.1",
+                  "--http-port", str(port)], log) as proc:
+        yield Served(f"http://127.0.0.1:{port}", home, log, proc)
+
+
+def curl(*args: str, timeout: float = 30) -> str:
+    """The answer's status and body, from the node's address."""
+    done = subprocess.run(["curl", "-sS", "--interface", NODE_ADDRESS, "-m", str(timeout),
+                           "-w", "\n%{http_code}", *args], capture_output=True, text=True,
+                          timeout=timeout + 10)
+    body, _, code = done.stdout.rpartition("\n")
+    return f"{code} {body.strip()}"
+
+
+def stage_of(served: Served, node: str) -> str:
+    status = json.loads(served.oneroot("status", "--json"))
+    return next(str(n["stage"]) for n in status["nodes"] if n["node"] == node)
+
+
+def wait_for(condition: object, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():  # type: ignore[operator]
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.1)
+
+
+def test_boot_files_and_reports_are_answered_while_serves_main_process_is_stopped(
+        served: Served) -> None:
+    assert len(served.workers()) == 1
+    os.kill(served.proc.pid, signal.SIGSTOP)  # DHCP and TFTP's process: HTTP goes on
+    try:
+        script = curl(f"{served.url}/boot/node01.ipxe")
+        kernel = curl("-o", str(served.home / "kernel"), f"{served.url}/boot/vmlinuz")
+        report = curl("-d", "stage=layers&status=ok", f"{served.url}/api/v1/report")
+    finally:
+        os.kill(served.proc.pid, signal.SIGCONT)
+    assert script.startswith("200 #!ipxe"), script
+    assert kernel == "200 ", kernel
+    assert (served.home / "kernel").stat().st_size == 2 * 1024 * 1024 + 3
+    assert report == "200 ok", report
+    # the worker's events reach serve's main process once it runs again: none was lost
+    wait_for(lambda: stage_of(served, "node01") == "layers")
+
+
+def test_a_worker_that_dies_is_replaced_and_serve_goes_on(served: Served) -> None:
+    [old] = served.workers()
+    os.kill(old, signal.SIGKILL)
+    wait_for(lambda: served.workers() not in ([], [old]))
+    [new] = served.workers()
+    wait_for(lambda: f"http.worker_started slot=0 pid={new}" in served.log.read_text())
+    assert re.search(rf"ERROR http.worker_died slot=0 pid={old} status=-9",
+                     served.log.read_text())
+    assert curl("-d", "stage=union&status=ok", f"{served.url}/api/v1/report") == "200 ok"
+    wait_for(lambda: stage_of(served, "node01") == "union")
+    assert served.proc.poll() is None
+
+
+def test_the_status_api_and_page_are_relayed_to_serves_main_process(served: Served) -> None:
+    status = json.loads(curl(f"{served.url}/api/v1/status").split(" ", 1)[1])
+    assert status["server"]["pid"] == served.proc.pid  # answered by the main process
+    assert curl(f"{served.url}/").startswith("200 ")
+    assert curl("-X", "POST", f"{served.url}/boot/vmlinuz").startswith("405 ")
+    assert curl("-d", "stage=nonsense", f"{served.url}/api/v1/report").startswith("400 ")
