@@ -15,7 +15,7 @@ import aiohttp
 from aiohttp import web
 
 from oneroot.model.events import BootEvent
-from oneroot.serve.app import CatalogHolder, watch_inventory
+from oneroot.serve.holder import CatalogHolder, watch_inventory
 from oneroot.serve.http import HttpService
 from oneroot.serve.httpworkers import READY, WorkerConfig, write_frame
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from oneroot.model.paths import Paths
 from oneroot.ops import inventory as inv_ops
-from oneroot.serve.app import CatalogHolder
+from oneroot.serve.holder import CatalogHolder
 from oneroot.testing.postgres import PostgresServer
 
 

@@ -17,8 +17,9 @@ from oneroot.model.events import BootEvent
 from oneroot.model.limits import DEFAULT_LIMITS
 from oneroot.ops.timeline import Timeline
 from oneroot.serve import statusboard
-from oneroot.serve.app import CatalogHolder, _status_board
+from oneroot.serve.app import _status_board
 from oneroot.serve.events import EventRecorder
+from oneroot.serve.holder import CatalogHolder
 from oneroot.serve.statusboard import StatusBoard, add_page_routes
 from oneroot.testing.postgres import StoreAt
 
