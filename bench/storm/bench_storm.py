@@ -177,7 +177,7 @@ def storm(server: str, nodes: int, home: Path, work: Path, manifest_path: Path,
         profiler = (servers.Profiler(running.procs[0].pid, work / f"pyspy-{server}.txt")
                     if args.profile and server in ONEROOT_VARIANTS else None)
         running.meter.start_sampling()
-        cpu0 = running.meter.cpu_seconds()
+        cpu0, by_process0 = running.meter.cpu_seconds(), running.meter.cpu_by_process()
         drops0 = drop_counters(ns, switch)
         out = work / f"client-{server}.json"
         with host_room_for(nodes):
@@ -189,9 +189,12 @@ def storm(server: str, nodes: int, home: Path, work: Path, manifest_path: Path,
         if done.returncode != 0:
             raise RuntimeError(f"client.py failed: {done.stderr[-2000:]}")
         cpu = running.meter.cpu_seconds() - cpu0
+        by_process = {kind: round(seconds - by_process0.get(kind, 0.0), 2) for kind, seconds
+                      in running.meter.cpu_by_process().items()}
         running.check_alive()
         running.meter.stop_sampling()
         row = summarize(server, json.loads(out.read_text()), cpu, running.meter)
+        row["server_cpu_by_process_s"] = by_process
         drops1 = drop_counters(ns, switch)
         row["drops"] = {k: drops1[k] - drops0.get(k, 0) for k in drops1}
         if profiler is not None:

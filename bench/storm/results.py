@@ -67,6 +67,13 @@ def write_results(report: dict[str, object], out: Path) -> None:
         lines += ["", "Errors (first ones):", ""]
         lines += [f"- {row['server']} N={row['nodes']}: {'; '.join(row['errors'])}"  # type: ignore[arg-type]
                   for row in failed]
+    lines += ["", "Server CPU by process (seconds during the storm; a process that was "
+              "replaced counts from its start):", "", "| server | nodes | pair | by process |",
+              "|---|---:|---:|---|"]
+    lines += [f"| {row['server']} | {row['nodes']} | {row.get('rep', 0)} | " + ", ".join(
+        f"{kind} {seconds}" for kind, seconds in sorted(
+            row.get("server_cpu_by_process_s", {}).items())) + " |"  # type: ignore[attr-defined]
+        for row in rows]
     lines += _drops(rows) + _profiles(rows)
     lines += ["", "\"all files\": from the first power-on until the last node has its "
               "script, kernel and initramfs. Per-node: from its own power-on to the same point. "

@@ -68,6 +68,22 @@ class Meter:
         usage = dict(line.split() for line in (self.cpu_path / "cpu.stat").read_text().splitlines())
         return int(usage["usage_usec"]) / 1e6
 
+    def cpu_by_process(self) -> dict[str, float]:
+        """CPU seconds so far of the cgroup's live processes, summed by kind (`serve`, its
+        `httpworker`s; `dnsmasq`, `nginx`)."""
+        ticks = os.sysconf("SC_CLK_TCK")
+        found: Counter[str] = Counter()
+        for pid in self.pids():
+            try:
+                argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+                stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            kind = ("httpworker" if b"oneroot.cli.httpworker" in argv else
+                    "serve" if b"serve" in argv else os.path.basename(argv[0].decode()))
+            found[kind] += (int(stat[11]) + int(stat[12])) / ticks  # utime, stime
+        return dict(found)
+
     def _sample(self) -> None:
         while not self._stop.wait(0.1):
             total = 0

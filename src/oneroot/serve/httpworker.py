@@ -84,8 +84,9 @@ async def run_worker(config: WorkerConfig, events: BinaryIO, parent: BinaryIO) -
     http.app.router.add_route("*", "/{tail:.*}", relay)  # after every route of its own
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    # Ctrl-C reaches the whole process group: serve stops its workers itself
+    loop.add_signal_handler(signal.SIGINT, lambda: None)
     loop.add_signal_handler(signal.SIGHUP, lambda: holder.reload(force=True))  # serve's
     loop.add_reader(parent.fileno(), lambda: stop.set() if not os.read(parent.fileno(), 4096)
                     else None)

@@ -170,12 +170,13 @@ class HttpWorkers:
                     self._on_event(await _read_frame(proc.stdout))
             status = await proc.wait()
             self._ready.discard(proc.pid)
+            # first the delay: when serve itself is stopping (a SIGTERM to the whole group),
+            # this task is cancelled here, and no worker's exit is reported as a death
+            await asyncio.sleep(RESTART_DELAYS[min(failed_starts, len(RESTART_DELAYS) - 1)])
             if self._closing:
                 return
-            delay = RESTART_DELAYS[min(failed_starts, len(RESTART_DELAYS) - 1)]
-            log.error("http.worker_died slot=%d pid=%d status=%d restart_in=%.1fs", slot,
-                      proc.pid, status, delay)
-            await asyncio.sleep(delay)
+            log.error("http.worker_died slot=%d pid=%d status=%d restarting", slot, proc.pid,
+                      status)
             try:
                 await self._spawn(slot)
             except OnerootError:
