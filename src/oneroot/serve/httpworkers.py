@@ -114,7 +114,6 @@ class HttpWorkers:
         self._procs: list[asyncio.subprocess.Process | None] = [None] * count
         self._ready: set[int] = set()  # pids of workers that answered ready (SIGHUP is safe)
         self._closing = False
-        self.restarts = 0  # workers started again after one exited (tests, the log)
 
     async def start(self) -> None:
         """Every worker started and ready, or OnerootError."""
@@ -179,13 +178,13 @@ class HttpWorkers:
                       status)
             try:
                 await self._spawn(slot)
-            except OnerootError:
+            except OnerootError as exc:
                 failed_starts += 1
                 if failed_starts >= MAX_FAILED_STARTS:
                     raise
+                log.error("http.worker_start_failed slot=%d error=%s", slot, exc)
                 continue
             failed_starts = 0
-            self.restarts += 1
 
     async def _stop(self, proc: asyncio.subprocess.Process) -> None:
         if proc.returncode is None:
