@@ -71,10 +71,13 @@ def holds_address(address: IPv4Address) -> bool:
     request = _RTMSG.pack(socket.AF_INET, 32, 0, 0, 0, 0, 0, 0, 0) + \
         _RTATTR.pack(_RTATTR.size + 4, _RTA_DST) + address.packed
     header = _NLMSGHDR.pack(_NLMSGHDR.size + len(request), _RTM_GETROUTE, _NLM_F_REQUEST, 1, 0)
-    with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE) as sock:
-        sock.settimeout(1.0)
-        sock.send(header + request)
-        reply = sock.recv(65536)
+    try:
+        with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE) as sock:
+            sock.settimeout(1.0)
+            sock.send(header + request)
+            reply = sock.recv(65536)
+    except OSError:  # not known to be held: never answer as another server
+        return False
     if len(reply) < _NLMSGHDR.size + _RTMSG.size:
         return False
     kind = _NLMSGHDR.unpack_from(reply)[1]
