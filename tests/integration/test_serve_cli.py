@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -99,17 +100,18 @@ def test_discover_adopt_reload_status_and_stop(serve: Serve) -> None:
     assert env.get("hostname") == "found01"
     assert env.get("boot_file") == "undionly.kpxe"
 
-    # The status API and `oneroot status` show the node's last stage.
-    doc = json.loads(serve.link.server.ns.run(
-        sys.executable, "-c",
-        "import urllib.request;print(urllib.request.urlopen("
-        "'http://10.88.0.1:8080/api/v1/status', timeout=5).read().decode())").stdout)
-    stages = {n["node"]: n["stage"] for n in doc["nodes"]}
-    assert stages["found01"] == "dhcp.ack"
+    # The status API and `oneroot status` show the node's last stage: both read the store,
+    # which serve writes a moment after the ACK (a batch writer), so each is waited for.
+    def served() -> str:
+        doc = json.loads(serve.link.server.ns.run(
+            sys.executable, "-c",
+            "import urllib.request;print(urllib.request.urlopen("
+            "'http://10.88.0.1:8080/api/v1/status', timeout=5).read().decode())").stdout)
+        return _stage_of("found01", doc)
 
-    def stored() -> str:  # serve writes its events a moment after the ACK (a batch writer)
-        status = json.loads(serve.oneroot("status", "--json").stdout)
-        return str({n["node"]: n["stage"] for n in status["nodes"]}["found01"])
+    def stored() -> str:
+        return _stage_of("found01", json.loads(serve.oneroot("status", "--json").stdout))
+    until(lambda: served() == "dhcp.ack", "found01's ACK in /api/v1/status", 60, served)
     until(lambda: stored() == "dhcp.ack", "found01's ACK in oneroot status", 60, stored)
 
     # SIGHUP reloads; SIGTERM stops cleanly with exit status 0.
@@ -120,6 +122,11 @@ def test_discover_adopt_reload_status_and_stop(serve: Serve) -> None:
     assert serve.proc.wait(60) == 0
     assert "serve.stopped" in serve.log.read_text()
     assert "Traceback" not in serve.log.read_text()
+
+
+def _stage_of(node: str, status: dict[str, Any]) -> str:
+    """`node`'s stage in a status document (`/api/v1/status`, `oneroot status --json`)."""
+    return str({n["node"]: n["stage"] for n in status["nodes"]}.get(node))
 
 
 def test_unknown_machine_gets_nothing_without_discovery(serve: Serve) -> None:

@@ -25,8 +25,8 @@ log = logging.getLogger(__name__)
 
 RETRY_SECONDS = 1.0
 # How long a burst of events gathers before its one write (a transaction, in a worker thread).
-# Readers of the store (the status API, `oneroot status`) lag by as much: 0.25 s made a test
-# that reads the status API right after a DHCP exchange fail (test_serve_cli), so it stays.
+# Readers of the store (the status API, `oneroot status`) lag by as much, and more on a loaded
+# machine: a reader that needs an event it just caused waits for it (test_serve_cli).
 BATCH_SECONDS = 0.05
 # DHCP replies to a client no node owns (a pool address) are not kept: nothing reads them back
 # (status, timelines, boot work and pins follow nodes; the client itself is in the lease store,
