@@ -17,9 +17,13 @@ import pytest
 
 from oneroot.errors import ConfigError
 from oneroot.ops.layerfs import (
+    EXT4,
+    SYS_FS,
     ensure_layer_fs,
+    held_loop_device,
     is_layer_fs,
     layer_image,
+    mount_device,
     release_layer_fs,
     unmount_layer_fs,
 )
@@ -69,13 +73,8 @@ def test_a_copy_of_the_mount_elsewhere_keeps_one_superblock(systems: Path) -> No
     through the first was unseen by the second, and the image would be corrupted)."""
     root = systems / "node04"
     assert ensure_layer_fs(root, size=1 << 30)
-    other = subprocess.Popen(["unshare", "-m", "--propagation", "private", "sleep", "300"])
+    other = _copy_holder(root)
     try:
-        mountinfo = Path(f"/proc/{other.pid}/mountinfo")
-        until(lambda: os.stat(f"/proc/{other.pid}/ns/mnt").st_ino
-              != os.stat("/proc/self/ns/mnt").st_ino and f" {root} " in mountinfo.read_text(),
-              "a copy of the layer's mount in another namespace", 60,
-              lambda: mountinfo.read_text())
         (root / "upper").mkdir()
         (root / "upper/kept").write_text("kept\n")
         assert unmount_layer_fs(root) and not (root / "upper").exists()
@@ -87,6 +86,43 @@ def test_a_copy_of_the_mount_elsewhere_keeps_one_superblock(systems: Path) -> No
     finally:
         other.kill()
         other.wait()
+
+
+def test_a_copy_that_goes_away_while_we_mount_does_not_take_the_device_along(
+        systems: Path) -> None:
+    """The copy's process exits between the choice of its device and our mount (a job on a
+    shared machine; test_image_fs failed so under a loop of `unshare -m`): its superblock
+    was the device's last user, and the device, autoclear since `losetup -d`, was detached
+    with it ("can't read superblock"). The chosen device is held until the mount."""
+    root = systems / "node05"
+    assert ensure_layer_fs(root, size=1 << 30)
+    (root / "upper").mkdir()
+    (root / "upper/kept").write_text("kept\n")
+    other = _copy_holder(root)
+    try:
+        assert unmount_layer_fs(root)
+        with held_loop_device(layer_image(root), []) as device:
+            other.kill()
+            other.wait()
+            live = SYS_FS / "ext4" / os.path.basename(device)
+            until(lambda: not live.exists(), "the copy's superblock gone", 60,
+                  lambda: f"{live} exists")
+            mount_device(device, root, EXT4)
+    finally:
+        other.kill()
+        other.wait()
+    assert is_layer_fs(root) and (root / "upper/kept").read_text() == "kept\n"
+
+
+def _copy_holder(root: Path) -> subprocess.Popen[bytes]:
+    """A process in a mount namespace of its own that holds a copy of the mount at `root`."""
+    other = subprocess.Popen(["unshare", "-m", "--propagation", "private", "sleep", "300"])
+    mountinfo = Path(f"/proc/{other.pid}/mountinfo")
+    until(lambda: os.stat(f"/proc/{other.pid}/ns/mnt").st_ino
+          != os.stat("/proc/self/ns/mnt").st_ino and f" {root} " in mountinfo.read_text(),
+          "a copy of the layer's mount in another namespace", 60,
+          lambda: mountinfo.read_text())
+    return other
 
 
 def test_a_plain_layer_moves_into_its_image(systems: Path) -> None:

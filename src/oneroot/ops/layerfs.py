@@ -21,11 +21,13 @@ deletes its image (after `archive_node_dir` saved it).
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import logging
 import os
 import stat
 import subprocess
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -120,7 +122,7 @@ def _migrate(root: Path, image: Path, device: str, fmt: FsFormat) -> Path:
     beside the images) and its new name returned."""
     staging = image.with_name(f"{root.name}.migrating")
     staging.mkdir(mode=0o700, exist_ok=True)
-    _mount_device(device, staging, fmt)
+    mount_device(device, staging, fmt)
     try:
         run_tool("cp", "-a", "--sparse=always", f"{root}/.", f"{staging}/", timeout=3600)
         os.sync()
@@ -135,34 +137,62 @@ def _migrate(root: Path, image: Path, device: str, fmt: FsFormat) -> Path:
     return kept
 
 
-def _loop_device(image: Path, mounted: list[list[MountEntry]]) -> str:
-    """The loop device to mount `image` from: the one a mount in `mounted` (mount tables)
-    uses, or one whose filesystem is mounted in any other namespace, so that there is only
-    ever one superblock; else a new one (a device found by `losetup -j` alone may be one an
-    unmount is tearing down)."""
-    for entries in mounted:
-        for entry in entries:
-            if entry.source.startswith("/dev/loop") and backing_file(entry.source) == _real(image):
-                return entry.source
-    return _live_loop_device(image) or run_tool("losetup", "-f", "--show", str(image)).strip()
+def _hold(device: str, image: Path) -> int | None:
+    """An open descriptor of `device` if it is (still) a loop device of `image`, else None.
+    While it is open the kernel does not detach the device: a device `losetup -d` made
+    autoclear is detached at its last close, so without it the last superblock going away
+    (a copy in another namespace whose process exits) would take the device along between
+    our choice of it and our mount ("can't read superblock")."""
+    try:
+        fd = os.open(device, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:  # gone, or being torn down (ENXIO)
+        return None
+    if backing_file(device) == _real(image):
+        return fd
+    os.close(fd)
+    return None
 
 
-def _live_loop_device(image: Path) -> str | None:
-    """A loop device of `image` with a mounted filesystem, in whatever mount namespace: a
+@contextlib.contextmanager
+def held_loop_device(image: Path, mounted: list[list[MountEntry]]) -> Iterator[str]:
+    """The loop device to mount `image` from, held open (`_hold`) until the block ends: the
+    one a mount in `mounted` (mount tables) uses, or one whose filesystem is mounted in any
+    other namespace, so that there is only ever one superblock; else a new one (a device
+    found by `losetup -j` alone may be one an unmount is tearing down). A held device whose
+    superblock went away meanwhile is still bound to the image: mounting it makes the one
+    superblock again."""
+    in_tables = [entry.source for entries in mounted for entry in entries
+                 if entry.source.startswith("/dev/loop")
+                 and backing_file(entry.source) == _real(image)]
+    for device in [*in_tables, *_live_loop_devices(image)]:
+        fd = _hold(device, image)
+        if fd is None:
+            continue
+        try:
+            yield device
+        finally:
+            os.close(fd)
+        return
+    yield run_tool("losetup", "-f", "--show", str(image)).strip()
+
+
+def _live_loop_devices(image: Path) -> list[str]:
+    """The loop devices of `image` with a mounted filesystem, in whatever mount namespace: a
     process that unshared its mounts (a service with PrivateTmp, `ip netns exec`, `unshare
     -m`) keeps a copy of the layer's mount after ours is gone, and a second device would be
     a second superblock on one image: the files written through the first one unseen, the
     image corrupted. The kernel lists each mounted superblock in /sys/fs/TYPE/DEVICE."""
+    found = []
     for line in run_tool("losetup", "-j", str(image)).splitlines():
         device = line.split(":", 1)[0]
         name = os.path.basename(device)
         if device.startswith("/dev/loop") and any(
                 (SYS_FS / fstype / name).exists() for fstype in LIVE_SUPERBLOCK_TYPES):
-            return device
-    return None
+            found.append(device)
+    return found
 
 
-def _mount_device(device: str, at: Path, fmt: FsFormat, ns_pid: int | None = None) -> None:
+def mount_device(device: str, at: Path, fmt: FsFormat, ns_pid: int | None = None) -> None:
     """Mount the layer's loop device (one superblock however many namespaces mount it)."""
     argv = ["mount", "-t", fmt.fstype, "-o", fmt.options, device, str(at)]
     if ns_pid is not None:
@@ -227,21 +257,23 @@ def ensure_layer_fs(root: Path, *, size: int = DEFAULT_LAYER_SIZE, parent_mode: 
         if not root.parent.exists():
             root.parent.mkdir(mode=parent_mode, parents=True)
         created = _make_image(image, size, fmt)
-        device = _loop_device(image, tables)
-        if not os.path.lexists(root):
-            root.mkdir(mode=0o755)
-        elif created and _has_content(root):
-            kept = _migrate(root, image, device, fmt)
-            log.warning("layerfs.migrated dir=%s image=%s kept=%s hint=%s", root, image, kept,
-                        "delete the kept copy once the node boots from its own filesystem")
-        _mount_device(device, root, fmt)
-        run_tool("losetup", "-d", device)  # busy: detached when the last mount goes
+        with held_loop_device(image, tables) as device:
+            if not os.path.lexists(root):
+                root.mkdir(mode=0o755)
+            elif created and _has_content(root):
+                kept = _migrate(root, image, device, fmt)
+                log.warning("layerfs.migrated dir=%s image=%s kept=%s hint=%s", root, image,
+                            kept, "delete the kept copy once the node boots from its own "
+                                  "filesystem")
+            mount_device(device, root, fmt)
+            run_tool("losetup", "-d", device)  # busy: detached when the last mount goes
         os.chmod(root, 0o755)
         log.info("layerfs.mounted dir=%s image=%s", root, image)
         changed = True
     theirs = read_mounts(Path(f"/proc/{ns_pid}/mountinfo")) if ns_pid is not None else None
     if theirs is not None and not _from_image(theirs, root, image):
-        _mount_device(_loop_device(image, [read_mounts()]), root, fmt, ns_pid)
+        with held_loop_device(image, [read_mounts()]) as device:
+            mount_device(device, root, fmt, ns_pid)
         log.info("layerfs.mounted dir=%s image=%s ns_pid=%s", root, image, ns_pid)
         changed = True
     return changed
