@@ -4,7 +4,11 @@ in dry-run mode (`oneroot.testing.initsh`): a missing one fails the stage, not t
 
 from __future__ import annotations
 
+import os
+import re
+import shutil
 import struct
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -109,6 +113,93 @@ def test_init_whose_interpreter_is_missing_fails_the_stage(node: Path, bbdir: Pa
 def test_init_whose_interpreters_are_there_switches_root(node: Path, bbdir: Path,
                                                          change: str) -> None:
     _interpreters(node / "sysroot", change)
+    r = run_init(node, bbdir, "root=10.0.0.1:/srv/img:ro;tmpfs")
+    assert r.returncode == 0, r.stderr
+    assert commands(r.stdout)[-1] == "exec switch_root @/sysroot /sbin/init"
+
+
+# -- the shared libraries init's loader loads (DT_NEEDED) -----------------------------------
+
+LOADER_SAYS = {
+    "glibc": ("/sbin/init: error while loading shared libraries: libc.so.6: cannot open shared "
+              "object file: No such file or directory",
+              "libc.so.6: cannot open shared object file: No such file or directory"),
+    "ldd": ("\tlinux-vdso.so.1 (0x00007ffd)\n\tlibfoo.so.1 => not found\n"
+            "\tlibc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x7f00)", "libfoo.so.1: not found"),
+    "musl": ("Error loading shared library libfoo.so.1: No such file or directory (needed by "
+             "/sbin/init)", "libfoo.so.1: No such file or directory (needed by /sbin/init)"),
+    "all_found": ("\tlibc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x7f00)\n"
+                  "\t/lib64/ld-linux-x86-64.so.2 (0x7f01)", ""),
+    "cannot_run": ("chroot: can't execute '/lib64/ld-linux-x86-64.so.2': Exec format error", ""),
+    "nothing": ("", ""),
+}
+
+
+@pytest.mark.parametrize(("text", "says"), LOADER_SAYS.values(), ids=LOADER_SAYS.keys())
+def test_what_a_loader_says_about_a_missing_library_is_read(node: Path, bbdir: Path, text: str,
+                                                            says: str) -> None:
+    (node / "said").write_text(text)
+    r = sh(node, bbdir, f'switchroot_missing_library "$(cat {node / "said"})"')
+    assert (r.returncode, r.stdout.strip()) == (1 if says else 0, says), r.stderr
+
+
+def _real_init(sysroot: Path, change: str) -> None:
+    """The fixture's systemd becomes this host's /bin/true (or a script run by it), with this
+    host's loader at its PT_INTERP path; `change` says what becomes of its C library."""
+    true = Path("/bin/true")
+    loader = read_elf(true).interpreter
+    assert loader is not None
+    systemd = sysroot / "usr/lib/systemd/systemd"
+    prog = sysroot / "usr/bin/bash" if change.startswith("script") else systemd
+    prog.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy(true, prog)
+    if prog != systemd:
+        systemd.write_bytes(b"#!/usr/bin/bash\nexec /usr/lib/systemd/real\n")
+    (sysroot / loader.lstrip("/")).parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy(os.path.realpath(loader), sysroot / loader.lstrip("/"))
+    listed = subprocess.run(["ldd", str(true)], capture_output=True, text=True, check=True)
+    for name, path in re.findall(r"^\s*(\S+) => (/\S+)", listed.stdout, re.M):
+        lib = sysroot / path.lstrip("/")
+        lib.parent.mkdir(parents=True, exist_ok=True)
+        if change.endswith("broken"):
+            lib.write_text("not a library\n")
+        elif not change.endswith("missing"):
+            shutil.copy(os.path.realpath(path), lib)
+        assert name == "libc.so.6"  # /bin/true needs nothing else
+
+
+ROOT = pytest.mark.skipif(os.geteuid() != 0, reason="the image's loader runs under chroot")
+BY = "the root's init /sbin/init leads to /usr/lib/systemd/systemd, whose "
+LOADS = f"ELF interpreter {LD_SO}, which cannot load a shared library of"
+
+
+@ROOT
+@pytest.mark.parametrize(("change", "why"), [
+    ("libc_missing", f"{BY}{LOADS} /usr/lib/systemd/systemd: libc.so.6: cannot open shared "
+                     "object file: No such file or directory"),
+    ("libc_broken", f"{BY}{LOADS} /usr/lib/systemd/systemd: /"),  # its path: file too short
+    ("script_libc_missing", f"{BY}#! interpreter /usr/bin/bash, whose {LOADS} /usr/bin/bash: "
+                            "libc.so.6: cannot open shared object file"),
+])
+def test_init_whose_libraries_are_missing_fails_the_stage(node: Path, bbdir: Path, change: str,
+                                                          why: str) -> None:
+    """With the loader in place and libc missing, init exited 127 after switch_root and the
+    kernel panicked ("Attempted to kill init"); the image's loader names the library now."""
+    _real_init(node / "sysroot", change)
+    r = run_init(node, bbdir, f"root=10.0.0.1:/srv/img:ro;tmpfs {STATUS}")
+    assert r.returncode == 1, r.stderr
+    assert f"oneroot: stage switch_root failed: {why}" in r.stderr, r.stderr
+    [failed] = [line for line in r.stderr.splitlines() if "stage switch_root failed" in line]
+    assert "libc.so.6" in failed and "the image lacks that library" in r.stderr
+    assert not [c for c in commands(r.stdout) if "switch_root @" in c]
+    assert "stage=failed&status=failed&message=switch_root" in commands(r.stdout)[-1]
+
+
+@ROOT
+@pytest.mark.parametrize("change", ["elf", "script"])
+def test_init_whose_libraries_are_there_switches_root(node: Path, bbdir: Path,
+                                                      change: str) -> None:
+    _real_init(node / "sysroot", change)
     r = run_init(node, bbdir, "root=10.0.0.1:/srv/img:ro;tmpfs")
     assert r.returncode == 0, r.stderr
     assert commands(r.stdout)[-1] == "exec switch_root @/sysroot /sbin/init"

@@ -18,7 +18,11 @@
 # The kernel then loads init's interpreter from the new root as well: the ELF program
 # interpreter (PT_INTERP, e.g. /lib64/ld-linux-x86-64.so.2) or a script's `#!` program. A
 # missing one is the same panic, so each is followed the same way (at most 4 `#!` levels, as
-# the kernel; an ELF interpreter's own PT_INTERP is never used).
+# the kernel; an ELF interpreter's own PT_INTERP is never used). Last, the shared libraries
+# the loader then loads (DT_NEEDED, e.g. libc.so.6): a missing one makes init exit 127 and
+# the kernel panic as well. Those are asked of the image's own loader, not read here: it
+# alone knows its search (ld.so.cache, RUNPATH, $ORIGIN, hwcaps, the libraries' own needs),
+# and a search redone in sh that missed a directory would stop a node that boots fine.
 
 # switchroot_resolve PATH: follow the absolute PATH inside $ONEROOT_NEWROOT, links included
 # (at most 40, as the kernel). Prints the path it leads to (inside the root) and returns 0, or
@@ -129,14 +133,46 @@ switchroot_interp() {
 	done
 }
 
+# switchroot_libraries LOADER PROG: the shared libraries PROG needs (DT_NEEDED, and theirs)
+# as the image's LOADER finds them, run in the new root with --list (glibc's and musl's
+# loaders know it: they map the libraries and run none of their code; the image's init runs
+# next anyway). Prints the loader's reason for a library it cannot load and returns 1.
+# Whatever else happens (no chroot, a loader that cannot run here or knows no --list) is not
+# a verdict on the libraries: 0, and the boot goes on as before.
+switchroot_libraries() {
+	switchroot_missing_library "$(LD_LIBRARY_PATH='' LD_PRELOAD='' chroot "$ONEROOT_NEWROOT" "$1" --list "$2" 2>&1)"
+}
+
+# switchroot_missing_library TEXT: the first library a loader's TEXT says it cannot load,
+# with its reason ("libc.so.6: cannot open shared object file: ..."); returns 1 if there is one.
+switchroot_missing_library() {
+	while IFS= read -r _sl_line; do
+		case $_sl_line in
+		*'error while loading shared libraries: '*) # glibc
+			echo "${_sl_line#*error while loading shared libraries: }" ;;
+		*' => not found') # glibc, as ldd prints it
+			_sl_line=${_sl_line%% => not found}
+			echo "${_sl_line#"${_sl_line%%[! 	]*}"}: not found" ;;
+		'Error loading shared library '*) echo "${_sl_line#Error loading shared library }" ;; # musl
+		*) continue ;;
+		esac
+		return 1
+	done <<EOF
+$1
+EOF
+	return 0
+}
+
 # switchroot_check_interpreters SAID PATH: what the kernel loads to run PATH (resolved, inside
 # the new root) leads to an executable file, through `#!` programs (at most 4 levels) to an ELF
-# interpreter. Prints why not (SAID starts the sentence) and returns 1.
+# interpreter, which finds the shared libraries of the program it loads. Prints why not (SAID
+# starts the sentence) and returns 1 (an interpreter) or 2 (a library).
 switchroot_check_interpreters() {
 	_sx_said=$1
 	_sx_path=$2
 	_sx_depth=0
 	while _sx_next=$(switchroot_interp "$ONEROOT_NEWROOT$_sx_path") && [ -n "$_sx_next" ]; do
+		_sx_prog=$_sx_path
 		[ "$_sx_depth" -lt 4 ] || return 0 # the kernel refuses deeper (ELOOP), not a panic here
 		_sx_depth=$((_sx_depth + 1))
 		_sx_kind=${_sx_next%% *}
@@ -154,7 +190,12 @@ switchroot_check_interpreters() {
 			echo "$_sx_said, which is not an executable file"
 			return 1
 		fi
-		[ "$_sx_kind" != elf ] || return 0 # the kernel never reads the loader's own PT_INTERP
+		[ "$_sx_kind" = elf ] || continue
+		if ! _sx_why=$(switchroot_libraries "$_sx_interp" "$_sx_prog"); then
+			echo "$_sx_said, which cannot load a shared library of $_sx_prog: $_sx_why"
+			return 2
+		fi
+		return 0 # the kernel never reads the loader's own PT_INTERP
 	done
 	return 0
 }
@@ -174,11 +215,20 @@ switchroot_check_init() {
 	fi
 	_sc_said="the root's init $ONEROOT_INIT"
 	[ "$_sc_init" = "$ONEROOT_INIT" ] || _sc_said="$_sc_said leads to $_sc_init"
-	if ! _sc_why=$(switchroot_check_interpreters "$_sc_said" "$_sc_init"); then
+	_sc_why=$(switchroot_check_interpreters "$_sc_said" "$_sc_init")
+	case $? in
+	0) ;;
+	2)
+		oneroot_fail "$_sc_why" \
+			"the image lacks that library (install its package in the image; libc.so.6 is libc6), or a link such as /lib -> usr/lib was replaced by a directory: look for it in the image and in the node's layers on the server, or give init=PATH"
+		return 1
+		;;
+	*)
 		oneroot_fail "$_sc_why" \
 			"the image lacks that program (for the ELF interpreter: its C library, libc6), or a link such as /lib64 -> usr/lib64 was replaced by a directory: look at that path in the image and in the node's layers on the server, or give init=PATH"
 		return 1
-	fi
+		;;
+	esac
 	for _sc_dir in dev proc sys run; do
 		if [ ! -d "$ONEROOT_NEWROOT/$_sc_dir" ]; then
 			oneroot_fail "the root has no /$_sc_dir to mount on" \
