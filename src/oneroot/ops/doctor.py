@@ -29,6 +29,8 @@ from oneroot.ops.bootfiles import BOOT_BINARIES
 from oneroot.ops.inventory import detect_init_system
 
 _ELF_READ = 1 << 16  # bytes of init read for its program headers (PT_INTERP is near the top)
+_SCRIPT_LINE = 256  # bytes of a `#!` line the kernel reads (BINPRM_BUF_SIZE)
+_SCRIPT_LEVELS = 4  # `#!` programs run by `#!` programs the kernel follows
 
 
 class Level(enum.StrEnum):
@@ -332,27 +334,52 @@ def init_problem(root: Path) -> str | None:
     """Why the image at `root` cannot start its `/sbin/init`, or None. Its links are followed
     inside the image, as the node's kernel follows them after switch_root (an absolute
     `/sbin -> /usr/sbin` or `/lib -> /usr/lib` names the image's, never this server's); then
-    init's ELF interpreter (PT_INTERP) the same way."""
+    what the kernel loads to run it the same way: a script's `#!` program (at most
+    `_SCRIPT_LEVELS` of them, as the kernel) and an ELF interpreter (PT_INTERP)."""
     try:
         init = resolve_inside(root, "sbin/init")
     except (InvalidValue, OSError):  # a loop; a file used as a directory
         return "/sbin/init does not resolve inside the image"
     if not init.is_file():
         return "/sbin/init is missing"
+    said, program = "/sbin/init", init
+    for _ in range(_SCRIPT_LEVELS + 1):
+        found = _interpreter_of(program)
+        if found is None:
+            return None
+        kind, name = found
+        said = f"{said} needs the {kind} interpreter {name}"
+        try:
+            program = resolve_inside(root, name)
+        except (InvalidValue, OSError):
+            program = root / "missing"
+        if not program.is_file():
+            return f"{said}, which is missing"
+        if not program.stat().st_mode & 0o111:
+            return f"{said}, which is not executable"
+        if kind == "ELF":
+            return None  # the kernel never reads the loader's own PT_INTERP
+        said += ", which"
+    return None  # deeper: the kernel refuses it (ELOOP) and says so itself
+
+
+def _interpreter_of(program: Path) -> tuple[str, str] | None:
+    """What the kernel loads to run `program`: ("#!", the first word of its `#!` line, in the
+    first 256 bytes as the kernel reads it) or ("ELF", its PT_INTERP); None for a static ELF
+    or what neither reads (the kernel decides about those)."""
     try:
-        with init.open("rb") as f:
-            interpreter = parse_elf(f.read(_ELF_READ)).interpreter
-    except (OSError, BuildError):  # a script, or not an ELF we can read: the kernel decides
+        with program.open("rb") as f:
+            head = f.read(_ELF_READ)
+    except OSError:
         return None
-    if interpreter is None:
-        return None
+    if head.startswith(b"#!"):
+        words = head[2:_SCRIPT_LINE].split(b"\n", 1)[0].split()
+        return ("#!", words[0].decode(errors="replace")) if words else None
     try:
-        loader = resolve_inside(root, interpreter)
-    except (InvalidValue, OSError):
-        loader = root / "missing"
-    if not loader.is_file():
-        return f"/sbin/init needs the ELF interpreter {interpreter}, which is missing"
-    return None
+        interpreter = parse_elf(head).interpreter
+    except BuildError:  # not an ELF we can read
+        return None
+    return ("ELF", interpreter) if interpreter is not None else None
 
 
 def node_kernels(cluster: ResolvedCluster, host: Host) -> dict[str, str]:

@@ -276,5 +276,33 @@ def test_init_needs_its_elf_interpreter_in_the_image(tmp_path: Path) -> None:
     with_it = _image(tmp_path / "b", links,
                      {**files, "usr/lib64/ld-linux-x86-64.so.2": b"\x7fELF"})
     assert _init_says(with_it) == []
-    script = _image(tmp_path / "c", {}, {"sbin/init": b"#!/bin/sh\n", "lib/systemd/systemd": b""})
-    assert _init_says(script) == []  # not ELF: the kernel decides
+    static = _image(tmp_path / "c", {}, {"sbin/init": b"\x7fELF not one we can read",
+                                        "lib/systemd/systemd": b""})
+    assert _init_says(static) == []  # the kernel decides
+
+
+def test_a_script_init_needs_its_programs_in_the_image(tmp_path: Path) -> None:
+    """A script's `#!` program is what the kernel runs (and that program's own interpreter):
+    doctor read only ELF init's PT_INTERP and called an image whose init's shell is missing
+    good (the node then panics: "can't execute '/sbin/init'")."""
+    bash = Path("/bin/true").read_bytes()  # PT_INTERP /lib64/ld-linux-x86-64.so.2
+    files = {"sbin/init": b"#!  /usr/bin/bash -e\nexec /lib/systemd/systemd\n",
+             "lib/systemd/systemd": b""}
+    assert _init_says(_image(tmp_path / "a", {}, files)) == [
+        "/sbin/init needs the #! interpreter /usr/bin/bash, which is missing: nodes cannot start"]
+    no_loader = _image(tmp_path / "b", {"usr/bin/bash": "/bin/bash5"},
+                       {**files, "bin/bash5": bash})
+    assert _init_says(no_loader) == [
+        "/sbin/init needs the #! interpreter /usr/bin/bash, which needs the ELF interpreter "
+        "/lib64/ld-linux-x86-64.so.2, which is missing: nodes cannot start"]
+    loader = {"lib64/ld-linux-x86-64.so.2": b"\x7fELF"}
+    assert _init_says(_image(tmp_path / "c", {}, {**files, **loader, "usr/bin/bash": bash})) == []
+    chain = {"sbin/init": b"#!/usr/bin/a\n", "usr/bin/a": b"#!/usr/bin/b\n",
+             "usr/bin/b": b"#!/bin/sh\n", "lib/systemd/systemd": b""}
+    assert _init_says(_image(tmp_path / "d", {}, chain)) == [
+        "/sbin/init needs the #! interpreter /usr/bin/a, which needs the #! interpreter "
+        "/usr/bin/b, which needs the #! interpreter /bin/sh, which is missing: nodes cannot start"]
+    not_x = _image(tmp_path / "e", {}, {**files, **loader, "usr/bin/bash": bash})
+    (not_x / "usr/bin/bash").chmod(0o644)
+    assert _init_says(not_x) == ["/sbin/init needs the #! interpreter /usr/bin/bash, which is "
+                                 "not executable: nodes cannot start"]
