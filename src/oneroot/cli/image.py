@@ -20,6 +20,8 @@ from oneroot.nfs.viewpolicy import VISIBLE
 from oneroot.ops import inventory as inv_ops
 from oneroot.ops.image_build import exec_new_version
 from oneroot.ops.image_exec import exec_in_image
+from oneroot.ops.image_secrets import HINT as SECRETS_HINT
+from oneroot.ops.image_secrets import unmasked_secrets
 from oneroot.ops.image_versions import find_image
 from oneroot.ops.images import LAB_MODULES, create_image, use_image
 from oneroot.ops.views import view_report
@@ -47,10 +49,17 @@ def image_use(state: State, root: Path, name: str, init_system: str | None,
         with state.store() as store:
             show_changes(inv_ops.put_image(store, name, root, InitSystem(init_system),
                                            expose=exposed))
-        return
-    with state.store() as store:
-        result = use_image(store, root, name=name, expose=exposed)
-    console.print(f"image {result.name}: {result.root} ({result.init_system})")
+    else:
+        with state.store() as store:
+            result = use_image(store, root, name=name, expose=exposed)
+        console.print(f"image {result.name}: {result.root} ({result.init_system})")
+    inv = state.load()
+    secrets = unmasked_secrets(inv.images[name], inv.settings)
+    if secrets:
+        click.echo(f"warning: image {name} ({inv.images[name].root}) holds what the masked "
+                   f"view of a live root hides, and nodes read it as it is: "
+                   f"{'; '.join(secrets)}", err=True)
+        click.echo("hint: " + SECRETS_HINT.replace("NAME", name), err=True)
 
 
 @image.command("show")

@@ -20,12 +20,14 @@ from pathlib import Path, PurePosixPath
 from oneroot.errors import BuildError, InvalidValue, OnerootError
 from oneroot.fsutil.inside import resolve_inside
 from oneroot.initramfs.busybox import parse_elf
-from oneroot.model.cluster import DhcpMode, Image, NfsServerKind
+from oneroot.model.cluster import DhcpMode, Image, NfsServerKind, Settings
 from oneroot.model.inventory import Inventory, validate
 from oneroot.model.paths import Paths
 from oneroot.model.resolved import ResolvedCluster, resolve_cluster
 from oneroot.nfs.knfsd import default_nfs_server, kernel_has_nfsd
 from oneroot.ops.bootfiles import BOOT_BINARIES
+from oneroot.ops.image_secrets import HINT as SECRETS_HINT
+from oneroot.ops.image_secrets import copied_secrets, read_as_it_is
 from oneroot.ops.inventory import detect_init_system
 
 _ELF_READ = 1 << 16  # bytes of init read for its program headers (PT_INTERP is near the top)
@@ -402,14 +404,14 @@ def check_images(cluster: ResolvedCluster, host: Host) -> Iterator[Finding]:
     kernels = node_kernels(cluster, host)
     for image in sorted(cluster.images.values(), key=lambda i: i.name):
         for f in _check_image(image.at(None) if image.versions else image, host,
-                              kernels=kernels):
+                              kernels=kernels, settings=cluster.settings):
             if f.level is Level.ERROR and image.name not in used:
                 f = warning(f.check, f"{f.message} (no node boots this image)", f.fix)
             yield f
 
 
-def _check_image(image: Image, host: Host, *, kernels: dict[str, str]
-                 ) -> Iterator[Finding]:
+def _check_image(image: Image, host: Host, *, kernels: dict[str, str],
+                 settings: Settings | None = None) -> Iterator[Finding]:
     check = f"image:{image.name}"
     root = host.path(str(image.root))
     if not root.is_dir():
@@ -417,6 +419,11 @@ def _check_image(image: Image, host: Host, *, kernels: dict[str, str]
                     f"`oneroot image create {image.name}`, or `oneroot image use DIR "
                     f"--name {image.name}`")
         return
+    secrets = copied_secrets(root) if settings and read_as_it_is(image, settings) else ()
+    if secrets:
+        yield warning(check, f"{image.root} holds what the masked view of a live root hides, "
+                             f"and nodes read it as it is: {'; '.join(secrets)}",
+                      SECRETS_HINT.replace("NAME", image.name))
     problem = init_problem(root)
     if problem is not None:
         yield error(check, f"{image.root}: {problem}: nodes cannot start",

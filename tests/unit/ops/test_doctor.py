@@ -11,7 +11,7 @@ from pathlib import Path, PurePosixPath
 import pytest
 
 from oneroot.cli.main import main
-from oneroot.model.cluster import Image, InitSystem, NfsServerKind
+from oneroot.model.cluster import Image, InitSystem, NfsServerKind, Settings
 from oneroot.model.inventory import Inventory
 from oneroot.model.paths import Paths
 from oneroot.model.resolved import resolve_cluster
@@ -306,3 +306,21 @@ def test_a_script_init_needs_its_programs_in_the_image(tmp_path: Path) -> None:
     (not_x / "usr/bin/bash").chmod(0o644)
     assert _init_says(not_x) == ["/sbin/init needs the #! interpreter /usr/bin/bash, which is "
                                  "not executable: nodes cannot start"]
+
+
+def test_an_image_copied_from_a_live_root_is_reported(tmp_path: Path) -> None:
+    """Nodes read a copy of a server's disk as it is (no masked view): doctor warns of the
+    server's password hashes and keys in it; the same files under a live root do not count."""
+    root = _image(tmp_path, {"sbin/init": "/lib/systemd/systemd"},
+                  {"lib/systemd/systemd": b"", "etc/shadow": b"root:$6$s$h:1::::::\n",
+                   "root/.ssh/id_ed25519": b"private"})
+    image = Image(name="rootcopy", root=PurePosixPath(root), init_system=InitSystem.SYSTEMD)
+    [found] = [f for f in doctor._check_image(image, Host(), kernels={}, settings=Settings())
+               if "masked view" in f.message]
+    assert found.level is Level.WARNING and found.message == (
+        f"{root} holds what the masked view of a live root hides, and nodes read it as it is: "
+        "etc/shadow has password hashes: root; SSH user keys: root/.ssh")
+    assert "`oneroot image exec rootcopy -- rm" in found.fix
+    view = Settings(state_dir=PurePosixPath(root / "var/state/systems"))
+    assert not [f for f in doctor._check_image(image, Host(), kernels={}, settings=view)
+                if "masked view" in f.message]
