@@ -7,20 +7,24 @@ stand-in `exportfs` records its calls: no nfsd is started or touched. Needs root
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
 
+from oneroot.errors import ExternalToolError
 from oneroot.model import NfsServerKind
 from oneroot.model.inventory import Inventory
 from oneroot.model.paths import Paths
-from oneroot.model.resolved import resolve_cluster
+from oneroot.model.resolved import ResolvedCluster, resolve_cluster
+from oneroot.nfs import server_union
 from oneroot.nfs.server_union import mounted_unions
 from oneroot.nfs.view import read_mounts
 from oneroot.ops.exportids import load_export_ids
 from oneroot.ops.nfs_serving import ExportTarget, apply_nfs, remount_union_for_boot
 from oneroot.testing.inventory import LOOPBACK as LOCAL
 from oneroot.testing.inventory import loopback_settings, make_inventory, make_node
+from oneroot.testing.wait import until
 
 pytestmark = [
     pytest.mark.integration,
@@ -45,18 +49,26 @@ def _options(exports: Path) -> dict[str, str]:
     return out
 
 
-def test_overlay_exports_carry_their_export_id_as_fsid(base: Path) -> None:
+def _stand_in(base: Path) -> ExportTarget:
+    """An image, and an `exportfs` that records its calls in `base/calls`."""
     (base / "image" / "etc").mkdir(parents=True)
     (base / "image" / "etc" / "motd").write_text("image\n")
+    exportfs = base / "exportfs"
+    exportfs.write_text(f'#!/bin/sh\necho "$*" >> {base / "calls"}\n')
+    exportfs.chmod(0o755)
+    return ExportTarget(exportfs=str(exportfs), exports_file=base / "exports.d/oneroot.exports")
+
+
+def test_overlay_exports_carry_their_export_id_as_fsid(base: Path) -> None:
     paths = Paths(home=base / "home")
     calls = base / "calls"
-    exportfs = base / "exportfs"
-    exportfs.write_text(f'#!/bin/sh\necho "$*" >> {calls}\n')
-    exportfs.chmod(0o755)
-    exports = base / "exports.d" / "oneroot.exports"
+    target = _stand_in(base)
+    exports = target.exports_file
+    assert exports is not None
     inv = _inventory(base)
 
-    result = apply_nfs(resolve_cluster(inv), paths, exportfs=str(exportfs), exports_file=exports)
+    result = apply_nfs(resolve_cluster(inv), paths, exportfs=target.exportfs,
+                       exports_file=exports)
     assert result.applied == "exportfs -ra"
     merged = base / "systems" / "node01" / "merged"
     assert sorted(mounted_unions(base / "systems")) == ["node01"]
@@ -71,9 +83,49 @@ def test_overlay_exports_carry_their_export_id_as_fsid(base: Path) -> None:
     assert all("fsid=" in options[p] for p in options if p in overlays)
 
     # The remount around a boot unexports, remounts and exports again: the same fsid.
-    target = ExportTarget(exportfs=str(exportfs), exports_file=exports)
     text = exports.read_text()
     assert remount_union_for_boot(resolve_cluster(inv), paths, "node01", target)
     assert exports.read_text() == text
     assert calls.read_text().splitlines() == ["-ra"] * 3
     assert load_export_ids(paths) == ids
+
+
+def test_a_remount_that_gives_up_names_the_process_holding_the_union(
+        base: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A process that made a private mount namespace while the union was mounted (another
+    job's `unshare -m` or `ip netns exec` on a shared machine) keeps its upper dir in use
+    after our unmount; the remount waits `BUSY_TIMEOUT` for it (test_server_union_nfs), then
+    gives up. It failed so once under load ("already mounted or mount point busy") with no
+    word of who held it: the error names the process now. Once it is gone, apply mounts and
+    exports the union again."""
+    paths = Paths(home=base / "home")
+    target = _stand_in(base)
+    cluster = resolve_cluster(_inventory(base))
+    apply_nfs(cluster, paths, exportfs=target.exportfs, exports_file=target.exports_file)
+    merged = base / "systems" / "node01" / "merged"
+    holder = subprocess.Popen(["unshare", "-m", "--propagation", "private", "sleep", "120"])
+    try:
+        mountinfo = Path(f"/proc/{holder.pid}/mountinfo")
+        until(lambda: f" {merged} " in mountinfo.read_text(), "the namespace's copy of the "
+              "union", 60, mountinfo.read_text)
+        monkeypatch.setattr(server_union, "BUSY_TIMEOUT", 1.0)
+        with pytest.raises(ExternalToolError, match="busy") as refused:
+            remount_union_for_boot(cluster, paths, "node01", target)
+        assert f"mount namespace of process {holder.pid} (sleep)" in (refused.value.hint or "")
+        assert "node01" not in mounted_unions(base / "systems")  # and not exported meanwhile
+        assert str(merged) not in target.exports_file.read_text()
+    finally:
+        holder.kill()
+        holder.wait()
+    until(lambda: _remounted(cluster, paths, target), "the union mounted again", 60,
+          lambda: str(mounted_unions(base / "systems")))
+    assert str(merged) in target.exports_file.read_text()
+
+
+def _remounted(cluster: ResolvedCluster, paths: Paths, target: ExportTarget) -> bool:
+    """`oneroot nfs apply` (the holder's superblock may take a moment to go)."""
+    try:
+        apply_nfs(cluster, paths, exportfs=target.exportfs, exports_file=target.exports_file)
+    except ExternalToolError:
+        return False
+    return True

@@ -319,20 +319,62 @@ def mount_union(spec: UnionSpec, *, ns_pid: int | None = None) -> UnionStatus:
             return again
         raise ExternalToolError(
             f"cannot mount node {spec.node}'s union at {spec.mountpoint}: "
-            f"{done.stderr.strip()}",
-            hint="see `dmesg | tail` for overlayfs's reason (a layer on an overlayfs, or an "
-                 "upper dir still used by another mount)")
+            f"{done.stderr.strip()}", hint=_mount_hint(spec, done.stderr, ns_pid))
     log.info("nfs.union.mounted node=%s at=%s layers=%d", spec.node, spec.mountpoint,
              len(spec.lowers))
     return UnionStatus(spec=spec, mounted=True, changed=True)
 
 
+def _mount_hint(spec: UnionSpec, stderr: str, ns_pid: int | None) -> str:
+    holders = union_holders(spec, ns_pid=ns_pid) if "busy" in stderr else []
+    if holders:
+        return (f"its last mount lives on in the mount namespace of process "
+                f"{', '.join(holders)}, made while the union was mounted (`unshare -m`, `ip "
+                "netns exec`, a service with mounts of its own, on a host whose / is not "
+                "shared): it keeps the upper dir in use until it exits; end it, then `oneroot "
+                "nfs apply`")
+    return ("see `dmesg | tail` for overlayfs's reason (a layer on an overlayfs, or an upper "
+            "dir still used by another mount)")
+
+
+def union_holders(spec: UnionSpec, *, ns_pid: int | None = None, limit: int = 3) -> list[str]:
+    """The processes (`PID (COMM)`, one per mount namespace, at most `limit`) of other mount
+    namespaces whose mount table still has the node's union: a copy made while it was
+    mounted keeps its upper dir in use, after our unmount, until that process exits."""
+    seen = {_ns_inode(str(ns_pid) if ns_pid is not None else "self")}
+    found: list[str] = []
+    for pid in sorted((p for p in os.listdir("/proc") if p.isdigit()), key=int):
+        ns = _ns_inode(pid)
+        if ns in seen:
+            continue
+        seen.add(ns)
+        try:
+            mounts = read_mounts(Path(f"/proc/{pid}/mountinfo"))
+            comm = Path(f"/proc/{pid}/comm").read_text().strip()
+        except OSError:  # gone meanwhile
+            continue
+        if any(m.mount_point == spec.mountpoint and m.source == spec.source for m in mounts):
+            found.append(f"{pid} ({comm})")
+            if len(found) == limit:
+                break
+    return found
+
+
+def _ns_inode(pid: str) -> int | None:
+    try:
+        return os.stat(f"/proc/{pid}/ns/mnt").st_ino
+    except OSError:
+        return None
+
+
 def _mount_overlay(spec: UnionSpec, fds: UnionFds, ns_pid: int | None, *,
-                   busy_timeout: float = BUSY_TIMEOUT) -> subprocess.CompletedProcess[str]:
+                   busy_timeout: float | None = None) -> subprocess.CompletedProcess[str]:
     """`mount -t overlay`, again while the upper dir is still in use: a union just unmounted
     lives on while a process that copied it into a mount namespace of its own (`unshare -m`,
-    `ip netns exec`) runs, and overlayfs refuses a second mount of the same upper (EBUSY)."""
-    deadline = time.monotonic() + busy_timeout
+    `ip netns exec`) runs, and overlayfs refuses a second mount of the same upper (EBUSY).
+    Up to `busy_timeout` (`BUSY_TIMEOUT`) seconds."""
+    timeout = BUSY_TIMEOUT if busy_timeout is None else busy_timeout
+    deadline = time.monotonic() + timeout
     retried = False
     while True:
         done = _run(["mount", "-t", "overlay", "-o", spec.mount_options(fds), spec.source,
@@ -342,8 +384,9 @@ def _mount_overlay(spec: UnionSpec, fds: UnionFds, ns_pid: int | None, *,
                 or union_at(spec, ns_mounts(ns_pid)) is not None):  # mounted by another
             return done
         if not retried:
-            log.info("nfs.union.upper_in_use node=%s retrying=%.0fs (a copy of the last "
-                     "mount in another mount namespace)", spec.node, busy_timeout)
+            log.info("nfs.union.upper_in_use node=%s retrying=%.0fs holders=%s (a copy of "
+                     "the last mount in another mount namespace)", spec.node, timeout,
+                     ",".join(union_holders(spec, ns_pid=ns_pid)) or "none found")
             retried = True
         time.sleep(0.2)
 
