@@ -22,6 +22,7 @@ from oneroot.nfs.server_union import mounted_unions
 from oneroot.nfs.view import read_mounts
 from oneroot.ops.exportids import load_export_ids
 from oneroot.ops.nfs_serving import ExportTarget, apply_nfs, remount_union_for_boot
+from oneroot.ops.server_union import node_union_spec
 from oneroot.testing.inventory import LOOPBACK as LOCAL
 from oneroot.testing.inventory import loopback_settings, make_inventory, make_node
 from oneroot.testing.wait import until
@@ -111,7 +112,11 @@ def test_a_remount_that_gives_up_names_the_process_holding_the_union(
         monkeypatch.setattr(server_union, "BUSY_TIMEOUT", 1.0)
         with pytest.raises(ExternalToolError, match="busy") as refused:
             remount_union_for_boot(cluster, paths, "node01", target)
-        assert f"mount namespace of process {holder.pid} (sleep)" in (refused.value.hint or "")
+        hint = refused.value.hint or ""
+        assert "its last mount lives on in the mount namespace of process " in hint
+        # the holder (unless more than 3 jobs on a shared machine copied the union too)
+        holders = server_union.union_holders(node_union_spec(cluster, "node01"), limit=100)
+        assert f"{holder.pid} (sleep)" in hint or len(holders) > 3, (hint, holders)
         assert "node01" not in mounted_unions(base / "systems")  # and not exported meanwhile
         assert str(merged) not in target.exports_file.read_text()
     finally:
