@@ -9,6 +9,7 @@ import re
 import shutil
 import struct
 import subprocess
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -101,18 +102,36 @@ def test_init_whose_interpreter_is_missing_fails_the_stage(node: Path, bbdir: Pa
     """The kernel loads PT_INTERP (or the #! program) from the new root after switch_root: a
     missing one panicked the node ("can't execute '/sbin/init'") with init itself in place."""
     _interpreters(node / "sysroot", change)
-    r = run_init(node, bbdir, f"root=10.0.0.1:/srv/img:ro;tmpfs {STATUS}")
-    assert r.returncode == 1
-    assert f"oneroot: stage switch_root failed: {why}\n" in r.stderr, r.stderr
-    assert "(for the ELF interpreter: its C library, libc6)" in r.stderr
-    assert not [c for c in commands(r.stdout) if "switch_root @" in c]
-    assert "stage=failed&status=failed&message=switch_root" in commands(r.stdout)[-1]
+    failed = _stage_fails(node, bbdir)
+    assert failed.line == f"oneroot: stage switch_root failed: {why}"
+    assert "(for the ELF interpreter: its C library, libc6)" in failed.fix
 
 
 @pytest.mark.parametrize("change", ["elf", "script"])
 def test_init_whose_interpreters_are_there_switches_root(node: Path, bbdir: Path,
                                                          change: str) -> None:
     _interpreters(node / "sysroot", change)
+    _switches_root(node, bbdir)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Failure:
+    line: str  # the stage's failure line on the console
+    fix: str  # the line after it
+
+
+def _stage_fails(node: Path, bbdir: Path) -> Failure:
+    """/init stops at the switch_root stage (reported, no switch_root run): its line."""
+    r = run_init(node, bbdir, f"root=10.0.0.1:/srv/img:ro;tmpfs {STATUS}")
+    assert r.returncode == 1, r.stderr
+    assert not [c for c in commands(r.stdout) if "switch_root @" in c]
+    assert "stage=failed&status=failed&message=switch_root" in commands(r.stdout)[-1]
+    lines = r.stderr.splitlines()
+    [at] = [i for i, line in enumerate(lines) if "stage switch_root failed" in line]
+    return Failure(line=lines[at], fix=lines[at + 1])
+
+
+def _switches_root(node: Path, bbdir: Path) -> None:
     r = run_init(node, bbdir, "root=10.0.0.1:/srv/img:ro;tmpfs")
     assert r.returncode == 0, r.stderr
     assert commands(r.stdout)[-1] == "exec switch_root @/sysroot /sbin/init"
@@ -186,13 +205,9 @@ def test_init_whose_libraries_are_missing_fails_the_stage(node: Path, bbdir: Pat
     """With the loader in place and libc missing, init exited 127 after switch_root and the
     kernel panicked ("Attempted to kill init"); the image's loader names the library now."""
     _real_init(node / "sysroot", change)
-    r = run_init(node, bbdir, f"root=10.0.0.1:/srv/img:ro;tmpfs {STATUS}")
-    assert r.returncode == 1, r.stderr
-    assert f"oneroot: stage switch_root failed: {why}" in r.stderr, r.stderr
-    [failed] = [line for line in r.stderr.splitlines() if "stage switch_root failed" in line]
-    assert "libc.so.6" in failed and "the image lacks that library" in r.stderr
-    assert not [c for c in commands(r.stdout) if "switch_root @" in c]
-    assert "stage=failed&status=failed&message=switch_root" in commands(r.stdout)[-1]
+    failed = _stage_fails(node, bbdir)
+    assert failed.line.startswith(f"oneroot: stage switch_root failed: {why}"), failed
+    assert "libc.so.6" in failed.line and "the image lacks that library" in failed.fix
 
 
 @ROOT
@@ -200,6 +215,4 @@ def test_init_whose_libraries_are_missing_fails_the_stage(node: Path, bbdir: Pat
 def test_init_whose_libraries_are_there_switches_root(node: Path, bbdir: Path,
                                                       change: str) -> None:
     _real_init(node / "sysroot", change)
-    r = run_init(node, bbdir, "root=10.0.0.1:/srv/img:ro;tmpfs")
-    assert r.returncode == 0, r.stderr
-    assert commands(r.stdout)[-1] == "exec switch_root @/sysroot /sbin/init"
+    _switches_root(node, bbdir)
