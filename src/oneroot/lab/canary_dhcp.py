@@ -151,14 +151,14 @@ def serve_canary(interface: str, doc: str) -> None:
         selector.register(unicast, selectors.EVENT_READ)
         while True:
             for key, _events in selector.select():
-                data, peer = key.fileobj.recvfrom(_MAX_DATAGRAM)  # type: ignore[union-attr]
-                if key.fileobj is unicast:
-                    data = unicast_payload(data, peer)
-                reply = answer(data, mac=mac, config=config, node=node) if data else None
+                ready = unicast if key.fileobj is unicast else sock
+                data, peer = ready.recvfrom(_MAX_DATAGRAM)
+                payload = unicast_payload(data, peer) if ready is unicast else data
+                reply = answer(payload, mac=mac, config=config, node=node) if payload else None
                 if reply is not None:
                     sock.sendto(reply, ("255.255.255.255", CLIENT_PORT))
                     log.info("canary_dhcp.reply mac=%s bytes=%d unicast=%s", mac, len(reply),
-                             key.fileobj is unicast)
+                             ready is unicast)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
