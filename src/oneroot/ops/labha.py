@@ -215,7 +215,7 @@ class HaLab:
     _leave: list[list[str]] = field(default_factory=list)
 
     def home(self, name: str) -> Path:
-        return self.workdir / ("home" if name == "a" else f"home-{name}")
+        return self.workdir / f"home-{name}"
 
     def boot_dir(self, name: str) -> Path:
         return self.workdir / f"boot-{name}"
@@ -262,14 +262,14 @@ class HaLab:
         a, b = self.servers["a"], self.servers["b"]
         self.progress("oneroot nfs apply on server a (node layers in CephFS, cephx users)")
         a.oneroot("nfs", "apply")
-        self.progress("keepalived on both servers; each starts its ganesha-ceph instance")
+        # Side by side: serve does not wait for NFS (--no-nfs), nor keepalived for serve.
+        self.progress("keepalived (each starts its ganesha-ceph instance) and oneroot serve "
+                      "(DHCP, TFTP, HTTP) on both servers")
         for server in (a, b):
             server.start_keepalived()
-        self.wait(lambda: all(s.serving(s.member.service) for s in (a, b)),
-             "each server serving NFS on its service address", 240)
-        self.progress("oneroot serve on both servers (DHCP, TFTP, HTTP)")
-        for server in (a, b):
             server.start_serve(self.boot_dir(server.name))
+        self.wait(lambda: all(s.serving(s.member.service) for s in (a, b)),
+                  "each server serving NFS on its service address", 240)
         self.wait(lambda: a.started() and b.started(), "serve started on both servers", 180)
         self.wait(self.boot_files_replicated, "server b's copy of the boot files", 120)
 
