@@ -85,13 +85,13 @@ def _run_lines(run: dict[str, Any]) -> list[str]:
              f"on {run['date']}.",
              f"Machine: kernel {machine['kernel']}, {machine['cpus']} CPUs "
              f"({machine['cpu_model']}), {machine['memory_gb']} GB; load average at the start "
-             f"{machine['load_average']}.",
+             f"{[round(x, 2) for x in machine['load_average']]}.",
              "Versions: " + "; ".join(f"{k} {v}" for k, v in run["versions"].items()) + ".", "",
              "| server | ok / nodes | median node (s) | last node (s) | boot files, median (s) | "
              "kernel to runlevel, median (s) | retries | server CPU (s) | of it nfs-ganesha (s) | "
-             "DHCP/TFTP/HTTP CPU (s) | load at start | memory available at start (GB) | "
-             "QEMU peak RSS (GB) |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|"]
+             "DHCP/TFTP/HTTP CPU (s) | QEMU CPU (s) | load at start | "
+             "memory available at start (GB) | QEMU peak RSS (GB) | power-on spread (s) |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|"]
     for storm in run["storms"]:
         s = storm["summary"]
         lines.append(
@@ -99,8 +99,9 @@ def _run_lines(run: dict[str, Any]) -> list[str]:
             f"| {_fmt(s['median_s'])} | {_fmt(s['last_s'])} | {_fmt(s['boot_files_median_s'])} "
             f"| {_fmt(s['kernel_to_runlevel_median_s'])} | {s['retries']} "
             f"| {storm['server_cpu_s']} | {storm['nfs_cpu_s']} | {storm['boot_services_cpu_s']} "
-            f"| {storm['load_at_start']} | {storm['mem_available_gb_at_start']} "
-            f"| {storm['qemu_peak_rss_gb']} |")
+            f"| {storm['qemu_cpu_s']} | {storm['load_at_start']} "
+            f"| {storm['mem_available_gb_at_start']} | {storm['qemu_peak_rss_gb']} "
+            f"| {storm['power_on_spread_s']} |")
     by_server = {storm["server"]: storm for storm in run["storms"]}
     if {"oneroot", "baseline"} <= by_server.keys():
         one, base = by_server["oneroot"], by_server["baseline"]
@@ -149,6 +150,8 @@ iPXE script, kernel and initramfs over HTTP.
   dnsmasq, nginx and the ganesha-only serve) from the first power-on to the last runlevel;
   DHCP/TFTP/HTTP CPU is that minus nfs-ganesha's.
 - retries: iPXE script retries and initramfs step retries seen on the consoles.
+- QEMU CPU and peak RSS: every node's QEMU process together (the guests' CPU is what limits
+  N on 2 CPUs under TCG); power-on spread: first to last QEMU start.
 """
 
 
