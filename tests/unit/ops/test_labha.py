@@ -4,21 +4,30 @@ it. (The lab itself runs in tests/e2e/test_ceph_failover.py.)"""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from oneroot.errors import LabError
 from oneroot.initramfs.busybox import Busybox
+from oneroot.inventory import database
+from oneroot.inventory.events import EventStore
+from oneroot.model.events import BootEvent
+from oneroot.model.paths import Paths
+from oneroot.net import MacAddress
 from oneroot.ops import labctl
+from oneroot.ops.inventory import add_nodes, init_cluster, open_store
 from oneroot.ops.labcontrol import LabPhase, new_control, read_control, write_control
 from oneroot.ops.labha import MEMBERS, parse_lines, writer_image
-from oneroot.ops.labharun import HA_PACKAGES, missing_ha_packages
+from oneroot.ops.labharun import HA_PACKAGES, ha_dir, missing_ha_packages
 from oneroot.ops.labstatus import LabStatus, lab_status
+from oneroot.testing.postgres import PostgresServer
 
 
 @pytest.mark.parametrize(("servers", "storage", "server", "firmware", "error"), [
@@ -110,3 +119,29 @@ def test_a_two_server_lab_is_finished_once_up_and_shows_its_servers(tmp_path: Pa
     assert status.finished and status.servers == tuple(ctl.servers)
     assert status.as_json()["servers"] == ctl.servers
     assert status.nodes[0].stage == "never booted"
+
+
+def test_lab_status_reads_the_stages_from_server_a_s_home_on_postgresql(
+        tmp_path: Path, postgres_server: PostgresServer) -> None:
+    """The two-server lab's nodes are in A's home, which points at PostgreSQL (no SQLite
+    file): `lab status` shows their stages from there while the supervisor runs."""
+    home = ha_dir(tmp_path) / "home-a"
+    paths = Paths(home=home)
+    init_cluster(paths, {"server_address": "10.96.0.4", "subnet": "10.96.0.0/24"},
+                 db_url=postgres_server.new_schema_url())
+    with contextlib.closing(open_store(paths)) as store:
+        add_nodes(store, names="node01", macs=[MacAddress.parse("52:54:00:0e:01:01")],
+                  start_ip=None, groups=(), overrides={})
+    events = EventStore(database.locate(paths, paths.events_db))
+    try:
+        events.record([BootEvent(time=time.time(), kind="stage", node="node01",
+                                 stage="init", detail={"message": "switched root"})])
+    finally:
+        events.close()
+    assert not (home / "inventory.db").exists()
+    ctl = new_control(tmp_path)
+    ctl.phase, ctl.home, ctl.servers = LabPhase.UP, str(home), ["a: host 10.96.0.4"]
+    ctl.nodes = [labctl.LabNodeRecord(name="node01", firmware="bios", ephemeral=False,
+                                      serial_log=str(tmp_path / "x.log"))]
+    write_control(ctl)
+    assert lab_status(tmp_path).nodes[0].stage == "init"
