@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from oneroot.cli.output import console, emit_json, table
+from oneroot.cli.output import console, emit_json, plain, table
 from oneroot.cli.state import State, json_option, pass_state
 from oneroot.errors import ExternalToolError
 from oneroot.fsutil import write_if_changed
@@ -33,6 +33,8 @@ def nfs_apply(state: State) -> None:
         result = apply_nfs(cluster, state.paths)
     console.print(f"{result.plan.kind}: {result.config_path} "
                   f"({'changed' if result.changed else 'unchanged'}, {result.applied})")
+    for item in result.must_reboot:
+        console.print(plain(f"warning: {item.message}"))
 
 
 @nfs.command("status")

@@ -61,8 +61,10 @@ class LayerFs(enum.StrEnum):
     SHARED = "shared"  # directories of the state dir's filesystem: forged handles cross them
 
     def applies(self, server: NfsServerKind) -> bool:
-        """Own filesystems are made for FSAL_VFS only: knfsd checks subtrees itself and
-        ganesha-ceph's layers live in CephFS (a cephx user per export)."""
+        """Own filesystems are made for FSAL_VFS only: with knfsd, each layer that is not a
+        filesystem of its own is exported `subtree_check` (`ops.knfsd_layout.check_subtrees`;
+        knfsd checks nothing unless told), and ganesha-ceph's layers live in CephFS (a cephx
+        user per export)."""
         return self is LayerFs.OWN and server is NfsServerKind.GANESHA
 
 

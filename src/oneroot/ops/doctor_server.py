@@ -21,13 +21,13 @@ from oneroot.nfs.knfsd import EXPORTS_FILE
 from oneroot.nfs.view import (
     MountEntry,
     filesystem_of,
-    is_filesystem_root,
     mount_at,
     read_mounts,
 )
 from oneroot.nfs.view import shows as view_shows
 from oneroot.ops.doctor import Finding, Host, error, ok, warning
 from oneroot.ops.imagefs import images_fs_problem, images_root, is_images_fs
+from oneroot.ops.knfsd_subtree import read_export_lines, unchecked_on_shared_filesystems
 from oneroot.ops.layerfs import is_layer_fs
 from oneroot.ops.statefs import ALLOWED_TOP
 from oneroot.render.cluster import needs_view
@@ -42,7 +42,7 @@ def server_checks(cluster: ResolvedCluster, paths: Paths, host: Host) -> list[Fi
         findings += check_ganesha_filesystems(cluster, paths)
     if s.nfs_server is NfsServerKind.KNFSD:
         findings += check_knfsd(host)
-        findings += check_image_subtrees()
+        findings += check_export_subtrees()
     return findings
 
 
@@ -250,46 +250,27 @@ def exportfs_pairs(text: str) -> set[tuple[str, str]]:
     return pairs
 
 
-def image_exports(exports_file: Path) -> list[tuple[str, str, str]]:
-    """(comment, path, options of its first client) of each image export in oneroot's exports
-    file (image directories and versions, the block dir; not a masked view)."""
-    found: list[tuple[str, str, str]] = []
-    comment = ""
-    try:
-        lines = exports_file.read_text().splitlines()
-    except OSError:
-        return found
-    for line in lines:
-        if line.startswith("# "):
-            comment = line[2:]
-        elif line.strip() and not line.startswith("#") and (
-                (comment.startswith("image ") and not comment.endswith("(masked view)"))
-                or comment.startswith("EROFS files")):
-            path, first = line.split()[:2]
-            found.append((comment, path.replace("\\040", " "),
-                          first.split("(", 1)[1].rstrip(")")))
-    return found
-
-
-def check_image_subtrees(*, exports_file: Path = EXPORTS_FILE,
-                         mounts: list[MountEntry] | None = None) -> Iterator[Finding]:
-    """knfsd: an image export without `subtree_check` must be a whole filesystem (an image on
-    its own disk): else a node forges handles with its fsid and reads that filesystem, the
-    server's `/` for an image in HOME. oneroot renders such exports `subtree_check`
-    (`ops.knfsd_layout.check_subtrees`), but decides on the mounts at apply time: an image's
-    own disk unmounted since leaves its `no_subtree_check` export on the directory below."""
+def check_export_subtrees(*, exports_file: Path = EXPORTS_FILE,
+                          mounts: list[MountEntry] | None = None) -> Iterator[Finding]:
+    """knfsd: a layer or image export without `subtree_check` must be a whole filesystem (a
+    disk of its own): else a node forges handles with its fsid and reaches that filesystem,
+    every other node's layer on the state filesystem, the server's `/` for an image in HOME.
+    oneroot renders such exports `subtree_check` (`ops.knfsd_layout.check_subtrees`), but
+    decides on the mounts at apply time: a disk unmounted since, or an exports file applied
+    by an older oneroot, leaves a `no_subtree_check` export on the directory below."""
     table = read_mounts() if mounts is None else mounts
-    for comment, path, options in image_exports(exports_file):
-        if "no_subtree_check" in options.split(",") and not is_filesystem_root(Path(path),
-                                                                               table):
-            entry = filesystem_of(Path(path), table)
-            where = entry.mount_point if entry is not None else "?"
-            yield error("knfsd-subtree", f"{comment} ({path}) is exported no_subtree_check "
-                                         "but is not a filesystem of its own (it is on the "
-                                         f"one at {where}): a node that forges a file handle "
-                                         "through it reads all of that filesystem",
-                        "`oneroot nfs apply` (it exports it subtree_check now), or mount the "
-                        "image's own filesystem there again first")
+    for line, entry in unchecked_on_shared_filesystems(read_export_lines(exports_file), table):
+        where = entry.mount_point if entry is not None else "?"
+        layer = not line.comment.startswith(("image ", "EROFS"))
+        reach = ("reads and writes every layer on it" if layer
+                 else "reads all of that filesystem")
+        yield error("knfsd-subtree", f"{line.comment} ({line.path}) is exported "
+                                     "no_subtree_check but is not a filesystem of its own (it "
+                                     f"is on the one at {where}): a node that forges a file "
+                                     f"handle through it {reach}",
+                    "`oneroot nfs apply` (it exports it subtree_check now"
+                    + ("; it names the running nodes that must reboot)" if layer else ")")
+                    + ", or mount its own filesystem there again first")
 
 
 def check_knfsd(host: Host, *, exports_file: Path = EXPORTS_FILE,

@@ -11,8 +11,9 @@ block dir. The view itself is exported without `crossmnt`: another node walking 
 sees the empty junction, not the export. Pure: the binds are applied by
 `nfs.knfsd.bind_junctions`.
 
-Which image exports are `subtree_check` (`check_subtrees`) is decided on the mount table
-`nfs_plan` reads, so `oneroot render` and `oneroot nfs apply` write the same line.
+Which exports are `subtree_check` (`check_subtrees`: layers and images not a filesystem of
+their own) is decided on the mount table `nfs_plan` reads, so `oneroot render` and `oneroot
+nfs apply` write the same line.
 """
 
 from __future__ import annotations
@@ -37,21 +38,34 @@ def _inside(view: ViewSpec, path: PurePosixPath) -> PurePosixPath | None:
 
 
 def check_subtrees(ctx: ClusterContext, mounts: list[MountEntry]) -> ClusterContext:
-    """`ctx` with `subtree_check` on every image export (directory, version, block dir) that
-    is not the root of a filesystem of its own in `mounts` (the mount table knfsd resolves
-    export paths in: rpc.mountd's, the host's, where `oneroot serve` and `nfs apply` run and
-    make their binds). Such a directory sits on a bigger filesystem (the server's `/` for an
-    image in HOME): with `no_subtree_check` a node that may mount it forges a handle of that
-    export's fsid and any inode/generation and reads every file there (`/etc/shadow`; image
-    exports are `no_root_squash`). Images are read-only and versions never change, so the
-    subtree check's caveat (a file renamed to another directory while open turns stale) does
-    not apply; a file hard-linked across versions is found through the export's own link.
-    An image on a disk of its own keeps `no_subtree_check`: all its filesystem is the image.
-    A masked view is overlayfs, which cannot check subtrees (its defences: `nfs.viewhandles`
-    and `all_squash`)."""
-    images = tuple(i if i.view else dataclasses.replace(
-        i, subtree_check=not is_filesystem_root(Path(i.path), mounts)) for i in ctx.images)
-    return dataclasses.replace(ctx, images=images)
+    """`ctx` with `subtree_check` on every export whose directory is not the root of a
+    filesystem of its own in `mounts` (the mount table knfsd resolves export paths in:
+    rpc.mountd's, the host's, where `oneroot serve` and `nfs apply` run and make their
+    binds): node layers, group layers, image directories, versions and the block dir.
+
+    Such a directory sits on a bigger filesystem: every node's and group's layer on the state
+    filesystem (`ops.statefs`), an image in HOME on the server's `/`. With
+    `no_subtree_check` a node that may mount it forges a handle of that export's fsid and any
+    inode/generation and reads, or writes, every file there (another node's layer; the
+    server's `/etc/shadow`). knfsd checks nothing of the kind unless told.
+
+    The check's caveat: a file renamed to another directory while a node holds its handle
+    turns stale; images and versions never change, and a node's layer is renamed in by that
+    node alone. A file hard-linked across versions is found through the export's own link.
+    A directory of a filesystem of its own keeps `no_subtree_check`: all a handle can name is
+    the export. A server-side union and a masked view are overlayfs, which cannot check
+    subtrees (its own filesystem; the view's defences: `nfs.viewhandles` and `all_squash`)."""
+
+    def shared(path: PurePosixPath) -> bool:
+        return not is_filesystem_root(Path(path), mounts)
+
+    images = tuple(i if i.view else dataclasses.replace(i, subtree_check=shared(i.path))
+                   for i in ctx.images)
+    nodes = tuple(dataclasses.replace(
+        n, subtree_check=not n.server_union and shared(n.export_path)) for n in ctx.nodes)
+    layers = tuple(dataclasses.replace(g, subtree_check=shared(g.path))
+                   for g in ctx.group_layers)
+    return dataclasses.replace(ctx, images=images, nodes=nodes, group_layers=layers)
 
 
 def knfsd_layout(ctx: ClusterContext, views: dict[str, ViewSpec]

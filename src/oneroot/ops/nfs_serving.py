@@ -62,6 +62,7 @@ from oneroot.ops.image_block import ensure_blocks, ensure_tops
 from oneroot.ops.image_versions import booted_versions
 from oneroot.ops.imagefs import ensure_images_fs, require_images_fs
 from oneroot.ops.knfsd_layout import check_subtrees, knfsd_layout
+from oneroot.ops.knfsd_subtree import MustReboot, newly_checked, running_nodes
 from oneroot.ops.nodes_fs import prepare_group_layers, prepare_nodes
 from oneroot.ops.runlevels import apply_runlevels
 from oneroot.ops.server_union import (
@@ -103,6 +104,8 @@ class NfsApplyResult:
     config_path: Path
     changed: bool
     applied: str  # "exportfs -ra", "ganesha SIGHUP", "written" (nothing running)
+    # knfsd: running nodes whose export turned `subtree_check` (`ops.knfsd_subtree`).
+    must_reboot: tuple[MustReboot, ...] = ()
 
 
 def ganesha_files(paths: Paths) -> GaneshaFiles:
@@ -267,11 +270,14 @@ def apply_nfs(cluster: ResolvedCluster, paths: Paths, *,
     stale = stale_unions(cluster, ns_pid=ns_pid)
     if plan.kind is NfsServerKind.KNFSD:
         bind_junctions(plan.binds)
+        before = _read_text(exports_file)
         result = apply_exports(plan.text, path=exports_file, exportfs=exportfs)
         unbind_junctions(_stray_binds(plan))
         unmount_unions(stale, ns_pid=ns_pid)
+        reboot = _must_reboot(cluster, paths, before, plan.text) if result.applied else []
         return NfsApplyResult(plan=plan, config_path=exports_file, changed=result.changed,
-                              applied="exportfs -ra" if result.applied else "unchanged")
+                              applied="exportfs -ra" if result.applied else "unchanged",
+                              must_reboot=tuple(reboot))
     if plan.ctx.ceph is not None:  # a new export's cephx user exists before ganesha uses it
         authorize_export_users(plan.ctx.ceph, ceph_export_users(plan.ctx))
     changed = write_if_changed(files.conf, plan.text.encode())
@@ -281,6 +287,21 @@ def apply_nfs(cluster: ResolvedCluster, paths: Paths, *,
         applied = "ganesha SIGHUP"
     unmount_unions(stale, ns_pid=ns_pid)
     return NfsApplyResult(plan=plan, config_path=files.conf, changed=changed, applied=applied)
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text()
+    except OSError:
+        return ""
+
+
+def _must_reboot(cluster: ResolvedCluster, paths: Paths, before: str, after: str
+                 ) -> list[MustReboot]:
+    """Running nodes whose export the apply turned `subtree_check`: their old handles go
+    stale (`ops.knfsd_subtree`)."""
+    addresses = {name: r.node.address for name, r in cluster.nodes.items()}
+    return newly_checked(before, after, addresses, running_nodes(paths))
 
 
 def _stray_binds(plan: NfsPlan) -> tuple[JunctionBind, ...]:

@@ -15,12 +15,14 @@ the same clients:
 
 A node's own dir needs no `nohide`: the node mounts it directly, not by walking down from the
 image root. Every export is `sync`; the image roots and node layers `no_root_squash`, as in the
-seed (docs/security.md says why). Exports are `no_subtree_check` but for the node and group
-layers knfsd exports as subdirectories of a bigger filesystem (bound inside the NFSv4 root
-view, `ops.knfsd_layout`) and, with knfsd, every image directory, version and block dir that
-is not the root of a filesystem of its own: those are `subtree_check`, the defence against
-forged handles (tests/e2e/test_knfsd.py). A server-side union and a masked view are overlayfs,
-which cannot do subtree checks.
+seed (docs/security.md says why). With knfsd, every node layer, group layer, image directory,
+version and block dir whose directory is not the root of a filesystem of its own is
+`subtree_check` (`ops.knfsd_layout.check_subtrees` decides on the mount table, at its real
+path or at its junction in the NFSv4 root view alike): node and group layers share the state
+filesystem, images in HOME the server's `/`, and without the check a forged handle with the
+export's fsid reaches every file of that filesystem (tests/e2e/test_knfsd.py). A server-side
+union and a masked view are overlayfs, which cannot do subtree checks; the rest is
+`no_subtree_check`.
 
 An export's `fsid` is its export id, kept for life (`ops.exportids`): it never changes from one
 render to the next and no two exports share one. A node's or group's plain directory gets none:
@@ -111,7 +113,7 @@ def nfs_exports(ctx: ClusterContext) -> tuple[NfsExport, ...]:
             fsid=node.export_id if node.server_union or node.fixed_fsid else None,
             # overlayfs cannot make connectable handles ("use no_subtree_check"), and a
             # union is its own filesystem: ext4 handles of its layers do not decode there.
-            subtree_check=node.fixed_fsid and not node.server_union,
+            subtree_check=node.subtree_check and not node.server_union,
         )
         for node in ctx.nodes
     )
@@ -121,7 +123,7 @@ def nfs_exports(ctx: ClusterContext) -> tuple[NfsExport, ...]:
             clients=tuple(str(a) for a in sorted(set(layer.clients))),
             comment=f"layer of group {layer.name}", root_squash=True,
             fsid=layer.export_id if layer.fixed_fsid else None,
-            subtree_check=layer.fixed_fsid,
+            subtree_check=layer.subtree_check,
         )
         for layer in ctx.group_layers
         if layer.clients

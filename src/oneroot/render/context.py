@@ -138,7 +138,12 @@ class ClusterNode:
     read_only: bool = False
     # knfsd: exported at its junction inside the NFSv4 root view (a bind mount), so with a
     # fixed `fsid` like every export that is not a plain directory of its own.
-    fixed_fsid: bool = False  # and `subtree_check`: see NfsExport.subtree_check
+    fixed_fsid: bool = False
+    # knfsd: the layer dir is not the root of a filesystem of its own (a directory of the
+    # state filesystem, which holds every node's layer): exported `subtree_check`, or a forged
+    # handle with its fsid reaches the other layers (`ops.knfsd_layout.check_subtrees`).
+    # Never for a server-side union (overlayfs: its own filesystem, no connectable handles).
+    subtree_check: bool = False
     bios_boot_file: str = "undionly.kpxe"
     uefi_boot_file: str = "ipxe.efi"
     # Addresses that may mount the node's layer read-only besides the node: a `lab try`
@@ -155,6 +160,7 @@ class GroupLayerExport:
     export_id: int
     clients: tuple[ipaddress.IPv4Address, ...]
     fixed_fsid: bool = False  # as ClusterNode.fixed_fsid
+    subtree_check: bool = False  # as ClusterNode.subtree_check
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -234,9 +240,10 @@ class NfsExport:
     masked_view: bool = False
     # knfsd's NFSv4 root: `fsid=0` instead of `fsid`, which stays the export's id for ganesha.
     v4_root: bool = False
-    # knfsd: a layer that is a subdirectory of a bigger filesystem (bound in the NFSv4 root
-    # view). Without it a forged handle (the export's fsid + any inode/generation) reaches
-    # every file of that filesystem: the classic subtree escape (tests/e2e/test_knfsd.py).
+    # knfsd: a directory that is not the root of a filesystem of its own (a layer on the
+    # state filesystem, an image in HOME). Without it a forged handle (the export's fsid + any
+    # inode/generation) reaches every file of that filesystem: the classic subtree escape
+    # (tests/e2e/test_knfsd.py).
     subtree_check: bool = False
 
     @property

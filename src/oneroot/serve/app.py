@@ -391,7 +391,7 @@ async def _start_nfs(paths: Paths, holder: CatalogHolder, bind: IPv4Address,
     lock = asyncio.Lock()
     # The state filesystem first (after a reboot without an fstab line, it is not mounted).
     await asyncio.to_thread(mount_for_serve, cluster.settings, paths)
-    await asyncio.to_thread(apply_nfs, cluster, paths)
+    await asyncio.to_thread(_apply_nfs, cluster, paths)
     jobs.append(lambda: keep_views_current(lambda: holder.cluster, paths,
                                            interval=view_rescan, lock=lock))
     ganesha = NfsServerKind(cluster.settings.nfs_server).is_ganesha
@@ -434,7 +434,7 @@ async def _start_nfs(paths: Paths, holder: CatalogHolder, bind: IPv4Address,
     if not ganesha:
         async def reapply_knfsd(new: ResolvedCluster) -> None:
             async with lock:
-                await asyncio.to_thread(apply_nfs, new, paths)
+                await asyncio.to_thread(_apply_nfs, new, paths)
 
         holder.listeners.append(lambda new: _spawn(reapply_knfsd(new)))
         return
@@ -446,13 +446,21 @@ async def _start_nfs(paths: Paths, holder: CatalogHolder, bind: IPv4Address,
 
     async def reapply(new: ResolvedCluster) -> None:
         async with lock:
-            await asyncio.to_thread(apply_nfs, new, paths)
+            await asyncio.to_thread(_apply_nfs, new, paths)
             action = await server.reload(nfs_plan(new, paths, kind=kind, bind=bind).text)
         log.info("nfs.reloaded action=%s", action)
 
     jobs.append(run_ganesha)
     closers.append(server.aclose)
     holder.listeners.append(lambda new: _spawn(reapply(new)))
+
+
+def _apply_nfs(cluster: ResolvedCluster, paths: Paths) -> None:
+    """`apply_nfs`, and a line for each running node it leaves holding stale handles."""
+    for item in apply_nfs(cluster, paths).must_reboot:
+        log.warning("nfs.must_reboot node=%s exports=%s reason=%s", item.node,
+                    ",".join(item.paths), "subtree_check now: the file handles it got before "
+                    "go stale")
 
 
 _background: set[asyncio.Task[Any]] = set()

@@ -16,7 +16,7 @@ from oneroot.nfs.knfsd import JunctionBind
 from oneroot.nfs.view import MountEntry
 from oneroot.ops.nfs_serving import nfs_plan
 from oneroot.testing.ganesha import exports as ganesha_exports
-from oneroot.testing.inventory import make_inventory, make_node
+from oneroot.testing.inventory import layer_group, make_inventory, make_node
 
 # The server's `/` and nothing else mounted: every image directory is on it.
 ROOT_ONLY = [MountEntry(mount_point=Path("/"), fstype="ext4", source="/dev/vda1", options="rw")]
@@ -68,13 +68,14 @@ def test_knfsd_exports_the_view_as_the_nfsv4_root() -> None:
 
 def test_knfsd_exports_an_image_directory_as_is() -> None:
     """Without a view of `/`, at its real path; a directory of a bigger filesystem (here: no
-    mount there at all), so `subtree_check`."""
+    mount there at all), so `subtree_check`; the node layers too (issue 11 item 4: they were
+    `no_subtree_check`, and a node forged handles into another node's layer)."""
     plan = nfs_plan(resolve_cluster(_inv("/srv/images/bookworm")), Paths(),
                     kind=NfsServerKind.KNFSD, mounts=ROOT_ONLY)
     assert plan.binds == ()
     assert "/srv/images/bookworm 10.0.0.0/24(ro,sync,no_root_squash,subtree_check," \
         "crossmnt,fsid=" in plan.text
-    assert "/var/state/systems/node01 10.0.0.11(rw,sync,no_root_squash,no_subtree_check)" \
+    assert "/var/state/systems/node01 10.0.0.11(rw,sync,no_root_squash,subtree_check)" \
         in plan.text
 
 
@@ -213,3 +214,65 @@ def test_knfsd_images_without_a_view_follow_the_same_rule() -> None:
                                   mounts=mounts).text)
     assert ",subtree_check," in exported["/srv/images/bookworm"]
     assert ",no_subtree_check," in exported["/srv/images/own"]
+
+
+# The state filesystem of `ops.statefs`: every node's and group's layer a directory of it.
+STATEFS = [*ROOT_ONLY, MountEntry(mount_point=Path("/var/state"), fstype="ext4",
+                                  source="/dev/loop0", options="rw,nosuid,nodev")]
+
+
+def _layers_plan(mounts: list[MountEntry], image_root: str = "/srv/images/bookworm"
+                 ) -> dict[str, str]:
+    """knfsd's exports of node01 (client mode, in group `compute`), node02 (client mode),
+    node03 (`union=server`) and the layer of group `compute`."""
+    inv = make_inventory(image_root=image_root, groups=[layer_group("compute")], nodes=[
+        make_node(1, groups=("default", "compute")), make_node(2),
+        make_node(3, union="server")])
+    return _exported(nfs_plan(resolve_cluster(inv), Paths(home=Path("/var/lib/oneroot")),
+                              kind=NfsServerKind.KNFSD, running=(), mounts=mounts).text)
+
+
+def test_knfsd_layers_without_a_view_are_subtree_check() -> None:
+    """issue 11 item 4 without a view of `/` (images oneroot made, the state dir on its own
+    filesystem): node and group layers are exported at their real paths, all on the state
+    filesystem. `no_subtree_check` there let root on node02 forge a handle with its own
+    export's fsid and node01's layer's inode, and read and write node01's layer (e2e:
+    test_forged_handles_into_another_layer_are_refused). A server-side union stays
+    `no_subtree_check` (overlayfs, its own fsid)."""
+    exported = _layers_plan(STATEFS)
+    for path in ("/var/state/systems/node01", "/var/state/systems/node02"):
+        assert exported[path].endswith("(rw,sync,no_root_squash,subtree_check)"), path
+    group = exported["/var/state/groups/compute"]
+    assert group == "10.0.0.11(ro,sync,root_squash,subtree_check)"
+    union = exported["/var/state/systems/node03/merged"]
+    assert ",no_subtree_check," in union and ",fsid=" in union
+
+
+def test_knfsd_a_layer_of_its_own_filesystem_keeps_no_subtree_check() -> None:
+    """A layer that is a whole filesystem (a disk mounted at it): all a handle can name is
+    that layer. A bind of a subdirectory of the state filesystem looks like a mount point
+    but is not one (its mountinfo root is not `/`)."""
+    mounts = [*STATEFS,
+              MountEntry(mount_point=Path("/var/state/systems/node01"), fstype="ext4",
+                         source="/dev/vdc", options="rw"),
+              MountEntry(mount_point=Path("/var/state/groups/compute"), fstype="ext4",
+                         source="/dev/loop0", options="rw", root="/elsewhere/compute")]
+    exported = _layers_plan(mounts)
+    assert exported["/var/state/systems/node01"].endswith(",no_subtree_check)")
+    assert exported["/var/state/systems/node02"].endswith(",subtree_check)")
+    assert exported["/var/state/groups/compute"].endswith(",subtree_check)")
+
+
+def test_knfsd_layers_in_the_view_follow_the_same_rule() -> None:
+    """With the view of `/`, the layers are bound at their junctions and exported there with
+    a fixed fsid; whether they are `subtree_check` is decided on their real paths."""
+    view = "/var/lib/oneroot/views/default"
+    inv = make_inventory(groups=[layer_group("compute")],
+                         nodes=[make_node(1, groups=("default", "compute")), make_node(2)])
+    mounts = [*STATEFS, MountEntry(mount_point=Path("/var/state/systems/node02"),
+                                   fstype="ext4", source="/dev/vdc", options="rw")]
+    exported = _exported(nfs_plan(resolve_cluster(inv), Paths(home=Path("/var/lib/oneroot")),
+                                  kind=NfsServerKind.KNFSD, running=(), mounts=mounts).text)
+    assert ",subtree_check,fsid=" in exported[f"{view}/var/state/systems/node01"]
+    assert ",subtree_check,fsid=" in exported[f"{view}/var/state/groups/compute"]
+    assert ",no_subtree_check,fsid=" in exported[f"{view}/var/state/systems/node02"]

@@ -174,8 +174,9 @@ def test_knfsd_exports_the_merged_dir_with_its_export_id_as_fsid(tmp_path: Path)
     fsid = plan.export_ids["node:node01"]
     assert options["/var/state/systems/node01/merged"] == (
         f"rw,sync,no_root_squash,no_subtree_check,fsid={fsid}")
-    # A client-mode node's plain directory: as before, knfsd derives its id itself.
-    assert options["/var/state/systems/node02"] == "rw,sync,no_root_squash,no_subtree_check"
+    # A client-mode node's plain directory: as before, knfsd derives its id itself; not a
+    # filesystem of its own, so subtree_check (ops.knfsd_layout.check_subtrees).
+    assert options["/var/state/systems/node02"] == "rw,sync,no_root_squash,subtree_check"
     assert options["/srv/images/bookworm"].endswith(
         f",crossmnt,fsid={plan.export_ids['image:default']}")
 

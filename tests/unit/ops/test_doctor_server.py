@@ -15,15 +15,15 @@ from oneroot.nfs.view import MountEntry
 from oneroot.ops import doctor
 from oneroot.ops.doctor import Host, Level
 from oneroot.ops.doctor_server import (
+    check_export_subtrees,
     check_ganesha_filesystems,
-    check_image_subtrees,
     check_interface,
     check_knfsd,
     check_state_fs,
     exportfs_pairs,
 )
 from oneroot.ops.nfs_serving import nfs_plan
-from oneroot.testing.inventory import make_inventory, make_node
+from oneroot.testing.inventory import layer_group, make_inventory, make_node
 
 
 def test_a_missing_interface_is_an_error() -> None:
@@ -154,16 +154,48 @@ def test_an_image_export_without_subtree_check_on_a_shared_filesystem_is_an_erro
     exports = tmp_path / "oneroot.exports"
     exports.write_text(nfs_plan(resolve_cluster(inv), Paths(), kind=NfsServerKind.KNFSD,
                                 mounts=[root, disk]).text)
-    assert list(check_image_subtrees(exports_file=exports, mounts=[root, disk])) == []
-    [found] = check_image_subtrees(exports_file=exports, mounts=[root])
+    assert list(check_export_subtrees(exports_file=exports, mounts=[root, disk])) == []
+    [found] = check_export_subtrees(exports_file=exports, mounts=[root])
     assert found.level is Level.ERROR and found.check == "knfsd-subtree"
     assert "image own (/srv/images/own) is exported no_subtree_check" in found.message
     assert "the one at /" in found.message and "nfs apply" in found.fix
     # a bind of a subdirectory there is no filesystem of its own either
     bound = MountEntry(mount_point=Path("/srv/images/own"), fstype="ext4", source="/dev/vda1",
                        options="ro", root="/data/own")
-    assert [f.check for f in check_image_subtrees(exports_file=exports,
+    assert [f.check for f in check_export_subtrees(exports_file=exports,
                                                   mounts=[root, bound])] == ["knfsd-subtree"]
     exports.write_text(nfs_plan(resolve_cluster(inv), Paths(), kind=NfsServerKind.KNFSD,
                                 mounts=[root]).text)
-    assert list(check_image_subtrees(exports_file=exports, mounts=[root])) == []
+    assert list(check_export_subtrees(exports_file=exports, mounts=[root])) == []
+
+
+def test_a_layer_export_without_subtree_check_on_the_state_filesystem_is_an_error(
+        tmp_path: Path) -> None:
+    """knfsd without a view of `/`: an exports file applied `no_subtree_check` (by an older
+    oneroot) for layers on the state filesystem lets node02 forge handles into node01's
+    layer. Doctor names each layer export (`knfsd-subtree`); a layer that is a disk of its
+    own and a server-side union (overlayfs) are not reported; rendered now, nothing is."""
+    root = MountEntry(mount_point=Path("/"), fstype="ext4", source="/dev/vda1", options="rw")
+    state = MountEntry(mount_point=Path("/var/state"), fstype="ext4", source="/dev/loop0",
+                       options="rw,nosuid,nodev")
+    own = MountEntry(mount_point=Path("/var/state/systems/node02"), fstype="ext4",
+                     source="/dev/vdc", options="rw")
+    inv = make_inventory(image_root="/srv/images/bookworm", groups=[layer_group("compute")],
+                         nodes=[make_node(1, groups=("default", "compute")), make_node(2),
+                                make_node(3, union="server")])
+    mounts = [root, state, own]
+    text = nfs_plan(resolve_cluster(inv), Paths(), kind=NfsServerKind.KNFSD, running=(),
+                    mounts=mounts).text
+    exports = tmp_path / "oneroot.exports"
+    exports.write_text(text)
+    assert list(check_export_subtrees(exports_file=exports, mounts=mounts)) == []
+    exports.write_text(text.replace(",subtree_check", ",no_subtree_check"))
+    found = list(check_export_subtrees(exports_file=exports, mounts=mounts))
+    assert {f.check for f in found} == {"knfsd-subtree"}
+    assert [f.message.split(" is exported")[0] for f in found] == [
+        "image default (/srv/images/bookworm)",
+        "diff-overlay of node node01 (/var/state/systems/node01)",
+        "layer of group compute (/var/state/groups/compute)"]
+    assert "on the one at /var/state" in found[1].message
+    assert "reads and writes every layer on it" in found[1].message
+    assert "must reboot" in found[1].fix
