@@ -2,8 +2,9 @@
 file that must carry it (layers and images; `ops.knfsd_layout.check_subtrees` renders them),
 and the running nodes an apply that turns one on must reboot.
 
-Measured in the knfsd server VM (docs/notes/2026-12-07-e/knfsd-layers-subtree.md): a handle
-knfsd gave under `no_subtree_check` names a file by inode and generation alone; under
+Measured in the knfsd server VM (tests/e2e/test_knfsd.py,
+`test_handles_got_before_subtree_check_go_stale`): a handle knfsd gave under
+`no_subtree_check` names a file by inode and generation alone; under
 `subtree_check` knfsd must find that file's place below the export, which it does only while
 the file's dentry is in its cache: once the server's dcache drops it (memory pressure,
 `drop_caches`), the old handle is STALE. A node that booted on the old export holds such
