@@ -1,9 +1,11 @@
 """The state filesystem: every tree oneroot exports for writing (node layers, group layers) on
 a filesystem that holds nothing else, mounted `nosuid,nodev,prjquota`.
 
-Why: with knfsd and `no_subtree_check`, a node that guesses a file handle for the root of the
-filesystem its export lives on reads that whole filesystem (the classic subtree escape). On a
-filesystem of its own, that root holds layers only. Project quotas on it give each node's layer
+Why: a node that forges a file handle with its export's fsid reaches the whole filesystem its
+export lives on unless the server checks subtrees (the classic subtree escape). On a
+filesystem of its own, that filesystem holds layers only, and the server's other files are out
+of reach; the other nodes' layers are not, so with knfsd every layer export on it is
+`subtree_check` too (`ops.knfsd_layout.check_subtrees`). Project quotas on it give each node's layer
 a limit (`layer_quota`): a node that fills its layer gets EDQUOT, the others and serve do not.
 
 `oneroot init --state-device DEV` formats a partition or LV the administrator names;
