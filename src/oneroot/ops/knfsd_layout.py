@@ -50,11 +50,12 @@ def check_subtrees(ctx: ClusterContext, mounts: list[MountEntry]) -> ClusterCont
     server's `/etc/shadow`). knfsd checks nothing of the kind unless told.
 
     The check's caveat: a file renamed to another directory while a node holds its handle
-    turns stale; images and versions never change, and a node's layer is renamed in by that
-    node alone. A file hard-linked across versions is found through the export's own link.
-    A directory of a filesystem of its own keeps `no_subtree_check`: all a handle can name is
-    the export. A server-side union and a masked view are overlayfs, which cannot check
-    subtrees (its own filesystem; the view's defences: `nfs.viewhandles` and `all_squash`)."""
+    turns stale for that node; images and versions never change, and in a node's layer it is
+    that node that renames. A file hard-linked across versions is found through the
+    export's own link. A directory of a filesystem of its own keeps `no_subtree_check`: all a
+    handle can name is the export. A server-side union and a masked view are overlayfs,
+    which cannot check subtrees (its own filesystem; the view's defences:
+    `nfs.viewhandles` and `all_squash`)."""
 
     def shared(path: PurePosixPath) -> bool:
         return not is_filesystem_root(Path(path), mounts)

@@ -14,7 +14,6 @@ handles for its root's files, so it must reboot; `nfs apply` and `serve` say whi
 from __future__ import annotations
 
 import ipaddress
-import logging
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -24,8 +23,6 @@ from oneroot.inventory import database
 from oneroot.inventory.events import EventStore
 from oneroot.model.paths import Paths
 from oneroot.nfs.view import MountEntry, filesystem_of, is_filesystem_root
-
-log = logging.getLogger(__name__)
 
 # The comments `render.cluster.nfs_exports` gives the exports that must be `subtree_check`
 # unless a filesystem of their own (a masked view and a server-side union are overlayfs).
