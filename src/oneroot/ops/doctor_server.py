@@ -269,7 +269,7 @@ def check_export_subtrees(*, exports_file: Path = EXPORTS_FILE,
                                      f"is on the one at {where}): a node that forges a file "
                                      f"handle through it {reach}",
                     "`oneroot nfs apply` (it exports it subtree_check now"
-                    + ("; it names the running nodes that must reboot)" if layer else ")")
+                    + ("; it names the running nodes that should reboot)" if layer else ")")
                     + ", or mount its own filesystem there again first")
 
 

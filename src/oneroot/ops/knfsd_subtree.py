@@ -1,14 +1,16 @@
 """knfsd's `subtree_check` against what is applied: the exports lines of oneroot's exports
 file that must carry it (layers and images; `ops.knfsd_layout.check_subtrees` renders them),
-and the running nodes an apply that turns one on must reboot.
+and the running nodes that should reboot when an apply turns one on.
 
 Measured in the knfsd server VM (tests/e2e/test_knfsd.py,
 `test_handles_got_before_subtree_check_go_stale`): a handle knfsd gave under
-`no_subtree_check` names a file by inode and generation alone; under
-`subtree_check` knfsd must find that file's place below the export, which it does only while
-the file's dentry is in its cache: once the server's dcache drops it (memory pressure,
-`drop_caches`), the old handle is STALE. A node that booted on the old export holds such
-handles for its root's files, so it must reboot; `nfs apply` and `serve` say which.
+`no_subtree_check` names a file by inode and generation alone; under `subtree_check` knfsd must
+find that file's place below the export, which it does only while the file's dentry is in its
+cache: once the server's dcache drops it, the old handle is STALE. A client-mode node booted
+on the old export kept working through it (its kernel client looks a stale path up again;
+nfsd pins the files it holds open), but a file it keeps open is named by its old handle again
+when the NFS server restarts, where the reclaim may fail (not measured). So such a node should
+reboot; `nfs apply` and `serve` say which (docs/nfs.md).
 """
 
 from __future__ import annotations
@@ -85,16 +87,18 @@ def unchecked_on_shared_filesystems(lines: Iterable[ExportLine], mounts: list[Mo
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class MustReboot:
-    """A running node that may have mounted `paths` while they were `no_subtree_check`."""
+    """A running node that may have mounted `paths` while they were `no_subtree_check`: it
+    should reboot."""
 
     node: str
     paths: tuple[str, ...]
 
     @property
     def message(self) -> str:
-        return (f"node {self.node} must reboot: {', '.join(self.paths)} "
+        return (f"node {self.node} should reboot: {', '.join(self.paths)} "
                 f"{'is' if len(self.paths) == 1 else 'are'} exported subtree_check now, and "
-                "the file handles it got before go stale")
+                "the file handles it got before go stale (a file it keeps open may fail at the "
+                "next NFS server restart)")
 
 
 def newly_checked(before: str, after: str, addresses: Mapping[str, ipaddress.IPv4Address],

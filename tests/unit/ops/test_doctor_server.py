@@ -198,4 +198,4 @@ def test_a_layer_export_without_subtree_check_on_the_state_filesystem_is_an_erro
         "layer of group compute (/var/state/groups/compute)"]
     assert "on the one at /var/state" in found[1].message
     assert "reads and writes every layer on it" in found[1].message
-    assert "must reboot" in found[1].fix
+    assert "should reboot" in found[1].fix

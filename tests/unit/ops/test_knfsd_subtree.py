@@ -1,5 +1,5 @@
 """knfsd exports turned `subtree_check` under running nodes: `nfs apply` (and serve, which
-runs it) names each running node that must reboot, once; the exports file's lines parsed
+runs it) names each running node that should reboot, once; the exports file's lines parsed
 back as `render.cluster.render_exports` writes them."""
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ def _seen(paths: Paths, stages: dict[str, str]) -> None:
 def test_an_apply_that_turns_layers_subtree_check_names_the_running_nodes(
         tmp_path: Path) -> None:
     """node01 and node02 run (node02 in no group layer), node03 was powered off, node04
-    never booted. The exports applied before were all `no_subtree_check`: node01 must reboot
+    never booted. The exports applied before were all `no_subtree_check`: node01 should reboot
     for its layer, its group's and the image (one line), node02 for its layer and the image;
     the others hold no handles. Applied again, nothing more is said."""
     image = tmp_path / "image"
@@ -60,8 +60,9 @@ def test_an_apply_that_turns_layers_subtree_check_names_the_running_nodes(
         "node01": (str(image), layer["node01"], f"{tmp_path}/groups/compute"),
         "node02": (str(image), layer["node02"])}
     message = again.must_reboot[1].message
-    assert message == (f"node node02 must reboot: {image}, {layer['node02']} are exported "
-                       "subtree_check now, and the file handles it got before go stale")
+    assert message == (f"node node02 should reboot: {image}, {layer['node02']} are exported "
+                       "subtree_check now, and the file handles it got before go stale (a "
+                       "file it keeps open may fail at the next NFS server restart)")
     assert apply_nfs(cluster, paths, exportfs="true", exports_file=exports).must_reboot == ()
 
 
