@@ -32,10 +32,16 @@ from oneroot.model.paths import Paths
 from oneroot.model.resolved import resolve_cluster
 from oneroot.nfs.ganesha_ceph import grace_command
 from oneroot.nfs.server_union import UnionUnsupported
-from oneroot.ops.inventory import commit, init_cluster, open_store
 from oneroot.ops.nfs_serving import ganesha_files, nfs_plan
 from oneroot.testing import nfsclient
-from oneroot.testing.ceph import DAEMONS, CephCluster, ceph_inventory, retire, tiny_image
+from oneroot.testing.ceph import (
+    DAEMONS,
+    CephCluster,
+    ceph_inventory,
+    retire,
+    serve_ganesha_ceph,
+    tiny_image,
+)
 from oneroot.testing.inventory import make_node, node_mac
 from oneroot.testing.nfs4state import NFS4ERR_ACCESS
 from oneroot.testing.nfsclient import NfsClient
@@ -80,39 +86,7 @@ def serving(ceph_cluster: CephCluster, tmp_path: Path) -> Iterator[CephServing]:
 
 
 def _serve(lab: Lab, head: Client, serving: CephServing) -> subprocess.Popen[bytes]:
-    """`oneroot serve --no-dhcp` in the head's namespace: it applies the layers (in CephFS,
-    through the ceph-fuse mount), joins the grace database and supervises ganesha-ceph."""
-    init_cluster(serving.paths, {"server_address": str(HEAD_A), "subnet": "10.96.0.0/24"})
-    store = open_store(serving.paths)
-    try:
-        commit(store, serving.inventory)
-    finally:
-        store.close()
-    log = serving.paths.home / "serve.log"
-    with log.open("wb") as out:
-        proc = lab.popen_in_ns([*ONEROOT, "--home", str(serving.paths.home), "serve",
-                                "--no-dhcp", "--no-tftp", "--no-http"],
-                               netns=head.netns, what="oneroot serve", stdout=out,
-                               stderr=subprocess.STDOUT)
-    # Out of grace (no client to wait for) and listening: the supervisor says when.
-    _wait_log(ganesha_files(serving.paths).log, b"NOT IN GRACE", proc, timeout=120,
-              also=log)
-    _wait_log(log, b"nfs.ganesha.started", proc, timeout=60, also=log)
-    return proc
-
-
-def _wait_log(path: Path, text: bytes, proc: subprocess.Popen[bytes], *, timeout: float,
-              also: Path) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if path.exists() and text in path.read_bytes():
-            return
-        if proc.poll() is not None:
-            break
-        time.sleep(0.2)
-    tails = "\n".join(p.read_text(errors="replace")[-2000:] if p.exists() else f"(no {p})"
-                      for p in (also, path))
-    raise AssertionError(f"no {text!r} within {timeout} s (exit {proc.poll()}):\n{tails}")
+    return serve_ganesha_ceph(lab, head.netns, serving.paths, serving.inventory)
 
 
 def _forge(lab: Lab, node: NfsClient, serving: CephServing) -> dict[str, object]:

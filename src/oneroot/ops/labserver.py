@@ -74,6 +74,8 @@ class VmServerLab:
     vms: dict[str, QemuVm] = field(default_factory=dict)
     # More raw disks for the server VM (/dev/vdb, /dev/vdc, …), opened `snapshot=on`.
     extra_disks: tuple[Path, ...] = ()
+    # Whether stop() tears the lab's network down (not when start() was given one).
+    owns_lab: bool = True
 
     @property
     def vm_dir(self) -> Path:
@@ -84,12 +86,19 @@ class VmServerLab:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.disk = build_server_disk(self.cache_dir, progress=self.progress)
 
-    def start(self, *, timeout: float = 300) -> None:
-        """The lab network and the server VM, up to a working SSH login."""
+    def start(self, *, timeout: float = 300, network: Lab | None = None) -> None:
+        """The lab network and the server VM, up to a working SSH login. With `network`,
+        the VM joins that lab's bridge (which gets `BRIDGE` as a second address, for SSH)
+        instead of a new one, and stop() leaves the network to its owner."""
         if self.disk is None:
             self.prepare()
         assert self.disk is not None
-        self.lab = Lab.create(subnet=SUBNET, server_address=BRIDGE, workdir=self.workdir)
+        if network is None:
+            self.lab = Lab.create(subnet=SUBNET, server_address=BRIDGE, workdir=self.workdir)
+        else:
+            network.run_in_ns(["ip", "addr", "add", f"{BRIDGE}/{SUBNET.prefixlen}", "dev",
+                               network.bridge])
+            self.lab, self.owns_lab = network, False
         self.vm_dir.mkdir(parents=True, exist_ok=True)
         self.server = QemuVm(
             self.lab, self.lab.add_tap(), mac=SERVER_MAC, name="server",
@@ -199,6 +208,10 @@ class VmServerLab:
         if self.server is not None:
             self.server.stop()
             self.server = None
+        if self.lab is not None and not self.owns_lab:
+            self.lab.run_in_ns(["ip", "addr", "del", f"{BRIDGE}/{SUBNET.prefixlen}", "dev",
+                                self.lab.bridge], check=False)
+            self.lab = None
         if self.lab is not None:
             netns = self.lab.netns
             self.lab.teardown()

@@ -210,7 +210,9 @@ def ceph_exports(settings: Settings, unions: Mapping[str, UnionSpec]) -> CephExp
     if unions:
         raise UnionUnsupported(
             f"node {sorted(unions)[0]} has union=server, which nfs_server=ganesha-ceph does "
-            "not serve: ganesha's FSAL_CEPH exports CephFS itself, not an overlayfs mount",
+            "not serve: its upper dir would be in CephFS, and overlayfs refuses a CephFS upper "
+            "(no RENAME_WHITEOUT: \"upper fs missing required features\"); ganesha's "
+            "FSAL_CEPH exports CephFS itself, not an overlayfs mount",
             hint="set union=client for it (docs/ceph.md: modes per storage backend)")
     return CephExports(mount=settings.cephfs_mount, conf=settings.ceph_conf,
                        user=settings.ceph_user, fs_name=settings.ceph_fs,

@@ -191,6 +191,19 @@ def build_server_disk(cache_dir: Path, *, source: Path | None = None, mirror: st
                       initrd=entry / "initrd.img", ssh_key=entry / "id_ed25519", key=key)
 
 
+def any_server_disk(cache_dir: Path, *, progress: Progress | None = None) -> ServerDisk:
+    """The newest complete cached server disk, whatever tree it was built from (for VMs that
+    need Debian's kernel and tools, not this tree's oneroot); built for this tree if none."""
+    done = sorted((d for d in (cache_dir / "server-images").glob("disk-*")
+                   if (d / _COMPLETE).is_file()), key=lambda d: d.stat().st_mtime)
+    if not done:
+        return build_server_disk(cache_dir, progress=progress)
+    entry = done[-1]
+    return ServerDisk(disk=entry / "disk.img", kernel=entry / "vmlinuz",
+                      initrd=entry / "initrd.img", ssh_key=entry / "id_ed25519",
+                      key=entry.name.removeprefix("disk-"))
+
+
 def _prune_disks(directory: Path, *, keep: Path, count: int = KEEP_DISKS) -> None:
     """Each tree change makes a ~1 GiB disk: keep the newest `count` (a VM still running
     from a removed one keeps its open file)."""

@@ -15,6 +15,8 @@ import json
 import os
 import signal
 import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 
@@ -24,11 +26,15 @@ from oneroot.lab import Lab
 from oneroot.lab.ceph import DAEMONS, FS_NAME, CephCluster, CephError, CephSizes
 from oneroot.model import NfsServerKind, Settings
 from oneroot.model.inventory import Inventory
+from oneroot.model.paths import Paths
+from oneroot.ops.inventory import commit, init_cluster, open_store
+from oneroot.ops.nfs_serving import ganesha_files
 from oneroot.testing.inventory import layer_group, make_inventory, make_node
 from oneroot.testing.netns import STATE_DIR
 
 __all__ = ["CEPH_SUBNET", "DAEMONS", "FS_NAME", "CephCluster", "CephError", "CephSizes",
-           "ceph_cluster", "ceph_in_lab", "ceph_inventory", "retire", "tiny_image"]
+           "ceph_cluster", "ceph_in_lab", "ceph_inventory", "retire", "serve_ganesha_ceph",
+           "tiny_image", "wait_log"]
 
 CEPH_SUBNET = "10.96.0.0/24"
 
@@ -67,6 +73,46 @@ def ceph_inventory(base: Path, *, mount: Path, image: Path, conf: Path,
              for i in (1, 2)]
     return make_inventory(nodes=nodes, groups=[layer_group("compute")], settings=settings,
                           image_root=image)
+
+
+def serve_ganesha_ceph(lab: Lab, netns: str, paths: Paths, inventory: Inventory
+                       ) -> subprocess.Popen[bytes]:
+    """`oneroot serve --no-dhcp --no-tftp --no-http` with `inventory` in a new home `paths`,
+    in namespace `netns`: it applies the layers (in CephFS, through the server's mount),
+    joins the grace database and supervises ganesha-ceph. Returns once ganesha serves."""
+    init_cluster(paths, {"server_address": str(inventory.settings.server_address),
+                         "subnet": str(inventory.settings.subnet)})
+    store = open_store(paths)
+    try:
+        commit(store, inventory)
+    finally:
+        store.close()
+    log = paths.home / "serve.log"
+    with log.open("wb") as out:
+        proc = lab.popen_in_ns([sys.executable, "-m", "oneroot", "--home", str(paths.home),
+                                "serve", "--no-dhcp", "--no-tftp", "--no-http"],
+                               netns=netns, what="oneroot serve", stdout=out,
+                               stderr=subprocess.STDOUT)
+    # Out of grace (no client to wait for) and listening: the supervisor says when.
+    wait_log(ganesha_files(paths).log, b"NOT IN GRACE", proc, timeout=120, also=log)
+    wait_log(log, b"nfs.ganesha.started", proc, timeout=60, also=log)
+    return proc
+
+
+def wait_log(path: Path, text: bytes, proc: subprocess.Popen[bytes], *, timeout: float,
+             also: Path) -> None:
+    """Until `text` is in `path`; AssertionError with both logs' tails if `proc` exits or
+    `timeout` passes first."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists() and text in path.read_bytes():
+            return
+        if proc.poll() is not None:
+            break
+        time.sleep(0.2)
+    tails = "\n".join(p.read_text(errors="replace")[-2000:] if p.exists() else f"(no {p})"
+                      for p in (also, path))
+    raise AssertionError(f"no {text!r} within {timeout} s (exit {proc.poll()}):\n{tails}")
 
 
 @contextlib.contextmanager

@@ -213,3 +213,19 @@ def test_render_binds_images_in_the_knfsd_view_as_nfs_apply_does(tmp_path: Path)
         assert lines[junction].startswith(client + "ro,"), (junction, rendered)
         assert str(path) not in lines
         assert (path, Path(junction)) in [(b.source, b.target) for b in plan.binds]
+
+
+def test_ganesha_ceph_refuses_a_server_side_union_with_the_measured_reason(
+        tmp_path: Path) -> None:
+    """A union=server node on ganesha-ceph is refused before anything is written: the kernel
+    refuses a CephFS upper (tests/e2e/test_ceph_union_vm.py measures it in a VM)."""
+    ceph = PurePosixPath("/mnt/cephfs")
+    inv = make_inventory(nodes=2, image_root=ceph / "images/x", settings=Settings(
+        nfs_server=NfsServerKind.GANESHA_CEPH, cephfs_mount=ceph, state_dir=ceph / "state",
+        group_dir=ceph / "groups"))
+    inv = inv.with_nodes([make_node(2, union="server")])
+    with pytest.raises(UnionUnsupported, match="overlayfs refuses a CephFS upper") as err:
+        render(inv, tmp_path)
+    assert "node02" in err.value.message and "RENAME_WHITEOUT" in err.value.message
+    assert "union=client" in (err.value.hint or "")
+    assert not (tmp_path / "cfg" / "ganesha.conf").exists()
