@@ -39,8 +39,15 @@ class Served:
 
     def workers(self) -> list[int]:
         children = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children").read_text()
-        return [int(pid) for pid in children.split()
-                if b"oneroot.cli.httpworker" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+        found = []
+        for pid in children.split():
+            try:  # a child reaped since the list was read is gone
+                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+            except FileNotFoundError:
+                continue
+            if b"oneroot.cli.httpworker" in cmdline:
+                found.append(int(pid))
+        return found
 
 
 @pytest.fixture(scope="module")
