@@ -22,9 +22,11 @@ from typing import Any
 import pytest
 
 from oneroot.lab import list_netns
+from oneroot.model.paths import Paths
 from oneroot.ops import labctl
 from oneroot.ops.labcontrol import process_start_time
 from oneroot.ops.labstatus import serial_log
+from oneroot.ops.runlevel_watch import check_results
 from oneroot.testing.cache import suite_cache_dir
 from oneroot.testing.canary import leftovers
 from oneroot.testing.terminal import Terminal
@@ -323,6 +325,7 @@ def test_lab_try_rollout_and_rollback(lab: UpLab) -> None:
     assert timed("node set (no failing check)", "node", "set", "node01", "--unset",
                  "check_commands", lab=lab).returncode == 0
 
+    started = time.time()
     out = timed("rollout lab@2, 1 canary", "image", "rollout", "lab@2", "--to", "default",
                 "--canary", "1", "--batch", "1", "--skip-lab-try", "--json", lab=lab,
                 on_server=True)
@@ -336,6 +339,11 @@ def test_lab_try_rollout_and_rollback(lab: UpLab) -> None:
         assert time.monotonic() < deadline, "node01 does not run the new package"
         time.sleep(1)
     assert (upper / "var/tmp/e2e-package-node01").read_text() == "2\n"
+    # node02 is ephemeral (a tmpfs top: nothing it writes reaches the server): it reported
+    # the group's 3 checks on lab@2 at its runlevel, passed: the package's file, version 2
+    reported = check_results(Paths(home=w / "home"), "node02", since=started)
+    assert sorted(reported) == [0, 1, 2] and all(r.passed for r in reported.values()), \
+        reported
 
     assert timed("image exec (broken init)", "image", "exec", "lab", "--", "sh", "-c",
                  BROKEN_INIT, lab=lab).returncode == 0
@@ -357,6 +365,11 @@ def test_lab_try_rollout_and_rollback(lab: UpLab) -> None:
     group = json.loads(oneroot("--home", str(w / "home"), "group", "list", "--json").stdout)
     assert next(g for g in group if g["name"] == "default")["values"]["image"] == "lab@2"
     assert qemu_pids(w) == pids and images(lab) == before  # same VMs, lab@2, at runlevel
+    # and no NFS error on them while lab@3 was made, tried, pinned and rolled back under
+    # their mounted roots (their consoles since their last boot, the rollout's)
+    for node in ("node01", "node02"):
+        console = serial_log(w, node).read_text(errors="replace")
+        assert "Stale file handle" not in console, (node, console[-2000:])
 
 
 def test_lab_down_after_the_supervisor_was_killed(lab: UpLab) -> None:
