@@ -372,6 +372,28 @@ def test_lab_try_rollout_and_rollback(lab: UpLab) -> None:
         assert "Stale file handle" not in console, (node, console[-2000:])
 
 
+def test_lab_try_of_a_union_server_node(lab: UpLab) -> None:
+    """node01's configuration as a `union=server` node's (`--set`): its upper is copied for
+    the canary (serve runs in the lab's mount namespace: the copy goes through ganesha's
+    `/proc/PID/root`), the canary boots on that snapshot (node01's own file is there) and
+    passes; node01 keeps its VM, version and layer, and the snapshot is gone after."""
+    w, upper = lab.workdir, lab.workdir / "state/systems/node01/upper"
+    hello = (upper / "var/tmp/hello-from-node01").read_text()
+    pids, before = qemu_pids(w), images(lab)
+    tried = timed("lab try node01 --set union=server", "lab", "try", "node01", "--set",
+                  "union=server", "--set", "check_paths=/var/tmp/hello-from-node01", "--json",
+                  "--workdir", str(w), lab=lab, timeout=700)
+    assert tried.returncode == 0, tried.stderr
+    assert "node01 has union=server: its upper copied for the canary" in tried.stderr
+    doc = json.loads(tried.stdout)
+    assert doc["passed"] and doc["network"] == "lab", doc
+    assert ("path", "/var/tmp/hello-from-node01", "pass") in [
+        (c["kind"], c["target"], c["result"]) for c in doc["checks"]], doc["checks"]
+    assert qemu_pids(w) == pids and images(lab) == before
+    assert (upper / "var/tmp/hello-from-node01").read_text() == hello
+    assert not (w / "state/systems/try-node01/snapshot").exists()
+
+
 def test_lab_down_after_the_supervisor_was_killed(lab: UpLab) -> None:
     """A supervisor killed without its teardown: `lab down` finds the rest by recorded ids."""
     workdir = lab.workdir
