@@ -336,9 +336,12 @@ _DRIVER = """. "$1"
 while IFS= read -r line; do
   if rootspec_parse "$line" 2>&1; then printf 'OK\\n%s\\n' "$ROOTSPEC_CANONICAL"; rootspec_print
   else echo ERR; fi
-  echo @@END
+  printf '\\001END\\n'
 done
 """
+# The end of one answer: a control character, which no spec it is given (`_printable_spec`)
+# nor the parser's echo of one can hold (a spec spelled like a text marker ended it early).
+_END = "\x01END\n"
 
 
 class _ShellParser:
@@ -359,7 +362,7 @@ class _ShellParser:
         self.proc.stdin.write(text + "\n")
         self.proc.stdin.flush()
         lines: list[str] = []
-        while (line := self.proc.stdout.readline()) != "@@END\n":
+        while (line := self.proc.stdout.readline()) != _END:
             assert line, "the shell parser died"
             lines.append(line.removesuffix("\n"))
         if lines[-1] == "ERR":
