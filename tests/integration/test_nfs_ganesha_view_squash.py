@@ -45,7 +45,7 @@ pytestmark = [
 FILES = {"etc/passwd": ("public\n", 0o644), "etc/shadow": ("secret shadow\n", 0o600),
          "root/secret": ("secret of root\n", 0o600), "root/public": ("public in root\n", 0o644)}
 SECRETS = ("shadow", "root_secret")
-SPELLINGS = ("flag", "longer")  # what the index whiteouts miss
+SPELLINGS = ("flag", "longer", "gen0")  # what the index whiteouts miss
 KNOWN_SQUASH_GAP = {f"root_public_{s}" for s in SPELLINGS}
 
 
@@ -76,13 +76,15 @@ def _cluster(root: Path) -> ResolvedCluster:
 
 def _spellings(passwd: bytes, path: Path) -> dict[str, bytes]:
     """The forged overlayfs handles of `path` (a leaked inode and generation) through the
-    view, as test_nfs_ganesha_handles.py makes them: ANY_ENDIAN set, 4 bytes appended."""
+    view, as test_nfs_ganesha_handles.py makes them: ANY_ENDIAN set, 4 bytes appended; and
+    with no leak at all, generation 0 (ext4 takes it for any: a scan of inode numbers)."""
     ovl_type, ovl = passwd[6 + 8], passwd[6 + 8 + 1:]  # after header, VFS flags, fsid
     _, fid = kernel_handle(path)
     fh = ovl[:-8] + fid
     return {"flag": ganesha_handle(passwd, ovl_type, fh[:6] + bytes([fh[6] | 2]) + fh[7:]),
             "longer": ganesha_handle(passwd, ovl_type,
-                                     fh[:5] + bytes([fh[5] + 4]) + fh[6:] + bytes(4))}
+                                     fh[:5] + bytes([fh[5] + 4]) + fh[6:] + bytes(4)),
+            "gen0": ganesha_handle(passwd, ovl_type, fh[:-4] + bytes(4))}
 
 
 def _attack(root: Path, port: int) -> dict[str, dict[str, int]]:

@@ -22,8 +22,9 @@ from pathlib import Path, PurePosixPath
 import pytest
 
 from oneroot.nfs import mount_view, unmount_view, update_view, view_spec
-from oneroot.nfs.view import ViewSpec
-from oneroot.nfs.viewhandles import AT_FDCWD, FileHandle, handle_at
+from oneroot.nfs.view import ViewSpec, masks_of, read_mounts
+from oneroot.nfs.viewhandles import AT_FDCWD, FileHandle, exposed_by_handle, handle_at
+from oneroot.ops.doctor_server import exposure_finding
 
 pytestmark = [
     pytest.mark.integration,
@@ -113,7 +114,9 @@ def test_a_secret_made_later_is_blocked_by_the_rescan(view: ViewSpec) -> None:
 # Open (docs/security.md, "Forged file handles"): overlayfs names the index entry after the
 # handle's bytes as sent, and decodes other spellings of the same handle. When a defence
 # closes these, this test fails: move them to the refused side.
-KNOWN_SPELLING_GAP = ("any_endian", "longer")
+# "gen0": no leak at all, the generation zeroed (ext4 takes 0 for any generation), so a node
+# that scans inode numbers finds every file of the lower's filesystem.
+KNOWN_SPELLING_GAP = ("any_endian", "longer", "gen0")
 
 
 def _respelled(handle: bytes, how: str) -> bytes:
@@ -121,6 +124,8 @@ def _respelled(handle: bytes, how: str) -> bytes:
     `struct ovl_fb`: version, magic, len, flags, type, uuid, lower handle)."""
     if how == "any_endian":
         return handle[:6] + bytes([handle[6] | 0x02]) + handle[7:]
+    if how == "gen0":
+        return handle[:-4] + b"\0" * 4  # ext4's fid: inode, generation (u32 each)
     return handle[:5] + bytes([handle[5] + 4]) + handle[6:] + b"\0" * 4  # ext4 ignores it
 
 
@@ -131,3 +136,28 @@ def test_other_spellings_of_a_masked_handle_are_still_read(view: ViewSpec) -> No
     for how in KNOWN_SPELLING_GAP:
         assert _read_by_handle(view.mountpoint, kind, _respelled(canonical, how)) == (
             "shadow secret\n"), how
+
+
+def test_doctor_lists_the_world_readable_files_a_scan_reads(view: ViewSpec) -> None:
+    """What the gap above exposes, as doctor reports it: every world-readable file below the
+    masks, read through the view by a handle with no leaked part (inode number, generation
+    0), and nothing the squashed node user could not read anyway."""
+    mount_view(view)
+    private = view.lower / "home/alice/.ssh/id_ed25519"
+    private.chmod(0o600)
+    masks = [m.path for m in masks_of(view)]
+    exposure = exposed_by_handle(view.lower, masks)
+    listed = {str(p) for p in exposure.examples}
+    assert exposure.complete and exposure.count == len(listed) == 3, listed
+    assert listed == {"etc/shadow", "root/.bash_history", "var/lib/oneroot/inventory.db"}
+    kind, canonical = _forged(view, "etc/passwd")
+    for rel in listed:  # the attack behind the report, for real
+        _, fid = handle_at(AT_FDCWD, str(view.lower / rel))
+        gen0 = canonical[:-len(fid)] + fid[:-4] + b"\0" * 4
+        assert _read_by_handle(view.mountpoint, kind, gen0) == SECRETS[rel], rel
+    finding = exposure_finding("default", view, read_mounts())
+    assert str(finding.level) == "warning" and "3 world-readable" in finding.message
+    assert "scans inode numbers" in finding.message  # the lower is ext4 here
+    for rel in listed:
+        (view.lower / rel).chmod(0o640)
+    assert exposure_finding("default", view, read_mounts()).level == "ok"

@@ -27,7 +27,11 @@ Not a boundary: overlayfs names the index entry after the handle's bytes as the 
 them, and its decoder accepts other spellings of the same handle (`OVL_FH_FLAG_ANY_ENDIAN` in
 the flags, bytes appended after the lower handle, which ext4 ignores). Those miss the
 whiteout and read the file (measured with nfs-ganesha, docs/security.md): this stops the
-canonical handle (the one a leak of a real handle gives verbatim) and nothing more.
+canonical handle (the one a leak of a real handle gives verbatim) and nothing more. On ext4 no
+leak is needed either: a handle with generation 0 means "any generation"
+(`ext4_nfs_get_inode`), so a node scanning inode numbers finds every file. What stops the
+read then is the view's `all_squash` (nodes are nobody there), so what is exposed is the
+world-readable files below the masks: `exposed_by_handle` lists them, for doctor.
 
 knfsd's `subtree_check` cannot do this: overlayfs encodes no connectable handle
 (`ovl_encode_fh` refuses a parent, `ovl_fh_to_parent` says "use 'no_subtree_check'"), so with
@@ -215,3 +219,91 @@ def block_masked_handles(lower: Path, upper: Path, index: Path,
         log.info("nfs.view.handles_blocked lower=%s added=%d seen=%d", lower, blocker.added,
                  blocker.seen)
     return blocker.added
+
+
+# Entries `exposed_by_handle` looks at per view (doctor's bound, not the blocker's).
+EXPOSURE_LIMIT = 200_000
+_NOBODY = 65534  # the view's anonuid/anongid (all_squash): what every node user is there
+
+
+@dataclass(slots=True)
+class Exposure:
+    """World-readable files below a view's masks: a node reads them by forged handle."""
+
+    count: int = 0
+    examples: list[PurePosixPath] = field(default_factory=list)
+    looked_at: int = 0
+    complete: bool = True
+
+    def note(self, rel: PurePosixPath, st: os.stat_result) -> None:
+        self.looked_at += 1
+        if not stat.S_ISREG(st.st_mode):
+            return
+        mode = st.st_mode
+        if (mode & stat.S_IROTH or (st.st_uid == _NOBODY and mode & stat.S_IRUSR)
+                or (st.st_gid == _NOBODY and mode & stat.S_IRGRP)):
+            self.count += 1
+            if len(self.examples) < 5:
+                self.examples.append(rel)
+
+
+def exposed_by_handle(lower: Path, masked: list[PurePosixPath], *,
+                      limit: int = EXPOSURE_LIMIT) -> Exposure:
+    """The regular files at or below the `masked` paths (relative to `lower`), on the lower's
+    own filesystem, that nobody (the view's squashed user) may read: what a forged handle of
+    any spelling reads through the view. Stops after `limit` entries (`complete` False)."""
+    out = Exposure()
+    dev = os.lstat(lower).st_dev
+
+    def tree(dir_fd: int, rel: PurePosixPath, depth: int) -> None:
+        with os.scandir(dir_fd) as entries:
+            for entry in entries:
+                if out.looked_at >= limit:
+                    out.complete = False
+                    return
+                try:
+                    st = entry.stat(follow_symlinks=False)
+                except OSError:
+                    continue  # removed while we walked
+                if st.st_dev != dev:
+                    continue  # a mount point: the lower layer shows none of it
+                if stat.S_ISDIR(st.st_mode):
+                    out.looked_at += 1
+                    if depth >= MAX_DEPTH:
+                        continue
+                    try:
+                        sub = os.open(entry.name, DIR_FLAGS, dir_fd=dir_fd)
+                    except OSError:
+                        continue
+                    try:
+                        tree(sub, rel / entry.name, depth + 1)
+                    finally:
+                        os.close(sub)
+                else:
+                    out.note(rel / entry.name, st)
+
+    for rel in masked:
+        try:
+            parent = os.open(lower / rel.parent, DIR_FLAGS)
+        except OSError:
+            continue
+        try:
+            st = lstat_at(parent, rel.name)
+            if st is None or st.st_dev != dev:
+                continue
+            if not stat.S_ISDIR(st.st_mode):
+                out.note(rel, st)
+                continue
+            try:
+                sub = os.open(rel.name, DIR_FLAGS, dir_fd=parent)
+            except OSError:
+                continue
+            try:
+                tree(sub, rel, 1)
+            finally:
+                os.close(sub)
+        finally:
+            os.close(parent)
+        if not out.complete:
+            break
+    return out

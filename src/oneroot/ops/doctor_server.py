@@ -20,11 +20,14 @@ from oneroot.model.resolved import ResolvedCluster
 from oneroot.nfs.knfsd import EXPORTS_FILE
 from oneroot.nfs.view import (
     MountEntry,
+    ViewSpec,
     filesystem_of,
+    masks_of,
     mount_at,
     read_mounts,
 )
 from oneroot.nfs.view import shows as view_shows
+from oneroot.nfs.viewhandles import exposed_by_handle
 from oneroot.ops.doctor import Finding, Host, error, ok, warning
 from oneroot.ops.imagefs import images_fs_problem, images_root, is_images_fs
 from oneroot.ops.knfsd_subtree import read_export_lines, unchecked_on_shared_filesystems
@@ -213,6 +216,29 @@ def check_views(cluster: ResolvedCluster, paths: Paths) -> Iterator[Finding]:
         else:
             yield ok(check, f"the view of image {name} hides everything it must "
                             "(`oneroot image show " + name + "` lists it)")
+        yield exposure_finding(name, spec, mounts)
+
+
+def exposure_finding(name: str, spec: ViewSpec, mounts: list[MountEntry]) -> Finding:
+    """What the masks hide only by path: world-readable files below them, which a node reads
+    through the view with a forged file handle (docs/security.md, "Forged file handles")."""
+    check = f"view-handles:{name}"
+    exposure = exposed_by_handle(spec.lower, [m.path for m in masks_of(spec)])
+    fs = filesystem_of(spec.lower, mounts)
+    fstype = fs.fstype if fs is not None else "?"
+    if not exposure.count:
+        more = "" if exposure.complete else f" (in the first {exposure.looked_at:,} entries)"
+        return ok(check, f"no world-readable file below the masks of image {name}{more}")
+    how = ("any node that scans inode numbers (ext4 takes a handle with generation 0 for "
+           "any generation)" if fstype == "ext4" else
+           "a node that learns or guesses a file's handle")
+    examples = ", ".join(f"/{p}" for p in exposure.examples)
+    counted = f"{exposure.count:,}" + ("" if exposure.complete else "+")
+    return warning(check, f"{counted} world-readable file(s) below the masks of image {name} "
+                          f"can be read by {how}: {examples}",
+                   "`chmod o-r` what is private, or keep such directories (/home, /srv) on "
+                   "a filesystem of their own: the view's lower decodes any file of its "
+                   "filesystem (docs/security.md, \"Forged file handles\")")
 
 
 # -- knfsd ----------------------------------------------------------------------------------------
