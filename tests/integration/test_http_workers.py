@@ -50,9 +50,8 @@ class Served:
         return found
 
 
-@pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
-    tmp = tmp_path_factory.mktemp("workers")
+def init_home(tmp: Path) -> list[str]:
+    """A home with node01 at NODE_ADDRESS and a boot file; the `oneroot --home` command."""
     home, boot = tmp / "home", tmp / "boot"
     base = [*ONEROOT, "--home", str(home)]
     subprocess.run([*base, "init", "--server", "127.0.0.1", "--subnet", "127.0.0.0/24",
@@ -62,10 +61,21 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
                     NODE_ADDRESS], check=True, capture_output=True)
     boot.mkdir(exist_ok=True)
     (boot / "vmlinuz").write_bytes(os.urandom(2 * 1024 * 1024 + 3))
+    return base
+
+
+def serve_http(base: list[str], port: int, *limits: str) -> list[str]:
+    return [*base, "serve", "--no-dhcp", "--no-tftp", "--no-nfs", "--bind", "127.0.0.1",
+            "--http-port", str(port), *(f"--limit={limit}" for limit in limits)]
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    tmp = tmp_path_factory.mktemp("workers")
+    base = init_home(tmp)
     port, log = free_port(), tmp / "serve.log"
-    with running([*base, "serve", "--no-dhcp", "--no-tftp", "--no-nfs", "--bind", "127.0.0.1",
-                  "--http-port", str(port)], log) as proc:
-        yield Served(f"http://127.0.0.1:{port}", home, log, proc)
+    with running(serve_http(base, port), log) as proc:
+        yield Served(f"http://127.0.0.1:{port}", tmp / "home", log, proc)
 
 
 def curl(*args: str, timeout: float = 30) -> str:
@@ -126,3 +136,42 @@ def test_the_status_api_and_page_are_relayed_to_serves_main_process(served: Serv
     assert curl(f"{served.url}/").startswith("200 ")
     assert curl("-X", "POST", f"{served.url}/boot/vmlinuz").startswith("405 ")
     assert curl("-d", "stage=nonsense", f"{served.url}/api/v1/report").startswith("400 ")
+
+
+def _gone(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+def test_a_killed_serve_leaves_nothing_outside_its_home_and_the_next_start_cleans_up(
+        tmp_path: Path) -> None:
+    """The relay's socket is HOME/run/http/serve-PID.sock, not in a temporary directory a
+    SIGKILL leaves behind; a later serve on the home removes a dead serve's socket and keeps
+    a running one's."""
+    base = init_home(tmp_path)
+    relays = tmp_path / "home" / "run" / "http"
+    tmpdir = tmp_path / "tmpdir"
+    tmpdir.mkdir()
+    env = {**os.environ, "TMPDIR": str(tmpdir)}  # where a temporary directory would go
+    with running(serve_http(base, free_port()), tmp_path / "killed.log", env=env) as killed:
+        killed_socket = relays / f"serve-{killed.pid}.sock"
+        [worker] = Served("", tmp_path / "home", tmp_path / "killed.log", killed).workers()
+        killed.kill()
+        killed.wait(10)
+    wait_for(lambda: _gone(worker), timeout=30)  # its stdin closed: it stops
+    assert list(tmpdir.iterdir()) == []
+    assert killed_socket.is_socket()  # its own home holds it, until a serve starts there
+    port = free_port()
+    with running(serve_http(base, port), tmp_path / "first.log", env=env) as first:
+        first_socket = relays / f"serve-{first.pid}.sock"
+        assert sorted(relays.iterdir()) == [first_socket]
+        with running(serve_http(base, free_port()), tmp_path / "second.log", env=env) as second:
+            assert sorted(relays.iterdir()) == sorted(
+                [first_socket, relays / f"serve-{second.pid}.sock"])
+        # relayed to the first serve over its socket, still there (else: 502)
+        assert curl(f"http://127.0.0.1:{port}/api/v1/status").startswith("200 {")
+        assert sorted(relays.iterdir()) == [first_socket]
+    assert list(relays.iterdir()) == []
+    assert list(tmpdir.iterdir()) == []

@@ -17,6 +17,9 @@ the same loop that answers every DHCP and TFTP packet. With `http_workers` = N >
   to the main process's `HttpService` over a Unix socket (`serve.httpworker.Relay`). Those
   requests carry no node address there, so a route that acts for the node asking is
   answered by the worker itself (a relayed one would see no node: 403, never another's).
+  The socket is HOME/run/http/serve-PID.sock, in a directory only serve's user enters; one
+  a killed serve left is removed when a serve starts on that home again (only one whose
+  serve is gone: a running serve's is kept).
 
 A worker that exits is started again (logged at error); one that cannot start — its
 first answer missing `START_TIMEOUT` seconds after it was spawned, `MAX_FAILED_STARTS` times
@@ -28,13 +31,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import pickle
-import shutil
+import re
 import signal
 import socket
 import struct
 import sys
-import tempfile
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,6 +59,8 @@ MAX_FAILED_STARTS = 3  # workers in a row that died before they were ready: serv
 RESTART_DELAYS = (0.1, 0.5, 1.0, 2.0, 5.0)  # before the 1st, 2nd, ... restart in a row
 READY = "ready"
 _FRAME = struct.Struct("!I")  # a frame: its length, then a pickle (trusted: our own child)
+RELAY_DIR = "http"  # under serve's run dir: the relay sockets, one per serve
+_RELAY_SOCKET = re.compile(r"serve-([0-9]{1,10})\.sock")  # named by its serve's PID
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -71,6 +76,9 @@ class WorkerConfig:
     limits: Limits
     relay: Path  # the main process's Unix socket
     listen_fd: int  # the HTTP socket, inherited
+    # The relay's directory, inherited: `relay` names the socket through it (/proc/self/fd/N/
+    # NAME), as a deep home would make the path longer than a socket address may be (107).
+    relay_dir_fd: int | None = None
     reload_interval: float
     log_level: str
 
@@ -123,7 +131,8 @@ class HttpWorkers:
     async def _spawn(self, slot: int) -> asyncio.subprocess.Process:
         proc = await asyncio.create_subprocess_exec(
             *self._command, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-            pass_fds=(self._config.listen_fd,))
+            pass_fds=(self._config.listen_fd,) + (
+                () if self._config.relay_dir_fd is None else (self._config.relay_dir_fd,)))
         self._procs[slot] = proc
         assert proc.stdin is not None and proc.stdout is not None
         data = pickle.dumps(self._config, protocol=pickle.HIGHEST_PROTOCOL)
@@ -208,24 +217,70 @@ class HttpWorkers:
             await self._after_close()
 
 
+def open_relay_dir(paths: Paths) -> int:
+    """HOME/run/http (made, 0700, serve's user's), open; the relay sockets in it whose serve is
+    gone removed (a serve killed with SIGKILL leaves its own). A socket whose PID runs is kept:
+    another serve on this home, or a PID reused since (left for a later start)."""
+    directory = paths.run_dir / RELAY_DIR
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        owner = os.fstat(fd).st_uid
+        if owner != os.geteuid():
+            raise OnerootError(f"{directory} belongs to uid {owner}, not to serve's user",
+                               hint=f"remove {directory}: serve makes it again")
+        os.fchmod(fd, 0o700)
+        for name in os.listdir(fd):
+            found = _RELAY_SOCKET.fullmatch(name)
+            if found is not None and not _running(int(found[1])):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(name, dir_fd=fd)
+                log.info("http.relay_removed socket=%s reason=its serve is gone",
+                         directory / name)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's
+        return True
+    return True
+
+
 async def start_http_workers(http: HttpService, *, paths: Paths, http_host: str | None,
                              role: ServerRole, limits: Limits, reload_interval: float,
                              on_event: Callable[[BootEvent], None]) -> HttpWorkers:
     """`limits.http_workers` workers started and ready on `http`'s address; `http` (serve's
-    own, with the status page) answers on a Unix socket in a directory only root enters."""
-    run_dir = Path(tempfile.mkdtemp(prefix="oneroot-http-"))
+    own, with the status page) answers on a Unix socket in a directory only serve's user
+    enters (`open_relay_dir`)."""
+    relay_dir = open_relay_dir(paths)
+    name = f"serve-{os.getpid()}.sock"
 
     async def close_http() -> None:
         await http.close()
-        shutil.rmtree(run_dir, ignore_errors=True)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(name, dir_fd=relay_dir)
+        os.close(relay_dir)
 
-    relay = run_dir / "serve.sock"
-    await http.start(relay=relay)
+    relay = Path(f"/proc/self/fd/{relay_dir}/{name}")
+    try:
+        await http.start(relay=relay)
+    except BaseException:
+        await close_http()
+        raise
+    log.info("http.relay socket=%s", paths.run_dir / RELAY_DIR / name)
     sock = listen_socket(http.bind, http.port, LISTEN_BACKLOG)
     config = WorkerConfig(paths=paths, http_host=http_host, role=role, boot_dir=http.boot_dir,
                           bind=http.bind, port=http.port, limits=limits, relay=relay,
                           listen_fd=sock.fileno(), reload_interval=reload_interval,
-                          log_level=logging.getLevelName(logging.getLogger().level))
+                          log_level=logging.getLevelName(logging.getLogger().level),
+                          relay_dir_fd=relay_dir)
     workers = HttpWorkers(config, sock, limits.http_workers, on_event, after_close=close_http)
     try:
         await workers.start()
