@@ -17,6 +17,9 @@ from pathlib import Path
 
 import pytest
 
+from oneroot.inventory import database
+from oneroot.inventory.events import EventStore
+from oneroot.model.paths import Paths
 from oneroot.testing.ports import free_port
 from oneroot.testing.serving import running
 
@@ -175,3 +178,32 @@ def test_a_killed_serve_leaves_nothing_outside_its_home_and_the_next_start_clean
         assert sorted(relays.iterdir()) == [first_socket]
     assert list(relays.iterdir()) == []
     assert list(tmpdir.iterdir()) == []
+
+
+def test_a_report_tried_again_on_another_worker_is_recorded_once(tmp_path: Path) -> None:
+    """A node sends a report again when it saw no answer; with two workers the second try
+    may be taken by the other one. Each try is answered; serve records the report once."""
+    base = init_home(tmp_path)
+    port, log = free_port(), tmp_path / "serve.log"
+    with running(serve_http(base, port, "http_workers=2"), log) as proc:
+        served = Served(f"http://127.0.0.1:{port}", tmp_path / "home", log, proc)
+        wait_for(lambda: len(served.workers()) == 2)
+        answers = []
+        for stopped in served.workers():  # each try taken by the other worker
+            os.kill(stopped, signal.SIGSTOP)
+            try:
+                answers.append(curl("-d", "stage=layers&status=ok", f"{served.url}/api/v1/report"))
+            finally:
+                os.kill(stopped, signal.SIGCONT)
+        assert answers == ["200 ok", "200 ok"]
+        assert len(re.findall(r"stage\.report node=node01 stage=layers", log.read_text())) == 2
+        # a report after them: once it is stored, so is whatever came before it
+        assert curl("-d", "stage=union&status=ok", f"{served.url}/api/v1/report") == "200 ok"
+        wait_for(lambda: stage_of(served, "node01") == "union")
+    paths = Paths(home=tmp_path / "home")
+    store = EventStore(database.locate(paths, paths.events_db))
+    try:
+        reported = [e.detail["reported"] for e in store.node_events("node01", "stage", since=0)]
+    finally:
+        store.close()
+    assert reported == ["layers", "union"]

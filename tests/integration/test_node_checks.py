@@ -24,7 +24,7 @@ from oneroot.model.limits import DEFAULT_LIMITS, Limits
 from oneroot.model.resolved import resolve_cluster
 from oneroot.ops.catalog import BootCatalog
 from oneroot.overlay.identity import REPORT_SCRIPT
-from oneroot.serve.http import HttpService
+from oneroot.serve.http import HttpService, RepeatedReports
 from oneroot.testing.inventory import loopback_settings, make_inventory, make_node
 from oneroot.testing.ports import free_port
 
@@ -48,7 +48,7 @@ async def served(tmp_path: Path, events: list[BootEvent], *,
     port = free_port()
     cat = catalog(tmp_path)
     service = HttpService(bind="127.0.0.1", port=port, boot_dir=tmp_path, catalog=lambda: cat,
-                          on_event=events.append, status=dict, limits=limits)
+                          on_event=RepeatedReports(events.append), status=dict, limits=limits)
     await service.start()
     try:
         yield port

@@ -51,7 +51,7 @@ from oneroot.serve.bootwork import BootWork
 from oneroot.serve.dhcp import DhcpHealth, DhcpService
 from oneroot.serve.events import EventRecorder, watch_stored_stages
 from oneroot.serve.holder import CatalogHolder, watch_inventory
-from oneroot.serve.http import HttpService
+from oneroot.serve.http import HttpService, RepeatedReports
 from oneroot.serve.httpworkers import start_http_workers
 from oneroot.serve.replication import PayloadReplicator
 from oneroot.serve.statusboard import StatusBoard
@@ -124,15 +124,16 @@ async def serve(paths: Paths, options: ServeOptions = ServeOptions(),
     payloads = await _start_replication(paths, holder, role, f"http://{bind}:{http_port}",
                                         limits, jobs, closers)
     if options.http:
+        reports = RepeatedReports(recorder)  # here, where every HTTP worker's events arrive
         http = HttpService(bind=bind, port=http_port,
                            boot_dir=boot_dir, catalog=lambda: holder.catalog,
-                           on_event=recorder,
+                           on_event=reports,
                            status=lambda: read_status(paths, holder.cluster).as_json(),
                            limits=limits, board=board, payloads=payloads)
         if limits.http_workers and payloads is None:
             workers = await start_http_workers(
                 http, paths=paths, http_host=options.bind, role=role, limits=limits,
-                reload_interval=options.reload_interval, on_event=recorder)
+                reload_interval=options.reload_interval, on_event=reports)
             closers.append(workers.close)
             jobs.append(workers.run)
             holder.listeners.append(lambda cluster: workers.reload())  # now, not at a poll

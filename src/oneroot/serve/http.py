@@ -41,6 +41,7 @@ NAME_MAX = 255  # bytes in one path component (Linux): a longer one fails lstat 
 # answer: 3 tries, 5 s each, 1 and 2 s apart), not news. A new boot reports `dhcp` first, or
 # fetches its boot script (which forgets the last report) before the same report comes again.
 REPORT_REPEAT_SECONDS = 30.0
+_REPORTS = ("stage", CHECK_EVENT)
 
 
 def resolve_in_root(root: Path, name: str) -> Path | None:
@@ -228,7 +229,6 @@ class HttpService:
         if payloads is not None:  # other servers fetch boot files here, by content hash
             self.app.add_routes([web.get("/payload/{sha256}", self.payload)])
         self._runner: web.AppRunner | None = None
-        self._last_report: dict[str, tuple[tuple[str, ...], float]] = {}  # node -> report, when
         self.sender = FileSender(limits.http_sendfile_threads,
                                  wait=limits.http_sendfile_wait)
 
@@ -278,8 +278,6 @@ class HttpService:
         if virtual is not None:
             resp = web.Response(body=virtual.data, content_type="text/plain")
             done(resp, len(virtual.data), virtual.node)
-            if virtual.node is not None:  # a new boot: its reports are news again
-                self._last_report.pop(virtual.node, None)
             if virtual.node is not None and virtual.image is not None:
                 self._on_event(BootEvent(time=time.time(), kind=BOOT_IMAGE, node=virtual.node,
                                          peer=peer, file=name,
@@ -309,9 +307,9 @@ class HttpService:
     async def report(self, request: web.Request) -> web.Response:
         """A stage report from a node's initramfs: `stage=layers&status=ok&message=…`.
 
-        Nodes send a report again when they saw no answer (90-report, report-booted), so the
-        very report a node sent last, again within `REPORT_REPEAT_SECONDS`, is answered and
-        not recorded twice."""
+        Nodes send a report again when they saw no answer (90-report, report-booted): each
+        try is answered, and `RepeatedReports` in front of serve's recorder records it once
+        (the tries may reach different HTTP workers)."""
         peer = _peer(request)
         data = await _report_form(request)
         catalog = self._catalog()
@@ -319,15 +317,12 @@ class HttpService:
         if "check" in data:
             detail = _checked_check(data, self._limits,
                                     len(catalog.cluster.nodes[node].profile.checks))
-            if not self._repeated(node, ("check", *detail.values())):
-                log.info("check.report node=%s check=%s status=%s", node, detail["check"],
-                         detail["status"])
-                self._on_event(BootEvent(time=time.time(), kind=CHECK_EVENT, node=node,
-                                         peer=peer, detail=detail))
+            log.info("check.report node=%s check=%s status=%s", node, detail["check"],
+                     detail["status"])
+            self._on_event(BootEvent(time=time.time(), kind=CHECK_EVENT, node=node, peer=peer,
+                                     detail=detail))
             return web.Response(text="ok\n")
         stage, status, message = _checked_report(data, self._limits)
-        if self._repeated(node, ("stage", stage, status, message)):
-            return web.Response(text="ok\n")
         detail = {"status": status}
         if message:
             detail["message"] = message
@@ -336,17 +331,6 @@ class HttpService:
         self._on_event(BootEvent(time=time.time(), kind="stage", node=node, peer=peer,
                                  stage=kind_stage, detail={**detail, "reported": stage}))
         return web.Response(text="ok\n")
-
-    def _repeated(self, node: str, report: tuple[str, ...]) -> bool:
-        """Whether `report` is the one `node` sent last, again (a retry whose answer was
-        lost). Remembers it: one entry per inventory node."""
-        now = time.monotonic()
-        last = self._last_report.get(node)
-        self._last_report[node] = (report, now)
-        if last is None or last[0] != report or now - last[1] > REPORT_REPEAT_SECONDS:
-            return False
-        log.info("stage.repeated node=%s report=%s", node, report[1])
-        return True
 
     @staticmethod
     def _reporter(catalog: BootCatalog, peer: ipaddress.IPv4Address | None) -> str:
@@ -367,3 +351,38 @@ class HttpService:
     async def status(self, request: web.Request) -> web.Response:
         assert self._status is not None
         return web.json_response(self._status())
+
+
+class RepeatedReports:
+    """`on_event` for serve's HTTP: the events on to `record` (serve's recorder), but a node's
+    report (a stage or a check) equal to the one it sent last, again within
+    `REPORT_REPEAT_SECONDS`: a retry whose answer was lost, recorded once. It runs in serve's
+    main process, where every HTTP worker's events arrive, so the tries of one report are
+    compared whichever workers took them. A node's own boot file served (an `http.done`
+    naming the node: its boot script) begins a new boot, whose reports are news again. One
+    entry per node: only inventory nodes report."""
+
+    def __init__(self, record: Callable[[BootEvent], None], *,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._record = record
+        self._clock = clock
+        self._last: dict[str, tuple[tuple[Any, ...], float]] = {}  # node -> report, when
+
+    def __call__(self, event: BootEvent) -> None:
+        node = event.node
+        if node is not None:
+            if event.kind == "http.done":
+                self._last.pop(node, None)
+            elif event.kind in _REPORTS and self._repeated(node, event):
+                return
+        self._record(event)
+
+    def _repeated(self, node: str, event: BootEvent) -> bool:
+        report = (event.kind, event.stage, tuple(sorted(event.detail.items())))
+        now = self._clock()
+        last = self._last.get(node)
+        self._last[node] = (report, now)
+        if last is None or last[0] != report or now - last[1] > REPORT_REPEAT_SECONDS:
+            return False
+        log.info("stage.repeated node=%s report=%s", node, event.stage or event.kind)
+        return True
