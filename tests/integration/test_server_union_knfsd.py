@@ -6,6 +6,7 @@ stand-in `exportfs` records its calls: no nfsd is started or touched. Needs root
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 from pathlib import Path
@@ -13,7 +14,10 @@ from pathlib import Path
 import pytest
 
 from oneroot.errors import ExternalToolError
+from oneroot.inventory import database
+from oneroot.inventory.events import EventStore
 from oneroot.model import NfsServerKind
+from oneroot.model.events import BootEvent
 from oneroot.model.inventory import Inventory
 from oneroot.model.paths import Paths
 from oneroot.model.resolved import ResolvedCluster, resolve_cluster
@@ -134,3 +138,31 @@ def _remounted(cluster: ResolvedCluster, paths: Paths, target: ExportTarget) -> 
     except ExternalToolError:
         return False
     return True
+
+
+def test_a_boot_remount_that_turns_exports_subtree_check_names_the_running_nodes(
+        base: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The remount around node01's boot writes the exports anew, as `nfs apply` does. Where
+    they were applied `no_subtree_check` (an older oneroot), node02, running, holds handles
+    that go stale: serve logs `nfs.must_reboot` for it, as it does after `nfs apply`."""
+    paths = Paths(home=base / "home")
+    target = _stand_in(base)
+    exports = target.exports_file
+    cluster = resolve_cluster(_inventory(base))
+    apply_nfs(cluster, paths, exportfs=target.exportfs, exports_file=exports)
+    checked = exports.read_text()
+    assert checked.count(",subtree_check") == 2  # the image, node02's layer
+    exports.write_text(checked.replace(",subtree_check", ",no_subtree_check"))
+    paths.home.mkdir(parents=True, exist_ok=True)
+    events = EventStore(database.locate(paths, paths.events_db))
+    try:
+        events.record([BootEvent(time=1.0, kind="stage", node="node02", stage="runlevel")])
+    finally:
+        events.close()
+    with caplog.at_level(logging.WARNING, logger="oneroot"):
+        assert remount_union_for_boot(cluster, paths, "node01", target)
+    assert exports.read_text() == checked
+    said = [r.getMessage() for r in caplog.records if "nfs.must_reboot" in r.getMessage()]
+    assert said == [f"nfs.must_reboot node=node02 exports={base / 'image'},"
+                    f"{base / 'systems' / 'node02'} reason=subtree_check now: the file "
+                    "handles it got before go stale"]

@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from oneroot.cli.output import console, emit_json, show_changes, table, value_text
+from oneroot.cli.output import console, emit_json, plain, show_changes, table, value_text
 from oneroot.cli.power import parallel_option, run_power
 from oneroot.cli.state import State, json_option, operator, pass_state
 from oneroot.errors import InvalidValue, UsageError
@@ -17,7 +17,7 @@ from oneroot.net import MacAddress, parse_ipv4
 from oneroot.ops import boot as boot_ops
 from oneroot.ops import inventory as inv_ops
 from oneroot.ops import leases as lease_ops
-from oneroot.ops.node_removal import NodeDirArchived, NodesRemoved, remove_nodes
+from oneroot.ops.node_removal import NodeDirArchived, NodeMustReboot, NodesRemoved, remove_nodes
 from oneroot.ops.pin_history import record_hand_pins
 from oneroot.ops.power import PowerAction
 
@@ -162,6 +162,8 @@ def node_rm(state: State, pattern: str, yes: bool, keep_dir: bool) -> None:
                     show_changes(changes)
                 case NodeDirArchived(node=name, archive=archive):
                     console.print(f"archived {name}'s directory to {archive}")
+                case NodeMustReboot(reboot=item):
+                    console.print(plain(f"warning: {item.message}"))
 
 
 @node.command("reboot")

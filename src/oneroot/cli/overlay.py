@@ -19,6 +19,7 @@ from oneroot.cli.state import State, json_option, pass_state
 from oneroot.errors import UsageError
 from oneroot.ops import overlay_drift as drift
 from oneroot.ops import overlays as ov
+from oneroot.ops.knfsd_subtree import MustReboot
 from oneroot.overlay.stack import shown
 
 
@@ -26,6 +27,12 @@ def _say(result: ov.OverlayResult) -> None:
     console.print(f"{result.node}: {result.message}", markup=False)
     if result.archive is not None:
         console.print(f"the replaced file is saved in {result.archive}", markup=False)
+    _must_reboot(result.must_reboot)
+
+
+def _must_reboot(items: tuple[MustReboot, ...]) -> None:
+    for item in items:
+        console.print(plain(f"warning: {item.message}"))
 
 
 @click.group()
@@ -173,6 +180,7 @@ def overlay_reset(state: State, node: str, yes: bool, no_archive: bool) -> None:
                   "generated files", markup=False)
     if result.archive is not None:
         console.print(f"the layer as it was is saved in {result.archive}", markup=False)
+    _must_reboot(result.must_reboot)
 
 
 @overlay.command("promote")

@@ -19,7 +19,7 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -347,10 +347,17 @@ class ExportTarget:
     exports_file: Path = EXPORTS_FILE
 
 
+def log_must_reboot(item: MustReboot) -> None:
+    """serve's line for a running node an apply left holding stale handles."""
+    log.warning("nfs.must_reboot node=%s exports=%s reason=%s", item.node, ",".join(item.paths),
+                "subtree_check now: the file handles it got before go stale")
+
+
 def _export(cluster: ResolvedCluster, paths: Paths, target: ExportTarget, *,
-            unexported: tuple[str, ...] = ()) -> None:
+            unexported: tuple[str, ...] = ()) -> list[MustReboot]:
     """Tell the running NFS server the exports, leaving `unexported` nodes out, and wait
-    until it has let go of them."""
+    until it has let go of them. knfsd: the running nodes whose export it turned
+    `subtree_check` (`ops.knfsd_subtree`), as `apply_nfs` says them."""
     plan = nfs_plan(cluster, paths, unexported=unexported, bind=target.bind, port=target.port)
     keep_export_ids(paths, plan.export_ids)
     files = ganesha_files(paths)
@@ -358,19 +365,25 @@ def _export(cluster: ResolvedCluster, paths: Paths, target: ExportTarget, *,
     require_images_fs(paths, ns_pid=union_ns_pid(pid))
     if plan.kind is NfsServerKind.KNFSD:
         bind_junctions(plan.binds)  # a union mounted again is bound in the view again
-        apply_exports(plan.text, path=target.exports_file, exportfs=target.exportfs)
-        return
+        before = _read_text(target.exports_file)
+        result = apply_exports(plan.text, path=target.exports_file, exportfs=target.exportfs)
+        return _must_reboot(cluster, paths, before, plan.text) if result.applied else []
     if write_if_changed(files.conf, plan.text.encode()) and pid is not None:
         _sighup_ganesha(files, pid, wait=True)
+    return []
 
 
 @contextlib.contextmanager
 def union_released(cluster: ResolvedCluster, paths: Paths, name: str,
-                   target: ExportTarget = ExportTarget()) -> Iterator[UnionSpec | None]:
+                   target: ExportTarget = ExportTarget(), *,
+                   must_reboot: Callable[[MustReboot], None] = log_must_reboot
+                   ) -> Iterator[UnionSpec | None]:
     """Around a change of a `union=server` node's layer: unexport the node, unmount its
     union, yield (its upper dir is a plain directory now), mount the union again (over the
     lower layers as they are now) and export it again. Yields None and does nothing for a
-    node whose union is not mounted (or that is not a server-side union node).
+    node whose union is not mounted (or that is not a server-side union node). Each running
+    node whose export these applies turned `subtree_check` goes to `must_reboot` (knfsd: the
+    exports are rendered anew, as `nfs apply` renders them).
 
     The node keeps its file handles (`index=on` decodes them again after the remount), but
     NFS calls it makes meanwhile fail: a running node sees its root go away for a moment.
@@ -387,19 +400,24 @@ def union_released(cluster: ResolvedCluster, paths: Paths, name: str,
         yield None
         return
     log.info("nfs.union.release node=%s", name)
-    _export(cluster, paths, target, unexported=(name,))
+
+    def export(unexported: tuple[str, ...] = ()) -> None:
+        for item in _export(cluster, paths, target, unexported=unexported):
+            must_reboot(item)
+
+    export(unexported=(name,))
     try:
         if not ganesha:  # knfsd: its bind at the junction in the view holds the union too
             unbind_junctions(_binds_of(cluster, paths, spec, target))
         unmount_union(spec, ns_pid=ns_pid)
     except BaseException:
-        _export(cluster, paths, target)
+        export()
         raise
     try:
         yield spec
     finally:
         mount_union(spec, ns_pid=ns_pid)
-        _export(cluster, paths, target)
+        export()
         log.info("nfs.union.restored node=%s", name)
 
 
@@ -411,7 +429,8 @@ def _binds_of(cluster: ResolvedCluster, paths: Paths, spec: UnionSpec,
 
 
 def remount_union_for_boot(cluster: ResolvedCluster, paths: Paths, name: str,
-                           target: ExportTarget = ExportTarget()) -> bool:
+                           target: ExportTarget = ExportTarget(), *,
+                           must_reboot: Callable[[MustReboot], None] = log_must_reboot) -> bool:
     """A `union=server` node is booting: remount its union so it sees the lower layers as
     they are now (overlayfs caches lower dentries). False when there was nothing to do.
 
@@ -421,7 +440,7 @@ def remount_union_for_boot(cluster: ResolvedCluster, paths: Paths, name: str,
     if (name in cluster.union_nodes()
             and not NfsServerKind(cluster.settings.nfs_server).is_ganesha):
         expire_clients(cluster.nodes[name].node.address)
-    with union_released(cluster, paths, name, target) as spec:
+    with union_released(cluster, paths, name, target, must_reboot=must_reboot) as spec:
         return spec is not None
 
 

@@ -5,6 +5,7 @@ directories (archived under HOME/archive, never deleted silently).
         match step:
             case NodesRemoved(changes=changes): ...
             case NodeDirArchived(node=name, archive=tarball): ...
+            case NodeMustReboot(reboot=item): print(item.message)
 
 Each step is yielded once it is done, so a caller shows the removal even when a later
 archive fails.
@@ -21,9 +22,9 @@ from oneroot.model import NfsServerKind
 from oneroot.model.inventory import Change
 from oneroot.model.paths import Paths
 from oneroot.model.resolved import ResolvedCluster, resolve_cluster
-from oneroot.nfs.knfsd import EXPORTS_FILE
 from oneroot.ops import inventory as inv_ops
-from oneroot.ops.nfs_serving import apply_nfs, ganesha_files
+from oneroot.ops.knfsd_subtree import MustReboot
+from oneroot.ops.nfs_serving import ExportTarget, apply_nfs, ganesha_files
 from oneroot.ops.overlays import archive_node_dir
 
 
@@ -42,31 +43,45 @@ class NodeDirArchived:
     archive: Path
 
 
-RemovalStep = NodesRemoved | NodeDirArchived
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NodeMustReboot:
+    """A running node whose export the re-apply turned `subtree_check` (knfsd; `nfs apply`
+    says the same)."""
+
+    reboot: MustReboot
+
+
+RemovalStep = NodesRemoved | NodeDirArchived | NodeMustReboot
 
 
 def remove_nodes(store: InventoryStore, paths: Paths, pattern: str, *,
-                 keep_dir: bool = False) -> Iterator[RemovalStep]:
-    """Remove the nodes `pattern` names; unless `keep_dir`, drop their exports, then archive
-    and remove their directories."""
+                 keep_dir: bool = False, target: ExportTarget | None = None
+                 ) -> Iterator[RemovalStep]:
+    """Remove the nodes `pattern` names; unless `keep_dir`, drop their exports (knfsd's through
+    `target`), then archive and remove their directories."""
     changes = inv_ops.remove_nodes(store, pattern)
     after = resolve_cluster(store.load())
     yield NodesRemoved(changes=tuple(changes))
     if keep_dir:
         return
-    _reapply_nfs(after, paths)
+    for item in _reapply_nfs(after, paths, target or ExportTarget()):
+        yield NodeMustReboot(reboot=item)
     for ch in changes:
         archive = archive_node_dir(after, paths, ch.name)
         if archive is not None:
             yield NodeDirArchived(node=ch.name, archive=archive)
 
 
-def _reapply_nfs(cluster: ResolvedCluster, paths: Paths) -> None:
-    """Drop removed nodes' exports before their directories move (no export of a gone dir).
+def _reapply_nfs(cluster: ResolvedCluster, paths: Paths, target: ExportTarget
+                 ) -> tuple[MustReboot, ...]:
+    """Drop removed nodes' exports before their directories move (no export of a gone dir);
+    the running nodes that apply leaves with stale handles.
 
     Only where NFS was set up already (its config exists): removing a node from an inventory
     that is only rendered must not start exporting anything."""
     config = (ganesha_files(paths).conf
-              if NfsServerKind(cluster.settings.nfs_server).is_ganesha else EXPORTS_FILE)
-    if config.exists():
-        apply_nfs(cluster, paths)
+              if NfsServerKind(cluster.settings.nfs_server).is_ganesha else target.exports_file)
+    if not config.exists():
+        return ()
+    return apply_nfs(cluster, paths, exportfs=target.exportfs,
+                     exports_file=target.exports_file).must_reboot

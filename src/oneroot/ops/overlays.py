@@ -11,6 +11,7 @@ a tarball under `<home>/archive/`.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime
 import functools
 import io
@@ -21,7 +22,7 @@ import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import BinaryIO, Concatenate, ParamSpec, TypeVar
+from typing import BinaryIO, Concatenate, ParamSpec, TypeVar, cast
 
 from oneroot.errors import ConfigError, Conflict, NotFound, UsageError
 from oneroot.fsutil import empty_dir, open_dir, remove_tree
@@ -32,6 +33,7 @@ from oneroot.nfs.server_union import MERGED_DIR, same_mount_ns, union_source
 from oneroot.nfs.viewpolicy import MaskKind, ViewPolicy, mask_of_path
 from oneroot.ops.image_block import build_block
 from oneroot.ops.inventory import get_group
+from oneroot.ops.knfsd_subtree import MustReboot
 from oneroot.ops.layerfs import release_layer_fs
 from oneroot.ops.nfs_serving import ganesha_files, union_released
 from oneroot.ops.nodes_fs import group_layer, node_layer
@@ -77,6 +79,8 @@ class OverlayResult:
     changed: bool
     message: str
     archive: Path | None = None
+    # knfsd: running nodes whose export the remount around the edit turned subtree_check
+    must_reboot: tuple[MustReboot, ...] = ()
 
 
 def archive_dir(paths: Paths) -> Path:
@@ -190,16 +194,25 @@ def _writable(stack: Stack, paths: Paths | None = None) -> None:
 
 
 @contextlib.contextmanager
-def _released(cluster: ResolvedCluster, paths: Paths, name: str) -> Iterator[None]:
+def _released(cluster: ResolvedCluster, paths: Paths, name: str,
+              must_reboot: list[MustReboot]) -> Iterator[None]:
     """The safe remount around an edit of a `union=server` node's layer: its union is
-    unexported and unmounted during the edit, then mounted and exported again. A
+    unexported and unmounted during the edit, then mounted and exported again (the running
+    nodes whose export that turned `subtree_check` are added to `must_reboot`). A
     `union=block` node's ext4 top is opened (in userspace) instead, if it is known off."""
     if cluster.node(name).profile.block_union:
         with opened_top(cluster, paths, name, write=True):
             yield
         return
-    with union_released(cluster, paths, name):
+    with union_released(cluster, paths, name, must_reboot=must_reboot.append):
         yield
+
+
+def _telling(result: _T, must_reboot: list[MustReboot]) -> _T:
+    """`result` with the nodes that should reboot, when it is an edit's result."""
+    if must_reboot and isinstance(result, OverlayResult | ResetResult):
+        return cast(_T, dataclasses.replace(result, must_reboot=tuple(must_reboot)))
+    return result
 
 
 def _through_remount(
@@ -209,8 +222,10 @@ def _through_remount(
     def wrapper(cluster: ResolvedCluster, paths: Paths, name: str, /, *args: _P.args,
                 **kwargs: _P.kwargs) -> _T:
         cluster.node(name)  # a missing node is reported as such, before anything else
-        with _released(cluster, paths, name):
-            return edit(cluster, paths, name, *args, **kwargs)
+        must_reboot: list[MustReboot] = []
+        with _released(cluster, paths, name, must_reboot):
+            result = edit(cluster, paths, name, *args, **kwargs)
+        return _telling(result, must_reboot)
     return wrapper
 
 
@@ -344,6 +359,7 @@ def edit_file(cluster: ResolvedCluster, paths: Paths, name: str, path: str,
     else:
         before, origin = b"", "an empty file"
     work = Path(tempfile.mkdtemp(prefix=f"oneroot-edit-{name}-", dir=tmp_dir))  # 0700
+    must_reboot: list[MustReboot] = []
     copy = work / rel.name
     copy.write_bytes(before)
     keep = False
@@ -359,7 +375,7 @@ def edit_file(cluster: ResolvedCluster, paths: Paths, name: str, path: str,
         try:
             # The editor ran with the node's root still exported; only the write goes
             # through the safe remount of a server-side union.
-            with _released(cluster, paths, name):
+            with _released(cluster, paths, name, must_reboot):
                 _writable(stack, paths)
                 install(stack, stack.upper, rel, attrs=_start_attrs(current, lower, None),
                         data=after, expect=fingerprint(current))
@@ -371,7 +387,8 @@ def edit_file(cluster: ResolvedCluster, paths: Paths, name: str, path: str,
         if not keep:
             shutil.rmtree(work, ignore_errors=True)
     return OverlayResult(node=name, path=shown(rel), changed=True,
-                         message=f"wrote {shown(rel)} (started from {origin})")
+                         message=f"wrote {shown(rel)} (started from {origin})",
+                         must_reboot=tuple(must_reboot))
 
 
 @_through_remount
@@ -423,6 +440,7 @@ class ResetResult:
     removed: int
     kept: tuple[PurePosixPath, ...]
     archive: Path | None
+    must_reboot: tuple[MustReboot, ...] = ()  # as OverlayResult's
 
 
 @_through_remount

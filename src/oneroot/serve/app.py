@@ -38,6 +38,7 @@ from oneroot.ops.nfs_serving import (
     ExportTarget,
     apply_nfs,
     ganesha_server,
+    log_must_reboot,
     nfs_plan,
     remount_union_for_boot,
 )
@@ -459,9 +460,7 @@ async def _start_nfs(paths: Paths, holder: CatalogHolder, bind: IPv4Address,
 def _apply_nfs(cluster: ResolvedCluster, paths: Paths) -> None:
     """`apply_nfs`, and a line for each running node it leaves holding stale handles."""
     for item in apply_nfs(cluster, paths).must_reboot:
-        log.warning("nfs.must_reboot node=%s exports=%s reason=%s", item.node,
-                    ",".join(item.paths), "subtree_check now: the file handles it got before "
-                    "go stale")
+        log_must_reboot(item)
 
 
 _background: set[asyncio.Task[Any]] = set()

@@ -1,6 +1,6 @@
 """knfsd exports turned `subtree_check` under running nodes: `nfs apply` (and serve, which
-runs it) names each running node that should reboot, once; the exports file's lines parsed
-back as `render.cluster.render_exports` writes them."""
+runs it) names each running node that should reboot, once, and so does `node rm`'s re-apply;
+the exports file's lines parsed back as `render.cluster.render_exports` writes them."""
 
 from __future__ import annotations
 
@@ -8,11 +8,14 @@ from pathlib import Path
 
 from oneroot.inventory import database
 from oneroot.inventory.events import EventStore
+from oneroot.inventory.sqlstore import SqlInventory
 from oneroot.model import NfsServerKind, resolve_cluster
 from oneroot.model.events import BootEvent
+from oneroot.model.inventory import Inventory, plan
 from oneroot.model.paths import Paths
 from oneroot.ops.knfsd_subtree import export_lines
-from oneroot.ops.nfs_serving import apply_nfs
+from oneroot.ops.nfs_serving import ExportTarget, apply_nfs
+from oneroot.ops.node_removal import NodeDirArchived, NodeMustReboot, NodesRemoved, remove_nodes
 from oneroot.testing.inventory import layer_group, make_inventory, make_node, settings_under
 
 
@@ -76,3 +79,33 @@ def test_export_lines_read_back_what_render_wrote() -> None:
     assert first.subtree_checked and first.wants_check
     assert group.clients == ("10.0.0.11", "10.0.0.12")
     assert "no_subtree_check" not in group.options and group.subtree_checked
+
+
+def test_node_rm_names_the_running_nodes_its_reapply_turns_subtree_check(
+        tmp_path: Path) -> None:
+    """`node rm node03` applies the exports again without node03; the file it replaces was
+    applied `no_subtree_check` (an older oneroot), so node01 and node02, running, should
+    reboot: said as `nfs apply` says it, before node03's directory is archived."""
+    image = tmp_path / "image"
+    (image / "etc").mkdir(parents=True)
+    inv = make_inventory(nodes=[make_node(1), make_node(2), make_node(3)], image_root=image,
+                         settings=settings_under(tmp_path, nfs_server=NfsServerKind.KNFSD))
+    paths = Paths(home=tmp_path / "home")
+    _seen(paths, {"node01": "runlevel", "node02": "runlevel", "node03": "runlevel"})
+    exports = tmp_path / "exports"
+    target = ExportTarget(exportfs="true", exports_file=exports)
+    apply_nfs(resolve_cluster(inv), paths, exportfs="true", exports_file=exports)
+    exports.write_text(_unchecked(exports.read_text()))
+    store = SqlInventory(tmp_path / "inventory.db")
+    try:
+        store.apply(plan(Inventory(), inv))
+        steps = list(remove_nodes(store, paths, "node03", target=target))
+    finally:
+        store.close()
+    assert [type(step) for step in steps] == [NodesRemoved, NodeMustReboot, NodeMustReboot,
+                                             NodeDirArchived]
+    layer = {n: f"{tmp_path}/systems/{n}" for n in ("node01", "node02")}
+    assert [(s.reboot.node, s.reboot.paths) for s in steps
+            if isinstance(s, NodeMustReboot)] == [("node01", (str(image), layer["node01"])),
+                                                 ("node02", (str(image), layer["node02"]))]
+    assert "node03" not in exports.read_text()
