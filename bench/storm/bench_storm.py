@@ -59,6 +59,11 @@ ONEROOT_VARIANTS: dict[str, tuple[str, ...]] = {
     "oneroot-nowait": ("--limit", "http_sendfile_wait=0"),
     # HTTP answered in serve's own process, next to DHCP and TFTP (before serve/httpworkers.py)
     "oneroot-inprocess": ("--limit", "http_workers=0"),
+    # two HTTP worker processes (nginx's count here: one per CPU)
+    "oneroot-2workers": ("--limit", "http_workers=2"),
+    # ... with every boot-file body on the workers' loops
+    "oneroot-2workers-loopfiles": ("--limit", "http_workers=2",
+                                   "--limit", "http_sendfile_threads=0"),
 }
 SIZES = {"vmlinuz": 8_247_232, "initramfs.img": 3_985_087}  # the lab's, when not cached
 
