@@ -4,7 +4,9 @@ on the relayed segment): the client binds an address of its segment's pool with 
 mask and the relay as router, then renews it straight to the server (unicast through the
 router, not relayed) and keeps it. A client on a second relayed segment, which has no pool
 (no `relay_pools` entry, outside `subnet`), is offered nothing (an address of the servers' own
-pool is unusable there), and the server says why once, not once per DISCOVER.
+pool is unusable there), and the server says why once, not once per DISCOVER. A known node
+(fixed address in `subnet`) behind either relay is offered nothing either: a reservation
+holds on its own segment only (Kea, ISC dhcpd), and the server says why once.
 `network_config` builds the segment from the settings as serve does. Needs root."""
 
 from __future__ import annotations
@@ -38,12 +40,15 @@ ROUTER_UP = IPv4Address("10.97.0.254")  # the router's address on the servers' n
 RELAY = IPv4Address("10.97.5.1")  # and on the relayed segment: the giaddr
 RELAY_POOLS = "10.97.5.1/24=10.97.5.100-10.97.5.149"
 UNSERVED = IPv4Address("10.97.6.1")  # the router on a segment with no pool
+NODE_MAC, NODE_ADDRESS = "02:97:00:00:00:11", "10.97.0.11"  # a known node, fixed in SUBNET
 
 SERVER_MAIN = textwrap.dedent("""
-    import asyncio, logging, sys
+    import asyncio, ipaddress, logging, sys
     from oneroot.inventory.leases import LeaseStore
     from oneroot.model.inventory import Inventory, settings_from_dict
+    from oneroot.net import MacAddress
     from oneroot.ops.catalog import network_config
+    from oneroot.proto.dhcp import NodeBoot
     from oneroot.serve.dhcp import DhcpService
 
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(message)s")
@@ -52,8 +57,12 @@ SERVER_MAIN = textwrap.dedent("""
         "pool_start": "10.97.0.100", "pool_end": "10.97.0.149", "relay_pools": sys.argv[3],
         "lease_time": 600})
     network = network_config(Inventory(settings=settings))
+    node = NodeBoot(name="node01", address=ipaddress.IPv4Address(sys.argv[6]),
+                    bios_file="undionly.kpxe", uefi_file="ipxe.efi",
+                    ipxe_url="http://10.97.0.2/boot/node01.ipxe")
+    known = {MacAddress.parse(sys.argv[5]): node}
     service = DhcpService(interface="eth0", server_address=network.server_address,
-                          network=network, lookup=lambda mac: None,
+                          network=network, lookup=known.get,
                           leases=LeaseStore(sys.argv[4]), on_event=lambda e: None)
     asyncio.run(service.run())
 """)
@@ -100,7 +109,8 @@ def test_a_relayed_client_binds_and_renews_on_its_segments_pool(tmp_path: Path) 
             lab.run_in_ns(["sysctl", "-qw", "net.ipv4.ip_forward=1"], netns=router.netns)
             with log.open("ab") as out:
                 dhcp = lab.popen_in_ns([sys.executable, "-c", SERVER_MAIN, str(SERVER),
-                                        str(SUBNET), RELAY_POOLS, str(tmp_path / "l.db")],
+                                        str(SUBNET), RELAY_POOLS, str(tmp_path / "l.db"),
+                                        NODE_MAC, NODE_ADDRESS],
                                        netns=server.netns, what="dhcp", stdout=out,
                                        stderr=subprocess.STDOUT)
             until(lambda: "dhcp.listen" in log.read_text() or dhcp.poll() is not None,
@@ -147,8 +157,27 @@ def test_a_relayed_client_binds_and_renews_on_its_segments_pool(tmp_path: Path) 
             lines = [line for line in log.read_text().splitlines()
                      if "dhcp.relay_unserved" in line]
             assert len(lines) == 1 and f"relay={UNSERVED} " in lines[0], lines
+            # A known node on either relayed segment: its fixed address is a reservation on
+            # SUBNET only, unusable there; nothing offered (before: it bound 10.97.0.11 on
+            # both), and one line says why.
+            moved: dict[str, str | None] = {}  # namespace: the address bound, if any
+            for namespace in (stray, client):
+                for step in (("down",), ("address", NODE_MAC), ("up",)):
+                    subprocess.run(["ip", "-n", namespace, "link", "set", "eth0", *step],
+                                   check=True)
+                moved[namespace] = udhcpc.lease(
+                    lambda *argv, timeout, ns=namespace: subprocess.run(
+                        ["ip", "netns", "exec", ns, *argv], timeout=timeout, check=False,
+                        capture_output=True),
+                    "eth0", tries=3).get("ip")
+            assert moved == {stray: None, client: None}, moved
+            nodes = [line for line in log.read_text().splitlines()
+                     if "dhcp.node_off_segment" in line]
+            assert len(nodes) == 1, nodes
+            assert f"relay={UNSERVED} mac={NODE_MAC} node=node01 count=1 " in nodes[0], nodes
             assert dhcp.poll() is None, log.read_text()
-            print(json.dumps({"bound": bound, "renewed": renewed, "unserved": lines}))
+            print(json.dumps({"bound": bound, "renewed": renewed, "unserved": lines,
+                              "node_off_segment": nodes}))
         finally:
             for namespace in (client, stray):
                 subprocess.run(["ip", "netns", "del", namespace], check=False)

@@ -108,6 +108,10 @@ class DhcpService:
         self.unserved_relays = _Refusals(
             "dhcp.relay_unserved", "the relay's segment has no pool here (setting relay_pools) "
             "and is outside the subnet: nothing offered")
+        self.unserved_nodes = _Refusals(
+            "dhcp.node_off_segment", "relayed from a segment outside the subnet, where the "
+            "node's fixed address cannot work: nothing offered (move the node's address, or "
+            "check the relay)")
         self.dropped = 0
         self.rereads = 0  # clients' rows read from the shared database
         self.rereads_dropped = 0
@@ -332,7 +336,10 @@ class DhcpService:
             holds = True
         reply, destination = decision.reply, decision.destination
         if reply is None or destination is None:
-            if decision.unserved_relay is not None:
+            if decision.unserved_node is not None:
+                self.unserved_nodes.add(now, relay=decision.unserved_relay, mac=request.mac,
+                                        node=decision.unserved_node)
+            elif decision.unserved_relay is not None:
                 self.unserved_relays.add(now, relay=decision.unserved_relay, mac=request.mac)
             if log.isEnabledFor(logging.DEBUG):
                 log.debug("dhcp.ignore mac=%s reason=%s", request.chaddr[:6].hex(":"),

@@ -1,6 +1,7 @@
 """The DHCP service's own decisions around the responder: the relays a server serves, and
 no new pool lease while the lease database is failing (known nodes still answered); a relay
-whose segment has no pool, counted and logged at most once a minute."""
+whose segment has no pool, and a known node relayed from off its segment, counted and logged
+at most once a minute."""
 
 from __future__ import annotations
 
@@ -47,12 +48,31 @@ def answered(dhcp: DhcpService, data: bytes, source: str = "10.9.0.1") -> bool:
 
 
 def test_relayed_requests_only_from_the_servers_relays(tmp_path: Path) -> None:
-    dhcp = service(tmp_path, relays=frozenset({IPv4Address("10.9.0.1")}))
-    assert answered(dhcp, discover(NODE_MAC, giaddr="10.9.0.1"))
-    assert not answered(dhcp, discover(NODE_MAC, giaddr="10.8.0.1"))  # another segment's
+    dhcp = service(tmp_path, relays=frozenset({IPv4Address("10.0.9.1")}))
+    assert answered(dhcp, discover(NODE_MAC, giaddr="10.0.9.1"))
+    assert not answered(dhcp, discover(NODE_MAC, giaddr="10.0.8.1"))  # another server's
     assert answered(dhcp, discover(NODE_MAC))  # its own interface's clients
     everyone = service(tmp_path / "x")
-    assert answered(everyone, discover(NODE_MAC, giaddr="10.8.0.1"))
+    assert answered(everyone, discover(NODE_MAC, giaddr="10.0.8.1"))
+    # Another server's relay is its business: neither counted nor logged here.
+    assert dhcp.unserved_nodes.count == dhcp.unserved_relays.count == 0
+
+
+def test_a_known_node_relayed_from_off_its_segment_is_counted_and_logged_once_a_minute(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    dhcp = service(tmp_path)
+    moved = discover(NODE_MAC, giaddr="10.8.0.1")  # outside 10.0.0.0/16, where n1's address is
+    with caplog.at_level(logging.WARNING, logger="oneroot.serve.dhcp"):
+        for now in (1000.0, 1001.0, 1060.0):
+            reply, _ = dhcp._decide(moved, ("10.8.0.1", 67), 67, now)
+            assert reply is None
+    assert (dhcp.unserved_nodes.count, dhcp.unserved_relays.count) == (3, 0)
+    lines = [r.getMessage() for r in caplog.records if "dhcp.node_off_segment" in r.getMessage()]
+    assert [line.split()[1:5] for line in lines] == [
+        ["relay=10.8.0.1", f"mac={NODE_MAC}", "node=n1", "count=1"],
+        ["relay=10.8.0.1", f"mac={NODE_MAC}", "node=n1", "count=3"]]
+    assert "fixed address" in lines[0]
+    assert answered(dhcp, discover(NODE_MAC, giaddr="10.0.9.1"))  # a relay on its subnet
 
 
 def test_no_pool_offer_while_the_lease_database_fails(tmp_path: Path) -> None:

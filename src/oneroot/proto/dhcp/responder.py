@@ -35,6 +35,10 @@ An unknown client on a relayed segment (`NetworkConfig.segments`: relayed from i
 ciaddr in it) is decided with that segment's config: its subnet, router and pool. Relayed from
 any other segment (giaddr neither in a segment nor in the subnet), it gets nothing
 (`Decision.unserved_relay`): the pool's addresses are unusable there.
+A known node's fixed address (always in `subnet`) is a reservation on that segment only, as in
+Kea and ISC dhcpd: relayed from a giaddr outside `subnet` (a pool segment, or one this server
+has no config for), its DISCOVER, REQUEST and INFORM get nothing (`Decision.unserved_node`),
+not an address that cannot work there, nor a pool address its root exports would refuse.
 """
 
 from __future__ import annotations
@@ -167,8 +171,10 @@ class Decision:
     # Read this client's lease and this address's from the shared store, then decide again:
     # the view (`view_complete=False`) has no row that answers this pool client's REQUEST.
     reread: IPv4Address | None = None
-    # Relayed from this giaddr, a segment with no pool here: the pool client got nothing
+    # Relayed from this giaddr, a segment with no pool here: the pool client got nothing;
+    # or (`unserved_node`: that node's name) a segment the node's fixed address is not on
     unserved_relay: IPv4Address | None = None
+    unserved_node: str | None = None
 
 
 _TO_ALL_CLIENTS = Destination(address=_BROADCAST, port=CLIENT_PORT, broadcast=True)
@@ -201,14 +207,21 @@ def respond(request: DhcpPacket, *, now: float, config: NetworkConfig, lookup: L
         return Decision(reason="BOOTP without DHCP message type: not served")
     mac = request.mac
     node = lookup(mac)
+    giaddr = request.giaddr
     if node is None:
-        giaddr = request.giaddr
         if config.segments:
             config = config.segment_of(giaddr, request.ciaddr)
         if giaddr != _ZERO and giaddr not in config.subnet and config.pool is not None \
                 and mtype in _POOL_MESSAGES and config.mode is DhcpMode.FULL:
             return Decision(unserved_relay=giaddr,
                             reason=f"relayed from {giaddr}, a segment with no pool here")
+    elif giaddr != _ZERO and giaddr not in config.subnet and mtype in _POOL_MESSAGES \
+            and config.mode is DhcpMode.FULL:
+        # A node's fixed address is in `subnet`: a reservation holds on its own segment only
+        # (Kea, ISC dhcpd), and the relay's is another one (a pool segment, or none here).
+        return Decision(unserved_relay=giaddr, unserved_node=node.name,
+                        reason=f"{node.name} ({node.address}) relayed from {giaddr}, a "
+                               f"segment its address is not on")
     ctx = _Context(request, mtype, mac, node, now, config, leases,
                    is_reserved or _never_reserved, view_complete)
     if config.mode is DhcpMode.PROXY:

@@ -1,7 +1,7 @@
 """Pools per relayed segment (`NetworkConfig.segments`, setting `relay_pools`): an unknown client
 relayed from a segment's relay gets that segment's address, mask and router; its unicast RENEW
-(not relayed: giaddr 0, ciaddr on the segment) is ACKed, not NAKed as off the network; known
-nodes and the servers' own segment are answered as before."""
+(not relayed: giaddr 0, ciaddr on the segment) is ACKed, not NAKed as off the network; the
+servers' own segment is answered as before, and known nodes only on it."""
 
 from __future__ import annotations
 
@@ -73,14 +73,36 @@ def test_a_relayed_client_gets_its_segments_address_mask_and_router() -> None:
     assert wrong.reply is not None and wrong.reply.message_type is MessageType.NAK
 
 
-def test_the_servers_own_segment_and_known_nodes_are_answered_as_before() -> None:
+def test_the_servers_own_segment_and_known_nodes_on_it_are_answered_as_before() -> None:
     leases = MemoryLeases()
     own = decide(message(MessageType.DISCOVER, STRANGER), leases)
     assert own.reply is not None and own.reply.yiaddr in MAIN.subnet
     assert own.reply.options.get(OptionCode.ROUTER) == IPv4Address("10.0.0.254").packed
-    node = decide(message(MessageType.DISCOVER, KNOWN, giaddr=RELAY), leases)
-    assert node.reply is not None and node.reply.yiaddr == NODE.address
-    assert node.reply.options.get(OptionCode.SUBNET_MASK) == MAIN.subnet.netmask.packed
+    for giaddr in (IPv4Address(0), IPv4Address("10.0.0.250")):  # direct, or a relay on it
+        node = decide(message(MessageType.DISCOVER, KNOWN, giaddr=giaddr), leases)
+        assert node.reply is not None and node.reply.yiaddr == NODE.address
+        assert node.reply.options.get(OptionCode.SUBNET_MASK) == MAIN.subnet.netmask.packed
+
+
+def test_a_known_node_relayed_from_another_segment_gets_nothing() -> None:
+    """A node's fixed address is a reservation on the subnet only (Kea, ISC dhcpd): from a
+    pool segment's relay, or a relay this server has no segment for, nothing (said why) —
+    neither its fixed address, unusable there, nor a pool address."""
+    leases = MemoryLeases()
+    for relay in (RELAY, IPv4Address("10.1.9.1")):
+        for packet in (message(MessageType.DISCOVER, KNOWN, giaddr=relay),
+                       message(MessageType.REQUEST, KNOWN, giaddr=relay,
+                               requested=NODE.address, server_id=SERVER),
+                       message(MessageType.REQUEST, KNOWN, giaddr=relay,
+                               requested=NODE.address),
+                       message(MessageType.INFORM, KNOWN, giaddr=relay, ciaddr=NODE.address)):
+            decision = decide(packet, leases)
+            assert (decision.reply, decision.lease_change, decision.unserved_relay,
+                    decision.unserved_node) == (None, None, relay, NODE.name), decision
+            assert "not on" in decision.reason
+    # Its unicast RENEW (not relayed) is answered as before.
+    renew = decide(message(MessageType.REQUEST, KNOWN, ciaddr=NODE.address), leases)
+    assert renew.reply is not None and renew.reply.message_type is MessageType.ACK
 
 
 def test_a_relay_with_no_pool_outside_the_subnet_gets_nothing_for_its_pool_clients() -> None:
@@ -97,13 +119,11 @@ def test_a_relay_with_no_pool_outside_the_subnet_gets_nothing_for_its_pool_clien
         assert (decision.reply, decision.lease_change, decision.unserved_relay) == (
             None, None, unserved), decision
         assert "no pool" in decision.reason
-    # A relay inside the subnet serves the main pool; a known node is answered as before;
-    # with discovery off nothing is refused that was ever offered.
+    # A relay inside the subnet serves the main pool; with discovery off nothing is refused
+    # that was ever offered.
     inside = decide(message(MessageType.DISCOVER, STRANGER, giaddr=IPv4Address("10.0.0.250")),
                     leases)
     assert inside.reply is not None and inside.reply.yiaddr in MAIN.subnet
-    node = decide(message(MessageType.DISCOVER, KNOWN, giaddr=unserved), leases)
-    assert node.reply is not None and node.reply.yiaddr == NODE.address
     off = respond(message(MessageType.DISCOVER, STRANGER, giaddr=unserved), now=NOW,
                   config=dataclasses.replace(CONFIG, pool=None, segments=()),
                   leases=leases, lookup={}.get)
