@@ -10,12 +10,12 @@ import sys
 
 from oneroot.cli.logformat import configure_logging
 from oneroot.serve.httpworker import run_worker
-from oneroot.serve.httpworkers import WorkerConfig, read_frame
+from oneroot.serve.httpworkers import read_config
 
 
 def main() -> None:
-    config = read_frame(sys.stdin.buffer)
-    if not isinstance(config, WorkerConfig):
+    config = read_config(sys.stdin.buffer)
+    if config is None:
         raise SystemExit("error: oneroot.cli.httpworker is started by `oneroot serve`")
     events = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # a stray print cannot break a frame

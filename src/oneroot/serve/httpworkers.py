@@ -30,6 +30,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
+import json
 import logging
 import os
 import pickle
@@ -41,7 +43,7 @@ import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import BinaryIO
 
 from oneroot.errors import OnerootError
 from oneroot.model.events import BootEvent
@@ -58,7 +60,10 @@ STOP_TIMEOUT = 5.0  # seconds a stopping worker gets before SIGKILL
 MAX_FAILED_STARTS = 3  # workers in a row that died before they were ready: serve stops
 RESTART_DELAYS = (0.1, 0.5, 1.0, 2.0, 5.0)  # before the 1st, 2nd, ... restart in a row
 READY = "ready"
-_FRAME = struct.Struct("!I")  # a frame: its length, then a pickle (trusted: our own child)
+# The pipes: frames, each its length, then its body. Worker to serve: JSON, READY first, then
+# its events (`event_json`). Serve to worker: one, its WorkerConfig pickled (serve's own).
+_FRAME = struct.Struct("!I")
+_JSON = json.JSONEncoder(separators=(",", ":"))  # one, not one per event (json.dumps' own)
 RELAY_DIR = "http"  # under serve's run dir: the relay sockets, one per serve
 _RELAY_SOCKET = re.compile(r"serve-([0-9]{1,10})\.sock")  # named by its serve's PID
 
@@ -83,23 +88,52 @@ class WorkerConfig:
     log_level: str
 
 
-def write_frame(stream: BinaryIO, value: Any) -> None:
-    data = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+def event_json(event: BootEvent) -> bytes:
+    """`event` as the worker writes it: a JSON array of its fields in order, its peer as an
+    integer (parsed back without a string's parsing)."""
+    peer = None if event.peer is None else int(event.peer)
+    detail = event.detail if type(event.detail) is dict else dict(event.detail)
+    return _JSON.encode([event.time, event.kind, event.node, event.mac, peer, event.stage,
+                         event.file, event.bytes, event.duration, detail,
+                         event.server]).encode()
+
+
+def json_event(data: bytes) -> BootEvent | str:
+    """A worker's frame: an event (`event_json`), or a word (READY)."""
+    value = json.loads(data)
+    if isinstance(value, str):
+        return value
+    time, kind, node, mac, peer, stage, file, size, duration, detail, server = value
+    return BootEvent(time=time, kind=kind, node=node, mac=mac,
+                     peer=None if peer is None else ipaddress.IPv4Address(peer), stage=stage,
+                     file=file, bytes=size, duration=duration, detail=detail, server=server)
+
+
+def write_frame(stream: BinaryIO, message: BootEvent | str) -> None:
+    """A worker's event, or READY, to serve."""
+    data = event_json(message) if isinstance(message, BootEvent) else json.dumps(message).encode()
     stream.write(_FRAME.pack(len(data)) + data)
     stream.flush()
 
 
-def read_frame(stream: BinaryIO) -> Any:
+async def _read_frame(reader: asyncio.StreamReader) -> BootEvent | str:
+    (size,) = _FRAME.unpack(await reader.readexactly(_FRAME.size))
+    return json_event(await reader.readexactly(size))
+
+
+def _config_frame(config: WorkerConfig) -> bytes:
+    data = pickle.dumps(config, protocol=pickle.HIGHEST_PROTOCOL)
+    return _FRAME.pack(len(data)) + data
+
+
+def read_config(stream: BinaryIO) -> WorkerConfig | None:
+    """The worker's configuration, on its stdin; None if that is not what came."""
     head = stream.read(_FRAME.size)
     if len(head) < _FRAME.size:
-        raise EOFError("the pipe closed")
+        return None
     (size,) = _FRAME.unpack(head)
-    return pickle.loads(stream.read(size))
-
-
-async def _read_frame(reader: asyncio.StreamReader) -> Any:
-    (size,) = _FRAME.unpack(await reader.readexactly(_FRAME.size))
-    return pickle.loads(await reader.readexactly(size))
+    config = pickle.loads(stream.read(size))
+    return config if isinstance(config, WorkerConfig) else None
 
 
 def listen_socket(bind: str, port: int, backlog: int) -> socket.socket:
@@ -135,8 +169,7 @@ class HttpWorkers:
                 () if self._config.relay_dir_fd is None else (self._config.relay_dir_fd,)))
         self._procs[slot] = proc
         assert proc.stdin is not None and proc.stdout is not None
-        data = pickle.dumps(self._config, protocol=pickle.HIGHEST_PROTOCOL)
-        proc.stdin.write(_FRAME.pack(len(data)) + data)  # stdin stays open: EOF = serve gone
+        proc.stdin.write(_config_frame(self._config))  # stdin stays open: EOF = serve gone
         try:
             async with asyncio.timeout(START_TIMEOUT):
                 await proc.stdin.drain()
@@ -175,7 +208,12 @@ class HttpWorkers:
             assert proc is not None and proc.stdout is not None
             with contextlib.suppress(asyncio.IncompleteReadError):
                 while True:
-                    self._on_event(await _read_frame(proc.stdout))
+                    event = await _read_frame(proc.stdout)
+                    if isinstance(event, BootEvent):
+                        self._on_event(event)
+                    else:  # a word out of turn (only READY is one): a bug, said
+                        log.error("http.worker_frame slot=%d pid=%d frame=%.80r not an event",
+                                  slot, proc.pid, event)
             status = await proc.wait()
             self._ready.discard(proc.pid)
             # first the delay: when serve itself is stopping (a SIGTERM to the whole group),
