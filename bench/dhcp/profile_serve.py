@@ -79,7 +79,7 @@ async def run(exchanges: int, batch: int, work: Path,
                             pool=(IPv4Address("10.1.0.10"), IPv4Address("10.1.255.250")))
     service = DhcpService(interface="lo", server_address=SERVER, network=network,
                           lookup=lambda mac: None, leases=leases, on_event=recorder,
-                          is_reserved=lambda address: False)
+                          is_reserved=lambda address: False, pool_events=False)
     service._loop = asyncio.get_running_loop()
     service._sockets[67] = _Sink()  # type: ignore[assignment]
     spent = 0.0

@@ -50,6 +50,12 @@ class Database:
     def executemany(self, sql: str, rows: Iterable[Sequence[object]]) -> None:
         raise NotImplementedError
 
+    def executemany_counted(self, sql: str, rows: Sequence[Sequence[object]]) -> int | None:
+        """`executemany`, and the number of rows it inserted, updated or deleted; None, having
+        run nothing, where the engine does not count them (the caller runs the rows one by
+        one)."""
+        return None
+
     @property
     def in_transaction(self) -> bool:
         raise NotImplementedError
@@ -98,6 +104,11 @@ class SqliteDatabase(Database):
 
     def executemany(self, sql: str, rows: Iterable[Sequence[object]]) -> None:
         self.conn.executemany(sql, rows)
+
+    def executemany_counted(self, sql: str, rows: Sequence[Sequence[object]]) -> int | None:
+        before = self.conn.total_changes
+        self.conn.executemany(sql, rows)
+        return self.conn.total_changes - before
 
     @property
     def in_transaction(self) -> bool:

@@ -60,6 +60,7 @@ _GROUP_CLAIM = ("INSERT INTO leases (mac, ip, node, expires, state, relay_info, 
                 " node = excluded.node, expires = excluded.expires, state = excluded.state,"
                 " relay_info = excluded.relay_info, server = excluded.server"
                 " WHERE leases.mac = excluded.mac OR leases.expires < ? RETURNING mac")
+_GROUP_CLAIM_ROWS = _GROUP_CLAIM.removesuffix(" RETURNING mac")  # for executemany
 # Before a group claim: the client's other lease goes if this server bound it or it expired. A
 # live one another server bound stays, and the claim is lost (the NOT EXISTS above): it is a
 # REQUEST the client gave up (read late, under load) after it took that server's ACK; deleting
@@ -355,10 +356,23 @@ class LeaseStore:
         ours = self.server or ""
         db.executemany(_DELETE_OUR_OTHER_LEASES,
                        [(params[0], params[1], ours, params[-1]) for params in claims])
+        # SQLite says how many rows one executemany changed: when every claim changed its row
+        # (the common case: no other server shares the file), none was lost, and the group
+        # costs one statement instead of one per claim (RETURNING cannot go in an
+        # executemany). Otherwise, a claim was won iff the address's row is now its client's.
+        changed = db.executemany_counted(_GROUP_CLAIM_ROWS, claims)
+        if changed == len(claims):
+            return []
         lost = []
         for params in claims:
-            if not db.execute(_GROUP_CLAIM, params).fetchall():
-                row = db.execute(_SELECT_LEASE_AT, (params[1],)).fetchone() or \
+            if changed is None:
+                won = bool(db.execute(_GROUP_CLAIM, params).fetchall())
+                row = None
+            else:
+                row = db.execute(_SELECT_LEASE_AT, (params[1],)).fetchone()
+                won = row is not None and row[0] == params[0]
+            if not won:
+                row = row or db.execute(_SELECT_LEASE_AT, (params[1],)).fetchone() or \
                     db.execute(_SELECT_LEASE_OF, (params[0],)).fetchone()
                 lost.append(LostClaim(mac=MacAddress.parse(str(params[0])),
                                       address=IPv4Address(str(params[1])),

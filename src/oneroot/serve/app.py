@@ -184,7 +184,8 @@ def _dhcp_service(holder: CatalogHolder, options: ServeOptions, leases: LeaseSto
         lookup=lambda mac: holder.catalog.dhcp_lookup(mac),
         leases=leases, on_event=recorder, port=options.dhcp_port,
         is_reserved=lambda ip: ip in holder.catalog.by_address, limits=options.limits,
-        on_health=_health_reporter(health), relays=options.role.relays)
+        on_health=_health_reporter(health), relays=options.role.relays,
+        pool_events=False)  # the recorder keeps no pool client's reply
 
     def dhcp_settings(cluster: ResolvedCluster) -> None:
         inv = cluster.inventory

@@ -86,7 +86,8 @@ class DhcpService:
                  is_reserved: Callable[[IPv4Address], bool] | None = None,
                  clock: Callable[[], float] = time.time, limits: Limits = DEFAULT_LIMITS,
                  on_health: Callable[[DhcpHealth], None] | None = None,
-                 relays: frozenset[IPv4Address] | None = None) -> None:
+                 relays: frozenset[IPv4Address] | None = None,
+                 pool_events: bool = True) -> None:
         if network.server_address != server_address:
             raise ValueError("server_address and network.server_address differ")
         self.interface = interface
@@ -104,6 +105,10 @@ class DhcpService:
         self.on_health = on_health
         # The relays (giaddr) whose segments this server serves; None: every relay's.
         self.relays = relays
+        # False: a reply to a client no node owns (no node, not a node's address) is logged
+        # but not made a BootEvent (serve's recorder keeps none: serve/events.py; building
+        # one per OFFER and ACK of a storm's pool clients cost ~10% of the CPU per exchange)
+        self.pool_events = pool_events
         self.pool_refused = 0
         self.unserved_relays = _Refusals(
             "dhcp.relay_unserved", "the relay's segment has no pool here (setting relay_pools) "
@@ -556,6 +561,10 @@ class DhcpService:
             log.info("%s mac=%s ip=%s node=%s file=%s", event.kind, mac,
                      "None" if address is None else self._addresses.text(address),
                      event.node or "-", event.file or "-")
+            if event.node is None and not self.pool_events and not (
+                    address is not None and self.is_reserved is not None
+                    and self.is_reserved(address)):
+                return
             self.on_event(BootEvent(time=reply.received, kind=event.kind, node=event.node,
                                     mac=mac, peer=event.address, file=event.file))
         except Exception as exc:  # the per-datagram guard, for the sending half

@@ -9,7 +9,7 @@ A parsed packet never contains option 52: its `file`/`sname` are empty when they
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from ipaddress import IPv4Address
 
 from oneroot.errors import LocalProtocolError, MalformedPacket
@@ -88,6 +88,24 @@ class DhcpPacket:
             raise LocalProtocolError("a BOOTP header field is out of range")
         if type(self.options) is not DhcpOptions and not isinstance(self.options, DhcpOptions):
             object.__setattr__(self, "options", DhcpOptions(self.options))
+
+    @classmethod
+    def _trusted(cls, op: BootOp, xid: int, htype: int, hlen: int, hops: int, secs: int,
+                 flags: int, ciaddr: IPv4Address, yiaddr: IPv4Address, siaddr: IPv4Address,
+                 giaddr: IPv4Address, chaddr: bytes, sname: bytes, file: bytes,
+                 options: DhcpOptions) -> DhcpPacket:
+        """A packet from fields already valid (what `__post_init__` checks: a 16-byte chaddr,
+        sname and file in size without trailing NULs, header fields in range, a
+        `DhcpOptions`), without checking them again: for the codec, which unpacked them from
+        their fields, and the responder, which copies them from a parsed request. A frozen
+        dataclass's `__init__` sets each field through `object.__setattr__` and then checks
+        them; this is ~2.4x cheaper, and runs for every datagram and every reply."""
+        packet = object.__new__(cls)
+        for set_field, value in zip(_FIELD_SETTERS, (
+                op, xid, htype, hlen, hops, secs, flags, ciaddr, yiaddr, siaddr, giaddr, chaddr,
+                sname, file, options), strict=True):
+            set_field(packet, value)
+        return packet
 
     # --- typed views of the header ---
 
@@ -211,6 +229,9 @@ class DhcpPacket:
         return data
 
 
+# The slots' setters, in `_trusted`'s argument order (the dataclass's field order)
+_FIELD_SETTERS = tuple(DhcpPacket.__dict__[f.name].__set__ for f in fields(DhcpPacket))
+
 # IP and UDP headers, BOOTP header, cookie and END: what a packet costs besides its options.
 _FIXED_SIZE = _IP_UDP_HEADERS + HEADER_SIZE + len(MAGIC_COOKIE) + 1
 
@@ -322,9 +343,7 @@ def parse_packet(data: bytes) -> DhcpPacket:
             collected[code] = more if previous is None else previous + more
     # The header is in range by construction (unpacked from its fields), the option codes are
     # neither framing nor repeated (collected above): no need to check them again.
-    return DhcpPacket(
-        op=boot_op, xid=xid, htype=htype, hlen=hlen, hops=hops, secs=secs, flags=flags,
-        ciaddr=_address(ciaddr), yiaddr=_address(yiaddr), siaddr=_address(siaddr),
-        giaddr=_address(giaddr), chaddr=chaddr, sname=sname.rstrip(b"\0"),
-        file=file.rstrip(b"\0"), options=DhcpOptions._trusted(collected),
-    )
+    return DhcpPacket._trusted(
+        boot_op, xid, htype, hlen, hops, secs, flags, _address(ciaddr), _address(yiaddr),
+        _address(siaddr), _address(giaddr), chaddr, sname.rstrip(b"\0"), file.rstrip(b"\0"),
+        DhcpOptions._trusted(collected))

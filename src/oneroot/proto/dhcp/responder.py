@@ -455,15 +455,16 @@ class _Context:
                 static.replies.clear()
             reply_options = static.replies[key] = self._options(mtype, address, file_name,
                                                                 static)
-        file_bytes = b"" if file_name is None else file_name.encode()
-        reply = DhcpPacket(
-            op=BootOp.REPLY, xid=req.xid, htype=req.htype, hlen=req.hlen, flags=req.flags,
-            ciaddr=req.ciaddr if mtype is MessageType.ACK else _ZERO,
-            yiaddr=address if address is not None else _ZERO,
-            siaddr=self.config.server_address if node is not None else _ZERO,
-            giaddr=req.giaddr, chaddr=req.chaddr,
-            file=file_bytes if len(file_bytes) < 128 else b"", options=reply_options,
-        )
+        file_bytes = b"" if file_name is None else file_name.encode().rstrip(b"\0")
+        # Every field comes from the parsed request or is in range here (file under 128
+        # bytes, stored without NULs): no need for the checks of DhcpPacket's __init__
+        reply = DhcpPacket._trusted(
+            BootOp.REPLY, req.xid, req.htype, req.hlen, 0, 0, req.flags,
+            req.ciaddr if mtype is MessageType.ACK else _ZERO,
+            address if address is not None else _ZERO,
+            self.config.server_address if node is not None else _ZERO,
+            req.giaddr, req.chaddr, b"", file_bytes if len(file_bytes) < 128 else b"",
+            reply_options)
         event_kind = "dhcp.offer" if mtype is MessageType.OFFER else "dhcp.ack"
         event = ReplyEvent(kind=event_kind, mac=self.mac,
                            node=node.name if node is not None else None,
