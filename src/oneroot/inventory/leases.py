@@ -191,11 +191,13 @@ class LeaseStore:
 
     # --- writes ---
 
-    def stage(self, change: LeaseChange, *, now: float | None = None) -> None:
+    def stage(self, change: LeaseChange, *, now: float | None = None) -> bool:
         """Apply `change` to the view now and to the database in the open transaction. A pool
         client's bound lease (no node) is a claim: `write()` reports it lost when the database
-        says another client holds the address (another server bound it)."""
+        says another client holds the address (another server bound it). True if it queued a
+        statement for the database; an offer of a free address changes only the view."""
         pending = self._pending
+        queued = len(pending)
         mac = change.mac
         if change.action is LeaseAction.BIND:
             lease = Lease(mac=mac, address=change.address, node=change.node,
@@ -240,6 +242,7 @@ class LeaseStore:
             self._declined[change.address] = change.expires
             pending.append((_UPSERT_DECLINED, (str(change.address), _mac_text(mac),
                                                change.expires)))
+        return len(pending) > queued
 
     def record_unknown(self, client: UnknownClient, now: float, *,
                        vendor_class_text: int = 128) -> None:

@@ -4,8 +4,9 @@ Each time a socket is readable it is drained (up to `_BATCH_LIMIT` datagrams) in
 callback, without a queue or a task switch: each datagram is decided and its reply encoded; the
 lease changes of the batch are then written in one transaction (group commit) and only after
 that are the replies that carry them sent, so no ACK leaves before its lease is written.
-Replies whose decision changed nothing (an OFFER, a NAK) are sent at once. An unknown client's
-record holds no reply: it goes with the next lease write, or after `_LAZY_FLUSH` seconds.
+Replies whose decision writes nothing (an OFFER of a free address, a NAK) are sent at once.
+An unknown client's record holds no reply: it goes with the next lease write, or after
+`_LAZY_FLUSH` seconds.
 
 DHCPDECLINE deletes a lease, so it is taken only from its holder: a direct one is read from a
 packet socket (`dhcp_link`), which tells the frame's Ethernet source, and a relayed one from
@@ -337,8 +338,10 @@ class DhcpService:
                     return None, holds
                 if change.state is LeaseState.BOUND:
                     claim = request
-            self.leases.stage(change, now=now)
-            holds = True
+            # A reply waits for its change's write; an offer of a free address changes only
+            # the view (offers are not written): sent at once, so the client's REQUEST comes
+            # while the rest of the batch is decided, not after its group commit
+            holds = self.leases.stage(change, now=now)
         reply, destination = decision.reply, decision.destination
         if reply is None or destination is None:
             if decision.unserved_node is not None:

@@ -103,38 +103,3 @@ def test_a_relay_with_no_pool_is_counted_and_logged_once_a_minute(
     assert answered(dhcp, discover(STRANGER, giaddr="10.0.9.1"))  # inside the subnet
     assert dhcp.unserved_relays.count == 4
 
-
-def test_without_pool_events_only_replies_about_nodes_become_boot_events(
-        tmp_path: Path) -> None:
-    """serve's recorder keeps no reply to a pool client, so serve's service builds none
-    (`pool_events=False`); a node's reply, and one naming a node's address (a NAK of a
-    stranger asking for it), still go to `on_event`."""
-    events: list[tuple[str, str | None, IPv4Address | None]] = []
-    dhcp = DhcpService(interface="lo", server_address=SERVER, network=NETWORK,
-                       lookup={NODE_MAC: NODE}.get, leases=LeaseStore(tmp_path / "l.db"),
-                       on_event=lambda e: events.append((e.kind, e.node, e.peer)),
-                       is_reserved={NODE.address}.__contains__, pool_events=False)
-
-    class Sink:
-        def sendto(self, data: bytes, address: tuple[str, int]) -> int:
-            return len(data)
-
-    dhcp._sockets[67] = Sink()  # type: ignore[assignment]
-    for data in (discover(STRANGER), discover(NODE_MAC),
-                 client_message(MessageType.REQUEST, mac=STRANGER.packed, xid=8,
-                                requested=NODE.address).to_bytes()):
-        reply, _ = dhcp._decide(data, ("0.0.0.0", 68), 67, 1000.0)
-        assert reply is not None
-        dhcp._send(reply)
-    assert events == [("dhcp.offer", "n1", NODE.address), ("dhcp.nak", None, NODE.address)]
-    dhcp._sockets.clear()
-    dhcp.leases.close()
-    events.clear()
-    every = service(tmp_path / "x")  # the default: every reply
-    every.on_event = lambda e: events.append((e.kind, e.node, e.peer))
-    every._sockets[67] = Sink()  # type: ignore[assignment]
-    reply, _ = every._decide(discover(STRANGER), ("0.0.0.0", 68), 67, 1000.0)
-    assert reply is not None
-    every._send(reply)
-    assert [kind for kind, _, _ in events] == ["dhcp.offer"]
-    every._sockets.clear()
