@@ -3,7 +3,8 @@ item 4), on the lab `oneroot lab up --servers 2 --storage ceph` runs (`oneroot.o
 servers A and B (namespaces on this module's Ceph lab network, a home each on ONE
 PostgreSQL, `oneroot nfs keepalived NAME` and `oneroot serve --server-id NAME` in each),
 nodes PXE-booted whose `root=` names A's service address, and whose busybox init appends a
-numbered line with its uptime to a file in its own rw NFS layer every 0.1 s, each through
+numbered line with its uptime to `/var/lines` every 0.1 s through its root (the union:
+fuse-overlayfs copies `/var` up into the node's own rw NFS layer), each through
 `dd conv=fsync`.
 
 node01 boots and writes; A is killed (interface down, SIGKILL to everything in it). B must

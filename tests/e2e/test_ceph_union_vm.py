@@ -10,10 +10,16 @@ bridge at node01's address, CephFS mounted with the kernel client. Host tools th
    as `oneroot.nfs.server_union` does, with upper and work dirs in CephFS; the kernel refuses
    (CephFS has no RENAME_WHITEOUT, and a remote upper must have it), with or without
    oneroot's options. A CephFS lower under a local upper works and knfsd exports it.
+2. `union=client` on ganesha-ceph: node01's layers from `oneroot serve`, its union as the
+   initramfs makes it (tests/data/cephvm/fuse_probe.sh). Straight over the NFS lower layers
+   every copy-up fails (FSAL_CEPH lists an NFSv4 ACL it cannot return); over the read-only
+   xattr-less fuse-overlayfs the initramfs now puts between (`oneroot.union.lowerxattrs=off`)
+   it works, and the node's writes are read back from CephFS.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import json
 import os
@@ -25,11 +31,16 @@ from pathlib import Path
 
 import pytest
 
+from oneroot.model.paths import Paths
 from oneroot.ops.labserver import VmServerLab
+from oneroot.ops.serverimage import SERVER_MAC
 from oneroot.testing.ceph import (
     DAEMONS,
     CephCluster,
     ceph_in_lab,
+    ceph_inventory,
+    serve_ganesha_ceph,
+    tiny_image,
 )
 from oneroot.testing.cephvm import TOOLS, debian_vm, mount_cephfs, tools_disk
 
@@ -45,6 +56,7 @@ pytestmark = [
 
 DATA = Path(__file__).parents[1] / "data" / "cephvm"
 NODE01 = ipaddress.IPv4Interface("10.96.0.11/24")  # ceph_inventory's node01
+HEAD = ipaddress.IPv4Address("10.96.0.2")  # the boot server (oneroot serve + ganesha-ceph)
 CEPHFS = "/mnt/cephfs"
 
 
@@ -102,3 +114,76 @@ def test_a_kernel_cephfs_mount_is_no_overlayfs_upper(ceph_vm: CephVm) -> None:
     assert steps["union ops (CephFS lower, ext4 upper)"]["ok"]
     assert steps["knfsd (CephFS lower, ext4 upper): write, unlink, rename over NFS"]["ok"]
     assert steps["knfsd (plain CephFS dir): write, unlink, rename over NFS"]["ok"]
+
+
+def _fuse_steps(output: str) -> dict[tuple[str, str], bool]:
+    steps = {}
+    for line in output.splitlines():
+        if line.startswith(("OK   ", "FAIL ")):
+            variant, _, rest = line[5:].partition(": ")
+            steps[(variant, rest.split(": ")[0])] = line.startswith("OK")
+    return steps
+
+
+VARIANTS = ("-", "filter", "tmpfs", "tmpfs+filter")  # fuse_probe.sh's; v1..v4 in that order
+WRITES = ("write /var/lib/probe", "mkdir /var/log/new", "append /var/log/old",
+          "write /etc/probe", "append /etc/passwd", "rm /etc/os-release")
+
+
+def test_a_client_union_writes_on_ganesha_ceph_through_xattr_less_lowers(
+        ceph_vm: CephVm, tmp_path: Path) -> None:
+    """node01's layers from ganesha-ceph (oneroot serve), mounted in the VM as its initramfs
+    mounts them, then its union: copy-ups under /var and /etc, an append, a delete and a
+    read-back through it, and the result read back from CephFS on the server side.
+
+    FSAL_CEPH lists `system.nfs4_acl` on every file and cannot return it, and copy-up copies
+    every listed xattr: so a union straight over the NFS lower layers (fuse-overlayfs for a
+    persistent node, kernel overlayfs for an ephemeral one) fails every copy-up with
+    EOPNOTSUPP, and one over a read-only `noxattrs=1` fuse-overlayfs of them (what the
+    initramfs does with `oneroot.union.lowerxattrs=off`, which the server sets for
+    ganesha-ceph) works. The knfsd control (`knfsd` variant of the probe) reads the ACL."""
+    cluster, lab = ceph_vm.cluster, ceph_vm.cluster.lab
+    assert lab is not None
+    head = lab.add_client(f"{HEAD}/24")
+    with cluster.mounted(tmp_path / "cephfs") as mount:
+        base = mount / f"fuse-{os.getpid()}-{time.monotonic_ns()}"
+        image = base / "images" / "tiny"
+        tiny_image(image)
+        (image / "var/log").mkdir(parents=True)
+        (image / "var/log/old").write_text("old\n")
+        inv = ceph_inventory(base, mount=mount, image=image, conf=cluster.conf, server=HEAD)
+        node01 = inv.nodes["node01"]
+        # serve pins node01's address to its MAC (netpin): the VM's is the lab server's
+        inv = inv.replace(nodes={"node01": dataclasses.replace(
+            node01, macs=(SERVER_MAC,), overrides={**node01.overrides, "ephemeral": False})})
+        proc = serve_ganesha_ceph(lab, head.netns, Paths(home=tmp_path / "home"), inv)
+        try:
+            done = ceph_vm.vm.ssh(f"sh {TOOLS}/fuse_probe.sh {HEAD} {image} "
+                                  f"{base}/groups/compute {base}/systems/node01 "
+                                  f"{' '.join(VARIANTS)}", check=False, timeout=300)
+        finally:
+            lab.stop_process(proc)
+        print(done.stdout)
+        steps = _fuse_steps(done.stdout)
+        assert all(steps[("mount", f"mount {layer}")] for layer in ("image", "group", "node"))
+        # What FSAL_CEPH does: the ACL the client lists is one it cannot read.
+        assert "XATTR - image: system.nfs4_acl ENOTSUP" in done.stdout, done.stdout
+        # Straight over the NFS lower layers: every copy-up fails (a new ganesha that returns
+        # the ACL, or lists none, makes these pass: then the filter is no longer needed).
+        for variant in ("-", "tmpfs"):
+            assert steps[(variant, "union mounted")], done.stdout
+            assert not any(steps[(variant, w)] for w in WRITES), done.stdout
+        # Over the xattr-less read-only mount: all of it works, and the filter lists nothing.
+        for variant in ("filter", "tmpfs+filter"):
+            assert all(steps[(variant, w)] for w in (*WRITES, "read back /var/lib/probe")), \
+                done.stdout
+            assert f"XATTR {variant} filter: listxattr ENOTSUP" in done.stdout, done.stdout
+        # The persistent node's writes are in its layer in CephFS (read on the server side).
+        upper = base / "systems" / "node01" / f"v{VARIANTS.index('filter') + 1}" / "upper"
+        assert (upper / "var/lib/probe").read_text() == "probe\n"
+        assert (upper / "var/log/old").read_text() == "old\nmore\n"
+        assert (upper / "var/log/new").is_dir() and (upper / "etc/probe").exists()
+        assert (upper / "etc/passwd").read_text().endswith("x:x:1:1::/:/bin/sh\n")
+        # the delete: a whiteout (fuse-overlayfs writes `.wh.NAME` where mknod is refused)
+        assert (upper / "etc/.wh.os-release").exists() or \
+            (upper / "etc/os-release").is_char_device()

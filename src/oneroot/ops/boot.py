@@ -5,7 +5,7 @@ from __future__ import annotations
 from ipaddress import IPv4Address
 from pathlib import PurePosixPath
 
-from oneroot.model.cluster import ResolvedNode, Settings
+from oneroot.model.cluster import NfsServerKind, ResolvedNode, Settings
 from oneroot.model.haservers import find_ha_server
 from oneroot.model.resolved import ResolvedCluster
 from oneroot.ops.image_block import block_file, top_file
@@ -82,3 +82,18 @@ def node_root_spec(cluster: ResolvedCluster, r: ResolvedNode) -> RootSpec:
 
 def root_spec_text(cluster: ResolvedCluster, r: ResolvedNode) -> str:
     return format_spec(node_root_spec(cluster, r))
+
+
+# FSAL_CEPH (nfs-ganesha 4.3) advertises the NFSv4 ACL attribute but returns none for a file
+# without a POSIX ACL, so the Linux NFS client lists `system.nfs4_acl` on every file and fails
+# to read it (EOPNOTSUPP). Copy-up copies every listed xattr and fails on that one: the node
+# reads its lower layers through an xattr-less read-only fuse-overlayfs instead (60-union).
+LOWER_XATTRS_OFF = "oneroot.union.lowerxattrs=off"
+
+
+def storage_kernel_args(s: Settings) -> tuple[str, ...]:
+    """Kernel arguments the storage backend needs on every node's command line (before the
+    profile's `kernel_args`, which may override them)."""
+    if s.nfs_server is NfsServerKind.GANESHA_CEPH:
+        return (LOWER_XATTRS_OFF,)
+    return ()

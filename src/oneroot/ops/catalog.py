@@ -19,7 +19,7 @@ from oneroot.model.inventory import Inventory
 from oneroot.model.profile import BiosLoader, UefiLoader
 from oneroot.model.resolved import ResolvedCluster
 from oneroot.net import MacAddress
-from oneroot.ops.boot import root_spec_text, union_merged_dir
+from oneroot.ops.boot import root_spec_text, storage_kernel_args, union_merged_dir
 from oneroot.ops.image_block import block_images
 from oneroot.proto.dhcp import NetworkConfig, NodeBoot
 from oneroot.render.boot import (
@@ -181,7 +181,8 @@ class BootCatalog:
             server_address=self.cluster.settings.server_address, boot_url=self.boot_url,
             kernel=kernel, initramfs=initramfs,
             root_spec=root_spec_text(self.cluster, r), runlevel=p.runlevel or None,
-            init_system=r.image.init_system, kernel_args=p.kernel_args,
+            init_system=r.image.init_system,
+            kernel_args=(*storage_kernel_args(self.cluster.settings), *p.kernel_args),
             serial=self.serial, status_url=self.report_url,
         )
 

@@ -3,7 +3,10 @@
 The command line is
 
     ip=dhcp root=<spec> [softlevel=NAME | systemd.unit=NAME.target] [console=ttyS0,115200]
-            [oneroot.status=URL] <the profile's extra kernel args>
+            [oneroot.status=URL] <the storage backend's args> <the profile's extra kernel args>
+
+The storage backend's args are `oneroot.union.lowerxattrs=off` on ganesha-ceph
+(`oneroot.ops.boot.storage_kernel_args`).
 
 `BOOTIF=01-<mac>` (which NIC booted) is not part of it: pxelinux appends it itself when the
 label says `IPAPPEND 2`, so the same command line serves iPXE and GRUB, where it is absent.

@@ -242,6 +242,37 @@ def test_init_fuse_opts_are_appended(node: Path, bbdir: Path) -> None:
             "@/sysroot") in commands(r.stdout)
 
 
+@pytest.mark.parametrize(("root", "union"), [
+    ("10.0.0.1:/:ro;10.0.0.1:/g;ro;10.0.0.1:/var/state/systems/node01;rw",
+     "@fuse-overlayfs -o lowerdir=@/run/lower,upperdir=@/run/layers/3/upper,"
+     "workdir=@/run/layers/3/work,allow_other,dev,suid,fast_ino=1 @/sysroot"),
+    ("10.0.0.1:/:ro;10.0.0.1:/g;ro;tmpfs",
+     "mount -t overlay -o lowerdir=@/run/lower,upperdir=@/run/layers/3/upper,"
+     "workdir=@/run/layers/3/work overlay @/sysroot"),
+])
+def test_init_lower_layers_without_xattrs(node: Path, bbdir: Path, root: str,
+                                          union: str) -> None:
+    """oneroot.union.lowerxattrs=off (ganesha-ceph): the lower layers through a read-only
+    fuse-overlayfs with noxattrs=1, and the union over that one mount; its daemon outlives
+    switch_root as the union's does (/proc stays)."""
+    r = run_init(node, bbdir, f"ip=dhcp root={root} oneroot.union.lowerxattrs=off")
+    assert r.returncode == 0, r.stderr
+    cmds = commands(r.stdout)
+    lower = ("@fuse-overlayfs -o lowerdir=@/run/layers/2:@/run/layers/1,noxattrs=1,fast_ino=1 "
+             "@/run/lower")
+    assert lower in cmds and union in cmds
+    assert cmds.index(lower) < cmds.index(union)
+    assert "mount -t proc -o nosuid,nodev,noexec proc @/sysroot/proc" in cmds
+    # without the argument (or with =on, later on the line): the layers themselves
+    r = run_init(node, bbdir, f"ip=dhcp root={root} oneroot.union.lowerxattrs=off "
+                              "oneroot.union.lowerxattrs=on")
+    assert r.returncode == 0, r.stderr
+    cmds = commands(r.stdout)
+    assert not [c for c in cmds if "noxattrs" in c]
+    assert union.replace("lowerdir=@/run/lower", "lowerdir=@/run/layers/2:@/run/layers/1") \
+        in cmds
+
+
 BLOCK_ROOT = ("root=10.0.0.1:/b/lab@3.erofs:ro,loop=erofs,vers=4.1;"
               "10.0.0.1:/s/node01/top.ext4;rw,loop=ext4")
 

@@ -229,3 +229,23 @@ def test_ganesha_ceph_refuses_a_server_side_union_with_the_measured_reason(
     assert "node02" in err.value.message and "RENAME_WHITEOUT" in err.value.message
     assert "union=client" in (err.value.hint or "")
     assert not (tmp_path / "cfg" / "ganesha.conf").exists()
+
+
+@pytest.mark.parametrize("kind", [NfsServerKind.GANESHA_CEPH, NfsServerKind.KNFSD])
+def test_ganesha_ceph_nodes_read_their_lower_layers_without_xattrs(
+        kind: NfsServerKind) -> None:
+    """On ganesha-ceph every node's command line asks the initramfs for xattr-less lower
+    layers (FSAL_CEPH lists an NFSv4 ACL it cannot return, and copy-up would fail on it:
+    tests/e2e/test_ceph_union_vm.py), before the profile's kernel_args (which may override
+    it); knfsd's nodes are left as they were."""
+    ceph = PurePosixPath("/mnt/cephfs")
+    settings = (Settings(nfs_server=kind, cephfs_mount=ceph, state_dir=ceph / "state",
+                         group_dir=ceph / "groups") if kind is NfsServerKind.GANESHA_CEPH
+                else Settings(nfs_server=kind))
+    inv = make_inventory(nodes=[make_node(1, kernel_args=("quiet",))], settings=settings,
+                         image_root=ceph / "images/x")
+    args = BootCatalog(resolve_cluster(inv)).node_context("node01").kernel_args
+    if kind is NfsServerKind.GANESHA_CEPH:
+        assert args == ("oneroot.union.lowerxattrs=off", "quiet")
+    else:
+        assert args == ("quiet",)

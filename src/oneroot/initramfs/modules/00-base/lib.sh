@@ -13,6 +13,9 @@
 #   oneroot.dhcp.tries=N     DHCP rounds before the dhcp stage fails (default 5)
 #   oneroot.nfs.tries=N      mount attempts per NFS layer (default 6)
 #   oneroot.fuse.opts=A,B    more fuse-overlayfs options for an rw NFS top (e.g. static_nlink)
+#   oneroot.union.lowerxattrs=off  the union reads its lower layers through a read-only
+#                            fuse-overlayfs that lists no xattrs (60-union; the server sets it
+#                            for nfs_server=ganesha-ceph)
 #   oneroot.debug            trace every command (set -x)
 #   init=PATH                the image's init (default /sbin/init)
 #   systemd.unit=NAME | softlevel=NAME | single | emergency | S | 1..5
@@ -144,6 +147,7 @@ oneroot_parse_cmdline() {
 	ONEROOT_NFS_TRIES=6
 	ONEROOT_DEBUG=''
 	ONEROOT_FUSE_OPTS=''
+	ONEROOT_LOWER_XATTRS=on
 	ONEROOT_INIT=/sbin/init
 	ONEROOT_RUNLEVEL=''
 	set -f
@@ -168,6 +172,8 @@ oneroot_parse_cmdline() {
 			if oneroot_is_count "${_cw#*=}"; then ONEROOT_NFS_TRIES=${_cw#*=}; fi
 			;;
 		oneroot.fuse.opts=*) ONEROOT_FUSE_OPTS=${_cw#oneroot.fuse.opts=} ;;
+		oneroot.union.lowerxattrs=off) ONEROOT_LOWER_XATTRS=off ;;
+		oneroot.union.lowerxattrs=on) ONEROOT_LOWER_XATTRS=on ;;
 		oneroot.debug) ONEROOT_DEBUG=1 ;;
 		init=*) ONEROOT_INIT=${_cw#init=} ;;
 		systemd.unit=*) ONEROOT_RUNLEVEL=${_cw#systemd.unit=} ;;

@@ -20,6 +20,15 @@
 #             an NFS OPEN and CLOSE per file (cold `find /usr` 23.2 s -> 16.8 s, see
 #             bench/results/union.md); a copied-up file then shows its upper inode number.
 # A tmpfs alone is refused: there is no image to boot.
+#
+# oneroot.union.lowerxattrs=off (the server sets it for nfs_server=ganesha-ceph): the overlay,
+# block and fuse plans take as their one lowerdir a read-only fuse-overlayfs of the lower layers
+# with noxattrs=1 (at $ONEROOT_RUN/lower, started as `@fuse-overlayfs` too), which lists no
+# xattrs. Why: copy-up (fuse-overlayfs and kernel overlayfs alike) copies every xattr the lower
+# file lists and fails if one cannot be read. nfs-ganesha's FSAL_CEPH (4.3) advertises the
+# NFSv4 ACL attribute but returns none for a file without a POSIX ACL, so the Linux NFS client
+# lists `system.nfs4_acl` on every file and reading it gives EOPNOTSUPP: every write through the
+# union that copies a file or directory up fails with EOPNOTSUPP (measured, docs/ceph.md).
 
 # union_plan: sets UNION_PLAN.
 union_plan() {
@@ -66,23 +75,43 @@ union_lowerdir() {
 	printf '%s\n' "$_ul"
 }
 
-# union_overlay_options: the -o text for the plan (overlay, readonly or fuse).
+# union_overlay_options: the -o text for the plan (overlay, readonly or fuse). The lowerdir
+# of overlay, block and fuse is $UNION_LOWER if set (union_lower_filter), else the lower layers.
 union_overlay_options() {
 	_uo_top=$ONEROOT_RUN/layers/$ROOTSPEC_COUNT
+	_uo_lower=${UNION_LOWER:-$(union_lowerdir $((ROOTSPEC_COUNT - 1)))}
 	case $UNION_PLAN in
 	readonly)
 		printf 'lowerdir=%s\n' "$(union_lowerdir "$ROOTSPEC_COUNT")"
 		;;
 	overlay | block)
 		printf 'lowerdir=%s,upperdir=%s/upper,workdir=%s/work\n' \
-			"$(union_lowerdir $((ROOTSPEC_COUNT - 1)))" "$_uo_top" "$_uo_top"
+			"$_uo_lower" "$_uo_top" "$_uo_top"
 		;;
 	fuse)
 		printf 'lowerdir=%s,upperdir=%s/upper,workdir=%s/work,allow_other,dev,suid,fast_ino=1%s\n' \
-			"$(union_lowerdir $((ROOTSPEC_COUNT - 1)))" "$_uo_top" "$_uo_top" \
-			"${ONEROOT_FUSE_OPTS:+,$ONEROOT_FUSE_OPTS}"
+			"$_uo_lower" "$_uo_top" "$_uo_top" "${ONEROOT_FUSE_OPTS:+,$ONEROOT_FUSE_OPTS}"
 		;;
 	esac
+}
+
+# union_lower_filter: with oneroot.union.lowerxattrs=off, the lower layers as one read-only
+# fuse-overlayfs that lists no xattrs (noxattrs=1) at $ONEROOT_RUN/lower; sets UNION_LOWER and
+# ONEROOT_FUSE (its daemon, like the union's, outlives switch_root). Nothing otherwise.
+union_lower_filter() {
+	UNION_LOWER=''
+	[ "${ONEROOT_LOWER_XATTRS-on}" = off ] || return 0
+	_lf_o="lowerdir=$(union_lowerdir $((ROOTSPEC_COUNT - 1))),noxattrs=1,fast_ino=1"
+	oneroot_run mkdir -p "$ONEROOT_RUN/lower"
+	oneroot_log "union: @fuse-overlayfs -o $_lf_o $ONEROOT_RUN/lower (no xattrs for copy-up)"
+	oneroot_run @fuse-overlayfs -o "$_lf_o" "$ONEROOT_RUN/lower" 2>"$ONEROOT_RUN/last.err" || {
+		oneroot_fail "fuse-overlayfs (the lower layers without xattrs) failed: $(tail -n 1 "$ONEROOT_RUN/last.err")" \
+			"check that the fuse module loaded (lsmod); or boot without oneroot.union.lowerxattrs=off"
+		return 1
+	}
+	UNION_LOWER=$ONEROOT_RUN/lower
+	ONEROOT_FUSE=1
+	return 0
 }
 
 # union_tmpfs_options OPTS: the tmpfs mount options and UNION_ROOT_MODE (from mode=).
@@ -133,6 +162,7 @@ union_assemble() {
 		}
 		oneroot_run mkdir -m "$UNION_ROOT_MODE" "$_ua_top/upper"
 		oneroot_run mkdir "$_ua_top/work"
+		union_lower_filter || return 1
 		union_mount_overlay || return 1
 		ONEROOT_STAGE_MESSAGE="overlayfs: $((ROOTSPEC_COUNT - 1)) NFS layers + tmpfs"
 		;;
@@ -146,6 +176,7 @@ union_assemble() {
 				"reset it on the server: \`oneroot overlay reset NODE\` while the node is off"
 			return 1
 		}
+		union_lower_filter || return 1
 		union_mount_overlay || return 1
 		ONEROOT_STAGE_MESSAGE="overlayfs: $((ROOTSPEC_COUNT - 1)) layers + ext4 top (union=block)"
 		;;
@@ -162,6 +193,7 @@ union_assemble() {
 				"the node's directory must be exported rw to this node with no_root_squash"
 			return 1
 		}
+		union_lower_filter || return 1
 		_ua_o=$(union_overlay_options)
 		oneroot_log "union: @fuse-overlayfs -o $_ua_o $ONEROOT_NEWROOT"
 		# argv[0] starting with "@": systemd's shutdown kill spares the process (the root's
