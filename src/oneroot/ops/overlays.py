@@ -28,16 +28,15 @@ from oneroot.errors import ConfigError, Conflict, NotFound, UsageError
 from oneroot.fsutil import empty_dir, open_dir, remove_tree
 from oneroot.model.paths import Paths
 from oneroot.model.resolved import ResolvedCluster
-from oneroot.nfs.ganesha import running_pid
-from oneroot.nfs.server_union import MERGED_DIR, same_mount_ns, union_source
 from oneroot.nfs.viewpolicy import MaskKind, ViewPolicy, mask_of_path
 from oneroot.ops.image_block import build_block
 from oneroot.ops.inventory import get_group
 from oneroot.ops.knfsd_subtree import MustReboot
 from oneroot.ops.layerfs import release_layer_fs
-from oneroot.ops.nfs_serving import ganesha_files, union_released
+from oneroot.ops.nfs_serving import union_released
 from oneroot.ops.nodes_fs import group_layer, node_layer
 from oneroot.ops.overlay_block import open_top_dir, opened_top, reading_top
+from oneroot.ops.union_mounts import mounted_union, union_anywhere
 from oneroot.ops.views import image_view
 from oneroot.overlay.archive import TreeSource, write_tar
 from oneroot.overlay.changes import Change, diff_change, list_changes, read_file, same_entry
@@ -145,46 +144,8 @@ def generated_files(paths: Paths, name: str) -> frozenset[PurePosixPath]:
     return frozenset(IdentityStore(paths.identity_dir(name)).manifest())
 
 
-def mounted_union(upper: Path, *, mountinfo: Path = Path("/proc/self/mountinfo")) -> str | None:
-    """The mount point of a server-side overlayfs whose upperdir is `upper`, if any: known by
-    its source (`oneroot-union-<node>` at `<node>/merged`) or, mounted by an older oneroot,
-    by its `upperdir=` option."""
-    try:
-        lines = mountinfo.read_text().splitlines()
-    except OSError:
-        return None
-    merged = str(upper.parent / MERGED_DIR)
-    for line in lines:
-        head, sep, tail = line.partition(" - ")
-        fields = tail.split()
-        if sep and fields[:1] == ["overlay"] and len(fields) >= 3:
-            where = head.split()[4]
-            if (fields[1] == union_source(upper.parent.name) and where == merged) or \
-                    f"upperdir={upper}" in fields[2].split(","):
-                return where
-    return None
-
-
-def _mountinfos(paths: Paths) -> list[Path]:
-    """Our mount table and, when it runs in another mount namespace (`oneroot serve` in a
-    lab), the NFS server's: that is where server-side unions are mounted."""
-    found = [Path("/proc/self/mountinfo")]
-    pid = running_pid(ganesha_files(paths))
-    if pid is not None and not same_mount_ns(pid):
-        found.append(Path(f"/proc/{pid}/mountinfo"))
-    return found
-
-
-def _union_anywhere(paths: Paths, upper: Path) -> str | None:
-    for mountinfo in _mountinfos(paths):
-        where = mounted_union(upper, mountinfo=mountinfo)
-        if where is not None:
-            return where
-    return None
-
-
 def _writable(stack: Stack, paths: Paths | None = None) -> None:
-    where = (_union_anywhere(paths, stack.upper.root) if paths is not None
+    where = (union_anywhere(paths, stack.upper.root) if paths is not None
              else mounted_union(stack.upper.root))
     if where is not None:
         raise ConfigError(
@@ -586,7 +547,7 @@ def archive_node_dir(cluster: ResolvedCluster, paths: Paths, name: str, *,
     ident = paths.identity_dir(name)
     sources = []
     if _is_dir(layer.root):
-        where = _union_anywhere(paths, layer.upper)
+        where = union_anywhere(paths, layer.upper)
         if where is not None:
             raise ConfigError(f"node {name}'s layer is still the upper dir of the overlay "
                               f"mounted at {where}", hint="unmount it first")

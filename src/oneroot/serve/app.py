@@ -126,9 +126,8 @@ async def serve(paths: Paths, options: ServeOptions = ServeOptions(),
                                         limits, jobs, closers)
     if options.http:
         reports = RepeatedReports(recorder)  # here, where every HTTP worker's events arrive
-        http = HttpService(bind=bind, port=http_port,
-                           boot_dir=boot_dir, catalog=lambda: holder.catalog,
-                           on_event=reports,
+        http = HttpService(bind=bind, port=http_port, boot_dir=boot_dir,
+                           catalog=lambda: holder.catalog, on_event=reports,
                            status=lambda: read_status(paths, holder.cluster).as_json(),
                            limits=limits, board=board, payloads=payloads)
         if limits.http_workers and payloads is None:
