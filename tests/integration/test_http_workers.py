@@ -196,7 +196,9 @@ def test_a_report_tried_again_on_another_worker_is_recorded_once(tmp_path: Path)
             finally:
                 os.kill(stopped, signal.SIGCONT)
         assert answers == ["200 ok", "200 ok"]
-        assert len(re.findall(r"stage\.report node=node01 stage=layers", log.read_text())) == 2
+        # both tries logged (by the workers, after their answers: wait for the lines)
+        wait_for(lambda: len(re.findall(r"stage\.report node=node01 stage=layers",
+                                        log.read_text())) == 2)
         # a report after them: once it is stored, so is whatever came before it
         assert curl("-d", "stage=union&status=ok", f"{served.url}/api/v1/report") == "200 ok"
         wait_for(lambda: stage_of(served, "node01") == "union")
