@@ -64,6 +64,7 @@ NODES = ("node01", "node02")
 # made (`image create` on the host, carried in as the server VM's second disk, mounted where
 # `image create` puts images: in HOME, which the view empties but for its junction).
 UNION_NODE = "node03"
+UNION_GROUP = "u03"
 SMALL = "/var/lib/oneroot/images/small"
 EXPORTS = "/etc/exports.d/oneroot.exports"
 VIEW = "/var/lib/oneroot/views/default"
@@ -93,8 +94,11 @@ def vmlab(tmp_path_factory: pytest.TempPathFactory, node_kernel: Kernel
                     "10.0.0.13", "--ephemeral")
         lab.ssh(f"mkdir -p {SMALL} && mount -o ro /dev/vdb {SMALL}")
         lab.oneroot("image", "use", SMALL, "--name", "small")
+        # node03's union: its layer over a group layer of its own (UNION_GROUP) and SMALL
+        lab.oneroot("group", "add", UNION_GROUP, "--set", "group_layer=true")
         lab.oneroot("node", "add", UNION_NODE, "--mac", "52:54:00:0e:00:03", "--ip",
-                    "10.0.0.14", "--set", "union=server", "--set", "image=small")
+                    "10.0.0.14", "--group", "default", "--group", UNION_GROUP,
+                    "--set", "union=server", "--set", "image=small")
         lab.serve()
         print(f"oneroot serve up at {time.monotonic() - started:.0f} s")
         # serve made the layer; `overlay put` unmounts node03's union around the edit
@@ -319,21 +323,35 @@ def _secret_made_after_the_view(lab: VmServerLab, *, timeout: float = 180) -> No
         time.sleep(5)
 
 
+# The raw client's namespaces: a node's address and MAC (the node is off).
+CLIENTS = {"node02": ("10.0.0.13", "52:54:00:0e:00:02"),
+           UNION_NODE: ("10.0.0.14", "52:54:00:0e:00:03")}
+
+
+def _client_ns(lab: VmServerLab, node: str) -> str:
+    """The lab client namespace holding `node`'s address and MAC, made on first use."""
+    assert lab.lab is not None
+    address, mac = CLIENTS[node]
+    for netns in lab.lab.state.clients:
+        shown = lab.lab.run_in_ns(["ip", "-4", "-o", "addr", "show", "eth0"], netns=netns)
+        if f" {address}/" in shown.stdout:
+            return netns
+    client = lab.lab.add_client(f"{address}/24")
+    lab.lab.run_in_ns(["ip", "link", "set", "eth0", "address", mac], netns=client.netns)
+    return client.netns
+
+
 def _attack(lab: VmServerLab, handles: dict[str, str], directory: Path,
-            *flags: str) -> dict[str, Any]:
-    """GETATTR/READDIR/LOOKUP/READ with each handle from node02's address and MAC (node02 is
-    off): serve pins each node's address to its MACs (another MAC is dropped before knfsd
+            *flags: str, node: str = "node02") -> dict[str, Any]:
+    """GETATTR/READDIR/LOOKUP/READ with each handle from `node`'s address and MAC (the node
+    is off): serve pins each node's address to its MACs (another MAC is dropped before knfsd
     sees it); this is about knfsd's own checks. The NFS status of each answer (`--resolve`:
     the real handle of each `HEX/name/…` path instead, `oneroot.testing.nfs3raw`)."""
     assert lab.lab is not None
     wanted = directory / "handles.json"
     wanted.write_text(json.dumps(handles))
-    if not any(c.endswith("-c0") for c in lab.lab.state.clients):
-        client = lab.lab.add_client("10.0.0.13/24")
-        lab.lab.run_in_ns(["ip", "link", "set", "eth0", "address", "52:54:00:0e:00:02"],
-                          netns=client.netns)
     done = lab.lab.run_in_ns([sys.executable, "-m", "oneroot.testing.nfs3raw", *flags,
-                              "10.0.0.1", str(wanted)], netns=f"{lab.lab.netns}-c0",
+                              "10.0.0.1", str(wanted)], netns=_client_ns(lab, node),
                              timeout=120)
     results: dict[str, Any] = json.loads(done.stdout)
     print(json.dumps(results))
@@ -597,3 +615,88 @@ def test_handles_got_before_subtree_check_go_stale(
     new = _attack(lab, paths, tmp_path, "--resolve")
     assert bytes.fromhex(new["file"])[3] == FILEID_INO32_GEN_PARENT, new
     assert _attack(lab, {"file": new["file"]}, tmp_path)["file"]["read"] == 0
+
+
+# Server-side unions (`union=server`) under knfsd: node03's root is an overlayfs of its own
+# layer (upper) over its group layer (UNION_GROUP) and SMALL (a disk of its own), exported with
+# `fsid=` and `no_subtree_check` (overlayfs makes no connectable handles). overlayfs decodes
+# its handles itself: an UPPER handle of a non-directory anywhere on the upper's filesystem
+# (`ovl_acceptable` checks directories only), a LOWER one anywhere on the filesystem of a lower
+# layer (matched by the UUID in the handle). So each layer of a union node must be a
+# filesystem that holds nothing the node may not read (`ops.union_fs`). From node03's
+# address: its real handles of /etc/hostname (upper: written there by oneroot) and
+# /etc/passwd (lower: the image), the ext4 fid inside replaced (and the UUID, for the
+# filesystem the target is on). ext4 skips the generation check for a generation of 0.
+OVL_UPPER = 0x04  # OVL_FH_FLAG_PATH_UPPER
+UNION_TARGET = f"{LAYERS}/node01/upper/etc/e2e-union-target"
+# What node03 may read: its own export root, its files by the handles knfsd gave, and a
+# gen-0 guess of its own file's inode (ext4's generation check skipped: a guess suffices).
+UNION_CONTROLS = {"own_root", "hostname", "passwd", "hostname_gen0"}
+
+
+def _fs_uuid(lab: VmServerLab, path: str) -> bytes:
+    """The UUID of the filesystem `path` is on (overlayfs puts it in its handles)."""
+    source = lab.ssh(f"findmnt -n -v -o SOURCE -T {path}").stdout.strip()
+    return bytes.fromhex(lab.ssh(f"blkid -o value -s UUID {source}").stdout.strip()
+                         .replace("-", ""))
+
+
+def _ovl_forged(real: str, ino: int, generation: int, *, uuid: bytes | None = None) -> str:
+    """knfsd's handle `real` (8 bytes, then overlayfs's: 3 of padding, version, magic 0xfb,
+    len, flags, type, the UUID, ext4's inode and generation) naming another ext4 inode."""
+    fh = bytearray(bytes.fromhex(real))
+    head, ovl = fh[:8], fh[8:]
+    assert ovl[4] == 0xFB and ovl[7] == 1 and len(ovl) == 32, real  # ext4 INO32_GEN
+    if uuid is not None:
+        ovl[8:24] = uuid
+    ovl[24:32] = struct.pack("<II", ino, generation)
+    return (head + ovl).hex()
+
+
+@pytest.fixture(scope="module")
+def union_handles(vmlab: VmServerLab, tmp_path_factory: pytest.TempPathFactory
+                  ) -> Iterator[dict[str, str]]:
+    lab = vmlab
+    export = next(p for p in _fsids(lab) if p.endswith(f"/{UNION_NODE}/merged"))
+    lab.ssh(f"echo {NODE01_SECRET} > {UNION_TARGET} && chmod 600 {UNION_TARGET}")
+    real = _attack(lab, {"hostname": f"@{export}#/etc/hostname",
+                         "passwd": f"@{export}#/etc/passwd"},
+                   tmp_path_factory.mktemp("union"), "--resolve", node=UNION_NODE)
+    upper, lower = real["hostname"], real["passwd"]
+    assert isinstance(upper, str) and isinstance(lower, str), real
+    assert bytes.fromhex(upper)[8 + 6] & OVL_UPPER and not bytes.fromhex(lower)[8 + 6] & OVL_UPPER
+    own_ino, _ = _inode_generation(lab, f"{LAYERS}/{UNION_NODE}/upper/etc/hostname")
+    handles = {"own_root": f"@{export}", "hostname": upper, "passwd": lower,
+               "hostname_gen0": _ovl_forged(upper, own_ino, 0)}
+    targets = {name: (*_inode_generation(lab, path), _fs_uuid(lab, path))
+               for name, path in (("node01", UNION_TARGET), ("shadow", "/etc/shadow"))}
+    # The lower ones first: sent after the upper ones of the same files, they were STALE even
+    # against the old layout (likely: overlayfs still held those files' inodes as upper ones,
+    # nfsd's file cache keeping them, and `ovl_verify_inode` refused the lower alias).
+    for name, (ino, gen, fs) in targets.items():
+        handles[f"lower_{name}_fs"] = _ovl_forged(lower, ino, gen, uuid=fs)
+        handles[f"lower_{name}_fs_gen0"] = _ovl_forged(lower, ino, 0, uuid=fs)
+    for name, (ino, gen, fs) in targets.items():
+        handles[f"upper_{name}"] = _ovl_forged(upper, ino, gen)
+        handles[f"upper_{name}_gen0"] = _ovl_forged(upper, ino, 0)
+        handles[f"upper_{name}_fs"] = _ovl_forged(upper, ino, gen, uuid=fs)
+    yield handles
+    lab.ssh(f"rm -f {UNION_TARGET}")
+
+
+def test_forged_handles_through_a_server_union_are_refused(
+        vmlab: VmServerLab, union_handles: dict[str, str], tmp_path: Path) -> None:
+    """Every forged overlayfs handle from node03 is refused: of node01's layer and of the
+    server's /etc/shadow, as upper or lower handles, with their real generation or 0, with
+    node03's layer's UUID or their own filesystem's. Its own files answer (the controls).
+    Against the layout before `ops.union_fs` (node03's layer and its group layer
+    directories of the state filesystem, here the server's `/`), the upper and the lower
+    ones read node01's file and the shadow (docs/notes/2026-12-07-f/union-knfsd-handles.md)."""
+    lab = vmlab
+    results = _attack(lab, union_handles, tmp_path, node=UNION_NODE)
+    for name, procs in sorted(results.items()):
+        print(f"{name:24} {procs}")
+    assert _answered(results) == UNION_CONTROLS
+    assert all(results[n]["read"] == 0 for n in UNION_CONTROLS - {"own_root"})
+    own = _fs_uuid(lab, f"{LAYERS}/{UNION_NODE}/upper")
+    assert own not in {_fs_uuid(lab, UNION_TARGET), _fs_uuid(lab, "/etc/shadow")}

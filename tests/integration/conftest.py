@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from oneroot.nfs.server_union import mounted_unions
+from oneroot.nfs.view import read_mounts
 
 
 @pytest.fixture
@@ -25,4 +26,8 @@ def base() -> Iterator[Path]:
     finally:
         for entry in mounted_unions(path / "systems").values():
             subprocess.run(["umount", "-l", str(entry.mount_point)], check=False)
+        # then what is mounted below it (knfsd: union nodes' layers of their own), deepest first
+        below = {m.mount_point for m in read_mounts() if m.mount_point.is_relative_to(path)}
+        for mp in sorted(below, key=lambda p: len(p.parts), reverse=True):
+            subprocess.run(["umount", "-l", str(mp)], check=False)
         shutil.rmtree(path, ignore_errors=True)

@@ -25,6 +25,7 @@ from oneroot.nfs import server_union
 from oneroot.nfs.server_union import mounted_unions
 from oneroot.nfs.view import read_mounts
 from oneroot.ops.exportids import load_export_ids
+from oneroot.ops.layerfs import ensure_layer_fs, is_layer_fs
 from oneroot.ops.nfs_serving import ExportTarget, apply_nfs, remount_union_for_boot
 from oneroot.ops.server_union import node_union_spec
 from oneroot.testing.inventory import LOOPBACK as LOCAL
@@ -55,8 +56,10 @@ def _options(exports: Path) -> dict[str, str]:
 
 
 def _stand_in(base: Path) -> ExportTarget:
-    """An image, and an `exportfs` that records its calls in `base/calls`."""
-    (base / "image" / "etc").mkdir(parents=True)
+    """An image (a filesystem of its own, as a union's image must be with knfsd:
+    `ops.union_fs`), and an `exportfs` that records its calls in `base/calls`."""
+    ensure_layer_fs(base / "image", size=256 << 20)  # ext4: overlayfs wants its UUID
+    (base / "image" / "etc").mkdir()
     (base / "image" / "etc" / "motd").write_text("image\n")
     exportfs = base / "exportfs"
     exportfs.write_text(f'#!/bin/sh\necho "$*" >> {base / "calls"}\n')
@@ -79,6 +82,9 @@ def test_overlay_exports_carry_their_export_id_as_fsid(base: Path) -> None:
     assert sorted(mounted_unions(base / "systems")) == ["node01"]
     assert (merged / "etc" / "motd").read_text() == "image\n"
 
+    # a union node's layer is a filesystem of its own (ops.union_fs); a client-mode node's not
+    assert is_layer_fs(base / "systems" / "node01")
+    assert not is_layer_fs(base / "systems" / "node02")
     ids = load_export_ids(paths)  # saved before the server saw them
     options = _options(exports)
     assert options[str(merged)].endswith(f",fsid={ids['node:node01']}")
@@ -151,7 +157,7 @@ def test_a_boot_remount_that_turns_exports_subtree_check_names_the_running_nodes
     cluster = resolve_cluster(_inventory(base))
     apply_nfs(cluster, paths, exportfs=target.exportfs, exports_file=exports)
     checked = exports.read_text()
-    assert checked.count(",subtree_check") == 2  # the image, node02's layer
+    assert checked.count(",subtree_check") == 1  # node02's layer (the image: its own fs)
     exports.write_text(checked.replace(",subtree_check", ",no_subtree_check"))
     paths.home.mkdir(parents=True, exist_ok=True)
     events = EventStore(database.locate(paths, paths.events_db))
@@ -163,6 +169,35 @@ def test_a_boot_remount_that_turns_exports_subtree_check_names_the_running_nodes
         assert remount_union_for_boot(cluster, paths, "node01", target)
     assert exports.read_text() == checked
     said = [r.getMessage() for r in caplog.records if "nfs.must_reboot" in r.getMessage()]
-    assert said == [f"nfs.must_reboot node=node02 exports={base / 'image'},"
-                    f"{base / 'systems' / 'node02'} reason=subtree_check now: the file "
-                    "handles it got before go stale"]
+    assert said == [f"nfs.must_reboot node=node02 exports={base / 'systems' / 'node02'} "
+                    "reason=subtree_check now: the file handles it got before go stale"]
+
+
+def test_a_mounted_union_on_a_shared_layer_moves_to_a_filesystem_of_its_own(
+        base: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A union node whose layer an older oneroot made as a directory of the state filesystem,
+    its union mounted and exported: `nfs apply` unexports it, unmounts it, moves the layer
+    into its own filesystem (the node's files kept, overlayfs's records of the old one
+    dropped) and mounts and exports it again."""
+    from oneroot.ops import nfs_serving, nodes_fs
+
+    paths = Paths(home=base / "home")
+    target = _stand_in(base)
+    cluster = resolve_cluster(_inventory(base))
+    layer = base / "systems" / "node01"
+    with monkeypatch.context() as m:  # the layout before ops.union_fs
+        m.setattr(nodes_fs, "owns_layer_fs", lambda _s, *, union: False)
+        m.setattr(nfs_serving, "check_union_layers", lambda *_a, **_k: None)
+        apply_nfs(cluster, paths, exportfs=target.exportfs, exports_file=target.exports_file)
+    assert not is_layer_fs(layer) and "node01" in mounted_unions(base / "systems")
+    merged = layer / "merged"
+    (merged / "etc" / "kept").write_text("written before\n")
+    (merged / "etc" / "motd").write_text("changed\n")  # copied up: an origin, an index entry
+    assert os.listdir(layer / "work" / "index")
+
+    apply_nfs(cluster, paths, exportfs=target.exportfs, exports_file=target.exports_file)
+    assert is_layer_fs(layer) and "node01" in mounted_unions(base / "systems")
+    assert (merged / "etc" / "kept").read_text() == "written before\n"
+    assert (merged / "etc" / "motd").read_text() == "changed\n"
+    calls = (base / "calls").read_text().splitlines()
+    assert calls == ["-ra"] * 3  # applied, unexported for the move, applied again

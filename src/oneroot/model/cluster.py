@@ -61,10 +61,12 @@ class LayerFs(enum.StrEnum):
     SHARED = "shared"  # directories of the state dir's filesystem: forged handles cross them
 
     def applies(self, server: NfsServerKind) -> bool:
-        """Own filesystems are made for FSAL_VFS only: with knfsd, each layer that is not a
-        filesystem of its own is exported `subtree_check` (`ops.knfsd_layout.check_subtrees`;
-        knfsd checks nothing unless told), and ganesha-ceph's layers live in CephFS (a cephx
-        user per export)."""
+        """Own filesystems for every layer are made for FSAL_VFS only: with knfsd, each layer
+        that is not a filesystem of its own is exported `subtree_check`
+        (`ops.knfsd_layout.check_subtrees`; knfsd checks nothing unless told), but the layers
+        of `union=server` nodes are filesystems of their own whatever this says
+        (`ops.union_fs.owns_layer_fs`: overlayfs decodes handles itself); ganesha-ceph's
+        layers live in CephFS (a cephx user per export)."""
         return self is LayerFs.OWN and server is NfsServerKind.GANESHA
 
 

@@ -252,6 +252,22 @@ def _reset_origin(fds: UnionFds) -> None:
         os.close(index)
 
 
+def forget_upper_fs(node: str, node_dir: Path) -> None:
+    """After the node's `upper` and `work` moved to another filesystem (`ops.layerfs`
+    migrating a layer into its own): overlayfs's records name the old one (the index dir's
+    `trusted.overlay.upper` is the old upper's handle, and a mount fails to verify it). Drop
+    them: the origins, the index and the layer record, as for a change of layers."""
+    spec = UnionSpec(node=node, lowers=(), upper=node_dir / "upper", work=node_dir / "work",
+                     mountpoint=node_dir / MERGED_DIR)
+    with union_fds(spec) as fds:
+        _reset_origin(fds)
+        with contextlib.suppress(FileNotFoundError):
+            os.rmdir("index", dir_fd=fds.work)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(LAYERS_RECORD, dir_fd=fds.node_dir)
+    log.info("nfs.union.upper_moved node=%s dir=%s", node, node_dir)
+
+
 def _layers_changed(spec: UnionSpec, fds: UnionFds) -> bool:
     try:
         recorded = read_bounded(fds.node_dir, LAYERS_RECORD, limit=_RECORD_LIMIT).data

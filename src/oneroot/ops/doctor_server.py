@@ -33,6 +33,7 @@ from oneroot.ops.imagefs import images_fs_problem, images_root, is_images_fs
 from oneroot.ops.knfsd_subtree import read_export_lines, unchecked_on_shared_filesystems
 from oneroot.ops.layerfs import is_layer_fs
 from oneroot.ops.statefs import ALLOWED_TOP
+from oneroot.ops.union_fs import union_layer_problems
 from oneroot.render.cluster import needs_view
 
 
@@ -46,7 +47,36 @@ def server_checks(cluster: ResolvedCluster, paths: Paths, host: Host) -> list[Fi
     if s.nfs_server is NfsServerKind.KNFSD:
         findings += check_knfsd(host)
         findings += check_export_subtrees()
+        findings += check_union_filesystems(cluster, paths)
     return findings
+
+
+def check_union_filesystems(cluster: ResolvedCluster, paths: Paths,
+                            mounts: list[MountEntry] | None = None) -> Iterator[Finding]:
+    """knfsd: each layer of a `union=server` node is a filesystem holding nothing the node may
+    not read: overlayfs decodes a forged handle anywhere on its layers' filesystems
+    (`ops.union_fs`)."""
+    from oneroot.ops.server_union import node_union_spec
+
+    mounts = read_mounts() if mounts is None else mounts
+    for name in sorted(cluster.union_nodes()):
+        try:
+            spec = node_union_spec(cluster, name)
+        except OnerootError:
+            continue  # nfs_plan refuses it (check_views / nfs apply say why)
+        if not spec.node_dir.exists():
+            continue  # not made yet: `nfs apply` makes it a filesystem of its own
+        problems = union_layer_problems(cluster, paths, spec, mounts, fixable=True)
+        if problems:
+            yield error("union-fs", f"node {name}'s server-side union has "
+                                    f"{'; '.join(problems)}, which holds more than that "
+                                    "layer: through its union export the node reads any "
+                                    "file there by a forged file handle",
+                        "`oneroot nfs apply` moves the node's own and group layers to "
+                        "filesystems of their own; mount one holding only the image at its "
+                        "directory (or keep it in HOME/images on one), or set union=client")
+        else:
+            yield ok("union-fs", f"node {name}'s union layers are filesystems of their own")
 
 
 # -- interface -----------------------------------------------------------------------------------

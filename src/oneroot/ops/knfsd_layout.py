@@ -54,8 +54,8 @@ def check_subtrees(ctx: ClusterContext, mounts: list[MountEntry]) -> ClusterCont
     that node that renames. A file hard-linked across versions is found through the
     export's own link. A directory of a filesystem of its own keeps `no_subtree_check`: all a
     handle can name is the export. A server-side union and a masked view are overlayfs,
-    which cannot check subtrees (its own filesystem; the view's defences:
-    `nfs.viewhandles` and `all_squash`)."""
+    which cannot check subtrees (a union's layers are filesystems of their own,
+    `ops.union_fs`; the view's defences: `nfs.viewhandles` and `all_squash`)."""
 
     def shared(path: PurePosixPath) -> bool:
         return not is_filesystem_root(Path(path), mounts)

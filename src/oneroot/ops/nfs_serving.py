@@ -51,6 +51,7 @@ from oneroot.nfs.server_union import (
     UnionSpec,
     UnionUnsupported,
     mount_union,
+    ns_mounts,
     union_status,
     unmount_union,
 )
@@ -63,7 +64,8 @@ from oneroot.ops.image_versions import booted_versions
 from oneroot.ops.imagefs import ensure_images_fs, require_images_fs
 from oneroot.ops.knfsd_layout import check_subtrees, knfsd_layout
 from oneroot.ops.knfsd_subtree import MustReboot, newly_checked, running_nodes
-from oneroot.ops.nodes_fs import prepare_group_layers, prepare_nodes
+from oneroot.ops.layerfs import is_layer_fs
+from oneroot.ops.nodes_fs import group_layer, prepare_group_layers, prepare_nodes
 from oneroot.ops.runlevels import apply_runlevels
 from oneroot.ops.server_union import (
     check_union_nodes,
@@ -73,6 +75,7 @@ from oneroot.ops.server_union import (
     union_ns_pid,
     unmount_unions,
 )
+from oneroot.ops.union_fs import check_union_layers
 from oneroot.ops.views import image_view
 from oneroot.render.cluster import cephfs_paths, nfs_exports, render_exports, with_views
 from oneroot.render.context import Access, CephExports, ClusterContext, NfsExport
@@ -166,9 +169,12 @@ def nfs_plan(cluster: ResolvedCluster, paths: Paths, *, kind: NfsServerKind | No
         _check_unions_not_in_views(unions, views)
         text = render_config(ctx, {name: v.mountpoint for name, v in views.items()})
     else:
+        mounts = read_mounts() if mounts is None else mounts
+        # what `nfs apply` cannot give a filesystem of its own (an image; an extra layer)
+        check_union_layers(cluster, paths, unions, mounts, fixable=False)
         knfsd_ctx, binds = knfsd_layout(check_subtrees(
             with_views(ctx, {name: PurePosixPath(v.mountpoint) for name, v in views.items()}),
-            read_mounts() if mounts is None else mounts), views)
+            mounts), views)
         text = render_exports(knfsd_ctx)
     return NfsPlan(kind=kind, ctx=ctx, views=views, text=text, unions=unions,
                    export_ids=catalog.export_ids, binds=binds)
@@ -255,7 +261,11 @@ def apply_nfs(cluster: ResolvedCluster, paths: Paths, *,
     files = ganesha_files(paths)
     pid = running_pid(files) if plan.kind.is_ganesha else None
     ns_pid = union_ns_pid(pid)
-    # Layers of their own (layer_fs=own) are mounted here and in ganesha's namespace.
+    target = ExportTarget(exportfs=exportfs, exports_file=exports_file)
+    if plan.kind is NfsServerKind.KNFSD:
+        _release_unions_to_move(cluster, paths, plan, target)
+    # Layers of their own (layer_fs=own; knfsd: union nodes') are mounted here and in
+    # ganesha's namespace.
     prepare_group_layers(cluster, ns_pid=ns_pid, server_running=pid is not None)
     prepare_nodes(cluster, paths, ns_pid=ns_pid, server_running=pid is not None)
     # Before the views and unions that may stack on an image: HOME/images its own fs too.
@@ -268,6 +278,8 @@ def apply_nfs(cluster: ResolvedCluster, paths: Paths, *,
     for spec in plan.views.values():
         mount_view(spec)
     ensure_blocks(cluster, {name: Path(v.mountpoint) for name, v in plan.views.items()})
+    # every layer a filesystem of its own now (a layer that could not move: refused)
+    check_union_layers(cluster, paths, plan.unions, ns_mounts(ns_pid), fixable=True)
     mount_unions(plan.unions, ns_pid=ns_pid)
     stale = stale_unions(cluster, ns_pid=ns_pid)
     if plan.kind is NfsServerKind.KNFSD:
@@ -289,6 +301,28 @@ def apply_nfs(cluster: ResolvedCluster, paths: Paths, *,
         applied = "ganesha SIGHUP"
     unmount_unions(stale, ns_pid=ns_pid)
     return NfsApplyResult(plan=plan, config_path=files.conf, changed=changed, applied=applied)
+
+
+def _release_unions_to_move(cluster: ResolvedCluster, paths: Paths, plan: NfsPlan,
+                            target: ExportTarget) -> None:
+    """knfsd: the mounted unions of nodes whose own layer or group layer is still a
+    directory (an older oneroot made it; `ops.union_fs`): unexported, unbound from the view
+    and unmounted, so that `prepare_*` moves those layers into filesystems of their own and
+    the apply mounts the unions again over them. A running node loses its file handles."""
+    moving = [name for name, spec in sorted(plan.unions.items())
+              if union_status(spec).mounted and (not is_layer_fs(spec.node_dir) or any(
+                  not is_layer_fs(group_layer(cluster.dirs, g).root)
+                  for g in cluster.group_layers(cluster.node(name))))]
+    if not moving:
+        return
+    log.warning("nfs.union.layers_moving nodes=%s hint=%s", ",".join(moving),
+                "their layers move to filesystems of their own; reboot them")
+    _export(cluster, paths, target, unexported=tuple(moving))
+    binds = tuple(b for name in moving for b in plan.binds
+                  if b.source == plan.unions[name].mountpoint)
+    unbind_junctions(binds)
+    for name in moving:
+        unmount_union(plan.unions[name])
 
 
 def _read_text(path: Path) -> str:

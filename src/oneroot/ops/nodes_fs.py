@@ -8,6 +8,7 @@ identity files that changed and never removes anything.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -15,8 +16,10 @@ from pathlib import Path, PurePosixPath
 from oneroot.fsutil import UnsafePath
 from oneroot.model.paths import ClusterDirs, Paths
 from oneroot.model.resolved import ResolvedCluster
-from oneroot.ops.layerfs import DEFAULT_LAYER_SIZE, ensure_layer_fs
+from oneroot.nfs.server_union import forget_upper_fs
+from oneroot.ops.layerfs import DEFAULT_LAYER_SIZE, ensure_layer_fs, is_layer_fs, layer_image
 from oneroot.ops.statefs import apply_layer_quota, make_layer_root
+from oneroot.ops.union_fs import owns_layer_fs, union_groups
 from oneroot.overlay import (
     IdentityStore,
     LayerDirs,
@@ -41,6 +44,15 @@ class PreparedLayer:
 def identity_dir(paths: Paths, node: str) -> Path:
     """Where a node's seed, SSH host keys and manifest live (see `Paths.identity_dir`)."""
     return paths.identity_dir(node)
+
+
+def _moves_in(root: Path) -> bool:
+    """A layer directory with files that `ensure_layer_fs` is about to move into its own
+    filesystem (no image made yet)."""
+    if is_layer_fs(root) or os.path.lexists(layer_image(root)) or not root.is_dir():
+        return False
+    with os.scandir(root) as it:
+        return any(True for _ in it)
 
 
 def node_layer(dirs: ClusterDirs, node: str) -> LayerDirs:
@@ -82,10 +94,14 @@ def prepare_node(cluster: ResolvedCluster, paths: Paths, name: str, *,
     dirs = node_layer(cluster.dirs, name)
     limit = r.profile.layer_quota_bytes
     s = cluster.settings
-    if s.layer_fs.applies(s.nfs_server):
-        # A filesystem of its own (nfs-ganesha has no subtree check); its size is the limit.
+    if owns_layer_fs(s, union=r.profile.server_union):
+        # A filesystem of its own (nfs-ganesha has no subtree check; a union's overlayfs
+        # decodes handles anywhere on its layers' filesystems); its size is the limit.
+        moving = r.profile.server_union and _moves_in(dirs.root)
         changed = ensure_layer_fs(dirs.root, size=limit or DEFAULT_LAYER_SIZE, ns_pid=ns_pid,
                                   server_running=server_running)
+        if moving:  # overlayfs's records name the old filesystem
+            forget_upper_fs(name, dirs.root)
         limit = None
     else:
         # On the state filesystem, a layer that can carry a quota (a btrfs subvolume).
@@ -129,9 +145,10 @@ def prepare_group_layers(cluster: ResolvedCluster, *, ns_pid: int | None = None,
     """`<group_dir>/<group>/upper` for every group that is a layer (`group_layer=true`)."""
     out = []
     s = cluster.settings
+    unions = union_groups(cluster)
     for name in sorted(cluster.layer_groups):
         dirs = group_layer(cluster.dirs, name)
-        own = s.layer_fs.applies(s.nfs_server)
+        own = owns_layer_fs(s, union=name in unions)
         changed = own and ensure_layer_fs(dirs.root, parent_mode=0o755, ns_pid=ns_pid,
                                           server_running=server_running)
         changed |= ensure_layer(dirs)

@@ -28,6 +28,7 @@ from oneroot.ops.rendertree import render_tree
 from oneroot.ops.server_union import node_union_spec
 from oneroot.testing.ganesha import exports as ganesha_exports
 from oneroot.testing.inventory import layer_group, make_inventory, make_node
+from oneroot.testing.mounts import disks_at
 
 STATE = Path("/var/state/systems")
 
@@ -167,6 +168,12 @@ def _union_inv(*union: str, extra: str | None = None) -> Inventory:
                           image_root="/srv/images/bookworm")
 
 
+@pytest.fixture
+def bookworm_disk(monkeypatch: pytest.MonkeyPatch) -> None:
+    disks_at(monkeypatch, "/srv/images/bookworm")
+
+
+@pytest.mark.usefixtures("bookworm_disk")
 def test_knfsd_exports_the_merged_dir_with_its_export_id_as_fsid(tmp_path: Path) -> None:
     """An overlayfs mount has no UUID for knfsd to derive a filesystem id from."""
     plan = nfs_plan(resolve_cluster(_union_inv("node01")), Paths(home=tmp_path))
@@ -181,6 +188,7 @@ def test_knfsd_exports_the_merged_dir_with_its_export_id_as_fsid(tmp_path: Path)
         f",crossmnt,fsid={plan.export_ids['image:default']}")
 
 
+@pytest.mark.usefixtures("bookworm_disk")
 def test_fsids_are_the_persisted_export_ids_for_life(tmp_path: Path) -> None:
     paths = Paths(home=tmp_path)
     paths.export_ids.write_text('{"image:default": 7, "node:node01": 4242}\n')
@@ -195,6 +203,7 @@ def test_fsids_are_the_persisted_export_ids_for_life(tmp_path: Path) -> None:
     assert other.export_ids["node:node03"] not in (7, 4242)
 
 
+@pytest.mark.usefixtures("bookworm_disk")
 def test_fsids_are_unique_across_union_nodes(tmp_path: Path) -> None:
     plan = nfs_plan(resolve_cluster(_union_inv("node01", "node02")), Paths(home=tmp_path))
     fsids = {path: int(opts.rpartition("fsid=")[2])
@@ -205,6 +214,7 @@ def test_fsids_are_unique_across_union_nodes(tmp_path: Path) -> None:
     assert len(set(fsids.values())) == 3 and 0 not in fsids.values()
 
 
+@pytest.mark.usefixtures("bookworm_disk")
 def test_render_and_nfs_apply_write_the_sameexports(tmp_path: Path) -> None:
     """`oneroot render` and `oneroot nfs apply` give an export the same (persisted) id."""
     paths = Paths(home=tmp_path / "home")

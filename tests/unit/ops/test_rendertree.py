@@ -24,6 +24,7 @@ from oneroot.ops.nfs_serving import apply_nfs, nfs_plan, rendered_configs
 from oneroot.ops.rendertree import RenderReport, render_tree
 from oneroot.render.cluster import render_exports
 from oneroot.testing.inventory import make_inventory, make_node, settings_under
+from oneroot.testing.mounts import disks_at
 
 
 def render(inv: Inventory, tmp: Path) -> RenderReport:
@@ -155,8 +156,8 @@ def test_rendered_nfs_config_is_what_nfs_apply_and_serve_apply(tmp_path: Path,
 
 
 @pytest.mark.parametrize("kind", [NfsServerKind.KNFSD, NfsServerKind.GANESHA])
-def test_a_config_the_other_server_would_refuse_is_left_out(tmp_path: Path,
-                                                            kind: NfsServerKind) -> None:
+def test_a_config_the_other_server_would_refuse_is_left_out(
+        tmp_path: Path, kind: NfsServerKind, monkeypatch: pytest.MonkeyPatch) -> None:
     """A union=server node below the seed's masked view: knfsd serves it, ganesha refuses it
     (it crashes unexporting a nested export). Under knfsd, render writes the exports and
     leaves out a ganesha.conf nobody could run; under ganesha, render refuses as apply does."""
@@ -167,6 +168,7 @@ def test_a_config_the_other_server_would_refuse_is_left_out(tmp_path: Path,
         with pytest.raises(UnionUnsupported, match="inside the masked view"):
             render(inv, tmp_path)
         return
+    disks_at(monkeypatch, "/srv/images/small")  # knfsd: a union's image, a disk of its own
     render(inv, tmp_path)
     assert (tmp_path / "cfg" / "exports").exists()
     assert not (tmp_path / "cfg" / "ganesha.conf").exists()
