@@ -1,6 +1,8 @@
 """Suite-wide rules: with CI=true a skipped test fails the run; e2e results are counted;
 markers match folders (tests/integration/* is `integration`, tests/e2e/* is `e2e`, and a
-test marked for another folder than its own fails)."""
+test marked for another folder than its own fails); a test that uses the session's Ceph
+(`ceph_cluster`, directly or through another fixture) is marked `ceph`, so that scripts/test
+runs every such test in one stage, with one Ceph."""
 
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ from pathlib import Path
 import pytest
 
 # The session's throwaway Ceph (mon, mgr, OSD, MDS, CephFS): started once, if a test asks.
-from oneroot.testing.ceph import ceph_cluster  # noqa: F401
+from oneroot.testing.ceph import CEPH_FIXTURE, ceph_cluster  # noqa: F401
 
 # The session's throwaway PostgreSQL, and `store_at`, which runs a test on SQLite and on it.
 from oneroot.testing.postgres import postgres_server, store_at  # noqa: F401
@@ -50,6 +52,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         marker = folder_marker(item.path)
         if marker is not None:
             item.add_marker(marker)
+        if uses_ceph(item):
+            item.add_marker("ceph")
+
+
+def uses_ceph(item: pytest.Item) -> bool:
+    """Whether `item` needs the session's Ceph: `ceph_cluster` is among its fixtures, asked
+    for directly or by a fixture it uses (a module's VM on the Ceph network, say)."""
+    return CEPH_FIXTURE in getattr(item, "fixturenames", ())
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:

@@ -1,6 +1,6 @@
 """Failover of a boot server under running QEMU nodes with the Linux NFS client (issue 16
 item 4), on the lab `oneroot lab up --servers 2 --storage ceph` runs (`oneroot.ops.labha`):
-servers A and B (namespaces on this module's Ceph lab network, a home each on ONE
+servers A and B (namespaces on the Ceph's lab network, a home each on ONE
 PostgreSQL, `oneroot nfs keepalived NAME` and `oneroot serve --server-id NAME` in each),
 nodes PXE-booted whose `root=` names A's service address, and whose busybox init appends a
 numbered line with its uptime to `/var/lines` every 0.1 s through its root (the union:
@@ -13,6 +13,7 @@ lost: read back from CephFS; the longest gap in its own uptime is the stall repo
 node02, powered on during the outage, must boot from B (B's DHCP, boot files and script;
 its root on A's address, served by B). Then A returns: it takes its address and instance
 back, node01 writes on through it, and B's processes are the ones it had (no restart).
+The Ceph is the run's one (`ceph_cluster`: scripts/test runs every Ceph test in one stage).
 Needs root, QEMU, Ceph, nfs-ganesha-ceph, keepalived and PostgreSQL.
 """
 
@@ -23,7 +24,6 @@ import os
 import re
 import shutil
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -33,7 +33,7 @@ from oneroot.initramfs.busybox import Busybox
 from oneroot.initramfs.kernel import Kernel
 from oneroot.lab import QemuVm
 from oneroot.ops.labha import MEMBERS, HaLab
-from oneroot.testing.ceph import DAEMONS, CephCluster, ceph_in_lab, retire
+from oneroot.testing.ceph import DAEMONS, CephCluster, retire
 from oneroot.testing.postgres import PostgresServer, postgres_bin
 
 pytestmark = [
@@ -48,15 +48,6 @@ pytestmark = [
 
 A, B = MEMBERS
 LINES_PER_MARK = 20  # the writer prints `oneroot-line N` on its console every 20 lines
-
-
-@pytest.fixture(scope="module")
-def module_ceph() -> Iterator[CephCluster]:
-    """This module's own Ceph, stopped when the module ends: the session's would stay up
-    beside the QEMU tests that follow (memory and CPU of a 2-core machine). It is the only
-    Ceph of the e2e run."""
-    with ceph_in_lab() as cluster:
-        yield cluster
 
 
 def _console(ha: HaLab, vm: QemuVm, pattern: str, *, timeout: float) -> re.Match[str]:
@@ -78,14 +69,18 @@ def _stall(lines: list[tuple[int, float]], after: int) -> tuple[float, int]:
 
 
 def test_a_running_node_survives_its_servers_death(
-        module_ceph: CephCluster, postgres_server: PostgresServer, tmp_path: Path,
+        ceph_cluster: CephCluster, postgres_server: PostgresServer, tmp_path: Path,
         node_kernel: Kernel, busybox: Busybox) -> None:
     assert postgres_bin("initdb").exists()
-    lab = module_ceph.lab
+    lab = ceph_cluster.lab
     assert lab is not None
+    # The run's one Ceph served the integration tests first: still healthy?
+    print(f"e2e failover: Ceph HEALTH_OK after {ceph_cluster.wait_healthy()} s")
     started = time.monotonic()
-    with module_ceph.mounted(tmp_path / "cephfs") as mount:
-        ha = HaLab(lab=lab, ceph=module_ceph, db_url=postgres_server.new_schema_url(),
+    with ceph_cluster.mounted(tmp_path / "cephfs") as mount:
+        # HaLab works in a CephFS directory of its own (`oneroot-ha-PID-RANDOM`), with
+        # addresses no other Ceph test uses (hosts .4/.5, services .112/.113).
+        ha = HaLab(lab=lab, ceph=ceph_cluster, db_url=postgres_server.new_schema_url(),
                    workdir=tmp_path / "ha", mount=mount,
                    progress=lambda m: print(f"e2e failover: {m}", flush=True))
         try:

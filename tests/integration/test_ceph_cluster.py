@@ -1,10 +1,12 @@
 """The session's throwaway Ceph (`oneroot.testing.ceph`): healthy, small, and its CephFS
-usable through ceph-fuse. Started once per test run (a session fixture), never per test.
+usable through ceph-fuse. Started once per test run (a session fixture, shared by every Ceph
+test of the run's Ceph stage), never per test or module.
 Needs root and Debian's ceph packages (scripts/install-packages)."""
 
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 from pathlib import Path
 
@@ -39,14 +41,15 @@ def test_cluster_is_healthy_and_small(ceph_cluster: CephCluster) -> None:
 
 def test_cephfs_through_ceph_fuse(ceph_cluster: CephCluster, tmp_path: Path) -> None:
     mnt = tmp_path / "cephfs"
+    probe = f"probe-{secrets.token_hex(4)}"  # the run's one Ceph: a directory of its own
     with ceph_cluster.mounted(mnt):
-        (mnt / "probe").mkdir(exist_ok=True)
-        (mnt / "probe" / "a.txt").write_text("written through ceph-fuse\n")
+        (mnt / probe).mkdir()
+        (mnt / probe / "a.txt").write_text("written through ceph-fuse\n")
     # A second, independent mount (a new client session) sees the file: it is in CephFS,
     # not in a local cache.
-    with ceph_cluster.mounted(tmp_path / "again", subdir="/probe") as again:
+    with ceph_cluster.mounted(tmp_path / "again", subdir=f"/{probe}") as again:
         assert (again / "a.txt").read_text() == "written through ceph-fuse\n"
-    assert not (mnt / "probe").exists()  # unmounted: the file never was local
+    assert not (mnt / probe).exists()  # unmounted: the file never was local
 
 
 def test_a_daemon_that_dies_fails_the_start(tmp_path: Path) -> None:

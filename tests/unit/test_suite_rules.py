@@ -19,6 +19,7 @@ addopts = -p no:cacheprovider -p no:hypothesispytest --strict-markers
 markers =
     integration: x
     e2e: x
+    ceph: x
 """
 FILES = {
     "unit/test_u.py": """
@@ -73,6 +74,35 @@ def test_folders_give_markers_and_a_misplaced_marker_fails(tmp_path: Path) -> No
     e2e = _pytest(root, "-m", "e2e")
     assert "PASSED tests/e2e/test_e.py::test_unmarked_in_e2e" in e2e.stdout
     assert e2e.returncode == 0, e2e.stdout
+
+
+def test_the_tests_on_the_sessions_ceph_are_marked_for_their_stage(tmp_path: Path) -> None:
+    # scripts/test runs `-m ceph` in a stage of its own (one Ceph for all of them) and leaves
+    # them out of the others: a test that asks for `ceph_cluster` through a fixture of its
+    # module counts too. Collected only: nothing here starts a Ceph.
+    root = _suite(tmp_path, {
+        "integration/test_c.py": """
+            def test_direct(ceph_cluster):
+                pass
+
+            def test_no_ceph():
+                pass
+        """,
+        "e2e/test_v.py": """
+            import pytest
+
+            @pytest.fixture(scope="module")
+            def vm(ceph_cluster):
+                return ceph_cluster
+
+            def test_through_a_fixture(vm):
+                pass
+        """})
+    ceph = _pytest(root, "-m", "ceph", "--collect-only", "-q")
+    assert ceph.stdout.splitlines()[:2] == ["tests/e2e/test_v.py::test_through_a_fixture",
+                                            "tests/integration/test_c.py::test_direct"], ceph
+    rest = _pytest(root, "-m", "not ceph", "--collect-only", "-q")
+    assert rest.stdout.splitlines()[:1] == ["tests/integration/test_c.py::test_no_ceph"], rest
 
 
 def test_a_skip_fails_the_run_with_ci_true(tmp_path: Path) -> None:

@@ -227,6 +227,18 @@ class CephCluster:
         self._step("healthy", t)
         self.timings.start_seconds = round(time.monotonic() - t0, 2)
 
+    def wait_healthy(self, timeout: float = 120) -> float:
+        """Until HEALTH_OK again (a cluster that served other tests first: a SIGKILLed
+        client's session, say, warns until the MDS closes it); returns the seconds waited.
+        CephError with `ceph health detail` if not within `timeout`."""
+        started = time.monotonic()
+        while self.health() != "HEALTH_OK":
+            if time.monotonic() - started > timeout:
+                raise CephError(f"not HEALTH_OK within {timeout:.0f} s: "
+                                f"{self.ceph('health', 'detail').strip()[-800:]}")
+            time.sleep(1)
+        return round(time.monotonic() - started, 2)
+
     def _bootstrap_monitor(self) -> None:
         keyring = self.root / "ceph.mon.keyring"
         admin = self.root / "ceph.client.admin.keyring"

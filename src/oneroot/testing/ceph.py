@@ -2,6 +2,15 @@
 `ceph_in_lab`), and helpers to put a ganesha-ceph inventory and an image in it. The cluster
 itself is `oneroot.lab.ceph` (the lab runs it too).
 
+One Ceph per test run: every test that needs one (integration and QEMU alike) asks for
+`ceph_cluster`; tests/conftest.py marks them `ceph` and scripts/test runs them all in one
+stage of their own, between the integration and the QEMU stages, so Ceph starts once and
+never idles beside the other QEMU tests. Sharing rules for those tests: each works in a
+CephFS directory of its own (a unique name), removes its ganesha members from
+the grace database and evicts its killed clients' sessions, and retires its lab clients
+(`retire`: the next one reuses the address); a module that starts late checks the cluster
+is still healthy (`CephCluster.wait_healthy`).
+
 Run by hand (the docs): `python -m oneroot.testing.ceph [--netns NS] [--address A]` starts one,
 prints its config path, and stops it on Ctrl-C.
 """
@@ -32,11 +41,12 @@ from oneroot.ops.nfs_serving import ganesha_files
 from oneroot.testing.inventory import layer_group, make_inventory, make_node
 from oneroot.testing.netns import STATE_DIR
 
-__all__ = ["CEPH_SUBNET", "DAEMONS", "FS_NAME", "CephCluster", "CephError", "CephSizes",
-           "ceph_cluster", "ceph_in_lab", "ceph_inventory", "retire", "serve_ganesha_ceph",
-           "tiny_image", "wait_log"]
+__all__ = ["CEPH_FIXTURE", "CEPH_SUBNET", "DAEMONS", "FS_NAME", "CephCluster", "CephError",
+           "CephSizes", "ceph_cluster", "ceph_in_lab", "ceph_inventory", "retire",
+           "serve_ganesha_ceph", "tiny_image", "wait_log"]
 
 CEPH_SUBNET = "10.96.0.0/24"
+CEPH_FIXTURE = "ceph_cluster"  # the tests that use it are marked `ceph` (tests/conftest.py)
 
 
 def retire(lab: Lab, netns: str) -> None:
@@ -129,7 +139,8 @@ def ceph_in_lab() -> Iterator[CephCluster]:
 
 @pytest.fixture(scope="session")
 def ceph_cluster() -> Iterator[CephCluster]:
-    """The test run's one Ceph: started once, never per test (`ceph_in_lab`)."""
+    """The test run's one Ceph: started once, never per test or per module (`ceph_in_lab`),
+    stopped when the session ends."""
     Lab.cleanup_stale(STATE_DIR)
     with ceph_in_lab() as cluster:
         yield cluster
