@@ -50,6 +50,13 @@ A, B = MEMBERS
 LINES_PER_MARK = 20  # the writer prints `oneroot-line N` on its console every 20 lines
 
 
+def _ganesha_logs(ha: HaLab) -> str:
+    """The end of each server's ganesha instance logs (its own and a peer's it took)."""
+    logs = sorted(ha.workdir.glob("home-*/run/ganesha-instances/*/ganesha.log"))
+    return "\n".join(f"{log.relative_to(ha.workdir)}:\n{log.read_text(errors='replace')[-1500:]}"
+                     for log in logs)
+
+
 def _console(ha: HaLab, vm: QemuVm, pattern: str, *, timeout: float) -> re.Match[str]:
     try:
         return vm.wait_for(pattern, timeout=timeout)
@@ -87,6 +94,8 @@ def test_a_running_node_survives_its_servers_death(
             ha.prepare(kernel=node_kernel, busybox=busybox, nodes=2)
             print(f"e2e failover: set-up {time.monotonic() - started:.1f} s")
             _failover_and_return(ha)
+        except LabError as exc:  # its hint is the servers' state: shown, not dropped
+            raise AssertionError(f"{exc.message}\n{exc.hint}\n{_ganesha_logs(ha)}") from None
         finally:
             ha.stop()
             for server in ha.servers.values():
