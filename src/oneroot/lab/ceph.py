@@ -100,6 +100,9 @@ osd_pool_default_pg_autoscale_mode = off
 osd_crush_chooseleaf_type = 0
 mon_allow_pool_size_one = true
 mon_warn_on_pool_no_redundancy = false
+# `ganesha-rados-grace add` creates the grace pool untagged: HEALTH_WARN (POOL_APP_NOT_ENABLED)
+# for the rest of the cluster's life, which hid any real warning from a later health check
+mon_warn_on_pool_no_app = false
 mon_warn_on_insecure_global_id_reclaim_allowed = false
 auth_allow_insecure_global_id_reclaim = false
 mon_data_avail_warn = 2
