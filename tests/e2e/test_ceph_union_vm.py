@@ -1,10 +1,11 @@
 """What the kernel does with CephFS under a union (issue 16 item 3), measured in a Debian 12 VM:
 this host's kernel has neither a CephFS nor an NFS client.
 
-One Ceph for the module (`ceph_in_lab`, stopped when the module ends) and one VM: the lab
-server disk (Debian's 6.1 kernel: ceph, overlay, nfsd and the NFS client) on the Ceph lab
-bridge at node01's address, CephFS mounted with the kernel client. Host tools the VM lacks
-(fuse-overlayfs, strace) come on a second disk (`oneroot.testing.cephvm`).
+The run's one Ceph (`ceph_cluster`: scripts/test runs every Ceph test in one stage) and one
+VM for the module: the lab server disk (Debian's 6.1 kernel: ceph, overlay, nfsd and the NFS
+client) on the Ceph lab bridge at node01's address, CephFS mounted with the kernel client;
+the probe works in a CephFS directory of the module's own (`CephVm.base`). Host tools the VM
+lacks (fuse-overlayfs, strace) come on a second disk (`oneroot.testing.cephvm`).
 
 1. `union=server` over CephFS: the probe (tests/data/cephvm/union_probe.py) mounts overlayfs
    as `oneroot.nfs.server_union` does, with upper and work dirs in CephFS; the kernel refuses
@@ -23,6 +24,7 @@ import dataclasses
 import ipaddress
 import json
 import os
+import secrets
 import shutil
 import time
 from collections.abc import Iterator
@@ -32,13 +34,16 @@ from pathlib import Path
 import pytest
 
 from oneroot.model.paths import Paths
+from oneroot.model.resolved import resolve_cluster
+from oneroot.nfs.ganesha_ceph import grace_command
 from oneroot.ops.labserver import VmServerLab
+from oneroot.ops.nfs_serving import nfs_plan
 from oneroot.ops.serverimage import SERVER_MAC
 from oneroot.testing.ceph import (
     DAEMONS,
     CephCluster,
-    ceph_in_lab,
     ceph_inventory,
+    retire,
     serve_ganesha_ceph,
     tiny_image,
 )
@@ -65,19 +70,25 @@ class CephVm:
     cluster: CephCluster
     vm: VmServerLab
     workdir: Path
+    base: str  # this module's directory in the VM's CephFS mount (below CEPHFS)
 
 
 @pytest.fixture(scope="module")
-def ceph_vm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CephVm]:
+def ceph_vm(ceph_cluster: CephCluster, tmp_path_factory: pytest.TempPathFactory
+            ) -> Iterator[CephVm]:
+    # The run's one Ceph served the tests before this module: still healthy?
+    print(f"ceph-vm: Ceph HEALTH_OK after {ceph_cluster.wait_healthy()} s")
     started = time.monotonic()
     workdir = tmp_path_factory.mktemp("ceph-vm")
     tools = tools_disk(workdir / "tools.img", binaries=("fuse-overlayfs", "strace"),
                        files=sorted(DATA.iterdir()))
-    with ceph_in_lab() as cluster, debian_vm(cluster, workdir, extra_disks=[tools],
-                                             address=NODE01) as vm:
-        print(f"ceph-vm: Ceph and the VM up in {time.monotonic() - started:.1f} s; "
-              f"{mount_cephfs(vm, cluster, CEPHFS)}")
-        yield CephVm(cluster=cluster, vm=vm, workdir=workdir)
+    with debian_vm(ceph_cluster, workdir, extra_disks=[tools], address=NODE01) as vm:
+        mounted = mount_cephfs(vm, ceph_cluster, CEPHFS)
+        base = f"{CEPHFS}/ceph-union-vm-{secrets.token_hex(4)}"
+        vm.ssh(f"mkdir {base}")
+        print(f"ceph-vm: the VM up and CephFS mounted in {time.monotonic() - started:.1f} s; "
+              f"{mounted}; this module's directory {base}")
+        yield CephVm(cluster=ceph_cluster, vm=vm, workdir=workdir, base=base)
 
 
 def _probe_steps(output: str) -> dict[str, dict[str, object]]:
@@ -90,7 +101,7 @@ def _probe_steps(output: str) -> dict[str, dict[str, object]]:
 
 
 def test_a_kernel_cephfs_mount_is_no_overlayfs_upper(ceph_vm: CephVm) -> None:
-    done = ceph_vm.vm.ssh(f"mkdir -p /srv/probe && python3 {TOOLS}/union_probe.py {CEPHFS} "
+    done = ceph_vm.vm.ssh(f"mkdir -p /srv/probe && python3 {TOOLS}/union_probe.py {ceph_vm.base} "
                           "/srv/probe", check=False)
     print(done.stdout)
     steps = _probe_steps(done.stdout)
@@ -156,13 +167,22 @@ def test_a_client_union_writes_on_ganesha_ceph_through_xattr_less_lowers(
         # serve pins node01's address to its MAC (netpin): the VM's is the lab server's
         inv = inv.replace(nodes={"node01": dataclasses.replace(
             node01, macs=(SERVER_MAC,), overrides={**node01.overrides, "ephemeral": False})})
-        proc = serve_ganesha_ceph(lab, head.netns, Paths(home=tmp_path / "home"), inv)
+        paths = Paths(home=tmp_path / "home")
+        proc = serve_ganesha_ceph(lab, head.netns, paths, inv)
         try:
             done = ceph_vm.vm.ssh(f"sh {TOOLS}/fuse_probe.sh {HEAD} {image} "
                                   f"{base}/groups/compute {base}/systems/node01 "
                                   f"{' '.join(VARIANTS)}", check=False, timeout=300)
         finally:
-            lab.stop_process(proc)
+            # Nothing left on the run's one Ceph for a later test: the head's address, its
+            # ganesha's grace membership (a gone member keeps the others in grace) and its
+            # CephFS sessions (held with their capabilities for a reclaim).
+            lab.stop_process(proc, timeout=60)
+            retire(lab, head.netns)
+            plan = nfs_plan(resolve_cluster(inv), paths)
+            assert plan.ctx.ceph is not None
+            cluster.run(*grace_command(plan.ctx.ceph, "remove", plan.ctx.ceph.nodeid))
+            cluster.evict_sessions(f"ganesha-{HEAD}-")
         print(done.stdout)
         steps = _fuse_steps(done.stdout)
         assert all(steps[("mount", f"mount {layer}")] for layer in ("image", "group", "node"))
