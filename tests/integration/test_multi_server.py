@@ -51,11 +51,15 @@ def test_two_servers_one_storm_no_address_twice(cluster: ServeCluster) -> None:
     assert not twice, "addresses ACKed to two clients: " + "; ".join(
         f"{ip}: " + ", ".join(f"{mac} {leases[mac]['acks']}" for mac in sorted(macs))
         for ip, macs in list(twice.items())[:5])
-    # Both servers answered (the race was real), and the database holds exactly the ACKs,
-    # each with the id of the server that bound it.
+    # Both servers answered the storm (the race was real): each offered. A client takes the
+    # first OFFER, and offers leave as soon as they are decided, so on an idle machine one
+    # server can win every client (a clean-clone CI run: all 1,000 bound by a). The database
+    # holds exactly the ACKs, each with the id of the server that bound it.
+    offered = {name for name, s in cluster.servers.items() if "dhcp.offer" in s.log.read_text()}
+    assert offered == {"a", "b"}
     ids = {str(s.address): name for name, s in cluster.servers.items()}
     by_server = {ids[got["server"]] for got in leases.values()}
-    assert by_server == {"a", "b"}
+    assert by_server <= {"a", "b"}
     assert cluster.url is not None
     db = open_database(cluster.url)
     try:
