@@ -46,6 +46,15 @@ def _dhcp_packets() -> list[bytes]:
     return [p.to_bytes() for p in packets]
 
 
+def _relayed_request() -> bytes:
+    """The known node's REQUEST for its own address through a relay on its own segment (ACKed:
+    a relayed node is served only from a giaddr in its subnet)."""
+    return dhcp.DhcpPacket(op=dhcp.BootOp.REQUEST, xid=10, chaddr=bytes.fromhex("525400000001"),
+                           giaddr=IPv4Address("10.0.0.254"),
+                           options=dhcp.DhcpOptions({53: b"\x03", 50: bytes((10, 0, 0, 11)),
+                                                     54: bytes((10, 0, 0, 1))})).to_bytes()
+
+
 def _framed(packets: list[bytes], config: int) -> bytes:
     """dhcp_responder's input: a config byte, then runs of (size, port bit, time step, packet)."""
     out = bytes((config,))
@@ -109,7 +118,8 @@ def main() -> None:
         "dhcp_codec": _dhcp_packets(),
         "tftp_codec": _tftp_packets(),
         "dhcp_responder": [_framed(_dhcp_packets()[:2], 0), _framed(_dhcp_packets()[2:6], 0),
-                           _framed(_dhcp_packets(), 2), _framed(_decline_run(), 0)],
+                           _framed(_dhcp_packets(), 2), _framed(_decline_run(), 0),
+                           _framed([_relayed_request()], 0)],
         "tftp_transfer": _transfers(),
         "http_resolver": _names(),
         "rootspec": _specs(),
