@@ -269,18 +269,20 @@ def exposed_by_handle(lower: Path, masked: list[PurePosixPath], *,
                     continue  # a mount point: the lower layer shows none of it
                 if stat.S_ISDIR(st.st_mode):
                     out.looked_at += 1
-                    if depth >= MAX_DEPTH:
-                        continue
-                    try:
-                        sub = os.open(entry.name, DIR_FLAGS, dir_fd=dir_fd)
-                    except OSError:
-                        continue
-                    try:
-                        tree(sub, rel / entry.name, depth + 1)
-                    finally:
-                        os.close(sub)
+                    if depth < MAX_DEPTH:
+                        subtree(dir_fd, entry.name, rel / entry.name, depth + 1)
                 else:
                     out.note(rel / entry.name, st)
+
+    def subtree(dir_fd: int, name: str, rel: PurePosixPath, depth: int) -> None:
+        try:
+            sub = os.open(name, DIR_FLAGS, dir_fd=dir_fd)
+        except OSError:
+            return  # replaced by a link or removed while we walked
+        try:
+            tree(sub, rel, depth)
+        finally:
+            os.close(sub)
 
     for rel in masked:
         try:
@@ -291,17 +293,10 @@ def exposed_by_handle(lower: Path, masked: list[PurePosixPath], *,
             st = lstat_at(parent, rel.name)
             if st is None or st.st_dev != dev:
                 continue
-            if not stat.S_ISDIR(st.st_mode):
+            if stat.S_ISDIR(st.st_mode):
+                subtree(parent, rel.name, rel, 1)
+            else:
                 out.note(rel, st)
-                continue
-            try:
-                sub = os.open(rel.name, DIR_FLAGS, dir_fd=parent)
-            except OSError:
-                continue
-            try:
-                tree(sub, rel, 1)
-            finally:
-                os.close(sub)
         finally:
             os.close(parent)
         if not out.complete:
